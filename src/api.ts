@@ -1,0 +1,116 @@
+/**
+ * The library entry: load a target (and optionally a draft head), then stream or generate.
+ *
+ * ```ts
+ * import { loadGenerator } from 'eaglet';
+ * const g = await loadGenerator({ model: 'path/to/hf-dir', draft: 'random' });
+ * for await (const chunk of g.stream('Once upon a time', { maxNewTokens: 32 })) process.stdout.write(chunk.text);
+ * const { text, stats } = await g.generate('Once upon a time', { maxNewTokens: 32 });
+ * await g.dispose();
+ * ```
+ */
+import { UsageError } from './errors.ts';
+import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
+import { loadModel, type LoadedModel } from './io/load-model.ts';
+import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
+import { StaticPolicy, type LengthPolicy } from './policies/policy.ts';
+import { DraftSession } from './runtime/draft.ts';
+import { TargetSession } from './runtime/target.ts';
+import { EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
+import { Generator, type GenerationChunk, type StreamOptions } from './generate/generator.ts';
+import type { GenerationStats } from './generate/stats.ts';
+import { loadTokenizer } from './tokenizer/load.ts';
+import { TextStreamer } from './tokenizer/streamer.ts';
+import type { Tokenizer } from './tokenizer/tokenizer.ts';
+
+/** CPU defaults, chosen by `npm run bench:runtime` (see README): verifying costs grow with tree size here. */
+export const DEFAULT_TREE: TreeShape = { topK: 4, maxDepth: 5, totalTokens: 16 };
+
+export interface LoadOptions {
+  /** HF checkpoint directory or llama2.c `.bin`, or an already loaded model. */
+  model: string | LoadedModel;
+  /** Tokenizer file (tokenizer.json / tokenizer.bin); default: the one found with the model. */
+  tokenizer?: string;
+  /** EAGLE head directory, 'random' (an untrained head, for correctness checks), or a loaded head. Omit for plain decoding. */
+  draft?: string | DraftHead;
+  /** Tree shape; default DEFAULT_TREE. */
+  tree?: Partial<TreeShape>;
+  /** Draft-length policy; default: static trees of tree.maxDepth. */
+  policy?: LengthPolicy;
+  /** ORT intra-op threads. Default 2. */
+  threads?: number;
+  /** Seed of the random head. Default 0. */
+  draftSeed?: number;
+}
+
+export interface TextChunk extends GenerationChunk {
+  /** Newly stable text ('' without a tokenizer or mid-character). */
+  text: string;
+}
+
+export interface LoadedGenerator {
+  readonly model: LoadedModel;
+  readonly tokenizer?: Tokenizer;
+  readonly generator: Generator;
+  /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
+  encode(prompt: string | number[]): number[];
+  stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
+  generate(prompt: string | number[], opts?: StreamOptions): Promise<{ ids: number[]; fromDraft: boolean[]; text?: string; stats: GenerationStats }>;
+  dispose(): Promise<void>;
+}
+
+export async function loadGenerator(o: LoadOptions): Promise<LoadedGenerator> {
+  const model = typeof o.model === 'string' ? await loadModel(o.model) : o.model;
+  const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
+  const sessionOpts = { threads: o.threads };
+  const target = await TargetSession.create(model.config, model.weights, sessionOpts);
+  const tree = { ...DEFAULT_TREE, ...o.tree };
+  let drafter: EagleDrafter | undefined, draftSession: DraftSession | undefined;
+  if (o.draft !== undefined) {
+    const head: DraftHead =
+      o.draft === 'random'
+        ? { config: headConfigFor(model.config), weights: randomHeadWeights(model.config, o.draftSeed ?? 0) }
+        : typeof o.draft === 'string'
+          ? loadDraftHead(o.draft, model.config)
+          : o.draft;
+    draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK });
+    drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
+  }
+  const generator = new Generator({ target, drafter, policy: o.policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
+
+  const encode = (prompt: string | number[]): number[] => {
+    if (typeof prompt !== 'string') return prompt;
+    if (!tokenizer) throw new UsageError('prompt', 'text needs a tokenizer: pass a tokenizer, or give token ids');
+    return tokenizer.encode(prompt, { addBos: tokenizer.bosId !== undefined });
+  };
+
+  async function* stream(prompt: string | number[], opts: StreamOptions = {}): AsyncGenerator<TextChunk, GenerationStats> {
+    const streamer = tokenizer ? new TextStreamer(tokenizer) : undefined;
+    const it = generator.stream(encode(prompt), opts);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        const tail = streamer?.flush() ?? '';
+        if (tail) yield { ids: [], fromDraft: [], text: tail };
+        return r.value;
+      }
+      yield { ...r.value, text: streamer?.push(r.value.ids) ?? '' };
+    }
+  }
+
+  return {
+    model,
+    tokenizer,
+    generator,
+    encode,
+    stream,
+    async generate(prompt, opts = {}) {
+      const r = await generator.generate(encode(prompt), opts);
+      return { ...r, text: tokenizer?.decode(r.ids) };
+    },
+    async dispose() {
+      await target.dispose();
+      await draftSession?.dispose();
+    },
+  };
+}

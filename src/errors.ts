@@ -1,0 +1,36 @@
+/**
+ * Errors meant for people. Each carries a one-line message that names the file or flag at
+ * fault; the CLI prints `error: <message>` and exits non-zero without a stack trace
+ * (unless `--debug`).
+ */
+
+/** Base class: anything eaglet reports to a user. `exitCode` is what the CLI exits with. */
+export class EagletError extends Error {
+  readonly exitCode: number = 1;
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A file exists but its contents are wrong: truncated, bad header, unknown dtype, NaN weights... */
+export class FormatError extends EagletError {
+  constructor(readonly file: string, problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+
+/** A model/config does not fit what it is used with (head vs target sizes, unsupported arch). */
+export class ConfigError extends EagletError {
+  constructor(readonly file: string, problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+
+/** A bad command-line flag or API option. Exit code 2, like other CLIs' usage errors. */
+export class UsageError extends EagletError {
+  override readonly exitCode: number = 2;
+  constructor(readonly flag: string, problem: string) {
+    super(`${flag}: ${problem}`);
+  }
+}

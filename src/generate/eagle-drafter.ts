@@ -1,0 +1,85 @@
+/**
+ * The EAGLE-2 drafter: grows a dynamic token tree with the draft head, depth by depth.
+ *
+ * Draft rows pair a target feature with the NEXT token: row i = (f_i, token_{i+1}) at
+ * position i, predicting f_{i+1}. Each round first catches the head up on the rows committed
+ * since its last round (real target features, committed to its cache), whose last row
+ * (f_{P-1}, root) scores the root's children; then every deeper frontier runs as one pass of
+ * staged rows under the builder's tree mask, fed with the head's own predicted features.
+ * Staged rows are dropped at the end of the round.
+ */
+import { TreeBuilder, type VerifyTree } from '../../trees/index.ts';
+import type { DraftSession } from '../runtime/draft.ts';
+import { KVCache } from '../runtime/kv-cache.ts';
+import type { History } from './history.ts';
+import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
+
+export interface TreeShape {
+  /** Children per expanded node and nodes expanded per depth (EAGLE's top_k). */
+  topK: number;
+  /** Deepest tree a round may draft. */
+  maxDepth: number;
+  /** Most drafted tokens verified per round. */
+  totalTokens: number;
+}
+
+export class EagleDrafter {
+  readonly cache: KVCache;
+  private builder: TreeBuilder;
+  private positions: Int32Array; // [max(context, topK)] scratch
+  private frontierFeatures: Float32Array; // [topK, d]
+  /** Draft passes run (cumulative). */
+  passes = 0;
+
+  /** @param capacity the target's context length. */
+  constructor(readonly session: DraftSession, readonly shape: TreeShape, capacity: number) {
+    const h = session.head;
+    if (shape.topK > session.topK) throw new RangeError(`tree top-k ${shape.topK} exceeds the draft session's top-k ${session.topK}`);
+    this.cache = new KVCache(1, h.nKvHeads, h.headDim, capacity + shape.maxDepth * shape.topK + 1);
+    this.builder = new TreeBuilder(shape);
+    this.positions = new Int32Array(capacity + shape.topK);
+    this.frontierFeatures = new Float32Array(shape.topK * h.dim);
+  }
+
+  reset(): void {
+    this.cache.truncate(0);
+  }
+
+  /**
+   * Drafts a tree rooted at `root` (position P = history.length) of at most plan.depth levels,
+   * asking `policy` after each level whether to go deeper.
+   */
+  async draft(history: History, root: number, plan: RoundPlan, policy: LengthPolicy): Promise<VerifyTree> {
+    const { cache, builder, session } = this;
+    const d = session.head.dim, P = history.length;
+    history.tokens[P] = root;
+
+    // Catch-up: rows c..P-1 = (f_i, token_{i+1}); committed, since they are real.
+    const c = cache.length, rows = P - c;
+    for (let i = 0; i < rows; i++) this.positions[i] = c + i;
+    const first = await session.forward(cache, history.tokens.subarray(c + 1, P + 1), history.features.subarray(c * d, P * d), this.positions.subarray(0, rows));
+    this.passes++;
+    cache.append(first.newKeys, first.newValues, rows);
+    const committed = cache.length;
+
+    builder.reset(root);
+    const k = session.topK;
+    builder.expand(first.topkIds.subarray((rows - 1) * k, rows * k), first.topkLogProbs.subarray((rows - 1) * k, rows * k));
+    let hidden = first.hidden.subarray((rows - 1) * d, rows * d); // [F_prev, d]
+    while (builder.frontier.depth < plan.depth && builder.canExpand && (policy.continueDrafting?.(builder.frontier) ?? true)) {
+      const fr = builder.frontier, F = fr.count;
+      for (let i = 0; i < F; i++) {
+        const s = fr.parentSlots[i];
+        this.frontierFeatures.set(hidden.subarray(s * d, (s + 1) * d), i * d);
+        this.positions[i] = P - 1 + fr.depth; // a node at depth t sits at position P + t, its draft row at P + t - 1
+      }
+      const out = await session.forward(cache, fr.tokens.subarray(0, F), this.frontierFeatures, this.positions.subarray(0, F), fr.draftMask);
+      this.passes++;
+      cache.append(out.newKeys, out.newValues, F);
+      builder.expand(out.topkIds, out.topkLogProbs);
+      hidden = out.hidden;
+    }
+    cache.truncate(committed);
+    return builder.finish(Math.min(plan.totalTokens, builder.totalTokens));
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * The decoding loop: autoregressive and speculative decoding are one loop. Each round:
+ *
+ *   plan     the length policy picks a depth (0 = plain AR step) and a tree size
+ *   draft    the drafter grows a token tree from the root (the last emitted token)
+ *   verify   ONE target pass over [root, ...tree] under the tree attention mask
+ *   accept   walk the tree drawing the target's own token at each node (argmax or a seeded
+ *            sample): descend while a child matches, else that draw is the bonus token
+ *   commit   keep the accepted rows of the target K/V cache, record their features
+ *
+ * Every emitted token is one draw from the target at the right prefix, so output equals plain
+ * decoding token for token, greedy or sampled with the same seed.
+ */
+import { Acceptance, acceptSampled, VerifyTree } from '../../trees/index.ts';
+import type { ModelConfig } from '../model/config.ts';
+import { KVCache } from '../runtime/kv-cache.ts';
+import type { TargetSession } from '../runtime/target.ts';
+import { UsageError } from '../errors.ts';
+import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
+import type { EagleDrafter } from './eagle-drafter.ts';
+import { History } from './history.ts';
+import { resolveGenerationOptions, type GenerationOptions } from './options.ts';
+import { Sampler } from './sampler.ts';
+import { GenerationStats } from './stats.ts';
+
+/** Tokens emitted by one round, in order. */
+export interface GenerationChunk {
+  ids: number[];
+  /** fromDraft[i]: ids[i] was drafted and accepted (false: the target's own bonus token). */
+  fromDraft: boolean[];
+}
+
+export interface GeneratorParts {
+  target: TargetSession;
+  /** Omit for plain autoregressive decoding. */
+  drafter?: EagleDrafter;
+  /** Default: static full-depth trees with a drafter, plain AR without. */
+  policy?: LengthPolicy;
+}
+
+export interface StreamOptions extends Partial<GenerationOptions> {
+  /** Stops generation at the next round boundary. */
+  signal?: AbortSignal;
+}
+
+export class Generator {
+  readonly cfg: ModelConfig;
+  readonly history: History;
+  readonly cache: KVCache;
+  readonly policy: LengthPolicy;
+  private rootOnly = new VerifyTree(1, 0);
+  private acceptance: Acceptance;
+  private positions: Int32Array; // [context] scratch
+
+  constructor(readonly parts: GeneratorParts) {
+    this.cfg = parts.target.cfg;
+    const c = this.cfg;
+    this.history = new History(c.maxSeqLen, c.dim);
+    this.cache = new KVCache(c.nLayers, c.nKvHeads, c.headDim, c.maxSeqLen);
+    const shape = parts.drafter?.shape;
+    this.policy = parts.policy ?? new StaticPolicy(shape?.maxDepth ?? 0, shape?.totalTokens ?? 0);
+    this.acceptance = new Acceptance(shape?.maxDepth ?? 0);
+    this.positions = new Int32Array(c.maxSeqLen);
+    this.rootOnly.parents[0] = -1;
+  }
+
+  /** Generates after `prompt` (token ids, fed as given), yielding each round's tokens. */
+  async *stream(prompt: ArrayLike<number>, options: StreamOptions = {}): AsyncGenerator<GenerationChunk, GenerationStats> {
+    const { signal, ...rest } = options;
+    const opts = resolveGenerationOptions(rest);
+    const { target, drafter } = this.parts;
+    const { cfg, history, cache, policy } = this;
+    const V = cfg.vocabSize, eos = opts.stopAtEos ? cfg.eosTokenIds : [];
+    checkPrompt(prompt, cfg);
+    const stats = new GenerationStats();
+    const sampler = new Sampler(opts, V);
+    const t0 = performance.now();
+    history.reset();
+    cache.truncate(0);
+    drafter?.reset();
+
+    // Prefill: the whole prompt in one causal pass; its last row gives the first token.
+    stats.promptTokens = prompt.length;
+    for (let i = 0; i < prompt.length; i++) this.positions[i] = i;
+    const pre = await target.forward(cache, prompt, this.positions.subarray(0, prompt.length));
+    cache.append(pre.newKeys, pre.newValues, prompt.length);
+    history.commit(prompt, pre.features, this.positions, prompt.length);
+    let root = sampler.pick(pre.logits, (prompt.length - 1) * V);
+    stats.targetPasses++;
+    stats.ms.prefill = performance.now() - t0;
+
+    let emitted = 0;
+    const emit = (ids: number[], fromDraft: boolean[]): GenerationChunk | null => {
+      // Truncate at EOS or the token budget; report why generation ends.
+      let n = 0;
+      while (n < ids.length && emitted < opts.maxNewTokens) {
+        emitted++;
+        if (eos.includes(ids[n++])) {
+          stats.stopReason = 'eos';
+          break;
+        }
+      }
+      if (emitted >= opts.maxNewTokens && stats.stopReason !== 'eos') stats.stopReason = 'max-new-tokens';
+      stats.newTokens = emitted;
+      return n > 0 ? { ids: ids.slice(0, n), fromDraft: fromDraft.slice(0, n) } : null;
+    };
+    const done = () => emitted >= opts.maxNewTokens || stats.stopReason === 'eos';
+
+    let logits: Float32Array = pre.logits;
+    const pick = (node: number) => sampler.pick(logits, node * V);
+    try {
+      const first = emit([root], [false]);
+      if (first) yield first;
+      while (!done()) {
+        if (signal?.aborted) {
+          stats.stopReason = 'aborted';
+          break;
+        }
+        const P = history.length;
+        const room = cfg.maxSeqLen - P; // rows left: the root needs one, drafts the rest
+        if (room < 1) {
+          stats.stopReason = 'context';
+          break;
+        }
+        const tp = performance.now();
+        const plan = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: drafter ? Math.min(drafter.shape.maxDepth, room - 1) : 0 });
+        plan.totalTokens = Math.min(plan.totalTokens, room - 1);
+        const td = performance.now();
+        stats.ms.policy += td - tp;
+
+        let tree = this.rootOnly;
+        if (drafter && plan.depth > 0 && plan.totalTokens > 0) {
+          const before = drafter.passes;
+          tree = await drafter.draft(history, root, plan, policy);
+          stats.draftPasses += drafter.passes - before;
+        } else {
+          tree.tokens[0] = root;
+          tree.build(1);
+        }
+        const tv = performance.now();
+        for (let i = 0; i < tree.n; i++) this.positions[i] = P + tree.depths[i];
+        const out = await target.forward(cache, tree.tokens.subarray(0, tree.n), this.positions.subarray(0, tree.n), tree.mask);
+        stats.targetPasses++;
+        const ta = performance.now();
+
+        cache.stage(out.newKeys, out.newValues, tree.n);
+        logits = out.logits;
+        const acc = acceptSampled(tree, pick, this.acceptance);
+        const path = acc.path.subarray(0, acc.length);
+        cache.keep(path);
+        history.commit(tree.tokens, out.features, path, acc.length);
+        const accepted = acc.length - 1;
+        stats.recordRound(accepted, acc.length, tree.depth);
+        policy.observe?.({ depth: tree.depth, treeSize: tree.n - 1, accepted, draftMs: tv - td, verifyMs: ta - tv });
+        stats.ms.draft += tv - td;
+        stats.ms.verify += ta - tv;
+        root = acc.bonus;
+        const ids = Array.from(acc.tokens.subarray(0, acc.length));
+        const chunk = emit(ids, ids.map((_, i) => i < accepted));
+        if (chunk) yield chunk;
+      }
+    } finally {
+      stats.ms.total = performance.now() - t0;
+    }
+    return stats;
+  }
+
+  /** Non-streaming: collects `stream`. */
+  async generate(prompt: ArrayLike<number>, options: StreamOptions = {}): Promise<{ ids: number[]; fromDraft: boolean[]; stats: GenerationStats }> {
+    const ids: number[] = [], fromDraft: boolean[] = [];
+    const it = this.stream(prompt, options);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return { ids, fromDraft, stats: r.value };
+      ids.push(...r.value.ids);
+      fromDraft.push(...r.value.fromDraft);
+    }
+  }
+}
+
+function checkPrompt(prompt: ArrayLike<number>, cfg: ModelConfig): void {
+  if (prompt.length === 0) throw new UsageError('prompt', 'is empty: give at least one token');
+  if (prompt.length >= cfg.maxSeqLen) throw new UsageError('prompt', `has ${prompt.length} tokens, the model's context is ${cfg.maxSeqLen}: leave room to generate`);
+  for (let i = 0; i < prompt.length; i++) {
+    const t = prompt[i];
+    if (!Number.isInteger(t) || t < 0 || t >= cfg.vocabSize) throw new UsageError('prompt', `token id ${t} at index ${i} is outside the vocabulary [0, ${cfg.vocabSize})`);
+  }
+}

@@ -1,0 +1,57 @@
+/** What a generation did and where its time went; returned with every result. */
+export type StopReason = 'eos' | 'max-new-tokens' | 'context' | 'aborted';
+
+export class GenerationStats {
+  promptTokens = 0;
+  /** Tokens emitted (the first one comes from the prefill pass). */
+  newTokens = 0;
+  /** Decoding rounds: one target verification pass each. */
+  rounds = 0;
+  /** Tokens emitted by rounds (accepted drafts + bonus); tau = roundTokens / rounds. */
+  roundTokens = 0;
+  targetPasses = 0;
+  draftPasses = 0;
+  /** acceptedHistogram[a] = rounds that accepted a drafted tokens (bonus not counted). */
+  acceptedHistogram: number[] = [];
+  /** Sum of the depth drafted each round (0 for rounds that did not speculate). */
+  depthSum = 0;
+  /** Wall time split, ms. bookkeeping = total - prefill - draft - verify - policy. */
+  ms = { total: 0, prefill: 0, draft: 0, verify: 0, policy: 0 };
+  stopReason: StopReason = 'max-new-tokens';
+
+  /** Tokens appended per target verification pass, bonus included (plain AR = 1). */
+  get tau(): number {
+    return this.rounds ? this.roundTokens / this.rounds : 0;
+  }
+
+  get tokensPerSecond(): number {
+    return this.ms.total > 0 ? (this.newTokens * 1000) / this.ms.total : 0;
+  }
+
+  recordRound(accepted: number, emitted: number, depth: number): void {
+    this.rounds++;
+    this.roundTokens += emitted;
+    this.depthSum += depth;
+    while (this.acceptedHistogram.length <= accepted) this.acceptedHistogram.push(0);
+    this.acceptedHistogram[accepted]++;
+  }
+
+  toJSON() {
+    const { total, prefill, draft, verify, policy } = this.ms;
+    const r = (x: number) => Math.round(x * 1000) / 1000;
+    return {
+      promptTokens: this.promptTokens,
+      newTokens: this.newTokens,
+      wallMs: r(total),
+      tokensPerSecond: r(this.tokensPerSecond),
+      targetPasses: this.targetPasses,
+      draftPasses: this.draftPasses,
+      rounds: this.rounds,
+      tau: r(this.tau),
+      meanDepth: this.rounds ? r(this.depthSum / this.rounds) : 0,
+      acceptedHistogram: this.acceptedHistogram,
+      timeMs: { prefill: r(prefill), draft: r(draft), verify: r(verify), policy: r(policy), bookkeeping: r(total - prefill - draft - verify - policy) },
+      stopReason: this.stopReason,
+    };
+  }
+}

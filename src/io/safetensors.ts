@@ -1,0 +1,174 @@
+/**
+ * safetensors reader and writer (https://github.com/huggingface/safetensors):
+ *
+ *   [u64 LE header length n][n bytes of JSON header][data section]
+ *
+ * The header maps tensor names to {dtype, shape, data_offsets: [begin, end]} (offsets relative to
+ * the data section) plus an optional "__metadata__" string map. Everything in the header is checked
+ * against the file size before anything is allocated from it, so a lying header costs nothing.
+ * Tensors are read with positioned reads: only the ones asked for are loaded.
+ */
+import { closeSync, fstatSync } from 'node:fs';
+import { FormatError } from '../errors.ts';
+import type { Tensor } from '../model/weights.ts';
+import { writeFileAtomic } from './atomic.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.ts';
+import { openForRead, readExact } from './read.ts';
+
+/** The dtypes eaglet reads and writes (all converted to F32 in memory). */
+export type FloatDtype = 'F32' | 'F16' | 'BF16';
+const BYTES: Record<FloatDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+/** Dtypes of the format that eaglet does not read, named so the error can say "unsupported" not "unknown". */
+const OTHER_DTYPES = new Set(['F64', 'F8_E4M3', 'F8_E5M2', 'I64', 'I32', 'I16', 'I8', 'U64', 'U32', 'U16', 'U8', 'BOOL']);
+/** The format's own bound on the header, which keeps a lying length from allocating much. */
+const MAX_HEADER_BYTES = 100_000_000;
+
+/** One tensor's entry in the header, validated. `begin`/`end` are absolute file offsets. */
+export interface TensorEntry {
+  dtype: FloatDtype;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** A validated header: entries in file order plus the metadata map. */
+export interface SafetensorsHeader {
+  entries: Map<string, TensorEntry>;
+  metadata: Record<string, string>;
+}
+
+/** Reads and validates the header of `path` without reading any tensor data. */
+export function readSafetensorsHeader(path: string): SafetensorsHeader {
+  const fd = openForRead(path);
+  try {
+    return readHeader(fd, path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Reads the tensors of `path` (those for which `want(name)` is true, default all) as F32.
+ * Throws FormatError naming the file for anything malformed.
+ */
+export function readSafetensors(path: string, want: (name: string) => boolean = () => true): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+  const fd = openForRead(path);
+  try {
+    const { entries, metadata } = readHeader(fd, path);
+    const tensors = new Map<string, Tensor>();
+    for (const [name, e] of entries) if (want(name)) tensors.set(name, readTensor(fd, e));
+    return { tensors, metadata };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readHeader(fd: number, path: string): SafetensorsHeader {
+  const bad = (problem: string) => new FormatError(path, problem);
+  const size = fstatSync(fd).size;
+  if (size < 8) throw bad(`not a safetensors file: ${size} bytes, too short for the 8-byte header length`);
+  const lenBytes = new Uint8Array(8);
+  readExact(fd, lenBytes, 0);
+  const n = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
+  if (n > size - 8) throw bad(`header length ${n} exceeds the file size (${size} bytes): truncated or not a safetensors file`);
+  if (n > MAX_HEADER_BYTES) throw bad(`header length ${n} exceeds the format's ${MAX_HEADER_BYTES}-byte limit`);
+  const headerBytes = new Uint8Array(n);
+  readExact(fd, headerBytes, 8);
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+  } catch (e) {
+    throw bad(`header is not valid JSON (${(e as Error).message})`);
+  }
+  if (!isObject(json)) throw bad('header is not a JSON object');
+
+  const dataStart = 8 + n, dataLen = size - dataStart;
+  const entries = new Map<string, TensorEntry>();
+  let metadata: Record<string, string> = {};
+  for (const [name, v] of Object.entries(json)) {
+    if (name === '__metadata__') {
+      if (!isObject(v) || Object.values(v).some((x) => typeof x !== 'string')) throw bad('__metadata__ must map strings to strings');
+      metadata = v as Record<string, string>;
+      continue;
+    }
+    if (!isObject(v)) throw bad(`tensor ${name}: header entry is not an object`);
+    const { dtype, shape, data_offsets: offsets } = v;
+    if (typeof dtype !== 'string') throw bad(`tensor ${name}: missing dtype`);
+    if (!(dtype in BYTES)) {
+      const kind = OTHER_DTYPES.has(dtype) ? 'unsupported' : 'unknown';
+      throw bad(`tensor ${name}: ${kind} dtype ${JSON.stringify(dtype)} (eaglet reads F32, F16, BF16)`);
+    }
+    if (!Array.isArray(shape) || !shape.every(isCount)) throw bad(`tensor ${name}: shape must be a list of non-negative integers`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) throw bad(`tensor ${name}: data_offsets must be two non-negative integers`);
+    const [b, e] = offsets as number[];
+    if (b > e || e > dataLen) throw bad(`tensor ${name}: data_offsets [${b}, ${e}] fall outside the ${dataLen}-byte data section`);
+    // Product in floating point: a huge shape just fails the comparison instead of overflowing.
+    const bytes = (shape as number[]).reduce((a, s) => a * s, BYTES[dtype as FloatDtype]);
+    if (bytes !== e - b) throw bad(`tensor ${name}: shape [${shape}] of ${dtype} needs ${bytes} bytes, data_offsets give ${e - b}`);
+    entries.set(name, { dtype: dtype as FloatDtype, shape: shape as number[], begin: dataStart + b, end: dataStart + e });
+  }
+  const sorted = [...entries].sort((x, y) => x[1].begin - y[1].begin);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i][1].begin < sorted[i - 1][1].end) throw bad(`tensors ${sorted[i - 1][0]} and ${sorted[i][0]} overlap in the data section`);
+  }
+  return { entries, metadata };
+}
+
+function readTensor(fd: number, e: TensorEntry): Tensor {
+  const count = (e.end - e.begin) / BYTES[e.dtype];
+  const data = new Float32Array(count); // [prod(shape)]
+  if (e.dtype === 'F32') {
+    readExact(fd, new Uint8Array(data.buffer), e.begin); // little-endian host: bytes land as F32 directly
+  } else {
+    const raw = new Uint16Array(count); // [prod(shape)] raw half bits
+    readExact(fd, new Uint8Array(raw.buffer), e.begin);
+    (e.dtype === 'F16' ? f16ToF32 : bf16ToF32)(raw, data);
+  }
+  return { shape: [...e.shape], data };
+}
+
+/** Options of writeSafetensors. */
+export interface WriteSafetensorsOptions {
+  /** Storage dtype of every tensor. Default 'F32'. */
+  dtype?: FloatDtype;
+}
+
+/**
+ * Writes `tensors` (in map order) to `path` atomically, with optional string metadata.
+ * The header is padded with spaces to a multiple of 8 bytes, as the reference writer does.
+ */
+export function writeSafetensors(path: string, tensors: Map<string, Tensor>, metadata?: Record<string, string>, opts: WriteSafetensorsOptions = {}): void {
+  const dtype = opts.dtype ?? 'F32';
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    if (name === '__metadata__') throw new Error(`${path}: __metadata__ is reserved and cannot name a tensor`);
+    const bytes = encode(t.data, dtype);
+    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    chunks.push(bytes);
+    offset += bytes.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8);
+  const jsonBytes = Buffer.from(json, 'utf8');
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(jsonBytes.byteLength), true);
+  writeFileAtomic(path, [len, jsonBytes, ...chunks]);
+}
+
+function encode(data: Float32Array, dtype: FloatDtype): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength); // zero-copy view
+  const out = new Uint16Array(data.length);
+  (dtype === 'F16' ? f32ToF16 : f32ToBf16)(data, out);
+  return new Uint8Array(out.buffer);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isCount(v: unknown): v is number {
+  return Number.isSafeInteger(v) && (v as number) >= 0;
+}

@@ -1,0 +1,165 @@
+/**
+ * The one definition of the models: the Llama decoder (target) and the EAGLE-1/2 draft head,
+ * written once over an abstract tensor-ops interface `Ops<T>`. Each backend renders it:
+ * `onnx-ops.ts` emits ONNX nodes (T = value name) for inference; a TensorFlow.js renderer
+ * (T = tf.Tensor) runs it eagerly with autograd for training. Property tests hold the
+ * renderings equal to the float64 reference in test/support/reference.ts.
+ *
+ * Shapes. One sequence of T rows (tokens). Activations are row-major [T, width]; a renderer
+ * may carry extra leading batch axes, since every op except `attention` works row by row and
+ * the definition never looks at the row axis. Notation: d = model width, hd = head width,
+ * nH = query heads, nKv = key/value heads (nH % nKv == 0), P = cached (past) rows, V = vocab.
+ */
+import type { ModelConfig } from './config.ts';
+import { HEAD_LAYER_PREFIX, type HeadConfig } from './draft-head.ts';
+
+/** The attention head layout. */
+export interface HeadLayout {
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+}
+
+/** Shapes of one decoder layer; both ModelConfig and HeadConfig have these fields. */
+export interface LayerShape extends HeadLayout {
+  dim: number;
+  hiddenDim: number;
+  ropeTheta: number;
+  normEps: number;
+  attentionBias: boolean;
+}
+
+/** Cached keys (after RoPE) and values of one layer: [P, nKv * hd] each, row-major. */
+export interface PastKV<T> {
+  keys: T;
+  values: T;
+}
+
+/** The tensor operations the models are written in. */
+export interface Ops<T> {
+  /** A weight by checkpoint name (HF / EAGLE names), in its stored shape: Linear weights are [out, in]. */
+  weight(name: string): T;
+  /** Rows of `table` [V, w] at `ids` [T] (integer) -> [T, w]. */
+  embed(table: T, ids: T): T;
+  /** x [T, in] @ w^T (+ bias) with w [out, in], bias [out] -> [T, out]. */
+  linear(x: T, w: T, bias?: T): T;
+  /** Elementwise, same shapes. */
+  add(a: T, b: T): T;
+  /** Elementwise, same shapes. */
+  mul(a: T, b: T): T;
+  /** x * sigmoid(x), elementwise. */
+  silu(x: T): T;
+  /** x / sqrt(mean(x^2 over the last axis) + eps) * w; x [T, w], w [w] -> [T, w]. */
+  rmsNorm(x: T, w: T, eps: number): T;
+  /** [T, a], [T, b] -> [T, a + b] (a first). */
+  concat(a: T, b: T): T;
+  /**
+   * RoPE in the HF "rotate halves" convention, per head: within each head of width hd,
+   * element i < hd/2 pairs with i + hd/2, rotated by angle pos * theta^(-2i/hd).
+   * x [T, nHeads * hd], positions [T] (integer) -> same shape as x.
+   */
+  rope(x: T, positions: T, nHeads: number, headDim: number, theta: number): T;
+  /**
+   * Causal/tree self-attention with grouped K/V heads: query head h reads K/V head
+   * floor(h / (nH / nKv)). Scores are q.k / sqrt(hd) plus `mask`, softmaxed over the P + T keys
+   * (past rows first, then the new rows).
+   * q [T, nH*hd]; k, v [T, nKv*hd] (k already rotated); past: [P, nKv*hd] each, or null
+   * (P = 0); mask: additive float [T, P + T], 0 where row i may see key j and a large negative
+   * number elsewhere -> [T, nH*hd].
+   */
+  attention(q: T, k: T, v: T, past: PastKV<T> | null, mask: T, layout: HeadLayout): T;
+}
+
+/** What one pass needs besides the weights. */
+export interface PassInputs<T> {
+  /** Token ids [T]. */
+  ids: T;
+  /** Absolute positions [T] (tree nodes: prefix length + depth). */
+  positions: T;
+  /** Additive mask [T, P + T] (see Ops.attention). */
+  mask: T;
+  /** One entry per layer, or null when there is no cache (training over full sequences). */
+  past: PastKV<T>[] | null;
+}
+
+export interface LayerOut<T> {
+  /** [T, d] */
+  out: T;
+  /** New keys after RoPE [T, nKv*hd]: what the cache stores. */
+  key: T;
+  /** New values [T, nKv*hd]. */
+  value: T;
+}
+
+/**
+ * One pre-norm Llama decoder layer: x + attn(norm(x)), then + mlp(norm(.)).
+ * `prefix` names its weights ('model.layers.3.' for the target, 'layers.0.' for the head);
+ * `inputNorm` = false skips the first RMSNorm, as EAGLE's head layer does.
+ */
+export function decoderLayer<T>(
+  ops: Ops<T>, s: LayerShape, prefix: string, x: T, inp: PassInputs<T>, past: PastKV<T> | null, inputNorm: boolean,
+): LayerOut<T> {
+  const w = (name: string): T => ops.weight(prefix + name);
+  const bias = (name: string): T | undefined => (s.attentionBias ? w(name) : undefined);
+  const h = inputNorm ? ops.rmsNorm(x, w('input_layernorm.weight'), s.normEps) : x; // [T, d]
+  const q = ops.rope(ops.linear(h, w('self_attn.q_proj.weight'), bias('self_attn.q_proj.bias')), inp.positions, s.nHeads, s.headDim, s.ropeTheta); // [T, nH*hd]
+  const key = ops.rope(ops.linear(h, w('self_attn.k_proj.weight'), bias('self_attn.k_proj.bias')), inp.positions, s.nKvHeads, s.headDim, s.ropeTheta); // [T, nKv*hd]
+  const value = ops.linear(h, w('self_attn.v_proj.weight'), bias('self_attn.v_proj.bias')); // [T, nKv*hd]
+  const attn = ops.attention(q, key, value, past, inp.mask, s); // [T, nH*hd]
+  const mid = ops.add(x, ops.linear(attn, w('self_attn.o_proj.weight'))); // [T, d]
+  const h2 = ops.rmsNorm(mid, w('post_attention_layernorm.weight'), s.normEps);
+  const gated = ops.mul(ops.silu(ops.linear(h2, w('mlp.gate_proj.weight'))), ops.linear(h2, w('mlp.up_proj.weight'))); // [T, hidden]
+  return { out: ops.add(mid, ops.linear(gated, w('mlp.down_proj.weight'))), key, value };
+}
+
+/** The target's output head applied to features [T, d] -> logits [T, V] (tied: the embedding table). */
+export function lmHead<T>(ops: Ops<T>, cfg: Pick<ModelConfig, 'tieEmbeddings'>, features: T): T {
+  return ops.linear(features, ops.weight(cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'));
+}
+
+export interface LlamaOut<T> {
+  /** [T, V] */
+  logits: T;
+  /** Final-norm output [T, d]: what the EAGLE head reads. */
+  features: T;
+  /** Per layer, new keys after RoPE [T, nKv*hd]. */
+  keys: T[];
+  /** Per layer, new values [T, nKv*hd]. */
+  values: T[];
+}
+
+/** The target: a Llama-family decoder (HF weight names). */
+export function llamaForward<T>(ops: Ops<T>, cfg: ModelConfig, inp: PassInputs<T>): LlamaOut<T> {
+  let x = ops.embed(ops.weight('model.embed_tokens.weight'), inp.ids); // [T, d]
+  const keys: T[] = [], values: T[] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const r = decoderLayer(ops, cfg, `model.layers.${l}.`, x, inp, inp.past?.[l] ?? null, true);
+    x = r.out;
+    keys.push(r.key);
+    values.push(r.value);
+  }
+  const features = ops.rmsNorm(x, ops.weight('model.norm.weight'), cfg.normEps);
+  return { logits: lmHead(ops, cfg, features), features, keys, values };
+}
+
+export interface HeadOut<T> {
+  /** Predicted next features [T, d] (no final norm); logits = lmHead(hidden). */
+  hidden: T;
+  /** New keys of the head's layer after RoPE [T, nKv*hd]. */
+  key: T;
+  /** [T, nKv*hd] */
+  value: T;
+}
+
+/**
+ * The EAGLE-1/2 draft head. Row t reads token_{t+1} and the target's feature_t and predicts
+ * feature_{t+1}: fc(concat(embed(token), feature)) -> one decoder layer without its input
+ * norm. The embedding table is the target's (`model.embed_tokens.weight`).
+ * `features` [T, d]; `inp.past` has one entry (the head's only layer) or is null.
+ */
+export function eagleHeadForward<T>(ops: Ops<T>, head: HeadConfig, features: T, inp: PassInputs<T>): HeadOut<T> {
+  const emb = ops.embed(ops.weight('model.embed_tokens.weight'), inp.ids); // [T, d]
+  const x = ops.linear(ops.concat(emb, features), ops.weight('fc.weight'), ops.weight('fc.bias')); // [T, d]
+  const r = decoderLayer(ops, head, HEAD_LAYER_PREFIX, x, inp, inp.past?.[0] ?? null, false);
+  return { hidden: r.out, key: r.key, value: r.value };
+}

@@ -1,0 +1,154 @@
+/**
+ * `Ops<string>` rendered as ONNX nodes: each call appends nodes to a GraphBuilder and returns
+ * the output value's name. Standard opset-17 ops only, so ORT's CPU graph optimiser can fuse
+ * the usual patterns (RMSNorm -> SimplifiedLayerNormalization, Gemm + bias, ...).
+ *
+ * Activations are 2-D [T, width] (batch 1 is implicit); graph inputs/outputs add the batch
+ * axis back in model-graphs.ts.
+ */
+import type { GraphBuilder } from '../onnx/graph.ts';
+import type { HeadLayout, Ops, PastKV } from './definition.ts';
+import type { Tensor } from './weights.ts';
+
+/** Additive mask value for hidden keys: exp() of it underflows to exactly 0, with no inf arithmetic. */
+export const MASK_NEG = -1e30;
+
+export class OnnxOps implements Ops<string> {
+  private weights = new Map<string, string>();
+  /** Per (positions, headDim, theta): [cos, sign*sin] rows gathered at the positions, [T, 1, hd]. */
+  private ropeRows = new Map<string, [string, string]>();
+  /** Per (mask, group): the mask tiled over the query-head group, [group*T, P+T]. */
+  private groupMasks = new Map<string, string>();
+
+  /**
+   * @param lookup finds a weight by checkpoint name.
+   * @param maxPositions RoPE tables cover positions [0, maxPositions).
+   */
+  constructor(readonly g: GraphBuilder, private lookup: (name: string) => Tensor | undefined, private maxPositions: number) {}
+
+  weight(name: string): string {
+    const hit = this.weights.get(name);
+    if (hit) return hit;
+    const t = this.lookup(name);
+    if (!t) throw new Error(`missing tensor ${name}`);
+    this.g.initializer(name, { dtype: 'float32', dims: t.shape, data: t.data });
+    this.weights.set(name, name);
+    return name;
+  }
+
+  embed(table: string, ids: string): string {
+    return this.g.op('Gather', [table, ids], { axis: 0 });
+  }
+
+  linear(x: string, w: string, bias?: string): string {
+    // Gemm reads the [out, in] weight transposed in place, so no transposed copy is stored.
+    return this.g.op('Gemm', bias ? [x, w, bias] : [x, w], { transB: 1 });
+  }
+
+  add(a: string, b: string): string {
+    return this.g.op('Add', [a, b]);
+  }
+
+  mul(a: string, b: string): string {
+    return this.g.op('Mul', [a, b]);
+  }
+
+  silu(x: string): string {
+    return this.g.op('Mul', [x, this.g.op('Sigmoid', [x])]);
+  }
+
+  rmsNorm(x: string, w: string, eps: number): string {
+    // The Pow/ReduceMean/Add/Sqrt/Div/Mul chain ORT fuses into SimplifiedLayerNormalization.
+    const g = this.g;
+    const ms = g.op('ReduceMean', [g.op('Pow', [x, g.scalar(2)])], { axes: [-1], keepdims: 1 }); // [T, 1]
+    const rms = g.op('Sqrt', [g.op('Add', [ms, g.scalar(eps)])]);
+    return g.op('Mul', [g.op('Div', [x, rms]), w]);
+  }
+
+  concat(a: string, b: string): string {
+    return this.g.op('Concat', [a, b], { axis: -1 });
+  }
+
+  rope(x: string, positions: string, nHeads: number, headDim: number, theta: number): string {
+    const g = this.g;
+    const [cos, sin] = this.ropeAt(positions, headDim, theta); // [T, 1, hd] each
+    const xh = g.op('Reshape', [x, g.ints([-1, nHeads, headDim])]); // [T, nH, hd]
+    const [x1, x2] = g.node('Split', [xh], { axis: 2 }, { outputs: 2 }); // [T, nH, hd/2] each
+    const swapped = g.op('Concat', [x2, x1], { axis: 2 }); // rotate_half without the sign: the sign is in `sin`
+    const out = g.op('Add', [g.op('Mul', [xh, cos]), g.op('Mul', [swapped, sin])]);
+    return g.op('Reshape', [out, g.ints([-1, nHeads * headDim])]);
+  }
+
+  /**
+   * cos and signed sin rows for `positions`, from tables computed in float64 at build time:
+   * cos [maxPos, hd] = [cos θ, cos θ], sin [maxPos, hd] = [-sin θ, sin θ], θ_i = p * theta^(-2i/hd).
+   */
+  private ropeAt(positions: string, headDim: number, theta: number): [string, string] {
+    const key = `${positions}/${headDim}/${theta}`;
+    const hit = this.ropeRows.get(key);
+    if (hit) return hit;
+    const half = headDim / 2, n = this.maxPositions;
+    const cos = new Float32Array(n * headDim), sin = new Float32Array(n * headDim); // [maxPos, hd]
+    for (let p = 0; p < n; p++) {
+      for (let i = 0; i < half; i++) {
+        const a = p * Math.pow(theta, (-2 * i) / headDim);
+        cos[p * headDim + i] = cos[p * headDim + half + i] = Math.cos(a);
+        sin[p * headDim + i] = -Math.sin(a);
+        sin[p * headDim + half + i] = Math.sin(a);
+      }
+    }
+    const g = this.g;
+    const rows = (name: string, data: Float32Array): string => {
+      const table = g.initializer(`rope_${name}_${headDim}_${theta}`, { dtype: 'float32', dims: [n, headDim], data });
+      return g.op('Unsqueeze', [g.op('Gather', [table, positions], { axis: 0 }), g.ints([1])]); // [T, 1, hd]
+    };
+    const r: [string, string] = [rows('cos', cos), rows('sin', sin)];
+    this.ropeRows.set(key, r);
+    return r;
+  }
+
+  attention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
+    const g = this.g, group = nHeads / nKvHeads;
+    // GQA without repeating K/V: the `group` query heads sharing a K/V head become extra query
+    // rows of that head, so one batched MatMul over nKv serves them all.
+    const qs = g.op('Mul', [q, g.scalar(1 / Math.sqrt(headDim))]);
+    const q4 = g.op('Transpose', [g.op('Reshape', [qs, g.ints([-1, nKvHeads, group, headDim])])], { perm: [1, 2, 0, 3] }); // [nKv, group, T, hd]
+    const q3 = g.op('Reshape', [q4, g.ints([nKvHeads, -1, headDim])]); // [nKv, group*T, hd]
+    const rows = (x: string): string => g.op('Reshape', [x, g.ints([-1, nKvHeads, headDim])]); // [rows, nKv, hd]
+    const all = (fresh: string, old: string | undefined): string => (old ? g.op('Concat', [rows(old), rows(fresh)], { axis: 0 }) : rows(fresh)); // [P+T, nKv, hd]
+    const kT = g.op('Transpose', [all(k, past?.keys)], { perm: [1, 2, 0] }); // [nKv, hd, P+T]
+    const vH = g.op('Transpose', [all(v, past?.values)], { perm: [1, 0, 2] }); // [nKv, P+T, hd]
+    const scores = g.op('Add', [g.op('MatMul', [q3, kT]), this.groupMask(mask, group)]); // [nKv, group*T, P+T]
+    const o = g.op('MatMul', [g.op('Softmax', [scores], { axis: -1 }), vH]); // [nKv, group*T, hd]
+    const o4 = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, group, -1, headDim])])], { perm: [2, 0, 1, 3] }); // [T, nKv, group, hd]
+    return g.op('Reshape', [o4, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
+  }
+
+  /** The mask [T, P+T] repeated for each query head of a group: [group*T, P+T]. */
+  private groupMask(mask: string, group: number): string {
+    if (group === 1) return mask;
+    const key = `${mask}/${group}`;
+    let m = this.groupMasks.get(key);
+    if (!m) this.groupMasks.set(key, (m = this.g.op('Tile', [mask, this.g.ints([group, 1])])));
+    return m;
+  }
+
+  /**
+   * The additive mask [T, P+T] from a bool matrix `tree` [T, W] over the LAST W keys (row i:
+   * which of them token i sees; W = T for a tree of new tokens, W > T when earlier rows of the
+   * cache are staged draft rows of other branches) and the past K input `pastRef` [1, P, ...]:
+   * every new token sees the first P + T - W keys, so those columns are zeros made in-graph and
+   * JS only ever fills [T, W].
+   */
+  treeMask(tree: string, pastRef: string): string {
+    const g = this.g;
+    const t = g.op('Shape', [tree], { start: 0, end: 1 }); // [1] = T
+    const w = g.op('Shape', [tree], { start: 1, end: 2 }); // [1] = W
+    const p = g.op('Shape', [pastRef], { start: 1, end: 2 }); // [1] = P
+    const open = g.op('Sub', [g.op('Add', [p, t]), w]); // [1] = P + T - W
+    const zero = { tensor: { dtype: 'float32' as const, dims: [1], data: new Float32Array([0]) } };
+    const prefix = g.op('ConstantOfShape', [g.op('Concat', [t, open], { axis: 0 })], { value: zero }); // [T, P+T-W]
+    const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
+    return g.op('Concat', [prefix, fresh], { axis: 1 });
+  }
+}

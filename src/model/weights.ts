@@ -1,0 +1,82 @@
+/**
+ * Weights in memory: float32 tensors keyed by HF Llama names.
+ *
+ *   model.embed_tokens.weight                     [V, d]
+ *   model.layers.{i}.input_layernorm.weight       [d]
+ *   model.layers.{i}.self_attn.q_proj.weight      [nHeads*hd, d]    (+ .bias [nHeads*hd] if attentionBias)
+ *   model.layers.{i}.self_attn.k_proj.weight      [nKv*hd, d]       (+ .bias)
+ *   model.layers.{i}.self_attn.v_proj.weight      [nKv*hd, d]       (+ .bias)
+ *   model.layers.{i}.self_attn.o_proj.weight      [d, nHeads*hd]
+ *   model.layers.{i}.post_attention_layernorm.weight [d]
+ *   model.layers.{i}.mlp.gate_proj.weight         [hidden, d]
+ *   model.layers.{i}.mlp.up_proj.weight           [hidden, d]
+ *   model.layers.{i}.mlp.down_proj.weight         [d, hidden]
+ *   model.norm.weight                             [d]
+ *   lm_head.weight                                [V, d]   (absent when tieEmbeddings)
+ *
+ * Linear weights are [out, in] row-major, as in PyTorch. q/k rows follow the HF "rotate
+ * halves" RoPE convention.
+ */
+import type { ModelConfig } from './config.ts';
+
+export interface Tensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export type Weights = Map<string, Tensor>;
+
+export function tensor(shape: number[], data?: Float32Array): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (data && data.length !== n) throw new Error(`tensor data has ${data.length} values, shape [${shape}] needs ${n}`);
+  return { shape, data: data ?? new Float32Array(n) };
+}
+
+export const layerKey = (i: number, name: string): string => `model.layers.${i}.${name}`;
+
+/** Every tensor the config requires, with its shape. */
+export function expectedShapes(c: ModelConfig): Map<string, number[]> {
+  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  const m = new Map<string, number[]>();
+  m.set('model.embed_tokens.weight', [c.vocabSize, c.dim]);
+  for (let i = 0; i < c.nLayers; i++) {
+    m.set(layerKey(i, 'input_layernorm.weight'), [c.dim]);
+    m.set(layerKey(i, 'self_attn.q_proj.weight'), [q, c.dim]);
+    m.set(layerKey(i, 'self_attn.k_proj.weight'), [kv, c.dim]);
+    m.set(layerKey(i, 'self_attn.v_proj.weight'), [kv, c.dim]);
+    if (c.attentionBias) {
+      m.set(layerKey(i, 'self_attn.q_proj.bias'), [q]);
+      m.set(layerKey(i, 'self_attn.k_proj.bias'), [kv]);
+      m.set(layerKey(i, 'self_attn.v_proj.bias'), [kv]);
+    }
+    m.set(layerKey(i, 'self_attn.o_proj.weight'), [c.dim, q]);
+    m.set(layerKey(i, 'post_attention_layernorm.weight'), [c.dim]);
+    m.set(layerKey(i, 'mlp.gate_proj.weight'), [c.hiddenDim, c.dim]);
+    m.set(layerKey(i, 'mlp.up_proj.weight'), [c.hiddenDim, c.dim]);
+    m.set(layerKey(i, 'mlp.down_proj.weight'), [c.dim, c.hiddenDim]);
+  }
+  m.set('model.norm.weight', [c.dim]);
+  if (!c.tieEmbeddings) m.set('lm_head.weight', [c.vocabSize, c.dim]);
+  return m;
+}
+
+/**
+ * Checks that `w` holds exactly the tensors the config needs, with the right shapes and finite
+ * values. Returns the first problem as a sentence, or null.
+ */
+export function validateWeights(c: ModelConfig, w: Weights): string | null {
+  for (const [name, shape] of expectedShapes(c)) {
+    const t = w.get(name);
+    if (!t) return `missing tensor ${name}`;
+    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
+      return `tensor ${name} has shape [${t.shape}], config implies [${shape}]`;
+    const d = t.data;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite value (${d[i]}) at index ${i}`;
+  }
+  return null;
+}
+
+/** The output head: lm_head, or the embedding table when tied. [V, d] */
+export function outputHead(c: ModelConfig, w: Weights): Tensor {
+  return w.get(c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight')!;
+}

@@ -1,0 +1,163 @@
+/**
+ * An ONNX graph builder over the protobuf writer: values are names (strings), nodes are added
+ * in topological order, weights become initializers with raw little-endian data, and
+ * `toModel()` encodes a ModelProto. Only the slice of ONNX that eaglet emits is covered.
+ *
+ * Field numbers follow onnx/onnx.proto (stable since IR version 3).
+ */
+import { endianness } from 'node:os';
+import { ProtoWriter } from './protobuf.ts';
+
+export type DType = 'float32' | 'int32' | 'int64' | 'bool';
+/** A dimension: a number, or a symbolic name such as 'T' for sizes known at run time. */
+export type Dim = number | string;
+
+/** Typed-array storage per dtype (bool as one byte per element, as ONNX raw_data wants). */
+export type TypedData = Float32Array | Int32Array | BigInt64Array | Uint8Array;
+
+/** Attribute values: number = int, number[] = ints, { float } = float, string, or a tensor. */
+export type Attr = number | number[] | { float: number } | string | { tensor: ConstTensor };
+
+export interface ConstTensor {
+  dtype: DType;
+  dims: number[];
+  data: TypedData;
+}
+
+const DTYPE_CODE: Record<DType, number> = { float32: 1, int32: 6, int64: 7, bool: 9 };
+
+// Attribute type codes (AttributeProto.AttributeType).
+const ATTR_FLOAT = 1, ATTR_INT = 2, ATTR_STRING = 3, ATTR_TENSOR = 4, ATTR_INTS = 7;
+
+if (endianness() !== 'LE') throw new Error('eaglet writes ONNX raw_data from typed arrays and needs a little-endian host');
+
+function bytesOf(d: TypedData): Uint8Array {
+  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+}
+
+function tensorProto(name: string, t: ConstTensor): ProtoWriter {
+  const w = new ProtoWriter().packedInts(1, t.dims).int(2, DTYPE_CODE[t.dtype]);
+  if (name) w.string(8, name);
+  return w.bytes(9, bytesOf(t.data));
+}
+
+function valueInfo(name: string, dtype: DType, dims: Dim[]): ProtoWriter {
+  const shape = new ProtoWriter();
+  for (const d of dims) shape.message(1, typeof d === 'number' ? new ProtoWriter().int(1, d) : new ProtoWriter().string(2, d));
+  const tensorType = new ProtoWriter().int(1, DTYPE_CODE[dtype]).message(2, shape);
+  return new ProtoWriter().string(1, name).message(2, new ProtoWriter().message(1, tensorType));
+}
+
+function attribute(name: string, v: Attr): ProtoWriter {
+  const w = new ProtoWriter().string(1, name);
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v)) throw new Error(`attribute ${name}: ${v} is not an integer; use { float: ${v} }`);
+    return w.int(3, v).int(20, ATTR_INT);
+  }
+  if (typeof v === 'string') return w.string(4, v).int(20, ATTR_STRING);
+  if (Array.isArray(v)) return w.packedInts(8, v).int(20, ATTR_INTS);
+  if ('float' in v) return w.float(2, v.float).int(20, ATTR_FLOAT);
+  return w.message(5, tensorProto('', v.tensor)).int(20, ATTR_TENSOR);
+}
+
+export interface ModelOptions {
+  /** Default-domain opset. */
+  opset: number;
+  irVersion: number;
+  /** Extra operator sets, e.g. { 'com.microsoft': 1 }. */
+  domains?: Record<string, number>;
+}
+
+/** Builds one ONNX graph. Value names are unique within the builder. */
+export class GraphBuilder {
+  private nodes: ProtoWriter[] = [];
+  private inits: ProtoWriter[] = [];
+  private inputs: ProtoWriter[] = [];
+  private outputs: ProtoWriter[] = [];
+  private counter = 0;
+  private constCache = new Map<string, string>();
+
+  constructor(readonly name: string) {}
+
+  private fresh(prefix: string): string {
+    return `${prefix}_${this.counter++}`;
+  }
+
+  /** Declares a graph input. */
+  input(name: string, dtype: DType, dims: Dim[]): string {
+    this.inputs.push(valueInfo(name, dtype, dims));
+    return name;
+  }
+
+  /** Declares `value` as the graph output `name` (adding an Identity when the names differ). */
+  output(value: string, name: string, dtype: DType, dims: Dim[]): void {
+    if (value !== name) this.node('Identity', [value], {}, { outputs: [name] });
+    this.outputs.push(valueInfo(name, dtype, dims));
+  }
+
+  /** A named initializer (a weight). The data is referenced, not copied, until `toModel()`. */
+  initializer(name: string, t: ConstTensor): string {
+    this.inits.push(tensorProto(name, t));
+    return name;
+  }
+
+  /** A small constant, shared between identical requests. */
+  constant(dtype: DType, dims: number[], values: ArrayLike<number>): string {
+    const key = `${dtype}[${dims}]${Array.from(values).join(',')}`;
+    const hit = this.constCache.get(key);
+    if (hit) return hit;
+    const data: TypedData =
+      dtype === 'float32' ? Float32Array.from(values)
+      : dtype === 'int32' ? Int32Array.from(values)
+      : dtype === 'int64' ? BigInt64Array.from(Array.from(values), (v) => BigInt(v))
+      : Uint8Array.from(values);
+    const name = this.initializer(this.fresh('const'), { dtype, dims, data });
+    this.constCache.set(key, name);
+    return name;
+  }
+
+  /** int64 1-D constant, the usual shape/axes argument. */
+  ints(values: number[]): string {
+    return this.constant('int64', [values.length], values);
+  }
+
+  /** float32 scalar constant. */
+  scalar(v: number): string {
+    return this.constant('float32', [], [v]);
+  }
+
+  /**
+   * Adds a node and returns its output names. `outputs` is a count (auto names) or explicit
+   * names; an empty input name marks an omitted optional input.
+   */
+  node(opType: string, inputs: string[], attrs: Record<string, Attr> = {}, opts: { outputs?: number | string[]; domain?: string } = {}): string[] {
+    const outs = Array.isArray(opts.outputs) ? opts.outputs : Array.from({ length: opts.outputs ?? 1 }, () => this.fresh(opType));
+    const w = new ProtoWriter();
+    for (const i of inputs) w.string(1, i);
+    for (const o of outs) w.string(2, o);
+    w.string(3, this.fresh(`n_${opType}`)).string(4, opType);
+    for (const [k, v] of Object.entries(attrs)) w.message(5, attribute(k, v));
+    if (opts.domain) w.string(7, opts.domain);
+    this.nodes.push(w);
+    return outs;
+  }
+
+  /** Single-output node. */
+  op(opType: string, inputs: string[], attrs: Record<string, Attr> = {}): string {
+    return this.node(opType, inputs, attrs)[0];
+  }
+
+  /** Encodes the whole model. */
+  toModel(o: ModelOptions): Uint8Array {
+    const g = new ProtoWriter();
+    for (const n of this.nodes) g.message(1, n);
+    g.string(2, this.name);
+    for (const t of this.inits) g.message(5, t);
+    for (const i of this.inputs) g.message(11, i);
+    for (const out of this.outputs) g.message(12, out);
+    const m = new ProtoWriter().int(1, o.irVersion).string(2, 'eaglet').message(7, g);
+    m.message(8, new ProtoWriter().string(1, '').int(2, o.opset));
+    for (const [domain, version] of Object.entries(o.domains ?? {})) m.message(8, new ProtoWriter().string(1, domain).int(2, version));
+    return m.finish();
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Draft-length policies: one small interface, so static depths, confidence thresholds,
+ * AdaEDL, LDLP, SpecDec++ and cost-aware choices are swappable and comparable in one run.
+ * The decoding loop never branches on which policy it holds.
+ */
+import type { Frontier } from '../../trees/index.ts';
+
+/** What a policy may look at before a round. */
+export interface RoundState {
+  /** Committed context length (the root token sits at this position). */
+  position: number;
+  /** Target feature of the last committed token [d] (a view; copy to keep). */
+  lastFeature: Float32Array;
+  /** The root token: the last emitted token, not yet verified. */
+  rootToken: number;
+  /** Largest depth the context and the drafter allow this round. */
+  maxDepth: number;
+}
+
+export interface RoundPlan {
+  /** Tree depth to draft: 0 = plain autoregressive step (no speculation). */
+  depth: number;
+  /** Drafted tokens to verify at most (the tree size). */
+  totalTokens: number;
+}
+
+export interface RoundOutcome {
+  /** Depth drafted (0 if the round did not speculate). */
+  depth: number;
+  /** Drafted tokens verified. */
+  treeSize: number;
+  /** Drafted tokens the target accepted (bonus not counted). */
+  accepted: number;
+  /** Wall ms of the draft and of the verification pass. */
+  draftMs: number;
+  verifyMs: number;
+}
+
+export interface LengthPolicy {
+  readonly name: string;
+  /** Before drafting: how deep, how wide. */
+  plan(state: RoundState): RoundPlan;
+  /** After each drafted depth: draft one more level? Absent = always (up to plan.depth). */
+  continueDrafting?(frontier: Frontier): boolean;
+  /** After verification. */
+  observe?(outcome: RoundOutcome): void;
+}
+
+/** A fixed EAGLE-2 tree every round: `depth` levels, `totalTokens` verified. depth 0 = plain AR. */
+export class StaticPolicy implements LengthPolicy {
+  readonly name: string;
+  constructor(readonly depth: number, readonly totalTokens: number) {
+    this.name = depth === 0 ? 'ar' : `static-${depth}`;
+  }
+
+  plan(s: RoundState): RoundPlan {
+    return { depth: Math.min(this.depth, s.maxDepth), totalTokens: this.totalTokens };
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * The EAGLE draft head on onnxruntime-node. One `forward` advances the head by T rows (a
+ * catch-up chunk after verification, or one tree depth) and returns each row's predicted
+ * feature and the top-k log-probabilities of the next token under the target's LM head.
+ */
+import type { ModelConfig } from '../model/config.ts';
+import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
+import type { Weights } from '../model/weights.ts';
+import { buildDraftModel, names } from '../onnx/model-graphs.ts';
+import type { KVCache } from './kv-cache.ts';
+import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
+import { StepFeeds } from './step-feeds.ts';
+import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
+
+export interface DraftSessionOptions extends StepSessionOptions {
+  /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the vocabulary. */
+  topK?: number;
+}
+
+export const DEFAULT_TOP_K = 8;
+
+export interface DraftOutput {
+  /** Predicted features [T, d], fed back as `features` for the next depth. */
+  hidden: Float32Array;
+  /** [T, k], descending per row. */
+  topkLogProbs: Float32Array;
+  /** [T, k] token ids matching topkLogProbs. */
+  topkIds: Int32Array;
+  /** The head layer's new keys after RoPE, [T, nKv, hd] (one entry). */
+  newKeys: Float32Array[];
+  newValues: Float32Array[];
+}
+
+export class DraftSession {
+  private constructor(readonly head: HeadConfig, readonly topK: number, private session: Session, private feeds: StepFeeds) {}
+
+  /**
+   * Builds the head graph. `targetWeights` supplies the embedding table and LM head the head
+   * borrows; its cache is a KVCache with one layer.
+   */
+  static async create(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, opts: DraftSessionOptions = {}): Promise<DraftSession> {
+    const bad = headMismatch(head, target);
+    if (bad) throw new Error(bad);
+    const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, head.vocabSize);
+    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK), opts);
+    return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
+  }
+
+  get stats(): RunStats {
+    return this.session.stats;
+  }
+
+  /**
+   * Row i reads token tokens[i] and the feature features[i] ([T, d], the target's feature of
+   * the previous position or the head's own prediction), at positions[i]; `tree` as in
+   * TargetSession.forward. Does not modify the cache.
+   */
+  async forward(cache: KVCache, tokens: ArrayLike<number>, features: Float32Array, positions: ArrayLike<number>, tree?: Uint8Array): Promise<DraftOutput> {
+    const t0 = performance.now();
+    const t = tokens.length, d = this.head.dim;
+    if (features.length < t * d) throw new RangeError(`features hold ${features.length} values, ${t} rows of width ${d} need ${t * d}`);
+    const feeds = this.feeds.build(cache, tokens, positions, tree);
+    feeds[names.features] = f32(features.subarray(0, t * d), [1, t, d]);
+    const out = await runTimed(this.session, feeds);
+    const r = {
+      hidden: f32Data(out[names.hidden]),
+      topkLogProbs: f32Data(out[names.topkLogProbs]),
+      topkIds: i32Data(out[names.topkIds]),
+      ...this.feeds.present(out),
+    };
+    this.session.stats.msTotal += performance.now() - t0;
+    return r;
+  }
+
+  async dispose(): Promise<void> {
+    await releaseSession(this.session);
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Everything onnxruntime-node: the only module that imports it. Sessions are created from
+ * in-memory model bytes; `runTimed` counts passes and the time spent inside `session.run`
+ * (which is synchronous native work behind a promise), so callers can report how much of a
+ * step is ORT and how much is their own bookkeeping.
+ */
+import * as ort from 'onnxruntime-node';
+
+export type OrtTensor = ort.Tensor;
+export type Feeds = Record<string, ort.Tensor>;
+export type Fetches = Record<string, ort.Tensor>;
+
+/** Default intra-op threads: the 2 cores of the reference machine. */
+export const DEFAULT_THREADS = 2;
+
+export interface SessionOptions {
+  /** Threads for one operator. Default: DEFAULT_THREADS (2). */
+  threads?: number;
+  /** ORT graph optimisation level. Default: 'all'. */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+/** Cumulative counters of one session's runs. */
+export interface RunStats {
+  /** Number of `session.run` calls. */
+  passes: number;
+  /** Milliseconds inside `session.run`. */
+  msInRun: number;
+  /** Milliseconds of whole forward calls (feeds + run + unpacking); set by the caller. */
+  msTotal: number;
+}
+
+export const newRunStats = (): RunStats => ({ passes: 0, msInRun: 0, msTotal: 0 });
+
+export interface Session {
+  readonly inner: ort.InferenceSession;
+  readonly stats: RunStats;
+}
+
+/** Creates a CPU session from ONNX model bytes. */
+export async function createSession(model: Uint8Array, opts: SessionOptions = {}): Promise<Session> {
+  const inner = await ort.InferenceSession.create(model, {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: opts.optimization ?? 'all',
+    intraOpNumThreads: opts.threads ?? DEFAULT_THREADS,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+  });
+  return { inner, stats: newRunStats() };
+}
+
+/** Runs the session once, adding to its pass counter and in-run time. */
+export async function runTimed(s: Session, feeds: Feeds): Promise<Fetches> {
+  const t0 = performance.now();
+  const out = await s.inner.run(feeds);
+  s.stats.msInRun += performance.now() - t0;
+  s.stats.passes++;
+  return out;
+}
+
+export async function releaseSession(s: Session): Promise<void> {
+  await s.inner.release();
+}
+
+// Tensor helpers. ORT reads typed-array views (including subarrays) in place: no copy.
+
+export const f32 = (data: Float32Array, dims: number[]): ort.Tensor => new ort.Tensor('float32', data, dims);
+export const i64 = (data: BigInt64Array, dims: number[]): ort.Tensor => new ort.Tensor('int64', data, dims);
+export const bool = (data: Uint8Array, dims: number[]): ort.Tensor => new ort.Tensor('bool', data, dims);
+
+/** Output data as float32 (outputs are fresh copies, so returning the array is safe). */
+export function f32Data(t: ort.Tensor): Float32Array {
+  if (t.type !== 'float32') throw new Error(`expected a float32 output, got ${t.type}`);
+  return t.data as Float32Array;
+}
+
+export function i32Data(t: ort.Tensor): Int32Array {
+  if (t.type !== 'int32') throw new Error(`expected an int32 output, got ${t.type}`);
+  return t.data as Int32Array;
+}

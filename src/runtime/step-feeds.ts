@@ -1,0 +1,77 @@
+/**
+ * The feeds every decoder pass shares (input_ids, position_ids, tree_mask, past K/V), built
+ * into buffers reused across passes, and the unpacking of the new K/V rows. Used by both
+ * TargetSession and DraftSession.
+ */
+import { names } from '../onnx/model-graphs.ts';
+import { bool, f32, f32Data, i64, type Feeds, type Fetches } from './ort.ts';
+import type { KVCache } from './kv-cache.ts';
+
+export class StepFeeds {
+  private ids!: BigInt64Array; // [maxT]
+  private positions!: BigInt64Array; // [maxT]
+  private causal!: Uint8Array; // [maxT, maxT] lower triangle, built once per size
+
+  /** @param maxTokens initial buffer size in tokens; grows when a pass needs more. */
+  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number) {
+    this.allocate(maxTokens);
+  }
+
+  private allocate(maxT: number): void {
+    this.ids = new BigInt64Array(maxT);
+    this.positions = new BigInt64Array(maxT);
+    this.causal = new Uint8Array(maxT * maxT);
+  }
+
+  /**
+   * Feeds for T = tokens.length new tokens after the cache's committed prefix.
+   * `tree` [T, T] (0/1, row i = what token i sees among the new tokens) is passed zero-copy;
+   * omitted = causal.
+   */
+  build(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array): Feeds {
+    const t = tokens.length;
+    if (t === 0) throw new RangeError('forward needs at least one token');
+    if (positions.length !== t) throw new RangeError(`got ${t} tokens but ${positions.length} positions`);
+    // tree [T, W]: visibility of the last W keys (W >= T); earlier keys are always visible.
+    const w = tree ? tree.length / t : t;
+    if (!Number.isInteger(w) || w < t || w > cache.length + t) throw new RangeError(`tree mask has ${tree?.length} entries: ${t} tokens need [${t}, W] with ${t} <= W <= ${cache.length + t}`);
+    if (cache.nLayers !== this.nLayers || cache.rowSize !== this.nKvHeads * this.headDim)
+      throw new RangeError(`K/V cache shape (${cache.nLayers} layers x ${cache.rowSize}) does not fit the model (${this.nLayers} x ${this.nKvHeads * this.headDim})`);
+    if (t > this.ids.length) this.allocate(Math.max(t, 2 * this.ids.length));
+    for (let i = 0; i < t; i++) {
+      this.ids[i] = BigInt(tokens[i]);
+      this.positions[i] = BigInt(positions[i]);
+    }
+    const feeds: Feeds = {
+      [names.ids]: i64(this.ids.subarray(0, t), [1, t]),
+      [names.positions]: i64(this.positions.subarray(0, t), [1, t]),
+      [names.tree]: bool(tree ?? this.causalMask(t), [t, w]),
+    };
+    const p = cache.length, dims = [1, p, this.nKvHeads, this.headDim];
+    for (let l = 0; l < this.nLayers; l++) {
+      feeds[names.pastKey(l)] = f32(cache.pastKeys(l), dims);
+      feeds[names.pastValue(l)] = f32(cache.pastValues(l), dims);
+    }
+    return feeds;
+  }
+
+  /** Lower-triangular [t, t] in the reused buffer. */
+  private causalMask(t: number): Uint8Array {
+    const m = this.causal.subarray(0, t * t);
+    for (let i = 0; i < t; i++) {
+      m.fill(1, i * t, i * t + i + 1);
+      m.fill(0, i * t + i + 1, (i + 1) * t);
+    }
+    return m;
+  }
+
+  /** The new rows of each layer, [T, nKv, hd] (fresh arrays: ORT copies outputs). */
+  present(out: Fetches): { newKeys: Float32Array[]; newValues: Float32Array[] } {
+    const newKeys: Float32Array[] = [], newValues: Float32Array[] = [];
+    for (let l = 0; l < this.nLayers; l++) {
+      newKeys.push(f32Data(out[names.presentKey(l)]));
+      newValues.push(f32Data(out[names.presentValue(l)]));
+    }
+    return { newKeys, newValues };
+  }
+}

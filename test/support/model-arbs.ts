@@ -1,0 +1,78 @@
+/**
+ * fast-check generators and comparisons shared by the forward tests: tiny random Llama configs
+ * (GQA on/off, tied/untied, biases on/off, varied theta), token sequences, draft trees.
+ */
+import fc from 'fast-check';
+import type { ModelConfig } from '../../src/model/config.ts';
+import { makeConfig } from '../../src/model/random.ts';
+
+export const MAX_SEQ = 64;
+
+const divisors = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1).filter((k) => n % k === 0);
+
+/** vocab 17-64, d 8-32, 1-3 layers, 1-4 heads, head width independent of d (as in Qwen). */
+export const arbConfig: fc.Arbitrary<ModelConfig> = fc
+  .integer({ min: 1, max: 4 })
+  .chain((nHeads) =>
+    fc.record({
+      vocabSize: fc.integer({ min: 17, max: 64 }),
+      dim: fc.integer({ min: 8, max: 32 }),
+      hiddenDim: fc.integer({ min: 8, max: 48 }),
+      nLayers: fc.integer({ min: 1, max: 3 }),
+      nHeads: fc.constant(nHeads),
+      nKvHeads: fc.constantFrom(...divisors(nHeads)),
+      headDim: fc.constantFrom(2, 4, 6, 8),
+      ropeTheta: fc.constantFrom(100, 10000, 1e6),
+      normEps: fc.constantFrom(1e-5, 1e-6),
+      tieEmbeddings: fc.boolean(),
+      attentionBias: fc.boolean(),
+    }),
+  )
+  .map((p) => makeConfig({ ...p, maxSeqLen: MAX_SEQ }));
+
+/** `n` token ids below `vocab`. */
+export const arbTokens = (vocab: number, min: number, max: number): fc.Arbitrary<number[]> =>
+  fc.array(fc.integer({ min: 0, max: vocab - 1 }), { minLength: min, maxLength: max });
+
+/** A draft forest as a parent array: parents[i] in [-1, i) (-1 = child of the committed prefix). */
+export const arbParents = (min: number, max: number): fc.Arbitrary<number[]> =>
+  fc.integer({ min, max }).chain((n) => fc.tuple(...Array.from({ length: n }, (_, i) => fc.integer({ min: -1, max: i - 1 }))));
+
+/** Depth of each node (roots 0) */
+export function depths(parents: ArrayLike<number>): number[] {
+  const d: number[] = [];
+  for (let i = 0; i < parents.length; i++) d.push(parents[i] < 0 ? 0 : d[parents[i]] + 1);
+  return d;
+}
+
+/** Ancestor-or-self matrix [n, n] among the tree nodes (what TargetSession.forward takes). */
+export function treeMask(parents: ArrayLike<number>): Uint8Array {
+  const n = parents.length, m = new Uint8Array(n * n);
+  for (let i = 0; i < n; i++) for (let a = i; a >= 0; a = parents[a]) m[i * n + a] = 1;
+  return m;
+}
+
+/** Root-to-node path of `node`, ascending node indices. */
+export function pathTo(parents: ArrayLike<number>, node: number): number[] {
+  const p: number[] = [];
+  for (let a = node; a >= 0; a = parents[a]) p.unshift(a);
+  return p;
+}
+
+/**
+ * Tolerance of float32 ORT against the float64 reference: |a - b| <= atol + rtol * |b|.
+ * Returns the first violation as a message, or null.
+ */
+export function mismatch(what: string, got: ArrayLike<number>, want: ArrayLike<number>, atol = 1e-4, rtol = 1e-4): string | null {
+  if (got.length !== want.length) return `${what}: length ${got.length} != ${want.length}`;
+  for (let i = 0; i < got.length; i++) {
+    if (!(Math.abs(got[i] - want[i]) <= atol + rtol * Math.abs(want[i]))) return `${what}[${i}]: ${got[i]} != ${want[i]}`;
+  }
+  return null;
+}
+
+/** Asserts no mismatch among the given comparisons (fast-check reports the message). */
+export function expectClose(...checks: (string | null)[]): void {
+  const bad = checks.find((c) => c !== null);
+  if (bad) throw new Error(bad);
+}

@@ -1,0 +1,257 @@
+/**
+ * The feature log: what the target model computed over a corpus, in Apache Arrow IPC (stream
+ * format), one row per token position:
+ *
+ *   seq_id         int32
+ *   position       int32    position of the token in its sequence
+ *   token_id       int32    the token at `position`
+ *   next_token_id  int32    the token at `position + 1`, or -1 when the sequence ends here
+ *   feature        FixedSizeList<float32>[d]   target's final-norm output at `position`
+ *   top_ids        FixedSizeList<int32>[k]     (k > 0 only) target's top-k next tokens
+ *   top_probs      FixedSizeList<float32>[k]   (k > 0 only) their probabilities
+ *
+ * Rows of one sequence are consecutive and in position order, so a training window is a run of
+ * rows. A JSON sidecar (`<log>.json`) records where the log came from (model hash, config,
+ * corpus) and its counts.
+ *
+ * Writing is batch by batch with bounded memory into `<log>.tmp-<pid>`, renamed on `finish`, so
+ * an interrupted run never leaves a file at the final path. Reading is batch by batch and
+ * zero-copy: columns come back as typed-array views.
+ */
+import { createReadStream, createWriteStream, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { once } from 'node:events';
+import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import {
+  Field, FixedSizeList, Float32, Int32, makeData, RecordBatch, RecordBatchReader, RecordBatchStreamWriter, Schema, Struct,
+  type Data, type DataType,
+} from 'apache-arrow';
+import { FormatError } from '../src/errors.ts';
+import { writeFileAtomic } from '../src/io/atomic.ts';
+import type { ModelConfig } from '../src/model/config.ts';
+
+/** Rows buffered before a record batch is written. */
+export const DEFAULT_BATCH_ROWS = 2048;
+
+/** The JSON sidecar of a feature log. */
+export interface FeatureLogSidecar {
+  format: 'eaglet-feature-log';
+  version: 1;
+  model: { source: string; sha256: string; config: ModelConfig };
+  corpus: { paths: string[]; mode: 'teacher' | 'generate'; seqLen: number; maxTokens: number; seed?: number };
+  dim: number;
+  topK: number;
+  counts: LogCounts;
+}
+
+export interface LogCounts {
+  sequences: number;
+  rows: number;
+  batches: number;
+}
+
+/** Consecutive rows of one sequence, handed to `FeatureLogWriter.append`. */
+export interface FeatureRows {
+  seqId: number;
+  /** Position of the first row. */
+  startPosition: number;
+  tokens: ArrayLike<number>; // [n]
+  /** -1 where the next token is unknown (end of sequence). */
+  nextTokens: ArrayLike<number>; // [n]
+  features: Float32Array; // [n, d]
+  topIds?: Int32Array; // [n, k]
+  topProbs?: Float32Array; // [n, k]
+}
+
+/** One record batch read back: views, valid until the next batch is requested. */
+export interface FeatureBatch {
+  rows: number;
+  seqId: Int32Array; // [rows]
+  position: Int32Array; // [rows]
+  tokenId: Int32Array; // [rows]
+  nextTokenId: Int32Array; // [rows]
+  features: Float32Array; // [rows, d]
+  topIds: Int32Array | null; // [rows, k]
+  topProbs: Float32Array | null; // [rows, k]
+}
+
+/** Where the sidecar of `logPath` lives. */
+export const sidecarPath = (logPath: string): string => `${logPath}.json`;
+
+function logSchema(dim: number, topK: number): Schema {
+  const list = (name: string, type: DataType, width: number) =>
+    new Field(name, new FixedSizeList(width, new Field('item', type, false)), false);
+  const fields = [
+    new Field('seq_id', new Int32(), false),
+    new Field('position', new Int32(), false),
+    new Field('token_id', new Int32(), false),
+    new Field('next_token_id', new Int32(), false),
+    list('feature', new Float32(), dim),
+  ];
+  if (topK > 0) fields.push(list('top_ids', new Int32(), topK), list('top_probs', new Float32(), topK));
+  return new Schema(fields);
+}
+
+/** Streams feature rows to an Arrow IPC file; see the module comment for the layout. */
+export class FeatureLogWriter {
+  private readonly schema: Schema;
+  private readonly writer = new RecordBatchStreamWriter();
+  private readonly tmpPath: string;
+  private readonly sink: WriteStream;
+  private readonly source: Readable;
+  private pending: FeatureRows[] = [];
+  private pendingRows = 0;
+  private lastSeq = -1;
+  private readonly counts: LogCounts = { sequences: 0, rows: 0, batches: 0 };
+
+  /**
+   * @param path final path of the log (written only by `finish`)
+   * @param dim feature width d
+   * @param topK width of the top-k columns; 0 = no top-k columns
+   * @param batchRows rows per record batch (default DEFAULT_BATCH_ROWS)
+   */
+  constructor(readonly path: string, readonly dim: number, readonly topK = 0, readonly batchRows = DEFAULT_BATCH_ROWS) {
+    this.schema = logSchema(dim, topK);
+    this.tmpPath = `${path}.tmp-${process.pid}`;
+    this.sink = createWriteStream(this.tmpPath);
+    this.source = this.writer.toNodeStream();
+    this.source.pipe(this.sink);
+  }
+
+  /** Adds rows; writes a record batch whenever `batchRows` rows are buffered. */
+  async append(r: FeatureRows): Promise<void> {
+    const n = r.tokens.length;
+    if (r.nextTokens.length !== n || r.features.length !== n * this.dim)
+      throw new Error(`append: ${n} tokens need ${n} next tokens and ${n * this.dim} feature values`);
+    if (this.topK > 0 && (r.topIds?.length !== n * this.topK || r.topProbs?.length !== n * this.topK))
+      throw new Error(`append: top-k columns need ${n * this.topK} values`);
+    if (r.seqId !== this.lastSeq) this.counts.sequences++;
+    this.lastSeq = r.seqId;
+    this.pending.push(r);
+    this.pendingRows += n;
+    if (this.pendingRows >= this.batchRows) await this.flush();
+  }
+
+  /** Writes what is buffered, waits for the file stream to drain (keeps memory bounded). */
+  private async flush(): Promise<void> {
+    if (this.pendingRows === 0) return;
+    this.writer.write(this.buildBatch());
+    this.pending = [];
+    this.pendingRows = 0;
+    // Let the pipe move the queued bytes into the file stream, then respect its backpressure.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (this.sink.writableNeedDrain) await once(this.sink, 'drain');
+  }
+
+  private buildBatch(): RecordBatch {
+    const n = this.pendingRows, d = this.dim, k = this.topK;
+    // Fresh buffers per batch: the IPC writer queues views of them, not copies.
+    const seq = new Int32Array(n), pos = new Int32Array(n), tok = new Int32Array(n), next = new Int32Array(n); // [n]
+    const feat = new Float32Array(n * d); // [n, d]
+    const topIds = new Int32Array(n * k), topProbs = new Float32Array(n * k); // [n, k]
+    let row = 0;
+    for (const r of this.pending) {
+      for (let i = 0; i < r.tokens.length; i++, row++) {
+        seq[row] = r.seqId;
+        pos[row] = r.startPosition + i;
+        tok[row] = r.tokens[i];
+        next[row] = r.nextTokens[i];
+      }
+      const first = row - r.tokens.length;
+      feat.set(r.features, first * d);
+      if (k > 0) {
+        topIds.set(r.topIds!, first * k);
+        topProbs.set(r.topProbs!, first * k);
+      }
+    }
+    const fields = this.schema.fields;
+    const prim = (i: number, values: Int32Array | Float32Array) => makeData({ type: fields[i].type, length: n, data: values });
+    const list = (i: number, values: Int32Array | Float32Array) => {
+      const type = fields[i].type as FixedSizeList;
+      const child = makeData({ type: type.children[0].type, length: values.length, data: values });
+      return makeData({ type, length: n, child });
+    };
+    const children: Data[] = [prim(0, seq), prim(1, pos), prim(2, tok), prim(3, next), list(4, feat)];
+    if (k > 0) children.push(list(5, topIds), list(6, topProbs));
+    this.counts.rows += n;
+    this.counts.batches++;
+    return new RecordBatch(this.schema, makeData({ type: new Struct(fields), length: n, children }));
+  }
+
+  /**
+   * Writes the last batch and the sidecar, then renames the log into place.
+   * The sidecar's counts are filled in here.
+   */
+  async finish(meta: Omit<FeatureLogSidecar, 'counts' | 'format' | 'version' | 'dim' | 'topK'>): Promise<LogCounts> {
+    await this.flush();
+    if (this.counts.batches === 0) this.writer.write(this.buildBatch()); // an empty log still has a schema
+    this.writer.finish();
+    await finished(this.sink);
+    const sidecar: FeatureLogSidecar = { format: 'eaglet-feature-log', version: 1, ...meta, dim: this.dim, topK: this.topK, counts: { ...this.counts } };
+    writeFileAtomic(sidecarPath(this.path), JSON.stringify(sidecar, null, 2) + '\n');
+    renameSync(this.tmpPath, this.path);
+    return sidecar.counts;
+  }
+
+  /** Drops the partial file. */
+  async abort(): Promise<void> {
+    this.source.unpipe(this.sink);
+    this.source.destroy();
+    this.sink.destroy();
+    await once(this.sink, 'close');
+    rmSync(this.tmpPath, { force: true });
+  }
+}
+
+/** Reads and checks the sidecar of a log. */
+export function readSidecar(logPath: string): FeatureLogSidecar {
+  const p = sidecarPath(logPath);
+  let s: FeatureLogSidecar;
+  try {
+    s = JSON.parse(readFileSync(p, 'utf8'));
+  } catch (e) {
+    throw new FormatError(p, `cannot read the feature-log sidecar (${(e as Error).message})`);
+  }
+  if (s.format !== 'eaglet-feature-log' || !(s.dim > 0)) throw new FormatError(p, 'not an eaglet feature-log sidecar');
+  return s;
+}
+
+/** Reads a feature log record batch by record batch; every column is a zero-copy typed-array view. */
+export async function* readFeatureLog(path: string): AsyncGenerator<FeatureBatch> {
+  let reader;
+  try {
+    reader = await RecordBatchReader.from(createReadStream(path));
+    await reader.open();
+  } catch (e) {
+    throw new FormatError(path, `not an Arrow IPC stream (${(e as Error).message})`);
+  }
+  const names = reader.schema.fields.map((f) => f.name);
+  for (const col of ['seq_id', 'position', 'token_id', 'next_token_id', 'feature'])
+    if (!names.includes(col)) throw new FormatError(path, `missing column ${col}`);
+  for await (const batch of reader) {
+    const col = (name: string): Data | null => {
+      const i = names.indexOf(name);
+      return i < 0 ? null : batch.data.children[i];
+    };
+    yield {
+      rows: batch.numRows,
+      seqId: primitiveView(col('seq_id')!) as Int32Array,
+      position: primitiveView(col('position')!) as Int32Array,
+      tokenId: primitiveView(col('token_id')!) as Int32Array,
+      nextTokenId: primitiveView(col('next_token_id')!) as Int32Array,
+      features: listView(col('feature')!) as Float32Array,
+      topIds: col('top_ids') && (listView(col('top_ids')!) as Int32Array),
+      topProbs: col('top_probs') && (listView(col('top_probs')!) as Float32Array),
+    };
+  }
+}
+
+function primitiveView(d: Data): Int32Array | Float32Array {
+  return (d.values as Int32Array | Float32Array).subarray(d.offset, d.offset + d.length);
+}
+
+function listView(d: Data): Int32Array | Float32Array {
+  const width = (d.type as FixedSizeList).listSize, child = d.children[0];
+  const start = child.offset + d.offset * width;
+  return (child.values as Int32Array | Float32Array).subarray(start, start + d.length * width);
+}

@@ -1,0 +1,35 @@
+/**
+ * Progress events of the training commands, and a small reporter that prints them at most
+ * every `intervalMs` (the CLI wires it; library callers pass their own callback).
+ */
+
+/** One progress event: what is being done, how far along, and named metrics. */
+export interface Progress {
+  phase: string;
+  done: number;
+  total: number;
+  /** e.g. { loss: 0.12, 'tok/s': 530 } */
+  metrics?: Record<string, number>;
+}
+
+export type OnProgress = (p: Progress) => void;
+
+/** Formats one event as a single line: `train 120/400 loss=0.1234 tok/s=530`. */
+export function formatProgress(p: Progress): string {
+  const m = Object.entries(p.metrics ?? {}).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toPrecision(4)}`);
+  return [`${p.phase} ${p.done}/${p.total}`, ...m].join(' ');
+}
+
+/**
+ * A callback that writes `formatProgress` lines to `write` (default stderr), throttled to one
+ * per `intervalMs` (default 1000), always printing the final event of a phase.
+ */
+export function progressReporter(write: (line: string) => void = (l) => process.stderr.write(l + '\n'), intervalMs = 1000): OnProgress {
+  let last = -Infinity;
+  return (p) => {
+    const now = performance.now();
+    if (p.done < p.total && now - last < intervalMs) return;
+    last = now;
+    write(formatProgress(p));
+  };
+}

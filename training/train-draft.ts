@@ -1,0 +1,294 @@
+/**
+ * Draft-head training (EAGLE-1 objective) in TensorFlow.js over feature logs.
+ *
+ * Per input row t: the head reads (feature_t, token_{t+1}) and predicts feature_{t+1}.
+ *   loss = featureWeight * SmoothL1(pred, feature_{t+1})
+ *        + tokenWeight   * CE(softmax(lmHead(feature_{t+1})), log_softmax(lmHead(pred)))
+ * with the target's LM head and embeddings frozen. AdamW, linear warmup, global-norm clipping,
+ * uniform noise on the input features. The forward pass is the shared model definition
+ * (`eagleHeadForward`) rendered by `TfOps`.
+ *
+ * Reproducibility: every random draw is a function of (seed, step) or (seed, epoch), and a
+ * checkpoint holds weights, Adam moments, step and data order, so `resume` ends with exactly
+ * the weights of an uninterrupted run.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Tensor, Variable } from '@tensorflow/tfjs';
+import { UsageError } from '../src/errors.ts';
+import { writeFileAtomic } from '../src/io/atomic.ts';
+import { writeSafetensors } from '../src/io/safetensors.ts';
+import type { ModelConfig } from '../src/model/config.ts';
+import { eagleHeadForward, lmHead } from '../src/model/definition.ts';
+import { headConfigFor, headConfigToJson, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
+import { outputHead, type Weights } from '../src/model/weights.ts';
+import { Rng } from '../src/util/rng.ts';
+import { AdamW, warmupLr } from './adamw.ts';
+import { loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
+import { loadFeatureData, packWindows, permutation, splitWindows, type FeatureData, type PackedBatch } from './dataset.ts';
+import type { OnProgress } from './progress.ts';
+import { linePlot } from './svg-plot.ts';
+import { loadTf, type BackendChoice, type Tf } from './tf-backend.ts';
+import { additiveMask, intTensor, TfOps } from './tf-ops.ts';
+
+export interface TrainDraftOptions {
+  /** The target the head drafts for (its embeddings and LM head are used, frozen). */
+  target: { config: ModelConfig; weights: Weights };
+  /** Feature logs (Arrow) written by `runLog` for this target. */
+  logs: string[];
+  /** Output directory: config.json, model.safetensors, checkpoint, curve. */
+  out: string;
+  /** Peak learning rate. Default 3e-3. */
+  lr?: number;
+  /** Windows per step. Default 8. */
+  batch?: number;
+  /** Rows per training window. Default 32. */
+  window?: number;
+  /** Epochs over the training windows, used when `steps` is not given. Default 1. */
+  epochs?: number;
+  /** Total updates; overrides `epochs`. */
+  steps?: number;
+  /** Linear warmup updates. Default 20. */
+  warmup?: number;
+  /** Global gradient-norm clip; 0 = off. Default 0.5. */
+  clip?: number;
+  /** Uniform noise on input features: U(-noise/2, noise/2). Default 0.2. */
+  noise?: number;
+  /** Weight of the SmoothL1 feature loss. Default 1. */
+  featureWeight?: number;
+  /** Weight of the soft cross-entropy token loss. Default 0.1. */
+  tokenWeight?: number;
+  /** AdamW decoupled weight decay. Default 0. */
+  weightDecay?: number;
+  /** Fraction of windows held out for validation. Default 0.1. */
+  valFraction?: number;
+  /** Validate every this many steps (and at the end). Default: steps / 10. */
+  valEvery?: number;
+  /** Write a checkpoint every this many steps (and at the end). Default 100. */
+  checkpointEvery?: number;
+  /** Seed of initial weights, data order, split and noise. Default 0. */
+  seed?: number;
+  /** Continue from `<out>/checkpoint.safetensors` if present. Default false. */
+  resume?: boolean;
+  /** tfjs backend. Default 'auto'. */
+  backend?: BackendChoice;
+  onProgress?: OnProgress;
+}
+
+/** Validation metrics of a head. */
+export interface ValMetrics {
+  /** Share of rows whose argmax draft token equals the target's next token. */
+  top1: number;
+  /** Share of rows whose target next token is among the draft's top 3. */
+  top3: number;
+  /** Mean SmoothL1 between predicted and true next feature. */
+  featureLoss: number;
+  rows: number;
+}
+
+export interface TrainDraftResult {
+  /** The backend that ran ('tensorflow' | 'wasm' | 'cpu'). */
+  backend: string;
+  steps: number;
+  /** Step the run started from (> 0 after a resume). */
+  startStep: number;
+  /** Validation of the initial (random) head and of the trained head. */
+  initial: ValMetrics;
+  final: ValMetrics;
+  curve: Curve;
+  /** Training rows per second over this run's steps. */
+  tokensPerSecond: number;
+  /** The trained head (EAGLE names). */
+  weights: Weights;
+  headConfig: HeadConfig;
+  /** tf.memory().numTensors after each step (flat when nothing leaks). */
+  tensorCounts: number[];
+}
+
+type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery'>> & { valEvery?: number };
+
+const DEFAULTS: Resolved = {
+  lr: 3e-3, batch: 8, window: 32, epochs: 1, warmup: 20, clip: 0.5, noise: 0.2, featureWeight: 1, tokenWeight: 0.1,
+  weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, resume: false, backend: 'auto',
+};
+
+function resolveOptions(o: TrainDraftOptions): Resolved {
+  const r = { ...DEFAULTS } as Resolved;
+  for (const k of Object.keys(DEFAULTS) as (keyof Resolved)[]) if (o[k] !== undefined) (r as Record<string, unknown>)[k] = o[k];
+  r.valEvery = o.valEvery;
+  const positive = ['lr', 'batch', 'window', 'epochs', 'checkpointEvery'] as const;
+  for (const k of positive) if (!(r[k] > 0)) throw new UsageError(`--${k}`, `must be positive, got ${r[k]}`);
+  for (const k of ['batch', 'window', 'epochs', 'warmup', 'checkpointEvery'] as const)
+    if (!Number.isInteger(r[k])) throw new UsageError(`--${k}`, `must be an integer, got ${r[k]}`);
+  for (const k of ['warmup', 'clip', 'noise', 'featureWeight', 'tokenWeight', 'weightDecay'] as const)
+    if (!(r[k] >= 0)) throw new UsageError(`--${k}`, `must be >= 0, got ${r[k]}`);
+  if (!(r.valFraction >= 0 && r.valFraction < 1)) throw new UsageError('--val-fraction', `must be in [0, 1), got ${r.valFraction}`);
+  if (o.steps !== undefined && !(Number.isInteger(o.steps) && o.steps > 0)) throw new UsageError('--steps', `must be a positive integer, got ${o.steps}`);
+  return r;
+}
+
+/** Trains an EAGLE draft head for `target` on feature logs and writes it to `out`. */
+export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftResult> {
+  const o = resolveOptions(opts);
+  const { tf, name: backend } = await loadTf(o.backend);
+  const cfg = opts.target.config, head = headConfigFor(cfg);
+  const data = await loadFeatureData(opts.logs, o.window);
+  if (data.dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${data.dim}, the target has ${cfg.dim}`);
+  const split = splitWindows(data.windowStart.length, o.valFraction, o.seed);
+  if (split.train.length === 0) throw new UsageError('--logs', 'no training windows: the logs hold no sequence of 2 or more rows');
+  const perEpoch = Math.ceil(split.train.length / o.batch);
+  const steps = opts.steps ?? o.epochs * perEpoch;
+  const valEvery = o.valEvery ?? Math.max(1, Math.round(steps / 10));
+  const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length });
+  mkdirSync(opts.out, { recursive: true });
+
+  const ckpt = o.resume ? loadCheckpoint(opts.out) : null;
+  if (ckpt && ckpt.state.fingerprint !== fingerprint)
+    throw new UsageError('--resume', `${opts.out} holds a checkpoint of a run with different options or data; remove it or match them`);
+  const init = ckpt?.params ?? randomHeadWeights(cfg, o.seed);
+  const names = [...headShapes(head).keys()];
+  const params = names.map((n) => tf.variable(tf.tensor(init.get(n)!.data, init.get(n)!.shape), true));
+  const byName = new Map<string, Variable>(names.map((n, i) => [n, params[i]]));
+  const lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+  const embW = opts.target.weights.get('model.embed_tokens.weight')!, lmW = outputHead(cfg, opts.target.weights);
+  const frozen = new Map<string, Tensor>([['model.embed_tokens.weight', tf.tensor(embW.data, embW.shape)]]);
+  if (!cfg.tieEmbeddings) frozen.set(lmName, tf.tensor(lmW.data, lmW.shape));
+  const lookup = (n: string): Tensor => byName.get(n) ?? frozen.get(n) ?? missing(n);
+  const opt = new AdamW(tf, params, { clip: o.clip, weightDecay: o.weightDecay });
+  const curve: Curve = ckpt?.state.curve ?? { step: [], loss: [], valStep: [], valTop1: [], valTop3: [], valFeatureLoss: [] };
+  let order = ckpt?.state.order ?? { epoch: 0, permutation: Array.from(permutation(split.train.length, epochRng(o.seed, 0))) };
+  const startStep = ckpt?.state.step ?? 0;
+  if (ckpt) {
+    opt.step = startStep;
+    params.forEach((_, i) => {
+      opt.m[i].assign(tf.tensor(ckpt.m.get(names[i])!.data, ckpt.m.get(names[i])!.shape));
+      opt.v[i].assign(tf.tensor(ckpt.v.get(names[i])!.data, ckpt.v.get(names[i])!.shape));
+    });
+  }
+
+  const forward = (b: PackedBatch, noiseRng: Rng | null) => {
+    const ops = new TfOps(tf, lookup);
+    const feat = noiseRng ? addNoise(b.inputFeatures, o.noise, noiseRng) : b.inputFeatures;
+    const mask = additiveMask(tf, b.n, (i, j) => j <= i && b.segment[i] === b.segment[j]);
+    const hidden = eagleHeadForward(ops, head, tf.tensor2d(feat, [b.n, cfg.dim]), { ids: intTensor(tf, b.tokens), positions: intTensor(tf, b.positions), mask, past: null }).hidden; // [n, d]
+    const target = tf.tensor2d(b.targetFeatures, [b.n, cfg.dim]); // [n, d]
+    return { hidden, target, logits: lmHead(ops, cfg, hidden), featureLoss: smoothL1(tf, hidden, target), ops };
+  };
+  const validate = (): ValMetrics => evaluate(tf, data, split.val, o.batch, (b) => forward(b, null));
+
+  const tensorCounts: number[] = [];
+  const initial = validate();
+  let rowsTrained = 0, msTraining = 0;
+  try {
+    for (let step = startStep; step < steps; step++) {
+      const epoch = Math.floor(step / perEpoch), k = step % perEpoch;
+      if (epoch !== order.epoch) order = { epoch, permutation: Array.from(permutation(split.train.length, epochRng(o.seed, epoch))) };
+      const windows = order.permutation.slice(k * o.batch, (k + 1) * o.batch).map((i) => split.train[i]);
+      const batch = packWindows(data, windows);
+      const t0 = performance.now();
+      const loss = tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(() => {
+          const f = forward(batch, new Rng(mix(o.seed, step)));
+          const teacher = tf.softmax(lmHead(f.ops, cfg, f.target)); // [n, V], constant w.r.t. the head
+          const tokenLoss = tf.neg(tf.mean(tf.sum(tf.mul(teacher, tf.logSoftmax(f.logits)), -1)));
+          return tf.add(tf.mul(f.featureLoss, o.featureWeight), tf.mul(tokenLoss, o.tokenWeight)) as import('@tensorflow/tfjs').Scalar;
+        }, params);
+        opt.apply(params.map((p) => grads[p.name]), warmupLr(o.lr, o.warmup, step + 1));
+        return value.dataSync()[0];
+      });
+      msTraining += performance.now() - t0;
+      rowsTrained += batch.n;
+      tensorCounts.push(tf.memory().numTensors);
+      curve.step.push(step + 1);
+      curve.loss.push(loss);
+      const done = step + 1;
+      if (done % valEvery === 0 || done === steps) {
+        const v = validate();
+        curve.valStep.push(done), curve.valTop1.push(v.top1), curve.valTop3.push(v.top3), curve.valFeatureLoss.push(v.featureLoss);
+      }
+      if (done % o.checkpointEvery === 0 || done === steps) {
+        const state: CheckpointState = { step: done, rng: { seed: o.seed, step: done }, order, fingerprint, curve };
+        saveCheckpoint(opts.out, { state, params: toWeights(names, params), m: toWeights(names, opt.m), v: toWeights(names, opt.v) });
+      }
+      opts.onProgress?.({ phase: 'train', done, total: steps, metrics: { loss, 'tok/s': Math.round((rowsTrained / msTraining) * 1000) } });
+    }
+    const weights = toWeights(names, params);
+    const final = validate();
+    writeHead(opts.out, head, weights);
+    writeFileSync(join(opts.out, 'training-curve.svg'), curvePlot(curve));
+    const result = { backend, steps, startStep, initial, final, curve, tokensPerSecond: msTraining > 0 ? (rowsTrained / msTraining) * 1000 : 0, weights, headConfig: head, tensorCounts };
+    writeFileAtomic(join(opts.out, 'training.json'), JSON.stringify({ ...result, weights: undefined }, null, 2) + '\n');
+    return result;
+  } finally {
+    opt.dispose();
+    for (const t of [...params, ...frozen.values()]) t.dispose();
+  }
+}
+
+/** Top-1/top-3 accuracy and feature loss of the current head on the validation windows. */
+function evaluate(
+  tf: Tf, data: FeatureData, windows: Int32Array, batch: number,
+  forward: (b: PackedBatch) => { logits: Tensor; featureLoss: Tensor },
+): ValMetrics {
+  let hit1 = 0, hit3 = 0, labelled = 0, lossSum = 0, rows = 0;
+  for (let s = 0; s < windows.length; s += batch) {
+    const b = packWindows(data, windows.subarray(s, s + batch));
+    const { top, loss } = tf.tidy(() => {
+      const f = forward(b);
+      return { top: tf.topk(f.logits, Math.min(3, f.logits.shape[1]!)).indices.dataSync(), loss: f.featureLoss.dataSync()[0] };
+    });
+    const k = top.length / b.n;
+    for (let i = 0; i < b.n; i++) {
+      if (b.labels[i] < 0) continue;
+      labelled++;
+      if (top[i * k] === b.labels[i]) hit1++;
+      for (let j = 0; j < k; j++) if (top[i * k + j] === b.labels[i]) (hit3++, (j = k));
+    }
+    lossSum += loss * b.n;
+    rows += b.n;
+  }
+  return { top1: labelled ? hit1 / labelled : NaN, top3: labelled ? hit3 / labelled : NaN, featureLoss: rows ? lossSum / rows : NaN, rows: labelled };
+}
+
+/** Mean SmoothL1 (Huber, beta 1) over all elements. */
+function smoothL1(tf: Tf, pred: Tensor, target: Tensor): Tensor {
+  // 0.5 a^2 for a < 1, a - 0.5 beyond: written with minimum because tfjs has no gradient for where/less.
+  const a = tf.abs(tf.sub(pred, target));
+  const q = tf.minimum(a, 1);
+  return tf.mean(tf.add(tf.mul(tf.square(q), 0.5), tf.sub(a, q)));
+}
+
+function addNoise(x: Float32Array, amount: number, rng: Rng): Float32Array {
+  const y = new Float32Array(x.length); // [n, d]
+  for (let i = 0; i < x.length; i++) y[i] = x[i] + (rng.next() - 0.5) * amount;
+  return y;
+}
+
+const mix = (seed: number, k: number): number => (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(k + 1, 0xc2b2ae35)) >>> 0;
+const epochRng = (seed: number, epoch: number): Rng => new Rng(mix(seed ^ 0x0e0c, epoch));
+
+function toWeights(names: string[], vars: Variable[]): Weights {
+  return new Map(names.map((n, i) => [n, { shape: vars[i].shape.slice(), data: (vars[i].dataSync() as Float32Array).slice() }]));
+}
+
+function missing(name: string): never {
+  throw new Error(`draft-head forward asked for unknown weight ${name}`);
+}
+
+/** Writes the EAGLE-layout head directory: config.json + model.safetensors. */
+export function writeHead(dir: string, head: HeadConfig, weights: Weights): void {
+  mkdirSync(dir, { recursive: true });
+  writeSafetensors(join(dir, 'model.safetensors'), weights, { format: 'pt' });
+  writeFileAtomic(join(dir, 'config.json'), JSON.stringify(headConfigToJson(head), null, 2) + '\n');
+}
+
+function curvePlot(c: Curve): string {
+  return linePlot(
+    [
+      { label: 'train loss', x: c.step, y: c.loss },
+      { label: 'val feature loss', x: c.valStep, y: c.valFeatureLoss },
+      { label: 'val top-1', x: c.valStep, y: c.valTop1 },
+    ],
+    { title: 'draft-head training', xLabel: 'step', logY: false },
+  );
+}
