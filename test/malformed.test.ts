@@ -155,6 +155,7 @@ test('HF config.json: bad JSON, unknown architecture, missing/ill-typed fields, 
     [{ ...goodConfig, rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling type "llama3" is not supported/],
     [{ ...goodConfig, rope_scaling: { type: 'linear', factor: 2 } }, /rope_scaling type "linear"/],
     [{ ...goodConfig, hidden_act: 'gelu' }, /hidden_act "gelu"/],
+    [{ ...goodConfig, mlp_bias: true }, /mlp_bias/],
     [{ ...goodConfig, eos_token_id: 'x' }, /eos_token_id/],
     [{ ...goodConfig, tie_word_embeddings: 'yes' }, /tie_word_embeddings must be true or false/],
   ];

@@ -98,11 +98,11 @@ export class TfOps implements Ops<Tensor> {
   }
 }
 
-/** An additive mask [T, T] from a visibility predicate: 0 where row i sees row j, -1e9 elsewhere. */
-export function additiveMask(tf: Tf, T: number, sees: (i: number, j: number) => boolean): Tensor2D {
-  const m = new Float32Array(T * T); // [T, T]
-  for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) m[i * T + j] = sees(i, j) ? 0 : -1e9;
-  return tf.tensor2d(m, [T, T]);
+/** An additive mask [T, S] from a visibility predicate: 0 where row i sees key j, -1e9 elsewhere. */
+export function additiveMask(tf: Tf, T: number, S: number, sees: (i: number, j: number) => boolean): Tensor2D {
+  const m = new Float32Array(T * S); // [T, S]
+  for (let i = 0; i < T; i++) for (let j = 0; j < S; j++) m[i * S + j] = sees(i, j) ? 0 : -1e9;
+  return tf.tensor2d(m, [T, S]);
 }
 
 /** Integer ids/positions as a [T] int32 tensor. */

@@ -112,16 +112,19 @@ const DEFAULTS: Resolved = {
   weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, resume: false, backend: 'auto',
 };
 
+/** The CLI flag of an option: featureWeight -> --feature-weight. */
+const flag = (k: string): string => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+
 function resolveOptions(o: TrainDraftOptions): Resolved {
   const r = { ...DEFAULTS } as Resolved;
   for (const k of Object.keys(DEFAULTS) as (keyof Resolved)[]) if (o[k] !== undefined) (r as Record<string, unknown>)[k] = o[k];
   r.valEvery = o.valEvery;
   const positive = ['lr', 'batch', 'window', 'epochs', 'checkpointEvery'] as const;
-  for (const k of positive) if (!(r[k] > 0)) throw new UsageError(`--${k}`, `must be positive, got ${r[k]}`);
+  for (const k of positive) if (!(r[k] > 0)) throw new UsageError(flag(k), `must be positive, got ${r[k]}`);
   for (const k of ['batch', 'window', 'epochs', 'warmup', 'checkpointEvery'] as const)
-    if (!Number.isInteger(r[k])) throw new UsageError(`--${k}`, `must be an integer, got ${r[k]}`);
+    if (!Number.isInteger(r[k])) throw new UsageError(flag(k), `must be an integer, got ${r[k]}`);
   for (const k of ['warmup', 'clip', 'noise', 'featureWeight', 'tokenWeight', 'weightDecay'] as const)
-    if (!(r[k] >= 0)) throw new UsageError(`--${k}`, `must be >= 0, got ${r[k]}`);
+    if (!(r[k] >= 0)) throw new UsageError(flag(k), `must be >= 0, got ${r[k]}`);
   if (!(r.valFraction >= 0 && r.valFraction < 1)) throw new UsageError('--val-fraction', `must be in [0, 1), got ${r.valFraction}`);
   if (o.steps !== undefined && !(Number.isInteger(o.steps) && o.steps > 0)) throw new UsageError('--steps', `must be a positive integer, got ${o.steps}`);
   return r;
@@ -169,7 +172,7 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const forward = (b: PackedBatch, noiseRng: Rng | null) => {
     const ops = new TfOps(tf, lookup);
     const feat = noiseRng ? addNoise(b.inputFeatures, o.noise, noiseRng) : b.inputFeatures;
-    const mask = additiveMask(tf, b.n, (i, j) => j <= i && b.segment[i] === b.segment[j]);
+    const mask = additiveMask(tf, b.n, b.n, (i, j) => j <= i && b.segment[i] === b.segment[j]);
     const hidden = eagleHeadForward(ops, head, tf.tensor2d(feat, [b.n, cfg.dim]), { ids: intTensor(tf, b.tokens), positions: intTensor(tf, b.positions), mask, past: null }).hidden; // [n, d]
     const target = tf.tensor2d(b.targetFeatures, [b.n, cfg.dim]); // [n, d]
     return { hidden, target, logits: lmHead(ops, cfg, hidden), featureLoss: smoothL1(tf, hidden, target), ops };

@@ -64,6 +64,7 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
 
   const act = j.hidden_act ?? 'silu';
   if (act !== 'silu') throw fail(`hidden_act ${JSON.stringify(act)} is not supported (eaglet implements silu)`);
+  if (bool('mlp_bias', false)) throw fail('mlp_bias true is not supported (eaglet has no MLP biases)');
   const scaling = j.rope_scaling;
   if (scaling !== undefined && scaling !== null) {
     const type = typeof scaling === 'object' ? ((scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type) : scaling;

@@ -59,7 +59,8 @@ function sections(c: ModelConfig): Section[] {
 
 const isRope = (s: Section) => s.name.startsWith('rope.');
 const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-const sectionFloats = (s: Section) => Math.max(s.layers, 1) * count(s.shape);
+/** Floats in a section, as an exact integer: a lying header can imply far more than 2^53. */
+const sectionFloats = (s: Section) => BigInt(Math.max(s.layers, 1)) * s.shape.reduce((a, d) => a * BigInt(d), 1n);
 
 /** The ModelConfig a llama2.c header describes (throws a plain Error on impossible values). */
 function configFromHeader(h: Int32Array): ModelConfig {
@@ -93,15 +94,14 @@ export function readLlama2c(path: string): { config: ModelConfig; weights: Weigh
       throw new FormatError(path, `bad llama2.c header [${header.join(', ')}]: ${(e as Error).message}`);
     }
     const secs = sections(config);
-    // Exact integers: a lying header can imply far more than 2^53 bytes.
-    const expected = BigInt(HEADER_BYTES) + 4n * secs.reduce((a, s) => a + BigInt(Math.max(s.layers, 1)) * s.shape.reduce((p, d) => p * BigInt(d), 1n), 0n);
+    const expected = BigInt(HEADER_BYTES) + 4n * secs.reduce((a, s) => a + sectionFloats(s), 0n);
     if (BigInt(size) !== expected) {
       throw new FormatError(path, `file is ${size} bytes but its header [${header.join(', ')}] implies ${expected} (${BigInt(size) < expected ? 'truncated' : 'trailing bytes'})`);
     }
     const weights: Weights = new Map();
     let pos = HEADER_BYTES;
     for (const s of secs) {
-      const n = sectionFloats(s);
+      const n = Number(sectionFloats(s)); // small now: the size check passed
       if (!isRope(s)) {
         const all = new Float32Array(n); // [layers, ...shape] or [...shape]
         readExact(fd, new Uint8Array(all.buffer), pos);

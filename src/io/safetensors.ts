@@ -139,18 +139,19 @@ export interface WriteSafetensorsOptions {
  */
 export function writeSafetensors(path: string, tensors: Map<string, Tensor>, metadata?: Record<string, string>, opts: WriteSafetensorsOptions = {}): void {
   const dtype = opts.dtype ?? 'F32';
-  const header: Record<string, unknown> = {};
-  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  // Entries, then Object.fromEntries: defines own properties, so even a tensor named "__proto__" is kept.
+  const header: [string, unknown][] = [];
+  if (metadata && Object.keys(metadata).length > 0) header.push(['__metadata__', metadata]);
   const chunks: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of tensors) {
     if (name === '__metadata__') throw new Error(`${path}: __metadata__ is reserved and cannot name a tensor`);
     const bytes = encode(t.data, dtype);
-    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    header.push([name, { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] }]);
     chunks.push(bytes);
     offset += bytes.byteLength;
   }
-  let json = JSON.stringify(header);
+  let json = JSON.stringify(Object.fromEntries(header));
   json += ' '.repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8);
   const jsonBytes = Buffer.from(json, 'utf8');
   const len = new Uint8Array(8);

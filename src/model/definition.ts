@@ -29,7 +29,10 @@ export interface LayerShape extends HeadLayout {
   attentionBias: boolean;
 }
 
-/** Cached keys (after RoPE) and values of one layer: [P, nKv * hd] each, row-major. */
+/**
+ * Cached keys (after RoPE) and values of one layer: [P, nKv * hd] each, row-major (a renderer
+ * may shape them its own way over the same data, e.g. ONNX inputs [1, P, nKv, hd]).
+ */
 export interface PastKV<T> {
   keys: T;
   values: T;

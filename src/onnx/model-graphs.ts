@@ -23,8 +23,8 @@ import type { ModelConfig } from '../model/config.ts';
 import type { HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 
-export const OPSET = 17;
-export const IR_VERSION = 8;
+/** Opset 17 (IR 8) plus com.microsoft for RotaryEmbedding. */
+const MODEL_OPTIONS = { opset: 17, irVersion: 8, domains: { 'com.microsoft': 1 } };
 
 /** Graph input and output names, shared by both models. */
 export const names = {
@@ -75,7 +75,7 @@ export function buildTargetModel(cfg: ModelConfig, weights: Weights): Uint8Array
   batchOutput(g, r.logits, names.logits, 'float32', cfg.vocabSize);
   batchOutput(g, r.features, names.features, 'float32', cfg.dim);
   presentOutputs(g, cfg, r.keys, r.values);
-  return g.toModel({ opset: OPSET, irVersion: IR_VERSION });
+  return g.toModel(MODEL_OPTIONS);
 }
 
 /**
@@ -96,5 +96,5 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
   batchOutput(g, g.op('Cast', [indices], { to: 6 /* INT32 */ }), names.topkIds, 'int32', k);
   presentOutputs(g, head, [r.key], [r.value]);
-  return g.toModel({ opset: OPSET, irVersion: IR_VERSION });
+  return g.toModel(MODEL_OPTIONS);
 }

@@ -1,0 +1,50 @@
+/** Random tiny models for properties: fast-check arbitraries and a one-call generator factory. */
+import fc from 'fast-check';
+import { loadGenerator, type LoadedGenerator } from '../../src/api.ts';
+import type { ModelConfig } from '../../src/model/config.ts';
+import { headConfigFor, randomHeadWeights } from '../../src/model/draft-head.ts';
+import { makeConfig, randomWeights } from '../../src/model/random.ts';
+import type { TreeShape } from '../../src/generate/eagle-drafter.ts';
+import type { LengthPolicy } from '../../src/policies/policy.ts';
+
+/** Tiny Llama configs: GQA on/off, tied/untied, q/k/v biases, two RoPE thetas. */
+export const tinyConfig = (maxSeqLen = 96): fc.Arbitrary<ModelConfig> =>
+  fc
+    .record({
+      vocabSize: fc.integer({ min: 16, max: 64 }),
+      nHeads: fc.constantFrom(1, 2, 4),
+      kvDiv: fc.constantFrom(1, 2),
+      headDim: fc.constantFrom(4, 8),
+      nLayers: fc.integer({ min: 1, max: 2 }),
+      tieEmbeddings: fc.boolean(),
+      attentionBias: fc.boolean(),
+      ropeTheta: fc.constantFrom(10000, 500),
+    })
+    .map(({ kvDiv, headDim, nHeads, ...r }) =>
+      makeConfig({ ...r, nHeads, nKvHeads: Math.max(1, nHeads / kvDiv), headDim, dim: nHeads * headDim, maxSeqLen }),
+    );
+
+export const treeShape: fc.Arbitrary<TreeShape> = fc.record({
+  topK: fc.integer({ min: 1, max: 4 }),
+  maxDepth: fc.integer({ min: 1, max: 6 }),
+  totalTokens: fc.integer({ min: 1, max: 24 }),
+});
+
+export interface TinyPair {
+  cfg: ModelConfig;
+  ar: LoadedGenerator;
+  spec: LoadedGenerator;
+  dispose(): Promise<void>;
+}
+
+/**
+ * A random target (weights scaled so next-token distributions are peaked, which makes drafts
+ * sometimes right) with a plain generator and a speculative one over a random head.
+ */
+export async function tinyPair(cfg: ModelConfig, seed: number, tree: TreeShape, policy?: LengthPolicy, scale = 3): Promise<TinyPair> {
+  const model = { config: cfg, weights: randomWeights(cfg, seed, scale), source: 'hf' as const };
+  const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
+  const ar = await loadGenerator({ model, threads: 1 });
+  const spec = await loadGenerator({ model, draft, tree, policy, threads: 1 });
+  return { cfg, ar, spec, dispose: async () => (await ar.dispose(), await spec.dispose()) };
+}

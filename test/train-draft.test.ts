@@ -1,0 +1,117 @@
+/**
+ * Draft-head training end to end on a tiny target: the target generates its own corpus
+ * (runLog, generate mode), the head trains a few hundred steps on the wasm/cpu backend, and
+ * must clearly beat the untrained head; a crashed-and-resumed run equals an uninterrupted one;
+ * tensors do not leak.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { UsageError } from '../src/errors.ts';
+import { readSafetensors } from '../src/io/safetensors.ts';
+import { headConfigFor, headConfigFromJson, validateHeadWeights } from '../src/model/draft-head.ts';
+import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { Rng } from '../src/util/rng.ts';
+import { FeatureLogWriter } from '../training/feature-log.ts';
+import { loadFeatureData, packWindows } from '../training/dataset.ts';
+import { runLog } from '../training/log.ts';
+import { trainDraft, type TrainDraftOptions } from '../training/train-draft.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'eaglet-train-'));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+const config = makeConfig({ vocabSize: 48, dim: 32, nLayers: 1, nHeads: 2, maxSeqLen: 128 });
+const weights = randomWeights(config, 1, 3); // scale 3: peaky, predictable continuations
+const target = { config, weights };
+const META = { model: { source: 'test', sha256: '0', config }, corpus: { paths: [], mode: 'teacher' as const, seqLen: 8, maxTokens: 8 } };
+
+/** The target continues random 4-token prompts greedily: its own corpus. */
+async function selfGeneratedLog(): Promise<string> {
+  const rng = new Rng(5);
+  const prompts = join(dir, 'prompts.ids');
+  writeFileSync(prompts, Array.from({ length: 60 }, () => Array.from({ length: 4 }, () => rng.int(config.vocabSize)).join(' ')).join('\n'));
+  const r = await runLog({ model: target, corpus: [prompts], out: join(dir, 'self.arrow'), mode: 'generate', seqLen: 64, maxTokens: 4000, topK: 4 });
+  assert.deepEqual(r.counts, { sequences: 60, rows: 3840, batches: 2 });
+  return r.out;
+}
+const logPromise = selfGeneratedLog();
+
+test('property: windows cover every usable row once, inside one sequence, with shifted targets', async () => {
+  let k = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 1, max: 5 }), async (lengths, window) => {
+      const path = join(dir, `w${k++}.arrow`);
+      const w = new FeatureLogWriter(path, 2, 0, 7);
+      let row = 0;
+      for (const [s, n] of lengths.entries()) {
+        const ids = Array.from({ length: n }, (_, i) => row + i);
+        const next = ids.map((t, i) => (i + 1 < n ? t + 1 : -1));
+        await w.append({ seqId: s, startPosition: 0, tokens: ids, nextTokens: next, features: Float32Array.from(ids.flatMap((t) => [t, -t])) });
+        row += n;
+      }
+      await w.finish(META);
+      const data = await loadFeatureData([path], window);
+      const seen = new Set<number>();
+      for (let i = 0; i < data.windowStart.length; i++) {
+        assert.ok(data.windowLength[i] >= 1 && data.windowLength[i] <= window);
+        const b = packWindows(data, [i]);
+        for (let r = 0; r < b.n; r++) {
+          const t = data.windowStart[i] + r;
+          assert.ok(!seen.has(t));
+          seen.add(t);
+          assert.equal(b.tokens[r], t + 1, 'input token = token_{t+1}');
+          assert.equal(b.inputFeatures[2 * r], t);
+          assert.equal(b.targetFeatures[2 * r], t + 1, 'target = feature_{t+1}');
+        }
+      }
+      assert.equal(seen.size, lengths.reduce((a, n) => a + n - 1, 0), 'every row but the last of each sequence');
+    }),
+    { numRuns: 30, seed: 3 },
+  );
+});
+
+test('trained head beats the untrained head on validation; tensor count stays flat; EAGLE-layout output', async (t) => {
+  const out = join(dir, 'head');
+  const r = await trainDraft({ target, logs: [await logPromise], out, steps: 300, window: 16, batch: 8, backend: 'wasm', seed: 1 });
+  t.diagnostic(`backend ${r.backend}: ${r.tokensPerSecond.toFixed(0)} rows/s; top-1 ${r.initial.top1.toFixed(3)} -> ${r.final.top1.toFixed(3)}, top-3 ${r.initial.top3.toFixed(3)} -> ${r.final.top3.toFixed(3)}, feature loss ${r.initial.featureLoss.toFixed(3)} -> ${r.final.featureLoss.toFixed(3)}`);
+  assert.ok(r.final.top1 >= r.initial.top1 + 0.05, `top-1 ${r.initial.top1} -> ${r.final.top1}`);
+  assert.ok(r.final.top3 >= r.initial.top3 + 0.1, `top-3 ${r.initial.top3} -> ${r.final.top3}`);
+  assert.ok(r.final.featureLoss < 0.7 * r.initial.featureLoss, `feature loss ${r.initial.featureLoss} -> ${r.final.featureLoss}`);
+  assert.ok(r.curve.loss.at(-1)! < r.curve.loss[0]);
+  assert.ok(r.tensorCounts.every((n) => n === r.tensorCounts[0]), `tensor counts ${r.tensorCounts.slice(0, 5)}..${r.tensorCounts.slice(-5)}`);
+
+  const head = headConfigFromJson(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')));
+  assert.deepEqual(head, headConfigFor(config));
+  const saved = readSafetensors(join(out, 'model.safetensors')).tensors;
+  assert.equal(validateHeadWeights(head, saved), null);
+  for (const [n, t] of r.weights) assert.deepEqual(saved.get(n)!.data, t.data);
+  assert.match(readFileSync(join(out, 'training-curve.svg'), 'utf8'), /^<svg[^]*<polyline[^]*<\/svg>\n$/);
+});
+
+test('a run that crashes and resumes from its checkpoint ends with the same weights as an uninterrupted run', async () => {
+  const base: Omit<TrainDraftOptions, 'out'> = { target, logs: [await logPromise], steps: 45, window: 16, batch: 4, checkpointEvery: 10, warmup: 5, backend: 'wasm', seed: 2, epochs: 1 };
+  const a = await trainDraft({ ...base, out: join(dir, 'a') });
+  const outB = join(dir, 'b');
+  await assert.rejects(
+    trainDraft({ ...base, out: outB, onProgress: (p) => { if (p.done === 27) throw new Error('crash'); } }),
+    /crash/,
+  );
+  assert.ok(existsSync(join(outB, 'checkpoint.safetensors')));
+  assert.ok(!existsSync(join(outB, 'model.safetensors')));
+  const b = await trainDraft({ ...base, out: outB, resume: true });
+  assert.equal(b.startStep, 20);
+  for (const [n, t] of a.weights) assert.deepEqual(b.weights.get(n)!.data, t.data, `${n} differs after resume`);
+  assert.deepEqual(b.curve, a.curve);
+  await assert.rejects(trainDraft({ ...base, out: outB, resume: true, lr: 1 }), UsageError, 'a checkpoint of other options is refused');
+});
+
+test('bad options are usage errors naming the flag', async () => {
+  const logs = [await logPromise];
+  await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), lr: -1 }), /--lr/);
+  await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), valFraction: 1 }), /--val-fraction/);
+  await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), backend: 'gpu' as never }), /--backend/);
+  await assert.rejects(trainDraft({ target: { config: makeConfig({ vocabSize: 48, dim: 16, nLayers: 1, nHeads: 2 }), weights }, logs, out: join(dir, 'x') }), /width 32/);
+});
