@@ -74,3 +74,61 @@ test('near the context limit speculation shrinks its trees and stops with reason
     await p.dispose();
   }
 });
+
+test('speculative sampling draws the first tokens from the target distribution (chi-square, wrong drafts included)', async () => {
+  // A 6-token vocabulary: the exact distribution of the first two generated tokens is computed
+  // from the target itself (prefill logits, then one step per first token); speculative runs
+  // over many seeds must match it. The random head is wrong most of the time (its tree rarely
+  // holds the target's draw), so rejections at every depth are exercised.
+  const cfg = fc.sample(tinyConfig(), { seed: 11, numRuns: 1 })[0];
+  const small = { ...cfg, vocabSize: 6 };
+  const p = await tinyPair(small, 13, { topK: 2, maxDepth: 3, totalTokens: 6 }, undefined, 1);
+  try {
+    const prompt = [1, 2, 3], V = 6, temperature = 1;
+    const { Sampler } = await import('../src/generate/sampler.ts');
+    const probs = async (ids: number[]) => {
+      const { KVCache } = await import('../src/runtime/kv-cache.ts');
+      const c = new KVCache(small.nLayers, small.nKvHeads, small.headDim, small.maxSeqLen);
+      const out = await p.ar.generator.parts.target.forward(c, ids, ids.map((_, i) => i));
+      const s = new Sampler({ temperature, topK: 0, topP: 1, seed: 0 }, V);
+      s.distribution(out.logits, (ids.length - 1) * V);
+      return Array.from({ length: V }, (_, t) => s.prob(t));
+    };
+    const p1 = await probs(prompt);
+    const exact = new Map<string, number>();
+    for (let a = 0; a < V; a++) {
+      const p2 = await probs([...prompt, a]);
+      for (let b = 0; b < V; b++) exact.set(`${a},${b}`, p1[a] * p2[b]);
+    }
+    const N = 1500, counts = new Map<string, number>();
+    let rejected = 0;
+    for (let seed = 0; seed < N; seed++) {
+      const s = await p.spec.generate(prompt, { temperature, seed, maxNewTokens: 2, stopAtEos: false });
+      const key = s.ids.join(',');
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+      rejected += s.stats.acceptedHistogram[0] ?? 0;
+    }
+    // Pool cells with expected count < 5, then chi-square against the exact distribution.
+    let chi2 = 0, cells = 0, poolE = 0, poolO = 0;
+    for (const [key, prob] of exact) {
+      const e = prob * N, o = counts.get(key) ?? 0;
+      if (e < 5) {
+        poolE += e;
+        poolO += o;
+      } else {
+        chi2 += (o - e) ** 2 / e;
+        cells++;
+      }
+    }
+    if (poolE > 0) {
+      chi2 += (poolO - poolE) ** 2 / poolE;
+      cells++;
+    }
+    // df = cells - 1 <= 36; the 0.999 quantile of chi-square(36) is 67.98: a fixed-seed run of a
+    // correct sampler lands far below, a biased one (e.g. accepting drafts without sampling) far above.
+    assert.ok(chi2 < 68, `chi2 ${chi2.toFixed(1)} over ${cells} cells`);
+    assert.ok(rejected > N / 4, `the draft should be wrong often: ${rejected} rejecting rounds`);
+  } finally {
+    await p.dispose();
+  }
+});

@@ -178,11 +178,12 @@ export class Generator {
   }
 }
 
-function checkPrompt(prompt: ArrayLike<number>, cfg: ModelConfig): void {
-  if (prompt.length === 0) throw new UsageError('prompt', 'is empty: give at least one token');
-  if (prompt.length >= cfg.maxSeqLen) throw new UsageError('prompt', `has ${prompt.length} tokens, the model's context is ${cfg.maxSeqLen}: leave room to generate`);
+/** Throws a UsageError naming `name` unless `prompt` is a usable list of token ids for `cfg`. */
+export function checkPrompt(prompt: ArrayLike<number>, cfg: ModelConfig, name = 'prompt'): void {
+  if (prompt.length === 0) throw new UsageError(name, 'is empty: give at least one token');
+  if (prompt.length >= cfg.maxSeqLen) throw new UsageError(name, `has ${prompt.length} tokens, the model's context is ${cfg.maxSeqLen}: leave room to generate`);
   for (let i = 0; i < prompt.length; i++) {
     const t = prompt[i];
-    if (!Number.isInteger(t) || t < 0 || t >= cfg.vocabSize) throw new UsageError('prompt', `token id ${t} at index ${i} is outside the vocabulary [0, ${cfg.vocabSize})`);
+    if (!Number.isInteger(t) || t < 0 || t >= cfg.vocabSize) throw new UsageError(name, `token id ${t} at index ${i} is outside the vocabulary [0, ${cfg.vocabSize})`);
   }
 }

@@ -2,6 +2,7 @@
 import { loadGenerator, DEFAULT_TREE } from '../../api.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS } from '../../generate/options.ts';
+import { checkPrompt } from '../../generate/generator.ts';
 import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
 import type { Command } from '../main.ts';
 
@@ -43,8 +44,9 @@ export const generate: Command = {
       threads: f.threads as number,
     });
     try {
-      const prompt = (f.promptIds as number[] | undefined) ?? (f.prompt as string);
-      if (typeof prompt === 'string' && !g.tokenizer) throw new UsageError('--prompt', 'this model has no tokenizer beside it: pass --tokenizer, or use --prompt-ids');
+      if (f.prompt !== undefined && !g.tokenizer) throw new UsageError('--prompt', 'this model has no tokenizer beside it: pass --tokenizer, or use --prompt-ids');
+      const prompt = (f.promptIds as number[] | undefined) ?? g.encode(f.prompt as string);
+      checkPrompt(prompt, g.model.config, f.promptIds ? '--prompt-ids' : '--prompt');
       const opts = {
         maxNewTokens: f.maxNewTokens as number, temperature: f.temperature as number, topK: f.topK as number,
         topP: f.topP as number, seed: f.seed as number, stopAtEos: f.stopAtEos as boolean,
@@ -61,6 +63,7 @@ export const generate: Command = {
         process.stdout.write(JSON.stringify({ ids, text: g.tokenizer?.decode(ids), stats }) + '\n');
       } else {
         const mode = g.generator.parts.drafter ? `speculative, tau ${stats.tau.toFixed(2)}` : 'plain';
+        if (stats.stopReason === 'context') process.stderr.write(`\n[stopped: reached the model's context length of ${g.model.config.maxSeqLen} tokens]`);
         process.stdout.write(`\n\n[${stats.newTokens} tokens in ${(stats.wallMs / 1000).toFixed(2)} s, ${stats.tokensPerSecond.toFixed(1)} tok/s, ${mode}, ${stats.targetPasses} target passes, stop: ${stats.stopReason}]\n`);
       }
     } finally {
