@@ -43,6 +43,12 @@ export interface Frontier {
   /** Cumulative value of each node, descending: values[0] is the best, for confidence policies. */
   readonly values: Float64Array; // [k], count valid
   /**
+   * Entropy (nats) of the draft distribution that proposed each node (its parent's row), for
+   * entropy policies (AdaEDL). Estimated from the row's top-k with the remaining mass lumped as
+   * one outcome, so it is a lower bound on the full-vocabulary entropy. 0 at depth 0.
+   */
+  readonly entropies: Float64Array; // [k], count valid
+  /**
    * Index of each node's parent in the previous frontier, i.e. which output row of the previous
    * draft pass supplies its input feature (0 at depth 1: the root's row).
    */
@@ -72,6 +78,7 @@ export class TreeBuilder {
   private nCand = 0;
 
   private readonly frontierNodes: Int32Array; // [k] candidate index of each frontier node
+  private readonly rowEntropy: Float64Array; // [k] scratch: entropy of each row being expanded
   private readonly draftMasks: Uint8Array[]; // [D + 1] views of one buffer, [k, d k] at depth d
   private readonly fr: { -readonly [K in keyof Frontier]: Frontier[K] };
   private readonly tree: VerifyTree;
@@ -91,11 +98,12 @@ export class TreeBuilder {
     this.nodeOf = new Int32Array(C);
     this.kept = new Int32Array(this.totalTokens);
     this.frontierNodes = new Int32Array(k);
+    this.rowEntropy = new Float64Array(k);
     const maskBuf = new Uint8Array(k * D * k);
     this.draftMasks = Array.from({ length: D + 1 }, (_, d) => maskBuf.subarray(0, k * d * k));
     this.fr = {
       depth: 0, count: 0, rowOffset: 0, draftMask: this.draftMasks[0],
-      tokens: new Int32Array(k), values: new Float64Array(k), parentSlots: new Int32Array(k),
+      tokens: new Int32Array(k), values: new Float64Array(k), parentSlots: new Int32Array(k), entropies: new Float64Array(k),
     };
     this.tree = new VerifyTree(Math.min(this.totalTokens, C - 1) + 1, D);
   }
@@ -131,6 +139,7 @@ export class TreeBuilder {
     fr.tokens[0] = rootToken;
     fr.values[0] = 0;
     fr.parentSlots[0] = 0;
+    fr.entropies[0] = 0;
   }
 
   /**
@@ -149,6 +158,7 @@ export class TreeBuilder {
     const base = this.nCand;
     for (let i = 0; i < F; i++) {
       const parent = frontierNodes[i], pv = candValue[parent];
+      this.rowEntropy[i] = topkEntropy(topkLogProbs, i * k, k);
       for (let j = 0; j < k; j++) {
         const lp = topkLogProbs[i * k + j];
         if (Number.isNaN(lp)) throw new RangeError(`TreeBuilder.expand: log-prob [${i}, ${j}] is NaN`);
@@ -174,6 +184,7 @@ export class TreeBuilder {
       fr.tokens[i] = candToken[node];
       fr.values[i] = candValue[node];
       fr.parentSlots[i] = Math.floor((node - base) / k);
+      fr.entropies[i] = this.rowEntropy[fr.parentSlots[i]];
       mask[i * width + R + i] = 1;
       for (let a = candParent[node]; a !== 0; a = candParent[a]) mask[i * width + candRow[a]] = 1;
     }
@@ -212,6 +223,18 @@ export class TreeBuilder {
     }
     return tree.build(n);
   }
+}
+
+/** Entropy (nats) of a row known by its top-k log-probs; the mass outside them counts as one outcome. */
+function topkEntropy(logProbs: ArrayLike<number>, from: number, k: number): number {
+  let h = 0, mass = 0;
+  for (let j = from; j < from + k; j++) {
+    const lp = Math.min(logProbs[j], 0), p = Math.exp(lp);
+    h -= p * lp;
+    mass += p;
+  }
+  const rest = 1 - mass;
+  return rest > 1e-12 ? h - rest * Math.log(rest) : h;
 }
 
 /**

@@ -21,8 +21,6 @@ export class OnnxOps implements Ops<string> {
   private ropeTables = new Map<string, [string, string]>();
   /** Per positions value: its [1, T] form. */
   private batched = new Map<string, string>();
-  /** Per (mask, group): the mask tiled over the query-head group, [group*T, P+T]. */
-  private groupMasks = new Map<string, string>();
 
   /**
    * @param lookup finds a weight by checkpoint name.
@@ -62,11 +60,7 @@ export class OnnxOps implements Ops<string> {
   }
 
   rmsNorm(x: string, w: string, eps: number): string {
-    // The Pow/ReduceMean/Add/Sqrt/Div/Mul chain ORT fuses into SimplifiedLayerNormalization.
-    const g = this.g;
-    const ms = g.op('ReduceMean', [g.op('Pow', [x, g.scalar(2)])], { axes: [-1], keepdims: 1 }); // [T, 1]
-    const rms = g.op('Sqrt', [g.op('Add', [ms, g.scalar(eps)])]);
-    return g.op('Mul', [g.op('Div', [x, rms]), w]);
+    return this.g.op('RMSNormalization', [x, w], { axis: -1, epsilon: { float: eps } });
   }
 
   concat(a: string, b: string): string {
@@ -74,14 +68,13 @@ export class OnnxOps implements Ops<string> {
   }
 
   rope(x: string, positions: string, nHeads: number, headDim: number, theta: number): string {
-    // com.microsoft RotaryEmbedding (non-interleaved = rotate halves): one kernel instead of the
-    // seven-node split/swap/multiply chain, about 3x less CPU per call on small models. It
-    // wants a batch axis; the head count follows from the cache width (hd/2).
+    // ONNX RotaryEmbedding (opset 23; non-interleaved = rotate halves): one kernel instead of a
+    // seven-node split/swap/multiply chain. Its output keeps the batch axis, [1, T, nH*hd],
+    // which is the form `attention` and the present outputs want anyway.
     const g = this.g;
     const [cos, sin] = this.ropeCache(headDim, theta);
     const x3 = g.op('Unsqueeze', [x, g.ints([0])]); // [1, T, nH*hd]
-    const [r] = g.node('RotaryEmbedding', [x3, this.batchPositions(positions), cos, sin], { interleaved: 0 }, { domain: 'com.microsoft' });
-    return g.op('Squeeze', [r, g.ints([0])]);
+    return g.op('RotaryEmbedding', [x3, cos, sin, this.batchPositions(positions)], { interleaved: 0, num_heads: nHeads });
   }
 
   /** cos and sin tables [maxPositions, hd/2], computed in float64: θ_i = p * theta^(-2i/hd). */
@@ -112,30 +105,14 @@ export class OnnxOps implements Ops<string> {
   }
 
   attention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
-    const g = this.g, group = nHeads / nKvHeads;
-    // GQA without repeating K/V: the `group` query heads sharing a K/V head become extra query
-    // rows of that head, so one batched MatMul over nKv serves them all.
-    const q4 = g.op('Transpose', [g.op('Reshape', [q, g.ints([-1, nKvHeads, group, headDim])])], { perm: [1, 2, 0, 3] }); // [nKv, group, T, hd]
-    const q3 = g.op('Reshape', [q4, g.ints([nKvHeads, -1, headDim])]); // [nKv, group*T, hd]
-    // K/V in the cache's layout [1, rows, nKv, hd], so the past inputs are used as they come.
-    const rows = (x: string): string => g.op('Reshape', [x, g.ints([1, -1, nKvHeads, headDim])]);
-    const all = (fresh: string, old: string | undefined): string => (old ? g.op('Concat', [old, rows(fresh)], { axis: 1 }) : rows(fresh)); // [1, P+T, nKv, hd]
-    const kT = g.op('Transpose', [all(k, past?.keys)], { perm: [0, 2, 3, 1] }); // [1, nKv, hd, P+T]
-    const vH = g.op('Transpose', [all(v, past?.values)], { perm: [0, 2, 1, 3] }); // [1, nKv, P+T, hd]
-    // The scale right after the MatMul, where ORT folds it (and the transposes) into one FusedMatMul.
-    const dots = g.op('Mul', [g.op('MatMul', [q3, kT]), g.scalar(1 / Math.sqrt(headDim))]); // [1, nKv, group*T, P+T]
-    const o = g.op('MatMul', [g.op('Softmax', [g.op('Add', [dots, this.groupMask(mask, group)])], { axis: -1 }), vH]); // [1, nKv, group*T, hd]
-    const o4 = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, group, -1, headDim])])], { perm: [2, 0, 1, 3] }); // [T, nKv, group, hd]
-    return g.op('Reshape', [o4, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
-  }
-
-  /** The mask [T, P+T] repeated for each query head of a group: [group*T, P+T]. */
-  private groupMask(mask: string, group: number): string {
-    if (group === 1) return mask;
-    const key = `${mask}/${group}`;
-    let m = this.groupMasks.get(key);
-    if (!m) this.groupMasks.set(key, (m = this.g.op('Tile', [mask, this.g.ints([group, 1])])));
-    return m;
+    // ONNX Attention (opset 23): GQA without repeating K/V, scale 1/sqrt(hd), additive float
+    // mask, all in one kernel. Its own past inputs are head-major, so the position-major cache
+    // rows are concatenated with the new rows here instead ([1, P+T, nKv*hd]).
+    const g = this.g, kvWidth = nKvHeads * headDim;
+    const rows = (x: string): string => g.op('Reshape', [x, g.ints([1, -1, kvWidth])]);
+    const all = (fresh: string, old: string | undefined): string => (old ? g.op('Concat', [rows(old), rows(fresh)], { axis: 1 }) : rows(fresh));
+    const y = g.op('Attention', [rows2(g, q, nHeads * headDim), all(k, past?.keys), all(v, past?.values), mask], { q_num_heads: nHeads, kv_num_heads: nKvHeads }); // [1, T, nH*hd]
+    return g.op('Reshape', [y, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
   }
 
   /**
@@ -156,4 +133,9 @@ export class OnnxOps implements Ops<string> {
     const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
     return g.op('Concat', [prefix, fresh], { axis: 1 });
   }
+}
+
+/** x as [1, T, width] (a no-op reshape when it already is). */
+function rows2(g: GraphBuilder, x: string, width: number): string {
+  return g.op('Reshape', [x, g.ints([1, -1, width])]);
 }

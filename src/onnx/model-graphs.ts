@@ -23,8 +23,8 @@ import type { ModelConfig } from '../model/config.ts';
 import type { HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 
-/** Opset 17 (IR 8) plus com.microsoft for RotaryEmbedding. */
-const MODEL_OPTIONS = { opset: 17, irVersion: 8, domains: { 'com.microsoft': 1 } };
+/** Opset 23 (IR 11): the first with Attention and RotaryEmbedding as standard ops. */
+const MODEL_OPTIONS = { opset: 23, irVersion: 11 };
 
 /** Graph input and output names, shared by both models. */
 export const names = {
