@@ -142,6 +142,35 @@ test('property: staging a tree and keeping an accepted path leaves the cache of 
   );
 });
 
+test('property: a [T, W] mask over the last W keys (W > T: staged draft rows) equals the reference', async () => {
+  const arb = arbConfig.chain((c) =>
+    fc.record({ c: fc.constant(c), prefix: arbTokens(c.vocabSize, 1, 6), ids: arbTokens(c.vocabSize, 1, 5), extra: fc.nat(), bits: fc.array(fc.boolean(), { minLength: 55, maxLength: 55 }) }),
+  );
+  await fc.assert(
+    fc.asyncProperty(arb, arbSeed, async ({ c, prefix, ids, extra, bits }, seed) => {
+      const w = randomWeights(c, seed, 2);
+      const P = prefix.length, T = ids.length, W = T + (extra % (P + 1)), open = P + T - W;
+      // Random visibility over the last W keys, each token always seeing itself.
+      const mask = Uint8Array.from({ length: T * W }, (_, k) => (bits[k % bits.length] || k % W === W - T + Math.floor(k / W) ? 1 : 0));
+      const visible = new Uint8Array(T * (P + T));
+      for (let i = 0; i < T; i++) {
+        visible.fill(1, i * (P + T), i * (P + T) + open);
+        visible.set(mask.subarray(i * W, (i + 1) * W), i * (P + T) + open);
+      }
+      const positions = range(P, T);
+      const refPrefix = referenceForward(c, w, prefix, range(0, P), visibility(0, P));
+      const ref = referenceForward(c, w, ids, positions, visible, 'halves', { keys: refPrefix.keys, values: refPrefix.values });
+      await withTarget(c, w, async (s) => {
+        const cache = newCache(c);
+        await prefill(s, cache, prefix);
+        const o = await s.forward(cache, ids, positions, mask);
+        expectClose(mismatch(`logits (W=${W}, T=${T}, P=${P})`, o.logits, ref.logits));
+      });
+    }),
+    { numRuns: RUNS },
+  );
+});
+
 /** HF's permutation of llama2.c q/k rows: within a head, row 2i + half lands on half*hd/2 + i. */
 function permuteToHalves(t: { shape: number[]; data: Float32Array }, nHeads: number, hd: number) {
   const cols = t.data.length / (nHeads * hd), out = tensor(t.shape);

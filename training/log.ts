@@ -52,9 +52,13 @@ export interface LogResult {
   tokensPerSecond: number;
 }
 
+/** Defaults of the optional settings (the CLI's flag table reads them from here). */
+export const LOG_DEFAULTS = { topK: 0, promptLen: 4, temperature: 0, seed: 0 } as const;
+
 /** Logs the target's features over the corpus; see the module comment. */
 export async function runLog(opts: LogOptions): Promise<LogResult> {
-  const cfg = opts.model.config, topK = opts.topK ?? 0, promptLen = opts.promptLen ?? 4, temperature = opts.temperature ?? 0;
+  const cfg = opts.model.config, d = LOG_DEFAULTS;
+  const topK = opts.topK ?? d.topK, promptLen = opts.promptLen ?? d.promptLen, temperature = opts.temperature ?? d.temperature, seed = opts.seed ?? d.seed;
   if (!(Number.isInteger(opts.seqLen) && opts.seqLen >= 2 && opts.seqLen <= cfg.maxSeqLen))
     throw new UsageError('--seq-len', `must be an integer in [2, ${cfg.maxSeqLen}] (the model's context), got ${opts.seqLen}`);
   if (!(Number.isInteger(opts.maxTokens) && opts.maxTokens > 0)) throw new UsageError('--max-tokens', `must be a positive integer, got ${opts.maxTokens}`);
@@ -67,7 +71,7 @@ export async function runLog(opts: LogOptions): Promise<LogResult> {
   const session = await TargetSession.create(cfg, opts.model.weights, { maxTokens: opts.seqLen });
   const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.seqLen);
   const writer = new FeatureLogWriter(opts.out, cfg.dim, topK);
-  const rng = new Rng(opts.seed ?? 0);
+  const rng = new Rng(seed);
   const pick = (logits: Float32Array): number => (temperature > 0 ? sample(logits, temperature, rng) : argmax(logits));
   let rows = 0, seqId = 0;
   const t0 = performance.now();
@@ -106,7 +110,7 @@ export async function runLog(opts: LogOptions): Promise<LogResult> {
     }
     const counts = await writer.finish({
       model: { source: opts.modelSource ?? 'in-memory', sha256: weightsHash(opts.model.weights), config: cfg },
-      corpus: { paths: opts.corpus, mode: opts.mode, seqLen: opts.seqLen, maxTokens: opts.maxTokens, ...(opts.mode === 'generate' ? { seed: opts.seed ?? 0 } : {}) },
+      corpus: { paths: opts.corpus, mode: opts.mode, seqLen: opts.seqLen, maxTokens: opts.maxTokens, ...(opts.mode === 'generate' ? { seed } : {}) },
     });
     return { out: opts.out, sidecar: sidecarPath(opts.out), counts, tokensPerSecond: (rows / (performance.now() - t0)) * 1000 };
   } catch (e) {

@@ -12,7 +12,7 @@
  * checkpoint holds weights, Adam moments, step and data order, so `resume` ends with exactly
  * the weights of an uninterrupted run.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor, Variable } from '@tensorflow/tfjs';
 import { UsageError } from '../src/errors.ts';
@@ -107,7 +107,8 @@ export interface TrainDraftResult {
 
 type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery'>> & { valEvery?: number };
 
-const DEFAULTS: Resolved = {
+/** Defaults of every tunable option (the CLI's flag table reads them from here). */
+export const TRAIN_DRAFT_DEFAULTS: Readonly<Resolved> = {
   lr: 3e-3, batch: 8, window: 32, epochs: 1, warmup: 20, clip: 0.5, noise: 0.2, featureWeight: 1, tokenWeight: 0.1,
   weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, resume: false, backend: 'auto',
 };
@@ -116,8 +117,8 @@ const DEFAULTS: Resolved = {
 const flag = (k: string): string => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 
 function resolveOptions(o: TrainDraftOptions): Resolved {
-  const r = { ...DEFAULTS } as Resolved;
-  for (const k of Object.keys(DEFAULTS) as (keyof Resolved)[]) if (o[k] !== undefined) (r as Record<string, unknown>)[k] = o[k];
+  const r = { ...TRAIN_DRAFT_DEFAULTS } as Resolved;
+  for (const k of Object.keys(TRAIN_DRAFT_DEFAULTS) as (keyof Resolved)[]) if (o[k] !== undefined) (r as Record<string, unknown>)[k] = o[k];
   r.valEvery = o.valEvery;
   const positive = ['lr', 'batch', 'window', 'epochs', 'checkpointEvery'] as const;
   for (const k of positive) if (!(r[k] > 0)) throw new UsageError(flag(k), `must be positive, got ${r[k]}`);
@@ -213,12 +214,12 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
         const state: CheckpointState = { step: done, rng: { seed: o.seed, step: done }, order, fingerprint, curve };
         saveCheckpoint(opts.out, { state, params: toWeights(names, params), m: toWeights(names, opt.m), v: toWeights(names, opt.v) });
       }
-      opts.onProgress?.({ phase: 'train', done, total: steps, metrics: { loss, 'tok/s': Math.round((rowsTrained / msTraining) * 1000) } });
+      opts.onProgress?.({ phase: 'train', done, total: steps, metrics: { loss, ...(curve.valTop1.length ? { 'val-top1': curve.valTop1.at(-1)! } : {}), 'tok/s': Math.round((rowsTrained / msTraining) * 1000) } });
     }
     const weights = toWeights(names, params);
     const final = validate();
     writeHead(opts.out, head, weights);
-    writeFileSync(join(opts.out, 'training-curve.svg'), curvePlot(curve));
+    writeFileAtomic(join(opts.out, 'training-curve.svg'), curvePlot(curve));
     const result = { backend, steps, startStep, initial, final, curve, tokensPerSecond: msTraining > 0 ? (rowsTrained / msTraining) * 1000 : 0, weights, headConfig: head, tensorCounts };
     writeFileAtomic(join(opts.out, 'training.json'), JSON.stringify({ ...result, weights: undefined }, null, 2) + '\n');
     return result;

@@ -1,7 +1,11 @@
 /** The CLI's command table. */
 import type { Command } from './main.ts';
 import { generate } from './commands/generate.ts';
+import { log } from './commands/log.ts';
+import { trainDraftCommand } from './commands/train-draft.ts';
 
 export const COMMANDS: Record<string, Command> = {
   generate,
+  log,
+  'train-draft': trainDraftCommand,
 };

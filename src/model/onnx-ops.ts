@@ -1,12 +1,13 @@
 /**
  * `Ops<string>` rendered as ONNX nodes: each call appends nodes to a GraphBuilder and returns
- * the output value's name. Mostly standard opset-17 ops, which ORT's CPU graph optimiser fuses:
- * the usual patterns (RMSNorm -> SimplifiedLayerNormalization, x*sigmoid(x) -> QuickGelu,
- * MatMul + transposes + scale -> FusedMatMul); the one contrib op is com.microsoft
- * RotaryEmbedding, which measured faster than its standard-op expansion.
+ * the output value's name. Opset 23, whose Attention (GQA, additive mask), RotaryEmbedding and
+ * RMSNormalization are single kernels on ORT's CPU provider: a decoder layer is ~25 nodes, and
+ * for small models ORT's per-node overhead (1-2 us) is most of a pass. Measured with ORT
+ * profiling on a d=64, 5-layer model: 193 nodes per pass with the standard-op expansions of
+ * attention and RoPE (opset 17), 147 now.
  *
- * Activations are 2-D [T, width] (batch 1 is implicit); graph inputs/outputs add the batch
- * axis back in model-graphs.ts.
+ * Activations are 2-D [T, width] (batch 1 is implicit; Gemm wants 2-D) except rope outputs,
+ * which keep the [1, T, width] form the Attention kernel and the present outputs want.
  */
 import type { GraphBuilder } from '../onnx/graph.ts';
 import type { HeadLayout, Ops, PastKV } from './definition.ts';
@@ -21,6 +22,8 @@ export class OnnxOps implements Ops<string> {
   private ropeTables = new Map<string, [string, string]>();
   /** Per positions value: its [1, T] form. */
   private batched = new Map<string, string>();
+  /** Values already in [1, T, width] form (rope outputs): row-wise ops broadcast over the extra axis. */
+  private batchedValues = new Set<string>();
 
   /**
    * @param lookup finds a weight by checkpoint name.
@@ -74,7 +77,9 @@ export class OnnxOps implements Ops<string> {
     const g = this.g;
     const [cos, sin] = this.ropeCache(headDim, theta);
     const x3 = g.op('Unsqueeze', [x, g.ints([0])]); // [1, T, nH*hd]
-    return g.op('RotaryEmbedding', [x3, cos, sin, this.batchPositions(positions)], { interleaved: 0, num_heads: nHeads });
+    const y = g.op('RotaryEmbedding', [x3, cos, sin, this.batchPositions(positions)], { interleaved: 0, num_heads: nHeads });
+    this.batchedValues.add(y);
+    return y;
   }
 
   /** cos and sin tables [maxPositions, hd/2], computed in float64: θ_i = p * theta^(-2i/hd). */
@@ -97,6 +102,11 @@ export class OnnxOps implements Ops<string> {
     return r;
   }
 
+  /** x as [1, rows, width]: as it is if it already has that form, else reshaped. */
+  batch(x: string, width: number): string {
+    return this.batchedValues.has(x) ? x : this.g.op('Reshape', [x, this.g.ints([1, -1, width])]);
+  }
+
   /** positions [T] -> [1, T], once per positions value. */
   private batchPositions(positions: string): string {
     let p = this.batched.get(positions);
@@ -109,9 +119,8 @@ export class OnnxOps implements Ops<string> {
     // mask, all in one kernel. Its own past inputs are head-major, so the position-major cache
     // rows are concatenated with the new rows here instead ([1, P+T, nKv*hd]).
     const g = this.g, kvWidth = nKvHeads * headDim;
-    const rows = (x: string): string => g.op('Reshape', [x, g.ints([1, -1, kvWidth])]);
-    const all = (fresh: string, old: string | undefined): string => (old ? g.op('Concat', [rows(old), rows(fresh)], { axis: 1 }) : rows(fresh));
-    const y = g.op('Attention', [rows2(g, q, nHeads * headDim), all(k, past?.keys), all(v, past?.values), mask], { q_num_heads: nHeads, kv_num_heads: nKvHeads }); // [1, T, nH*hd]
+    const all = (fresh: string, old: string | undefined): string => (old ? g.op('Concat', [this.batch(old, kvWidth), this.batch(fresh, kvWidth)], { axis: 1 }) : this.batch(fresh, kvWidth));
+    const y = g.op('Attention', [this.batch(q, nHeads * headDim), all(k, past?.keys), all(v, past?.values), mask], { q_num_heads: nHeads, kv_num_heads: nKvHeads }); // [1, T, nH*hd]
     return g.op('Reshape', [y, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
   }
 
@@ -133,9 +142,4 @@ export class OnnxOps implements Ops<string> {
     const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
     return g.op('Concat', [prefix, fresh], { axis: 1 });
   }
-}
-
-/** x as [1, T, width] (a no-op reshape when it already is). */
-function rows2(g: GraphBuilder, x: string, width: number): string {
-  return g.op('Reshape', [x, g.ints([1, -1, width])]);
 }

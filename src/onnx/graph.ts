@@ -64,8 +64,6 @@ export interface ModelOptions {
   /** Default-domain opset. */
   opset: number;
   irVersion: number;
-  /** Extra operator sets, e.g. { 'com.microsoft': 1 }. */
-  domains?: Record<string, number>;
 }
 
 /** Builds one ONNX graph. Value names are unique within the builder. */
@@ -101,16 +99,12 @@ export class GraphBuilder {
     return name;
   }
 
-  /** A small constant, shared between identical requests. */
-  constant(dtype: DType, dims: number[], values: ArrayLike<number>): string {
+  /** A small float32 or int64 constant, shared between identical requests. */
+  constant(dtype: 'float32' | 'int64', dims: number[], values: ArrayLike<number>): string {
     const key = `${dtype}[${dims}]${Array.from(values).join(',')}`;
     const hit = this.constCache.get(key);
     if (hit) return hit;
-    const data: TypedData =
-      dtype === 'float32' ? Float32Array.from(values)
-      : dtype === 'int32' ? Int32Array.from(values)
-      : dtype === 'int64' ? BigInt64Array.from(Array.from(values), (v) => BigInt(v))
-      : Uint8Array.from(values);
+    const data = dtype === 'float32' ? Float32Array.from(values) : BigInt64Array.from(Array.from(values), (v) => BigInt(v));
     const name = this.initializer(this.fresh('const'), { dtype, dims, data });
     this.constCache.set(key, name);
     return name;
@@ -157,7 +151,6 @@ export class GraphBuilder {
     for (const out of this.outputs) g.message(12, out);
     const m = new ProtoWriter().int(1, o.irVersion).string(2, 'eaglet').message(7, g);
     m.message(8, new ProtoWriter().string(1, '').int(2, o.opset));
-    for (const [domain, version] of Object.entries(o.domains ?? {})) m.message(8, new ProtoWriter().string(1, domain).int(2, version));
     return m.finish();
   }
 }

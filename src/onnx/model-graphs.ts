@@ -54,7 +54,7 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, nLayers: numb
   return { ids, positions, mask: ops.treeMask(tree, past[0].keys), past };
 }
 
-/** Outputs the new K/V rows [T, nKv*hd] of each layer as [1, T, nKv, hd]. */
+/** Outputs the new K/V rows of each layer ([T, nKv*hd], or [1, T, nKv*hd] from rope) as [1, T, nKv, hd]. */
 function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[]): void {
   const shape = g.ints([1, -1, kv.nKvHeads, kv.headDim]);
   const dims = [1, 'T', kv.nKvHeads, kv.headDim];

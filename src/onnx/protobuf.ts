@@ -78,13 +78,6 @@ export class ProtoWriter {
     return this.message(field, inner);
   }
 
-  /** Packed repeated float. */
-  packedFloats(field: number, vs: ArrayLike<number>): this {
-    const b = new Float32Array(vs.length);
-    b.set(Array.from(vs));
-    return this.bytes(field, new Uint8Array(b.buffer));
-  }
-
   string(field: number, s: string): this {
     return this.bytes(field, utf8.encode(s));
   }

@@ -25,8 +25,8 @@ export class StepFeeds {
 
   /**
    * Feeds for T = tokens.length new tokens after the cache's committed prefix.
-   * `tree` [T, T] (0/1, row i = what token i sees among the new tokens) is passed zero-copy;
-   * omitted = causal.
+   * `tree` [T, W] (0/1; row i = which of the last W keys token i sees, W = T for the new tokens
+   * alone, T < W <= P + T to include staged rows) is passed zero-copy; omitted = causal.
    */
   build(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array): Feeds {
     const t = tokens.length;

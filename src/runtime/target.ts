@@ -42,10 +42,10 @@ export class TargetSession {
   }
 
   /**
-   * Scores `tokens` at `positions` after the cache's committed prefix. `tree` [T, T] is the
-   * ancestor-or-self matrix of the new tokens (row i = what token i sees; nodes in topological
-   * order); omitted = causal. Does not modify the cache: the caller appends or stages+keeps
-   * the returned rows.
+   * Scores `tokens` at `positions` after the cache's committed prefix. `tree` [T, W] says which
+   * of the last W keys each token sees (a verification tree: W = T, the ancestor-or-self
+   * matrix, nodes in topological order); the keys before them are always visible; omitted =
+   * causal. Does not modify the cache: the caller appends or stages+keeps the returned rows.
    */
   async forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array): Promise<TargetOutput> {
     const t0 = performance.now();

@@ -1,0 +1,87 @@
+/** `eaglet log`: runs the target over a corpus and writes its features to an Arrow feature log. */
+import { UsageError } from '../../errors.ts';
+import { loadModel } from '../../io/load-model.ts';
+import { loadTokenizer } from '../../tokenizer/load.ts';
+import { LOG_DEFAULTS, runLog } from '../../../training/log.ts';
+import { progressReporter, type OnProgress } from '../../../training/progress.ts';
+import { helpText, parseFlags, type FlagSpec, type Parsed } from '../flags.ts';
+import type { Command } from '../main.ts';
+
+const FLAGS: FlagSpec[] = [
+  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
+  { flag: 'tokenizer', type: 'string', meta: 'PATH', help: 'tokenizer for text corpora (default: found with the model)' },
+  { flag: 'corpus', type: 'string', meta: 'FILE...', help: 'corpus files (.txt, .jsonl with "text", .ids token-id lines), comma- or space-separated (required)' },
+  { flag: 'out', type: 'string', meta: 'LOG.arrow', help: 'feature log to write; its sidecar goes to LOG.arrow.json (required)' },
+  { flag: 'mode', type: 'string', choices: ['teacher', 'generate'], meta: 'MODE', help: 'teacher: log the corpus as is; generate: the target continues each document\'s first --prompt-len tokens (required)' },
+  { flag: 'seq-len', type: 'int', min: 2, meta: 'N', help: 'tokens per logged sequence, at most the model\'s context (required)' },
+  { flag: 'max-tokens', type: 'int', min: 1, meta: 'N', help: 'stop after logging this many rows (required)' },
+  { flag: 'top-k', type: 'int', min: 0, default: LOG_DEFAULTS.topK, meta: 'K', help: 'also log the target\'s top-k next-token probabilities (0 = off)' },
+  { flag: 'prompt-len', type: 'int', min: 1, default: LOG_DEFAULTS.promptLen, meta: 'N', help: 'generate: prompt tokens taken from each document' },
+  { flag: 'temperature', type: 'number', min: 0, default: LOG_DEFAULTS.temperature, meta: 'T', help: 'generate: sampling temperature (0 = greedy)' },
+  { flag: 'seed', type: 'int', min: 0, default: LOG_DEFAULTS.seed, meta: 'S', help: 'generate: sampling seed' },
+];
+
+const HELP = helpText(
+  'Usage: eaglet log --model PATH --corpus FILE... --out LOG.arrow --mode teacher|generate --seq-len N --max-tokens N [flags]',
+  'Runs the target over a corpus and logs, per token, its final hidden state (and optionally its\ntop-k next tokens) to an Arrow file: the training data of `eaglet train-draft`.',
+  FLAGS,
+);
+
+/** The files of a list flag: comma-separated in its value, plus the positional arguments after it (shell globs). */
+export function fileList(f: Parsed, key: string, flag: string): string[] {
+  const files = [...String(f[key] ?? '').split(','), ...f._].filter((p) => p.length > 0);
+  if (files.length === 0) throw new UsageError(flag, 'is required');
+  return files;
+}
+
+/** Throws a UsageError for the first of `flags` (camelCase key, flag) that was not given. */
+export function requireFlags(f: Parsed, flags: string[]): void {
+  for (const flag of flags) {
+    const key = flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    if (f[key] === undefined || f[key] === '') throw new UsageError(`--${flag}`, 'is required');
+  }
+}
+
+export const log: Command = {
+  summary: 'log the target\'s features over a corpus (Arrow), for draft training',
+  async run(argv) {
+    if (argv.includes('--help')) return void process.stdout.write(HELP);
+    const f = parseFlags(argv, FLAGS);
+    requireFlags(f, ['model', 'out', 'mode', 'seq-len', 'max-tokens']);
+    const corpus = fileList(f, 'corpus', '--corpus');
+    const model = await loadModel(f.model as string);
+    const tokenizer = f.tokenizer ? loadTokenizer(f.tokenizer as string, { vocabSize: model.config.vocabSize }) : model.tokenizer;
+    const r = await runLog({
+      model: { ...model, tokenizer },
+      modelSource: f.model as string,
+      corpus,
+      out: f.out as string,
+      mode: f.mode as 'teacher' | 'generate',
+      seqLen: f.seqLen as number,
+      maxTokens: f.maxTokens as number,
+      topK: f.topK as number,
+      promptLen: f.promptLen as number,
+      temperature: f.temperature as number,
+      seed: f.seed as number,
+      onProgress: withEta(progressReporter(), 'tok/s'),
+    });
+    const c = r.counts;
+    process.stdout.write(`logged ${c.rows} rows in ${c.sequences} sequences (${f.mode}) to ${r.out}, sidecar ${r.sidecar}; ${r.tokensPerSecond.toFixed(0)} tok/s\n`);
+  },
+};
+
+/**
+ * Adds an ETA in seconds (and, under `rateName`, the rate of `done` per second) to each progress
+ * event, measured from the first event so that setup time and a resumed run's head start do not skew it.
+ */
+export function withEta(next: OnProgress, rateName?: string): OnProgress {
+  let t0 = -1, done0 = 0;
+  return (p) => {
+    const now = performance.now();
+    if (t0 < 0) (t0 = now), (done0 = p.done);
+    const rate = now > t0 ? ((p.done - done0) / (now - t0)) * 1000 : 0;
+    if (!(rate > 0)) return next(p); // the first event: no rate yet
+    const extra = { ...(rateName ? { [rateName]: Math.round(rate) } : {}), 'eta-s': Math.round((p.total - p.done) / rate) };
+    next({ ...p, metrics: { ...p.metrics, ...extra } });
+  };
+}

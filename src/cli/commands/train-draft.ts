@@ -1,0 +1,70 @@
+/** `eaglet train-draft`: trains an EAGLE draft head on feature logs (TensorFlow.js). */
+import { join } from 'node:path';
+import { loadModel } from '../../io/load-model.ts';
+import { progressReporter } from '../../../training/progress.ts';
+import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
+import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';
+import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
+import type { Command } from '../main.ts';
+import { fileList, requireFlags, withEta } from './log.ts';
+
+const FLAGS: FlagSpec[] = [
+  { flag: 'model', type: 'string', meta: 'PATH', help: 'the target the logs came from: HF checkpoint directory or llama2.c .bin (required)' },
+  { flag: 'logs', type: 'string', meta: 'LOG.arrow,...', help: 'feature logs written by `eaglet log` for this target (required)' },
+  { flag: 'out', type: 'string', meta: 'DIR', help: 'head directory: config.json, model.safetensors, checkpoint, training-curve.svg (required)' },
+  { flag: 'lr', type: 'number', above: 0, default: D.lr, meta: 'LR', help: 'peak learning rate (AdamW)' },
+  { flag: 'batch', type: 'int', min: 1, default: D.batch, meta: 'N', help: 'windows per step' },
+  { flag: 'window', type: 'int', min: 1, default: D.window, meta: 'N', help: 'rows per training window' },
+  { flag: 'epochs', type: 'int', min: 1, default: D.epochs, meta: 'N', help: 'epochs over the training windows (unless --steps)' },
+  { flag: 'steps', type: 'int', min: 1, meta: 'N', help: 'total updates; overrides --epochs' },
+  { flag: 'warmup', type: 'int', min: 0, default: D.warmup, meta: 'N', help: 'linear warmup updates' },
+  { flag: 'clip', type: 'number', min: 0, default: D.clip, meta: 'X', help: 'global gradient-norm clip (0 = off)' },
+  { flag: 'noise', type: 'number', min: 0, default: D.noise, meta: 'X', help: 'uniform noise U(-x/2, x/2) on input features' },
+  { flag: 'feature-weight', type: 'number', min: 0, default: D.featureWeight, meta: 'W', help: 'weight of the SmoothL1 feature loss' },
+  { flag: 'token-weight', type: 'number', min: 0, default: D.tokenWeight, meta: 'W', help: 'weight of the soft cross-entropy token loss' },
+  { flag: 'weight-decay', type: 'number', min: 0, default: D.weightDecay, meta: 'X', help: 'AdamW decoupled weight decay' },
+  { flag: 'val-fraction', type: 'number', min: 0, default: D.valFraction, meta: 'F', help: 'fraction of windows held out for validation, in [0, 1)' },
+  { flag: 'val-every', type: 'int', min: 1, meta: 'N', help: 'validate every N steps (default: a tenth of the run)' },
+  { flag: 'checkpoint-every', type: 'int', min: 1, default: D.checkpointEvery, meta: 'N', help: 'write a checkpoint every N steps' },
+  { flag: 'seed', type: 'int', min: 0, default: D.seed, meta: 'S', help: 'seed of initial weights, data order, split and noise' },
+  { flag: 'resume', type: 'bool', help: 'continue from DIR/checkpoint.safetensors (same options and logs required)' },
+  { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: D.backend, meta: 'B', help: 'tfjs backend: auto (tfjs-node, else wasm, else cpu), node, wasm, cpu' },
+];
+
+const HELP = helpText(
+  'Usage: eaglet train-draft --model PATH --logs LOG.arrow[,LOG2...] --out DIR [flags]',
+  'Trains an EAGLE draft head for the target on its feature logs (EAGLE-1 objective: predict the\nnext feature, match the next-token distribution). DIR is then usable as `eaglet generate --draft DIR`.',
+  FLAGS,
+);
+
+export const trainDraftCommand: Command = {
+  summary: 'train an EAGLE draft head on feature logs (tfjs)',
+  async run(argv) {
+    if (argv.includes('--help')) return void process.stdout.write(HELP);
+    const f = parseFlags(argv, FLAGS);
+    requireFlags(f, ['model', 'out']);
+    const logs = fileList(f, 'logs', '--logs');
+    const target = await loadModel(f.model as string);
+    // Load the backend up front so the user sees which one runs before the first step.
+    const backend = (await loadTf(f.backend as BackendChoice)).name;
+    process.stderr.write(`tfjs backend: ${backend}\n`);
+    const out = f.out as string;
+    const r = await trainDraft({
+      target, logs, out,
+      lr: f.lr as number, batch: f.batch as number, window: f.window as number, epochs: f.epochs as number,
+      steps: f.steps as number | undefined, warmup: f.warmup as number, clip: f.clip as number, noise: f.noise as number,
+      featureWeight: f.featureWeight as number, tokenWeight: f.tokenWeight as number, weightDecay: f.weightDecay as number,
+      valFraction: f.valFraction as number, valEvery: f.valEvery as number | undefined, checkpointEvery: f.checkpointEvery as number,
+      seed: f.seed as number, resume: Boolean(f.resume), backend: f.backend as BackendChoice,
+      onProgress: withEta(progressReporter()),
+    });
+    const m = (v: ValMetrics): string => `top-1 ${v.top1.toFixed(3)}, top-3 ${v.top3.toFixed(3)}, feature loss ${v.featureLoss.toFixed(4)}`;
+    const resumed = r.startStep > 0 ? ` (resumed at step ${r.startStep})` : '';
+    process.stdout.write(
+      `trained ${r.steps} steps${resumed} on ${backend}, ${r.tokensPerSecond.toFixed(0)} tok/s\n` +
+        `  validation: untrained ${m(r.initial)}\n` +
+        `              trained   ${m(r.final)} (${r.final.rows} rows)\n` +
+        `  head: ${out} (eaglet generate --draft ${out}); curve: ${join(out, 'training-curve.svg')}\n`,
+    );
+  },
+};

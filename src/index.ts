@@ -1,0 +1,24 @@
+/**
+ * eaglet: EAGLE-style speculative decoding with adaptive draft lengths, on onnxruntime-node.
+ * Start with `loadGenerator` (see src/api.ts for an example).
+ */
+export { loadGenerator, DEFAULT_TREE, type LoadOptions, type LoadedGenerator, type TextChunk } from './api.ts';
+export { Generator, type GenerationChunk, type GeneratorParts, type StreamOptions } from './generate/generator.ts';
+export { GenerationStats, type StopReason } from './generate/stats.ts';
+export { GENERATION_FLAGS, resolveGenerationOptions, type GenerationOptions } from './generate/options.ts';
+export { Sampler, type SamplingOptions } from './generate/sampler.ts';
+export { EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
+export { StaticPolicy, type LengthPolicy, type RoundPlan, type RoundState, type RoundOutcome } from './policies/policy.ts';
+export { TargetSession } from './runtime/target.ts';
+export { DraftSession } from './runtime/draft.ts';
+export { KVCache } from './runtime/kv-cache.ts';
+export { loadModel, type LoadedModel } from './io/load-model.ts';
+export { loadDraftHead, saveDraftHead, type DraftHead } from './io/draft-head-io.ts';
+export { loadHfCheckpoint, saveHfCheckpoint } from './io/hf.ts';
+export { readLlama2c, writeLlama2c } from './io/llama2c.ts';
+export { readSafetensors, writeSafetensors } from './io/safetensors.ts';
+export { loadTokenizer } from './tokenizer/load.ts';
+export { TextStreamer } from './tokenizer/streamer.ts';
+export type { Tokenizer } from './tokenizer/tokenizer.ts';
+export type { ModelConfig } from './model/config.ts';
+export { EagletError, FormatError, ConfigError, UsageError } from './errors.ts';
