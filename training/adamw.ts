@@ -66,3 +66,13 @@ export class AdamW {
 export function warmupLr(lr: number, warmup: number, step: number): number {
   return warmup > 0 && step < warmup ? (lr * step) / warmup : lr;
 }
+
+/**
+ * Learning rate at update `step` (1-based) of `total`: linear warmup over `warmup` steps, then
+ * cosine decay from `lr` to `minLr` at `total`.
+ */
+export function cosineLr(lr: number, minLr: number, warmup: number, total: number, step: number): number {
+  if (warmup > 0 && step < warmup) return (lr * step) / warmup;
+  const t = total > warmup ? Math.min(1, (step - warmup) / (total - warmup)) : 1;
+  return minLr + 0.5 * (lr - minLr) * (1 + Math.cos(Math.PI * t));
+}

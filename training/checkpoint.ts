@@ -12,20 +12,21 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError } from '../src/errors.ts';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
+import type { Variable } from '@tensorflow/tfjs';
 import type { Tensor, Weights } from '../src/model/weights.ts';
 
-/** The non-tensor state of a run. */
-export interface CheckpointState {
+/** The non-tensor state of a run; `C` is the trainer's curve type (the draft head's by default). */
+export interface CheckpointState<C = Curve> {
   /** Updates applied. */
   step: number;
   /** The run's seed: with `step`, it fixes every random draw still to come (noise, later epochs). */
   rng: { seed: number; step: number };
-  /** Training-window order of the epoch in progress. */
-  order: { epoch: number; permutation: number[] };
+  /** Training-window order of the epoch in progress (absent when windows are drawn from the RNG). */
+  order?: { epoch: number; permutation: number[] };
   /** Options that must not change across a resume (sizes, learning schedule, data). */
   fingerprint: string;
   /** Metric history so far, so a resumed run reports the same curve. */
-  curve: Curve;
+  curve: C;
 }
 
 /** Training curve: loss per step, validation metrics every `valEvery` steps. */
@@ -38,8 +39,8 @@ export interface Curve {
   valFeatureLoss: number[];
 }
 
-export interface Checkpoint {
-  state: CheckpointState;
+export interface Checkpoint<C = Curve> {
+  state: CheckpointState<C>;
   params: Weights;
   m: Weights;
   v: Weights;
@@ -49,7 +50,7 @@ const META_KEY = 'eaglet_checkpoint';
 
 export const checkpointPath = (outDir: string): string => join(outDir, 'checkpoint.safetensors');
 
-export function saveCheckpoint(outDir: string, c: Checkpoint): void {
+export function saveCheckpoint<C>(outDir: string, c: Checkpoint<C>): void {
   const tensors = new Map<string, Tensor>();
   for (const [prefix, w] of [['param', c.params], ['adam_m', c.m], ['adam_v', c.v]] as const)
     for (const [name, t] of w) tensors.set(`${prefix}.${name}`, t);
@@ -57,12 +58,12 @@ export function saveCheckpoint(outDir: string, c: Checkpoint): void {
 }
 
 /** The checkpoint in `outDir`, or null when there is none. */
-export function loadCheckpoint(outDir: string): Checkpoint | null {
+export function loadCheckpoint<C = Curve>(outDir: string): Checkpoint<C> | null {
   const path = checkpointPath(outDir);
   if (!existsSync(path)) return null;
   const { tensors, metadata } = readSafetensors(path);
   if (!metadata[META_KEY]) throw new FormatError(path, `not an eaglet training checkpoint (no ${META_KEY} metadata)`);
-  const c: Checkpoint = { state: JSON.parse(metadata[META_KEY]), params: new Map(), m: new Map(), v: new Map() };
+  const c: Checkpoint<C> = { state: JSON.parse(metadata[META_KEY]), params: new Map(), m: new Map(), v: new Map() };
   for (const [key, t] of tensors) {
     const dot = key.indexOf('.');
     const group = ({ param: c.params, adam_m: c.m, adam_v: c.v } as Record<string, Weights>)[key.slice(0, dot)];
@@ -70,4 +71,9 @@ export function loadCheckpoint(outDir: string): Checkpoint | null {
     group.set(key.slice(dot + 1), t);
   }
   return c;
+}
+
+/** Copies tfjs variables out as named weights (for checkpoints and exports). */
+export function variablesToWeights(names: readonly string[], vars: readonly Variable[]): Weights {
+  return new Map(names.map((n, i) => [n, { shape: vars[i].shape.slice(), data: (vars[i].dataSync() as Float32Array).slice() }]));
 }

@@ -246,11 +246,13 @@ export async function* readFeatureLog(path: string): AsyncGenerator<FeatureBatch
   }
 }
 
-function primitiveView(d: Data): Int32Array | Float32Array {
+/** A primitive column of one record batch as a zero-copy typed-array view. */
+export function primitiveView(d: Data): Int32Array | Float32Array {
   return (d.values as Int32Array | Float32Array).subarray(d.offset, d.offset + d.length);
 }
 
-function listView(d: Data): Int32Array | Float32Array {
+/** A FixedSizeList column of one record batch as one zero-copy typed-array view [rows, width]. */
+export function listView(d: Data): Int32Array | Float32Array {
   const width = (d.type as FixedSizeList).listSize, child = d.children[0];
   const start = child.offset + d.offset * width;
   return (child.values as Int32Array | Float32Array).subarray(start, start + d.length * width);

@@ -65,6 +65,8 @@ export interface Comparison {
   policies: MethodResult[];
   /** Every policy produced plain decoding's tokens on every timed run. */
   lossless: boolean;
+  /** Free-form context for the report (model, tree shape...), set by the caller. */
+  meta?: Record<string, unknown>;
 }
 
 /** Runs the comparison; see the module comment. */

@@ -1,11 +1,13 @@
 /** The CLI's command table. */
 import type { Command } from './main.ts';
+import { bench } from './commands/bench.ts';
 import { generate } from './commands/generate.ts';
 import { log } from './commands/log.ts';
 import { trainDraftCommand } from './commands/train-draft.ts';
 
 export const COMMANDS: Record<string, Command> = {
   generate,
+  bench,
   log,
   'train-draft': trainDraftCommand,
 };

@@ -66,7 +66,7 @@ export class EagleDrafter {
     const k = session.topK;
     builder.expand(first.topkIds.subarray((rows - 1) * k, rows * k), first.topkLogProbs.subarray((rows - 1) * k, rows * k));
     let hidden = first.hidden.subarray((rows - 1) * d, rows * d); // [F_prev, d]
-    while (builder.frontier.depth < plan.depth && builder.canExpand && (policy.continueDrafting?.(builder.frontier) ?? true)) {
+    while (builder.frontier.depth < plan.depth && builder.canExpand && (policy.continueDrafting?.(builder.frontier, hidden) ?? true)) {
       const fr = builder.frontier, F = fr.count;
       for (let i = 0; i < F; i++) {
         const s = fr.parentSlots[i];

@@ -5,7 +5,8 @@
  *   goodput(d) = E[tokens | d] / cost(d),   E[tokens | d] = 1 + sum_{j=1..d} P(accepted >= j)
  *
  * where P(accepted >= j) is the recent fraction of rounds drafting at least j levels that had
- * j or more drafted tokens accepted (made non-increasing in j), and cost(d) the recent wall ms
+ * j or more drafted tokens accepted, counting one extra successful round so that rarely tried
+ * levels look promising (optimism under uncertainty), made non-increasing in j; and cost(d) the recent wall ms
  * of a round planned at depth d (draft, catch-up included, plus verification). All estimates
  * are exponential averages, so the choice follows the text. Every depth is tried once first
  * (deepest first); after that every `exploreEvery`-th round tries a neighbour of the best depth,
@@ -52,7 +53,8 @@ export class GoodputPolicy implements LengthPolicy {
   expectedTokens(d: number): number {
     let e = 1, p = 1;
     for (let j = 1; j <= d; j++) {
-      if (this.trials[j] > 0) p = Math.min(p, this.hits[j] / this.trials[j]); // unseen level: as deep as the last seen
+      // One optimistic pseudo-round per level: a level seen rarely is not written off on one rejection.
+      p = Math.min(p, (this.hits[j] + 1) / (this.trials[j] + 1));
       e += p;
     }
     return e;
@@ -83,8 +85,10 @@ export class GoodputPolicy implements LengthPolicy {
   observe(o: RoundOutcome): void {
     // A round the generator could not speculate (context end) cost an AR step.
     const d = o.depth === 0 ? 0 : this.planned, k = this.options.decay;
-    const ms = o.draftMs + o.verifyMs;
-    this.cost[d] = Number.isNaN(this.cost[d]) ? ms : k * this.cost[d] + (1 - k) * ms;
+    const ms = o.draftMs + o.verifyMs, c = this.cost[d];
+    // A one-off stall (GC, a busy core) counts at most 4x the average: rarely tried depths would
+    // otherwise carry it for many explorations. A real cost rise still gets through in a few rounds.
+    this.cost[d] = Number.isNaN(c) ? ms : k * c + (1 - k) * Math.min(ms, 4 * c);
     for (let j = 1; j <= d; j++) {
       this.trials[j] = k * this.trials[j] + 1;
       this.hits[j] = k * this.hits[j] + (o.accepted >= j ? 1 : 0);

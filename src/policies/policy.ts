@@ -40,8 +40,12 @@ export interface LengthPolicy {
   readonly name: string;
   /** Before drafting: how deep, how wide. */
   plan(state: RoundState): RoundPlan;
-  /** After each drafted depth: draft one more level? Absent = always (up to plan.depth). */
-  continueDrafting?(frontier: Frontier): boolean;
+  /**
+   * After each drafted depth: draft one more level? Absent = always (up to plan.depth).
+   * `hidden` [F_prev, d]: the draft head's output rows that proposed the frontier (row
+   * frontier.parentSlots[i] proposed node i), for policies that read the draft's state (SpecDec++).
+   */
+  continueDrafting?(frontier: Frontier, hidden?: Float32Array): boolean;
   /** After verification. */
   observe?(outcome: RoundOutcome): void;
 }

@@ -16,12 +16,16 @@ import { camel, parseFlags, resolveOptions, type FlagSpec, type Parsed } from '.
 import { AdaEdlPolicy, ADAEDL_FLAGS } from './adaedl.ts';
 import { GoodputPolicy, GOODPUT_FLAGS } from './goodput.ts';
 import { HeuristicPolicy, HEURISTIC_FLAGS } from './heuristic.ts';
+import { LDLP_POLICIES, type PredictorTarget } from './ldlp.ts';
 import { StaticPolicy, type LengthPolicy } from './policy.ts';
+import { SPECDEC_POLICIES } from './specdecpp.ts';
 import { ThresholdPolicy, THRESHOLD_FLAGS } from './threshold.ts';
 
 /** What a policy is built for: the drafter's tree shape. */
 export interface PolicyContext {
   tree: TreeShape;
+  /** The loaded target: trained predictors (ldlp, specdec++) read its embeddings and check their width against it. */
+  target?: PredictorTarget;
 }
 
 export interface PolicyEntry {
@@ -70,11 +74,13 @@ const REGISTRY = new Map<string, PolicyEntry>([
     flags: GOODPUT_FLAGS,
     create: (o, { tree }) => new GoodputPolicy(tree.totalTokens, tree.maxDepth, o),
   }],
+  ...LDLP_POLICIES,
+  ...SPECDEC_POLICIES,
 ]);
 
 /** Adds (or replaces) a policy under `name`. */
 export function registerPolicy(name: string, entry: PolicyEntry): void {
-  if (!/^[a-z][a-z0-9]*$/.test(name)) throw new UsageError('policy', `name '${name}' must be lowercase letters and digits`);
+  if (!/^[a-z][a-z0-9+]*$/.test(name)) throw new UsageError('policy', `name '${name}' must be lowercase letters, digits and '+'`);
   REGISTRY.set(name, entry);
 }
 

@@ -3,6 +3,8 @@ import { loadGenerator, DEFAULT_TREE } from '../../api.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS } from '../../generate/options.ts';
 import { checkPrompt } from '../../generate/generator.ts';
+import { loadModel } from '../../io/load-model.ts';
+import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
 import type { Command } from '../main.ts';
 
@@ -17,6 +19,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'depth', type: 'int', min: 1, max: 32, default: DEFAULT_TREE.maxDepth, meta: 'D', help: 'draft tree depth' },
   { flag: 'total-tokens', type: 'int', min: 1, max: 512, default: DEFAULT_TREE.totalTokens, meta: 'N', help: 'drafted tokens verified per round (tree size)' },
   { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
+  { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
+  ...policyFlags(),
   { flag: 'threads', type: 'int', min: 1, max: 256, default: 2, meta: 'N', help: 'onnxruntime intra-op threads' },
   { flag: 'json', type: 'bool', help: 'print one JSON object (ids, text, stats) instead of streaming text' },
 ];
@@ -36,11 +40,16 @@ export const generate: Command = {
     if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
     if ((f.prompt === undefined) === (f.promptIds === undefined)) throw new UsageError('--prompt', 'give exactly one of --prompt or --prompt-ids');
     if (f.prompt === '') throw new UsageError('--prompt', 'is empty');
+    const model = await loadModel(f.model as string);
+    const tree = { maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number };
+    const spec = f.spec && f.draft !== undefined;
+    if (f.policy !== undefined && !spec) throw new UsageError('--policy', 'needs a draft head (--draft) and speculation on');
     const g = await loadGenerator({
-      model: f.model as string,
+      model,
+      policy: spec && f.policy !== undefined ? createPolicy(f.policy as string, { tree, target: model }, f) : undefined,
       tokenizer: f.tokenizer as string | undefined,
       draft: f.spec ? (f.draft as string | undefined) : undefined,
-      tree: { maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number },
+      tree,
       threads: f.threads as number,
     });
     try {

@@ -1,0 +1,123 @@
+/** `eaglet bench`: plain decoding vs draft-length policies on one prompt set (src/bench/compare.ts). */
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DEFAULT_TREE, loadGenerator } from '../../api.ts';
+import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
+import { FormatError, UsageError } from '../../errors.ts';
+import { GENERATION_FLAGS } from '../../generate/options.ts';
+import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
+import { Rng } from '../../util/rng.ts';
+import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
+import type { Command } from '../main.ts';
+
+const FLAGS: FlagSpec[] = [
+  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
+  { flag: 'tokenizer', type: 'string', meta: 'PATH', help: 'tokenizer for text prompts (default: found with the model)' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" (required)' },
+  { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
+  { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file: .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
+  { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
+  { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
+  { flag: 'policies', type: 'string', default: 'static,threshold,adaedl,heuristic,goodput', meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value' },
+  { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'timed passes over the prompts' },
+  { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
+  ...GENERATION_FLAGS,
+  { flag: 'depth', type: 'int', min: 1, max: 32, default: DEFAULT_TREE.maxDepth, meta: 'D', help: 'deepest draft tree' },
+  { flag: 'total-tokens', type: 'int', min: 1, max: 512, default: DEFAULT_TREE.totalTokens, meta: 'N', help: 'drafted tokens verified per round (tree size)' },
+  { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
+  { flag: 'threads', type: 'int', min: 1, max: 256, default: 2, meta: 'N', help: 'onnxruntime intra-op threads' },
+  { flag: 'out', type: 'string', default: 'runs/bench/policies', meta: 'PREFIX', help: 'writes PREFIX.json, PREFIX.md and PREFIX.svg' },
+  ...policyFlags(),
+];
+
+const HELP = helpText(
+  'Usage: eaglet bench --model PATH --draft PATH|random (--prompts FILE | --random-prompts N) [flags]',
+  `Compares plain decoding with draft-length policies on the same prompts in one process
+(interleaved per prompt, after warm-up), checks every policy's output equals plain decoding's,
+and reports tokens/s, speedup, tau, mean depth, passes and the time split.
+Policies (per-policy flags below are --NAME-FLAG; inline: NAME:flag=value):
+${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('\n')}`,
+  FLAGS,
+);
+
+export const bench: Command = {
+  summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
+  async run(argv) {
+    if (argv.includes('--help')) return void process.stdout.write(HELP);
+    const f = parseFlags(argv, FLAGS);
+    if (f._.length) throw new UsageError(f._[0], 'unexpected argument (flags start with --)');
+    if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
+    if (!f.draft) throw new UsageError('--draft', 'is required (a draft head directory, or "random")');
+    if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
+    const tree = { maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number };
+    const specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
+
+    const g = await loadGenerator({
+      model: f.model as string, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string,
+      tree, threads: f.threads as number, draftSeed: f.draftSeed as number,
+    });
+    try {
+      // Built after loading: trained predictors read the target's embeddings.
+      const policies = specs.map((spec) => ({ label: spec, policy: createPolicy(spec, { tree, target: g.model }, f) }));
+      const V = g.model.config.vocabSize;
+      const prompts = f.prompts !== undefined
+        ? readPrompts(f.prompts as string).map((p) => checkedIds(g.encode(p), f.prompts as string))
+        : randomPrompts(f.randomPrompts as number, f.promptLength as number, V, f.seed as number);
+      const { target, drafter } = g.generator.parts;
+      const generation = {
+        maxNewTokens: f.maxNewTokens as number, temperature: f.temperature as number, topK: f.topK as number,
+        topP: f.topP as number, seed: f.seed as number, stopAtEos: f.stopAtEos as boolean,
+      };
+      const c = await comparePolicies({
+        target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number,
+        onProgress: (line) => process.stderr.write(`${line}\n`),
+      });
+      c.meta = { model: f.model, draft: f.draft, tree, policies: specs, threads: f.threads };
+      const out = f.out as string;
+      mkdirSync(dirname(out), { recursive: true });
+      const files = writeComparison(c, out);
+      process.stdout.write(comparisonMarkdown(c) + `\nWrote ${files.join(', ')}\n`);
+      if (!c.lossless) process.exitCode = 1;
+    } finally {
+      await g.dispose();
+    }
+  },
+};
+
+/** Prompts from a .jsonl file (strings, id arrays, {prompt|text|ids} objects) or a text file (one per line). */
+function readPrompts(file: string): (string | number[])[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError('--prompts', `cannot read ${file}: ${(e as Error).message}`);
+  }
+  const lines = text.split('\n').map((l, i) => [l.trim(), i + 1] as const).filter(([l]) => l.length > 0);
+  if (lines.length === 0) throw new FormatError(file, 'holds no prompts');
+  if (!file.endsWith('.jsonl')) return lines.map(([l]) => l);
+  return lines.map(([l, n]) => {
+    let v: unknown;
+    try {
+      v = JSON.parse(l);
+    } catch {
+      throw new FormatError(file, `line ${n} is not JSON`);
+    }
+    const o = v as { prompt?: unknown; text?: unknown; ids?: unknown };
+    const p = typeof v === 'string' || Array.isArray(v) ? v : (o?.ids ?? o?.prompt ?? o?.text);
+    if (typeof p === 'string' && p.length > 0) return p;
+    if (Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t))) return p as number[];
+    throw new FormatError(file, `line ${n}: expected a non-empty string, an array of token ids, or {"prompt"|"text"|"ids": ...}`);
+  });
+}
+
+function checkedIds(ids: number[], file: string): number[] {
+  if (ids.length === 0) throw new FormatError(file, 'a prompt encodes to no tokens');
+  return ids;
+}
+
+/** `n` prompts of `length` token ids, reproducible from `seed`. */
+function randomPrompts(n: number, length: number, vocab: number, seed: number): number[][] {
+  const rng = new Rng(seed);
+  return Array.from({ length: n }, () => Array.from({ length }, () => rng.int(vocab)));
+}

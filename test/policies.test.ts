@@ -1,0 +1,265 @@
+/**
+ * Draft-length policies: every policy keeps generation lossless (speculative == plain decoding,
+ * greedy and sampled), plus each policy's own rule as a unit property: depths stay in
+ * [0, maxDepth], threshold stops exactly below its confidence, AdaEDL's lambda follows its
+ * update, the heuristic follows +2/-1, and goodput falls back to plain decoding when drafting
+ * does not pay. Last, the benchmark library end to end on a tiny pair.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { TreeBuilder, type Frontier } from '../trees/index.ts';
+import { comparePolicies, writeComparison } from '../src/bench/compare.ts';
+import { Generator } from '../src/generate/generator.ts';
+import { AdaEdlPolicy, acceptanceBound } from '../src/policies/adaedl.ts';
+import { GoodputPolicy } from '../src/policies/goodput.ts';
+import { HeuristicPolicy } from '../src/policies/heuristic.ts';
+import type { LengthPolicy, RoundOutcome, RoundState } from '../src/policies/policy.ts';
+import { createPolicy } from '../src/policies/registry.ts';
+import { ThresholdPolicy } from '../src/policies/threshold.ts';
+import { tinyConfig, tinyPair, treeShape } from './support/models.ts';
+
+/** The training-free policies (trained predictors need files: their own tests), plus variants that stop early or change depth often. */
+const SPECS = ['static', 'eagle2', 'threshold', 'adaedl', 'heuristic', 'goodput', 'static-1', 'static-0', 'threshold:min-confidence=0.6', 'adaedl:lambda=0.8:rate=0.2', 'goodput:explore-every=3'];
+
+const state = (maxDepth: number): RoundState => ({ position: 10, lastFeature: new Float32Array(4), rootToken: 0, maxDepth });
+
+/** A frontier as the builder would hand it to continueDrafting (only the fields policies read matter). */
+function frontier(depth: number, values: number[], entropies: number[]): Frontier {
+  const k = values.length;
+  return {
+    depth, count: k, rowOffset: 0, draftMask: new Uint8Array(0), tokens: new Int32Array(k), parentSlots: new Int32Array(k),
+    values: Float64Array.from(values), entropies: Float64Array.from(entropies),
+  };
+}
+
+test('every policy is lossless: speculative output == plain output, greedy and sampled', async () => {
+  const sampling = fc.oneof(
+    fc.constant({ temperature: 0 }),
+    fc.record({ temperature: fc.constantFrom(0.7, 1.3), topK: fc.constantFrom(0, 5), topP: fc.constantFrom(1, 0.8), seed: fc.nat(1e6) }),
+  );
+  let drafted = 0, accepted = 0;
+  await fc.assert(
+    fc.asyncProperty(tinyConfig(), fc.nat(1e6), treeShape, sampling, fc.integer({ min: 1, max: 30 }), async (cfg, seed, tree, opts, maxNewTokens) => {
+      const p = await tinyPair(cfg, seed, tree);
+      try {
+        const prompt = Array.from({ length: 1 + (seed % 8) }, (_, i) => (seed + 7 * i) % cfg.vocabSize);
+        const gen = { ...opts, maxNewTokens };
+        const ref = await p.ar.generate(prompt, gen);
+        const { target, drafter } = p.spec.generator.parts;
+        for (const spec of SPECS) {
+          const g = new Generator({ target, drafter, policy: createPolicy(spec, { tree }) });
+          // Twice: adaptive policies start the second run from what the first taught them.
+          for (let r = 0; r < 2; r++) {
+            const out = await g.generate(prompt, gen);
+            assert.deepEqual(out.ids, ref.ids, `${spec} run ${r}`);
+            drafted += out.stats.draftPasses;
+            accepted += out.stats.roundTokens - out.stats.rounds;
+          }
+        }
+      } finally {
+        await p.dispose();
+      }
+    }),
+    { numRuns: 25, seed: 11 },
+  );
+  // Only meaningful if drafts were sometimes accepted.
+  assert.ok(drafted > 0 && accepted > 0, `${drafted} draft passes, ${accepted} drafted tokens accepted`);
+});
+
+test('every policy plans a depth in [0, maxDepth] whatever it has observed', () => {
+  const outcome = fc.record({ depth: fc.integer({ min: 0, max: 8 }), treeSize: fc.nat(30), accepted: fc.nat(8), draftMs: fc.double({ min: 0, max: 50, noNaN: true }), verifyMs: fc.double({ min: 0, max: 50, noNaN: true }) })
+    .map((o): RoundOutcome => ({ ...o, accepted: Math.min(o.accepted, o.depth) }));
+  const step = fc.record({ maxDepth: fc.integer({ min: 0, max: 8 }), outcome, value: fc.double({ min: -20, max: 0, noNaN: true }), entropy: fc.double({ min: 0, max: 8, noNaN: true }) });
+  fc.assert(
+    fc.property(fc.constantFrom(...SPECS), fc.array(step, { minLength: 1, maxLength: 60 }), (spec, steps) => {
+      const policy = createPolicy(spec, { tree: { topK: 2, maxDepth: 8, totalTokens: 12 } });
+      for (const s of steps) {
+        const plan = policy.plan(state(s.maxDepth));
+        assert.ok(Number.isInteger(plan.depth) && plan.depth >= 0 && plan.depth <= s.maxDepth, `${spec}: depth ${plan.depth} of ${s.maxDepth}`);
+        assert.ok(plan.totalTokens >= 1);
+        assert.equal(typeof (policy.continueDrafting?.(frontier(1, [s.value], [s.entropy])) ?? true), 'boolean');
+        policy.observe?.({ ...s.outcome, depth: Math.min(s.outcome.depth, plan.depth), accepted: Math.min(s.outcome.accepted, plan.depth) });
+      }
+    }),
+    { numRuns: 200, seed: 12 },
+  );
+});
+
+test('threshold continues exactly while the best path probability is >= min-confidence', () => {
+  fc.assert(
+    fc.property(fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: -10, max: 0, noNaN: true }), (min, best) => {
+      const p = new ThresholdPolicy(8, { minConfidence: min });
+      assert.equal(p.continueDrafting(frontier(2, [best, best - 1], [0, 0])), best >= Math.log(min));
+    }),
+    { seed: 13 },
+  );
+  const p = new ThresholdPolicy(8, { minConfidence: 0.5 });
+  assert.equal(p.continueDrafting(frontier(1, [Math.log(0.5)], [0])), true); // at the threshold: go on
+  assert.equal(p.continueDrafting(frontier(1, [Math.log(0.49)], [0])), false);
+});
+
+test('threshold 1 drafts one level per round, threshold 0 drafts the full depth (real drafter)', async () => {
+  const cfg = fc.sample(tinyConfig(), { seed: 14, numRuns: 1 })[0];
+  const tree = { topK: 2, maxDepth: 4, totalTokens: 8 };
+  const p = await tinyPair(cfg, 14, tree);
+  try {
+    const { target, drafter } = p.spec.generator.parts;
+    const run = (min: number) => new Generator({ target, drafter, policy: new ThresholdPolicy(8, { minConfidence: min }) }).generate([1, 2, 3], { maxNewTokens: 12, stopAtEos: false });
+    const never = await run(1), always = await run(0);
+    // Exact 1 is reachable only by a certain draft; a random head never is.
+    assert.equal(never.stats.draftPasses, never.stats.rounds);
+    assert.equal(always.stats.draftPasses, always.stats.rounds * tree.maxDepth);
+  } finally {
+    await p.dispose();
+  }
+});
+
+test("frontier entropies: each node carries its parent row's top-k entropy, the rest lumped as one outcome", () => {
+  const row = (k: number) => fc.array(fc.double({ min: 0.01, max: 1, noNaN: true }), { minLength: k, maxLength: k }).map((w) => {
+    const total = w.reduce((a, b) => a + b, 0) * 1.25; // a quarter of the mass outside the top-k
+    return w.map((x) => Math.log(x / total)).sort((a, b) => b - a);
+  });
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 4 }).chain((k) => fc.tuple(fc.constant(k), row(k), fc.array(row(k), { minLength: k, maxLength: k }))), ([k, rootRow, rows]) => {
+      const b = new TreeBuilder({ topK: k, maxDepth: 3, totalTokens: 8 });
+      const H = (lps: number[]) => {
+        const rest = 1 - lps.reduce((a, lp) => a + Math.exp(lp), 0);
+        return -lps.reduce((a, lp) => a + Math.exp(lp) * lp, 0) - rest * Math.log(rest);
+      };
+      b.reset(0);
+      b.expand(rootRow.map((_, j) => j), rootRow);
+      for (let i = 0; i < k; i++) assert.ok(Math.abs(b.frontier.entropies[i] - H(rootRow)) < 1e-9);
+      b.expand(rows.flatMap((r) => r.map((_, j) => j)), rows.flat());
+      const f = b.frontier;
+      for (let i = 0; i < f.count; i++) assert.ok(Math.abs(f.entropies[i] - H(rows[f.parentSlots[i]])) < 1e-9);
+    }),
+    { numRuns: 100, seed: 19 },
+  );
+});
+
+test('AdaEDL stops when 1 - sqrt(gamma H) < lambda, and lambda follows its update rule', () => {
+  const outcome = fc.integer({ min: 1, max: 6 }).chain((depth) => fc.record({ depth: fc.constant(depth), accepted: fc.integer({ min: 0, max: depth }) }));
+  fc.assert(
+    fc.property(
+      fc.record({ gamma: fc.double({ min: 0.01, max: 1, noNaN: true }), lambda: fc.double({ min: 0, max: 1, noNaN: true }), target: fc.double({ min: 0, max: 1, noNaN: true }), rate: fc.double({ min: 0, max: 1, noNaN: true }), beta: fc.double({ min: 0, max: 1, noNaN: true }) }),
+      fc.array(fc.oneof(outcome, fc.constant({ depth: 0, accepted: 0 })), { maxLength: 40 }),
+      fc.double({ min: 0, max: 6, noNaN: true }),
+      (opts, outcomes, h) => {
+        const p = new AdaEdlPolicy(8, opts);
+        let lambda = opts.lambda, S = 0, T = 0;
+        for (const o of outcomes) {
+          p.observe({ ...o, treeSize: o.depth, draftMs: 1, verifyMs: 1 });
+          if (o.depth === 0) continue; // a plain round teaches nothing about drafts
+          S = opts.beta * S + o.accepted;
+          T = opts.beta * T + o.accepted + (o.accepted < o.depth ? 1 : 0);
+          lambda = Math.min(1, Math.max(0, lambda + opts.rate * (opts.target - S / T)));
+          assert.ok(Math.abs(p.lambda - lambda) < 1e-12);
+        }
+        assert.equal(p.continueDrafting(frontier(1, [0], [h])), 1 - Math.sqrt(opts.gamma * h) >= p.lambda);
+      },
+    ),
+    { numRuns: 300, seed: 15 },
+  );
+  // Direction: rejections raise lambda (stop earlier), full acceptance lowers it (go deeper).
+  const low = new AdaEdlPolicy(8), high = new AdaEdlPolicy(8);
+  for (let i = 0; i < 20; i++) {
+    low.observe({ depth: 4, treeSize: 8, accepted: 0, draftMs: 1, verifyMs: 1 });
+    high.observe({ depth: 4, treeSize: 8, accepted: 4, draftMs: 1, verifyMs: 1 });
+  }
+  assert.ok(low.lambda > 0.4 && high.lambda < 0.4);
+  assert.equal(acceptanceBound(0.2, 0), 1);
+});
+
+test('heuristic: +2 after a fully accepted round, -1 otherwise, within [1, maxDepth]', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 10 }), fc.integer({ min: 1, max: 10 }), fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 50 }), (start, maxDepth, fractions) => {
+      const p = new HeuristicPolicy(8, { start });
+      let model = Math.min(start, maxDepth);
+      for (const f of fractions) {
+        const { depth } = p.plan(state(maxDepth));
+        assert.equal(depth, model);
+        const accepted = Math.round(f * depth);
+        p.observe({ depth, treeSize: depth, accepted, draftMs: 1, verifyMs: 1 });
+        model = accepted === depth ? Math.min(model + 2, maxDepth) : Math.max(1, model - 1);
+      }
+    }),
+    { numRuns: 200, seed: 16 },
+  );
+});
+
+/**
+ * Drives goodput through simulated rounds: a round at depth d costs draftMs(d) + verifyMs(d) and
+ * accepts a drafted token at each level with probability `accept` (seeded). Returns the depths.
+ */
+function simulate(policy: LengthPolicy, rounds: number, accept: number, draftMs: (d: number) => number, verifyMs: (d: number) => number, maxDepth = 5): number[] {
+  const rng = fc.sample(fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { minLength: rounds * maxDepth, maxLength: rounds * maxDepth }), { seed: 17, numRuns: 1 })[0];
+  const depths: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const { depth } = policy.plan(state(maxDepth));
+    let accepted = 0;
+    while (accepted < depth && rng[r * maxDepth + accepted] < accept) accepted++;
+    policy.observe?.({ depth, treeSize: depth, accepted, draftMs: draftMs(depth), verifyMs: verifyMs(depth) });
+    depths.push(depth);
+  }
+  return depths;
+}
+
+test('goodput chooses plain decoding when drafting is costly, and explores only every N-th round', () => {
+  // Drafting costs 10x a target step per level: even perfect acceptance does not pay.
+  const costly = simulate(new GoodputPolicy(8, 5, { exploreEvery: 10 }), 206, 1, (d) => 10 * d, () => 1);
+  assert.deepEqual(costly.slice(0, 6), [5, 4, 3, 2, 1, 0]); // warm-up: every depth once, deepest first
+  const after = costly.slice(6);
+  after.forEach((d, i) => assert.equal(d, (i + 1) % 10 === 0 ? 1 : 0, `round ${i}`));
+  // Drafting nearly free and well accepted: the deepest tree wins.
+  const cheap = simulate(new GoodputPolicy(8, 5), 300, 0.9, (d) => 0.05 * d, (d) => 1 + 0.02 * d);
+  assert.ok(cheap.slice(-100).filter((d) => d === 5).length >= 90, cheap.join(','));
+  // Drafts always rejected: speculation only adds cost, so plain decoding.
+  const rejected = simulate(new GoodputPolicy(8, 5, { exploreEvery: 0 }), 50, 0, (d) => 0.2 * d, (d) => 1 + 0.05 * d);
+  assert.ok(rejected.slice(6).every((d) => d === 0));
+});
+
+test('goodput recovers: when drafts start being accepted, exploration finds depth again', () => {
+  const p = new GoodputPolicy(8, 5, { exploreEvery: 5 });
+  const draft = (d: number) => 0.1 * d, verify = (d: number) => 1 + 0.02 * d;
+  const before = simulate(p, 60, 0, draft, verify);
+  assert.ok(before.slice(-20).filter((d) => d === 0).length >= 15, before.join(','));
+  const later = simulate(p, 200, 0.9, draft, verify);
+  assert.ok(later.slice(-20).filter((d) => d >= 4).length >= 15, later.slice(-20).join(','));
+});
+
+test('comparePolicies: interleaved runs, per-policy stats, lossless verdict, reports written', async () => {
+  const cfg = fc.sample(tinyConfig(), { seed: 18, numRuns: 1 })[0];
+  const tree = { topK: 2, maxDepth: 3, totalTokens: 6 };
+  const p = await tinyPair(cfg, 18, tree);
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-bench-'));
+  try {
+    const { target, drafter } = p.spec.generator.parts;
+    const specs = ['static-2', 'threshold', 'goodput'];
+    const lines: string[] = [];
+    const c = await comparePolicies({
+      target, drafter: drafter!, policies: specs.map((s) => ({ label: s, policy: createPolicy(s, { tree }) })),
+      prompts: [[1, 2, 3], [4, 5]], generation: { maxNewTokens: 10, stopAtEos: false }, repeats: 2, warmup: 1, onProgress: (l) => lines.push(l),
+    });
+    assert.equal(lines.length, 2 * 2 * 4);
+    assert.ok(c.lossless);
+    assert.deepEqual(c.policies.map((m) => m.label), specs);
+    assert.equal(c.ar.tau, 1);
+    assert.equal(c.ar.draftPasses, 0);
+    for (const m of [c.ar, ...c.policies]) {
+      assert.equal(m.runs, 4);
+      assert.equal(m.newTokens, 40);
+      assert.ok(m.tokensPerSecond > 0 && m.speedup > 0);
+    }
+    const files = writeComparison(c, join(dir, 'cmp'));
+    assert.deepEqual(JSON.parse(readFileSync(files[0], 'utf8')).policies.length, 3);
+    assert.match(readFileSync(files[1], 'utf8'), /\| goodput \|.*\| yes \|/);
+    assert.match(readFileSync(files[2], 'utf8'), /^<svg/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await p.dispose();
+  }
+});

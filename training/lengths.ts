@@ -1,0 +1,409 @@
+/**
+ * Length data for the trained length policies (`eaglet collect-lengths`): speculative decoding
+ * with a static tree at the collection depth D, one Arrow row per round (stream format):
+ *
+ *   seq_id, position, root_token, max_depth, depth, tree_size    int32
+ *   accepted        int32    drafted tokens the target accepted: the LDLP label (oracle depth)
+ *   draft_ms, verify_ms      float32
+ *   feature         FixedSizeList<float32>[d]     target feature of the last committed token
+ *   root_embedding  FixedSizeList<float32>[d]     embedding of the root token
+ *   path_token      FixedSizeList<int32>[D]       best frontier node's token at depth t (index t-1)
+ *   path_flag       FixedSizeList<int32>[D]       its verdict given its prefix: 1 accepted, 0 rejected,
+ *                                                 -1 not judged (prefix rejected) or not seen
+ *   path_hidden     FixedSizeList<float32>[D*d]   draft hidden row that proposed it (SpecDec++ input)
+ *   path_embedding  FixedSizeList<float32>[D*d]   its token embedding
+ *
+ * Recording is a policy decorator (`RoundRecorder`): it wraps the static policy, copies the
+ * round state at `plan`, follows the best frontier node in `continueDrafting`, and is labelled
+ * with the tokens each round emitted, so the decoding loop runs unchanged. The policy sees the
+ * frontier at depths 1..D-1 only (the last level is never asked about), so path columns cover
+ * those depths. A best node pruned from the verified tree counts as rejected: a little label
+ * noise when totalTokens is small.
+ *
+ * Files are written to `<out>.tmp-<pid>` and renamed by `finish`, with a JSON sidecar
+ * `<out>.json` (source, tree, counts).
+ */
+import { createWriteStream, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
+import {
+  Field, FixedSizeList, Float32, Int32, makeData, RecordBatch, RecordBatchStreamWriter, Schema, Struct, tableFromIPC, type Data, type DataType,
+} from 'apache-arrow';
+import type { Frontier } from '../trees/index.ts';
+import { loadGenerator } from '../src/api.ts';
+import { FormatError, UsageError } from '../src/errors.ts';
+import type { TreeShape } from '../src/generate/eagle-drafter.ts';
+import type { GenerationChunk } from '../src/generate/generator.ts';
+import type { DraftHead } from '../src/io/draft-head-io.ts';
+import { writeFileAtomic } from '../src/io/atomic.ts';
+import type { LoadedModel } from '../src/io/load-model.ts';
+import type { Tensor } from '../src/model/weights.ts';
+import { StaticPolicy, type LengthPolicy, type RoundOutcome, type RoundPlan, type RoundState } from '../src/policies/policy.ts';
+import { listView, primitiveView } from './feature-log.ts';
+import type { OnProgress } from './progress.ts';
+
+/** One labelled round (buffers owned by the recorder: copy to keep). */
+export interface RoundRecord {
+  position: number;
+  rootToken: number;
+  maxDepth: number;
+  depth: number;
+  treeSize: number;
+  accepted: number;
+  draftMs: number;
+  verifyMs: number;
+  feature: Float32Array; // [d]
+  rootEmbedding: Float32Array; // [d]
+  pathToken: Int32Array; // [D]
+  pathFlag: Int32Array; // [D]
+  pathHidden: Float32Array; // [D, d]
+  pathEmbedding: Float32Array; // [D, d]
+}
+
+/** Wraps a policy and records each round; see the module comment. */
+export class RoundRecorder implements LengthPolicy {
+  readonly name: string;
+  private readonly rec: RoundRecord;
+  private readonly paths: Int32Array[]; // 2 x [k, D]: tokens of each frontier node's path, double-buffered
+  private readonly bestPaths: Int32Array; // [D, D]: path of the best node at depth t (row t-1)
+  private seen = 0; // depths recorded this round
+  private outcome: RoundOutcome | null = null;
+
+  /**
+   * @param embeddings the target's token embedding table [V, d]
+   * @param maxDepth D, the deepest round recorded
+   */
+  constructor(readonly inner: LengthPolicy, private readonly embeddings: Tensor, readonly maxDepth: number, topK: number) {
+    this.name = `record(${inner.name})`;
+    const d = embeddings.shape[1], D = maxDepth;
+    this.rec = {
+      position: 0, rootToken: 0, maxDepth: 0, depth: 0, treeSize: 0, accepted: 0, draftMs: 0, verifyMs: 0,
+      feature: new Float32Array(d), rootEmbedding: new Float32Array(d),
+      pathToken: new Int32Array(D), pathFlag: new Int32Array(D), pathHidden: new Float32Array(D * d), pathEmbedding: new Float32Array(D * d),
+    };
+    this.paths = [new Int32Array(topK * D), new Int32Array(topK * D)];
+    this.bestPaths = new Int32Array(D * D);
+  }
+
+  plan(s: RoundState): RoundPlan {
+    const r = this.rec;
+    r.position = s.position;
+    r.rootToken = s.rootToken;
+    r.maxDepth = s.maxDepth;
+    r.feature.set(s.lastFeature);
+    this.embed(s.rootToken, r.rootEmbedding, 0);
+    r.pathHidden.fill(0);
+    r.pathEmbedding.fill(0);
+    r.pathToken.fill(-1);
+    this.seen = 0;
+    this.outcome = null;
+    return this.inner.plan(s);
+  }
+
+  continueDrafting(f: Frontier, hidden?: Float32Array): boolean {
+    const t = f.depth, D = this.maxDepth, d = this.rec.feature.length, r = this.rec;
+    if (hidden && t >= 1 && t <= D && t === this.seen + 1) {
+      // Extend every frontier node's path from its parent's, then keep the best node's.
+      const [prev, next] = this.paths;
+      for (let i = 0; i < f.count; i++) {
+        next.set(prev.subarray(f.parentSlots[i] * D, f.parentSlots[i] * D + t - 1), i * D);
+        next[i * D + t - 1] = f.tokens[i];
+      }
+      this.paths.reverse();
+      this.bestPaths.set(next.subarray(0, t), (t - 1) * D);
+      r.pathToken[t - 1] = f.tokens[0];
+      r.pathHidden.set(hidden.subarray(f.parentSlots[0] * d, (f.parentSlots[0] + 1) * d), (t - 1) * d);
+      this.embed(f.tokens[0], r.pathEmbedding, (t - 1) * d);
+      this.seen = t;
+    }
+    return this.inner.continueDrafting?.(f, hidden) ?? true;
+  }
+
+  observe(o: RoundOutcome): void {
+    this.outcome = o;
+    this.inner.observe?.(o);
+  }
+
+  /**
+   * Labels the round just verified with the chunk it emitted. Returns null when no drafted
+   * round is pending or the chunk was cut short (EOS or token budget) before its drafted tokens.
+   */
+  take(chunk: GenerationChunk): RoundRecord | null {
+    const o = this.outcome;
+    this.outcome = null;
+    if (!o) return null;
+    const drafted = chunk.fromDraft.filter(Boolean).length;
+    if (drafted < o.accepted) return null;
+    const r = this.rec, D = this.maxDepth, A = chunk.ids;
+    Object.assign(r, { depth: o.depth, treeSize: o.treeSize, accepted: o.accepted, draftMs: o.draftMs, verifyMs: o.verifyMs });
+    for (let t = 1; t <= D; t++) {
+      let flag = -1;
+      if (t <= this.seen && t - 1 <= o.accepted) {
+        const path = this.bestPaths.subarray((t - 1) * D, (t - 1) * D + t);
+        let prefix = true;
+        for (let j = 0; j < t - 1 && prefix; j++) prefix = path[j] === A[j];
+        if (prefix) flag = t <= o.accepted && path[t - 1] === A[t - 1] ? 1 : 0;
+      }
+      r.pathFlag[t - 1] = flag;
+    }
+    return r;
+  }
+
+  private embed(token: number, out: Float32Array, at: number): void {
+    const d = this.rec.feature.length;
+    out.set(this.embeddings.data.subarray(token * d, (token + 1) * d), at);
+  }
+}
+
+// ---------------------------------------------------------------- the Arrow round log
+
+/** The JSON sidecar of a round log. */
+export interface RoundLogSidecar {
+  format: 'eaglet-round-log';
+  version: 1;
+  dim: number;
+  maxDepth: number;
+  tree: TreeShape;
+  source: { model: string; draft: string; temperature: number; seed: number; maxNewTokens: number };
+  counts: { rounds: number; sequences: number };
+}
+
+export const roundSidecarPath = (log: string): string => `${log}.json`;
+
+const INT_COLUMNS = ['seq_id', 'position', 'root_token', 'max_depth', 'depth', 'tree_size', 'accepted'] as const;
+const FLOAT_COLUMNS = ['draft_ms', 'verify_ms'] as const;
+/** List columns: name, element type, width as a multiple of (d, D). */
+const LIST_COLUMNS = [
+  ['feature', 'f32', 1, 0], ['root_embedding', 'f32', 1, 0], ['path_token', 'i32', 0, 1], ['path_flag', 'i32', 0, 1],
+  ['path_hidden', 'f32', 0, 2], ['path_embedding', 'f32', 0, 2],
+] as const;
+
+function listWidth(spec: (typeof LIST_COLUMNS)[number], d: number, D: number): number {
+  const [, , byD, byDepth] = spec;
+  return byD ? d : byDepth === 1 ? D : D * d;
+}
+
+/** Streams round records to an Arrow IPC file (see the module comment). */
+export class RoundLogWriter {
+  private readonly schema: Schema;
+  private readonly writer = new RecordBatchStreamWriter();
+  private readonly tmpPath: string;
+  private readonly sink: WriteStream;
+  private cols!: { ints: Int32Array[]; floats: Float32Array[]; lists: (Int32Array | Float32Array)[] };
+  private n = 0;
+  private lastSeq = -1;
+  readonly counts = { rounds: 0, sequences: 0 };
+
+  /** @param batchRows rounds per record batch. */
+  constructor(readonly path: string, readonly dim: number, readonly maxDepth: number, readonly batchRows = 1024) {
+    const list = (name: string, type: DataType, width: number) => new Field(name, new FixedSizeList(width, new Field('item', type, false)), false);
+    this.schema = new Schema([
+      ...INT_COLUMNS.map((c) => new Field(c, new Int32(), false)),
+      ...FLOAT_COLUMNS.map((c) => new Field(c, new Float32(), false)),
+      ...LIST_COLUMNS.map((s) => list(s[0], s[1] === 'f32' ? new Float32() : new Int32(), listWidth(s, dim, maxDepth))),
+    ]);
+    this.tmpPath = `${path}.tmp-${process.pid}`;
+    this.sink = createWriteStream(this.tmpPath);
+    this.writer.toNodeStream().pipe(this.sink);
+    this.fresh();
+  }
+
+  /** Fresh column buffers per batch: the IPC writer queues views of them, not copies. */
+  private fresh(): void {
+    const B = this.batchRows;
+    this.cols = {
+      ints: INT_COLUMNS.map(() => new Int32Array(B)), // [B] each
+      floats: FLOAT_COLUMNS.map(() => new Float32Array(B)),
+      lists: LIST_COLUMNS.map((s) => new (s[1] === 'f32' ? Float32Array : Int32Array)(B * listWidth(s, this.dim, this.maxDepth))), // [B, width]
+    };
+    this.n = 0;
+  }
+
+  async append(seqId: number, r: RoundRecord): Promise<void> {
+    const i = this.n++, c = this.cols;
+    [seqId, r.position, r.rootToken, r.maxDepth, r.depth, r.treeSize, r.accepted].forEach((v, k) => (c.ints[k][i] = v));
+    c.floats[0][i] = r.draftMs;
+    c.floats[1][i] = r.verifyMs;
+    [r.feature, r.rootEmbedding, r.pathToken, r.pathFlag, r.pathHidden, r.pathEmbedding].forEach((v, k) => c.lists[k].set(v, i * v.length));
+    if (seqId !== this.lastSeq) this.counts.sequences++;
+    this.lastSeq = seqId;
+    this.counts.rounds++;
+    if (this.n >= this.batchRows) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.n === 0 && this.counts.rounds > 0) return;
+    const n = this.n, f = this.schema.fields;
+    const prim = (k: number, v: Int32Array | Float32Array) => makeData({ type: f[k].type, length: n, data: v.subarray(0, n) });
+    const list = (k: number, v: Int32Array | Float32Array) => {
+      const type = f[k].type as FixedSizeList;
+      return makeData({ type, length: n, child: makeData({ type: type.children[0].type, length: n * type.listSize, data: v.subarray(0, n * type.listSize) }) });
+    };
+    const c = this.cols, I = INT_COLUMNS.length, F = FLOAT_COLUMNS.length;
+    const children: Data[] = [...c.ints.map((v, k) => prim(k, v)), ...c.floats.map((v, k) => prim(I + k, v)), ...c.lists.map((v, k) => list(I + F + k, v))];
+    this.writer.write(new RecordBatch(this.schema, makeData({ type: new Struct(f), length: n, children })));
+    this.fresh();
+    await new Promise((resolve) => setImmediate(resolve));
+    if (this.sink.writableNeedDrain) await once(this.sink, 'drain');
+  }
+
+  /** Writes the last batch and the sidecar, then renames the log into place. */
+  async finish(meta: Pick<RoundLogSidecar, 'tree' | 'source'>): Promise<RoundLogSidecar> {
+    await this.flush();
+    this.writer.finish();
+    await finished(this.sink);
+    const sidecar: RoundLogSidecar = { format: 'eaglet-round-log', version: 1, dim: this.dim, maxDepth: this.maxDepth, ...meta, counts: { ...this.counts } };
+    writeFileAtomic(roundSidecarPath(this.path), JSON.stringify(sidecar, null, 2) + '\n');
+    renameSync(this.tmpPath, this.path);
+    return sidecar;
+  }
+
+  /** Drops the partial file. */
+  async abort(): Promise<void> {
+    this.writer.finish();
+    await finished(this.sink).catch(() => undefined);
+    rmSync(this.tmpPath, { force: true });
+  }
+}
+
+/** Round logs read back, concatenated: one entry per round, list columns flat. */
+export interface RoundData {
+  rows: number;
+  dim: number;
+  maxDepth: number;
+  seqId: Int32Array; // [n]
+  position: Int32Array;
+  rootToken: Int32Array;
+  maxDepthRound: Int32Array;
+  depth: Int32Array;
+  treeSize: Int32Array;
+  accepted: Int32Array;
+  draftMs: Float32Array;
+  verifyMs: Float32Array;
+  feature: Float32Array; // [n, d]
+  rootEmbedding: Float32Array; // [n, d]
+  pathToken: Int32Array; // [n, D]
+  pathFlag: Int32Array; // [n, D]
+  pathHidden: Float32Array; // [n, D, d]
+  pathEmbedding: Float32Array; // [n, D, d]
+}
+
+/** Reads and checks a round log's sidecar. */
+export function readRoundSidecar(log: string): RoundLogSidecar {
+  const p = roundSidecarPath(log);
+  let s: RoundLogSidecar;
+  try {
+    s = JSON.parse(readFileSync(p, 'utf8'));
+  } catch (e) {
+    throw new FormatError(p, `cannot read the round-log sidecar (${(e as Error).message})`);
+  }
+  if (s?.format !== 'eaglet-round-log' || !(s.dim > 0) || !(s.maxDepth > 0)) throw new FormatError(p, 'not an eaglet round-log sidecar');
+  return s;
+}
+
+/** Reads round logs (same d and D) into one RoundData. */
+export function readRoundLogs(paths: string[]): RoundData {
+  if (paths.length === 0) throw new UsageError('--logs', 'needs at least one round log');
+  const first = readRoundSidecar(paths[0]);
+  const d = first.dim, D = first.maxDepth;
+  const parts: Record<string, (Int32Array | Float32Array)[]> = {};
+  const names = [...INT_COLUMNS, ...FLOAT_COLUMNS, ...LIST_COLUMNS.map((s) => s[0])];
+  for (const name of names) parts[name] = [];
+  let rows = 0;
+  for (const path of paths) {
+    const s = readRoundSidecar(path);
+    if (s.dim !== d || s.maxDepth !== D) throw new FormatError(path, `has d=${s.dim}, depth ${s.maxDepth}; ${paths[0]} has d=${d}, depth ${D}: logs of one target and depth only`);
+    let table;
+    try {
+      table = tableFromIPC(readFileSync(path));
+    } catch (e) {
+      throw new FormatError(path, `not an Arrow IPC stream (${(e as Error).message})`);
+    }
+    const fields = table.schema.fields.map((f) => f.name);
+    for (const name of names) if (!fields.includes(name)) throw new FormatError(path, `missing column ${name}`);
+    for (const batch of table.batches) {
+      rows += batch.numRows;
+      for (const name of names) {
+        const col = batch.data.children[fields.indexOf(name)];
+        parts[name].push(col.type instanceof FixedSizeList ? listView(col) : primitiveView(col));
+      }
+    }
+  }
+  const cat = <A extends Int32Array | Float32Array>(name: string): A => {
+    const xs = parts[name], out = new (xs[0]?.constructor as { new (n: number): A } ?? Float32Array)(xs.reduce((a, x) => a + x.length, 0));
+    let o = 0;
+    for (const x of xs) (out.set(x, o), (o += x.length));
+    return out;
+  };
+  return {
+    rows, dim: d, maxDepth: D,
+    seqId: cat('seq_id'), position: cat('position'), rootToken: cat('root_token'), maxDepthRound: cat('max_depth'), depth: cat('depth'),
+    treeSize: cat('tree_size'), accepted: cat('accepted'), draftMs: cat('draft_ms'), verifyMs: cat('verify_ms'),
+    feature: cat('feature'), rootEmbedding: cat('root_embedding'), pathToken: cat('path_token'), pathFlag: cat('path_flag'),
+    pathHidden: cat('path_hidden'), pathEmbedding: cat('path_embedding'),
+  };
+}
+
+// ---------------------------------------------------------------- collection
+
+export interface CollectOptions {
+  model: LoadedModel;
+  /** Draft head directory, 'random', or a loaded head. */
+  draft: string | DraftHead;
+  /** Tree of every round; its maxDepth is the collection depth D (the deepest LDLP label). */
+  tree: TreeShape;
+  /** Prompts as token ids. */
+  prompts: number[][];
+  maxNewTokens: number;
+  /** Arrow log path; the sidecar goes to `<out>.json`. */
+  out: string;
+  /** Sampling temperature; 0 = greedy. Default 0. */
+  temperature?: number;
+  /** Sampling seed (per prompt: seed + prompt index). Default 0. */
+  seed?: number;
+  threads?: number;
+  /** Recorded in the sidecar. */
+  modelSource?: string;
+  onProgress?: OnProgress;
+}
+
+export interface CollectResult {
+  sidecar: RoundLogSidecar;
+  /** acceptedHistogram[a] = rounds that accepted a drafted tokens. */
+  acceptedHistogram: number[];
+  roundsPerSecond: number;
+}
+
+/** Runs speculative generation over the prompts and logs every round; see the module comment. */
+export async function collectLengths(o: CollectOptions): Promise<CollectResult> {
+  const cfg = o.model.config, temperature = o.temperature ?? 0, seed = o.seed ?? 0;
+  if (o.prompts.length === 0) throw new UsageError('--prompts', 'holds no prompts');
+  const emb = o.model.weights.get('model.embed_tokens.weight')!;
+  const recorder = new RoundRecorder(new StaticPolicy(o.tree.maxDepth, o.tree.totalTokens), emb, o.tree.maxDepth, o.tree.topK);
+  const g = await loadGenerator({ model: o.model, draft: o.draft, tree: o.tree, policy: recorder, threads: o.threads });
+  const writer = new RoundLogWriter(o.out, cfg.dim, o.tree.maxDepth);
+  const hist: number[] = [];
+  const t0 = performance.now();
+  try {
+    for (let p = 0; p < o.prompts.length; p++) {
+      for await (const chunk of g.generator.stream(o.prompts[p], { maxNewTokens: o.maxNewTokens, temperature, seed: seed + p, stopAtEos: true })) {
+        const r = recorder.take(chunk);
+        if (!r) continue;
+        await writer.append(p, r);
+        hist[r.accepted] = (hist[r.accepted] ?? 0) + 1;
+      }
+      const rounds = writer.counts.rounds;
+      o.onProgress?.({ phase: 'collect', done: p + 1, total: o.prompts.length, metrics: { rounds, 'mean-accepted': hist.reduce((a, c, i) => a + (c ?? 0) * i, 0) / Math.max(1, rounds) } });
+    }
+    const sidecar = await writer.finish({
+      tree: o.tree,
+      source: { model: o.modelSource ?? 'in-memory', draft: typeof o.draft === 'string' ? o.draft : 'in-memory', temperature, seed, maxNewTokens: o.maxNewTokens },
+    });
+    return { sidecar, acceptedHistogram: Array.from(hist, (c) => c ?? 0), roundsPerSecond: (writer.counts.rounds * 1000) / (performance.now() - t0) };
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  } finally {
+    await g.dispose();
+  }
+}

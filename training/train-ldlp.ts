@@ -1,0 +1,356 @@
+/**
+ * Training of the two small predictor heads over round logs (training/lengths.ts), in tfjs,
+ * through the one MLP definition (src/model/mlp.ts, rendered by TfOps):
+ *
+ *   ldlp        x = [feature of the last committed token, root embedding]   (one row per round)
+ *               y = accepted length in 0..D: 'classification' (softmax CE over D + 1 classes)
+ *               or 'regression' (squared error on one output)
+ *   specdec++   x = [draft hidden row that proposed the best node at depth t, its embedding]
+ *               y = 1 if the target accepted it given its prefix, else 0 (judged nodes only);
+ *               BCE with the rejected class weighted `mismatchWeight` (SpecDec++: about 6),
+ *               since a missed rejection wastes a whole deeper draft
+ *
+ * Inputs are standardised with training-set statistics, which are folded into the first layer
+ * when saving, so the saved head reads raw features. Rounds are split into train/validation by
+ * sequence (rounds of one generation are correlated). The final validation is computed with the
+ * saved weights through the inference renderer (PlainOps), so it measures what the policy runs.
+ *
+ * Writes to `out`: config.json + model.safetensors, training.json (metrics, confusion table),
+ * training-curve.svg, calibration.svg.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Scalar, Tensor, Variable } from '@tensorflow/tfjs';
+import { UsageError } from '../src/errors.ts';
+import { writeFileAtomic } from '../src/io/atomic.ts';
+import { outputDim, savePredictor, type Objective, type Predictor, type PredictorConfig, type PredictorKind } from '../src/io/predictor-io.ts';
+import { mlpForward, mlpShapes, PlainOps, randomMlpWeights, type MlpConfig } from '../src/model/mlp.ts';
+import type { Weights } from '../src/model/weights.ts';
+import { decodeLength } from '../src/policies/ldlp.ts';
+import { Rng } from '../src/util/rng.ts';
+import { AdamW, warmupLr } from './adamw.ts';
+import { readRoundLogs, type RoundData } from './lengths.ts';
+import type { OnProgress } from './progress.ts';
+import { linePlot } from './svg-plot.ts';
+import { loadTf, type BackendChoice } from './tf-backend.ts';
+import { TfOps } from './tf-ops.ts';
+
+export interface TrainPredictorOptions {
+  head: PredictorKind;
+  /** Round logs from `collectLengths`. */
+  logs: string[];
+  /** Output directory. */
+  out: string;
+  /** LDLP objective. Default 'classification' (see DEFAULT_LDLP_OBJECTIVE). */
+  objective?: Objective;
+  /** Width of the two hidden layers (3 linear layers, as AdaEAGLE's LDLP). Default 64. */
+  hidden?: number;
+  /** Updates. Default 800. */
+  steps?: number;
+  /** Rows per update. Default 128. */
+  batch?: number;
+  /** Peak learning rate (linear warmup over steps / 20). Default 3e-3. */
+  lr?: number;
+  /** AdamW decoupled weight decay. Default 1e-3. */
+  weightDecay?: number;
+  /** specdec++: loss weight of rejected tokens. Default 6. */
+  mismatchWeight?: number;
+  /** Fraction of sequences held out. Default 0.2. */
+  valFraction?: number;
+  /** Validate every this many steps. Default steps / 10. */
+  valEvery?: number;
+  /** Seed of init, split and batches. Default 0. */
+  seed?: number;
+  backend?: BackendChoice;
+  onProgress?: OnProgress;
+}
+
+/**
+ * Chosen by measurement (test/ldlp.test.ts and random tiny pairs): on the same data the argmax of
+ * a classifier has the lower validation MAE and higher exact-depth accuracy than rounded
+ * regression, whose squared loss pulls multimodal length distributions (often 0 or D) to the middle.
+ */
+export const DEFAULT_LDLP_OBJECTIVE: Objective = 'classification';
+
+export const TRAIN_PREDICTOR_DEFAULTS = { hidden: 64, steps: 800, batch: 128, lr: 3e-3, weightDecay: 1e-3, mismatchWeight: 6, valFraction: 0.2, seed: 0 } as const;
+
+/** Validation metrics; `baseline*` are those of the best constant predictor (chance level). */
+export interface PredictorMetrics {
+  rows: number;
+  loss: number;
+  /** ldlp: share of rounds whose predicted length is exact; specdec++: share classified right at 0.5. */
+  accuracy: number;
+  baselineAccuracy: number;
+  /** ldlp: mean |predicted - true| length; specdec++: Brier score. */
+  error: number;
+  baselineError: number;
+}
+
+export interface TrainPredictorResult {
+  backend: string;
+  predictor: Predictor;
+  initial: PredictorMetrics;
+  /** With the saved (folded) weights through PlainOps. */
+  final: PredictorMetrics;
+  /** ldlp: confusion[true][predicted] on validation rows. */
+  confusion?: number[][];
+  trainRows: number;
+  curve: { step: number[]; loss: number[]; valStep: number[]; valLoss: number[]; valError: number[] };
+  rowsPerSecond: number;
+}
+
+/** A supervised set: x [n, 2d], y [n], with the sequence of each row. */
+export interface PredictorDataset {
+  x: Float32Array;
+  y: Float32Array;
+  seq: Int32Array;
+  n: number;
+  width: number;
+}
+
+/** The rows one head trains on (see the module comment). */
+export function predictorDataset(data: RoundData, head: PredictorKind): PredictorDataset {
+  const d = data.dim, D = data.maxDepth, w = 2 * d;
+  const pick: [number, number][] = []; // (round, depth index or -1)
+  for (let r = 0; r < data.rows; r++) {
+    if (head === 'ldlp') {
+      // A round drafted shallower than D (near the context end) that accepted everything is censored.
+      if (data.depth[r] === D || data.accepted[r] < data.depth[r]) pick.push([r, -1]);
+    } else for (let t = 0; t < D; t++) if (data.pathFlag[r * D + t] >= 0) pick.push([r, t]);
+  }
+  const n = pick.length, x = new Float32Array(n * w), y = new Float32Array(n), seq = new Int32Array(n); // [n, 2d], [n], [n]
+  pick.forEach(([r, t], i) => {
+    if (t < 0) {
+      x.set(data.feature.subarray(r * d, (r + 1) * d), i * w);
+      x.set(data.rootEmbedding.subarray(r * d, (r + 1) * d), i * w + d);
+      y[i] = data.accepted[r];
+    } else {
+      const o = (r * D + t) * d;
+      x.set(data.pathHidden.subarray(o, o + d), i * w);
+      x.set(data.pathEmbedding.subarray(o, o + d), i * w + d);
+      y[i] = data.pathFlag[r * D + t];
+    }
+    seq[i] = data.seqId[r];
+  });
+  return { x, y, seq, n, width: w };
+}
+
+/** Trains one head on the logs and writes it to `o.out`. */
+export async function trainPredictor(o: TrainPredictorOptions): Promise<TrainPredictorResult> {
+  const data = readRoundLogs(o.logs);
+  return trainOnDataset(predictorDataset(data, o.head), data.dim, data.maxDepth, o);
+}
+
+/** The training itself, for any dataset (tests use synthetic ones). */
+export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth: number, o: Omit<TrainPredictorOptions, 'logs'>): Promise<TrainPredictorResult> {
+  const c = { ...TRAIN_PREDICTOR_DEFAULTS, ...definedOnly(o) };
+  const objective: Objective = o.head === 'specdec++' ? 'bce' : o.objective ?? DEFAULT_LDLP_OBJECTIVE;
+  if (o.head === 'ldlp' && objective === 'bce') throw new UsageError('--objective', 'ldlp takes classification or regression');
+  for (const k of ['hidden', 'steps', 'batch'] as const) if (!(Number.isInteger(c[k]) && c[k] > 0)) throw new UsageError(`--${k}`, `must be a positive integer, got ${c[k]}`);
+  if (!(c.lr > 0)) throw new UsageError('--lr', `must be positive, got ${c.lr}`);
+  if (!(c.valFraction > 0 && c.valFraction < 1)) throw new UsageError('--val-fraction', `must be in (0, 1), got ${c.valFraction}`);
+  const { train, val } = splitBySequence(ds.seq, c.valFraction, c.seed);
+  if (train.length === 0 || val.length === 0) throw new UsageError('--logs', `too little data: ${ds.n} rows in ${new Set(ds.seq).size} sequences; collect more prompts`);
+
+  const { tf, name: backend } = await loadTf(o.backend ?? 'auto');
+  const mlp: MlpConfig = { inputDim: ds.width, hidden: [c.hidden, c.hidden], outputDim: outputDim(objective, maxDepth) };
+  const { mean, std } = columnStats(ds, train);
+  const norm = new Float32Array(ds.x.length); // [n, 2d] standardised copy
+  for (let i = 0; i < ds.x.length; i++) norm[i] = (ds.x[i] - mean[i % ds.width]) / std[i % ds.width];
+  const names = [...mlpShapes(mlp).keys()];
+  const init = randomMlpWeights(mlp, c.seed);
+  const params = names.map((n) => tf.variable(tf.tensor(init.get(n)!.data, init.get(n)!.shape), true));
+  const byName = new Map<string, Variable>(names.map((n, i) => [n, params[i]]));
+  const ops = new TfOps(tf, (n) => byName.get(n)!);
+  const opt = new AdamW(tf, params, { clip: 1, weightDecay: c.weightDecay });
+  const prior = labelPrior(ds.y, train, objective, maxDepth);
+
+  // Loss over rows `idx` (JS side gathers the rows; tensors live in the caller's tidy).
+  const lossOf = (idx: ArrayLike<number>): { loss: Scalar; out: Tensor } => {
+    const n = idx.length, xb = new Float32Array(n * ds.width), yb = new Float32Array(n);
+    for (let i = 0; i < n; i++) (xb.set(norm.subarray(idx[i] * ds.width, (idx[i] + 1) * ds.width), i * ds.width), (yb[i] = ds.y[idx[i]]));
+    const out = mlpForward(ops, mlp, tf.tensor2d(xb, [n, ds.width])); // [n, out]
+    const y = tf.tensor1d(yb);
+    let loss: Scalar;
+    if (objective === 'classification') {
+      loss = tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(tf.cast(y, 'int32') as import('@tensorflow/tfjs').Tensor1D, mlp.outputDim), tf.logSoftmax(out)), -1))) as Scalar;
+    } else if (objective === 'regression') {
+      loss = tf.mean(tf.square(tf.sub(tf.reshape(out, [n]), y)));
+    } else {
+      // BCE with logits z: softplus(z) - y z, rejected rows (y = 0) weighted.
+      const z = tf.reshape(out, [n]);
+      const w = tf.add(tf.mul(y, 1 - c.mismatchWeight), c.mismatchWeight);
+      loss = tf.div(tf.sum(tf.mul(w, tf.sub(tf.softplus(z), tf.mul(y, z)))), tf.sum(w));
+    }
+    return { loss, out };
+  };
+  const valLoss = (): number => tf.tidy(() => lossOf(val).loss.dataSync()[0]);
+  const snapshot = (): Weights => new Map(names.map((n, i) => [n, { shape: params[i].shape.slice(), data: (params[i].dataSync() as Float32Array).slice() }]));
+  const evaluate = (w: Weights, raw: boolean) => metrics(raw ? ds.x : norm, ds.y, val, { config: predictorConfig(o.head, objective, dim, maxDepth, mlp), weights: w }, prior, c.mismatchWeight);
+
+  const valEvery = o.valEvery ?? Math.max(1, Math.round(c.steps / 10));
+  const curve: TrainPredictorResult['curve'] = { step: [], loss: [], valStep: [], valLoss: [], valError: [] };
+  const rng = new Rng(c.seed ^ 0x1d1f);
+  const idx = new Int32Array(c.batch);
+  let ms = 0;
+  try {
+    const initial = evaluate(snapshot(), false).m;
+    for (let step = 1; step <= c.steps; step++) {
+      for (let i = 0; i < c.batch; i++) idx[i] = train[rng.int(train.length)];
+      const t0 = performance.now();
+      const loss = tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(() => lossOf(idx).loss, params);
+        opt.apply(params.map((p) => grads[p.name]), warmupLr(c.lr, Math.ceil(c.steps / 20), step));
+        return value.dataSync()[0];
+      });
+      ms += performance.now() - t0;
+      curve.step.push(step);
+      curve.loss.push(loss);
+      if (step % valEvery === 0 || step === c.steps) {
+        curve.valStep.push(step);
+        curve.valLoss.push(valLoss());
+        curve.valError.push(evaluate(snapshot(), false).m.error);
+      }
+      o.onProgress?.({ phase: 'train', done: step, total: c.steps, metrics: { loss, ...(curve.valLoss.length ? { 'val-loss': curve.valLoss.at(-1)! } : {}) } });
+    }
+    const predictor: Predictor = { config: predictorConfig(o.head, objective, dim, maxDepth, mlp), weights: foldStandardisation(snapshot(), mean, std) };
+    const final = evaluate(predictor.weights, true);
+    mkdirSync(o.out, { recursive: true });
+    savePredictor(o.out, predictor, { eaglet: JSON.stringify({ head: o.head, logs: (o as TrainPredictorOptions).logs ?? [] }) });
+    const result: TrainPredictorResult = {
+      backend, predictor, initial, final: final.m, confusion: final.confusion, trainRows: train.length, curve, rowsPerSecond: ms > 0 ? (c.steps * c.batch * 1000) / ms : 0,
+    };
+    writeFileAtomic(join(o.out, 'training.json'), JSON.stringify({ ...result, predictor: predictor.config }, null, 2) + '\n');
+    writeFileAtomic(join(o.out, 'training-curve.svg'), linePlot(
+      [{ label: 'train loss', x: curve.step, y: curve.loss }, { label: 'val loss', x: curve.valStep, y: curve.valLoss }, { label: o.head === 'ldlp' ? 'val MAE' : 'val Brier', x: curve.valStep, y: curve.valError }],
+      { title: `${o.head} training`, xLabel: 'step' },
+    ));
+    writeFileAtomic(join(o.out, 'calibration.svg'), linePlot(final.calibration, final.calibrationAxes));
+    return result;
+  } finally {
+    opt.dispose();
+    for (const p of params) p.dispose();
+  }
+}
+
+function predictorConfig(kind: PredictorKind, objective: Objective, dim: number, maxDepth: number, mlp: MlpConfig): PredictorConfig {
+  return { format: 'eaglet-predictor', version: 1, kind, objective, dim, maxDepth, mlp };
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Train/validation row indices, whole sequences to one side. */
+export function splitBySequence(seq: Int32Array, valFraction: number, seed: number): { train: Int32Array; val: Int32Array } {
+  const ids = [...new Set(seq)];
+  const rng = new Rng(seed ^ 0x5eed);
+  for (let i = ids.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [ids[i], ids[j]] = [ids[j], ids[i]];
+  }
+  const nVal = Math.max(1, Math.round(ids.length * valFraction));
+  const valIds = new Set(ids.slice(0, Math.min(nVal, ids.length - 1)));
+  const train: number[] = [], val: number[] = [];
+  seq.forEach((s, i) => (valIds.has(s) ? val : train).push(i));
+  return { train: Int32Array.from(train), val: Int32Array.from(val) };
+}
+
+/** Per-column mean and std over the training rows (std floored so constant columns stay finite). */
+function columnStats(ds: PredictorDataset, rows: Int32Array): { mean: Float64Array; std: Float64Array } {
+  const w = ds.width, mean = new Float64Array(w), sq = new Float64Array(w);
+  for (const r of rows) for (let j = 0; j < w; j++) (mean[j] += ds.x[r * w + j]), (sq[j] += ds.x[r * w + j] ** 2);
+  const std = new Float64Array(w);
+  for (let j = 0; j < w; j++) {
+    mean[j] /= rows.length;
+    std[j] = Math.max(1e-4, Math.sqrt(Math.max(0, sq[j] / rows.length - mean[j] ** 2)));
+  }
+  return { mean, std };
+}
+
+/** First layer on raw x: W' = W / std (per input column), b' = b - W' mean. */
+function foldStandardisation(w: Weights, mean: Float64Array, std: Float64Array): Weights {
+  const W = w.get('layers.0.weight')!, b = w.get('layers.0.bias')!;
+  const [out, inp] = W.shape;
+  for (let o = 0; o < out; o++) {
+    let shift = 0;
+    for (let i = 0; i < inp; i++) {
+      W.data[o * inp + i] /= std[i];
+      shift += W.data[o * inp + i] * mean[i];
+    }
+    b.data[o] -= shift;
+  }
+  return w;
+}
+
+/** The best constant prediction on the training labels: majority class / median length / mean rate. */
+function labelPrior(y: Float32Array, rows: Int32Array, objective: Objective, maxDepth: number): number {
+  if (objective === 'bce') return rows.reduce((a, r) => a + y[r], 0) / rows.length;
+  const counts = new Array(maxDepth + 1).fill(0);
+  for (const r of rows) counts[y[r]]++;
+  return counts.indexOf(Math.max(...counts));
+}
+
+/** Validation metrics of predictor `p` on rows `rows` of x (raw or standardised to match p), through PlainOps. */
+function metrics(x: Float32Array, y: Float32Array, rows: Int32Array, p: Predictor, prior: number, mismatchWeight: number) {
+  const { mlp, objective, maxDepth } = p.config, w = mlp.inputDim;
+  const ops = new PlainOps(p.weights);
+  const row = { shape: [1, w], data: new Float32Array(w) }; // [1, 2d]
+  let loss = 0, hits = 0, baseHits = 0, err = 0, baseErr = 0, wsum = 0;
+  const D1 = maxDepth + 1;
+  const confusion = Array.from({ length: D1 }, () => new Array(D1).fill(0));
+  const byTrue = { sum: new Float64Array(D1), n: new Float64Array(D1) };
+  const bins = { p: new Float64Array(10), y: new Float64Array(10), n: new Float64Array(10) };
+  for (const r of rows) {
+    row.data.set(x.subarray(r * w, (r + 1) * w));
+    ops.reset();
+    const out = mlpForward(ops, mlp, row).data, label = y[r];
+    if (objective === 'bce') {
+      const z = out[0], q = 1 / (1 + Math.exp(-z)), wt = label === 1 ? 1 : mismatchWeight;
+      loss += wt * (Math.max(z, 0) - z * label + Math.log1p(Math.exp(-Math.abs(z))));
+      wsum += wt;
+      hits += Number(q >= 0.5 === (label === 1));
+      baseHits += Number(prior >= 0.5 === (label === 1));
+      err += (q - label) ** 2;
+      baseErr += (prior - label) ** 2;
+      const b = Math.min(9, Math.floor(q * 10));
+      (bins.p[b] += q), (bins.y[b] += label), bins.n[b]++;
+    } else {
+      const pred = Math.round(decodeLength(out, p));
+      if (objective === 'classification') {
+        let m = -Infinity, s = 0;
+        for (const v of out) m = Math.max(m, v);
+        for (const v of out) s += Math.exp(v - m);
+        loss += m + Math.log(s) - out[label];
+      } else loss += (out[0] - label) ** 2;
+      wsum++;
+      hits += Number(pred === label);
+      baseHits += Number(prior === label);
+      err += Math.abs(pred - label);
+      baseErr += Math.abs(prior - label);
+      confusion[label][pred]++;
+      (byTrue.sum[label] += decodeLength(out, p)), byTrue.n[label]++;
+    }
+  }
+  const n = rows.length;
+  const m: PredictorMetrics = { rows: n, loss: loss / wsum, accuracy: hits / n, baselineAccuracy: baseHits / n, error: err / n, baselineError: baseErr / n };
+  const avg = (s: Float64Array, c: Float64Array) => Array.from(s, (v, i) => (c[i] ? v / c[i] : NaN));
+  if (objective === 'bce') {
+    const xs = avg(bins.p, bins.n);
+    return {
+      m, confusion: undefined,
+      calibration: [{ label: 'observed acceptance', x: xs, y: avg(bins.y, bins.n) }, { label: 'ideal', x: [0, 1], y: [0, 1] }],
+      calibrationAxes: { title: 'specdec++ calibration (validation)', xLabel: 'predicted P(accept), 10 bins', yLabel: 'observed rate' },
+    };
+  }
+  const lengths = Array.from({ length: D1 }, (_, i) => i);
+  return {
+    m, confusion,
+    calibration: [
+      { label: 'mean predicted', x: lengths, y: avg(byTrue.sum, byTrue.n) },
+      { label: 'ideal', x: lengths, y: lengths },
+      { label: 'constant baseline', x: lengths, y: lengths.map(() => prior) },
+    ],
+    calibrationAxes: { title: `LDLP (${objective}) on validation rounds`, xLabel: 'true accepted length', yLabel: 'predicted length' },
+  };
+}

@@ -1,0 +1,353 @@
+/**
+ * Target training: a small Llama-family decoder trained from scratch on a text corpus, in
+ * TensorFlow.js, through the one model definition (`llamaForward` rendered by `TfOps`).
+ *
+ * Pipeline: read the corpus and split whole files (target-corpus.ts) -> train a byte-level BPE
+ * tokenizer on the training files -> encode each split as one stream, `<|endoftext|>` before
+ * every document -> next-token cross-entropy on random windows of `seqLen` tokens, AdamW with
+ * warmup + cosine decay and global-norm clipping -> periodic held-out loss -> an HF checkpoint
+ * directory (config.json, model.safetensors, tokenizer.json) that `eaglet generate` loads.
+ *
+ * Reproducibility: step k's windows are drawn from an RNG seeded by (seed, k), and a checkpoint
+ * holds weights, Adam moments, step and curve, so `resume` ends with exactly the weights of an
+ * uninterrupted run.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Scalar, Tensor, Tensor1D, Tensor2D, Variable } from '@tensorflow/tfjs';
+import { UsageError } from '../src/errors.ts';
+import { resolveOptions, type FlagSpec } from '../src/cli/flags.ts';
+import { writeFileAtomic } from '../src/io/atomic.ts';
+import { saveHfCheckpoint } from '../src/io/hf.ts';
+import { checkConfig, parameterCount, type ModelConfig } from '../src/model/config.ts';
+import { llamaForward, type HeadLayout, type PastKV } from '../src/model/definition.ts';
+import { makeConfig } from '../src/model/random.ts';
+import { expectedShapes, tensor, type Weights } from '../src/model/weights.ts';
+import { HfTokenizer } from '../src/tokenizer/hf.ts';
+import { Rng } from '../src/util/rng.ts';
+import { AdamW, cosineLr } from './adamw.ts';
+import { loadCheckpoint, saveCheckpoint, variablesToWeights } from './checkpoint.ts';
+import type { OnProgress } from './progress.ts';
+import { linePlot } from './svg-plot.ts';
+import { readTargetCorpus, type CorpusFile } from './target-corpus.ts';
+import { loadTf, BACKEND_CHOICES, type BackendChoice, type Tf } from './tf-backend.ts';
+import { additiveMask, intTensor, TfOps, type WeightLookup } from './tf-ops.ts';
+import { trainTokenizer, writeTokenizer, type TrainedTokenizer } from './tokenizer-train.ts';
+
+/**
+ * Every tunable option of `trainTarget`, with its default and range: the library resolves
+ * options with this table and the CLI parses its flags with it.
+ */
+export const TRAIN_TARGET_FLAGS: FlagSpec[] = [
+  { flag: 'dim', type: 'int', min: 8, default: 128, meta: 'D', help: 'model width' },
+  { flag: 'layers', type: 'int', min: 1, default: 4, meta: 'N', help: 'decoder layers' },
+  { flag: 'heads', type: 'int', min: 1, default: 4, meta: 'N', help: 'query heads (dim / heads must be even)' },
+  { flag: 'kv-heads', type: 'int', min: 0, default: 0, meta: 'N', help: 'key/value heads, dividing --heads (0 = --heads)' },
+  { flag: 'hidden', type: 'int', min: 0, default: 0, meta: 'N', help: 'SwiGLU inner width (0 = 8/3 dim, rounded up to 8)' },
+  { flag: 'vocab', type: 'int', min: 258, max: 65535, default: 1536, meta: 'V', help: 'vocabulary size, <|endoftext|> included' },
+  { flag: 'seq-len', type: 'int', min: 2, default: 256, meta: 'N', help: 'tokens per training window (also the model\'s context length)' },
+  { flag: 'batch', type: 'int', min: 1, default: 8, meta: 'N', help: 'windows per step' },
+  { flag: 'lr', type: 'number', above: 0, default: 3e-3, meta: 'LR', help: 'peak learning rate (AdamW; cosine decay to lr/10)' },
+  { flag: 'steps', type: 'int', min: 1, default: 1000, meta: 'N', help: 'total updates' },
+  { flag: 'warmup', type: 'int', min: 0, default: 50, meta: 'N', help: 'linear warmup updates' },
+  { flag: 'clip', type: 'number', min: 0, default: 1, meta: 'X', help: 'global gradient-norm clip (0 = off)' },
+  { flag: 'weight-decay', type: 'number', min: 0, default: 0, meta: 'X', help: 'AdamW decoupled weight decay' },
+  { flag: 'held-out', type: 'number', above: 0, max: 0.9, default: 0.1, meta: 'F', help: 'fraction of corpus files held out (whole files, by name hash)' },
+  { flag: 'eval-every', type: 'int', min: 1, default: 100, meta: 'N', help: 'held-out loss every N steps (and at the end)' },
+  { flag: 'eval-tokens', type: 'int', min: 2, default: 16384, meta: 'N', help: 'held-out tokens evaluated (from the start of the held-out stream)' },
+  { flag: 'checkpoint-every', type: 'int', min: 1, default: 50, meta: 'N', help: 'write a checkpoint every N steps' },
+  { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of initial weights and window sampling' },
+  { flag: 'time-budget', type: 'number', min: 0, default: 0, meta: 'MIN', help: 'stop (checkpoint + export) after MIN minutes of training; 0 = no limit' },
+  { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: 'auto', meta: 'B', help: 'tfjs backend: auto (tfjs-node, else wasm, else cpu), node, wasm, cpu' },
+];
+
+/** Resolved tunables (the camelCase keys of TRAIN_TARGET_FLAGS). */
+export interface TargetTunables {
+  dim: number; layers: number; heads: number; kvHeads: number; hidden: number; vocab: number; seqLen: number;
+  batch: number; lr: number; steps: number; warmup: number; clip: number; weightDecay: number; heldOut: number;
+  evalEvery: number; evalTokens: number; checkpointEvery: number; seed: number; timeBudget: number; backend: BackendChoice;
+}
+
+export interface TrainTargetOptions extends Partial<TargetTunables> {
+  /** Directory of corpus files (`*.d.ts`). */
+  corpusDir: string;
+  /** Model directory written at the end: config.json, model.safetensors, tokenizer files, training.json, curve. */
+  out: string;
+  /** Where checkpoints go. Default `<out>/checkpoint` (keep it out of committed model directories). */
+  checkpointDir?: string;
+  /** Continue from the checkpoint in `checkpointDir` if present. Default false. */
+  resume?: boolean;
+  onProgress?: OnProgress;
+}
+
+/** Curve of a target run: train loss and learning rate per step, held-out loss every evalEvery. */
+export interface TargetCurve {
+  step: number[];
+  loss: number[];
+  lr: number[];
+  evalStep: number[];
+  evalLoss: number[];
+}
+
+/** Held-out metrics. */
+export interface HeldOutMetrics {
+  /** Mean next-token cross-entropy (nats). */
+  loss: number;
+  perplexity: number;
+  /** loss in bits per UTF-8 byte of text: comparable across tokenizers. */
+  bitsPerByte: number;
+  tokens: number;
+}
+
+export interface TrainTargetResult {
+  backend: string;
+  config: ModelConfig;
+  parameters: number;
+  /** Steps done in total, and the step this run started from (> 0 after a resume). */
+  steps: number;
+  startStep: number;
+  /** True when --time-budget ended the run before `steps`. */
+  stoppedEarly: boolean;
+  initial: HeldOutMetrics;
+  final: HeldOutMetrics;
+  curve: TargetCurve;
+  /** Training tokens per second over this run's steps (forward + backward + update). */
+  tokensPerSecond: number;
+  /** Wall time of this run's training loop. */
+  trainMs: number;
+  weights: Weights;
+  tokenizer: TrainedTokenizer;
+  /** tf.memory().numTensors after each step (flat when nothing leaks). */
+  tensorCounts: number[];
+}
+
+/** Model config of the options (tied embeddings; EOS = BOS = <|endoftext|>). */
+export function targetConfig(o: TargetTunables, vocabSize: number, eosId: number): ModelConfig {
+  if (o.dim % o.heads !== 0) throw new UsageError('--heads', `must divide --dim (${o.dim}), got ${o.heads}`);
+  const kv = o.kvHeads || o.heads;
+  if (o.heads % kv !== 0) throw new UsageError('--kv-heads', `must divide --heads (${o.heads}), got ${kv}`);
+  const cfg = makeConfig({
+    vocabSize, dim: o.dim, nLayers: o.layers, nHeads: o.heads, nKvHeads: kv, maxSeqLen: o.seqLen,
+    ...(o.hidden ? { hiddenDim: o.hidden } : {}), tieEmbeddings: true, bosTokenId: eosId, eosTokenIds: [eosId],
+  });
+  try {
+    checkConfig(cfg);
+  } catch (e) {
+    throw new UsageError('--dim', (e as Error).message);
+  }
+  return cfg;
+}
+
+/**
+ * Initial weights: N(0, 0.02) for embeddings and projections, with the residual-branch outputs
+ * (o_proj, down_proj) scaled by 1/sqrt(2 * layers) as in GPT-2, and norms at 1. Small tied
+ * embeddings start the output near uniform (loss ~ ln V).
+ */
+export function initTargetWeights(cfg: ModelConfig, seed: number): Weights {
+  const rng = new Rng(seed), w: Weights = new Map();
+  for (const [name, shape] of expectedShapes(cfg)) {
+    const t = tensor(shape);
+    if (name.endsWith('norm.weight')) t.data.fill(1);
+    else {
+      const std = name.endsWith('o_proj.weight') || name.endsWith('down_proj.weight') ? 0.02 / Math.sqrt(2 * cfg.nLayers) : 0.02;
+      for (let i = 0; i < t.data.length; i++) t.data[i] = std * rng.normal();
+    }
+    w.set(name, t);
+  }
+  return w;
+}
+
+/**
+ * TfOps over a batch of B equal-length sequences stacked as rows [B*T, w]: attention runs per
+ * sequence (batched matmuls, one [T, T] causal mask) instead of over one block-diagonal
+ * [B*T, B*T] mask. With `oneHotEmbed`, embedding lookups are one-hot matmuls, whose gradient
+ * the wasm backend has (gather's needs UnsortedSegmentSum, which wasm lacks).
+ */
+class BatchedTfOps extends TfOps {
+  constructor(private readonly tfb: Tf, lookup: WeightLookup, private readonly batch: number, private readonly oneHotEmbed: boolean) {
+    super(tfb, lookup);
+  }
+
+  override embed(table: Tensor, ids: Tensor): Tensor {
+    if (!this.oneHotEmbed) return super.embed(table, ids);
+    const tf = this.tfb;
+    return tf.matMul(oneHotF32(tf, ids, table.shape[0]), table as Tensor2D); // [B*T, d]
+  }
+
+  override attention(q: Tensor, k: Tensor, v: Tensor, past: PastKV<Tensor> | null, mask: Tensor, l: HeadLayout): Tensor {
+    if (past) throw new Error('BatchedTfOps trains on whole windows: no K/V cache');
+    const tf = this.tfb, B = this.batch, T = q.shape[0] / B, hd = l.headDim, g = l.nHeads / l.nKvHeads;
+    const heads = (x: Tensor, n: number) => tf.transpose(tf.reshape(x, [B, T, n, hd]), [0, 2, 1, 3]); // [B, n, T, hd]
+    // Query heads of one K/V group side by side: [B*nKv, g*T, hd], so K/V are never repeated.
+    const qg = tf.reshape(heads(tf.mul(q, 1 / Math.sqrt(hd)), l.nHeads), [B * l.nKvHeads, g * T, hd]);
+    const kh = tf.reshape(heads(k, l.nKvHeads), [B * l.nKvHeads, T, hd]);
+    const vh = tf.reshape(heads(v, l.nKvHeads), [B * l.nKvHeads, T, hd]);
+    const scores = tf.reshape(tf.matMul(qg, kh, false, true), [B * l.nKvHeads, g, T, T]);
+    const probs = tf.reshape(tf.softmax(tf.add(scores, mask)), [B * l.nKvHeads, g * T, T]);
+    const out = tf.reshape(tf.matMul(probs, vh), [B, l.nHeads, T, hd]);
+    return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [B * T, l.nHeads * hd]);
+  }
+}
+
+/** One-hot rows [T, depth] as float32 (cast: tfjs-wasm 4.22 writes int bits when asked for float32 directly). */
+function oneHotF32(tf: Tf, ids: Tensor, depth: number): Tensor2D {
+  return tf.cast(tf.oneHot(ids as Tensor1D, depth), 'float32') as Tensor2D;
+}
+
+/** Token stream of files: `<|endoftext|>` then the file's tokens, for every file in order. */
+export function encodeStream(tok: HfTokenizer, files: CorpusFile[], eosId: number): Int32Array {
+  const parts = files.map((f) => tok.encode(f.text, { addBos: false }));
+  const out = new Int32Array(parts.reduce((n, p) => n + p.length + 1, 0)); // [N]
+  let at = 0;
+  for (const p of parts) (out[at++] = eosId), out.set(p, at), (at += p.length);
+  return out;
+}
+
+const stepSeed = (seed: number, step: number): number => (Math.imul(seed ^ 0x5bd1e995, 0x85ebca6b) + Math.imul(step + 1, 0xc2b2ae35)) >>> 0;
+
+/** Fills `ids`/`labels` [B*T] with B random windows of `stream` (labels = ids shifted by one). */
+function sampleWindows(stream: Int32Array, T: number, rng: Rng, ids: Int32Array, labels: Int32Array): void {
+  const B = ids.length / T;
+  for (let b = 0; b < B; b++) {
+    const s = rng.int(stream.length - T);
+    ids.set(stream.subarray(s, s + T), b * T);
+    labels.set(stream.subarray(s + 1, s + T + 1), b * T);
+  }
+}
+
+/** Trains a target on the corpus in `corpusDir` and writes it to `out`. */
+export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTargetResult> {
+  const { corpusDir, out, resume = false, onProgress } = opts;
+  const o = resolveOptions<TargetTunables>(TRAIN_TARGET_FLAGS, { ...opts, corpusDir: undefined, out: undefined, checkpointDir: undefined, resume: undefined, onProgress: undefined });
+  const ckptDir = opts.checkpointDir ?? join(out, 'checkpoint');
+  const { tf, name: backend } = await loadTf(o.backend);
+
+  const corpus = readTargetCorpus(corpusDir, o.heldOut);
+  const tokenizer = trainTokenizer(corpus.train.map((f) => f.text), o.vocab);
+  const tok = new HfTokenizer(tokenizer.json, tokenizer.config, 'tokenizer.json');
+  const cfg = targetConfig(o, tokenizer.vocabSize, tokenizer.eosId);
+  const train = encodeStream(tok, corpus.train, tokenizer.eosId); // [N]
+  const heldOutStream = encodeStream(tok, corpus.heldOut, tokenizer.eosId);
+  const T = o.seqLen;
+  if (train.length <= T) throw new UsageError('--seq-len', `the training split has ${train.length} tokens, fewer than a window of ${T} + 1`);
+  const evalWindows = Math.max(1, Math.floor(Math.min(o.evalTokens, heldOutStream.length - 1) / T));
+  if (heldOutStream.length <= T) throw new UsageError('--seq-len', `the held-out split has ${heldOutStream.length} tokens, fewer than a window of ${T} + 1`);
+  // Bytes of text the evaluated tokens cover, for bits per byte: proportional share of the held-out text.
+  const heldOutBytes = corpus.heldOut.reduce((n, f) => n + Buffer.byteLength(f.text), 0);
+  const evalBytes = (heldOutBytes * evalWindows * T) / heldOutStream.length;
+  const fingerprint = JSON.stringify({ ...o, backend: undefined, evalEvery: undefined, checkpointEvery: undefined, timeBudget: undefined, corpus: corpus.sha256 });
+
+  mkdirSync(ckptDir, { recursive: true });
+  const ckpt = resume ? loadCheckpoint<TargetCurve>(ckptDir) : null;
+  if (ckpt && ckpt.state.fingerprint !== fingerprint)
+    throw new UsageError('--resume', `${ckptDir} holds a checkpoint of a run with different options or corpus; remove it or match them`);
+  const names = [...expectedShapes(cfg).keys()];
+  const init = ckpt?.params ?? initTargetWeights(cfg, o.seed);
+  const params = names.map((n) => tf.variable(tf.tensor(init.get(n)!.data, init.get(n)!.shape), true));
+  const byName = new Map<string, Variable>(names.map((n, i) => [n, params[i]]));
+  const lookup = (n: string): Tensor => byName.get(n) ?? missing(n);
+  const opt = new AdamW(tf, params, { clip: o.clip, weightDecay: o.weightDecay });
+  const startStep = ckpt?.state.step ?? 0;
+  if (ckpt) {
+    opt.step = startStep;
+    names.forEach((n, i) => {
+      opt.m[i].assign(tf.tensor(ckpt.m.get(n)!.data, ckpt.m.get(n)!.shape));
+      opt.v[i].assign(tf.tensor(ckpt.v.get(n)!.data, ckpt.v.get(n)!.shape));
+    });
+  }
+  const curve: TargetCurve = ckpt?.state.curve ?? { step: [], loss: [], lr: [], evalStep: [], evalLoss: [] };
+  const mask = additiveMask(tf, T, T, (i, j) => j <= i); // [T, T] causal, shared by every window
+  const oneHotEmbed = backend === 'wasm';
+
+  /** Mean cross-entropy of windows ids/labels [B*T] (a scalar tensor). */
+  const lossOf = (ids: Int32Array, labels: Int32Array): Scalar => {
+    const B = ids.length / T;
+    const ops = new BatchedTfOps(tf, lookup, B, oneHotEmbed);
+    const positions = intTensor(tf, Int32Array.from({ length: B * T }, (_, i) => i % T));
+    const { logits } = llamaForward(ops, cfg, { ids: intTensor(tf, ids), positions, mask, past: null }); // [B*T, V]
+    const onehot = oneHotF32(tf, intTensor(tf, labels), cfg.vocabSize); // [B*T, V]
+    return tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), -1))) as Scalar;
+  };
+  const evaluate = (): HeldOutMetrics => {
+    let sum = 0;
+    for (let w = 0; w < evalWindows; w += o.batch) {
+      const B = Math.min(o.batch, evalWindows - w);
+      const ids = heldOutStream.slice(w * T, (w + B) * T), labels = heldOutStream.slice(w * T + 1, (w + B) * T + 1);
+      sum += tf.tidy(() => lossOf(ids, labels).dataSync()[0]) * B;
+    }
+    const loss = sum / evalWindows;
+    return { loss, perplexity: Math.exp(loss), bitsPerByte: (loss * evalWindows * T) / (evalBytes * Math.LN2), tokens: evalWindows * T };
+  };
+
+  const ids = new Int32Array(o.batch * T), labels = new Int32Array(o.batch * T); // [B*T], reused every step
+  const tensorCounts: number[] = [];
+  const minLr = o.lr / 10;
+  let msTraining = 0, step = startStep, stoppedEarly = false;
+  const save = () => saveCheckpoint<TargetCurve>(ckptDir, {
+    state: { step, rng: { seed: o.seed, step }, fingerprint, curve },
+    params: variablesToWeights(names, params), m: variablesToWeights(names, opt.m), v: variablesToWeights(names, opt.v),
+  });
+  try {
+    const initial = evaluate();
+    const t0 = performance.now();
+    while (step < o.steps) {
+      if (o.timeBudget > 0 && performance.now() - t0 > o.timeBudget * 60_000) {
+        stoppedEarly = true;
+        break;
+      }
+      sampleWindows(train, T, new Rng(stepSeed(o.seed, step)), ids, labels);
+      const lr = cosineLr(o.lr, minLr, o.warmup, o.steps, step + 1);
+      const ts = performance.now();
+      const loss = tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(() => lossOf(ids, labels), params);
+        opt.apply(params.map((p) => grads[p.name]), lr);
+        return value.dataSync()[0];
+      });
+      msTraining += performance.now() - ts;
+      step++;
+      tensorCounts.push(tf.memory().numTensors);
+      curve.step.push(step), curve.loss.push(loss), curve.lr.push(lr);
+      if (step % o.evalEvery === 0 || step === o.steps) curve.evalStep.push(step), curve.evalLoss.push(evaluate().loss);
+      if (step % o.checkpointEvery === 0 || step === o.steps) save();
+      const done = step - startStep;
+      onProgress?.({
+        phase: 'train', done: step, total: o.steps,
+        metrics: { loss, ...(curve.evalLoss.length ? { 'held-out': curve.evalLoss.at(-1)! } : {}), lr, 'tok/s': Math.round((done * o.batch * T) / msTraining * 1000) },
+      });
+    }
+    if (stoppedEarly) save();
+    const trainMs = performance.now() - t0;
+    const weights = variablesToWeights(names, params);
+    const final = evaluate();
+    const tokensPerSecond = msTraining > 0 ? ((step - startStep) * o.batch * T * 1000) / msTraining : 0;
+    const result: TrainTargetResult = {
+      backend, config: cfg, parameters: parameterCount(cfg), steps: step, startStep, stoppedEarly, initial, final, curve,
+      tokensPerSecond, trainMs, weights, tokenizer, tensorCounts,
+    };
+    saveHfCheckpoint(out, cfg, weights);
+    writeTokenizer(out, tokenizer);
+    writeFileAtomic(join(out, 'training-curve.svg'), curvePlot(curve));
+    const record = {
+      backend, options: o, parameters: result.parameters, steps: step, startStep, stoppedEarly, initial, final, tokensPerSecond, trainMs,
+      corpus: { dir: corpusDir, sha256: corpus.sha256, bytes: corpus.bytes, trainFiles: corpus.train.length, heldOutFiles: corpus.heldOut.map((f) => f.name), trainTokens: train.length, heldOutTokens: heldOutStream.length },
+      curve,
+    };
+    writeFileAtomic(join(out, 'training.json'), JSON.stringify(record, null, 2) + '\n');
+    return result;
+  } finally {
+    opt.dispose();
+    mask.dispose();
+    for (const p of params) p.dispose();
+  }
+}
+
+function missing(name: string): never {
+  throw new Error(`target forward asked for unknown weight ${name}`);
+}
+
+function curvePlot(c: TargetCurve): string {
+  return linePlot(
+    [{ label: 'train loss', x: c.step, y: c.loss }, { label: 'held-out loss', x: c.evalStep, y: c.evalLoss }],
+    { title: 'target training (cross-entropy, nats)', xLabel: 'step', logY: false },
+  );
+}
