@@ -1,13 +1,17 @@
 /** The CLI's command table. */
 import type { Command } from './main.ts';
 import { bench } from './commands/bench.ts';
+import { collectLengthsCommand } from './commands/collect-lengths.ts';
 import { generate } from './commands/generate.ts';
 import { log } from './commands/log.ts';
 import { trainDraftCommand } from './commands/train-draft.ts';
+import { trainLdlpCommand } from './commands/train-ldlp.ts';
 
 export const COMMANDS: Record<string, Command> = {
   generate,
   bench,
   log,
   'train-draft': trainDraftCommand,
+  'collect-lengths': collectLengthsCommand,
+  'train-ldlp': trainLdlpCommand,
 };

@@ -19,7 +19,7 @@
  * num_hidden_layers = 1.
  */
 import type { ModelConfig } from './config.ts';
-import { tensor, type Weights } from './weights.ts';
+import { addLayerShapes, checkTensors, tensor, type Weights } from './weights.ts';
 import { Rng } from '../util/rng.ts';
 
 /** Shapes of the head. Width, heads and vocabulary must match the target it drafts for. */
@@ -56,38 +56,17 @@ export function headMismatch(head: HeadConfig, target: ModelConfig): string | nu
 
 /** Every tensor of the head checkpoint, with its shape. */
 export function headShapes(c: HeadConfig): Map<string, number[]> {
-  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim, p = HEAD_LAYER_PREFIX;
   const m = new Map<string, number[]>([
     ['fc.weight', [c.dim, 2 * c.dim]],
     ['fc.bias', [c.dim]],
-    [`${p}self_attn.q_proj.weight`, [q, c.dim]],
-    [`${p}self_attn.k_proj.weight`, [kv, c.dim]],
-    [`${p}self_attn.v_proj.weight`, [kv, c.dim]],
   ]);
-  if (c.attentionBias) {
-    m.set(`${p}self_attn.q_proj.bias`, [q]);
-    m.set(`${p}self_attn.k_proj.bias`, [kv]);
-    m.set(`${p}self_attn.v_proj.bias`, [kv]);
-  }
-  m.set(`${p}self_attn.o_proj.weight`, [c.dim, q]);
-  m.set(`${p}post_attention_layernorm.weight`, [c.dim]);
-  m.set(`${p}mlp.gate_proj.weight`, [c.hiddenDim, c.dim]);
-  m.set(`${p}mlp.up_proj.weight`, [c.hiddenDim, c.dim]);
-  m.set(`${p}mlp.down_proj.weight`, [c.dim, c.hiddenDim]);
+  addLayerShapes(m, c, HEAD_LAYER_PREFIX, false);
   return m;
 }
 
 /** The first problem with `w` as weights of a head shaped `c` (missing, misshapen, non-finite), or null. */
 export function validateHeadWeights(c: HeadConfig, w: Weights): string | null {
-  for (const [name, shape] of headShapes(c)) {
-    const t = w.get(name);
-    if (!t) return `missing tensor ${name}`;
-    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
-      return `tensor ${name} has shape [${t.shape}], config implies [${shape}]`;
-    const d = t.data;
-    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite value (${d[i]}) at index ${i}`;
-  }
-  return null;
+  return checkTensors(headShapes(c), w);
 }
 
 /**

@@ -101,10 +101,17 @@ export class PlainOps implements MlpOps<Tensor> {
     for (let r = 0; r < rows; r++) {
       const xo = r * inp;
       for (let o = 0; o < out; o++) {
-        let s = bias ? bias.data[o] : 0;
+        // Four independent accumulators: the dot product is latency-bound otherwise (~25% here).
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
         const wo = o * inp;
-        for (let i = 0; i < inp; i++) s += xd[xo + i] * wd[wo + i];
-        yd[r * out + o] = s;
+        for (; i + 3 < inp; i += 4) {
+          s0 += xd[xo + i] * wd[wo + i];
+          s1 += xd[xo + i + 1] * wd[wo + i + 1];
+          s2 += xd[xo + i + 2] * wd[wo + i + 2];
+          s3 += xd[xo + i + 3] * wd[wo + i + 3];
+        }
+        for (; i < inp; i++) s0 += xd[xo + i] * wd[wo + i];
+        yd[r * out + o] = (bias ? bias.data[o] : 0) + (s0 + s1) + (s2 + s3);
       }
     }
     return y;

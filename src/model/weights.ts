@@ -34,38 +34,54 @@ export function tensor(shape: number[], data?: Float32Array): Tensor {
 
 export const layerKey = (i: number, name: string): string => `model.layers.${i}.${name}`;
 
+/** Shapes of one decoder layer's tensors: what a target layer and the EAGLE head layer share. */
+export interface LayerTensorShape {
+  dim: number;
+  hiddenDim: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  attentionBias: boolean;
+}
+
+/**
+ * Adds one decoder layer's tensors under `prefix` (e.g. `model.layers.3.`) to `m`.
+ * `inputNorm` = false for the EAGLE head's layer, which has no input RMSNorm.
+ */
+export function addLayerShapes(m: Map<string, number[]>, c: LayerTensorShape, prefix: string, inputNorm: boolean): void {
+  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  if (inputNorm) m.set(`${prefix}input_layernorm.weight`, [c.dim]);
+  m.set(`${prefix}self_attn.q_proj.weight`, [q, c.dim]);
+  m.set(`${prefix}self_attn.k_proj.weight`, [kv, c.dim]);
+  m.set(`${prefix}self_attn.v_proj.weight`, [kv, c.dim]);
+  if (c.attentionBias) {
+    m.set(`${prefix}self_attn.q_proj.bias`, [q]);
+    m.set(`${prefix}self_attn.k_proj.bias`, [kv]);
+    m.set(`${prefix}self_attn.v_proj.bias`, [kv]);
+  }
+  m.set(`${prefix}self_attn.o_proj.weight`, [c.dim, q]);
+  m.set(`${prefix}post_attention_layernorm.weight`, [c.dim]);
+  m.set(`${prefix}mlp.gate_proj.weight`, [c.hiddenDim, c.dim]);
+  m.set(`${prefix}mlp.up_proj.weight`, [c.hiddenDim, c.dim]);
+  m.set(`${prefix}mlp.down_proj.weight`, [c.dim, c.hiddenDim]);
+}
+
 /** Every tensor the config requires, with its shape. */
 export function expectedShapes(c: ModelConfig): Map<string, number[]> {
-  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
   const m = new Map<string, number[]>();
   m.set('model.embed_tokens.weight', [c.vocabSize, c.dim]);
-  for (let i = 0; i < c.nLayers; i++) {
-    m.set(layerKey(i, 'input_layernorm.weight'), [c.dim]);
-    m.set(layerKey(i, 'self_attn.q_proj.weight'), [q, c.dim]);
-    m.set(layerKey(i, 'self_attn.k_proj.weight'), [kv, c.dim]);
-    m.set(layerKey(i, 'self_attn.v_proj.weight'), [kv, c.dim]);
-    if (c.attentionBias) {
-      m.set(layerKey(i, 'self_attn.q_proj.bias'), [q]);
-      m.set(layerKey(i, 'self_attn.k_proj.bias'), [kv]);
-      m.set(layerKey(i, 'self_attn.v_proj.bias'), [kv]);
-    }
-    m.set(layerKey(i, 'self_attn.o_proj.weight'), [c.dim, q]);
-    m.set(layerKey(i, 'post_attention_layernorm.weight'), [c.dim]);
-    m.set(layerKey(i, 'mlp.gate_proj.weight'), [c.hiddenDim, c.dim]);
-    m.set(layerKey(i, 'mlp.up_proj.weight'), [c.hiddenDim, c.dim]);
-    m.set(layerKey(i, 'mlp.down_proj.weight'), [c.dim, c.hiddenDim]);
-  }
+  for (let i = 0; i < c.nLayers; i++) addLayerShapes(m, c, layerKey(i, ''), true);
   m.set('model.norm.weight', [c.dim]);
   if (!c.tieEmbeddings) m.set('lm_head.weight', [c.vocabSize, c.dim]);
   return m;
 }
 
 /**
- * Checks that `w` holds exactly the tensors the config needs, with the right shapes and finite
- * values. Returns the first problem as a sentence, or null.
+ * Checks that `w` holds every tensor of `shapes` with that shape and only finite values.
+ * Returns the first problem as a sentence, or null.
  */
-export function validateWeights(c: ModelConfig, w: Weights): string | null {
-  for (const [name, shape] of expectedShapes(c)) {
+export function checkTensors(shapes: Map<string, number[]>, w: Weights): string | null {
+  for (const [name, shape] of shapes) {
     const t = w.get(name);
     if (!t) return `missing tensor ${name}`;
     if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
@@ -74,6 +90,11 @@ export function validateWeights(c: ModelConfig, w: Weights): string | null {
     for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite value (${d[i]}) at index ${i}`;
   }
   return null;
+}
+
+/** The first problem with `w` as the weights of a model configured `c`, or null. */
+export function validateWeights(c: ModelConfig, w: Weights): string | null {
+  return checkTensors(expectedShapes(c), w);
 }
 
 /** The output head: lm_head, or the embedding table when tied. [V, d] */

@@ -1,18 +1,20 @@
 /** `eaglet bench`: plain decoding vs draft-length policies on one prompt set (src/bench/compare.ts). */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { DEFAULT_TREE, loadGenerator } from '../../api.ts';
+import { loadGenerator } from '../../api.ts';
 import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { FormatError, UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import { Rng } from '../../util/rng.ts';
 import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
+import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
 import type { Command } from '../main.ts';
 
 const FLAGS: FlagSpec[] = [
-  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
-  { flag: 'tokenizer', type: 'string', meta: 'PATH', help: 'tokenizer for text prompts (default: found with the model)' },
+  ...MODEL_FLAGS,
+  ...TREE_FLAGS,
+  THREADS_FLAG,
   { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" (required)' },
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file: .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
@@ -22,10 +24,6 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'timed passes over the prompts' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
   ...GENERATION_FLAGS,
-  { flag: 'depth', type: 'int', min: 1, max: 32, default: DEFAULT_TREE.maxDepth, meta: 'D', help: 'deepest draft tree' },
-  { flag: 'total-tokens', type: 'int', min: 1, max: 512, default: DEFAULT_TREE.totalTokens, meta: 'N', help: 'drafted tokens verified per round (tree size)' },
-  { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
-  { flag: 'threads', type: 'int', min: 1, max: 256, default: 2, meta: 'N', help: 'onnxruntime intra-op threads' },
   { flag: 'out', type: 'string', default: 'runs/bench/policies', meta: 'PREFIX', help: 'writes PREFIX.json, PREFIX.md and PREFIX.svg' },
   ...policyFlags(),
 ];
@@ -49,7 +47,7 @@ export const bench: Command = {
     if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
     if (!f.draft) throw new UsageError('--draft', 'is required (a draft head directory, or "random")');
     if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
-    const tree = { maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number };
+    const tree = treeFromFlags(f);
     const specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
 

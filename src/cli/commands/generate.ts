@@ -1,27 +1,25 @@
 /** `eaglet generate`: plain or speculative decoding from the command line. */
-import { loadGenerator, DEFAULT_TREE } from '../../api.ts';
+import { loadGenerator } from '../../api.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS } from '../../generate/options.ts';
 import { checkPrompt } from '../../generate/generator.ts';
 import { loadModel } from '../../io/load-model.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
+import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
 import type { Command } from '../main.ts';
 
 const FLAGS: FlagSpec[] = [
-  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
-  { flag: 'tokenizer', type: 'string', meta: 'PATH', help: 'tokenizer.json or llama2.c tokenizer.bin (default: found with the model)' },
+  ...MODEL_FLAGS,
   { flag: 'prompt', type: 'string', meta: 'TEXT', help: 'prompt text (needs a tokenizer; BOS added if the tokenizer has one)' },
   { flag: 'prompt-ids', type: 'ints', meta: 'IDS', help: 'prompt as token ids, e.g. 1,2,3 (fed as given: no BOS added)' },
   ...GENERATION_FLAGS,
   { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" for an untrained head: enables speculative decoding' },
   { flag: 'spec', type: 'bool', default: true, help: 'speculate when a draft head is given (--no-spec forces plain decoding)' },
-  { flag: 'depth', type: 'int', min: 1, max: 32, default: DEFAULT_TREE.maxDepth, meta: 'D', help: 'draft tree depth' },
-  { flag: 'total-tokens', type: 'int', min: 1, max: 512, default: DEFAULT_TREE.totalTokens, meta: 'N', help: 'drafted tokens verified per round (tree size)' },
-  { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
+  ...TREE_FLAGS,
   { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
   ...policyFlags(),
-  { flag: 'threads', type: 'int', min: 1, max: 256, default: 2, meta: 'N', help: 'onnxruntime intra-op threads' },
+  THREADS_FLAG,
   { flag: 'json', type: 'bool', help: 'print one JSON object (ids, text, stats) instead of streaming text' },
 ];
 
@@ -41,7 +39,7 @@ export const generate: Command = {
     if ((f.prompt === undefined) === (f.promptIds === undefined)) throw new UsageError('--prompt', 'give exactly one of --prompt or --prompt-ids');
     if (f.prompt === '') throw new UsageError('--prompt', 'is empty');
     const model = await loadModel(f.model as string);
-    const tree = { maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number };
+    const tree = treeFromFlags(f);
     const spec = f.spec && f.draft !== undefined;
     if (f.policy !== undefined && !spec) throw new UsageError('--policy', 'needs a draft head (--draft) and speculation on');
     const g = await loadGenerator({
