@@ -30,7 +30,7 @@ import { Rng } from '../src/util/rng.ts';
 import { collectLengths, readRoundLogs } from '../training/lengths.ts';
 import { loadTf } from '../training/tf-backend.ts';
 import { TfOps } from '../training/tf-ops.ts';
-import { trainOnDataset, trainPredictor, type PredictorDataset } from '../training/train-ldlp.ts';
+import { trainOnDataset, trainPredictor, TRAIN_PREDICTOR_DEFAULTS, type PredictorDataset } from '../training/train-ldlp.ts';
 import { tinyConfig, tinyPair, treeShape } from './support/models.ts';
 
 const { tf } = await loadTf('auto');
@@ -250,7 +250,8 @@ test('cost per round: LDLP forward (plain TS, ORT) vs one draft pass (printed, n
   const cfg = makeConfig({ vocabSize: 512, dim: 288, nLayers: 1, nHeads: 6, maxSeqLen: 128 });
   const target = { config: cfg, weights: randomWeights(cfg, 1) };
   const pred = randomPredictor('ldlp', cfg.dim, 6, 1);
-  pred.config.mlp.hidden = [64, 64];
+  const H = TRAIN_PREDICTOR_DEFAULTS.hidden;
+  pred.config.mlp.hidden = [H, H];
   pred.weights = randomMlpWeights(pred.config.mlp, 1);
   const runner = new PredictorRunner(pred, target);
   const feature = Float32Array.from({ length: cfg.dim }, (_, i) => Math.sin(i));
@@ -262,7 +263,7 @@ test('cost per round: LDLP forward (plain TS, ORT) vs one draft pass (printed, n
   };
   const plainUs = await time(2000, () => (runner.setRow(0, feature, 7), runner.run(1)));
   const spec = randomPredictor('specdec++', cfg.dim, 6, 2);
-  spec.config.mlp.hidden = [64, 64];
+  spec.config.mlp.hidden = [H, H];
   spec.weights = randomMlpWeights(spec.config.mlp, 2);
   const specRunner = new PredictorRunner(spec, target, 4);
   for (let r = 0; r < 4; r++) specRunner.setRow(r, feature, r);
@@ -276,5 +277,5 @@ test('cost per round: LDLP forward (plain TS, ORT) vs one draft pass (printed, n
   const cache = new KVCache(1, head.nKvHeads, head.headDim, cfg.maxSeqLen);
   const draftUs = await time(100, () => ds.forward(cache, [1, 2, 3, 4], new Float32Array(4 * cfg.dim), [10, 10, 10, 10]));
   await ds.dispose();
-  console.log(`# per round at d=${cfg.dim}, MLP 576-64-64-7: LDLP plain TS ${plainUs.toFixed(1)} us, same MLP via ORT ${ortUs.toFixed(1)} us; SpecDec++ head on a 4-node frontier ${specUs.toFixed(1)} us per depth; one draft pass (4 rows) ${draftUs.toFixed(0)} us`);
+  console.log(`# per round at d=${cfg.dim}, MLP 576-${H}-${H}-7: LDLP plain TS ${plainUs.toFixed(1)} us, same MLP via ORT ${ortUs.toFixed(1)} us; SpecDec++ head on a 4-node frontier ${specUs.toFixed(1)} us per depth; one draft pass (4 rows) ${draftUs.toFixed(0)} us`);
 });

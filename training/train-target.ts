@@ -203,6 +203,22 @@ export function encodeStream(tok: HfTokenizer, files: CorpusFile[], eosId: numbe
   return out;
 }
 
+/**
+ * Mean next-token cross-entropy (nats) of B windows of T tokens through the model definition:
+ * `ids`, `labels` [B*T] (labels = the next tokens), `mask` the [T, T] causal additive mask.
+ * `oneHotEmbed` renders the embedding lookup as a one-hot matmul (see BatchedTfOps).
+ */
+export function windowLoss(
+  tf: Tf, cfg: ModelConfig, lookup: WeightLookup, mask: Tensor, ids: Int32Array, labels: Int32Array, oneHotEmbed: boolean,
+): Scalar {
+  const T = mask.shape[0]!, B = ids.length / T;
+  const ops = new BatchedTfOps(tf, lookup, B, oneHotEmbed);
+  const positions = intTensor(tf, Int32Array.from({ length: B * T }, (_, i) => i % T)); // [B*T]
+  const { logits } = llamaForward(ops, cfg, { ids: intTensor(tf, ids), positions, mask, past: null }); // [B*T, V]
+  const onehot = oneHotF32(tf, intTensor(tf, labels), cfg.vocabSize); // [B*T, V]
+  return tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), -1))) as Scalar;
+}
+
 const stepSeed = (seed: number, step: number): number => (Math.imul(seed ^ 0x5bd1e995, 0x85ebca6b) + Math.imul(step + 1, 0xc2b2ae35)) >>> 0;
 
 /** Fills `ids`/`labels` [B*T] with B random windows of `stream` (labels = ids shifted by one). */
@@ -259,15 +275,7 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
   const mask = additiveMask(tf, T, T, (i, j) => j <= i); // [T, T] causal, shared by every window
   const oneHotEmbed = backend === 'wasm';
 
-  /** Mean cross-entropy of windows ids/labels [B*T] (a scalar tensor). */
-  const lossOf = (ids: Int32Array, labels: Int32Array): Scalar => {
-    const B = ids.length / T;
-    const ops = new BatchedTfOps(tf, lookup, B, oneHotEmbed);
-    const positions = intTensor(tf, Int32Array.from({ length: B * T }, (_, i) => i % T));
-    const { logits } = llamaForward(ops, cfg, { ids: intTensor(tf, ids), positions, mask, past: null }); // [B*T, V]
-    const onehot = oneHotF32(tf, intTensor(tf, labels), cfg.vocabSize); // [B*T, V]
-    return tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), -1))) as Scalar;
-  };
+  const lossOf = (ids: Int32Array, labels: Int32Array): Scalar => windowLoss(tf, cfg, lookup, mask, ids, labels, oneHotEmbed);
   const evaluate = (): HeldOutMetrics => {
     let sum = 0;
     for (let w = 0; w < evalWindows; w += o.batch) {

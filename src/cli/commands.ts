@@ -5,6 +5,7 @@ import { collectLengthsCommand } from './commands/collect-lengths.ts';
 import { generate } from './commands/generate.ts';
 import { log } from './commands/log.ts';
 import { trainDraftCommand } from './commands/train-draft.ts';
+import { trainTargetCommand } from './commands/train-target.ts';
 import { trainLdlpCommand } from './commands/train-ldlp.ts';
 
 export const COMMANDS: Record<string, Command> = {
@@ -12,6 +13,7 @@ export const COMMANDS: Record<string, Command> = {
   bench,
   log,
   'train-draft': trainDraftCommand,
+  'train-target': trainTargetCommand,
   'collect-lengths': collectLengthsCommand,
   'train-ldlp': trainLdlpCommand,
 };

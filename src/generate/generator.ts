@@ -123,8 +123,9 @@ export class Generator {
           break;
         }
         const tp = performance.now();
-        const plan = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: drafter ? Math.min(drafter.shape.maxDepth, room - 1) : 0 });
-        plan.totalTokens = Math.min(plan.totalTokens, room - 1);
+        const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: drafter ? Math.min(drafter.shape.maxDepth, room - 1) : 0 });
+        // Near the context limit the tree shrinks to the rows left instead of failing.
+        const plan = { depth: Math.min(asked.depth, room - 1), totalTokens: Math.min(asked.totalTokens, room - 1) };
         const td = performance.now();
         stats.ms.policy += td - tp;
 

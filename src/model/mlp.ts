@@ -5,10 +5,13 @@
  *
  *   x [T, in] -> linear -> silu -> ... -> linear -> [T, out]      weights layers.{i}.weight [out, in], layers.{i}.bias [out]
  *
- * Inference renders it a third way, `PlainOps` (plain TypeScript over reused buffers): a policy
- * plans synchronously before each round, and at this size (a few 10k multiply-adds) a JS loop
- * costs a few microseconds where an onnxruntime call costs 10-150 us of fixed overhead
- * (test/ldlp.test.ts measures both and holds all three renderings equal).
+ * Inference renders it a third way, `PlainOps` (plain TypeScript over reused buffers), because
+ * the policy hooks are synchronous (plan before a round, continueDrafting between draft passes)
+ * and an ORT run is a promise. Measured (test/ldlp.test.ts, d = 288, 576-64-64-7, on 2 shared
+ * and busy cores, so noisy): plain TS 50-200 us, one ORT run of the same MLP 18-90 us, one draft
+ * pass 0.2-1.1 ms. So ORT is the cheaper renderer here, by 2-7x; plain TS is kept because async
+ * hooks would ripple through the decoding loop and every policy, and the default width is 32
+ * (half the cost). The test holds all three renderings equal.
  */
 import type { Ops } from './definition.ts';
 import { tensor, type Tensor, type Weights } from './weights.ts';

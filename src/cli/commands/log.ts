@@ -4,12 +4,12 @@ import { loadModel } from '../../io/load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { LOG_DEFAULTS, runLog } from '../../../training/log.ts';
 import { progressReporter, type OnProgress } from '../../../training/progress.ts';
+import { MODEL_FLAGS } from '../common-flags.ts';
 import { helpText, parseFlags, type FlagSpec, type Parsed } from '../flags.ts';
 import type { Command } from '../main.ts';
 
 const FLAGS: FlagSpec[] = [
-  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
-  { flag: 'tokenizer', type: 'string', meta: 'PATH', help: 'tokenizer for text corpora (default: found with the model)' },
+  ...MODEL_FLAGS,
   { flag: 'corpus', type: 'string', meta: 'FILE...', help: 'corpus files (.txt, .jsonl with "text", .ids token-id lines), comma- or space-separated (required)' },
   { flag: 'out', type: 'string', meta: 'LOG.arrow', help: 'feature log to write; its sidecar goes to LOG.arrow.json (required)' },
   { flag: 'mode', type: 'string', choices: ['teacher', 'generate'], meta: 'MODE', help: 'teacher: log the corpus as is; generate: the target continues each document\'s first --prompt-len tokens (required)' },
