@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { loadGenerator } from '../src/api.ts';
-import { fileList } from '../src/cli/commands/log.ts';
+import { fileList } from '../src/cli/common-flags.ts';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { Rng } from '../src/util/rng.ts';

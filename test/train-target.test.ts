@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -54,7 +54,7 @@ test('property: BPE training is deterministic and independent of text order', ()
 
 // One tokenizer for the round-trip properties, loaded through the project's HF loader.
 const tokDir = join(dir, 'tok');
-const trained = trainTokenizer(sampleTexts, 400);
+const trained = trainTokenizer(sampleTexts, 330);
 writeTokenizer(tokDir, trained);
 const tok = loadTokenizer(tokDir);
 
@@ -72,8 +72,8 @@ test('property: decode(encode(x)) == x through the HF loader, for Unicode and AS
 });
 
 test('tokenizer: <|endoftext|> is the last id, the BOS of prompts and the EOS; merges compress the training text', () => {
-  assert.equal(trained.vocabSize, 400);
-  assert.equal(tok.vocabSize, 400);
+  assert.equal(trained.vocabSize, 330);
+  assert.equal(tok.vocabSize, 330);
   assert.equal(tok.bosId, trained.eosId);
   assert.deepEqual(tok.eosIds, [trained.eosId]);
   assert.deepEqual(tok.encode(`a${EOS_TOKEN}`, { addBos: false }).at(-1), trained.eosId);
@@ -159,4 +159,20 @@ test('train-target on a tiny corpus: loss falls, tensors do not leak, the export
   for (const [n, t] of full.weights) assert.deepEqual(resumed.weights.get(n)!.data, t.data, n);
 
   await assert.rejects(trainTarget(tiny(out, { resume: true, lr: 5e-3 })), (e) => e instanceof UsageError && /--resume/.test(e.message));
+});
+
+test('--time-budget stops at a step boundary, checkpoints and exports', async () => {
+  const out = join(dir, 'budget');
+  const r = await trainTarget(tiny(out, { steps: 100_000, timeBudget: 0.002 }));
+  assert.ok(r.stoppedEarly && r.steps > 0 && r.steps < 100_000);
+  const again = await trainTarget(tiny(out, { steps: 100_000, timeBudget: 0.002, resume: true }));
+  assert.equal(again.startStep, r.steps);
+  assert.equal((await loadModel(out)).config.maxSeqLen, 16);
+});
+
+const defaultTarget = 'data/default/target';
+test('the committed default tokenizer round-trips the held-out TypeScript files exactly', { skip: !existsSync(join(defaultTarget, 'tokenizer.json')) && 'no data/default/target yet' }, () => {
+  const t = loadTokenizer(defaultTarget);
+  const { heldOut } = readTargetCorpus('node_modules/typescript/lib', 0.1);
+  for (const f of heldOut) assert.ok(t.decode(t.encode(f.text, { addBos: false })) === f.text, f.name);
 });

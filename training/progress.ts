@@ -33,3 +33,19 @@ export function progressReporter(write: (line: string) => void = (l) => process.
     write(formatProgress(p));
   };
 }
+
+/**
+ * Adds an ETA in seconds (and, under `rateName`, the rate of `done` per second) to each progress
+ * event, measured from the first event so that setup time and a resumed run's head start do not skew it.
+ */
+export function withEta(next: OnProgress, rateName?: string): OnProgress {
+  let t0 = -1, done0 = 0;
+  return (p) => {
+    const now = performance.now();
+    if (t0 < 0) (t0 = now), (done0 = p.done);
+    const rate = now > t0 ? ((p.done - done0) / (now - t0)) * 1000 : 0;
+    if (!(rate > 0)) return next(p); // the first event: no rate yet
+    const extra = { ...(rateName ? { [rateName]: Math.round(rate) } : {}), 'eta-s': Math.round((p.total - p.done) / rate) };
+    next({ ...p, metrics: { ...p.metrics, ...extra } });
+  };
+}

@@ -246,8 +246,8 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
   const heldOutStream = encodeStream(tok, corpus.heldOut, tokenizer.eosId);
   const T = o.seqLen;
   if (train.length <= T) throw new UsageError('--seq-len', `the training split has ${train.length} tokens, fewer than a window of ${T} + 1`);
-  const evalWindows = Math.max(1, Math.floor(Math.min(o.evalTokens, heldOutStream.length - 1) / T));
   if (heldOutStream.length <= T) throw new UsageError('--seq-len', `the held-out split has ${heldOutStream.length} tokens, fewer than a window of ${T} + 1`);
+  const evalWindows = Math.max(1, Math.floor(Math.min(o.evalTokens, heldOutStream.length - 1) / T));
   // Bytes of text the evaluated tokens cover, for bits per byte: proportional share of the held-out text.
   const heldOutBytes = corpus.heldOut.reduce((n, f) => n + Buffer.byteLength(f.text), 0);
   const evalBytes = (heldOutBytes * evalWindows * T) / heldOutStream.length;
@@ -332,21 +332,25 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
       backend, config: cfg, parameters: parameterCount(cfg), steps: step, startStep, stoppedEarly, initial, final, curve,
       tokensPerSecond, trainMs, weights, tokenizer, tensorCounts,
     };
-    saveHfCheckpoint(out, cfg, weights);
-    writeTokenizer(out, tokenizer);
-    writeFileAtomic(join(out, 'training-curve.svg'), curvePlot(curve));
-    const record = {
+    writeTargetDir(out, result, {
       backend, options: o, parameters: result.parameters, steps: step, startStep, stoppedEarly, initial, final, tokensPerSecond, trainMs,
       corpus: { dir: corpusDir, sha256: corpus.sha256, bytes: corpus.bytes, trainFiles: corpus.train.length, heldOutFiles: corpus.heldOut.map((f) => f.name), trainTokens: train.length, heldOutTokens: heldOutStream.length },
       curve,
-    };
-    writeFileAtomic(join(out, 'training.json'), JSON.stringify(record, null, 2) + '\n');
+    });
     return result;
   } finally {
     opt.dispose();
     mask.dispose();
     for (const p of params) p.dispose();
   }
+}
+
+/** The model directory: HF checkpoint, tokenizer files, curve and `record` as training.json (each file atomic). */
+function writeTargetDir(out: string, r: TrainTargetResult, record: object): void {
+  saveHfCheckpoint(out, r.config, r.weights);
+  writeTokenizer(out, r.tokenizer);
+  writeFileAtomic(join(out, 'training-curve.svg'), curvePlot(r.curve));
+  writeFileAtomic(join(out, 'training.json'), JSON.stringify(record, null, 2) + '\n');
 }
 
 function missing(name: string): never {

@@ -1,7 +1,8 @@
 /** Flags several commands share: the target, the draft head, the tree shape, threads. */
 import { DEFAULT_TREE } from '../api.ts';
 import type { TreeShape } from '../generate/eagle-drafter.ts';
-import type { FlagSpec, Parsed } from './flags.ts';
+import { UsageError } from '../errors.ts';
+import { camel, type FlagSpec, type Parsed } from './flags.ts';
 
 export const MODEL_FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
@@ -18,3 +19,18 @@ export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, ma
 
 /** The tree shape the TREE_FLAGS parsed into. */
 export const treeFromFlags = (f: Parsed): TreeShape => ({ maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number });
+
+/** The files of a list flag: comma-separated in its value, plus the positional arguments after it (shell globs). */
+export function fileList(f: Parsed, key: string, flag: string): string[] {
+  const files = [...String(f[key] ?? '').split(','), ...f._].filter((p) => p.length > 0);
+  if (files.length === 0) throw new UsageError(flag, 'is required');
+  return files;
+}
+
+/** Throws a UsageError for the first of `flags` (camelCase key, flag) that was not given. */
+export function requireFlags(f: Parsed, flags: string[]): void {
+  for (const flag of flags) {
+    const key = camel(flag);
+    if (f[key] === undefined || f[key] === '') throw new UsageError(`--${flag}`, 'is required');
+  }
+}

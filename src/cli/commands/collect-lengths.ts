@@ -5,10 +5,10 @@ import { loadModel } from '../../io/load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { chunkDocuments, readCorpus } from '../../../training/corpus.ts';
 import { collectLengths } from '../../../training/lengths.ts';
-import { progressReporter } from '../../../training/progress.ts';
+import { progressReporter, withEta } from '../../../training/progress.ts';
 import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
 import type { Command } from '../main.ts';
-import { fileList, requireFlags, withEta } from './log.ts';
+import { fileList, requireFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },

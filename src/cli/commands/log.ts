@@ -3,9 +3,9 @@ import { UsageError } from '../../errors.ts';
 import { loadModel } from '../../io/load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { LOG_DEFAULTS, runLog } from '../../../training/log.ts';
-import { progressReporter, type OnProgress } from '../../../training/progress.ts';
-import { MODEL_FLAGS } from '../common-flags.ts';
-import { helpText, parseFlags, type FlagSpec, type Parsed } from '../flags.ts';
+import { progressReporter, withEta } from '../../../training/progress.ts';
+import { fileList, MODEL_FLAGS, requireFlags } from '../common-flags.ts';
+import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
 import type { Command } from '../main.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -26,21 +26,6 @@ const HELP = helpText(
   'Runs the target over a corpus and logs, per token, its final hidden state (and optionally its\ntop-k next tokens) to an Arrow file: the training data of `eaglet train-draft`.',
   FLAGS,
 );
-
-/** The files of a list flag: comma-separated in its value, plus the positional arguments after it (shell globs). */
-export function fileList(f: Parsed, key: string, flag: string): string[] {
-  const files = [...String(f[key] ?? '').split(','), ...f._].filter((p) => p.length > 0);
-  if (files.length === 0) throw new UsageError(flag, 'is required');
-  return files;
-}
-
-/** Throws a UsageError for the first of `flags` (camelCase key, flag) that was not given. */
-export function requireFlags(f: Parsed, flags: string[]): void {
-  for (const flag of flags) {
-    const key = flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-    if (f[key] === undefined || f[key] === '') throw new UsageError(`--${flag}`, 'is required');
-  }
-}
 
 export const log: Command = {
   summary: 'log the target\'s features over a corpus (Arrow), for draft training',
@@ -69,19 +54,3 @@ export const log: Command = {
     process.stdout.write(`logged ${c.rows} rows in ${c.sequences} sequences (${f.mode}) to ${r.out}, sidecar ${r.sidecar}; ${r.tokensPerSecond.toFixed(0)} tok/s\n`);
   },
 };
-
-/**
- * Adds an ETA in seconds (and, under `rateName`, the rate of `done` per second) to each progress
- * event, measured from the first event so that setup time and a resumed run's head start do not skew it.
- */
-export function withEta(next: OnProgress, rateName?: string): OnProgress {
-  let t0 = -1, done0 = 0;
-  return (p) => {
-    const now = performance.now();
-    if (t0 < 0) (t0 = now), (done0 = p.done);
-    const rate = now > t0 ? ((p.done - done0) / (now - t0)) * 1000 : 0;
-    if (!(rate > 0)) return next(p); // the first event: no rate yet
-    const extra = { ...(rateName ? { [rateName]: Math.round(rate) } : {}), 'eta-s': Math.round((p.total - p.done) / rate) };
-    next({ ...p, metrics: { ...p.metrics, ...extra } });
-  };
-}

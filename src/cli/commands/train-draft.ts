@@ -1,12 +1,12 @@
 /** `eaglet train-draft`: trains an EAGLE draft head on feature logs (TensorFlow.js). */
 import { join } from 'node:path';
 import { loadModel } from '../../io/load-model.ts';
-import { progressReporter } from '../../../training/progress.ts';
+import { progressReporter, withEta } from '../../../training/progress.ts';
 import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';
 import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
 import type { Command } from '../main.ts';
-import { fileList, requireFlags, withEta } from './log.ts';
+import { fileList, requireFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'the target the logs came from: HF checkpoint directory or llama2.c .bin (required)' },

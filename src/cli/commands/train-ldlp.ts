@@ -1,12 +1,12 @@
 /** `eaglet train-ldlp`: trains the LDLP (or, with --head specdec++, the SpecDec++ acceptance head) on round logs (tfjs). */
 import { join } from 'node:path';
-import { progressReporter } from '../../../training/progress.ts';
+import { progressReporter, withEta } from '../../../training/progress.ts';
 import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { DEFAULT_LDLP_OBJECTIVE, trainPredictor, TRAIN_PREDICTOR_DEFAULTS as D, type PredictorMetrics } from '../../../training/train-ldlp.ts';
 import type { Objective, PredictorKind } from '../../io/predictor-io.ts';
 import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
 import type { Command } from '../main.ts';
-import { fileList, requireFlags, withEta } from './log.ts';
+import { fileList, requireFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'logs', type: 'string', meta: 'ROUNDS.arrow,...', help: 'round logs written by `eaglet collect-lengths` (required)' },

@@ -1,12 +1,12 @@
 /** `eaglet train-target`: trains a small Llama-family target from scratch on a text corpus (tfjs). */
 import { join } from 'node:path';
-import { progressReporter } from '../../../training/progress.ts';
+import { progressReporter, withEta } from '../../../training/progress.ts';
 import { loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { trainTarget, TRAIN_TARGET_FLAGS, type HeldOutMetrics, type TargetTunables } from '../../../training/train-target.ts';
 import { UsageError } from '../../errors.ts';
 import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
 import type { Command } from '../main.ts';
-import { requireFlags, withEta } from './log.ts';
+import { requireFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'corpus-dir', type: 'string', meta: 'DIR', help: 'directory of *.d.ts corpus files, e.g. node_modules/typescript/lib (required)' },
