@@ -36,26 +36,27 @@ import { trainTokenizer, writeTokenizer, type TrainedTokenizer } from './tokeniz
 
 /**
  * Every tunable option of `trainTarget`, with its default and range: the library resolves
- * options with this table and the CLI parses its flags with it.
+ * options with this table and the CLI parses its flags with it. The defaults are the settings
+ * of the embedded default target (scripts/train-default.sh), sized for ~1 h on 2 cores.
  */
 export const TRAIN_TARGET_FLAGS: FlagSpec[] = [
   { flag: 'dim', type: 'int', min: 8, default: 128, meta: 'D', help: 'model width' },
-  { flag: 'layers', type: 'int', min: 1, default: 4, meta: 'N', help: 'decoder layers' },
+  { flag: 'layers', type: 'int', min: 1, default: 2, meta: 'N', help: 'decoder layers' },
   { flag: 'heads', type: 'int', min: 1, default: 4, meta: 'N', help: 'query heads (dim / heads must be even)' },
   { flag: 'kv-heads', type: 'int', min: 0, default: 0, meta: 'N', help: 'key/value heads, dividing --heads (0 = --heads)' },
   { flag: 'hidden', type: 'int', min: 0, default: 0, meta: 'N', help: 'SwiGLU inner width (0 = 8/3 dim, rounded up to 8)' },
   { flag: 'vocab', type: 'int', min: 258, max: 65535, default: 1536, meta: 'V', help: 'vocabulary size, <|endoftext|> included' },
   { flag: 'seq-len', type: 'int', min: 2, default: 256, meta: 'N', help: 'tokens per training window (also the model\'s context length)' },
-  { flag: 'batch', type: 'int', min: 1, default: 8, meta: 'N', help: 'windows per step' },
+  { flag: 'batch', type: 'int', min: 1, default: 4, meta: 'N', help: 'windows per step' },
   { flag: 'lr', type: 'number', above: 0, default: 3e-3, meta: 'LR', help: 'peak learning rate (AdamW; cosine decay to lr/10)' },
-  { flag: 'steps', type: 'int', min: 1, default: 1000, meta: 'N', help: 'total updates' },
+  { flag: 'steps', type: 'int', min: 1, default: 1200, meta: 'N', help: 'total updates' },
   { flag: 'warmup', type: 'int', min: 0, default: 50, meta: 'N', help: 'linear warmup updates' },
   { flag: 'clip', type: 'number', min: 0, default: 1, meta: 'X', help: 'global gradient-norm clip (0 = off)' },
   { flag: 'weight-decay', type: 'number', min: 0, default: 0, meta: 'X', help: 'AdamW decoupled weight decay' },
   { flag: 'held-out', type: 'number', above: 0, max: 0.9, default: 0.1, meta: 'F', help: 'fraction of corpus files held out (whole files, by name hash)' },
-  { flag: 'eval-every', type: 'int', min: 1, default: 100, meta: 'N', help: 'held-out loss every N steps (and at the end)' },
+  { flag: 'eval-every', type: 'int', min: 1, default: 150, meta: 'N', help: 'held-out loss every N steps (and at the end)' },
   { flag: 'eval-tokens', type: 'int', min: 2, default: 16384, meta: 'N', help: 'held-out tokens evaluated (from the start of the held-out stream)' },
-  { flag: 'checkpoint-every', type: 'int', min: 1, default: 50, meta: 'N', help: 'write a checkpoint every N steps' },
+  { flag: 'checkpoint-every', type: 'int', min: 1, default: 25, meta: 'N', help: 'write a checkpoint every N steps' },
   { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of initial weights and window sampling' },
   { flag: 'time-budget', type: 'number', min: 0, default: 0, meta: 'MIN', help: 'stop (checkpoint + export) after MIN minutes of training; 0 = no limit' },
   { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: 'auto', meta: 'B', help: 'tfjs backend: auto (tfjs-node, else wasm, else cpu), node, wasm, cpu' },

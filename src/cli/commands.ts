@@ -1,5 +1,5 @@
 /** The CLI's command table. */
-import type { Command } from './main.ts';
+import type { Command } from './command.ts';
 import { bench } from './commands/bench.ts';
 import { collectLengthsCommand } from './commands/collect-lengths.ts';
 import { generate } from './commands/generate.ts';

@@ -5,11 +5,7 @@
 import { EagletError, UsageError } from '../errors.ts';
 import { COMMANDS } from './commands.ts';
 
-export interface Command {
-  summary: string;
-  /** Runs the command; `argv` excludes the command name. */
-  run(argv: string[]): Promise<void>;
-}
+export type { Command } from './command.ts';
 
 function usage(): string {
   const rows = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(16)} ${c.summary}`);

@@ -7,9 +7,9 @@ import { FormatError, UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import { Rng } from '../../util/rng.ts';
-import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../flags.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
-import type { Command } from '../main.ts';
+import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
@@ -28,22 +28,16 @@ const FLAGS: FlagSpec[] = [
   ...policyFlags(),
 ];
 
-const HELP = helpText(
-  'Usage: eaglet bench --model PATH --draft PATH|random (--prompts FILE | --random-prompts N) [flags]',
-  `Compares plain decoding with draft-length policies on the same prompts in one process
+export const bench = defineCommand({
+  summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
+  usage: 'Usage: eaglet bench --model PATH --draft PATH|random (--prompts FILE | --random-prompts N) [flags]',
+  description: `Compares plain decoding with draft-length policies on the same prompts in one process
 (interleaved per prompt, after warm-up), checks every policy's output equals plain decoding's,
 and reports tokens/s, speedup, tau, mean depth, passes and the time split.
 Policies (per-policy flags below are --NAME-FLAG; inline: NAME:flag=value):
 ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('\n')}`,
-  FLAGS,
-);
-
-export const bench: Command = {
-  summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
-  async run(argv) {
-    if (argv.includes('--help')) return void process.stdout.write(HELP);
-    const f = parseFlags(argv, FLAGS);
-    if (f._.length) throw new UsageError(f._[0], 'unexpected argument (flags start with --)');
+  flags: FLAGS,
+  async run(f) {
     if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
     if (!f.draft) throw new UsageError('--draft', 'is required (a draft head directory, or "random")');
     if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
@@ -81,7 +75,7 @@ export const bench: Command = {
       await g.dispose();
     }
   },
-};
+});
 
 /** Prompts from a .jsonl file (strings, id arrays, {prompt|text|ids} objects) or a text file (one per line). */
 function readPrompts(file: string): (string | number[])[] {

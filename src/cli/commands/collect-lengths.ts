@@ -6,8 +6,8 @@ import { loadTokenizer } from '../../tokenizer/load.ts';
 import { chunkDocuments, readCorpus } from '../../../training/corpus.ts';
 import { collectLengths } from '../../../training/lengths.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
-import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
-import type { Command } from '../main.ts';
+import type { FlagSpec } from '../flags.ts';
+import { defineCommand } from '../command.ts';
 import { fileList, requireFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -27,17 +27,13 @@ const FLAGS: FlagSpec[] = [
   { flag: 'threads', type: 'int', min: 1, max: 256, default: 2, meta: 'N', help: 'onnxruntime intra-op threads' },
 ];
 
-const HELP = helpText(
-  'Usage: eaglet collect-lengths --model PATH --draft DIR --prompts FILE... --out ROUNDS.arrow [flags]',
-  'Runs speculative generation with a static tree of --depth levels over the prompts and logs, per\nround, the LDLP inputs (last target feature, root embedding), the accepted length (its label)\nand the best draft path with the draft hidden states (SpecDec++ inputs and labels). Train on it\nwith `eaglet train-ldlp`.',
-  FLAGS,
-);
-
-export const collectLengthsCommand: Command = {
+export const collectLengthsCommand = defineCommand({
   summary: 'log per-round accepted lengths (Arrow), for LDLP / SpecDec++ training',
-  async run(argv) {
-    if (argv.includes('--help')) return void process.stdout.write(HELP);
-    const f = parseFlags(argv, FLAGS);
+  usage: 'Usage: eaglet collect-lengths --model PATH --draft DIR --prompts FILE... --out ROUNDS.arrow [flags]',
+  description: 'Runs speculative generation with a static tree of --depth levels over the prompts and logs, per\nround, the LDLP inputs (last target feature, root embedding), the accepted length (its label)\nand the best draft path with the draft hidden states (SpecDec++ inputs and labels). Train on it\nwith `eaglet train-ldlp`.',
+  flags: FLAGS,
+  positional: true,
+  async run(f) {
     requireFlags(f, ['model', 'draft', 'out']);
     const files = fileList(f, 'prompts', '--prompts');
     const model = await loadModel(f.model as string);
@@ -56,4 +52,4 @@ export const collectLengthsCommand: Command = {
     const mean = h.reduce((a, n, i) => a + n * i, 0) / Math.max(1, c.rounds);
     process.stdout.write(`logged ${c.rounds} rounds over ${c.sequences} prompts to ${f.out} (${r.roundsPerSecond.toFixed(1)} rounds/s); mean accepted ${mean.toFixed(2)} of depth ${tree.maxDepth}, histogram ${h.join(',')}\n`);
   },
-};
+});

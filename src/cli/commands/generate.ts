@@ -5,9 +5,9 @@ import { GENERATION_FLAGS } from '../../generate/options.ts';
 import { checkPrompt } from '../../generate/generator.ts';
 import { loadModel } from '../../io/load-model.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
-import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../flags.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
-import type { Command } from '../main.ts';
+import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
@@ -23,18 +23,12 @@ const FLAGS: FlagSpec[] = [
   { flag: 'json', type: 'bool', help: 'print one JSON object (ids, text, stats) instead of streaming text' },
 ];
 
-const HELP = helpText(
-  'Usage: eaglet generate --model PATH (--prompt TEXT | --prompt-ids IDS) [flags]',
-  'Generates a continuation. With --draft, drafts EAGLE-2 token trees and verifies them in one\ntarget pass per round: the output is exactly what plain decoding gives (same seed, same tokens).',
-  FLAGS,
-);
-
-export const generate: Command = {
+export const generate = defineCommand({
   summary: 'generate text, plain or speculative (--draft)',
-  async run(argv) {
-    if (argv.includes('--help')) return void process.stdout.write(HELP);
-    const f = parseFlags(argv, FLAGS);
-    if (f._.length) throw new UsageError(f._[0], 'unexpected argument (flags start with --)');
+  usage: 'Usage: eaglet generate --model PATH (--prompt TEXT | --prompt-ids IDS) [flags]',
+  description: 'Generates a continuation. With --draft, drafts EAGLE-2 token trees and verifies them in one\ntarget pass per round: the output is exactly what plain decoding gives (same seed, same tokens).',
+  flags: FLAGS,
+  async run(f) {
     if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
     if ((f.prompt === undefined) === (f.promptIds === undefined)) throw new UsageError('--prompt', 'give exactly one of --prompt or --prompt-ids');
     if (f.prompt === '') throw new UsageError('--prompt', 'is empty');
@@ -77,4 +71,4 @@ export const generate: Command = {
       await g.dispose();
     }
   },
-};
+});

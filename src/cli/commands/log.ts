@@ -1,12 +1,11 @@
 /** `eaglet log`: runs the target over a corpus and writes its features to an Arrow feature log. */
-import { UsageError } from '../../errors.ts';
 import { loadModel } from '../../io/load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { LOG_DEFAULTS, runLog } from '../../../training/log.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import { fileList, MODEL_FLAGS, requireFlags } from '../common-flags.ts';
-import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
-import type { Command } from '../main.ts';
+import type { FlagSpec } from '../flags.ts';
+import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
@@ -21,17 +20,13 @@ const FLAGS: FlagSpec[] = [
   { flag: 'seed', type: 'int', min: 0, default: LOG_DEFAULTS.seed, meta: 'S', help: 'generate: sampling seed' },
 ];
 
-const HELP = helpText(
-  'Usage: eaglet log --model PATH --corpus FILE... --out LOG.arrow --mode teacher|generate --seq-len N --max-tokens N [flags]',
-  'Runs the target over a corpus and logs, per token, its final hidden state (and optionally its\ntop-k next tokens) to an Arrow file: the training data of `eaglet train-draft`.',
-  FLAGS,
-);
-
-export const log: Command = {
+export const log = defineCommand({
   summary: 'log the target\'s features over a corpus (Arrow), for draft training',
-  async run(argv) {
-    if (argv.includes('--help')) return void process.stdout.write(HELP);
-    const f = parseFlags(argv, FLAGS);
+  usage: 'Usage: eaglet log --model PATH --corpus FILE... --out LOG.arrow --mode teacher|generate --seq-len N --max-tokens N [flags]',
+  description: 'Runs the target over a corpus and logs, per token, its final hidden state (and optionally its\ntop-k next tokens) to an Arrow file: the training data of `eaglet train-draft`.',
+  flags: FLAGS,
+  positional: true,
+  async run(f) {
     requireFlags(f, ['model', 'out', 'mode', 'seq-len', 'max-tokens']);
     const corpus = fileList(f, 'corpus', '--corpus');
     const model = await loadModel(f.model as string);
@@ -53,4 +48,4 @@ export const log: Command = {
     const c = r.counts;
     process.stdout.write(`logged ${c.rows} rows in ${c.sequences} sequences (${f.mode}) to ${r.out}, sidecar ${r.sidecar}; ${r.tokensPerSecond.toFixed(0)} tok/s\n`);
   },
-};
+});

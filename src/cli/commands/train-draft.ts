@@ -4,8 +4,8 @@ import { loadModel } from '../../io/load-model.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';
-import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
-import type { Command } from '../main.ts';
+import type { FlagSpec } from '../flags.ts';
+import { defineCommand } from '../command.ts';
 import { fileList, requireFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -31,17 +31,13 @@ const FLAGS: FlagSpec[] = [
   { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: D.backend, meta: 'B', help: 'tfjs backend: auto (tfjs-node, else wasm, else cpu), node, wasm, cpu' },
 ];
 
-const HELP = helpText(
-  'Usage: eaglet train-draft --model PATH --logs LOG.arrow[,LOG2...] --out DIR [flags]',
-  'Trains an EAGLE draft head for the target on its feature logs (EAGLE-1 objective: predict the\nnext feature, match the next-token distribution). DIR is then usable as `eaglet generate --draft DIR`.',
-  FLAGS,
-);
-
-export const trainDraftCommand: Command = {
+export const trainDraftCommand = defineCommand({
   summary: 'train an EAGLE draft head on feature logs (tfjs)',
-  async run(argv) {
-    if (argv.includes('--help')) return void process.stdout.write(HELP);
-    const f = parseFlags(argv, FLAGS);
+  usage: 'Usage: eaglet train-draft --model PATH --logs LOG.arrow[,LOG2...] --out DIR [flags]',
+  description: 'Trains an EAGLE draft head for the target on its feature logs (EAGLE-1 objective: predict the\nnext feature, match the next-token distribution). DIR is then usable as `eaglet generate --draft DIR`.',
+  flags: FLAGS,
+  positional: true,
+  async run(f) {
     requireFlags(f, ['model', 'out']);
     const logs = fileList(f, 'logs', '--logs');
     const target = await loadModel(f.model as string);
@@ -67,4 +63,4 @@ export const trainDraftCommand: Command = {
         `  head: ${out} (eaglet generate --draft ${out}); curve: ${join(out, 'training-curve.svg')}\n`,
     );
   },
-};
+});

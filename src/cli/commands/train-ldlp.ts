@@ -4,8 +4,8 @@ import { progressReporter, withEta } from '../../../training/progress.ts';
 import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { DEFAULT_LDLP_OBJECTIVE, trainPredictor, TRAIN_PREDICTOR_DEFAULTS as D, type PredictorMetrics } from '../../../training/train-ldlp.ts';
 import type { Objective, PredictorKind } from '../../io/predictor-io.ts';
-import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
-import type { Command } from '../main.ts';
+import type { FlagSpec } from '../flags.ts';
+import { defineCommand } from '../command.ts';
 import { fileList, requireFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -24,17 +24,13 @@ const FLAGS: FlagSpec[] = [
   { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: 'auto', meta: 'B', help: 'tfjs backend: auto, node, wasm, cpu' },
 ];
 
-const HELP = helpText(
-  'Usage: eaglet train-ldlp --logs ROUNDS.arrow[,...] --out DIR [--head ldlp|specdec++] [flags]',
-  'Trains a small MLP on round logs: the LDLP predicts each round\'s accepted length from the last\ntarget feature and the root embedding; the SpecDec++ head predicts whether a drafted token is\naccepted from the draft hidden state. Use DIR with the policies `ldlp:path=DIR`,\n`ldlp+threshold:path=DIR` or `specdec++:path=DIR`.',
-  FLAGS,
-);
-
-export const trainLdlpCommand: Command = {
+export const trainLdlpCommand = defineCommand({
   summary: 'train the LDLP draft-length predictor or the SpecDec++ acceptance head (tfjs)',
-  async run(argv) {
-    if (argv.includes('--help')) return void process.stdout.write(HELP);
-    const f = parseFlags(argv, FLAGS);
+  usage: 'Usage: eaglet train-ldlp --logs ROUNDS.arrow[,...] --out DIR [--head ldlp|specdec++] [flags]',
+  description: 'Trains a small MLP on round logs: the LDLP predicts each round\'s accepted length from the last\ntarget feature and the root embedding; the SpecDec++ head predicts whether a drafted token is\naccepted from the draft hidden state. Use DIR with the policies `ldlp:path=DIR`,\n`ldlp+threshold:path=DIR` or `specdec++:path=DIR`.',
+  flags: FLAGS,
+  positional: true,
+  async run(f) {
     requireFlags(f, ['out']);
     const logs = fileList(f, 'logs', '--logs');
     const backend = (await loadTf(f.backend as BackendChoice)).name;
@@ -57,4 +53,4 @@ export const trainLdlpCommand: Command = {
         `  wrote ${out} (policy ${policy}); plots ${join(out, 'calibration.svg')}, ${join(out, 'training-curve.svg')}\n`,
     );
   },
-};
+});

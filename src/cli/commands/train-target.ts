@@ -3,9 +3,8 @@ import { join } from 'node:path';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import { loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { trainTarget, TRAIN_TARGET_FLAGS, type HeldOutMetrics, type TargetTunables } from '../../../training/train-target.ts';
-import { UsageError } from '../../errors.ts';
-import { helpText, parseFlags, type FlagSpec } from '../flags.ts';
-import type { Command } from '../main.ts';
+import type { FlagSpec } from '../flags.ts';
+import { defineCommand } from '../command.ts';
 import { requireFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -16,18 +15,12 @@ const FLAGS: FlagSpec[] = [
   { flag: 'resume', type: 'bool', help: 'continue from the checkpoint (same options and corpus required)' },
 ];
 
-const HELP = helpText(
-  'Usage: eaglet train-target --corpus-dir DIR --out DIR [flags]',
-  'Trains a byte-level BPE tokenizer and a Llama-family target from scratch on the corpus (whole\nfiles held out for evaluation). OUT is then usable as `eaglet generate --model OUT`.',
-  FLAGS,
-);
-
-export const trainTargetCommand: Command = {
+export const trainTargetCommand = defineCommand({
   summary: 'train a small Llama target + BPE tokenizer from scratch on a corpus (tfjs)',
-  async run(argv) {
-    if (argv.includes('--help')) return void process.stdout.write(HELP);
-    const f = parseFlags(argv, FLAGS);
-    if (f._.length) throw new UsageError(f._[0], 'unexpected argument (flags start with --)');
+  usage: 'Usage: eaglet train-target --corpus-dir DIR --out DIR [flags]',
+  description: 'Trains a byte-level BPE tokenizer and a Llama-family target from scratch on the corpus (whole\nfiles held out for evaluation). OUT is then usable as `eaglet generate --model OUT`.',
+  flags: FLAGS,
+  async run(f) {
     requireFlags(f, ['corpus-dir', 'out']);
     // Load the backend up front so the user sees which one runs before tokenizer training.
     process.stderr.write(`tfjs backend: ${(await loadTf(f.backend as BackendChoice)).name}\n`);
@@ -47,4 +40,4 @@ export const trainTargetCommand: Command = {
         `  model: ${out} (eaglet generate --model ${out}); curve: ${join(out, 'training-curve.svg')}\n`,
     );
   },
-};
+});

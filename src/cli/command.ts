@@ -1,0 +1,33 @@
+/** What every CLI command shares: `--help` from its flag table, parsing, and the positional-argument rule. */
+import { UsageError } from '../errors.ts';
+import { helpText, parseFlags, type FlagSpec, type Parsed } from './flags.ts';
+
+export interface Command {
+  summary: string;
+  /** Runs the command; `argv` excludes the command name. */
+  run(argv: string[]): Promise<void>;
+}
+
+export interface CommandSpec {
+  summary: string;
+  /** First help line, e.g. `Usage: eaglet generate --model PATH [flags]`. */
+  usage: string;
+  /** What the command does, for --help. */
+  description: string;
+  flags: FlagSpec[];
+  /** Accept arguments that are not flags (file lists); otherwise they are a usage error. */
+  positional?: boolean;
+  run(f: Parsed): Promise<void>;
+}
+
+export function defineCommand(spec: CommandSpec): Command {
+  return {
+    summary: spec.summary,
+    async run(argv) {
+      if (argv.includes('--help')) return void process.stdout.write(helpText(spec.usage, spec.description, spec.flags));
+      const f = parseFlags(argv, spec.flags);
+      if (!spec.positional && f._.length) throw new UsageError(f._[0], 'unexpected argument (flags start with --)');
+      await spec.run(f);
+    },
+  };
+}
