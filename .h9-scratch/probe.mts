@@ -16,13 +16,13 @@ const samples = fc.sample(fc.oneof(
   fc.array(fc.tuple(fc.nat(valid.length - 1), fc.integer({min:0,max:255})), {minLength:1,maxLength:8}).map(e => { const b = Buffer.from(valid); for (const [i,v] of e) b[i]=v; return b; }),
   fc.nat(valid.length).map(n => valid.subarray(0, n)),
   fc.uint8Array({maxLength: 200}),
-), { numRuns: 2000, seed: 1 });
+), { numRuns: 5000, seed: 1 });
 let i = 0;
 for (const s of samples) {
   writeFileSync(bad, s);
   const t0 = performance.now();
   try { let rows = 0; for await (const b of readFeatureLog(bad)) { rows += b.rows; } }
-  catch (e) { const k = e instanceof EagletError ? 'clean' : `${(e as Error).constructor.name}: ${(e as Error).message.slice(0,80)}`; errs.set(k, (errs.get(k) ?? 0) + 1); }
+  catch (e) { const k = e instanceof EagletError ? "clean" : `${(e as Error).stack!.slice(0,600)}`; errs.set(k, (errs.get(k) ?? 0) + 1); }
   const dt = performance.now() - t0; if (dt > 500) console.log('slow', i, dt);
   i++;
 }

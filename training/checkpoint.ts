@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { FormatError } from '../src/errors.ts';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import type { Variable } from '@tensorflow/tfjs';
-import type { Tensor, Weights } from '../src/model/weights.ts';
+import { checkTensors, type Tensor, type Weights } from '../src/model/weights.ts';
 
 /** The non-tensor state of a run; `C` is the trainer's curve type (the draft head's by default). */
 export interface CheckpointState<C = Curve> {
@@ -57,20 +57,52 @@ export function saveCheckpoint<C>(outDir: string, c: Checkpoint<C>): void {
   writeSafetensors(checkpointPath(outDir), tensors, { [META_KEY]: JSON.stringify(c.state) });
 }
 
-/** The checkpoint in `outDir`, or null when there is none. */
-export function loadCheckpoint<C = Curve>(outDir: string): Checkpoint<C> | null {
+/**
+ * The checkpoint in `outDir`, or null when there is none. With `shapes` (the run's parameter
+ * names and shapes), a checkpoint of another model, or with missing, misshapen or non-finite
+ * tensors, is refused with an error naming the file.
+ */
+export function loadCheckpoint<C = Curve>(outDir: string, shapes?: Map<string, number[]>): Checkpoint<C> | null {
   const path = checkpointPath(outDir);
   if (!existsSync(path)) return null;
   const { tensors, metadata } = readSafetensors(path);
   if (!metadata[META_KEY]) throw new FormatError(path, `not an eaglet training checkpoint (no ${META_KEY} metadata)`);
-  const c: Checkpoint<C> = { state: JSON.parse(metadata[META_KEY]), params: new Map(), m: new Map(), v: new Map() };
+  let state: CheckpointState<C>;
+  try {
+    state = JSON.parse(metadata[META_KEY]);
+  } catch (e) {
+    throw new FormatError(path, `${META_KEY} metadata is not valid JSON (${(e as Error).message})`);
+  }
+  const bad = stateProblem(state);
+  if (bad) throw new FormatError(path, `${META_KEY} metadata: ${bad}`);
+  const c: Checkpoint<C> = { state, params: new Map(), m: new Map(), v: new Map() };
   for (const [key, t] of tensors) {
     const dot = key.indexOf('.');
     const group = ({ param: c.params, adam_m: c.m, adam_v: c.v } as Record<string, Weights>)[key.slice(0, dot)];
     if (!group) throw new FormatError(path, `unexpected tensor ${key}`);
     group.set(key.slice(dot + 1), t);
   }
+  if (shapes) {
+    for (const [prefix, w] of [['param', c.params], ['adam_m', c.m], ['adam_v', c.v]] as const) {
+      const problem = checkTensors(shapes, w) ?? (w.size !== shapes.size ? `holds ${w.size} ${prefix} tensors, this run has ${shapes.size}` : null);
+      if (problem) throw new FormatError(path, `${prefix}: ${problem}: a checkpoint of another model or a damaged file`);
+    }
+  }
   return c;
+}
+
+/** What is wrong with the non-tensor state, or null (the curve's own fields are the trainer's to check). */
+function stateProblem(s: CheckpointState<unknown>): string | null {
+  const count = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (typeof s !== 'object' || s === null || Array.isArray(s)) return 'not a JSON object';
+  if (!count(s.step)) return 'step must be a non-negative integer';
+  if (typeof s.rng !== 'object' || s.rng === null || !Number.isSafeInteger(s.rng.seed) || !count(s.rng.step)) return 'rng must hold integer seed and step';
+  if (s.order !== undefined && (typeof s.order !== 'object' || s.order === null || !count(s.order.epoch) || !Array.isArray(s.order.permutation) || !s.order.permutation.every(count)))
+    return 'order must hold an epoch and a permutation of indices';
+  if (typeof s.fingerprint !== 'string') return 'fingerprint must be a string';
+  if (typeof s.curve !== 'object' || s.curve === null || !Object.values(s.curve).every((a) => Array.isArray(a) && a.every((x) => typeof x === 'number' || x === null)))
+    return 'curve must map names to lists of numbers';
+  return null;
 }
 
 /** Copies tfjs variables out as named weights (for checkpoints and exports). */

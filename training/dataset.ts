@@ -37,7 +37,7 @@ export async function loadFeatureData(paths: string[], window: number): Promise<
   for (let i = 0; i < paths.length; i++) {
     if (sidecars[i].dim !== dim) throw new FormatError(paths[i], `feature width ${sidecars[i].dim} differs from ${paths[0]} (${dim})`);
     let maxSeq = -1;
-    for await (const b of readFeatureLog(paths[i])) {
+    for await (const b of readFeatureLog(paths[i], { dim, topK: sidecars[i].topK })) {
       if (rows + b.rows > cap) throw new FormatError(paths[i], 'holds more rows than its sidecar says');
       position.set(b.position, rows);
       tokenId.set(b.tokenId, rows);

@@ -18,16 +18,23 @@
  * an interrupted run never leaves a file at the final path. Reading is batch by batch and
  * zero-copy: columns come back as typed-array views.
  */
-import { createReadStream, createWriteStream, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, fstatSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import {
-  Field, FixedSizeList, Float32, Int32, makeData, RecordBatch, RecordBatchReader, RecordBatchStreamWriter, Schema, Struct,
-  type Data, type DataType,
+  DataType, Field, FixedSizeList, Float32, Int32, makeData, Precision, RecordBatch, RecordBatchReader, RecordBatchStreamWriter, Schema, Struct,
+  type Data,
 } from 'apache-arrow';
+import { Field as FbField } from 'apache-arrow/fb/field';
+import { Message as FbMessage } from 'apache-arrow/fb/message';
+import { MessageHeader } from 'apache-arrow/fb/message-header';
+import { RecordBatch as FbRecordBatch } from 'apache-arrow/fb/record-batch';
+import { Schema as FbSchema } from 'apache-arrow/fb/schema';
+import { ByteBuffer } from 'flatbuffers';
 import { FormatError } from '../src/errors.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
+import { openForRead, readExact } from '../src/io/read.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 
 /** Rows buffered before a record batch is written. */
@@ -203,7 +210,7 @@ export class FeatureLogWriter {
   }
 }
 
-/** Reads and checks the sidecar of a log. */
+/** Reads and checks the sidecar of a log, including that its counts fit the log's size. */
 export function readSidecar(logPath: string): FeatureLogSidecar {
   const p = sidecarPath(logPath);
   let s: FeatureLogSidecar;
@@ -212,12 +219,45 @@ export function readSidecar(logPath: string): FeatureLogSidecar {
   } catch (e) {
     throw new FormatError(p, `cannot read the feature-log sidecar (${(e as Error).message})`);
   }
-  if (s.format !== 'eaglet-feature-log' || !(s.dim > 0)) throw new FormatError(p, 'not an eaglet feature-log sidecar');
+  const count = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (typeof s !== 'object' || s === null || s.format !== 'eaglet-feature-log' || !(count(s.dim) && s.dim > 0) || !count(s.topK))
+    throw new FormatError(p, 'not an eaglet feature-log sidecar');
+  if (typeof s.counts !== 'object' || s.counts === null || !count(s.counts.rows) || !count(s.counts.sequences) || !count(s.counts.batches))
+    throw new FormatError(p, 'counts must hold non-negative integers rows, sequences, batches');
+  // Readers size buffers from counts.rows: a row takes at least 16 + 4 (d + 2k) bytes in the log.
+  const logBytes = fileSize(logPath);
+  if (s.counts.rows * (16 + 4 * (s.dim + 2 * s.topK)) > logBytes)
+    throw new FormatError(p, `claims ${s.counts.rows} rows of width ${s.dim}, more than the ${logBytes}-byte log can hold`);
   return s;
 }
 
-/** Reads a feature log record batch by record batch; every column is a zero-copy typed-array view. */
-export async function* readFeatureLog(path: string): AsyncGenerator<FeatureBatch> {
+function fileSize(path: string): number {
+  const fd = openForRead(path);
+  try {
+    return fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Columns of the log and the Arrow types they must have. */
+const COLUMNS: [string, (t: DataType) => boolean][] = [
+  ...['seq_id', 'position', 'token_id', 'next_token_id'].map((n): [string, (t: DataType) => boolean] => [n, isInt32]),
+  ['feature', (t) => isListOf(t, Float32)],
+];
+
+/** Which widths a reader expects; a log of other widths is refused before any batch is read. */
+export interface FeatureLogShape {
+  dim: number;
+  topK?: number;
+}
+
+/**
+ * Reads a feature log record batch by record batch; every column is a zero-copy typed-array view.
+ * With `expect`, a log whose feature (or top-k) width differs is refused up front.
+ */
+export async function* readFeatureLog(path: string, expect?: FeatureLogShape): AsyncGenerator<FeatureBatch> {
+  checkIpcHeaders(path);
   let reader;
   try {
     reader = await RecordBatchReader.from(createReadStream(path));
@@ -225,25 +265,139 @@ export async function* readFeatureLog(path: string): AsyncGenerator<FeatureBatch
   } catch (e) {
     throw new FormatError(path, `not an Arrow IPC stream (${(e as Error).message})`);
   }
-  const names = reader.schema.fields.map((f) => f.name);
-  for (const col of ['seq_id', 'position', 'token_id', 'next_token_id', 'feature'])
+  if (!reader.schema) throw new FormatError(path, 'not an Arrow IPC stream: no schema message');
+  const fields = reader.schema.fields, names = fields.map((f) => f.name);
+  const typeOf = (name: string) => fields[names.indexOf(name)]?.type;
+  for (const [col, ok] of COLUMNS) {
     if (!names.includes(col)) throw new FormatError(path, `missing column ${col}`);
-  for await (const batch of reader) {
-    const col = (name: string): Data | null => {
-      const i = names.indexOf(name);
-      return i < 0 ? null : batch.data.children[i];
+    if (!ok(typeOf(col))) throw new FormatError(path, `column ${col} has type ${describe(typeOf(col))}, expected ${col === 'feature' ? 'FixedSizeList<Float32>' : 'Int32'}`);
+  }
+  const hasTop = names.includes('top_ids') || names.includes('top_probs');
+  if (hasTop && !(isListOf(typeOf('top_ids'), Int32) && isListOf(typeOf('top_probs'), Float32) && (typeOf('top_ids') as FixedSizeList).listSize === (typeOf('top_probs') as FixedSizeList).listSize))
+    throw new FormatError(path, 'top_ids and top_probs must be FixedSizeList<Int32> and FixedSizeList<Float32> of one width');
+  const dim = (typeOf('feature') as FixedSizeList).listSize, topK = hasTop ? (typeOf('top_ids') as FixedSizeList).listSize : 0;
+  if (expect && (dim !== expect.dim || (expect.topK !== undefined && topK !== expect.topK)))
+    throw new FormatError(path, `holds features of width ${dim} and top-k ${topK}, expected width ${expect.dim}${expect.topK !== undefined ? ` and top-k ${expect.topK}` : ''}`);
+  const iterator = reader[Symbol.asyncIterator]();
+  for (let index = 0; ; index++) {
+    let next;
+    try {
+      next = await iterator.next();
+    } catch (e) {
+      throw new FormatError(path, `record batch ${index} is unreadable (${(e as Error).message})`);
+    }
+    if (next.done) return;
+    const batch = next.value, rows = batch.numRows;
+    const col = (name: string, view: (d: Data) => Int32Array | Float32Array, width: number) => {
+      const v = view(batch.data.children[names.indexOf(name)]);
+      // A lying batch length makes views shorter than rows * width: refuse rather than misalign rows.
+      if (v.length !== rows * width) throw new FormatError(path, `record batch ${index}: column ${name} holds ${v.length} values, ${rows} rows need ${rows * width}`);
+      return v;
     };
     yield {
-      rows: batch.numRows,
-      seqId: primitiveView(col('seq_id')!) as Int32Array,
-      position: primitiveView(col('position')!) as Int32Array,
-      tokenId: primitiveView(col('token_id')!) as Int32Array,
-      nextTokenId: primitiveView(col('next_token_id')!) as Int32Array,
-      features: listView(col('feature')!) as Float32Array,
-      topIds: col('top_ids') && (listView(col('top_ids')!) as Int32Array),
-      topProbs: col('top_probs') && (listView(col('top_probs')!) as Float32Array),
+      rows,
+      seqId: col('seq_id', primitiveView, 1) as Int32Array,
+      position: col('position', primitiveView, 1) as Int32Array,
+      tokenId: col('token_id', primitiveView, 1) as Int32Array,
+      nextTokenId: col('next_token_id', primitiveView, 1) as Int32Array,
+      features: col('feature', listView, dim) as Float32Array,
+      topIds: hasTop ? (col('top_ids', listView, topK) as Int32Array) : null,
+      topProbs: hasTop ? (col('top_probs', listView, topK) as Float32Array) : null,
     };
   }
+}
+
+/** An Arrow type for a message; a malformed type (a list without its child) cannot print itself. */
+function describe(t: DataType | undefined): string {
+  try {
+    return String(t);
+  } catch {
+    return 'a malformed type';
+  }
+}
+
+function isInt32(t: DataType | undefined): boolean {
+  return t instanceof Int32 || (DataType.isInt(t) && t.bitWidth === 32 && t.isSigned);
+}
+
+function isListOf(t: DataType | undefined, item: typeof Int32 | typeof Float32): boolean {
+  if (!DataType.isFixedSizeList(t) || !(t.listSize > 0)) return false;
+  const child = t.children[0]?.type;
+  return item === Float32 ? DataType.isFloat(child) && child.precision === Precision.SINGLE : isInt32(child);
+}
+
+/** Message metadata larger than this is not something our writer (or any sane one) produces. */
+const MAX_METADATA_BYTES = 1 << 20;
+
+/**
+ * Walks the IPC stream's message headers (not the bodies) and checks every length in them
+ * against the file and the metadata buffer. apache-arrow trusts these lengths: a flipped byte
+ * in a flatbuffer vector length makes it loop and allocate millions of objects, so a lying
+ * header must fail here, before the library sees it.
+ */
+function checkIpcHeaders(path: string): void {
+  const fd = openForRead(path);
+  try {
+    const size = fstatSync(fd).size, word = new DataView(new ArrayBuffer(4));
+    const int32At = (pos: number): number => (readExact(fd, new Uint8Array(word.buffer), pos), word.getInt32(0, true));
+    for (let pos = 0, index = 0; pos < size; index++) {
+      const bad = (problem: string) => new FormatError(path, `not an Arrow IPC stream: message ${index} at byte ${pos}: ${problem}`);
+      if (pos + 4 > size) throw bad('truncated');
+      let len = int32At(pos);
+      if (len === -1) { // continuation marker, then the length
+        if (pos + 8 > size) throw bad('truncated');
+        len = int32At((pos += 4));
+      }
+      pos += 4;
+      if (len === 0) return; // end-of-stream marker
+      if (len < 0 || len > size - pos) throw bad(`metadata length ${len} runs past the end of the ${size}-byte file`);
+      if (len > MAX_METADATA_BYTES) throw bad(`metadata length ${len} is implausibly large`);
+      const meta = new Uint8Array(len);
+      readExact(fd, meta, pos);
+      const problem = metadataProblem(meta);
+      if (typeof problem === 'string') throw bad(problem);
+      pos += len;
+      if (problem > size - pos) throw bad(`body length ${problem} runs past the end of the ${size}-byte file`);
+      pos += problem;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The body length of one message's flatbuffer metadata, or what is wrong with it. */
+function metadataProblem(meta: Uint8Array): number | string {
+  const bb = new ByteBuffer(meta), cap = meta.length;
+  if (cap < 8 || bb.readInt32(0) + 4 > cap) return 'metadata is not a flatbuffer';
+  const msg = FbMessage.getRootAsMessage(bb);
+  const body = Number(msg.bodyLength());
+  if (!Number.isSafeInteger(body) || body < 0) return `body length ${body} is negative or too large`;
+  if (msg.customMetadataLength() * 4 > cap) return 'custom metadata count exceeds the metadata size';
+  const type = msg.headerType();
+  if (type === MessageHeader.Schema) {
+    const schema = msg.header(new FbSchema()) as FbSchema | null;
+    if (!schema) return 'schema message without a schema';
+    if (schema.customMetadataLength() * 4 > cap || schema.featuresLength() * 8 > cap) return 'schema counts exceed the metadata size';
+    // Every field table takes at least 4 bytes, so a schema cannot hold more than cap / 4 of them (offsets may form cycles: count visits).
+    let budget = cap / 4;
+    const fieldsOk = (n: number, get: (i: number) => FbField | null, depth: number): boolean => {
+      if (n * 4 > cap || depth > 8) return false;
+      for (let i = 0; i < n; i++) {
+        const f = get(i);
+        if (!f) continue;
+        if (--budget < 0 || f.customMetadataLength() * 4 > cap || !fieldsOk(f.childrenLength(), (j) => f.children(j), depth + 1)) return false;
+      }
+      return true;
+    };
+    if (!fieldsOk(schema.fieldsLength(), (i) => schema.fields(i), 0)) return 'schema field lists exceed the metadata size';
+  } else if (type === MessageHeader.RecordBatch) {
+    const batch = msg.header(new FbRecordBatch()) as FbRecordBatch | null;
+    if (!batch) return 'record batch message without a header';
+    if (batch.nodesLength() * 16 > cap || batch.buffersLength() * 16 > cap || batch.variadicBufferCountsLength() * 8 > cap) return 'record batch counts exceed the metadata size';
+  } else {
+    return `unexpected message type ${MessageHeader[type] ?? type} (a feature log holds a schema and record batches)`;
+  }
+  return body;
 }
 
 /** A primitive column of one record batch as a zero-copy typed-array view. */

@@ -15,7 +15,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor, Variable } from '@tensorflow/tfjs';
-import { UsageError } from '../src/errors.ts';
+import { FormatError, UsageError } from '../src/errors.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import type { ModelConfig } from '../src/model/config.ts';
@@ -24,7 +24,7 @@ import { headConfigFor, headConfigToJson, headShapes, randomHeadWeights, type He
 import { outputHead, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamW, warmupLr } from './adamw.ts';
-import { loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
+import { checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
 import { loadFeatureData, packWindows, permutation, splitWindows, type FeatureData, type PackedBatch } from './dataset.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
@@ -146,9 +146,11 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length });
   mkdirSync(opts.out, { recursive: true });
 
-  const ckpt = o.resume ? loadCheckpoint(opts.out) : null;
+  const ckpt = o.resume ? loadCheckpoint(opts.out, headShapes(head)) : null;
   if (ckpt && ckpt.state.fingerprint !== fingerprint)
     throw new UsageError('--resume', `${opts.out} holds a checkpoint of a run with different options or data; remove it or match them`);
+  if (ckpt && !fitsRun(ckpt.state, split.train.length, steps))
+    throw new FormatError(checkpointPath(opts.out), 'its step, data order or curve do not fit this run: a damaged checkpoint');
   const init = ckpt?.params ?? randomHeadWeights(cfg, o.seed);
   const names = [...headShapes(head).keys()];
   const params = names.map((n) => tf.variable(tf.tensor(init.get(n)!.data, init.get(n)!.shape), true));
@@ -227,6 +229,13 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
     opt.dispose();
     for (const t of [...params, ...frozen.values()]) t.dispose();
   }
+}
+
+/** Whether a checkpoint's state (same fingerprint) can continue a run of `steps` over `windows` training windows. */
+function fitsRun(s: CheckpointState, windows: number, steps: number): boolean {
+  const p = s.order?.permutation;
+  const curveKeys: (keyof Curve)[] = ['step', 'loss', 'valStep', 'valTop1', 'valTop3', 'valFeatureLoss'];
+  return s.step <= steps && (!p || (p.length === windows && new Set(p).size === windows && p.every((i) => i < windows))) && curveKeys.every((k) => Array.isArray(s.curve[k]));
 }
 
 /** Top-1/top-3 accuracy and feature loss of the current head on the validation windows. */
