@@ -11,7 +11,7 @@ import { linePlot } from '../../training/svg-plot.ts';
 import type { EagleDrafter } from '../generate/eagle-drafter.ts';
 import { Generator } from '../generate/generator.ts';
 import { resolveGenerationOptions, type GenerationOptions } from '../generate/options.ts';
-import type { GenerationStats } from '../generate/stats.ts';
+import { GenerationStats } from '../generate/stats.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import type { LengthPolicy } from '../policies/policy.ts';
 import type { TargetSession } from '../runtime/target.ts';
@@ -100,44 +100,25 @@ export async function comparePolicies(o: CompareOptions): Promise<Comparison> {
   return { prompts: o.prompts.length, repeats, warmup, generation, ar, policies, lossless: policies.every((p) => p.mismatches === 0) };
 }
 
-/** Running sums of GenerationStats over timed runs. */
+/** Sums of GenerationStats over timed runs. */
 class Totals {
   runs = 0;
-  newTokens = 0;
-  rounds = 0;
-  roundTokens = 0;
-  depthSum = 0;
-  draftPasses = 0;
-  targetPasses = 0;
   mismatches = 0;
-  hist: number[] = [];
-  ms = { total: 0, prefill: 0, draft: 0, verify: 0, policy: 0 };
+  readonly sum = new GenerationStats();
   constructor(readonly label: string) {}
 
   add(s: GenerationStats): void {
     this.runs++;
-    this.newTokens += s.newTokens;
-    this.rounds += s.rounds;
-    this.roundTokens += s.roundTokens;
-    this.depthSum += s.depthSum;
-    this.draftPasses += s.draftPasses;
-    this.targetPasses += s.targetPasses;
-    s.acceptedHistogram.forEach((c, i) => (this.hist[i] = (this.hist[i] ?? 0) + c));
-    for (const k of Object.keys(this.ms) as (keyof Totals['ms'])[]) this.ms[k] += s.ms[k];
+    this.sum.add(s);
   }
 
   result(arTokensPerSecond: number): MethodResult {
-    const { total, prefill, draft, verify, policy } = this.ms;
-    const tps = total > 0 ? (this.newTokens * 1000) / total : 0;
+    const j = this.sum.toJSON(), tps = this.sum.tokensPerSecond;
     return {
-      label: this.label, runs: this.runs, newTokens: this.newTokens, wallMs: total, tokensPerSecond: tps,
+      label: this.label, runs: this.runs, newTokens: j.newTokens, wallMs: j.wallMs, tokensPerSecond: tps,
       speedup: arTokensPerSecond > 0 ? tps / arTokensPerSecond : 0,
-      tau: this.rounds ? this.roundTokens / this.rounds : 0,
-      meanDepth: this.rounds ? this.depthSum / this.rounds : 0,
-      rounds: this.rounds, draftPasses: this.draftPasses, targetPasses: this.targetPasses,
-      acceptedHistogram: Array.from(this.hist, (c) => c ?? 0),
-      timeMs: { prefill, draft, verify, policy, bookkeeping: total - prefill - draft - verify - policy },
-      mismatches: this.mismatches,
+      tau: this.sum.tau, meanDepth: j.meanDepth, rounds: j.rounds, draftPasses: j.draftPasses, targetPasses: j.targetPasses,
+      acceptedHistogram: j.acceptedHistogram, timeMs: j.timeMs, mismatches: this.mismatches,
     };
   }
 }

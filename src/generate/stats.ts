@@ -36,6 +36,20 @@ export class GenerationStats {
     this.acceptedHistogram[accepted]++;
   }
 
+  /** Adds another generation's counters and times to these (for totals over many runs). */
+  add(o: GenerationStats): this {
+    this.promptTokens += o.promptTokens;
+    this.newTokens += o.newTokens;
+    this.rounds += o.rounds;
+    this.roundTokens += o.roundTokens;
+    this.targetPasses += o.targetPasses;
+    this.draftPasses += o.draftPasses;
+    this.depthSum += o.depthSum;
+    o.acceptedHistogram.forEach((c, i) => (this.acceptedHistogram[i] = (this.acceptedHistogram[i] ?? 0) + c));
+    for (const k of Object.keys(this.ms) as (keyof GenerationStats['ms'])[]) this.ms[k] += o.ms[k];
+    return this;
+  }
+
   toJSON() {
     const { total, prefill, draft, verify, policy } = this.ms;
     const r = (x: number) => Math.round(x * 1000) / 1000;

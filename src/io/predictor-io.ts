@@ -48,8 +48,8 @@ export const outputDim = (objective: Objective, maxDepth: number): number => (ob
 /** What is wrong with a parsed config.json, or null. */
 function configProblem(c: PredictorConfig): string | null {
   if (c.format !== 'eaglet-predictor' || c.version !== 1) return 'not an eaglet predictor config (format "eaglet-predictor", version 1)';
-  if (!(c.kind in OBJECTIVES)) return `unknown kind "${c.kind}" (expected ${Object.keys(OBJECTIVES).join(' or ')})`;
-  if (!OBJECTIVES[c.kind].includes(c.objective)) return `objective "${c.objective}" is not one of ${OBJECTIVES[c.kind].join(', ')} for ${c.kind}`;
+  if (!Object.hasOwn(OBJECTIVES, c.kind)) return `unknown kind ${JSON.stringify(c.kind)} (expected ${Object.keys(OBJECTIVES).join(' or ')})`;
+  if (!OBJECTIVES[c.kind].includes(c.objective)) return `objective ${JSON.stringify(c.objective)} is not one of ${OBJECTIVES[c.kind].join(', ')} for ${c.kind}`;
   const count = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
   if (!count(c.dim) || !count(c.maxDepth)) return 'dim and maxDepth must be positive integers';
   const m = c.mlp;
