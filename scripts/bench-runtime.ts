@@ -14,6 +14,7 @@ import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { parseFlags, type FlagSpec } from '../src/cli/flags.ts';
+import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 
 const SIZES: Record<string, ModelConfig> = {
   '1M': makeConfig({ vocabSize: 512, dim: 128, nLayers: 4, nHeads: 4, hiddenDim: 384, maxSeqLen: 512 }),
@@ -25,7 +26,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run' },
   { flag: 'tokens', type: 'int', min: 8, default: 64, help: 'tokens generated per run' },
   { flag: 'repeats', type: 'int', min: 1, default: 3, help: 'timed repeats (after one warm-up)' },
-  { flag: 'threads', type: 'int', min: 1, default: 2, help: 'ORT threads' },
+  THREADS_FLAG,
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
 

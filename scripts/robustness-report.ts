@@ -13,8 +13,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { RecordBatchStreamWriter, Table, makeData, vectorFromArray, Field, FixedSizeList, Float32, Float64, Int32, Int64, Schema, Struct, RecordBatch, type DataType } from 'apache-arrow';
+import { Field, FixedSizeList, Float32, Float64, Int32, Int64, makeData, RecordBatch, RecordBatchStreamWriter, Schema, Struct, Table, type DataType } from 'apache-arrow';
+import { Message as FbMessage } from 'apache-arrow/fb/message';
 import fc from 'fast-check';
+import { ByteBuffer } from 'flatbuffers';
 import { EagletError } from '../src/errors.ts';
 import { loadDraftHead, saveDraftHead } from '../src/io/draft-head-io.ts';
 import { parseHfConfig, saveHfCheckpoint, toHfConfig } from '../src/io/hf.ts';
@@ -24,7 +26,7 @@ import { readSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { headConfigFor, headConfigToJson, headShapes, randomHeadWeights } from '../src/model/draft-head.ts';
 import { randomMlpWeights } from '../src/model/mlp.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
-import { tensor, type Weights } from '../src/model/weights.ts';
+import { tensor } from '../src/model/weights.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { readLlama2cTokenizer, writeLlama2cTokenizer } from '../src/tokenizer/llama2c.ts';
 import { checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState } from '../training/checkpoint.ts';
@@ -35,8 +37,10 @@ import { FeatureLogWriter, readFeatureLog, sidecarPath } from '../training/featu
 export interface Campaign<T = unknown> {
   kind: string;
   arb: fc.Arbitrary<T>;
-  /** Writes the input to disk and runs the reader; returns the file the error must name. */
-  run(input: T): Promise<{ file: string; outcome: unknown }>;
+  /** The path an error message must name (a file, or the directory holding the files read). */
+  names: string;
+  /** Writes the input to disk and runs the reader. */
+  run(input: T): Promise<unknown>;
 }
 
 /** How one case ended: 'accepted', 'refused' (clean EagletError), or a failure description. */
@@ -45,17 +49,16 @@ export type CaseResult = 'accepted' | 'refused' | string;
 /** Runs a reader on one input and classifies the ending. Slow cases (> `slowMs`) count as failures (a hang). */
 export async function checkCase<T>(c: Campaign<T>, input: T, slowMs = 5_000): Promise<CaseResult> {
   const t0 = performance.now();
-  let file = '', result: CaseResult;
+  let result: CaseResult;
   try {
-    file = (await c.run(input)).file;
+    await c.run(input);
     result = 'accepted';
   } catch (e) {
-    const named = e instanceof EagletError && (file === '' || true);
-    if (!named) return `${(e as Error)?.constructor?.name}: ${String((e as Error)?.message ?? e).split('\n')[0].slice(0, 160)}`;
-    const err = e as EagletError;
-    if (err.message.includes('\n')) return `multi-line message: ${err.message.slice(0, 160)}`;
+    if (!(e instanceof EagletError)) return `${(e as Error)?.constructor?.name}: ${String((e as Error)?.message ?? e).split('\n')[0].slice(0, 160)}`;
+    if (e.message.includes('\n')) return `multi-line message: ${e.message.slice(0, 160)}`;
+    if (!e.message.includes(c.names)) return `message does not name ${c.names}: ${e.message.slice(0, 160)}`;
     result = 'refused';
-    lastRefusal = err.message;
+    lastRefusal = e.message;
   }
   const ms = performance.now() - t0;
   return ms > slowMs ? `took ${ms.toFixed(0)} ms` : result;
@@ -109,7 +112,7 @@ function arrowBytes(columns: { name: string; type: 'i32' | 'i64' | 'f32' | 'f64'
   const fields = columns.map((c) => new Field(c.name, c.width > 0 ? new FixedSizeList(c.width, new Field('item', types[c.type](), false)) : types[c.type](), false));
   const children = columns.map((c, i) => {
     const values = arrays[c.type](rows * Math.max(1, c.width));
-    if (c.width === 0) return makeData({ type: fields[i].type, length: rows, data: values });
+    if (c.width === 0) return makeData({ type: fields[i].type as Int32, length: rows, data: values as Int32Array });
     const child = makeData({ type: (fields[i].type as FixedSizeList).children[0].type, length: values.length, data: values });
     return makeData({ type: fields[i].type as FixedSizeList, length: rows, child });
   });
@@ -117,7 +120,6 @@ function arrowBytes(columns: { name: string; type: 'i32' | 'i64' | 'f32' | 'f64'
   const batch = new RecordBatch(schema, makeData({ type: new Struct(fields), length: rows, children }));
   return RecordBatchStreamWriter.writeAll(new Table(schema, [batch])).toUint8Array(true);
 }
-void vectorFromArray;
 
 /** Builds valid files of every format under `dir` and returns the campaigns over them. */
 export async function campaigns(dir: string): Promise<Campaign<any>[]> {
@@ -125,18 +127,18 @@ export async function campaigns(dir: string): Promise<Campaign<any>[]> {
   const out: Campaign<any>[] = [];
   const bytesCampaign = (kind: string, file: string, valid: Uint8Array, read: (path: string) => unknown, randomMax?: number) =>
     out.push({
-      kind, arb: damaged(valid, randomMax),
+      kind, arb: damaged(valid, randomMax), names: file,
       async run(bytes: Uint8Array) {
         writeFileSync(file, bytes);
-        return { file, outcome: await read(file) };
+        return read(file);
       },
     });
   const jsonCampaign = (kind: string, file: string, arb: fc.Arbitrary<unknown>, read: () => unknown) =>
     out.push({
-      kind, arb,
+      kind, arb, names: file,
       async run(json: unknown) {
         writeFileSync(file, JSON.stringify(json));
-        return { file, outcome: await read() };
+        return read();
       },
     });
 
@@ -166,16 +168,18 @@ export async function campaigns(dir: string): Promise<Campaign<any>[]> {
   out.push({
     kind: 'feature log (valid Arrow, wrong schema)',
     arb: fc.tuple(fc.uniqueArray(colArb, { selector: (c) => c.name, maxLength: 8 }), fc.integer({ min: 0, max: 5 })),
+    names: schemaLog,
     async run([cols, rows]: [{ name: string; type: 'i32' | 'i64' | 'f32' | 'f64'; width: number }[], number]) {
       writeFileSync(schemaLog, arrowBytes(cols, rows));
       writeFileSync(sidecarPath(schemaLog), JSON.stringify({ ...validSidecar, counts: { rows, sequences: 1, batches: 1 } }));
-      return { file: schemaLog, outcome: await loadFeatureData([schemaLog], 4) };
+      return loadFeatureData([schemaLog], 4);
     },
   });
   const sideLog = join(dir, 'side.arrow');
   writeFileSync(sideLog, validLog);
   jsonCampaign('feature-log sidecar (any JSON)', sidecarPath(sideLog), jsonEdits(validSidecar), () => loadFeatureData([sideLog], 4));
   bytesCampaign('feature-log sidecar (bytes)', sidecarPath(sideLog), readFileSync(sidecarPath(log)), () => loadFeatureData([sideLog], 4));
+  for (const c of out.slice(-2)) c.names = sideLog; // a sidecar problem may be reported against the log it describes
 
   // Training checkpoints: damaged bytes, and any state JSON.
   const head = headConfigFor(TARGET), shapes = headShapes(head), hw = randomHeadWeights(TARGET, 1);
@@ -186,11 +190,11 @@ export async function campaigns(dir: string): Promise<Campaign<any>[]> {
   const validCk = readFileSync(checkpointPath(ckDir));
   bytesCampaign('training checkpoint (bytes)', checkpointPath(ckDir), validCk, () => loadCheckpoint(ckDir, shapes), 100);
   out.push({
-    kind: 'training checkpoint (any state JSON)', arb: jsonEdits(state as unknown as Record<string, unknown>),
+    kind: 'training checkpoint (any state JSON)', arb: jsonEdits(state as unknown as Record<string, unknown>), names: checkpointPath(ckDir),
     async run(json: unknown) {
-      const file = checkpointPath(ckDir);
-      writeSafetensors(file, new Map([...hw].map(([n, t]) => [`param.${n}`, t])), { eaglet_checkpoint: JSON.stringify(json) ?? 'undefined' });
-      return { file, outcome: loadCheckpoint(ckDir, shapes) };
+      const tensors = new Map(['param', 'adam_m', 'adam_v'].flatMap((g) => [...hw].map(([n, t]) => [`${g}.${n}`, t] as const)));
+      writeSafetensors(checkpointPath(ckDir), tensors, { eaglet_checkpoint: JSON.stringify(json) });
+      return loadCheckpoint(ckDir, shapes);
     },
   });
 
@@ -283,19 +287,23 @@ function patchFirstChildrenCount(valid: Uint8Array): Uint8Array {
   return b;
 }
 
-/** Rewrites the `length` (rows) of every record batch message to `rows`. */
+/** Rewrites the `length` (rows) of every record batch of a writeSmallLog file (8 rows each) to `rows`. */
 function patchBatchLength(valid: Uint8Array, rows: number): Uint8Array {
-  const b = Buffer.from(valid);
-  // Our writer's batches have 6 rows (batchRows 6) and 4 in the last: find those int64 values in the metadata.
-  for (const n of [6n, 4n]) {
-    const needle = Buffer.alloc(8);
-    needle.writeBigInt64LE(n);
-    for (let at = b.indexOf(needle, 600); at >= 0 && at < b.length - 8; at = b.indexOf(needle, at + 8)) {
-      b.writeBigInt64LE(BigInt(rows), at);
-      break;
-    }
+  const b = Buffer.from(valid), eight = Buffer.alloc(8);
+  eight.writeBigInt64LE(8n);
+  // Messages: [0xFFFFFFFF][int32 metadata length][metadata][body]; the schema comes first.
+  for (let pos = 0, i = 0; pos + 8 <= b.length && b.readInt32LE(pos + 4) > 0; i++) {
+    const len = b.readInt32LE(pos + 4), meta = pos + 8;
+    const at = b.indexOf(eight, meta);
+    if (i > 0 && at >= 0 && at < meta + len) b.writeBigInt64LE(BigInt(rows), at);
+    pos = meta + len + bodyLengthOf(valid, meta, len);
   }
   return b;
+}
+
+/** Body length of the message whose metadata is at [meta, meta + len) (read with apache-arrow's flatbuffer classes). */
+function bodyLengthOf(bytes: Uint8Array, meta: number, len: number): number {
+  return Number(FbMessage.getRootAsMessage(new ByteBuffer(bytes.subarray(meta, meta + len))).bodyLength());
 }
 
 /** Memory taken by one call: growth of RSS and of ArrayBuffers, in MB. */
@@ -307,7 +315,7 @@ export async function measure(run: () => unknown): Promise<{ result: CaseResult;
     const m = process.memoryUsage();
     (peakRss = Math.max(peakRss, m.rss)), (peakBuf = Math.max(peakBuf, m.arrayBuffers));
   }, 5);
-  const result = await checkCase({ kind: '', arb: fc.constant(0), run: async () => ({ file: '', outcome: await run() }) }, 0);
+  const result = await checkCase({ kind: '', arb: fc.constant(0), names: '', run: async () => run() }, 0);
   clearInterval(timer);
   const after = process.memoryUsage();
   const mb = (x: number) => x / 2 ** 20;

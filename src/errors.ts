@@ -8,7 +8,8 @@
 export class EagletError extends Error {
   readonly exitCode: number = 1;
   constructor(message: string) {
-    super(message);
+    // One line whatever the cause quoted (JSON.parse quotes the bad text, newlines included).
+    super(message.replace(/\s*[\r\n]+\s*/g, ' '));
     this.name = new.target.name;
   }
 }

@@ -1,5 +1,6 @@
 /** Flags several commands share: the target, the draft head, the tree shape, threads. */
 import { DEFAULT_TREE } from '../api.ts';
+import { DEFAULT_THREADS } from '../runtime/ort.ts';
 import type { TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
 import { camel, type FlagSpec, type Parsed } from './flags.ts';
@@ -15,7 +16,7 @@ export const TREE_FLAGS: FlagSpec[] = [
   { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
 ];
 
-export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: 2, meta: 'N', help: 'onnxruntime intra-op threads' };
+export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: DEFAULT_THREADS, meta: 'N', help: 'onnxruntime intra-op threads (default: cores - 1)' };
 
 /** The tree shape the TREE_FLAGS parsed into. */
 export const treeFromFlags = (f: Parsed): TreeShape => ({ maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number });

@@ -8,7 +8,7 @@ import { collectLengths } from '../../../training/lengths.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import type { FlagSpec } from '../flags.ts';
 import { defineCommand } from '../command.ts';
-import { fileList, requireFlags } from '../common-flags.ts';
+import { fileList, requireFlags, THREADS_FLAG } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
@@ -24,7 +24,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
   { flag: 'temperature', type: 'number', min: 0, default: 0, meta: 'T', help: 'sampling temperature (0 = greedy; collect at the temperature you will serve)' },
   { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'sampling seed (prompt i uses S + i)' },
-  { flag: 'threads', type: 'int', min: 1, max: 256, default: 2, meta: 'N', help: 'onnxruntime intra-op threads' },
+  THREADS_FLAG,
 ];
 
 export const collectLengthsCommand = defineCommand({
