@@ -202,6 +202,7 @@ export async function campaigns(dir: string): Promise<Campaign<any>[]> {
   const headDir = join(dir, 'head');
   saveDraftHead(headDir, { config: head, weights: hw });
   jsonCampaign('draft head config.json (any JSON)', join(headDir, 'config.json'), jsonEdits(headConfigToJson(head)), () => loadDraftHead(headDir, TARGET));
+  out[out.length - 1].names = headDir; // a config that parses can still disagree with the weights file beside it
   const headDir2 = join(dir, 'head2');
   saveDraftHead(headDir2, { config: head, weights: hw });
   bytesCampaign('draft head model.safetensors (bytes)', join(headDir2, 'model.safetensors'), readFileSync(join(headDir2, 'model.safetensors')), () => loadDraftHead(headDir2, TARGET));
@@ -211,6 +212,7 @@ export async function campaigns(dir: string): Promise<Campaign<any>[]> {
   const pDir = join(dir, 'ldlp'), pDir2 = join(dir, 'ldlp2');
   for (const d of [pDir, pDir2]) savePredictor(d, { config: pcfg, weights: randomMlpWeights(pcfg.mlp, 1) });
   jsonCampaign('predictor config.json (any JSON)', join(pDir, 'config.json'), jsonEdits(pcfg as unknown as Record<string, unknown>), () => loadPredictor(pDir, 'ldlp', TARGET, 4));
+  out[out.length - 1].names = pDir;
   bytesCampaign('predictor model.safetensors (bytes)', join(pDir2, 'model.safetensors'), readFileSync(join(pDir2, 'model.safetensors')), () => loadPredictor(pDir2, 'ldlp', TARGET, 4));
   return out;
 }
