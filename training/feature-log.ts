@@ -26,15 +26,10 @@ import {
   DataType, Field, FixedSizeList, Float32, Int32, makeData, Precision, RecordBatch, RecordBatchReader, RecordBatchStreamWriter, Schema, Struct,
   type Data,
 } from 'apache-arrow';
-import { Field as FbField } from 'apache-arrow/fb/field';
-import { Message as FbMessage } from 'apache-arrow/fb/message';
-import { MessageHeader } from 'apache-arrow/fb/message-header';
-import { RecordBatch as FbRecordBatch } from 'apache-arrow/fb/record-batch';
-import { Schema as FbSchema } from 'apache-arrow/fb/schema';
-import { ByteBuffer } from 'flatbuffers';
 import { FormatError } from '../src/errors.ts';
+import { checkIpcHeaders } from './arrow-ipc.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { openForRead, readExact } from '../src/io/read.ts';
+import { openForRead } from '../src/io/read.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 
 /** Rows buffered before a record batch is written. */
@@ -324,80 +319,6 @@ function isListOf(t: DataType | undefined, item: typeof Int32 | typeof Float32):
   if (!DataType.isFixedSizeList(t) || !(t.listSize > 0)) return false;
   const child = t.children[0]?.type;
   return item === Float32 ? DataType.isFloat(child) && child.precision === Precision.SINGLE : isInt32(child);
-}
-
-/** Message metadata larger than this is not something our writer (or any sane one) produces. */
-const MAX_METADATA_BYTES = 1 << 20;
-
-/**
- * Walks the IPC stream's message headers (not the bodies) and checks every length in them
- * against the file and the metadata buffer. apache-arrow trusts these lengths: a flipped byte
- * in a flatbuffer vector length makes it loop and allocate millions of objects, so a lying
- * header must fail here, before the library sees it.
- */
-function checkIpcHeaders(path: string): void {
-  const fd = openForRead(path);
-  try {
-    const size = fstatSync(fd).size, word = new DataView(new ArrayBuffer(4));
-    const int32At = (pos: number): number => (readExact(fd, new Uint8Array(word.buffer), pos), word.getInt32(0, true));
-    for (let pos = 0, index = 0; pos < size; index++) {
-      const bad = (problem: string) => new FormatError(path, `not an Arrow IPC stream: message ${index} at byte ${pos}: ${problem}`);
-      if (pos + 4 > size) throw bad('truncated');
-      let len = int32At(pos);
-      if (len === -1) { // continuation marker, then the length
-        if (pos + 8 > size) throw bad('truncated');
-        len = int32At((pos += 4));
-      }
-      pos += 4;
-      if (len === 0) return; // end-of-stream marker
-      if (len < 0 || len > size - pos) throw bad(`metadata length ${len} runs past the end of the ${size}-byte file`);
-      if (len > MAX_METADATA_BYTES) throw bad(`metadata length ${len} is implausibly large`);
-      const meta = new Uint8Array(len);
-      readExact(fd, meta, pos);
-      const problem = metadataProblem(meta);
-      if (typeof problem === 'string') throw bad(problem);
-      pos += len;
-      if (problem > size - pos) throw bad(`body length ${problem} runs past the end of the ${size}-byte file`);
-      pos += problem;
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** The body length of one message's flatbuffer metadata, or what is wrong with it. */
-function metadataProblem(meta: Uint8Array): number | string {
-  const bb = new ByteBuffer(meta), cap = meta.length;
-  if (cap < 8 || bb.readInt32(0) + 4 > cap) return 'metadata is not a flatbuffer';
-  const msg = FbMessage.getRootAsMessage(bb);
-  const body = Number(msg.bodyLength());
-  if (!Number.isSafeInteger(body) || body < 0) return `body length ${body} is negative or too large`;
-  if (msg.customMetadataLength() * 4 > cap) return 'custom metadata count exceeds the metadata size';
-  const type = msg.headerType();
-  if (type === MessageHeader.Schema) {
-    const schema = msg.header(new FbSchema()) as FbSchema | null;
-    if (!schema) return 'schema message without a schema';
-    if (schema.customMetadataLength() * 4 > cap || schema.featuresLength() * 8 > cap) return 'schema counts exceed the metadata size';
-    // Every field table takes at least 4 bytes, so a schema cannot hold more than cap / 4 of them (offsets may form cycles: count visits).
-    let budget = cap / 4;
-    const fieldsOk = (n: number, get: (i: number) => FbField | null, depth: number): boolean => {
-      if (n * 4 > cap || depth > 8) return false;
-      for (let i = 0; i < n; i++) {
-        const f = get(i);
-        if (!f) continue;
-        if (--budget < 0 || f.customMetadataLength() * 4 > cap || !fieldsOk(f.childrenLength(), (j) => f.children(j), depth + 1)) return false;
-      }
-      return true;
-    };
-    if (!fieldsOk(schema.fieldsLength(), (i) => schema.fields(i), 0)) return 'schema field lists exceed the metadata size';
-  } else if (type === MessageHeader.RecordBatch) {
-    const batch = msg.header(new FbRecordBatch()) as FbRecordBatch | null;
-    if (!batch) return 'record batch message without a header';
-    if (batch.nodesLength() * 16 > cap || batch.buffersLength() * 16 > cap || batch.variadicBufferCountsLength() * 8 > cap) return 'record batch counts exceed the metadata size';
-  } else {
-    return `unexpected message type ${MessageHeader[type] ?? type} (a feature log holds a schema and record batches)`;
-  }
-  return body;
 }
 
 /** A primitive column of one record batch as a zero-copy typed-array view. */

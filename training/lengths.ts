@@ -31,6 +31,7 @@ import {
 } from 'apache-arrow';
 import type { Frontier } from '../trees/index.ts';
 import { loadGenerator } from '../src/api.ts';
+import { checkIpcHeaders } from './arrow-ipc.ts';
 import { FormatError, UsageError } from '../src/errors.ts';
 import type { TreeShape } from '../src/generate/eagle-drafter.ts';
 import type { GenerationChunk } from '../src/generate/generator.ts';
@@ -313,6 +314,7 @@ export function readRoundLogs(paths: string[]): RoundData {
   for (const path of paths) {
     const s = readRoundSidecar(path);
     if (s.dim !== d || s.maxDepth !== D) throw new FormatError(path, `has d=${s.dim}, depth ${s.maxDepth}; ${paths[0]} has d=${d}, depth ${D}: logs of one target and depth only`);
+    checkIpcHeaders(path);
     let table;
     try {
       table = tableFromIPC(readFileSync(path));
