@@ -59,6 +59,14 @@ export interface LoadedGenerator {
   dispose(): Promise<void>;
 }
 
+/** Text -> prompt ids with `tokenizer` (BOS added when it has one); a UsageError without a tokenizer. */
+export function textEncoder(tokenizer: Tokenizer | undefined): (text: string) => number[] {
+  return (text) => {
+    if (!tokenizer) throw new UsageError('prompt', 'text needs a tokenizer: pass a tokenizer, or give token ids');
+    return tokenizer.encode(text, { addBos: tokenizer.bosId !== undefined });
+  };
+}
+
 export async function loadGenerator(o: LoadOptions): Promise<LoadedGenerator> {
   const model = typeof o.model === 'string' ? await loadModel(o.model) : o.model;
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
@@ -78,11 +86,8 @@ export async function loadGenerator(o: LoadOptions): Promise<LoadedGenerator> {
   }
   const generator = new Generator({ target, drafter, policy: o.policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
 
-  const encode = (prompt: string | number[]): number[] => {
-    if (typeof prompt !== 'string') return prompt;
-    if (!tokenizer) throw new UsageError('prompt', 'text needs a tokenizer: pass a tokenizer, or give token ids');
-    return tokenizer.encode(prompt, { addBos: tokenizer.bosId !== undefined });
-  };
+  const encodeText = textEncoder(tokenizer);
+  const encode = (prompt: string | number[]): number[] => (typeof prompt === 'string' ? encodeText(prompt) : prompt);
 
   async function* stream(prompt: string | number[], opts: StreamOptions = {}): AsyncGenerator<TextChunk, GenerationStats> {
     const streamer = tokenizer ? new TextStreamer(tokenizer) : undefined;

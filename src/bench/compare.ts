@@ -19,8 +19,8 @@ import type { TargetSession } from '../runtime/target.ts';
 export interface CompareOptions {
   target: TargetSession;
   drafter: EagleDrafter;
-  /** Policies compared with plain decoding, each under its label. */
-  policies: { label: string; policy: LengthPolicy }[];
+  /** Policies compared with plain decoding, each under its label; `drafter` overrides the shared one (e.g. another tree shape). */
+  policies: { label: string; policy: LengthPolicy; drafter?: EagleDrafter }[];
   /** Token-id prompts. */
   prompts: number[][];
   /** Same for every method; a fixed seed makes sampled runs comparable token for token. */
@@ -76,7 +76,7 @@ export async function comparePolicies(o: CompareOptions): Promise<Comparison> {
   const generation = resolveGenerationOptions(o.generation);
   const methods = [
     { label: 'ar', generator: new Generator({ target: o.target }), totals: new Totals('ar') },
-    ...o.policies.map(({ label, policy }) => ({ label, generator: new Generator({ target: o.target, drafter: o.drafter, policy }), totals: new Totals(label) })),
+    ...o.policies.map(({ label, policy, drafter }) => ({ label, generator: new Generator({ target: o.target, drafter: drafter ?? o.drafter, policy }), totals: new Totals(label) })),
   ];
   const say = o.onProgress ?? (() => {});
 

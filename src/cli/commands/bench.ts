@@ -1,12 +1,12 @@
 /** `eaglet bench`: plain decoding vs draft-length policies on one prompt set (src/bench/compare.ts). */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { loadGenerator } from '../../api.ts';
 import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
-import { FormatError, UsageError } from '../../errors.ts';
+import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
+import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
-import { Rng } from '../../util/rng.ts';
 import type { FlagSpec } from '../flags.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
@@ -54,7 +54,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       const policies = specs.map((spec) => ({ label: spec, policy: createPolicy(spec, { tree, target: g.model }, f) }));
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
-        ? readPrompts(f.prompts as string).map((p) => checkedIds(g.encode(p), f.prompts as string))
+        ? readPrompts(f.prompts as string, g.encode)
         : randomPrompts(f.randomPrompts as number, f.promptLength as number, V, f.seed as number);
       const { target, drafter } = g.generator.parts;
       const generation = {
@@ -76,40 +76,3 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     }
   },
 });
-
-/** Prompts from a .jsonl file (strings, id arrays, {prompt|text|ids} objects) or a text file (one per line). */
-function readPrompts(file: string): (string | number[])[] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UsageError('--prompts', `cannot read ${file}: ${(e as Error).message}`);
-  }
-  const lines = text.split('\n').map((l, i) => [l.trim(), i + 1] as const).filter(([l]) => l.length > 0);
-  if (lines.length === 0) throw new FormatError(file, 'holds no prompts');
-  if (!file.endsWith('.jsonl')) return lines.map(([l]) => l);
-  return lines.map(([l, n]) => {
-    let v: unknown;
-    try {
-      v = JSON.parse(l);
-    } catch {
-      throw new FormatError(file, `line ${n} is not JSON`);
-    }
-    const o = v as { prompt?: unknown; text?: unknown; ids?: unknown };
-    const p = typeof v === 'string' || Array.isArray(v) ? v : (o?.ids ?? o?.prompt ?? o?.text);
-    if (typeof p === 'string' && p.length > 0) return p;
-    if (Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t))) return p as number[];
-    throw new FormatError(file, `line ${n}: expected a non-empty string, an array of token ids, or {"prompt"|"text"|"ids": ...}`);
-  });
-}
-
-function checkedIds(ids: number[], file: string): number[] {
-  if (ids.length === 0) throw new FormatError(file, 'a prompt encodes to no tokens');
-  return ids;
-}
-
-/** `n` prompts of `length` token ids, reproducible from `seed`. */
-function randomPrompts(n: number, length: number, vocab: number, seed: number): number[][] {
-  const rng = new Rng(seed);
-  return Array.from({ length: n }, () => Array.from({ length }, () => rng.int(vocab)));
-}
