@@ -14,6 +14,9 @@ import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './io/load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
 import { StaticPolicy, type LengthPolicy } from './policies/policy.ts';
+import { LdlpPolicy } from './policies/ldlp.ts';
+import { loadPredictor } from './io/predictor-io.ts';
+import { DEFAULT_PATHS, defaultParts } from './default-model.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
 import { EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
@@ -27,16 +30,27 @@ import type { Tokenizer } from './tokenizer/tokenizer.ts';
 export const DEFAULT_TREE: TreeShape = { topK: 4, maxDepth: 5, totalTokens: 16 };
 
 export interface LoadOptions {
-  /** HF checkpoint directory or llama2.c `.bin`, or an already loaded model. */
-  model: string | LoadedModel;
+  /**
+   * HF checkpoint directory or llama2.c `.bin`, or an already loaded model. Omitted: the
+   * embedded default (data/default), with its draft head and LDLP unless `draft` / `ldlp` say otherwise.
+   */
+  model?: string | LoadedModel;
   /** Tokenizer file (tokenizer.json / tokenizer.bin); default: the one found with the model. */
   tokenizer?: string;
-  /** EAGLE head directory, 'random' (an untrained head, for correctness checks), or a loaded head. Omit for plain decoding. */
-  draft?: string | DraftHead;
+  /**
+   * EAGLE head directory, 'random' (an untrained head, for correctness checks), or a loaded head.
+   * Omit for plain decoding (or, with the embedded default, for its head); null = plain decoding always.
+   */
+  draft?: string | DraftHead | null;
   /** Tree shape; default DEFAULT_TREE. */
   tree?: Partial<TreeShape>;
-  /** Draft-length policy; default: static trees of tree.maxDepth. */
-  policy?: LengthPolicy;
+  /** Trained LDLP directory: sets each round's depth (the `ldlp` policy). Ignored when `policy` is given. */
+  ldlp?: string;
+  /**
+   * Draft-length policy, or a factory given the loaded model and tree shape; default: LDLP when
+   * `ldlp` is set, else static trees of tree.maxDepth.
+   */
+  policy?: LengthPolicy | ((ctx: { model: LoadedModel; tree: TreeShape }) => LengthPolicy);
   /** ORT intra-op threads. Default 2. */
   threads?: number;
   /** Seed of the random head. Default 0. */
@@ -59,6 +73,15 @@ export interface LoadedGenerator {
   dispose(): Promise<void>;
 }
 
+/** `o` with the embedded default's target, head and LDLP filled in where present and not overridden. */
+function withDefaults(o: LoadOptions): LoadOptions {
+  const has = defaultParts();
+  if (!has.target) throw new UsageError('model', `no model given and the embedded default is missing (${DEFAULT_PATHS.target}): pass a model path`);
+  const draft = o.draft === undefined ? (has.draft ? DEFAULT_PATHS.draft : undefined) : o.draft;
+  const ldlp = o.ldlp ?? (has.ldlp && draft === DEFAULT_PATHS.draft ? DEFAULT_PATHS.ldlp : undefined);
+  return { ...o, model: DEFAULT_PATHS.target, draft, ldlp };
+}
+
 /** Text -> prompt ids with `tokenizer` (BOS added when it has one); a UsageError without a tokenizer. */
 export function textEncoder(tokenizer: Tokenizer | undefined): (text: string) => number[] {
   return (text) => {
@@ -67,14 +90,15 @@ export function textEncoder(tokenizer: Tokenizer | undefined): (text: string) =>
   };
 }
 
-export async function loadGenerator(o: LoadOptions): Promise<LoadedGenerator> {
-  const model = typeof o.model === 'string' ? await loadModel(o.model) : o.model;
+export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGenerator> {
+  const o = options.model === undefined ? withDefaults(options) : options;
+  const model = typeof o.model === 'string' ? await loadModel(o.model) : o.model!;
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
   const sessionOpts = { threads: o.threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
   const tree = { ...DEFAULT_TREE, ...o.tree };
   let drafter: EagleDrafter | undefined, draftSession: DraftSession | undefined;
-  if (o.draft !== undefined) {
+  if (o.draft !== undefined && o.draft !== null) {
     const head: DraftHead =
       o.draft === 'random'
         ? { config: headConfigFor(model.config), weights: randomHeadWeights(model.config, o.draftSeed ?? 0) }
@@ -84,7 +108,8 @@ export async function loadGenerator(o: LoadOptions): Promise<LoadedGenerator> {
     draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK });
     drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
   }
-  const generator = new Generator({ target, drafter, policy: o.policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
+  const policy = typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined);
+  const generator = new Generator({ target, drafter, policy: policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
 
   const encodeText = textEncoder(tokenizer);
   const encode = (prompt: string | number[]): number[] => (typeof prompt === 'string' ? encodeText(prompt) : prompt);

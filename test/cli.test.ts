@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { COMMANDS } from '../src/cli/commands.ts';
+import { defaultParts } from '../src/default-model.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'eaglet-cli-'));
 const model = join(dir, 'model');
@@ -56,7 +57,6 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', 'MODEL', '--prompt', ''], 2, /^error: --prompt: is empty/],
   [['generate', '--model', 'MODEL', '--prompt', 'hi'], 2, /^error: --prompt: this model has no tokenizer/],
   [['generate', '--model', 'MODEL'], 2, /^error: --prompt: give exactly one of --prompt or --prompt-ids/],
-  [['generate', '--prompt-ids', '1'], 2, /^error: --model: is required/],
   [['generate', '--model', '/nonexistent/model', '--prompt-ids', '1'], 1, /^error: \/nonexistent\/model: no such file or directory/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', '/nonexistent/head'], 1, /^error: \/nonexistent\/head: not a draft-head directory/],
   [['frobnicate'], 2, /^error: frobnicate: unknown command/],
@@ -70,6 +70,17 @@ for (const [args, code, pattern] of bad) {
     assert.equal(r.err.trim().split('\n').length, 1, `one line, no stack trace: ${r.err}`);
   });
 }
+
+test('without --model, generate uses the embedded default, or says it is missing', () => {
+  const r = eaglet('generate', '--prompt-ids', '1,2,3', '--max-new-tokens', '4', '--json');
+  if (defaultParts().target) {
+    assert.equal(r.code, 0, r.err);
+    assert.equal(JSON.parse(r.out).ids.length, 4);
+  } else {
+    assert.equal(r.code, 2);
+    assert.match(r.err, /^error: model: no model given and the embedded default is missing/);
+  }
+});
 
 test('--help on every command, and the command list', () => {
   const top = eaglet('--help');

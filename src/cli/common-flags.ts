@@ -6,7 +6,7 @@ import { UsageError } from '../errors.ts';
 import { camel, type FlagSpec, type Parsed } from './flags.ts';
 
 export const MODEL_FLAGS: FlagSpec[] = [
-  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
+  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin' },
   { flag: 'tokenizer', type: 'string', meta: 'PATH', help: 'tokenizer.json or llama2.c tokenizer.bin (default: found with the model)' },
 ];
 

@@ -166,6 +166,21 @@ export class Generator {
     return stats;
   }
 
+  /**
+   * Median wall ms of a plain decoding step (one target pass of one token) at the current
+   * context, over `n` passes that are not committed: what a round saves is measured against it.
+   */
+  async arStepMs(n = 5): Promise<number> {
+    const { target } = this.parts, P = Math.min(this.cache.length, this.cfg.maxSeqLen - 1);
+    const times: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      await target.forward(this.cache, [this.history.tokens[P]], [P]);
+      times.push(performance.now() - t0);
+    }
+    return times.sort((a, b) => a - b)[n >> 1];
+  }
+
   /** Non-streaming: collects `stream`. */
   async generate(prompt: ArrayLike<number>, options: StreamOptions = {}): Promise<{ ids: number[]; fromDraft: boolean[]; stats: GenerationStats }> {
     const ids: number[] = [], fromDraft: boolean[] = [];

@@ -3,7 +3,8 @@ import { loadGenerator } from '../../api.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS } from '../../generate/options.ts';
 import { checkPrompt } from '../../generate/generator.ts';
-import { loadModel } from '../../io/load-model.ts';
+import { TextStreamer } from '../../tokenizer/streamer.ts';
+import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../flags.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
@@ -20,27 +21,34 @@ const FLAGS: FlagSpec[] = [
   { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
   ...policyFlags(),
   THREADS_FLAG,
+  { flag: 'ldlp', type: 'string', meta: 'PATH', help: 'trained LDLP directory: predicts each round\'s depth (same as --policy ldlp --ldlp-path PATH)' },
+  { flag: 'show-drafts', type: 'bool', help: 'colour tokens: green = drafted and accepted, plain = the target\'s own' },
   { flag: 'json', type: 'bool', help: 'print one JSON object (ids, text, stats) instead of streaming text' },
 ];
 
+/** Token ids as text, for --show-drafts on a model without a tokenizer. */
+const idsAsText = { decode: (ids: readonly number[]) => ids.map((t) => `${t} `).join('') } as Tokenizer;
+
+/** Green for drafted-and-accepted text. */
+const paint = (text: string, fromDraft: boolean) => (fromDraft && text ? `\x1b[32m${text}\x1b[0m` : text);
+
 export const generate = defineCommand({
   summary: 'generate text, plain or speculative (--draft)',
-  usage: 'Usage: eaglet generate --model PATH (--prompt TEXT | --prompt-ids IDS) [flags]',
-  description: 'Generates a continuation. With --draft, drafts EAGLE-2 token trees and verifies them in one\ntarget pass per round: the output is exactly what plain decoding gives (same seed, same tokens).',
+  usage: 'Usage: eaglet generate [--model PATH] (--prompt TEXT | --prompt-ids IDS) [flags]',
+  description: 'Generates a continuation. With a draft head, drafts EAGLE-2 token trees and verifies each in one\ntarget pass: the output is exactly what plain decoding gives (same seed, same tokens).\nWithout --model it uses the embedded default (data/default): its target, draft head and LDLP.',
   flags: FLAGS,
   async run(f) {
-    if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
     if ((f.prompt === undefined) === (f.promptIds === undefined)) throw new UsageError('--prompt', 'give exactly one of --prompt or --prompt-ids');
     if (f.prompt === '') throw new UsageError('--prompt', 'is empty');
-    const model = await loadModel(f.model as string);
     const tree = treeFromFlags(f);
-    const spec = f.spec && f.draft !== undefined;
-    if (f.policy !== undefined && !spec) throw new UsageError('--policy', 'needs a draft head (--draft) and speculation on');
+    const draft = f.spec ? (f.draft as string | undefined) : null; // undefined: the default's head, if any
+    if (f.policy !== undefined && (draft === null || (f.model !== undefined && draft === undefined))) throw new UsageError('--policy', 'needs a draft head (--draft) and speculation on');
     const g = await loadGenerator({
-      model,
-      policy: spec && f.policy !== undefined ? createPolicy(f.policy as string, { tree, target: model }, f) : undefined,
+      model: f.model as string | undefined,
+      policy: f.policy !== undefined ? ({ model }) => createPolicy(f.policy as string, { tree, target: model }, f) : undefined,
       tokenizer: f.tokenizer as string | undefined,
-      draft: f.spec ? (f.draft as string | undefined) : undefined,
+      draft,
+      ldlp: f.ldlp as string | undefined,
       tree,
       threads: f.threads as number,
     });
@@ -53,18 +61,28 @@ export const generate = defineCommand({
         topP: f.topP as number, seed: f.seed as number, stopAtEos: f.stopAtEos as boolean,
       };
       const ids: number[] = [];
+      const colour = f.showDrafts && !f.json ? new TextStreamer(g.tokenizer ?? idsAsText) : undefined;
       const it = g.stream(prompt, opts);
       let r = await it.next();
       for (; !r.done; r = await it.next()) {
-        ids.push(...r.value.ids);
-        if (!f.json) process.stdout.write(g.tokenizer ? r.value.text : r.value.ids.map((t) => `${t} `).join(''));
+        const { ids: chunk, fromDraft, text } = r.value;
+        ids.push(...chunk);
+        if (f.json) continue;
+        if (colour) chunk.forEach((id, i) => process.stdout.write(paint(colour.push(id), fromDraft[i])));
+        else process.stdout.write(g.tokenizer ? text : chunk.map((t) => `${t} `).join(''));
       }
+      if (colour) process.stdout.write(colour.flush());
       const stats = r.value.toJSON();
       if (f.json) {
         process.stdout.write(JSON.stringify({ ids, text: g.tokenizer?.decode(ids), stats }) + '\n');
       } else {
-        const mode = g.generator.parts.drafter ? `speculative, tau ${stats.tau.toFixed(2)}` : 'plain';
         if (stats.stopReason === 'context') process.stderr.write(`\n[stopped: reached the model's context length of ${g.model.config.maxSeqLen} tokens]`);
+        let mode = 'plain decoding';
+        if (g.generator.parts.drafter) {
+          // Estimated plain-decoding time: the prefill plus one measured single-token step per token.
+          const est = (stats.timeMs.prefill + (stats.newTokens - 1) * (await g.generator.arStepMs())) / stats.wallMs;
+          mode = `${g.generator.policy.name}, tau ${stats.tau.toFixed(2)}, ~${est.toFixed(2)}x plain decoding (est.)`;
+        }
         process.stdout.write(`\n\n[${stats.newTokens} tokens in ${(stats.wallMs / 1000).toFixed(2)} s, ${stats.tokensPerSecond.toFixed(1)} tok/s, ${mode}, ${stats.targetPasses} target passes, stop: ${stats.stopReason}]\n`);
       }
     } finally {

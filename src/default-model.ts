@@ -1,0 +1,21 @@
+/**
+ * The embedded default: a target, draft head and LDLP trained by this project's own pipeline
+ * (scripts/train-default.sh) and committed under data/default, used when no model is given.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const DEFAULT_DIR = fileURLToPath(new URL('../data/default/', import.meta.url));
+
+export const DEFAULT_PATHS = {
+  target: join(DEFAULT_DIR, 'target'),
+  draft: join(DEFAULT_DIR, 'head'),
+  ldlp: join(DEFAULT_DIR, 'ldlp'),
+};
+
+/** Which parts of the default are present (a checkout may hold only the target while it is being made). */
+export function defaultParts(): { target: boolean; draft: boolean; ldlp: boolean } {
+  const has = (dir: string) => existsSync(join(dir, 'config.json'));
+  return { target: has(DEFAULT_PATHS.target), draft: has(DEFAULT_PATHS.draft), ldlp: has(DEFAULT_PATHS.ldlp) };
+}
