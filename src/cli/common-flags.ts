@@ -16,7 +16,7 @@ export const TREE_FLAGS: FlagSpec[] = [
   { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
 ];
 
-export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: DEFAULT_THREADS, meta: 'N', help: 'onnxruntime intra-op threads (default: cores - 1)' };
+export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: DEFAULT_THREADS, meta: 'N', help: 'onnxruntime intra-op threads; by default all cores but one' };
 
 /** The tree shape the TREE_FLAGS parsed into. */
 export const treeFromFlags = (f: Parsed): TreeShape => ({ maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number });
