@@ -17,14 +17,14 @@ import { join } from 'node:path';
 import type { Tensor, Variable } from '@tensorflow/tfjs';
 import { FormatError, UsageError } from '../src/errors.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { writeSafetensors } from '../src/io/safetensors.ts';
+import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { eagleHeadForward, lmHead } from '../src/model/definition.ts';
-import { headConfigFor, headConfigToJson, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
+import { headConfigFor, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
 import { outputHead, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamW, warmupLr } from './adamw.ts';
-import { checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
+import { checkpointPath, loadCheckpoint, saveCheckpoint, variablesToWeights, type CheckpointState, type Curve } from './checkpoint.ts';
 import { loadFeatureData, packWindows, permutation, splitWindows, type FeatureData, type PackedBatch } from './dataset.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
@@ -214,13 +214,13 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
       }
       if (done % o.checkpointEvery === 0 || done === steps) {
         const state: CheckpointState = { step: done, rng: { seed: o.seed, step: done }, order, fingerprint, curve };
-        saveCheckpoint(opts.out, { state, params: toWeights(names, params), m: toWeights(names, opt.m), v: toWeights(names, opt.v) });
+        saveCheckpoint(opts.out, { state, params: variablesToWeights(names, params), m: variablesToWeights(names, opt.m), v: variablesToWeights(names, opt.v) });
       }
       opts.onProgress?.({ phase: 'train', done, total: steps, metrics: { loss, ...(curve.valTop1.length ? { 'val-top1': curve.valTop1.at(-1)! } : {}), 'tok/s': Math.round((rowsTrained / msTraining) * 1000) } });
     }
-    const weights = toWeights(names, params);
+    const weights = variablesToWeights(names, params);
     const final = validate();
-    writeHead(opts.out, head, weights);
+    saveDraftHead(opts.out, { config: head, weights });
     writeFileAtomic(join(opts.out, 'training-curve.svg'), curvePlot(curve));
     const result = { backend, steps, startStep, initial, final, curve, tokensPerSecond: msTraining > 0 ? (rowsTrained / msTraining) * 1000 : 0, weights, headConfig: head, tensorCounts };
     writeFileAtomic(join(opts.out, 'training.json'), JSON.stringify({ ...result, weights: undefined }, null, 2) + '\n');
@@ -280,19 +280,8 @@ function addNoise(x: Float32Array, amount: number, rng: Rng): Float32Array {
 const mix = (seed: number, k: number): number => (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(k + 1, 0xc2b2ae35)) >>> 0;
 const epochRng = (seed: number, epoch: number): Rng => new Rng(mix(seed ^ 0x0e0c, epoch));
 
-function toWeights(names: string[], vars: Variable[]): Weights {
-  return new Map(names.map((n, i) => [n, { shape: vars[i].shape.slice(), data: (vars[i].dataSync() as Float32Array).slice() }]));
-}
-
 function missing(name: string): never {
   throw new Error(`draft-head forward asked for unknown weight ${name}`);
-}
-
-/** Writes the EAGLE-layout head directory: config.json + model.safetensors. */
-export function writeHead(dir: string, head: HeadConfig, weights: Weights): void {
-  mkdirSync(dir, { recursive: true });
-  writeSafetensors(join(dir, 'model.safetensors'), weights, { format: 'pt' });
-  writeFileAtomic(join(dir, 'config.json'), JSON.stringify(headConfigToJson(head), null, 2) + '\n');
 }
 
 function curvePlot(c: Curve): string {
