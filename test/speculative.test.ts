@@ -132,3 +132,26 @@ test('speculative sampling draws the first tokens from the target distribution (
     await p.dispose();
   }
 });
+
+test('a draft session with a larger top-k drafts the same trees as one sized to the tree', async () => {
+  const { Generator } = await import('../src/generate/generator.ts');
+  const { EagleDrafter } = await import('../src/generate/eagle-drafter.ts');
+  const { DraftSession } = await import('../src/runtime/draft.ts');
+  const { TargetSession } = await import('../src/runtime/target.ts');
+  const { headConfigFor, randomHeadWeights } = await import('../src/model/draft-head.ts');
+  const { randomWeights } = await import('../src/model/random.ts');
+  const cfg = fc.sample(tinyConfig(), { seed: 21, numRuns: 1 })[0];
+  const w = randomWeights(cfg, 4, 3), hw = randomHeadWeights(cfg, 5), shape = { topK: 3, maxDepth: 4, totalTokens: 10 };
+  const target = await TargetSession.create(cfg, w, { threads: 1 });
+  const runs = [];
+  for (const sessionTopK of [3, 8]) {
+    const draft = await DraftSession.create(headConfigFor(cfg), hw, cfg, w, { threads: 1, topK: sessionTopK });
+    const g = new Generator({ target, drafter: new EagleDrafter(draft, shape, cfg.maxSeqLen) });
+    runs.push((await g.generate([1, 2, 3, 4], { maxNewTokens: 40 })).stats);
+    await draft.dispose();
+  }
+  await target.dispose();
+  assert.deepEqual(runs[1].acceptedHistogram, runs[0].acceptedHistogram);
+  assert.equal(runs[1].depthSum, runs[0].depthSum);
+  assert.ok(runs[0].roundTokens > runs[0].rounds, 'some drafts accepted');
+});

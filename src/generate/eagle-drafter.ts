@@ -28,6 +28,8 @@ export class EagleDrafter {
   private builder: TreeBuilder;
   private positions: Int32Array; // [max(context, topK)] scratch
   private frontierFeatures: Float32Array; // [topK, d]
+  private topIds: Int32Array; // [topK, topK] the session's candidates cut to the tree's top-k
+  private topLogProbs: Float32Array; // [topK, topK]
   /** Draft passes run (cumulative). */
   passes = 0;
 
@@ -39,10 +41,27 @@ export class EagleDrafter {
     this.builder = new TreeBuilder(shape);
     this.positions = new Int32Array(capacity + shape.topK);
     this.frontierFeatures = new Float32Array(shape.topK * h.dim);
+    this.topIds = new Int32Array(shape.topK * shape.topK);
+    this.topLogProbs = new Float32Array(shape.topK * shape.topK);
   }
 
   reset(): void {
     this.cache.truncate(0);
+  }
+
+  /**
+   * Feeds rows [from, from + n) of the session's top-K output ([T, K], best first) to the
+   * builder, cut to the tree's top-k when the session returns more (one session can serve
+   * several tree shapes).
+   */
+  private expand(ids: Int32Array, logProbs: Float32Array, from: number, n: number): void {
+    const K = this.session.topK, k = this.shape.topK;
+    if (K === k) return this.builder.expand(ids.subarray(from * K, (from + n) * K), logProbs.subarray(from * K, (from + n) * K));
+    for (let r = 0; r < n; r++) {
+      this.topIds.set(ids.subarray((from + r) * K, (from + r) * K + k), r * k);
+      this.topLogProbs.set(logProbs.subarray((from + r) * K, (from + r) * K + k), r * k);
+    }
+    this.builder.expand(this.topIds.subarray(0, n * k), this.topLogProbs.subarray(0, n * k));
   }
 
   /**
@@ -63,8 +82,7 @@ export class EagleDrafter {
     const committed = cache.length;
 
     builder.reset(root);
-    const k = session.topK;
-    builder.expand(first.topkIds.subarray((rows - 1) * k, rows * k), first.topkLogProbs.subarray((rows - 1) * k, rows * k));
+    this.expand(first.topkIds, first.topkLogProbs, rows - 1, 1);
     let hidden = first.hidden.subarray((rows - 1) * d, rows * d); // [F_prev, d]
     while (builder.frontier.depth < plan.depth && builder.canExpand && (policy.continueDrafting?.(builder.frontier, hidden) ?? true)) {
       const fr = builder.frontier, F = fr.count;
@@ -76,7 +94,7 @@ export class EagleDrafter {
       const out = await session.forward(cache, fr.tokens.subarray(0, F), this.frontierFeatures, this.positions.subarray(0, F), fr.draftMask);
       this.passes++;
       cache.append(out.newKeys, out.newValues, F);
-      builder.expand(out.topkIds, out.topkLogProbs);
+      this.expand(out.topkIds, out.topkLogProbs, 0, F);
       hidden = out.hidden;
     }
     cache.truncate(committed);
