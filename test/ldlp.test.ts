@@ -231,7 +231,7 @@ test('a predictor that does not fit the target or the tree is a ConfigError nami
     named(/dim 16 does not match/),
   );
   writeFileSync(cfgFile, '{"format": "eaglet-predictor"');
-  assert.throws(() => loadPredictor(dir, 'ldlp', { dim: 16 }, 4), (e: unknown) => e instanceof Error && e.message.startsWith(`${cfgFile}: invalid JSON`));
+  assert.throws(() => loadPredictor(dir, 'ldlp', { dim: 16 }, 4), (e: unknown) => e instanceof Error && e.message.startsWith(`${cfgFile}: not valid JSON`));
 });
 
 test('the tree budget grows with depth, stays within the shape, and is at least a chain', () => {

@@ -2,13 +2,14 @@
  * EAGLE head checkpoints: `config.json` + `model.safetensors` with EAGLE's tensor names, so
  * heads trained elsewhere load here and heads trained here load into EAGLE-compatible engines.
  */
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, FormatError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { headConfigFromJson, headConfigToJson, headMismatch, headShapes, validateHeadWeights, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
+import { readModelDir } from './read.ts';
 import { readSafetensors, writeSafetensors } from './safetensors.ts';
 
 export interface DraftHead {
@@ -18,26 +19,15 @@ export interface DraftHead {
 
 /** Loads the head in directory `dir` and checks that it fits `target`. */
 export function loadDraftHead(dir: string, target: ModelConfig): DraftHead {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FormatError(dir, 'not a draft-head directory (expected config.json + model.safetensors)');
-  const cfgFile = join(dir, 'config.json');
-  if (!existsSync(cfgFile)) throw new FormatError(cfgFile, 'missing');
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(cfgFile, 'utf8'));
-  } catch (e) {
-    throw new FormatError(cfgFile, `invalid JSON (${(e as Error).message})`);
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FormatError(cfgFile, 'expected a JSON object');
+  const { cfgFile, json, weightsFile: file } = readModelDir(dir, 'draft-head');
   let config: HeadConfig;
   try {
-    config = headConfigFromJson(json as Record<string, unknown>);
+    config = headConfigFromJson(json);
   } catch (e) {
     throw new ConfigError(cfgFile, (e as Error).message);
   }
   const mismatch = headMismatch(config, target);
   if (mismatch) throw new ConfigError(cfgFile, `${mismatch}: this head was trained for another model`);
-  const file = join(dir, 'model.safetensors');
-  if (!existsSync(file)) throw new FormatError(file, 'missing');
   const shapes = headShapes(config);
   const { tensors } = readSafetensors(file, (name) => shapes.has(name));
   const bad = validateHeadWeights(config, tensors);

@@ -11,13 +11,14 @@
  * Input standardisation is folded into the first layer at save time, so inference feeds raw
  * features.
  */
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, FormatError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { mlpShapes, mlpWeightsProblem, type MlpConfig } from '../model/mlp.ts';
 import type { Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
+import { readModelDir } from './read.ts';
 import { readSafetensors, writeSafetensors } from './safetensors.ts';
 
 export type PredictorKind = 'ldlp' | 'specdec++';
@@ -65,23 +66,14 @@ function configProblem(c: PredictorConfig): string | null {
  * or (for LDLP) a shallower depth range than the trees it must size.
  */
 export function loadPredictor(dir: string, kind: PredictorKind, target: Pick<ModelConfig, 'dim'>, maxDepth: number): Predictor {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FormatError(dir, 'not a predictor directory (expected config.json + model.safetensors)');
-  const cfgFile = join(dir, 'config.json');
-  if (!existsSync(cfgFile)) throw new FormatError(cfgFile, 'missing');
-  let config: PredictorConfig;
-  try {
-    config = JSON.parse(readFileSync(cfgFile, 'utf8'));
-  } catch (e) {
-    throw new FormatError(cfgFile, `invalid JSON (${(e as Error).message})`);
-  }
-  const bad = typeof config === 'object' && config !== null ? configProblem(config) : 'expected a JSON object';
+  const { cfgFile, json, weightsFile: file } = readModelDir(dir, 'predictor');
+  const config = json as unknown as PredictorConfig;
+  const bad = configProblem(config);
   if (bad) throw new FormatError(cfgFile, bad);
   if (config.kind !== kind) throw new ConfigError(cfgFile, `is a ${config.kind} predictor, not ${kind}`);
   if (config.dim !== target.dim) throw new ConfigError(cfgFile, `predictor dim ${config.dim} does not match the target's ${target.dim}: it was trained for another model`);
   if (kind === 'ldlp' && config.maxDepth < maxDepth)
     throw new ConfigError(cfgFile, `predicts depths up to ${config.maxDepth} but the tree drafts up to ${maxDepth}: collect lengths at depth ${maxDepth} and retrain, or lower --depth`);
-  const file = join(dir, 'model.safetensors');
-  if (!existsSync(file)) throw new FormatError(file, 'missing');
   const shapes = mlpShapes(config.mlp);
   const { tensors } = readSafetensors(file, (name) => shapes.has(name));
   const wrong = mlpWeightsProblem(config.mlp, tensors);

@@ -1,5 +1,6 @@
 /** Small file-reading helpers shared by the checkpoint readers: every failure names the file. */
-import { openSync, readFileSync, readSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 
 /** Opens `path` for reading; a missing or unreadable file becomes a FormatError naming it. */
@@ -47,4 +48,19 @@ export function readFileOrFail(path: string): Uint8Array {
 function describe(e: unknown): string {
   const code = (e as NodeJS.ErrnoException).code;
   return code === 'ENOENT' ? 'no such file' : code ?? (e as Error).message;
+}
+
+/**
+ * The parts of a small-model directory (a draft head, a predictor): its `config.json` as a JSON
+ * object and the path of its `model.safetensors`, both checked to exist. `what` names the kind
+ * of directory in errors.
+ */
+export function readModelDir(dir: string, what: string): { cfgFile: string; json: Record<string, unknown>; weightsFile: string } {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FormatError(dir, `not a ${what} directory (expected config.json + model.safetensors)`);
+  const cfgFile = join(dir, 'config.json'), weightsFile = join(dir, 'model.safetensors');
+  if (!existsSync(cfgFile)) throw new FormatError(cfgFile, 'missing');
+  const json = readJsonFile(cfgFile);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FormatError(cfgFile, 'expected a JSON object');
+  if (!existsSync(weightsFile)) throw new FormatError(weightsFile, 'missing');
+  return { cfgFile, json: json as Record<string, unknown>, weightsFile };
 }
