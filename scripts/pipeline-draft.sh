@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything after the target: feature logs -> EAGLE draft head -> round logs -> LDLP and
 # SpecDec++ predictors -> policy benchmark on held-out prompts. Each step is an eaglet command;
-# outputs go to OUT (heads/predictors) and OUT/work (logs, prompts, benchmark).
+# outputs go to OUT (heads/predictors) and $WORK (logs, prompts, benchmark; default OUT/work).
 #
 #   scripts/pipeline-draft.sh TARGET_DIR OUT_DIR [DRAFT_STEPS]
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=$1; OUT=$2; STEPS=${3:-1500}
-W=$OUT/work; mkdir -p "$W"
+W=${WORK:-$OUT/work}; mkdir -p "$W"
 CORPUS=node_modules/typescript/lib
 eaglet() { node --import tsx src/cli/main.ts "$@"; }
 split() { node --import tsx scripts/corpus-split.ts --corpus-dir $CORPUS "$@"; }

@@ -16,7 +16,8 @@ import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
 import { StaticPolicy, type LengthPolicy } from './policies/policy.ts';
 import { LdlpPolicy } from './policies/ldlp.ts';
 import { loadPredictor } from './io/predictor-io.ts';
-import { DEFAULT_PATHS, defaultParts } from './default-model.ts';
+import { DEFAULT_MODEL_TREE, DEFAULT_PATHS, defaultParts } from './default-model.ts';
+import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
 import { EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
@@ -78,8 +79,15 @@ function withDefaults(o: LoadOptions): LoadOptions {
   const has = defaultParts();
   if (!has.target) throw new UsageError('model', `no model given and the embedded default is missing (${DEFAULT_PATHS.target}): pass a model path`);
   const draft = o.draft === undefined ? (has.draft ? DEFAULT_PATHS.draft : undefined) : o.draft;
-  const ldlp = o.ldlp ?? (has.ldlp && draft === DEFAULT_PATHS.draft ? DEFAULT_PATHS.ldlp : undefined);
-  return { ...o, model: DEFAULT_PATHS.target, draft, ldlp };
+  const ownHead = draft === DEFAULT_PATHS.draft;
+  const tree = { ...(ownHead ? DEFAULT_MODEL_TREE : {}), ...o.tree };
+  // With its own head and LDLP the default drafts with ldlp+threshold, the fastest LDLP variant in
+  // its benchmark (README): LDLP caps the depth, the confidence threshold stops earlier inside it.
+  const policy = o.policy ?? (ownHead && o.ldlp === undefined && has.ldlp
+    ? ({ model, tree: t }: { model: LoadedModel; tree: TreeShape }) =>
+        new LdlpPolicy(loadPredictor(DEFAULT_PATHS.ldlp, 'ldlp', model.config, t.maxDepth), model, t, {}, new ThresholdPolicy(t.totalTokens))
+    : undefined);
+  return { ...o, model: DEFAULT_PATHS.target, draft, tree, policy };
 }
 
 /** Text -> prompt ids with `tokenizer` (BOS added when it has one); a UsageError without a tokenizer. */

@@ -14,6 +14,12 @@ export const DEFAULT_PATHS = {
   ldlp: join(DEFAULT_DIR, 'ldlp'),
 };
 
+/**
+ * The tree the default pair was benchmarked with (scripts/pipeline-draft.sh: collect-lengths
+ * and bench at depth 8, 24 tokens, top-4); its LDLP predicts depths up to 8.
+ */
+export const DEFAULT_MODEL_TREE = { topK: 4, maxDepth: 8, totalTokens: 24 };
+
 /** Which parts of the default are present (a checkout may hold only the target while it is being made). */
 export function defaultParts(): { target: boolean; draft: boolean; ldlp: boolean } {
   const has = (dir: string) => existsSync(join(dir, 'config.json'));

@@ -1,5 +1,6 @@
 /** Flags several commands share: the target, the draft head, the tree shape, threads. */
 import { DEFAULT_TREE } from '../api.ts';
+import { DEFAULT_MODEL_TREE } from '../default-model.ts';
 import { DEFAULT_THREADS } from '../runtime/ort.ts';
 import type { TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
@@ -10,16 +11,23 @@ export const MODEL_FLAGS: FlagSpec[] = [
   { flag: 'tokenizer', type: 'string', meta: 'PATH', help: 'tokenizer.json or llama2.c tokenizer.bin (default: found with the model)' },
 ];
 
+// No flag defaults here: an unset flag keeps the model's tree (DEFAULT_TREE, or the embedded default's own).
 export const TREE_FLAGS: FlagSpec[] = [
-  { flag: 'depth', type: 'int', min: 1, max: 32, default: DEFAULT_TREE.maxDepth, meta: 'D', help: 'deepest draft tree' },
-  { flag: 'total-tokens', type: 'int', min: 1, max: 512, default: DEFAULT_TREE.totalTokens, meta: 'N', help: 'drafted tokens verified per round (tree size)' },
-  { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
+  { flag: 'depth', type: 'int', min: 1, max: 32, meta: 'D', help: `deepest draft tree (default ${DEFAULT_TREE.maxDepth}; ${DEFAULT_MODEL_TREE.maxDepth} with the embedded default)` },
+  { flag: 'total-tokens', type: 'int', min: 1, max: 512, meta: 'N', help: `drafted tokens verified per round (default ${DEFAULT_TREE.totalTokens}; ${DEFAULT_MODEL_TREE.totalTokens} with the embedded default)` },
+  { flag: 'tree-top-k', type: 'int', min: 1, max: 64, meta: 'K', help: `children per expanded node and nodes expanded per depth (default ${DEFAULT_TREE.topK})` },
 ];
 
 export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: DEFAULT_THREADS, meta: 'N', help: 'onnxruntime intra-op threads; by default all cores but one' };
 
-/** The tree shape the TREE_FLAGS parsed into. */
-export const treeFromFlags = (f: Parsed): TreeShape => ({ maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number });
+/** The tree-shape fields the TREE_FLAGS set (unset ones are left out). */
+export function treeFromFlags(f: Parsed): Partial<TreeShape> {
+  const t: Partial<TreeShape> = {};
+  if (f.depth !== undefined) t.maxDepth = f.depth as number;
+  if (f.totalTokens !== undefined) t.totalTokens = f.totalTokens as number;
+  if (f.treeTopK !== undefined) t.topK = f.treeTopK as number;
+  return t;
+}
 
 /** The files of a list flag: comma-separated in its value, plus the positional arguments after it (shell globs). */
 export function fileList(f: Parsed, key: string, flag: string): string[] {

@@ -1,7 +1,7 @@
 /** `eaglet bench`: plain decoding vs draft-length policies on one prompt set (src/bench/compare.ts). */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { loadGenerator } from '../../api.ts';
+import { DEFAULT_TREE, loadGenerator } from '../../api.ts';
 import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
@@ -41,7 +41,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
     if (!f.draft) throw new UsageError('--draft', 'is required (a draft head directory, or "random")');
     if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
-    const tree = treeFromFlags(f);
+    const tree = { ...DEFAULT_TREE, ...treeFromFlags(f) };
     const specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
 

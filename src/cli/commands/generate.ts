@@ -45,7 +45,7 @@ export const generate = defineCommand({
     if (f.policy !== undefined && (draft === null || (f.model !== undefined && draft === undefined))) throw new UsageError('--policy', 'needs a draft head (--draft) and speculation on');
     const g = await loadGenerator({
       model: f.model as string | undefined,
-      policy: f.policy !== undefined ? ({ model }) => createPolicy(f.policy as string, { tree, target: model }, f) : undefined,
+      policy: f.policy !== undefined ? ({ model, tree: shape }) => createPolicy(f.policy as string, { tree: shape, target: model }, f) : undefined,
       tokenizer: f.tokenizer as string | undefined,
       draft,
       ldlp: f.ldlp as string | undefined,
