@@ -118,6 +118,9 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   }
   const policy = typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined);
   const generator = new Generator({ target, drafter, policy: policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
+  // One throwaway round at load: ORT's first runs of a session are slow (allocations, kernel
+  // set-up), and a user's first generation should not pay for them.
+  await generator.generate([0], { maxNewTokens: 2, stopAtEos: false });
 
   const encodeText = textEncoder(tokenizer);
   const encode = (prompt: string | number[]): number[] => (typeof prompt === 'string' ? encodeText(prompt) : prompt);
