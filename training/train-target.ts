@@ -36,8 +36,9 @@ import { trainTokenizer, writeTokenizer, type TrainedTokenizer } from './tokeniz
 
 /**
  * Every tunable option of `trainTarget`, with its default and range: the library resolves
- * options with this table and the CLI parses its flags with it. The defaults are the settings
- * of the embedded default target (scripts/train-default.sh), sized for ~1 h on 2 cores.
+ * options with this table and the CLI parses its flags with it. The defaults are a 2-layer
+ * target sized for ~1 h on 2 cores; the embedded default's 8-layer options are in
+ * scripts/train-default.sh (data/default/MODEL_CARD.md says why).
  */
 export const TRAIN_TARGET_FLAGS: FlagSpec[] = [
   { flag: 'dim', type: 'int', min: 8, default: 128, meta: 'D', help: 'model width' },

@@ -84,7 +84,7 @@ export class Generator {
     for (let i = 0; i < prompt.length; i++) this.positions[i] = i;
     const pre = await target.forward(cache, prompt, this.positions.subarray(0, prompt.length));
     cache.append(pre.newKeys, pre.newValues, prompt.length);
-    history.commit(prompt, pre.features, this.positions, prompt.length);
+    history.commit(prompt, pre.features, this.positions, prompt.length); // rows 0..n-1: positions is the identity here
     let root = sampler.pick(pre.logits, (prompt.length - 1) * V);
     stats.targetPasses++;
     stats.ms.prefill = performance.now() - t0;

@@ -2,7 +2,7 @@
  * Generation options: defaults, ranges and docs in one table, shared by the CLI flags and
  * the library API (`resolveGenerationOptions`).
  */
-import { resolveOptions, type FlagSpec } from '../cli/flags.ts';
+import { camel, resolveOptions, type FlagSpec, type Parsed } from '../cli/flags.ts';
 import type { SamplingOptions } from './sampler.ts';
 
 export interface GenerationOptions extends SamplingOptions {
@@ -23,4 +23,9 @@ export const GENERATION_FLAGS: FlagSpec[] = [
 
 export function resolveGenerationOptions(given: Partial<GenerationOptions> = {}): GenerationOptions {
   return resolveOptions<GenerationOptions>(GENERATION_FLAGS, given);
+}
+
+/** The generation options among parsed CLI flags (GENERATION_FLAGS), resolved and validated. */
+export function generationOptionsFromFlags(f: Parsed): GenerationOptions {
+  return resolveGenerationOptions(Object.fromEntries(GENERATION_FLAGS.map((s) => [camel(s.flag), f[camel(s.flag)]])));
 }

@@ -5,7 +5,7 @@ import { DEFAULT_TREE, loadGenerator } from '../../api.ts';
 import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
-import { GENERATION_FLAGS } from '../../generate/options.ts';
+import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../flags.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
@@ -57,10 +57,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
         ? readPrompts(f.prompts as string, g.encode)
         : randomPrompts(f.randomPrompts as number, f.promptLength as number, V, f.seed as number);
       const { target, drafter } = g.generator.parts;
-      const generation = {
-        maxNewTokens: f.maxNewTokens as number, temperature: f.temperature as number, topK: f.topK as number,
-        topP: f.topP as number, seed: f.seed as number, stopAtEos: f.stopAtEos as boolean,
-      };
+      const generation = generationOptionsFromFlags(f);
       const c = await comparePolicies({
         target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number,
         onProgress: (line) => process.stderr.write(`${line}\n`),

@@ -1,7 +1,7 @@
 /** `eaglet generate`: plain or speculative decoding from the command line. */
 import { loadGenerator } from '../../api.ts';
 import { UsageError } from '../../errors.ts';
-import { GENERATION_FLAGS } from '../../generate/options.ts';
+import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { checkPrompt } from '../../generate/generator.ts';
 import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
@@ -56,10 +56,7 @@ export const generate = defineCommand({
       if (f.prompt !== undefined && !g.tokenizer) throw new UsageError('--prompt', 'this model has no tokenizer beside it: pass --tokenizer, or use --prompt-ids');
       const prompt = (f.promptIds as number[] | undefined) ?? g.encode(f.prompt as string);
       checkPrompt(prompt, g.model.config, f.promptIds ? '--prompt-ids' : '--prompt');
-      const opts = {
-        maxNewTokens: f.maxNewTokens as number, temperature: f.temperature as number, topK: f.topK as number,
-        topP: f.topP as number, seed: f.seed as number, stopAtEos: f.stopAtEos as boolean,
-      };
+      const opts = generationOptionsFromFlags(f);
       const ids: number[] = [];
       const colour = f.showDrafts && !f.json ? new TextStreamer(g.tokenizer ?? idsAsText) : undefined;
       const it = g.stream(prompt, opts);
