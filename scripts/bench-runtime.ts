@@ -4,7 +4,14 @@
  * 64 new tokens over a 64-token prefix, the share of an AR decode step spent outside
  * `session.run`, and a speculative run with a random head beside AR in the same process.
  *
+ * Then a context sweep (`--sweep`, default the 29M config): ms of T = 1 and T = 16 passes
+ * against the cached context length, for both attention renderings (in-place 'split' and
+ * ORT's one-kernel 'fused', which copies the past every pass) interleaved in one process, beside
+ * the bytes-read floor: (weight bytes + past K/V bytes) / the bandwidth measured here with a
+ * one-row MatMul streaming a 256 MB weight.
+ *
  *   npm run bench:runtime [-- --sizes 1M,10M,100M --tokens 64 --repeats 3 --json out.json]
+ *   npm run bench:runtime -- --sizes none --sweep 29M --contexts 64,1000,2000,4000 --repeats 7
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { loadGenerator } from '../src/api.ts';
@@ -13,6 +20,9 @@ import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
+import type { AttentionMode } from '../src/model/onnx-ops.ts';
+import { GraphBuilder } from '../src/onnx/graph.ts';
+import { createSession, f32, releaseSession } from '../src/runtime/ort.ts';
 import { parseFlags, type FlagSpec } from '../src/cli/flags.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 
@@ -22,8 +32,16 @@ const SIZES: Record<string, ModelConfig> = {
   '100M': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 512 }),
 };
 
+/** Context-sweep configs: long context, K/V about as many bytes as the weights at 4000 rows. */
+const SWEEP: Record<string, ModelConfig> = {
+  '29M': makeConfig({ vocabSize: 4096, dim: 512, nLayers: 8, nHeads: 8, hiddenDim: 1408, maxSeqLen: 4160 }),
+  '100M-long': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 4160 }),
+};
+
 const FLAGS: FlagSpec[] = [
-  { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run' },
+  { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run (none: skip)' },
+  { flag: 'sweep', type: 'string', default: '29M', help: `context-sweep config (${Object.keys(SWEEP)}; none: skip)` },
+  { flag: 'contexts', type: 'string', default: '64,500,1000,2000,4000', help: 'context lengths of the sweep' },
   { flag: 'tokens', type: 'int', min: 8, default: 64, help: 'tokens generated per run' },
   { flag: 'repeats', type: 'int', min: 1, default: 3, help: 'timed repeats (after one warm-up)' },
   THREADS_FLAG,
@@ -35,7 +53,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const fmt = (x: number, d = 2) => x.toFixed(d);
 const results: Record<string, unknown>[] = [];
 
-for (const name of String(f.sizes).split(',')) {
+for (const name of String(f.sizes).split(',').filter((n) => n !== 'none')) {
   const cfg = SIZES[name];
   if (!cfg) throw new Error(`--sizes: unknown size ${name} (have ${Object.keys(SIZES)})`);
   const weights = randomWeights(cfg, 1, 3);
@@ -93,4 +111,76 @@ for (const name of String(f.sizes).split(',')) {
       `      random-head speculative: ${fmt(specTps, 1)} tok/s = ${fmt(specTps / arTps)}x AR, tau ${fmt(sj.tau)}, round split draft ${fmt(100 * row.spec.draftShare, 1)}% / verify ${fmt(100 * row.spec.verifyShare, 1)}% / bookkeeping ${fmt(100 * row.spec.bookkeepingShare, 1)}%`,
   );
 }
+const spread = (xs: number[]) => `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))}`;
+
+/**
+ * GB/s of ORT streaming a 256 MB weight into one row: the faster of MatMul (w [k, n]) and Gemm
+ * with transB (w [n, k], the layout the models use), median of 10 runs after 2 warm-ups.
+ */
+async function measureBandwidth(threads: number): Promise<number> {
+  const k = 4096, n = 16384;
+  const w = new Float32Array(k * n);
+  for (let i = 0; i < w.length; i += 1024) w[i] = 1e-3 * (i % 7);
+  let best = 0;
+  for (const transB of [false, true]) {
+    const g = new GraphBuilder('bandwidth');
+    const x = g.input('x', 'float32', [1, k]), wt = g.initializer('w', { dtype: 'float32', dims: transB ? [n, k] : [k, n], data: w });
+    g.output(transB ? g.op('Gemm', [x, wt], { transB: 1 }) : g.op('MatMul', [x, wt]), 'y', 'float32', [1, n]);
+    const s = await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads });
+    const feeds = { x: f32(new Float32Array(k).fill(1), [1, k]) };
+    const times: number[] = [];
+    for (let r = 0; r < 12; r++) {
+      const t0 = performance.now();
+      await s.inner.run(feeds);
+      if (r >= 2) times.push(performance.now() - t0);
+    }
+    await releaseSession(s);
+    best = Math.max(best, w.byteLength / 1e9 / (median(times) / 1e3));
+  }
+  return best;
+}
+
+const sweepName = String(f.sweep);
+if (sweepName !== 'none') {
+  const cfg = SWEEP[sweepName];
+  if (!cfg) throw new Error(`--sweep: unknown config ${sweepName} (have ${Object.keys(SWEEP)})`);
+  const contexts = String(f.contexts).split(',').map(Number);
+  const bad = contexts.find((p) => !Number.isInteger(p) || p < 1 || p + 16 > cfg.maxSeqLen);
+  if (bad !== undefined) throw new Error(`--contexts: ${bad} is not a context length in [1, ${cfg.maxSeqLen - 16}]`);
+  const threads = f.threads as number, reps = Math.max(5, f.repeats as number);
+  const weights = randomWeights(cfg, 1, 1), params = parameterCount(cfg);
+  const gbps = await measureBandwidth(threads);
+  const modes: AttentionMode[] = ['split', 'fused'];
+  const sessions = await Promise.all(modes.map((attention) => TargetSession.create(cfg, weights, { threads, attention, maxTokens: 16 })));
+  const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
+  // Past rows are random numbers written straight into the cache: cost does not depend on them.
+  const chunk = Float32Array.from({ length: 64 * cache.rowSize }, (_, i) => Math.sin(i));
+  const rowsK = Array(cfg.nLayers).fill(chunk);
+  const kvBytesPerRow = 2 * cfg.nLayers * cache.rowSize * 4;
+  console.log(`\ncontext sweep: ${sweepName} (${fmt(params / 1e6)}M params, ${cfg.nLayers} layers, ${cfg.nKvHeads} K/V heads x ${cfg.headDim}), ${threads} thread(s), ` +
+    `measured bandwidth ${fmt(gbps, 1)} GB/s; median ms of ${reps} interleaved passes (min-max)`);
+  console.log('context | floor T=1 | split T=1 | x floor | fused T=1 | x floor | split T=16 | fused T=16');
+  const sweep: Record<string, unknown>[] = [];
+  for (const P of contexts) {
+    cache.truncate(0);
+    while (cache.length < P) cache.append(rowsK, rowsK, Math.min(64, P - cache.length));
+    const floor = ((params * 4 + P * kvBytesPerRow) / 1e9 / gbps) * 1e3;
+    const times: Record<string, number[]> = {};
+    for (let r = -2; r < reps; r++) // two warm-up rounds, then timed, modes and T interleaved
+      for (const T of [1, 16])
+        for (let m = 0; m < modes.length; m++) {
+          const toks = Array.from({ length: T }, (_, i) => (i * 31) % cfg.vocabSize), pos = toks.map((_, i) => P + i);
+          const t0 = performance.now();
+          await sessions[m].forward(cache, toks, pos, undefined, { logits: false });
+          if (r >= 0) (times[`${modes[m]}${T}`] ??= []).push(performance.now() - t0);
+        }
+    const med = (k: string) => median(times[k]);
+    sweep.push({ context: P, floorMs: floor, ...Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { medianMs: median(v), minMs: Math.min(...v), maxMs: Math.max(...v) }])) });
+    console.log(`${String(P).padStart(7)} | ${fmt(floor).padStart(9)} | ${fmt(med('split1'))} (${spread(times.split1)}) | ${fmt(med('split1') / floor)} | ` +
+      `${fmt(med('fused1'))} (${spread(times.fused1)}) | ${fmt(med('fused1') / floor)} | ${fmt(med('split16'))} (${spread(times.split16)}) | ${fmt(med('fused16'))} (${spread(times.fused16)})`);
+  }
+  for (const s of sessions) await s.dispose();
+  results.push({ sweep: sweepName, params, threads, bandwidthGBps: gbps, rows: sweep });
+}
+
 if (f.json) writeFileAtomic(String(f.json), JSON.stringify(results, null, 2) + '\n');

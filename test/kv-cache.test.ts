@@ -1,4 +1,7 @@
-/** Model-based test of the K/V cache through many rounds of append, stage + keep and truncate. */
+/**
+ * Model-based test of the K/V cache through many rounds of append, commit of selected pass
+ * rows and truncate, with a small stride step so the head-major layout is re-strided often.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -8,25 +11,36 @@ const L = 2, KV = 2, HD = 3, CAP = 40, ROW = KV * HD;
 type Model = { rows: number[] }; // row tag per committed position
 let tagCounter = 1;
 
-/** t rows per layer, each row filled with (tag + layer/10) for keys and -(...) for values. */
+/** Key element i (head i / HD) of a row tagged `tag` in layer l; values are its negation. */
+const elem = (tag: number, l: number, i: number) => Math.fround(tag + l / 10 + i / 1000);
+
+/** Pass-output-shaped rows [t, KV, HD] per layer for `tags`. */
 function rows(tags: number[]): { keys: Float32Array[]; values: Float32Array[] } {
   const mk = (sign: number) => Array.from({ length: L }, (_, l) => {
     const a = new Float32Array(tags.length * ROW);
-    tags.forEach((tag, r) => a.fill(sign * (tag + l / 10), r * ROW, (r + 1) * ROW));
+    tags.forEach((tag, r) => {
+      for (let i = 0; i < ROW; i++) a[r * ROW + i] = sign * elem(tag, l, i);
+    });
     return a;
   });
   return { keys: mk(1), values: mk(-1) };
 }
 
+/** Both the position-major copy and the head-major view ORT reads hold the model's rows. */
 function check(m: Model, c: KVCache): void {
   assert.equal(c.length, m.rows.length);
+  assert.ok(c.length <= c.stride && c.stride <= CAP, `stride ${c.stride} outside [${c.length}, ${CAP}]`);
   for (let l = 0; l < L; l++) {
-    const k = c.pastKeys(l), v = c.pastValues(l);
+    const k = c.pastKeys(l), v = c.pastValues(l), kv = c.keyView(l), vv = c.valueView(l);
     assert.equal(k.length, m.rows.length * ROW);
+    assert.equal(kv.length, KV * c.stride * HD);
     m.rows.forEach((tag, r) => {
       for (let i = 0; i < ROW; i++) {
-        assert.equal(k[r * ROW + i], Math.fround(tag + l / 10));
-        assert.equal(v[r * ROW + i], Math.fround(-(tag + l / 10)));
+        assert.equal(k[r * ROW + i], elem(tag, l, i));
+        assert.equal(v[r * ROW + i], -elem(tag, l, i));
+        const at = (Math.floor(i / HD) * c.stride + r) * HD + (i % HD); // head-major [KV, stride, HD]
+        assert.equal(kv[at], elem(tag, l, i));
+        assert.equal(vv[at], -elem(tag, l, i));
       }
     });
   }
@@ -45,20 +59,19 @@ class Append implements fc.Command<Model, KVCache> {
   toString = () => `append(${this.t})`;
 }
 
-/** A verification round: stage a tree of t rows, keep an ascending subset (the accepted path). */
-class StageKeep implements fc.Command<Model, KVCache> {
+/** A verification round: a pass of t rows, of which an ascending subset (the accepted path) is committed. */
+class CommitRows implements fc.Command<Model, KVCache> {
   constructor(readonly t: number, readonly pick: boolean[]) {}
   check = (m: Readonly<Model>) => m.rows.length + this.t <= CAP;
   run(m: Model, c: KVCache) {
     const tags = Array.from({ length: this.t }, () => tagCounter++);
     const r = rows(tags);
-    c.stage(r.keys, r.values, this.t);
     const keep = tags.map((_, i) => i).filter((i) => i === 0 || this.pick[i % this.pick.length]);
-    c.keep(keep);
+    c.commitRows(r.keys, r.values, keep);
     m.rows.push(...keep.map((i) => tags[i]));
     check(m, c);
   }
-  toString = () => `stageKeep(${this.t}, ${this.pick})`;
+  toString = () => `commitRows(${this.t}, ${this.pick})`;
 }
 
 class Truncate implements fc.Command<Model, KVCache> {
@@ -73,25 +86,27 @@ class Truncate implements fc.Command<Model, KVCache> {
   toString = () => `truncate(${this.frac})`;
 }
 
-test('KV cache behaves like a list of rows through append / stage+keep / truncate', () => {
+test('KV cache behaves like a list of rows through append / commitRows / truncate', () => {
   const commands = [
     fc.integer({ min: 1, max: 6 }).map((t) => new Append(t)),
-    fc.tuple(fc.integer({ min: 1, max: 12 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 12 })).map(([t, p]) => new StageKeep(t, p)),
+    fc.tuple(fc.integer({ min: 1, max: 12 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 12 })).map(([t, p]) => new CommitRows(t, p)),
     fc.double({ min: 0, max: 1, noNaN: true }).map((f) => new Truncate(f)),
   ];
   fc.assert(
     fc.property(fc.commands(commands, { maxCommands: 60 }), (cmds) => {
-      fc.modelRun(() => ({ model: { rows: [] }, real: new KVCache(L, KV, HD, CAP) }), cmds);
+      fc.modelRun(() => ({ model: { rows: [] }, real: new KVCache(L, KV, HD, CAP, 4) }), cmds);
     }),
     { numRuns: 200, seed: 7 },
   );
 });
 
-test('KV cache refuses to overflow and keep() rejects rows out of order', () => {
+test('KV cache refuses to overflow and to commit rows the pass did not output', () => {
   const c = new KVCache(1, 1, 2, 4);
   const r = { keys: [new Float32Array(10)], values: [new Float32Array(10)] };
   c.append(r.keys, r.values, 3);
-  assert.throws(() => c.stage(r.keys, r.values, 2), /K\/V cache full/);
-  c.stage(r.keys, r.values, 1);
-  assert.throws(() => new KVCache(1, 1, 2, 8).keep([1, 0]), /ascending/);
+  assert.throws(() => c.append(r.keys, r.values, 2), /K\/V cache full/);
+  assert.throws(() => c.commitRows(r.keys, r.values, [0, 1]), /K\/V cache full/);
+  assert.throws(() => new KVCache(1, 1, 2, 8).commitRows(r.keys, r.values, [5]), /row 5 is outside/);
+  c.commitRows(r.keys, r.values, [4]);
+  assert.equal(c.length, 4);
 });

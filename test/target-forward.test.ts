@@ -14,6 +14,7 @@ import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { tensor, type Weights } from '../src/model/weights.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession, type TargetOutput } from '../src/runtime/target.ts';
+import type { AttentionMode } from '../src/model/onnx-ops.ts';
 import { referenceForward, visibility } from './support/reference.ts';
 import { arbConfig, arbParents, arbTokens, depths, expectClose, mismatch, MAX_SEQ, pathTo, treeMask } from './support/model-arbs.ts';
 
@@ -22,11 +23,24 @@ const arbSeed = fc.integer({ min: 0, max: 2 ** 31 - 1 });
 const arbScale = fc.constantFrom(1, 2);
 
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
-const newCache = (c: ModelConfig): KVCache => new KVCache(c.nLayers, c.nKvHeads, c.headDim, MAX_SEQ);
+// A small stride step re-strides the head-major cache often, and leaves masked unused rows.
+const newCache = (c: ModelConfig): KVCache => new KVCache(c.nLayers, c.nKvHeads, c.headDim, MAX_SEQ, 4);
+const arbAttention = fc.constantFrom<AttentionMode>('split', 'fused');
+
+/** First index of each row's maximum, [rows]. */
+function rowArgmax(a: Float32Array, width: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < a.length / width; r++) {
+    let best = 0;
+    for (let i = 1; i < width; i++) if (a[r * width + i] > a[r * width + best]) best = i;
+    out.push(best);
+  }
+  return out;
+}
 
 /** Runs `fn` with a session that is disposed afterwards. */
-async function withTarget<R>(c: ModelConfig, w: Weights, fn: (s: TargetSession) => Promise<R>): Promise<R> {
-  const s = await TargetSession.create(c, w);
+async function withTarget<R>(c: ModelConfig, w: Weights, fn: (s: TargetSession) => Promise<R>, attention?: AttentionMode): Promise<R> {
+  const s = await TargetSession.create(c, w, { attention });
   try {
     return await fn(s);
   } finally {
@@ -44,13 +58,16 @@ async function prefill(s: TargetSession, cache: KVCache, tokens: number[]): Prom
 /** Row `i` of a [rows, width] array. */
 const row = (a: Float32Array | Float64Array, i: number, width: number) => a.subarray(i * width, (i + 1) * width);
 
-test('property: ORT forward equals the float64 reference (logits, features, new K/V)', async () => {
+test('property: ORT forward equals the float64 reference (logits, features, new K/V), both attention renderings; argmax is the logits\' argmax', async () => {
   await fc.assert(
-    fc.asyncProperty(arbConfig, arbSeed, arbScale, fc.integer({ min: 1, max: 12 }), async (c, seed, scale, n) => {
+    fc.asyncProperty(arbConfig, arbSeed, arbScale, fc.integer({ min: 1, max: 12 }), arbAttention, async (c, seed, scale, n, attention) => {
       const w = randomWeights(c, seed, scale);
       const ids = range(0, n).map((i) => (i * 7 + seed) % c.vocabSize);
       const ref = referenceForward(c, w, ids, range(0, n), visibility(0, n));
-      const o = await withTarget(c, w, (s) => s.forward(newCache(c), ids, range(0, n)));
+      const [o, lean] = await withTarget(c, w, async (s) => [await s.forward(newCache(c), ids, range(0, n)), await s.forward(newCache(c), ids, range(0, n), undefined, { logits: false })], attention);
+      assert.deepEqual(Array.from(o.argmax), rowArgmax(o.logits, c.vocabSize));
+      assert.deepEqual(Array.from(lean.argmax), Array.from(o.argmax));
+      assert.equal(lean.logits.length, 0);
       expectClose(
         mismatch('logits', o.logits, ref.logits),
         mismatch('features', o.features, ref.features),
@@ -110,7 +127,7 @@ test('property: each tree node scores like its root-to-node path run sequentiall
   );
 });
 
-test('property: staging a tree and keeping an accepted path leaves the cache of decoding that path alone', async () => {
+test('property: committing an accepted path of a tree pass leaves the cache of decoding that path alone', async () => {
   const arb = arbConfig.chain((c) =>
     fc.record({ c: fc.constant(c), prefix: arbTokens(c.vocabSize, 1, 6), parents: arbParents(1, 10), nodeIds: arbTokens(c.vocabSize, 10, 10), pick: fc.nat(), next: fc.nat({ max: c.vocabSize - 1 }) }),
   );
@@ -123,8 +140,7 @@ test('property: staging a tree and keeping an accepted path leaves the cache of 
         const spec = newCache(c);
         await prefill(s, spec, prefix);
         const o = await s.forward(spec, tokens, depths(parents).map((d) => P + d), treeMask(parents));
-        spec.stage(o.newKeys, o.newValues, n);
-        spec.keep(path);
+        spec.commitRows(o.newKeys, o.newValues, path);
         const after = await s.forward(spec, [next], [spec.length]);
 
         const plain = newCache(c);
@@ -147,7 +163,7 @@ test('property: a [T, W] mask over the last W keys (W > T: staged draft rows) eq
     fc.record({ c: fc.constant(c), prefix: arbTokens(c.vocabSize, 1, 6), ids: arbTokens(c.vocabSize, 1, 5), extra: fc.nat(), bits: fc.array(fc.boolean(), { minLength: 55, maxLength: 55 }) }),
   );
   await fc.assert(
-    fc.asyncProperty(arb, arbSeed, async ({ c, prefix, ids, extra, bits }, seed) => {
+    fc.asyncProperty(arb, arbSeed, arbAttention, async ({ c, prefix, ids, extra, bits }, seed, attention) => {
       const w = randomWeights(c, seed, 2);
       const P = prefix.length, T = ids.length, W = T + (extra % (P + 1)), open = P + T - W;
       // Random visibility over the last W keys, each token always seeing itself.
@@ -164,8 +180,8 @@ test('property: a [T, W] mask over the last W keys (W > T: staged draft rows) eq
         const cache = newCache(c);
         await prefill(s, cache, prefix);
         const o = await s.forward(cache, ids, positions, mask);
-        expectClose(mismatch(`logits (W=${W}, T=${T}, P=${P})`, o.logits, ref.logits));
-      });
+        expectClose(mismatch(`logits (W=${W}, T=${T}, P=${P}, ${attention})`, o.logits, ref.logits));
+      }, attention);
     }),
     { numRuns: RUNS },
   );

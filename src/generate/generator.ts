@@ -6,7 +6,7 @@
  *   verify   ONE target pass over [root, ...tree] under the tree attention mask
  *   accept   walk the tree drawing the target's own token at each node (argmax or a seeded
  *            sample): descend while a child matches, else that draw is the bonus token
- *   commit   keep the accepted rows of the target K/V cache, record their features
+ *   commit   write the accepted rows' K/V into the target cache, record their features
  *
  * Every emitted token is one draw from the target at the right prefix, so output equals plain
  * decoding token for token, greedy or sampled with the same seed.
@@ -82,10 +82,13 @@ export class Generator {
     // Prefill: the whole prompt in one causal pass; its last row gives the first token.
     stats.promptTokens = prompt.length;
     for (let i = 0; i < prompt.length; i++) this.positions[i] = i;
-    const pre = await target.forward(cache, prompt, this.positions.subarray(0, prompt.length));
-    cache.append(pre.newKeys, pre.newValues, prompt.length);
-    history.commit(prompt, pre.features, this.positions, prompt.length); // rows 0..n-1: positions is the identity here
-    let root = sampler.pick(pre.logits, (prompt.length - 1) * V);
+    // Greedy reads the in-graph argmax per row; only sampling fetches the [T, V] logits.
+    const fetch = { logits: !sampler.greedy };
+    let out = await target.forward(cache, prompt, this.positions.subarray(0, prompt.length), undefined, fetch);
+    const draw = (node: number) => (sampler.greedy ? out.argmax[node] : sampler.pick(out.logits, node * V));
+    cache.append(out.newKeys, out.newValues, prompt.length);
+    history.commit(prompt, out.features, this.positions, prompt.length); // rows 0..n-1: positions is the identity here
+    let root = draw(prompt.length - 1);
     stats.targetPasses++;
     stats.ms.prefill = performance.now() - t0;
 
@@ -106,8 +109,6 @@ export class Generator {
     };
     const done = () => emitted >= opts.maxNewTokens || stats.stopReason === 'eos';
 
-    let logits: Float32Array = pre.logits;
-    const pick = (node: number) => sampler.pick(logits, node * V);
     try {
       const first = emit([root], [false]);
       if (first) yield first;
@@ -140,15 +141,13 @@ export class Generator {
         }
         const tv = performance.now();
         for (let i = 0; i < tree.n; i++) this.positions[i] = P + tree.depths[i];
-        const out = await target.forward(cache, tree.tokens.subarray(0, tree.n), this.positions.subarray(0, tree.n), tree.mask);
+        out = await target.forward(cache, tree.tokens.subarray(0, tree.n), this.positions.subarray(0, tree.n), tree.mask, fetch);
         stats.targetPasses++;
         const ta = performance.now();
 
-        cache.stage(out.newKeys, out.newValues, tree.n);
-        logits = out.logits;
-        const acc = acceptSampled(tree, pick, this.acceptance);
+        const acc = acceptSampled(tree, draw, this.acceptance);
         const path = acc.path.subarray(0, acc.length);
-        cache.keep(path);
+        cache.commitRows(out.newKeys, out.newValues, path); // only the accepted rows are written
         history.commit(tree.tokens, out.features, path, acc.length);
         const accepted = acc.length - 1;
         stats.recordRound(accepted, acc.length, tree.depth);

@@ -16,6 +16,12 @@ import type { Tensor } from './weights.ts';
 /** Additive mask value for hidden keys: exp() of it underflows to exactly 0, with no inf arithmetic. */
 export const MASK_NEG = -1e30;
 
+/**
+ * How `attention` reads the past: 'split' multiplies the cache's blocks in place; 'fused' uses
+ * ONNX's one-kernel Attention, which copies the past into a present buffer every pass.
+ */
+export type AttentionMode = 'split' | 'fused';
+
 export class OnnxOps implements Ops<string> {
   private weights = new Map<string, string>();
   /** Per (headDim, theta): the RoPE cos and sin tables. */
@@ -29,7 +35,12 @@ export class OnnxOps implements Ops<string> {
    * @param lookup finds a weight by checkpoint name.
    * @param maxPositions RoPE tables cover positions [0, maxPositions).
    */
-  constructor(readonly g: GraphBuilder, private lookup: (name: string) => Tensor | undefined, private maxPositions: number) {}
+  constructor(
+    readonly g: GraphBuilder,
+    private lookup: (name: string) => Tensor | undefined,
+    private maxPositions: number,
+    readonly attentionMode: AttentionMode = 'split',
+  ) {}
 
   weight(name: string): string {
     const hit = this.weights.get(name);
@@ -114,32 +125,97 @@ export class OnnxOps implements Ops<string> {
     return p;
   }
 
-  attention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
-    // ONNX Attention (opset 23): GQA without repeating K/V, scale 1/sqrt(hd), additive float
-    // mask, all in one kernel. Its own past inputs are head-major, so the position-major cache
-    // rows are concatenated with the new rows here instead ([1, P+T, nKv*hd]).
+  attention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, layout: HeadLayout): string {
+    return this.attentionMode === 'fused' || !past ? this.fusedAttention(q, k, v, past, mask, layout) : this.splitAttention(q, k, v, past, mask, layout);
+  }
+
+  /**
+   * ONNX Attention (opset 23): GQA without repeating K/V, scale 1/sqrt(hd), additive mask, one
+   * kernel. Given a past it concatenates past and new rows into a fresh present buffer on
+   * every pass (a copy of the whole cache per layer), so it only pays where the past is short
+   * and ORT's per-node overhead dominates.
+   */
+  private fusedAttention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
     const g = this.g, kvWidth = nKvHeads * headDim;
-    const all = (fresh: string, old: string | undefined): string => (old ? g.op('Concat', [this.batch(old, kvWidth), this.batch(fresh, kvWidth)], { axis: 1 }) : this.batch(fresh, kvWidth));
-    const y = g.op('Attention', [this.batch(q, nHeads * headDim), all(k, past?.keys), all(v, past?.values), mask], { q_num_heads: nHeads, kv_num_heads: nKvHeads }); // [1, T, nH*hd]
+    const inputs = [this.batch(q, nHeads * headDim), this.batch(k, kvWidth), this.batch(v, kvWidth), mask];
+    if (past) inputs.push(past.keys, past.values);
+    // With a past, ORT's kernel insists on writing the present outputs (unused here).
+    const [y] = g.node('Attention', inputs, { q_num_heads: nHeads, kv_num_heads: nKvHeads }, { outputs: past ? 3 : 1 }); // [1, T, nH*hd]
     return g.op('Reshape', [y, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
   }
 
   /**
-   * The additive mask [T, P+T] from a bool matrix `tree` [T, W] over the LAST W keys (row i:
-   * which of them token i sees; W = T for a tree of new tokens, W > T when earlier rows of the
-   * cache are staged draft rows of other branches) and the past K input `pastRef` [1, P, ...]:
-   * every new token sees the first P + T - W keys, so those columns are zeros made in-graph and
-   * JS only ever fills [T, W].
+   * Attention that reads the cache in place. Past K/V are the cache's head-major blocks
+   * [1, nKv, S, hd]; each query group (the G = nH/nKv query heads of one K/V head, T rows each)
+   * is scored against its head's past block with one batched FusedMatMul (K read transposed
+   * in place) and against the T new rows separately; the two score blocks are joined in score
+   * space ([TG, S + T], small), masked, softmaxed, split again, and each part multiplies its
+   * own V. Rows of the past block beyond the live length are masked out (weight exactly 0).
    */
-  treeMask(tree: string, pastRef: string): string {
+  private splitAttention(q: string, k: string, v: string, past: PastKV<string>, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
+    const g = this.g, G = nHeads / nKvHeads, scale = { float: 1 / Math.sqrt(headDim) };
+    // Query rows grouped per K/V head, t-major within a group: [1, nKv, T*G, hd].
+    const q4 = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [q, g.ints([-1, nKvHeads, G, headDim])])], { perm: [1, 0, 2, 3] }), g.ints([1, nKvHeads, -1, headDim])]);
+    const heads = (x: string) => g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, nKvHeads, headDim])])], { perm: [1, 0, 2] }); // [nKv, T, hd]
+    const kNew = heads(k), vNew = heads(v);
+    const mm = (a: string, b: string) => g.node('FusedMatMul', [a, b], { transB: 1, alpha: scale }, { domain: 'com.microsoft' })[0];
+    const scores = g.op('Concat', [mm(q4, past.keys), mm(q4, kNew)], { axis: -1 }); // [1, nKv, TG, S+T]
+    const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
+    const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.keys, mask)], { axis: -1 }, { outputs: 2 });
+    const o = g.op('Add', [g.op('MatMul', [wPast, past.values]), g.op('MatMul', [wNew, vNew])]); // [1, nKv, TG, hd]
+    const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, -1, G, headDim])])], { perm: [1, 0, 2, 3] }); // [T, nKv, G, hd]
+    return g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
+  }
+
+  /** Per (mask, G): the mask [T, S+T] with each row repeated G times -> [T*G, S+T], built once. */
+  private groupMasks = new Map<string, string>();
+  private groupMask(mask: string, G: number): string {
+    if (G === 1) return mask;
+    const key = `${mask}/${G}`;
+    let m = this.groupMasks.get(key);
+    if (!m) {
+      const g = this.g;
+      const cols = g.op('Shape', [mask], { start: 1, end: 2 });
+      const expanded = g.op('Expand', [g.op('Unsqueeze', [mask, g.ints([1])]), g.op('Concat', [g.ints([1, G]), g.ints([1])], { axis: 0 })]); // [T, G, S+T]
+      m = g.op('Reshape', [expanded, g.op('Concat', [g.ints([-1]), cols], { axis: 0 })]);
+      this.groupMasks.set(key, m);
+    }
+    return m;
+  }
+
+  /** [S, T] for splitting [.., S+T] scores: S from the past K input, T from the mask's rows. */
+  private splits = new Map<string, string>();
+  private splitSizes(pastKey: string, mask: string): string {
+    const key = `${pastKey}/${mask}`;
+    let s = this.splits.get(key);
+    if (!s) {
+      const g = this.g;
+      s = g.op('Concat', [g.op('Shape', [pastKey], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
+      this.splits.set(key, s);
+    }
+    return s;
+  }
+
+  /**
+   * The additive mask [T, S+T] over the past block's S rows then the T new rows, from a bool
+   * matrix `tree` [T, W] over the last W live keys (row i: which of them token i sees; W = T for
+   * a tree of new tokens, W > T when the cache's last W - T rows are staged draft rows of other
+   * branches), the past K input `pastRef` [1, nKv, S, hd] and the live length `pastLength` [1]
+   * (L <= S). Columns: [0, L+T-W) zeros, [L+T-W, L) the tree's staged part, [L, S) hidden
+   * (unused cache rows), [S, S+T) the tree's new part. JS only ever fills [T, W].
+   */
+  treeMask(tree: string, pastRef: string, pastLength: string): string {
     const g = this.g;
     const t = g.op('Shape', [tree], { start: 0, end: 1 }); // [1] = T
     const w = g.op('Shape', [tree], { start: 1, end: 2 }); // [1] = W
-    const p = g.op('Shape', [pastRef], { start: 1, end: 2 }); // [1] = P
-    const open = g.op('Sub', [g.op('Add', [p, t]), w]); // [1] = P + T - W
-    const zero = { tensor: { dtype: 'float32' as const, dims: [1], data: new Float32Array([0]) } };
-    const prefix = g.op('ConstantOfShape', [g.op('Concat', [t, open], { axis: 0 })], { value: zero }); // [T, P+T-W]
+    const s = g.op('Shape', [pastRef], { start: 2, end: 3 }); // [1] = S
+    const staged = g.op('Sub', [w, t]); // [1] = W - T
+    const fill = (cols: string, value: number) =>
+      g.op('ConstantOfShape', [g.op('Concat', [t, cols], { axis: 0 })], { value: { tensor: { dtype: 'float32' as const, dims: [1], data: new Float32Array([value]) } } });
+    const open = fill(g.op('Sub', [pastLength, staged]), 0); // [T, L - (W-T)]
+    const unused = fill(g.op('Sub', [s, pastLength]), MASK_NEG); // [T, S - L]
     const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
-    return g.op('Concat', [prefix, fresh], { axis: 1 });
+    const [old, cur] = g.node('Split', [fresh, g.op('Concat', [staged, t], { axis: 0 })], { axis: 1 }, { outputs: 2 }); // [T, W-T], [T, T]
+    return g.op('Concat', [open, old, unused, cur], { axis: 1 });
   }
 }

@@ -2,22 +2,27 @@
  * The two ONNX models eaglet runs, rendered from src/model/definition.ts:
  *
  * target (llamaForward)                          draft head (eagleHeadForward)
- *   in  input_ids     int64 [1, T]                 in  input_ids, position_ids, tree_mask, past_*_0
- *       position_ids  int64 [1, T]                     features  float32 [1, T, d]
- *       tree_mask     bool  [T, W]                 out hidden        float32 [1, T, d]
+ *   in  input_ids     int64 [1, T]                 in  input_ids, position_ids, tree_mask,
+ *       position_ids  int64 [1, T]                         past_length, past_*_0
+ *       tree_mask     bool  [T, W]                     features  float32 [1, T, d]
+ *       past_length   int64 [1] = L                out hidden        float32 [1, T, d]
  *       past_key_{l}, past_value_{l}                   topk_logprobs float32 [1, T, k]
- *                     float32 [1, P, nKv, hd]          topk_ids      int32   [1, T, k]
+ *                     float32 [1, nKv, S, hd]          topk_ids      int32   [1, T, k]
  *   out logits        float32 [1, T, V]                present_key_0, present_value_0
+ *       argmax        int32   [1, T]
  *       features      float32 [1, T, d]
  *       present_key_{l}, present_value_{l}
  *                     float32 [1, T, nKv, hd]   (new rows only: ORT copies every output)
  *
- * tree_mask [T, W] covers the last W of the P + T keys: row i is 1 where token i sees that key
- * (in a verification tree: its ancestors and itself, W = T; in a draft depth: also the staged
- * rows of its ancestors, W > T). Every token sees the P + T - W keys before them. P may be 0.
+ * Past K/V are the KVCache's head-major blocks, read in place: S >= L rows per head, of which
+ * the first L are live (see runtime/kv-cache.ts). tree_mask [T, W] covers the last W of the
+ * L + T live keys: row i is 1 where token i sees that key (in a verification tree: its
+ * ancestors and itself, W = T; in a draft depth: also the staged rows of its ancestors, W > T).
+ * Every token sees the L + T - W keys before them. L may be 0. Callers fetch only the outputs
+ * they need (greedy verification: argmax, not the [T, V] logits).
  */
 import { GraphBuilder } from './graph.ts';
-import { OnnxOps } from '../model/onnx-ops.ts';
+import { OnnxOps, type AttentionMode } from '../model/onnx-ops.ts';
 import { eagleHeadForward, lmHead, llamaForward, type HeadLayout, type PassInputs } from '../model/definition.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { HeadConfig } from '../model/draft-head.ts';
@@ -31,10 +36,12 @@ export const names = {
   ids: 'input_ids',
   positions: 'position_ids',
   tree: 'tree_mask',
+  pastLength: 'past_length',
   features: 'features',
   pastKey: (l: number) => `past_key_${l}`,
   pastValue: (l: number) => `past_value_${l}`,
   logits: 'logits',
+  argmax: 'argmax',
   hidden: 'hidden',
   topkLogProbs: 'topk_logprobs',
   topkIds: 'topk_ids',
@@ -48,10 +55,11 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, nLayers: numb
   const ids = flat(names.ids), positions = flat(names.positions);
   const tree = g.input(names.tree, 'bool', ['T', 'W']);
   const past = Array.from({ length: nLayers }, (_, l) => ({
-    keys: g.input(names.pastKey(l), 'float32', [1, 'P', kv.nKvHeads, kv.headDim]),
-    values: g.input(names.pastValue(l), 'float32', [1, 'P', kv.nKvHeads, kv.headDim]),
+    keys: g.input(names.pastKey(l), 'float32', [1, kv.nKvHeads, 'S', kv.headDim]),
+    values: g.input(names.pastValue(l), 'float32', [1, kv.nKvHeads, 'S', kv.headDim]),
   }));
-  return { ids, positions, mask: ops.treeMask(tree, past[0].keys), past };
+  const pastLength = g.input(names.pastLength, 'int64', [1]);
+  return { ids, positions, mask: ops.treeMask(tree, past[0].keys, pastLength), past };
 }
 
 /** Outputs the new K/V rows of each layer ([T, nKv*hd], or [1, T, nKv*hd] from rope) as [1, T, nKv, hd]. */
@@ -68,11 +76,14 @@ function batchOutput(g: GraphBuilder, x: string, name: string, dtype: 'float32' 
 }
 
 /** The target model's ONNX bytes (weights embedded as initializers). */
-export function buildTargetModel(cfg: ModelConfig, weights: Weights): Uint8Array {
+export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: AttentionMode = 'split'): Uint8Array {
   const g = new GraphBuilder('eaglet_target');
-  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen);
+  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention);
   const r = llamaForward(ops, cfg, stepInputs(g, ops, cfg, cfg.nLayers));
   batchOutput(g, r.logits, names.logits, 'float32', cfg.vocabSize);
+  // Greedy verification needs one id per node, not [T, V] floats copied back.
+  const best = g.op('Cast', [g.op('ArgMax', [r.logits], { axis: -1, keepdims: 0 })], { to: 6 /* INT32 */ }); // [T], first index on ties
+  g.output(g.op('Unsqueeze', [best, g.ints([0])]), names.argmax, 'int32', [1, 'T']);
   batchOutput(g, r.features, names.features, 'float32', cfg.dim);
   presentOutputs(g, cfg, r.keys, r.values);
   return g.toModel(MODEL_OPTIONS);
@@ -83,9 +94,9 @@ export function buildTargetModel(cfg: ModelConfig, weights: Weights): Uint8Array
  * (the head borrows them); the top-k of each row's log-softmax is taken in-graph so only
  * [T, k] crosses back to JS. k is clamped to the vocabulary size.
  */
-export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number): Uint8Array {
+export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, attention: AttentionMode = 'split'): Uint8Array {
   const g = new GraphBuilder('eaglet_draft');
-  const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen);
+  const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen, attention);
   const inp = stepInputs(g, ops, head, 1);
   const features = g.op('Reshape', [g.input(names.features, 'float32', [1, 'T', head.dim]), g.ints([-1, head.dim])]); // [T, d]
   const r = eagleHeadForward(ops, head, features, inp);

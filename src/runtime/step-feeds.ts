@@ -11,6 +11,7 @@ export class StepFeeds {
   private ids!: BigInt64Array; // [maxT]
   private positions!: BigInt64Array; // [maxT]
   private causal!: Uint8Array; // [maxT, maxT] lower triangle, built once per size
+  private pastLength = new BigInt64Array(1);
 
   /** @param maxTokens initial buffer size in tokens; grows when a pass needs more. */
   constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number) {
@@ -47,10 +48,13 @@ export class StepFeeds {
       [names.positions]: i64(this.positions.subarray(0, t), [1, t]),
       [names.tree]: bool(tree ?? this.causalMask(t), [t, w]),
     };
-    const p = cache.length, dims = [1, p, this.nKvHeads, this.headDim];
+    // The cache's head blocks, zero-copy: [1, nKv, S, hd], the first L = cache.length rows live.
+    this.pastLength[0] = BigInt(cache.length);
+    feeds[names.pastLength] = i64(this.pastLength, [1]);
+    const dims = [1, this.nKvHeads, cache.stride, this.headDim];
     for (let l = 0; l < this.nLayers; l++) {
-      feeds[names.pastKey(l)] = f32(cache.pastKeys(l), dims);
-      feeds[names.pastValue(l)] = f32(cache.pastValues(l), dims);
+      feeds[names.pastKey(l)] = f32(cache.keyView(l), dims);
+      feeds[names.pastValue(l)] = f32(cache.valueView(l), dims);
     }
     return feeds;
   }
@@ -63,6 +67,11 @@ export class StepFeeds {
       m.fill(0, i * t + i + 1, (i + 1) * t);
     }
     return m;
+  }
+
+  /** Output names of the new K/V rows, to fetch. */
+  presentNames(): string[] {
+    return Array.from({ length: this.nLayers }, (_, l) => [names.presentKey(l), names.presentValue(l)]).flat();
   }
 
   /** The new rows of each layer, [T, nKv, hd] (fresh arrays: ORT copies outputs). */

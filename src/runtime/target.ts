@@ -5,20 +5,25 @@
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildTargetModel, names } from '../onnx/model-graphs.ts';
+import type { AttentionMode } from '../model/onnx-ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
+import { createSession, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
   /** Input buffers are sized for this many tokens per pass and grow if a pass needs more. Default: 64. */
   maxTokens?: number;
+  /** How attention reads the cache (see AttentionMode). Default: 'split' (in place). */
+  attention?: AttentionMode;
 }
 
 export const DEFAULT_MAX_TOKENS = 64;
 
 export interface TargetOutput {
-  /** [T, V] */
+  /** [T, V]; empty when the pass was asked for argmax only. */
   logits: Float32Array;
+  /** [T]: each row's most likely token (first index on ties), computed in-graph. */
+  argmax: Int32Array;
   /** Final-norm hidden states [T, d]: the draft head's input. */
   features: Float32Array;
   /** Per layer, new keys after RoPE [T, nKv, hd]. */
@@ -32,9 +37,12 @@ export class TargetSession {
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
-    const session = await createSession(buildTargetModel(cfg, weights), opts);
+    const session = await createSession(buildTargetModel(cfg, weights, opts.attention), opts);
     return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
+
+  private fetchAll?: string[];
+  private fetchArgmax?: string[];
 
   /** Passes run, ms inside `session.run`, ms in whole `forward` calls (cumulative). */
   get stats(): RunStats {
@@ -45,12 +53,20 @@ export class TargetSession {
    * Scores `tokens` at `positions` after the cache's committed prefix. `tree` [T, W] says which
    * of the last W keys each token sees (a verification tree: W = T, the ancestor-or-self
    * matrix, nodes in topological order); the keys before them are always visible; omitted =
-   * causal. Does not modify the cache: the caller appends or stages+keeps the returned rows.
+   * causal. `logits: false` skips copying the [T, V] logits back (greedy needs only argmax).
+   * Does not modify the cache: the caller appends or commits the returned rows it keeps.
    */
-  async forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array): Promise<TargetOutput> {
+  async forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array, { logits = true } = {}): Promise<TargetOutput> {
     const t0 = performance.now();
-    const out = await runTimed(this.session, this.feeds.build(cache, tokens, positions, tree));
-    const r = { logits: f32Data(out[names.logits]), features: f32Data(out[names.features]), ...this.feeds.present(out) };
+    const common = [names.argmax, names.features, ...this.feeds.presentNames()];
+    const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : (this.fetchArgmax ??= common);
+    const out = await runTimed(this.session, this.feeds.build(cache, tokens, positions, tree), fetches);
+    const r = {
+      logits: logits ? f32Data(out[names.logits]) : new Float32Array(0),
+      argmax: i32Data(out[names.argmax]),
+      features: f32Data(out[names.features]),
+      ...this.feeds.present(out),
+    };
     this.session.stats.msTotal += performance.now() - t0;
     return r;
   }
