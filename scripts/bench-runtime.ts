@@ -35,6 +35,8 @@ const SIZES: Record<string, ModelConfig> = {
 /** Context-sweep configs: long context, K/V about as many bytes as the weights at 4000 rows. */
 const SWEEP: Record<string, ModelConfig> = {
   '29M': makeConfig({ vocabSize: 4096, dim: 512, nLayers: 8, nHeads: 8, hiddenDim: 1408, maxSeqLen: 4160 }),
+  // The embedded default target's shape (random weights).
+  'default-shape': makeConfig({ vocabSize: 1536, dim: 128, nLayers: 8, nHeads: 4, nKvHeads: 2, headDim: 32, hiddenDim: 344, maxSeqLen: 4160 }),
   '100M-long': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 4160 }),
 };
 

@@ -38,9 +38,9 @@ function check(m: Model, c: KVCache): void {
       for (let i = 0; i < ROW; i++) {
         assert.equal(k[r * ROW + i], elem(tag, l, i));
         assert.equal(v[r * ROW + i], -elem(tag, l, i));
-        const at = (Math.floor(i / HD) * c.stride + r) * HD + (i % HD); // head-major [KV, stride, HD]
-        assert.equal(kv[at], elem(tag, l, i));
-        assert.equal(vv[at], -elem(tag, l, i));
+        const h = Math.floor(i / HD), j = i % HD;
+        assert.equal(kv[(h * HD + j) * c.stride + r], elem(tag, l, i)); // keys [KV, HD, stride]
+        assert.equal(vv[(h * c.stride + r) * HD + j], -elem(tag, l, i)); // values [KV, stride, HD]
       }
     });
   }

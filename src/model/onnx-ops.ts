@@ -131,37 +131,39 @@ export class OnnxOps implements Ops<string> {
 
   /**
    * ONNX Attention (opset 23): GQA without repeating K/V, scale 1/sqrt(hd), additive mask, one
-   * kernel. Given a past it concatenates past and new rows into a fresh present buffer on
-   * every pass (a copy of the whole cache per layer), so it only pays where the past is short
-   * and ORT's per-node overhead dominates.
+   * kernel. Given a past it wants K head-major untransposed, and concatenates past and new rows
+   * into a fresh present buffer on every pass: copies of the whole cache per layer, so it only
+   * pays where the past is short and ORT's per-node overhead dominates.
    */
   private fusedAttention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
     const g = this.g, kvWidth = nKvHeads * headDim;
     const inputs = [this.batch(q, nHeads * headDim), this.batch(k, kvWidth), this.batch(v, kvWidth), mask];
-    if (past) inputs.push(past.keys, past.values);
+    if (past) inputs.push(g.op('Transpose', [past.keys], { perm: [0, 1, 3, 2] }), past.values);
     // With a past, ORT's kernel insists on writing the present outputs (unused here).
     const [y] = g.node('Attention', inputs, { q_num_heads: nHeads, kv_num_heads: nKvHeads }, { outputs: past ? 3 : 1 }); // [1, T, nH*hd]
     return g.op('Reshape', [y, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
   }
 
   /**
-   * Attention that reads the cache in place. Past K/V are the cache's head-major blocks
-   * [1, nKv, S, hd]; each query group (the G = nH/nKv query heads of one K/V head, T rows each)
-   * is scored against its head's past block with one batched FusedMatMul (K read transposed
-   * in place) and against the T new rows separately; the two score blocks are joined in score
-   * space ([TG, S + T], small), masked, softmaxed, split again, and each part multiplies its
-   * own V. Rows of the past block beyond the live length are masked out (weight exactly 0).
+   * Attention that reads the cache in place. Past K/V are the cache's head blocks, K^T
+   * [1, nKv, hd, S] and V [1, nKv, S, hd]; each query group (the G = nH/nKv query heads of one
+   * K/V head, T rows each) is scored against its head's past with one batched MatMul and
+   * against the T new rows separately; the two score blocks are joined in score space
+   * ([TG, S + T], small), masked, softmaxed, split again, and each part multiplies its own V.
+   * Past rows beyond the live length are masked out (weight exactly 0).
    */
   private splitAttention(q: string, k: string, v: string, past: PastKV<string>, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
-    const g = this.g, G = nHeads / nKvHeads, scale = { float: 1 / Math.sqrt(headDim) };
-    // Query rows grouped per K/V head, t-major within a group: [1, nKv, T*G, hd].
-    const q4 = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [q, g.ints([-1, nKvHeads, G, headDim])])], { perm: [1, 0, 2, 3] }), g.ints([1, nKvHeads, -1, headDim])]);
-    const heads = (x: string) => g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, nKvHeads, headDim])])], { perm: [1, 0, 2] }); // [nKv, T, hd]
-    const kNew = heads(k), vNew = heads(v);
-    const mm = (a: string, b: string) => g.node('FusedMatMul', [a, b], { transB: 1, alpha: scale }, { domain: 'com.microsoft' })[0];
-    const scores = g.op('Concat', [mm(q4, past.keys), mm(q4, kNew)], { axis: -1 }); // [1, nKv, TG, S+T]
+    const g = this.g, G = nHeads / nKvHeads;
+    // Scaled query rows grouped per K/V head, t-major within a group: [1, nKv, T*G, hd]. The
+    // scale is applied before the regrouping so ORT does not fuse it into the MatMul: the fused
+    // (alpha != 1) form misses MLAS's one-row fast path and measured ~2x slower at T = 1.
+    const scaled = g.op('Mul', [q, g.scalar(1 / Math.sqrt(headDim))]);
+    const q4 = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [scaled, g.ints([-1, nKvHeads, G, headDim])])], { perm: [1, 0, 2, 3] }), g.ints([1, nKvHeads, -1, headDim])]);
+    const heads = (x: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, nKvHeads, headDim])])], { perm });
+    const kNewT = heads(k, [1, 2, 0]), vNew = heads(v, [1, 0, 2]); // [nKv, hd, T], [nKv, T, hd]
+    const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
-    const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.keys, mask)], { axis: -1 }, { outputs: 2 });
+    const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
     const o = g.op('Add', [g.op('MatMul', [wPast, past.values]), g.op('MatMul', [wNew, vNew])]); // [1, nKv, TG, hd]
     const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, -1, G, headDim])])], { perm: [1, 0, 2, 3] }); // [T, nKv, G, hd]
     return g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
@@ -183,14 +185,14 @@ export class OnnxOps implements Ops<string> {
     return m;
   }
 
-  /** [S, T] for splitting [.., S+T] scores: S from the past K input, T from the mask's rows. */
+  /** [S, T] for splitting [.., S+T] scores: S from the past V input, T from the mask's rows. */
   private splits = new Map<string, string>();
-  private splitSizes(pastKey: string, mask: string): string {
-    const key = `${pastKey}/${mask}`;
+  private splitSizes(pastValue: string, mask: string): string {
+    const key = `${pastValue}/${mask}`;
     let s = this.splits.get(key);
     if (!s) {
       const g = this.g;
-      s = g.op('Concat', [g.op('Shape', [pastKey], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
+      s = g.op('Concat', [g.op('Shape', [pastValue], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
       this.splits.set(key, s);
     }
     return s;
@@ -200,7 +202,7 @@ export class OnnxOps implements Ops<string> {
    * The additive mask [T, S+T] over the past block's S rows then the T new rows, from a bool
    * matrix `tree` [T, W] over the last W live keys (row i: which of them token i sees; W = T for
    * a tree of new tokens, W > T when the cache's last W - T rows are staged draft rows of other
-   * branches), the past K input `pastRef` [1, nKv, S, hd] and the live length `pastLength` [1]
+   * branches), the past V input `pastRef` [1, nKv, S, hd] and the live length `pastLength` [1]
    * (L <= S). Columns: [0, L+T-W) zeros, [L+T-W, L) the tree's staged part, [L, S) hidden
    * (unused cache rows), [S, S+T) the tree's new part. JS only ever fills [T, W].
    */

@@ -151,7 +151,6 @@ export class GraphBuilder {
     for (const out of this.outputs) g.message(12, out);
     const m = new ProtoWriter().int(1, o.irVersion).string(2, 'eaglet').message(7, g);
     m.message(8, new ProtoWriter().string(1, '').int(2, o.opset));
-    m.message(8, new ProtoWriter().string(1, 'com.microsoft').int(2, 1)); // ORT's contrib ops (FusedMatMul)
     return m.finish();
   }
 }

@@ -6,8 +6,8 @@
  *       position_ids  int64 [1, T]                         past_length, past_*_0
  *       tree_mask     bool  [T, W]                     features  float32 [1, T, d]
  *       past_length   int64 [1] = L                out hidden        float32 [1, T, d]
- *       past_key_{l}, past_value_{l}                   topk_logprobs float32 [1, T, k]
- *                     float32 [1, nKv, S, hd]          topk_ids      int32   [1, T, k]
+ *       past_key_{l}  float32 [1, nKv, hd, S]          topk_logprobs float32 [1, T, k]
+ *       past_value_{l} float32 [1, nKv, S, hd]         topk_ids      int32   [1, T, k]
  *   out logits        float32 [1, T, V]                present_key_0, present_value_0
  *       argmax        int32   [1, T]
  *       features      float32 [1, T, d]
@@ -55,11 +55,11 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, nLayers: numb
   const ids = flat(names.ids), positions = flat(names.positions);
   const tree = g.input(names.tree, 'bool', ['T', 'W']);
   const past = Array.from({ length: nLayers }, (_, l) => ({
-    keys: g.input(names.pastKey(l), 'float32', [1, kv.nKvHeads, 'S', kv.headDim]),
+    keys: g.input(names.pastKey(l), 'float32', [1, kv.nKvHeads, kv.headDim, 'S']),
     values: g.input(names.pastValue(l), 'float32', [1, kv.nKvHeads, 'S', kv.headDim]),
   }));
   const pastLength = g.input(names.pastLength, 'int64', [1]);
-  return { ids, positions, mask: ops.treeMask(tree, past[0].keys, pastLength), past };
+  return { ids, positions, mask: ops.treeMask(tree, past[0].values, pastLength), past };
 }
 
 /** Outputs the new K/V rows of each layer ([T, nKv*hd], or [1, T, nKv*hd] from rope) as [1, T, nKv, hd]. */

@@ -1,13 +1,15 @@
 /**
  * The K/V cache of one model, in JS buffers that attention reads in place.
  *
- * Layout per layer: keys[l], values[l]: one preallocated Float32Array of
- * capacity * nKvHeads * headDim floats, used HEAD-MAJOR as [nKvHeads, stride, headDim]: head h's
- * rows sit contiguously at h * stride * headDim. `view(l)` hands ORT the first
- * nKvHeads * stride * headDim floats zero-copy as past K/V [1, nKvHeads, stride, headDim]; the
- * graph multiplies each head's [stride, hd] block directly (no per-pass concat or transpose) and
- * masks rows [length, stride) out. `stride` >= length grows in steps (see `ensureRows`), so a
- * pass reads at most a few percent more rows than are live and short contexts stay cheap.
+ * Layout per layer, head-major with `stride` rows reserved per head (length <= stride):
+ *   keys[l]   [nKvHeads, headDim, stride]  each head's keys TRANSPOSED: attention's scores
+ *                                          q [rows, hd] x K^T [hd, stride] are one plain MatMul
+ *   values[l] [nKvHeads, stride, headDim]  weights [rows, stride] x V [stride, hd]
+ * Each is one preallocated Float32Array of capacity * nKvHeads * headDim floats, of which the
+ * first nKvHeads * stride * headDim are handed to ORT zero-copy (`keyView`, `valueView`); the
+ * graph masks rows [length, stride) out, so no pass copies or transposes the past. The stride
+ * grows in steps (`ensureRows`): a pass reads at most ~3% + 2 * strideStep rows beyond the
+ * live ones, so short contexts stay cheap.
  *
  * Pass outputs (new rows) arrive position-major, [T, nKvHeads, headDim] per layer; `append` and
  * `commitRows` scatter them into the head blocks, so work is proportional to the rows written.
@@ -36,7 +38,7 @@ export class KVCache {
     this.values = Array.from({ length: nLayers }, () => new Float32Array(capacity * this.rowSize));
   }
 
-  /** Past K of layer l as ORT reads it: [nKv, stride, hd] head-major, a view (no copy). */
+  /** Past K of layer l as ORT reads it: [nKv, hd, stride] (transposed per head), a view. */
   keyView(l: number): Float32Array {
     return this.keys[l].subarray(0, this.nKvHeads * this.stride * this.headDim);
   }
@@ -48,37 +50,42 @@ export class KVCache {
 
   /** Committed keys of layer l position-major, [length, nKv * hd]: a copy (tests, inspection). */
   pastKeys(l: number): Float32Array {
-    return this.gather(this.keys[l]);
+    return this.gather(this.keys[l], true);
   }
 
   /** Committed values of layer l, [length, nKv * hd]: a copy. */
   pastValues(l: number): Float32Array {
-    return this.gather(this.values[l]);
+    return this.gather(this.values[l], false);
   }
 
-  private gather(buf: Float32Array): Float32Array {
+  /** Position-major copy [length, nKv * hd] of a head-major buffer (keys: transposed per head). */
+  private gather(buf: Float32Array, transposed: boolean): Float32Array {
     const { nKvHeads: H, headDim: hd, stride, length } = this;
     const out = new Float32Array(length * this.rowSize);
     for (let h = 0; h < H; h++)
-      for (let r = 0; r < length; r++) out.set(buf.subarray((h * stride + r) * hd, (h * stride + r + 1) * hd), (r * H + h) * hd);
+      for (let r = 0; r < length; r++)
+        for (let i = 0; i < hd; i++) out[(r * H + h) * hd + i] = buf[transposed ? (h * hd + i) * stride + r : (h * stride + r) * hd + i];
     return out;
   }
 
   /**
-   * Makes room for `rows` rows per head. Growing the stride moves each head's live rows up
-   * (last head first, in place); it grows by at least 1/16 of the rows and `strideStep`, so
-   * the moves cost O(1) amortised per appended row while a pass never reads more than
-   * ~6% + 2 * strideStep rows beyond the live ones.
+   * Makes room for `rows` rows per head. Growing the stride moves the live part of every
+   * per-head row block up (last first, in place: blocks only move to higher offsets); it grows
+   * by at least 1/32 of the rows and `strideStep`, so the moves cost O(1) amortised per
+   * appended row.
    */
   ensureRows(rows: number): void {
     if (rows > this.capacity) throw new RangeError(`K/V cache full: ${rows} rows > capacity ${this.capacity}`);
     if (rows <= this.stride) return;
-    const step = this.strideStep;
-    const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 4)) / step) * step);
-    const hd = this.headDim, live = this.length * hd;
-    for (let l = 0; l < this.nLayers; l++)
-      for (const buf of [this.keys[l], this.values[l]])
-        for (let h = this.nKvHeads - 1; h > 0; h--) buf.copyWithin(h * next * hd, h * this.stride * hd, h * this.stride * hd + live);
+    const step = this.strideStep, old = this.stride, n = this.length;
+    const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step);
+    const hd = this.headDim;
+    for (let l = 0; l < this.nLayers; l++) {
+      const k = this.keys[l], v = this.values[l];
+      // keys: nKv * hd blocks of `stride` floats; values: nKv blocks of stride * hd floats.
+      for (let b = this.nKvHeads * hd - 1; b > 0; b--) k.copyWithin(b * next, b * old, b * old + n);
+      for (let h = this.nKvHeads - 1; h > 0; h--) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+    }
     this.stride = next;
   }
 
@@ -109,10 +116,10 @@ export class KVCache {
       const k = this.keys[l], v = this.values[l], nk = newKeys[l], nv = newValues[l];
       if (nk.length < (src + 1) * this.rowSize || nv.length < (src + 1) * this.rowSize) throw new RangeError(`row ${src} is outside the pass outputs of layer ${l}`);
       for (let h = 0; h < H; h++) {
-        const from = (src * H + h) * hd, to = (h * stride + dst) * hd;
+        const from = (src * H + h) * hd, kTo = h * hd * stride + dst, vTo = (h * stride + dst) * hd;
         for (let i = 0; i < hd; i++) {
-          k[to + i] = nk[from + i];
-          v[to + i] = nv[from + i];
+          k[kTo + i * stride] = nk[from + i];
+          v[vTo + i] = nv[from + i];
         }
       }
     }

@@ -48,13 +48,14 @@ export class StepFeeds {
       [names.positions]: i64(this.positions.subarray(0, t), [1, t]),
       [names.tree]: bool(tree ?? this.causalMask(t), [t, w]),
     };
-    // The cache's head blocks, zero-copy: [1, nKv, S, hd], the first L = cache.length rows live.
+    // The cache's head blocks, zero-copy (K [1, nKv, hd, S], V [1, nKv, S, hd]); the first
+    // L = cache.length of the S = cache.stride rows are live.
     this.pastLength[0] = BigInt(cache.length);
     feeds[names.pastLength] = i64(this.pastLength, [1]);
-    const dims = [1, this.nKvHeads, cache.stride, this.headDim];
+    const kDims = [1, this.nKvHeads, this.headDim, cache.stride], vDims = [1, this.nKvHeads, cache.stride, this.headDim];
     for (let l = 0; l < this.nLayers; l++) {
-      feeds[names.pastKey(l)] = f32(cache.keyView(l), dims);
-      feeds[names.pastValue(l)] = f32(cache.valueView(l), dims);
+      feeds[names.pastKey(l)] = f32(cache.keyView(l), kDims);
+      feeds[names.pastValue(l)] = f32(cache.valueView(l), vDims);
     }
     return feeds;
   }
