@@ -5,6 +5,7 @@
  *
  * Tolerance: |ort - ref| <= 1e-4 + 1e-4 * |ref|, as in target-forward.test.ts.
  */
+import type { AttentionMode } from '../src/model/onnx-ops.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -41,7 +42,7 @@ test('property: ORT draft head equals the float64 reference, with a cached prefi
     fc.record({ c: fc.constant(c), prefix: arbTokens(c.vocabSize, 0, 6), parents: arbParents(1, 10), nodeIds: arbTokens(c.vocabSize, 10, 10), bias: fc.boolean(), topK: fc.integer({ min: 1, max: 10 }) }),
   );
   await fc.assert(
-    fc.asyncProperty(arb, fc.integer({ min: 0, max: 2 ** 31 - 1 }), async ({ c, prefix, parents, nodeIds, bias, topK }, seed) => {
+    fc.asyncProperty(arb, fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.constantFrom<AttentionMode>('split', 'fused'), async ({ c, prefix, parents, nodeIds, bias, topK }, seed, attention) => {
       const tw = randomWeights(c, seed, 2), { head, weights } = randomHead(c, seed, bias), rng = new Rng(seed);
       const P = prefix.length, n = parents.length, V = c.vocabSize, d = c.dim;
       const tokens = nodeIds.slice(0, n), positions = depths(parents).map((x) => P + x);
@@ -50,9 +51,9 @@ test('property: ORT draft head equals the float64 reference, with a cached prefi
       const refPrefix = referenceHeadForward(head, weights, c, tw, prefix, prefixFeatures, range(0, P), visibility(0, P));
       const ref = referenceHeadForward(head, weights, c, tw, tokens, nodeFeatures, positions, visibility(P, n, parents), { key: refPrefix.key, value: refPrefix.value });
 
-      const s = await DraftSession.create(head, weights, c, tw, { topK });
+      const s = await DraftSession.create(head, weights, c, tw, { topK, attention });
       try {
-        const cache = new KVCache(1, head.nKvHeads, head.headDim, MAX_SEQ);
+        const cache = new KVCache(1, head.nKvHeads, head.headDim, MAX_SEQ, 4);
         if (P > 0) {
           const o = await s.forward(cache, prefix, prefixFeatures, range(0, P));
           expectClose(mismatch('prefix hidden', o.hidden, refPrefix.hidden));

@@ -39,7 +39,7 @@ function rowArgmax(a: Float32Array, width: number): number[] {
 }
 
 /** Runs `fn` with a session that is disposed afterwards. */
-async function withTarget<R>(c: ModelConfig, w: Weights, fn: (s: TargetSession) => Promise<R>, attention?: AttentionMode): Promise<R> {
+async function withTarget<R>(c: ModelConfig, w: Weights, fn: (s: TargetSession) => Promise<R>, attention: AttentionMode = 'split'): Promise<R> {
   const s = await TargetSession.create(c, w, { attention });
   try {
     return await fn(s);

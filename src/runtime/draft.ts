@@ -7,6 +7,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildDraftModel, names } from '../onnx/model-graphs.ts';
+import { defaultAttention } from '../model/onnx-ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -42,7 +43,7 @@ export class DraftSession {
     const bad = headMismatch(head, target);
     if (bad) throw new Error(bad);
     const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, head.vocabSize);
-    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, opts.attention), opts);
+    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, opts.attention ?? defaultAttention(target.maxSeqLen)), opts);
     return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 

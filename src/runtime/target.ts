@@ -5,7 +5,7 @@
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildTargetModel, names } from '../onnx/model-graphs.ts';
-import type { AttentionMode } from '../model/onnx-ops.ts';
+import { defaultAttention, type AttentionMode } from '../model/onnx-ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -13,7 +13,7 @@ import { StepFeeds } from './step-feeds.ts';
 export interface StepSessionOptions extends SessionOptions {
   /** Input buffers are sized for this many tokens per pass and grow if a pass needs more. Default: 64. */
   maxTokens?: number;
-  /** How attention reads the cache (see AttentionMode). Default: 'split' (in place). */
+  /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context). */
   attention?: AttentionMode;
 }
 
@@ -37,7 +37,7 @@ export class TargetSession {
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
-    const session = await createSession(buildTargetModel(cfg, weights, opts.attention), opts);
+    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen)), opts);
     return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 

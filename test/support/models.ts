@@ -7,10 +7,15 @@ import { makeConfig, randomWeights } from '../../src/model/random.ts';
 import type { TreeShape } from '../../src/generate/eagle-drafter.ts';
 import type { LengthPolicy } from '../../src/policies/policy.ts';
 
-/** Tiny Llama configs: GQA on/off, tied/untied, q/k/v biases, two RoPE thetas. */
-export const tinyConfig = (maxSeqLen = 96): fc.Arbitrary<ModelConfig> =>
+/**
+ * Tiny Llama configs: GQA on/off, tied/untied, q/k/v biases, two RoPE thetas. Without a given
+ * context length, 96 or 320 rows: either side of FUSED_MAX_CONTEXT, so sessions built with the
+ * default attention rendering cover both ('fused' and the in-place 'split').
+ */
+export const tinyConfig = (maxSeqLen?: number): fc.Arbitrary<ModelConfig> =>
   fc
     .record({
+      maxSeqLen: maxSeqLen === undefined ? fc.constantFrom(96, 320) : fc.constant(maxSeqLen),
       vocabSize: fc.integer({ min: 16, max: 64 }),
       nHeads: fc.constantFrom(1, 2, 4),
       kvDiv: fc.constantFrom(1, 2),
@@ -21,7 +26,7 @@ export const tinyConfig = (maxSeqLen = 96): fc.Arbitrary<ModelConfig> =>
       ropeTheta: fc.constantFrom(10000, 500),
     })
     .map(({ kvDiv, headDim, nHeads, ...r }) =>
-      makeConfig({ ...r, nHeads, nKvHeads: Math.max(1, nHeads / kvDiv), headDim, dim: nHeads * headDim, maxSeqLen }),
+      makeConfig({ ...r, nHeads, nKvHeads: Math.max(1, nHeads / kvDiv), headDim, dim: nHeads * headDim }),
     );
 
 export const treeShape: fc.Arbitrary<TreeShape> = fc.record({
