@@ -32,6 +32,7 @@ import { linePlot } from './svg-plot.ts';
 import { readTargetCorpus, type CorpusFile } from './target-corpus.ts';
 import { loadTf, BACKEND_CHOICES, type BackendChoice, type Tf } from './tf-backend.ts';
 import { additiveMask, intTensor, TfOps, type WeightLookup } from './tf-ops.ts';
+import { earlyExitLoss } from './early-exit.ts';
 import { trainTokenizer, writeTokenizer, type TrainedTokenizer } from './tokenizer-train.ts';
 
 /**
@@ -60,6 +61,7 @@ export const TRAIN_TARGET_FLAGS: FlagSpec[] = [
   { flag: 'checkpoint-every', type: 'int', min: 1, default: 25, meta: 'N', help: 'write a checkpoint every N steps' },
   { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of initial weights and window sampling' },
   { flag: 'time-budget', type: 'number', min: 0, default: 0, meta: 'MIN', help: 'stop (checkpoint + export) after MIN minutes of training; 0 = no limit' },
+  { flag: 'early-exit-loss', type: 'number', min: 0, default: 0, meta: 'W', help: 'LayerSkip-style: add W x next-token loss at every layer\'s normed hidden state (weights rising with depth), so early layers can self-draft (--draft self)' },
   { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: 'auto', meta: 'B', help: 'tfjs backend: auto (tfjs-node, else wasm, else cpu), node, wasm, cpu' },
 ];
 
@@ -67,7 +69,7 @@ export const TRAIN_TARGET_FLAGS: FlagSpec[] = [
 export interface TargetTunables {
   dim: number; layers: number; heads: number; kvHeads: number; hidden: number; vocab: number; seqLen: number;
   batch: number; lr: number; steps: number; warmup: number; clip: number; weightDecay: number; heldOut: number;
-  evalEvery: number; evalTokens: number; checkpointEvery: number; seed: number; timeBudget: number; backend: BackendChoice;
+  evalEvery: number; evalTokens: number; checkpointEvery: number; seed: number; timeBudget: number; earlyExitLoss: number; backend: BackendChoice;
 }
 
 export interface TrainTargetOptions extends Partial<TargetTunables> {
@@ -209,16 +211,20 @@ export function encodeStream(tok: HfTokenizer, files: CorpusFile[], eosId: numbe
  * Mean next-token cross-entropy (nats) of B windows of T tokens through the model definition:
  * `ids`, `labels` [B*T] (labels = the next tokens), `mask` the [T, T] causal additive mask.
  * `oneHotEmbed` renders the embedding lookup as a one-hot matmul (see BatchedTfOps).
+ * `earlyExit` W > 0 adds the early-exit loss (training/early-exit.ts) over every layer.
  */
 export function windowLoss(
-  tf: Tf, cfg: ModelConfig, lookup: WeightLookup, mask: Tensor, ids: Int32Array, labels: Int32Array, oneHotEmbed: boolean,
+  tf: Tf, cfg: ModelConfig, lookup: WeightLookup, mask: Tensor, ids: Int32Array, labels: Int32Array, oneHotEmbed: boolean, earlyExit = 0,
 ): Scalar {
   const T = mask.shape[0]!, B = ids.length / T;
   const ops = new BatchedTfOps(tf, lookup, B, oneHotEmbed);
   const positions = intTensor(tf, Int32Array.from({ length: B * T }, (_, i) => i % T)); // [B*T]
-  const { logits } = llamaForward(ops, cfg, { ids: intTensor(tf, ids), positions, mask, past: null }); // [B*T, V]
+  const { logits, hiddens } = llamaForward(ops, cfg, { ids: intTensor(tf, ids), positions, mask, past: null }); // [B*T, V]
   const onehot = oneHotF32(tf, intTensor(tf, labels), cfg.vocabSize); // [B*T, V]
-  return tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), -1))) as Scalar;
+  const ce = (l: Tensor): Tensor => tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(l)), -1)));
+  const final = ce(logits);
+  const early = earlyExitLoss(ops, cfg, hiddens, earlyExit, ce, (x, w) => tf.mul(x, w));
+  return (early ? tf.add(final, early) : final) as Scalar;
 }
 
 const stepSeed = (seed: number, step: number): number => (Math.imul(seed ^ 0x5bd1e995, 0x85ebca6b) + Math.imul(step + 1, 0xc2b2ae35)) >>> 0;
@@ -277,7 +283,8 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
   const mask = additiveMask(tf, T, T, (i, j) => j <= i); // [T, T] causal, shared by every window
   const oneHotEmbed = backend === 'wasm';
 
-  const lossOf = (ids: Int32Array, labels: Int32Array): Scalar => windowLoss(tf, cfg, lookup, mask, ids, labels, oneHotEmbed);
+  // Training adds the early-exit terms; held-out metrics are the model's own (final layer) loss.
+  const lossOf = (ids: Int32Array, labels: Int32Array, earlyExit = 0): Scalar => windowLoss(tf, cfg, lookup, mask, ids, labels, oneHotEmbed, earlyExit);
   const evaluate = (): HeldOutMetrics => {
     let sum = 0;
     for (let w = 0; w < evalWindows; w += o.batch) {
@@ -309,7 +316,7 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
       const lr = cosineLr(o.lr, minLr, o.warmup, o.steps, step + 1);
       const ts = performance.now();
       const loss = tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => lossOf(ids, labels), params);
+        const { value, grads } = tf.variableGrads(() => lossOf(ids, labels, o.earlyExitLoss), params);
         opt.apply(params.map((p) => grads[p.name]), lr);
         return value.dataSync()[0];
       });
