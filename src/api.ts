@@ -121,7 +121,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     if (o.exitLayer !== undefined) checkExitLayer(model.config, o.exitLayer);
     else if (L < 2) throw new UsageError('--draft', `self needs a target with at least 2 layers, this one has ${L}`);
     drafter = selfDrafter = new SelfDrafter(target, model.weights, tree, { exitLayer: o.exitLayer, session: sessionOpts });
-    selfPolicy = o.exitLayer !== undefined ? new ExitPolicy(L, tree.totalTokens, { layer: o.exitLayer }) : new DelPolicy(L, tree.totalTokens);
+    selfPolicy = o.exitLayer !== undefined ? new ExitPolicy(L, tree.totalTokens, { at: o.exitLayer }) : new DelPolicy(L, tree.totalTokens);
   } else if (o.draft !== undefined && o.draft !== null) {
     const head: DraftHead =
       o.draft === 'random'

@@ -45,13 +45,13 @@ export const DEL_FLAGS: FlagSpec[] = [
 
 export interface ExitOptions {
   /** The exit layer. */
-  layer: number;
+  at: number;
   /** As DelOptions.minConfidence; default 0 = always the full depth. */
   minConfidence: number;
 }
 
 export const EXIT_FLAGS: FlagSpec[] = [
-  { flag: 'layer', type: 'int', min: 1, meta: 'E', help: 'exit layer: draft with layers 0..E-1 (required; `exit-E`)' },
+  { flag: 'at', type: 'int', min: 1, meta: 'E', help: 'exit layer: draft with layers 0..E-1 (required; `exit-E`)' },
   { flag: 'min-confidence', type: 'number', min: 0, max: 1, default: 0, meta: 'P', help: "stop drafting deeper once the best path's draft probability falls below P (0 = never)" },
 ];
 
@@ -68,13 +68,13 @@ export class ExitPolicy implements LengthPolicy {
   private readonly logMin: number;
   constructor(readonly nLayers: number, readonly totalTokens: number, options: Partial<ExitOptions>) {
     this.options = resolveOptions<ExitOptions>(EXIT_FLAGS, options);
-    if (this.options.layer === undefined) throw new RangeError('exit policy needs a layer');
-    this.name = `exit-${this.options.layer}`;
+    if (this.options.at === undefined) throw new RangeError('exit policy needs a layer');
+    this.name = `exit-${this.options.at}`;
     this.logMin = this.options.minConfidence > 0 ? Math.log(this.options.minConfidence) : -Infinity;
   }
 
   plan(s: RoundState): RoundPlan {
-    return { depth: s.maxDepth, totalTokens: this.totalTokens, exitLayer: this.options.layer };
+    return { depth: s.maxDepth, totalTokens: this.totalTokens, exitLayer: this.options.at };
   }
 
   continueDrafting(f: Frontier): boolean {

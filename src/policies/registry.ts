@@ -93,12 +93,12 @@ const REGISTRY = new Map<string, PolicyEntry>([
   ['exit', {
     summary: 'static self-drafting from the target\'s first E layers (`exit-E`), full depth',
     flags: EXIT_FLAGS,
-    shorthand: 'layer',
+    shorthand: 'at',
     drafter: 'self',
     create: (o, { tree, nLayers }) => {
       const L = needLayers(nLayers);
-      if (o.layer === undefined) throw new UsageError('policy exit', 'needs a layer: exit-E or exit:layer=E');
-      if ((o.layer as number) > L - 1) throw new UsageError('policy exit', `layer ${o.layer as number} outside 1..${L - 1} (the target has ${L} layers)`);
+      if (o.at === undefined) throw new UsageError('policy exit', 'needs a layer: exit-E or exit:at=E');
+      if ((o.at as number) > L - 1) throw new UsageError('policy exit', `layer ${o.at as number} outside 1..${L - 1} (the target has ${L} layers)`);
       return new ExitPolicy(L, tree.totalTokens, o);
     },
   }],
