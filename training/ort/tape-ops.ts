@@ -15,7 +15,7 @@ import type { Tape, Val } from './tape.ts';
 export type ValLookup = (name: string) => Val;
 
 export class TapeOps implements Ops<Val> {
-  private ropeTables = new Map<string, [string, string, string]>();
+  private ropeTables = new Map<string, { cos: string; sin: string; data: Float32Array; negSin?: string }>();
   private batchedPositions = new Map<string, string>();
 
   /**
@@ -57,30 +57,36 @@ export class TapeOps implements Ops<Val> {
   }
 
   rope(x: Val, positions: Val, nHeads: number, headDim: number, theta: number): Val {
-    const [cos, sin, negSin] = this.ropeCache(headDim, theta);
+    const [cos, sin] = this.ropeCache(headDim, theta, false), g = this.tape.g, B = this.batch;
     let p = this.batchedPositions.get(positions.name);
-    if (!p) this.batchedPositions.set(positions.name, (p = this.tape.g.op('Unsqueeze', [positions.name, this.tape.g.ints([0])]))); // [1, N]
-    return this.tape.rope(x, p, cos, sin, negSin, nHeads);
+    if (!p) this.batchedPositions.set(positions.name, (p = g.op('Reshape', [positions.name, g.ints([B, positions.shape[0] / B])]))); // [B, T]
+    return this.tape.rope(x, p, B, cos, sin, () => this.ropeCache(headDim, theta, true)[2], nHeads);
   }
 
-  /** cos, sin and -sin tables [maxPositions, hd/2] of p * theta^(-2i/hd), computed in float64. */
-  private ropeCache(headDim: number, theta: number): [string, string, string] {
+  /**
+   * cos and sin tables [maxPositions, hd/2] of p * theta^(-2i/hd), computed in float64, and
+   * (`negated`, for the backward pass only) -sin.
+   */
+  private ropeCache(headDim: number, theta: number, negated: boolean): string[] {
     const key = `${headDim}/${theta}`;
-    const hit = this.ropeTables.get(key);
-    if (hit) return hit;
-    const half = headDim / 2, n = this.maxPositions;
-    const cos = new Float32Array(n * half), sin = new Float32Array(n * half), neg = new Float32Array(n * half); // [maxPos, hd/2]
-    for (let p = 0; p < n; p++)
-      for (let i = 0; i < half; i++) {
-        const a = p * Math.pow(theta, (-2 * i) / headDim);
-        cos[p * half + i] = Math.cos(a);
-        sin[p * half + i] = Math.sin(a);
-        neg[p * half + i] = -sin[p * half + i];
-      }
-    const table = (name: string, data: Float32Array) => this.tape.g.initializer(`rope_${name}_${headDim}_${theta}`, { dtype: 'float32', dims: [n, half], data });
-    const r: [string, string, string] = [table('cos', cos), table('sin', sin), table('negsin', neg)];
-    this.ropeTables.set(key, r);
-    return r;
+    let r = this.ropeTables.get(key);
+    if (!r) {
+      const half = headDim / 2, n = this.maxPositions;
+      const cos = new Float32Array(n * half), sin = new Float32Array(n * half); // [maxPos, hd/2]
+      for (let p = 0; p < n; p++)
+        for (let i = 0; i < half; i++) {
+          const a = p * Math.pow(theta, (-2 * i) / headDim);
+          cos[p * half + i] = Math.cos(a);
+          sin[p * half + i] = Math.sin(a);
+        }
+      this.ropeTables.set(key, (r = { cos: this.table('cos', headDim, theta, cos), sin: this.table('sin', headDim, theta, sin), data: sin }));
+    }
+    if (negated && !r.negSin) r.negSin = this.table('negsin', headDim, theta, r.data.map((v) => -v));
+    return [r.cos, r.sin, r.negSin ?? ''];
+  }
+
+  private table(name: string, headDim: number, theta: number, data: Float32Array): string {
+    return this.tape.g.initializer(`rope_${name}_${headDim}_${theta}`, { dtype: 'float32', dims: [this.maxPositions, headDim / 2], data });
   }
 
   attention(q: Val, k: Val, v: Val, past: PastKV<Val> | null, mask: Val, l: HeadLayout): Val {

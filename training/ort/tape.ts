@@ -146,14 +146,13 @@ export class Tape {
     const ms = this.op('ReduceMean', [this.op('Mul', [x.name, x.name]), last], { keepdims: 1 });
     const r = this.op('Reciprocal', [this.op('Sqrt', [this.op('Add', [ms, this.g.scalar(eps)])])]);
     const n = this.op('Mul', [x.name, r]);
-    const rows = this.g.ints([...Array(x.shape.length - 1).keys()]);
     return this.rec(this.op('Mul', [n, w.name]), x.shape, [x, w], (gy) => [
       () => {
         const dn = this.op('Mul', [gy, w.name]);
         const m = this.op('ReduceMean', [this.op('Mul', [dn, n]), last], { keepdims: 1 });
         return this.op('Mul', [r, this.op('Sub', [dn, this.op('Mul', [n, m])])]);
       },
-      () => this.op('ReduceSum', [this.op('Mul', [gy, n]), rows], { keepdims: 0 }),
+      () => this.op('ReduceSum', [this.op('Mul', [gy, n]), this.g.ints([...Array(x.shape.length - 1).keys()])], { keepdims: 0 }),
     ]);
   }
 
@@ -176,15 +175,15 @@ export class Tape {
   }
 
   /**
-   * RoPE on rows x [N, nH*hd] at positions [1, N] (int64) with tables [maxPos, hd/2]: ONNX
-   * RotaryEmbedding. The VJP of a rotation is the rotation by minus the angle: the same kernel
-   * with the sine table negated.
+   * RoPE on rows x [B*T, nH*hd] at positions [B, T] (int64) with tables [maxPos, hd/2]: ONNX
+   * RotaryEmbedding over [B, T, width]. The VJP of a rotation is the rotation by minus the
+   * angle: the same kernel with the sine table negated (`negSin`, made on first use).
    */
-  rope(x: Val, positions: string, cos: string, sin: string, negSin: string, nHeads: number): Val {
+  rope(x: Val, positions: string, B: number, cos: string, sin: string, negSin: () => string, nHeads: number): Val {
     const [N, w] = x.shape;
     const rot = (v: string, s: string) =>
-      this.op('Reshape', [this.op('RotaryEmbedding', [this.op('Reshape', [v, this.g.ints([1, N, w])]), cos, s, positions], { interleaved: 0, num_heads: nHeads }), this.g.ints([N, w])]);
-    return this.rec(rot(x.name, sin), x.shape, [x], (gy) => [() => rot(gy, negSin)]);
+      this.op('Reshape', [this.op('RotaryEmbedding', [this.op('Reshape', [v, this.g.ints([B, N / B, w])]), cos, s, positions], { interleaved: 0, num_heads: nHeads }), this.g.ints([N, w])]);
+    return this.rec(rot(x.name, sin), x.shape, [x], (gy) => [() => rot(gy, negSin())]);
   }
 
   /** Softmax over the last axis. dx = y (gy - sum(gy y)). */
