@@ -116,3 +116,14 @@ test('bad options are usage errors naming the flag', async () => {
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), backend: 'gpu' as never }), /--backend/);
   await assert.rejects(trainDraft({ target: { config: makeConfig({ vocabSize: 48, dim: 16, nLayers: 1, nHeads: 2 }), weights }, logs, out: join(dir, 'x') }), /width 32/);
 });
+
+test('one training step agrees between backends (ort, wasm)', async () => {
+  const logs = [await logPromise];
+  const go = (backend: 'ort' | 'wasm') => trainDraft({ target, logs, out: join(dir, `one-${backend}`), steps: 1, warmup: 0, window: 16, batch: 4, backend, seed: 3 });
+  const [a, b] = [await go('ort'), await go('wasm')];
+  assert.ok(Math.abs(a.curve.loss[0] - b.curve.loss[0]) < 1e-4, `loss ${a.curve.loss[0]} vs ${b.curve.loss[0]}`);
+  assert.ok(Math.abs(a.final.featureLoss - b.final.featureLoss) < 1e-4, `validation after the step ${a.final.featureLoss} vs ${b.final.featureLoss}`);
+  let worst = 0;
+  for (const [name, t] of a.weights) for (let i = 0; i < t.data.length; i++) worst = Math.max(worst, Math.abs(t.data[i] - b.weights.get(name)!.data[i]));
+  assert.ok(worst < 1e-5, `max weight difference ${worst}`);
+});

@@ -177,3 +177,14 @@ test('the committed default tokenizer round-trips the held-out TypeScript files 
   const { heldOut } = readTargetCorpus('node_modules/typescript/lib', 0.1);
   for (const f of heldOut) assert.ok(t.decode(t.encode(f.text, { addBos: false })) === f.text, f.name);
 });
+
+test('one training step agrees between backends (ort, wasm)', async () => {
+  const run = (backend: 'ort' | 'wasm') => trainTarget(tiny(join(dir, `one-${backend}`), { backend, steps: 1, warmup: 0, evalEvery: 1 }));
+  const [a, b] = [await run('ort'), await run('wasm')];
+  assert.ok(Math.abs(a.curve.loss[0] - b.curve.loss[0]) < 1e-4, `loss ${a.curve.loss[0]} vs ${b.curve.loss[0]}`);
+  assert.ok(Math.abs(a.final.loss - b.final.loss) < 1e-4, `held-out after the step ${a.final.loss} vs ${b.final.loss}`);
+  // Adam's first update is lr * g / |g| per element: equal unless a gradient is within rounding of 0.
+  let worst = 0, n = 0;
+  for (const [name, t] of a.weights) for (let i = 0; i < t.data.length; i++, n++) worst = Math.max(worst, Math.abs(t.data[i] - b.weights.get(name)!.data[i]));
+  assert.ok(worst < 1e-5, `max weight difference ${worst} over ${n} weights`);
+});

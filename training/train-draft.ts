@@ -225,7 +225,7 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
 }
 
 /** The draft loss in TensorFlow.js: the model definition rendered by TfOps, differentiated by tfjs autograd. */
-class TfDraftSteps implements DraftSteps {
+export class TfDraftSteps implements DraftSteps {
   private readonly frozen: Map<string, Tensor>;
 
   constructor(private readonly tf: Tf, private readonly target: { config: ModelConfig; weights: Weights }, private readonly head: HeadConfig, private readonly w: { featureWeight: number; tokenWeight: number }) {

@@ -354,7 +354,7 @@ interface TargetSteps {
 }
 
 /** Target steps in TensorFlow.js: `windowLoss` differentiated by tfjs autograd. */
-class TfTargetSteps implements TargetSteps {
+export class TfTargetSteps implements TargetSteps {
   private readonly mask: Tensor;
 
   constructor(private readonly tf: Tf, private readonly cfg: ModelConfig, T: number, private readonly oneHotEmbed: boolean) {
