@@ -4,7 +4,7 @@ import { loadModel } from '../../io/load-model.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from '../../../training/backend.ts';
 import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 import { fileList, requireFlags } from '../common-flags.ts';
 
