@@ -8,6 +8,7 @@
  * repeated: the query heads of one K/V group sit side by side in one matmul.
  */
 import type { HeadLayout, Ops, PastKV } from '../../src/model/definition.ts';
+import { ropeInvFreq, type RopeSpec } from '../../src/model/rope.ts';
 import type { Tensor } from '../../src/model/weights.ts';
 import type { Tape, Val } from './tape.ts';
 
@@ -15,7 +16,7 @@ import type { Tape, Val } from './tape.ts';
 export type ValLookup = (name: string) => Val;
 
 export class TapeOps implements Ops<Val> {
-  private ropeTables = new Map<string, { cos: string; sin: string; data: Float32Array; negSin?: string }>();
+  private ropeTables = new Map<string, { tag: number; cos: string; sin: string; data: Float32Array; negSin?: string }>();
   private batchedPositions = new Map<string, string>();
 
   /**
@@ -52,41 +53,48 @@ export class TapeOps implements Ops<Val> {
     return this.tape.rmsNorm(x, w, eps);
   }
 
+  headRmsNorm(x: Val, w: Val, nHeads: number, eps: number): Val {
+    const t = this.tape, [N, width] = x.shape;
+    return t.reshape(t.rmsNorm(t.reshape(x, [N, nHeads, width / nHeads]), w, eps), [N, width]);
+  }
+
   concat(a: Val, b: Val): Val {
     return this.tape.concat(a, b);
   }
 
-  rope(x: Val, positions: Val, nHeads: number, headDim: number, theta: number): Val {
-    const [cos, sin] = this.ropeCache(headDim, theta, false), g = this.tape.g, B = this.batch;
+  rope(x: Val, positions: Val, nHeads: number, headDim: number, spec: RopeSpec): Val {
+    const [cos, sin] = this.ropeCache(headDim, spec, false), g = this.tape.g, B = this.batch;
     let p = this.batchedPositions.get(positions.name);
     if (!p) this.batchedPositions.set(positions.name, (p = g.op('Reshape', [positions.name, g.ints([B, positions.shape[0] / B])]))); // [B, T]
-    return this.tape.rope(x, p, B, cos, sin, () => this.ropeCache(headDim, theta, true)[2], nHeads);
+    return this.tape.rope(x, p, B, cos, sin, () => this.ropeCache(headDim, spec, true)[2], nHeads);
   }
 
   /**
-   * cos and sin tables [maxPositions, hd/2] of p * theta^(-2i/hd), computed in float64, and
+   * cos and sin tables [maxPositions, hd/2] of p * invFreq_i, computed in float64, and
    * (`negated`, for the backward pass only) -sin.
    */
-  private ropeCache(headDim: number, theta: number, negated: boolean): string[] {
-    const key = `${headDim}/${theta}`;
+  private ropeCache(headDim: number, spec: RopeSpec, negated: boolean): string[] {
+    const invFreq = ropeInvFreq(headDim, spec);
+    const key = `${headDim}/${invFreq.join(',')}`;
     let r = this.ropeTables.get(key);
     if (!r) {
+      const tag = this.ropeTables.size;
       const half = headDim / 2, n = this.maxPositions;
       const cos = new Float32Array(n * half), sin = new Float32Array(n * half); // [maxPos, hd/2]
       for (let p = 0; p < n; p++)
         for (let i = 0; i < half; i++) {
-          const a = p * Math.pow(theta, (-2 * i) / headDim);
+          const a = p * invFreq[i];
           cos[p * half + i] = Math.cos(a);
           sin[p * half + i] = Math.sin(a);
         }
-      this.ropeTables.set(key, (r = { cos: this.table('cos', headDim, theta, cos), sin: this.table('sin', headDim, theta, sin), data: sin }));
+      this.ropeTables.set(key, (r = { tag, cos: this.table('cos', headDim, tag, cos), sin: this.table('sin', headDim, tag, sin), data: sin }));
     }
-    if (negated && !r.negSin) r.negSin = this.table('negsin', headDim, theta, r.data.map((v) => -v));
+    if (negated && !r.negSin) r.negSin = this.table('negsin', headDim, r.tag, r.data.map((v) => -v));
     return [r.cos, r.sin, r.negSin ?? ''];
   }
 
-  private table(name: string, headDim: number, theta: number, data: Float32Array): string {
-    return this.tape.g.initializer(`rope_${name}_${headDim}_${theta}`, { dtype: 'float32', dims: [this.maxPositions, headDim / 2], data });
+  private table(name: string, headDim: number, tag: number, data: Float32Array): string {
+    return this.tape.g.initializer(`rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [this.maxPositions, headDim / 2], data });
   }
 
   attention(q: Val, k: Val, v: Val, past: PastKV<Val> | null, mask: Val, l: HeadLayout): Val {
