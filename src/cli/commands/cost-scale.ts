@@ -10,7 +10,7 @@ import { loadPredictor, savePredictor } from '../../io/predictor-io.ts';
 import { writeFileAtomic } from '../../io/atomic.ts';
 import { parameterCount } from '../../model/config.ts';
 import { scaleHead, scaleMlpInput, scaleProblem, scaleTarget, type ScaleShape } from '../../model/cost-scale.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { requireFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 

@@ -11,7 +11,7 @@ import { writeFileAtomic } from '../../io/atomic.ts';
 import { createPolicy } from '../../policies/registry.ts';
 import { greedySequences, measureAcceptance, measureVerify, type Measurements } from '../../tune/measure.ts';
 import { bestByDepth, machineInfo, scoreShapes, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { MODEL_FLAGS, THREADS_FLAG } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
