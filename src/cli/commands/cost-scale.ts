@@ -18,9 +18,9 @@ const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (default: the embedded default)' },
   { flag: 'draft', type: 'string', meta: 'PATH', help: 'its EAGLE draft head directory (default: the embedded default\'s)' },
   { flag: 'ldlp', type: 'string', meta: 'PATH', help: 'a trained LDLP of the pair, rewired too (default: the embedded default\'s when --model is not given)' },
-  { flag: 'dim', type: 'int', min: 1, meta: 'D', help: 'scaled width (a multiple of the head width; heads are added)' },
-  { flag: 'layers', type: 'int', min: 1, meta: 'L', help: 'scaled number of layers (extra layers are exact identities)' },
-  { flag: 'intermediate', type: 'int', min: 1, meta: 'I', help: 'scaled SwiGLU width (extra units contribute 0)' },
+  { flag: 'dim', type: 'int', min: 1, default: 768, meta: 'D', help: 'scaled width (a multiple of the head width; heads are added)' },
+  { flag: 'layers', type: 'int', min: 1, default: 12, meta: 'L', help: 'scaled number of layers (extra layers are exact identities)' },
+  { flag: 'intermediate', type: 'int', min: 1, default: 2048, meta: 'I', help: 'scaled SwiGLU width (extra units contribute 0)' },
   { flag: 'out', type: 'string', meta: 'DIR', help: 'writes DIR/target, DIR/head (and DIR/ldlp)' },
 ];
 
@@ -35,7 +35,7 @@ in the memory-bound regime with real acceptance; it knows nothing the small pair
 
 export const costScale = defineCommand({
   summary: 'embed a trained pair in a larger shape: a benchmark fixture with real acceptance',
-  usage: 'Usage: eaglet cost-scale [--model PATH --draft PATH] --dim D --layers L --intermediate I --out DIR',
+  usage: 'Usage: eaglet cost-scale [--model PATH --draft PATH] [--dim D --layers L --intermediate I] --out DIR',
   description: `Writes DIR/target and DIR/head (and DIR/ldlp): the trained target and draft head embedded
 in a larger shape (head width kept, heads added; zero-padded weights, RMSNorm weights and eps
 rescaled so each norm of the padded vector equals the original's; extra heads, units and layers
@@ -44,7 +44,7 @@ model of the larger shape costs. A BENCHMARK FIXTURE, NOT A MODEL: it measures s
 memory-bound regime with real acceptance. The vocabulary is kept.`,
   flags: FLAGS,
   async run(f) {
-    requireFlags(f, ['dim', 'layers', 'intermediate', 'out']);
+    requireFlags(f, ['out']);
     const useDefault = f.model === undefined;
     if (useDefault && !defaultParts().draft) throw new UsageError('--model', 'no model given and the embedded default pair is missing');
     if (!useDefault && f.draft === undefined) throw new UsageError('--draft', 'is required with --model');
