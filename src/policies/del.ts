@@ -22,7 +22,7 @@
  * With trees (top-k > 1) the chain formula still scores (E, d): ours too.
  */
 import type { Frontier } from '../../trees/index.ts';
-import { resolveOptions, type FlagSpec } from '../cli/flags.ts';
+import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 
 export interface DelOptions {
