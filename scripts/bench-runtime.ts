@@ -23,14 +23,9 @@ import { TargetSession } from '../src/runtime/target.ts';
 import type { AttentionMode } from '../src/model/onnx-ops.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { createSession, f32, releaseSession } from '../src/runtime/ort.ts';
-import { parseFlags, type FlagSpec } from '../src/cli/flags.ts';
+import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
-
-const SIZES: Record<string, ModelConfig> = {
-  '1M': makeConfig({ vocabSize: 512, dim: 128, nLayers: 4, nHeads: 4, hiddenDim: 384, maxSeqLen: 512 }),
-  '10M': makeConfig({ vocabSize: 4096, dim: 256, nLayers: 8, nHeads: 8, nKvHeads: 4, hiddenDim: 704, maxSeqLen: 512 }),
-  '100M': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 512 }),
-};
+import { SIZES } from './runtime-sizes.ts';
 
 /** Context-sweep configs: long context, K/V about as many bytes as the weights at 4000 rows. */
 const SWEEP: Record<string, ModelConfig> = {

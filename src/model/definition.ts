@@ -12,6 +12,7 @@
  */
 import type { ModelConfig } from './config.ts';
 import { HEAD_LAYER_PREFIX, type HeadConfig } from './draft-head.ts';
+import type { RopeSpec } from './rope.ts';
 
 /** The attention head layout. */
 export interface HeadLayout {
@@ -21,12 +22,13 @@ export interface HeadLayout {
 }
 
 /** Shapes of one decoder layer; both ModelConfig and HeadConfig have these fields. */
-export interface LayerShape extends HeadLayout {
+export interface LayerShape extends HeadLayout, RopeSpec {
   dim: number;
   hiddenDim: number;
-  ropeTheta: number;
   normEps: number;
   attentionBias: boolean;
+  /** Qwen3: RMSNorm each q and k head before RoPE. */
+  qkNorm?: boolean;
 }
 
 /**
@@ -54,14 +56,16 @@ export interface Ops<T> {
   silu(x: T): T;
   /** x / sqrt(mean(x^2 over the last axis) + eps) * w; x [T, w], w [w] -> [T, w]. */
   rmsNorm(x: T, w: T, eps: number): T;
+  /** RMSNorm of each head: x [T, nHeads * hd] seen as [T, nHeads, hd], normed over hd; w [hd]. */
+  headRmsNorm(x: T, w: T, nHeads: number, eps: number): T;
   /** [T, a], [T, b] -> [T, a + b] (a first). */
   concat(a: T, b: T): T;
   /**
    * RoPE in the HF "rotate halves" convention, per head: within each head of width hd,
-   * element i < hd/2 pairs with i + hd/2, rotated by angle pos * theta^(-2i/hd).
-   * x [T, nHeads * hd], positions [T] (integer) -> same shape as x.
+   * element i < hd/2 pairs with i + hd/2, rotated by angle pos * ropeInvFreq(hd, spec)[i]
+   * (theta^(-2i/hd) unless scaled). x [T, nHeads * hd], positions [T] (integer) -> same shape.
    */
-  rope(x: T, positions: T, nHeads: number, headDim: number, theta: number): T;
+  rope(x: T, positions: T, nHeads: number, headDim: number, spec: RopeSpec): T;
   /**
    * Causal/tree self-attention with grouped K/V heads: query head h reads K/V head
    * floor(h / (nH / nKv)). Scores are q.k / sqrt(hd) plus `mask`, softmaxed over the P + T keys
@@ -81,7 +85,7 @@ export interface PassInputs<T> {
   positions: T;
   /** Additive mask [T, P + T] (see Ops.attention). */
   mask: T;
-  /** One entry per layer, or null when there is no cache (training over full sequences). */
+  /** One entry per layer, indexed by layer (a pass over layers [from, to) reads only those), or null when there is no cache (training over full sequences). */
   past: PastKV<T>[] | null;
 }
 
@@ -105,8 +109,9 @@ export function decoderLayer<T>(
   const w = (name: string): T => ops.weight(prefix + name);
   const bias = (name: string): T | undefined => (s.attentionBias ? w(name) : undefined);
   const h = inputNorm ? ops.rmsNorm(x, w('input_layernorm.weight'), s.normEps) : x; // [T, d]
-  const q = ops.rope(ops.linear(h, w('self_attn.q_proj.weight'), bias('self_attn.q_proj.bias')), inp.positions, s.nHeads, s.headDim, s.ropeTheta); // [T, nH*hd]
-  const key = ops.rope(ops.linear(h, w('self_attn.k_proj.weight'), bias('self_attn.k_proj.bias')), inp.positions, s.nKvHeads, s.headDim, s.ropeTheta); // [T, nKv*hd]
+  const qkNorm = (x: T, name: string, heads: number): T => (s.qkNorm ? ops.headRmsNorm(x, w(name), heads, s.normEps) : x);
+  const q = ops.rope(qkNorm(ops.linear(h, w('self_attn.q_proj.weight'), bias('self_attn.q_proj.bias')), 'self_attn.q_norm.weight', s.nHeads), inp.positions, s.nHeads, s.headDim, s); // [T, nH*hd]
+  const key = ops.rope(qkNorm(ops.linear(h, w('self_attn.k_proj.weight'), bias('self_attn.k_proj.bias')), 'self_attn.k_norm.weight', s.nKvHeads), inp.positions, s.nKvHeads, s.headDim, s); // [T, nKv*hd]
   const value = ops.linear(h, w('self_attn.v_proj.weight'), bias('self_attn.v_proj.bias')); // [T, nKv*hd]
   const attn = ops.attention(q, key, value, past, inp.mask, s); // [T, nH*hd]
   const mid = ops.add(x, ops.linear(attn, w('self_attn.o_proj.weight'))); // [T, d]
@@ -129,20 +134,56 @@ export interface LlamaOut<T> {
   keys: T[];
   /** Per layer, new values [T, nKv*hd]. */
   values: T[];
+  /**
+   * Residual stream after each layer [T, d] (hiddens[l] = output of layer l, not normed): early
+   * exits read norm(hiddens[l]) through the LM head (self-drafting, the early-exit loss).
+   */
+  hiddens: T[];
 }
 
-/** The target: a Llama-family decoder (HF weight names). */
-export function llamaForward<T>(ops: Ops<T>, cfg: ModelConfig, inp: PassInputs<T>): LlamaOut<T> {
-  let x = ops.embed(ops.weight('model.embed_tokens.weight'), inp.ids); // [T, d]
-  const keys: T[] = [], values: T[] = [];
-  for (let l = 0; l < cfg.nLayers; l++) {
+/** Layers [from, to) of the target over the residual stream `x` [T, d] (pass.past holds one entry per layer of the MODEL, indexed absolutely). */
+export interface LayerRangeOut<T> {
+  /** Residual stream after layer to-1 [T, d]. */
+  out: T;
+  /** Per layer in the range: new keys, values [T, nKv*hd] and the residual after it [T, d]. */
+  keys: T[];
+  values: T[];
+  hiddens: T[];
+}
+
+/**
+ * Layers [from, to) of the Llama decoder on the residual stream `x` [T, d]: the one place the
+ * target's layer stack is written, so the full model and its parts (a self-drafter's early
+ * layers 0..E-1, the verification's layers E..L-1) are renderings of the same definition.
+ */
+export function llamaLayers<T>(ops: Ops<T>, cfg: ModelConfig, x: T, inp: PassInputs<T>, from = 0, to = cfg.nLayers): LayerRangeOut<T> {
+  if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= cfg.nLayers)) throw new RangeError(`layer range [${from}, ${to}) outside [0, ${cfg.nLayers}]`);
+  const keys: T[] = [], values: T[] = [], hiddens: T[] = [];
+  for (let l = from; l < to; l++) {
     const r = decoderLayer(ops, cfg, `model.layers.${l}.`, x, inp, inp.past?.[l] ?? null, true);
     x = r.out;
     keys.push(r.key);
     values.push(r.value);
+    hiddens.push(x);
   }
-  const features = ops.rmsNorm(x, ops.weight('model.norm.weight'), cfg.normEps);
-  return { logits: lmHead(ops, cfg, features), features, keys, values };
+  return { out: x, keys, values, hiddens };
+}
+
+/** The token embedding rows of `ids` [T] -> [T, d]: the residual stream before layer 0. */
+export function embedTokens<T>(ops: Ops<T>, ids: T): T {
+  return ops.embed(ops.weight('model.embed_tokens.weight'), ids);
+}
+
+/** The final norm: the target's (and every early exit's) features from a residual stream [T, d]. */
+export function finalNorm<T>(ops: Ops<T>, cfg: ModelConfig, x: T): T {
+  return ops.rmsNorm(x, ops.weight('model.norm.weight'), cfg.normEps);
+}
+
+/** The target: a Llama-family decoder (HF weight names). */
+export function llamaForward<T>(ops: Ops<T>, cfg: ModelConfig, inp: PassInputs<T>): LlamaOut<T> {
+  const r = llamaLayers(ops, cfg, embedTokens(ops, inp.ids), inp);
+  const features = finalNorm(ops, cfg, r.out);
+  return { logits: lmHead(ops, cfg, features), features, keys: r.keys, values: r.values, hiddens: r.hiddens };
 }
 
 export interface HeadOut<T> {

@@ -12,18 +12,26 @@
  */
 import type { TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
-import { camel, parseFlags, resolveOptions, type FlagSpec, type Parsed } from '../cli/flags.ts';
+import { camel, parseFlags, resolveOptions, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { AdaEdlPolicy, ADAEDL_FLAGS } from './adaedl.ts';
 import { GoodputPolicy, GOODPUT_FLAGS } from './goodput.ts';
 import { HeuristicPolicy, HEURISTIC_FLAGS } from './heuristic.ts';
-import { LDLP_POLICIES, type PredictorTarget } from './ldlp.ts';
+import { LDLP_FLAGS, LdlpPolicy, predictorFromOptions, type PredictorTarget } from './ldlp.ts';
 import { StaticPolicy, type LengthPolicy } from './policy.ts';
-import { SPECDEC_POLICIES } from './specdecpp.ts';
+import { SPECDEC_FLAGS, SpecDecPolicy } from './specdecpp.ts';
 import { ThresholdPolicy, THRESHOLD_FLAGS } from './threshold.ts';
+import { DelPolicy, DEL_FLAGS, ExitPolicy, EXIT_FLAGS } from './del.ts';
+
+function needLayers(nLayers: number | undefined): number {
+  if (nLayers === undefined) throw new Error('self-drafting policies need the target\'s layer count (PolicyContext.nLayers)');
+  return nLayers;
+}
 
 /** What a policy is built for: the drafter's tree shape. */
 export interface PolicyContext {
   tree: TreeShape;
+  /** The target's layer count (self-drafting policies choose exit layers below it). */
+  nLayers?: number;
   /** The loaded target: trained predictors (ldlp, specdec++) read its embeddings and check their width against it. */
   target?: PredictorTarget;
 }
@@ -34,6 +42,8 @@ export interface PolicyEntry {
   flags: FlagSpec[];
   /** Option set by the `NAME-N` shorthand, if any. */
   shorthand?: string;
+  /** 'self': the policy drives the target's own early layers (SelfDrafter), not an EAGLE head. */
+  drafter?: 'self';
   /** Builds an instance; `options` are resolved against `flags` (defaults filled, validated). */
   create(options: Record<string, unknown>, ctx: PolicyContext): LengthPolicy;
 }
@@ -74,8 +84,40 @@ const REGISTRY = new Map<string, PolicyEntry>([
     flags: GOODPUT_FLAGS,
     create: (o, { tree }) => new GoodputPolicy(tree.totalTokens, tree.maxDepth, o),
   }],
-  ...LDLP_POLICIES,
-  ...SPECDEC_POLICIES,
+  ['del', {
+    summary: 'DEL self-drafting: exit layer and length per round from shadow-token acceptance (tokens per layer)',
+    flags: DEL_FLAGS,
+    drafter: 'self',
+    create: (o, { tree, nLayers }) => new DelPolicy(needLayers(nLayers), tree.totalTokens, o),
+  }],
+  ['exit', {
+    summary: 'static self-drafting from the target\'s first E layers (`exit-E`), full depth',
+    flags: EXIT_FLAGS,
+    shorthand: 'at',
+    drafter: 'self',
+    create: (o, { tree, nLayers }) => {
+      const L = needLayers(nLayers);
+      if (o.at === undefined) throw new UsageError('policy exit', 'needs a layer: exit-E or exit:at=E');
+      if ((o.at as number) > L - 1) throw new UsageError('policy exit', `layer ${o.at as number} outside 1..${L - 1} (the target has ${L} layers)`);
+      return new ExitPolicy(L, tree.totalTokens, o);
+    },
+  }],
+  ['ldlp', {
+    summary: "AdaEAGLE's LDLP: a trained MLP predicts each round's accepted length, which sets depth and tree size",
+    flags: LDLP_FLAGS,
+    create: (o, { tree, target }) => new LdlpPolicy(predictorFromOptions('ldlp', 'ldlp', o.path, target, tree), target!, tree, o),
+  }],
+  ['ldlp+threshold', {
+    summary: 'LDLP depth as a cap, with the confidence threshold stopping earlier inside it',
+    flags: [...LDLP_FLAGS, ...THRESHOLD_FLAGS],
+    create: ({ minConfidence, ...o }, { tree, target }) =>
+      new LdlpPolicy(predictorFromOptions('ldlp', 'ldlp+threshold', o.path, target, tree), target!, tree, o, new ThresholdPolicy(tree.totalTokens, { minConfidence: minConfidence as number })),
+  }],
+  ['specdec++', {
+    summary: 'SpecDec++: a trained acceptance head stops drafting once P(a rejection on the best path) exceeds h',
+    flags: SPECDEC_FLAGS,
+    create: (o, { tree, target }) => new SpecDecPolicy(predictorFromOptions('specdec++', 'specdec++', o.path, target, tree), target!, tree, o),
+  }],
 ]);
 
 /** Adds (or replaces) a policy under `name`. */

@@ -43,7 +43,7 @@ export class DraftSession {
     const bad = headMismatch(head, target);
     if (bad) throw new Error(bad);
     const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, head.vocabSize);
-    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, opts.attention ?? defaultAttention(target.maxSeqLen)), opts);
+    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, opts.attention ?? defaultAttention(target.maxSeqLen, head.nKvHeads, head.headDim)), opts);
     return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 

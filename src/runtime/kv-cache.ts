@@ -13,6 +13,12 @@
  *
  * Pass outputs (new rows) arrive position-major, [T, nKvHeads, headDim] per layer; `append` and
  * `commitRows` scatter them into the head blocks, so work is proportional to the rows written.
+ * Rows after `length` are scratch: `stageLayers` writes rows there that later passes read
+ * (their `pastRows` > length) and `keep` / `permuteStaged` move them.
+ *
+ * API: append (commit all rows of a pass), commitRows (commit chosen rows of a pass: the
+ * accepted path), truncate; staging: stage / stageLayers, keep, permuteStaged; views for ORT:
+ * keyView / valueView; copies for tests: pastKeys / pastValues.
  */
 export class KVCache {
   readonly keys: Float32Array[];
@@ -48,36 +54,33 @@ export class KVCache {
     return this.values[l].subarray(0, this.nKvHeads * this.stride * this.headDim);
   }
 
-  /** Committed keys of layer l position-major, [length, nKv * hd]: a copy (tests, inspection). */
-  pastKeys(l: number): Float32Array {
-    return this.gather(this.keys[l], true);
+  /** Keys of rows [from, from + count) of layer l, position-major [count, nKv * hd]: a copy (tests, inspection). Default: the committed rows. */
+  pastKeys(l: number, from = 0, count = this.length - from): Float32Array {
+    return this.gather(this.keys[l], true, from, count);
   }
 
-  /** Committed values of layer l, [length, nKv * hd]: a copy. */
-  pastValues(l: number): Float32Array {
-    return this.gather(this.values[l], false);
+  /** Values of rows [from, from + count) of layer l, [count, nKv * hd]: a copy. */
+  pastValues(l: number, from = 0, count = this.length - from): Float32Array {
+    return this.gather(this.values[l], false, from, count);
   }
 
-  /** Position-major copy [length, nKv * hd] of a head-major buffer (keys: transposed per head). */
-  private gather(buf: Float32Array, transposed: boolean): Float32Array {
-    const { nKvHeads: H, headDim: hd, stride, length } = this;
-    const out = new Float32Array(length * this.rowSize);
-    for (let h = 0; h < H; h++)
-      for (let r = 0; r < length; r++)
-        for (let i = 0; i < hd; i++) out[(r * H + h) * hd + i] = buf[transposed ? (h * hd + i) * stride + r : (h * stride + r) * hd + i];
+  /** Position-major copy [count, nKv * hd] of rows from.. of a head-major buffer (keys: transposed per head). */
+  private gather(buf: Float32Array, transposed: boolean, from: number, count: number): Float32Array {
+    if (from < 0 || count < 0 || from + count > this.stride) throw new RangeError(`rows ${from}..${from + count - 1} outside the cache's ${this.stride} reserved rows`);
+    const out = new Float32Array(count * this.rowSize);
+    for (let r = 0; r < count; r++) this.readRow(buf, transposed, from + r, out, r * this.rowSize);
     return out;
   }
 
   /**
-   * Makes room for `rows` rows per head. Growing the stride moves the live part of every
-   * per-head row block up (last first, in place: blocks only move to higher offsets); it grows
+   * Makes room for `rows` rows per head. Growing the stride moves every per-head row block up (last first, in place: blocks only move to higher offsets); it grows
    * by at least 1/32 of the rows and `strideStep`, so the moves cost O(1) amortised per
    * appended row.
    */
   ensureRows(rows: number): void {
     if (rows > this.capacity) throw new RangeError(`K/V cache full: ${rows} rows > capacity ${this.capacity}`);
     if (rows <= this.stride) return;
-    const step = this.strideStep, old = this.stride, n = this.length;
+    const step = this.strideStep, old = this.stride, n = old; // staged rows past `length` move too
     const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step);
     const hd = this.headDim;
     for (let l = 0; l < this.nLayers; l++) {
@@ -94,35 +97,101 @@ export class KVCache {
    * (a pass's outputs; rows [0, t) are used).
    */
   append(newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, t: number): void {
-    this.ensureRows(this.length + t);
-    for (let r = 0; r < t; r++) this.writeRow(newKeys, newValues, r, this.length + r);
+    this.stageLayers(0, newKeys, newValues, t, 0);
     this.length += t;
   }
 
   /**
    * Commits rows `rows` of a pass's outputs (e.g. the accepted path of a verified tree, in
-   * order) as the next rows of the cache, copied straight from the outputs.
+   * order) as the next rows of the cache, copied straight from the outputs: nothing else of
+   * the pass is written.
    */
   commitRows(newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, rows: ArrayLike<number>): void {
     this.ensureRows(this.length + rows.length);
-    for (let j = 0; j < rows.length; j++) this.writeRow(newKeys, newValues, rows[j], this.length + j);
+    for (let j = 0; j < rows.length; j++) this.writeRow(0, newKeys, newValues, rows[j], this.length + j);
     this.length += rows.length;
   }
 
-  /** Copies output row `src` of every layer into cache row `dst` of each head block. */
-  private writeRow(newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, src: number, dst: number): void {
-    const { nKvHeads: H, headDim: hd, stride } = this;
-    for (let l = 0; l < this.nLayers; l++) {
-      const k = this.keys[l], v = this.values[l], nk = newKeys[l], nv = newValues[l];
-      if (nk.length < (src + 1) * this.rowSize || nv.length < (src + 1) * this.rowSize) throw new RangeError(`row ${src} is outside the pass outputs of layer ${l}`);
-      for (let h = 0; h < H; h++) {
-        const from = (src * H + h) * hd, kTo = h * hd * stride + dst, vTo = (h * stride + dst) * hd;
-        for (let i = 0; i < hd; i++) {
-          k[kTo + i * stride] = nk[from + i];
-          v[vTo + i] = nv[from + i];
-        }
-      }
+  /**
+   * Staging, for passes that must read rows of other passes before anything is accepted (a
+   * drafter's tree levels, a self-drafter's early layers): writes `t` rows of layers
+   * first .. first + newKeys.length - 1, `offset` rows after the committed prefix, without
+   * committing them. Passes see them through their `pastRows`; `keep` commits some.
+   */
+  stageLayers(first: number, newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, t: number, offset: number): void {
+    const at = this.length + offset;
+    if (first < 0 || first + newKeys.length > this.nLayers) throw new RangeError(`layers ${first}..${first + newKeys.length - 1} outside the cache's ${this.nLayers}`);
+    this.ensureRows(at + t);
+    for (let r = 0; r < t; r++) this.writeRow(first, newKeys, newValues, r, at + r);
+  }
+
+  /** Stages `t` rows of every layer right after the committed prefix. */
+  stage(newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, t: number): void {
+    this.stageLayers(0, newKeys, newValues, t, 0);
+  }
+
+  /**
+   * Commits staged rows `rows` (indices relative to the staged block, ascending) as the next
+   * rows of the prefix, in that order. Rows already in place are not copied.
+   */
+  keep(rows: ArrayLike<number>): void {
+    const base = this.length;
+    for (let j = 0; j < rows.length; j++) {
+      if (rows[j] < j) throw new RangeError(`keep: rows must be ascending and distinct, got ${Array.from(rows)}`);
+      if (rows[j] !== j) for (let l = 0; l < this.nLayers; l++) this.copyRow(l, base + rows[j], base + j);
     }
+    this.length = base + rows.length;
+  }
+
+  /**
+   * Reorders staged rows of layers first .. first + count - 1: staged row j becomes the old
+   * staged row rows[j], for j < rows.length (any order; rows may repeat).
+   */
+  permuteStaged(rows: ArrayLike<number>, first: number, count: number): void {
+    const n = rows.length, rs = this.rowSize, base = this.length;
+    if (this.scratch.length < n * rs) this.scratch = new Float32Array(n * rs);
+    const tmp = this.scratch;
+    for (let l = first; l < first + count; l++)
+      for (const [buf, transposed] of [[this.keys[l], true], [this.values[l], false]] as const) {
+        for (let j = 0; j < n; j++) this.readRow(buf, transposed, base + rows[j], tmp, j * rs);
+        for (let j = 0; j < n; j++) this.writeRowOf(buf, transposed, tmp, j * rs, base + j);
+      }
+  }
+
+  private scratch = new Float32Array(0);
+
+  /** Copies output row `src` of layers first.. into cache row `dst` of each head block. */
+  private writeRow(first: number, newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, src: number, dst: number): void {
+    const rs = this.rowSize;
+    for (let i = 0; i < newKeys.length; i++) {
+      const nk = newKeys[i], nv = newValues[i];
+      if (nk.length < (src + 1) * rs || nv.length < (src + 1) * rs) throw new RangeError(`row ${src} is outside the pass outputs of layer ${first + i}`);
+      this.writeRowOf(this.keys[first + i], true, nk, src * rs, dst);
+      this.writeRowOf(this.values[first + i], false, nv, src * rs, dst);
+    }
+  }
+
+  /** Position-major row from[at .. at + rowSize) -> cache row `dst` of `buf`. */
+  private writeRowOf(buf: Float32Array, transposed: boolean, from: Float32Array, at: number, dst: number): void {
+    const { nKvHeads: H, headDim: hd, stride } = this;
+    for (let h = 0; h < H; h++)
+      if (transposed) for (let i = 0; i < hd; i++) buf[(h * hd + i) * stride + dst] = from[at + h * hd + i];
+      else for (let i = 0; i < hd; i++) buf[(h * stride + dst) * hd + i] = from[at + h * hd + i];
+  }
+
+  /** Cache row `src` of `buf` -> position-major to[at .. at + rowSize). */
+  private readRow(buf: Float32Array, transposed: boolean, src: number, to: Float32Array, at: number): void {
+    const { nKvHeads: H, headDim: hd, stride } = this;
+    for (let h = 0; h < H; h++)
+      if (transposed) for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[(h * hd + i) * stride + src];
+      else for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[(h * stride + src) * hd + i];
+  }
+
+  /** Cache row `from` -> row `to` in layer l. */
+  private copyRow(l: number, from: number, to: number): void {
+    const { nKvHeads: H, headDim: hd, stride } = this, k = this.keys[l], v = this.values[l];
+    for (let b = 0; b < H * hd; b++) k[b * stride + to] = k[b * stride + from];
+    for (let h = 0; h < H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
   }
 
   /** Drops rows after `length` (e.g. a drafter's staged rows, or a rollback). */

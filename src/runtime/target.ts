@@ -13,7 +13,7 @@ import { StepFeeds } from './step-feeds.ts';
 export interface StepSessionOptions extends SessionOptions {
   /** Input buffers are sized for this many tokens per pass and grow if a pass needs more. Default: 64. */
   maxTokens?: number;
-  /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context). */
+  /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context, K/V width). */
   attention?: AttentionMode;
 }
 
@@ -37,7 +37,7 @@ export class TargetSession {
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
-    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen)), opts);
+    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim)), opts);
     return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 
