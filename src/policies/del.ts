@@ -17,8 +17,8 @@
  * update rules were not available to us): the moving-average rate weighted by rows, the prior
  * alpha_l = l / L, a fixed threshold (DEL adapts it), the optional per-call cost term in layer
  * units (`call-cost`: the fixed cost of one ORT call, which dominates small models on a CPU), and
- * the probe: after `probe-every` rounds without speculation one round drafts a single token at
- * the best exit, so the estimates keep learning when speculation does not pay; shadow tokens
+ * the probe: after `probe-every` rounds without speculation one round drafts at the best
+ * speculative (exit, length), so the estimates keep learning when speculation does not pay; shadow tokens
  * every `shadow-every`-th speculative round; and by default the cost in measured wall ms per
  * exit layer instead of layers (`cost=layers` is DEL's tokens per layer).
  * With trees (top-k > 1) the chain formula still scores (E, d): ours too.
@@ -134,7 +134,8 @@ export class DelPolicy implements LengthPolicy {
 
   plan(s: RoundState): RoundPlan {
     const L = this.nLayers;
-    let best = 1 / this.roundCost(0, 0), E = 0, d = 0;
+    // The best speculative (E, d) by tokens per cost; it runs if it beats a plain step, or as the probe.
+    let best = 0, E = 0, d = 0;
     for (let l = 1; l < L; l++) {
       const a = this.alpha[l];
       for (let k = 1; k <= s.maxDepth; k++) {
@@ -142,12 +143,9 @@ export class DelPolicy implements LengthPolicy {
         if (v > best) (best = v), (E = l), (d = k);
       }
     }
-    if (d === 0 && s.maxDepth > 0 && ++this.plain >= this.options.probeEvery) {
-      this.plain = 0;
-      E = 1;
-      for (let l = 2; l < L; l++) if (this.alpha[l] / l > this.alpha[E] / E) E = l;
-      d = 1;
-    } else if (d > 0) this.plain = 0;
+    const plain = this.options.cost === 'layers' ? tokensPerCost(0, 0, 0, L, this.options.callCost) : 1 / this.roundCost(0, 0);
+    if (s.maxDepth === 0 || (best <= plain && ++this.plain < this.options.probeEvery)) d = 0;
+    else this.plain = 0;
     this.chosen[d === 0 ? 0 : E]++;
     return d === 0 ? { depth: 0, totalTokens: 0 } : { depth: d, totalTokens: this.totalTokens, exitLayer: E, shadows: this.spec++ % this.options.shadowEvery === 0 };
   }
