@@ -60,7 +60,7 @@ test('speculative runs stop at EOS exactly where plain decoding does', async () 
   try {
     for (const temperature of [0, 1]) {
       for (let seed = 0; seed < 8; seed++) {
-        const opts = { temperature, topK: temperature ? 6 : 0, seed, maxNewTokens: 60 };
+        const opts = { temperature, topK: temperature ? 6 : 0, topP: 1, seed, maxNewTokens: 60 };
         const prompt = [seed + 1, 2 * seed + 3];
         const a = await p.ar.generate(prompt, opts), s = await p.spec.generate(prompt, opts);
         const v = await classifyMismatch(p.ar.generator.parts.target, prompt, a.ids, s.ids, opts);

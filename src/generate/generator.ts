@@ -8,8 +8,9 @@
  *            sample): descend while a child matches, else that draw is the bonus token
  *   commit   keep the accepted rows of the target K/V cache, record their features
  *
- * Every emitted token is one draw from the target at the right prefix, so output equals plain
- * decoding token for token, greedy or sampled with the same seed.
+ * Every emitted token is one draw from the target at the right prefix: lossless in
+ * distribution. With the same seed the ids equal plain decoding's except where float32 rounding
+ * between pass shapes decides a near-tie (see near-tie.ts).
  */
 import { Acceptance, acceptSampled, VerifyTree } from '../../trees/index.ts';
 import type { ModelConfig } from '../model/config.ts';

@@ -2,7 +2,7 @@
  * Turns one row of target logits into the next token: greedy argmax, or a seeded sample after
  * temperature, top-k and top-p. Speculative and plain decoding share this object, and each
  * emitted token consumes exactly one uniform draw, so with the same seed both produce the same
- * tokens (the lossless sampling rule in trees/accept.ts relies on this).
+ * tokens up to near-ties (the lossless sampling rule in trees/accept.ts relies on this).
  *
  * Robust to rounding: the two decodings score a position in passes of different shapes (one
  * token vs a whole tree), whose float32 logits differ in the last bits. So the sampler first

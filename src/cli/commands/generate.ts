@@ -35,7 +35,11 @@ const paint = (text: string, fromDraft: boolean) => (fromDraft && text ? `\x1b[3
 export const generate = defineCommand({
   summary: 'generate text, plain or speculative (--draft)',
   usage: 'Usage: eaglet generate [--model PATH] (--prompt TEXT | --prompt-ids IDS) [flags]',
-  description: 'Generates a continuation. With a draft head, drafts EAGLE-2 token trees and verifies each in one\ntarget pass: the output is exactly what plain decoding gives (same seed, same tokens).\nWithout --model it uses the embedded default (data/default): its target, draft head and LDLP.',
+  description: `Generates a continuation. With a draft head, drafts EAGLE-2 token trees and verifies each in one
+target pass. Every token is a draw from the target's own distribution (lossless in distribution);
+with the same seed the ids equal plain decoding's except where float32 rounding between the
+one-token and the tree pass decides a near-tie (see README, "What holds").
+Without --model it uses the embedded default (data/default): its target, draft head and LDLP.`,
   flags: FLAGS,
   async run(f) {
     if ((f.prompt === undefined) === (f.promptIds === undefined)) throw new UsageError('--prompt', 'give exactly one of --prompt or --prompt-ids');
