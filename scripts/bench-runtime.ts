@@ -13,7 +13,7 @@ import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
-import { parseFlags, type FlagSpec } from '../src/cli/flags.ts';
+import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 
 const SIZES: Record<string, ModelConfig> = {

@@ -16,7 +16,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Scalar, Tensor, Tensor1D, Tensor2D, Variable } from '@tensorflow/tfjs';
 import { UsageError } from '../src/errors.ts';
-import { resolveOptions, type FlagSpec } from '../src/cli/flags.ts';
+import { resolveOptions, type FlagSpec } from '../src/option-schema.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
 import { checkConfig, parameterCount, type ModelConfig } from '../src/model/config.ts';

@@ -7,7 +7,7 @@ import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 

@@ -6,7 +6,7 @@ import { checkPrompt } from '../../generate/generator.ts';
 import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 

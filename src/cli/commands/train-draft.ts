@@ -4,7 +4,7 @@ import { loadModel } from '../../io/load-model.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 import { fileList, requireFlags } from '../common-flags.ts';
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import { loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { trainTarget, TRAIN_TARGET_FLAGS, type HeldOutMetrics, type TargetTunables } from '../../../training/train-target.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 import { requireFlags } from '../common-flags.ts';
 
