@@ -10,7 +10,7 @@
  *   npm run bench:sampling [-- --vocab 1536,32000,128256 --repeats 7 --tokens 200 --json out.json]
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { parseFlags, type FlagSpec } from '../src/cli/flags.ts';
+import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { Sampler, type SamplingOptions } from '../src/generate/sampler.ts';
 import { Rng } from '../src/util/rng.ts';
 

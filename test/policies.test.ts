@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { TreeBuilder, type Frontier } from '../trees/index.ts';
-import { comparePolicies, writeComparison } from '../src/bench/compare.ts';
+import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeComparison } from '../src/bench/compare.ts';
 import { Generator } from '../src/generate/generator.ts';
 import { AdaEdlPolicy, acceptanceBound } from '../src/policies/adaedl.ts';
 import { GoodputPolicy } from '../src/policies/goodput.ts';
@@ -231,7 +231,7 @@ test('goodput recovers: when drafts start being accepted, exploration finds dept
   assert.ok(later.slice(-20).filter((d) => d >= 4).length >= 15, later.slice(-20).join(','));
 });
 
-test('comparePolicies: interleaved runs, per-policy stats, lossless verdict, reports written', async () => {
+test('comparePolicies: interleaved runs, fresh policy per run, median and spread, lossless verdict, reports written', async () => {
   const cfg = fc.sample(tinyConfig(), { seed: 18, numRuns: 1 })[0];
   const tree = { topK: 2, maxDepth: 3, totalTokens: 6 };
   const p = await tinyPair(cfg, 18, tree);
@@ -240,26 +240,72 @@ test('comparePolicies: interleaved runs, per-policy stats, lossless verdict, rep
     const { target, drafter } = p.spec.generator.parts;
     const specs = ['static-2', 'threshold', 'goodput'];
     const lines: string[] = [];
+    const made = new Map<string, number>();
+    const policies = specs.map((s) => ({ label: s, create: () => (made.set(s, (made.get(s) ?? 0) + 1), createPolicy(s, { tree })) }));
     const c = await comparePolicies({
-      target, drafter: drafter!, policies: specs.map((s) => ({ label: s, policy: createPolicy(s, { tree }) })),
-      prompts: [[1, 2, 3], [4, 5]], generation: { maxNewTokens: 10, stopAtEos: false }, repeats: 2, warmup: 1, onProgress: (l) => lines.push(l),
+      target, drafter: drafter!, policies,
+      prompts: [[1, 2, 3], [4, 5]], generation: { maxNewTokens: 10, stopAtEos: false }, repeats: 3, warmup: 1, onProgress: (l) => lines.push(l),
     });
-    assert.equal(lines.length, 2 * 2 * 4);
+    assert.equal(lines.length, 3 * 2 * 4);
     assert.ok(c.lossless);
+    assert.equal(c.warmPolicies, false);
+    // Fresh state: one policy per timed run plus the warm-up run.
+    for (const s of specs) assert.equal(made.get(s), 3 * 2 + 1);
     assert.deepEqual(c.policies.map((m) => m.label), specs);
     assert.equal(c.ar.tau, 1);
     assert.equal(c.ar.draftPasses, 0);
     for (const m of [c.ar, ...c.policies]) {
-      assert.equal(m.runs, 4);
-      assert.equal(m.newTokens, 40);
-      assert.ok(m.tokensPerSecond > 0 && m.speedup > 0);
+      assert.equal(m.runs, 6);
+      assert.equal(m.newTokens, 60);
+      const t = m.tokensPerSecond;
+      assert.ok(t.min > 0 && t.min <= t.q1 && t.q1 <= t.median && t.median <= t.q3 && t.q3 <= t.max);
+      assert.equal(m.perPrompt.length, 2);
+      assert.ok(m.speedupSpread.min <= m.speedupSpread.max && m.speedup > 0);
     }
     const files = writeComparison(c, join(dir, 'cmp'));
     assert.deepEqual(JSON.parse(readFileSync(files[0], 'utf8')).policies.length, 3);
     assert.match(readFileSync(files[1], 'utf8'), /\| goodput \|.*\| yes \|/);
+    assert.match(readFileSync(files[1], 'utf8'), /fresh policy state every run/);
     assert.match(readFileSync(files[2], 'utf8'), /^<svg/);
+    assert.equal(comparisonExitCode(c), 0);
+
+    const warm = await comparePolicies({
+      target, drafter: drafter!, policies, prompts: [[1, 2, 3]], generation: { maxNewTokens: 6 }, repeats: 2, warmup: 0, warmPolicies: true,
+    });
+    for (const s of specs) assert.equal(made.get(s), 3 * 2 + 1 + 1);
+    assert.match(comparisonMarkdown(warm), /policies WARM/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+    await p.dispose();
+  }
+});
+
+test('comparePolicies: a forced real mismatch is counted as one, not as a near-tie, and exits 1', async () => {
+  const cfg = fc.sample(tinyConfig(), { seed: 19, numRuns: 1 })[0];
+  const tree = { topK: 2, maxDepth: 3, totalTokens: 6 };
+  const p = await tinyPair(cfg, 19, tree);
+  try {
+    const { target, drafter } = p.spec.generator.parts;
+    // Tree passes of more than one token (speculative verification only) see token 0's logit
+    // raised by 50: speculation emits 0 where plain decoding would not. The classifier
+    // recomputes with unmasked passes.
+    const real = target.forward.bind(target);
+    target.forward = async (cache, tokens, positions, mask) => {
+      const out = await real(cache, tokens, positions, mask);
+      if (mask && tokens.length > 1) for (let r = 0; r < tokens.length; r++) out.logits[r * cfg.vocabSize] += 50;
+      return out;
+    };
+    const c = await comparePolicies({
+      target, drafter: drafter!, policies: [{ label: 'static-2', create: () => createPolicy('static-2', { tree }) }],
+      prompts: [[1, 2, 3]], generation: { maxNewTokens: 8, stopAtEos: false }, repeats: 2, warmup: 0,
+    });
+    assert.equal(c.policies[0].mismatches, 2);
+    assert.equal(c.policies[0].nearTies, 0);
+    assert.equal(c.policies[0].verdicts[0].specToken, 0);
+    assert.equal(c.lossless, false);
+    assert.equal(comparisonExitCode(c), 1);
+    assert.match(comparisonMarkdown(c), /NOT LOSSLESS/);
+  } finally {
     await p.dispose();
   }
 });

@@ -2,7 +2,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DEFAULT_TREE, loadGenerator } from '../../api.ts';
-import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
+import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
@@ -21,8 +21,9 @@ const FLAGS: FlagSpec[] = [
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
   { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
   { flag: 'policies', type: 'string', default: 'static,threshold,adaedl,heuristic,goodput', meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value' },
-  { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'timed passes over the prompts' },
+  { flag: 'repeats', type: 'int', min: 1, default: 5, meta: 'N', help: 'timed passes over the prompts (the spread is over these)' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
+  { flag: 'warm-policies', type: 'bool', help: 'keep one policy instance per method across all runs (default: fresh state every run, so learning is timed)' },
   ...GENERATION_FLAGS,
   { flag: 'out', type: 'string', default: 'runs/bench/policies', meta: 'PREFIX', help: 'writes PREFIX.json, PREFIX.md and PREFIX.svg' },
   ...policyFlags(),
@@ -32,8 +33,10 @@ export const bench = defineCommand({
   summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
   usage: 'Usage: eaglet bench --model PATH --draft PATH|random (--prompts FILE | --random-prompts N) [flags]',
   description: `Compares plain decoding with draft-length policies on the same prompts in one process
-(interleaved per prompt, after warm-up), checks every policy's output equals plain decoding's,
-and reports tokens/s, speedup, tau, mean depth, passes and the time split.
+(interleaved per prompt, after warm-up; every run starts from a fresh policy state unless
+--warm-policies), and reports tokens/s (median and min-max over repeats), speedup, tau, mean depth,
+passes and the time split. Every policy's output is compared with plain decoding's: a difference at
+a float32 near-tie is counted apart; any other difference is a real mismatch and exits 1.
 Policies (per-policy flags below are --NAME-FLAG; inline: NAME:flag=value):
 ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('\n')}`,
   flags: FLAGS,
@@ -51,7 +54,10 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     });
     try {
       // Built after loading: trained predictors read the target's embeddings.
-      const policies = specs.map((spec) => ({ label: spec, policy: createPolicy(spec, { tree, target: g.model }, f) }));
+      const policies = specs.map((spec) => {
+        createPolicy(spec, { tree, target: g.model }, f); // bad specs fail here, before any run
+        return { label: spec, create: () => createPolicy(spec, { tree, target: g.model }, f) };
+      });
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
         ? readPrompts(f.prompts as string, g.encode)
@@ -59,7 +65,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       const { target, drafter } = g.generator.parts;
       const generation = generationOptionsFromFlags(f);
       const c = await comparePolicies({
-        target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number,
+        target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number, warmPolicies: f.warmPolicies === true,
         onProgress: (line) => process.stderr.write(`${line}\n`),
       });
       c.meta = { model: f.model, draft: f.draft, tree, policies: specs, threads: f.threads };
@@ -67,7 +73,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       mkdirSync(dirname(out), { recursive: true });
       const files = writeComparison(c, out);
       process.stdout.write(comparisonMarkdown(c) + `\nWrote ${files.join(', ')}\n`);
-      if (!c.lossless) process.exitCode = 1;
+      process.exitCode = comparisonExitCode(c);
     } finally {
       await g.dispose();
     }
