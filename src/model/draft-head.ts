@@ -19,6 +19,7 @@
  * num_hidden_layers = 1.
  */
 import type { ModelConfig } from './config.ts';
+import { parseRopeScaling, ropeScalingToJson, type RopeScaling } from './rope.ts';
 import { addLayerShapes, checkTensors, tensor, type Weights } from './weights.ts';
 import { Rng } from '../util/rng.ts';
 
@@ -31,6 +32,8 @@ export interface HeadConfig {
   nKvHeads: number;
   headDim: number;
   ropeTheta: number;
+  /** The target's RoPE scaling (the head rotates at the same positions). */
+  ropeScaling?: RopeScaling;
   normEps: number;
   /** q/k/v projection biases (off in EAGLE's Llama heads). */
   attentionBias: boolean;
@@ -41,8 +44,8 @@ export const HEAD_LAYER_PREFIX = 'layers.0.';
 
 /** The head EAGLE would train for `target`: same width, heads, RoPE and vocabulary. */
 export function headConfigFor(target: ModelConfig): HeadConfig {
-  const { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, normEps } = target;
-  return { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, normEps, attentionBias: false };
+  const { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ropeScaling, normEps } = target;
+  return { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ...(ropeScaling ? { ropeScaling } : {}), normEps, attentionBias: false };
 }
 
 /** Why `head` cannot draft for `target`, or null when it can. */
@@ -112,6 +115,7 @@ export function headConfigToJson(c: HeadConfig): Record<string, unknown> {
     num_key_value_heads: c.nKvHeads,
     head_dim: c.headDim,
     rope_theta: c.ropeTheta,
+    ...(c.ropeScaling ? { rope_scaling: ropeScalingToJson(c.ropeScaling) } : {}),
     rms_norm_eps: c.normEps,
     attention_bias: c.attentionBias,
     num_hidden_layers: 1,
@@ -136,6 +140,7 @@ export function headConfigFromJson(j: Record<string, unknown>): HeadConfig {
   if (j.hidden_act !== undefined && j.hidden_act !== 'silu') throw new Error(`hidden_act ${JSON.stringify(j.hidden_act)} is not supported (only silu)`);
   if (j.num_hidden_layers !== undefined && j.num_hidden_layers !== 1) throw new Error(`num_hidden_layers must be 1 for an EAGLE-1/2 head, got ${JSON.stringify(j.num_hidden_layers)}`);
   const dim = int('hidden_size'), nHeads = int('num_attention_heads');
+  const ropeScaling = parseRopeScaling(j.rope_scaling);
   return {
     vocabSize: int('vocab_size'),
     dim,
@@ -144,6 +149,7 @@ export function headConfigFromJson(j: Record<string, unknown>): HeadConfig {
     nKvHeads: int('num_key_value_heads', nHeads),
     headDim: int('head_dim', dim / nHeads),
     ropeTheta: num('rope_theta', 10000),
+    ...(ropeScaling ? { ropeScaling } : {}),
     normEps: num('rms_norm_eps', 1e-6),
     attentionBias: j.attention_bias === true,
   };
