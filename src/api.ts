@@ -9,7 +9,7 @@
  * await g.dispose();
  * ```
  */
-import { UsageError } from './errors.ts';
+import { StateError, UsageError } from './errors.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './io/load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
@@ -125,17 +125,27 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const encodeText = textEncoder(tokenizer);
   const encode = (prompt: string | number[]): number[] => (typeof prompt === 'string' ? encodeText(prompt) : prompt);
 
+  let disposed = false;
+  const live = () => {
+    if (disposed) throw new StateError('this generator was disposed: load a new one with loadGenerator()');
+  };
+
   async function* stream(prompt: string | number[], opts: StreamOptions = {}): AsyncGenerator<TextChunk, GenerationStats> {
+    live();
     const streamer = tokenizer ? new TextStreamer(tokenizer) : undefined;
     const it = generator.stream(encode(prompt), opts);
-    for (;;) {
-      const r = await it.next();
-      if (r.done) {
-        const tail = streamer?.flush() ?? '';
-        if (tail) yield { ids: [], fromDraft: [], text: tail };
-        return r.value;
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (r.done) {
+          const tail = streamer?.flush() ?? '';
+          if (tail) yield { ids: [], fromDraft: [], text: tail };
+          return r.value;
+        }
+        yield { ...r.value, text: streamer?.push(r.value.ids) ?? '' };
       }
-      yield { ...r.value, text: streamer?.push(r.value.ids) ?? '' };
+    } finally {
+      await it.return(undefined as never); // a consumer that stops early frees the generator
     }
   }
 
@@ -146,10 +156,13 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     encode,
     stream,
     async generate(prompt, opts = {}) {
+      live();
       const r = await generator.generate(encode(prompt), opts);
       return { ...r, text: tokenizer?.decode(r.ids) };
     },
     async dispose() {
+      if (disposed) return;
+      disposed = true;
       await target.dispose();
       await draftSession?.dispose();
     },

@@ -35,3 +35,6 @@ export class UsageError extends EagletError {
     super(`${flag}: ${problem}`);
   }
 }
+
+/** A generator used wrongly in time: a second generation while one runs, or any use after dispose(). */
+export class StateError extends EagletError {}
