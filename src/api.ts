@@ -16,7 +16,11 @@ import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
 import { StaticPolicy, type LengthPolicy } from './policies/policy.ts';
 import { LdlpPolicy } from './policies/ldlp.ts';
 import { loadPredictor } from './io/predictor-io.ts';
+import { join } from 'node:path';
 import { DEFAULT_MODEL_TREE, DEFAULT_PATHS, defaultParts } from './default-model.ts';
+import { createPolicy } from './policies/registry.ts';
+import { DEFAULT_THREADS } from './runtime/ort.ts';
+import { readTuning, tuningMismatch, TUNING_FILE, type TuningFile } from './tune/tuning.ts';
 import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
@@ -56,6 +60,12 @@ export interface LoadOptions {
   threads?: number;
   /** Seed of the random head. Default 0. */
   draftSeed?: number;
+  /**
+   * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
+   * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
+   * machine with the same thread count applies; any other is reported in `notes`. Default true.
+   */
+  tuning?: boolean;
 }
 
 export interface TextChunk extends GenerationChunk {
@@ -67,6 +77,10 @@ export interface LoadedGenerator {
   readonly model: LoadedModel;
   readonly tokenizer?: Tokenizer;
   readonly generator: Generator;
+  /** A fresh instance of the generator's policy (the same instance when one was passed in as an object). */
+  newPolicy(): LengthPolicy;
+  /** What loading decided that a user should know (a tuning file applied, or why one was not). */
+  readonly notes: string[];
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
   encode(prompt: string | number[]): number[];
   stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
@@ -90,6 +104,21 @@ function withDefaults(o: LoadOptions): LoadOptions {
   return { ...o, model: DEFAULT_PATHS.target, draft, tree, policy };
 }
 
+/** The tuning file beside `draftDir` if it applies here with `threads`; otherwise a note says why not. */
+function applicableTuning(draftDir: string, threads: number, notes: string[]): TuningFile | undefined {
+  const t = readTuning(draftDir);
+  if (!t) return undefined;
+  const file = join(draftDir, TUNING_FILE);
+  const why = tuningMismatch(t, threads);
+  if (why) {
+    notes.push(`${file} not applied: ${why}; run \`eaglet tune\` here`);
+    return undefined;
+  }
+  const { topK, maxDepth, totalTokens } = t.tree;
+  notes.push(`using ${file}: top-k ${topK}, depth ${maxDepth}, ${totalTokens} tokens, policy ${t.policy}`);
+  return t;
+}
+
 /** Text -> prompt ids with `tokenizer` (BOS added when it has one); a UsageError without a tokenizer. */
 export function textEncoder(tokenizer: Tokenizer | undefined): (text: string) => number[] {
   return (text) => {
@@ -104,7 +133,10 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
   const sessionOpts = { threads: o.threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
-  const tree = { ...DEFAULT_TREE, ...o.tree };
+  const threads = o.threads ?? DEFAULT_THREADS;
+  const notes: string[] = [];
+  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' ? applicableTuning(o.draft, threads, notes) : undefined;
+  const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
   let drafter: EagleDrafter | undefined, draftSession: DraftSession | undefined;
   if (o.draft !== undefined && o.draft !== null) {
     const head: DraftHead =
@@ -116,8 +148,14 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK });
     drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
   }
-  const policy = typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined);
-  const generator = new Generator({ target, drafter, policy: policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
+  // Given options first, then the tuning file's policy, then the embedded default's.
+  // A function, so `newPolicy` can make a fresh one (benchmarks time each run from a fresh state).
+  const makePolicy = (): LengthPolicy | undefined => {
+    const tunedPolicy = tuning && options.policy === undefined && options.ldlp === undefined && drafter ? createPolicy(tuning.policy, { tree, target: model }) : undefined;
+    const policy = tunedPolicy ?? (typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined));
+    return policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined);
+  };
+  const generator = new Generator({ target, drafter, policy: makePolicy() });
   // One throwaway round at load: ORT's first runs of a session are slow (allocations, kernel
   // set-up), and a user's first generation should not pay for them.
   await generator.generate([0], { maxNewTokens: 2, stopAtEos: false });
@@ -153,8 +191,10 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     model,
     tokenizer,
     generator,
+    notes,
     encode,
     stream,
+    newPolicy: () => makePolicy() ?? generator.policy,
     async generate(prompt, opts = {}) {
       live();
       const r = await generator.generate(encode(prompt), opts);

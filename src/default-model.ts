@@ -12,6 +12,10 @@ export const DEFAULT_PATHS = {
   target: join(DEFAULT_DIR, 'target'),
   draft: join(DEFAULT_DIR, 'head'),
   ldlp: join(DEFAULT_DIR, 'ldlp'),
+  /** 24 prompts of 32 tokens from the held-out files (scripts/corpus-split.ts): what `bench` measures on. */
+  heldoutPrompts: join(DEFAULT_DIR, 'heldout-prompts.jsonl'),
+  /** 16 prompts of 32 tokens from the training files: what `tune` measures acceptance on (never the held-out ones). */
+  tunePrompts: join(DEFAULT_DIR, 'tune-prompts.jsonl'),
 };
 
 /**

@@ -1,7 +1,8 @@
 /** `eaglet bench`: plain decoding vs draft-length policies on one prompt set (src/bench/compare.ts). */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { DEFAULT_TREE, loadGenerator } from '../../api.ts';
+import { loadGenerator } from '../../api.ts';
+import { DEFAULT_PATHS } from '../../default-model.ts';
 import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
@@ -15,12 +16,12 @@ const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   ...TREE_FLAGS,
   THREADS_FLAG,
-  { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" (required)' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" (required with --model)' },
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
-  { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file: .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
+  { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
   { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
-  { flag: 'policies', type: 'string', default: 'static,threshold,adaedl,heuristic,goodput', meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value' },
+  { flag: 'policies', type: 'string', default: 'default,static,threshold,adaedl,heuristic,goodput', meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags' },
   { flag: 'repeats', type: 'int', min: 1, default: 5, meta: 'N', help: 'timed passes over the prompts (the spread is over these)' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
   { flag: 'warm-policies', type: 'bool', help: 'keep one policy instance per method across all runs (default: fresh state every run, so learning is timed)' },
@@ -31,32 +32,39 @@ const FLAGS: FlagSpec[] = [
 
 export const bench = defineCommand({
   summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
-  usage: 'Usage: eaglet bench --model PATH --draft PATH|random (--prompts FILE | --random-prompts N) [flags]',
+  usage: 'Usage: eaglet bench [--model PATH --draft PATH|random (--prompts FILE | --random-prompts N)] [flags]',
   description: `Compares plain decoding with draft-length policies on the same prompts in one process
 (interleaved per prompt, after warm-up; every run starts from a fresh policy state unless
 --warm-policies), and reports tokens/s (median and min-max over repeats), speedup, tau, mean depth,
 passes and the time split. Every policy's output is compared with plain decoding's: a difference at
 a float32 near-tie is counted apart; any other difference is a real mismatch and exits 1.
+Without --model and --draft it benchmarks the embedded default pair on its held-out prompts.
+The \`default\` row is the policy and tree \`generate\` uses with the same model flags.
 Policies (per-policy flags below are --NAME-FLAG; inline: NAME:flag=value):
 ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('\n')}`,
   flags: FLAGS,
   async run(f) {
-    if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
-    if (!f.draft) throw new UsageError('--draft', 'is required (a draft head directory, or "random")');
+    const embedded = f.model === undefined;
+    if (embedded && f.draft !== undefined) throw new UsageError('--draft', 'needs --model (without both, bench uses the embedded default pair)');
+    if (!embedded && !f.draft) throw new UsageError('--draft', 'is required with --model (a draft head directory, or "random")');
+    if (embedded && f.prompts === undefined && f.randomPrompts === undefined) f.prompts = DEFAULT_PATHS.heldoutPrompts;
     if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
-    const tree = { ...DEFAULT_TREE, ...treeFromFlags(f) };
     const specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
 
     const g = await loadGenerator({
-      model: f.model as string, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string,
-      tree, threads: f.threads as number, draftSeed: f.draftSeed as number,
+      model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
+      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number,
     });
+    for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
-      // Built after loading: trained predictors read the target's embeddings.
+      const tree = g.generator.parts.drafter!.shape;
+      // Built after loading: trained predictors read the target's embeddings. `default` is the
+      // loaded generator's own policy: exactly what `generate` would use.
       const policies = specs.map((spec) => {
-        createPolicy(spec, { tree, target: g.model }, f); // bad specs fail here, before any run
-        return { label: spec, create: () => createPolicy(spec, { tree, target: g.model }, f) };
+        const create = spec === 'default' ? g.newPolicy : () => createPolicy(spec, { tree, target: g.model }, f);
+        create(); // a bad spec fails here, before any run
+        return { label: spec, create };
       });
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
@@ -68,7 +76,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
         target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number, warmPolicies: f.warmPolicies === true,
         onProgress: (line) => process.stderr.write(`${line}\n`),
       });
-      c.meta = { model: f.model, draft: f.draft, tree, policies: specs, threads: f.threads };
+      c.meta = { model: f.model ?? DEFAULT_PATHS.target, draft: f.draft ?? DEFAULT_PATHS.draft, tree, policies: specs, defaultPolicy: g.generator.policy.name, threads: f.threads };
       const out = f.out as string;
       mkdirSync(dirname(out), { recursive: true });
       const files = writeComparison(c, out);

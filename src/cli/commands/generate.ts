@@ -61,6 +61,7 @@ Without --model it uses the embedded default (data/default): its target, draft h
       tree,
       threads: f.threads as number,
     });
+    for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
       if (f.prompt !== undefined && !g.tokenizer) throw new UsageError('--prompt', 'this model has no tokenizer beside it: pass --tokenizer, or use --prompt-ids');
       const prompt = (f.promptIds as number[] | undefined) ?? g.encode(f.prompt as string);
