@@ -15,7 +15,7 @@
  * mismatch and makes the comparison not lossless.
  */
 import { linePlot } from '../../training/svg-plot.ts';
-import type { EagleDrafter } from '../generate/eagle-drafter.ts';
+import type { Drafter } from '../generate/drafter.ts';
 import { Generator } from '../generate/generator.ts';
 import { classifyMismatch, type MismatchVerdict } from '../generate/near-tie.ts';
 import { resolveGenerationOptions, type GenerationOptions } from '../generate/options.ts';
@@ -26,13 +26,13 @@ import type { TargetSession } from '../runtime/target.ts';
 
 export interface CompareOptions {
   target: TargetSession;
-  drafter: EagleDrafter;
+  drafter: Drafter;
   /**
    * Policies compared with plain decoding, each under its label. `create` makes a fresh policy
    * (called per run, or once with `warmPolicies`); `drafter` overrides the shared one (e.g.
-   * another tree shape).
+   * another tree shape, or self-drafting).
    */
-  policies: { label: string; create: () => LengthPolicy; drafter?: EagleDrafter }[];
+  policies: { label: string; create: () => LengthPolicy; drafter?: Drafter }[];
   /** Token-id prompts. */
   prompts: number[][];
   /** Same for every method; a fixed seed makes sampled runs comparable token for token. */
@@ -87,6 +87,8 @@ export interface MethodResult {
   draftPasses: number;
   targetPasses: number;
   acceptedHistogram: number[];
+  /** Self-drafting: rounds drafted per exit layer (index = exit layer). */
+  exitLayerHistogram?: number[];
   timeMs: { prefill: number; draft: number; verify: number; policy: number; bookkeeping: number };
   /** Timed runs whose tokens differ from plain decoding's at a classified near-tie. */
   nearTies: number;
@@ -196,7 +198,7 @@ class Totals {
       speedup: tokensPerSecond.median / spread(base).median,
       speedupSpread: spread(mine.map((x, r) => x / base[r])),
       tau: this.sum.tau, meanDepth: j.meanDepth, rounds: j.rounds, draftPasses: j.draftPasses, targetPasses: j.targetPasses,
-      acceptedHistogram: j.acceptedHistogram, timeMs: j.timeMs, nearTies: this.nearTies, mismatches: this.mismatches, verdicts: this.verdicts,
+      acceptedHistogram: j.acceptedHistogram, ...(j.exitLayerHistogram ? { exitLayerHistogram: j.exitLayerHistogram } : {}), timeMs: j.timeMs, nearTies: this.nearTies, mismatches: this.mismatches, verdicts: this.verdicts,
     };
   }
 }
@@ -223,6 +225,8 @@ export function comparisonMarkdown(c: Comparison): string {
     '| method | tokens/s | tokens/s min-max | speedup | speedup min-max | tau | mean depth | draft passes | target passes | draft time | verify time | other time | lossless |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
     ...rows,
+    '',
+    ...c.policies.filter((m) => m.exitLayerHistogram).map((m) => `${m.label}: rounds per exit layer ${m.exitLayerHistogram!.map((n, e) => (n ? `E${e}:${n}` : '')).filter(Boolean).join(' ')}${m.rounds > m.exitLayerHistogram!.reduce((a, b) => a + b, 0) ? `, plain rounds ${m.rounds - m.exitLayerHistogram!.reduce((a, b) => a + b, 0)}` : ''}.`),
     '',
     !c.lossless
       ? 'NOT LOSSLESS: some policy produced different tokens from plain decoding, not explained by a near-tie (see the table and the JSON verdicts).'
