@@ -14,6 +14,7 @@ import { headConfigFor, headShapes, type HeadConfig } from '../src/model/draft-h
 import { randomMlpWeights, type MlpConfig } from '../src/model/mlp.ts';
 import { randomWeights } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
+import type { Feeds } from '../src/runtime/ort.ts';
 import { Rng } from '../src/util/rng.ts';
 import { draftTrainGraph, feed, GradSession, predictorTrainGraph, targetTrainGraph } from '../training/ort/graphs.ts';
 import { referenceForward, referenceHeadForward, visibility } from './support/reference.ts';
@@ -177,7 +178,7 @@ test('property: LDLP / SpecDec++ head loss gradients (classification, regression
         const y = Float32Array.from({ length: N }, () => (objective === 'classification' ? rng.int(classes + 1) : objective === 'bce' ? rng.int(2) : 3 * rng.normal()));
         const rw = Float32Array.from({ length: N }, (_, i) => (i < n ? (0.5 + rng.next()) / n : 0));
         const s = await GradSession.create(predictorTrainGraph(cfg, objective, N), 1);
-        const labels = objective === 'classification' ? { labels: feed.ids(Array.from(y)) } : { y: feed.f32(y, [N]) };
+        const labels: Feeds = objective === 'classification' ? { labels: feed.ids(Array.from(y)) } : { y: feed.f32(y, [N]) };
         const { loss, grads } = await s.run(w, { x: feed.f32(x, [N, inputDim]), rowWeight: feed.f32(rw, [N]), ...labels });
         await s.dispose();
         const lossOf = (ws: Weights): number =>
