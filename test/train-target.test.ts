@@ -21,6 +21,7 @@ import { loadTf } from '../training/tf-backend.ts';
 import { additiveMask } from '../training/tf-ops.ts';
 import { EOS_TOKEN, trainTokenizer, writeTokenizer } from '../training/tokenizer-train.ts';
 import { trainTarget, windowLoss, type TrainTargetOptions } from '../training/train-target.ts';
+import { earlyExitWeights } from '../training/early-exit.ts';
 import { referenceForward, visibility } from './support/reference.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'eaglet-train-target-'));
@@ -127,6 +128,35 @@ test('the batched training loss (one-hot or gather embedding) equals the float64
   for (const t of table.values()) t.dispose();
 });
 
+test('the early-exit loss adds W x (rising weights) x each early exit\'s cross-entropy, exits as in the float64 reference', async () => {
+  const { tf } = await loadTf('auto');
+  const cfg = makeConfig({ vocabSize: 19, dim: 16, nLayers: 3, nHeads: 4, nKvHeads: 2, tieEmbeddings: false });
+  const w = randomWeights(cfg, 4, 2);
+  const B = 2, T = 4, rng = new Rng(5), W = 0.7;
+  const ids = Int32Array.from({ length: B * T }, () => rng.int(cfg.vocabSize)), labels = Int32Array.from({ length: B * T }, () => rng.int(cfg.vocabSize));
+  // Exit l of the model = the model cut to its first l layers (same weight names), final norm and head included.
+  const ce = (layers: number): number => {
+    let sum = 0;
+    for (let b = 0; b < B; b++) {
+      const { logits } = referenceForward({ ...cfg, nLayers: layers }, w, ids.subarray(b * T, (b + 1) * T), Array.from({ length: T }, (_, i) => i), visibility(0, T));
+      for (let i = 0; i < T; i++) {
+        const row = logits.subarray(i * cfg.vocabSize, (i + 1) * cfg.vocabSize), max = Math.max(...row);
+        sum += (max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0)) - row[labels[b * T + i]]) / (B * T);
+      }
+    }
+    return sum;
+  };
+  assert.deepEqual(earlyExitWeights(3, W).map((x) => +x.toFixed(12)), [+(W / 3).toFixed(12), +((2 * W) / 3).toFixed(12)]);
+  const want = ce(3) + (W / 3) * ce(1) + ((2 * W) / 3) * ce(2);
+  const table = new Map([...w].map(([n, t]) => [n, tf.tensor(t.data, t.shape)]));
+  const mask = additiveMask(tf, T, T, (i, j) => j <= i);
+  const got = tf.tidy(() => windowLoss(tf, cfg, (n) => table.get(n)!, mask, ids, labels, false, W).dataSync()[0]);
+  assert.ok(Math.abs(got - want) < 1e-4 * Math.max(1, want), `${got} vs reference ${want}`);
+  assert.equal(earlyExitWeights(1, W).length, 0);
+  mask.dispose();
+  for (const t of table.values()) t.dispose();
+});
+
 // A tiny corpus: 6 training-side files and held-out ones picked by the name hash.
 const corpusDir = join(dir, 'corpus');
 mkdirSync(corpusDir);
@@ -136,29 +166,30 @@ const tiny = (out: string, extra: Partial<TrainTargetOptions> = {}): TrainTarget
   heldOut: 0.3, evalEvery: 20, evalTokens: 256, checkpointEvery: 5, seed: 7, backend: 'wasm', ...extra,
 });
 
-test('train-target on a tiny corpus: loss falls, tensors do not leak, the export loads, resume equals uninterrupted', async () => {
-  const full = await trainTarget(tiny(join(dir, 'full')));
+for (const backend of ['ort', 'wasm'] as const)
+test(`${backend}: train-target on a tiny corpus: loss falls, tensors do not leak, the export loads, resume equals uninterrupted`, async () => {
+  const full = await trainTarget(tiny(join(dir, `full-${backend}`), { backend }));
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   assert.ok(mean(full.curve.loss.slice(-5)) < mean(full.curve.loss.slice(0, 5)) - 1.5, `train loss ${full.curve.loss.slice(0, 5)} -> ${full.curve.loss.slice(-5)}`);
   assert.ok(full.final.loss < full.initial.loss - 1.5, `held-out ${full.initial.loss} -> ${full.final.loss}`);
-  assert.equal(new Set(full.tensorCounts).size, 1, `tensor counts vary: ${full.tensorCounts}`);
+  if (backend === 'wasm') assert.equal(new Set(full.tensorCounts).size, 1, `tensor counts vary: ${full.tensorCounts}`);
   assert.deepEqual(full.curve.evalStep, [20, 40]);
 
-  const model = await loadModel(join(dir, 'full'));
+  const model = await loadModel(join(dir, `full-${backend}`));
   assert.equal(model.config.vocabSize, 300);
   assert.deepEqual(model.config.eosTokenIds, [full.tokenizer.eosId]);
   assert.equal(model.tokenizer!.decode(model.tokenizer!.encode('export declare function f(x: Map): Map;')), 'export declare function f(x: Map): Map;');
   for (const [n, t] of full.weights) assert.deepEqual(model.weights.get(n)!.data, t.data, n);
 
   // Crash after step 12 (checkpoint at 10), then resume: the same weights, bit for bit.
-  const out = join(dir, 'resumed');
-  await assert.rejects(trainTarget(tiny(out, { onProgress: (p) => { if (p.done === 12) throw new Error('crash'); } })), /crash/);
-  const resumed = await trainTarget(tiny(out, { resume: true }));
+  const out = join(dir, `resumed-${backend}`);
+  await assert.rejects(trainTarget(tiny(out, { backend, onProgress: (p) => { if (p.done === 12) throw new Error('crash'); } })), /crash/);
+  const resumed = await trainTarget(tiny(out, { backend, resume: true }));
   assert.equal(resumed.startStep, 10);
   assert.deepEqual(resumed.curve.loss, full.curve.loss);
   for (const [n, t] of full.weights) assert.deepEqual(resumed.weights.get(n)!.data, t.data, n);
 
-  await assert.rejects(trainTarget(tiny(out, { resume: true, lr: 5e-3 })), (e) => e instanceof UsageError && /--resume/.test(e.message));
+  await assert.rejects(trainTarget(tiny(out, { backend, resume: true, lr: 5e-3 })), (e) => e instanceof UsageError && /--resume/.test(e.message));
 });
 
 test('--time-budget stops at a step boundary, checkpoints and exports', async () => {
@@ -175,4 +206,15 @@ test('the committed default tokenizer round-trips the held-out TypeScript files 
   const t = loadTokenizer(defaultTarget);
   const { heldOut } = readTargetCorpus('node_modules/typescript/lib', 0.1);
   for (const f of heldOut) assert.ok(t.decode(t.encode(f.text, { addBos: false })) === f.text, f.name);
+});
+
+test('one training step agrees between backends (ort, wasm)', async () => {
+  const run = (backend: 'ort' | 'wasm') => trainTarget(tiny(join(dir, `one-${backend}`), { backend, steps: 1, warmup: 0, evalEvery: 1 }));
+  const [a, b] = [await run('ort'), await run('wasm')];
+  assert.ok(Math.abs(a.curve.loss[0] - b.curve.loss[0]) < 1e-4, `loss ${a.curve.loss[0]} vs ${b.curve.loss[0]}`);
+  assert.ok(Math.abs(a.final.loss - b.final.loss) < 1e-4, `held-out after the step ${a.final.loss} vs ${b.final.loss}`);
+  // Adam's first update is lr * g / |g| per element: equal unless a gradient is within rounding of 0.
+  let worst = 0, n = 0;
+  for (const [name, t] of a.weights) for (let i = 0; i < t.data.length; i++, n++) worst = Math.max(worst, Math.abs(t.data[i] - b.weights.get(name)!.data[i]));
+  assert.ok(worst < 1e-5, `max weight difference ${worst} over ${n} weights`);
 });
