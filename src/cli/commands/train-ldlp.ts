@@ -1,7 +1,7 @@
 /** `eaglet train-ldlp`: trains the LDLP (or, with --head specdec++, the SpecDec++ acceptance head) on round logs (tfjs). */
 import { join } from 'node:path';
 import { progressReporter, withEta } from '../../../training/progress.ts';
-import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
+import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from '../../../training/backend.ts';
 import { DEFAULT_LDLP_OBJECTIVE, trainPredictor, TRAIN_PREDICTOR_DEFAULTS as D, type PredictorMetrics } from '../../../training/train-ldlp.ts';
 import type { Objective, PredictorKind } from '../../io/predictor-io.ts';
 import type { FlagSpec } from '../../option-schema.ts';
@@ -21,7 +21,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'mismatch-weight', type: 'number', above: 0, default: D.mismatchWeight, meta: 'W', help: 'specdec++: loss weight of rejected tokens' },
   { flag: 'val-fraction', type: 'number', above: 0, max: 0.9, default: D.valFraction, meta: 'F', help: 'fraction of sequences held out for validation' },
   { flag: 'seed', type: 'int', min: 0, default: D.seed, meta: 'S', help: 'seed of init, split and batches' },
-  { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: 'auto', meta: 'B', help: 'tfjs backend: auto, node, wasm, cpu' },
+  { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: 'auto', meta: 'B', help: TRAIN_BACKEND_HELP },
 ];
 
 export const trainLdlpCommand = defineCommand({
@@ -33,14 +33,14 @@ export const trainLdlpCommand = defineCommand({
   async run(f) {
     requireFlags(f, ['out']);
     const logs = fileList(f, 'logs', '--logs');
-    const backend = (await loadTf(f.backend as BackendChoice)).name;
-    process.stderr.write(`tfjs backend: ${backend}\n`);
+    const backend = (await pickTrainBackend(f.backend as TrainBackendChoice)).name;
+    process.stderr.write(`training backend: ${backend}\n`);
     const head = f.head as PredictorKind, out = f.out as string;
     const r = await trainPredictor({
       head, logs, out, objective: head === 'ldlp' ? (f.objective as Objective) : undefined,
       hidden: f.hidden as number, steps: f.steps as number, batch: f.batch as number, lr: f.lr as number,
       weightDecay: f.weightDecay as number, mismatchWeight: f.mismatchWeight as number, valFraction: f.valFraction as number,
-      seed: f.seed as number, backend: f.backend as BackendChoice, onProgress: withEta(progressReporter()),
+      seed: f.seed as number, backend: f.backend as TrainBackendChoice, onProgress: withEta(progressReporter()),
     });
     const what = head === 'ldlp' ? ['exact length', 'mean abs error'] : ['accuracy', 'Brier'];
     const m = (v: PredictorMetrics) => `${what[0]} ${v.accuracy.toFixed(3)} (constant ${v.baselineAccuracy.toFixed(3)}), ${what[1]} ${v.error.toFixed(3)} (constant ${v.baselineError.toFixed(3)})`;
