@@ -28,6 +28,7 @@ import { outputDim, savePredictor, type Objective, type Predictor, type Predicto
 import { mlpForward, mlpShapes, PlainOps, randomMlpWeights, type MlpConfig } from '../src/model/mlp.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { decodeLength } from '../src/policies/ldlp.ts';
+import { costAwareDepth } from '../src/tune/tuning.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamWArrays, warmupLr } from './adamw.ts';
 import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
@@ -46,6 +47,11 @@ export interface TrainPredictorOptions {
   out: string;
   /** LDLP objective. Default 'classification' (see DEFAULT_LDLP_OBJECTIVE). */
   objective?: Objective;
+  /**
+   * LDLP: round ms by depth (src/tune/tuning.ts depthCosts, index 0 = plain step). Given, the label
+   * is the cost-aware depth (costAwareDepth) instead of the accepted length.
+   */
+  depthCosts?: number[];
   /** Width of the two hidden layers (3 linear layers, as AdaEAGLE's LDLP). Default 32: the forward runs every round, and its cost is linear in this. */
   hidden?: number;
   /** Updates. Default 800. */
@@ -117,7 +123,7 @@ export interface PredictorDataset {
 }
 
 /** The rows one head trains on (see the module comment). */
-export function predictorDataset(data: RoundData, head: PredictorKind): PredictorDataset {
+export function predictorDataset(data: RoundData, head: PredictorKind, depthCosts?: number[]): PredictorDataset {
   const d = data.dim, D = data.maxDepth, w = 2 * d;
   const pick: [number, number][] = []; // (round, depth index or -1)
   for (let r = 0; r < data.rows; r++) {
@@ -131,7 +137,7 @@ export function predictorDataset(data: RoundData, head: PredictorKind): Predicto
     if (t < 0) {
       x.set(data.feature.subarray(r * d, (r + 1) * d), i * w);
       x.set(data.rootEmbedding.subarray(r * d, (r + 1) * d), i * w + d);
-      y[i] = data.accepted[r];
+      y[i] = depthCosts ? costAwareDepth(data.accepted[r], depthCosts.slice(0, D + 1)) : data.accepted[r];
     } else {
       const o = (r * D + t) * d;
       x.set(data.pathHidden.subarray(o, o + d), i * w);
@@ -146,7 +152,7 @@ export function predictorDataset(data: RoundData, head: PredictorKind): Predicto
 /** Trains one head on the logs and writes it to `o.out`. */
 export async function trainPredictor(o: TrainPredictorOptions): Promise<TrainPredictorResult> {
   const data = readRoundLogs(o.logs);
-  return trainOnDataset(predictorDataset(data, o.head), data.dim, data.maxDepth, o);
+  return trainOnDataset(predictorDataset(data, o.head, o.head === 'ldlp' ? o.depthCosts : undefined), data.dim, data.maxDepth, o);
 }
 
 /** The training itself, for any dataset (tests use synthetic ones). */
@@ -191,7 +197,7 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
     return sum;
   };
   const snapshot = (): Weights => new Map(names.map((n) => [n, { shape: params.get(n)!.shape.slice(), data: params.get(n)!.data.slice() }]));
-  const evaluate = (w: Weights, raw: boolean) => metrics(raw ? ds.x : norm, ds.y, val, { config: predictorConfig(o.head, objective, dim, maxDepth, mlp), weights: w }, prior, c.mismatchWeight);
+  const evaluate = (w: Weights, raw: boolean) => metrics(raw ? ds.x : norm, ds.y, val, { config: predictorConfig(o.head, objective, dim, maxDepth, mlp, o.head === 'ldlp' && o.depthCosts ? 'cost-aware' : undefined), weights: w }, prior, c.mismatchWeight);
 
   const valEvery = o.valEvery ?? Math.max(1, Math.round(c.steps / 10));
   const curve: TrainPredictorResult['curve'] = { step: [], loss: [], valStep: [], valLoss: [], valError: [] };
@@ -219,7 +225,7 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
       }
       o.onProgress?.({ phase: 'train', done: step, total: c.steps, metrics: { loss, ...(curve.valLoss.length ? { 'val-loss': curve.valLoss.at(-1)! } : {}) } });
     }
-    const predictor: Predictor = { config: predictorConfig(o.head, objective, dim, maxDepth, mlp), weights: foldStandardisation(best.weights ?? snapshot(), mean, std) };
+    const predictor: Predictor = { config: predictorConfig(o.head, objective, dim, maxDepth, mlp, o.head === 'ldlp' && o.depthCosts ? 'cost-aware' : undefined), weights: foldStandardisation(best.weights ?? snapshot(), mean, std) };
     const final = evaluate(predictor.weights, true);
     mkdirSync(o.out, { recursive: true });
     savePredictor(o.out, predictor, { eaglet: JSON.stringify({ head: o.head, logs: (o as TrainPredictorOptions).logs ?? [] }) });
@@ -282,8 +288,8 @@ export class TfPredictorSteps implements PredictorSteps {
   async dispose(): Promise<void> {}
 }
 
-function predictorConfig(kind: PredictorKind, objective: Objective, dim: number, maxDepth: number, mlp: MlpConfig): PredictorConfig {
-  return { format: 'eaglet-predictor', version: 1, kind, objective, dim, maxDepth, mlp };
+function predictorConfig(kind: PredictorKind, objective: Objective, dim: number, maxDepth: number, mlp: MlpConfig, label?: 'cost-aware'): PredictorConfig {
+  return { format: 'eaglet-predictor', version: 1, kind, objective, dim, maxDepth, mlp, ...(label ? { label } : {}) };
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
