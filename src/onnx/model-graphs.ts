@@ -8,6 +8,7 @@
  *       past_length   int64 [1] = L                out hidden        float32 [1, T, d]
  *       past_key_{l}  float32 [1, nKv, hd, S]          topk_logprobs float32 [1, T, k]
  *       past_value_{l} float32 [1, nKv, S, hd]         topk_ids      int32   [1, T, k]
+ *                                                      entropy       float32 [1, T, 1]
  *   out logits        float32 [1, T, V]                present_key_0, present_value_0
  *       argmax        int32   [1, T]
  *       features      float32 [1, T, d]
@@ -21,7 +22,7 @@
  * Every token sees the L + T - W keys before them. L may be 0. Callers fetch only the outputs
  * they need (greedy verification: argmax, not the [T, V] logits).
  */
-import { GraphBuilder } from './graph.ts';
+import { GraphBuilder, type ExternalModel } from './graph.ts';
 import { OnnxOps, defaultAttention, type AttentionMode } from '../model/onnx-ops.ts';
 import { eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type PassInputs, type PastKV } from '../model/definition.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -45,6 +46,7 @@ export const names = {
   hidden: 'hidden',
   topkLogProbs: 'topk_logprobs',
   topkIds: 'topk_ids',
+  entropy: 'entropy',
   layerHidden: 'layer_hidden',
   shadowIds: 'shadow_ids',
   presentKey: (l: number) => `present_key_${l}`,
@@ -91,8 +93,11 @@ function batchOutput(g: GraphBuilder, x: string, name: string, dtype: 'float32' 
   g.output(g.op('Unsqueeze', [x, g.ints([0])]), name, dtype, [1, 'T', width]);
 }
 
-/** The target model's ONNX bytes (weights embedded as initializers). */
-export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: AttentionMode = 'split'): Uint8Array {
+/**
+ * The target model: a small ONNX protobuf whose weights are external data read from the
+ * weights' own buffers (no copy in JS; no 2 GB protobuf limit).
+ */
+export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: AttentionMode = 'split'): ExternalModel {
   const g = new GraphBuilder('eaglet_target');
   const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention);
   const r = llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers)));
@@ -102,15 +107,15 @@ export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: 
   g.output(g.op('Unsqueeze', [best, g.ints([0])]), names.argmax, 'int32', [1, 'T']);
   batchOutput(g, r.features, names.features, 'float32', cfg.dim);
   presentOutputs(g, cfg, r.keys, r.values);
-  return g.toModel(MODEL_OPTIONS);
+  return g.toExternalModel(MODEL_OPTIONS);
 }
 
 /**
- * The draft head's ONNX bytes. The target's embedding table and LM head are embedded too
+ * The draft head's ONNX model (weights as external data, as the target's). The target's embedding table and LM head are embedded too
  * (the head borrows them); the top-k of each row's log-softmax is taken in-graph so only
  * [T, k] crosses back to JS. k is clamped to the vocabulary size.
  */
-export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, attention: AttentionMode = 'split'): Uint8Array {
+export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, attention: AttentionMode = 'split'): ExternalModel {
   const g = new GraphBuilder('eaglet_draft');
   const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen, attention);
   const inp = stepInputs(g, ops, head, [0]);
@@ -122,8 +127,12 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   batchOutput(g, r.hidden, names.hidden, 'float32', head.dim);
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
   batchOutput(g, g.op('Cast', [indices], { to: 6 /* INT32 */ }), names.topkIds, 'int32', k);
+  // Full-vocabulary entropy of each row, -sum p log p, for entropy-based stopping (AdaEDL):
+  // a top-k estimate is capped at ln(k+1) and cannot tell a confident row from a flat one.
+  const plogp = g.op('Mul', [g.op('Exp', [logProbs]), logProbs]);
+  batchOutput(g, g.op('Neg', [g.op('ReduceSum', [plogp, g.ints([-1])], { keepdims: 1 })]), names.entropy, 'float32', 1);
   presentOutputs(g, head, [r.key], [r.value]);
-  return g.toModel(MODEL_OPTIONS);
+  return g.toExternalModel(MODEL_OPTIONS);
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
