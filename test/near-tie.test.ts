@@ -112,10 +112,17 @@ test('a corrupted tree pass is a real mismatch, not a near-tie', async () => {
   try {
     const target = p.spec.generator.parts.target, real = target.forward.bind(target);
     // Tree passes (the ones given a mask) see token 7's logit raised by 20: speculation now
-    // emits 7 where plain decoding would not.
-    target.forward = async (cache, tokens, positions, tree) => {
-      const out = await real(cache, tokens, positions, tree);
-      if (tree) for (let r = 0; r < tokens.length; r++) out.logits[r * cfg.vocabSize + 7] += 20;
+    // emits 7 where plain decoding would not. Greedy verification reads the in-graph argmax,
+    // so it is recomputed from the corrupted logits.
+    target.forward = async (cache, tokens, positions, tree, opts) => {
+      if (!tree) return real(cache, tokens, positions, tree, opts);
+      const out = await real(cache, tokens, positions, tree), V = cfg.vocabSize;
+      for (let r = 0; r < tokens.length; r++) {
+        out.logits[r * V + 7] += 20;
+        let best = 0;
+        for (let i = 1; i < V; i++) if (out.logits[r * V + i] > out.logits[r * V + best]) best = i;
+        out.argmax[r] = best;
+      }
       return out;
     };
     const opts = { temperature: 0, topK: 0, topP: 1, seed: 0, maxNewTokens: 16 };
