@@ -39,7 +39,8 @@ export interface LoadOptions {
   /** Tokenizer file (tokenizer.json / tokenizer.bin); default: the one found with the model. */
   tokenizer?: string;
   /**
-   * EAGLE head directory, 'random' (an untrained head, for correctness checks), or a loaded head.
+   * EAGLE head directory, 'random' (an untrained head, for correctness checks and cost
+   * benchmarks; 'random:N' gives it a reduced draft vocabulary of the first N token ids), or a loaded head.
    * Omit for plain decoding (or, with the embedded default, for its head); null = plain decoding always.
    */
   draft?: string | DraftHead | null;
@@ -98,6 +99,15 @@ export function textEncoder(tokenizer: Tokenizer | undefined): (text: string) =>
   };
 }
 
+/** The head of `--draft random` / `random:N` (N = draft vocabulary size). */
+function randomHead(model: LoadedModel, spec: string, seed: number): DraftHead {
+  const n = spec === 'random' ? undefined : Number(spec.slice('random:'.length));
+  if (n !== undefined && !(Number.isInteger(n) && n >= 1 && n < model.config.vocabSize))
+    throw new UsageError('--draft', `${spec}: N in random:N must be an integer in [1, ${model.config.vocabSize}) (the draft vocabulary size)`);
+  const weights = randomHeadWeights(model.config, seed, n === undefined ? undefined : { size: n, targetWeights: model.weights });
+  return { config: headConfigFor(model.config, n), weights };
+}
+
 export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGenerator> {
   const o = options.model === undefined ? withDefaults(options) : options;
   const model = typeof o.model === 'string' ? await loadModel(o.model) : o.model!;
@@ -108,8 +118,8 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   let drafter: EagleDrafter | undefined, draftSession: DraftSession | undefined;
   if (o.draft !== undefined && o.draft !== null) {
     const head: DraftHead =
-      o.draft === 'random'
-        ? { config: headConfigFor(model.config), weights: randomHeadWeights(model.config, o.draftSeed ?? 0) }
+      typeof o.draft === 'string' && /^random(:|$)/.test(o.draft)
+        ? randomHead(model, o.draft, o.draftSeed ?? 0)
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;

@@ -8,6 +8,13 @@
  * uniform noise on the input features. The forward pass is the shared model definition
  * (`eagleHeadForward`) rendered by `TfOps`.
  *
+ * With `draftVocab` = N (EAGLE-3's reduced vocabulary, FR-Spec's frequency ranking) the head
+ * scores only the N next-tokens most frequent in the logs, with its own LM head [N, d]: the
+ * target's rows for those tokens, kept frozen (ours: EAGLE-3 trains its; freezing keeps the
+ * feature objective and the token objective consistent). The token loss then compares the
+ * target's full-vocabulary distribution restricted to the N tokens (not renormalised: mass on
+ * other tokens cannot be drafted either way) with the head's distribution over the N.
+ *
  * Reproducibility: every random draw is a function of (seed, step) or (seed, epoch), and a
  * checkpoint holds weights, Adam moments, step and data order, so `resume` ends with exactly
  * the weights of an uninterrupted run.
@@ -19,8 +26,8 @@ import { FormatError, UsageError } from '../src/errors.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import type { ModelConfig } from '../src/model/config.ts';
-import { eagleHeadForward, lmHead } from '../src/model/definition.ts';
-import { headConfigFor, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
+import { draftLogits, eagleHeadForward, lmHead } from '../src/model/definition.ts';
+import { draftToTarget, draftVocabWeights, frequentTokens, headConfigFor, trainableHeadShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
 import { outputHead, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamW, warmupLr } from './adamw.ts';
@@ -68,6 +75,8 @@ export interface TrainDraftOptions {
   checkpointEvery?: number;
   /** Seed of initial weights, data order, split and noise. Default 0. */
   seed?: number;
+  /** Draft vocabulary size N (< the target's vocabulary); 0 = the full vocabulary. Default 0. */
+  draftVocab?: number;
   /** Continue from `<out>/checkpoint.safetensors` if present. Default false. */
   resume?: boolean;
   /** tfjs backend. Default 'auto'. */
@@ -110,7 +119,7 @@ type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'targe
 /** Defaults of every tunable option (the CLI's flag table reads them from here). */
 export const TRAIN_DRAFT_DEFAULTS: Readonly<Resolved> = {
   lr: 3e-3, batch: 8, window: 32, epochs: 1, warmup: 20, clip: 0.5, noise: 0.2, featureWeight: 1, tokenWeight: 0.1,
-  weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, resume: false, backend: 'auto',
+  weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, draftVocab: 0, resume: false, backend: 'auto',
 };
 
 /** The CLI flag of an option: featureWeight -> --feature-weight. */
@@ -122,7 +131,7 @@ function resolveOptions(o: TrainDraftOptions): Resolved {
   r.valEvery = o.valEvery;
   const positive = ['lr', 'batch', 'window', 'epochs', 'checkpointEvery'] as const;
   for (const k of positive) if (!(r[k] > 0)) throw new UsageError(flag(k), `must be positive, got ${r[k]}`);
-  for (const k of ['batch', 'window', 'epochs', 'warmup', 'checkpointEvery'] as const)
+  for (const k of ['batch', 'window', 'epochs', 'warmup', 'checkpointEvery', 'draftVocab'] as const)
     if (!Number.isInteger(r[k])) throw new UsageError(flag(k), `must be an integer, got ${r[k]}`);
   for (const k of ['warmup', 'clip', 'noise', 'featureWeight', 'tokenWeight', 'weightDecay'] as const)
     if (!(r[k] >= 0)) throw new UsageError(flag(k), `must be >= 0, got ${r[k]}`);
@@ -135,8 +144,13 @@ function resolveOptions(o: TrainDraftOptions): Resolved {
 export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftResult> {
   const o = resolveOptions(opts);
   const { tf, name: backend } = await loadTf(o.backend);
-  const cfg = opts.target.config, head = headConfigFor(cfg);
+  const cfg = opts.target.config;
+  if (!(o.draftVocab >= 0 && o.draftVocab < cfg.vocabSize)) throw new UsageError('--draft-vocab', `must be in [1, ${cfg.vocabSize}) (the target's vocabulary), or 0 for all of it; got ${o.draftVocab}`);
+  const head = headConfigFor(cfg, o.draftVocab > 0 ? o.draftVocab : undefined);
   const data = await loadFeatureData(opts.logs, o.window);
+  // The reduced vocabulary: the next tokens the logs show most often (the tokens the head predicts).
+  const vocabW = o.draftVocab > 0 ? draftVocabWeights(cfg, opts.target.weights, frequentTokens(data.nextTokenId, cfg.vocabSize, o.draftVocab)) : new Map();
+  const toTarget = draftToTarget(head, vocabW);
   if (data.dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${data.dim}, the target has ${cfg.dim}`);
   const split = splitWindows(data.windowStart.length, o.valFraction, o.seed);
   if (split.train.length === 0) throw new UsageError('--logs', 'no training windows: the logs hold no sequence of 2 or more rows');
@@ -146,20 +160,25 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length });
   mkdirSync(opts.out, { recursive: true });
 
-  const ckpt = o.resume ? loadCheckpoint(opts.out, headShapes(head)) : null;
+  const ckpt = o.resume ? loadCheckpoint(opts.out, trainableHeadShapes(head)) : null;
   if (ckpt && ckpt.state.fingerprint !== fingerprint)
     throw new UsageError('--resume', `${opts.out} holds a checkpoint of a run with different options or data; remove it or match them`);
   if (ckpt && !fitsRun(ckpt.state, split.train.length, steps))
     throw new FormatError(checkpointPath(opts.out), 'its step, data order or curve do not fit this run: a damaged checkpoint');
   const init = ckpt?.params ?? randomHeadWeights(cfg, o.seed);
-  const names = [...headShapes(head).keys()];
+  const names = [...trainableHeadShapes(head).keys()];
   const params = names.map((n) => tf.variable(tf.tensor(init.get(n)!.data, init.get(n)!.shape), true));
   const byName = new Map<string, Variable>(names.map((n, i) => [n, params[i]]));
   const lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
   const embW = opts.target.weights.get('model.embed_tokens.weight')!, lmW = outputHead(cfg, opts.target.weights);
-  const frozen = new Map<string, Tensor>([['model.embed_tokens.weight', tf.tensor(embW.data, embW.shape)]]);
-  if (!cfg.tieEmbeddings) frozen.set(lmName, tf.tensor(lmW.data, lmW.shape));
+  const emb = tf.tensor(embW.data, embW.shape), targetLm = cfg.tieEmbeddings ? emb : tf.tensor(lmW.data, lmW.shape);
+  // The head sees its own LM head when it has one (same name as an untied target's), the teacher the target's.
+  const frozen = new Map<string, Tensor>([['model.embed_tokens.weight', emb], [lmName, targetLm]]);
+  for (const [n, t] of vocabW) if (n === 'lm_head.weight') frozen.set(n, tf.tensor(t.data, t.shape));
+  const teacherWeights = new Map<string, Tensor>([['model.embed_tokens.weight', emb], [lmName, targetLm]]);
+  const draftIds = toTarget ? tf.tensor1d(toTarget, 'int32') : null; // [N] target id of each draft id
   const lookup = (n: string): Tensor => byName.get(n) ?? frozen.get(n) ?? missing(n);
+  const teacherLookup = (n: string): Tensor => teacherWeights.get(n) ?? missing(n);
   const opt = new AdamW(tf, params, { clip: o.clip, weightDecay: o.weightDecay });
   const curve: Curve = ckpt?.state.curve ?? { step: [], loss: [], valStep: [], valTop1: [], valTop3: [], valFeatureLoss: [] };
   let order = ckpt?.state.order ?? { epoch: 0, permutation: Array.from(permutation(split.train.length, epochRng(o.seed, 0))) };
@@ -178,9 +197,9 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
     const mask = additiveMask(tf, b.n, b.n, (i, j) => j <= i && b.segment[i] === b.segment[j]);
     const hidden = eagleHeadForward(ops, head, tf.tensor2d(feat, [b.n, cfg.dim]), { ids: intTensor(tf, b.tokens), positions: intTensor(tf, b.positions), mask, past: null }).hidden; // [n, d]
     const target = tf.tensor2d(b.targetFeatures, [b.n, cfg.dim]); // [n, d]
-    return { hidden, target, logits: lmHead(ops, cfg, hidden), featureLoss: smoothL1(tf, hidden, target), ops };
+    return { hidden, target, logits: draftLogits(ops, head, cfg, hidden), featureLoss: smoothL1(tf, hidden, target) };
   };
-  const validate = (): ValMetrics => evaluate(tf, data, split.val, o.batch, (b) => forward(b, null));
+  const validate = (): ValMetrics => evaluate(tf, data, split.val, o.batch, (b) => forward(b, null), toTarget);
 
   const tensorCounts: number[] = [];
   const initial = validate();
@@ -195,7 +214,8 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
       const loss = tf.tidy(() => {
         const { value, grads } = tf.variableGrads(() => {
           const f = forward(batch, new Rng(mix(o.seed, step)));
-          const teacher = tf.softmax(lmHead(f.ops, cfg, f.target)); // [n, V], constant w.r.t. the head
+          const full = tf.softmax(lmHead(new TfOps(tf, teacherLookup), cfg, f.target)); // [n, V], constant w.r.t. the head
+          const teacher = draftIds ? tf.gather(full, draftIds, 1) : full; // [n, N]
           const tokenLoss = tf.neg(tf.mean(tf.sum(tf.mul(teacher, tf.logSoftmax(f.logits)), -1)));
           return tf.add(tf.mul(f.featureLoss, o.featureWeight), tf.mul(tokenLoss, o.tokenWeight)) as import('@tensorflow/tfjs').Scalar;
         }, params);
@@ -219,6 +239,7 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
       opts.onProgress?.({ phase: 'train', done, total: steps, metrics: { loss, ...(curve.valTop1.length ? { 'val-top1': curve.valTop1.at(-1)! } : {}), 'tok/s': Math.round((rowsTrained / msTraining) * 1000) } });
     }
     const weights = variablesToWeights(names, params);
+    for (const [n, t] of vocabW) weights.set(n, t);
     const final = validate();
     saveDraftHead(opts.out, { config: head, weights });
     writeFileAtomic(join(opts.out, 'training-curve.svg'), curvePlot(curve));
@@ -227,7 +248,8 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
     return result;
   } finally {
     opt.dispose();
-    for (const t of [...params, ...frozen.values()]) t.dispose();
+    for (const t of new Set([...params, ...frozen.values(), ...teacherWeights.values()])) t.dispose();
+    draftIds?.dispose();
   }
 }
 
@@ -242,6 +264,7 @@ function fitsRun(s: CheckpointState, windows: number, steps: number): boolean {
 function evaluate(
   tf: Tf, data: FeatureData, windows: Int32Array, batch: number,
   forward: (b: PackedBatch) => { logits: Tensor; featureLoss: Tensor },
+  toTarget: Int32Array | null,
 ): ValMetrics {
   let hit1 = 0, hit3 = 0, labelled = 0, lossSum = 0, rows = 0;
   for (let s = 0; s < windows.length; s += batch) {
@@ -250,6 +273,7 @@ function evaluate(
       const f = forward(b);
       return { top: tf.topk(f.logits, Math.min(3, f.logits.shape[1]!)).indices.dataSync(), loss: f.featureLoss.dataSync()[0] };
     });
+    if (toTarget) for (let i = 0; i < top.length; i++) top[i] = toTarget[top[i]]; // draft ids -> target ids
     const k = top.length / b.n;
     for (let i = 0; i < b.n; i++) {
       if (b.labels[i] < 0) continue;

@@ -6,14 +6,14 @@
 import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
-import { buildDraftModel, names } from '../onnx/model-graphs.ts';
+import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 
 export interface DraftSessionOptions extends StepSessionOptions {
-  /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the vocabulary. */
+  /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the draft vocabulary. */
   topK?: number;
 }
 
@@ -24,7 +24,7 @@ export interface DraftOutput {
   hidden: Float32Array;
   /** [T, k], descending per row. */
   topkLogProbs: Float32Array;
-  /** [T, k] token ids matching topkLogProbs. */
+  /** [T, k] target token ids matching topkLogProbs (mapped from draft ids for a reduced vocabulary). */
   topkIds: Int32Array;
   /** The head layer's new keys after RoPE, [T, nKv, hd] (one entry). */
   newKeys: Float32Array[];
@@ -41,7 +41,7 @@ export class DraftSession {
   static async create(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, opts: DraftSessionOptions = {}): Promise<DraftSession> {
     const bad = headMismatch(head, target);
     if (bad) throw new Error(bad);
-    const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, head.vocabSize);
+    const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, draftVocabOf(head));
     const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK), opts);
     return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }

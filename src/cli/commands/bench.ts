@@ -15,7 +15,7 @@ const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   ...TREE_FLAGS,
   THREADS_FLAG,
-  { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" (required)' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory, or "random" (random:N: with an N-token draft vocabulary) (required)' },
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file: .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },

@@ -15,7 +15,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompt', type: 'string', meta: 'TEXT', help: 'prompt text (needs a tokenizer; BOS added if the tokenizer has one)' },
   { flag: 'prompt-ids', type: 'ints', meta: 'IDS', help: 'prompt as token ids, e.g. 1,2,3 (fed as given: no BOS added)' },
   ...GENERATION_FLAGS,
-  { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" for an untrained head: enables speculative decoding' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory, or "random" for an untrained head (random:N: with an N-token draft vocabulary): enables speculative decoding' },
   { flag: 'spec', type: 'bool', default: true, help: 'speculate when a draft head is given (--no-spec forces plain decoding)' },
   ...TREE_FLAGS,
   { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
