@@ -98,7 +98,7 @@ for (const threads of threadsList) {
   await target.dispose();
   for (const d of drafts) await d.session.dispose();
 
-  const step1 = median(stepMs), gbps = targetBytes / step1 / 1e3; // MB/ms = GB/s
+  const step1 = median(stepMs), gbps = targetBytes / step1; // MB/ms = GB/s
   const spread = (xs: number[]) => `[${(Math.min(...xs) / step1).toFixed(3)}, ${(Math.max(...xs) / step1).toFixed(3)}]`;
   console.log(`\n${threads} thread(s): plain step ${step1.toFixed(2)} ms [${Math.min(...stepMs).toFixed(2)}, ${Math.max(...stepMs).toFixed(2)}], reads ${targetBytes.toFixed(0)} MB = ${gbps.toFixed(1)} GB/s`);
   const row: Record<string, unknown> = { threads, stepMs: step1, stepRange: [Math.min(...stepMs), Math.max(...stepMs)], gbps, draft: [], verify: [] };
@@ -108,7 +108,7 @@ for (const threads of threadsList) {
     (row.verify as unknown[]).push({ T: v.T, ms: m, steps: m / step1, range: [Math.min(...verifyMs[i]), Math.max(...verifyMs[i])] });
   }
   for (const d of drafts) {
-    const m = median(d.ms), bytes = headBytes(d.h.config), floor = bytes / gbps / 1e3;
+    const m = median(d.ms), bytes = headBytes(d.h.config), floor = bytes / gbps;
     console.log(`  draft depth, N=${String(d.h.n).padEnd(5)} ${m.toFixed(2).padStart(7)} ms = ${(m / step1).toFixed(3)} steps ${spread(d.ms)}; reads ${bytes.toFixed(0)} MB, floor at the step's bandwidth ${floor.toFixed(2)} ms = ${(floor / step1).toFixed(3)} steps`);
     (row.draft as unknown[]).push({ draftVocab: d.h.n, ms: m, steps: m / step1, range: [Math.min(...d.ms), Math.max(...d.ms)], mb: bytes, floorMs: floor });
   }
