@@ -10,6 +10,7 @@
  * ```
  */
 import { UsageError } from './errors.ts';
+import { DRAFT_QUANT } from './model/quantize.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './io/load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
@@ -57,6 +58,11 @@ export interface LoadOptions {
   threads?: number;
   /** Seed of the random head. Default 0. */
   draftSeed?: number;
+  /**
+   * Run the draft head with 8- or 4-bit blockwise weights (ORT MatMulNBits): fewer bytes per
+   * draft pass, slightly different proposals, the same output. Default: fp32.
+   */
+  draftQuant?: keyof typeof DRAFT_QUANT;
 }
 
 export interface TextChunk extends GenerationChunk {
@@ -123,7 +129,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK });
+    draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize: o.draftQuant ? DRAFT_QUANT[o.draftQuant] : undefined });
     drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
   }
   const policy = typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined);

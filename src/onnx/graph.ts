@@ -8,7 +8,7 @@
 import { endianness } from 'node:os';
 import { ProtoWriter } from './protobuf.ts';
 
-export type DType = 'float32' | 'int32' | 'int64' | 'bool';
+export type DType = 'float32' | 'int32' | 'int64' | 'bool' | 'uint8';
 /** A dimension: a number, or a symbolic name such as 'T' for sizes known at run time. */
 export type Dim = number | string;
 
@@ -24,7 +24,7 @@ export interface ConstTensor {
   data: TypedData;
 }
 
-const DTYPE_CODE: Record<DType, number> = { float32: 1, int32: 6, int64: 7, bool: 9 };
+const DTYPE_CODE: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9 };
 
 // Attribute type codes (AttributeProto.AttributeType).
 const ATTR_FLOAT = 1, ATTR_INT = 2, ATTR_STRING = 3, ATTR_TENSOR = 4, ATTR_INTS = 7;
@@ -69,7 +69,11 @@ export interface ModelOptions {
 /** Builds one ONNX graph. Value names are unique within the builder. */
 export class GraphBuilder {
   private nodes: ProtoWriter[] = [];
-  private inits: ProtoWriter[] = [];
+  private inits: [string, ProtoWriter][] = [];
+  /** Every value some node reads: initializers outside it are left out of the model. */
+  private read = new Set<string>();
+  /** Non-default domains used (e.g. com.microsoft contrib ops), each imported at opset 1. */
+  private domains = new Set<string>();
   private inputs: ProtoWriter[] = [];
   private outputs: ProtoWriter[] = [];
   private counter = 0;
@@ -95,7 +99,7 @@ export class GraphBuilder {
 
   /** A named initializer (a weight). The data is referenced, not copied, until `toModel()`. */
   initializer(name: string, t: ConstTensor): string {
-    this.inits.push(tensorProto(name, t));
+    this.inits.push([name, tensorProto(name, t)]);
     return name;
   }
 
@@ -127,11 +131,11 @@ export class GraphBuilder {
   node(opType: string, inputs: string[], attrs: Record<string, Attr> = {}, opts: { outputs?: number | string[]; domain?: string } = {}): string[] {
     const outs = Array.isArray(opts.outputs) ? opts.outputs : Array.from({ length: opts.outputs ?? 1 }, () => this.fresh(opType));
     const w = new ProtoWriter();
-    for (const i of inputs) w.string(1, i);
+    for (const i of inputs) (w.string(1, i), this.read.add(i));
     for (const o of outs) w.string(2, o);
     w.string(3, this.fresh(`n_${opType}`)).string(4, opType);
     for (const [k, v] of Object.entries(attrs)) w.message(5, attribute(k, v));
-    if (opts.domain) w.string(7, opts.domain);
+    if (opts.domain) (w.string(7, opts.domain), this.domains.add(opts.domain));
     this.nodes.push(w);
     return outs;
   }
@@ -146,11 +150,12 @@ export class GraphBuilder {
     const g = new ProtoWriter();
     for (const n of this.nodes) g.message(1, n);
     g.string(2, this.name);
-    for (const t of this.inits) g.message(5, t);
+    for (const [name, t] of this.inits) if (this.read.has(name)) g.message(5, t);
     for (const i of this.inputs) g.message(11, i);
     for (const out of this.outputs) g.message(12, out);
     const m = new ProtoWriter().int(1, o.irVersion).string(2, 'eaglet').message(7, g);
     m.message(8, new ProtoWriter().string(1, '').int(2, o.opset));
+    for (const d of this.domains) m.message(8, new ProtoWriter().string(1, d).int(2, 1));
     return m.finish();
   }
 }

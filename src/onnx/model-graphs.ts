@@ -17,7 +17,7 @@
  * rows of its ancestors, W > T). Every token sees the P + T - W keys before them. P may be 0.
  */
 import { GraphBuilder } from './graph.ts';
-import { OnnxOps } from '../model/onnx-ops.ts';
+import { OnnxOps, type OnnxOpsOptions } from '../model/onnx-ops.ts';
 import { draftLogits, eagleHeadForward, llamaForward, type HeadLayout, type PassInputs } from '../model/definition.ts';
 import { draftToTarget } from '../model/draft-head.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -90,10 +90,10 @@ export function draftVocabOf(head: HeadConfig): number {
  * so only [T, k] crosses back to JS, already mapped to target ids for a reduced vocabulary
  * (one Gather through the d2t table). k is clamped to the draft vocabulary size.
  */
-export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number): Uint8Array {
+export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, opsOptions: OnnxOpsOptions = {}): Uint8Array {
   const g = new GraphBuilder('eaglet_draft');
   // The head's own tensors first: a reduced head's lm_head.weight shadows an untied target's.
-  const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen);
+  const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen, opsOptions);
   const inp = stepInputs(g, ops, head, 1);
   const features = g.op('Reshape', [g.input(names.features, 'float32', [1, 'T', head.dim]), g.ints([-1, head.dim])]); // [T, d]
   const r = eagleHeadForward(ops, head, features, inp);

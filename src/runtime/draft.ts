@@ -8,6 +8,7 @@ import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
 import type { KVCache } from './kv-cache.ts';
+import type { OnnxOpsOptions } from '../model/onnx-ops.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
@@ -15,6 +16,12 @@ import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 export interface DraftSessionOptions extends StepSessionOptions {
   /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the draft vocabulary. */
   topK?: number;
+  /**
+   * Weight-only quantization of the head's Linear layers (LM head included) in the draft graph:
+   * fewer bytes per draft pass; proposals may change slightly, output cannot (verification is
+   * fp32). Default: none.
+   */
+  quantize?: OnnxOpsOptions['quantize'];
 }
 
 export const DEFAULT_TOP_K = 8;
@@ -42,7 +49,7 @@ export class DraftSession {
     const bad = headMismatch(head, target);
     if (bad) throw new Error(bad);
     const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, draftVocabOf(head));
-    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK), opts);
+    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, { quantize: opts.quantize }), opts);
     return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 

@@ -16,6 +16,7 @@ const FLAGS: FlagSpec[] = [
   ...TREE_FLAGS,
   THREADS_FLAG,
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory, or "random" (random:N: with an N-token draft vocabulary) (required)' },
+  { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file: .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
@@ -47,7 +48,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
 
     const g = await loadGenerator({
       model: f.model as string, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string,
-      tree, threads: f.threads as number, draftSeed: f.draftSeed as number,
+      tree, threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
     });
     try {
       // Built after loading: trained predictors read the target's embeddings.

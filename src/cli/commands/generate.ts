@@ -16,6 +16,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompt-ids', type: 'ints', meta: 'IDS', help: 'prompt as token ids, e.g. 1,2,3 (fed as given: no BOS added)' },
   ...GENERATION_FLAGS,
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory, or "random" for an untrained head (random:N: with an N-token draft vocabulary): enables speculative decoding' },
+  { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
   { flag: 'spec', type: 'bool', default: true, help: 'speculate when a draft head is given (--no-spec forces plain decoding)' },
   ...TREE_FLAGS,
   { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
@@ -51,6 +52,7 @@ export const generate = defineCommand({
       ldlp: f.ldlp as string | undefined,
       tree,
       threads: f.threads as number,
+      draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
     });
     try {
       if (f.prompt !== undefined && !g.tokenizer) throw new UsageError('--prompt', 'this model has no tokenizer beside it: pass --tokenizer, or use --prompt-ids');
