@@ -21,7 +21,7 @@ import { parameterCount } from '../src/model/config.ts';
 import { headConfigFor, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
-import type { WeightQuant } from '../src/model/quantize.ts';
+import { DRAFT_QUANT, type WeightQuant } from '../src/model/quantize.ts';
 import { DraftSession } from '../src/runtime/draft.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
@@ -45,14 +45,14 @@ const threadsList = list(f.threads), verifySizes = list(f.verify);
 const k = f.topK as number, D = f.depth as number, repeats = f.repeats as number;
 
 const cfg = CONFIG, weights = randomWeights(cfg, 1, 3);
-const BLOCK = 32;
+const BLOCK = DRAFT_QUANT.q8.blockSize; // what --draft-quant uses
 const heads: { label: string; n: number; bits: number; quantize?: WeightQuant; config: HeadConfig; weights: Weights }[] = String(f.heads).split(',').map((spec) => {
   const m = /^(full|\d+)(?::q(4|8))?$/.exec(spec);
   if (!m) throw new Error(`--heads: ${spec} is not N[:q4|:q8]`);
   const n = m[1] === 'full' ? 0 : Number(m[1]), bits = m[2] ? Number(m[2]) : 32;
   return {
     label: spec, n: n || cfg.vocabSize, bits,
-    quantize: bits < 32 ? { bits: bits as 4 | 8, blockSize: BLOCK } : undefined,
+    quantize: bits < 32 ? DRAFT_QUANT[`q${bits}` as 'q8' | 'q4'] : undefined,
     config: headConfigFor(cfg, n || undefined),
     weights: randomHeadWeights(cfg, 2, n ? { size: n, targetWeights: weights } : undefined),
   };
