@@ -12,7 +12,7 @@
  */
 import { loadGenerator, DEFAULT_TREE } from '../src/api.ts';
 import { readPrompts } from '../src/bench/prompts.ts';
-import { parseFlags } from '../src/cli/flags.ts';
+import { parseFlags } from '../src/option-schema.ts';
 import { UsageError } from '../src/errors.ts';
 import { loadDraftHead } from '../src/io/draft-head-io.ts';
 import { loadModel } from '../src/io/load-model.ts';

@@ -16,10 +16,11 @@
  *   node --import tsx scripts/bench-draft.ts [-- --threads 1,2 --heads full,8192,8192:q8 --repeats 7 --top-k 8 --depth 5 --json out.json]
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { parseFlags, type FlagSpec } from '../src/cli/flags.ts';
+import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { parameterCount } from '../src/model/config.ts';
 import { headConfigFor, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
-import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { randomWeights } from '../src/model/random.ts';
+import { SIZES } from './runtime-sizes.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { DRAFT_QUANT, type WeightQuant } from '../src/model/quantize.ts';
 import { DraftSession } from '../src/runtime/draft.ts';
@@ -27,7 +28,7 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 
 /** The 100M configuration of `npm run bench:runtime` (8 layers, GQA 12/4, untied 32000-token head). */
-const CONFIG = makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 512 });
+const CONFIG = SIZES['100M'];
 const PREFIX = 64;
 
 const FLAGS: FlagSpec[] = [

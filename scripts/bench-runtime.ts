@@ -8,19 +8,14 @@
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { loadGenerator } from '../src/api.ts';
-import { parameterCount, type ModelConfig } from '../src/model/config.ts';
+import { parameterCount } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
-import { parseFlags, type FlagSpec } from '../src/cli/flags.ts';
+import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
-
-const SIZES: Record<string, ModelConfig> = {
-  '1M': makeConfig({ vocabSize: 512, dim: 128, nLayers: 4, nHeads: 4, hiddenDim: 384, maxSeqLen: 512 }),
-  '10M': makeConfig({ vocabSize: 4096, dim: 256, nLayers: 8, nHeads: 8, nKvHeads: 4, hiddenDim: 704, maxSeqLen: 512 }),
-  '100M': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 512 }),
-};
+import { SIZES } from './runtime-sizes.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run' },

@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path';
 import { readTargetCorpus } from '../training/target-corpus.ts';
-import { parseFlags } from '../src/cli/flags.ts';
+import { parseFlags } from '../src/option-schema.ts';
 import { UsageError } from '../src/errors.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';

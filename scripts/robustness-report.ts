@@ -374,7 +374,7 @@ export async function killTrial(args: string[], out: string, ref: string, delayM
 // --- the report ---------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const { parseFlags } = await import('../src/cli/flags.ts');
+  const { parseFlags } = await import('../src/option-schema.ts');
   const f = parseFlags(process.argv.slice(2), [
     { flag: 'runs', type: 'int', min: 1, default: 2000, help: 'cases per input kind' },
     { flag: 'kills', type: 'int', min: 0, default: 5, help: 'SIGKILL trials of eaglet log' },

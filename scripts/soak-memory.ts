@@ -6,7 +6,7 @@
  *   node --import tsx scripts/soak-memory.ts [--tokens 4000] [--repeats 20]
  */
 import { loadGenerator } from '../src/api.ts';
-import { parseFlags } from '../src/cli/flags.ts';
+import { parseFlags } from '../src/option-schema.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 

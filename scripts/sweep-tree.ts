@@ -8,7 +8,7 @@
  */
 import { comparePolicies, comparisonMarkdown, writeComparison } from '../src/bench/compare.ts';
 import { MODEL_FLAGS, THREADS_FLAG } from '../src/cli/common-flags.ts';
-import { parseFlags } from '../src/cli/flags.ts';
+import { parseFlags } from '../src/option-schema.ts';
 import { UsageError } from '../src/errors.ts';
 import { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 import { loadDraftHead } from '../src/io/draft-head-io.ts';

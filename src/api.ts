@@ -17,7 +17,11 @@ import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
 import { StaticPolicy, type LengthPolicy } from './policies/policy.ts';
 import { LdlpPolicy } from './policies/ldlp.ts';
 import { loadPredictor } from './io/predictor-io.ts';
+import { join } from 'node:path';
 import { DEFAULT_MODEL_TREE, DEFAULT_PATHS, defaultParts } from './default-model.ts';
+import { createPolicy } from './policies/registry.ts';
+import { DEFAULT_THREADS } from './runtime/ort.ts';
+import { readTuning, tuningMismatch, TUNING_FILE, type TuningFile } from './tune/tuning.ts';
 import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
@@ -63,6 +67,12 @@ export interface LoadOptions {
    * draft pass, slightly different proposals, the same output. Default: fp32.
    */
   draftQuant?: keyof typeof DRAFT_QUANT;
+  /**
+   * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
+   * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
+   * machine with the same thread count applies; any other is reported in `notes`. Default true.
+   */
+  tuning?: boolean;
 }
 
 export interface TextChunk extends GenerationChunk {
@@ -74,6 +84,8 @@ export interface LoadedGenerator {
   readonly model: LoadedModel;
   readonly tokenizer?: Tokenizer;
   readonly generator: Generator;
+  /** What loading decided that a user should know (a tuning file applied, or why one was not). */
+  readonly notes: string[];
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
   encode(prompt: string | number[]): number[];
   stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
@@ -95,6 +107,21 @@ function withDefaults(o: LoadOptions): LoadOptions {
         new LdlpPolicy(loadPredictor(DEFAULT_PATHS.ldlp, 'ldlp', model.config, t.maxDepth), model, t, {}, new ThresholdPolicy(t.totalTokens))
     : undefined);
   return { ...o, model: DEFAULT_PATHS.target, draft, tree, policy };
+}
+
+/** The tuning file beside `draftDir` if it applies here with `threads`; otherwise a note says why not. */
+function applicableTuning(draftDir: string, threads: number, notes: string[]): TuningFile | undefined {
+  const t = readTuning(draftDir);
+  if (!t) return undefined;
+  const file = join(draftDir, TUNING_FILE);
+  const why = tuningMismatch(t, threads);
+  if (why) {
+    notes.push(`${file} not applied: ${why}; run \`eaglet tune\` here`);
+    return undefined;
+  }
+  const { topK, maxDepth, totalTokens } = t.tree;
+  notes.push(`using ${file}: top-k ${topK}, depth ${maxDepth}, ${totalTokens} tokens, policy ${t.policy}`);
+  return t;
 }
 
 /** Text -> prompt ids with `tokenizer` (BOS added when it has one); a UsageError without a tokenizer. */
@@ -120,7 +147,10 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
   const sessionOpts = { threads: o.threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
-  const tree = { ...DEFAULT_TREE, ...o.tree };
+  const threads = o.threads ?? DEFAULT_THREADS;
+  const notes: string[] = [];
+  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' ? applicableTuning(o.draft, threads, notes) : undefined;
+  const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
   let drafter: EagleDrafter | undefined, draftSession: DraftSession | undefined;
   if (o.draft !== undefined && o.draft !== null) {
     const head: DraftHead =
@@ -132,7 +162,9 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize: o.draftQuant ? DRAFT_QUANT[o.draftQuant] : undefined });
     drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
   }
-  const policy = typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined);
+  // Given options first, then the tuning file's policy, then the embedded default's.
+  const tunedPolicy = tuning && options.policy === undefined && options.ldlp === undefined && drafter ? createPolicy(tuning.policy, { tree, target: model }) : undefined;
+  const policy = tunedPolicy ?? (typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined));
   const generator = new Generator({ target, drafter, policy: policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
   // One throwaway round at load: ORT's first runs of a session are slow (allocations, kernel
   // set-up), and a user's first generation should not pay for them.
@@ -159,6 +191,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     model,
     tokenizer,
     generator,
+    notes,
     encode,
     stream,
     async generate(prompt, opts = {}) {

@@ -3,15 +3,32 @@
  * (scripts/train-default.sh) and committed under data/default, used when no model is given.
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const DEFAULT_DIR = fileURLToPath(new URL('../data/default/', import.meta.url));
+/**
+ * The package root: the nearest folder above this module with a package.json. This module runs
+ * from src/ in a checkout and from dist/src/ in the installed package; data/ sits at the root.
+ */
+function packageRoot(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; ) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+}
+
+export const DEFAULT_DIR = join(packageRoot(), 'data', 'default');
 
 export const DEFAULT_PATHS = {
   target: join(DEFAULT_DIR, 'target'),
   draft: join(DEFAULT_DIR, 'head'),
   ldlp: join(DEFAULT_DIR, 'ldlp'),
+  /** 24 prompts of 32 tokens from the held-out files (scripts/corpus-split.ts): what `bench` measures on. */
+  heldoutPrompts: join(DEFAULT_DIR, 'heldout-prompts.jsonl'),
+  /** 16 prompts of 32 tokens from the training files: what `tune` measures acceptance on (never the held-out ones). */
+  tunePrompts: join(DEFAULT_DIR, 'tune-prompts.jsonl'),
 };
 
 /**

@@ -35,3 +35,16 @@ export class UsageError extends EagletError {
     super(`${flag}: ${problem}`);
   }
 }
+
+/** An optional package a feature needs is not installed (training needs TensorFlow.js). */
+export class MissingPackageError extends EagletError {
+  constructor(readonly pkg: string, feature: string, install = pkg) {
+    super(`${feature} needs ${pkg}, which is not installed: npm install ${install}`);
+  }
+}
+
+/** True when `e` says the package `pkg` itself (not something inside it) could not be found. */
+export function isMissingPackage(e: unknown, pkg: string): boolean {
+  const err = e as { code?: string; message?: string } | null;
+  return (err?.code === 'ERR_MODULE_NOT_FOUND' || err?.code === 'MODULE_NOT_FOUND') && (err.message ?? '').includes(`'${pkg}'`);
+}

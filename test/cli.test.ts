@@ -94,3 +94,13 @@ test('--help on every command, and the command list', () => {
   }
   assert.match(eaglet('generate', '--help').out, /--max-new-tokens N\s+tokens to generate at most \(default 128\)/);
 });
+
+test('bench without --model benchmarks the embedded default pair on its held-out prompts, with a `default` row', { skip: !defaultParts().draft && 'no embedded default' }, () => {
+  const out = join(dir, 'bench-default');
+  const r = eaglet('bench', '--repeats', '1', '--warmup', '0', '--max-new-tokens', '8', '--policies', 'default,static-1', '--out', out);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /^24 prompts/m);
+  assert.match(r.out, /^\| default \| /m);
+  assert.match(r.out, /^Lossless/m);
+  assert.match(eaglet('bench', '--draft', 'random').err, /--draft: needs --model/);
+});

@@ -263,6 +263,32 @@ test('config.json of Llama 3, Mistral and Qwen2', () => {
   assert.deepEqual(parseHfConfig(toHfConfig(qwen2), 'x'), qwen2);
 });
 
+test('config.json of Llama 3.1 (rope_scaling llama3) and Qwen3 (q/k norms) round-trip', () => {
+  const base = { hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, max_position_embeddings: 512, rms_norm_eps: 1e-6, vocab_size: 100 };
+  const scaling = { rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+  const llama31 = parseHfConfig({ ...base, model_type: 'llama', architectures: ['LlamaForCausalLM'], rope_theta: 500000, rope_scaling: scaling, tie_word_embeddings: true }, 'config.json');
+  assert.deepEqual(llama31.ropeScaling, { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 });
+  assert.equal(llama31.qkNorm, undefined);
+  assert.deepEqual(parseHfConfig(toHfConfig(llama31), 'x'), llama31);
+  const qwen3 = parseHfConfig({ ...base, model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], head_dim: 32, attention_bias: false, tie_word_embeddings: true, use_sliding_window: false, sliding_window: null }, 'config.json');
+  assert.deepEqual([qwen3.qkNorm, qwen3.attentionBias, qwen3.headDim, qwen3.tieEmbeddings], [true, false, 32, true]);
+  assert.deepEqual(parseHfConfig(toHfConfig(qwen3), 'x'), qwen3);
+  assert.deepEqual(parseHfConfig({ ...base, model_type: 'llama', rope_scaling: { rope_type: 'default' } }, 'x').ropeScaling, undefined);
+});
+
+test('a Qwen3 directory loads its q/k norms; a missing one is named', () => {
+  const cfg = tiny({ qkNorm: true, tieEmbeddings: true }), w = randomWeights(cfg, 5), dir = tmpPath('qwen3');
+  saveHfCheckpoint(dir, cfg, w);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).model_type, 'qwen3');
+  const back = loadHfCheckpoint(dir);
+  assert.equal(back.config.qkNorm, true);
+  assert.ok(back.weights.has('model.layers.0.self_attn.k_norm.weight'));
+  assertWeightsEqual(w, back.weights);
+  w.delete('model.layers.0.self_attn.q_norm.weight');
+  writeSafetensors(join(dir, 'model.safetensors'), w);
+  assert.throws(() => loadHfCheckpoint(dir), /missing tensor model.layers.0.self_attn.q_norm.weight/);
+});
+
 test('a Qwen2 directory loads its q/k/v biases', () => {
   const cfg = tiny({ attentionBias: true, tieEmbeddings: true }), w = randomWeights(cfg, 4), dir = tmpPath('qwen2');
   saveHfCheckpoint(dir, cfg, w);

@@ -65,7 +65,7 @@ test('log -> train-draft -> generate: the trained head beats a random one on hel
   const head = join(dir, 'head');
   const trained = eaglet('train-draft', '--model', model, '--out', head, ...TRAIN);
   assert.equal(trained.code, 0, trained.err);
-  assert.match(trained.err, /^tfjs backend: wasm\n/);
+  assert.match(trained.err, /^training backend: wasm\n/);
   assert.match(trained.err, /^train 300\/300 loss=\S+ val-top1=\S+ tok\/s=\d+/m);
   assert.match(trained.out, /^trained 300 steps on wasm, \d+ tok\/s\n/);
   t.diagnostic(trained.out.trim());
@@ -125,7 +125,7 @@ const bad: [string[], number, RegExp][] = [
   [['log', '--model', 'MODEL', '--out', 'o.arrow', '--mode', 'teacher', '--seq-len', '8', '--max-tokens', '8'], 2, /^error: --corpus: is required/],
   [['log', '--model', 'MODEL', '--corpus', 'BADIDS', '--out', 'OUT', '--mode', 'teacher', '--seq-len', '8', '--max-tokens', '8'], 1, /^error: .*bad\.ids: line 1: "99" is not a token id in \[0, 48\)/],
   [['log', '--model', 'MODEL', '--corpus', 'BADIDS', '--out', 'OUT', '--mode', 'teacher', '--seq-len', '999', '--max-tokens', '8'], 2, /^error: --seq-len: must be an integer in \[2, 128\]/],
-  [['train-draft', '--model', 'MODEL', '--logs', 'x.arrow', '--out', 'd', '--backend', 'gpu'], 2, /^error: --backend: must be one of auto, node, wasm, cpu/],
+  [['train-draft', '--model', 'MODEL', '--logs', 'x.arrow', '--out', 'd', '--backend', 'gpu'], 2, /^error: --backend: must be one of auto, ort, tfjs-node, wasm, cpu/],
   [['train-draft', '--model', 'MODEL', '--logs', 'x.arrow', '--out', 'd', '--lr', '0'], 2, /^error: --lr: must be > 0/],
   [['train-draft', '--model', 'MODEL', '--out', 'd'], 2, /^error: --logs: is required/],
 ];

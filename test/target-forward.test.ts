@@ -171,6 +171,22 @@ test('property: a [T, W] mask over the last W keys (W > T: staged draft rows) eq
   );
 });
 
+test('example: Llama 3.2-like RoPE (theta 5e5, hd 64, llama3 scaling x32 from 8192) and Qwen3 q/k norms at far positions', async () => {
+  const ropeScaling = { type: 'llama3' as const, factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
+  const c = makeConfig({ vocabSize: 31, dim: 128, hiddenDim: 64, nLayers: 1, nHeads: 2, nKvHeads: 1, ropeTheta: 5e5, ropeScaling, qkNorm: true, maxSeqLen: 20000 });
+  const w = randomWeights(c, 3, 2);
+  // Every rotation pair is exercised: kept, blended and slowed frequencies all exist at hd 64.
+  const ids = [3, 9, 27, 4], positions = [0, 700, 9000, 19000], vis = visibility(0, 4);
+  const ref = referenceForward(c, w, ids, positions, vis);
+  const o = await withTarget(c, w, (s) => s.forward(newCache(c), ids, positions));
+  expectClose(mismatch('logits', o.logits, ref.logits), mismatch('keys[0]', o.newKeys[0], ref.keys[0]));
+  // The oracle is not blind to either feature: dropping one changes the logits.
+  const { ropeScaling: _, ...plain } = c;
+  const unscaled = referenceForward(plain, w, ids, positions, vis), unnormed = referenceForward({ ...c, qkNorm: false }, w, ids, positions, vis);
+  assert.ok(mismatch('scaling matters', unscaled.logits, ref.logits) !== null);
+  assert.ok(mismatch('q/k norms matter', unnormed.logits, ref.logits) !== null);
+});
+
 /** HF's permutation of llama2.c q/k rows: within a head, row 2i + half lands on half*hd/2 + i. */
 function permuteToHalves(t: { shape: number[]; data: Float32Array }, nHeads: number, hd: number) {
   const cols = t.data.length / (nHeads * hd), out = tensor(t.shape);

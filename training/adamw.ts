@@ -76,3 +76,42 @@ export function cosineLr(lr: number, minLr: number, warmup: number, total: numbe
   const t = total > warmup ? Math.min(1, (step - warmup) / (total - warmup)) : 1;
   return minLr + 0.5 * (lr - minLr) * (1 + Math.cos(Math.PI * t));
 }
+
+/**
+ * The same AdamW (global-norm clip, bias correction, decoupled decay) on Float32Arrays in JS:
+ * what every training backend shares, so the update, its checkpoint and a resume are identical
+ * whichever backend computed the gradients. Arithmetic in float64, state stored as float32.
+ */
+export class AdamWArrays {
+  readonly m: Float32Array[];
+  readonly v: Float32Array[];
+  /** Updates applied so far (the bias-correction step count). */
+  step = 0;
+  private readonly o: Required<AdamWOptions>;
+
+  constructor(readonly params: Float32Array[], opts: AdamWOptions = {}) {
+    this.o = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, clip: 0.5, ...opts };
+    this.m = params.map((p) => new Float32Array(p.length));
+    this.v = params.map((p) => new Float32Array(p.length));
+  }
+
+  /** One update in place with learning rate `lr`. Returns the global gradient norm before clipping. */
+  apply(grads: Float32Array[], lr: number): number {
+    const { beta1: b1, beta2: b2, eps, weightDecay: wd, clip } = this.o;
+    let sq = 0;
+    for (const g of grads) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
+    const norm = Math.sqrt(sq);
+    const scale = clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1;
+    this.step++;
+    const c1 = 1 - b1 ** this.step, c2 = 1 - b2 ** this.step, decay = 1 - lr * wd;
+    this.params.forEach((p, k) => {
+      const g = grads[k], m = this.m[k], v = this.v[k];
+      for (let i = 0; i < p.length; i++) {
+        const gi = g[i] * scale;
+        const mi = (m[i] = b1 * m[i] + (1 - b1) * gi), vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);
+        p[i] = p[i] * decay - (lr * (mi / c1)) / (Math.sqrt(vi / c2) + eps);
+      }
+    });
+    return norm;
+  }
+}

@@ -6,10 +6,13 @@
  * (SIMD, single thread, ~3x the pure-JS cpu backend), then `cpu`. wasm has no
  * UnsortedSegmentSum, so gradients through `tf.gather` fail there: training keeps embedding
  * lookups outside the gradient tape, which makes every backend usable.
+ *
+ * TensorFlow.js is an optional peer dependency of the package: inference never loads it, and a
+ * training command without it ends with one line naming what to install.
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { UsageError } from '../src/errors.ts';
+import { isMissingPackage, MissingPackageError, UsageError } from '../src/errors.ts';
 
 export type Tf = typeof import('@tensorflow/tfjs');
 export type BackendChoice = 'auto' | 'node' | 'wasm' | 'cpu';
@@ -35,10 +38,10 @@ export async function loadTf(choice: BackendChoice = 'auto'): Promise<TfBackend>
     if (node) return (loaded = node);
     if (choice === 'node') throw new UsageError('--backend', '@tensorflow/tfjs-node is not installed (it needs a libtensorflow download); use wasm or cpu');
   }
-  const tf = await import('@tensorflow/tfjs');
+  const tf = await importTfjs();
   if (choice === 'auto' || choice === 'wasm') {
     if (await tryWasm(tf)) return (loaded = { tf, name: 'wasm' });
-    if (choice === 'wasm') throw new UsageError('--backend', 'the tfjs wasm backend failed to initialise');
+    if (choice === 'wasm') throw new UsageError('--backend', 'the tfjs wasm backend failed to initialise (is @tensorflow/tfjs-backend-wasm installed?)');
   }
   await tf.setBackend('cpu');
   await tf.ready();
@@ -49,6 +52,15 @@ export async function loadTf(choice: BackendChoice = 'auto'): Promise<TfBackend>
 export function currentTf(): TfBackend {
   if (!loaded) throw new Error('loadTf() has not been called');
   return loaded;
+}
+
+async function importTfjs(): Promise<Tf> {
+  try {
+    return await import('@tensorflow/tfjs');
+  } catch (e) {
+    if (isMissingPackage(e, '@tensorflow/tfjs')) throw new MissingPackageError('@tensorflow/tfjs', 'training', '@tensorflow/tfjs @tensorflow/tfjs-backend-wasm');
+    throw e;
+  }
 }
 
 async function tryTfNode(): Promise<TfBackend | null> {

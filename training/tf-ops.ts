@@ -9,6 +9,7 @@
  */
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import type { HeadLayout, Ops, PastKV } from '../src/model/definition.ts';
+import { ropeInvFreq, type RopeSpec } from '../src/model/rope.ts';
 import type { Tf } from './tf-backend.ts';
 
 /** Looks a weight up by checkpoint name (frozen tensors or trainable variables alike). */
@@ -51,29 +52,35 @@ export class TfOps implements Ops<Tensor> {
     return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), w);
   }
 
+  headRmsNorm(x: Tensor, w: Tensor, nHeads: number, eps: number): Tensor {
+    const T = x.shape[0];
+    return this.tf.reshape(this.rmsNorm(this.tf.reshape(x, [T, nHeads, -1]), w, eps), [T, -1]);
+  }
+
   concat(a: Tensor, b: Tensor): Tensor {
     return this.tf.concat([a, b], -1);
   }
 
-  rope(x: Tensor, positions: Tensor, nHeads: number, headDim: number, theta: number): Tensor {
+  rope(x: Tensor, positions: Tensor, nHeads: number, headDim: number, spec: RopeSpec): Tensor {
     const tf = this.tf, T = x.shape[0];
-    const { cos, sin } = this.ropeTable(positions, headDim, theta); // [T, 1, hd/2]
+    const { cos, sin } = this.ropeTable(positions, headDim, spec); // [T, 1, hd/2]
     const xh = tf.reshape(x, [T, nHeads, headDim]);
     const [x1, x2] = tf.split(xh, 2, -1); // [T, nH, hd/2] each
     const out = tf.concat([tf.sub(tf.mul(x1, cos), tf.mul(x2, sin)), tf.add(tf.mul(x2, cos), tf.mul(x1, sin))], -1);
     return tf.reshape(out, [T, nHeads * headDim]);
   }
 
-  /** cos/sin of pos * theta^(-2i/hd), computed in float64 on the JS side (positions are data, not parameters). */
-  private ropeTable(positions: Tensor, headDim: number, theta: number): { cos: Tensor; sin: Tensor } {
-    const key = `${positions.id}/${headDim}/${theta}`;
+  /** cos/sin of pos * invFreq_i, computed in float64 on the JS side (positions are data, not parameters). */
+  private ropeTable(positions: Tensor, headDim: number, spec: RopeSpec): { cos: Tensor; sin: Tensor } {
+    const invFreq = ropeInvFreq(headDim, spec);
+    const key = `${positions.id}/${headDim}/${invFreq.join(',')}`;
     let t = this.ropeTables.get(key);
     if (!t) {
       const pos = positions.dataSync(), T = pos.length, half = headDim / 2;
       const c = new Float32Array(T * half), s = new Float32Array(T * half); // [T, hd/2]
       for (let r = 0; r < T; r++)
         for (let i = 0; i < half; i++) {
-          const a = pos[r] * Math.pow(theta, (-2 * i) / headDim);
+          const a = pos[r] * invFreq[i];
           c[r * half + i] = Math.cos(a);
           s[r * half + i] = Math.sin(a);
         }

@@ -13,7 +13,8 @@
  * target's rows for those tokens, kept frozen (ours: EAGLE-3 trains its; freezing keeps the
  * feature objective and the token objective consistent). The token loss then compares the
  * target's full-vocabulary distribution restricted to the N tokens (not renormalised: mass on
- * other tokens cannot be drafted either way) with the head's distribution over the N.
+ * other tokens cannot be drafted either way) with the head's distribution over the N. tfjs
+ * backends only for now (the ort training graph has no reduced vocabulary yet).
  *
  * Reproducibility: every random draw is a function of (seed, step) or (seed, epoch), and a
  * checkpoint holds weights, Adam moments, step and data order, so `resume` ends with exactly
@@ -21,21 +22,23 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Tensor, Variable } from '@tensorflow/tfjs';
+import type { Scalar, Tensor } from '@tensorflow/tfjs';
 import { FormatError, UsageError } from '../src/errors.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { draftLogits, eagleHeadForward, lmHead } from '../src/model/definition.ts';
-import { draftToTarget, draftVocabWeights, frequentTokens, headConfigFor, trainableHeadShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
+import { DRAFT_VOCAB, draftToTarget, draftVocabWeights, frequentTokens, headConfigFor, randomHeadWeights, trainableHeadShapes, type HeadConfig } from '../src/model/draft-head.ts';
 import { outputHead, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
-import { AdamW, warmupLr } from './adamw.ts';
-import { checkpointPath, loadCheckpoint, saveCheckpoint, variablesToWeights, type CheckpointState, type Curve } from './checkpoint.ts';
+import { AdamWArrays, warmupLr } from './adamw.ts';
+import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
+import { checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
+import { OrtDraftSteps } from './ort/draft-backend.ts';
 import { loadFeatureData, packWindows, permutation, splitWindows, type FeatureData, type PackedBatch } from './dataset.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
-import { loadTf, type BackendChoice, type Tf } from './tf-backend.ts';
+import type { Tf } from './tf-backend.ts';
 import { additiveMask, intTensor, TfOps } from './tf-ops.ts';
 
 export interface TrainDraftOptions {
@@ -79,8 +82,8 @@ export interface TrainDraftOptions {
   draftVocab?: number;
   /** Continue from `<out>/checkpoint.safetensors` if present. Default false. */
   resume?: boolean;
-  /** tfjs backend. Default 'auto'. */
-  backend?: BackendChoice;
+  /** Training backend (see training/backend.ts). Default 'auto'. */
+  backend?: TrainBackendChoice;
   onProgress?: OnProgress;
 }
 
@@ -96,7 +99,7 @@ export interface ValMetrics {
 }
 
 export interface TrainDraftResult {
-  /** The backend that ran ('tensorflow' | 'wasm' | 'cpu'). */
+  /** The backend that ran ('ort' | 'tensorflow' | 'wasm' | 'cpu'). */
   backend: string;
   steps: number;
   /** Step the run started from (> 0 after a resume). */
@@ -110,7 +113,7 @@ export interface TrainDraftResult {
   /** The trained head (EAGLE names). */
   weights: Weights;
   headConfig: HeadConfig;
-  /** tf.memory().numTensors after each step (flat when nothing leaks). */
+  /** tf.memory().numTensors after each step on tfjs (flat when nothing leaks); empty on ort. */
   tensorCounts: number[];
 }
 
@@ -140,17 +143,29 @@ function resolveOptions(o: TrainDraftOptions): Resolved {
   return r;
 }
 
+/** What the training loop needs from a backend: loss + gradients of a batch, and validation outputs. */
+interface DraftSteps {
+  /** Loss and gradients of the head `params` on batch `b` with (noised) input features. */
+  step(params: Weights, b: PackedBatch, features: Float32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }>;
+  /** Top-k draft ids per row [n, k] and the mean feature loss of batch `b`. */
+  evaluate(params: Weights, b: PackedBatch): Promise<{ top: Int32Array; k: number; featureLoss: number }>;
+  /** Live tfjs tensors (null on ort): flat across steps when nothing leaks. */
+  tensorCount(): number | null;
+  dispose(): Promise<void>;
+}
+
 /** Trains an EAGLE draft head for `target` on feature logs and writes it to `out`. */
 export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftResult> {
   const o = resolveOptions(opts);
-  const { tf, name: backend } = await loadTf(o.backend);
   const cfg = opts.target.config;
   if (!(o.draftVocab >= 0 && o.draftVocab < cfg.vocabSize)) throw new UsageError('--draft-vocab', `must be in [1, ${cfg.vocabSize}) (the target's vocabulary), or 0 for all of it; got ${o.draftVocab}`);
+  const picked = await pickTrainBackend(o.backend);
+  if (o.draftVocab > 0 && picked.kind === 'ort') throw new UsageError('--draft-vocab', 'trains on a tfjs backend for now: add --backend wasm (or cpu, tfjs-node)');
+  const backend = picked.name;
   const head = headConfigFor(cfg, o.draftVocab > 0 ? o.draftVocab : undefined);
   const data = await loadFeatureData(opts.logs, o.window);
-  // The reduced vocabulary: the next tokens the logs show most often (the tokens the head predicts).
-  const vocabW = o.draftVocab > 0 ? draftVocabWeights(cfg, opts.target.weights, frequentTokens(data.nextTokenId, cfg.vocabSize, o.draftVocab)) : new Map();
-  const toTarget = draftToTarget(head, vocabW);
+  // The reduced vocabulary: the next tokens the logs show most often (what the head predicts).
+  const vocabW: Weights = o.draftVocab > 0 ? draftVocabWeights(cfg, opts.target.weights, frequentTokens(data.nextTokenId, cfg.vocabSize, o.draftVocab)) : new Map();
   if (data.dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${data.dim}, the target has ${cfg.dim}`);
   const split = splitWindows(data.windowStart.length, o.valFraction, o.seed);
   if (split.train.length === 0) throw new UsageError('--logs', 'no training windows: the logs hold no sequence of 2 or more rows');
@@ -167,89 +182,138 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
     throw new FormatError(checkpointPath(opts.out), 'its step, data order or curve do not fit this run: a damaged checkpoint');
   const init = ckpt?.params ?? randomHeadWeights(cfg, o.seed);
   const names = [...trainableHeadShapes(head).keys()];
-  const params = names.map((n) => tf.variable(tf.tensor(init.get(n)!.data, init.get(n)!.shape), true));
-  const byName = new Map<string, Variable>(names.map((n, i) => [n, params[i]]));
-  const lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-  const embW = opts.target.weights.get('model.embed_tokens.weight')!, lmW = outputHead(cfg, opts.target.weights);
-  const emb = tf.tensor(embW.data, embW.shape), targetLm = cfg.tieEmbeddings ? emb : tf.tensor(lmW.data, lmW.shape);
-  // The head sees its own LM head when it has one (same name as an untied target's), the teacher the target's.
-  const frozen = new Map<string, Tensor>([['model.embed_tokens.weight', emb], [lmName, targetLm]]);
-  for (const [n, t] of vocabW) if (n === 'lm_head.weight') frozen.set(n, tf.tensor(t.data, t.shape));
-  const teacherWeights = new Map<string, Tensor>([['model.embed_tokens.weight', emb], [lmName, targetLm]]);
-  const draftIds = toTarget ? tf.tensor1d(toTarget, 'int32') : null; // [N] target id of each draft id
-  const lookup = (n: string): Tensor => byName.get(n) ?? frozen.get(n) ?? missing(n);
-  const teacherLookup = (n: string): Tensor => teacherWeights.get(n) ?? missing(n);
-  const opt = new AdamW(tf, params, { clip: o.clip, weightDecay: o.weightDecay });
+  const params: Weights = new Map(names.map((n) => [n, { shape: init.get(n)!.shape.slice(), data: init.get(n)!.data.slice() }]));
+  const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), { clip: o.clip, weightDecay: o.weightDecay });
   const curve: Curve = ckpt?.state.curve ?? { step: [], loss: [], valStep: [], valTop1: [], valTop3: [], valFeatureLoss: [] };
   let order = ckpt?.state.order ?? { epoch: 0, permutation: Array.from(permutation(split.train.length, epochRng(o.seed, 0))) };
   const startStep = ckpt?.state.step ?? 0;
   if (ckpt) {
     opt.step = startStep;
-    params.forEach((_, i) => {
-      opt.m[i].assign(tf.tensor(ckpt.m.get(names[i])!.data, ckpt.m.get(names[i])!.shape));
-      opt.v[i].assign(tf.tensor(ckpt.v.get(names[i])!.data, ckpt.v.get(names[i])!.shape));
-    });
+    names.forEach((n, i) => (opt.m[i].set(ckpt.m.get(n)!.data), opt.v[i].set(ckpt.v.get(n)!.data)));
   }
-
-  const forward = (b: PackedBatch, noiseRng: Rng | null) => {
-    const ops = new TfOps(tf, lookup);
-    const feat = noiseRng ? addNoise(b.inputFeatures, o.noise, noiseRng) : b.inputFeatures;
-    const mask = additiveMask(tf, b.n, b.n, (i, j) => j <= i && b.segment[i] === b.segment[j]);
-    const hidden = eagleHeadForward(ops, head, tf.tensor2d(feat, [b.n, cfg.dim]), { ids: intTensor(tf, b.tokens), positions: intTensor(tf, b.positions), mask, past: null }).hidden; // [n, d]
-    const target = tf.tensor2d(b.targetFeatures, [b.n, cfg.dim]); // [n, d]
-    return { hidden, target, logits: draftLogits(ops, head, cfg, hidden), featureLoss: smoothL1(tf, hidden, target) };
-  };
-  const validate = (): ValMetrics => evaluate(tf, data, split.val, o.batch, (b) => forward(b, null), toTarget);
+  const lossWeights = { featureWeight: o.featureWeight, tokenWeight: o.tokenWeight };
+  const runner: DraftSteps = picked.kind === 'ort'
+    ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights), { tensorCount: () => null })
+    : new TfDraftSteps(picked.tf, opts.target, head, lossWeights, vocabW);
+  const validate = (): Promise<ValMetrics> => evaluate(data, split.val, o.batch, (b) => runner.evaluate(params, b));
+  const copy = (w: Float32Array[]): Weights => new Map(names.map((n, i) => [n, { shape: params.get(n)!.shape, data: w[i].slice() }]));
 
   const tensorCounts: number[] = [];
-  const initial = validate();
   let rowsTrained = 0, msTraining = 0;
   try {
+    const initial = await validate();
     for (let step = startStep; step < steps; step++) {
       const epoch = Math.floor(step / perEpoch), k = step % perEpoch;
       if (epoch !== order.epoch) order = { epoch, permutation: Array.from(permutation(split.train.length, epochRng(o.seed, epoch))) };
       const windows = order.permutation.slice(k * o.batch, (k + 1) * o.batch).map((i) => split.train[i]);
       const batch = packWindows(data, windows);
       const t0 = performance.now();
-      const loss = tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => {
-          const f = forward(batch, new Rng(mix(o.seed, step)));
-          const full = tf.softmax(lmHead(new TfOps(tf, teacherLookup), cfg, f.target)); // [n, V], constant w.r.t. the head
-          const teacher = draftIds ? tf.gather(full, draftIds, 1) : full; // [n, N]
-          const tokenLoss = tf.neg(tf.mean(tf.sum(tf.mul(teacher, tf.logSoftmax(f.logits)), -1)));
-          return tf.add(tf.mul(f.featureLoss, o.featureWeight), tf.mul(tokenLoss, o.tokenWeight)) as import('@tensorflow/tfjs').Scalar;
-        }, params);
-        opt.apply(params.map((p) => grads[p.name]), warmupLr(o.lr, o.warmup, step + 1));
-        return value.dataSync()[0];
-      });
+      const { loss, grads } = await runner.step(params, batch, addNoise(batch.inputFeatures, o.noise, new Rng(mix(o.seed, step))));
+      opt.apply(names.map((n) => grads.get(n)!), warmupLr(o.lr, o.warmup, step + 1));
       msTraining += performance.now() - t0;
       rowsTrained += batch.n;
-      tensorCounts.push(tf.memory().numTensors);
+      const live = runner.tensorCount();
+      if (live !== null) tensorCounts.push(live);
       curve.step.push(step + 1);
       curve.loss.push(loss);
       const done = step + 1;
       if (done % valEvery === 0 || done === steps) {
-        const v = validate();
+        const v = await validate();
         curve.valStep.push(done), curve.valTop1.push(v.top1), curve.valTop3.push(v.top3), curve.valFeatureLoss.push(v.featureLoss);
       }
       if (done % o.checkpointEvery === 0 || done === steps) {
         const state: CheckpointState = { step: done, rng: { seed: o.seed, step: done }, order, fingerprint, curve };
-        saveCheckpoint(opts.out, { state, params: variablesToWeights(names, params), m: variablesToWeights(names, opt.m), v: variablesToWeights(names, opt.v) });
+        saveCheckpoint(opts.out, { state, params: copy(opt.params), m: copy(opt.m), v: copy(opt.v) });
       }
       opts.onProgress?.({ phase: 'train', done, total: steps, metrics: { loss, ...(curve.valTop1.length ? { 'val-top1': curve.valTop1.at(-1)! } : {}), 'tok/s': Math.round((rowsTrained / msTraining) * 1000) } });
     }
-    const weights = variablesToWeights(names, params);
+    const weights = copy(opt.params);
     for (const [n, t] of vocabW) weights.set(n, t);
-    const final = validate();
+    const final = await validate();
     saveDraftHead(opts.out, { config: head, weights });
     writeFileAtomic(join(opts.out, 'training-curve.svg'), curvePlot(curve));
     const result = { backend, steps, startStep, initial, final, curve, tokensPerSecond: msTraining > 0 ? (rowsTrained / msTraining) * 1000 : 0, weights, headConfig: head, tensorCounts };
     writeFileAtomic(join(opts.out, 'training.json'), JSON.stringify({ ...result, weights: undefined }, null, 2) + '\n');
     return result;
   } finally {
-    opt.dispose();
-    for (const t of new Set([...params, ...frozen.values(), ...teacherWeights.values()])) t.dispose();
-    draftIds?.dispose();
+    await runner.dispose();
+  }
+}
+
+/** The draft loss in TensorFlow.js: the model definition rendered by TfOps, differentiated by tfjs autograd. */
+export class TfDraftSteps implements DraftSteps {
+  /** What the head reads besides its parameters: the embeddings and its LM head (the target's, or its own reduced one). */
+  private readonly frozen: Map<string, Tensor>;
+  /** What the teacher reads: the target's embeddings and LM head. */
+  private readonly teacher: Map<string, Tensor>;
+  /** [N] target id of each draft id, for a reduced vocabulary. */
+  private readonly draftIds: Tensor | null;
+  private readonly toTarget: Int32Array | null;
+
+  /** `vocab`: the head's draft-vocabulary tensors (empty for the full vocabulary). */
+  constructor(private readonly tf: Tf, private readonly target: { config: ModelConfig; weights: Weights }, private readonly head: HeadConfig, private readonly w: { featureWeight: number; tokenWeight: number }, vocab: Weights = new Map()) {
+    const cfg = target.config, embW = target.weights.get('model.embed_tokens.weight')!;
+    const emb = tf.tensor(embW.data, embW.shape), lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+    this.teacher = new Map<string, Tensor>([['model.embed_tokens.weight', emb], [lmName, cfg.tieEmbeddings ? emb : tf.tensor(outputHead(cfg, target.weights).data, [cfg.vocabSize, cfg.dim])]]);
+    this.frozen = new Map(this.teacher);
+    // A reduced head's own LM head shares the name of an untied target's: the head sees its own.
+    const own = vocab.get(DRAFT_VOCAB.lmHead);
+    if (own) this.frozen.set(DRAFT_VOCAB.lmHead, tf.tensor(own.data, own.shape));
+    this.toTarget = draftToTarget(head, vocab);
+    this.draftIds = this.toTarget ? tf.tensor1d(this.toTarget, 'int32') : null;
+  }
+
+  /** Forward of the head whose weights are `byName` on batch `b`. */
+  private forward(byName: Map<string, Tensor>, b: PackedBatch, features: Float32Array) {
+    const tf = this.tf, cfg = this.target.config;
+    const ops = new TfOps(tf, (n) => byName.get(n) ?? this.frozen.get(n) ?? missing(n));
+    const mask = additiveMask(tf, b.n, b.n, (i, j) => j <= i && b.segment[i] === b.segment[j]);
+    const hidden = eagleHeadForward(ops, this.head, tf.tensor2d(features, [b.n, cfg.dim]), { ids: intTensor(tf, b.tokens), positions: intTensor(tf, b.positions), mask, past: null }).hidden; // [n, d]
+    const target = tf.tensor2d(b.targetFeatures, [b.n, cfg.dim]); // [n, d]
+    return { target, logits: draftLogits(ops, this.head, cfg, hidden), featureLoss: smoothL1(tf, hidden, target) };
+  }
+
+  private tensors(params: Weights): Map<string, Tensor> {
+    return new Map([...params].map(([n, t]) => [n, this.tf.tensor(t.data, t.shape)]));
+  }
+
+  async step(params: Weights, b: PackedBatch, features: Float32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+    const tf = this.tf, cfg = this.target.config, names = [...params.keys()];
+    let out: { loss: number; grads: Map<string, Float32Array> } | undefined;
+    tf.tidy(() => {
+      const xs = this.tensors(params);
+      const f = (...ts: Tensor[]): Scalar => {
+        const fw = this.forward(new Map(names.map((n, i) => [n, ts[i]])), b, features);
+        const full = tf.softmax(lmHead(new TfOps(tf, (n) => this.teacher.get(n) ?? missing(n)), cfg, fw.target)); // [n, V], constant w.r.t. the head
+        const teacher = this.draftIds ? tf.gather(full, this.draftIds, 1) : full; // [n, N]
+        const tokenLoss = tf.neg(tf.mean(tf.sum(tf.mul(teacher, tf.logSoftmax(fw.logits)), -1)));
+        return tf.add(tf.mul(fw.featureLoss, this.w.featureWeight), tf.mul(tokenLoss, this.w.tokenWeight)) as Scalar;
+      };
+      const { value, grads } = tf.valueAndGrads(f)(names.map((n) => xs.get(n)!));
+      // Copies: a backend may reuse the memory once the tidy scope ends.
+      out = { loss: value.dataSync()[0], grads: new Map(names.map((n, i) => [n, (grads[i].dataSync() as Float32Array).slice()])) };
+    });
+    return out!;
+  }
+
+  async evaluate(params: Weights, b: PackedBatch): Promise<{ top: Int32Array; k: number; featureLoss: number }> {
+    const tf = this.tf;
+    return tf.tidy(() => {
+      const f = this.forward(this.tensors(params), b, b.inputFeatures);
+      const k = Math.min(3, f.logits.shape[1]!);
+      const top = Int32Array.from(tf.topk(f.logits, k).indices.dataSync());
+      if (this.toTarget) for (let i = 0; i < top.length; i++) top[i] = this.toTarget[top[i]]; // draft ids -> target ids
+      return { top, k, featureLoss: f.featureLoss.dataSync()[0] };
+    });
+  }
+
+  tensorCount(): number {
+    return this.tf.memory().numTensors;
+  }
+
+  async dispose(): Promise<void> {
+    for (const t of new Set([...this.frozen.values(), ...this.teacher.values()])) t.dispose();
+    this.draftIds?.dispose();
   }
 }
 
@@ -261,20 +325,14 @@ function fitsRun(s: CheckpointState, windows: number, steps: number): boolean {
 }
 
 /** Top-1/top-3 accuracy and feature loss of the current head on the validation windows. */
-function evaluate(
-  tf: Tf, data: FeatureData, windows: Int32Array, batch: number,
-  forward: (b: PackedBatch) => { logits: Tensor; featureLoss: Tensor },
-  toTarget: Int32Array | null,
-): ValMetrics {
+async function evaluate(
+  data: FeatureData, windows: Int32Array, batch: number,
+  run: (b: PackedBatch) => Promise<{ top: Int32Array; k: number; featureLoss: number }>,
+): Promise<ValMetrics> {
   let hit1 = 0, hit3 = 0, labelled = 0, lossSum = 0, rows = 0;
   for (let s = 0; s < windows.length; s += batch) {
     const b = packWindows(data, windows.subarray(s, s + batch));
-    const { top, loss } = tf.tidy(() => {
-      const f = forward(b);
-      return { top: tf.topk(f.logits, Math.min(3, f.logits.shape[1]!)).indices.dataSync(), loss: f.featureLoss.dataSync()[0] };
-    });
-    if (toTarget) for (let i = 0; i < top.length; i++) top[i] = toTarget[top[i]]; // draft ids -> target ids
-    const k = top.length / b.n;
+    const { top, k, featureLoss: loss } = await run(b);
     for (let i = 0; i < b.n; i++) {
       if (b.labels[i] < 0) continue;
       labelled++;

@@ -14,9 +14,9 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Scalar, Tensor, Tensor1D, Tensor2D, Variable } from '@tensorflow/tfjs';
+import type { Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import { UsageError } from '../src/errors.ts';
-import { resolveOptions, type FlagSpec } from '../src/cli/flags.ts';
+import { resolveOptions, type FlagSpec } from '../src/option-schema.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
 import { checkConfig, parameterCount, type ModelConfig } from '../src/model/config.ts';
@@ -25,12 +25,14 @@ import { makeConfig } from '../src/model/random.ts';
 import { expectedShapes, tensor, type Weights } from '../src/model/weights.ts';
 import { HfTokenizer } from '../src/tokenizer/hf.ts';
 import { Rng } from '../src/util/rng.ts';
-import { AdamW, cosineLr } from './adamw.ts';
-import { loadCheckpoint, saveCheckpoint, variablesToWeights } from './checkpoint.ts';
+import { AdamWArrays, cosineLr } from './adamw.ts';
+import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from './backend.ts';
+import { loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import { OrtTargetSteps } from './ort/target-backend.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
 import { readTargetCorpus, type CorpusFile } from './target-corpus.ts';
-import { loadTf, BACKEND_CHOICES, type BackendChoice, type Tf } from './tf-backend.ts';
+import type { Tf } from './tf-backend.ts';
 import { additiveMask, intTensor, TfOps, type WeightLookup } from './tf-ops.ts';
 import { trainTokenizer, writeTokenizer, type TrainedTokenizer } from './tokenizer-train.ts';
 
@@ -60,14 +62,14 @@ export const TRAIN_TARGET_FLAGS: FlagSpec[] = [
   { flag: 'checkpoint-every', type: 'int', min: 1, default: 25, meta: 'N', help: 'write a checkpoint every N steps' },
   { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of initial weights and window sampling' },
   { flag: 'time-budget', type: 'number', min: 0, default: 0, meta: 'MIN', help: 'stop (checkpoint + export) after MIN minutes of training; 0 = no limit' },
-  { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: 'auto', meta: 'B', help: 'tfjs backend: auto (tfjs-node, else wasm, else cpu), node, wasm, cpu' },
+  { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: 'auto', meta: 'B', help: TRAIN_BACKEND_HELP },
 ];
 
 /** Resolved tunables (the camelCase keys of TRAIN_TARGET_FLAGS). */
 export interface TargetTunables {
   dim: number; layers: number; heads: number; kvHeads: number; hidden: number; vocab: number; seqLen: number;
   batch: number; lr: number; steps: number; warmup: number; clip: number; weightDecay: number; heldOut: number;
-  evalEvery: number; evalTokens: number; checkpointEvery: number; seed: number; timeBudget: number; backend: BackendChoice;
+  evalEvery: number; evalTokens: number; checkpointEvery: number; seed: number; timeBudget: number; backend: TrainBackendChoice;
 }
 
 export interface TrainTargetOptions extends Partial<TargetTunables> {
@@ -119,7 +121,7 @@ export interface TrainTargetResult {
   trainMs: number;
   weights: Weights;
   tokenizer: TrainedTokenizer;
-  /** tf.memory().numTensors after each step (flat when nothing leaks). */
+  /** tf.memory().numTensors after each step on tfjs (flat when nothing leaks); empty on ort. */
   tensorCounts: number[];
 }
 
@@ -238,7 +240,8 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
   const { corpusDir, out, resume = false, onProgress } = opts;
   const o = resolveOptions<TargetTunables>(TRAIN_TARGET_FLAGS, { ...opts, corpusDir: undefined, out: undefined, checkpointDir: undefined, resume: undefined, onProgress: undefined });
   const ckptDir = opts.checkpointDir ?? join(out, 'checkpoint');
-  const { tf, name: backend } = await loadTf(o.backend);
+  const picked = await pickTrainBackend(o.backend);
+  const backend = picked.name;
 
   const corpus = readTargetCorpus(corpusDir, o.heldOut);
   const tokenizer = trainTokenizer(corpus.train.map((f) => f.text), o.vocab);
@@ -261,29 +264,25 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
     throw new UsageError('--resume', `${ckptDir} holds a checkpoint of a run with different options or corpus; remove it or match them`);
   const names = [...expectedShapes(cfg).keys()];
   const init = ckpt?.params ?? initTargetWeights(cfg, o.seed);
-  const params = names.map((n) => tf.variable(tf.tensor(init.get(n)!.data, init.get(n)!.shape), true));
-  const byName = new Map<string, Variable>(names.map((n, i) => [n, params[i]]));
-  const lookup = (n: string): Tensor => byName.get(n) ?? missing(n);
-  const opt = new AdamW(tf, params, { clip: o.clip, weightDecay: o.weightDecay });
+  const params: Weights = new Map(names.map((n) => [n, { shape: init.get(n)!.shape.slice(), data: init.get(n)!.data.slice() }]));
+  const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), { clip: o.clip, weightDecay: o.weightDecay });
   const startStep = ckpt?.state.step ?? 0;
   if (ckpt) {
     opt.step = startStep;
-    names.forEach((n, i) => {
-      opt.m[i].assign(tf.tensor(ckpt.m.get(n)!.data, ckpt.m.get(n)!.shape));
-      opt.v[i].assign(tf.tensor(ckpt.v.get(n)!.data, ckpt.v.get(n)!.shape));
-    });
+    names.forEach((n, i) => (opt.m[i].set(ckpt.m.get(n)!.data), opt.v[i].set(ckpt.v.get(n)!.data)));
   }
   const curve: TargetCurve = ckpt?.state.curve ?? { step: [], loss: [], lr: [], evalStep: [], evalLoss: [] };
-  const mask = additiveMask(tf, T, T, (i, j) => j <= i); // [T, T] causal, shared by every window
-  const oneHotEmbed = backend === 'wasm';
+  const runner: TargetSteps = picked.kind === 'ort'
+    ? Object.assign(await OrtTargetSteps.create(cfg, o.batch, T), { tensorCount: () => null })
+    : new TfTargetSteps(picked.tf, cfg, T, picked.name === 'wasm');
+  const copy = (w: Float32Array[]): Weights => new Map(names.map((n, i) => [n, { shape: params.get(n)!.shape, data: w[i].slice() }]));
 
-  const lossOf = (ids: Int32Array, labels: Int32Array): Scalar => windowLoss(tf, cfg, lookup, mask, ids, labels, oneHotEmbed);
-  const evaluate = (): HeldOutMetrics => {
+  const evaluate = async (): Promise<HeldOutMetrics> => {
     let sum = 0;
     for (let w = 0; w < evalWindows; w += o.batch) {
       const B = Math.min(o.batch, evalWindows - w);
       const ids = heldOutStream.slice(w * T, (w + B) * T), labels = heldOutStream.slice(w * T + 1, (w + B) * T + 1);
-      sum += tf.tidy(() => lossOf(ids, labels).dataSync()[0]) * B;
+      sum += (await runner.loss(params, ids, labels)) * B;
     }
     const loss = sum / evalWindows;
     return { loss, perplexity: Math.exp(loss), bitsPerByte: (loss * evalWindows * T) / (evalBytes * Math.LN2), tokens: evalWindows * T };
@@ -295,10 +294,10 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
   let msTraining = 0, step = startStep, stoppedEarly = false;
   const save = () => saveCheckpoint<TargetCurve>(ckptDir, {
     state: { step, rng: { seed: o.seed, step }, fingerprint, curve },
-    params: variablesToWeights(names, params), m: variablesToWeights(names, opt.m), v: variablesToWeights(names, opt.v),
+    params: copy(opt.params), m: copy(opt.m), v: copy(opt.v),
   });
   try {
-    const initial = evaluate();
+    const initial = await evaluate();
     const t0 = performance.now();
     while (step < o.steps) {
       if (o.timeBudget > 0 && performance.now() - t0 > o.timeBudget * 60_000) {
@@ -308,16 +307,14 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
       sampleWindows(train, T, new Rng(stepSeed(o.seed, step)), ids, labels);
       const lr = cosineLr(o.lr, minLr, o.warmup, o.steps, step + 1);
       const ts = performance.now();
-      const loss = tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => lossOf(ids, labels), params);
-        opt.apply(params.map((p) => grads[p.name]), lr);
-        return value.dataSync()[0];
-      });
+      const { loss, grads } = await runner.step(params, ids, labels);
+      opt.apply(names.map((n) => grads.get(n)!), lr);
       msTraining += performance.now() - ts;
       step++;
-      tensorCounts.push(tf.memory().numTensors);
+      const live = runner.tensorCount();
+      if (live !== null) tensorCounts.push(live);
       curve.step.push(step), curve.loss.push(loss), curve.lr.push(lr);
-      if (step % o.evalEvery === 0 || step === o.steps) curve.evalStep.push(step), curve.evalLoss.push(evaluate().loss);
+      if (step % o.evalEvery === 0 || step === o.steps) curve.evalStep.push(step), curve.evalLoss.push((await evaluate()).loss);
       if (step % o.checkpointEvery === 0 || step === o.steps) save();
       const done = step - startStep;
       onProgress?.({
@@ -327,8 +324,8 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
     }
     if (stoppedEarly) save();
     const trainMs = performance.now() - t0;
-    const weights = variablesToWeights(names, params);
-    const final = evaluate();
+    const weights = copy(opt.params);
+    const final = await evaluate();
     const tokensPerSecond = msTraining > 0 ? ((step - startStep) * o.batch * T * 1000) / msTraining : 0;
     const result: TrainTargetResult = {
       backend, config: cfg, parameters: parameterCount(cfg), steps: step, startStep, stoppedEarly, initial, final, curve,
@@ -341,9 +338,57 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
     });
     return result;
   } finally {
-    opt.dispose();
-    mask.dispose();
-    for (const p of params) p.dispose();
+    await runner.dispose();
+  }
+}
+
+/** What the training loop needs from a backend. */
+interface TargetSteps {
+  /** Mean next-token loss of windows `ids`/`labels` [b*T] and its gradients at `params`. */
+  step(params: Weights, ids: Int32Array, labels: Int32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }>;
+  /** The loss only (held-out evaluation). */
+  loss(params: Weights, ids: Int32Array, labels: Int32Array): Promise<number>;
+  /** Live tfjs tensors (null on ort): flat across steps when nothing leaks. */
+  tensorCount(): number | null;
+  dispose(): Promise<void>;
+}
+
+/** Target steps in TensorFlow.js: `windowLoss` differentiated by tfjs autograd. */
+export class TfTargetSteps implements TargetSteps {
+  private readonly mask: Tensor;
+
+  constructor(private readonly tf: Tf, private readonly cfg: ModelConfig, T: number, private readonly oneHotEmbed: boolean) {
+    this.mask = additiveMask(tf, T, T, (i, j) => j <= i); // [T, T] causal, shared by every window
+  }
+
+  private lossOf(names: string[], ts: Tensor[], ids: Int32Array, labels: Int32Array): Scalar {
+    const byName = new Map(names.map((n, i) => [n, ts[i]]));
+    return windowLoss(this.tf, this.cfg, (n) => byName.get(n) ?? missing(n), this.mask, ids, labels, this.oneHotEmbed);
+  }
+
+  async step(params: Weights, ids: Int32Array, labels: Int32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+    const tf = this.tf, names = [...params.keys()];
+    let out: { loss: number; grads: Map<string, Float32Array> } | undefined;
+    tf.tidy(() => {
+      const xs = names.map((n) => tf.tensor(params.get(n)!.data, params.get(n)!.shape));
+      const { value, grads } = tf.valueAndGrads((...ts: Tensor[]) => this.lossOf(names, ts, ids, labels))(xs);
+      // Copies: a backend may reuse the memory once the tidy scope ends.
+      out = { loss: value.dataSync()[0], grads: new Map(names.map((n, i) => [n, (grads[i].dataSync() as Float32Array).slice()])) };
+    });
+    return out!;
+  }
+
+  async loss(params: Weights, ids: Int32Array, labels: Int32Array): Promise<number> {
+    const tf = this.tf, names = [...params.keys()];
+    return tf.tidy(() => this.lossOf(names, names.map((n) => tf.tensor(params.get(n)!.data, params.get(n)!.shape)), ids, labels).dataSync()[0]);
+  }
+
+  tensorCount(): number {
+    return this.tf.memory().numTensors;
+  }
+
+  async dispose(): Promise<void> {
+    this.mask.dispose();
   }
 }
 

@@ -113,6 +113,14 @@ export class TreeBuilder {
     return new TreeBuilder({ topK: 1, maxDepth, totalTokens: maxDepth });
   }
 
+  /**
+   * Value of every candidate scored this round, in scoring order (index 0 = the root); a view
+   * valid until the next `reset`. With `finish` keeping every candidate, candidate i is tree node i.
+   */
+  get candidateValues(): Float64Array {
+    return this.candValue.subarray(0, this.nCand);
+  }
+
   /** What to run through the draft next (the same object every call, updated in place). */
   get frontier(): Frontier {
     return this.fr;

@@ -1,6 +1,7 @@
 /** What every CLI command shares: `--help` from its flag table, parsing, and the positional-argument rule. */
 import { UsageError } from '../errors.ts';
-import { helpText, parseFlags, type FlagSpec, type Parsed } from './flags.ts';
+import { parseFlags, type FlagSpec, type Parsed } from '../option-schema.ts';
+import { helpText } from './flags.ts';
 
 export interface Command {
   summary: string;

@@ -1,6 +1,8 @@
 /** The CLI's command table. */
 import type { Command } from './command.ts';
 import { bench } from './commands/bench.ts';
+import { costScale } from './commands/cost-scale.ts';
+import { tune } from './commands/tune.ts';
 import { collectLengthsCommand } from './commands/collect-lengths.ts';
 import { generate } from './commands/generate.ts';
 import { log } from './commands/log.ts';
@@ -16,4 +18,6 @@ export const COMMANDS: Record<string, Command> = {
   'train-target': trainTargetCommand,
   'collect-lengths': collectLengthsCommand,
   'train-ldlp': trainLdlpCommand,
+  tune,
+  'cost-scale': costScale,
 };

@@ -4,7 +4,7 @@ import { DEFAULT_MODEL_TREE } from '../default-model.ts';
 import { DEFAULT_THREADS } from '../runtime/ort.ts';
 import type { TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
-import { camel, type FlagSpec, type Parsed } from './flags.ts';
+import { camel, type FlagSpec, type Parsed } from '../option-schema.ts';
 
 export const MODEL_FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin' },

@@ -49,6 +49,11 @@ export class EagleDrafter {
     this.cache.truncate(0);
   }
 
+  /** Values of every candidate scored by the last `draft` (TreeBuilder.candidateValues), for tuning. */
+  get candidateValues(): Float64Array {
+    return this.builder.candidateValues;
+  }
+
   /**
    * Feeds rows [from, from + n) of the session's top-K output ([T, K], best first) to the
    * builder, cut to the tree's top-k when the session returns more (one session can serve

@@ -2,7 +2,7 @@
  * Generation options: defaults, ranges and docs in one table, shared by the CLI flags and
  * the library API (`resolveGenerationOptions`).
  */
-import { camel, resolveOptions, type FlagSpec, type Parsed } from '../cli/flags.ts';
+import { camel, resolveOptions, type FlagSpec, type Parsed } from '../option-schema.ts';
 import type { SamplingOptions } from './sampler.ts';
 
 export interface GenerationOptions extends SamplingOptions {

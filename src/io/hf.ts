@@ -1,6 +1,6 @@
 /**
- * Hugging Face checkpoint directories of Llama-family decoders (LlamaForCausalLM,
- * MistralForCausalLM, Qwen2ForCausalLM):
+ * Hugging Face checkpoint directories of Llama-family decoders (LlamaForCausalLM incl. Llama 3's
+ * rope scaling, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM):
  *
  *   config.json                        architecture and sizes -> ModelConfig
  *   generation_config.json (optional)  extra eos ids (Llama 3 lists several there)
@@ -12,14 +12,13 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { ConfigError, FormatError } from '../errors.ts';
 import { checkConfig, type ModelConfig } from '../model/config.ts';
+import { parseRopeScaling, ropeScalingToJson } from '../model/rope.ts';
 import { expectedShapes, validateWeights, type Tensor, type Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { readJsonFile } from './read.ts';
 import { readSafetensors, writeSafetensors, type FloatDtype } from './safetensors.ts';
 
-const MODEL_TYPES: Record<string, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' };
-/** rope_scaling types that leave RoPE unchanged; any other changes the math and is refused. */
-const PLAIN_ROPE = new Set(['default']);
+const MODEL_TYPES: Record<string, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' };
 
 /**
  * Converts a parsed config.json into a ModelConfig. `file` names the source in errors.
@@ -65,17 +64,18 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
   const act = j.hidden_act ?? 'silu';
   if (act !== 'silu') throw fail(`hidden_act ${JSON.stringify(act)} is not supported (eaglet implements silu)`);
   if (bool('mlp_bias', false)) throw fail('mlp_bias true is not supported (eaglet has no MLP biases)');
-  const scaling = j.rope_scaling;
-  if (scaling !== undefined && scaling !== null) {
-    const type = typeof scaling === 'object' ? ((scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type) : scaling;
-    if (!PLAIN_ROPE.has(type as string)) throw fail(`rope_scaling type ${JSON.stringify(type)} is not supported (eaglet implements plain RoPE)`);
+  let ropeScaling;
+  try {
+    ropeScaling = parseRopeScaling(j.rope_scaling);
+  } catch (e) {
+    throw fail((e as Error).message);
   }
 
   const dim = int('hidden_size'), nHeads = int('num_attention_heads');
   if (j.head_dim == null && dim % nHeads !== 0) throw fail(`hidden_size ${dim} is not divisible by num_attention_heads ${nHeads}; head_dim is needed`);
   let maxSeqLen = int('max_position_embeddings');
   // Sliding-window attention equals full attention within the window, so cap the context there.
-  const sliding = modelType === 'mistral' || (modelType === 'qwen2' && j.use_sliding_window === true) ? j.sliding_window : null;
+  const sliding = modelType === 'mistral' || (modelType.startsWith('qwen') && j.use_sliding_window === true) ? j.sliding_window : null;
   if (sliding != null) maxSeqLen = Math.min(maxSeqLen, int('sliding_window'));
   const bos = tokenIds('bos_token_id');
   if (bos.length > 1) throw fail(`field bos_token_id must be a single token id, got ${JSON.stringify(j.bos_token_id)}`);
@@ -90,10 +90,13 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
     headDim: int('head_dim', dim / nHeads),
     maxSeqLen,
     ropeTheta: num('rope_theta', 10000),
+    ...(ropeScaling ? { ropeScaling } : {}),
     normEps: num('rms_norm_eps'),
     tieEmbeddings: bool('tie_word_embeddings', false),
     // Qwen2 always has q/k/v biases; Llama may declare them.
     attentionBias: modelType === 'qwen2' ? true : bool('attention_bias', false),
+    // Qwen3 norms each q and k head before RoPE.
+    ...(modelType === 'qwen3' ? { qkNorm: true } : {}),
     ...(bos.length > 0 ? { bosTokenId: bos[0] } : {}),
     eosTokenIds: tokenIds('eos_token_id'),
   };
@@ -105,11 +108,12 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
   return c;
 }
 
-/** The config.json a ModelConfig round-trips through (written as LlamaForCausalLM). */
+/** The config.json a ModelConfig round-trips through (Qwen3ForCausalLM with q/k norms, else LlamaForCausalLM). */
 export function toHfConfig(c: ModelConfig): Record<string, unknown> {
+  const modelType = c.qkNorm ? 'qwen3' : 'llama';
   return {
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
+    architectures: [MODEL_TYPES[modelType]],
+    model_type: modelType,
     vocab_size: c.vocabSize,
     hidden_size: c.dim,
     intermediate_size: c.hiddenDim,
@@ -119,6 +123,7 @@ export function toHfConfig(c: ModelConfig): Record<string, unknown> {
     head_dim: c.headDim,
     max_position_embeddings: c.maxSeqLen,
     rope_theta: c.ropeTheta,
+    rope_scaling: ropeScalingToJson(c.ropeScaling),
     rms_norm_eps: c.normEps,
     tie_word_embeddings: c.tieEmbeddings,
     attention_bias: c.attentionBias,

@@ -134,13 +134,15 @@ function fromHf(c: ModelConfig, name: string, w: Float32Array): Float32Array {
 
 /**
  * Writes `weights` (HF layout) as a llama2.c legacy checkpoint, atomically. Throws ConfigError
- * for configs the format cannot represent (biases, headDim != dim/nHeads, non-default RoPE theta).
+ * for configs the format cannot represent (biases, q/k norms, headDim != dim/nHeads, non-default or scaled RoPE).
  */
 export function writeLlama2c(path: string, cfg: ModelConfig, weights: Weights): void {
   const refuse = (problem: string) => new ConfigError(path, `llama2.c format cannot store this model: ${problem}`);
   if (cfg.attentionBias) throw refuse('attention biases');
   if (cfg.headDim * cfg.nHeads !== cfg.dim) throw refuse(`headDim ${cfg.headDim} != dim / nHeads`);
   if (cfg.ropeTheta !== ROPE_THETA) throw refuse(`ropeTheta ${cfg.ropeTheta} (the format fixes ${ROPE_THETA})`);
+  if (cfg.ropeScaling) throw refuse('rope scaling');
+  if (cfg.qkNorm) throw refuse('q/k norms');
   const problem = validateWeights(cfg, weights);
   if (problem) throw refuse(problem);
   const header = Int32Array.of(cfg.dim, cfg.hiddenDim, cfg.nLayers, cfg.nHeads, cfg.nKvHeads, cfg.tieEmbeddings ? cfg.vocabSize : -cfg.vocabSize, cfg.maxSeqLen);

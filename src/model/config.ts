@@ -1,5 +1,7 @@
+import type { RopeScaling } from './rope.ts';
+
 /**
- * The one model config for Llama-family decoders (Llama, Mistral, Qwen2, llama2.c).
+ * The one model config for Llama-family decoders (Llama 2/3, Mistral, Qwen2, Qwen3, llama2.c).
  * Weights always use the HF layout and the HF "rotate halves" RoPE convention; loaders of
  * other layouts (llama2.c's interleaved pairs) convert on load.
  */
@@ -18,11 +20,15 @@ export interface ModelConfig {
   /** Context length: the K/V cache is preallocated to this many rows. */
   maxSeqLen: number;
   ropeTheta: number;
+  /** Llama 3 frequency scaling; absent = plain RoPE. */
+  ropeScaling?: RopeScaling;
   normEps: number;
   /** Output head shares the embedding table. */
   tieEmbeddings: boolean;
   /** Qwen2-style biases on q/k/v projections. */
   attentionBias: boolean;
+  /** Qwen3-style RMSNorm of each q and k head (weights [headDim]) before RoPE. */
+  qkNorm?: boolean;
   bosTokenId?: number;
   /** Generation stops at any of these. */
   eosTokenIds: number[];
@@ -44,7 +50,7 @@ export function checkConfig(c: ModelConfig): void {
 /** Number of parameters the config implies (embeddings counted once when tied). */
 export function parameterCount(c: ModelConfig): number {
   const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
-  const attn = c.dim * q + 2 * c.dim * kv + q * c.dim + (c.attentionBias ? q + 2 * kv : 0);
+  const attn = c.dim * q + 2 * c.dim * kv + q * c.dim + (c.attentionBias ? q + 2 * kv : 0) + (c.qkNorm ? 2 * c.headDim : 0);
   const mlp = 3 * c.dim * c.hiddenDim;
   const layer = attn + mlp + 2 * c.dim;
   return c.vocabSize * c.dim * (c.tieEmbeddings ? 1 : 2) + c.nLayers * layer + c.dim;

@@ -12,6 +12,7 @@
  */
 import type { ModelConfig } from './config.ts';
 import { DRAFT_VOCAB, HEAD_LAYER_PREFIX, type HeadConfig } from './draft-head.ts';
+import type { RopeSpec } from './rope.ts';
 
 /** The attention head layout. */
 export interface HeadLayout {
@@ -21,12 +22,13 @@ export interface HeadLayout {
 }
 
 /** Shapes of one decoder layer; both ModelConfig and HeadConfig have these fields. */
-export interface LayerShape extends HeadLayout {
+export interface LayerShape extends HeadLayout, RopeSpec {
   dim: number;
   hiddenDim: number;
-  ropeTheta: number;
   normEps: number;
   attentionBias: boolean;
+  /** Qwen3: RMSNorm each q and k head before RoPE. */
+  qkNorm?: boolean;
 }
 
 /**
@@ -54,14 +56,16 @@ export interface Ops<T> {
   silu(x: T): T;
   /** x / sqrt(mean(x^2 over the last axis) + eps) * w; x [T, w], w [w] -> [T, w]. */
   rmsNorm(x: T, w: T, eps: number): T;
+  /** RMSNorm of each head: x [T, nHeads * hd] seen as [T, nHeads, hd], normed over hd; w [hd]. */
+  headRmsNorm(x: T, w: T, nHeads: number, eps: number): T;
   /** [T, a], [T, b] -> [T, a + b] (a first). */
   concat(a: T, b: T): T;
   /**
    * RoPE in the HF "rotate halves" convention, per head: within each head of width hd,
-   * element i < hd/2 pairs with i + hd/2, rotated by angle pos * theta^(-2i/hd).
-   * x [T, nHeads * hd], positions [T] (integer) -> same shape as x.
+   * element i < hd/2 pairs with i + hd/2, rotated by angle pos * ropeInvFreq(hd, spec)[i]
+   * (theta^(-2i/hd) unless scaled). x [T, nHeads * hd], positions [T] (integer) -> same shape.
    */
-  rope(x: T, positions: T, nHeads: number, headDim: number, theta: number): T;
+  rope(x: T, positions: T, nHeads: number, headDim: number, spec: RopeSpec): T;
   /**
    * Causal/tree self-attention with grouped K/V heads: query head h reads K/V head
    * floor(h / (nH / nKv)). Scores are q.k / sqrt(hd) plus `mask`, softmaxed over the P + T keys
@@ -105,8 +109,9 @@ export function decoderLayer<T>(
   const w = (name: string): T => ops.weight(prefix + name);
   const bias = (name: string): T | undefined => (s.attentionBias ? w(name) : undefined);
   const h = inputNorm ? ops.rmsNorm(x, w('input_layernorm.weight'), s.normEps) : x; // [T, d]
-  const q = ops.rope(ops.linear(h, w('self_attn.q_proj.weight'), bias('self_attn.q_proj.bias')), inp.positions, s.nHeads, s.headDim, s.ropeTheta); // [T, nH*hd]
-  const key = ops.rope(ops.linear(h, w('self_attn.k_proj.weight'), bias('self_attn.k_proj.bias')), inp.positions, s.nKvHeads, s.headDim, s.ropeTheta); // [T, nKv*hd]
+  const qkNorm = (x: T, name: string, heads: number): T => (s.qkNorm ? ops.headRmsNorm(x, w(name), heads, s.normEps) : x);
+  const q = ops.rope(qkNorm(ops.linear(h, w('self_attn.q_proj.weight'), bias('self_attn.q_proj.bias')), 'self_attn.q_norm.weight', s.nHeads), inp.positions, s.nHeads, s.headDim, s); // [T, nH*hd]
+  const key = ops.rope(qkNorm(ops.linear(h, w('self_attn.k_proj.weight'), bias('self_attn.k_proj.bias')), 'self_attn.k_norm.weight', s.nKvHeads), inp.positions, s.nKvHeads, s.headDim, s); // [T, nKv*hd]
   const value = ops.linear(h, w('self_attn.v_proj.weight'), bias('self_attn.v_proj.bias')); // [T, nKv*hd]
   const attn = ops.attention(q, key, value, past, inp.mask, s); // [T, nH*hd]
   const mid = ops.add(x, ops.linear(attn, w('self_attn.o_proj.weight'))); // [T, d]

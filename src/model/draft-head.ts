@@ -31,6 +31,7 @@
  * are limited to the N tokens.
  */
 import type { ModelConfig } from './config.ts';
+import { parseRopeScaling, ropeScalingToJson, type RopeScaling } from './rope.ts';
 import { addLayerShapes, checkTensors, outputHead, tensor, type Weights } from './weights.ts';
 import { Rng } from '../util/rng.ts';
 
@@ -43,6 +44,8 @@ export interface HeadConfig {
   nKvHeads: number;
   headDim: number;
   ropeTheta: number;
+  /** The target's RoPE scaling (the head rotates at the same positions). */
+  ropeScaling?: RopeScaling;
   normEps: number;
   /** q/k/v projection biases (off in EAGLE's Llama heads). */
   attentionBias: boolean;
@@ -63,8 +66,8 @@ export const HEAD_LAYER_PREFIX = 'layers.0.';
 
 /** The head EAGLE would train for `target`: same width, heads, RoPE and vocabulary (optionally a reduced draft vocabulary of N tokens). */
 export function headConfigFor(target: ModelConfig, draftVocabSize?: number): HeadConfig {
-  const { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, normEps } = target;
-  return { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, normEps, attentionBias: false, ...(draftVocabSize !== undefined ? { draftVocabSize } : {}) };
+  const { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ropeScaling, normEps } = target;
+  return { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ...(ropeScaling ? { ropeScaling } : {}), normEps, attentionBias: false, ...(draftVocabSize !== undefined ? { draftVocabSize } : {}) };
 }
 
 /** Why `head` cannot draft for `target`, or null when it can. */
@@ -200,6 +203,7 @@ export function headConfigToJson(c: HeadConfig): Record<string, unknown> {
     num_key_value_heads: c.nKvHeads,
     head_dim: c.headDim,
     rope_theta: c.ropeTheta,
+    ...(c.ropeScaling ? { rope_scaling: ropeScalingToJson(c.ropeScaling) } : {}),
     rms_norm_eps: c.normEps,
     attention_bias: c.attentionBias,
     num_hidden_layers: 1,
@@ -227,6 +231,7 @@ export function headConfigFromJson(j: Record<string, unknown>): HeadConfig {
   const dim = int('hidden_size'), nHeads = int('num_attention_heads'), vocabSize = int('vocab_size');
   // vLLM reads a missing draft_vocab_size as vocab_size: both mean the full vocabulary.
   const draftVocab = j.draft_vocab_size === undefined || j.draft_vocab_size === vocabSize ? undefined : int('draft_vocab_size');
+  const ropeScaling = parseRopeScaling(j.rope_scaling);
   return {
     ...(draftVocab !== undefined ? { draftVocabSize: draftVocab } : {}),
     vocabSize,
@@ -236,6 +241,7 @@ export function headConfigFromJson(j: Record<string, unknown>): HeadConfig {
     nKvHeads: int('num_key_value_heads', nHeads),
     headDim: int('head_dim', dim / nHeads),
     ropeTheta: num('rope_theta', 10000),
+    ...(ropeScaling ? { ropeScaling } : {}),
     normEps: num('rms_norm_eps', 1e-6),
     attentionBias: j.attention_bias === true,
   };

@@ -11,6 +11,7 @@
  */
 import type { GraphBuilder } from '../onnx/graph.ts';
 import type { HeadLayout, Ops, PastKV } from './definition.ts';
+import { ropeInvFreq, type RopeSpec } from './rope.ts';
 import type { Tensor } from './weights.ts';
 import { blockOf, quantizeWeight, type WeightQuant } from './quantize.ts';
 
@@ -30,7 +31,7 @@ export const MASK_NEG = -1e30;
 
 export class OnnxOps implements Ops<string> {
   private weights = new Map<string, string>();
-  /** Per (headDim, theta): the RoPE cos and sin tables. */
+  /** Per (headDim, frequencies): the RoPE cos and sin tables. */
   private ropeTables = new Map<string, [string, string]>();
   /** Per positions value: its [1, T] form. */
   private batched = new Map<string, string>();
@@ -88,37 +89,45 @@ export class OnnxOps implements Ops<string> {
     return this.g.op('RMSNormalization', [x, w], { axis: -1, epsilon: { float: eps } });
   }
 
+  headRmsNorm(x: string, w: string, nHeads: number, eps: number): string {
+    const g = this.g;
+    const heads = g.op('Reshape', [x, g.ints([0, nHeads, -1])]); // [T, nH, hd]
+    return g.op('Reshape', [this.rmsNorm(heads, w, eps), g.ints([0, -1])]);
+  }
+
   concat(a: string, b: string): string {
     return this.g.op('Concat', [a, b], { axis: -1 });
   }
 
-  rope(x: string, positions: string, nHeads: number, headDim: number, theta: number): string {
+  rope(x: string, positions: string, nHeads: number, headDim: number, spec: RopeSpec): string {
     // ONNX RotaryEmbedding (opset 23; non-interleaved = rotate halves): one kernel instead of a
     // seven-node split/swap/multiply chain. Its output keeps the batch axis, [1, T, nH*hd],
     // which is the form `attention` and the present outputs want anyway.
     const g = this.g;
-    const [cos, sin] = this.ropeCache(headDim, theta);
+    const [cos, sin] = this.ropeCache(headDim, spec);
     const x3 = g.op('Unsqueeze', [x, g.ints([0])]); // [1, T, nH*hd]
     const y = g.op('RotaryEmbedding', [x3, cos, sin, this.batchPositions(positions)], { interleaved: 0, num_heads: nHeads });
     this.batchedValues.add(y);
     return y;
   }
 
-  /** cos and sin tables [maxPositions, hd/2], computed in float64: θ_i = p * theta^(-2i/hd). */
-  private ropeCache(headDim: number, theta: number): [string, string] {
-    const key = `${headDim}/${theta}`;
+  /** cos and sin tables [maxPositions, hd/2], computed in float64: angle p * invFreq_i. */
+  private ropeCache(headDim: number, spec: RopeSpec): [string, string] {
+    const invFreq = ropeInvFreq(headDim, spec);
+    const key = `${headDim}/${invFreq.join(',')}`;
     const hit = this.ropeTables.get(key);
     if (hit) return hit;
     const half = headDim / 2, n = this.maxPositions;
     const cos = new Float32Array(n * half), sin = new Float32Array(n * half); // [maxPos, hd/2]
     for (let p = 0; p < n; p++) {
       for (let i = 0; i < half; i++) {
-        const a = p * Math.pow(theta, (-2 * i) / headDim);
+        const a = p * invFreq[i];
         cos[p * half + i] = Math.cos(a);
         sin[p * half + i] = Math.sin(a);
       }
     }
-    const table = (name: string, data: Float32Array) => this.g.initializer(`rope_${name}_${headDim}_${theta}`, { dtype: 'float32', dims: [n, half], data });
+    const tag = this.ropeTables.size;
+    const table = (name: string, data: Float32Array) => this.g.initializer(`rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [n, half], data });
     const r: [string, string] = [table('cos', cos), table('sin', sin)];
     this.ropeTables.set(key, r);
     return r;

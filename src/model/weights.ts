@@ -6,6 +6,7 @@
  *   model.layers.{i}.self_attn.q_proj.weight      [nHeads*hd, d]    (+ .bias [nHeads*hd] if attentionBias)
  *   model.layers.{i}.self_attn.k_proj.weight      [nKv*hd, d]       (+ .bias)
  *   model.layers.{i}.self_attn.v_proj.weight      [nKv*hd, d]       (+ .bias)
+ *   model.layers.{i}.self_attn.{q,k}_norm.weight  [hd]    (Qwen3, if qkNorm)
  *   model.layers.{i}.self_attn.o_proj.weight      [d, nHeads*hd]
  *   model.layers.{i}.post_attention_layernorm.weight [d]
  *   model.layers.{i}.mlp.gate_proj.weight         [hidden, d]
@@ -42,6 +43,7 @@ export interface LayerTensorShape {
   nKvHeads: number;
   headDim: number;
   attentionBias: boolean;
+  qkNorm?: boolean;
 }
 
 /**
@@ -58,6 +60,10 @@ export function addLayerShapes(m: Map<string, number[]>, c: LayerTensorShape, pr
     m.set(`${prefix}self_attn.q_proj.bias`, [q]);
     m.set(`${prefix}self_attn.k_proj.bias`, [kv]);
     m.set(`${prefix}self_attn.v_proj.bias`, [kv]);
+  }
+  if (c.qkNorm) {
+    m.set(`${prefix}self_attn.q_norm.weight`, [c.headDim]);
+    m.set(`${prefix}self_attn.k_norm.weight`, [c.headDim]);
   }
   m.set(`${prefix}self_attn.o_proj.weight`, [c.dim, q]);
   m.set(`${prefix}post_attention_layernorm.weight`, [c.dim]);

@@ -18,7 +18,7 @@
  *   A chain judges the tokens up to and including the first rejection, hence T's indicator.
  */
 import type { Frontier } from '../../trees/index.ts';
-import { resolveOptions, type FlagSpec } from '../cli/flags.ts';
+import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 
 export interface AdaEdlOptions {

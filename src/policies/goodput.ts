@@ -16,7 +16,7 @@
  * Approximation: P(accepted >= j) is pooled over planned depths, though with a fixed tree size
  * a shallower tree is wider at each level and so accepts a little more often.
  */
-import { resolveOptions, type FlagSpec } from '../cli/flags.ts';
+import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 
 export interface GoodputOptions {

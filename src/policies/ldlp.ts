@@ -14,14 +14,12 @@
 import type { Frontier } from '../../trees/index.ts';
 import type { TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
-import { resolveOptions, type FlagSpec } from '../cli/flags.ts';
+import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import { loadPredictor, type Predictor, type PredictorKind } from '../io/predictor-io.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { mlpForward, PlainOps } from '../model/mlp.ts';
 import type { Tensor, Weights } from '../model/weights.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
-import type { PolicyEntry } from './registry.ts';
-import { ThresholdPolicy, THRESHOLD_FLAGS } from './threshold.ts';
 
 /** The target a predictor reads: its width and its token embedding table. */
 export interface PredictorTarget {
@@ -131,18 +129,3 @@ export function predictorFromOptions(kind: PredictorKind, policy: string, path: 
   if (!target) throw new UsageError('policy', `${policy} reads the target's features: create it with the loaded target in the policy context`);
   return loadPredictor(path, kind, target.config, tree.maxDepth);
 }
-
-/** Registry entries: `ldlp` and `ldlp+threshold`. */
-export const LDLP_POLICIES: [string, PolicyEntry][] = [
-  ['ldlp', {
-    summary: "AdaEAGLE's LDLP: a trained MLP predicts each round's accepted length, which sets depth and tree size",
-    flags: LDLP_FLAGS,
-    create: (o, { tree, target }) => new LdlpPolicy(predictorFromOptions('ldlp', 'ldlp', o.path, target, tree), target!, tree, o),
-  }],
-  ['ldlp+threshold', {
-    summary: 'LDLP depth as a cap, with the confidence threshold stopping earlier inside it',
-    flags: [...LDLP_FLAGS, ...THRESHOLD_FLAGS],
-    create: ({ minConfidence, ...o }, { tree, target }) =>
-      new LdlpPolicy(predictorFromOptions('ldlp', 'ldlp+threshold', o.path, target, tree), target!, tree, o, new ThresholdPolicy(tree.totalTokens, { minConfidence: minConfidence as number })),
-  }],
-];

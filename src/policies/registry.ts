@@ -12,13 +12,13 @@
  */
 import type { TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
-import { camel, parseFlags, resolveOptions, type FlagSpec, type Parsed } from '../cli/flags.ts';
+import { camel, parseFlags, resolveOptions, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { AdaEdlPolicy, ADAEDL_FLAGS } from './adaedl.ts';
 import { GoodputPolicy, GOODPUT_FLAGS } from './goodput.ts';
 import { HeuristicPolicy, HEURISTIC_FLAGS } from './heuristic.ts';
-import { LDLP_POLICIES, type PredictorTarget } from './ldlp.ts';
+import { LDLP_FLAGS, LdlpPolicy, predictorFromOptions, type PredictorTarget } from './ldlp.ts';
 import { StaticPolicy, type LengthPolicy } from './policy.ts';
-import { SPECDEC_POLICIES } from './specdecpp.ts';
+import { SPECDEC_FLAGS, SpecDecPolicy } from './specdecpp.ts';
 import { ThresholdPolicy, THRESHOLD_FLAGS } from './threshold.ts';
 
 /** What a policy is built for: the drafter's tree shape. */
@@ -74,8 +74,22 @@ const REGISTRY = new Map<string, PolicyEntry>([
     flags: GOODPUT_FLAGS,
     create: (o, { tree }) => new GoodputPolicy(tree.totalTokens, tree.maxDepth, o),
   }],
-  ...LDLP_POLICIES,
-  ...SPECDEC_POLICIES,
+  ['ldlp', {
+    summary: "AdaEAGLE's LDLP: a trained MLP predicts each round's accepted length, which sets depth and tree size",
+    flags: LDLP_FLAGS,
+    create: (o, { tree, target }) => new LdlpPolicy(predictorFromOptions('ldlp', 'ldlp', o.path, target, tree), target!, tree, o),
+  }],
+  ['ldlp+threshold', {
+    summary: 'LDLP depth as a cap, with the confidence threshold stopping earlier inside it',
+    flags: [...LDLP_FLAGS, ...THRESHOLD_FLAGS],
+    create: ({ minConfidence, ...o }, { tree, target }) =>
+      new LdlpPolicy(predictorFromOptions('ldlp', 'ldlp+threshold', o.path, target, tree), target!, tree, o, new ThresholdPolicy(tree.totalTokens, { minConfidence: minConfidence as number })),
+  }],
+  ['specdec++', {
+    summary: 'SpecDec++: a trained acceptance head stops drafting once P(a rejection on the best path) exceeds h',
+    flags: SPECDEC_FLAGS,
+    create: (o, { tree, target }) => new SpecDecPolicy(predictorFromOptions('specdec++', 'specdec++', o.path, target, tree), target!, tree, o),
+  }],
 ]);
 
 /** Adds (or replaces) a policy under `name`. */

@@ -12,11 +12,10 @@
  */
 import type { Frontier } from '../../trees/index.ts';
 import type { TreeShape } from '../generate/eagle-drafter.ts';
-import { resolveOptions, type FlagSpec } from '../cli/flags.ts';
+import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { Predictor } from '../io/predictor-io.ts';
-import { predictorFromOptions, PredictorRunner, type PredictorTarget } from './ldlp.ts';
+import { PredictorRunner, type PredictorTarget } from './ldlp.ts';
 import type { LengthPolicy, RoundPlan, RoundState } from './policy.ts';
-import type { PolicyEntry } from './registry.ts';
 
 export interface SpecDecOptions {
   /** Trained acceptance-head directory (required when building from options). */
@@ -67,12 +66,3 @@ export class SpecDecPolicy implements LengthPolicy {
     return this.lastRejectProb <= this.options.threshold;
   }
 }
-
-/** Registry entry: `specdec++`. */
-export const SPECDEC_POLICIES: [string, PolicyEntry][] = [
-  ['specdec++', {
-    summary: 'SpecDec++: a trained acceptance head stops drafting once P(a rejection on the best path) exceeds h',
-    flags: SPECDEC_FLAGS,
-    create: (o, { tree, target }) => new SpecDecPolicy(predictorFromOptions('specdec++', 'specdec++', o.path, target, tree), target!, tree, o),
-  }],
-];

@@ -4,7 +4,7 @@
  * the draft's own estimate that the target accepts that whole path, falls below `minConfidence`.
  */
 import type { Frontier } from '../../trees/index.ts';
-import { resolveOptions, type FlagSpec } from '../cli/flags.ts';
+import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { LengthPolicy, RoundPlan, RoundState } from './policy.ts';
 
 export interface ThresholdOptions {

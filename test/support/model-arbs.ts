@@ -1,6 +1,7 @@
 /**
  * fast-check generators and comparisons shared by the forward tests: tiny random Llama configs
- * (GQA on/off, tied/untied, biases on/off, varied theta), token sequences, draft trees.
+ * (GQA on/off, tied/untied, Qwen2 biases on/off, Qwen3 q/k norms on/off, varied theta, Llama 3
+ * rope scaling on/off), token sequences, draft trees.
  */
 import fc from 'fast-check';
 import type { ModelConfig } from '../../src/model/config.ts';
@@ -26,9 +27,22 @@ export const arbConfig: fc.Arbitrary<ModelConfig> = fc
       normEps: fc.constantFrom(1e-5, 1e-6),
       tieEmbeddings: fc.boolean(),
       attentionBias: fc.boolean(),
+      qkNorm: fc.boolean(),
+      // Llama 3 scaling with an original context of 16-64 positions, so that at hd <= 8 some
+      // pairs are kept, some blended and some slowed.
+      ropeScaling: fc.option(
+        fc.record({
+          type: fc.constant('llama3' as const),
+          factor: fc.constantFrom(2, 8, 32),
+          lowFreqFactor: fc.constantFrom(0.5, 1),
+          highFreqFactor: fc.constantFrom(2, 4),
+          originalMaxPositions: fc.constantFrom(16, 64),
+        }),
+        { nil: undefined },
+      ),
     }),
   )
-  .map((p) => makeConfig({ ...p, maxSeqLen: MAX_SEQ }));
+  .map(({ ropeScaling, ...p }) => makeConfig({ ...p, ...(ropeScaling ? { ropeScaling } : {}), maxSeqLen: MAX_SEQ }));
 
 /** `n` token ids below `vocab`. */
 export const arbTokens = (vocab: number, min: number, max: number): fc.Arbitrary<number[]> =>

@@ -9,6 +9,7 @@
  */
 import type { ModelConfig } from '../../src/model/config.ts';
 import type { HeadConfig } from '../../src/model/draft-head.ts';
+import type { RopeScaling } from '../../src/model/rope.ts';
 import type { Weights } from '../../src/model/weights.ts';
 
 /** 'halves': HF, element i pairs with i + hd/2. 'interleaved': llama2.c, 2i pairs with 2i + 1. */
@@ -37,8 +38,10 @@ interface Layer {
   nKvHeads: number;
   headDim: number;
   ropeTheta: number;
+  ropeScaling?: RopeScaling;
   normEps: number;
   attentionBias: boolean;
+  qkNorm?: boolean;
 }
 
 function get(w: Weights, name: string): Float32Array {
@@ -65,11 +68,30 @@ function rmsnorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
   return x.map((v, i) => v * inv * w[i]);
 }
 
+/**
+ * Frequency of rotation pair i. Llama 3 scaling, stated as a clamped blend: with
+ * r = (original context / wavelength - low) / (high - low) clamped to [0, 1], the frequency is
+ * r * f + (1 - r) * f / factor (r = 0: long wavelengths, slowed; r = 1: short ones, kept).
+ */
+function frequency(i: number, hd: number, theta: number, scaling: RopeScaling | undefined): number {
+  const f = 1 / theta ** ((2 * i) / hd);
+  if (!scaling) return f;
+  const r = Math.min(1, Math.max(0, ((scaling.originalMaxPositions * f) / (2 * Math.PI) - scaling.lowFreqFactor) / (scaling.highFreqFactor - scaling.lowFreqFactor)));
+  return r * f + ((1 - r) * f) / scaling.factor;
+}
+
+/** RMSNorm of each hd-wide head of `v` with the shared weight w [hd]. */
+function headNorm(v: Float64Array, nHeads: number, hd: number, w: Float32Array, eps: number): Float64Array {
+  const out = new Float64Array(v.length);
+  for (let h = 0; h < nHeads; h++) out.set(rmsnorm(v.subarray(h * hd, (h + 1) * hd), w, eps), h * hd);
+  return out;
+}
+
 /** Rotates each of the nHeads heads of `v` in place. */
-function rope(v: Float64Array, nHeads: number, hd: number, pos: number, theta: number, style: RopeStyle): void {
+function rope(v: Float64Array, nHeads: number, hd: number, pos: number, theta: number, style: RopeStyle, scaling?: RopeScaling): void {
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < hd / 2; i++) {
-      const a = pos * Math.pow(theta, (-2 * i) / hd);
+      const a = pos * frequency(i, hd, theta, scaling);
       const [i0, i1] = style === 'halves' ? [h * hd + i, h * hd + i + hd / 2] : [h * hd + 2 * i, h * hd + 2 * i + 1];
       const x0 = v[i0], x1 = v[i1];
       v[i0] = x0 * Math.cos(a) - x1 * Math.sin(a);
@@ -92,10 +114,14 @@ function layer(
   const q: Float64Array[] = [], k = new Float64Array(T * kvw), v = new Float64Array(T * kvw);
   for (let t = 0; t < T; t++) {
     const h = inputNorm ? rmsnorm(x[t], W('input_layernorm.weight'), s.normEps) : x[t];
-    const qt = matvec(W('self_attn.q_proj.weight'), h, qw, d, B('self_attn.q_proj.bias'));
-    const kt = matvec(W('self_attn.k_proj.weight'), h, kvw, d, B('self_attn.k_proj.bias'));
-    rope(qt, s.nHeads, hd, positions[t], s.ropeTheta, style);
-    rope(kt, s.nKvHeads, hd, positions[t], s.ropeTheta, style);
+    let qt = matvec(W('self_attn.q_proj.weight'), h, qw, d, B('self_attn.q_proj.bias'));
+    let kt = matvec(W('self_attn.k_proj.weight'), h, kvw, d, B('self_attn.k_proj.bias'));
+    if (s.qkNorm) {
+      qt = headNorm(qt, s.nHeads, hd, W('self_attn.q_norm.weight'), s.normEps);
+      kt = headNorm(kt, s.nKvHeads, hd, W('self_attn.k_norm.weight'), s.normEps);
+    }
+    rope(qt, s.nHeads, hd, positions[t], s.ropeTheta, style, s.ropeScaling);
+    rope(kt, s.nKvHeads, hd, positions[t], s.ropeTheta, style, s.ropeScaling);
     q.push(qt);
     k.set(kt, t * kvw);
     v.set(matvec(W('self_attn.v_proj.weight'), h, kvw, d, B('self_attn.v_proj.bias')), t * kvw);

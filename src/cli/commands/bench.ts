@@ -1,13 +1,14 @@
 /** `eaglet bench`: plain decoding vs draft-length policies on one prompt set (src/bench/compare.ts). */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { DEFAULT_TREE, loadGenerator } from '../../api.ts';
+import { loadGenerator } from '../../api.ts';
+import { DEFAULT_PATHS } from '../../default-model.ts';
 import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
@@ -15,13 +16,13 @@ const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   ...TREE_FLAGS,
   THREADS_FLAG,
-  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory, or "random" (random:N: with an N-token draft vocabulary) (required)' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory, or "random" (random:N: with an N-token draft vocabulary) (required with --model)' },
   { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
-  { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file: .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
+  { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
   { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
-  { flag: 'policies', type: 'string', default: 'static,threshold,adaedl,heuristic,goodput', meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value' },
+  { flag: 'policies', type: 'string', default: 'default,static,threshold,adaedl,heuristic,goodput', meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags' },
   { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'timed passes over the prompts' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
   ...GENERATION_FLAGS,
@@ -31,28 +32,34 @@ const FLAGS: FlagSpec[] = [
 
 export const bench = defineCommand({
   summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
-  usage: 'Usage: eaglet bench --model PATH --draft PATH|random (--prompts FILE | --random-prompts N) [flags]',
+  usage: 'Usage: eaglet bench [--model PATH --draft PATH|random (--prompts FILE | --random-prompts N)] [flags]',
   description: `Compares plain decoding with draft-length policies on the same prompts in one process
 (interleaved per prompt, after warm-up), checks every policy's output equals plain decoding's,
 and reports tokens/s, speedup, tau, mean depth, passes and the time split.
+Without --model and --draft it benchmarks the embedded default pair on its held-out prompts.
+The \`default\` row is the policy and tree \`generate\` uses with the same model flags.
 Policies (per-policy flags below are --NAME-FLAG; inline: NAME:flag=value):
 ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('\n')}`,
   flags: FLAGS,
   async run(f) {
-    if (!f.model) throw new UsageError('--model', 'is required (an HF checkpoint directory or a llama2.c .bin)');
-    if (!f.draft) throw new UsageError('--draft', 'is required (a draft head directory, or "random")');
+    const embedded = f.model === undefined;
+    if (embedded && f.draft !== undefined) throw new UsageError('--draft', 'needs --model (without both, bench uses the embedded default pair)');
+    if (!embedded && !f.draft) throw new UsageError('--draft', 'is required with --model (a draft head directory, or "random")');
+    if (embedded && f.prompts === undefined && f.randomPrompts === undefined) f.prompts = DEFAULT_PATHS.heldoutPrompts;
     if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
-    const tree = { ...DEFAULT_TREE, ...treeFromFlags(f) };
     const specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
 
     const g = await loadGenerator({
-      model: f.model as string, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string,
-      tree, threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
+      model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
+      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
     });
+    for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
-      // Built after loading: trained predictors read the target's embeddings.
-      const policies = specs.map((spec) => ({ label: spec, policy: createPolicy(spec, { tree, target: g.model }, f) }));
+      const tree = g.generator.parts.drafter!.shape;
+      // Built after loading: trained predictors read the target's embeddings. `default` is the
+      // loaded generator's own policy: exactly what `generate` would use.
+      const policies = specs.map((spec) => ({ label: spec, policy: spec === 'default' ? g.generator.policy : createPolicy(spec, { tree, target: g.model }, f) }));
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
         ? readPrompts(f.prompts as string, g.encode)
@@ -63,7 +70,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
         target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number,
         onProgress: (line) => process.stderr.write(`${line}\n`),
       });
-      c.meta = { model: f.model, draft: f.draft, tree, policies: specs, threads: f.threads };
+      c.meta = { model: f.model ?? DEFAULT_PATHS.target, draft: f.draft ?? DEFAULT_PATHS.draft, tree, policies: specs, defaultPolicy: g.generator.policy.name, threads: f.threads };
       const out = f.out as string;
       mkdirSync(dirname(out), { recursive: true });
       const files = writeComparison(c, out);

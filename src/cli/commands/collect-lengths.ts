@@ -6,7 +6,7 @@ import { loadTokenizer } from '../../tokenizer/load.ts';
 import { chunkDocuments, readCorpus } from '../../../training/corpus.ts';
 import { collectLengths } from '../../../training/lengths.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 import { fileList, requireFlags, THREADS_FLAG } from '../common-flags.ts';
 

@@ -6,7 +6,7 @@ import { checkPrompt } from '../../generate/generator.ts';
 import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
@@ -54,6 +54,7 @@ export const generate = defineCommand({
       threads: f.threads as number,
       draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
     });
+    for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
       if (f.prompt !== undefined && !g.tokenizer) throw new UsageError('--prompt', 'this model has no tokenizer beside it: pass --tokenizer, or use --prompt-ids');
       const prompt = (f.promptIds as number[] | undefined) ?? g.encode(f.prompt as string);

@@ -4,7 +4,7 @@ import { loadTokenizer } from '../../tokenizer/load.ts';
 import { LOG_DEFAULTS, runLog } from '../../../training/log.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import { fileList, MODEL_FLAGS, requireFlags } from '../common-flags.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [

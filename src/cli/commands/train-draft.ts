@@ -1,10 +1,10 @@
-/** `eaglet train-draft`: trains an EAGLE draft head on feature logs (TensorFlow.js). */
+/** `eaglet train-draft`: trains an EAGLE draft head on feature logs (onnxruntime or TensorFlow.js). */
 import { join } from 'node:path';
 import { loadModel } from '../../io/load-model.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
-import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
+import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from '../../../training/backend.ts';
 import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 import { fileList, requireFlags } from '../common-flags.ts';
 
@@ -29,11 +29,11 @@ const FLAGS: FlagSpec[] = [
   { flag: 'seed', type: 'int', min: 0, default: D.seed, meta: 'S', help: 'seed of initial weights, data order, split and noise' },
   { flag: 'draft-vocab', type: 'int', min: 0, default: D.draftVocab, meta: 'N', help: 'draft vocabulary: the N next-tokens most frequent in the logs (EAGLE-3 d2t/t2d layout); 0 = the full vocabulary' },
   { flag: 'resume', type: 'bool', help: 'continue from DIR/checkpoint.safetensors (same options and logs required)' },
-  { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: D.backend, meta: 'B', help: 'tfjs backend: auto (tfjs-node, else wasm, else cpu), node, wasm, cpu' },
+  { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: D.backend, meta: 'B', help: TRAIN_BACKEND_HELP },
 ];
 
 export const trainDraftCommand = defineCommand({
-  summary: 'train an EAGLE draft head on feature logs (tfjs)',
+  summary: 'train an EAGLE draft head on feature logs',
   usage: 'Usage: eaglet train-draft --model PATH --logs LOG.arrow[,LOG2...] --out DIR [flags]',
   description: 'Trains an EAGLE draft head for the target on its feature logs (EAGLE-1 objective: predict the\nnext feature, match the next-token distribution). DIR is then usable as `eaglet generate --draft DIR`.',
   flags: FLAGS,
@@ -43,8 +43,8 @@ export const trainDraftCommand = defineCommand({
     const logs = fileList(f, 'logs', '--logs');
     const target = await loadModel(f.model as string);
     // Load the backend up front so the user sees which one runs before the first step.
-    const backend = (await loadTf(f.backend as BackendChoice)).name;
-    process.stderr.write(`tfjs backend: ${backend}\n`);
+    const backend = (await pickTrainBackend(f.backend as TrainBackendChoice)).name;
+    process.stderr.write(`training backend: ${backend}\n`);
     const out = f.out as string;
     const r = await trainDraft({
       target, logs, out,
@@ -52,7 +52,7 @@ export const trainDraftCommand = defineCommand({
       steps: f.steps as number | undefined, warmup: f.warmup as number, clip: f.clip as number, noise: f.noise as number,
       featureWeight: f.featureWeight as number, tokenWeight: f.tokenWeight as number, weightDecay: f.weightDecay as number,
       valFraction: f.valFraction as number, valEvery: f.valEvery as number | undefined, checkpointEvery: f.checkpointEvery as number,
-      seed: f.seed as number, draftVocab: f.draftVocab as number, resume: Boolean(f.resume), backend: f.backend as BackendChoice,
+      seed: f.seed as number, draftVocab: f.draftVocab as number, resume: Boolean(f.resume), backend: f.backend as TrainBackendChoice,
       onProgress: withEta(progressReporter()),
     });
     const m = (v: ValMetrics): string => `top-1 ${v.top1.toFixed(3)}, top-3 ${v.top3.toFixed(3)}, feature loss ${v.featureLoss.toFixed(4)}`;

@@ -4,7 +4,7 @@ import { progressReporter, withEta } from '../../../training/progress.ts';
 import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
 import { DEFAULT_LDLP_OBJECTIVE, trainPredictor, TRAIN_PREDICTOR_DEFAULTS as D, type PredictorMetrics } from '../../../training/train-ldlp.ts';
 import type { Objective, PredictorKind } from '../../io/predictor-io.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 import { fileList, requireFlags } from '../common-flags.ts';
 

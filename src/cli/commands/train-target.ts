@@ -1,9 +1,9 @@
-/** `eaglet train-target`: trains a small Llama-family target from scratch on a text corpus (tfjs). */
+/** `eaglet train-target`: trains a small Llama-family target from scratch on a text corpus (onnxruntime or TensorFlow.js). */
 import { join } from 'node:path';
 import { progressReporter, withEta } from '../../../training/progress.ts';
-import { loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
+import { pickTrainBackend, type TrainBackendChoice } from '../../../training/backend.ts';
 import { trainTarget, TRAIN_TARGET_FLAGS, type HeldOutMetrics, type TargetTunables } from '../../../training/train-target.ts';
-import type { FlagSpec } from '../flags.ts';
+import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 import { requireFlags } from '../common-flags.ts';
 
@@ -16,14 +16,14 @@ const FLAGS: FlagSpec[] = [
 ];
 
 export const trainTargetCommand = defineCommand({
-  summary: 'train a small Llama target + BPE tokenizer from scratch on a corpus (tfjs)',
+  summary: 'train a small Llama target + BPE tokenizer from scratch on a corpus',
   usage: 'Usage: eaglet train-target --corpus-dir DIR --out DIR [flags]',
   description: 'Trains a byte-level BPE tokenizer and a Llama-family target from scratch on the corpus (whole\nfiles held out for evaluation). OUT is then usable as `eaglet generate --model OUT`.',
   flags: FLAGS,
   async run(f) {
     requireFlags(f, ['corpus-dir', 'out']);
     // Load the backend up front so the user sees which one runs before tokenizer training.
-    process.stderr.write(`tfjs backend: ${(await loadTf(f.backend as BackendChoice)).name}\n`);
+    process.stderr.write(`training backend: ${(await pickTrainBackend(f.backend as TrainBackendChoice)).name}\n`);
     const out = f.out as string;
     const { _: _rest, corpusDir, checkpointDir, resume, ...tunables } = f;
     const r = await trainTarget({

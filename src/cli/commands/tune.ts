@@ -1,0 +1,128 @@
+/** `eaglet tune`: the tree shape and policy that maximise tokens/s on this machine (src/tune/). */
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { loadGenerator } from '../../api.ts';
+import { comparePolicies } from '../../bench/compare.ts';
+import { readPrompts } from '../../bench/prompts.ts';
+import { DEFAULT_PATHS } from '../../default-model.ts';
+import { UsageError } from '../../errors.ts';
+import { EagleDrafter } from '../../generate/eagle-drafter.ts';
+import { writeFileAtomic } from '../../io/atomic.ts';
+import { createPolicy } from '../../policies/registry.ts';
+import { greedySequences, measureAcceptance, measureVerify, type Measurements } from '../../tune/measure.ts';
+import { bestByDepth, machineInfo, scoreShapes, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
+import type { FlagSpec } from '../../option-schema.ts';
+import { MODEL_FLAGS, THREADS_FLAG } from '../common-flags.ts';
+import { defineCommand } from '../command.ts';
+
+const FLAGS: FlagSpec[] = [
+  ...MODEL_FLAGS,
+  { flag: 'draft', type: 'string', meta: 'PATH', help: 'EAGLE draft head directory (default: the embedded default\'s); the tuning file is written beside it' },
+  { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file, as for bench (default with the embedded pair: its 16 training-split prompts)' },
+  { flag: 'max-new-tokens', type: 'int', min: 8, default: 64, meta: 'N', help: 'greedy continuation per prompt that acceptance is measured along' },
+  { flag: 'max-top-k', type: 'int', min: 1, max: 8, default: 4, meta: 'K', help: 'top-k values tried: 1..K' },
+  { flag: 'max-depth', type: 'int', min: 1, max: 16, default: 8, meta: 'D', help: 'depths tried: 1..D' },
+  { flag: 'max-tokens', type: 'int', min: 1, max: 128, default: 32, meta: 'N', help: 'tree sizes tried: 1..N drafted tokens' },
+  { flag: 'repeats', type: 'int', min: 1, default: 5, meta: 'N', help: 'timed repeats of each verify size (median)' },
+  { flag: 'policies', type: 'string', meta: 'LIST', help: 'policies run at the best shape (default: static, threshold, goodput, and ldlp+threshold with an ldlp/ beside the head)' },
+  THREADS_FLAG,
+  { flag: 'out', type: 'string', meta: 'FILE', help: `tuning file (default: ${TUNING_FILE} beside the head)` },
+];
+
+const fmtShape = (s: ShapeScore) => `${s.topK}x${s.depth}x${s.totalTokens}`;
+
+export const tune = defineCommand({
+  summary: 'measure this machine and pick the tree shape and policy with the most tokens/s',
+  usage: 'Usage: eaglet tune [--model PATH --draft PATH] [--prompts FILE] [flags]',
+  description: `Measures, on this machine and thread count: the target's cost per verified tree size, the
+draft head's cost per depth (per top-k), and the head's acceptance for every shape (top-k, depth,
+tree size) along the target's greedy continuation of the prompts. Predicts tokens/s of every shape
+= (1 + accepted) / (draft + verify), runs the candidate policies at the best shape on the same
+prompts, and writes the fastest shape and policy with every table to a tuning file beside the head.
+generate, bench and loadGenerator then use it unless flags say otherwise; a file from another
+machine or thread count is reported and not applied. Run it under an otherwise idle machine.
+Tune on prompts that are not your benchmark's (the default pair: training-split prompts).`,
+  flags: FLAGS,
+  async run(f) {
+    const embedded = f.model === undefined;
+    if (!embedded && f.draft === undefined) throw new UsageError('--draft', 'is required with --model');
+    if (f.draft === 'random') throw new UsageError('--draft', 'tune needs a trained head directory, not "random"');
+    const draft = (f.draft as string | undefined) ?? DEFAULT_PATHS.draft;
+    const promptsFile = (f.prompts as string | undefined) ?? (embedded ? DEFAULT_PATHS.tunePrompts : undefined);
+    if (!promptsFile) throw new UsageError('--prompts', 'is required with --model');
+    const K = f.maxTopK as number, D = f.maxDepth as number, N = f.maxTokens as number;
+    const threads = f.threads as number;
+
+    const g = await loadGenerator({ model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft, tree: { topK: K, maxDepth: D, totalTokens: N }, threads, tuning: false, policy: undefined });
+    try {
+      const { target, drafter } = g.generator.parts;
+      const session = drafter!.session;
+      const prompts = readPrompts(promptsFile, g.encode);
+      const say = (line: string) => process.stderr.write(`${line}\n`);
+
+      const sequences = await greedySequences(target, prompts, f.maxNewTokens as number);
+      const tokens = sequences.reduce((n, s, i) => n + s.length - prompts[i].length, 0);
+      say(`greedy continuations: ${tokens} tokens over ${prompts.length} prompts`);
+      const verifyMs = await measureVerify(target, sequences[0], N + 1, f.repeats as number);
+      say(`verify ms by tokens: ${verifyMs.slice(1).map((x) => x.toFixed(2)).join(' ')}`);
+      const acceptance = [];
+      for (let k = 1; k <= K; k++) {
+        const a = await measureAcceptance(target, session, sequences, prompts.map((p) => p.length), k, D, N);
+        say(`top-k ${k}: ${a.rounds} rounds; draft ms by depth ${a.draftMs.slice(1).map((x) => x.toFixed(2)).join(' ')}`);
+        acceptance.push(a);
+      }
+      const measured: Measurements = { verifyMs, verifyContext: Math.min(sequences[0].length, target.cfg.maxSeqLen - N - 1), acceptance, tokens };
+      const scores = scoreShapes(measured), best = scores[0];
+      const tree = { topK: best.topK, maxDepth: best.depth, totalTokens: best.totalTokens };
+
+      // The policies at the best shape, measured on the same prompts (interleaved with plain decoding).
+      const ldlpDir = join(dirname(resolve(draft)), 'ldlp');
+      const specs = f.policies !== undefined
+        ? String(f.policies).split(',').map((s) => s.trim()).filter(Boolean)
+        : ['static', 'threshold', 'goodput', ...(existsSync(join(ldlpDir, 'config.json')) ? [`ldlp+threshold:path=${ldlpDir}`] : [])];
+      const policyDrafter = new EagleDrafter(session, tree, target.cfg.maxSeqLen);
+      const usable = specs.filter((spec) => {
+        try {
+          createPolicy(spec, { tree, target: g.model });
+          return true;
+        } catch (e) {
+          say(`skipping policy ${spec}: ${(e as Error).message}`);
+          return false;
+        }
+      });
+      const c = await comparePolicies({
+        target, drafter: policyDrafter, prompts, repeats: 1, warmup: 1,
+        generation: { maxNewTokens: f.maxNewTokens as number, stopAtEos: false },
+        policies: usable.map((spec) => ({ label: spec, policy: createPolicy(spec, { tree, target: g.model }) })),
+      });
+      const runs = c.policies.map((p) => ({ policy: p.label, tokensPerSecond: p.tokensPerSecond, speedup: p.speedup, tau: p.tau }));
+      const fastest = [...runs].sort((a, b) => b.tokensPerSecond - a.tokensPerSecond)[0];
+      // Plain decoding wins when no policy beats it: `static-0` drafts nothing.
+      const policy = fastest && fastest.speedup > 1 ? fastest.policy : 'static-0';
+
+      const file: TuningFile = {
+        format: 'eaglet-tuning', version: 1, created: new Date().toISOString(), machine: machineInfo(), threads,
+        source: { model: (f.model as string | undefined) ?? DEFAULT_PATHS.target, draft, prompts: promptsFile, tokens },
+        tree, policy, predicted: best, policyRuns: runs, plainTokensPerSecond: c.ar.tokensPerSecond,
+        byDepth: bestByDepth(scores), measured,
+      };
+      const out = (f.out as string | undefined) ?? join(draft, TUNING_FILE);
+      writeFileAtomic(out, JSON.stringify(file, null, 1) + '\n');
+
+      const lines = [
+        `plain step ${verifyMs[1].toFixed(3)} ms; best shape per top-k and depth (predicted, bookkeeping not counted):`,
+        '| top-k x depth x tokens | tau | draft ms | verify ms | round ms | predicted speedup |',
+        '| --- | ---: | ---: | ---: | ---: | ---: |',
+        ...file.byDepth.map((s) => `| ${fmtShape(s)} | ${s.tau.toFixed(2)} | ${(s.roundMs - verifyMs[s.totalTokens + 1]).toFixed(3)} | ${verifyMs[s.totalTokens + 1].toFixed(3)} | ${s.roundMs.toFixed(3)} | ${s.speedup.toFixed(2)}x |`),
+        '',
+        `best shape ${fmtShape(best)}: predicted ${best.speedup.toFixed(2)}x (tau ${best.tau.toFixed(2)})`,
+        `measured at that shape on the tune prompts: plain ${c.ar.tokensPerSecond.toFixed(1)} tok/s; ${runs.map((r) => `${r.policy} ${r.speedup.toFixed(2)}x (tau ${r.tau.toFixed(2)})`).join(', ')}${c.lossless ? '' : ' (NOT LOSSLESS)'}`,
+        `chosen: tree ${fmtShape(best)}, policy ${policy}; wrote ${out}`,
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+      if (!c.lossless) process.exitCode = 1;
+    } finally {
+      await g.dispose();
+    }
+  },
+});

@@ -1,0 +1,104 @@
+/**
+ * Tuning files: the tree shape and policy `eaglet tune` found fastest for one draft head on one
+ * machine, with what it measured. Written as `tuning.json` beside the head; `generate`, `bench`
+ * and `loadGenerator` apply it unless options say otherwise, and only on the machine and thread
+ * count it was measured with (anything else is reported, never applied silently).
+ */
+import { existsSync } from 'node:fs';
+import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
+import { FormatError } from '../errors.ts';
+import type { TreeShape } from '../generate/eagle-drafter.ts';
+import { readJsonFile } from '../io/read.ts';
+import { candidates, type Measurements } from './measure.ts';
+
+export const TUNING_FILE = 'tuning.json';
+
+/** What identifies "this machine" for cost tables: a table measured elsewhere does not apply. */
+export interface MachineInfo {
+  cpu: string;
+  cores: number;
+  platform: string;
+  arch: string;
+}
+
+export function machineInfo(): MachineInfo {
+  return { cpu: cpus()[0]?.model.trim() ?? 'unknown', cores: availableParallelism(), platform: process.platform, arch: process.arch };
+}
+
+/** A shape's predicted throughput from the measured tables. */
+export interface ShapeScore {
+  topK: number;
+  depth: number;
+  totalTokens: number;
+  /** Mean drafted tokens accepted per round. */
+  accepted: number;
+  /** Tokens per round, bonus included: 1 + accepted. */
+  tau: number;
+  /** Draft + verify ms of one round. */
+  roundMs: number;
+  /** Predicted speedup over plain decoding: tau x plain step / round (no bookkeeping counted). */
+  speedup: number;
+}
+
+export interface TuningFile {
+  format: 'eaglet-tuning';
+  version: 1;
+  created: string;
+  machine: MachineInfo;
+  threads: number;
+  /** What was tuned: paths as given, the prompt file, tokens of greedy continuation measured. */
+  source: { model: string; draft: string; prompts: string; tokens: number };
+  /** The choice: tree shape and policy spec (a `--policy` string). */
+  tree: TreeShape;
+  policy: string;
+  /** Predicted (from the tables) and measured (short runs on the tune prompts) speedups. */
+  predicted: ShapeScore;
+  policyRuns: { policy: string; tokensPerSecond: number; speedup: number; tau: number }[];
+  plainTokensPerSecond: number;
+  /** Best shape per (top-k, depth): the curve behind the choice. */
+  byDepth: ShapeScore[];
+  measured: Measurements;
+}
+
+/** Scores every shape the tables cover; returns all, best first. */
+export function scoreShapes(m: Measurements): ShapeScore[] {
+  const plain = m.verifyMs[1], maxTokens = m.verifyMs.length - 2;
+  const out: ShapeScore[] = [];
+  for (const a of m.acceptance) {
+    for (let D = 1; D < a.meanAccepted.length; D++) {
+      for (let N = D; N <= Math.min(maxTokens, candidates(a.topK, D)); N++) {
+        const accepted = a.meanAccepted[D][N], roundMs = a.draftMs[D] + m.verifyMs[N + 1];
+        out.push({ topK: a.topK, depth: D, totalTokens: N, accepted, tau: 1 + accepted, roundMs, speedup: ((1 + accepted) * plain) / roundMs });
+      }
+    }
+  }
+  return out.sort((x, y) => y.speedup - x.speedup);
+}
+
+/** The best shape of each (top-k, depth), for the report. */
+export function bestByDepth(scores: ShapeScore[]): ShapeScore[] {
+  const seen = new Map<string, ShapeScore>();
+  for (const s of scores) if (!seen.has(`${s.topK}x${s.depth}`)) seen.set(`${s.topK}x${s.depth}`, s);
+  return [...seen.values()].sort((a, b) => a.topK - b.topK || a.depth - b.depth);
+}
+
+/** Why `t` does not apply here with `threads`, or null when it does. */
+export function tuningMismatch(t: TuningFile, threads: number, here: MachineInfo = machineInfo()): string | null {
+  const m = t.machine;
+  if (m.cpu !== here.cpu || m.cores !== here.cores || m.platform !== here.platform || m.arch !== here.arch)
+    return `measured on another machine (${m.cpu}, ${m.cores} cores; this one: ${here.cpu}, ${here.cores} cores)`;
+  if (t.threads !== threads) return `measured with ${t.threads} threads, running with ${threads}`;
+  return null;
+}
+
+/** Reads `dir/tuning.json` if present (undefined if not); a malformed file is a FormatError naming it. */
+export function readTuning(dir: string): TuningFile | undefined {
+  const file = join(dir, TUNING_FILE);
+  if (!existsSync(file)) return undefined;
+  const t = readJsonFile(file) as TuningFile | null;
+  const shapeOk = (s: TreeShape | undefined) => !!s && [s.topK, s.maxDepth, s.totalTokens].every((v) => Number.isInteger(v) && v >= 1);
+  if (!t || t.format !== 'eaglet-tuning' || t.version !== 1) throw new FormatError(file, 'not an eaglet tuning file (format "eaglet-tuning", version 1)');
+  if (!shapeOk(t.tree) || typeof t.policy !== 'string' || !t.machine || !Number.isInteger(t.threads)) throw new FormatError(file, 'needs tree {topK, maxDepth, totalTokens}, policy, machine and threads');
+  return t;
+}

@@ -1,0 +1,86 @@
+/**
+ * The package's layout shows its dependencies: the import graph of src/, trees/ and training/
+ * has no cycles, nothing below the CLI imports it, trees/ needs no runtime, and what a library
+ * or CLI user loads without training never pulls in TensorFlow.js (it is an optional install).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, normalize, relative } from 'node:path';
+import ts from 'typescript';
+
+const ROOTS = ['src', 'trees', 'training'];
+
+function tsFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? tsFiles(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []);
+}
+
+interface Imports {
+  /** Relative imports (type-only ones too: they are dependencies of the layout), as repo paths. */
+  local: string[];
+  /** What loading the module loads: relative paths and package names, type-only imports left out. */
+  runtime: string[];
+}
+
+/** Static imports and re-exports only: `import()` is how training code is loaded lazily. */
+function importsOf(file: string): Imports {
+  const src = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.Latest);
+  const out: Imports = { local: [], runtime: [] };
+  for (const st of src.statements) {
+    if (!(ts.isImportDeclaration(st) || ts.isExportDeclaration(st)) || !st.moduleSpecifier || !ts.isStringLiteral(st.moduleSpecifier)) continue;
+    const spec = st.moduleSpecifier.text;
+    const typeOnly = ts.isImportDeclaration(st) ? !!st.importClause?.isTypeOnly : st.isTypeOnly;
+    const dep = spec.startsWith('.') ? normalize(join(dirname(file), spec)) : spec;
+    if (spec.startsWith('.')) out.local.push(dep);
+    if (!typeOnly) out.runtime.push(dep);
+  }
+  return out;
+}
+
+const graph = new Map(ROOTS.flatMap(tsFiles).map((f) => [f, importsOf(f)]));
+
+test('the import graph has no cycles', () => {
+  const state = new Map<string, 'open' | 'done'>();
+  const cycles: string[] = [];
+  const visit = (f: string, path: string[]): void => {
+    if (state.get(f) === 'done') return;
+    if (state.get(f) === 'open') return void cycles.push([...path.slice(path.indexOf(f)), f].join(' -> '));
+    state.set(f, 'open');
+    for (const d of graph.get(f)?.local ?? []) visit(d, [...path, f]);
+    state.set(f, 'done');
+  };
+  for (const f of graph.keys()) visit(f, []);
+  assert.deepEqual(cycles, []);
+});
+
+test('only the CLI imports the CLI; trees/ imports no runtime', () => {
+  const bad: string[] = [];
+  for (const [f, { local, runtime }] of graph) {
+    if (!f.startsWith('src/cli/')) for (const d of local) if (d.startsWith('src/cli/')) bad.push(`${f} -> ${d}`);
+    if (f.startsWith('trees/')) {
+      for (const d of local) if (!d.startsWith('trees/') && d !== 'src/errors.ts') bad.push(`${f} -> ${d}`);
+      for (const p of runtime) if (!graph.has(p) && !p.startsWith('node:')) bad.push(`${f} -> ${p}`);
+    }
+  }
+  assert.deepEqual(bad, []);
+});
+
+test('the library and the CLI entry load no TensorFlow.js until a training command runs', () => {
+  const seen = new Set<string>();
+  const tf: string[] = [];
+  const walk = (f: string): void => {
+    if (seen.has(f)) return;
+    seen.add(f);
+    const imp = graph.get(f);
+    assert.ok(imp, `${f} is imported but not found`);
+    for (const d of imp.runtime) {
+      if (d.startsWith('@tensorflow/')) tf.push(`${relative('.', f)} imports ${d}`);
+      else if (graph.has(d)) walk(d);
+    }
+  };
+  walk('src/index.ts');
+  walk('src/cli/main.ts');
+  assert.ok(seen.has('src/cli/commands/train-draft.ts'), 'the walk reaches the training commands');
+  assert.deepEqual(tf, []);
+});

@@ -1,0 +1,144 @@
+/**
+ * Autodiff on onnxruntime (training/ort): the gradients the training graphs compute equal
+ * central finite differences of the float64 reference (test/support/reference.ts), for every
+ * parameter tensor, on random tiny configs (GQA, tied and untied embeddings, biases, padding).
+ * Each tensor is checked along a random direction v: sum(g * dw) against L(w + dw) - L(w - dw),
+ * where dw is the float32-rounded perturbation actually applied.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import type { ModelConfig } from '../src/model/config.ts';
+import { headConfigFor, headShapes, type HeadConfig } from '../src/model/draft-head.ts';
+import { randomWeights } from '../src/model/random.ts';
+import type { Weights } from '../src/model/weights.ts';
+import { Rng } from '../src/util/rng.ts';
+import { draftTrainGraph, feed, GradSession, targetTrainGraph } from '../training/ort/graphs.ts';
+import { referenceForward, referenceHeadForward, visibility } from './support/reference.ts';
+import { arbConfig } from './support/model-arbs.ts';
+
+/** Causal additive mask [T, T] as the trainers feed it. */
+const causal = (T: number) => Float32Array.from({ length: T * T }, (_, k) => (k % T <= Math.floor(k / T) ? 0 : -1e30));
+
+/** Row weights: 1/real rows, 0 for the `pad` last rows of every window. */
+function rowWeights(B: number, T: number, pad: number): Float32Array {
+  const real = B * (T - pad);
+  return Float32Array.from({ length: B * T }, (_, i) => (i % T < T - pad ? 1 / real : 0));
+}
+
+const logSoftmax = (z: Float64Array): Float64Array => {
+  const m = Math.max(...z), lse = m + Math.log(z.reduce((a, b) => a + Math.exp(b - m), 0));
+  return z.map((v) => v - lse);
+};
+
+/** Checks analytic gradients of every tensor of `params` against central differences of `lossOf`. */
+function checkGradients(params: Weights, grads: Map<string, Float32Array>, lossOf: (w: Weights) => number, seed: number): void {
+  const rng = new Rng(seed);
+  const bad: string[] = [];
+  for (const [name, t] of params) {
+    const g = grads.get(name);
+    assert.ok(g, `no gradient for ${name}`);
+    const h = 1e-3;
+    const plus = new Float32Array(t.data.length), minus = new Float32Array(t.data.length);
+    let analytic = 0;
+    for (let i = 0; i < t.data.length; i++) {
+      const v = rng.normal();
+      plus[i] = t.data[i] + h * v;
+      minus[i] = t.data[i] - h * v;
+      analytic += g[i] * (plus[i] - minus[i]);
+    }
+    const at = (data: Float32Array) => lossOf(new Map([...params, [name, { shape: t.shape, data }]]));
+    const numeric = at(plus) - at(minus);
+    const err = Math.abs(numeric - analytic), tol = 2e-6 + 2e-3 * Math.abs(numeric);
+    if (!(err <= tol)) bad.push(`${name}: finite difference ${numeric.toExponential(4)}, gradient ${analytic.toExponential(4)}`);
+  }
+  assert.deepEqual(bad, []);
+}
+
+test('property: target next-token gradients == finite differences of the float64 reference', async () => {
+  await fc.assert(
+    fc.asyncProperty(arbConfig, fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 6 }), fc.nat(), async (cfg0, B, T, seed) => {
+      const cfg: ModelConfig = { ...cfg0, maxSeqLen: 16 };
+      const w = randomWeights(cfg, seed);
+      const rng = new Rng(seed + 1), N = B * T, pad = T > 2 ? 1 : 0;
+      const ids = Array.from({ length: N }, () => rng.int(cfg.vocabSize)), labels = Array.from({ length: N }, () => rng.int(cfg.vocabSize));
+      const positions = Array.from({ length: N }, (_, i) => i % T), rw = rowWeights(B, T, pad);
+      const s = await GradSession.create(targetTrainGraph(cfg, B, T), 1);
+      const { loss, grads } = await s.run(w, { ids: feed.ids(ids), labels: feed.ids(labels), positions: feed.ids(positions), mask: feed.f32(causal(T), [T, T]), rowWeight: feed.f32(rw, [N]) });
+      await s.dispose();
+      const lossOf = (ws: Weights): number => {
+        let sum = 0;
+        for (let b = 0; b < B; b++) {
+          const r = referenceForward(cfg, ws, ids.slice(b * T, (b + 1) * T), positions.slice(0, T), visibility(0, T));
+          for (let i = 0; i < T; i++) sum -= rw[b * T + i] * logSoftmax(r.logits.subarray(i * cfg.vocabSize, (i + 1) * cfg.vocabSize))[labels[b * T + i]];
+        }
+        return sum;
+      };
+      const ref = lossOf(w);
+      assert.ok(Math.abs(loss - ref) <= 1e-4 * Math.max(1, ref), `loss ${loss} vs reference ${ref}`);
+      checkGradients(w, grads, lossOf, seed);
+    }),
+    { numRuns: 12, seed: 7 },
+  );
+});
+
+/** Random head weights for `head` (biases included when it has them). */
+function headWeights(head: HeadConfig, seed: number): Weights {
+  const rng = new Rng(seed), w: Weights = new Map();
+  for (const [name, shape] of headShapes(head)) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    const std = name.endsWith('norm.weight') ? 0.1 : 1 / Math.sqrt(shape.at(-1)!);
+    for (let i = 0; i < data.length; i++) data[i] = (name.endsWith('norm.weight') ? 1 : 0) + std * rng.normal();
+    w.set(name, { shape, data });
+  }
+  return w;
+}
+
+test('property: draft-head EAGLE-1 loss gradients == finite differences of the float64 reference', async () => {
+  await fc.assert(
+    fc.asyncProperty(arbConfig, fc.boolean(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 5 }), fc.nat(), async (cfg0, bias, B, T, seed) => {
+      const cfg: ModelConfig = { ...cfg0, maxSeqLen: 16 };
+      const head: HeadConfig = { ...headConfigFor(cfg), attentionBias: bias };
+      const tw = randomWeights(cfg, seed), hw = headWeights(head, seed + 2);
+      const rng = new Rng(seed + 1), N = B * T, d = cfg.dim, pad = T > 2 ? 1 : 0;
+      const ids = Array.from({ length: N }, () => rng.int(cfg.vocabSize)), positions = Array.from({ length: N }, (_, i) => 3 + (i % T));
+      const feats = Float32Array.from({ length: N * d }, () => rng.normal()), tgt = Float32Array.from({ length: N * d }, () => rng.normal());
+      const rw = rowWeights(B, T, pad), fw = 1, tokW = 0.1 + rng.next();
+      const s = await GradSession.create(draftTrainGraph({ config: cfg, weights: tw }, head, B, T, { featureWeight: fw, tokenWeight: tokW }), 1);
+      const { loss, grads } = await s.run(hw, {
+        features: feed.f32(feats, [N, d]), targetFeatures: feed.f32(tgt, [N, d]), ids: feed.ids(ids), positions: feed.ids(positions),
+        mask: feed.f32(causal(T), [T, T]), rowWeight: feed.f32(rw, [N]),
+      });
+      await s.dispose();
+      const lm = (cfg.tieEmbeddings ? tw.get('model.embed_tokens.weight') : tw.get('lm_head.weight'))!.data, V = cfg.vocabSize;
+      const teacher = (row: number): Float64Array => {
+        const z = new Float64Array(V);
+        for (let v = 0; v < V; v++) for (let j = 0; j < d; j++) z[v] += lm[v * d + j] * tgt[row * d + j];
+        return logSoftmax(z).map(Math.exp);
+      };
+      const lossOf = (ws: Weights): number => {
+        let sum = 0;
+        for (let b = 0; b < B; b++) {
+          const rows = (a: ArrayLike<number> & { slice(s: number, e: number): ArrayLike<number> }, w = 1) => a.slice(b * T * w, (b + 1) * T * w);
+          const r = referenceHeadForward(head, ws, cfg, tw, rows(ids), rows(feats, d), rows(positions), visibility(0, T));
+          for (let i = 0; i < T; i++) {
+            const row = b * T + i;
+            let huber = 0, ce = 0;
+            for (let j = 0; j < d; j++) {
+              const a = Math.abs(r.hidden[i * d + j] - tgt[row * d + j]);
+              huber += a < 1 ? 0.5 * a * a : a - 0.5;
+            }
+            const p = teacher(row);
+            for (let v = 0; v < V; v++) ce -= p[v] * r.logProbs[i * V + v];
+            sum += rw[row] * ((fw * huber) / d + tokW * ce);
+          }
+        }
+        return sum;
+      };
+      const ref = lossOf(hw);
+      assert.ok(Math.abs(loss - ref) <= 1e-4 * Math.max(1, ref), `loss ${loss} vs reference ${ref}`);
+      checkGradients(hw, grads, lossOf, seed);
+    }),
+    { numRuns: 12, seed: 8 },
+  );
+});

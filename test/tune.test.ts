@@ -1,0 +1,118 @@
+/**
+ * `eaglet tune`: sub-shape acceptance from one full tree equals building each shape's tree;
+ * tuning files apply only where they were measured; the command writes a usable file.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { addSubtreeAcceptance, TreeBuilder, type VerifyTree } from '../trees/index.ts';
+import { loadGenerator } from '../src/api.ts';
+import { spawnSync } from 'node:child_process';
+import { saveDraftHead } from '../src/io/draft-head-io.ts';
+import { saveHfCheckpoint } from '../src/io/hf.ts';
+import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
+import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { machineInfo, readTuning, tuningMismatch, type TuningFile } from '../src/tune/tuning.ts';
+
+/** Greedy accepted drafted tokens of `tree` against `next`. */
+function accepted(tree: VerifyTree, next: number[]): number {
+  let node = 0, a = 0;
+  for (;;) {
+    let c = tree.firstChild[node];
+    while (c >= 0 && tree.tokens[c] !== next[a]) c = tree.nextSibling[c];
+    if (c < 0 || a >= next.length) return a;
+    node = c;
+    a++;
+  }
+}
+
+/** Drafts `depth` levels into `b` from per-level random top-k rows (the same rows whatever the shape). */
+function grow(b: TreeBuilder, rows: { ids: number[]; lps: number[] }[], depth: number): void {
+  b.reset(99);
+  for (let t = 0; t < depth; t++) {
+    const F = b.frontier.count, k = b.topK;
+    b.expand(rows[t].ids.slice(0, F * k), rows[t].lps.slice(0, F * k));
+  }
+}
+
+test('acceptance of every (depth, size) from one fully kept tree == building that shape', () => {
+  const V = 5;
+  const arb = fc.record({ k: fc.integer({ min: 1, max: 3 }), D: fc.integer({ min: 1, max: 4 }), seed: fc.integer() }).chain(({ k, D }) =>
+    fc.record({
+      k: fc.constant(k), D: fc.constant(D),
+      // Per level, k rows of k distinct tokens; log-probs on a coarse grid so ties happen.
+      rows: fc.array(fc.array(fc.tuple(fc.shuffledSubarray([0, 1, 2, 3, 4], { minLength: k, maxLength: k }), fc.array(fc.integer({ min: -4, max: 0 }), { minLength: k, maxLength: k })), { minLength: k, maxLength: k }), { minLength: D, maxLength: D }),
+      next: fc.array(fc.integer({ min: 0, max: V - 1 }), { minLength: D, maxLength: D + 1 }),
+    }));
+  fc.assert(fc.property(arb, ({ k, D, rows, next }) => {
+    const levels = rows.map((r) => ({ ids: r.flatMap(([ids]) => ids), lps: r.flatMap(([, lps]) => lps.map((x) => x / 2)) }));
+    const C = k + (D - 1) * k * k, maxTokens = C;
+    const full = new TreeBuilder({ topK: k, maxDepth: D, totalTokens: C });
+    grow(full, levels, D);
+    const tree = full.finish(C);
+    const sums = new Float64Array((D + 1) * (maxTokens + 1));
+    const path = addSubtreeAcceptance(tree, full.candidateValues, next, D, maxTokens, sums);
+    assert.equal(path.length, accepted(tree, next));
+    for (let d = 1; d <= D; d++) {
+      for (let n = 1; n <= maxTokens; n++) {
+        const b = new TreeBuilder({ topK: k, maxDepth: d, totalTokens: n });
+        grow(b, levels, d);
+        assert.equal(sums[d * (maxTokens + 1) + n], accepted(b.finish(n), next), `depth ${d} size ${n}`);
+      }
+    }
+  }), { numRuns: 300, seed: 4 });
+});
+
+const tuning = (over: Partial<TuningFile> = {}): TuningFile => ({
+  format: 'eaglet-tuning', version: 1, created: '', machine: machineInfo(), threads: 1,
+  source: { model: '', draft: '', prompts: '', tokens: 0 }, tree: { topK: 2, maxDepth: 3, totalTokens: 5 }, policy: 'static',
+  predicted: { topK: 2, depth: 3, totalTokens: 5, accepted: 1, tau: 2, roundMs: 1, speedup: 1 }, policyRuns: [], plainTokensPerSecond: 1, byDepth: [],
+  measured: { verifyMs: [], verifyContext: 0, acceptance: [], tokens: 0 }, ...over,
+});
+
+test('a tuning file applies on its machine and thread count, and is reported (not applied) elsewhere', async () => {
+  assert.equal(tuningMismatch(tuning(), 1), null);
+  assert.match(tuningMismatch(tuning(), 2)!, /1 threads, running with 2/);
+  assert.match(tuningMismatch(tuning({ machine: { ...machineInfo(), cpu: 'Other CPU' } }), 1)!, /another machine \(Other CPU/);
+
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-tuning-'));
+  const cfg = makeConfig({ vocabSize: 32, dim: 16, nLayers: 1, nHeads: 2, maxSeqLen: 64 });
+  const model = { config: cfg, weights: randomWeights(cfg, 1, 3), source: 'hf' as const };
+  saveDraftHead(join(dir, 'head'), { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 2) });
+  writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold' })));
+  const here = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1 });
+  assert.deepEqual(here.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
+  assert.equal(here.generator.policy.name, 'threshold');
+  assert.match(here.notes[0], /using .*tuning.json: top-k 2, depth 3, 5 tokens, policy threshold/);
+  await here.dispose();
+  const flags = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, tree: { maxDepth: 2 } });
+  assert.deepEqual(flags.generator.parts.drafter!.shape, { topK: 2, maxDepth: 2, totalTokens: 5 }, 'options override the file');
+  await flags.dispose();
+  const other = await loadGenerator({ model, draft: join(dir, 'head'), threads: 2 });
+  assert.match(other.notes[0], /not applied: measured with 1 threads, running with 2/);
+  assert.notDeepEqual(other.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
+  await other.dispose();
+});
+
+test('eaglet tune writes a tuning file that loads and names a measured shape and policy', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-tune-'));
+  const cfg = makeConfig({ vocabSize: 24, dim: 16, nLayers: 2, nHeads: 2, maxSeqLen: 64 });
+  saveHfCheckpoint(join(dir, 'model'), cfg, randomWeights(cfg, 5, 3));
+  saveDraftHead(join(dir, 'head'), { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 6) });
+  writeFileSync(join(dir, 'prompts.jsonl'), '[1,2,3]\n[4,5,6,7]\n');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tune', '--model', join(dir, 'model'), '--draft', join(dir, 'head'), '--prompts', join(dir, 'prompts.jsonl'),
+    '--max-top-k', '2', '--max-depth', '3', '--max-tokens', '6', '--max-new-tokens', '12', '--repeats', '1', '--threads', '1', '--policies', 'static'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /chosen: tree \dx\dx\d, policy static/);
+  const t = readTuning(join(dir, 'head'))!;
+  assert.equal(t.threads, 1);
+  assert.ok(t.tree.topK <= 2 && t.tree.maxDepth <= 3 && t.tree.totalTokens <= 6);
+  assert.ok(['static', 'static-0'].includes(t.policy));
+  assert.equal(t.measured.verifyMs.length, 8);
+  assert.equal(t.measured.acceptance.length, 2);
+  assert.ok(t.predicted.speedup > 0 && t.policyRuns.length === 1);
+  assert.ok(JSON.parse(readFileSync(join(dir, 'head', 'tuning.json'), 'utf8')).byDepth.length === 6);
+});

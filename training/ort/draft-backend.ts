@@ -1,0 +1,81 @@
+/**
+ * Draft-head training steps on onnxruntime: the packed batch of train-draft laid out as B
+ * windows of W rows (padding rows weigh 0), run through the draft training graph (loss +
+ * gradients) or its validation twin (feature loss + top-3 ids).
+ */
+import type { ModelConfig } from '../../src/model/config.ts';
+import type { HeadConfig } from '../../src/model/draft-head.ts';
+import type { Weights } from '../../src/model/weights.ts';
+import { f32, i64 } from '../../src/runtime/ort.ts';
+import type { PackedBatch } from '../dataset.ts';
+import { MASK_NEG } from '../../src/model/onnx-ops.ts';
+import { draftTrainGraph, GradSession, type DraftLossWeights } from './graphs.ts';
+
+export class OrtDraftSteps {
+  private readonly N: number;
+  /** Reused feed buffers [B*W, ...]. */
+  private readonly buf: { feat: Float32Array; tgt: Float32Array; ids: BigInt64Array; pos: BigInt64Array; rw: Float32Array; mask: Float32Array };
+
+  private constructor(private readonly train: GradSession, private readonly val: GradSession, private readonly d: number, readonly B: number, readonly W: number) {
+    this.N = B * W;
+    const mask = new Float32Array(W * W); // [W, W] causal
+    for (let i = 0; i < W; i++) for (let j = i + 1; j < W; j++) mask[i * W + j] = MASK_NEG;
+    this.buf = { feat: new Float32Array(this.N * d), tgt: new Float32Array(this.N * d), ids: new BigInt64Array(this.N), pos: new BigInt64Array(this.N), rw: new Float32Array(this.N), mask };
+  }
+
+  static async create(target: { config: ModelConfig; weights: Weights }, head: HeadConfig, B: number, W: number, w: DraftLossWeights, threads?: number): Promise<OrtDraftSteps> {
+    const train = await GradSession.create(draftTrainGraph(target, head, B, W, w, true), threads);
+    const val = await GradSession.create(draftTrainGraph(target, head, B, W, w, false), threads);
+    return new OrtDraftSteps(train, val, target.config.dim, B, W);
+  }
+
+  /** Scatters the packed rows into the padded [B, W] layout; returns each row's slot. */
+  private layout(b: PackedBatch, features: Float32Array): Int32Array {
+    const { feat, tgt, ids, pos, rw } = this.buf, d = this.d;
+    feat.fill(0), tgt.fill(0), ids.fill(0n), pos.fill(0n), rw.fill(0);
+    const slot = new Int32Array(b.n);
+    for (let i = 0, k = 0; i < b.n; i++) {
+      k = i > 0 && b.segment[i] === b.segment[i - 1] ? k + 1 : 0;
+      if (b.segment[i] >= this.B || k >= this.W) throw new Error(`batch does not fit ${this.B} windows of ${this.W} rows`);
+      const s = (slot[i] = b.segment[i] * this.W + k);
+      feat.set(features.subarray(i * d, (i + 1) * d), s * d);
+      tgt.set(b.targetFeatures.subarray(i * d, (i + 1) * d), s * d);
+      ids[s] = BigInt(b.tokens[i]);
+      pos[s] = BigInt(b.positions[i]);
+      rw[s] = 1 / b.n;
+    }
+    return slot;
+  }
+
+  private feeds(): Record<string, ReturnType<typeof f32>> {
+    const { feat, tgt, ids, pos, rw, mask } = this.buf, N = this.N, d = this.d;
+    return { features: f32(feat, [N, d]), targetFeatures: f32(tgt, [N, d]), ids: i64(ids, [N]), positions: i64(pos, [N]), mask: f32(mask, [this.W, this.W]), rowWeight: f32(rw, [N]) };
+  }
+
+  /** Loss and gradients of the head `params` on batch `b` with (noised) input features. */
+  async step(params: Weights, b: PackedBatch, features: Float32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+    this.layout(b, features);
+    const { loss, grads } = await this.train.run(params, this.feeds());
+    return { loss, grads };
+  }
+
+  /** Top-3 draft ids per packed row [n, k] and the mean feature loss. */
+  async evaluate(params: Weights, b: PackedBatch): Promise<{ top: Int32Array; k: number; featureLoss: number }> {
+    const slot = this.layout(b, b.inputFeatures);
+    const { out } = await this.val.run(params, this.feeds());
+    const all = out.top3.data as BigInt64Array, k = all.length / this.N;
+    const top = new Int32Array(b.n * k);
+    for (let i = 0; i < b.n; i++) for (let j = 0; j < k; j++) top[i * k + j] = Number(all[slot[i] * k + j]);
+    return { top, k, featureLoss: (out.featureLoss.data as Float32Array)[0] };
+  }
+
+  /** Milliseconds inside onnxruntime so far (training and validation). */
+  get msInRun(): number {
+    return this.train.msInRun + this.val.msInRun;
+  }
+
+  async dispose(): Promise<void> {
+    await this.train.dispose();
+    await this.val.dispose();
+  }
+}

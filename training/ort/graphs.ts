@@ -1,0 +1,129 @@
+/**
+ * The ONNX training graphs: the model definition rendered by TapeOps, a loss from losses.ts, and
+ * `Tape.backward`, built into one graph with inputs = parameters + batch and outputs = loss +
+ * one gradient per parameter (`grad.<name>`). A `GradSession` runs one on onnxruntime.
+ */
+import { availableParallelism } from 'node:os';
+import type { ModelConfig } from '../../src/model/config.ts';
+import { eagleHeadForward, lmHead, llamaForward } from '../../src/model/definition.ts';
+import { headShapes, type HeadConfig } from '../../src/model/draft-head.ts';
+import { expectedShapes, outputHead, type Weights } from '../../src/model/weights.ts';
+import { GraphBuilder } from '../../src/onnx/graph.ts';
+import { createSession, f32, f32Data, i64, releaseSession, runTimed, type Feeds, type Fetches, type Session } from '../../src/runtime/ort.ts';
+import { featureLoss, nextTokenLoss, softCrossEntropy, teacherProbs, weighted } from './losses.ts';
+import { Tape, type Val } from './tape.ts';
+import { frozen, TapeOps } from './tape-ops.ts';
+
+const OPSET = 23, IR = 10;
+
+/** A built training graph: model bytes plus the parameter names and shapes it reads, in order. */
+export interface TrainGraph {
+  model: Uint8Array;
+  params: Map<string, number[]>;
+}
+
+/** Declares every parameter of `shapes` as a tape input and returns a lookup over them and `extra`. */
+function paramLookup(t: Tape, shapes: Map<string, number[]>, extra: Map<string, Val> = new Map()): (name: string) => Val {
+  const byName = new Map<string, Val>([...shapes].map(([n, s]) => [n, t.param(n, s)]));
+  return (n) => byName.get(n) ?? extra.get(n) ?? missing(n);
+}
+
+function finish(t: Tape, g: GraphBuilder, loss: Val, params: Map<string, number[]>, withGrads: boolean, extra: [string, string, import('../../src/onnx/graph.ts').DType, number[]][] = []): TrainGraph {
+  g.output(loss.name, 'loss', 'float32', []);
+  if (withGrads) for (const [n, gname] of t.backward(loss)) g.output(gname, `grad.${n}`, 'float32', params.get(n)!);
+  for (const [v, name, dtype, dims] of extra) g.output(v, name, dtype, dims);
+  return { model: g.toModel({ opset: OPSET, irVersion: IR }), params };
+}
+
+/**
+ * Next-token training of a target: B windows of T tokens. Inputs: the parameters, `ids`,
+ * `labels` (next tokens) and `positions` [B*T] int64, `mask` [T, T] additive, `rowWeight` [B*T].
+ * Outputs: `loss` (mean cross-entropy) and, with `withGrads`, the gradients.
+ */
+export function targetTrainGraph(cfg: ModelConfig, B: number, T: number, withGrads = true): TrainGraph {
+  const g = new GraphBuilder('eaglet_train_target'), t = new Tape(g), N = B * T;
+  const shapes = expectedShapes(cfg);
+  const ops = new TapeOps(t, paramLookup(t, shapes), B, Math.max(T, cfg.maxSeqLen));
+  const ids = t.input('ids', 'int64', [N]), labels = t.input('labels', 'int64', [N]), positions = t.input('positions', 'int64', [N]);
+  const mask = t.input('mask', 'float32', [T, T]), rowWeight = t.input('rowWeight', 'float32', [N]);
+  const { logits } = llamaForward(ops, cfg, { ids, positions, mask, past: null });
+  return finish(t, g, nextTokenLoss(t, logits, labels, rowWeight), shapes, withGrads);
+}
+
+/** Weights of the EAGLE-1 draft loss. */
+export interface DraftLossWeights {
+  featureWeight: number;
+  tokenWeight: number;
+}
+
+/**
+ * EAGLE-1 draft-head training: B windows of T rows (padded). Inputs: the head's parameters,
+ * `features` (noised input features) and `targetFeatures` [B*T, d], `ids` (token_{t+1}) and
+ * `positions` [B*T] int64, `mask` [T, T], `rowWeight` [B*T]. The target's embeddings and LM
+ * head are frozen initializers. loss = featureWeight * SmoothL1(pred, target) + tokenWeight *
+ * CE(softmax(lmHead(target)), logSoftmax(lmHead(pred))). Without grads, the graph is the
+ * validation pass: outputs also `featureLoss` and `top3` [B*T, 3] (int64) draft token ids.
+ */
+export function draftTrainGraph(target: { config: ModelConfig; weights: Weights }, head: HeadConfig, B: number, T: number, w: DraftLossWeights, withGrads = true): TrainGraph {
+  const cfg = target.config, d = cfg.dim, N = B * T;
+  const g = new GraphBuilder('eaglet_train_draft'), t = new Tape(g);
+  const shapes = headShapes(head);
+  const lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+  const extra = new Map<string, Val>([['model.embed_tokens.weight', frozen(t, 'model.embed_tokens.weight', target.weights.get('model.embed_tokens.weight')!)]]);
+  if (!cfg.tieEmbeddings) extra.set(lmName, frozen(t, lmName, outputHead(cfg, target.weights)));
+  const ops = new TapeOps(t, paramLookup(t, shapes, extra), B, Math.max(T, cfg.maxSeqLen));
+  const features = t.input('features', 'float32', [N, d]), targetFeatures = t.input('targetFeatures', 'float32', [N, d]);
+  const ids = t.input('ids', 'int64', [N]), positions = t.input('positions', 'int64', [N]);
+  const mask = t.input('mask', 'float32', [T, T]), rowWeight = t.input('rowWeight', 'float32', [N]);
+  const { hidden } = eagleHeadForward(ops, head, features, { ids, positions, mask, past: null });
+  const logits = lmHead(ops, cfg, hidden);
+  const fl = featureLoss(t, hidden, targetFeatures, rowWeight);
+  const tl = softCrossEntropy(t, logits, teacherProbs(t, lmHead(ops, cfg, targetFeatures)), rowWeight);
+  const loss = weighted(t, [[w.featureWeight, fl], [w.tokenWeight, tl]]);
+  const k = Math.min(3, cfg.vocabSize);
+  const extras: [string, string, 'float32' | 'int64', number[]][] = withGrads
+    ? []
+    : [[fl.name, 'featureLoss', 'float32', []], [g.node('TopK', [logits.name, g.ints([k])], { axis: -1 }, { outputs: 2 })[1], 'top3', 'int64', [N, k]]];
+  return finish(t, g, loss, shapes, withGrads, extras);
+}
+
+/** Intra-op threads for training: all cores (measured faster than cores - 1 for training steps; see scripts/bench-train.ts). */
+export const TRAIN_THREADS = availableParallelism();
+
+/** One training graph on onnxruntime: feeds parameters and a batch, returns loss and gradients. */
+export class GradSession {
+  private constructor(private readonly s: Session, readonly params: Map<string, number[]>) {}
+
+  static async create(graph: TrainGraph, threads = TRAIN_THREADS): Promise<GradSession> {
+    return new GradSession(await createSession(graph.model, { threads }), graph.params);
+  }
+
+  /** Runs once. `weights` holds every parameter; `batch` the data inputs. */
+  async run(weights: Weights, batch: Feeds): Promise<{ loss: number; grads: Map<string, Float32Array>; out: Fetches }> {
+    const feeds: Feeds = { ...batch };
+    for (const [n, shape] of this.params) feeds[n] = f32(weights.get(n)!.data, shape);
+    const out = await runTimed(this.s, feeds);
+    const grads = new Map<string, Float32Array>();
+    for (const n of this.params.keys()) if (out[`grad.${n}`]) grads.set(n, f32Data(out[`grad.${n}`]));
+    return { loss: f32Data(out.loss)[0], grads, out };
+  }
+
+  /** Milliseconds spent inside onnxruntime so far. */
+  get msInRun(): number {
+    return this.s.stats.msInRun;
+  }
+
+  async dispose(): Promise<void> {
+    await releaseSession(this.s);
+  }
+}
+
+/** Typed-array feed helpers for the batch inputs. */
+export const feed = {
+  f32,
+  ids: (xs: ArrayLike<number>): ReturnType<typeof i64> => i64(BigInt64Array.from(Array.from(xs), (x) => BigInt(x)), [xs.length]),
+};
+
+function missing(name: string): never {
+  throw new Error(`training graph asked for unknown weight ${name}`);
+}
