@@ -43,9 +43,10 @@ export interface Frontier {
   /** Cumulative value of each node, descending: values[0] is the best, for confidence policies. */
   readonly values: Float64Array; // [k], count valid
   /**
-   * Entropy (nats) of the draft distribution that proposed each node (its parent's row), for
-   * entropy policies (AdaEDL). Estimated from the row's top-k with the remaining mass lumped as
-   * one outcome, so it is a lower bound on the full-vocabulary entropy. 0 at depth 0.
+   * Entropy (nats) of the draft distribution that proposed each node (its parent's row): the
+   * full-vocabulary entropy when `expand` was given it (the draft graph computes it), else an
+   * estimate from the row's top-k with the remaining mass lumped as one outcome (a lower bound,
+   * at most ln(k+1)). 0 at depth 0.
    */
   readonly entropies: Float64Array; // [k], count valid
   /**
@@ -82,6 +83,13 @@ export class TreeBuilder {
   private readonly draftMasks: Uint8Array[]; // [D + 1] views of one buffer, [k, d k] at depth d
   private readonly fr: { -readonly [K in keyof Frontier]: Frontier[K] };
   private readonly tree: VerifyTree;
+  /**
+   * After `finish`: the staged draft row of each tree node (its frontier slot's row), or -1 for
+   * the root and for nodes never selected into a frontier. A node selected into the last
+   * frontier has a row even if the caller did not run that frontier: compare with the rows run.
+   * Self-drafting reuses the rows' K/V for verification.
+   */
+  readonly nodeRows: Int32Array;
 
   constructor(opts: TreeOptions) {
     for (const key of ['topK', 'maxDepth', 'totalTokens'] as const) {
@@ -106,6 +114,7 @@ export class TreeBuilder {
       tokens: new Int32Array(k), values: new Float64Array(k), parentSlots: new Int32Array(k), entropies: new Float64Array(k),
     };
     this.tree = new VerifyTree(Math.min(this.totalTokens, C - 1) + 1, D);
+    this.nodeRows = new Int32Array(this.tree.capacity);
   }
 
   /** A linear draft (top-1 at every depth): the tree is a chain of up to `maxDepth` tokens. */
@@ -155,8 +164,9 @@ export class TreeBuilder {
    * those children by value, ties to the earlier-scored child.
    * @param topkIds the draft's top-k tokens for each frontier row, in frontier order. [F, k]
    * @param topkLogProbs their log-probabilities (<= 0; tiny positive rounding noise counts as 0). [F, k]
+   * @param entropies full-vocabulary entropy of each frontier row, if known. [F]
    */
-  expand(topkIds: ArrayLike<number>, topkLogProbs: ArrayLike<number>): void {
+  expand(topkIds: ArrayLike<number>, topkLogProbs: ArrayLike<number>, entropies?: ArrayLike<number>): void {
     const k = this.topK, fr = this.fr, F = fr.count;
     if (!this.canExpand) throw new RangeError(`TreeBuilder.expand: frontier already at maxDepth ${this.maxDepth}`);
     if (topkIds.length < F * k || topkLogProbs.length < F * k) {
@@ -166,7 +176,7 @@ export class TreeBuilder {
     const base = this.nCand;
     for (let i = 0; i < F; i++) {
       const parent = frontierNodes[i], pv = candValue[parent];
-      this.rowEntropy[i] = topkEntropy(topkLogProbs, i * k, k);
+      this.rowEntropy[i] = entropies ? entropies[i] : topkEntropy(topkLogProbs, i * k, k);
       for (let j = 0; j < k; j++) {
         const lp = topkLogProbs[i * k + j];
         if (Number.isNaN(lp)) throw new RangeError(`TreeBuilder.expand: log-prob [${i}, ${j}] is NaN`);
@@ -221,12 +231,14 @@ export class TreeBuilder {
     nodeOf[0] = 0;
     tree.tokens[0] = candToken[0];
     tree.parents[0] = -1;
+    this.nodeRows[0] = -1;
     let n = 1;
     for (let c = 1; c < this.nCand; c++) {
       if (nodeOf[c] < 0) continue;
       nodeOf[c] = n;
       tree.tokens[n] = candToken[c];
       tree.parents[n] = nodeOf[candParent[c]];
+      this.nodeRows[n] = this.candRow[c];
       n++;
     }
     return tree.build(n);

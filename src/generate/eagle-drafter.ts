@@ -11,19 +11,14 @@
 import { TreeBuilder, type VerifyTree } from '../../trees/index.ts';
 import type { DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
+import type { TargetSession } from '../runtime/target.ts';
 import type { History } from './history.ts';
 import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
+import { verifyWithTarget, type Drafter, type TreeShape, type Verified } from './drafter.ts';
 
-export interface TreeShape {
-  /** Children per expanded node and nodes expanded per depth (EAGLE's top_k). */
-  topK: number;
-  /** Deepest tree a round may draft. */
-  maxDepth: number;
-  /** Most drafted tokens verified per round. */
-  totalTokens: number;
-}
+export type { TreeShape } from './drafter.ts';
 
-export class EagleDrafter {
+export class EagleDrafter implements Drafter {
   readonly cache: KVCache;
   private builder: TreeBuilder;
   private positions: Int32Array; // [max(context, topK)] scratch
@@ -59,14 +54,14 @@ export class EagleDrafter {
    * builder, cut to the tree's top-k when the session returns more (one session can serve
    * several tree shapes).
    */
-  private expand(ids: Int32Array, logProbs: Float32Array, from: number, n: number): void {
-    const K = this.session.topK, k = this.shape.topK;
-    if (K === k) return this.builder.expand(ids.subarray(from * K, (from + n) * K), logProbs.subarray(from * K, (from + n) * K));
+  private expand(ids: Int32Array, logProbs: Float32Array, entropy: Float32Array, from: number, n: number): void {
+    const K = this.session.topK, k = this.shape.topK, h = entropy.subarray(from, from + n);
+    if (K === k) return this.builder.expand(ids.subarray(from * K, (from + n) * K), logProbs.subarray(from * K, (from + n) * K), h);
     for (let r = 0; r < n; r++) {
       this.topIds.set(ids.subarray((from + r) * K, (from + r) * K + k), r * k);
       this.topLogProbs.set(logProbs.subarray((from + r) * K, (from + r) * K + k), r * k);
     }
-    this.builder.expand(this.topIds.subarray(0, n * k), this.topLogProbs.subarray(0, n * k));
+    this.builder.expand(this.topIds.subarray(0, n * k), this.topLogProbs.subarray(0, n * k), h);
   }
 
   /**
@@ -87,7 +82,9 @@ export class EagleDrafter {
     const committed = cache.length;
 
     builder.reset(root);
-    this.expand(first.topkIds, first.topkLogProbs, rows - 1, 1);
+    const keep = (h: Float32Array) => policy.keepLevel?.(builder.frontier, h) ?? true;
+    if (!keep(first.entropy.subarray(rows - 1, rows))) return this.stop(committed);
+    this.expand(first.topkIds, first.topkLogProbs, first.entropy, rows - 1, 1);
     let hidden = first.hidden.subarray((rows - 1) * d, rows * d); // [F_prev, d]
     while (builder.frontier.depth < plan.depth && builder.canExpand && (policy.continueDrafting?.(builder.frontier, hidden) ?? true)) {
       const fr = builder.frontier, F = fr.count;
@@ -99,10 +96,21 @@ export class EagleDrafter {
       const out = await session.forward(cache, fr.tokens.subarray(0, F), this.frontierFeatures, this.positions.subarray(0, F), fr.draftMask);
       this.passes++;
       cache.append(out.newKeys, out.newValues, F);
-      this.expand(out.topkIds, out.topkLogProbs, 0, F);
+      if (!keep(out.entropy)) break;
+      this.expand(out.topkIds, out.topkLogProbs, out.entropy, 0, F);
       hidden = out.hidden;
     }
-    cache.truncate(committed);
-    return builder.finish(Math.min(plan.totalTokens, builder.totalTokens));
+    return this.stop(committed, plan.totalTokens);
+  }
+
+  /** Drops the round's staged rows and returns the tree drafted so far. */
+  private stop(committed: number, totalTokens = 0): VerifyTree {
+    this.cache.truncate(committed);
+    return this.builder.finish(Math.min(totalTokens, this.builder.totalTokens));
+  }
+
+  /** The full target verifies: the head is not part of it. */
+  verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array): Promise<Verified> {
+    return verifyWithTarget(target, cache, tree, positions);
   }
 }

@@ -8,16 +8,17 @@
  *            sample): descend while a child matches, else that draw is the bonus token
  *   commit   keep the accepted rows of the target K/V cache, record their features
  *
- * Every emitted token is one draw from the target at the right prefix, so output equals plain
- * decoding token for token, greedy or sampled with the same seed.
+ * Every emitted token is one draw from the target at the right prefix: lossless in
+ * distribution. With the same seed the ids equal plain decoding's except where float32 rounding
+ * between pass shapes decides a near-tie (see near-tie.ts).
  */
 import { Acceptance, acceptSampled, VerifyTree } from '../../trees/index.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetSession } from '../runtime/target.ts';
-import { UsageError } from '../errors.ts';
+import { StateError, UsageError } from '../errors.ts';
 import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
-import type { EagleDrafter } from './eagle-drafter.ts';
+import { NoDrafter, type Drafter } from './drafter.ts';
 import { History } from './history.ts';
 import { resolveGenerationOptions, type GenerationOptions } from './options.ts';
 import { Sampler } from './sampler.ts';
@@ -32,8 +33,8 @@ export interface GenerationChunk {
 
 export interface GeneratorParts {
   target: TargetSession;
-  /** Omit for plain autoregressive decoding. */
-  drafter?: EagleDrafter;
+  /** The EAGLE head, the target's own early layers, ...; omit for plain autoregressive decoding. */
+  drafter?: Drafter;
   /** Default: static full-depth trees with a drafter, plain AR without. */
   policy?: LengthPolicy;
 }
@@ -48,28 +49,45 @@ export class Generator {
   readonly history: History;
   readonly cache: KVCache;
   readonly policy: LengthPolicy;
+  readonly drafter: Drafter;
   private rootOnly = new VerifyTree(1, 0);
   private acceptance: Acceptance;
   private positions: Int32Array; // [context] scratch
+  private running = false;
 
   constructor(readonly parts: GeneratorParts) {
     this.cfg = parts.target.cfg;
     const c = this.cfg;
     this.history = new History(c.maxSeqLen, c.dim);
     this.cache = new KVCache(c.nLayers, c.nKvHeads, c.headDim, c.maxSeqLen);
-    const shape = parts.drafter?.shape;
-    this.policy = parts.policy ?? new StaticPolicy(shape?.maxDepth ?? 0, shape?.totalTokens ?? 0);
-    this.acceptance = new Acceptance(shape?.maxDepth ?? 0);
+    this.drafter = parts.drafter ?? new NoDrafter();
+    const shape = this.drafter.shape;
+    this.policy = parts.policy ?? new StaticPolicy(shape.maxDepth, shape.totalTokens);
+    this.acceptance = new Acceptance(shape.maxDepth);
     this.positions = new Int32Array(c.maxSeqLen);
     this.rootOnly.parents[0] = -1;
   }
 
-  /** Generates after `prompt` (token ids, fed as given), yielding each round's tokens. */
+  /**
+   * Generates after `prompt` (token ids, fed as given), yielding each round's tokens. One
+   * generation at a time: the history and caches are the generator's own, so a second call
+   * while a stream is unfinished fails at once (finish it, or `return()` it, first).
+   */
   async *stream(prompt: ArrayLike<number>, options: StreamOptions = {}): AsyncGenerator<GenerationChunk, GenerationStats> {
+    if (this.running) throw new StateError('this generator is already generating: one generation at a time per generator (await the previous generate(), finish or return() its stream, or load another generator)');
+    this.running = true;
+    try {
+      return yield* this.run(prompt, options);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async *run(prompt: ArrayLike<number>, options: StreamOptions = {}): AsyncGenerator<GenerationChunk, GenerationStats> {
     const { signal, ...rest } = options;
     const opts = resolveGenerationOptions(rest);
-    const { target, drafter } = this.parts;
-    const { cfg, history, cache, policy } = this;
+    const { target } = this.parts;
+    const { cfg, history, cache, policy, drafter } = this;
     const V = cfg.vocabSize, eos = opts.stopAtEos ? cfg.eosTokenIds : [];
     checkPrompt(prompt, cfg);
     const stats = new GenerationStats();
@@ -77,7 +95,7 @@ export class Generator {
     const t0 = performance.now();
     history.reset();
     cache.truncate(0);
-    drafter?.reset();
+    drafter.reset();
 
     // Prefill: the whole prompt in one causal pass; its last row gives the first token.
     stats.promptTokens = prompt.length;
@@ -123,16 +141,16 @@ export class Generator {
           break;
         }
         const tp = performance.now();
-        const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: drafter ? Math.min(drafter.shape.maxDepth, room - 1) : 0 });
+        const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: Math.min(drafter.shape.maxDepth, room - 1) });
         // Near the context limit the tree shrinks to the rows left instead of failing.
-        const plan = { depth: Math.min(asked.depth, room - 1), totalTokens: Math.min(asked.totalTokens, room - 1) };
+        const plan = { ...asked, depth: Math.min(asked.depth, room - 1), totalTokens: Math.min(asked.totalTokens, room - 1) };
         const td = performance.now();
         stats.ms.policy += td - tp;
 
         let tree = this.rootOnly;
-        if (drafter && plan.depth > 0 && plan.totalTokens > 0) {
+        if (plan.depth > 0 && plan.totalTokens > 0) {
           const before = drafter.passes;
-          tree = await drafter.draft(history, root, plan, policy);
+          tree = await drafter.draft(history, root, plan, policy, cache);
           stats.draftPasses += drafter.passes - before;
         } else {
           tree.tokens[0] = root;
@@ -140,11 +158,10 @@ export class Generator {
         }
         const tv = performance.now();
         for (let i = 0; i < tree.n; i++) this.positions[i] = P + tree.depths[i];
-        const out = await target.forward(cache, tree.tokens.subarray(0, tree.n), this.positions.subarray(0, tree.n), tree.mask);
+        const out = await drafter.verify(target, cache, tree, this.positions); // stages the nodes' K/V rows
         stats.targetPasses++;
         const ta = performance.now();
 
-        cache.stage(out.newKeys, out.newValues, tree.n);
         logits = out.logits;
         const acc = acceptSampled(tree, pick, this.acceptance);
         const path = acc.path.subarray(0, acc.length);
@@ -152,7 +169,11 @@ export class Generator {
         history.commit(tree.tokens, out.features, path, acc.length);
         const accepted = acc.length - 1;
         stats.recordRound(accepted, acc.length, tree.depth);
-        policy.observe?.({ depth: tree.depth, treeSize: tree.n - 1, accepted, draftMs: tv - td, verifyMs: ta - tv });
+        const tn = performance.now();
+        const notes = await drafter.settle?.(acc, tree);
+        if (notes?.exitLayer !== undefined) stats.recordExit(notes.exitLayer);
+        policy.observe?.({ depth: tree.depth, treeSize: tree.n - 1, accepted, draftMs: tv - td, verifyMs: ta - tv, notes });
+        stats.ms.policy += performance.now() - tn;
         stats.ms.draft += tv - td;
         stats.ms.verify += ta - tv;
         root = acc.bonus;
@@ -164,21 +185,6 @@ export class Generator {
       stats.ms.total = performance.now() - t0;
     }
     return stats;
-  }
-
-  /**
-   * Median wall ms of a plain decoding step (one target pass of one token) at the current
-   * context, over `n` passes that are not committed: what a round saves is measured against it.
-   */
-  async arStepMs(n = 5): Promise<number> {
-    const { target } = this.parts, P = Math.min(this.cache.length, this.cfg.maxSeqLen - 1);
-    const times: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      await target.forward(this.cache, [this.history.tokens[P]], [P]);
-      times.push(performance.now() - t0);
-    }
-    return times.sort((a, b) => a - b)[n >> 1];
   }
 
   /** Non-streaming: collects `stream`. */

@@ -3,28 +3,32 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { loadGenerator } from '../../api.ts';
 import { DEFAULT_PATHS } from '../../default-model.ts';
-import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
+import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
+import { checkSelfDraftFlags, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
+import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
+
+const POLICIES_DEFAULT = 'default,static,threshold,adaedl,heuristic,goodput';
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   ...TREE_FLAGS,
   THREADS_FLAG,
-  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory, or "random" (random:N: with an N-token draft vocabulary) (required with --model)' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]|self', help: 'EAGLE draft head directory, "random" (random:N: with an N-token draft vocabulary), or "self" (no head: every policy drafts with the target\'s own early layers) (required with --model)' },
   { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
   { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
-  { flag: 'policies', type: 'string', default: 'default,static,threshold,adaedl,heuristic,goodput', meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags' },
-  { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'timed passes over the prompts' },
+  { flag: 'policies', type: 'string', default: POLICIES_DEFAULT, meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags; self-drafting: del, exit-E (default with --draft self: del and every exit-E)' },
+  { flag: 'repeats', type: 'int', min: 1, default: 5, meta: 'N', help: 'timed passes over the prompts (the spread is over these)' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
+  { flag: 'warm-policies', type: 'bool', help: 'keep one policy instance per method across all runs (default: fresh state every run, so learning is timed)' },
   ...GENERATION_FLAGS,
   { flag: 'out', type: 'string', default: 'runs/bench/policies', meta: 'PREFIX', help: 'writes PREFIX.json, PREFIX.md and PREFIX.svg' },
   ...policyFlags(),
@@ -34,8 +38,10 @@ export const bench = defineCommand({
   summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
   usage: 'Usage: eaglet bench [--model PATH --draft PATH|random (--prompts FILE | --random-prompts N)] [flags]',
   description: `Compares plain decoding with draft-length policies on the same prompts in one process
-(interleaved per prompt, after warm-up), checks every policy's output equals plain decoding's,
-and reports tokens/s, speedup, tau, mean depth, passes and the time split.
+(interleaved per prompt, after warm-up; every run starts from a fresh policy state unless
+--warm-policies), and reports tokens/s (median and min-max over repeats), speedup, tau, mean depth,
+passes and the time split. Every policy's output is compared with plain decoding's: a difference at
+a float32 near-tie is counted apart; any other difference is a real mismatch and exits 1.
 Without --model and --draft it benchmarks the embedded default pair on its held-out prompts.
 The \`default\` row is the policy and tree \`generate\` uses with the same model flags.
 Policies (per-policy flags below are --NAME-FLAG; inline: NAME:flag=value):
@@ -43,23 +49,37 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
   flags: FLAGS,
   async run(f) {
     const embedded = f.model === undefined;
-    if (embedded && f.draft !== undefined) throw new UsageError('--draft', 'needs --model (without both, bench uses the embedded default pair)');
-    if (!embedded && !f.draft) throw new UsageError('--draft', 'is required with --model (a draft head directory, or "random")');
+    if (embedded && f.draft !== undefined && f.draft !== 'self') throw new UsageError('--draft', 'needs --model (without both, bench uses the embedded default pair)');
+    if (!embedded && !f.draft) throw new UsageError('--draft', 'is required with --model (a draft head directory, "random", or "self")');
+    checkSelfDraftFlags(f);
     if (embedded && f.prompts === undefined && f.randomPrompts === undefined) f.prompts = DEFAULT_PATHS.heldoutPrompts;
     if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
-    const specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    let specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
+    const selfOnly = f.draft === 'self';
 
     const g = await loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
       tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
     });
     for (const note of g.notes) process.stderr.write(`${note}\n`);
+    let ownSelf: SelfDrafter | undefined;
     try {
-      const tree = g.generator.parts.drafter!.shape;
+      const tree = g.generator.drafter.shape;
+      const L = g.model.config.nLayers;
+      // With --draft self and the default list: DEL and every static exit.
+      if (selfOnly && f.policies === POLICIES_DEFAULT) specs = ['del', ...Array.from({ length: L - 1 }, (_, i) => `exit-${i + 1}`)];
+      for (const spec of specs) if (selfOnly && /^(ldlp|specdec)/.test(policyName(spec))) throw new UsageError('--policies', `${spec} needs an EAGLE head (--draft PATH)`);
+      // Self-drafting policies share one SelfDrafter (its sessions are built per exit layer on first use).
+      const self = selfOnly ? (g.generator.drafter as SelfDrafter) : specs.some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self') ? (ownSelf = new SelfDrafter(g.generator.parts.target, g.model.weights, tree, { session: { threads: f.threads as number } })) : undefined;
       // Built after loading: trained predictors read the target's embeddings. `default` is the
       // loaded generator's own policy: exactly what `generate` would use.
-      const policies = specs.map((spec) => ({ label: spec, policy: spec === 'default' ? g.generator.policy : createPolicy(spec, { tree, target: g.model }, f) }));
+      const policies = specs.map((spec) => {
+        const isSelf = selfOnly || (spec !== 'default' && policyEntry(policyName(spec)).drafter === 'self');
+        const create = spec === 'default' ? g.newPolicy : () => createPolicy(spec, { tree, target: g.model, nLayers: L }, f);
+        create(); // a bad spec fails here, before any run
+        return { label: spec, create, drafter: isSelf ? self : undefined };
+      });
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
         ? readPrompts(f.prompts as string, g.encode)
@@ -67,7 +87,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       const { target, drafter } = g.generator.parts;
       const generation = generationOptionsFromFlags(f);
       const c = await comparePolicies({
-        target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number,
+        target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number, warmPolicies: f.warmPolicies === true,
         onProgress: (line) => process.stderr.write(`${line}\n`),
       });
       c.meta = { model: f.model ?? DEFAULT_PATHS.target, draft: f.draft ?? DEFAULT_PATHS.draft, tree, policies: specs, defaultPolicy: g.generator.policy.name, threads: f.threads };
@@ -75,8 +95,9 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       mkdirSync(dirname(out), { recursive: true });
       const files = writeComparison(c, out);
       process.stdout.write(comparisonMarkdown(c) + `\nWrote ${files.join(', ')}\n`);
-      if (!c.lossless) process.exitCode = 1;
+      process.exitCode = comparisonExitCode(c);
     } finally {
+      await ownSelf?.dispose();
       await g.dispose();
     }
   },
