@@ -17,7 +17,7 @@
  * (in a verification tree: its ancestors and itself, W = T; in a draft depth: also the staged
  * rows of its ancestors, W > T). Every token sees the P + T - W keys before them. P may be 0.
  */
-import { GraphBuilder } from './graph.ts';
+import { GraphBuilder, type ExternalModel } from './graph.ts';
 import { OnnxOps, type OnnxOpsOptions } from '../model/onnx-ops.ts';
 import { draftLogits, eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type PassInputs, type PastKV } from '../model/definition.ts';
 import { draftToTarget } from '../model/draft-head.ts';
@@ -86,15 +86,18 @@ function batchOutput(g: GraphBuilder, x: string, name: string, dtype: 'float32' 
   g.output(g.op('Unsqueeze', [x, g.ints([0])]), name, dtype, [1, 'T', width]);
 }
 
-/** The target model's ONNX bytes (weights embedded as initializers). */
-export function buildTargetModel(cfg: ModelConfig, weights: Weights): Uint8Array {
+/**
+ * The target model: a small ONNX protobuf whose weights are external data read from the
+ * weights' own buffers (no copy in JS; no 2 GB protobuf limit).
+ */
+export function buildTargetModel(cfg: ModelConfig, weights: Weights): ExternalModel {
   const g = new GraphBuilder('eaglet_target');
   const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen);
   const r = llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers)));
   batchOutput(g, r.logits, names.logits, 'float32', cfg.vocabSize);
   batchOutput(g, r.features, names.features, 'float32', cfg.dim);
   presentOutputs(g, cfg, r.keys, r.values);
-  return g.toModel(MODEL_OPTIONS);
+  return g.toExternalModel(MODEL_OPTIONS);
 }
 
 /** Candidates a draft head can score per row: its draft vocabulary size. */
@@ -103,12 +106,13 @@ export function draftVocabOf(head: HeadConfig): number {
 }
 
 /**
- * The draft head's ONNX bytes. The target's embedding table (and LM head, unless the head has
- * its own reduced one) are embedded too; the top-k of each row's log-softmax is taken in-graph
- * so only [T, k] crosses back to JS, already mapped to target ids for a reduced vocabulary
- * (one Gather through the d2t table). k is clamped to the draft vocabulary size.
+ * The draft head's ONNX model (weights as external data, as the target's). The target's
+ * embedding table (and LM head, unless the head has its own reduced one) are embedded too; the
+ * top-k of each row's log-softmax is taken in-graph so only [T, k] crosses back to JS, already
+ * mapped to target ids for a reduced vocabulary (one Gather through the d2t table). k is clamped
+ * to the draft vocabulary size.
  */
-export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, opsOptions: OnnxOpsOptions = {}): Uint8Array {
+export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, opsOptions: OnnxOpsOptions = {}): ExternalModel {
   const g = new GraphBuilder('eaglet_draft');
   // The head's own tensors first: a reduced head's lm_head.weight shadows an untied target's.
   const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen, opsOptions);
@@ -123,12 +127,14 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   batchOutput(g, r.hidden, names.hidden, 'float32', head.dim);
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
   batchOutput(g, ids, names.topkIds, 'int32', k);
-  // Full-vocabulary entropy of each row, -sum p log p, for entropy-based stopping (AdaEDL):
-  // a top-k estimate is capped at ln(k+1) and cannot tell a confident row from a flat one.
+  // Entropy of each row's whole draft distribution, -sum p log p, for entropy-based stopping
+  // (AdaEDL): a top-k estimate is capped at ln(k+1) and cannot tell a confident row from a flat
+  // one. With a reduced head it is over the N draft-vocabulary tokens the head scores (the
+  // distribution it drafts from; the target ids outside it have probability 0 there).
   const plogp = g.op('Mul', [g.op('Exp', [logProbs]), logProbs]);
   batchOutput(g, g.op('Neg', [g.op('ReduceSum', [plogp, g.ints([-1])], { keepdims: 1 })]), names.entropy, 'float32', 1);
   presentOutputs(g, head, [r.key], [r.value]);
-  return g.toModel(MODEL_OPTIONS);
+  return g.toExternalModel(MODEL_OPTIONS);
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
