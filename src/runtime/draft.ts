@@ -6,16 +6,23 @@
 import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
-import { buildDraftModel, names } from '../onnx/model-graphs.ts';
+import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
 import { defaultAttention } from '../model/onnx-ops.ts';
 import type { KVCache } from './kv-cache.ts';
+import type { OnnxOpsOptions } from '../model/onnx-ops.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 
 export interface DraftSessionOptions extends StepSessionOptions {
-  /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the vocabulary. */
+  /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the draft vocabulary. */
   topK?: number;
+  /**
+   * Weight-only quantization of the head's Linear layers (LM head included) in the draft graph:
+   * fewer bytes per draft pass; proposals may change slightly, output cannot (verification is
+   * fp32). Default: none.
+   */
+  quantize?: OnnxOpsOptions['quantize'];
 }
 
 export const DEFAULT_TOP_K = 8;
@@ -25,7 +32,7 @@ export interface DraftOutput {
   hidden: Float32Array;
   /** [T, k], descending per row. */
   topkLogProbs: Float32Array;
-  /** [T, k] token ids matching topkLogProbs. */
+  /** [T, k] target token ids matching topkLogProbs (mapped from draft ids for a reduced vocabulary). */
   topkIds: Int32Array;
   /** [T] full-vocabulary entropy (nats) of each row's next-token distribution. */
   entropy: Float32Array;
@@ -44,8 +51,9 @@ export class DraftSession {
   static async create(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, opts: DraftSessionOptions = {}): Promise<DraftSession> {
     const bad = headMismatch(head, target);
     if (bad) throw new Error(bad);
-    const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, head.vocabSize);
-    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, opts.attention ?? defaultAttention(target.maxSeqLen, head.nKvHeads, head.headDim)), opts);
+    const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, draftVocabOf(head));
+    const attention = opts.attention ?? defaultAttention(target.maxSeqLen, head.nKvHeads, head.headDim);
+    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, attention, { quantize: opts.quantize }), opts);
     return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 
