@@ -333,11 +333,18 @@ test('comparePolicies: a forced real mismatch is counted as one, not as a near-t
     const { target, drafter } = p.spec.generator.parts;
     // Tree passes of more than one token (speculative verification only) see token 0's logit
     // raised by 50: speculation emits 0 where plain decoding would not. The classifier
-    // recomputes with unmasked passes.
+    // recomputes with unmasked passes. Greedy verification reads the in-graph argmax, so it is
+    // recomputed from the corrupted logits.
     const real = target.forward.bind(target);
-    target.forward = async (cache, tokens, positions, mask) => {
-      const out = await real(cache, tokens, positions, mask);
-      if (mask && tokens.length > 1) for (let r = 0; r < tokens.length; r++) out.logits[r * cfg.vocabSize] += 50;
+    target.forward = async (cache, tokens, positions, mask, opts) => {
+      if (!(mask && tokens.length > 1)) return real(cache, tokens, positions, mask, opts);
+      const out = await real(cache, tokens, positions, mask), V = cfg.vocabSize;
+      for (let r = 0; r < tokens.length; r++) {
+        out.logits[r * V] += 50;
+        let best = 0;
+        for (let i = 1; i < V; i++) if (out.logits[r * V + i] > out.logits[r * V + best]) best = i;
+        out.argmax[r] = best;
+      }
       return out;
     };
     const c = await comparePolicies({
