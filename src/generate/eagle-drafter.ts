@@ -9,6 +9,7 @@
  * Staged rows are dropped at the end of the round.
  */
 import { TreeBuilder, type VerifyTree } from '../../trees/index.ts';
+import { UsageError } from '../errors.ts';
 import type { DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { History } from './history.ts';
@@ -21,6 +22,20 @@ export interface TreeShape {
   maxDepth: number;
   /** Most drafted tokens verified per round. */
   totalTokens: number;
+}
+
+/** Largest tree shape accepted, one limit for the library, every CLI flag and every policy option. */
+export const TREE_LIMITS: Readonly<TreeShape> = { topK: 64, maxDepth: 32, totalTokens: 512 };
+
+/**
+ * Throws a UsageError for a tree shape out of range or one whose token budget cannot reach its
+ * depth; `names` are the option names errors use (the CLI passes its flags).
+ */
+export function checkTree(t: TreeShape, names: Record<keyof TreeShape, string> = { topK: 'tree.topK', maxDepth: 'tree.maxDepth', totalTokens: 'tree.totalTokens' }): void {
+  for (const k of ['topK', 'maxDepth', 'totalTokens'] as const) {
+    if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > TREE_LIMITS[k]) throw new UsageError(names[k], `must be an integer in [1, ${TREE_LIMITS[k]}], got ${t[k]}`);
+  }
+  if (t.totalTokens < t.maxDepth) throw new UsageError(names.totalTokens, `${t.totalTokens} tokens cannot reach depth ${t.maxDepth} (${names.maxDepth}): give at least as many tokens as levels`);
 }
 
 export class EagleDrafter {
@@ -36,6 +51,7 @@ export class EagleDrafter {
   /** @param capacity the target's context length. */
   constructor(readonly session: DraftSession, readonly shape: TreeShape, capacity: number) {
     const h = session.head;
+    checkTree(shape);
     if (shape.topK > session.topK) throw new RangeError(`tree top-k ${shape.topK} exceeds the draft session's top-k ${session.topK}`);
     this.cache = new KVCache(1, h.nKvHeads, h.headDim, capacity + shape.maxDepth * shape.topK + 1);
     this.builder = new TreeBuilder(shape);

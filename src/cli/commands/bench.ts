@@ -9,7 +9,7 @@ import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
+import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -49,10 +49,10 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     const specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
 
-    const g = await loadGenerator({
+    const g = await withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
       tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number,
-    });
+    }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
       const tree = g.generator.parts.drafter!.shape;

@@ -7,7 +7,7 @@ import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
+import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -16,18 +16,21 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompt-ids', type: 'ints', meta: 'IDS', help: 'prompt as token ids, e.g. 1,2,3 (fed as given: no BOS added)' },
   ...GENERATION_FLAGS,
   { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" for an untrained head: enables speculative decoding' },
-  { flag: 'spec', type: 'bool', default: true, help: 'speculate when a draft head is given (--no-spec forces plain decoding)' },
+  { flag: 'spec', type: 'bool', help: 'speculate when a draft head is given (the default; --no-spec forces plain decoding)' },
   ...TREE_FLAGS,
   { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
   ...policyFlags(),
   THREADS_FLAG,
   { flag: 'ldlp', type: 'string', meta: 'PATH', help: 'trained LDLP directory: predicts each round\'s depth (same as --policy ldlp --ldlp-path PATH)' },
-  { flag: 'show-drafts', type: 'bool', help: 'colour tokens: green = drafted and accepted, plain = the target\'s own' },
+  { flag: 'show-drafts', type: 'bool', help: 'colour tokens: green = drafted and accepted, plain = the target\'s own (on a terminal, unless NO_COLOR is set)' },
   { flag: 'json', type: 'bool', help: 'print one JSON object (ids, text, stats) instead of streaming text' },
 ];
 
 /** Token ids as text, for --show-drafts on a model without a tokenizer. */
 const idsAsText = { decode: (ids: readonly number[]) => ids.map((t) => `${t} `).join('') } as Tokenizer;
+
+/** Colour only for a terminal, and never when NO_COLOR is set (https://no-color.org). */
+export const useColour = (stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): boolean => Boolean(stream.isTTY) && !env.NO_COLOR;
 
 /** Green for drafted-and-accepted text. */
 const paint = (text: string, fromDraft: boolean) => (fromDraft && text ? `\x1b[32m${text}\x1b[0m` : text);
@@ -41,9 +44,13 @@ export const generate = defineCommand({
     if ((f.prompt === undefined) === (f.promptIds === undefined)) throw new UsageError('--prompt', 'give exactly one of --prompt or --prompt-ids');
     if (f.prompt === '') throw new UsageError('--prompt', 'is empty');
     const tree = treeFromFlags(f);
-    const draft = f.spec ? (f.draft as string | undefined) : null; // undefined: the default's head, if any
-    if (f.policy !== undefined && (draft === null || (f.model !== undefined && draft === undefined))) throw new UsageError('--policy', 'needs a draft head (--draft) and speculation on');
-    const g = await loadGenerator({
+    const draft = f.spec === false ? null : (f.draft as string | undefined); // undefined: the default's head, if any
+    // Options that only mean something while speculating: without a head they would silently decode plainly.
+    const noHead = draft === null || (f.model !== undefined && draft === undefined);
+    for (const [flag, given] of [['--policy', f.policy !== undefined], ['--ldlp', f.ldlp !== undefined], ['--spec', f.spec === true]] as const) {
+      if (given && noHead) throw new UsageError(flag, draft === null ? 'contradicts --no-spec' : 'needs a draft head (--draft DIR or --draft random)');
+    }
+    const g = await withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined,
       policy: f.policy !== undefined ? ({ model, tree: shape }) => createPolicy(f.policy as string, { tree: shape, target: model }, f) : undefined,
       tokenizer: f.tokenizer as string | undefined,
@@ -51,15 +58,17 @@ export const generate = defineCommand({
       ldlp: f.ldlp as string | undefined,
       tree,
       threads: f.threads as number,
-    });
+    }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
       if (f.prompt !== undefined && !g.tokenizer) throw new UsageError('--prompt', 'this model has no tokenizer beside it: pass --tokenizer, or use --prompt-ids');
       const prompt = (f.promptIds as number[] | undefined) ?? g.encode(f.prompt as string);
-      checkPrompt(prompt, g.model.config, f.promptIds ? '--prompt-ids' : '--prompt');
+      // Text the tokenizer turned into ids the model does not have: the tokenizer is the wrong one.
+      checkPrompt(prompt, g.model.config, f.promptIds ? '--prompt-ids' : f.tokenizer !== undefined ? '--tokenizer' : '--prompt');
       const opts = generationOptionsFromFlags(f);
       const ids: number[] = [];
-      const colour = f.showDrafts && !f.json ? new TextStreamer(g.tokenizer ?? idsAsText) : undefined;
+      const colour = f.showDrafts && !f.json && useColour(process.stdout, process.env) ? new TextStreamer(g.tokenizer ?? idsAsText) : undefined;
+      if (f.showDrafts && !colour && !f.json) process.stderr.write('[--show-drafts: no colour, since stdout is not a terminal or NO_COLOR is set]\n');
       const it = g.stream(prompt, opts);
       let r = await it.next();
       for (; !r.done; r = await it.next()) {
@@ -81,7 +90,9 @@ export const generate = defineCommand({
           const est = (stats.timeMs.prefill + (stats.newTokens - 1) * (await g.generator.arStepMs())) / stats.wallMs;
           mode = `${g.generator.policy.name}, tau ${stats.tau.toFixed(2)}, ~${est.toFixed(2)}x plain decoding (est.)`;
         }
-        process.stdout.write(`\n\n[${stats.newTokens} tokens in ${(stats.wallMs / 1000).toFixed(2)} s, ${stats.tokensPerSecond.toFixed(1)} tok/s, ${mode}, ${stats.targetPasses} target passes, stop: ${stats.stopReason}]\n`);
+        // The text alone goes to stdout (pipe it anywhere); the stats line is for the person watching.
+        process.stdout.write('\n');
+        process.stderr.write(`\n[${stats.newTokens} tokens in ${(stats.wallMs / 1000).toFixed(2)} s, ${stats.tokensPerSecond.toFixed(1)} tok/s, ${mode}, ${stats.targetPasses} target passes, stop: ${stats.stopReason}]\n`);
       }
     } finally {
       await g.dispose();
