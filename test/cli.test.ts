@@ -182,5 +182,5 @@ test('train-draft refuses to overwrite a head unless told', async () => {
   );
   const r = eaglet('train-draft', '--model', model, '--logs', '/not/read.arrow', '--out', out);
   assert.equal(r.code, 2, r.err);
-  assert.match(r.err, /^error: --out: .*: --overwrite replaces it/);
+  assert.match(r.err, /^error: --out: .*: --overwrite replaces it/m);
 });
