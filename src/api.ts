@@ -25,6 +25,9 @@ import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
 import { checkTree, EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
+import type { Drafter } from './generate/drafter.ts';
+import { checkExitLayer, SelfDrafter } from './generate/self-drafter.ts';
+import { DelPolicy, ExitPolicy } from './policies/del.ts';
 import { Generator, type GenerationChunk, type StreamOptions } from './generate/generator.ts';
 import type { GenerationStats } from './generate/stats.ts';
 import { loadTokenizer } from './tokenizer/load.ts';
@@ -43,10 +46,14 @@ export interface LoadOptions {
   /** Tokenizer file (tokenizer.json / tokenizer.bin); default: the one found with the model. */
   tokenizer?: string;
   /**
-   * EAGLE head directory, 'random' (an untrained head, for correctness checks), or a loaded head.
-   * Omit for plain decoding (or, with the embedded default, for its head); null = plain decoding always.
+   * EAGLE head directory, 'random' (an untrained head, for correctness checks), a loaded head, or
+   * 'self': self-speculative drafting from the target's own early layers (DEL: exit layer and
+   * length chosen per round, unless `exitLayer` fixes the exit). Omit for plain decoding (or,
+   * with the embedded default, for its head); null = plain decoding always.
    */
   draft?: string | DraftHead | null;
+  /** Self-drafting from the target's first E layers, every round (static exit, 1..L-1). Implies draft 'self'. */
+  exitLayer?: number;
   /** Tree shape; default DEFAULT_TREE. */
   tree?: Partial<TreeShape>;
   /** Trained LDLP directory: sets each round's depth (the `ldlp` policy). Ignored when `policy` is given. */
@@ -133,11 +140,20 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
   const threads = o.threads ?? DEFAULT_THREADS;
   const notes: string[] = [];
-  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' ? applicableTuning(o.draft, threads, notes) : undefined;
+  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, notes) : undefined;
   const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
   checkTree(tree);
-  let drafter: EagleDrafter | undefined, draftSession: DraftSession | undefined;
-  if (o.draft !== undefined && o.draft !== null) {
+  let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined;
+  let selfPolicy: LengthPolicy | undefined;
+  if (o.draft === 'self' || o.exitLayer !== undefined) {
+    if (o.draft !== undefined && o.draft !== 'self') throw new UsageError('--exit-layer', 'drafts with the target\'s own layers: do not combine it with an EAGLE head (--draft PATH)');
+    if (o.ldlp !== undefined) throw new UsageError('--ldlp', 'predicts depths for an EAGLE head; self-drafting (--draft self, --exit-layer) chooses its own');
+    const L = model.config.nLayers;
+    if (o.exitLayer !== undefined) checkExitLayer(model.config, o.exitLayer);
+    else if (L < 2) throw new UsageError('--draft', `self needs a target with at least 2 layers, this one has ${L}`);
+    drafter = selfDrafter = new SelfDrafter(target, model.weights, tree, { exitLayer: o.exitLayer, session: sessionOpts });
+    selfPolicy = o.exitLayer !== undefined ? new ExitPolicy(L, tree.totalTokens, { at: o.exitLayer }) : new DelPolicy(L, tree.totalTokens);
+  } else if (o.draft !== undefined && o.draft !== null) {
     const head: DraftHead =
       o.draft === 'random'
         ? { config: headConfigFor(model.config), weights: randomHeadWeights(model.config, o.draftSeed ?? 0) }
@@ -150,7 +166,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   // Given options first, then the tuning file's policy, then the embedded default's.
   const tunedPolicy = tuning && options.policy === undefined && options.ldlp === undefined && drafter ? createPolicy(tuning.policy, { tree, target: model }) : undefined;
   const policy = tunedPolicy ?? (typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined));
-  const generator = new Generator({ target, drafter, policy: policy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
+  const generator = new Generator({ target, drafter, policy: policy ?? selfPolicy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
   // One throwaway round at load: ORT's first runs of a session are slow (allocations, kernel
   // set-up), and a user's first generation should not pay for them.
   await generator.generate([0], { maxNewTokens: 2, stopAtEos: false });
@@ -186,6 +202,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     async dispose() {
       await target.dispose();
       await draftSession?.dispose();
+      await selfDrafter?.dispose();
     },
   };
 }

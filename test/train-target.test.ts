@@ -21,6 +21,7 @@ import { loadTf } from '../training/tf-backend.ts';
 import { additiveMask } from '../training/tf-ops.ts';
 import { EOS_TOKEN, trainTokenizer, writeTokenizer } from '../training/tokenizer-train.ts';
 import { trainTarget, windowLoss, type TrainTargetOptions } from '../training/train-target.ts';
+import { earlyExitWeights } from '../training/early-exit.ts';
 import { referenceForward, visibility } from './support/reference.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'eaglet-train-target-'));
@@ -123,6 +124,35 @@ test('the batched training loss (one-hot or gather embedding) equals the float64
     const got = tf.tidy(() => windowLoss(tf, cfg, (n) => table.get(n)!, mask, ids, labels, oneHot).dataSync()[0]);
     assert.ok(Math.abs(got - want) < 1e-4 * Math.max(1, want), `oneHot=${oneHot}: ${got} vs reference ${want}`);
   }
+  mask.dispose();
+  for (const t of table.values()) t.dispose();
+});
+
+test('the early-exit loss adds W x (rising weights) x each early exit\'s cross-entropy, exits as in the float64 reference', async () => {
+  const { tf } = await loadTf('auto');
+  const cfg = makeConfig({ vocabSize: 19, dim: 16, nLayers: 3, nHeads: 4, nKvHeads: 2, tieEmbeddings: false });
+  const w = randomWeights(cfg, 4, 2);
+  const B = 2, T = 4, rng = new Rng(5), W = 0.7;
+  const ids = Int32Array.from({ length: B * T }, () => rng.int(cfg.vocabSize)), labels = Int32Array.from({ length: B * T }, () => rng.int(cfg.vocabSize));
+  // Exit l of the model = the model cut to its first l layers (same weight names), final norm and head included.
+  const ce = (layers: number): number => {
+    let sum = 0;
+    for (let b = 0; b < B; b++) {
+      const { logits } = referenceForward({ ...cfg, nLayers: layers }, w, ids.subarray(b * T, (b + 1) * T), Array.from({ length: T }, (_, i) => i), visibility(0, T));
+      for (let i = 0; i < T; i++) {
+        const row = logits.subarray(i * cfg.vocabSize, (i + 1) * cfg.vocabSize), max = Math.max(...row);
+        sum += (max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0)) - row[labels[b * T + i]]) / (B * T);
+      }
+    }
+    return sum;
+  };
+  assert.deepEqual(earlyExitWeights(3, W).map((x) => +x.toFixed(12)), [+(W / 3).toFixed(12), +((2 * W) / 3).toFixed(12)]);
+  const want = ce(3) + (W / 3) * ce(1) + ((2 * W) / 3) * ce(2);
+  const table = new Map([...w].map(([n, t]) => [n, tf.tensor(t.data, t.shape)]));
+  const mask = additiveMask(tf, T, T, (i, j) => j <= i);
+  const got = tf.tidy(() => windowLoss(tf, cfg, (n) => table.get(n)!, mask, ids, labels, false, W).dataSync()[0]);
+  assert.ok(Math.abs(got - want) < 1e-4 * Math.max(1, want), `${got} vs reference ${want}`);
+  assert.equal(earlyExitWeights(1, W).length, 0);
   mask.dispose();
   for (const t of table.values()) t.dispose();
 });

@@ -29,6 +29,7 @@ import { AdamWArrays, cosineLr } from './adamw.ts';
 import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from './backend.ts';
 import { checkFingerprint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
 import { OrtTargetSteps } from './ort/target-backend.ts';
+import { earlyExitLoss } from './early-exit.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
 import { readTargetCorpus, type CorpusFile } from './target-corpus.ts';
@@ -62,6 +63,7 @@ export const TRAIN_TARGET_FLAGS: FlagSpec[] = [
   { flag: 'checkpoint-every', type: 'int', min: 1, default: 25, meta: 'N', help: 'write a checkpoint every N steps' },
   { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of initial weights and window sampling' },
   { flag: 'time-budget', type: 'number', min: 0, default: 0, meta: 'MIN', help: 'stop (checkpoint + export) after MIN minutes of training; 0 = no limit' },
+  { flag: 'early-exit-loss', type: 'number', min: 0, default: 0, meta: 'W', help: 'LayerSkip-style: add W x next-token loss at every layer\'s normed hidden state (weights rising with depth), so early layers can self-draft (--draft self)' },
   { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: 'auto', meta: 'B', help: TRAIN_BACKEND_HELP },
 ];
 
@@ -69,7 +71,7 @@ export const TRAIN_TARGET_FLAGS: FlagSpec[] = [
 export interface TargetTunables {
   dim: number; layers: number; heads: number; kvHeads: number; hidden: number; vocab: number; seqLen: number;
   batch: number; lr: number; steps: number; warmup: number; clip: number; weightDecay: number; heldOut: number;
-  evalEvery: number; evalTokens: number; checkpointEvery: number; seed: number; timeBudget: number; backend: TrainBackendChoice;
+  evalEvery: number; evalTokens: number; checkpointEvery: number; seed: number; timeBudget: number; earlyExitLoss: number; backend: TrainBackendChoice;
 }
 
 export interface TrainTargetOptions extends Partial<TargetTunables> {
@@ -212,16 +214,19 @@ export function encodeStream(tok: HfTokenizer, files: CorpusFile[], eosId: numbe
  * Mean next-token cross-entropy (nats) of B windows of T tokens through the model definition:
  * `ids`, `labels` [B*T] (labels = the next tokens), `mask` the [T, T] causal additive mask.
  * `oneHotEmbed` renders the embedding lookup as a one-hot matmul (see BatchedTfOps).
+ * `earlyExit` W > 0 adds the early-exit loss (training/early-exit.ts) over every layer.
  */
 export function windowLoss(
-  tf: Tf, cfg: ModelConfig, lookup: WeightLookup, mask: Tensor, ids: Int32Array, labels: Int32Array, oneHotEmbed: boolean,
+  tf: Tf, cfg: ModelConfig, lookup: WeightLookup, mask: Tensor, ids: Int32Array, labels: Int32Array, oneHotEmbed: boolean, earlyExit = 0,
 ): Scalar {
   const T = mask.shape[0]!, B = ids.length / T;
   const ops = new BatchedTfOps(tf, lookup, B, oneHotEmbed);
   const positions = intTensor(tf, Int32Array.from({ length: B * T }, (_, i) => i % T)); // [B*T]
-  const { logits } = llamaForward(ops, cfg, { ids: intTensor(tf, ids), positions, mask, past: null }); // [B*T, V]
+  const { logits, hiddens } = llamaForward(ops, cfg, { ids: intTensor(tf, ids), positions, mask, past: null }); // [B*T, V]
   const onehot = oneHotF32(tf, intTensor(tf, labels), cfg.vocabSize); // [B*T, V]
-  return tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), -1))) as Scalar;
+  const ce = (l: Tensor): Tensor => tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(l)), -1)));
+  const early = earlyExitLoss(ops, cfg, hiddens, earlyExit, ce, (x, w) => tf.mul(x, w));
+  return (early ? tf.add(ce(logits), early) : ce(logits)) as Scalar;
 }
 
 const stepSeed = (seed: number, step: number): number => (Math.imul(seed ^ 0x5bd1e995, 0x85ebca6b) + Math.imul(step + 1, 0xc2b2ae35)) >>> 0;
@@ -273,8 +278,8 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
   }
   const curve: TargetCurve = ckpt?.state.curve ?? { step: [], loss: [], lr: [], evalStep: [], evalLoss: [] };
   const runner: TargetSteps = picked.kind === 'ort'
-    ? Object.assign(await OrtTargetSteps.create(cfg, o.batch, T), { tensorCount: () => null })
-    : new TfTargetSteps(picked.tf, cfg, T, picked.name === 'wasm');
+    ? Object.assign(await OrtTargetSteps.create(cfg, o.batch, T, undefined, o.earlyExitLoss), { tensorCount: () => null })
+    : new TfTargetSteps(picked.tf, cfg, T, picked.name === 'wasm', o.earlyExitLoss);
   const copy = (w: Float32Array[]): Weights => new Map(names.map((n, i) => [n, { shape: params.get(n)!.shape, data: w[i].slice() }]));
 
   const evaluate = async (): Promise<HeldOutMetrics> => {
@@ -357,13 +362,14 @@ interface TargetSteps {
 export class TfTargetSteps implements TargetSteps {
   private readonly mask: Tensor;
 
-  constructor(private readonly tf: Tf, private readonly cfg: ModelConfig, T: number, private readonly oneHotEmbed: boolean) {
+  /** @param earlyExit the early-exit loss weight of training steps (held-out `loss` is the final layer's alone). */
+  constructor(private readonly tf: Tf, private readonly cfg: ModelConfig, T: number, private readonly oneHotEmbed: boolean, private readonly earlyExit = 0) {
     this.mask = additiveMask(tf, T, T, (i, j) => j <= i); // [T, T] causal, shared by every window
   }
 
-  private lossOf(names: string[], ts: Tensor[], ids: Int32Array, labels: Int32Array): Scalar {
+  private lossOf(names: string[], ts: Tensor[], ids: Int32Array, labels: Int32Array, earlyExit = 0): Scalar {
     const byName = new Map(names.map((n, i) => [n, ts[i]]));
-    return windowLoss(this.tf, this.cfg, (n) => byName.get(n) ?? missing(n), this.mask, ids, labels, this.oneHotEmbed);
+    return windowLoss(this.tf, this.cfg, (n) => byName.get(n) ?? missing(n), this.mask, ids, labels, this.oneHotEmbed, earlyExit);
   }
 
   async step(params: Weights, ids: Int32Array, labels: Int32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
@@ -371,7 +377,7 @@ export class TfTargetSteps implements TargetSteps {
     let out: { loss: number; grads: Map<string, Float32Array> } | undefined;
     tf.tidy(() => {
       const xs = names.map((n) => tf.tensor(params.get(n)!.data, params.get(n)!.shape));
-      const { value, grads } = tf.valueAndGrads((...ts: Tensor[]) => this.lossOf(names, ts, ids, labels))(xs);
+      const { value, grads } = tf.valueAndGrads((...ts: Tensor[]) => this.lossOf(names, ts, ids, labels, this.earlyExit))(xs);
       // Copies: a backend may reuse the memory once the tidy scope ends.
       out = { loss: value.dataSync()[0], grads: new Map(names.map((n, i) => [n, (grads[i].dataSync() as Float32Array).slice()])) };
     });

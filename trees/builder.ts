@@ -82,6 +82,13 @@ export class TreeBuilder {
   private readonly draftMasks: Uint8Array[]; // [D + 1] views of one buffer, [k, d k] at depth d
   private readonly fr: { -readonly [K in keyof Frontier]: Frontier[K] };
   private readonly tree: VerifyTree;
+  /**
+   * After `finish`: the staged draft row of each tree node (its frontier slot's row), or -1 for
+   * the root and for nodes never selected into a frontier. A node selected into the last
+   * frontier has a row even if the caller did not run that frontier: compare with the rows run.
+   * Self-drafting reuses the rows' K/V for verification.
+   */
+  readonly nodeRows: Int32Array;
 
   constructor(opts: TreeOptions) {
     for (const key of ['topK', 'maxDepth', 'totalTokens'] as const) {
@@ -106,6 +113,7 @@ export class TreeBuilder {
       tokens: new Int32Array(k), values: new Float64Array(k), parentSlots: new Int32Array(k), entropies: new Float64Array(k),
     };
     this.tree = new VerifyTree(Math.min(this.totalTokens, C - 1) + 1, D);
+    this.nodeRows = new Int32Array(this.tree.capacity);
   }
 
   /** A linear draft (top-1 at every depth): the tree is a chain of up to `maxDepth` tokens. */
@@ -221,12 +229,14 @@ export class TreeBuilder {
     nodeOf[0] = 0;
     tree.tokens[0] = candToken[0];
     tree.parents[0] = -1;
+    this.nodeRows[0] = -1;
     let n = 1;
     for (let c = 1; c < this.nCand; c++) {
       if (nodeOf[c] < 0) continue;
       nodeOf[c] = n;
       tree.tokens[n] = candToken[c];
       tree.parents[n] = nodeOf[candParent[c]];
+      this.nodeRows[n] = this.candRow[c];
       n++;
     }
     return tree.build(n);

@@ -8,7 +8,7 @@
  * learned from one prompt to the next, as in a long-running server.
  */
 import { linePlot } from '../../training/svg-plot.ts';
-import type { EagleDrafter } from '../generate/eagle-drafter.ts';
+import type { Drafter } from '../generate/drafter.ts';
 import { Generator } from '../generate/generator.ts';
 import { resolveGenerationOptions, type GenerationOptions } from '../generate/options.ts';
 import { GenerationStats } from '../generate/stats.ts';
@@ -18,9 +18,9 @@ import type { TargetSession } from '../runtime/target.ts';
 
 export interface CompareOptions {
   target: TargetSession;
-  drafter: EagleDrafter;
-  /** Policies compared with plain decoding, each under its label; `drafter` overrides the shared one (e.g. another tree shape). */
-  policies: { label: string; policy: LengthPolicy; drafter?: EagleDrafter }[];
+  drafter: Drafter;
+  /** Policies compared with plain decoding, each under its label; `drafter` overrides the shared one (e.g. another tree shape, or self-drafting). */
+  policies: { label: string; policy: LengthPolicy; drafter?: Drafter }[];
   /** Token-id prompts. */
   prompts: number[][];
   /** Same for every method; a fixed seed makes sampled runs comparable token for token. */
@@ -51,6 +51,8 @@ export interface MethodResult {
   draftPasses: number;
   targetPasses: number;
   acceptedHistogram: number[];
+  /** Self-drafting: rounds drafted per exit layer (index = exit layer). */
+  exitLayerHistogram?: number[];
   timeMs: { prefill: number; draft: number; verify: number; policy: number; bookkeeping: number };
   /** Timed runs whose tokens differ from plain decoding's. */
   mismatches: number;
@@ -118,7 +120,7 @@ class Totals {
       label: this.label, runs: this.runs, newTokens: j.newTokens, wallMs: j.wallMs, tokensPerSecond: tps,
       speedup: arTokensPerSecond > 0 ? tps / arTokensPerSecond : 0,
       tau: this.sum.tau, meanDepth: j.meanDepth, rounds: j.rounds, draftPasses: j.draftPasses, targetPasses: j.targetPasses,
-      acceptedHistogram: j.acceptedHistogram, timeMs: j.timeMs, mismatches: this.mismatches,
+      acceptedHistogram: j.acceptedHistogram, ...(j.exitLayerHistogram ? { exitLayerHistogram: j.exitLayerHistogram } : {}), timeMs: j.timeMs, mismatches: this.mismatches,
     };
   }
 }
@@ -139,6 +141,8 @@ export function comparisonMarkdown(c: Comparison): string {
     '| method | tokens/s | speedup | tau | mean depth | draft passes | target passes | draft time | verify time | other time | lossless |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
     ...rows,
+    '',
+    ...c.policies.filter((m) => m.exitLayerHistogram).map((m) => `${m.label}: rounds per exit layer ${m.exitLayerHistogram!.map((n, e) => (n ? `E${e}:${n}` : '')).filter(Boolean).join(' ')}${m.rounds > m.exitLayerHistogram!.reduce((a, b) => a + b, 0) ? `, plain rounds ${m.rounds - m.exitLayerHistogram!.reduce((a, b) => a + b, 0)}` : ''}.`),
     '',
     c.lossless ? `Lossless: every policy's output equals plain decoding's on all ${c.prompts * c.repeats} timed runs.` : 'NOT LOSSLESS: some policy produced different tokens from plain decoding (see the table).',
     '',

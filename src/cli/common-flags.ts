@@ -5,6 +5,7 @@ import { DEFAULT_THREADS } from '../runtime/ort.ts';
 import { TREE_LIMITS, type TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
 import { camel, type FlagSpec, type Parsed } from '../option-schema.ts';
+import { policyEntry } from '../policies/registry.ts';
 
 export const MODEL_FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin' },
@@ -57,4 +58,31 @@ export function requireFlags(f: Parsed, flags: string[]): void {
     const key = camel(flag);
     if (f[key] === undefined || f[key] === '') throw new UsageError(`--${flag}`, 'is required');
   }
+}
+
+/**
+ * Self-drafting (--draft self, --exit-layer) against the flags of an EAGLE head: one clear
+ * UsageError for a combination that cannot mean anything. `--policy` / `--policies` specs of
+ * self-drafting policies (del, exit-E) need self-drafting, and head-only policies need a head.
+ */
+export function checkSelfDraftFlags(f: Parsed): void {
+  const self = f.draft === 'self' || f.exitLayer !== undefined;
+  if (f.exitLayer !== undefined && f.draft !== undefined && f.draft !== 'self') throw new UsageError('--exit-layer', 'drafts with the target\'s own layers: do not combine it with an EAGLE head (--draft PATH)');
+  if (!self) {
+    if (f.policy !== undefined && policyEntry(policyName(String(f.policy))).drafter === 'self') throw new UsageError('--policy', `${String(f.policy)} drafts with the target's own layers: add --draft self`);
+    return;
+  }
+  for (const flag of ['ldlp', 'draft-seed']) if (f[camel(flag)] !== undefined && f[camel(flag)] !== 0) throw new UsageError(`--${flag}`, 'belongs to an EAGLE head: --draft self / --exit-layer draft with the target\'s own layers');
+  if (f.exitLayer !== undefined && f.policy !== undefined) throw new UsageError('--exit-layer', 'fixes the policy (exit-E): do not combine it with --policy');
+  if (f.policy !== undefined) {
+    const name = policyName(String(f.policy));
+    if (['ldlp', 'specdec', 'ldlp+threshold'].some((p) => name.startsWith(p.split('+')[0]))) throw new UsageError('--policy', `${name} needs an EAGLE head (--draft PATH); with --draft self use del, exit-E or a head-free policy`);
+  }
+}
+
+/** The registry name of a policy spec (`exit-3:x=1` -> exit). */
+export function policyName(spec: string): string {
+  const head = spec.split(':')[0];
+  const short = /^([a-z][a-z0-9]*)-(\d+)$/.exec(head);
+  return short ? short[1] : head;
 }

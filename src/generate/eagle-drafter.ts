@@ -12,17 +12,12 @@ import { TreeBuilder, type VerifyTree } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
 import type { DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
+import type { TargetSession } from '../runtime/target.ts';
 import type { History } from './history.ts';
 import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
+import { verifyWithTarget, type Drafter, type TreeShape, type Verified } from './drafter.ts';
 
-export interface TreeShape {
-  /** Children per expanded node and nodes expanded per depth (EAGLE's top_k). */
-  topK: number;
-  /** Deepest tree a round may draft. */
-  maxDepth: number;
-  /** Most drafted tokens verified per round. */
-  totalTokens: number;
-}
+export type { TreeShape } from './drafter.ts';
 
 /** Largest tree shape accepted, one limit for the library, every CLI flag and every policy option. */
 export const TREE_LIMITS: Readonly<TreeShape> = { topK: 64, maxDepth: 32, totalTokens: 512 };
@@ -38,7 +33,7 @@ export function checkTree(t: TreeShape, names: Record<keyof TreeShape, string> =
   if (t.totalTokens < t.maxDepth) throw new UsageError(names.totalTokens, `${t.totalTokens} tokens cannot reach depth ${t.maxDepth} (${names.maxDepth}): give at least as many tokens as levels`);
 }
 
-export class EagleDrafter {
+export class EagleDrafter implements Drafter {
   readonly cache: KVCache;
   private builder: TreeBuilder;
   private positions: Int32Array; // [max(context, topK)] scratch
@@ -120,5 +115,10 @@ export class EagleDrafter {
     }
     cache.truncate(committed);
     return builder.finish(Math.min(plan.totalTokens, builder.totalTokens));
+  }
+
+  /** The full target verifies: the head is not part of it. */
+  verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array): Promise<Verified> {
+    return verifyWithTarget(target, cache, tree, positions);
   }
 }

@@ -17,7 +17,7 @@ import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetSession } from '../runtime/target.ts';
 import { UsageError } from '../errors.ts';
 import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
-import type { EagleDrafter } from './eagle-drafter.ts';
+import { NoDrafter, type Drafter } from './drafter.ts';
 import { History } from './history.ts';
 import { resolveGenerationOptions, type GenerationOptions } from './options.ts';
 import { Sampler } from './sampler.ts';
@@ -32,8 +32,8 @@ export interface GenerationChunk {
 
 export interface GeneratorParts {
   target: TargetSession;
-  /** Omit for plain autoregressive decoding. */
-  drafter?: EagleDrafter;
+  /** The EAGLE head, the target's own early layers, ...; omit for plain autoregressive decoding. */
+  drafter?: Drafter;
   /** Default: static full-depth trees with a drafter, plain AR without. */
   policy?: LengthPolicy;
 }
@@ -48,6 +48,7 @@ export class Generator {
   readonly history: History;
   readonly cache: KVCache;
   readonly policy: LengthPolicy;
+  readonly drafter: Drafter;
   private rootOnly = new VerifyTree(1, 0);
   private acceptance: Acceptance;
   private positions: Int32Array; // [context] scratch
@@ -57,9 +58,10 @@ export class Generator {
     const c = this.cfg;
     this.history = new History(c.maxSeqLen, c.dim);
     this.cache = new KVCache(c.nLayers, c.nKvHeads, c.headDim, c.maxSeqLen);
-    const shape = parts.drafter?.shape;
-    this.policy = parts.policy ?? new StaticPolicy(shape?.maxDepth ?? 0, shape?.totalTokens ?? 0);
-    this.acceptance = new Acceptance(shape?.maxDepth ?? 0);
+    this.drafter = parts.drafter ?? new NoDrafter();
+    const shape = this.drafter.shape;
+    this.policy = parts.policy ?? new StaticPolicy(shape.maxDepth, shape.totalTokens);
+    this.acceptance = new Acceptance(shape.maxDepth);
     this.positions = new Int32Array(c.maxSeqLen);
     this.rootOnly.parents[0] = -1;
   }
@@ -68,8 +70,8 @@ export class Generator {
   async *stream(prompt: ArrayLike<number>, options: StreamOptions = {}): AsyncGenerator<GenerationChunk, GenerationStats> {
     const { signal, ...rest } = options;
     const opts = resolveGenerationOptions(rest);
-    const { target, drafter } = this.parts;
-    const { cfg, history, cache, policy } = this;
+    const { target } = this.parts;
+    const { cfg, history, cache, policy, drafter } = this;
     const V = cfg.vocabSize, eos = opts.stopAtEos ? cfg.eosTokenIds : [];
     checkPrompt(prompt, cfg);
     const stats = new GenerationStats();
@@ -82,7 +84,7 @@ export class Generator {
     const t0 = performance.now();
     history.reset();
     cache.truncate(0);
-    drafter?.reset();
+    drafter.reset();
 
     // Prefill: the whole prompt in one causal pass; its last row gives the first token.
     stats.promptTokens = prompt.length;
@@ -128,16 +130,16 @@ export class Generator {
           break;
         }
         const tp = performance.now();
-        const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: drafter ? Math.min(drafter.shape.maxDepth, room - 1) : 0 });
+        const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: Math.min(drafter.shape.maxDepth, room - 1) });
         // Near the context limit the tree shrinks to the rows left instead of failing.
-        const plan = { depth: Math.min(asked.depth, room - 1), totalTokens: Math.min(asked.totalTokens, room - 1) };
+        const plan = { ...asked, depth: Math.min(asked.depth, room - 1), totalTokens: Math.min(asked.totalTokens, room - 1) };
         const td = performance.now();
         stats.ms.policy += td - tp;
 
         let tree = this.rootOnly;
-        if (drafter && plan.depth > 0 && plan.totalTokens > 0) {
+        if (plan.depth > 0 && plan.totalTokens > 0) {
           const before = drafter.passes;
-          tree = await drafter.draft(history, root, plan, policy);
+          tree = await drafter.draft(history, root, plan, policy, cache);
           stats.draftPasses += drafter.passes - before;
         } else {
           tree.tokens[0] = root;
@@ -145,11 +147,10 @@ export class Generator {
         }
         const tv = performance.now();
         for (let i = 0; i < tree.n; i++) this.positions[i] = P + tree.depths[i];
-        const out = await target.forward(cache, tree.tokens.subarray(0, tree.n), this.positions.subarray(0, tree.n), tree.mask);
+        const out = await drafter.verify(target, cache, tree, this.positions); // stages the nodes' K/V rows
         stats.targetPasses++;
         const ta = performance.now();
 
-        cache.stage(out.newKeys, out.newValues, tree.n);
         logits = out.logits;
         const acc = acceptSampled(tree, pick, this.acceptance);
         const path = acc.path.subarray(0, acc.length);
@@ -157,7 +158,11 @@ export class Generator {
         history.commit(tree.tokens, out.features, path, acc.length);
         const accepted = acc.length - 1;
         stats.recordRound(accepted, acc.length, tree.depth);
-        policy.observe?.({ depth: tree.depth, treeSize: tree.n - 1, accepted, draftMs: tv - td, verifyMs: ta - tv });
+        const tn = performance.now();
+        const notes = await drafter.settle?.(acc, tree);
+        if (notes?.exitLayer !== undefined) stats.recordExit(notes.exitLayer);
+        policy.observe?.({ depth: tree.depth, treeSize: tree.n - 1, accepted, draftMs: tv - td, verifyMs: ta - tv, notes });
+        stats.ms.policy += performance.now() - tn;
         stats.ms.draft += tv - td;
         stats.ms.verify += ta - tv;
         root = acc.bonus;

@@ -15,6 +15,8 @@ export class GenerationStats {
   acceptedHistogram: number[] = [];
   /** Sum of the depth drafted each round (0 for rounds that did not speculate). */
   depthSum = 0;
+  /** Self-drafting: exitLayerHistogram[E] = rounds drafted by exit layer E. */
+  exitLayerHistogram: number[] = [];
   /** Wall time split, ms. bookkeeping = total - prefill - draft - verify - policy. */
   ms = { total: 0, prefill: 0, draft: 0, verify: 0, policy: 0 };
   stopReason: StopReason = 'max-new-tokens';
@@ -36,6 +38,11 @@ export class GenerationStats {
     this.acceptedHistogram[accepted]++;
   }
 
+  recordExit(exitLayer: number): void {
+    while (this.exitLayerHistogram.length <= exitLayer) this.exitLayerHistogram.push(0);
+    this.exitLayerHistogram[exitLayer]++;
+  }
+
   /** Adds another generation's counters and times to these (for totals over many runs). */
   add(o: GenerationStats): this {
     this.promptTokens += o.promptTokens;
@@ -46,6 +53,7 @@ export class GenerationStats {
     this.draftPasses += o.draftPasses;
     this.depthSum += o.depthSum;
     o.acceptedHistogram.forEach((c, i) => (this.acceptedHistogram[i] = (this.acceptedHistogram[i] ?? 0) + c));
+    o.exitLayerHistogram.forEach((c, i) => (this.exitLayerHistogram[i] = (this.exitLayerHistogram[i] ?? 0) + c));
     for (const k of Object.keys(this.ms) as (keyof GenerationStats['ms'])[]) this.ms[k] += o.ms[k];
     return this;
   }
@@ -64,6 +72,7 @@ export class GenerationStats {
       tau: r(this.tau),
       meanDepth: this.rounds ? r(this.depthSum / this.rounds) : 0,
       acceptedHistogram: this.acceptedHistogram,
+      ...(this.exitLayerHistogram.length ? { exitLayerHistogram: Array.from(this.exitLayerHistogram, (c) => c ?? 0) } : {}),
       timeMs: { prefill: r(prefill), draft: r(draft), verify: r(verify), policy: r(policy), bookkeeping: r(total - prefill - draft - verify - policy) },
       stopReason: this.stopReason,
     };

@@ -85,7 +85,7 @@ export interface PassInputs<T> {
   positions: T;
   /** Additive mask [T, P + T] (see Ops.attention). */
   mask: T;
-  /** One entry per layer, or null when there is no cache (training over full sequences). */
+  /** One entry per layer, indexed by layer (a pass over layers [from, to) reads only those), or null when there is no cache (training over full sequences). */
   past: PastKV<T>[] | null;
 }
 
@@ -134,20 +134,56 @@ export interface LlamaOut<T> {
   keys: T[];
   /** Per layer, new values [T, nKv*hd]. */
   values: T[];
+  /**
+   * Residual stream after each layer [T, d] (hiddens[l] = output of layer l, not normed): early
+   * exits read norm(hiddens[l]) through the LM head (self-drafting, the early-exit loss).
+   */
+  hiddens: T[];
 }
 
-/** The target: a Llama-family decoder (HF weight names). */
-export function llamaForward<T>(ops: Ops<T>, cfg: ModelConfig, inp: PassInputs<T>): LlamaOut<T> {
-  let x = ops.embed(ops.weight('model.embed_tokens.weight'), inp.ids); // [T, d]
-  const keys: T[] = [], values: T[] = [];
-  for (let l = 0; l < cfg.nLayers; l++) {
+/** Layers [from, to) of the target over the residual stream `x` [T, d] (pass.past holds one entry per layer of the MODEL, indexed absolutely). */
+export interface LayerRangeOut<T> {
+  /** Residual stream after layer to-1 [T, d]. */
+  out: T;
+  /** Per layer in the range: new keys, values [T, nKv*hd] and the residual after it [T, d]. */
+  keys: T[];
+  values: T[];
+  hiddens: T[];
+}
+
+/**
+ * Layers [from, to) of the Llama decoder on the residual stream `x` [T, d]: the one place the
+ * target's layer stack is written, so the full model and its parts (a self-drafter's early
+ * layers 0..E-1, the verification's layers E..L-1) are renderings of the same definition.
+ */
+export function llamaLayers<T>(ops: Ops<T>, cfg: ModelConfig, x: T, inp: PassInputs<T>, from = 0, to = cfg.nLayers): LayerRangeOut<T> {
+  if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= cfg.nLayers)) throw new RangeError(`layer range [${from}, ${to}) outside [0, ${cfg.nLayers}]`);
+  const keys: T[] = [], values: T[] = [], hiddens: T[] = [];
+  for (let l = from; l < to; l++) {
     const r = decoderLayer(ops, cfg, `model.layers.${l}.`, x, inp, inp.past?.[l] ?? null, true);
     x = r.out;
     keys.push(r.key);
     values.push(r.value);
+    hiddens.push(x);
   }
-  const features = ops.rmsNorm(x, ops.weight('model.norm.weight'), cfg.normEps);
-  return { logits: lmHead(ops, cfg, features), features, keys, values };
+  return { out: x, keys, values, hiddens };
+}
+
+/** The token embedding rows of `ids` [T] -> [T, d]: the residual stream before layer 0. */
+export function embedTokens<T>(ops: Ops<T>, ids: T): T {
+  return ops.embed(ops.weight('model.embed_tokens.weight'), ids);
+}
+
+/** The final norm: the target's (and every early exit's) features from a residual stream [T, d]. */
+export function finalNorm<T>(ops: Ops<T>, cfg: ModelConfig, x: T): T {
+  return ops.rmsNorm(x, ops.weight('model.norm.weight'), cfg.normEps);
+}
+
+/** The target: a Llama-family decoder (HF weight names). */
+export function llamaForward<T>(ops: Ops<T>, cfg: ModelConfig, inp: PassInputs<T>): LlamaOut<T> {
+  const r = llamaLayers(ops, cfg, embedTokens(ops, inp.ids), inp);
+  const features = finalNorm(ops, cfg, r.out);
+  return { logits: lmHead(ops, cfg, features), features, keys: r.keys, values: r.values, hiddens: r.hiddens };
 }
 
 export interface HeadOut<T> {

@@ -18,7 +18,7 @@
  */
 import { GraphBuilder } from './graph.ts';
 import { OnnxOps } from '../model/onnx-ops.ts';
-import { eagleHeadForward, lmHead, llamaForward, type HeadLayout, type PassInputs } from '../model/definition.ts';
+import { eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type PassInputs, type PastKV } from '../model/definition.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
@@ -38,28 +38,44 @@ export const names = {
   hidden: 'hidden',
   topkLogProbs: 'topk_logprobs',
   topkIds: 'topk_ids',
+  layerHidden: 'layer_hidden',
+  shadowIds: 'shadow_ids',
   presentKey: (l: number) => `present_key_${l}`,
   presentValue: (l: number) => `present_value_${l}`,
 } as const;
 
-/** Declares ids, positions, tree mask and past K/V inputs; returns them in the definition's 2-D form. */
-function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, nLayers: number): PassInputs<string> {
+/**
+ * Declares ids (unless `withIds` is false), positions, tree mask and past K/V inputs of the
+ * given layers (named by absolute layer index); returns them in the definition's 2-D form.
+ */
+function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[], withIds = true): PassInputs<string> {
   const flat = (name: string): string => g.op('Reshape', [g.input(name, 'int64', [1, 'T']), g.ints([-1])]); // [T]
-  const ids = flat(names.ids), positions = flat(names.positions);
+  const ids = withIds ? flat(names.ids) : '';
+  const positions = flat(names.positions);
   const tree = g.input(names.tree, 'bool', ['T', 'W']);
-  const past = Array.from({ length: nLayers }, (_, l) => ({
-    keys: g.input(names.pastKey(l), 'float32', [1, 'P', kv.nKvHeads, kv.headDim]),
-    values: g.input(names.pastValue(l), 'float32', [1, 'P', kv.nKvHeads, kv.headDim]),
-  }));
-  return { ids, positions, mask: ops.treeMask(tree, past[0].keys), past };
+  const past: PastKV<string>[] = [];
+  for (const l of layers) {
+    past[l] = {
+      keys: g.input(names.pastKey(l), 'float32', [1, 'P', kv.nKvHeads, kv.headDim]),
+      values: g.input(names.pastValue(l), 'float32', [1, 'P', kv.nKvHeads, kv.headDim]),
+    };
+  }
+  return { ids, positions, mask: ops.treeMask(tree, past[layers[0]].keys), past };
 }
 
-/** Outputs the new K/V rows of each layer ([T, nKv*hd], or [1, T, nKv*hd] from rope) as [1, T, nKv, hd]. */
-function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[]): void {
+/** Outputs the new K/V rows of layers first.. ([T, nKv*hd], or [1, T, nKv*hd] from rope) as [1, T, nKv, hd]. */
+function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], first = 0): void {
   const shape = g.ints([1, -1, kv.nKvHeads, kv.headDim]);
   const dims = [1, 'T', kv.nKvHeads, kv.headDim];
-  keys.forEach((k, l) => g.output(g.op('Reshape', [k, shape]), names.presentKey(l), 'float32', dims));
-  values.forEach((v, l) => g.output(g.op('Reshape', [v, shape]), names.presentValue(l), 'float32', dims));
+  keys.forEach((k, l) => g.output(g.op('Reshape', [k, shape]), names.presentKey(first + l), 'float32', dims));
+  values.forEach((v, l) => g.output(g.op('Reshape', [v, shape]), names.presentValue(first + l), 'float32', dims));
+}
+
+/** Per-layer residuals [T, d] each -> graph output `layer_hidden` [T, n, d] (row-major: row t's layers side by side). */
+function layerHiddenOutput(g: GraphBuilder, hiddens: string[], dim: number): void {
+  const cols = hiddens.map((h) => g.op('Reshape', [h, g.ints([-1, 1, dim])])); // [T, 1, d]
+  const all = cols.length === 1 ? cols[0] : g.op('Concat', cols, { axis: 1 });
+  g.output(all, names.layerHidden, 'float32', ['T', hiddens.length, dim]);
 }
 
 /** [T, w] -> graph output [1, T, w]. */
@@ -71,7 +87,7 @@ function batchOutput(g: GraphBuilder, x: string, name: string, dtype: 'float32' 
 export function buildTargetModel(cfg: ModelConfig, weights: Weights): Uint8Array {
   const g = new GraphBuilder('eaglet_target');
   const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen);
-  const r = llamaForward(ops, cfg, stepInputs(g, ops, cfg, cfg.nLayers));
+  const r = llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers)));
   batchOutput(g, r.logits, names.logits, 'float32', cfg.vocabSize);
   batchOutput(g, r.features, names.features, 'float32', cfg.dim);
   presentOutputs(g, cfg, r.keys, r.values);
@@ -86,7 +102,7 @@ export function buildTargetModel(cfg: ModelConfig, weights: Weights): Uint8Array
 export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number): Uint8Array {
   const g = new GraphBuilder('eaglet_draft');
   const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen);
-  const inp = stepInputs(g, ops, head, 1);
+  const inp = stepInputs(g, ops, head, [0]);
   const features = g.op('Reshape', [g.input(names.features, 'float32', [1, 'T', head.dim]), g.ints([-1, head.dim])]); // [T, d]
   const r = eagleHeadForward(ops, head, features, inp);
   const k = Math.min(topK, head.vocabSize);
@@ -96,5 +112,71 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
   batchOutput(g, g.op('Cast', [indices], { to: 6 /* INT32 */ }), names.topkIds, 'int32', k);
   presentOutputs(g, head, [r.key], [r.value]);
+  return g.toModel(MODEL_OPTIONS);
+}
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
+
+/** In-graph top-k of each row's log-softmax over the LM head's logits [T, V] -> outputs topk_logprobs, topk_ids [1, T, k]. */
+function topkOutputs(g: GraphBuilder, logits: string, k: number): void {
+  const logProbs = g.op('LogSoftmax', [logits], { axis: -1 }); // [T, V]
+  const [values, indices] = g.node('TopK', [logProbs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 }); // [T, k]
+  batchOutput(g, values, names.topkLogProbs, 'float32', k);
+  batchOutput(g, g.op('Cast', [indices], { to: 6 /* INT32 */ }), names.topkIds, 'int32', k);
+}
+
+/**
+ * A self-drafter's draft model for exit layer E: the target's layers 0..E-1, then its final
+ * norm and LM head (an early exit), from the one definition.
+ *   in  input_ids, position_ids, tree_mask, past_key_{l}/past_value_{l} for l < E
+ *   out topk_logprobs, topk_ids [1, T, k]   the exit's proposals (log-softmax, best first)
+ *       hidden        [1, T, d]             residual after layer E-1: where verification resumes
+ *       layer_hidden  [T, E, d]             residual after each layer (DEL's shadow tokens)
+ *       present_key_{l}, present_value_{l}  l < E: shared with verification through the cache
+ */
+export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number): Uint8Array {
+  const g = new GraphBuilder(`eaglet_exit_${exitLayer}`);
+  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen);
+  const inp = stepInputs(g, ops, cfg, range(0, exitLayer));
+  const r = llamaLayers(ops, cfg, embedTokens(ops, inp.ids), inp, 0, exitLayer);
+  topkOutputs(g, lmHead(ops, cfg, finalNorm(ops, cfg, r.out)), Math.min(topK, cfg.vocabSize));
+  batchOutput(g, r.out, names.hidden, 'float32', cfg.dim);
+  layerHiddenOutput(g, r.hiddens, cfg.dim);
+  presentOutputs(g, cfg, r.keys, r.values);
+  return g.toModel(MODEL_OPTIONS);
+}
+
+/**
+ * The rest of the target after exit layer E: layers E..L-1 from given residuals, then the
+ * final norm and LM head. Verification of self-drafted rows runs this on the residuals their
+ * draft passes computed (whose layer 0..E-1 K/V are already in the cache).
+ *   in  hidden [1, T, d], position_ids, tree_mask, past_key_{l}/past_value_{l} for l >= E
+ *   out logits, features (as the target model), layer_hidden [T, L-E, d],
+ *       present_key_{l}, present_value_{l} for l >= E
+ */
+export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number): Uint8Array {
+  const g = new GraphBuilder(`eaglet_rest_${exitLayer}`);
+  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen);
+  const inp = stepInputs(g, ops, cfg, range(exitLayer, cfg.nLayers), false);
+  const x = g.op('Reshape', [g.input(names.hidden, 'float32', [1, 'T', cfg.dim]), g.ints([-1, cfg.dim])]); // [T, d]
+  const r = llamaLayers(ops, cfg, x, inp, exitLayer, cfg.nLayers);
+  const features = finalNorm(ops, cfg, r.out);
+  batchOutput(g, lmHead(ops, cfg, features), names.logits, 'float32', cfg.vocabSize);
+  batchOutput(g, features, names.features, 'float32', cfg.dim);
+  layerHiddenOutput(g, r.hiddens, cfg.dim);
+  presentOutputs(g, cfg, r.keys, r.values, exitLayer);
+  return g.toModel(MODEL_OPTIONS);
+}
+
+/**
+ * DEL's shadow tokens: the token every early exit would have proposed. in `hidden` [N, d]
+ * (residual rows of any layers) -> out `shadow_ids` int32 [N] = argmax lmHead(norm(row)).
+ */
+export function buildShadowModel(cfg: ModelConfig, weights: Weights): Uint8Array {
+  const g = new GraphBuilder('eaglet_shadow');
+  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen);
+  const x = g.input(names.hidden, 'float32', ['N', cfg.dim]);
+  const best = g.op('ArgMax', [lmHead(ops, cfg, finalNorm(ops, cfg, x))], { axis: -1, keepdims: 0 }); // [N] int64
+  g.output(g.op('Cast', [best], { to: 6 /* INT32 */ }), names.shadowIds, 'int32', ['N']);
   return g.toModel(MODEL_OPTIONS);
 }

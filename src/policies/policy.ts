@@ -22,6 +22,23 @@ export interface RoundPlan {
   depth: number;
   /** Drafted tokens to verify at most (the tree size). */
   totalTokens: number;
+  /** Self-drafting: the exit layer E that drafts (layers 0..E-1); other drafters ignore it. */
+  exitLayer?: number;
+  /** Self-drafting: report every exit layer's agreement with the target this round (DEL's shadow tokens; costs one small pass). */
+  shadows?: boolean;
+}
+
+/** What a drafter learned from a round (Drafter.settle), passed to the policy with the outcome. */
+export interface RoundNotes {
+  /** The exit layer that drafted this round (self-drafting). */
+  exitLayer?: number;
+  /**
+   * DEL's shadow tokens: over the `shadowRows` verified rows whose target token is known (the
+   * accepted path and the bonus row), exitMatches[l] = rows where exit layer l (1..L-1) would
+   * have proposed the target's token. Index 0 and L are unused.
+   */
+  exitMatches?: Int32Array;
+  shadowRows?: number;
 }
 
 export interface RoundOutcome {
@@ -34,6 +51,8 @@ export interface RoundOutcome {
   /** Wall ms of the draft and of the verification pass. */
   draftMs: number;
   verifyMs: number;
+  /** The drafter's notes (self-drafting: exit layer, shadow-token agreement). */
+  notes?: RoundNotes;
 }
 
 export interface LengthPolicy {

@@ -20,10 +20,18 @@ import { LDLP_FLAGS, LdlpPolicy, predictorFromOptions, type PredictorTarget } fr
 import { StaticPolicy, type LengthPolicy } from './policy.ts';
 import { SPECDEC_FLAGS, SpecDecPolicy } from './specdecpp.ts';
 import { ThresholdPolicy, THRESHOLD_FLAGS } from './threshold.ts';
+import { DelPolicy, DEL_FLAGS, ExitPolicy, EXIT_FLAGS } from './del.ts';
+
+function needLayers(nLayers: number | undefined): number {
+  if (nLayers === undefined) throw new Error('self-drafting policies need the target\'s layer count (PolicyContext.nLayers)');
+  return nLayers;
+}
 
 /** What a policy is built for: the drafter's tree shape. */
 export interface PolicyContext {
   tree: TreeShape;
+  /** The target's layer count (self-drafting policies choose exit layers below it). */
+  nLayers?: number;
   /** The loaded target: trained predictors (ldlp, specdec++) read its embeddings and check their width against it. */
   target?: PredictorTarget;
 }
@@ -34,6 +42,8 @@ export interface PolicyEntry {
   flags: FlagSpec[];
   /** Option set by the `NAME-N` shorthand, if any. */
   shorthand?: string;
+  /** 'self': the policy drives the target's own early layers (SelfDrafter), not an EAGLE head. */
+  drafter?: 'self';
   /** Builds an instance; `options` are resolved against `flags` (defaults filled, validated). */
   create(options: Record<string, unknown>, ctx: PolicyContext): LengthPolicy;
 }
@@ -73,6 +83,24 @@ const REGISTRY = new Map<string, PolicyEntry>([
     summary: 'cost-aware: the depth (0 = plain decoding) with the most expected tokens per ms',
     flags: GOODPUT_FLAGS,
     create: (o, { tree }) => new GoodputPolicy(tree.totalTokens, tree.maxDepth, o),
+  }],
+  ['del', {
+    summary: 'DEL self-drafting: exit layer and length per round from shadow-token acceptance (tokens per layer)',
+    flags: DEL_FLAGS,
+    drafter: 'self',
+    create: (o, { tree, nLayers }) => new DelPolicy(needLayers(nLayers), tree.totalTokens, o),
+  }],
+  ['exit', {
+    summary: 'static self-drafting from the target\'s first E layers (`exit-E`), full depth',
+    flags: EXIT_FLAGS,
+    shorthand: 'at',
+    drafter: 'self',
+    create: (o, { tree, nLayers }) => {
+      const L = needLayers(nLayers);
+      if (o.at === undefined) throw new UsageError('policy exit', 'needs a layer: exit-E or exit:at=E');
+      if ((o.at as number) > L - 1) throw new UsageError('policy exit', `layer ${o.at as number} outside 1..${L - 1} (the target has ${L} layers)`);
+      return new ExitPolicy(L, tree.totalTokens, o);
+    },
   }],
   ['ldlp', {
     summary: "AdaEAGLE's LDLP: a trained MLP predicts each round's accepted length, which sets depth and tree size",

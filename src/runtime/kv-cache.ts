@@ -36,11 +36,22 @@ export class KVCache {
    * newKeys[l], newValues[l]: [t, nKv, hd].
    */
   stage(newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, t: number): void {
-    if (this.length + t > this.capacity) throw new RangeError(`K/V cache full: ${this.length} + ${t} rows > capacity ${this.capacity}`);
-    const off = this.length * this.rowSize, n = t * this.rowSize;
-    for (let l = 0; l < this.nLayers; l++) {
-      this.keys[l].set(newKeys[l].subarray(0, n), off);
-      this.values[l].set(newValues[l].subarray(0, n), off);
+    this.stageLayers(0, newKeys, newValues, t, 0);
+  }
+
+  /**
+   * Writes `t` rows into layers first .. first + newKeys.length - 1 only, `offset` rows after the
+   * committed prefix, without committing them: a pass over part of the layers (a self-drafter's
+   * early layers, or the rest of the model during its verification) fills its share of a row.
+   */
+  stageLayers(first: number, newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, t: number, offset: number): void {
+    const at = this.length + offset;
+    if (at + t > this.capacity) throw new RangeError(`K/V cache full: ${at} + ${t} rows > capacity ${this.capacity}`);
+    if (first < 0 || first + newKeys.length > this.nLayers) throw new RangeError(`layers ${first}..${first + newKeys.length - 1} outside the cache's ${this.nLayers}`);
+    const off = at * this.rowSize, n = t * this.rowSize;
+    for (let i = 0; i < newKeys.length; i++) {
+      this.keys[first + i].set(newKeys[i].subarray(0, n), off);
+      this.values[first + i].set(newValues[i].subarray(0, n), off);
     }
   }
 

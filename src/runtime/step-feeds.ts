@@ -12,8 +12,15 @@ export class StepFeeds {
   private positions!: BigInt64Array; // [maxT]
   private causal!: Uint8Array; // [maxT, maxT] lower triangle, built once per size
 
-  /** @param maxTokens initial buffer size in tokens; grows when a pass needs more. */
-  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number) {
+  /**
+   * @param nLayers layers the model has past inputs for: firstLayer .. firstLayer + nLayers - 1
+   *   of the cache (a part of a target, e.g. a self-drafter's early layers, has fewer).
+   * @param maxTokens initial buffer size in tokens; grows when a pass needs more.
+   * @param opts.firstLayer the cache layer of the model's first past input (default 0).
+   * @param opts.ids whether the model takes input_ids (default true; false for a model fed residuals).
+   * @param opts.part the model is part of a target whose cache has more layers (default: the cache must match).
+   */
+  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { firstLayer?: number; ids?: boolean; part?: boolean } = {}) {
     this.allocate(maxTokens);
   }
 
@@ -28,14 +35,15 @@ export class StepFeeds {
    * `tree` [T, W] (0/1; row i = which of the last W keys token i sees, W = T for the new tokens
    * alone, T < W <= P + T to include staged rows) is passed zero-copy; omitted = causal.
    */
-  build(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array): Feeds {
-    const t = tokens.length;
+  build(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array, pastRows = cache.length): Feeds {
+    const t = tokens.length, first = this.opts.firstLayer ?? 0;
     if (t === 0) throw new RangeError('forward needs at least one token');
     if (positions.length !== t) throw new RangeError(`got ${t} tokens but ${positions.length} positions`);
     // tree [T, W]: visibility of the last W keys (W >= T); earlier keys are always visible.
     const w = tree ? tree.length / t : t;
-    if (!Number.isInteger(w) || w < t || w > cache.length + t) throw new RangeError(`tree mask has ${tree?.length} entries: ${t} tokens need [${t}, W] with ${t} <= W <= ${cache.length + t}`);
-    if (cache.nLayers !== this.nLayers || cache.rowSize !== this.nKvHeads * this.headDim)
+    if (!Number.isInteger(w) || w < t || w > pastRows + t) throw new RangeError(`tree mask has ${tree?.length} entries: ${t} tokens need [${t}, W] with ${t} <= W <= ${pastRows + t}`);
+    if (pastRows < 0 || pastRows + t > cache.capacity) throw new RangeError(`${pastRows} past rows + ${t} tokens exceed the K/V cache's ${cache.capacity} rows`);
+    if (cache.nLayers < first + this.nLayers || (!this.opts.part && cache.nLayers !== this.nLayers) || cache.rowSize !== this.nKvHeads * this.headDim)
       throw new RangeError(`K/V cache shape (${cache.nLayers} layers x ${cache.rowSize}) does not fit the model (${this.nLayers} x ${this.nKvHeads * this.headDim})`);
     if (t > this.ids.length) this.allocate(Math.max(t, 2 * this.ids.length));
     for (let i = 0; i < t; i++) {
@@ -43,14 +51,14 @@ export class StepFeeds {
       this.positions[i] = BigInt(positions[i]);
     }
     const feeds: Feeds = {
-      [names.ids]: i64(this.ids.subarray(0, t), [1, t]),
       [names.positions]: i64(this.positions.subarray(0, t), [1, t]),
       [names.tree]: bool(tree ?? this.causalMask(t), [t, w]),
     };
-    const p = cache.length, dims = [1, p, this.nKvHeads, this.headDim];
-    for (let l = 0; l < this.nLayers; l++) {
-      feeds[names.pastKey(l)] = f32(cache.pastKeys(l), dims);
-      feeds[names.pastValue(l)] = f32(cache.pastValues(l), dims);
+    if (this.opts.ids ?? true) feeds[names.ids] = i64(this.ids.subarray(0, t), [1, t]);
+    const n = pastRows * cache.rowSize, dims = [1, pastRows, this.nKvHeads, this.headDim];
+    for (let l = first; l < first + this.nLayers; l++) {
+      feeds[names.pastKey(l)] = f32(cache.keys[l].subarray(0, n), dims);
+      feeds[names.pastValue(l)] = f32(cache.values[l].subarray(0, n), dims);
     }
     return feeds;
   }
@@ -65,10 +73,11 @@ export class StepFeeds {
     return m;
   }
 
-  /** The new rows of each layer, [T, nKv, hd] (fresh arrays: ORT copies outputs). */
+  /** The new rows of each of the model's layers, [T, nKv, hd] (fresh arrays: ORT copies outputs). */
   present(out: Fetches): { newKeys: Float32Array[]; newValues: Float32Array[] } {
     const newKeys: Float32Array[] = [], newValues: Float32Array[] = [];
-    for (let l = 0; l < this.nLayers; l++) {
+    const first = this.opts.firstLayer ?? 0;
+    for (let l = first; l < first + this.nLayers; l++) {
       newKeys.push(f32Data(out[names.presentKey(l)]));
       newValues.push(f32Data(out[names.presentValue(l)]));
     }

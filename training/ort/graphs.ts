@@ -3,6 +3,7 @@
  * `Tape.backward`, built into one graph with inputs = parameters + batch and outputs = loss +
  * one gradient per parameter (`grad.<name>`). A `GradSession` runs one on onnxruntime.
  */
+import { earlyExitLoss } from '../early-exit.ts';
 import { availableParallelism } from 'node:os';
 import type { ModelConfig } from '../../src/model/config.ts';
 import { eagleHeadForward, lmHead, llamaForward } from '../../src/model/definition.ts';
@@ -40,14 +41,17 @@ function finish(t: Tape, g: GraphBuilder, loss: Val, params: Map<string, number[
  * `labels` (next tokens) and `positions` [B*T] int64, `mask` [T, T] additive, `rowWeight` [B*T].
  * Outputs: `loss` (mean cross-entropy) and, with `withGrads`, the gradients.
  */
-export function targetTrainGraph(cfg: ModelConfig, B: number, T: number, withGrads = true): TrainGraph {
+export function targetTrainGraph(cfg: ModelConfig, B: number, T: number, withGrads = true, earlyExit = 0): TrainGraph {
   const g = new GraphBuilder('eaglet_train_target'), t = new Tape(g), N = B * T;
   const shapes = expectedShapes(cfg);
   const ops = new TapeOps(t, paramLookup(t, shapes), B, Math.max(T, cfg.maxSeqLen));
   const ids = t.input('ids', 'int64', [N]), labels = t.input('labels', 'int64', [N]), positions = t.input('positions', 'int64', [N]);
   const mask = t.input('mask', 'float32', [T, T]), rowWeight = t.input('rowWeight', 'float32', [N]);
-  const { logits } = llamaForward(ops, cfg, { ids, positions, mask, past: null });
-  return finish(t, g, nextTokenLoss(t, logits, labels, rowWeight), shapes, withGrads);
+  const { logits, hiddens } = llamaForward(ops, cfg, { ids, positions, mask, past: null });
+  const final = nextTokenLoss(t, logits, labels, rowWeight);
+  // earlyExit > 0: LayerSkip-style next-token loss at every layer's normed hidden state (training/early-exit.ts).
+  const early = earlyExitLoss(ops, cfg, hiddens, earlyExit, (l) => nextTokenLoss(t, l, labels, rowWeight), (x, w) => t.scale(x, w));
+  return finish(t, g, early ? t.add(final, early) : final, shapes, withGrads);
 }
 
 /** Weights of the EAGLE-1 draft loss. */

@@ -24,8 +24,9 @@ export class OrtTargetSteps {
     for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) this.mask[i * T + j] = MASK_NEG;
   }
 
-  static async create(cfg: ModelConfig, B: number, T: number, threads?: number): Promise<OrtTargetSteps> {
-    return new OrtTargetSteps(await GradSession.create(targetTrainGraph(cfg, B, T, true), threads), await GradSession.create(targetTrainGraph(cfg, B, T, false), threads), B, T);
+  /** @param earlyExit the early-exit loss weight of training steps (evaluation is the final layer's loss alone). */
+  static async create(cfg: ModelConfig, B: number, T: number, threads?: number, earlyExit = 0): Promise<OrtTargetSteps> {
+    return new OrtTargetSteps(await GradSession.create(targetTrainGraph(cfg, B, T, true, earlyExit), threads), await GradSession.create(targetTrainGraph(cfg, B, T, false), threads), B, T);
   }
 
   /** Feeds for `ids`/`labels` [b*T], b <= B windows; the rest is padding. */

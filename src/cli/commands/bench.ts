@@ -9,19 +9,22 @@ import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { checkSelfDraftFlags, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
+
+const POLICIES_DEFAULT = 'default,static,threshold,adaedl,heuristic,goodput';
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   ...TREE_FLAGS,
   THREADS_FLAG,
-  { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" (required with --model)' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random|self', help: 'EAGLE draft head directory, "random", or "self" (no head: every policy drafts with the target\'s own early layers) (required with --model)' },
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
   { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
-  { flag: 'policies', type: 'string', default: 'default,static,threshold,adaedl,heuristic,goodput', meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags' },
+  { flag: 'policies', type: 'string', default: POLICIES_DEFAULT, meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags; self-drafting: del, exit-E (default with --draft self: del and every exit-E)' },
   { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'timed passes over the prompts' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
   ...GENERATION_FLAGS,
@@ -42,23 +45,36 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
   flags: FLAGS,
   async run(f) {
     const embedded = f.model === undefined;
-    if (embedded && f.draft !== undefined) throw new UsageError('--draft', 'needs --model (without both, bench uses the embedded default pair)');
-    if (!embedded && !f.draft) throw new UsageError('--draft', 'is required with --model (a draft head directory, or "random")');
+    if (embedded && f.draft !== undefined && f.draft !== 'self') throw new UsageError('--draft', 'needs --model (without both, bench uses the embedded default pair)');
+    if (!embedded && !f.draft) throw new UsageError('--draft', 'is required with --model (a draft head directory, "random", or "self")');
+    checkSelfDraftFlags(f);
     if (embedded && f.prompts === undefined && f.randomPrompts === undefined) f.prompts = DEFAULT_PATHS.heldoutPrompts;
     if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
-    const specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    let specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
+    const selfOnly = f.draft === 'self';
 
     const g = await withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
       tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number,
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
+    let ownSelf: SelfDrafter | undefined;
     try {
-      const tree = g.generator.parts.drafter!.shape;
+      const tree = g.generator.drafter.shape;
+      const L = g.model.config.nLayers;
+      // With --draft self and the default list: DEL and every static exit.
+      if (selfOnly && f.policies === POLICIES_DEFAULT) specs = ['del', ...Array.from({ length: L - 1 }, (_, i) => `exit-${i + 1}`)];
+      for (const spec of specs) if (selfOnly && /^(ldlp|specdec)/.test(policyName(spec))) throw new UsageError('--policies', `${spec} needs an EAGLE head (--draft PATH)`);
+      // Self-drafting policies share one SelfDrafter (its sessions are built per exit layer on first use).
+      const self = selfOnly ? (g.generator.drafter as SelfDrafter) : specs.some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self') ? (ownSelf = new SelfDrafter(g.generator.parts.target, g.model.weights, tree, { session: { threads: f.threads as number } })) : undefined;
       // Built after loading: trained predictors read the target's embeddings. `default` is the
       // loaded generator's own policy: exactly what `generate` would use.
-      const policies = specs.map((spec) => ({ label: spec, policy: spec === 'default' ? g.generator.policy : createPolicy(spec, { tree, target: g.model }, f) }));
+      const policies = specs.map((spec) => {
+        if (spec === 'default') return { label: spec, policy: g.generator.policy };
+        const isSelf = selfOnly || policyEntry(policyName(spec)).drafter === 'self';
+        return { label: spec, policy: createPolicy(spec, { tree, target: g.model, nLayers: L }, f), drafter: isSelf ? self : undefined };
+      });
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
         ? readPrompts(f.prompts as string, g.encode)
@@ -76,6 +92,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       process.stdout.write(comparisonMarkdown(c) + `\nWrote ${files.join(', ')}\n`);
       if (!c.lossless) process.exitCode = 1;
     } finally {
+      await ownSelf?.dispose();
       await g.dispose();
     }
   },

@@ -7,7 +7,7 @@ import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { checkSelfDraftFlags, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -15,7 +15,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompt', type: 'string', meta: 'TEXT', help: 'prompt text (needs a tokenizer; BOS added if the tokenizer has one)' },
   { flag: 'prompt-ids', type: 'ints', meta: 'IDS', help: 'prompt as token ids, e.g. 1,2,3 (fed as given: no BOS added)' },
   ...GENERATION_FLAGS,
-  { flag: 'draft', type: 'string', meta: 'PATH|random', help: 'EAGLE draft head directory, or "random" for an untrained head: enables speculative decoding' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random|self', help: 'EAGLE draft head directory, "random" for an untrained head, or "self" to draft with the target\'s own early layers (DEL: exit layer and length chosen per round): enables speculative decoding' },
+  { flag: 'exit-layer', type: 'int', meta: 'E', help: 'self-drafting from the target\'s first E layers every round (static exit, 1..L-1; implies --draft self)' },
   { flag: 'spec', type: 'bool', help: 'speculate when a draft head is given (the default; --no-spec forces plain decoding)' },
   ...TREE_FLAGS,
   { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
@@ -45,14 +46,17 @@ export const generate = defineCommand({
     if (f.prompt === '') throw new UsageError('--prompt', 'is empty');
     const tree = treeFromFlags(f);
     const draft = f.spec === false ? null : (f.draft as string | undefined); // undefined: the default's head, if any
+    const exitLayer = f.spec === false ? undefined : (f.exitLayer as number | undefined);
+    checkSelfDraftFlags(f);
     // Options that only mean something while speculating: without a head they would silently decode plainly.
-    const noHead = draft === null || (f.model !== undefined && draft === undefined);
+    const noHead = draft === null || (f.model !== undefined && draft === undefined && exitLayer === undefined);
     for (const [flag, given] of [['--policy', f.policy !== undefined], ['--ldlp', f.ldlp !== undefined], ['--spec', f.spec === true]] as const) {
-      if (given && noHead) throw new UsageError(flag, draft === null ? 'contradicts --no-spec' : 'needs a draft head (--draft DIR or --draft random)');
+      if (given && noHead) throw new UsageError(flag, draft === null ? 'contradicts --no-spec' : 'needs a draft head (--draft DIR, random or self)');
     }
     const g = await withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined,
-      policy: f.policy !== undefined ? ({ model, tree: shape }) => createPolicy(f.policy as string, { tree: shape, target: model }, f) : undefined,
+      policy: f.policy !== undefined ? ({ model, tree: shape }) => createPolicy(f.policy as string, { tree: shape, target: model, nLayers: model.config.nLayers }, f) : undefined,
+      exitLayer,
       tokenizer: f.tokenizer as string | undefined,
       draft,
       ldlp: f.ldlp as string | undefined,

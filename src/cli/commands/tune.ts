@@ -46,7 +46,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
   async run(f) {
     const embedded = f.model === undefined;
     if (!embedded && f.draft === undefined) throw new UsageError('--draft', 'is required with --model');
-    if (f.draft === 'random') throw new UsageError('--draft', 'tune needs a trained head directory, not "random"');
+    if (f.draft === 'random' || f.draft === 'self') throw new UsageError('--draft', `tune needs a trained head directory, not "${f.draft as string}"`);
     const draft = (f.draft as string | undefined) ?? DEFAULT_PATHS.draft;
     const promptsFile = (f.prompts as string | undefined) ?? (embedded ? DEFAULT_PATHS.tunePrompts : undefined);
     if (!promptsFile) throw new UsageError('--prompts', 'is required with --model');
@@ -56,7 +56,8 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
     const g = await loadGenerator({ model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft, tree: { topK: K, maxDepth: D, totalTokens: N }, threads, tuning: false, policy: undefined });
     try {
       const { target, drafter } = g.generator.parts;
-      const session = drafter!.session;
+      // tune measures an EAGLE head (--draft self is refused above).
+      const session = (drafter as EagleDrafter).session;
       const prompts = readPrompts(promptsFile, g.encode);
       const say = (line: string) => process.stderr.write(`${line}\n`);
 

@@ -1,0 +1,76 @@
+/**
+ * What the decoding loop holds: "a drafter". The EAGLE head (eagle-drafter.ts), the target's
+ * own early layers (self-drafter.ts) and no drafter at all (plain decoding) implement it, and
+ * the loop never asks which one it has.
+ *
+ * A round, as the loop drives it:
+ *   draft    grow a tree from the root (skipped when the plan's depth is 0)
+ *   verify   one pass giving the target's logits and features for every tree node, with the
+ *            nodes' K/V rows staged after the cache's committed prefix (row i = node i), so
+ *            the loop's `cache.keep(path)` commits the accepted ones
+ *   settle   after the commit: what the round taught the drafter, passed on to the policy
+ */
+import type { VerifyTree, Acceptance } from '../../trees/index.ts';
+import type { KVCache } from '../runtime/kv-cache.ts';
+import type { TargetSession } from '../runtime/target.ts';
+import type { LengthPolicy, RoundNotes, RoundPlan } from '../policies/policy.ts';
+import type { History } from './history.ts';
+
+export interface TreeShape {
+  /** Children per expanded node and nodes expanded per depth (EAGLE's top_k). */
+  topK: number;
+  /** Deepest tree a round may draft. */
+  maxDepth: number;
+  /** Most drafted tokens verified per round. */
+  totalTokens: number;
+}
+
+/** The verification pass's output for the tree's nodes. */
+export interface Verified {
+  /** [n, V] */
+  logits: Float32Array;
+  /** Final-norm hidden states [n, d]. */
+  features: Float32Array;
+}
+
+export interface Drafter {
+  /** Bounds of the trees it drafts (maxDepth 0: never drafts). */
+  readonly shape: TreeShape;
+  /** Draft passes run (cumulative). */
+  readonly passes: number;
+  /** Before a generation: forget per-sequence state. */
+  reset(): void;
+  /**
+   * Drafts a tree rooted at `root` (position P = history.length = cache.length) of at most
+   * plan.depth levels, asking `policy` after each level whether to go deeper. May stage rows
+   * after the cache's committed prefix; never commits.
+   */
+  draft(history: History, root: number, plan: RoundPlan, policy: LengthPolicy, cache: KVCache): Promise<VerifyTree>;
+  /**
+   * The target's verification of `tree` (its own last draft, or a root-only tree) at
+   * `positions` [n]: stages every node's K/V rows (all layers) after the committed prefix.
+   */
+  verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array): Promise<Verified>;
+  /** After the accepted rows are committed: notes for the policy's `observe`. */
+  settle?(acc: Acceptance, tree: VerifyTree): Promise<RoundNotes | undefined>;
+}
+
+/** Verification by the full target in one pass: what every drafter that is not part of the target does. */
+export async function verifyWithTarget(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array): Promise<Verified> {
+  const out = await target.forward(cache, tree.tokens.subarray(0, tree.n), positions.subarray(0, tree.n), tree.mask);
+  cache.stage(out.newKeys, out.newValues, tree.n);
+  return out;
+}
+
+/** Plain decoding: drafts nothing, verifies the root with the full target. */
+export class NoDrafter implements Drafter {
+  readonly shape: TreeShape = { topK: 1, maxDepth: 0, totalTokens: 0 };
+  readonly passes = 0;
+  reset(): void {}
+  draft(): Promise<VerifyTree> {
+    throw new Error('NoDrafter drafts nothing (its maxDepth is 0)');
+  }
+  verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array): Promise<Verified> {
+    return verifyWithTarget(target, cache, tree, positions);
+  }
+}

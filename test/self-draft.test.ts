@@ -1,0 +1,232 @@
+/**
+ * Self-speculative decoding (the target's own early layers draft; DEL picks the exit):
+ * lossless like EAGLE (greedy and sampled, chain and tree, static exits and DEL), the shared
+ * K/V cache equals what the full target writes, the split graphs equal the float64 reference,
+ * the early-exit training loss equals its reference, and bad flags end with one clear line.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { loadGenerator } from '../src/api.ts';
+import type { ModelConfig } from '../src/model/config.ts';
+import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { KVCache } from '../src/runtime/kv-cache.ts';
+import { TargetSession } from '../src/runtime/target.ts';
+import { ExitSession, RestSession, ShadowSession } from '../src/runtime/exit-sessions.ts';
+import { SelfDrafter } from '../src/generate/self-drafter.ts';
+import { DelPolicy, ExitPolicy, tokensPerCost } from '../src/policies/del.ts';
+import { Acceptance, acceptGreedy } from '../trees/index.ts';
+import { History } from '../src/generate/history.ts';
+import { saveHfCheckpoint } from '../src/io/hf.ts';
+import { writeLlama2c } from '../src/io/llama2c.ts';
+import { referenceForward, visibility } from './support/reference.ts';
+import { expectClose, mismatch } from './support/model-arbs.ts';
+import { tinyConfig, treeShape } from './support/models.ts';
+
+/** Tiny targets with 2-4 layers (self-drafting needs an exit below the last layer). */
+const deepConfig = fc.tuple(tinyConfig(), fc.integer({ min: 2, max: 4 })).map(([c, L]) => ({ ...c, nLayers: L }));
+const prompt = (vocab: number) => fc.array(fc.integer({ min: 0, max: vocab - 1 }), { minLength: 1, maxLength: 10 });
+/** A static exit in 1..L-1 (as a fraction, mapped per config) or DEL. */
+const exitChoice = fc.oneof(fc.constant<number | undefined>(undefined), fc.double({ min: 0, max: 0.999, noNaN: true }));
+const exitOf = (cfg: ModelConfig, x: number | undefined) => (x === undefined ? undefined : 1 + Math.floor(x * (cfg.nLayers - 1)));
+
+test('greedy self-drafted output == greedy AR output (chain and tree, static exits and DEL)', async () => {
+  let accepted = 0, rounds = 0;
+  await fc.assert(
+    fc.asyncProperty(deepConfig, fc.integer({ min: 0, max: 1e6 }), treeShape, exitChoice, fc.integer({ min: 1, max: 40 }), async (cfg, seed, tree, x, maxNewTokens) => {
+      const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
+      const ar = await loadGenerator({ model, threads: 1 });
+      const self = await loadGenerator({ model, draft: 'self', exitLayer: exitOf(cfg, x), tree, threads: 1 });
+      try {
+        const ids = fc.sample(prompt(cfg.vocabSize), { seed, numRuns: 1 })[0];
+        const a = await ar.generate(ids, { maxNewTokens });
+        const s = await self.generate(ids, { maxNewTokens });
+        assert.deepEqual(s.ids, a.ids);
+        const drafted = s.stats.exitLayerHistogram.reduce((n, c) => n + (c ?? 0), 0);
+        assert.ok(drafted <= s.stats.rounds);
+        if (x !== undefined) assert.equal(s.stats.exitLayerHistogram[exitOf(cfg, x)!] ?? 0, drafted);
+        accepted += s.stats.roundTokens - s.stats.rounds;
+        rounds += s.stats.rounds;
+      } finally {
+        await ar.dispose();
+        await self.dispose();
+      }
+    }),
+    { numRuns: 30, seed: 41 },
+  );
+  assert.ok(accepted > 0 && accepted < rounds * 3, `accepted ${accepted} drafted tokens over ${rounds} rounds`);
+});
+
+test('sampled self-drafted output == sampled AR output with the same seed', async () => {
+  const sampling = fc.record({ temperature: fc.constantFrom(0.5, 1, 1.5), topK: fc.constantFrom(0, 3), topP: fc.constantFrom(1, 0.9), seed: fc.integer({ min: 0, max: 1e6 }) });
+  await fc.assert(
+    fc.asyncProperty(deepConfig, fc.integer({ min: 0, max: 1e6 }), treeShape, exitChoice, sampling, async (cfg, seed, tree, x, opts) => {
+      const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
+      const ar = await loadGenerator({ model, threads: 1 });
+      const self = await loadGenerator({ model, draft: 'self', exitLayer: exitOf(cfg, x), tree, threads: 1 });
+      try {
+        const ids = fc.sample(prompt(cfg.vocabSize), { seed, numRuns: 1 })[0];
+        assert.deepEqual((await self.generate(ids, { ...opts, maxNewTokens: 24 })).ids, (await ar.generate(ids, { ...opts, maxNewTokens: 24 })).ids);
+      } finally {
+        await ar.dispose();
+        await self.dispose();
+      }
+    }),
+    { numRuns: 15, seed: 42 },
+  );
+});
+
+test('near the context limit self-drafting shrinks and stops with reason "context", still lossless', async () => {
+  const cfg = { ...fc.sample(tinyConfig(24), { seed: 3, numRuns: 1 })[0], nLayers: 3 };
+  const model = { config: cfg, weights: randomWeights(cfg, 5, 3), source: 'hf' as const };
+  const ar = await loadGenerator({ model, threads: 1 });
+  const self = await loadGenerator({ model, draft: 'self', tree: { topK: 3, maxDepth: 5, totalTokens: 12 }, exitLayer: 1, threads: 1 });
+  try {
+    const a = await ar.generate([1, 2, 3, 4, 5], { maxNewTokens: 100, stopAtEos: false });
+    const s = await self.generate([1, 2, 3, 4, 5], { maxNewTokens: 100, stopAtEos: false });
+    assert.equal(s.stats.stopReason, 'context');
+    assert.deepEqual(s.ids, a.ids);
+  } finally {
+    await ar.dispose();
+    await self.dispose();
+  }
+});
+
+test('property: exit and rest graphs equal the float64 reference, and the shadow graph is its early exits', async () => {
+  await fc.assert(
+    fc.asyncProperty(deepConfig, fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 1, max: 8 }), fc.double({ min: 0, max: 0.999, noNaN: true }), async (cfg, seed, n, x) => {
+      const E = exitOf(cfg, x)!, w = randomWeights(cfg, seed, 2), d = cfg.dim, L = cfg.nLayers;
+      const ids = Array.from({ length: n }, (_, i) => (i * 5 + seed) % cfg.vocabSize), pos = ids.map((_, i) => i);
+      const full = referenceForward(cfg, w, ids, pos, visibility(0, n));
+      const early = referenceForward({ ...cfg, nLayers: E }, w, ids, pos, visibility(0, n)); // exit E = the first E layers + norm + head
+      const exit = await ExitSession.create(cfg, w, E, cfg.vocabSize, { threads: 1 });
+      const rest = await RestSession.create(cfg, w, E, { threads: 1 });
+      const shadow = await ShadowSession.create(cfg, w, { threads: 1 });
+      try {
+        const cache = new KVCache(L, cfg.nKvHeads, cfg.headDim, 32);
+        const a = await exit.forward(cache, ids, pos, undefined, 0);
+        const b = await rest.forward(cache, a.hidden, pos);
+        // Top-1 of the exit's log-softmax is the reference exit's argmax (up to float ties).
+        const V = cfg.vocabSize;
+        for (let t = 0; t < n; t++) {
+          const row = early.logits.subarray(t * V, (t + 1) * V), best = Math.max(...row);
+          assert.ok(row[a.topkIds[t * V]] >= best - 1e-4, `row ${t}: exit proposes ${a.topkIds[t * V]}`);
+        }
+        expectClose(
+          mismatch('logits', b.logits, full.logits), mismatch('features', b.features, full.features),
+          ...Array.from({ length: E }, (_, l) => mismatch(`keys[${l}]`, a.newKeys[l], early.keys[l])),
+          ...Array.from({ length: L - E }, (_, l) => mismatch(`keys[${E + l}]`, b.newKeys[l], full.keys[E + l])),
+          ...Array.from({ length: L - E }, (_, l) => mismatch(`values[${E + l}]`, b.newValues[l], full.values[E + l])),
+        );
+        // Shadow tokens of the exit's last residual = the exit's own top-1.
+        const last = new Float32Array(n * d);
+        for (let t = 0; t < n; t++) last.set(a.layerHidden.subarray((t * E + E - 1) * d, (t * E + E) * d), t * d);
+        const sh = await shadow.argmax(last, n);
+        for (let t = 0; t < n; t++) {
+          const row = early.logits.subarray(t * V, (t + 1) * V);
+          assert.ok(row[sh[t]] >= Math.max(...row) - 1e-4);
+        }
+      } finally {
+        await exit.dispose();
+        await rest.dispose();
+        await shadow.dispose();
+      }
+    }),
+    { numRuns: 20, seed: 43 },
+  );
+});
+
+test('property: the shared-cache verification (drafted early layers + rest) equals a full target pass over the same tree', async () => {
+  await fc.assert(
+    fc.asyncProperty(deepConfig, fc.integer({ min: 0, max: 1e6 }), treeShape, fc.double({ min: 0, max: 0.999, noNaN: true }), prompt(16), async (cfg, seed, tree, x, ids) => {
+      const E = exitOf(cfg, x)!, w = randomWeights(cfg, seed, 3), L = cfg.nLayers;
+      const target = await TargetSession.create(cfg, w, { threads: 1 });
+      const drafter = new SelfDrafter(target, w, tree, { exitLayer: E, session: { threads: 1 } });
+      try {
+        const cache = new KVCache(L, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen), history = new History(cfg.maxSeqLen, cfg.dim);
+        const pre = await target.forward(cache, ids, ids.map((_, i) => i));
+        cache.append(pre.newKeys, pre.newValues, ids.length);
+        const P = cache.length;
+        const t = await drafter.draft(history, ids[0], { depth: tree.maxDepth, totalTokens: tree.totalTokens }, new ExitPolicy(L, tree.totalTokens, { at: E }), cache);
+        const positions = Int32Array.from({ length: t.n }, (_, i) => P + t.depths[i]);
+        const got = await drafter.verify(target, cache, t, positions);
+        const staged = Array.from({ length: L }, (_, l) => [cache.keys[l].slice(P * cache.rowSize, (P + t.n) * cache.rowSize), cache.values[l].slice(P * cache.rowSize, (P + t.n) * cache.rowSize)]);
+        const want = await target.forward(cache, t.tokens.subarray(0, t.n), positions, t.mask);
+        expectClose(
+          mismatch('logits', got.logits, want.logits), mismatch('features', got.features, want.features),
+          ...Array.from({ length: L }, (_, l) => mismatch(`keys[${l}]`, staged[l][0], want.newKeys[l])),
+          ...Array.from({ length: L }, (_, l) => mismatch(`values[${l}]`, staged[l][1], want.newValues[l])),
+        );
+        // settle: the exit layer that drafted is reported; shadows only when asked.
+        const acc = acceptGreedy(t, Array.from({ length: t.n }, () => -1), new Acceptance(t.depth));
+        assert.deepEqual(await drafter.settle(acc), { exitLayer: E });
+      } finally {
+        await drafter.dispose();
+        await target.dispose();
+      }
+    }),
+    { numRuns: 20, seed: 44 },
+  );
+});
+
+test('DEL: tokens per layer, exit choice follows the estimates, no speculation when no exit pays', () => {
+  assert.equal(tokensPerCost(0.5, 2, 0, 8), 1 / 8);
+  assert.ok(Math.abs(tokensPerCost(0.5, 2, 3, 8) - (1 - 0.5 ** 4) / 0.5 / (3 * 2 + 8)) < 1e-12);
+  const p = new DelPolicy(8, 8, { probeEvery: 1000 });
+  const state = { position: 10, lastFeature: new Float32Array(4), rootToken: 0, maxDepth: 6 };
+  // Exit 6 agrees always, the rest never: DEL drafts the full depth there.
+  const m = new Int32Array(9);
+  m[6] = m[7] = 50;
+  for (let i = 0; i < 20; i++) p.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 6, exitMatches: m, shadowRows: 50 } });
+  assert.deepEqual(p.plan(state), { depth: 6, totalTokens: 8, exitLayer: 6, shadows: true });
+  // Nothing agrees: plain decoding, until a probe round.
+  m.fill(0);
+  for (let i = 0; i < 40; i++) p.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 6, exitMatches: m, shadowRows: 50 } });
+  assert.equal(p.plan(state).depth, 0);
+  const probing = new DelPolicy(8, 8, { probeEvery: 3 });
+  for (let i = 0; i < 40; i++) probing.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 2, exitMatches: m, shadowRows: 50 } });
+  const depths = Array.from({ length: 6 }, () => probing.plan(state).depth);
+  assert.deepEqual(depths, [0, 0, 1, 0, 0, 1]);
+});
+
+test('--draft self runs and is lossless on random HF and llama2.c checkpoints; bad exit flags end with one clear line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-self-'));
+  const cfg = makeConfig({ vocabSize: 40, dim: 16, nLayers: 3, nHeads: 2, maxSeqLen: 48, eosTokenIds: [] });
+  const w = randomWeights(cfg, 7, 3);
+  saveHfCheckpoint(join(dir, 'hf'), cfg, w);
+  writeLlama2c(join(dir, 'm.bin'), { ...cfg, tieEmbeddings: true }, w);
+  const eaglet = (...args: string[]) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { encoding: 'utf8' });
+    return { code: r.status, out: r.stdout, err: r.stderr };
+  };
+  for (const model of [join(dir, 'hf'), join(dir, 'm.bin')]) {
+    const base = ['generate', '--model', model, '--prompt-ids', '1,2,3', '--max-new-tokens', '20', '--json'];
+    const ar = JSON.parse(eaglet(...base).out);
+    for (const extra of [['--draft', 'self'], ['--exit-layer', '2', '--tree-top-k', '1'], ['--draft', 'self', '--policy', 'exit-1']]) {
+      const r = eaglet(...base, ...extra);
+      assert.equal(r.code, 0, r.err);
+      const s = JSON.parse(r.out);
+      assert.deepEqual(s.ids, ar.ids, `${model} ${extra.join(' ')}`);
+      assert.ok(s.stats.draftPasses > 0);
+    }
+  }
+  const hf = join(dir, 'hf');
+  const bad: [string[], RegExp][] = [
+    [['--exit-layer', '0'], /--exit-layer.*1\.\.2/],
+    [['--exit-layer', '3'], /--exit-layer.*1\.\.2/],
+    [['--draft', 'self', '--ldlp', 'x'], /--ldlp.*EAGLE head/],
+    [['--draft', 'random', '--exit-layer', '1'], /--exit-layer.*EAGLE head/],
+    [['--draft', 'random', '--policy', 'del'], /--policy.*--draft self/],
+    [['--draft', 'self', '--policy', 'exit-3'], /exit.*1\.\.2/],
+  ];
+  for (const [extra, msg] of bad) {
+    const r = eaglet('generate', '--model', hf, '--prompt-ids', '1,2', ...extra);
+    assert.notEqual(r.code, 0, extra.join(' '));
+    assert.match(r.err, msg);
+    assert.equal(r.err.trim().split('\n').length, 1, `one line: ${r.err}`);
+  }
+});
