@@ -2,7 +2,7 @@
 import { DEFAULT_TREE } from '../api.ts';
 import { DEFAULT_MODEL_TREE } from '../default-model.ts';
 import { DEFAULT_THREADS } from '../runtime/ort.ts';
-import { TREE_LIMITS, type TreeShape } from '../generate/eagle-drafter.ts';
+import { checkTree, TREE_LIMITS, type TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
 import { camel, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { policyEntry } from '../policies/registry.ts';
@@ -33,16 +33,28 @@ export function treeFromFlags(f: Parsed): Partial<TreeShape> {
 /** The tree options' flags, for errors about a tree shape (checkTree). */
 export const TREE_FLAG_NAMES: Record<keyof TreeShape, string> = { topK: '--tree-top-k', maxDepth: '--depth', totalTokens: '--total-tokens' };
 
-/** Runs `load`, renaming a library tree-shape error (`tree.totalTokens`) to the flag that set it. */
-export async function withTreeFlags<T>(load: () => Promise<T>): Promise<T> {
+/**
+ * Runs `load` (which builds a generator), renaming a library tree-shape error (`tree.totalTokens`)
+ * to the flag that set it, then checks that the loaded drafter's tree can reach its depth.
+ */
+export async function withTreeFlags<T extends { generator: { parts: { drafter?: { shape: TreeShape } } }; dispose(): Promise<void> }>(load: () => Promise<T>): Promise<T> {
+  let g: T;
   try {
-    return await load();
+    g = await load();
   } catch (e) {
     if (!(e instanceof UsageError) || !e.flag.startsWith('tree.') || !(e.flag.slice(5) in TREE_FLAG_NAMES)) throw e;
     const key = e.flag.slice(5) as keyof TreeShape;
     const names = Object.entries(TREE_FLAG_NAMES).reduce((m, [k, flag]) => m.replaceAll(`tree.${k}`, flag), e.message.slice(e.flag.length + 2));
     throw new UsageError(TREE_FLAG_NAMES[key], names);
   }
+  const shape = g.generator.parts.drafter?.shape;
+  try {
+    if (shape && shape.maxDepth > 0) checkTree(shape, TREE_FLAG_NAMES, true);
+  } catch (e) {
+    await g.dispose();
+    throw e;
+  }
+  return g;
 }
 
 /** The files of a list flag: comma-separated in its value, plus the positional arguments after it (shell globs). */

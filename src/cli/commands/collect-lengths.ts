@@ -44,7 +44,7 @@ export const collectLengthsCommand = defineCommand({
     if (promptLen + maxNew > model.config.maxSeqLen) throw new UsageError('--max-new-tokens', `prompt ${promptLen} + ${maxNew} new tokens exceed the model's context of ${model.config.maxSeqLen}`);
     const prompts = chunkDocuments(readCorpus(files, model.config.vocabSize, encode), promptLen).slice(0, f.maxPrompts as number);
     const tree = { maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number };
-    checkTree(tree, TREE_FLAG_NAMES);
+    checkTree(tree, TREE_FLAG_NAMES, true);
     const r = await collectLengths({
       model, draft: f.draft as string, tree, prompts, maxNewTokens: maxNew, out: f.out as string,
       temperature: f.temperature as number, seed: f.seed as number, threads: f.threads as number, modelSource: f.model as string,
