@@ -44,7 +44,7 @@ const draft = await DraftSession.create(head.config, head.weights, model.config,
 const prompts = readPrompts(f.prompts as string, textEncoder(model.tokenizer)).slice(0, f.maxPrompts as number);
 const policies = shapes.map((s) => ({
   label: `k${s.topK} d${s.maxDepth} n${s.totalTokens}`,
-  policy: new StaticPolicy(s.maxDepth, s.totalTokens),
+  create: () => new StaticPolicy(s.maxDepth, s.totalTokens),
   drafter: new EagleDrafter(draft, s, model.config.maxSeqLen),
 }));
 const c = await comparePolicies({

@@ -9,7 +9,7 @@
  * await g.dispose();
  * ```
  */
-import { UsageError } from './errors.ts';
+import { StateError, UsageError } from './errors.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './io/load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
@@ -84,6 +84,8 @@ export interface LoadedGenerator {
   readonly model: LoadedModel;
   readonly tokenizer?: Tokenizer;
   readonly generator: Generator;
+  /** A fresh instance of the generator's policy (the same instance when one was passed in as an object). */
+  newPolicy(): LengthPolicy;
   /** What loading decided that a user should know (a tuning file applied, or why one was not). */
   readonly notes: string[];
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
@@ -164,9 +166,13 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
   }
   // Given options first, then the tuning file's policy, then the embedded default's.
-  const tunedPolicy = tuning && options.policy === undefined && options.ldlp === undefined && drafter ? createPolicy(tuning.policy, { tree, target: model }) : undefined;
-  const policy = tunedPolicy ?? (typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined));
-  const generator = new Generator({ target, drafter, policy: policy ?? selfPolicy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined) });
+  // A function, so `newPolicy` can make a fresh one (benchmarks time each run from a fresh state).
+  const makePolicy = (): LengthPolicy | undefined => {
+    const tunedPolicy = tuning && options.policy === undefined && options.ldlp === undefined && drafter ? createPolicy(tuning.policy, { tree, target: model }) : undefined;
+    const policy = tunedPolicy ?? (typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined));
+    return policy ?? selfPolicy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined);
+  };
+  const generator = new Generator({ target, drafter, policy: makePolicy() });
   // One throwaway round at load: ORT's first runs of a session are slow (allocations, kernel
   // set-up), and a user's first generation should not pay for them.
   await generator.generate([0], { maxNewTokens: 2, stopAtEos: false });
@@ -174,17 +180,27 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const encodeText = textEncoder(tokenizer);
   const encode = (prompt: string | number[]): number[] => (typeof prompt === 'string' ? encodeText(prompt) : prompt);
 
+  let disposed = false;
+  const live = () => {
+    if (disposed) throw new StateError('this generator was disposed: load a new one with loadGenerator()');
+  };
+
   async function* stream(prompt: string | number[], opts: StreamOptions = {}): AsyncGenerator<TextChunk, GenerationStats> {
+    live();
     const streamer = tokenizer ? new TextStreamer(tokenizer) : undefined;
     const it = generator.stream(encode(prompt), opts);
-    for (;;) {
-      const r = await it.next();
-      if (r.done) {
-        const tail = streamer?.flush() ?? '';
-        if (tail) yield { ids: [], fromDraft: [], text: tail };
-        return r.value;
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (r.done) {
+          const tail = streamer?.flush() ?? '';
+          if (tail) yield { ids: [], fromDraft: [], text: tail };
+          return r.value;
+        }
+        yield { ...r.value, text: streamer?.push(r.value.ids) ?? '' };
       }
-      yield { ...r.value, text: streamer?.push(r.value.ids) ?? '' };
+    } finally {
+      await it.return(undefined as never); // a consumer that stops early frees the generator
     }
   }
 
@@ -195,11 +211,15 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     notes,
     encode,
     stream,
+    newPolicy: () => makePolicy() ?? generator.policy,
     async generate(prompt, opts = {}) {
+      live();
       const r = await generator.generate(encode(prompt), opts);
       return { ...r, text: tokenizer?.decode(r.ids) };
     },
     async dispose() {
+      if (disposed) return;
+      disposed = true;
       await target.dispose();
       await draftSession?.dispose();
       await selfDrafter?.dispose();

@@ -36,6 +36,9 @@ export class UsageError extends EagletError {
   }
 }
 
+/** A generator used wrongly in time: a second generation while one runs, or any use after dispose(). */
+export class StateError extends EagletError {}
+
 /** An optional package a feature needs is not installed (training needs TensorFlow.js). */
 export class MissingPackageError extends EagletError {
   constructor(readonly pkg: string, feature: string, install = pkg) {

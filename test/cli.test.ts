@@ -147,7 +147,7 @@ test('generate: the text alone on stdout (stats line on stderr); --show-drafts c
   assert.doesNotMatch(r.out, /tokens in/);
   assert.equal(r.out.trim().split(/\s+/).length, 8, r.out);
   assert.match(r.err, /--show-drafts: no colour/);
-  assert.match(r.err, /^\[8 tokens in .* target passes, stop: max-new-tokens\]$/m);
+  assert.match(r.err, /^\[8 tokens in .*; stop: max-new-tokens\]$/m);
   assert.equal(useColour({ isTTY: true }, {}), true);
   assert.equal(useColour({ isTTY: true }, { NO_COLOR: '1' }), false);
   assert.equal(useColour({ isTTY: false }, {}), false);

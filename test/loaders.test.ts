@@ -210,7 +210,8 @@ test('llama2.c write/read round trip (shared and separate classifier, GQA)', () 
         const w = randomWeights(cfg, seed);
         writeLlama2c(path, cfg, w);
         const back = readLlama2c(path);
-        assert.deepEqual(back.config, { ...cfg, normEps: 1e-5, ropeTheta: 10000, bosTokenId: 1, eosTokenIds: [2] });
+        // BOS ends a sequence too, as in llama2.c's run.c.
+        assert.deepEqual(back.config, { ...cfg, normEps: 1e-5, ropeTheta: 10000, bosTokenId: 1, eosTokenIds: [2, 1] });
         assertWeightsEqual(w, back.weights);
         rmSync(path);
       },

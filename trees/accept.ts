@@ -9,7 +9,8 @@
  * from the target distribution given the tokens before it, which is how plain autoregressive
  * sampling produces it. The draft only decides how many of those draws one target pass can
  * serve. So with the same seeded RNG, consumed once per emitted token in the same way,
- * speculative sampling reproduces autoregressive sampling token for token.
+ * speculative sampling reproduces autoregressive sampling token for token, up to float32
+ * rounding between pass shapes at near-ties (src/generate/near-tie.ts).
  */
 import type { VerifyTree } from './verify-tree.ts';
 

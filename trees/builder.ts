@@ -43,9 +43,10 @@ export interface Frontier {
   /** Cumulative value of each node, descending: values[0] is the best, for confidence policies. */
   readonly values: Float64Array; // [k], count valid
   /**
-   * Entropy (nats) of the draft distribution that proposed each node (its parent's row), for
-   * entropy policies (AdaEDL). Estimated from the row's top-k with the remaining mass lumped as
-   * one outcome, so it is a lower bound on the full-vocabulary entropy. 0 at depth 0.
+   * Entropy (nats) of the draft distribution that proposed each node (its parent's row): the
+   * full-vocabulary entropy when `expand` was given it (the draft graph computes it), else an
+   * estimate from the row's top-k with the remaining mass lumped as one outcome (a lower bound,
+   * at most ln(k+1)). 0 at depth 0.
    */
   readonly entropies: Float64Array; // [k], count valid
   /**
@@ -163,8 +164,9 @@ export class TreeBuilder {
    * those children by value, ties to the earlier-scored child.
    * @param topkIds the draft's top-k tokens for each frontier row, in frontier order. [F, k]
    * @param topkLogProbs their log-probabilities (<= 0; tiny positive rounding noise counts as 0). [F, k]
+   * @param entropies full-vocabulary entropy of each frontier row, if known. [F]
    */
-  expand(topkIds: ArrayLike<number>, topkLogProbs: ArrayLike<number>): void {
+  expand(topkIds: ArrayLike<number>, topkLogProbs: ArrayLike<number>, entropies?: ArrayLike<number>): void {
     const k = this.topK, fr = this.fr, F = fr.count;
     if (!this.canExpand) throw new RangeError(`TreeBuilder.expand: frontier already at maxDepth ${this.maxDepth}`);
     if (topkIds.length < F * k || topkLogProbs.length < F * k) {
@@ -174,7 +176,7 @@ export class TreeBuilder {
     const base = this.nCand;
     for (let i = 0; i < F; i++) {
       const parent = frontierNodes[i], pv = candValue[parent];
-      this.rowEntropy[i] = topkEntropy(topkLogProbs, i * k, k);
+      this.rowEntropy[i] = entropies ? entropies[i] : topkEntropy(topkLogProbs, i * k, k);
       for (let j = 0; j < k; j++) {
         const lp = topkLogProbs[i * k + j];
         if (Number.isNaN(lp)) throw new RangeError(`TreeBuilder.expand: log-prob [${i}, ${j}] is NaN`);

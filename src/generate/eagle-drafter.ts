@@ -72,14 +72,14 @@ export class EagleDrafter implements Drafter {
    * builder, cut to the tree's top-k when the session returns more (one session can serve
    * several tree shapes).
    */
-  private expand(ids: Int32Array, logProbs: Float32Array, from: number, n: number): void {
-    const K = this.session.topK, k = this.shape.topK;
-    if (K === k) return this.builder.expand(ids.subarray(from * K, (from + n) * K), logProbs.subarray(from * K, (from + n) * K));
+  private expand(ids: Int32Array, logProbs: Float32Array, entropy: Float32Array, from: number, n: number): void {
+    const K = this.session.topK, k = this.shape.topK, h = entropy.subarray(from, from + n);
+    if (K === k) return this.builder.expand(ids.subarray(from * K, (from + n) * K), logProbs.subarray(from * K, (from + n) * K), h);
     for (let r = 0; r < n; r++) {
       this.topIds.set(ids.subarray((from + r) * K, (from + r) * K + k), r * k);
       this.topLogProbs.set(logProbs.subarray((from + r) * K, (from + r) * K + k), r * k);
     }
-    this.builder.expand(this.topIds.subarray(0, n * k), this.topLogProbs.subarray(0, n * k));
+    this.builder.expand(this.topIds.subarray(0, n * k), this.topLogProbs.subarray(0, n * k), h);
   }
 
   /**
@@ -100,7 +100,9 @@ export class EagleDrafter implements Drafter {
     const committed = cache.length;
 
     builder.reset(root);
-    this.expand(first.topkIds, first.topkLogProbs, rows - 1, 1);
+    const keep = (h: Float32Array) => policy.keepLevel?.(builder.frontier, h) ?? true;
+    if (!keep(first.entropy.subarray(rows - 1, rows))) return this.stop(committed);
+    this.expand(first.topkIds, first.topkLogProbs, first.entropy, rows - 1, 1);
     let hidden = first.hidden.subarray((rows - 1) * d, rows * d); // [F_prev, d]
     while (builder.frontier.depth < plan.depth && builder.canExpand && (policy.continueDrafting?.(builder.frontier, hidden) ?? true)) {
       const fr = builder.frontier, F = fr.count;
@@ -112,11 +114,17 @@ export class EagleDrafter implements Drafter {
       const out = await session.forward(cache, fr.tokens.subarray(0, F), this.frontierFeatures, this.positions.subarray(0, F), fr.draftMask);
       this.passes++;
       cache.append(out.newKeys, out.newValues, F);
-      this.expand(out.topkIds, out.topkLogProbs, 0, F);
+      if (!keep(out.entropy)) break;
+      this.expand(out.topkIds, out.topkLogProbs, out.entropy, 0, F);
       hidden = out.hidden;
     }
-    cache.truncate(committed);
-    return builder.finish(Math.min(plan.totalTokens, builder.totalTokens));
+    return this.stop(committed, plan.totalTokens);
+  }
+
+  /** Drops the round's staged rows and returns the tree drafted so far. */
+  private stop(committed: number, totalTokens = 0): VerifyTree {
+    this.cache.truncate(committed);
+    return this.builder.finish(Math.min(totalTokens, this.builder.totalTokens));
   }
 
   /** The full target verifies: the head is not part of it. */

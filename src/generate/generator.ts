@@ -8,14 +8,15 @@
  *            sample): descend while a child matches, else that draw is the bonus token
  *   commit   keep the accepted rows of the target K/V cache, record their features
  *
- * Every emitted token is one draw from the target at the right prefix, so output equals plain
- * decoding token for token, greedy or sampled with the same seed.
+ * Every emitted token is one draw from the target at the right prefix: lossless in
+ * distribution. With the same seed the ids equal plain decoding's except where float32 rounding
+ * between pass shapes decides a near-tie (see near-tie.ts).
  */
 import { Acceptance, acceptSampled, VerifyTree } from '../../trees/index.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetSession } from '../runtime/target.ts';
-import { UsageError } from '../errors.ts';
+import { StateError, UsageError } from '../errors.ts';
 import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
 import { NoDrafter, type Drafter } from './drafter.ts';
 import { History } from './history.ts';
@@ -52,6 +53,7 @@ export class Generator {
   private rootOnly = new VerifyTree(1, 0);
   private acceptance: Acceptance;
   private positions: Int32Array; // [context] scratch
+  private running = false;
 
   constructor(readonly parts: GeneratorParts) {
     this.cfg = parts.target.cfg;
@@ -66,8 +68,22 @@ export class Generator {
     this.rootOnly.parents[0] = -1;
   }
 
-  /** Generates after `prompt` (token ids, fed as given), yielding each round's tokens. */
+  /**
+   * Generates after `prompt` (token ids, fed as given), yielding each round's tokens. One
+   * generation at a time: the history and caches are the generator's own, so a second call
+   * while a stream is unfinished fails at once (finish it, or `return()` it, first).
+   */
   async *stream(prompt: ArrayLike<number>, options: StreamOptions = {}): AsyncGenerator<GenerationChunk, GenerationStats> {
+    if (this.running) throw new StateError('this generator is already generating: one generation at a time per generator (await the previous generate(), finish or return() its stream, or load another generator)');
+    this.running = true;
+    try {
+      return yield* this.run(prompt, options);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async *run(prompt: ArrayLike<number>, options: StreamOptions = {}): AsyncGenerator<GenerationChunk, GenerationStats> {
     const { signal, ...rest } = options;
     const opts = resolveGenerationOptions(rest);
     const { target } = this.parts;
@@ -174,21 +190,6 @@ export class Generator {
       stats.ms.total = performance.now() - t0;
     }
     return stats;
-  }
-
-  /**
-   * Median wall ms of a plain decoding step (one target pass of one token) at the current
-   * context, over `n` passes that are not committed: what a round saves is measured against it.
-   */
-  async arStepMs(n = 5): Promise<number> {
-    const { target } = this.parts, P = Math.min(this.cache.length, this.cfg.maxSeqLen - 1);
-    const times: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      await target.forward(this.cache, [this.history.tokens[P]], [P]);
-      times.push(performance.now() - t0);
-    }
-    return times.sort((a, b) => a - b)[n >> 1];
   }
 
   /** Non-streaming: collects `stream`. */

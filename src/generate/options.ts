@@ -18,7 +18,7 @@ export const GENERATION_FLAGS: FlagSpec[] = [
   { flag: 'top-k', type: 'int', min: 0, default: 0, meta: 'K', help: 'sample from the K most likely tokens; 0 = all' },
   { flag: 'top-p', type: 'number', above: 0, max: 1, default: 1, meta: 'P', help: 'nucleus sampling mass in (0, 1]' },
   { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'random seed: same seed, same output' },
-  { flag: 'stop-at-eos', type: 'bool', default: true, help: 'stop at the end-of-sequence token (--no-stop-at-eos to disable)' },
+  { flag: 'stop-at-eos', type: 'bool', default: true, help: 'stop at the end-of-sequence ids (llama2.c models: BOS too, as run.c; --no-stop-at-eos to disable)' },
 ];
 
 export function resolveGenerationOptions(given: Partial<GenerationOptions> = {}): GenerationOptions {

@@ -24,7 +24,12 @@ import { halvesToInterleaved, interleavedToHalves } from './rope-permute.ts';
 const HEADER_BYTES = 28;
 /** Magic of llama2.c's versioned exports (`export.py --version 1/2`), which this reader does not take. */
 const VERSIONED_MAGIC = 0x616b3432;
-/** llama2.c's fixed conventions: sentencepiece ids and run.c's constants. */
+/**
+ * llama2.c's fixed conventions: sentencepiece ids and run.c's constants. Its models are trained
+ * on stories each opened by BOS, so a story ends where the model emits BOS again; run.c stops
+ * there ("the BOS (=1) token delimits sequences"), and so do we: BOS is an end-of-sequence id
+ * for these checkpoints, beside EOS (`--no-stop-at-eos` / `stopAtEos: false` turns both off).
+ */
 const BOS = 1, EOS = 2, NORM_EPS = 1e-5, ROPE_THETA = 10000;
 
 /** One float32 section of the file, in file order. `layers` > 0 means stacked per layer. */
@@ -69,7 +74,7 @@ function configFromHeader(h: Int32Array): ModelConfig {
   const c: ModelConfig = {
     vocabSize: Math.abs(vocab), dim, hiddenDim, nLayers, nHeads, nKvHeads,
     headDim: dim / nHeads, maxSeqLen: seqLen, ropeTheta: ROPE_THETA, normEps: NORM_EPS,
-    tieEmbeddings: vocab > 0, attentionBias: false, bosTokenId: BOS, eosTokenIds: [EOS],
+    tieEmbeddings: vocab > 0, attentionBias: false, bosTokenId: BOS, eosTokenIds: [EOS, BOS],
   };
   checkConfig(c);
   return c;

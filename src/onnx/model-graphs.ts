@@ -7,6 +7,7 @@
  *       tree_mask     bool  [T, W]                 out hidden        float32 [1, T, d]
  *       past_key_{l}, past_value_{l}                   topk_logprobs float32 [1, T, k]
  *                     float32 [1, P, nKv, hd]          topk_ids      int32   [1, T, k]
+ *                                                      entropy       float32 [1, T, 1]
  *   out logits        float32 [1, T, V]                present_key_0, present_value_0
  *       features      float32 [1, T, d]
  *       present_key_{l}, present_value_{l}
@@ -38,6 +39,7 @@ export const names = {
   hidden: 'hidden',
   topkLogProbs: 'topk_logprobs',
   topkIds: 'topk_ids',
+  entropy: 'entropy',
   layerHidden: 'layer_hidden',
   shadowIds: 'shadow_ids',
   presentKey: (l: number) => `present_key_${l}`,
@@ -111,6 +113,10 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   batchOutput(g, r.hidden, names.hidden, 'float32', head.dim);
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
   batchOutput(g, g.op('Cast', [indices], { to: 6 /* INT32 */ }), names.topkIds, 'int32', k);
+  // Full-vocabulary entropy of each row, -sum p log p, for entropy-based stopping (AdaEDL):
+  // a top-k estimate is capped at ln(k+1) and cannot tell a confident row from a flat one.
+  const plogp = g.op('Mul', [g.op('Exp', [logProbs]), logProbs]);
+  batchOutput(g, g.op('Neg', [g.op('ReduceSum', [plogp, g.ints([-1])], { keepdims: 1 })]), names.entropy, 'float32', 1);
   presentOutputs(g, head, [r.key], [r.value]);
   return g.toModel(MODEL_OPTIONS);
 }

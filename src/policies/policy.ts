@@ -65,6 +65,13 @@ export interface LengthPolicy {
    * frontier.parentSlots[i] proposed node i), for policies that read the draft's state (SpecDec++).
    */
   continueDrafting?(frontier: Frontier, hidden?: Float32Array): boolean;
+  /**
+   * After a draft pass scored the children of `frontier` (the root at depth 0), before they join
+   * the tree: keep that level? `rowEntropies[i]` is the full-vocabulary entropy of the
+   * distribution frontier node i proposes its children from. Absent = always. Stopping here
+   * spends the pass but saves verifying its level (AdaEDL's check, made before each token).
+   */
+  keepLevel?(frontier: Frontier, rowEntropies: ArrayLike<number>): boolean;
   /** After verification. */
   observe?(outcome: RoundOutcome): void;
 }

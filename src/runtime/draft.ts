@@ -26,6 +26,8 @@ export interface DraftOutput {
   topkLogProbs: Float32Array;
   /** [T, k] token ids matching topkLogProbs. */
   topkIds: Int32Array;
+  /** [T] full-vocabulary entropy (nats) of each row's next-token distribution. */
+  entropy: Float32Array;
   /** The head layer's new keys after RoPE, [T, nKv, hd] (one entry). */
   newKeys: Float32Array[];
   newValues: Float32Array[];
@@ -66,6 +68,7 @@ export class DraftSession {
       hidden: f32Data(out[names.hidden]),
       topkLogProbs: f32Data(out[names.topkLogProbs]),
       topkIds: i32Data(out[names.topkIds]),
+      entropy: f32Data(out[names.entropy]),
       ...this.feeds.present(out),
     };
     this.session.stats.msTotal += performance.now() - t0;

@@ -6,6 +6,7 @@ import { headConfigFor, randomHeadWeights } from '../../src/model/draft-head.ts'
 import { makeConfig, randomWeights } from '../../src/model/random.ts';
 import type { TreeShape } from '../../src/generate/eagle-drafter.ts';
 import type { LengthPolicy } from '../../src/policies/policy.ts';
+import { Rng } from '../../src/util/rng.ts';
 
 /** Tiny Llama configs: GQA on/off, tied/untied, q/k/v biases, two RoPE thetas. */
 export const tinyConfig = (maxSeqLen = 96): fc.Arbitrary<ModelConfig> =>
@@ -43,6 +44,33 @@ export interface TinyPair {
  */
 export async function tinyPair(cfg: ModelConfig, seed: number, tree: TreeShape, policy?: LengthPolicy, scale = 3): Promise<TinyPair> {
   const model = { config: cfg, weights: randomWeights(cfg, seed, scale), source: 'hf' as const };
+  const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
+  const ar = await loadGenerator({ model, threads: 1 });
+  const spec = await loadGenerator({ model, draft, tree, policy, threads: 1 });
+  return { cfg, ar, spec, dispose: async () => (await ar.dispose(), await spec.dispose()) };
+}
+
+/**
+ * Random weights where every odd token's embedding and output rows are its even neighbour's
+ * times (1 + eps * noise): the near-duplicate rows real vocabularies have ("Hello"/" Hello"),
+ * which random models never produce. Their logits sit within rounding of each other, so the
+ * pass shape (one token vs a tree) can decide between them.
+ */
+export function nearDuplicateWeights(cfg: ModelConfig, seed: number, scale = 3, eps = 1e-6) {
+  const w = randomWeights(cfg, seed, scale), rng = new Rng(seed + 7);
+  for (const name of ['model.embed_tokens.weight', 'lm_head.weight']) {
+    const t = w.get(name);
+    if (!t) continue; // tied embeddings: one table serves both
+    const d = t.shape[1];
+    for (let v = 1; v < cfg.vocabSize; v += 2)
+      for (let i = 0; i < d; i++) t.data[v * d + i] = t.data[(v - 1) * d + i] * (1 + eps * rng.normal());
+  }
+  return w;
+}
+
+/** tinyPair over nearDuplicateWeights. */
+export async function nearDuplicatePair(cfg: ModelConfig, seed: number, tree: TreeShape, policy?: LengthPolicy): Promise<TinyPair> {
+  const model = { config: cfg, weights: nearDuplicateWeights(cfg, seed), source: 'hf' as const };
   const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
   const ar = await loadGenerator({ model, threads: 1 });
   const spec = await loadGenerator({ model, draft, tree, policy, threads: 1 });

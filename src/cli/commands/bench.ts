@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { loadGenerator } from '../../api.ts';
 import { DEFAULT_PATHS } from '../../default-model.ts';
-import { comparePolicies, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
+import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
@@ -25,8 +25,9 @@ const FLAGS: FlagSpec[] = [
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
   { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
   { flag: 'policies', type: 'string', default: POLICIES_DEFAULT, meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags; self-drafting: del, exit-E (default with --draft self: del and every exit-E)' },
-  { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'timed passes over the prompts' },
+  { flag: 'repeats', type: 'int', min: 1, default: 5, meta: 'N', help: 'timed passes over the prompts (the spread is over these)' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
+  { flag: 'warm-policies', type: 'bool', help: 'keep one policy instance per method across all runs (default: fresh state every run, so learning is timed)' },
   ...GENERATION_FLAGS,
   { flag: 'out', type: 'string', default: 'runs/bench/policies', meta: 'PREFIX', help: 'writes PREFIX.json, PREFIX.md and PREFIX.svg' },
   ...policyFlags(),
@@ -36,8 +37,10 @@ export const bench = defineCommand({
   summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
   usage: 'Usage: eaglet bench [--model PATH --draft PATH|random (--prompts FILE | --random-prompts N)] [flags]',
   description: `Compares plain decoding with draft-length policies on the same prompts in one process
-(interleaved per prompt, after warm-up), checks every policy's output equals plain decoding's,
-and reports tokens/s, speedup, tau, mean depth, passes and the time split.
+(interleaved per prompt, after warm-up; every run starts from a fresh policy state unless
+--warm-policies), and reports tokens/s (median and min-max over repeats), speedup, tau, mean depth,
+passes and the time split. Every policy's output is compared with plain decoding's: a difference at
+a float32 near-tie is counted apart; any other difference is a real mismatch and exits 1.
 Without --model and --draft it benchmarks the embedded default pair on its held-out prompts.
 The \`default\` row is the policy and tree \`generate\` uses with the same model flags.
 Policies (per-policy flags below are --NAME-FLAG; inline: NAME:flag=value):
@@ -71,9 +74,10 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       // Built after loading: trained predictors read the target's embeddings. `default` is the
       // loaded generator's own policy: exactly what `generate` would use.
       const policies = specs.map((spec) => {
-        if (spec === 'default') return { label: spec, policy: g.generator.policy };
-        const isSelf = selfOnly || policyEntry(policyName(spec)).drafter === 'self';
-        return { label: spec, policy: createPolicy(spec, { tree, target: g.model, nLayers: L }, f), drafter: isSelf ? self : undefined };
+        const isSelf = selfOnly || (spec !== 'default' && policyEntry(policyName(spec)).drafter === 'self');
+        const create = spec === 'default' ? g.newPolicy : () => createPolicy(spec, { tree, target: g.model, nLayers: L }, f);
+        create(); // a bad spec fails here, before any run
+        return { label: spec, create, drafter: isSelf ? self : undefined };
       });
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
@@ -82,7 +86,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       const { target, drafter } = g.generator.parts;
       const generation = generationOptionsFromFlags(f);
       const c = await comparePolicies({
-        target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number,
+        target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number, warmPolicies: f.warmPolicies === true,
         onProgress: (line) => process.stderr.write(`${line}\n`),
       });
       c.meta = { model: f.model ?? DEFAULT_PATHS.target, draft: f.draft ?? DEFAULT_PATHS.draft, tree, policies: specs, defaultPolicy: g.generator.policy.name, threads: f.threads };
@@ -90,7 +94,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       mkdirSync(dirname(out), { recursive: true });
       const files = writeComparison(c, out);
       process.stdout.write(comparisonMarkdown(c) + `\nWrote ${files.join(', ')}\n`);
-      if (!c.lossless) process.exitCode = 1;
+      process.exitCode = comparisonExitCode(c);
     } finally {
       await ownSelf?.dispose();
       await g.dispose();

@@ -94,9 +94,9 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
       const c = await comparePolicies({
         target, drafter: policyDrafter, prompts, repeats: 1, warmup: 1,
         generation: { maxNewTokens: f.maxNewTokens as number, stopAtEos: false },
-        policies: usable.map((spec) => ({ label: spec, policy: createPolicy(spec, { tree, target: g.model }) })),
+        policies: usable.map((spec) => ({ label: spec, create: () => createPolicy(spec, { tree, target: g.model }) })),
       });
-      const runs = c.policies.map((p) => ({ policy: p.label, tokensPerSecond: p.tokensPerSecond, speedup: p.speedup, tau: p.tau }));
+      const runs = c.policies.map((p) => ({ policy: p.label, tokensPerSecond: p.tokensPerSecond.median, speedup: p.speedup, tau: p.tau }));
       const fastest = [...runs].sort((a, b) => b.tokensPerSecond - a.tokensPerSecond)[0];
       // Plain decoding wins when no policy beats it: `static-0` drafts nothing.
       const policy = fastest && fastest.speedup > 1 ? fastest.policy : 'static-0';
@@ -104,7 +104,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
       const file: TuningFile = {
         format: 'eaglet-tuning', version: 1, created: new Date().toISOString(), machine: machineInfo(), threads,
         source: { model: (f.model as string | undefined) ?? DEFAULT_PATHS.target, draft, prompts: promptsFile, tokens },
-        tree, policy, predicted: best, policyRuns: runs, plainTokensPerSecond: c.ar.tokensPerSecond,
+        tree, policy, predicted: best, policyRuns: runs, plainTokensPerSecond: c.ar.tokensPerSecond.median,
         byDepth: bestByDepth(scores), measured,
       };
       const out = (f.out as string | undefined) ?? join(draft, TUNING_FILE);
@@ -117,7 +117,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
         ...file.byDepth.map((s) => `| ${fmtShape(s)} | ${s.tau.toFixed(2)} | ${(s.roundMs - verifyMs[s.totalTokens + 1]).toFixed(3)} | ${verifyMs[s.totalTokens + 1].toFixed(3)} | ${s.roundMs.toFixed(3)} | ${s.speedup.toFixed(2)}x |`),
         '',
         `best shape ${fmtShape(best)}: predicted ${best.speedup.toFixed(2)}x (tau ${best.tau.toFixed(2)})`,
-        `measured at that shape on the tune prompts: plain ${c.ar.tokensPerSecond.toFixed(1)} tok/s; ${runs.map((r) => `${r.policy} ${r.speedup.toFixed(2)}x (tau ${r.tau.toFixed(2)})`).join(', ')}${c.lossless ? '' : ' (NOT LOSSLESS)'}`,
+        `measured at that shape on the tune prompts: plain ${c.ar.tokensPerSecond.median.toFixed(1)} tok/s; ${runs.map((r) => `${r.policy} ${r.speedup.toFixed(2)}x (tau ${r.tau.toFixed(2)})`).join(', ')}${c.lossless ? '' : ' (NOT LOSSLESS)'}`,
         `chosen: tree ${fmtShape(best)}, policy ${policy}; wrote ${out}`,
       ];
       process.stdout.write(lines.join('\n') + '\n');
