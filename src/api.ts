@@ -34,8 +34,13 @@ import { loadTokenizer } from './tokenizer/load.ts';
 import { TextStreamer } from './tokenizer/streamer.ts';
 import type { Tokenizer } from './tokenizer/tokenizer.ts';
 
-/** CPU defaults, chosen by `npm run bench:runtime` (see README): verifying costs grow with tree size here. */
-export const DEFAULT_TREE: TreeShape = { topK: 4, maxDepth: 5, totalTokens: 16 };
+/**
+ * CPU default tree, chosen by `eaglet tune` on the 100M-parameter cost-scaled default pair (README,
+ * "Sized by measurement"): one thread, a draft depth costs 0.12 of a plain step and verifying
+ * 5 tokens 1.31 steps, so a 4-deep chain (predicted 1.65x) beats the old 4x5x16 tree (1.27x).
+ * Run `eaglet tune` for your model and machine: the tuning file overrides this.
+ */
+export const DEFAULT_TREE: TreeShape = { topK: 1, maxDepth: 4, totalTokens: 4 };
 
 export interface LoadOptions {
   /**

@@ -1,7 +1,8 @@
 /**
  * Autodiff on onnxruntime (training/ort): the gradients the training graphs compute equal
  * central finite differences of the float64 reference (test/support/reference.ts), for every
- * parameter tensor, on random tiny configs (GQA, tied and untied embeddings, biases, padding).
+ * parameter tensor, on random tiny configs (GQA, tied and untied embeddings, biases, q/k norms,
+ * scaled RoPE, padding), and for the LDLP / SpecDec++ heads' three losses.
  * Each tensor is checked along a random direction v: sum(g * dw) against L(w + dw) - L(w - dw),
  * where dw is the float32-rounded perturbation actually applied.
  */
@@ -10,10 +11,12 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, headShapes, type HeadConfig } from '../src/model/draft-head.ts';
+import { randomMlpWeights, type MlpConfig } from '../src/model/mlp.ts';
 import { randomWeights } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
+import type { Feeds } from '../src/runtime/ort.ts';
 import { Rng } from '../src/util/rng.ts';
-import { draftTrainGraph, feed, GradSession, targetTrainGraph } from '../training/ort/graphs.ts';
+import { draftTrainGraph, feed, GradSession, predictorTrainGraph, targetTrainGraph } from '../training/ort/graphs.ts';
 import { referenceForward, referenceHeadForward, visibility } from './support/reference.ts';
 import { arbConfig } from './support/model-arbs.ts';
 
@@ -140,5 +143,55 @@ test('property: draft-head EAGLE-1 loss gradients == finite differences of the f
       checkGradients(hw, grads, lossOf, seed);
     }),
     { numRuns: 12, seed: 8 },
+  );
+});
+
+/** The MLP in float64 (silu between layers): x [n, in] -> [n, out]. */
+function mlp64(cfg: MlpConfig, w: Weights, x: Float32Array, n: number): Float64Array[] {
+  const widths = [cfg.inputDim, ...cfg.hidden, cfg.outputDim];
+  let rows = Array.from({ length: n }, (_, r) => Float64Array.from(x.subarray(r * cfg.inputDim, (r + 1) * cfg.inputDim)));
+  for (let l = 0; l + 1 < widths.length; l++) {
+    const W = w.get(`layers.${l}.weight`)!.data, b = w.get(`layers.${l}.bias`)!.data, [inp, out] = [widths[l], widths[l + 1]];
+    rows = rows.map((h) => {
+      const y = new Float64Array(out);
+      for (let o = 0; o < out; o++) {
+        let s = b[o];
+        for (let i = 0; i < inp; i++) s += W[o * inp + i] * h[i];
+        y[o] = l + 2 < widths.length ? s / (1 + Math.exp(-s)) : s;
+      }
+      return y;
+    });
+  }
+  return rows;
+}
+
+test('property: LDLP / SpecDec++ head loss gradients (classification, regression, BCE) == finite differences', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom('classification' as const, 'regression' as const, 'bce' as const), fc.integer({ min: 1, max: 12 }), fc.integer({ min: 2, max: 8 }),
+      fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 6 }), fc.nat(),
+      async (objective, inputDim, hidden, classes, n, seed) => {
+        const cfg: MlpConfig = { inputDim, hidden: [hidden, hidden], outputDim: objective === 'classification' ? classes + 1 : 1 };
+        const w = randomMlpWeights(cfg, seed), rng = new Rng(seed + 1), N = n + 1; // one padding row
+        for (const t of w.values()) if (t.shape.length === 1) for (let i = 0; i < t.data.length; i++) t.data[i] = 0.3 * rng.normal();
+        const x = Float32Array.from({ length: N * inputDim }, () => rng.normal());
+        const y = Float32Array.from({ length: N }, () => (objective === 'classification' ? rng.int(classes + 1) : objective === 'bce' ? rng.int(2) : 3 * rng.normal()));
+        const rw = Float32Array.from({ length: N }, (_, i) => (i < n ? (0.5 + rng.next()) / n : 0));
+        const s = await GradSession.create(predictorTrainGraph(cfg, objective, N), 1);
+        const labels: Feeds = objective === 'classification' ? { labels: feed.ids(Array.from(y)) } : { y: feed.f32(y, [N]) };
+        const { loss, grads } = await s.run(w, { x: feed.f32(x, [N, inputDim]), rowWeight: feed.f32(rw, [N]), ...labels });
+        await s.dispose();
+        const lossOf = (ws: Weights): number =>
+          mlp64(cfg, ws, x, N).reduce((sum, out, r) => {
+            if (objective === 'classification') return sum - rw[r] * logSoftmax(out)[y[r]];
+            if (objective === 'regression') return sum + rw[r] * (out[0] - y[r]) ** 2;
+            return sum + rw[r] * (Math.log1p(Math.exp(out[0])) - y[r] * out[0]);
+          }, 0);
+        const ref = lossOf(w);
+        assert.ok(Math.abs(loss - ref) <= 1e-4 * Math.max(1, Math.abs(ref)), `loss ${loss} vs reference ${ref}`);
+        checkGradients(w, grads, lossOf, seed);
+      },
+    ),
+    { numRuns: 24, seed: 9 },
   );
 });

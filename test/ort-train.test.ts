@@ -1,7 +1,7 @@
 /**
  * The two training backends agree: the ORT training graphs (training/ort) and tfjs autograd
  * (training/tf-ops.ts) give the same loss and gradients for every parameter tensor of the target
- * and of the draft head, on random tiny configs (GQA, tied embeddings, biases) and ragged draft
+ * and of the draft head (and the LDLP / SpecDec++ heads' losses), on random tiny configs (GQA, tied embeddings, biases) and ragged draft
  * windows (padding on the ORT side, block-diagonal packing on the tfjs side).
  */
 import { test } from 'node:test';
@@ -9,13 +9,16 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
+import { randomMlpWeights } from '../src/model/mlp.ts';
 import { randomWeights } from '../src/model/random.ts';
 import { Rng } from '../src/util/rng.ts';
 import type { PackedBatch } from '../training/dataset.ts';
 import { OrtDraftSteps } from '../training/ort/draft-backend.ts';
+import { OrtPredictorSteps } from '../training/ort/predictor-backend.ts';
 import { OrtTargetSteps } from '../training/ort/target-backend.ts';
 import { loadTf } from '../training/tf-backend.ts';
 import { TfDraftSteps } from '../training/train-draft.ts';
+import { TfPredictorSteps } from '../training/train-ldlp.ts';
 import { TfTargetSteps } from '../training/train-target.ts';
 import { arbConfig } from './support/model-arbs.ts';
 
@@ -81,5 +84,25 @@ test(`property: draft-head gradients on ORT == tfjs (${name}), ragged windows`, 
       }
     }),
     { numRuns: 10, seed: 22 },
+  );
+});
+
+test(`property: LDLP / SpecDec++ head gradients on ORT == tfjs (${name})`, async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom('classification' as const, 'regression' as const, 'bce' as const), fc.integer({ min: 1, max: 10 }), fc.integer({ min: 1, max: 8 }), fc.nat(), async (objective, inputDim, n, seed) => {
+      const mlp = { inputDim, hidden: [6, 5], outputDim: objective === 'classification' ? 4 : 1 };
+      const w = randomMlpWeights(mlp, seed), rng = new Rng(seed);
+      const x = Float32Array.from({ length: n * inputDim }, () => rng.normal());
+      const y = Float32Array.from({ length: n }, () => (objective === 'classification' ? rng.int(4) : objective === 'bce' ? rng.int(2) : rng.normal()));
+      const rw = Float32Array.from({ length: n }, () => rng.next() / n);
+      const ort = await OrtPredictorSteps.create(mlp, objective, n + 2, 1);
+      const tfs = new TfPredictorSteps(tf, mlp, objective);
+      try {
+        expectSameGrads(await ort.step(w, x, y, rw), await tfs.step(w, x, y, rw));
+      } finally {
+        await ort.dispose();
+      }
+    }),
+    { numRuns: 15, seed: 23 },
   );
 });

@@ -189,8 +189,8 @@ test('DEL: tokens per layer, exit choice follows the estimates, no speculation w
   assert.equal(p.plan(state).depth, 0);
   const probing = new DelPolicy(8, 8, { probeEvery: 3 });
   for (let i = 0; i < 40; i++) probing.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 2, exitMatches: m, shadowRows: 50 } });
-  const depths = Array.from({ length: 6 }, () => probing.plan(state).depth);
-  assert.deepEqual(depths, [0, 0, 1, 0, 0, 1]);
+  const depths = Array.from({ length: 6 }, () => probing.plan(state).depth > 0);
+  assert.deepEqual(depths, [false, false, true, false, false, true]);
 });
 
 test('--draft self runs and is lossless on random HF and llama2.c checkpoints; bad exit flags end with one clear line', () => {

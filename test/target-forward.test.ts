@@ -13,6 +13,7 @@ import type { ModelConfig } from '../src/model/config.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { tensor, type Weights } from '../src/model/weights.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
+import { buildTargetModel } from '../src/onnx/model-graphs.ts';
 import { TargetSession, type TargetOutput } from '../src/runtime/target.ts';
 import { referenceForward, visibility } from './support/reference.ts';
 import { arbConfig, arbParents, arbTokens, depths, expectClose, mismatch, MAX_SEQ, pathTo, treeMask } from './support/model-arbs.ts';
@@ -52,7 +53,9 @@ test('property: ORT forward equals the float64 reference (logits, features, new 
       const ref = referenceForward(c, w, ids, range(0, n), visibility(0, n));
       const o = await withTarget(c, w, (s) => s.forward(newCache(c), ids, range(0, n)));
       expectClose(
-        mismatch('logits', o.logits, ref.logits),
+        // Logits sum d products with embedding rows of std `scale` (2 here): float32 cancellation
+        // reaches ~5e-4 absolute (seen: 1.57048 vs 1.56997 at d = 11), so their bound scales with it.
+        mismatch('logits', o.logits, ref.logits, 5e-4 * scale, 1e-4),
         mismatch('features', o.features, ref.features),
         ...range(0, c.nLayers).flatMap((l) => [mismatch(`keys[${l}]`, o.newKeys[l], ref.keys[l]), mismatch(`values[${l}]`, o.newValues[l], ref.values[l])]),
       );
@@ -208,6 +211,17 @@ test('example: the reference\'s interleaved RoPE on llama2.c-layout q/k equals h
   const ids = [1, 4, 9, 16, 2], pos = range(0, 5), vis = visibility(0, 5);
   const a = referenceForward(c, w, ids, pos, vis, 'interleaved'), b = referenceForward(c, hf, ids, pos, vis, 'halves');
   expectClose(mismatch('logits', a.logits, b.logits, 1e-10, 1e-10));
+});
+
+test('example: the target model keeps its weights outside the protobuf, read in place from the weight buffers', () => {
+  const c = makeConfig({ vocabSize: 300, dim: 64, nLayers: 2, nHeads: 4 });
+  const w = randomWeights(c, 2);
+  const m = buildTargetModel(c, w);
+  const weightBytes = [...w.values()].reduce((a, t) => a + t.data.byteLength, 0);
+  // The protobuf holds graph and small constants only; every large weight is one external buffer, not a copy.
+  assert.ok(m.bytes.length < weightBytes / 4, `protobuf ${m.bytes.length} bytes vs ${weightBytes} of weights`);
+  const buffers = new Set(m.external.map((e) => e.data.buffer));
+  assert.ok(buffers.has(w.get('model.embed_tokens.weight')!.data.buffer) && buffers.has(w.get('model.layers.1.mlp.down_proj.weight')!.data.buffer));
 });
 
 test('example: stats count passes and time; input buffers grow past maxTokens; bad inputs are rejected', async () => {

@@ -15,7 +15,7 @@ import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
-import { machineInfo, readTuning, tuningMismatch, type TuningFile } from '../src/tune/tuning.ts';
+import { costAwareDepth, depthCosts, machineInfo, readTuning, tuningMismatch, type TuningFile } from '../src/tune/tuning.ts';
 
 /** Greedy accepted drafted tokens of `tree` against `next`. */
 function accepted(tree: VerifyTree, next: number[]): number {
@@ -115,4 +115,19 @@ test('eaglet tune writes a tuning file that loads and names a measured shape and
   assert.equal(t.measured.acceptance.length, 2);
   assert.ok(t.predicted.speedup > 0 && t.policyRuns.length === 1);
   assert.ok(JSON.parse(readFileSync(join(dir, 'head', 'tuning.json'), 'utf8')).byDepth.length === 6);
+});
+
+test('cost-aware LDLP labels: the depth with the most tokens per ms, never deeper than accepted', () => {
+  fc.assert(fc.property(fc.array(fc.double({ min: 0.1, max: 10, noNaN: true }), { minLength: 2, maxLength: 9 }), fc.integer({ min: 0, max: 8 }), (ms, a) => {
+    const t = costAwareDepth(a, ms);
+    const rate = (d: number) => (1 + Math.min(a, d)) / ms[d];
+    for (let d = 0; d < ms.length; d++) assert.ok(rate(t) >= rate(d), `depth ${t} beats ${d}`);
+    if (t > a) assert.ok(ms[t] < ms[a], 'deeper than accepted only when that is cheaper');
+  }), { numRuns: 300, seed: 5 });
+  // Free drafting: draft what will be accepted. Drafting dearer than a plain step per token: never.
+  assert.equal(costAwareDepth(3, [1, 1, 1, 1, 1, 1]), 3);
+  assert.equal(costAwareDepth(3, [1, 2.5, 4, 5.5]), 0);
+  const t = tuning({ byDepth: [1, 2, 3].map((depth) => ({ topK: 2, depth, totalTokens: depth, accepted: 0, tau: 1, roundMs: depth + 1, speedup: 1 })),
+    measured: { verifyMs: [0, 1.5], verifyContext: 0, acceptance: [], tokens: 0 } });
+  assert.deepEqual(depthCosts(t), [1.5, 2, 3, 4]);
 });

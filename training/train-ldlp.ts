@@ -21,19 +21,22 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Scalar, Tensor, Variable } from '@tensorflow/tfjs';
+import type { Scalar, Tensor } from '@tensorflow/tfjs';
 import { UsageError } from '../src/errors.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { outputDim, savePredictor, type Objective, type Predictor, type PredictorConfig, type PredictorKind } from '../src/io/predictor-io.ts';
 import { mlpForward, mlpShapes, PlainOps, randomMlpWeights, type MlpConfig } from '../src/model/mlp.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { decodeLength } from '../src/policies/ldlp.ts';
+import { costAwareDepth } from '../src/tune/tuning.ts';
 import { Rng } from '../src/util/rng.ts';
-import { AdamW, warmupLr } from './adamw.ts';
+import { AdamWArrays, warmupLr } from './adamw.ts';
+import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
+import { OrtPredictorSteps } from './ort/predictor-backend.ts';
 import { readRoundLogs, type RoundData } from './lengths.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
-import { loadTf, type BackendChoice } from './tf-backend.ts';
+import type { Tf } from './tf-backend.ts';
 import { TfOps } from './tf-ops.ts';
 
 export interface TrainPredictorOptions {
@@ -44,6 +47,11 @@ export interface TrainPredictorOptions {
   out: string;
   /** LDLP objective. Default 'classification' (see DEFAULT_LDLP_OBJECTIVE). */
   objective?: Objective;
+  /**
+   * LDLP: round ms by depth (src/tune/tuning.ts depthCosts, index 0 = plain step). Given, the label
+   * is the cost-aware depth (costAwareDepth) instead of the accepted length.
+   */
+  depthCosts?: number[];
   /** Width of the two hidden layers (3 linear layers, as AdaEAGLE's LDLP). Default 32: the forward runs every round, and its cost is linear in this. */
   hidden?: number;
   /** Updates. Default 800. */
@@ -62,7 +70,7 @@ export interface TrainPredictorOptions {
   valEvery?: number;
   /** Seed of init, split and batches. Default 0. */
   seed?: number;
-  backend?: BackendChoice;
+  backend?: TrainBackendChoice;
   onProgress?: OnProgress;
 }
 
@@ -115,7 +123,7 @@ export interface PredictorDataset {
 }
 
 /** The rows one head trains on (see the module comment). */
-export function predictorDataset(data: RoundData, head: PredictorKind): PredictorDataset {
+export function predictorDataset(data: RoundData, head: PredictorKind, depthCosts?: number[]): PredictorDataset {
   const d = data.dim, D = data.maxDepth, w = 2 * d;
   const pick: [number, number][] = []; // (round, depth index or -1)
   for (let r = 0; r < data.rows; r++) {
@@ -129,7 +137,7 @@ export function predictorDataset(data: RoundData, head: PredictorKind): Predicto
     if (t < 0) {
       x.set(data.feature.subarray(r * d, (r + 1) * d), i * w);
       x.set(data.rootEmbedding.subarray(r * d, (r + 1) * d), i * w + d);
-      y[i] = data.accepted[r];
+      y[i] = depthCosts ? costAwareDepth(data.accepted[r], depthCosts.slice(0, D + 1)) : data.accepted[r];
     } else {
       const o = (r * D + t) * d;
       x.set(data.pathHidden.subarray(o, o + d), i * w);
@@ -144,7 +152,7 @@ export function predictorDataset(data: RoundData, head: PredictorKind): Predicto
 /** Trains one head on the logs and writes it to `o.out`. */
 export async function trainPredictor(o: TrainPredictorOptions): Promise<TrainPredictorResult> {
   const data = readRoundLogs(o.logs);
-  return trainOnDataset(predictorDataset(data, o.head), data.dim, data.maxDepth, o);
+  return trainOnDataset(predictorDataset(data, o.head, o.head === 'ldlp' ? o.depthCosts : undefined), data.dim, data.maxDepth, o);
 }
 
 /** The training itself, for any dataset (tests use synthetic ones). */
@@ -158,41 +166,38 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
   const { train, val } = splitBySequence(ds.seq, c.valFraction, c.seed);
   if (train.length === 0 || val.length === 0) throw new UsageError('--logs', `too little data: ${ds.n} rows in ${new Set(ds.seq).size} sequences; collect more prompts`);
 
-  const { tf, name: backend } = await loadTf(o.backend ?? 'auto');
+  const picked = await pickTrainBackend(o.backend ?? 'auto');
+  const backend = picked.name;
   const mlp: MlpConfig = { inputDim: ds.width, hidden: [c.hidden, c.hidden], outputDim: outputDim(objective, maxDepth) };
   const { mean, std } = columnStats(ds, train);
   const norm = new Float32Array(ds.x.length); // [n, 2d] standardised copy
   for (let i = 0; i < ds.x.length; i++) norm[i] = (ds.x[i] - mean[i % ds.width]) / std[i % ds.width];
   const names = [...mlpShapes(mlp).keys()];
-  const init = randomMlpWeights(mlp, c.seed);
-  const params = names.map((n) => tf.variable(tf.tensor(init.get(n)!.data, init.get(n)!.shape), true));
-  const byName = new Map<string, Variable>(names.map((n, i) => [n, params[i]]));
-  const ops = new TfOps(tf, (n) => byName.get(n)!);
-  const opt = new AdamW(tf, params, { clip: 1, weightDecay: c.weightDecay });
+  const params: Weights = randomMlpWeights(mlp, c.seed);
+  const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), { clip: 1, weightDecay: c.weightDecay });
   const prior = labelPrior(ds.y, train, objective, maxDepth);
+  const runner: PredictorSteps = picked.kind === 'ort' ? await OrtPredictorSteps.create(mlp, objective, c.batch) : new TfPredictorSteps(picked.tf, mlp, objective);
 
-  // Loss over rows `idx` (JS side gathers the rows; tensors live in the caller's tidy).
-  const lossOf = (idx: ArrayLike<number>): { loss: Scalar; out: Tensor } => {
-    const n = idx.length, xb = new Float32Array(n * ds.width), yb = new Float32Array(n);
-    for (let i = 0; i < n; i++) (xb.set(norm.subarray(idx[i] * ds.width, (idx[i] + 1) * ds.width), i * ds.width), (yb[i] = ds.y[idx[i]]));
-    const out = mlpForward(ops, mlp, tf.tensor2d(xb, [n, ds.width])); // [n, out]
-    const y = tf.tensor1d(yb);
-    let loss: Scalar;
-    if (objective === 'classification') {
-      loss = tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(tf.cast(y, 'int32') as import('@tensorflow/tfjs').Tensor1D, mlp.outputDim), tf.logSoftmax(out)), -1))) as Scalar;
-    } else if (objective === 'regression') {
-      loss = tf.mean(tf.square(tf.sub(tf.reshape(out, [n]), y)));
-    } else {
-      // BCE with logits z: softplus(z) - y z, rejected rows (y = 0) weighted.
-      const z = tf.reshape(out, [n]);
-      const w = tf.add(tf.mul(y, 1 - c.mismatchWeight), c.mismatchWeight);
-      loss = tf.div(tf.sum(tf.mul(w, tf.sub(tf.softplus(z), tf.mul(y, z)))), tf.sum(w));
-    }
-    return { loss, out };
+  // Rows `idx` gathered on the JS side, with their loss weights: 1/n, or for bce the class
+  // weight (rejected rows count mismatchWeight) normalised over `all` rows.
+  const rowsOf = (idx: ArrayLike<number>, all: ArrayLike<number>) => {
+    const n = idx.length, x = new Float32Array(n * ds.width), y = new Float32Array(n), rw = new Float32Array(n);
+    const weight = (r: number) => (objective === 'bce' && ds.y[r] !== 1 ? c.mismatchWeight : 1);
+    let total = 0;
+    for (let i = 0; i < all.length; i++) total += weight(all[i]);
+    for (let i = 0; i < n; i++) (x.set(norm.subarray(idx[i] * ds.width, (idx[i] + 1) * ds.width), i * ds.width), (y[i] = ds.y[idx[i]]), (rw[i] = weight(idx[i]) / total));
+    return { x, y, rw };
   };
-  const valLoss = (): number => tf.tidy(() => lossOf(val).loss.dataSync()[0]);
-  const snapshot = (): Weights => new Map(names.map((n, i) => [n, { shape: params[i].shape.slice(), data: (params[i].dataSync() as Float32Array).slice() }]));
-  const evaluate = (w: Weights, raw: boolean) => metrics(raw ? ds.x : norm, ds.y, val, { config: predictorConfig(o.head, objective, dim, maxDepth, mlp), weights: w }, prior, c.mismatchWeight);
+  const valLoss = async (): Promise<number> => {
+    let sum = 0;
+    for (let s = 0; s < val.length; s += c.batch) {
+      const r = rowsOf(val.subarray(s, s + c.batch), val);
+      sum += await runner.loss(params, r.x, r.y, r.rw);
+    }
+    return sum;
+  };
+  const snapshot = (): Weights => new Map(names.map((n) => [n, { shape: params.get(n)!.shape.slice(), data: params.get(n)!.data.slice() }]));
+  const evaluate = (w: Weights, raw: boolean) => metrics(raw ? ds.x : norm, ds.y, val, { config: predictorConfig(o.head, objective, dim, maxDepth, mlp, o.head === 'ldlp' && o.depthCosts ? 'cost-aware' : undefined), weights: w }, prior, c.mismatchWeight);
 
   const valEvery = o.valEvery ?? Math.max(1, Math.round(c.steps / 10));
   const curve: TrainPredictorResult['curve'] = { step: [], loss: [], valStep: [], valLoss: [], valError: [] };
@@ -205,16 +210,14 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
     for (let step = 1; step <= c.steps; step++) {
       for (let i = 0; i < c.batch; i++) idx[i] = train[rng.int(train.length)];
       const t0 = performance.now();
-      const loss = tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => lossOf(idx).loss, params);
-        opt.apply(params.map((p) => grads[p.name]), warmupLr(c.lr, Math.ceil(c.steps / 20), step));
-        return value.dataSync()[0];
-      });
+      const b = rowsOf(idx, idx);
+      const { loss, grads } = await runner.step(params, b.x, b.y, b.rw);
+      opt.apply(names.map((n) => grads.get(n)!), warmupLr(c.lr, Math.ceil(c.steps / 20), step));
       ms += performance.now() - t0;
       curve.step.push(step);
       curve.loss.push(loss);
       if (step % valEvery === 0 || step === c.steps) {
-        const now = snapshot(), vl = valLoss();
+        const now = snapshot(), vl = await valLoss();
         curve.valStep.push(step);
         curve.valLoss.push(vl);
         curve.valError.push(evaluate(now, false).m.error);
@@ -222,7 +225,7 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
       }
       o.onProgress?.({ phase: 'train', done: step, total: c.steps, metrics: { loss, ...(curve.valLoss.length ? { 'val-loss': curve.valLoss.at(-1)! } : {}) } });
     }
-    const predictor: Predictor = { config: predictorConfig(o.head, objective, dim, maxDepth, mlp), weights: foldStandardisation(best.weights ?? snapshot(), mean, std) };
+    const predictor: Predictor = { config: predictorConfig(o.head, objective, dim, maxDepth, mlp, o.head === 'ldlp' && o.depthCosts ? 'cost-aware' : undefined), weights: foldStandardisation(best.weights ?? snapshot(), mean, std) };
     const final = evaluate(predictor.weights, true);
     mkdirSync(o.out, { recursive: true });
     savePredictor(o.out, predictor, { eaglet: JSON.stringify({ head: o.head, logs: (o as TrainPredictorOptions).logs ?? [] }) });
@@ -237,13 +240,56 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
     writeFileAtomic(join(o.out, 'calibration.svg'), linePlot(final.calibration, final.calibrationAxes));
     return result;
   } finally {
-    opt.dispose();
-    for (const p of params) p.dispose();
+    await runner.dispose();
   }
 }
 
-function predictorConfig(kind: PredictorKind, objective: Objective, dim: number, maxDepth: number, mlp: MlpConfig): PredictorConfig {
-  return { format: 'eaglet-predictor', version: 1, kind, objective, dim, maxDepth, mlp };
+/** What the predictor training loop needs from a backend: rows x [n, in], labels y [n], loss weights rw [n]. */
+interface PredictorSteps {
+  step(params: Weights, x: Float32Array, y: Float32Array, rw: Float32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }>;
+  loss(params: Weights, x: Float32Array, y: Float32Array, rw: Float32Array): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+/** The predictor losses in TensorFlow.js through the MLP definition rendered by TfOps (same formulas as training/ort/losses.ts). */
+export class TfPredictorSteps implements PredictorSteps {
+  constructor(private readonly tf: Tf, private readonly mlp: MlpConfig, private readonly objective: Objective) {}
+
+  private lossOf(byName: Map<string, Tensor>, x: Float32Array, yArr: Float32Array, rwArr: Float32Array): Scalar {
+    const tf = this.tf, n = yArr.length;
+    const out = mlpForward(new TfOps(tf, (k) => byName.get(k)!), this.mlp, tf.tensor2d(x, [n, this.mlp.inputDim])); // [n, out]
+    const y = tf.tensor1d(yArr), rw = tf.tensor1d(rwArr);
+    let perRow: Tensor;
+    if (this.objective === 'classification') perRow = tf.neg(tf.sum(tf.mul(tf.cast(tf.oneHot(tf.cast(y, 'int32') as import('@tensorflow/tfjs').Tensor1D, this.mlp.outputDim), 'float32'), tf.logSoftmax(out)), -1));
+    else if (this.objective === 'regression') perRow = tf.square(tf.sub(tf.reshape(out, [n]), y));
+    else {
+      const z = tf.reshape(out, [n]);
+      perRow = tf.sub(tf.softplus(z), tf.mul(y, z)); // BCE with logits
+    }
+    return tf.sum(tf.mul(perRow, rw)) as Scalar;
+  }
+
+  async step(params: Weights, x: Float32Array, y: Float32Array, rw: Float32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+    const tf = this.tf, names = [...params.keys()];
+    let out: { loss: number; grads: Map<string, Float32Array> } | undefined;
+    tf.tidy(() => {
+      const xs = names.map((k) => tf.tensor(params.get(k)!.data, params.get(k)!.shape));
+      const { value, grads } = tf.valueAndGrads((...ts: Tensor[]) => this.lossOf(new Map(names.map((k, i) => [k, ts[i]])), x, y, rw))(xs);
+      out = { loss: value.dataSync()[0], grads: new Map(names.map((k, i) => [k, (grads[i].dataSync() as Float32Array).slice()])) };
+    });
+    return out!;
+  }
+
+  async loss(params: Weights, x: Float32Array, y: Float32Array, rw: Float32Array): Promise<number> {
+    const tf = this.tf;
+    return tf.tidy(() => this.lossOf(new Map([...params].map(([k, t]) => [k, tf.tensor(t.data, t.shape)])), x, y, rw).dataSync()[0]);
+  }
+
+  async dispose(): Promise<void> {}
+}
+
+function predictorConfig(kind: PredictorKind, objective: Objective, dim: number, maxDepth: number, mlp: MlpConfig, label?: 'cost-aware'): PredictorConfig {
+  return { format: 'eaglet-predictor', version: 1, kind, objective, dim, maxDepth, mlp, ...(label ? { label } : {}) };
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

@@ -33,6 +33,12 @@ export interface PredictorConfig {
   dim: number;
   /** Deepest draft of the round logs it was trained on (LDLP predicts 0..maxDepth). */
   maxDepth: number;
+  /**
+   * LDLP label: 'accepted' (AdaEAGLE: the round's accepted length; the policy drafts it + offset)
+   * or 'cost-aware' (the depth with the most tokens per ms under measured costs; drafted as is).
+   * Absent = 'accepted'.
+   */
+  label?: 'accepted' | 'cost-aware';
   mlp: MlpConfig;
 }
 

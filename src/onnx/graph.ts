@@ -35,10 +35,28 @@ function bytesOf(d: TypedData): Uint8Array {
   return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
 }
 
-function tensorProto(name: string, t: ConstTensor): ProtoWriter {
+function tensorProto(name: string, t: ConstTensor, external?: { location: string; offset: number; length: number }): ProtoWriter {
   const w = new ProtoWriter().packedInts(1, t.dims).int(2, DTYPE_CODE[t.dtype]);
   if (name) w.string(8, name);
-  return w.bytes(9, bytesOf(t.data));
+  if (!external) return w.bytes(9, bytesOf(t.data));
+  // TensorProto.external_data (13): location/offset/length entries; data_location (14) = EXTERNAL.
+  const entry = (k: string, v: string) => new ProtoWriter().string(1, k).string(2, v);
+  w.message(13, entry('location', external.location)).message(13, entry('offset', String(external.offset))).message(13, entry('length', String(external.length)));
+  return w.int(14, 1);
+}
+
+/** One external data "file" of a model: the bytes ORT reads initializers from, by `path`. */
+export interface ExternalData {
+  path: string;
+  data: Uint8Array;
+}
+
+/** A model whose large initializers live outside the protobuf (ONNX external data). */
+export interface ExternalModel {
+  /** The ModelProto without the large weights: small, whatever the model size. */
+  bytes: Uint8Array;
+  /** The buffers the weights are read from: each distinct ArrayBuffer of a weight, whole. */
+  external: ExternalData[];
 }
 
 function valueInfo(name: string, dtype: DType, dims: Dim[]): ProtoWriter {
@@ -69,7 +87,7 @@ export interface ModelOptions {
 /** Builds one ONNX graph. Value names are unique within the builder. */
 export class GraphBuilder {
   private nodes: ProtoWriter[] = [];
-  private inits: ProtoWriter[] = [];
+  private inits: { name: string; t: ConstTensor }[] = [];
   private inputs: ProtoWriter[] = [];
   private outputs: ProtoWriter[] = [];
   private counter = 0;
@@ -95,7 +113,7 @@ export class GraphBuilder {
 
   /** A named initializer (a weight). The data is referenced, not copied, until `toModel()`. */
   initializer(name: string, t: ConstTensor): string {
-    this.inits.push(tensorProto(name, t));
+    this.inits.push({ name, t });
     return name;
   }
 
@@ -141,12 +159,33 @@ export class GraphBuilder {
     return this.node(opType, inputs, attrs)[0];
   }
 
-  /** Encodes the whole model. */
+  /** Encodes the whole model, weights embedded (one protobuf: at most 2 GB). */
   toModel(o: ModelOptions): Uint8Array {
+    return this.encode(o, this.inits.map(({ name, t }) => tensorProto(name, t)));
+  }
+
+  /**
+   * Encodes the model with every initializer of at least `minBytes` as ONNX external data
+   * pointing into the buffer that already holds it (location = one name per distinct
+   * ArrayBuffer, offset = the view's byteOffset): no weight is copied, and the protobuf stays
+   * small, so models over protobuf's 2 GB limit load too.
+   */
+  toExternalModel(o: ModelOptions, minBytes = 4096): ExternalModel {
+    const files = new Map<ArrayBufferLike, ExternalData>();
+    const protos = this.inits.map(({ name, t }) => {
+      if (t.data.byteLength < minBytes) return tensorProto(name, t);
+      let f = files.get(t.data.buffer);
+      if (!f) files.set(t.data.buffer, (f = { path: `weights_${files.size}.bin`, data: new Uint8Array(t.data.buffer) }));
+      return tensorProto(name, t, { location: f.path, offset: t.data.byteOffset, length: t.data.byteLength });
+    });
+    return { bytes: this.encode(o, protos), external: [...files.values()] };
+  }
+
+  private encode(o: ModelOptions, inits: ProtoWriter[]): Uint8Array {
     const g = new ProtoWriter();
     for (const n of this.nodes) g.message(1, n);
     g.string(2, this.name);
-    for (const t of this.inits) g.message(5, t);
+    for (const t of inits) g.message(5, t);
     for (const i of this.inputs) g.message(11, i);
     for (const out of this.outputs) g.message(12, out);
     const m = new ProtoWriter().int(1, o.irVersion).string(2, 'eaglet').message(7, g);

@@ -17,7 +17,7 @@
  * (in a verification tree: its ancestors and itself, W = T; in a draft depth: also the staged
  * rows of its ancestors, W > T). Every token sees the P + T - W keys before them. P may be 0.
  */
-import { GraphBuilder } from './graph.ts';
+import { GraphBuilder, type ExternalModel } from './graph.ts';
 import { OnnxOps } from '../model/onnx-ops.ts';
 import { eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type PassInputs, type PastKV } from '../model/definition.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -85,23 +85,26 @@ function batchOutput(g: GraphBuilder, x: string, name: string, dtype: 'float32' 
   g.output(g.op('Unsqueeze', [x, g.ints([0])]), name, dtype, [1, 'T', width]);
 }
 
-/** The target model's ONNX bytes (weights embedded as initializers). */
-export function buildTargetModel(cfg: ModelConfig, weights: Weights): Uint8Array {
+/**
+ * The target model: a small ONNX protobuf whose weights are external data read from the
+ * weights' own buffers (no copy in JS; no 2 GB protobuf limit).
+ */
+export function buildTargetModel(cfg: ModelConfig, weights: Weights): ExternalModel {
   const g = new GraphBuilder('eaglet_target');
   const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen);
   const r = llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers)));
   batchOutput(g, r.logits, names.logits, 'float32', cfg.vocabSize);
   batchOutput(g, r.features, names.features, 'float32', cfg.dim);
   presentOutputs(g, cfg, r.keys, r.values);
-  return g.toModel(MODEL_OPTIONS);
+  return g.toExternalModel(MODEL_OPTIONS);
 }
 
 /**
- * The draft head's ONNX bytes. The target's embedding table and LM head are embedded too
+ * The draft head's ONNX model (weights as external data, as the target's). The target's embedding table and LM head are embedded too
  * (the head borrows them); the top-k of each row's log-softmax is taken in-graph so only
  * [T, k] crosses back to JS. k is clamped to the vocabulary size.
  */
-export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number): Uint8Array {
+export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number): ExternalModel {
   const g = new GraphBuilder('eaglet_draft');
   const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen);
   const inp = stepInputs(g, ops, head, [0]);
@@ -118,7 +121,7 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   const plogp = g.op('Mul', [g.op('Exp', [logProbs]), logProbs]);
   batchOutput(g, g.op('Neg', [g.op('ReduceSum', [plogp, g.ints([-1])], { keepdims: 1 })]), names.entropy, 'float32', 1);
   presentOutputs(g, head, [r.key], [r.value]);
-  return g.toModel(MODEL_OPTIONS);
+  return g.toExternalModel(MODEL_OPTIONS);
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);

@@ -17,8 +17,10 @@
  * update rules were not available to us): the moving-average rate weighted by rows, the prior
  * alpha_l = l / L, a fixed threshold (DEL adapts it), the optional per-call cost term in layer
  * units (`call-cost`: the fixed cost of one ORT call, which dominates small models on a CPU), and
- * the probe: after `probe-every` rounds without speculation one round drafts a single token at
- * the best exit, so the estimates keep learning when speculation does not pay.
+ * the probe: after `probe-every` rounds without speculation one round drafts at the best
+ * speculative (exit, length), so the estimates keep learning when speculation does not pay; shadow tokens
+ * every `shadow-every`-th speculative round; and by default the cost in measured wall ms per
+ * exit layer instead of layers (`cost=layers` is DEL's tokens per layer).
  * With trees (top-k > 1) the chain formula still scores (E, d): ours too.
  */
 import type { Frontier } from '../../trees/index.ts';
@@ -34,6 +36,10 @@ export interface DelOptions {
   callCost: number;
   /** After this many rounds without speculation, probe one. Default 8. */
   probeEvery: number;
+  /** Shadow tokens every N-th speculative round (they cost one small pass). Default 4. */
+  shadowEvery: number;
+  /** 'measured' (ours): cost = wall ms measured per exit layer; 'layers': DEL's layer count. Default 'measured'. */
+  cost: 'measured' | 'layers';
 }
 
 export const DEL_FLAGS: FlagSpec[] = [
@@ -41,6 +47,8 @@ export const DEL_FLAGS: FlagSpec[] = [
   { flag: 'rate', type: 'number', above: 0, max: 1, default: 0.05, meta: 'R', help: 'moving-average rate of each exit layer\'s acceptance, per verified row' },
   { flag: 'call-cost', type: 'number', min: 0, default: 0, meta: 'C', help: 'cost of one model call in layers, added to the tokens-per-layer cost (0 = DEL\'s)' },
   { flag: 'probe-every', type: 'int', min: 1, default: 8, meta: 'N', help: 'after N rounds without speculation, draft one token to keep learning' },
+  { flag: 'shadow-every', type: 'int', min: 1, default: 4, meta: 'N', help: 'update the per-layer acceptance (shadow tokens) every N-th speculative round' },
+  { flag: 'cost', type: 'string', choices: ['measured', 'layers'], default: 'measured', meta: 'C', help: 'cost of a round: measured ms per exit layer (ours), or layers computed (DEL)' },
 ];
 
 export interface ExitOptions {
@@ -91,6 +99,11 @@ export class DelPolicy implements LengthPolicy {
   readonly chosen: number[];
   private readonly logMin: number;
   private plain = 0; // rounds in a row without speculation
+  private spec = 0; // speculative rounds planned
+  // Measured costs (ms, moving averages; 0 = not measured yet): per exit layer, one draft pass and the verification; a plain step.
+  private readonly passMs: Float64Array;
+  private readonly verifyMs: Float64Array;
+  private arMs = 0;
 
   constructor(readonly nLayers: number, readonly totalTokens: number, options: Partial<DelOptions> = {}) {
     if (nLayers < 2) throw new RangeError(`DEL needs a target with at least 2 layers, got ${nLayers}`);
@@ -98,25 +111,43 @@ export class DelPolicy implements LengthPolicy {
     this.logMin = this.options.minConfidence > 0 ? Math.log(this.options.minConfidence) : -Infinity;
     this.alpha = Float64Array.from({ length: nLayers + 1 }, (_, l) => l / nLayers);
     this.chosen = new Array(nLayers).fill(0);
+    this.passMs = new Float64Array(nLayers);
+    this.verifyMs = new Float64Array(nLayers);
+  }
+
+  /**
+   * Cost of a round at exit E drafting d tokens (d = 0: a plain step). 'layers': DEL's d E + L
+   * (+ call cost). 'measured': (d + 1) draft passes (the root, d - 1 deeper ones and the
+   * completion) plus one verification at E, from the moving averages; exits not yet measured are
+   * priced by the layer model scaled to the ms per layer seen so far. Ours.
+   */
+  private roundCost(E: number, d: number): number {
+    const L = this.nLayers, c = this.options.callCost;
+    const layers = d === 0 ? L + c : d * E + L + c * (d + 2);
+    if (this.options.cost === 'layers') return layers;
+    let unit = 0, n = 0; // ms per layer-equivalent over the exits measured
+    for (let l = 1; l < L; l++) if (this.passMs[l] > 0) (unit += this.passMs[l] / (l + 1)), n++;
+    if (d === 0) return this.arMs || (n ? (unit / n) * (L + 1) : layers);
+    if (this.passMs[E] > 0 && this.verifyMs[E] > 0) return (d + 1) * this.passMs[E] + this.verifyMs[E];
+    return n ? (unit / n) * ((d + 1) * (E + 1) + (L - E + 1)) : layers;
   }
 
   plan(s: RoundState): RoundPlan {
-    const L = this.nLayers, c = this.options.callCost;
-    let best = tokensPerCost(0, 0, 0, L, c), E = 0, d = 0;
+    const L = this.nLayers;
+    // The best speculative (E, d) by tokens per cost; it runs if it beats a plain step, or as the probe.
+    let best = 0, E = 0, d = 0;
     for (let l = 1; l < L; l++) {
+      const a = this.alpha[l];
       for (let k = 1; k <= s.maxDepth; k++) {
-        const v = tokensPerCost(this.alpha[l], l, k, L, c);
+        const v = this.options.cost === 'layers' ? tokensPerCost(a, l, k, L, this.options.callCost) : (a >= 1 ? k + 1 : (1 - a ** (k + 1)) / (1 - a)) / this.roundCost(l, k);
         if (v > best) (best = v), (E = l), (d = k);
       }
     }
-    if (d === 0 && s.maxDepth > 0 && ++this.plain >= this.options.probeEvery) {
-      this.plain = 0;
-      E = 1;
-      for (let l = 2; l < L; l++) if (this.alpha[l] / l > this.alpha[E] / E) E = l;
-      d = 1;
-    } else if (d > 0) this.plain = 0;
+    const plain = this.options.cost === 'layers' ? tokensPerCost(0, 0, 0, L, this.options.callCost) : 1 / this.roundCost(0, 0);
+    if (s.maxDepth === 0 || (best <= plain && ++this.plain < this.options.probeEvery)) d = 0;
+    else this.plain = 0;
     this.chosen[d === 0 ? 0 : E]++;
-    return d === 0 ? { depth: 0, totalTokens: 0 } : { depth: d, totalTokens: this.totalTokens, exitLayer: E, shadows: true };
+    return d === 0 ? { depth: 0, totalTokens: 0 } : { depth: d, totalTokens: this.totalTokens, exitLayer: E, shadows: this.spec++ % this.options.shadowEvery === 0 };
   }
 
   continueDrafting(f: Frontier): boolean {
@@ -124,6 +155,13 @@ export class DelPolicy implements LengthPolicy {
   }
 
   observe(o: RoundOutcome): void {
+    const E = o.notes?.exitLayer, k = 0.2;
+    if (o.depth === 0) this.arMs = this.arMs ? this.arMs + k * (o.verifyMs - this.arMs) : o.verifyMs;
+    else if (E !== undefined) {
+      const pass = o.draftMs / (o.depth + 1);
+      this.passMs[E] = this.passMs[E] ? this.passMs[E] + k * (pass - this.passMs[E]) : pass;
+      this.verifyMs[E] = this.verifyMs[E] ? this.verifyMs[E] + k * (o.verifyMs - this.verifyMs[E]) : o.verifyMs;
+    }
     const m = o.notes?.exitMatches, rows = o.notes?.shadowRows ?? 0;
     if (!m || rows === 0) return;
     // A moving average per verified row: `rows` rows move the estimate as far as `rows` single updates would.

@@ -74,7 +74,7 @@ export function decodeLength(out: Float32Array, p: Predictor): number {
 export interface LdlpOptions {
   /** Trained LDLP directory (required when building from options). */
   path?: string;
-  /** Depth drafted = round(predicted accepted length) + offset. Default 1. */
+  /** Depth drafted = round(predicted accepted length) + offset. Default 1. Not applied to cost-aware predictors. */
   offset: number;
 }
 
@@ -105,7 +105,9 @@ export class LdlpPolicy implements LengthPolicy {
   plan(s: RoundState): RoundPlan {
     this.runner.setRow(0, s.lastFeature, s.rootToken);
     this.lastPrediction = decodeLength(this.runner.run(1), this.runner.predictor);
-    const depth = Math.min(s.maxDepth, Math.max(0, Math.round(this.lastPrediction) + this.options.offset));
+    // A cost-aware LDLP predicts the depth to draft itself; an accepted-length one gets the offset.
+    const offset = this.runner.predictor.config.label === 'cost-aware' ? 0 : this.options.offset;
+    const depth = Math.min(s.maxDepth, Math.max(0, Math.round(this.lastPrediction) + offset));
     return { depth, totalTokens: treeBudget(this.tree, depth) };
   }
 

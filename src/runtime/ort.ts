@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
+import type { ExternalModel } from '../onnx/graph.ts';
 
 export type OrtTensor = ort.Tensor;
 export type Feeds = Record<string, ort.Tensor>;
@@ -44,9 +45,14 @@ export interface Session {
   readonly stats: RunStats;
 }
 
-/** Creates a CPU session from ONNX model bytes. */
-export async function createSession(model: Uint8Array, opts: SessionOptions = {}): Promise<Session> {
-  const inner = await ort.InferenceSession.create(model, {
+/**
+ * Creates a CPU session from ONNX model bytes, or from a model whose weights are external data
+ * in memory (ORT reads them from the given buffers: see GraphBuilder.toExternalModel).
+ */
+export async function createSession(model: Uint8Array | ExternalModel, opts: SessionOptions = {}): Promise<Session> {
+  const bytes = model instanceof Uint8Array ? model : model.bytes;
+  const inner = await ort.InferenceSession.create(bytes, {
+    ...(model instanceof Uint8Array ? {} : { externalData: model.external }),
     executionProviders: ['cpu'],
     graphOptimizationLevel: opts.optimization ?? 'all',
     intraOpNumThreads: opts.threads ?? DEFAULT_THREADS,

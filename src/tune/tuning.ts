@@ -93,12 +93,43 @@ export function tuningMismatch(t: TuningFile, threads: number, here: MachineInfo
 }
 
 /** Reads `dir/tuning.json` if present (undefined if not); a malformed file is a FormatError naming it. */
-export function readTuning(dir: string): TuningFile | undefined {
-  const file = join(dir, TUNING_FILE);
+export function readTuning(dir: string, name = TUNING_FILE): TuningFile | undefined {
+  const file = join(dir, name);
   if (!existsSync(file)) return undefined;
   const t = readJsonFile(file) as TuningFile | null;
   const shapeOk = (s: TreeShape | undefined) => !!s && [s.topK, s.maxDepth, s.totalTokens].every((v) => Number.isInteger(v) && v >= 1);
   if (!t || t.format !== 'eaglet-tuning' || t.version !== 1) throw new FormatError(file, 'not an eaglet tuning file (format "eaglet-tuning", version 1)');
   if (!shapeOk(t.tree) || typeof t.policy !== 'string' || !t.machine || !Number.isInteger(t.threads)) throw new FormatError(file, 'needs tree {topK, maxDepth, totalTokens}, policy, machine and threads');
   return t;
+}
+
+/**
+ * Round ms by depth from a tuning file, for cost-aware labels: index 0 = a plain decoding step,
+ * index t = the best tree of depth t at the tuned top-k (draft + verify). Depths the file did not
+ * measure are left out (the array ends there).
+ */
+export function depthCosts(t: TuningFile): number[] {
+  const k = t.tree.topK, rows = t.byDepth.filter((s) => s.topK === k).sort((a, b) => a.depth - b.depth);
+  const out = [t.measured.verifyMs[1]];
+  for (const s of rows) {
+    if (s.depth !== out.length) break;
+    out.push(s.roundMs);
+  }
+  return out;
+}
+
+/**
+ * The cost-aware label of a round whose full-depth draft had `accepted` tokens accepted: the depth
+ * t (0 = no speculation) with the most tokens per ms, (1 + min(accepted, t)) / roundMs[t]. A
+ * round cannot accept more than it drafts; drafting deeper than it accepts only costs. Assumes a
+ * shallower tree accepts min(accepted, t), which holds for the path but ignores a smaller
+ * tree's pruning (ours, not AdaEAGLE's, which labels the accepted length itself).
+ */
+export function costAwareDepth(accepted: number, roundMs: ArrayLike<number>): number {
+  let best = 0, bestRate = 1 / roundMs[0];
+  for (let t = 1; t < roundMs.length; t++) {
+    const rate = (1 + Math.min(accepted, t)) / roundMs[t];
+    if (rate > bestRate) (best = t), (bestRate = rate);
+  }
+  return best;
 }

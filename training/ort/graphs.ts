@@ -8,10 +8,11 @@ import { availableParallelism } from 'node:os';
 import type { ModelConfig } from '../../src/model/config.ts';
 import { eagleHeadForward, lmHead, llamaForward } from '../../src/model/definition.ts';
 import { headShapes, type HeadConfig } from '../../src/model/draft-head.ts';
+import { mlpForward, mlpShapes, type MlpConfig } from '../../src/model/mlp.ts';
 import { expectedShapes, outputHead, type Weights } from '../../src/model/weights.ts';
 import { GraphBuilder } from '../../src/onnx/graph.ts';
 import { createSession, f32, f32Data, i64, releaseSession, runTimed, type Feeds, type Fetches, type Session } from '../../src/runtime/ort.ts';
-import { featureLoss, nextTokenLoss, softCrossEntropy, teacherProbs, weighted } from './losses.ts';
+import { binaryCrossEntropy, featureLoss, nextTokenLoss, softCrossEntropy, squaredError, teacherProbs, weighted } from './losses.ts';
 import { Tape, type Val } from './tape.ts';
 import { frozen, TapeOps } from './tape-ops.ts';
 
@@ -89,6 +90,27 @@ export function draftTrainGraph(target: { config: ModelConfig; weights: Weights 
     ? []
     : [[fl.name, 'featureLoss', 'float32', []], [g.node('TopK', [logits.name, g.ints([k])], { axis: -1 }, { outputs: 2 })[1], 'top3', 'int64', [N, k]]];
   return finish(t, g, loss, shapes, withGrads, extras);
+}
+
+/**
+ * Training of the small predictor heads (src/model/mlp.ts) on N rows: inputs the MLP's parameters,
+ * `x` [N, in], the labels (`labels` [N] int64 for 'classification', `y` [N] float otherwise) and
+ * `rowWeight` [N]. loss: classification = cross-entropy over the classes, regression = squared
+ * error of the one output, bce = binary cross-entropy with logits; each summed with rowWeight.
+ */
+export function predictorTrainGraph(mlp: MlpConfig, objective: 'classification' | 'regression' | 'bce', N: number, withGrads = true): TrainGraph {
+  const g = new GraphBuilder('eaglet_train_predictor'), t = new Tape(g);
+  const shapes = mlpShapes(mlp);
+  const ops = new TapeOps(t, paramLookup(t, shapes), 1, 1);
+  const x = t.input('x', 'float32', [N, mlp.inputDim]), rowWeight = t.input('rowWeight', 'float32', [N]);
+  const out = mlpForward(ops, mlp, x); // [N, out]
+  let loss: Val;
+  if (objective === 'classification') loss = nextTokenLoss(t, out, t.input('labels', 'int64', [N]), rowWeight);
+  else {
+    const y = t.input('y', 'float32', [N]), z = t.reshape(out, [N]);
+    loss = objective === 'regression' ? squaredError(t, z, y, rowWeight) : binaryCrossEntropy(t, z, y, rowWeight);
+  }
+  return finish(t, g, loss, shapes, withGrads);
 }
 
 /** Intra-op threads for training: all cores (measured faster than cores - 1 for training steps; see scripts/bench-train.ts). */

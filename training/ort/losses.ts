@@ -37,3 +37,17 @@ export function weighted(t: Tape, terms: [number, Val][]): Val {
   if (used.length === 0) throw new Error('every loss term has weight 0');
   return used.reduce((a, b) => t.add(a, b));
 }
+
+/** Weighted squared error of pred [N] against constant targets y [N]: sum rowWeight (pred - y)^2. */
+export function squaredError(t: Tape, pred: Val, y: Val, rowWeight: Val): Val {
+  const e = t.sub(pred, y);
+  return t.weightedSum(t.mul(e, e), rowWeight);
+}
+
+/**
+ * Binary cross-entropy with logits z [N] against 0/1 targets y [N]: sum rowWeight (softplus(z) -
+ * y z). Class weights go into rowWeight (normalised to sum 1).
+ */
+export function binaryCrossEntropy(t: Tape, z: Val, y: Val, rowWeight: Val): Val {
+  return t.weightedSum(t.sub(t.softplus(z), t.mul(z, y)), rowWeight);
+}

@@ -131,10 +131,9 @@ export class Tape {
     return this.rec(y, x.shape, [x], (gy) => [() => this.op('Mul', [gy, this.op('Add', [s, this.op('Mul', [y, this.op('Sub', [this.g.scalar(1), s])])])])]);
   }
 
-  /** The logistic sigmoid. dy/dx = y (1 - y). */
-  sigmoid(x: Val): Val {
-    const y = this.op('Sigmoid', [x.name]);
-    return this.rec(y, x.shape, [x], (gy) => [() => this.op('Mul', [gy, this.op('Mul', [y, this.op('Sub', [this.g.scalar(1), y])])])]);
+  /** log(1 + exp(x)). dy/dx = sigmoid(x). */
+  softplus(x: Val): Val {
+    return this.rec(this.op('Softplus', [x.name]), x.shape, [x], (gy) => [() => this.op('Mul', [gy, this.op('Sigmoid', [x.name])])]);
   }
 
   /**

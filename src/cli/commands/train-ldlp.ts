@@ -1,7 +1,10 @@
 /** `eaglet train-ldlp`: trains the LDLP (or, with --head specdec++, the SpecDec++ acceptance head) on round logs (tfjs). */
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { readRoundLogs } from '../../../training/lengths.ts';
+import { UsageError } from '../../errors.ts';
+import { costAwareDepth, depthCosts as depthCosts_, readTuning } from '../../tune/tuning.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
-import { BACKEND_CHOICES, loadTf, type BackendChoice } from '../../../training/tf-backend.ts';
+import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from '../../../training/backend.ts';
 import { DEFAULT_LDLP_OBJECTIVE, trainPredictor, TRAIN_PREDICTOR_DEFAULTS as D, type PredictorMetrics } from '../../../training/train-ldlp.ts';
 import type { Objective, PredictorKind } from '../../io/predictor-io.ts';
 import type { FlagSpec } from '../../option-schema.ts';
@@ -13,6 +16,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'out', type: 'string', meta: 'DIR', help: 'predictor directory: config.json, model.safetensors, training.json, SVG plots (required)' },
   { flag: 'head', type: 'string', choices: ['ldlp', 'specdec++'], default: 'ldlp', meta: 'H', help: 'ldlp: draft-length predictor; specdec++: acceptance head' },
   { flag: 'objective', type: 'string', choices: ['classification', 'regression'], default: DEFAULT_LDLP_OBJECTIVE, meta: 'O', help: 'ldlp: predict the accepted length as a class or a number' },
+  { flag: 'costs', type: 'string', meta: 'TUNING.json', help: 'ldlp: label each round with the depth of most tokens per ms under these measured costs (a file from `eaglet tune`), not its accepted length' },
   { flag: 'hidden', type: 'int', min: 1, default: D.hidden, meta: 'N', help: 'width of the two hidden layers (3 linear layers)' },
   { flag: 'steps', type: 'int', min: 1, default: D.steps, meta: 'N', help: 'updates' },
   { flag: 'batch', type: 'int', min: 1, default: D.batch, meta: 'N', help: 'rows per update' },
@@ -21,7 +25,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'mismatch-weight', type: 'number', above: 0, default: D.mismatchWeight, meta: 'W', help: 'specdec++: loss weight of rejected tokens' },
   { flag: 'val-fraction', type: 'number', above: 0, max: 0.9, default: D.valFraction, meta: 'F', help: 'fraction of sequences held out for validation' },
   { flag: 'seed', type: 'int', min: 0, default: D.seed, meta: 'S', help: 'seed of init, split and batches' },
-  { flag: 'backend', type: 'string', choices: [...BACKEND_CHOICES], default: 'auto', meta: 'B', help: 'tfjs backend: auto, node, wasm, cpu' },
+  { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: 'auto', meta: 'B', help: TRAIN_BACKEND_HELP },
 ];
 
 export const trainLdlpCommand = defineCommand({
@@ -33,16 +37,29 @@ export const trainLdlpCommand = defineCommand({
   async run(f) {
     requireFlags(f, ['out']);
     const logs = fileList(f, 'logs', '--logs');
-    const backend = (await loadTf(f.backend as BackendChoice)).name;
-    process.stderr.write(`tfjs backend: ${backend}\n`);
+    const backend = (await pickTrainBackend(f.backend as TrainBackendChoice)).name;
+    process.stderr.write(`training backend: ${backend}\n`);
     const head = f.head as PredictorKind, out = f.out as string;
+    let depthCosts: number[] | undefined;
+    if (f.costs !== undefined) {
+      if (head !== 'ldlp') throw new UsageError('--costs', 'applies to --head ldlp only');
+      const t = readTuning(dirname(f.costs as string), basename(f.costs as string));
+      if (!t) throw new UsageError('--costs', `no such file: ${f.costs}`);
+      depthCosts = depthCosts_(t);
+      const data = readRoundLogs(logs);
+      const D = Math.min(data.maxDepth, depthCosts.length - 1);
+      const hist = (label: (a: number) => number) => { const h = new Array(data.maxDepth + 1).fill(0); for (const a of data.accepted) h[label(a)]++; return h.join(','); };
+      // Both labels over the logs: what AdaEAGLE's LDLP learns, and what the cost-aware one does.
+      process.stderr.write(`round ms by depth (${f.costs}): ${depthCosts.slice(0, D + 1).map((x) => x.toFixed(3)).join(' ')}\n` +
+        `labels over ${data.rows} rounds: accepted length ${hist((a) => a)}; cost-aware depth ${hist((a) => costAwareDepth(a, depthCosts!.slice(0, D + 1)))}\n`);
+    }
     const r = await trainPredictor({
-      head, logs, out, objective: head === 'ldlp' ? (f.objective as Objective) : undefined,
+      head, logs, out, objective: head === 'ldlp' ? (f.objective as Objective) : undefined, depthCosts,
       hidden: f.hidden as number, steps: f.steps as number, batch: f.batch as number, lr: f.lr as number,
       weightDecay: f.weightDecay as number, mismatchWeight: f.mismatchWeight as number, valFraction: f.valFraction as number,
-      seed: f.seed as number, backend: f.backend as BackendChoice, onProgress: withEta(progressReporter()),
+      seed: f.seed as number, backend: f.backend as TrainBackendChoice, onProgress: withEta(progressReporter()),
     });
-    const what = head === 'ldlp' ? ['exact length', 'mean abs error'] : ['accuracy', 'Brier'];
+    const what = head === 'ldlp' ? (depthCosts ? ['exact cost-aware depth', 'mean abs error'] : ['exact length', 'mean abs error']) : ['accuracy', 'Brier'];
     const m = (v: PredictorMetrics) => `${what[0]} ${v.accuracy.toFixed(3)} (constant ${v.baselineAccuracy.toFixed(3)}), ${what[1]} ${v.error.toFixed(3)} (constant ${v.baselineError.toFixed(3)})`;
     const policy = head === 'ldlp' ? `ldlp:path=${out}` : `specdec++:path=${out}`;
     process.stdout.write(
