@@ -10,6 +10,7 @@
  * ```
  */
 import { StateError, UsageError } from './errors.ts';
+import { DRAFT_QUANT } from './model/quantize.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './io/load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
@@ -51,7 +52,7 @@ export interface LoadOptions {
   /** Tokenizer file (tokenizer.json / tokenizer.bin); default: the one found with the model. */
   tokenizer?: string;
   /**
-   * EAGLE head directory, 'random' (an untrained head, for correctness checks), a loaded head, or
+   * EAGLE head directory, 'random' (an untrained head, for correctness checks and cost benchmarks; 'random:N' gives it a reduced draft vocabulary of the first N token ids), a loaded head, or
    * 'self': self-speculative drafting from the target's own early layers (DEL: exit layer and
    * length chosen per round, unless `exitLayer` fixes the exit). Omit for plain decoding (or,
    * with the embedded default, for its head); null = plain decoding always.
@@ -72,6 +73,11 @@ export interface LoadOptions {
   threads?: number;
   /** Seed of the random head. Default 0. */
   draftSeed?: number;
+  /**
+   * Run the draft head with 8- or 4-bit blockwise weights (ORT MatMulNBits): fewer bytes per
+   * draft pass, slightly different proposals, the same output. Default: fp32.
+   */
+  draftQuant?: keyof typeof DRAFT_QUANT;
   /**
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
@@ -139,6 +145,15 @@ export function textEncoder(tokenizer: Tokenizer | undefined): (text: string) =>
   };
 }
 
+/** The head of `--draft random` / `random:N` (N = draft vocabulary size). */
+function randomHead(model: LoadedModel, spec: string, seed: number): DraftHead {
+  const n = spec === 'random' ? undefined : Number(spec.slice('random:'.length));
+  if (n !== undefined && !(Number.isInteger(n) && n >= 1 && n < model.config.vocabSize))
+    throw new UsageError('--draft', `${spec}: N in random:N must be an integer in [1, ${model.config.vocabSize}) (the draft vocabulary size)`);
+  const weights = randomHeadWeights(model.config, seed, n === undefined ? undefined : { size: n, targetWeights: model.weights });
+  return { config: headConfigFor(model.config, n), weights };
+}
+
 export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGenerator> {
   const o = options.model === undefined ? withDefaults(options) : options;
   const model = typeof o.model === 'string' ? await loadModel(o.model) : o.model!;
@@ -162,12 +177,12 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     selfPolicy = o.exitLayer !== undefined ? new ExitPolicy(L, tree.totalTokens, { at: o.exitLayer }) : new DelPolicy(L, tree.totalTokens);
   } else if (o.draft !== undefined && o.draft !== null) {
     const head: DraftHead =
-      o.draft === 'random'
-        ? { config: headConfigFor(model.config), weights: randomHeadWeights(model.config, o.draftSeed ?? 0) }
+      typeof o.draft === 'string' && /^random(:|$)/.test(o.draft)
+        ? randomHead(model, o.draft, o.draftSeed ?? 0)
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK });
+    draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize: o.draftQuant ? DRAFT_QUANT[o.draftQuant] : undefined });
     drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
   }
   // Given options first, then the tuning file's policy, then the embedded default's.

@@ -10,11 +10,16 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import type { ModelConfig } from '../src/model/config.ts';
 import {
-  headConfigFor, headConfigFromJson, headConfigToJson, headShapes, randomHeadWeights, validateHeadWeights, type HeadConfig,
+  draftVocabWeights, headConfigFor, headConfigFromJson, headConfigToJson, headShapes, randomHeadWeights, validateHeadWeights, type HeadConfig,
 } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { tensor, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadDraftHead, saveDraftHead } from '../src/io/draft-head-io.ts';
+import { readSafetensorsHeader } from '../src/io/safetensors.ts';
 import { DraftSession } from '../src/runtime/draft.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
@@ -24,10 +29,11 @@ import { arbConfig, arbParents, arbTokens, depths, expectClose, mismatch, MAX_SE
 const RUNS = 40;
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
 
-/** A random head for `target`, with q/k/v biases when `bias`. */
-function randomHead(target: ModelConfig, seed: number, bias: boolean): { head: HeadConfig; weights: Weights } {
-  const head = { ...headConfigFor(target), attentionBias: bias };
+/** A random head for `target`, with q/k/v biases when `bias`, and a draft vocabulary `vocab` (target ids) when given. */
+function randomHead(target: ModelConfig, tw: Weights, seed: number, bias: boolean, vocab?: number[]): { head: HeadConfig; weights: Weights } {
+  const head = { ...headConfigFor(target, vocab?.length), attentionBias: bias };
   const weights = randomHeadWeights(target, seed);
+  if (vocab) for (const [n, t] of draftVocabWeights(target, tw, vocab)) weights.set(n, t);
   const rng = new Rng(seed + 1);
   for (const [name, shape] of headShapes(head))
     if (!weights.has(name)) weights.set(name, tensor(shape, Float32Array.from({ length: shape[0] }, () => 0.1 * rng.normal())));
@@ -36,14 +42,21 @@ function randomHead(target: ModelConfig, seed: number, bias: boolean): { head: H
 
 const randomFeatures = (rows: number, d: number, rng: Rng): Float32Array => Float32Array.from({ length: rows * d }, () => rng.normal());
 
-test('property: ORT draft head equals the float64 reference, with a cached prefix and a tree', async () => {
+test('property: ORT draft head equals the float64 reference, with a cached prefix and a tree, full or reduced vocabulary', async () => {
   const arb = arbConfig.chain((c) =>
-    fc.record({ c: fc.constant(c), prefix: arbTokens(c.vocabSize, 0, 6), parents: arbParents(1, 10), nodeIds: arbTokens(c.vocabSize, 10, 10), bias: fc.boolean(), topK: fc.integer({ min: 1, max: 10 }) }),
+    fc.record({
+      c: fc.constant(c), prefix: arbTokens(c.vocabSize, 0, 6), parents: arbParents(1, 10), nodeIds: arbTokens(c.vocabSize, 10, 10), bias: fc.boolean(), topK: fc.integer({ min: 1, max: 10 }),
+      // A reduced draft vocabulary: a random proper subset of target ids (any size, even below top-k).
+      vocab: fc.option(fc.uniqueArray(fc.integer({ min: 0, max: c.vocabSize - 1 }), { minLength: 1, maxLength: c.vocabSize - 1 }), { nil: undefined }),
+    }),
   );
   await fc.assert(
-    fc.asyncProperty(arb, fc.integer({ min: 0, max: 2 ** 31 - 1 }), async ({ c, prefix, parents, nodeIds, bias, topK }, seed) => {
-      const tw = randomWeights(c, seed, 2), { head, weights } = randomHead(c, seed, bias), rng = new Rng(seed);
-      const P = prefix.length, n = parents.length, V = c.vocabSize, d = c.dim;
+    fc.asyncProperty(arb, fc.integer({ min: 0, max: 2 ** 31 - 1 }), async ({ c, prefix, parents, nodeIds, bias, topK, vocab }, seed) => {
+      const tw = randomWeights(c, seed, 2), { head, weights } = randomHead(c, tw, seed, bias, vocab), rng = new Rng(seed);
+      const P = prefix.length, n = parents.length, V = vocab?.length ?? c.vocabSize, d = c.dim;
+      // Draft id of each target id (ascending target ids are draft ids 0..N-1), -1 outside the vocabulary.
+      const sorted = vocab ? [...vocab].sort((a, b) => a - b) : null;
+      const draftId = (id: number): number => (sorted ? sorted.indexOf(id) : id);
       const tokens = nodeIds.slice(0, n), positions = depths(parents).map((x) => P + x);
       const prefixFeatures = randomFeatures(P, d, rng), nodeFeatures = randomFeatures(n, d, rng);
 
@@ -67,7 +80,8 @@ test('property: ORT draft head equals the float64 reference, with a cached prefi
           const best = Float64Array.from(lp).sort().reverse().subarray(0, k);
           const got = o.topkLogProbs.subarray(i * k, (i + 1) * k), ids = o.topkIds.subarray(i * k, (i + 1) * k);
           // Values are the k largest (robust to near-ties swapping ids); each id carries its own log-prob.
-          expectClose(mismatch(`row ${i} top-k log-probs`, got, best), mismatch(`row ${i} log-probs at ids`, got, Array.from(ids, (id) => lp[id])));
+          for (const id of ids) assert.ok(draftId(id) >= 0, `drafted target id ${id} is outside the draft vocabulary`);
+          expectClose(mismatch(`row ${i} top-k log-probs`, got, best), mismatch(`row ${i} log-probs at ids`, got, Array.from(ids, (id) => lp[draftId(id)])));
           assert.equal(new Set(ids).size, k);
         }
       } finally {
@@ -113,4 +127,38 @@ test('example: head config.json round-trips, and bad heads are named', async () 
   missing.delete('layers.0.mlp.up_proj.weight');
   assert.match(validateHeadWeights(head, missing)!, /missing tensor layers.0.mlp.up_proj.weight/);
   await assert.rejects(DraftSession.create({ ...head, dim: 8 }, w, c, randomWeights(c, 1)), /head dim 8 does not match the target's 16/);
+});
+
+test('example: a reduced-vocabulary head saves in the EAGLE-3 layout (d2t I64, t2d BOOL, draft_vocab_size) and loads back', async () => {
+  const c = makeConfig({ vocabSize: 40, dim: 16, nLayers: 1, nHeads: 4 });
+  const tw = randomWeights(c, 2);
+  const ids = [3, 0, 17, 39, 8];
+  const head = headConfigFor(c, ids.length), w = randomHeadWeights(c, 1);
+  for (const [n, t] of draftVocabWeights(c, tw, ids)) w.set(n, t);
+  assert.equal(validateHeadWeights(head, w), null);
+  assert.deepEqual(headConfigFromJson(headConfigToJson(head)), head);
+  assert.equal(headConfigToJson(head).draft_vocab_size, 5);
+  // vLLM reads a missing draft_vocab_size, or one equal to vocab_size, as the full vocabulary.
+  assert.equal(headConfigFromJson({ ...headConfigToJson(head), draft_vocab_size: 40 }).draftVocabSize, undefined);
+
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-head-'));
+  try {
+    saveDraftHead(dir, { config: head, weights: w });
+    const hdr = readSafetensorsHeader(join(dir, 'model.safetensors')).entries;
+    assert.deepEqual([hdr.get('d2t')!.dtype, hdr.get('d2t')!.shape], ['I64', [5]]);
+    assert.deepEqual([hdr.get('t2d')!.dtype, hdr.get('t2d')!.shape], ['BOOL', [40]]);
+    assert.deepEqual([hdr.get('lm_head.weight')!.dtype, hdr.get('lm_head.weight')!.shape], ['F32', [5, 16]]);
+    const back = loadDraftHead(dir, c);
+    assert.deepEqual(back.config, head);
+    // target = draft + d2t[draft], ascending; lm_head rows are the target's rows of those ids.
+    assert.deepEqual(Array.from(back.weights.get('d2t')!.data, (o, i) => i + o), [0, 3, 8, 17, 39]);
+    assert.deepEqual(Array.from(back.weights.get('lm_head.weight')!.data.subarray(16 * 2, 16 * 3)), Array.from(tw.get('lm_head.weight')!.data.subarray(16 * 8, 16 * 9)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const off = new Map(w);
+  off.set('d2t', tensor([5], Float32Array.from([0, 2, 7, 14, 35]))); // draft 2 -> 9, which t2d does not mark
+  assert.match(validateHeadWeights(head, off)!, /t2d\[9\] is false/);
+  await assert.rejects(DraftSession.create(headConfigFor(c, 40), w, c, tw), /draft_vocab_size 40 must be an integer in \[1, vocab_size 40\)/);
 });

@@ -7,8 +7,8 @@
 import { test } from 'node:test';
 import fc from 'fast-check';
 import type { Tensor } from '@tensorflow/tfjs';
-import { eagleHeadForward, llamaForward, lmHead } from '../src/model/definition.ts';
-import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
+import { draftLogits, eagleHeadForward, llamaForward } from '../src/model/definition.ts';
+import { draftVocabWeights, headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { randomWeights } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { DraftSession } from '../src/runtime/draft.ts';
@@ -70,19 +70,25 @@ test('property: tfjs llamaForward == ORT target forward (prefill, then a chunk o
   );
 });
 
-test('property: tfjs eagleHeadForward == ORT draft head, with tree masks', async () => {
+test('property: tfjs eagleHeadForward == ORT draft head, with tree masks, full or reduced draft vocabulary', async () => {
   await fc.assert(
     fc.asyncProperty(
-      arbConfig.chain((cfg) => fc.record({ cfg: fc.constant(cfg), parents: arbParents(1, 7), seed: fc.nat() })).chain((r) =>
+      arbConfig.chain((cfg) => fc.record({
+        cfg: fc.constant(cfg), parents: arbParents(1, 7), seed: fc.nat(),
+        vocab: fc.option(fc.uniqueArray(fc.integer({ min: 0, max: cfg.vocabSize - 1 }), { minLength: 1, maxLength: cfg.vocabSize - 1 }), { nil: undefined }),
+      })).chain((r) =>
         fc.record({
           ...Object.fromEntries(Object.entries(r).map(([k, v]) => [k, fc.constant(v)])) as { [K in keyof typeof r]: fc.Arbitrary<(typeof r)[K]> },
           tokens: arbTokens(r.cfg.vocabSize, r.parents.length, r.parents.length),
           features: fc.float32Array({ minLength: r.parents.length * r.cfg.dim, maxLength: r.parents.length * r.cfg.dim, min: Math.fround(-3), max: Math.fround(3), noNaN: true }),
         }),
       ),
-      async ({ cfg, parents, seed, tokens, features }) => {
+      async ({ cfg, parents, seed, tokens, features, vocab }) => {
         const weights = randomWeights(cfg, seed, 2);
-        const head = headConfigFor(cfg), headW = randomHeadWeights(cfg, seed + 1);
+        const head = headConfigFor(cfg, vocab?.length), headW = randomHeadWeights(cfg, seed + 1);
+        if (vocab) for (const [n, t] of draftVocabWeights(cfg, weights, vocab)) headW.set(n, t);
+        const sorted = vocab ? [...vocab].sort((a, b) => a - b) : null, N = vocab?.length ?? cfg.vocabSize;
+        const draftId = (id: number): number => (sorted ? sorted.indexOf(id) : id);
         const T = parents.length, positions = depths(parents).map((d) => 3 + d), tree = treeMask(parents);
         const session = await DraftSession.create(head, headW, cfg, weights, { topK: 3 });
         const ort = await session.forward(new KVCache(1, head.nKvHeads, head.headDim, 16), tokens, features, positions, tree);
@@ -94,9 +100,9 @@ test('property: tfjs eagleHeadForward == ORT draft head, with tree masks', async
             const ops = opsFor(tf, ws);
             const mask = additiveMask(tf, T, T, (i, j) => tree[i * T + j] === 1);
             const out = eagleHeadForward(ops, head, tf.tensor2d(features, [T, cfg.dim]), { ids: intTensor(tf, tokens), positions: intTensor(tf, positions), mask, past: null });
-            const logp = tf.logSoftmax(lmHead(ops, cfg, out.hidden)).dataSync(); // [T, V]
+            const logp = tf.logSoftmax(draftLogits(ops, head, cfg, out.hidden)).dataSync(); // [T, N]
             const k = ort.topkIds.length / T;
-            const picked = Array.from(ort.topkIds, (id, i) => logp[Math.floor(i / k) * cfg.vocabSize + id]);
+            const picked = Array.from(ort.topkIds, (id, i) => logp[Math.floor(i / k) * N + draftId(id)]);
             expectClose(mismatch('hidden', out.hidden.dataSync(), ort.hidden, ATOL, RTOL), mismatch('top-k log-probs', picked, ort.topkLogProbs, ATOL, RTOL));
           });
         } finally {

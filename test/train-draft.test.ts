@@ -12,7 +12,10 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { UsageError } from '../src/errors.ts';
 import { readSafetensors } from '../src/io/safetensors.ts';
-import { headConfigFor, headConfigFromJson, validateHeadWeights } from '../src/model/draft-head.ts';
+import { frequentTokens, headConfigFor, headConfigFromJson, validateHeadWeights } from '../src/model/draft-head.ts';
+import { loadDraftHead } from '../src/io/draft-head-io.ts';
+import { DraftSession } from '../src/runtime/draft.ts';
+import { KVCache } from '../src/runtime/kv-cache.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { Rng } from '../src/util/rng.ts';
 import { FeatureLogWriter } from '../training/feature-log.ts';
@@ -90,6 +93,32 @@ test('trained head (ort) beats the untrained head on validation; EAGLE-layout ou
   assert.match(readFileSync(join(out, 'training-curve.svg'), 'utf8'), /^<svg[^]*<polyline[^]*<\/svg>\n$/);
 });
 
+test('--draft-vocab: the head drafts only the N most frequent next-tokens, trains, and loads as an EAGLE-3-layout head', async (t) => {
+  const out = join(dir, 'head-vocab'), logs = [await logPromise], N = 12;
+  const r = await trainDraft({ target, logs, out, steps: 150, window: 16, batch: 8, backend: 'wasm', seed: 1, draftVocab: N });
+  t.diagnostic(`draft vocab ${N}/${config.vocabSize}: top-1 ${r.initial.top1.toFixed(3)} -> ${r.final.top1.toFixed(3)}, top-3 ${r.initial.top3.toFixed(3)} -> ${r.final.top3.toFixed(3)}`);
+  assert.ok(r.final.top1 >= r.initial.top1 + 0.05, `top-1 ${r.initial.top1} -> ${r.final.top1}`);
+  assert.ok(r.tensorCounts.every((n) => n === r.tensorCounts[0]));
+
+  const data = await loadFeatureData(logs, 16);
+  const vocab = Array.from(frequentTokens(data.nextTokenId, config.vocabSize, N));
+  const count = (id: number) => data.nextTokenId.filter((x) => x === id).length;
+  const rest = Array.from({ length: config.vocabSize }, (_, i) => i).filter((i) => !vocab.includes(i));
+  assert.ok(Math.min(...vocab.map(count)) >= Math.max(...rest.map(count)), 'kept tokens are the most frequent');
+
+  const head = loadDraftHead(out, config);
+  assert.equal(head.config.draftVocabSize, N);
+  assert.deepEqual(Array.from(head.weights.get('d2t')!.data, (o, i) => i + o), vocab);
+  const s = await DraftSession.create(head.config, head.weights, config, weights, { topK: 4 });
+  try {
+    const b = packWindows(data, [0]);
+    const o = await s.forward(new KVCache(1, head.config.nKvHeads, head.config.headDim, 64), b.tokens, b.inputFeatures, b.positions);
+    assert.ok(Array.from(o.topkIds).every((id) => vocab.includes(id)), 'every drafted id is in the draft vocabulary');
+  } finally {
+    await s.dispose();
+  }
+});
+
 for (const backend of ['ort', 'wasm'] as const)
 test(`${backend}: a run that crashes and resumes from its checkpoint ends with the same weights as an uninterrupted run`, async () => {
   const base: Omit<TrainDraftOptions, 'out'> = { target, logs: [await logPromise], steps: 45, window: 16, batch: 4, checkpointEvery: 10, warmup: 5, backend, seed: 2, epochs: 1 };
@@ -114,6 +143,7 @@ test('bad options are usage errors naming the flag', async () => {
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), lr: -1 }), /--lr/);
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), valFraction: 1 }), /--val-fraction/);
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), backend: 'gpu' as never }), /--backend/);
+  await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), draftVocab: 48 }), /--draft-vocab/);
   await assert.rejects(trainDraft({ target: { config: makeConfig({ vocabSize: 48, dim: 16, nLayers: 1, nHeads: 2 }), weights }, logs, out: join(dir, 'x') }), /width 32/);
 });
 

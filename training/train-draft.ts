@@ -8,6 +8,14 @@
  * uniform noise on the input features. The forward pass is the shared model definition
  * (`eagleHeadForward`) rendered by `TfOps`.
  *
+ * With `draftVocab` = N (EAGLE-3's reduced vocabulary, FR-Spec's frequency ranking) the head
+ * scores only the N next-tokens most frequent in the logs, with its own LM head [N, d]: the
+ * target's rows for those tokens, kept frozen (ours: EAGLE-3 trains its; freezing keeps the
+ * feature objective and the token objective consistent). The token loss then compares the
+ * target's full-vocabulary distribution restricted to the N tokens (not renormalised: mass on
+ * other tokens cannot be drafted either way) with the head's distribution over the N. tfjs
+ * backends only for now (the ort training graph has no reduced vocabulary yet).
+ *
  * Reproducibility: every random draw is a function of (seed, step) or (seed, epoch), and a
  * checkpoint holds weights, Adam moments, step and data order, so `resume` ends with exactly
  * the weights of an uninterrupted run.
@@ -19,8 +27,8 @@ import { FormatError, UsageError } from '../src/errors.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import type { ModelConfig } from '../src/model/config.ts';
-import { eagleHeadForward, lmHead } from '../src/model/definition.ts';
-import { headConfigFor, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
+import { draftLogits, eagleHeadForward, lmHead } from '../src/model/definition.ts';
+import { DRAFT_VOCAB, draftToTarget, draftVocabWeights, frequentTokens, headConfigFor, randomHeadWeights, trainableHeadShapes, type HeadConfig } from '../src/model/draft-head.ts';
 import { outputHead, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamWArrays, warmupLr } from './adamw.ts';
@@ -70,6 +78,8 @@ export interface TrainDraftOptions {
   checkpointEvery?: number;
   /** Seed of initial weights, data order, split and noise. Default 0. */
   seed?: number;
+  /** Draft vocabulary size N (< the target's vocabulary); 0 = the full vocabulary. Default 0. */
+  draftVocab?: number;
   /** Continue from `<out>/checkpoint.safetensors` if present. Default false. */
   resume?: boolean;
   /** Replace a head or checkpoint already in `out` (otherwise that is an error unless resuming). Default false. */
@@ -114,7 +124,7 @@ type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'targe
 /** Defaults of every tunable option (the CLI's flag table reads them from here). */
 export const TRAIN_DRAFT_DEFAULTS: Readonly<Resolved> = {
   lr: 3e-3, batch: 8, window: 32, epochs: 1, warmup: 20, clip: 0.5, noise: 0.2, featureWeight: 1, tokenWeight: 0.1,
-  weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, resume: false, backend: 'auto',
+  weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, draftVocab: 0, resume: false, backend: 'auto',
 };
 
 /** The CLI flag of an option: featureWeight -> --feature-weight. */
@@ -126,7 +136,7 @@ function resolveOptions(o: TrainDraftOptions): Resolved {
   r.valEvery = o.valEvery;
   const positive = ['lr', 'batch', 'window', 'epochs', 'checkpointEvery'] as const;
   for (const k of positive) if (!(r[k] > 0)) throw new UsageError(flag(k), `must be positive, got ${r[k]}`);
-  for (const k of ['batch', 'window', 'epochs', 'warmup', 'checkpointEvery'] as const)
+  for (const k of ['batch', 'window', 'epochs', 'warmup', 'checkpointEvery', 'draftVocab'] as const)
     if (!Number.isInteger(r[k])) throw new UsageError(flag(k), `must be an integer, got ${r[k]}`);
   for (const k of ['warmup', 'clip', 'noise', 'featureWeight', 'tokenWeight', 'weightDecay'] as const)
     if (!(r[k] >= 0)) throw new UsageError(flag(k), `must be >= 0, got ${r[k]}`);
@@ -151,10 +161,15 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const o = resolveOptions(opts);
   if (!o.resume && !opts.overwrite && [join(opts.out, 'model.safetensors'), checkpointPath(opts.out)].some((p) => existsSync(p)))
     throw new UsageError('--out', `${opts.out} already holds a draft head or checkpoint: --overwrite replaces it, --resume continues its run`);
+  const cfg = opts.target.config;
+  if (!(o.draftVocab >= 0 && o.draftVocab < cfg.vocabSize)) throw new UsageError('--draft-vocab', `must be in [1, ${cfg.vocabSize}) (the target's vocabulary), or 0 for all of it; got ${o.draftVocab}`);
   const picked = await pickTrainBackend(o.backend);
+  if (o.draftVocab > 0 && picked.kind === 'ort') throw new UsageError('--draft-vocab', 'trains on a tfjs backend for now: add --backend wasm (or cpu, tfjs-node)');
   const backend = picked.name;
-  const cfg = opts.target.config, head = headConfigFor(cfg);
+  const head = headConfigFor(cfg, o.draftVocab > 0 ? o.draftVocab : undefined);
   const data = await loadFeatureData(opts.logs, o.window);
+  // The reduced vocabulary: the next tokens the logs show most often (what the head predicts).
+  const vocabW: Weights = o.draftVocab > 0 ? draftVocabWeights(cfg, opts.target.weights, frequentTokens(data.nextTokenId, cfg.vocabSize, o.draftVocab)) : new Map();
   if (data.dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${data.dim}, the target has ${cfg.dim}`);
   const split = splitWindows(data.windowStart.length, o.valFraction, o.seed);
   if (split.train.length === 0) throw new UsageError('--logs', 'no training windows: the logs hold no sequence of 2 or more rows');
@@ -164,12 +179,12 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length });
   mkdirSync(opts.out, { recursive: true });
 
-  const ckpt = o.resume ? loadCheckpoint(opts.out, headShapes(head)) : null;
+  const ckpt = o.resume ? loadCheckpoint(opts.out, trainableHeadShapes(head)) : null;
   if (ckpt) checkFingerprint(ckpt.state.fingerprint, fingerprint, opts.out);
   if (ckpt && !fitsRun(ckpt.state, split.train.length, steps))
     throw new FormatError(checkpointPath(opts.out), 'its step, data order or curve do not fit this run: a damaged checkpoint');
   const init = ckpt?.params ?? randomHeadWeights(cfg, o.seed);
-  const names = [...headShapes(head).keys()];
+  const names = [...trainableHeadShapes(head).keys()];
   const params: Weights = new Map(names.map((n) => [n, { shape: init.get(n)!.shape.slice(), data: init.get(n)!.data.slice() }]));
   const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), { clip: o.clip, weightDecay: o.weightDecay });
   const curve: Curve = ckpt?.state.curve ?? { step: [], loss: [], valStep: [], valTop1: [], valTop3: [], valFeatureLoss: [] };
@@ -182,7 +197,7 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const lossWeights = { featureWeight: o.featureWeight, tokenWeight: o.tokenWeight };
   const runner: DraftSteps = picked.kind === 'ort'
     ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights), { tensorCount: () => null })
-    : new TfDraftSteps(picked.tf, opts.target, head, lossWeights);
+    : new TfDraftSteps(picked.tf, opts.target, head, lossWeights, vocabW);
   const validate = (): Promise<ValMetrics> => evaluate(data, split.val, o.batch, (b) => runner.evaluate(params, b));
   const copy = (w: Float32Array[]): Weights => new Map(names.map((n, i) => [n, { shape: params.get(n)!.shape, data: w[i].slice() }]));
 
@@ -216,6 +231,7 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
       opts.onProgress?.({ phase: 'train', done, total: steps, metrics: { loss, ...(curve.valTop1.length ? { 'val-top1': curve.valTop1.at(-1)! } : {}), 'tok/s': Math.round((rowsTrained / msTraining) * 1000) } });
     }
     const weights = copy(opt.params);
+    for (const [n, t] of vocabW) weights.set(n, t);
     const final = await validate();
     saveDraftHead(opts.out, { config: head, weights });
     writeFileAtomic(join(opts.out, 'training-curve.svg'), curvePlot(curve));
@@ -229,12 +245,25 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
 
 /** The draft loss in TensorFlow.js: the model definition rendered by TfOps, differentiated by tfjs autograd. */
 export class TfDraftSteps implements DraftSteps {
+  /** What the head reads besides its parameters: the embeddings and its LM head (the target's, or its own reduced one). */
   private readonly frozen: Map<string, Tensor>;
+  /** What the teacher reads: the target's embeddings and LM head. */
+  private readonly teacher: Map<string, Tensor>;
+  /** [N] target id of each draft id, for a reduced vocabulary. */
+  private readonly draftIds: Tensor | null;
+  private readonly toTarget: Int32Array | null;
 
-  constructor(private readonly tf: Tf, private readonly target: { config: ModelConfig; weights: Weights }, private readonly head: HeadConfig, private readonly w: { featureWeight: number; tokenWeight: number }) {
+  /** `vocab`: the head's draft-vocabulary tensors (empty for the full vocabulary). */
+  constructor(private readonly tf: Tf, private readonly target: { config: ModelConfig; weights: Weights }, private readonly head: HeadConfig, private readonly w: { featureWeight: number; tokenWeight: number }, vocab: Weights = new Map()) {
     const cfg = target.config, embW = target.weights.get('model.embed_tokens.weight')!;
-    this.frozen = new Map<string, Tensor>([['model.embed_tokens.weight', tf.tensor(embW.data, embW.shape)]]);
-    if (!cfg.tieEmbeddings) this.frozen.set('lm_head.weight', tf.tensor(outputHead(cfg, target.weights).data, [cfg.vocabSize, cfg.dim]));
+    const emb = tf.tensor(embW.data, embW.shape), lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+    this.teacher = new Map<string, Tensor>([['model.embed_tokens.weight', emb], [lmName, cfg.tieEmbeddings ? emb : tf.tensor(outputHead(cfg, target.weights).data, [cfg.vocabSize, cfg.dim])]]);
+    this.frozen = new Map(this.teacher);
+    // A reduced head's own LM head shares the name of an untied target's: the head sees its own.
+    const own = vocab.get(DRAFT_VOCAB.lmHead);
+    if (own) this.frozen.set(DRAFT_VOCAB.lmHead, tf.tensor(own.data, own.shape));
+    this.toTarget = draftToTarget(head, vocab);
+    this.draftIds = this.toTarget ? tf.tensor1d(this.toTarget, 'int32') : null;
   }
 
   /** Forward of the head whose weights are `byName` on batch `b`. */
@@ -244,7 +273,7 @@ export class TfDraftSteps implements DraftSteps {
     const mask = additiveMask(tf, b.n, b.n, (i, j) => j <= i && b.segment[i] === b.segment[j]);
     const hidden = eagleHeadForward(ops, this.head, tf.tensor2d(features, [b.n, cfg.dim]), { ids: intTensor(tf, b.tokens), positions: intTensor(tf, b.positions), mask, past: null }).hidden; // [n, d]
     const target = tf.tensor2d(b.targetFeatures, [b.n, cfg.dim]); // [n, d]
-    return { target, logits: lmHead(ops, cfg, hidden), featureLoss: smoothL1(tf, hidden, target), ops };
+    return { target, logits: draftLogits(ops, this.head, cfg, hidden), featureLoss: smoothL1(tf, hidden, target) };
   }
 
   private tensors(params: Weights): Map<string, Tensor> {
@@ -258,7 +287,8 @@ export class TfDraftSteps implements DraftSteps {
       const xs = this.tensors(params);
       const f = (...ts: Tensor[]): Scalar => {
         const fw = this.forward(new Map(names.map((n, i) => [n, ts[i]])), b, features);
-        const teacher = tf.softmax(lmHead(fw.ops, cfg, fw.target)); // [n, V], constant w.r.t. the head
+        const full = tf.softmax(lmHead(new TfOps(tf, (n) => this.teacher.get(n) ?? missing(n)), cfg, fw.target)); // [n, V], constant w.r.t. the head
+        const teacher = this.draftIds ? tf.gather(full, this.draftIds, 1) : full; // [n, N]
         const tokenLoss = tf.neg(tf.mean(tf.sum(tf.mul(teacher, tf.logSoftmax(fw.logits)), -1)));
         return tf.add(tf.mul(fw.featureLoss, this.w.featureWeight), tf.mul(tokenLoss, this.w.tokenWeight)) as Scalar;
       };
@@ -274,7 +304,9 @@ export class TfDraftSteps implements DraftSteps {
     return tf.tidy(() => {
       const f = this.forward(this.tensors(params), b, b.inputFeatures);
       const k = Math.min(3, f.logits.shape[1]!);
-      return { top: Int32Array.from(tf.topk(f.logits, k).indices.dataSync()), k, featureLoss: f.featureLoss.dataSync()[0] };
+      const top = Int32Array.from(tf.topk(f.logits, k).indices.dataSync());
+      if (this.toTarget) for (let i = 0; i < top.length; i++) top[i] = this.toTarget[top[i]]; // draft ids -> target ids
+      return { top, k, featureLoss: f.featureLoss.dataSync()[0] };
     });
   }
 
@@ -283,7 +315,8 @@ export class TfDraftSteps implements DraftSteps {
   }
 
   async dispose(): Promise<void> {
-    for (const t of this.frozen.values()) t.dispose();
+    for (const t of new Set([...this.frozen.values(), ...this.teacher.values()])) t.dispose();
+    this.draftIds?.dispose();
   }
 }
 

@@ -1,12 +1,14 @@
 /**
  * EAGLE head checkpoints: `config.json` + `model.safetensors` with EAGLE's tensor names, so
  * heads trained elsewhere load here and heads trained here load into EAGLE-compatible engines.
+ * A reduced draft vocabulary is stored as EAGLE-3 heads store it (`lm_head.weight`, `d2t` I64,
+ * `t2d` BOOL, `draft_vocab_size`); see src/model/draft-head.ts.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, FormatError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
-import { headConfigFromJson, headConfigToJson, headMismatch, headShapes, validateHeadWeights, type HeadConfig } from '../model/draft-head.ts';
+import { DRAFT_VOCAB_DTYPES, headConfigFromJson, headConfigToJson, headMismatch, headShapes, validateHeadWeights, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { readModelDir } from './read.ts';
@@ -38,6 +40,6 @@ export function loadDraftHead(dir: string, target: ModelConfig): DraftHead {
 /** Writes `head` to `dir` (created if needed); each file atomically. */
 export function saveDraftHead(dir: string, head: DraftHead, metadata: Record<string, string> = {}): void {
   mkdirSync(dir, { recursive: true });
-  writeSafetensors(join(dir, 'model.safetensors'), head.weights, { format: 'pt', ...metadata });
+  writeSafetensors(join(dir, 'model.safetensors'), head.weights, { format: 'pt', ...metadata }, { dtypes: DRAFT_VOCAB_DTYPES });
   writeFileAtomic(join(dir, 'config.json'), JSON.stringify(headConfigToJson(head.config), null, 2) + '\n');
 }

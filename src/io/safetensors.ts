@@ -15,17 +15,24 @@ import { writeFileAtomic } from './atomic.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.ts';
 import { openForRead, readExact } from './read.ts';
 
-/** The dtypes eaglet reads and writes (all converted to F32 in memory). */
+/** The float dtypes eaglet reads and writes (all converted to F32 in memory). */
 export type FloatDtype = 'F32' | 'F16' | 'BF16';
-const BYTES: Record<FloatDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+/**
+ * Every dtype eaglet reads and writes. I64 and BOOL (EAGLE-3's `d2t` offsets and `t2d` mask) are
+ * held in memory as float32 too: exact for the small integers they carry (|v| < 2^24 is checked).
+ */
+export type Dtype = FloatDtype | 'I64' | 'BOOL';
+const BYTES: Record<Dtype, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, BOOL: 1 };
 /** Dtypes of the format that eaglet does not read, named so the error can say "unsupported" not "unknown". */
-const OTHER_DTYPES = new Set(['F64', 'F8_E4M3', 'F8_E5M2', 'I64', 'I32', 'I16', 'I8', 'U64', 'U32', 'U16', 'U8', 'BOOL']);
+const OTHER_DTYPES = new Set(['F64', 'F8_E4M3', 'F8_E5M2', 'I32', 'I16', 'I8', 'U64', 'U32', 'U16', 'U8']);
+/** Largest integer magnitude float32 holds exactly. */
+const EXACT_INT = 2 ** 24;
 /** The format's own bound on the header, which keeps a lying length from allocating much. */
 const MAX_HEADER_BYTES = 100_000_000;
 
 /** One tensor's entry in the header, validated. `begin`/`end` are absolute file offsets. */
 export interface TensorEntry {
-  dtype: FloatDtype;
+  dtype: Dtype;
   shape: number[];
   begin: number;
   end: number;
@@ -56,7 +63,7 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
   try {
     const { entries, metadata } = readHeader(fd, path);
     const tensors = new Map<string, Tensor>();
-    for (const [name, e] of entries) if (want(name)) tensors.set(name, readTensor(fd, e));
+    for (const [name, e] of entries) if (want(name)) tensors.set(name, readTensor(fd, e, name, path));
     return { tensors, metadata };
   } finally {
     closeSync(fd);
@@ -96,16 +103,16 @@ function readHeader(fd: number, path: string): SafetensorsHeader {
     if (typeof dtype !== 'string') throw bad(`tensor ${name}: missing dtype`);
     if (!(dtype in BYTES)) {
       const kind = OTHER_DTYPES.has(dtype) ? 'unsupported' : 'unknown';
-      throw bad(`tensor ${name}: ${kind} dtype ${JSON.stringify(dtype)} (eaglet reads F32, F16, BF16)`);
+      throw bad(`tensor ${name}: ${kind} dtype ${JSON.stringify(dtype)} (eaglet reads F32, F16, BF16, I64, BOOL)`);
     }
     if (!Array.isArray(shape) || !shape.every(isCount)) throw bad(`tensor ${name}: shape must be a list of non-negative integers`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) throw bad(`tensor ${name}: data_offsets must be two non-negative integers`);
     const [b, e] = offsets as number[];
     if (b > e || e > dataLen) throw bad(`tensor ${name}: data_offsets [${b}, ${e}] fall outside the ${dataLen}-byte data section`);
     // Product in floating point: a huge shape just fails the comparison instead of overflowing.
-    const bytes = (shape as number[]).reduce((a, s) => a * s, BYTES[dtype as FloatDtype]);
+    const bytes = (shape as number[]).reduce((a, s) => a * s, BYTES[dtype as Dtype]);
     if (bytes !== e - b) throw bad(`tensor ${name}: shape [${shape}] of ${dtype} needs ${bytes} bytes, data_offsets give ${e - b}`);
-    entries.set(name, { dtype: dtype as FloatDtype, shape: shape as number[], begin: dataStart + b, end: dataStart + e });
+    entries.set(name, { dtype: dtype as Dtype, shape: shape as number[], begin: dataStart + b, end: dataStart + e });
   }
   const sorted = [...entries].sort((x, y) => x[1].begin - y[1].begin);
   for (let i = 1; i < sorted.length; i++) {
@@ -114,10 +121,22 @@ function readHeader(fd: number, path: string): SafetensorsHeader {
   return { entries, metadata };
 }
 
-function readTensor(fd: number, e: TensorEntry): Tensor {
+function readTensor(fd: number, e: TensorEntry, name: string, path: string): Tensor {
   const count = (e.end - e.begin) / BYTES[e.dtype];
   const data = new Float32Array(count); // [prod(shape)]
-  if (e.dtype === 'F32') {
+  if (e.dtype === 'I64') {
+    const raw = new BigInt64Array(count); // [prod(shape)]
+    readExact(fd, new Uint8Array(raw.buffer), e.begin);
+    for (let i = 0; i < count; i++) {
+      const v = Number(raw[i]);
+      if (!(Math.abs(v) < EXACT_INT)) throw new FormatError(path, `tensor ${name}: I64 value ${raw[i]} at index ${i} is outside the supported range (|v| < 2^24)`);
+      data[i] = v;
+    }
+  } else if (e.dtype === 'BOOL') {
+    const raw = new Uint8Array(count); // [prod(shape)]
+    readExact(fd, raw, e.begin);
+    for (let i = 0; i < count; i++) data[i] = raw[i] ? 1 : 0;
+  } else if (e.dtype === 'F32') {
     readExact(fd, new Uint8Array(data.buffer), e.begin); // little-endian host: bytes land as F32 directly
   } else {
     const raw = new Uint16Array(count); // [prod(shape)] raw half bits
@@ -129,8 +148,10 @@ function readTensor(fd: number, e: TensorEntry): Tensor {
 
 /** Options of writeSafetensors. */
 export interface WriteSafetensorsOptions {
-  /** Storage dtype of every tensor. Default 'F32'. */
+  /** Storage dtype of every float tensor. Default 'F32'. */
   dtype?: FloatDtype;
+  /** Per-tensor storage dtype overriding `dtype` (I64 / BOOL values must be integers / 0-1). */
+  dtypes?: Record<string, Dtype>;
 }
 
 /**
@@ -138,7 +159,6 @@ export interface WriteSafetensorsOptions {
  * The header is padded with spaces to a multiple of 8 bytes, as the reference writer does.
  */
 export function writeSafetensors(path: string, tensors: Map<string, Tensor>, metadata?: Record<string, string>, opts: WriteSafetensorsOptions = {}): void {
-  const dtype = opts.dtype ?? 'F32';
   // Entries, then Object.fromEntries: defines own properties, so even a tensor named "__proto__" is kept.
   const header: [string, unknown][] = [];
   if (metadata && Object.keys(metadata).length > 0) header.push(['__metadata__', metadata]);
@@ -146,7 +166,8 @@ export function writeSafetensors(path: string, tensors: Map<string, Tensor>, met
   let offset = 0;
   for (const [name, t] of tensors) {
     if (name === '__metadata__') throw new Error(`${path}: __metadata__ is reserved and cannot name a tensor`);
-    const bytes = encode(t.data, dtype);
+    const dtype = opts.dtypes?.[name] ?? opts.dtype ?? 'F32';
+    const bytes = encode(t.data, dtype, `${path}: tensor ${name}`);
     header.push([name, { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] }]);
     chunks.push(bytes);
     offset += bytes.byteLength;
@@ -159,7 +180,17 @@ export function writeSafetensors(path: string, tensors: Map<string, Tensor>, met
   writeFileAtomic(path, [len, jsonBytes, ...chunks]);
 }
 
-function encode(data: Float32Array, dtype: FloatDtype): Uint8Array {
+function encode(data: Float32Array, dtype: Dtype, what: string): Uint8Array {
+  if (dtype === 'I64' || dtype === 'BOOL') {
+    const out = dtype === 'I64' ? new BigInt64Array(data.length) : new Uint8Array(data.length);
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i];
+      if (dtype === 'I64' ? !Number.isInteger(v) : v !== 0 && v !== 1) throw new Error(`${what}: value ${v} at index ${i} is not ${dtype === 'I64' ? 'an integer' : '0 or 1'}`);
+      if (out instanceof BigInt64Array) out[i] = BigInt(v);
+      else out[i] = v;
+    }
+    return new Uint8Array(out.buffer);
+  }
   if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength); // zero-copy view
   const out = new Uint16Array(data.length);
   (dtype === 'F16' ? f32ToF16 : f32ToBf16)(data, out);

@@ -11,7 +11,7 @@
  * nH = query heads, nKv = key/value heads (nH % nKv == 0), P = cached (past) rows, V = vocab.
  */
 import type { ModelConfig } from './config.ts';
-import { HEAD_LAYER_PREFIX, type HeadConfig } from './draft-head.ts';
+import { DRAFT_VOCAB, HEAD_LAYER_PREFIX, type HeadConfig } from './draft-head.ts';
 import type { RopeSpec } from './rope.ts';
 
 /** The attention head layout. */
@@ -206,4 +206,13 @@ export function eagleHeadForward<T>(ops: Ops<T>, head: HeadConfig, features: T, 
   const x = ops.linear(ops.concat(emb, features), ops.weight('fc.weight'), ops.weight('fc.bias')); // [T, d]
   const r = decoderLayer(ops, head, HEAD_LAYER_PREFIX, x, inp, inp.past?.[0] ?? null, false);
   return { hidden: r.out, key: r.key, value: r.value };
+}
+
+/**
+ * The head's next-token logits over its draft vocabulary: [T, N] from its own LM head when it
+ * has a reduced one (column j = draft id j; map to target ids with d2t), else the target's
+ * LM head, [T, V].
+ */
+export function draftLogits<T>(ops: Ops<T>, head: HeadConfig, target: Pick<ModelConfig, 'tieEmbeddings'>, hidden: T): T {
+  return head.draftVocabSize !== undefined ? ops.linear(hidden, ops.weight(DRAFT_VOCAB.lmHead)) : lmHead(ops, target, hidden);
 }

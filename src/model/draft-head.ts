@@ -14,13 +14,25 @@
  *   layers.0.mlp.down_proj.weight              [d, hidden]
  *
  * There is no input_layernorm (EAGLE skips it in layer 0: the fc output goes straight into
- * attention), no final norm, no embedding table and no LM head: the head borrows the target's
- * embedding table and LM head, frozen. `config.json` is an HF-style Llama config with
- * num_hidden_layers = 1.
+ * attention), no final norm and no embedding table: the head borrows the target's embedding
+ * table, frozen. `config.json` is an HF-style Llama config with num_hidden_layers = 1.
+ *
+ * Output vocabulary. By default the head has no LM head either and borrows the target's
+ * ([V, d], frozen). A head with a reduced draft vocabulary (EAGLE-3's d2t/t2d; FR-Spec's
+ * frequency-ranked subset) carries its own, in the layout vLLM and SGLang load for EAGLE-3:
+ *
+ *   lm_head.weight   [N, d]  F32   rows of the target's LM head for the N draft tokens
+ *   d2t              [N]     I64   offsets: target id = draft id + d2t[draft id]
+ *   t2d              [V]     BOOL  which target ids are in the draft vocabulary
+ *
+ * and config.json gains `draft_vocab_size` = N. Draft ids are the kept target ids in ascending
+ * order (so t2d alone determines d2t, as in EAGLE-3's published heads). Verification still
+ * runs the target over its full vocabulary, so output is unchanged; only the tree's candidates
+ * are limited to the N tokens.
  */
 import type { ModelConfig } from './config.ts';
 import { parseRopeScaling, ropeScalingToJson, type RopeScaling } from './rope.ts';
-import { addLayerShapes, checkTensors, tensor, type Weights } from './weights.ts';
+import { addLayerShapes, checkTensors, outputHead, tensor, type Weights } from './weights.ts';
 import { Rng } from '../util/rng.ts';
 
 /** Shapes of the head. Width, heads and vocabulary must match the target it drafts for. */
@@ -37,15 +49,25 @@ export interface HeadConfig {
   normEps: number;
   /** q/k/v projection biases (off in EAGLE's Llama heads). */
   attentionBias: boolean;
+  /**
+   * N < vocabSize: the head scores only N draft tokens with its own `lm_head.weight` [N, d]
+   * and maps them back through `d2t`. Absent: the full target vocabulary (the target's LM head).
+   */
+  draftVocabSize?: number;
 }
+
+/** Tensor names of a reduced draft vocabulary (EAGLE-3 layout). */
+export const DRAFT_VOCAB = { lmHead: 'lm_head.weight', d2t: 'd2t', t2d: 't2d' } as const;
+/** safetensors storage dtypes of the draft-vocabulary map. */
+export const DRAFT_VOCAB_DTYPES = { [DRAFT_VOCAB.d2t]: 'I64', [DRAFT_VOCAB.t2d]: 'BOOL' } as const;
 
 /** Name prefix of the head's one decoder layer. */
 export const HEAD_LAYER_PREFIX = 'layers.0.';
 
-/** The head EAGLE would train for `target`: same width, heads, RoPE and vocabulary. */
-export function headConfigFor(target: ModelConfig): HeadConfig {
+/** The head EAGLE would train for `target`: same width, heads, RoPE and vocabulary (optionally a reduced draft vocabulary of N tokens). */
+export function headConfigFor(target: ModelConfig, draftVocabSize?: number): HeadConfig {
   const { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ropeScaling, normEps } = target;
-  return { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ...(ropeScaling ? { ropeScaling } : {}), normEps, attentionBias: false };
+  return { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ...(ropeScaling ? { ropeScaling } : {}), normEps, attentionBias: false, ...(draftVocabSize !== undefined ? { draftVocabSize } : {}) };
 }
 
 /** Why `head` cannot draft for `target`, or null when it can. */
@@ -54,6 +76,8 @@ export function headMismatch(head: HeadConfig, target: ModelConfig): string | nu
     if (head[k] !== target[k]) return `head ${k} ${head[k]} does not match the target's ${target[k]}`;
   if (head.nHeads % head.nKvHeads !== 0) return `head num_attention_heads (${head.nHeads}) must be a multiple of num_key_value_heads (${head.nKvHeads})`;
   if (head.headDim % 2 !== 0) return `head head_dim must be even for RoPE, got ${head.headDim}`;
+  const n = head.draftVocabSize;
+  if (n !== undefined && !(Number.isInteger(n) && n >= 1 && n < head.vocabSize)) return `head draft_vocab_size ${n} must be an integer in [1, vocab_size ${head.vocabSize})`;
   return null;
 }
 
@@ -64,12 +88,73 @@ export function headShapes(c: HeadConfig): Map<string, number[]> {
     ['fc.bias', [c.dim]],
   ]);
   addLayerShapes(m, c, HEAD_LAYER_PREFIX, false);
+  if (c.draftVocabSize !== undefined) {
+    m.set(DRAFT_VOCAB.lmHead, [c.draftVocabSize, c.dim]);
+    m.set(DRAFT_VOCAB.d2t, [c.draftVocabSize]);
+    m.set(DRAFT_VOCAB.t2d, [c.vocabSize]);
+  }
   return m;
 }
 
-/** The first problem with `w` as weights of a head shaped `c` (missing, misshapen, non-finite), or null. */
+/** The head's trainable tensors: all but the draft-vocabulary ones (its LM head rows stay frozen, like the target's). */
+export function trainableHeadShapes(c: HeadConfig): Map<string, number[]> {
+  const m = headShapes(c);
+  for (const n of Object.values(DRAFT_VOCAB)) m.delete(n);
+  return m;
+}
+
+/** The first problem with `w` as weights of a head shaped `c` (missing, misshapen, non-finite, inconsistent d2t/t2d), or null. */
 export function validateHeadWeights(c: HeadConfig, w: Weights): string | null {
-  return checkTensors(headShapes(c), w);
+  const bad = checkTensors(headShapes(c), w);
+  if (bad || c.draftVocabSize === undefined) return bad;
+  const d2t = w.get(DRAFT_VOCAB.d2t)!.data, t2d = w.get(DRAFT_VOCAB.t2d)!.data;
+  let prev = -1;
+  for (let i = 0; i < d2t.length; i++) {
+    const id = i + d2t[i];
+    if (!(Number.isInteger(id) && id > prev && id < c.vocabSize)) return `d2t[${i}] = ${d2t[i]} maps draft id ${i} to ${id}: target ids must be increasing and in [0, ${c.vocabSize})`;
+    if (t2d[id] !== 1) return `t2d[${id}] is false, but d2t maps draft id ${i} to target id ${id}`;
+    prev = id;
+  }
+  let count = 0;
+  for (let t = 0; t < t2d.length; t++) count += t2d[t] === 1 ? 1 : 0;
+  if (count !== d2t.length) return `t2d marks ${count} target ids, d2t maps ${d2t.length}`;
+  return null;
+}
+
+/**
+ * The draft-vocabulary tensors for the target ids `ids` (distinct, any order; kept ascending):
+ * the target's LM-head rows, d2t and t2d. What `--draft-vocab` adds to a head.
+ */
+export function draftVocabWeights(target: ModelConfig, targetWeights: Weights, ids: ArrayLike<number>): Weights {
+  const sorted = Int32Array.from(ids).sort();
+  for (let i = 0; i < sorted.length; i++)
+    if (sorted[i] < 0 || sorted[i] >= target.vocabSize || (i > 0 && sorted[i] === sorted[i - 1])) throw new RangeError(`draft vocabulary: token ids must be distinct and in [0, ${target.vocabSize})`);
+  const n = sorted.length, d = target.dim, lm = outputHead(target, targetWeights).data;
+  const head = tensor([n, d]), d2t = tensor([n]), t2d = tensor([target.vocabSize]);
+  for (let i = 0; i < n; i++) {
+    head.data.set(lm.subarray(sorted[i] * d, (sorted[i] + 1) * d), i * d);
+    d2t.data[i] = sorted[i] - i;
+    t2d.data[sorted[i]] = 1;
+  }
+  return new Map([[DRAFT_VOCAB.lmHead, head], [DRAFT_VOCAB.d2t, d2t], [DRAFT_VOCAB.t2d, t2d]]);
+}
+
+/** Target id of each draft id ([N], ascending), or null for a full-vocabulary head. */
+export function draftToTarget(c: HeadConfig, w: Weights): Int32Array | null {
+  if (c.draftVocabSize === undefined) return null;
+  const d2t = w.get(DRAFT_VOCAB.d2t)!.data;
+  return Int32Array.from(d2t, (off, i) => i + off);
+}
+
+/**
+ * The N target ids most frequent in `tokens` (ties and unseen ids: lower id first), ascending:
+ * FR-Spec's frequency-ranked draft vocabulary. Negative entries (no token) are skipped.
+ */
+export function frequentTokens(tokens: ArrayLike<number>, vocabSize: number, n: number): Int32Array {
+  const count = new Float64Array(vocabSize);
+  for (let i = 0; i < tokens.length; i++) if (tokens[i] >= 0 && tokens[i] < vocabSize) count[tokens[i]]++;
+  const order = Int32Array.from({ length: vocabSize }, (_, i) => i).sort((a, b) => count[b] - count[a] || a - b);
+  return order.slice(0, n).sort();
 }
 
 /**
@@ -77,11 +162,14 @@ export function validateHeadWeights(c: HeadConfig, w: Weights): string | null {
  * draft distributions are peaked rather than flat. The fc maps the embedding half to ~0 and
  * the feature half to ~identity (plus noise), so the predicted feature starts near the input
  * feature (a "repeat the last prediction" prior); attention and MLP add scaled noise.
+ * `targetWeights` and `draftVocab` = N give it a reduced vocabulary: the first N target ids
+ * (a stand-in for frequency ranking, which needs logs), for cost benchmarks.
  */
-export function randomHeadWeights(target: ModelConfig, seed: number): Weights {
+export function randomHeadWeights(target: ModelConfig, seed: number, draftVocab?: { size: number; targetWeights: Weights }): Weights {
   const c = headConfigFor(target);
   const rng = new Rng(seed);
   const w: Weights = new Map();
+  if (draftVocab) for (const [n, t] of draftVocabWeights(target, draftVocab.targetWeights, Int32Array.from({ length: draftVocab.size }, (_, i) => i))) w.set(n, t);
   for (const [name, shape] of headShapes(c)) {
     const t = tensor(shape);
     const fanIn = shape[shape.length - 1];
@@ -119,6 +207,7 @@ export function headConfigToJson(c: HeadConfig): Record<string, unknown> {
     rms_norm_eps: c.normEps,
     attention_bias: c.attentionBias,
     num_hidden_layers: 1,
+    ...(c.draftVocabSize !== undefined ? { draft_vocab_size: c.draftVocabSize } : {}),
   };
 }
 
@@ -139,10 +228,13 @@ export function headConfigFromJson(j: Record<string, unknown>): HeadConfig {
   };
   if (j.hidden_act !== undefined && j.hidden_act !== 'silu') throw new Error(`hidden_act ${JSON.stringify(j.hidden_act)} is not supported (only silu)`);
   if (j.num_hidden_layers !== undefined && j.num_hidden_layers !== 1) throw new Error(`num_hidden_layers must be 1 for an EAGLE-1/2 head, got ${JSON.stringify(j.num_hidden_layers)}`);
-  const dim = int('hidden_size'), nHeads = int('num_attention_heads');
+  const dim = int('hidden_size'), nHeads = int('num_attention_heads'), vocabSize = int('vocab_size');
+  // vLLM reads a missing draft_vocab_size as vocab_size: both mean the full vocabulary.
+  const draftVocab = j.draft_vocab_size === undefined || j.draft_vocab_size === vocabSize ? undefined : int('draft_vocab_size');
   const ropeScaling = parseRopeScaling(j.rope_scaling);
   return {
-    vocabSize: int('vocab_size'),
+    ...(draftVocab !== undefined ? { draftVocabSize: draftVocab } : {}),
+    vocabSize,
     dim,
     hiddenDim: int('intermediate_size'),
     nHeads,

@@ -8,7 +8,7 @@
 import { endianness } from 'node:os';
 import { ProtoWriter } from './protobuf.ts';
 
-export type DType = 'float32' | 'int32' | 'int64' | 'bool';
+export type DType = 'float32' | 'int32' | 'int64' | 'bool' | 'uint8';
 /** A dimension: a number, or a symbolic name such as 'T' for sizes known at run time. */
 export type Dim = number | string;
 
@@ -24,7 +24,7 @@ export interface ConstTensor {
   data: TypedData;
 }
 
-const DTYPE_CODE: Record<DType, number> = { float32: 1, int32: 6, int64: 7, bool: 9 };
+const DTYPE_CODE: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9 };
 
 // Attribute type codes (AttributeProto.AttributeType).
 const ATTR_FLOAT = 1, ATTR_INT = 2, ATTR_STRING = 3, ATTR_TENSOR = 4, ATTR_INTS = 7;
@@ -88,6 +88,10 @@ export interface ModelOptions {
 export class GraphBuilder {
   private nodes: ProtoWriter[] = [];
   private inits: { name: string; t: ConstTensor }[] = [];
+  /** Every value some node reads: initializers outside it are left out of the model. */
+  private read = new Set<string>();
+  /** Non-default domains used (e.g. com.microsoft contrib ops), each imported at opset 1. */
+  private domains = new Set<string>();
   private inputs: ProtoWriter[] = [];
   private outputs: ProtoWriter[] = [];
   private counter = 0;
@@ -145,11 +149,11 @@ export class GraphBuilder {
   node(opType: string, inputs: string[], attrs: Record<string, Attr> = {}, opts: { outputs?: number | string[]; domain?: string } = {}): string[] {
     const outs = Array.isArray(opts.outputs) ? opts.outputs : Array.from({ length: opts.outputs ?? 1 }, () => this.fresh(opType));
     const w = new ProtoWriter();
-    for (const i of inputs) w.string(1, i);
+    for (const i of inputs) (w.string(1, i), this.read.add(i));
     for (const o of outs) w.string(2, o);
     w.string(3, this.fresh(`n_${opType}`)).string(4, opType);
     for (const [k, v] of Object.entries(attrs)) w.message(5, attribute(k, v));
-    if (opts.domain) w.string(7, opts.domain);
+    if (opts.domain) (w.string(7, opts.domain), this.domains.add(opts.domain));
     this.nodes.push(w);
     return outs;
   }
@@ -161,7 +165,7 @@ export class GraphBuilder {
 
   /** Encodes the whole model, weights embedded (one protobuf: at most 2 GB). */
   toModel(o: ModelOptions): Uint8Array {
-    return this.encode(o, this.inits.map(({ name, t }) => tensorProto(name, t)));
+    return this.encode(o, this.usedInits().map(({ name, t }) => tensorProto(name, t)));
   }
 
   /**
@@ -172,13 +176,18 @@ export class GraphBuilder {
    */
   toExternalModel(o: ModelOptions, minBytes = 4096): ExternalModel {
     const files = new Map<ArrayBufferLike, ExternalData>();
-    const protos = this.inits.map(({ name, t }) => {
+    const protos = this.usedInits().map(({ name, t }) => {
       if (t.data.byteLength < minBytes) return tensorProto(name, t);
       let f = files.get(t.data.buffer);
       if (!f) files.set(t.data.buffer, (f = { path: `weights_${files.size}.bin`, data: new Uint8Array(t.data.buffer) }));
       return tensorProto(name, t, { location: f.path, offset: t.data.byteOffset, length: t.data.byteLength });
     });
     return { bytes: this.encode(o, protos), external: [...files.values()] };
+  }
+
+  /** The initializers some node reads: unused ones (e.g. an LM head a reduced head replaces) are left out. */
+  private usedInits(): { name: string; t: ConstTensor }[] {
+    return this.inits.filter(({ name }) => this.read.has(name));
   }
 
   private encode(o: ModelOptions, inits: ProtoWriter[]): Uint8Array {
@@ -190,6 +199,7 @@ export class GraphBuilder {
     for (const out of this.outputs) g.message(12, out);
     const m = new ProtoWriter().int(1, o.irVersion).string(2, 'eaglet').message(7, g);
     m.message(8, new ProtoWriter().string(1, '').int(2, o.opset));
+    for (const d of this.domains) m.message(8, new ProtoWriter().string(1, d).int(2, 1));
     return m.finish();
   }
 }

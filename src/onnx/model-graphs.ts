@@ -18,8 +18,9 @@
  * rows of its ancestors, W > T). Every token sees the P + T - W keys before them. P may be 0.
  */
 import { GraphBuilder, type ExternalModel } from './graph.ts';
-import { OnnxOps } from '../model/onnx-ops.ts';
-import { eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type PassInputs, type PastKV } from '../model/definition.ts';
+import { OnnxOps, type OnnxOpsOptions } from '../model/onnx-ops.ts';
+import { draftLogits, eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type PassInputs, type PastKV } from '../model/definition.ts';
+import { draftToTarget } from '../model/draft-head.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
@@ -99,25 +100,37 @@ export function buildTargetModel(cfg: ModelConfig, weights: Weights): ExternalMo
   return g.toExternalModel(MODEL_OPTIONS);
 }
 
+/** Candidates a draft head can score per row: its draft vocabulary size. */
+export function draftVocabOf(head: HeadConfig): number {
+  return head.draftVocabSize ?? head.vocabSize;
+}
+
 /**
- * The draft head's ONNX model (weights as external data, as the target's). The target's embedding table and LM head are embedded too
- * (the head borrows them); the top-k of each row's log-softmax is taken in-graph so only
- * [T, k] crosses back to JS. k is clamped to the vocabulary size.
+ * The draft head's ONNX model (weights as external data, as the target's). The target's
+ * embedding table (and LM head, unless the head has its own reduced one) are embedded too; the
+ * top-k of each row's log-softmax is taken in-graph so only [T, k] crosses back to JS, already
+ * mapped to target ids for a reduced vocabulary (one Gather through the d2t table). k is clamped
+ * to the draft vocabulary size.
  */
-export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number): ExternalModel {
+export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, opsOptions: OnnxOpsOptions = {}): ExternalModel {
   const g = new GraphBuilder('eaglet_draft');
-  const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen);
+  // The head's own tensors first: a reduced head's lm_head.weight shadows an untied target's.
+  const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen, opsOptions);
   const inp = stepInputs(g, ops, head, [0]);
   const features = g.op('Reshape', [g.input(names.features, 'float32', [1, 'T', head.dim]), g.ints([-1, head.dim])]); // [T, d]
   const r = eagleHeadForward(ops, head, features, inp);
-  const k = Math.min(topK, head.vocabSize);
-  const logProbs = g.op('LogSoftmax', [lmHead(ops, target, r.hidden)], { axis: -1 }); // [T, V]
-  const [values, indices] = g.node('TopK', [logProbs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 }); // [T, k]
+  const k = Math.min(topK, draftVocabOf(head));
+  const logProbs = g.op('LogSoftmax', [draftLogits(ops, head, target, r.hidden)], { axis: -1 }); // [T, N]
+  const [values, draftIds] = g.node('TopK', [logProbs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 }); // [T, k]
+  const toTarget = draftToTarget(head, headWeights);
+  const ids = toTarget ? g.op('Gather', [g.initializer('draft_to_target', { dtype: 'int32', dims: [toTarget.length], data: toTarget }), draftIds], { axis: 0 }) : g.op('Cast', [draftIds], { to: 6 /* INT32 */ });
   batchOutput(g, r.hidden, names.hidden, 'float32', head.dim);
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
-  batchOutput(g, g.op('Cast', [indices], { to: 6 /* INT32 */ }), names.topkIds, 'int32', k);
-  // Full-vocabulary entropy of each row, -sum p log p, for entropy-based stopping (AdaEDL):
-  // a top-k estimate is capped at ln(k+1) and cannot tell a confident row from a flat one.
+  batchOutput(g, ids, names.topkIds, 'int32', k);
+  // Entropy of each row's whole draft distribution, -sum p log p, for entropy-based stopping
+  // (AdaEDL): a top-k estimate is capped at ln(k+1) and cannot tell a confident row from a flat
+  // one. With a reduced head it is over the N draft-vocabulary tokens the head scores (the
+  // distribution it drafts from; the target ids outside it have probability 0 there).
   const plogp = g.op('Mul', [g.op('Exp', [logProbs]), logProbs]);
   batchOutput(g, g.op('Neg', [g.op('ReduceSum', [plogp, g.ints([-1])], { keepdims: 1 })]), names.entropy, 'float32', 1);
   presentOutputs(g, head, [r.key], [r.value]);

@@ -6,15 +6,22 @@
 import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
-import { buildDraftModel, names } from '../onnx/model-graphs.ts';
+import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
 import type { KVCache } from './kv-cache.ts';
+import type { OnnxOpsOptions } from '../model/onnx-ops.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 
 export interface DraftSessionOptions extends StepSessionOptions {
-  /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the vocabulary. */
+  /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the draft vocabulary. */
   topK?: number;
+  /**
+   * Weight-only quantization of the head's Linear layers (LM head included) in the draft graph:
+   * fewer bytes per draft pass; proposals may change slightly, output cannot (verification is
+   * fp32). Default: none.
+   */
+  quantize?: OnnxOpsOptions['quantize'];
 }
 
 export const DEFAULT_TOP_K = 8;
@@ -24,7 +31,7 @@ export interface DraftOutput {
   hidden: Float32Array;
   /** [T, k], descending per row. */
   topkLogProbs: Float32Array;
-  /** [T, k] token ids matching topkLogProbs. */
+  /** [T, k] target token ids matching topkLogProbs (mapped from draft ids for a reduced vocabulary). */
   topkIds: Int32Array;
   /** [T] full-vocabulary entropy (nats) of each row's next-token distribution. */
   entropy: Float32Array;
@@ -43,8 +50,8 @@ export class DraftSession {
   static async create(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, opts: DraftSessionOptions = {}): Promise<DraftSession> {
     const bad = headMismatch(head, target);
     if (bad) throw new Error(bad);
-    const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, head.vocabSize);
-    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK), opts);
+    const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, draftVocabOf(head));
+    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, { quantize: opts.quantize }), opts);
     return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 

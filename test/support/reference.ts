@@ -198,7 +198,7 @@ export function referenceForward(
 export interface RefHeadOutput {
   /** Predicted features [T, d]. */
   hidden: Float64Array;
-  /** log_softmax(lm_head(hidden)) [T, V]. */
+  /** log_softmax(lm_head(hidden)) [T, V], or [T, N] over draft ids for a reduced draft vocabulary. */
   logProbs: Float64Array;
   /** The head layer's new keys after RoPE [T, nKv*hd]. */
   key: Float64Array;
@@ -220,9 +220,10 @@ export function referenceHeadForward(
     return matvec(get(hw, 'fc.weight'), cat, d, 2 * d, get(hw, 'fc.bias'));
   });
   const r = layer(head, hw, 'layers.0.', x, positions, visible, past?.key, past?.value, false, 'halves');
-  const lm = lmHeadOf(target, tw);
+  // A reduced draft vocabulary scores its N draft ids with its own LM head rows.
+  const lm = head.draftVocabSize !== undefined ? get(hw, 'lm_head.weight') : lmHeadOf(target, tw);
   const logProbs = r.x.map((h) => {
-    const z = matvec(lm, h, head.vocabSize, d);
+    const z = matvec(lm, h, head.draftVocabSize ?? head.vocabSize, d);
     const m = Math.max(...z);
     const lse = m + Math.log(z.reduce((a, b) => a + Math.exp(b - m), 0));
     return z.map((v) => v - lse);

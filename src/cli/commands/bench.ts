@@ -19,7 +19,8 @@ const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   ...TREE_FLAGS,
   THREADS_FLAG,
-  { flag: 'draft', type: 'string', meta: 'PATH|random|self', help: 'EAGLE draft head directory, "random", or "self" (no head: every policy drafts with the target\'s own early layers) (required with --model)' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]|self', help: 'EAGLE draft head directory, "random" (random:N: with an N-token draft vocabulary), or "self" (no head: every policy drafts with the target\'s own early layers) (required with --model)' },
+  { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
@@ -59,7 +60,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
 
     const g = await withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
-      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number,
+      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     let ownSelf: SelfDrafter | undefined;

@@ -19,8 +19,9 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompt', type: 'string', meta: 'TEXT', help: 'prompt text (needs a tokenizer; BOS added if the tokenizer has one)' },
   { flag: 'prompt-ids', type: 'ints', meta: 'IDS', help: 'prompt as token ids, e.g. 1,2,3 (fed as given: no BOS added)' },
   ...GENERATION_FLAGS,
-  { flag: 'draft', type: 'string', meta: 'PATH|random|self', help: 'EAGLE draft head directory, "random" for an untrained head, or "self" to draft with the target\'s own early layers (DEL: exit layer and length chosen per round): enables speculative decoding' },
+  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]|self', help: 'EAGLE draft head directory, "random" (random:N: with an N-token draft vocabulary) for an untrained head, or "self" to draft with the target\'s own early layers (DEL: exit layer and length chosen per round): enables speculative decoding' },
   { flag: 'exit-layer', type: 'int', meta: 'E', help: 'self-drafting from the target\'s first E layers every round (static exit, 1..L-1; implies --draft self)' },
+  { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
   { flag: 'spec', type: 'bool', help: 'speculate when a draft head is given (the default; --no-spec forces plain decoding)' },
   ...TREE_FLAGS,
   { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
@@ -71,6 +72,7 @@ Without --model it uses the embedded default (data/default): its target, draft h
       ldlp: f.ldlp as string | undefined,
       tree,
       threads: f.threads as number,
+      draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
