@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The package as a new user gets it: `npm pack`, install the tarball into an empty project (no
 # CUDA download), then check that plain `node` imports it and generates from the embedded
-# default, that a strict `tsc` consumer compiles, that `npx eaglet --help` runs, that training
-# without TensorFlow.js names the package to install, and how big node_modules is.
+# default, that a strict `tsc` consumer compiles, that `npx eaglet --help` runs, that training on
+# a TensorFlow.js backend without TensorFlow.js names the package to install, and how big
+# node_modules is.
 #
 #   scripts/pack-check.sh [WORK_DIR]     (default: a new temp dir; needs the npm registry)
 #
@@ -81,10 +82,12 @@ npx tsc -p . && echo "tsc: no errors"
 step "npx eaglet --help"
 npx eaglet --help | head -n 3
 
-step "a training command without TensorFlow.js: one line naming the package"
+# Training without tfjs falls back to the ORT backend (auto); naming a tfjs backend (wasm) is what
+# needs the package.
+step "a training command on a tfjs backend without TensorFlow.js: one line naming the package"
 mkdir -p corpus && printf 'export declare function f(): void;\n' > corpus/a.d.ts
 set +e
-npx eaglet train-target --corpus-dir corpus --out target-out --steps 1 2> train.err
+npx eaglet train-target --corpus-dir corpus --out target-out --steps 1 --backend wasm 2> train.err
 code=$?
 set -e
 cat train.err

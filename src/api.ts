@@ -25,7 +25,7 @@ import { readTuning, tuningMismatch, TUNING_FILE, type TuningFile } from './tune
 import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
-import { EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
+import { checkTree, EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
 import type { Drafter } from './generate/drafter.ts';
 import { checkExitLayer, SelfDrafter } from './generate/self-drafter.ts';
 import { DelPolicy, ExitPolicy } from './policies/del.ts';
@@ -69,7 +69,7 @@ export interface LoadOptions {
    * `ldlp` is set, else static trees of tree.maxDepth.
    */
   policy?: LengthPolicy | ((ctx: { model: LoadedModel; tree: TreeShape }) => LengthPolicy);
-  /** ORT intra-op threads. Default 2. */
+  /** ORT intra-op threads. Default DEFAULT_THREADS: every core, at most 8. */
   threads?: number;
   /** Seed of the random head. Default 0. */
   draftSeed?: number;
@@ -164,6 +164,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const notes: string[] = [];
   const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, notes) : undefined;
   const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
+  checkTree(tree);
   let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined;
   let selfPolicy: LengthPolicy | undefined;
   if (o.draft === 'self' || o.exitLayer !== undefined) {

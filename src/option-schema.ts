@@ -68,8 +68,11 @@ function convert(spec: FlagSpec, raw: string): unknown {
     return raw;
   }
   if (spec.type === 'ints') {
-    const parts = raw.split(/[,\s]+/).filter((p) => p.length > 0);
-    if (parts.length === 0) throw new UsageError(flag, `needs a comma-separated list of integers`);
+    // Commas separate items (spaces around them allowed); an empty item is a typo, not nothing.
+    const parts = raw.trim().split(/\s*,\s*|\s+/);
+    if (raw.trim() === '') throw new UsageError(flag, `needs a comma-separated list of integers`);
+    const empty = parts.indexOf('');
+    if (empty >= 0) throw new UsageError(flag, `item ${empty + 1} of '${raw}' is empty`);
     return parts.map((p) => {
       const v = Number(p);
       if (!Number.isInteger(v)) throw new UsageError(flag, `'${p}' is not an integer`);

@@ -2,10 +2,14 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
+import { writeLlama2c } from '../src/io/llama2c.ts';
+import { loadGenerator } from '../src/api.ts';
+import { useColour } from '../src/cli/commands/generate.ts';
+import { DEFAULT_PATHS } from '../src/default-model.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { COMMANDS } from '../src/cli/commands.ts';
 import { defaultParts } from '../src/default-model.ts';
@@ -14,7 +18,12 @@ const dir = mkdtempSync(join(tmpdir(), 'eaglet-cli-'));
 const model = join(dir, 'model');
 const cfg = makeConfig({ vocabSize: 40, dim: 16, nLayers: 2, nHeads: 2, maxSeqLen: 32, eosTokenIds: [] });
 
-before(() => saveHfCheckpoint(model, cfg, randomWeights(cfg, 3, 3)));
+const llamaBin = join(dir, 'stories.bin'), corpus = join(dir, 'corpus.ids');
+before(() => {
+  saveHfCheckpoint(model, cfg, randomWeights(cfg, 3, 3));
+  writeLlama2c(llamaBin, cfg, randomWeights(cfg, 4));
+  writeFileSync(corpus, Array.from({ length: 6 }, (_, i) => Array.from({ length: 20 }, (_, j) => (i * 7 + j) % 40).join(' ')).join('\n') + '\n');
+});
 
 function eaglet(...args: string[]) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { encoding: 'utf8' });
@@ -58,13 +67,28 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', 'MODEL', '--prompt', 'hi'], 2, /^error: --prompt: this model has no tokenizer/],
   [['generate', '--model', 'MODEL'], 2, /^error: --prompt: give exactly one of --prompt or --prompt-ids/],
   [['generate', '--model', '/nonexistent/model', '--prompt-ids', '1'], 1, /^error: \/nonexistent\/model: no such file or directory/],
-  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', '/nonexistent/head'], 1, /^error: \/nonexistent\/head: not a draft-head directory/],
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', '/nonexistent/head'], 1, /^error: \/nonexistent\/head: no such directory/],
   [['frobnicate'], 2, /^error: frobnicate: unknown command/],
+  // Options that only mean something while speculating are refused without a head, like --policy.
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--ldlp', '/some/ldlp'], 2, /^error: --ldlp: needs a draft head/],
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--spec'], 2, /^error: --spec: needs a draft head/],
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--no-spec', '--ldlp', '/x'], 2, /^error: --ldlp: contradicts --no-spec/],
+  // A tree whose budget cannot reach its depth; one depth limit everywhere.
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--depth', '5', '--total-tokens', '2'], 2, /^error: --total-tokens: 2 tokens cannot reach depth 5 \(--depth\)/],
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'static-40'], 2, /^error: policy 'static-40': depth: must be <= 32/],
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--depth', '40'], 2, /^error: --depth: must be <= 32/],
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1,,2'], 2, /^error: --prompt-ids: item 2 of '1,,2' is empty/],
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1,2,'], 2, /^error: --prompt-ids: item 3 of '1,2,' is empty/],
+  // Wrong tokenizers are the tokenizer's fault, in words a person can act on.
+  [['generate', '--model', 'MODEL', '--prompt', 'hi', '--tokenizer', 'BIN'], 1, /^error: .*stories\.bin: this is a llama2\.c model checkpoint, not a tokenizer/],
+  [['generate', '--model', 'MODEL', '--prompt', 'hi', '--tokenizer', DEFAULT_PATHS.target], 1, /tokenizer\.json: has 1536 token ids but the model has 40: a tokenizer of another model$/m],
+  // Files that do not exist are bad files (exit 1) whichever flag names them.
+  [['log', '--model', 'MODEL', '--corpus', '/nonexistent/c.ids', '--out', 'OUT/x.arrow', '--mode', 'teacher', '--seq-len', '8', '--max-tokens', '8'], 1, /^error: \/nonexistent\/c\.ids: cannot read: no such file/],
 ];
 
 for (const [args, code, pattern] of bad) {
   test(`bad input: ${args.slice(1).join(' ').slice(0, 60)}`, () => {
-    const r = eaglet(...args.map((a) => (a === 'MODEL' ? model : a)));
+    const r = eaglet(...args.map((a) => (a === 'MODEL' ? model : a === 'BIN' ? llamaBin : a.replace(/^OUT/, dir))));
     assert.equal(r.code, code, r.err);
     assert.match(r.err, pattern);
     assert.equal(r.err.trim().split('\n').length, 1, `one line, no stack trace: ${r.err}`);
@@ -103,4 +127,60 @@ test('bench without --model benchmarks the embedded default pair on its held-out
   assert.match(r.out, /^\| default \| /m);
   assert.match(r.out, /^Lossless/m);
   assert.match(eaglet('bench', '--draft', 'random').err, /--draft: needs --model/);
+});
+
+test('log and collect-lengths make the folder of --out', () => {
+  const log = join(dir, 'new', 'deeper', 'f.arrow');
+  const r = eaglet('log', '--model', model, '--corpus', corpus, '--out', log, '--mode', 'teacher', '--seq-len', '8', '--max-tokens', '16');
+  assert.equal(r.code, 0, r.err);
+  assert.ok(existsSync(log) && existsSync(`${log}.json`));
+  const rounds = join(dir, 'new2', 'r.arrow');
+  const c = eaglet('collect-lengths', '--model', model, '--draft', 'random', '--prompts', corpus, '--out', rounds, '--prompt-len', '4', '--max-prompts', '2', '--max-new-tokens', '6', '--depth', '2', '--total-tokens', '4');
+  assert.equal(c.code, 0, c.err);
+  assert.ok(existsSync(rounds));
+});
+
+test('generate: the text alone on stdout (stats line on stderr); --show-drafts colours only a terminal without NO_COLOR', () => {
+  const r = eaglet('generate', '--model', model, '--prompt-ids', '1,2,3', '--max-new-tokens', '8', '--draft', 'random', '--show-drafts');
+  assert.equal(r.code, 0, r.err);
+  assert.doesNotMatch(r.out, /\x1b/);
+  assert.doesNotMatch(r.out, /tokens in/);
+  assert.equal(r.out.trim().split(/\s+/).length, 8, r.out);
+  assert.match(r.err, /--show-drafts: no colour/);
+  assert.match(r.err, /^\[8 tokens in .*; stop: max-new-tokens\]$/m);
+  assert.equal(useColour({ isTTY: true }, {}), true);
+  assert.equal(useColour({ isTTY: true }, { NO_COLOR: '1' }), false);
+  assert.equal(useColour({ isTTY: false }, {}), false);
+  assert.equal(useColour({}, {}), false);
+});
+
+test('a signal aborted before generation starts yields no token and runs no pass', async () => {
+  const g = await loadGenerator({ model, draft: 'random' });
+  try {
+    const passes = g.generator.parts.target.stats.passes;
+    const chunks = [];
+    const it = g.stream([1, 2, 3], { maxNewTokens: 8, signal: AbortSignal.abort() });
+    let r = await it.next();
+    for (; !r.done; r = await it.next()) chunks.push(r.value);
+    assert.deepEqual(chunks, []);
+    assert.equal(r.value.stopReason, 'aborted');
+    assert.equal(r.value.newTokens, 0);
+    assert.equal(g.generator.parts.target.stats.passes, passes);
+  } finally {
+    await g.dispose();
+  }
+});
+
+test('train-draft refuses to overwrite a head unless told', async () => {
+  const { trainDraft } = await import('../training/train-draft.ts');
+  const out = join(dir, 'head-exists');
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'model.safetensors'), 'not read');
+  await assert.rejects(
+    trainDraft({ target: { config: cfg, weights: randomWeights(cfg, 3, 3) }, logs: ['/not/read.arrow'], out }),
+    /--out: .*head-exists already holds a draft head or checkpoint: --overwrite replaces it, --resume continues its run/,
+  );
+  const r = eaglet('train-draft', '--model', model, '--logs', '/not/read.arrow', '--out', out);
+  assert.equal(r.code, 2, r.err);
+  assert.match(r.err, /^error: --out: .*: --overwrite replaces it/m);
 });

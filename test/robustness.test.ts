@@ -118,7 +118,7 @@ test('checkpoint: truncated, of another model, or with a damaged state is refuse
 
   // A checkpoint of a run with other options is the --resume flag's problem (exit 2), naming the directory.
   writeFileSync(file, good);
-  await refuses(() => trainDraft({ target, logs: [log], out, steps: 3, batch: 2, window: 3, backend: 'cpu', resume: true }), out, /different options or data/, UsageError);
+  await refuses(() => trainDraft({ target, logs: [log], out, steps: 3, batch: 2, window: 3, backend: 'cpu', resume: true }), out, /holds a checkpoint of another run: --steps 2 in the checkpoint, 3 now/, UsageError);
 });
 
 // --- draft heads ----------------------------------------------------------------------------
@@ -206,7 +206,7 @@ function eaglet(...args: string[]) {
 test('CLI processes: a text prompt longer than the context, --draft pointing to a file, a bad number', () => {
   const cases: [string[], number, RegExp][] = [
     [['generate', '--model', model, '--prompt', Array(40).fill('a').join(' ')], 2, /^error: --prompt: has 40 tokens, the model's context is 32/],
-    [['generate', '--model', model, '--prompt-ids', '1', '--draft', join(dir, 'head.bin')], 1, /^error: .*head\.bin: not a draft-head directory/],
+    [['generate', '--model', model, '--prompt-ids', '1', '--draft', join(dir, 'head.bin')], 1, /^error: .*head\.bin: is a file; a draft-head is a directory of config\.json \+ model\.safetensors/],
     [['log', '--model', model, '--corpus', 'c.ids', '--out', 'o.arrow', '--mode', 'teacher', '--seq-len', '1e400', '--max-tokens', '8'], 2, /^error: --seq-len: expected a number, got '1e400'/],
   ];
   for (const [args, code, pattern] of cases) {

@@ -10,7 +10,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError } from '../src/errors.ts';
+import { FormatError, UsageError } from '../src/errors.ts';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import type { Variable } from '@tensorflow/tfjs';
 import { checkTensors, type Tensor, type Weights } from '../src/model/weights.ts';
@@ -28,6 +28,30 @@ export interface CheckpointState<C = Curve> {
   /** Metric history so far, so a resumed run reports the same curve. */
   curve: C;
 }
+
+/**
+ * The resume check: a UsageError naming each option that differs between the checkpoint's run
+ * and this one (fingerprints are JSON objects of options; keys are camelCase option names, shown
+ * as flags; non-option keys such as `rows` or `corpus` name the data).
+ */
+export function checkFingerprint(saved: string, current: string, where: string): void {
+  if (saved === current) return;
+  let a: Record<string, unknown>, b: Record<string, unknown>;
+  try {
+    a = JSON.parse(saved) as Record<string, unknown>;
+    b = JSON.parse(current) as Record<string, unknown>;
+  } catch {
+    throw new FormatError(where, 'its checkpoint has an unreadable options fingerprint');
+  }
+  const show = (v: unknown) => (v === undefined ? 'unset' : JSON.stringify(v));
+  const diffs = [...new Set([...Object.keys(a), ...Object.keys(b)])]
+    .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+    .map((k) => `${OPTION_FLAGS[k] ?? `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`} ${show(a[k])} in the checkpoint, ${show(b[k])} now`);
+  throw new UsageError('--resume', `${where} holds a checkpoint of another run: ${diffs.join('; ')} (match them, or remove the checkpoint)`);
+}
+
+/** Fingerprint keys that are not a flag of their own: the data a run trained on. */
+const OPTION_FLAGS: Record<string, string> = { rows: 'log rows (--logs)', windows: 'training windows (--logs)', corpus: 'corpus checksum (--corpus-dir)' };
 
 /** Training curve: loss per step, validation metrics every `valEvery` steps. */
 export interface Curve {

@@ -5,8 +5,8 @@
  *   anything else     plain text; the whole file is one document
  * Text is tokenized with the caller's `encode`.
  */
-import { readFileSync } from 'node:fs';
 import { FormatError, UsageError } from '../src/errors.ts';
+import { readFileOrFail } from '../src/io/read.ts';
 
 /** Text -> token ids (the model's tokenizer). */
 export type Encode = (text: string) => number[];
@@ -15,12 +15,8 @@ export type Encode = (text: string) => number[];
 export function readCorpus(paths: string[], vocabSize: number, encode?: Encode): number[][] {
   const docs: number[][] = [];
   for (const path of paths) {
-    let raw: string;
-    try {
-      raw = readFileSync(path, 'utf8');
-    } catch (e) {
-      throw new UsageError('--corpus', `cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
+    // A file that cannot be read is a bad file (exit 1, naming it), like a missing --model.
+    const raw = new TextDecoder().decode(readFileOrFail(path));
     if (path.endsWith('.ids')) docs.push(...parseIds(path, raw, vocabSize));
     else {
       if (!encode) throw new UsageError('--corpus', `${path} is text but the model has no tokenizer; give a .ids file`);

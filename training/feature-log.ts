@@ -18,7 +18,8 @@
  * an interrupted run never leaves a file at the final path. Reading is batch by batch and
  * zero-copy: columns come back as typed-array views.
  */
-import { closeSync, createReadStream, createWriteStream, fstatSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, mkdirSync, fstatSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { dirname } from 'node:path';
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -115,6 +116,7 @@ export class FeatureLogWriter {
   constructor(readonly path: string, readonly dim: number, readonly topK = 0, readonly batchRows = DEFAULT_BATCH_ROWS) {
     this.schema = logSchema(dim, topK);
     this.tmpPath = `${path}.tmp-${process.pid}`;
+    mkdirSync(dirname(path), { recursive: true }); // like every other output: its folder is made
     this.sink = createWriteStream(this.tmpPath);
     this.source = this.writer.toNodeStream();
     this.source.pipe(this.sink);

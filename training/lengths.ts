@@ -23,7 +23,8 @@
  * Files are written to `<out>.tmp-<pid>` and renamed by `finish`, with a JSON sidecar
  * `<out>.json` (source, tree, counts).
  */
-import { createWriteStream, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { dirname } from 'node:path';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import {
@@ -204,6 +205,7 @@ export class RoundLogWriter {
       ...LIST_COLUMNS.map((s) => list(s[0], s[1] === 'f32' ? new Float32() : new Int32(), listWidth(s, dim, maxDepth))),
     ]);
     this.tmpPath = `${path}.tmp-${process.pid}`;
+    mkdirSync(dirname(path), { recursive: true }); // like every other output: its folder is made
     this.sink = createWriteStream(this.tmpPath);
     this.writer.toNodeStream().pipe(this.sink);
     this.fresh();

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { UsageError } from '../src/errors.ts';
+import { FormatError, UsageError } from '../src/errors.ts';
 
 /** One corpus file. */
 export interface CorpusFile {
@@ -46,7 +46,8 @@ export const isHeldOut = (name: string, fraction: number): boolean => fnv1a(name
  * (fraction of files, by name hash). Throws a UsageError naming `--corpus-dir` when there is nothing to read.
  */
 export function readTargetCorpus(dir: string, heldOut: number, suffix = DEFAULT_SUFFIX): TargetCorpus {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError('--corpus-dir', `${dir} is not a directory`);
+  if (!existsSync(dir)) throw new FormatError(dir, 'no such directory');
+  if (!statSync(dir).isDirectory()) throw new FormatError(dir, 'is a file; --corpus-dir takes a directory');
   const names = readdirSync(dir).filter((n) => n.endsWith(suffix)).sort();
   if (names.length === 0) throw new UsageError('--corpus-dir', `${dir} has no *${suffix} files`);
   const hash = createHash('sha256');

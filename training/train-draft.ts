@@ -20,7 +20,7 @@
  * checkpoint holds weights, Adam moments, step and data order, so `resume` ends with exactly
  * the weights of an uninterrupted run.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Scalar, Tensor } from '@tensorflow/tfjs';
 import { FormatError, UsageError } from '../src/errors.ts';
@@ -33,7 +33,7 @@ import { outputHead, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamWArrays, warmupLr } from './adamw.ts';
 import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
-import { checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
+import { checkFingerprint, checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
 import { OrtDraftSteps } from './ort/draft-backend.ts';
 import { loadFeatureData, packWindows, permutation, splitWindows, type FeatureData, type PackedBatch } from './dataset.ts';
 import type { OnProgress } from './progress.ts';
@@ -82,6 +82,8 @@ export interface TrainDraftOptions {
   draftVocab?: number;
   /** Continue from `<out>/checkpoint.safetensors` if present. Default false. */
   resume?: boolean;
+  /** Replace a head or checkpoint already in `out` (otherwise that is an error unless resuming). Default false. */
+  overwrite?: boolean;
   /** Training backend (see training/backend.ts). Default 'auto'. */
   backend?: TrainBackendChoice;
   onProgress?: OnProgress;
@@ -104,7 +106,7 @@ export interface TrainDraftResult {
   steps: number;
   /** Step the run started from (> 0 after a resume). */
   startStep: number;
-  /** Validation of the initial (random) head and of the trained head. */
+  /** Validation at the start of this run (the random head, or the checkpoint's when resumed) and of the trained head. */
   initial: ValMetrics;
   final: ValMetrics;
   curve: Curve;
@@ -117,7 +119,7 @@ export interface TrainDraftResult {
   tensorCounts: number[];
 }
 
-type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery'>> & { valEvery?: number };
+type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery' | 'overwrite'>> & { valEvery?: number };
 
 /** Defaults of every tunable option (the CLI's flag table reads them from here). */
 export const TRAIN_DRAFT_DEFAULTS: Readonly<Resolved> = {
@@ -157,6 +159,8 @@ interface DraftSteps {
 /** Trains an EAGLE draft head for `target` on feature logs and writes it to `out`. */
 export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftResult> {
   const o = resolveOptions(opts);
+  if (!o.resume && !opts.overwrite && [join(opts.out, 'model.safetensors'), checkpointPath(opts.out)].some((p) => existsSync(p)))
+    throw new UsageError('--out', `${opts.out} already holds a draft head or checkpoint: --overwrite replaces it, --resume continues its run`);
   const cfg = opts.target.config;
   if (!(o.draftVocab >= 0 && o.draftVocab < cfg.vocabSize)) throw new UsageError('--draft-vocab', `must be in [1, ${cfg.vocabSize}) (the target's vocabulary), or 0 for all of it; got ${o.draftVocab}`);
   const picked = await pickTrainBackend(o.backend);
@@ -176,8 +180,7 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   mkdirSync(opts.out, { recursive: true });
 
   const ckpt = o.resume ? loadCheckpoint(opts.out, trainableHeadShapes(head)) : null;
-  if (ckpt && ckpt.state.fingerprint !== fingerprint)
-    throw new UsageError('--resume', `${opts.out} holds a checkpoint of a run with different options or data; remove it or match them`);
+  if (ckpt) checkFingerprint(ckpt.state.fingerprint, fingerprint, opts.out);
   if (ckpt && !fitsRun(ckpt.state, split.train.length, steps))
     throw new FormatError(checkpointPath(opts.out), 'its step, data order or curve do not fit this run: a damaged checkpoint');
   const init = ckpt?.params ?? randomHeadWeights(cfg, o.seed);

@@ -27,7 +27,7 @@ import { HfTokenizer } from '../src/tokenizer/hf.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamWArrays, cosineLr } from './adamw.ts';
 import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from './backend.ts';
-import { loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import { checkFingerprint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
 import { OrtTargetSteps } from './ort/target-backend.ts';
 import { earlyExitLoss } from './early-exit.ts';
 import type { OnProgress } from './progress.ts';
@@ -114,6 +114,7 @@ export interface TrainTargetResult {
   startStep: number;
   /** True when --time-budget ended the run before `steps`. */
   stoppedEarly: boolean;
+  /** Held-out metrics at the start of this run (the random model, or the checkpoint's when resumed) and at the end. */
   initial: HeldOutMetrics;
   final: HeldOutMetrics;
   curve: TargetCurve;
@@ -265,8 +266,7 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
 
   mkdirSync(ckptDir, { recursive: true });
   const ckpt = resume ? loadCheckpoint<TargetCurve>(ckptDir) : null;
-  if (ckpt && ckpt.state.fingerprint !== fingerprint)
-    throw new UsageError('--resume', `${ckptDir} holds a checkpoint of a run with different options or corpus; remove it or match them`);
+  if (ckpt) checkFingerprint(ckpt.state.fingerprint, fingerprint, ckptDir);
   const names = [...expectedShapes(cfg).keys()];
   const init = ckpt?.params ?? initTargetWeights(cfg, o.seed);
   const params: Weights = new Map(names.map((n) => [n, { shape: init.get(n)!.shape.slice(), data: init.get(n)!.data.slice() }]));

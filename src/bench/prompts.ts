@@ -1,6 +1,6 @@
 /** Benchmark prompt sets: a prompt file, or random token-id prompts. */
-import { readFileSync } from 'node:fs';
-import { FormatError, UsageError } from '../errors.ts';
+import { FormatError } from '../errors.ts';
+import { readFileOrFail } from '../io/read.ts';
 import { Rng } from '../util/rng.ts';
 
 /**
@@ -13,12 +13,7 @@ export function readPrompts(file: string, encode: (text: string) => number[]): n
 
 /** Prompts from a .jsonl file (strings, id arrays, {prompt|text|ids} objects) or a text file (one per line). */
 function readRawPrompts(file: string): (string | number[])[] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UsageError('--prompts', `cannot read ${file}: ${(e as Error).message}`);
-  }
+  const text = new TextDecoder().decode(readFileOrFail(file));
   const lines = text.split('\n').map((l, i) => [l.trim(), i + 1] as const).filter(([l]) => l.length > 0);
   if (lines.length === 0) throw new FormatError(file, 'holds no prompts');
   if (!file.endsWith('.jsonl')) return lines.map(([l]) => l);

@@ -2,7 +2,7 @@
 import { DEFAULT_TREE } from '../api.ts';
 import { DEFAULT_MODEL_TREE } from '../default-model.ts';
 import { DEFAULT_THREADS } from '../runtime/ort.ts';
-import type { TreeShape } from '../generate/eagle-drafter.ts';
+import { checkTree, TREE_LIMITS, type TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
 import { camel, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { policyEntry } from '../policies/registry.ts';
@@ -14,12 +14,12 @@ export const MODEL_FLAGS: FlagSpec[] = [
 
 // No flag defaults here: an unset flag keeps the model's tree (DEFAULT_TREE, or the embedded default's own).
 export const TREE_FLAGS: FlagSpec[] = [
-  { flag: 'depth', type: 'int', min: 1, max: 32, meta: 'D', help: `deepest draft tree (default ${DEFAULT_TREE.maxDepth}; ${DEFAULT_MODEL_TREE.maxDepth} with the embedded default)` },
-  { flag: 'total-tokens', type: 'int', min: 1, max: 512, meta: 'N', help: `drafted tokens verified per round (default ${DEFAULT_TREE.totalTokens}; ${DEFAULT_MODEL_TREE.totalTokens} with the embedded default)` },
-  { flag: 'tree-top-k', type: 'int', min: 1, max: 64, meta: 'K', help: `children per expanded node and nodes expanded per depth (default ${DEFAULT_TREE.topK})` },
+  { flag: 'depth', type: 'int', min: 1, max: TREE_LIMITS.maxDepth, meta: 'D', help: `deepest draft tree (default ${DEFAULT_TREE.maxDepth}; ${DEFAULT_MODEL_TREE.maxDepth} with the embedded default)` },
+  { flag: 'total-tokens', type: 'int', min: 1, max: TREE_LIMITS.totalTokens, meta: 'N', help: `drafted tokens verified per round (default ${DEFAULT_TREE.totalTokens}; ${DEFAULT_MODEL_TREE.totalTokens} with the embedded default)` },
+  { flag: 'tree-top-k', type: 'int', min: 1, max: TREE_LIMITS.topK, meta: 'K', help: `children per expanded node and nodes expanded per depth (default ${DEFAULT_TREE.topK})` },
 ];
 
-export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: DEFAULT_THREADS, meta: 'N', help: 'onnxruntime intra-op threads; by default all cores but one' };
+export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: DEFAULT_THREADS, meta: 'N', help: 'onnxruntime intra-op threads; by default every core (at most 8)' };
 
 /** The tree-shape fields the TREE_FLAGS set (unset ones are left out). */
 export function treeFromFlags(f: Parsed): Partial<TreeShape> {
@@ -28,6 +28,33 @@ export function treeFromFlags(f: Parsed): Partial<TreeShape> {
   if (f.totalTokens !== undefined) t.totalTokens = f.totalTokens as number;
   if (f.treeTopK !== undefined) t.topK = f.treeTopK as number;
   return t;
+}
+
+/** The tree options' flags, for errors about a tree shape (checkTree). */
+export const TREE_FLAG_NAMES: Record<keyof TreeShape, string> = { topK: '--tree-top-k', maxDepth: '--depth', totalTokens: '--total-tokens' };
+
+/**
+ * Runs `load` (which builds a generator), renaming a library tree-shape error (`tree.totalTokens`)
+ * to the flag that set it, then checks that the loaded drafter's tree can reach its depth.
+ */
+export async function withTreeFlags<T extends { generator: { parts: { drafter?: { shape: TreeShape } } }; dispose(): Promise<void> }>(load: () => Promise<T>): Promise<T> {
+  let g: T;
+  try {
+    g = await load();
+  } catch (e) {
+    if (!(e instanceof UsageError) || !e.flag.startsWith('tree.') || !(e.flag.slice(5) in TREE_FLAG_NAMES)) throw e;
+    const key = e.flag.slice(5) as keyof TreeShape;
+    const names = Object.entries(TREE_FLAG_NAMES).reduce((m, [k, flag]) => m.replaceAll(`tree.${k}`, flag), e.message.slice(e.flag.length + 2));
+    throw new UsageError(TREE_FLAG_NAMES[key], names);
+  }
+  const shape = g.generator.parts.drafter?.shape;
+  try {
+    if (shape && shape.maxDepth > 0) checkTree(shape, TREE_FLAG_NAMES, true);
+  } catch (e) {
+    await g.dispose();
+    throw e;
+  }
+  return g;
 }
 
 /** The files of a list flag: comma-separated in its value, plus the positional arguments after it (shell globs). */

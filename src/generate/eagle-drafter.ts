@@ -9,6 +9,7 @@
  * Staged rows are dropped at the end of the round.
  */
 import { TreeBuilder, type VerifyTree } from '../../trees/index.ts';
+import { UsageError } from '../errors.ts';
 import type { DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetSession } from '../runtime/target.ts';
@@ -17,6 +18,22 @@ import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
 import { verifyWithTarget, type Drafter, type TreeShape, type Verified, type VerifyFetch } from './drafter.ts';
 
 export type { TreeShape } from './drafter.ts';
+
+/** Largest tree shape accepted, one limit for the library, every CLI flag and every policy option. */
+export const TREE_LIMITS: Readonly<TreeShape> = { topK: 64, maxDepth: 32, totalTokens: 512 };
+
+/**
+ * Throws a UsageError for a tree shape out of range; with `reachable`, also for one whose token
+ * budget cannot reach its depth. The library accepts such a tree (rounds stop at the budget, and
+ * policies shrink budgets per round); the CLI asks for `reachable`, since a user who typed
+ * `--depth 5 --total-tokens 2` would silently get depth 2. `names` are the option names errors use.
+ */
+export function checkTree(t: TreeShape, names: Record<keyof TreeShape, string> = { topK: 'tree.topK', maxDepth: 'tree.maxDepth', totalTokens: 'tree.totalTokens' }, reachable = false): void {
+  for (const k of ['topK', 'maxDepth', 'totalTokens'] as const) {
+    if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > TREE_LIMITS[k]) throw new UsageError(names[k], `must be an integer in [1, ${TREE_LIMITS[k]}], got ${t[k]}`);
+  }
+  if (reachable && t.totalTokens < t.maxDepth) throw new UsageError(names.totalTokens, `${t.totalTokens} tokens cannot reach depth ${t.maxDepth} (${names.maxDepth}): give at least as many tokens as levels`);
+}
 
 export class EagleDrafter implements Drafter {
   readonly cache: KVCache;
@@ -31,6 +48,7 @@ export class EagleDrafter implements Drafter {
   /** @param capacity the target's context length. */
   constructor(readonly session: DraftSession, readonly shape: TreeShape, capacity: number) {
     const h = session.head;
+    checkTree(shape);
     if (shape.topK > session.topK) throw new RangeError(`tree top-k ${shape.topK} exceeds the draft session's top-k ${session.topK}`);
     this.cache = new KVCache(1, h.nKvHeads, h.headDim, capacity + shape.maxDepth * shape.topK + 1);
     this.builder = new TreeBuilder(shape);

@@ -92,6 +92,11 @@ export class Generator {
     checkPrompt(prompt, cfg);
     const stats = new GenerationStats();
     const sampler = new Sampler(opts, V);
+    if (signal?.aborted) {
+      // Aborted before it started: no prefill, no token.
+      stats.stopReason = 'aborted';
+      return stats;
+    }
     const t0 = performance.now();
     history.reset();
     cache.truncate(0);

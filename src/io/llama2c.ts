@@ -80,6 +80,18 @@ function configFromHeader(h: Int32Array): ModelConfig {
   return c;
 }
 
+/** True when `file` (its first 28 bytes and size) is a llama2.c checkpoint: a sane header that implies exactly its size. */
+export function isLlama2cCheckpoint(file: Uint8Array): boolean {
+  if (file.byteLength < HEADER_BYTES) return false;
+  const header = new Int32Array(Uint8Array.from(file.subarray(0, HEADER_BYTES)).buffer); // a copy: Buffers share a pool
+  try {
+    const secs = sections(configFromHeader(header));
+    return BigInt(file.byteLength) === BigInt(HEADER_BYTES) + 4n * secs.reduce((a, s) => a + sectionFloats(s), 0n);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Reads a llama2.c legacy checkpoint into HF-layout weights. The file size must be exactly what
  * the header implies (checked before any weight is allocated).

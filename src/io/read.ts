@@ -56,7 +56,8 @@ function describe(e: unknown): string {
  * of directory in errors.
  */
 export function readModelDir(dir: string, what: string): { cfgFile: string; json: Record<string, unknown>; weightsFile: string } {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FormatError(dir, `not a ${what} directory (expected config.json + model.safetensors)`);
+  if (!existsSync(dir)) throw new FormatError(dir, 'no such directory');
+  if (!statSync(dir).isDirectory()) throw new FormatError(dir, `is a file; a ${what} is a directory of config.json + model.safetensors`);
   const cfgFile = join(dir, 'config.json'), weightsFile = join(dir, 'model.safetensors');
   if (!existsSync(cfgFile)) throw new FormatError(cfgFile, 'missing');
   const json = readJsonFile(cfgFile);

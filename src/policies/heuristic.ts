@@ -4,6 +4,7 @@
  * below the largest depth the round allows, so a run of successes cannot bank depth that many
  * failures would then have to spend.
  */
+import { TREE_LIMITS } from '../generate/eagle-drafter.ts';
 import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 
@@ -17,9 +18,9 @@ export interface HeuristicOptions {
 }
 
 export const HEURISTIC_FLAGS: FlagSpec[] = [
-  { flag: 'start', type: 'int', min: 1, max: 64, default: 5, meta: 'D', help: 'depth of the first round' },
-  { flag: 'up', type: 'int', min: 0, max: 64, default: 2, meta: 'N', help: 'depth added after a fully accepted round' },
-  { flag: 'down', type: 'int', min: 0, max: 64, default: 1, meta: 'N', help: 'depth removed after a round with a rejection' },
+  { flag: 'start', type: 'int', min: 1, max: TREE_LIMITS.maxDepth, default: 5, meta: 'D', help: 'depth of the first round' },
+  { flag: 'up', type: 'int', min: 0, max: TREE_LIMITS.maxDepth, default: 2, meta: 'N', help: 'depth added after a fully accepted round' },
+  { flag: 'down', type: 'int', min: 0, max: TREE_LIMITS.maxDepth, default: 1, meta: 'N', help: 'depth removed after a round with a rejection' },
 ];
 
 export class HeuristicPolicy implements LengthPolicy {

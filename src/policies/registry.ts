@@ -10,7 +10,7 @@
  * of that policy; inline options override them. Trained predictors (LDLP, SpecDec++) plug in
  * with `registerPolicy`.
  */
-import type { TreeShape } from '../generate/eagle-drafter.ts';
+import { TREE_LIMITS, type TreeShape } from '../generate/eagle-drafter.ts';
 import { UsageError } from '../errors.ts';
 import { camel, parseFlags, resolveOptions, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { AdaEdlPolicy, ADAEDL_FLAGS } from './adaedl.ts';
@@ -49,7 +49,7 @@ export interface PolicyEntry {
 }
 
 const STATIC_FLAGS: FlagSpec[] = [
-  { flag: 'depth', type: 'int', min: 0, max: 64, meta: 'D', help: 'tree depth every round, 0 = plain decoding (default: the tree depth)' },
+  { flag: 'depth', type: 'int', min: 0, max: TREE_LIMITS.maxDepth, meta: 'D', help: 'tree depth every round, 0 = plain decoding (default: the tree depth)' },
 ];
 
 const REGISTRY = new Map<string, PolicyEntry>([

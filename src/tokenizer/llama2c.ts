@@ -10,6 +10,7 @@
  */
 import { FormatError } from '../errors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
+import { isLlama2cCheckpoint } from '../io/llama2c.ts';
 import { readFileOrFail } from '../io/read.ts';
 import type { EncodeOptions, Tokenizer } from './tokenizer.ts';
 
@@ -105,6 +106,7 @@ export function readLlama2cTokenizer(path: string, vocabSize?: number): Llama2cT
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const bad = (problem: string) => new FormatError(path, problem);
   if (buf.byteLength < 4) throw bad(`${buf.byteLength} bytes is too short for a llama2.c tokenizer`);
+  if (isLlama2cCheckpoint(buf)) throw bad('this is a llama2.c model checkpoint, not a tokenizer: pass its tokenizer.bin');
   const maxLen = view.getInt32(0, true);
   if (maxLen <= 0) throw bad(`max_token_length ${maxLen} must be positive`);
   const pieces: Llama2cPiece[] = [];

@@ -9,7 +9,10 @@ import type { Tokenizer } from './tokenizer.ts';
 
 /** Options of loadTokenizer. */
 export interface LoadTokenizerOptions {
-  /** The model's vocabulary size: a llama2.c tokenizer.bin must hold exactly this many tokens. Default: read to the end. */
+  /**
+   * The model's vocabulary size: a llama2.c tokenizer.bin must hold exactly this many tokens, an
+   * HF tokenizer at most this many ids (models may pad their vocabulary). Default: not checked.
+   */
   vocabSize?: number;
 }
 
@@ -22,12 +25,17 @@ export function loadTokenizer(path: string, opts: LoadTokenizerOptions = {}): To
   if (statSync(path).isDirectory()) {
     const file = join(path, 'tokenizer.json');
     if (!existsSync(file)) throw new FormatError(path, 'no tokenizer.json in this directory');
-    return loadHfTokenizer(file);
+    return fits(loadHfTokenizer(file), file, opts.vocabSize);
   }
   const ext = extname(path).toLowerCase();
-  if (ext === '.json') return loadHfTokenizer(path);
+  if (ext === '.json') return fits(loadHfTokenizer(path), path, opts.vocabSize);
   if (ext === '.bin') return readLlama2cTokenizer(path, opts.vocabSize);
   throw new FormatError(path, `unknown tokenizer format "${basename(path)}" (expected tokenizer.json, a llama2.c .bin, or an HF directory)`);
+}
+
+function fits(t: Tokenizer, file: string, vocabSize: number | undefined): Tokenizer {
+  if (vocabSize !== undefined && t.vocabSize > vocabSize) throw new FormatError(file, `has ${t.vocabSize} token ids but the model has ${vocabSize}: a tokenizer of another model`);
+  return t;
 }
 
 function loadHfTokenizer(file: string): HfTokenizer {

@@ -9,7 +9,7 @@ import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { checkSelfDraftFlags, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
+import { checkSelfDraftFlags, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
 
@@ -58,10 +58,10 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
     const selfOnly = f.draft === 'self';
 
-    const g = await loadGenerator({
+    const g = await withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
       tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
-    });
+    }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     let ownSelf: SelfDrafter | undefined;
     try {

@@ -1,5 +1,6 @@
 /** `eaglet collect-lengths`: speculative generation at a fixed depth, logging every round (Arrow) for LDLP / SpecDec++ training. */
 import { DEFAULT_TREE } from '../../api.ts';
+import { checkTree, TREE_LIMITS } from '../../generate/eagle-drafter.ts';
 import { UsageError } from '../../errors.ts';
 import { loadModel } from '../../io/load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
@@ -8,7 +9,7 @@ import { collectLengths } from '../../../training/lengths.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
-import { fileList, requireFlags, THREADS_FLAG } from '../common-flags.ts';
+import { fileList, requireFlags, THREADS_FLAG, TREE_FLAG_NAMES } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
@@ -19,9 +20,9 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompt-len', type: 'int', min: 1, default: 32, meta: 'N', help: 'tokens per prompt: documents are cut into consecutive N-token prompts' },
   { flag: 'max-prompts', type: 'int', min: 1, default: 200, meta: 'N', help: 'use at most N prompts' },
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 128, meta: 'N', help: 'tokens generated per prompt' },
-  { flag: 'depth', type: 'int', min: 1, max: 32, default: DEFAULT_TREE.maxDepth, meta: 'D', help: 'draft depth of every round: the deepest length the LDLP learns (use >= the inference --depth)' },
-  { flag: 'total-tokens', type: 'int', min: 1, max: 512, default: DEFAULT_TREE.totalTokens, meta: 'N', help: 'drafted tokens verified per round' },
-  { flag: 'tree-top-k', type: 'int', min: 1, max: 64, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
+  { flag: 'depth', type: 'int', min: 1, max: TREE_LIMITS.maxDepth, default: DEFAULT_TREE.maxDepth, meta: 'D', help: 'draft depth of every round: the deepest length the LDLP learns (use >= the inference --depth)' },
+  { flag: 'total-tokens', type: 'int', min: 1, max: TREE_LIMITS.totalTokens, default: DEFAULT_TREE.totalTokens, meta: 'N', help: 'drafted tokens verified per round' },
+  { flag: 'tree-top-k', type: 'int', min: 1, max: TREE_LIMITS.topK, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
   { flag: 'temperature', type: 'number', min: 0, default: 0, meta: 'T', help: 'sampling temperature (0 = greedy; collect at the temperature you will serve)' },
   { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'sampling seed (prompt i uses S + i)' },
   THREADS_FLAG,
@@ -43,6 +44,7 @@ export const collectLengthsCommand = defineCommand({
     if (promptLen + maxNew > model.config.maxSeqLen) throw new UsageError('--max-new-tokens', `prompt ${promptLen} + ${maxNew} new tokens exceed the model's context of ${model.config.maxSeqLen}`);
     const prompts = chunkDocuments(readCorpus(files, model.config.vocabSize, encode), promptLen).slice(0, f.maxPrompts as number);
     const tree = { maxDepth: f.depth as number, totalTokens: f.totalTokens as number, topK: f.treeTopK as number };
+    checkTree(tree, TREE_FLAG_NAMES, true);
     const r = await collectLengths({
       model, draft: f.draft as string, tree, prompts, maxNewTokens: maxNew, out: f.out as string,
       temperature: f.temperature as number, seed: f.seed as number, threads: f.threads as number, modelSource: f.model as string,

@@ -11,7 +11,7 @@ import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { checkSelfDraftFlags, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags } from '../common-flags.ts';
+import { checkSelfDraftFlags, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -22,19 +22,22 @@ const FLAGS: FlagSpec[] = [
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]|self', help: 'EAGLE draft head directory, "random" (random:N: with an N-token draft vocabulary) for an untrained head, or "self" to draft with the target\'s own early layers (DEL: exit layer and length chosen per round): enables speculative decoding' },
   { flag: 'exit-layer', type: 'int', meta: 'E', help: 'self-drafting from the target\'s first E layers every round (static exit, 1..L-1; implies --draft self)' },
   { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
-  { flag: 'spec', type: 'bool', default: true, help: 'speculate when a draft head is given (--no-spec forces plain decoding)' },
+  { flag: 'spec', type: 'bool', help: 'speculate when a draft head is given (the default; --no-spec forces plain decoding)' },
   ...TREE_FLAGS,
   { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth)` },
   ...policyFlags(),
   THREADS_FLAG,
   { flag: 'ldlp', type: 'string', meta: 'PATH', help: 'trained LDLP directory: predicts each round\'s depth (same as --policy ldlp --ldlp-path PATH)' },
-  { flag: 'show-drafts', type: 'bool', help: 'colour tokens: green = drafted and accepted, plain = the target\'s own' },
+  { flag: 'show-drafts', type: 'bool', help: 'colour tokens: green = drafted and accepted, plain = the target\'s own (on a terminal, unless NO_COLOR is set)' },
   { flag: 'json', type: 'bool', help: 'print one JSON object (ids, text, stats) instead of streaming text' },
   { flag: 'compare', type: 'bool', help: 'then run plain decoding on the same prompt in this process and print the measured speed ratio (--json: stats.compare)' },
 ];
 
 /** Token ids as text, for --show-drafts on a model without a tokenizer. */
 const idsAsText = { decode: (ids: readonly number[]) => ids.map((t) => `${t} `).join('') } as Tokenizer;
+
+/** Colour only for a terminal, and never when NO_COLOR is set (https://no-color.org). */
+export const useColour = (stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): boolean => Boolean(stream.isTTY) && !env.NO_COLOR;
 
 /** Green for drafted-and-accepted text. */
 const paint = (text: string, fromDraft: boolean) => (fromDraft && text ? `\x1b[32m${text}\x1b[0m` : text);
@@ -52,11 +55,15 @@ Without --model it uses the embedded default (data/default): its target, draft h
     if ((f.prompt === undefined) === (f.promptIds === undefined)) throw new UsageError('--prompt', 'give exactly one of --prompt or --prompt-ids');
     if (f.prompt === '') throw new UsageError('--prompt', 'is empty');
     const tree = treeFromFlags(f);
-    const draft = f.spec ? (f.draft as string | undefined) : null; // undefined: the default's head, if any
-    const exitLayer = f.spec ? (f.exitLayer as number | undefined) : undefined;
+    const draft = f.spec === false ? null : (f.draft as string | undefined); // undefined: the default's head, if any
+    const exitLayer = f.spec === false ? undefined : (f.exitLayer as number | undefined);
     checkSelfDraftFlags(f);
-    if (f.policy !== undefined && (draft === null || (f.model !== undefined && draft === undefined && exitLayer === undefined))) throw new UsageError('--policy', 'needs a draft head (--draft) and speculation on');
-    const g = await loadGenerator({
+    // Options that only mean something while speculating: without a head they would silently decode plainly.
+    const noHead = draft === null || (f.model !== undefined && draft === undefined && exitLayer === undefined);
+    for (const [flag, given] of [['--policy', f.policy !== undefined], ['--ldlp', f.ldlp !== undefined], ['--spec', f.spec === true]] as const) {
+      if (given && noHead) throw new UsageError(flag, draft === null ? 'contradicts --no-spec' : 'needs a draft head (--draft DIR, random or self)');
+    }
+    const g = await withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined,
       policy: f.policy !== undefined ? ({ model, tree: shape }) => createPolicy(f.policy as string, { tree: shape, target: model, nLayers: model.config.nLayers }, f) : undefined,
       exitLayer,
@@ -66,15 +73,17 @@ Without --model it uses the embedded default (data/default): its target, draft h
       tree,
       threads: f.threads as number,
       draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
-    });
+    }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
       if (f.prompt !== undefined && !g.tokenizer) throw new UsageError('--prompt', 'this model has no tokenizer beside it: pass --tokenizer, or use --prompt-ids');
       const prompt = (f.promptIds as number[] | undefined) ?? g.encode(f.prompt as string);
-      checkPrompt(prompt, g.model.config, f.promptIds ? '--prompt-ids' : '--prompt');
+      // Text the tokenizer turned into ids the model does not have: the tokenizer is the wrong one.
+      checkPrompt(prompt, g.model.config, f.promptIds ? '--prompt-ids' : f.tokenizer !== undefined ? '--tokenizer' : '--prompt');
       const opts = generationOptionsFromFlags(f);
       const ids: number[] = [];
-      const colour = f.showDrafts && !f.json ? new TextStreamer(g.tokenizer ?? idsAsText) : undefined;
+      const colour = f.showDrafts && !f.json && useColour(process.stdout, process.env) ? new TextStreamer(g.tokenizer ?? idsAsText) : undefined;
+      if (f.showDrafts && !colour && !f.json) process.stderr.write('[--show-drafts: no colour, since stdout is not a terminal or NO_COLOR is set]\n');
       const it = g.stream(prompt, opts);
       let r = await it.next();
       for (; !r.done; r = await it.next()) {
@@ -91,11 +100,13 @@ Without --model it uses the embedded default (data/default): its target, draft h
         process.stdout.write(JSON.stringify({ ids, text: g.tokenizer?.decode(ids), stats }) + '\n');
       } else {
         if (stats.stopReason === 'context') process.stderr.write(`\n[stopped: reached the model's context length of ${g.model.config.maxSeqLen} tokens]`);
-        process.stdout.write(`\n\n${statsLine(stats, g.generator.parts.drafter ? g.generator.policy.name : 'plain decoding')}\n`);
+        // The text alone goes to stdout (pipe it anywhere); the stats lines are for the person watching.
+        process.stdout.write('\n');
+        process.stderr.write(`\n${statsLine(stats, g.generator.parts.drafter ? g.generator.policy.name : 'plain decoding')}\n`);
         const c = stats.compare;
         if (c) {
           const same = c.verdict === null ? 'same ids' : c.verdict.nearTie ? `ids differ at a float32 near-tie (token ${c.verdict.position})` : `IDS DIFFER at token ${c.verdict.position}`;
-          process.stdout.write(`[plain decoding, same prompt and process: ${c.plainTokensPerSecond.toFixed(1)} tok/s; measured ratio ${c.speedup.toFixed(2)}x; ${same}]\n`);
+          process.stderr.write(`[plain decoding, same prompt and process: ${c.plainTokensPerSecond.toFixed(1)} tok/s; measured ratio ${c.speedup.toFixed(2)}x; ${same}]\n`);
         }
       }
     } finally {

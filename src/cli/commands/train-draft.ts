@@ -29,6 +29,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'seed', type: 'int', min: 0, default: D.seed, meta: 'S', help: 'seed of initial weights, data order, split and noise' },
   { flag: 'draft-vocab', type: 'int', min: 0, default: D.draftVocab, meta: 'N', help: 'draft vocabulary: the N next-tokens most frequent in the logs (EAGLE-3 d2t/t2d layout); 0 = the full vocabulary' },
   { flag: 'resume', type: 'bool', help: 'continue from DIR/checkpoint.safetensors (same options and logs required)' },
+  { flag: 'overwrite', type: 'bool', help: 'replace a head or checkpoint already in --out (without it, that is an error)' },
   { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: D.backend, meta: 'B', help: TRAIN_BACKEND_HELP },
 ];
 
@@ -52,14 +53,16 @@ export const trainDraftCommand = defineCommand({
       steps: f.steps as number | undefined, warmup: f.warmup as number, clip: f.clip as number, noise: f.noise as number,
       featureWeight: f.featureWeight as number, tokenWeight: f.tokenWeight as number, weightDecay: f.weightDecay as number,
       valFraction: f.valFraction as number, valEvery: f.valEvery as number | undefined, checkpointEvery: f.checkpointEvery as number,
-      seed: f.seed as number, draftVocab: f.draftVocab as number, resume: Boolean(f.resume), backend: f.backend as TrainBackendChoice,
+      seed: f.seed as number, draftVocab: f.draftVocab as number, resume: Boolean(f.resume), overwrite: Boolean(f.overwrite), backend: f.backend as TrainBackendChoice,
       onProgress: withEta(progressReporter()),
     });
     const m = (v: ValMetrics): string => `top-1 ${v.top1.toFixed(3)}, top-3 ${v.top3.toFixed(3)}, feature loss ${v.featureLoss.toFixed(4)}`;
     const resumed = r.startStep > 0 ? ` (resumed at step ${r.startStep})` : '';
+    // A resumed run starts from the checkpoint's head, not a random one.
+    const start = r.startStep > 0 ? `at step ${r.startStep}` : 'untrained';
     process.stdout.write(
       `trained ${r.steps} steps${resumed} on ${backend}, ${r.tokensPerSecond.toFixed(0)} tok/s\n` +
-        `  validation: untrained ${m(r.initial)}\n` +
+        `  validation: ${start.padEnd(9)} ${m(r.initial)}\n` +
         `              trained   ${m(r.final)} (${r.final.rows} rows)\n` +
         `  head: ${out} (eaglet generate --draft ${out}); curve: ${join(out, 'training-curve.svg')}\n`,
     );

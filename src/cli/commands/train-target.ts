@@ -35,7 +35,7 @@ export const trainTargetCommand = defineCommand({
     const how = r.stoppedEarly ? ` (stopped by --time-budget at step ${r.steps})` : r.startStep > 0 ? ` (resumed at step ${r.startStep})` : '';
     process.stdout.write(
       `trained ${r.steps} steps${how} on ${r.backend}: ${r.parameters} parameters, ${r.tokensPerSecond.toFixed(0)} tok/s, ${(r.trainMs / 60000).toFixed(1)} min\n` +
-        `  held-out (${r.final.tokens} tokens): untrained ${m(r.initial)}\n` +
+        `  held-out (${r.final.tokens} tokens): ${r.startStep > 0 ? `at step ${r.startStep}` : 'untrained'} ${m(r.initial)}\n` +
         `                                 trained   ${m(r.final)}\n` +
         `  model: ${out} (eaglet generate --model ${out}); curve: ${join(out, 'training-curve.svg')}\n`,
     );
