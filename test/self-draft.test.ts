@@ -80,6 +80,38 @@ test('sampled self-drafted output == sampled AR output with the same seed', asyn
   );
 });
 
+test('keepLevel: the self-drafter asks the policy after every pass (entropies of the exit), drops the level when told, stays lossless', async () => {
+  await fc.assert(
+    fc.asyncProperty(deepConfig, fc.integer({ min: 0, max: 1e6 }), treeShape, fc.double({ min: 0, max: 0.999, noNaN: true }), fc.integer({ min: 0, max: 6 }), async (cfg, seed, tree, x, stopAt) => {
+      const E = exitOf(cfg, x)!, L = cfg.nLayers;
+      const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
+      // Keeps levels while the frontier is shallower than stopAt (0: drops even the root's children).
+      const policy = new ExitPolicy(L, tree.totalTokens, { at: E }) as ExitPolicy & { keepLevel(f: { depth: number }, h: ArrayLike<number>): boolean };
+      const asked: number[] = [];
+      policy.keepLevel = (f, h) => {
+        assert.ok(h[0] >= 0 && h[0] <= Math.log(cfg.vocabSize) + 1e-3, `entropy ${h[0]}`);
+        asked.push(f.depth);
+        return f.depth < stopAt;
+      };
+      const ar = await loadGenerator({ model, threads: 1 });
+      const self = await loadGenerator({ model, draft: 'self', tree, policy, threads: 1 });
+      try {
+        const ids = fc.sample(prompt(cfg.vocabSize), { seed, numRuns: 1 })[0];
+        asked.length = 0; // the load's warm-up round
+        const s = await self.generate(ids, { maxNewTokens: 24, stopAtEos: false });
+        assert.deepEqual(s.ids, (await ar.generate(ids, { maxNewTokens: 24, stopAtEos: false })).ids);
+        assert.ok(asked.length > 0 && asked.every((d) => d <= Math.min(stopAt, tree.maxDepth - 1)), `asked at depths ${asked}`);
+        assert.ok(s.stats.depthSum <= s.stats.rounds * Math.min(stopAt, tree.maxDepth), `mean depth ${s.stats.depthSum / s.stats.rounds} with stop at ${stopAt}`);
+        if (stopAt === 0) assert.equal(s.stats.roundTokens, s.stats.rounds);
+      } finally {
+        await ar.dispose();
+        await self.dispose();
+      }
+    }),
+    { numRuns: 15, seed: 45 },
+  );
+});
+
 test('near the context limit self-drafting shrinks and stops with reason "context", still lossless', async () => {
   const cfg = { ...fc.sample(tinyConfig(24), { seed: 3, numRuns: 1 })[0], nLayers: 3 };
   const model = { config: cfg, weights: randomWeights(cfg, 5, 3), source: 'hf' as const };
@@ -115,6 +147,14 @@ test('property: exit and rest graphs equal the float64 reference, and the shadow
         for (let t = 0; t < n; t++) {
           const row = early.logits.subarray(t * V, (t + 1) * V), best = Math.max(...row);
           assert.ok(row[a.topkIds[t * V]] >= best - 1e-4, `row ${t}: exit proposes ${a.topkIds[t * V]}`);
+          // Entropy of the exit's whole distribution (AdaEDL's keepLevel reads it).
+          let z = 0, h = 0;
+          for (let v = 0; v < V; v++) z += Math.exp(row[v] - best);
+          for (let v = 0; v < V; v++) {
+            const lp = row[v] - best - Math.log(z);
+            h -= Math.exp(lp) * lp;
+          }
+          assert.ok(Math.abs(a.entropy[t] - h) < 1e-3 * Math.max(1, h), `row ${t}: entropy ${a.entropy[t]} vs reference ${h}`);
         }
         expectClose(
           mismatch('logits', b.logits, full.logits), mismatch('features', b.features, full.features),

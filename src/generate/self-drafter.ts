@@ -141,7 +141,11 @@ export class SelfDrafter implements Drafter {
     this.keepRows(first, 0, 1, E);
     let staged = 1;
     builder.reset(root);
-    builder.expand(first.topkIds, first.topkLogProbs);
+    // As the EAGLE drafter: the policy may drop a level once its pass scored it (AdaEDL). The
+    // pass's rows stay staged: they are tree nodes already, only their children are dropped.
+    const keep = (h: Float32Array) => policy.keepLevel?.(builder.frontier, h) ?? true;
+    if (keep(first.entropy)) builder.expand(first.topkIds, first.topkLogProbs, first.entropy);
+    else plan = { ...plan, depth: 0 };
 
     // Frontier by frontier: builder row j is staged row 1 + j; every node also sees the root.
     for (;;) {
@@ -158,7 +162,8 @@ export class SelfDrafter implements Drafter {
       cache.stageLayers(0, out.newKeys, out.newValues, F, staged);
       this.keepRows(out, staged, F, E);
       staged += F;
-      builder.expand(out.topkIds, out.topkLogProbs);
+      if (!keep(out.entropy)) break;
+      builder.expand(out.topkIds, out.topkLogProbs, out.entropy);
     }
     const tree = builder.finish(Math.min(plan.totalTokens, builder.totalTokens));
     staged = await this.complete(tree, exit, cache, staged, E);
