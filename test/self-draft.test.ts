@@ -227,10 +227,30 @@ test('DEL: tokens per layer, exit choice follows the estimates, no speculation w
   m.fill(0);
   for (let i = 0; i < 40; i++) p.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 6, exitMatches: m, shadowRows: 50 } });
   assert.equal(p.plan(state).depth, 0);
-  const probing = new DelPolicy(8, 8, { probeEvery: 3 });
-  for (let i = 0; i < 40; i++) probing.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 2, exitMatches: m, shadowRows: 50 } });
-  const depths = Array.from({ length: 6 }, () => probing.plan(state).depth > 0);
-  assert.deepEqual(depths, [false, false, true, false, false, true]);
+  const probes = (o: { probeEvery: number; probeMax?: number }, n: number) => {
+    const probing = new DelPolicy(8, 8, o);
+    for (let i = 0; i < 40; i++) probing.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 2, exitMatches: m, shadowRows: 50 } });
+    return Array.from({ length: n }, (_, i) => (probing.plan(state).depth > 0 ? i + 1 : 0)).filter((i) => i > 0);
+  };
+  assert.deepEqual(probes({ probeEvery: 3, probeMax: 3 }, 12), [3, 6, 9, 12]);
+  // Probes that leave plain decoding ahead back off: gaps 3, 6, 12.
+  assert.deepEqual(probes({ probeEvery: 3 }, 30), [3, 9, 21]);
+});
+
+test('DEL (measured costs): a round that built an exit\'s sessions is priced without the build', () => {
+  const state = { position: 10, lastFeature: new Float32Array(4), rootToken: 0, maxDepth: 4 };
+  const all = new Int32Array(9);
+  all[2] = 20;
+  const run = (setupMs: number | undefined) => {
+    const p = new DelPolicy(8, 4, { probeEvery: 1000 });
+    for (let i = 0; i < 5; i++) p.observe({ depth: 0, treeSize: 0, accepted: 0, draftMs: 0, verifyMs: 1, notes: undefined });
+    // Exit 2 agrees always; its first round spent 100 ms building sessions and 0.3 ms drafting.
+    p.observe({ depth: 2, treeSize: 2, accepted: 2, draftMs: 100.3, verifyMs: 0.3, notes: { exitLayer: 2, exitMatches: all, shadowRows: 20, setupMs } });
+    for (let i = 0; i < 20; i++) p.observe({ depth: 0, treeSize: 0, accepted: 0, draftMs: 0, verifyMs: 1, notes: { exitMatches: all, shadowRows: 20 } });
+    return p.plan(state);
+  };
+  assert.equal(run(undefined).depth, 0); // priced with the build: never pays
+  assert.deepEqual(run(100), { depth: 4, totalTokens: 4, exitLayer: 2, shadows: true });
 });
 
 test('--draft self runs and is lossless on random HF and llama2.c checkpoints; bad exit flags end with one clear line', () => {

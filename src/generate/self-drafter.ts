@@ -75,6 +75,7 @@ export class SelfDrafter implements Drafter {
   private exitLayer = 0;
   private wantShadows = false;
   private restLayers: Float32Array | null = null; // [n, L-E, d] from verification
+  private builtBefore = 0; // built.ms when this round's draft began
 
   constructor(readonly target: TargetSession, readonly weights: Weights, readonly shape: TreeShape, readonly opts: SelfDrafterOptions = {}) {
     const c = (this.cfg = target.cfg), L = c.nLayers, d = c.dim;
@@ -128,6 +129,7 @@ export class SelfDrafter implements Drafter {
 
   async draft(_history: History, root: number, plan: RoundPlan, policy: LengthPolicy, cache: KVCache): Promise<VerifyTree> {
     const E = plan.exitLayer ?? this.defaultExit;
+    this.builtBefore = this.built.ms;
     const { exit } = await this.sessions(E);
     const { builder, mask, positions } = this;
     const P = cache.length, room = cache.capacity - P;
@@ -233,7 +235,8 @@ export class SelfDrafter implements Drafter {
   async settle(acc: Acceptance): Promise<RoundNotes | undefined> {
     const E = this.exitLayer;
     if (E === 0) return undefined;
-    if (!this.wantShadows || !this.restLayers) return { exitLayer: E };
+    const setupMs = this.built.ms - this.builtBefore;
+    if (!this.wantShadows || !this.restLayers) return setupMs > 0 ? { exitLayer: E, setupMs } : { exitLayer: E };
     const L = this.cfg.nLayers, d = this.cfg.dim, w = (L - 1) * d, rest = this.restLayers, m = this.exitMatches;
     // Rows j < acc.length (the accepted path, the bonus row last) x exits l = 1..L-1: the residual after layer l-1.
     let at = 0;
@@ -247,7 +250,7 @@ export class SelfDrafter implements Drafter {
     const ids = await (await this.shadow()).argmax(this.shadowRows, acc.length * (L - 1));
     m.fill(0);
     for (let j = 0; j < acc.length; j++) for (let l = 1; l < L; l++) if (ids[j * (L - 1) + l - 1] === acc.tokens[j]) m[l]++;
-    return { exitLayer: E, exitMatches: m, shadowRows: acc.length };
+    return { exitLayer: E, exitMatches: m, shadowRows: acc.length, ...(setupMs > 0 ? { setupMs } : {}) };
   }
 
   async dispose(): Promise<void> {
