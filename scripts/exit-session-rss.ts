@@ -30,7 +30,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'fresh processes per exit layer (median and range reported)' },
   { flag: 'child', type: 'int', min: 1, meta: 'E', help: '(internal) measure exit E in this process' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS) as { model?: string; exits?: string; tokens: number; threads: number; repeats: number; child?: number };
+const f = parseFlags(process.argv.slice(2), FLAGS) as unknown as { model?: string; exits?: string; tokens: number; threads: number; repeats: number; child?: number };
 if (!f.model) throw new Error('--model is required');
 const mb = (b: number) => (b / 2 ** 20).toFixed(1);
 
