@@ -101,7 +101,12 @@ abstract class Lane<Out> {
   private ids = new Int32Array(0);
   private pos = new Int32Array(0);
 
-  constructor(protected batcher: Batcher, readonly batchCache: KVCache, first = false) {
+  /**
+   * @param maxPassTokens most tokens packed into one pass (the model's RoPE table holds its
+   *   context length of positions, and ORT's RotaryEmbedding refuses longer inputs); the calls
+   *   left over run in the next pass.
+   */
+  constructor(protected batcher: Batcher, readonly batchCache: KVCache, readonly maxPassTokens: number, first = false) {
     batcher.add(this as Lane<unknown>, first);
   }
 
@@ -121,10 +126,10 @@ abstract class Lane<Out> {
 
   /** Packs and runs every waiting call; each gets its rows of the outputs. */
   async flush(): Promise<void> {
-    const calls = this.pending;
-    this.pending = [];
+    let n = 0, T = 0;
+    while (n < this.pending.length && (n === 0 || T + this.pending[n].tokens.length <= this.maxPassTokens)) T += this.pending[n++].tokens.length;
+    const calls = this.pending.splice(0, n);
     try {
-      const T = calls.reduce((n, c) => n + c.tokens.length, 0);
       // L: the batch rows the callers' slots use (a slot's rows start at its base).
       let L = 0;
       for (const c of calls) L = Math.max(L, c.cache.base + c.cache.length);
@@ -176,7 +181,7 @@ abstract class Lane<Out> {
 /** The target's lane: `view()` is what a request's generator holds as its target. */
 export class TargetLane extends Lane<TargetOutput> {
   constructor(batcher: Batcher, readonly session: TargetSession, batchCache: KVCache) {
-    super(batcher, batchCache);
+    super(batcher, batchCache, session.cfg.maxSeqLen);
   }
 
   /** A request's target: its passes wait for the batch. */
@@ -213,8 +218,8 @@ export class TargetLane extends Lane<TargetOutput> {
 export class DraftLane extends Lane<DraftOutput> {
   private features = new Float32Array(0);
 
-  constructor(batcher: Batcher, readonly session: DraftSession, batchCache: KVCache) {
-    super(batcher, batchCache, true); // draft passes first: the target pass then collects every tree
+  constructor(batcher: Batcher, readonly session: DraftSession, batchCache: KVCache, maxPassTokens: number) {
+    super(batcher, batchCache, maxPassTokens, true); // draft passes first: the target pass then collects every tree
   }
 
   view(): DraftPass {

@@ -109,7 +109,7 @@ export class Engine {
       const h = draftSession.head;
       Sd = EagleDrafter.cacheRows(this.tree, S);
       draftCache = new KVCache(1, h.nKvHeads, h.headDim, B * Sd, B * Sd);
-      this.draftLane = new DraftLane(this.batcher, draftSession, draftCache);
+      this.draftLane = new DraftLane(this.batcher, draftSession, draftCache, S);
     }
     const view = this.draftLane?.view();
     this.free = Array.from({ length: B }, (_, i) => ({
@@ -136,6 +136,7 @@ export class Engine {
     if (this.policy.kind !== 'smartspec' || !this.draftLane) return;
     const D = this.tree.maxDepth, B = this.maxBatch;
     const counts = (max: number) => {
+      max = Math.min(max, this.g.model.config.maxSeqLen);
       const xs = [1];
       while (xs[xs.length - 1] < max) xs.push(Math.min(max, xs[xs.length - 1] * 2));
       return xs;
@@ -147,11 +148,11 @@ export class Engine {
 
   /** Median ms of packed passes of each token count, with 1 and with all slots' rows live (half-full slots). */
   private async measure(session: TargetSession | DraftSession, cache: KVCache, tokens: number[], repeats: number): Promise<StepCost> {
-    const B = this.maxBatch, S = cache.capacity / B;
+    const B = this.maxBatch, S = cache.capacity / B, ctx = this.g.model.config.maxSeqLen;
     const ms = async (t: number, slots: number) => {
       const L = Math.max(1, Math.round((slots * S) / 2));
       const W = L + t, mask = new Uint8Array(t * W).fill(1);
-      const ids = new Int32Array(t), pos = Int32Array.from({ length: t }, (_, i) => Math.min(S - 1, S / 2 + i));
+      const ids = new Int32Array(t), pos = Int32Array.from({ length: t }, (_, i) => Math.min(ctx - 1, (ctx >> 1) + i));
       cache.length = L;
       const times: number[] = [];
       for (let r = 0; r < repeats + 1; r++) {
