@@ -92,7 +92,7 @@ const quantile = (xs: number[], q: number) => {
 };
 
 async function level(s: RunningServer, policy: string, c: number, repeat: number): Promise<Level> {
-  const lane = (s.handler.engine as unknown as { targetLane: { laneStats: { passes: number; calls: number } } }).targetLane.laneStats;
+  const lane = s.handler.engine.targetStats;
   const p0 = lane.passes, c0 = lane.calls;
   let next = 0, tokens = 0, mismatches = 0;
   const latencies: number[] = [];

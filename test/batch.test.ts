@@ -33,7 +33,7 @@ test('batched greedy decoding == each request decoded alone, for plain, static a
             const want = await p.ar.generate(reqs[i].prompt, { maxNewTokens: reqs[i].maxNewTokens, stopAtEos: false });
             assert.deepEqual(got[i], want.ids, `request ${i} of ${reqs.length} (${policy}, max batch ${maxBatch})`);
           }
-          const lane = (e as unknown as { targetLane: { laneStats: { passes: number; calls: number } } }).targetLane.laneStats;
+          const lane = e.targetStats;
           if (lane.calls > lane.passes) batched++;
           assert.equal(e.batcher.size, 0);
           assert.equal(e.activeRequests, 0);

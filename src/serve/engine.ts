@@ -14,7 +14,7 @@ import type { GenerationOptions } from '../generate/options.ts';
 import type { GenerationStats } from '../generate/stats.ts';
 import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
 import { SmartSpecPlanner, StepCost, type SmartSpecPolicy } from '../policies/smartspec.ts';
-import { Batcher, DraftLane, TargetLane } from '../runtime/batch.ts';
+import { Batcher, DraftLane, TargetLane, type LaneStats } from '../runtime/batch.ts';
 import type { DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetPass, TargetSession } from '../runtime/target.ts';
@@ -119,6 +119,11 @@ export class Engine {
       cache: targetCache.slot(i, S),
       drafter: view && draftCache ? new EagleDrafter(view, this.tree, S, draftCache.slot(i, Sd)) : undefined,
     })).reverse();
+  }
+
+  /** The batched target passes run and the requests they served (cumulative). */
+  get targetStats(): Readonly<LaneStats> {
+    return this.targetLane.laneStats;
   }
 
   get queueLength(): number {
