@@ -153,7 +153,10 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
 }
 for (const s of servers.values()) await s.close();
 
-const median = (xs: number[]) => quantile(xs, 0.5);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 const summary = policies.flatMap((p) => levels.map((c) => {
   const rs = rows.filter((r) => r.policy === p && r.concurrency === c);
   if (!rs.length) return undefined;

@@ -230,6 +230,27 @@ export class KVCache {
     for (let h = 0; h < H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
   }
 
+  /**
+   * Shrinks the stride to what the first `rows` rows per head need (with ensureRows' slack), moving
+   * the head blocks down; rows from `rows` on are dropped. A batch cache calls it when its highest
+   * slots empty, so later passes read fewer rows.
+   */
+  shrinkRows(rows: number): void {
+    if (this.parent) throw new RangeError('shrinkRows: a slot shares its parent\'s layout');
+    const step = this.strideStep, old = this.stride;
+    const next = Math.min(this.capacity, Math.max(step, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step));
+    if (next >= old) return;
+    const n = Math.min(rows, next), hd = this.headDim;
+    for (let l = 0; l < this.nLayers; l++) {
+      const k = this.keys[l], v = this.values[l];
+      // Blocks move to lower offsets: first to last, so none is overwritten before it moves.
+      for (let b = 1; b < this.nKvHeads * hd; b++) k.copyWithin(b * next, b * old, b * old + n);
+      for (let h = 1; h < this.nKvHeads; h++) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+    }
+    this.stride = next;
+    this.length = Math.min(this.length, n);
+  }
+
   /** Back to the smallest layout (stride = strideStep), dropping every row: only for a cache that holds nothing live (e.g. after timing passes on it). */
   resetLayout(): void {
     if (this.parent) throw new RangeError('resetLayout: a slot shares its parent\'s layout');

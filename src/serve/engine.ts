@@ -221,6 +221,7 @@ export class Engine {
   }
 
   private release(s: Slot): void {
+    s.cache.truncate(0);
     const next = this.queue.shift();
     if (next) {
       if (next.onAbort) next.signal?.removeEventListener('abort', next.onAbort);
@@ -228,6 +229,12 @@ export class Engine {
     } else {
       this.free.push(s);
       this.free.sort((a, b) => b.index - a.index);
+      // The highest slots emptied: shrink the batch caches so passes read only the slots in use.
+      // (Safe here: this request has not left the batch yet, so no pass is running.)
+      let used = this.maxBatch;
+      for (let i = 0; i < this.free.length && this.free[i].index === used - 1; i++) used--;
+      this.targetLane.batchCache.shrinkRows(used * this.g.model.config.maxSeqLen);
+      if (this.draftLane && s.drafter) this.draftLane.batchCache.shrinkRows(used * s.drafter.cache.capacity);
     }
   }
 
@@ -246,8 +253,8 @@ export class Engine {
         return stats;
       } finally {
         (policy as SmartSpecPolicy | undefined)?.leave?.();
+        this.release(slot); // before leaving: once it leaves, the next pass may start
         this.batcher.leave();
-        this.release(slot);
       }
     } finally {
       this.inFlight--;
