@@ -2,8 +2,8 @@
  * Robustness gaps beyond test/malformed.test.ts: fuzzed feature logs, sidecars, checkpoints,
  * draft-head and predictor directories (the campaigns of scripts/robustness-report.ts, with
  * fewer cases), lying headers under a memory meter, bad flags on every command, `eaglet log`
- * killed with SIGKILL and re-run, and RSS over a long generation. train-draft kill + resume is
- * covered by test/pipeline.test.ts.
+ * killed with SIGKILL and re-run, and RSS over a long generation. train-draft and train-target
+ * kill + resume are covered by test/pipeline.test.ts and test/train-kill.test.ts.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
