@@ -30,11 +30,20 @@ const FLAGS: FlagSpec[] = [
   { flag: 'dir', type: 'string', default: tmpdir(), help: 'where the log is written (and deleted)' },
   { flag: 'keep', type: 'bool', help: 'keep the log' },
   { flag: 'child', type: 'string', help: '(internal) train on this log and print a JSON report' },
+  { flag: 'write', type: 'string', help: '(internal) write the synthetic log here' },
+  { flag: 'rows', type: 'int', min: 1, help: '(internal) rows of the synthetic log' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const TARGET = 'data/default/target';
 
-if (f.child) {
+const SEQ_LEN = 256;
+
+if (f.write) {
+  // The log is written in a process of its own: a forked child inherits its parent's peak RSS
+  // in ru_maxrss, so the parent stays small and the training process's maxRSS is its own.
+  const target = await loadModel(TARGET);
+  await writeSyntheticLog(f.write as string, f.rows as number, SEQ_LEN, target.config.dim, target.config.vocabSize);
+} else if (f.child) {
   // The capped training process.
   const target = await loadModel(TARGET);
   const out = mkdtempSync(join(tmpdir(), 'eaglet-stream-head-'));
@@ -43,21 +52,22 @@ if (f.child) {
     // Validation windows are spread over the whole log: hold out few, validate at the start and end only.
     const r = await trainDraft({ target, logs: [f.child as string], out, steps: f.steps as number, backend: 'ort', valFraction: 0.0005, valEvery: f.steps as number, checkpointEvery: f.steps as number, seed: 1 });
     const seconds = (performance.now() - t0) / 1000;
+    // Peak RSS before the allocation probe below (which, when it succeeds, fills memory).
+    const maxRssKb = process.resourceUsage().maxRSS, hwm = /VmHWM:\s+(\d+) kB/.exec(readStatus())?.[1];
     let wholeLog = 'allocated';
     try {
       new Float32Array(r.stream.logRows * target.config.dim).fill(1); // [rows, d]: what holding every feature takes
     } catch (e) {
       wholeLog = `refused (${(e as Error).message})`;
     }
-    const hwm = /VmHWM:\s+(\d+) kB/.exec(readStatus())?.[1];
-    process.stdout.write(JSON.stringify({ maxRssKb: process.resourceUsage().maxRSS, vmHwmKb: Number(hwm ?? NaN), stream: r.stream, steps: r.steps, tokPerS: r.tokensPerSecond, seconds, finalLoss: r.curve.loss.at(-1), wholeLog }) + '\n');
+    process.stdout.write(JSON.stringify({ maxRssKb, vmHwmKb: Number(hwm ?? NaN), stream: r.stream, steps: r.steps, tokPerS: r.tokensPerSecond, seconds, finalLoss: r.curve.loss.at(-1), wholeLog }) + '\n');
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
 } else {
   const target = await loadModel(TARGET);
-  const d = target.config.dim, V = target.config.vocabSize, seqLen = 256;
-  const rowBytes = 16 + 4 * d, rows = Math.floor(((f.logGb as number) * 1e9) / rowBytes / seqLen) * seqLen;
+  const d = target.config.dim;
+  const rowBytes = 16 + 4 * d, rows = Math.floor(((f.logGb as number) * 1e9) / rowBytes / SEQ_LEN) * SEQ_LEN;
   const fs = statfsSync(f.dir as string), free = fs.bavail * fs.bsize;
   if (free < 1.2 * rows * rowBytes) {
     process.stderr.write(`error: --dir ${f.dir}: ${(free / 1e9).toFixed(1)} GB free, the log needs ${((rows * rowBytes) / 1e9).toFixed(1)} GB\n`);
@@ -67,9 +77,10 @@ if (f.child) {
   const log = join(dir, 'big.arrow');
   try {
     const t0 = performance.now();
-    await writeSyntheticLog(log, rows, seqLen, d, V);
+    const w = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench-train-stream.ts', '--write', log, '--rows', String(rows)], { stdio: 'inherit' });
+    if (w.status !== 0) throw new Error(`writing the synthetic log failed (status ${w.status})`);
     const bytes = statSync(log).size;
-    process.stderr.write(`wrote ${rows} rows, ${(bytes / 1e9).toFixed(2)} GB in ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+    const writeSeconds = (performance.now() - t0) / 1000;
     const capKb = (f.capMb as number) * 1024;
     const cmd = `ulimit -d ${capKb} && exec "${process.execPath}" --import tsx scripts/bench-train-stream.ts --child "${log}" --steps ${f.steps}`;
     const c = spawnSync('/bin/sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
@@ -78,9 +89,10 @@ if (f.child) {
       process.exitCode = 1;
     } else {
       const r = JSON.parse(c.stdout.trim().split('\n').at(-1)!);
+      process.stdout.write(`parent process peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB (a floor under the child's maxRSS: fork copies it)\n`);
       const mb = (kb: number) => (kb / 1024).toFixed(0);
       process.stdout.write(
-        `log: ${(bytes / 1e9).toFixed(2)} GB on disk, ${rows} rows of d=${d}\n` +
+        `log: ${(bytes / 1e9).toFixed(2)} GB on disk, ${rows} rows of d=${d} (written in ${writeSeconds.toFixed(0)} s)\n` +
           `train-draft (ort) under ulimit -d ${f.capMb} MB: ${r.steps} steps in ${r.seconds.toFixed(0)} s (${r.tokPerS.toFixed(0)} tok/s in steps), final loss ${r.finalLoss.toFixed(3)}\n` +
           `peak RSS ${mb(r.maxRssKb)} MB (VmHWM ${mb(r.vmHwmKb)} MB) = ${((r.maxRssKb * 1024) / bytes * 100).toFixed(1)}% of the log; stream held at most ${r.stream.peakLoadedRows} rows (${((r.stream.peakLoadedRows * rowBytes) / 2 ** 20).toFixed(0)} MB), ${r.stream.blockLoads} block loads\n` +
           `a [rows, d] buffer for the whole log's features under the same cap: ${r.wholeLog}\n`,
