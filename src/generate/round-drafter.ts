@@ -21,7 +21,7 @@ export class RoundDrafter implements Drafter {
   readonly shape: TreeShape;
   /** The head's cache: committed catch-up rows only. */
   readonly cache: KVCache;
-  /** Head passes computed in-graph (cumulative): `depth` per fused round. */
+  /** Head steps computed in-graph (cumulative): `depth` per fused round, counted when `draft` lays it out. */
   passes = 0;
   private tree: VerifyTree;
   private history?: History;
@@ -51,6 +51,7 @@ export class RoundDrafter implements Drafter {
       t.parents[i] = i - 1;
       t.tokens[i] = 0; // drafted in-graph by verify
     }
+    this.passes += this.session.depth; // the head steps verify's call computes (all of them, whatever n)
     return t.build(n);
   }
 
@@ -63,7 +64,6 @@ export class RoundDrafter implements Drafter {
     for (let i = 0; i < rows; i++) this.positions[i] = c + i;
     const catchUp = { tokens: history.tokens.subarray(c + 1, P + 1), features: history.features.subarray(c * d, P * d), positions: this.positions.subarray(0, rows) };
     const out = await this.session.run(cache, tree.tokens[0], positions.subarray(0, tree.n), tree.mask, this.cache, catchUp, fetch);
-    this.passes += this.session.depth;
     this.cache.append(out.headKeys, out.headValues, rows);
     tree.tokens.set(out.drafts.subarray(0, tree.n - 1), 1);
     return { ...out, rows: out };
