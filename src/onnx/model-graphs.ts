@@ -172,11 +172,11 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
  *       draft_ids int32 [depth]                              the chain, as target ids
  *       draft_present_key_0, draft_present_value_0 [1, C, nKv, hd]  the catch-up rows' K/V
  *
- * Draft step j (0-based) runs the head over the C catch-up rows plus the j drafted rows
- * (causal, after the head's cache) and takes the argmax of its last row: recomputing the few
- * in-graph rows instead of carrying their K/V keeps the head's definition as it is; on a CPU a
- * pass over C + j < ~16 rows costs about what one row does (it reads the same weights). Draft
- * rows' K/V are not returned: like the drafter's staged rows, they are dropped after the round.
+ * The head runs once over the C catch-up rows, then once per drafted row (one row each),
+ * attending to its cache plus the in-graph rows before it, whose K/V are carried in-graph in the
+ * cache's head-major layout (the concatenation copies the head's past each step: one layer's, a
+ * small fraction of a step's weight bytes). Each step's argmax is the next draft. Draft rows'
+ * K/V are not returned: like the drafter's staged rows, they are dropped after the round.
  * All `depth` steps always run; M < depth only verifies fewer of them.
  */
 export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}): ExternalModel {
@@ -193,33 +193,44 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
   // Positions of every row any step reads: the catch-up rows', then one per drafted row.
   const next = g.op('Add', [g.op('Slice', [hPos, g.ints([-1]), g.ints([2 ** 62])]), g.ints(range(1, depth))]); // [depth - 1]
   const allPos = depth > 1 ? g.op('Concat', [hPos, next], { axis: 0 }) : hPos;
-  // Causal visibility among the in-graph rows, [R, R] for R = C + depth - 1; step j slices [C + j, C + j].
+  // The additive mask of the longest step, [R, S + R] for R = C + depth - 1 (the head's past,
+  // then causal among the in-graph rows), built once: step j reads its top-left [C + j, S + C + j].
   const r = g.op('Range', [g.constant('int64', [], [0]), g.op('Reshape', [g.op('Shape', [allPos]), g.ints([])]), g.constant('int64', [], [1])]);
   const causal = g.op('LessOrEqual', [g.op('Unsqueeze', [r, g.ints([0])]), g.op('Unsqueeze', [r, g.ints([1])])]); // [i, j] = j <= i
+  const fullMask = headOps.treeMask(causal, hPast.values, hPastLength);
+  const S = g.op('Shape', [hPast.values], { start: 2, end: 3 }); // [1]
   const C = g.op('Shape', [hIds]); // [1]
+  const fullMaskRows = (rows: string) => (depth === 1 ? fullMask : g.op('Slice', [fullMask, g.ints([0, 0]), g.op('Concat', [rows, g.op('Add', [S, rows])], { axis: 0 }), g.ints([0, 1])]));
   const toTarget = draftToTarget(head, headWeights);
   const d2t = toTarget && g.initializer('draft_to_target', { dtype: 'int32', dims: [toTarget.length], data: toTarget });
-  let tokens = hIds, feats = hFeat;
   const drafts: string[] = []; // [1] int32 target ids
-  let catchUp: { key: string; value: string } | undefined;
+  // Step 0: the catch-up rows. Step j >= 1: the one drafted row, attending to the head's cache
+  // and the in-graph rows before it (their K/V carried, head-major like the cache).
+  const step0 = eagleHeadForward(headOps, head, hFeat, { ids: hIds, positions: hPos, mask: fullMaskRows(C), past: [hPast] });
+  const headMajor = (x: string, perm: number[]) => g.op('Unsqueeze', [g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, head.nKvHeads, head.headDim])])], { perm }), g.ints([0])]);
+  let recentK = headMajor(step0.key, [1, 2, 0]), recentV = headMajor(step0.value, [1, 0, 2]); // [1, nKv, hd, C], [1, nKv, C, hd]
+  let hidden = step0.hidden;
   for (let j = 0; j < depth; j++) {
-    const rows = j === 0 ? C : g.op('Add', [C, g.ints([j])]);
-    const stepPos = j === 0 ? hPos : g.op('Slice', [allPos, g.ints([0]), rows, g.ints([0])]);
-    const tree = g.op('Slice', [causal, g.ints([0, 0]), g.op('Concat', [rows, rows], { axis: 0 }), g.ints([0, 1])]);
-    const h = eagleHeadForward(headOps, head, feats, { ids: tokens, positions: stepPos, mask: headOps.treeMask(tree, hPast.values, hPastLength), past: [hPast] });
-    if (j === 0) catchUp = { key: h.key, value: h.value };
-    const last = g.op('Slice', [h.hidden, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]); // [1, d]
+    const last = g.op('Slice', [hidden, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]); // [1, d]
     const best = g.op('ArgMax', [draftLogits(headOps, head, cfg, last)], { axis: -1, keepdims: 0 }); // [1] int64 draft id
     const id = d2t ? g.op('Gather', [d2t, best], { axis: 0 }) : g.op('Cast', [best], { to: 6 /* INT32 */ });
     drafts.push(id);
-    if (j + 1 < depth) {
-      tokens = g.op('Concat', [tokens, d2t ? g.op('Cast', [id], { to: 7 /* INT64 */ }) : best], { axis: 0 });
-      feats = g.op('Concat', [feats, last], { axis: 0 });
+    if (j + 1 === depth) break;
+    // Row C + j: (predicted feature, draft j + 1) at the next position.
+    const row = g.op('Add', [C, g.ints([j])]); // [1] index of this row among the in-graph rows
+    const past = { keys: g.op('Concat', [hPast.keys, recentK], { axis: 3 }), values: g.op('Concat', [hPast.values, recentV], { axis: 2 }) };
+    const mask = g.op('Slice', [fullMask, g.op('Concat', [row, g.ints([0])], { axis: 0 }), g.op('Concat', [g.op('Add', [row, g.ints([1])]), g.op('Add', [S, g.op('Add', [row, g.ints([1])])])], { axis: 0 }), g.ints([0, 1])]); // [1, S + C + j + 1]
+    const pos = g.op('Slice', [allPos, row, g.op('Add', [row, g.ints([1])]), g.ints([0])]);
+    const h = eagleHeadForward(headOps, head, last, { ids: d2t ? g.op('Cast', [id], { to: 7 /* INT64 */ }) : best, positions: pos, mask, past: [past] });
+    if (j + 2 < depth) {
+      recentK = g.op('Concat', [recentK, headMajor(h.key, [1, 2, 0])], { axis: 3 });
+      recentV = g.op('Concat', [recentV, headMajor(h.value, [1, 0, 2])], { axis: 2 });
     }
+    hidden = h.hidden;
   }
   const chain = drafts.length > 1 ? g.op('Concat', drafts, { axis: 0 }) : drafts[0]; // [depth] int32
   g.output(chain, names.draftIds, 'int32', [depth]);
-  presentOutputs(g, head, [catchUp!.key], [catchUp!.value], 0, P);
+  presentOutputs(g, head, [step0.key], [step0.value], 0, P);
 
   // The target over [input tokens, first M drafts].
   const inp = stepInputs(g, ops, cfg, range(0, cfg.nLayers), false);
