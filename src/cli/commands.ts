@@ -5,6 +5,7 @@ import { costScale } from './commands/cost-scale.ts';
 import { tune } from './commands/tune.ts';
 import { collectLengthsCommand } from './commands/collect-lengths.ts';
 import { generate } from './commands/generate.ts';
+import { serve } from './commands/serve.ts';
 import { log } from './commands/log.ts';
 import { trainDraftCommand } from './commands/train-draft.ts';
 import { trainTargetCommand } from './commands/train-target.ts';
@@ -20,4 +21,5 @@ export const COMMANDS: Record<string, Command> = {
   'train-ldlp': trainLdlpCommand,
   tune,
   'cost-scale': costScale,
+  serve,
 };
