@@ -24,6 +24,13 @@ export interface OnnxOpsOptions {
     /** MatMulNBits accuracy_level: 4 = int8 activations (fastest on CPUs with VNNI), 0 = fp32. Default 4. */
     accuracyLevel?: number;
   };
+  /**
+   * Another model's ops in the same graph (a draft head rendered next to its target): weights
+   * `lookup` lacks are taken from it, so shared tensors (the embedding table) are one initializer.
+   */
+  fallback?: OnnxOps;
+  /** Prefix of this rendering's own initializer names, so two renderings in one graph never collide. Default ''. */
+  prefix?: string;
 }
 
 /** Additive mask value for hidden keys: exp() of it underflows to exactly 0, with no inf arithmetic. */
@@ -76,10 +83,25 @@ export class OnnxOps implements Ops<string> {
     const hit = this.weights.get(name);
     if (hit) return hit;
     const t = this.lookup(name);
+    const fallback = this.opts.fallback;
+    if (!t && fallback) return fallback.weight(name);
     if (!t) throw new Error(`missing tensor ${name}`);
-    this.g.initializer(name, { dtype: 'float32', dims: t.shape, data: t.data });
-    this.weights.set(name, name);
-    return name;
+    const value = (this.opts.prefix ?? '') + name;
+    this.g.initializer(value, { dtype: 'float32', dims: t.shape, data: t.data });
+    this.weights.set(name, value);
+    this.tensors.set(value, t);
+    return value;
+  }
+
+  /** Per fp32 weight value: its quantized initializers. */
+  private quantized = new Map<string, { B: string; S: string; n: number; k: number }>();
+
+  /** Per initializer value name: the weight it holds. */
+  private tensors = new Map<string, Tensor>();
+
+  /** The weight behind a value `weight` returned (this rendering's or its fallback's). */
+  tensorOf(value: string): Tensor | undefined {
+    return this.tensors.get(value) ?? this.opts.fallback?.tensorOf(value);
   }
 
   embed(table: string, ids: string): string {
@@ -87,13 +109,19 @@ export class OnnxOps implements Ops<string> {
   }
 
   linear(x: string, w: string, bias?: string): string {
-    const q = this.opts.quantize, t = q && this.lookup(w), block = t ? blockOf(t, q!) : 0;
+    const q = this.opts.quantize, t = q && this.tensorOf(w), block = t ? blockOf(t, q!) : 0;
     if (q && t && block > 0) {
       // The fp32 initializer `w` stays unread, so the graph builder leaves it out.
-      const wq = { bits: q.bits, blockSize: block };
-      const { n, k, packed, scales } = quantizeWeight(t, wq), blocks = k / block;
-      const B = this.g.initializer(`${w}.q${q.bits}`, { dtype: 'uint8', dims: [n, blocks, (block * q.bits) / 8], data: packed });
-      const S = this.g.initializer(`${w}.scales`, { dtype: 'float32', dims: [n * blocks], data: scales });
+      let packedW = this.quantized.get(w); // a weight read by several passes of one graph is packed once
+      if (!packedW) {
+        const wq = { bits: q.bits, blockSize: block };
+        const { n, k, packed, scales } = quantizeWeight(t, wq), blocks = k / block;
+        const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
+        const B = this.g.initializer(`${base}.q${q.bits}`, { dtype: 'uint8', dims: [n, blocks, (block * q.bits) / 8], data: packed });
+        const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n * blocks], data: scales });
+        this.quantized.set(w, (packedW = { B, S, n, k }));
+      }
+      const { B, S, n, k } = packedW;
       const y = this.g.node('MatMulNBits', [x, B, S], { K: k, N: n, bits: q.bits, block_size: block, accuracy_level: q.accuracyLevel ?? 4 }, { domain: 'com.microsoft' })[0];
       return bias ? this.add(y, bias) : y;
     }
@@ -155,7 +183,7 @@ export class OnnxOps implements Ops<string> {
       }
     }
     const tag = this.ropeTables.size;
-    const table = (name: string, data: Float32Array) => this.g.initializer(`rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [n, half], data });
+    const table = (name: string, data: Float32Array) => this.g.initializer(`${this.opts.prefix ?? ''}rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [n, half], data });
     const r: [string, string] = [table('cos', cos), table('sin', sin)];
     this.ropeTables.set(key, r);
     return r;
