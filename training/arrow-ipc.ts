@@ -5,6 +5,7 @@
  * FormatError. Used by every reader of eaglet's Arrow logs (feature logs, round logs).
  */
 import { closeSync, fstatSync } from 'node:fs';
+import { RecordBatchReader, type RecordBatch, type Schema } from 'apache-arrow';
 import { Field as FbField } from 'apache-arrow/fb/field';
 import { Message as FbMessage } from 'apache-arrow/fb/message';
 import { MessageHeader } from 'apache-arrow/fb/message-header';
@@ -70,6 +71,64 @@ export function ipcMessages(path: string): IpcMessage[] {
     return messages;
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * An eaglet Arrow log (a schema message, then record batches) opened for random access by
+ * record batch: the headers are walked (and checked) once, then `read(i)` decodes batch i alone
+ * from its byte range. Only the batch being read is in memory, so a reader can visit a log of
+ * any size in any order. The feature and round logs check their columns on `schema`.
+ */
+export class IpcBatchFile {
+  readonly schema: Schema;
+  /** Byte ranges of the record-batch messages, in file order. */
+  readonly batches: { offset: number; bytes: number }[];
+  private readonly schemaBytes: Uint8Array;
+  private fd: number;
+
+  constructor(readonly path: string) {
+    const messages = ipcMessages(path);
+    if (messages[0]?.type !== 'schema') throw new FormatError(path, 'not an Arrow IPC stream: no schema message');
+    if (messages.slice(1).some((m) => m.type !== 'record-batch')) throw new FormatError(path, 'not an eaglet log: a second schema message');
+    this.fd = openForRead(path);
+    this.schemaBytes = new Uint8Array(messages[0].bytes);
+    let schema: Schema | undefined;
+    try {
+      readExact(this.fd, this.schemaBytes, messages[0].offset);
+      schema = RecordBatchReader.from(this.schemaBytes).open().schema;
+    } catch (e) {
+      this.close();
+      throw new FormatError(path, `not an Arrow IPC stream (${(e as Error).message})`);
+    }
+    if (!schema) {
+      this.close();
+      throw new FormatError(path, 'not an Arrow IPC stream: no schema message');
+    }
+    this.schema = schema;
+    this.batches = messages.slice(1).map(({ offset, bytes }) => ({ offset, bytes }));
+  }
+
+  /** Decodes record batch `index` into a buffer of its own. */
+  read(index: number): RecordBatch {
+    const m = this.batches[index];
+    // The schema message, then this batch's message: a one-batch IPC stream apache-arrow decodes as is.
+    const bytes = new Uint8Array(this.schemaBytes.length + m.bytes);
+    bytes.set(this.schemaBytes);
+    readExact(this.fd, bytes.subarray(this.schemaBytes.length), m.offset);
+    let batch: RecordBatch | undefined;
+    try {
+      batch = RecordBatchReader.from(bytes).next().value as RecordBatch | undefined;
+    } catch (e) {
+      throw new FormatError(this.path, `record batch ${index} is unreadable (${(e as Error).message})`);
+    }
+    if (!batch) throw new FormatError(this.path, `record batch ${index} is unreadable`);
+    return batch;
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
   }
 }
 

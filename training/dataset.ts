@@ -25,6 +25,66 @@ import { FeatureLogFile, readSidecar, type FeatureLogSidecar } from './feature-l
 /** Blocks whose windows are shuffled together (the shuffle buffer holds this many blocks). */
 export const SHUFFLE_BLOCKS = 16;
 
+/**
+ * The loaded blocks of a streamed dataset: an LRU cache of at most `capacity` blocks, counting
+ * the rows held (shared by the feature store here and the round store, training/round-store.ts).
+ */
+export class BlockCache<B extends { rows: number }> {
+  /** Rows held at most at once, for memory reports. */
+  peakLoadedRows = 0;
+  /** Blocks loaded so far (a block evicted and needed again counts again). */
+  loads = 0;
+  private readonly blocks = new Map<number, B>();
+  private loadedRows = 0;
+
+  constructor(readonly capacity: number) {}
+
+  /** Block `id` from the cache, or made by `load` (evicting the least recently used). */
+  get(id: number, load: (id: number) => B): B {
+    const hit = this.blocks.get(id);
+    if (hit) {
+      this.blocks.delete(id);
+      this.blocks.set(id, hit);
+      return hit;
+    }
+    const blk = load(id);
+    this.blocks.set(id, blk);
+    this.loadedRows += blk.rows;
+    this.loads++;
+    while (this.blocks.size > this.capacity) {
+      const [oldest, old] = this.blocks.entries().next().value!;
+      this.blocks.delete(oldest);
+      this.loadedRows -= old.rows;
+    }
+    this.peakLoadedRows = Math.max(this.peakLoadedRows, this.loadedRows);
+    return blk;
+  }
+
+  clear(): void {
+    this.blocks.clear();
+    this.loadedRows = 0;
+  }
+}
+
+/** A record batch's place in a streamed dataset: its file, its index in that file, its first global row. */
+export interface BatchRef {
+  file: number;
+  index: number;
+  firstRow: number;
+  rows: number;
+}
+
+/** Index of the record batch holding global row `row` (batches in row order). */
+export function batchAt(batches: BatchRef[], row: number): number {
+  let lo = 0, hi = batches.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (batches[mid].firstRow <= row) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 /** Rows of one block as loaded: enough of each row to pack its windows. */
 interface Block {
   /** Global row of the first row held. */
@@ -33,14 +93,6 @@ interface Block {
   position: Int32Array; // [rows]
   nextTokenId: Int32Array; // [rows]
   features: Float32Array; // [rows, d]
-}
-
-/** A record batch's place: its file, its index in that file, its first global row. */
-interface BatchRef {
-  file: number;
-  index: number;
-  firstRow: number;
-  rows: number;
 }
 
 export interface FeatureStoreOptions {
@@ -52,12 +104,7 @@ export interface FeatureStoreOptions {
 
 /** The index of the logs' windows, and the rows of those windows on demand (see the module comment). */
 export class FeatureStore {
-  /** Rows loaded from the logs at most at once (in cached blocks), for memory reports. */
-  peakLoadedRows = 0;
-  /** Blocks loaded so far (a block evicted and needed again counts again). */
-  blockLoads = 0;
-  private readonly cache = new Map<number, Block>();
-  private loadedRows = 0;
+  private readonly cache: BlockCache<Block>;
   private lastBatch: { ref: BatchRef; b: ReturnType<FeatureLogFile['read']> } | null = null;
 
   private constructor(
@@ -77,8 +124,20 @@ export class FeatureStore {
     readonly blockRows: number,
     private readonly files: FeatureLogFile[],
     private readonly batches: BatchRef[],
-    private readonly cacheBlocks: number,
-  ) {}
+    cacheBlocks: number,
+  ) {
+    this.cache = new BlockCache(cacheBlocks);
+  }
+
+  /** Rows loaded from the logs at most at once (in cached blocks), for memory reports. */
+  get peakLoadedRows(): number {
+    return this.cache.peakLoadedRows;
+  }
+
+  /** Blocks loaded so far (a block evicted and needed again counts again). */
+  get blockLoads(): number {
+    return this.cache.loads;
+  }
 
   /**
    * Indexes the logs in one streamed pass (one record batch in memory at a time) and cuts
@@ -164,19 +223,17 @@ export class FeatureStore {
     return b;
   }
 
-  /** Block `id` from the cache, or loaded from its record batches (evicting the least recently used). */
+  /** Block `id` from the cache, or loaded from its record batches. */
   private block(id: number): Block {
-    const hit = this.cache.get(id);
-    if (hit) {
-      this.cache.delete(id);
-      this.cache.set(id, hit);
-      return hit;
-    }
+    return this.cache.get(id, (i) => this.load(i));
+  }
+
+  private load(id: number): Block {
     // Windows of a block are consecutive: rows from the first window's start to one past the last window's end.
     const first = this.blockFirst[id], last = this.blockFirst[id + 1] - 1;
     const rowBase = this.windowStart[first], end = this.windowStart[last] + this.windowLength[last] + 1, rows = end - rowBase, d = this.dim;
     const blk: Block = { rowBase, rows, position: new Int32Array(rows), nextTokenId: new Int32Array(rows), features: new Float32Array(rows * d) };
-    for (let k = this.batchAt(rowBase); k < this.batches.length && this.batches[k].firstRow < end; k++) {
+    for (let k = batchAt(this.batches, rowBase); k < this.batches.length && this.batches[k].firstRow < end; k++) {
       const ref = this.batches[k];
       if (this.lastBatch?.ref !== ref) this.lastBatch = { ref, b: this.files[ref.file].read(ref.index) };
       const src = this.lastBatch.b;
@@ -186,27 +243,7 @@ export class FeatureStore {
       blk.nextTokenId.set(src.nextTokenId.subarray(a, z), at);
       blk.features.set(src.features.subarray(a * d, z * d), at * d);
     }
-    this.cache.set(id, blk);
-    this.loadedRows += rows;
-    this.blockLoads++;
-    while (this.cache.size > this.cacheBlocks) {
-      const [oldest, old] = this.cache.entries().next().value!;
-      this.cache.delete(oldest);
-      this.loadedRows -= old.rows;
-    }
-    this.peakLoadedRows = Math.max(this.peakLoadedRows, this.loadedRows);
     return blk;
-  }
-
-  /** Index of the record batch holding global row `row`. */
-  private batchAt(row: number): number {
-    let lo = 0, hi = this.batches.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.batches[mid].firstRow <= row) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
   }
 
   /** Closes the log files; the store cannot load blocks afterwards. */

@@ -24,13 +24,13 @@ import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import {
-  DataType, Field, FixedSizeList, Float32, Int32, makeData, Precision, RecordBatch, RecordBatchReader, RecordBatchStreamWriter, Schema, Struct,
+  DataType, Field, FixedSizeList, Float32, Int32, makeData, Precision, RecordBatch, RecordBatchStreamWriter, Schema, Struct,
   type Data,
 } from 'apache-arrow';
 import { FormatError } from '../src/errors.ts';
-import { ipcMessages } from './arrow-ipc.ts';
+import { IpcBatchFile } from './arrow-ipc.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { openForRead, readExact } from '../src/io/read.ts';
+import { openForRead } from '../src/io/read.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 
 /** Rows buffered before a record batch is written. */
@@ -306,56 +306,30 @@ export class FeatureLogFile {
   readonly topK: number;
   /** Byte ranges of the record-batch messages, in file order. */
   readonly batches: { offset: number; bytes: number }[];
-  private readonly schemaBytes: Uint8Array;
+  private readonly file: IpcBatchFile;
   private readonly layout: LogLayout;
-  private fd: number;
 
   /** Opens `path`; with `expect`, a log of other widths is refused before any batch is read. */
   constructor(readonly path: string, expect?: FeatureLogShape) {
-    const messages = ipcMessages(path);
-    if (messages[0]?.type !== 'schema') throw new FormatError(path, 'not an Arrow IPC stream: no schema message');
-    if (messages.slice(1).some((m) => m.type !== 'record-batch')) throw new FormatError(path, 'not an eaglet log: a second schema message');
-    this.fd = openForRead(path);
-    this.schemaBytes = new Uint8Array(messages[0].bytes);
-    readExact(this.fd, this.schemaBytes, messages[0].offset);
-    let schema: Schema | undefined;
+    this.file = new IpcBatchFile(path);
     try {
-      schema = RecordBatchReader.from(this.schemaBytes).open().schema;
+      this.layout = logLayout(path, this.file.schema, expect);
     } catch (e) {
-      closeSync(this.fd);
-      throw new FormatError(path, `not an Arrow IPC stream (${(e as Error).message})`);
-    }
-    try {
-      this.layout = logLayout(path, schema, expect);
-    } catch (e) {
-      closeSync(this.fd);
+      this.file.close();
       throw e;
     }
     this.dim = this.layout.dim;
     this.topK = this.layout.topK;
-    this.batches = messages.slice(1).map(({ offset, bytes }) => ({ offset, bytes }));
+    this.batches = this.file.batches;
   }
 
   /** Decodes record batch `index`: views into a buffer of its own (valid until dropped). */
   read(index: number): FeatureBatch {
-    const m = this.batches[index];
-    // The schema message, then this batch's message: a one-batch IPC stream apache-arrow decodes as is.
-    const bytes = new Uint8Array(this.schemaBytes.length + m.bytes);
-    bytes.set(this.schemaBytes);
-    readExact(this.fd, bytes.subarray(this.schemaBytes.length), m.offset);
-    let batch: RecordBatch | undefined;
-    try {
-      batch = RecordBatchReader.from(bytes).next().value as RecordBatch | undefined;
-    } catch (e) {
-      throw new FormatError(this.path, `record batch ${index} is unreadable (${(e as Error).message})`);
-    }
-    if (!batch) throw new FormatError(this.path, `record batch ${index} is unreadable`);
-    return batchColumns(this.path, index, batch, this.layout);
+    return batchColumns(this.path, index, this.file.read(index), this.layout);
   }
 
   close(): void {
-    if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
+    this.file.close();
   }
 }
 

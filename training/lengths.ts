@@ -28,11 +28,11 @@ import { dirname } from 'node:path';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import {
-  Field, FixedSizeList, Float32, Int32, makeData, RecordBatch, RecordBatchStreamWriter, Schema, Struct, tableFromIPC, type Data, type DataType,
+  DataType, Field, FixedSizeList, Float32, Int32, makeData, Precision, RecordBatch, RecordBatchStreamWriter, Schema, Struct, type Data,
 } from 'apache-arrow';
 import type { Frontier } from '../trees/index.ts';
 import { loadGenerator } from '../src/api.ts';
-import { checkIpcHeaders } from './arrow-ipc.ts';
+import { IpcBatchFile } from './arrow-ipc.ts';
 import { FormatError, UsageError } from '../src/errors.ts';
 import type { TreeShape } from '../src/generate/eagle-drafter.ts';
 import type { GenerationChunk } from '../src/generate/generator.ts';
@@ -269,11 +269,9 @@ export class RoundLogWriter {
   }
 }
 
-/** Round logs read back, concatenated: one entry per round, list columns flat. */
-export interface RoundData {
+/** Rounds read back (one record batch, or whole logs concatenated): one entry per round, list columns flat. */
+export interface RoundBatch {
   rows: number;
-  dim: number;
-  maxDepth: number;
   seqId: Int32Array; // [n]
   position: Int32Array;
   rootToken: Int32Array;
@@ -291,6 +289,12 @@ export interface RoundData {
   pathEmbedding: Float32Array; // [n, D, d]
 }
 
+/** Round logs read back whole and concatenated (`readRoundLogs`). */
+export interface RoundData extends RoundBatch {
+  dim: number;
+  maxDepth: number;
+}
+
 /** Reads and checks a round log's sidecar. */
 export function readRoundSidecar(log: string): RoundLogSidecar {
   const p = roundSidecarPath(log);
@@ -304,49 +308,111 @@ export function readRoundSidecar(log: string): RoundLogSidecar {
   return s;
 }
 
-/** Reads round logs (same d and D) into one RoundData. */
-export function readRoundLogs(paths: string[]): RoundData {
+/** RoundBatch field of each column. */
+const FIELD_OF: Record<string, keyof RoundBatch> = {
+  seq_id: 'seqId', position: 'position', root_token: 'rootToken', max_depth: 'maxDepthRound', depth: 'depth', tree_size: 'treeSize', accepted: 'accepted',
+  draft_ms: 'draftMs', verify_ms: 'verifyMs', feature: 'feature', root_embedding: 'rootEmbedding', path_token: 'pathToken', path_flag: 'pathFlag',
+  path_hidden: 'pathHidden', path_embedding: 'pathEmbedding',
+};
+
+/**
+ * A round log opened for reading by record batch (training/arrow-ipc.ts IpcBatchFile): its
+ * columns checked against the sidecar's d and D up front, then one batch in memory at a time.
+ */
+export class RoundLogFile {
+  readonly batches: { offset: number; bytes: number }[];
+  private readonly file: IpcBatchFile;
+  private readonly columns: number[]; // schema index of each of COLUMN_NAMES
+
+  constructor(readonly path: string, readonly dim: number, readonly maxDepth: number) {
+    this.file = new IpcBatchFile(path);
+    const fields = this.file.schema.fields, names = fields.map((f) => f.name);
+    try {
+      this.columns = COLUMN_NAMES.map((name) => {
+        const i = names.indexOf(name);
+        if (i < 0) throw new FormatError(path, `missing column ${name}`);
+        const spec = LIST_COLUMNS.find((s) => s[0] === name), type = fields[i].type;
+        const float = spec ? spec[1] === 'f32' : (FLOAT_COLUMNS as readonly string[]).includes(name);
+        const item = spec ? (DataType.isFixedSizeList(type) ? type.children[0]?.type : undefined) : type;
+        const widthOk = !spec || (DataType.isFixedSizeList(type) && type.listSize === listWidth(spec, dim, maxDepth));
+        const itemOk = float ? DataType.isFloat(item) && item.precision === Precision.SINGLE : DataType.isInt(item) && item.bitWidth === 32;
+        if (!widthOk || !itemOk) throw new FormatError(path, `column ${name} has type ${String(type)}, expected ${spec ? `FixedSizeList<${float ? 'Float32' : 'Int32'}>[${listWidth(spec, dim, maxDepth)}]` : float ? 'Float32' : 'Int32'}`);
+        return i;
+      });
+    } catch (e) {
+      this.file.close();
+      throw e;
+    }
+    this.batches = this.file.batches;
+  }
+
+  /** Record batch `index`, every column a zero-copy view checked to hold rows * width values. */
+  read(index: number): RoundBatch {
+    const batch = this.file.read(index), rows = batch.numRows;
+    const out: Partial<Record<keyof RoundBatch, unknown>> = { rows };
+    COLUMN_NAMES.forEach((name, k) => {
+      const col = batch.data.children[this.columns[k]], spec = LIST_COLUMNS.find((s) => s[0] === name);
+      const v = spec ? listView(col) : primitiveView(col), width = spec ? listWidth(spec, this.dim, this.maxDepth) : 1;
+      if (v.length !== rows * width) throw new FormatError(this.path, `record batch ${index}: column ${name} holds ${v.length} values, ${rows} rows need ${rows * width}`);
+      out[FIELD_OF[name]] = v;
+    });
+    return out as RoundBatch;
+  }
+
+  close(): void {
+    this.file.close();
+  }
+}
+
+const COLUMN_NAMES = [...INT_COLUMNS, ...FLOAT_COLUMNS, ...LIST_COLUMNS.map((s) => s[0])];
+
+/** Opens round logs of one d and D (checked against the first one's sidecar) for reading by record batch. */
+export function openRoundLogs(paths: string[]): { dim: number; maxDepth: number; files: RoundLogFile[] } {
   if (paths.length === 0) throw new UsageError('--logs', 'needs at least one round log');
   const first = readRoundSidecar(paths[0]);
-  const d = first.dim, D = first.maxDepth;
-  const parts: Record<string, (Int32Array | Float32Array)[]> = {};
-  const names = [...INT_COLUMNS, ...FLOAT_COLUMNS, ...LIST_COLUMNS.map((s) => s[0])];
-  for (const name of names) parts[name] = [];
-  let rows = 0;
-  for (const path of paths) {
-    const s = readRoundSidecar(path);
-    if (s.dim !== d || s.maxDepth !== D) throw new FormatError(path, `has d=${s.dim}, depth ${s.maxDepth}; ${paths[0]} has d=${d}, depth ${D}: logs of one target and depth only`);
-    checkIpcHeaders(path);
-    let table;
-    try {
-      table = tableFromIPC(readFileSync(path));
-    } catch (e) {
-      throw new FormatError(path, `not an Arrow IPC stream (${(e as Error).message})`);
+  const d = first.dim, D = first.maxDepth, files: RoundLogFile[] = [];
+  try {
+    for (const path of paths) {
+      const s = readRoundSidecar(path);
+      if (s.dim !== d || s.maxDepth !== D) throw new FormatError(path, `has d=${s.dim}, depth ${s.maxDepth}; ${paths[0]} has d=${d}, depth ${D}: logs of one target and depth only`);
+      files.push(new RoundLogFile(path, d, D));
     }
-    const fields = table.schema.fields.map((f) => f.name);
-    for (const name of names) if (!fields.includes(name)) throw new FormatError(path, `missing column ${name}`);
-    for (const batch of table.batches) {
-      rows += batch.numRows;
-      for (const name of names) {
-        const col = batch.data.children[fields.indexOf(name)];
-        parts[name].push(col.type instanceof FixedSizeList ? listView(col) : primitiveView(col));
+  } catch (e) {
+    for (const f of files) f.close();
+    throw e;
+  }
+  return { dim: d, maxDepth: D, files };
+}
+
+/**
+ * Reads round logs (same d and D) whole into one RoundData: memory grows with the logs, so
+ * training streams them instead (training/round-store.ts); this is for inspection and tests.
+ */
+export function readRoundLogs(paths: string[]): RoundData {
+  const { dim, maxDepth, files } = openRoundLogs(paths);
+  const parts = new Map<keyof RoundBatch, (Int32Array | Float32Array)[]>(COLUMN_NAMES.map((n) => [FIELD_OF[n], []]));
+  let rows = 0;
+  try {
+    for (const file of files) {
+      for (let i = 0; i < file.batches.length; i++) {
+        const b = file.read(i);
+        rows += b.rows;
+        for (const [k, list] of parts) list.push(b[k] as Int32Array | Float32Array);
       }
     }
+  } finally {
+    for (const f of files) f.close();
   }
-  const cat = <A extends Int32Array | Float32Array>(name: string): A => {
-    const xs = parts[name], out = new (xs[0]?.constructor as { new (n: number): A } ?? Float32Array)(xs.reduce((a, x) => a + x.length, 0));
+  const cat = (k: keyof RoundBatch) => {
+    const xs = parts.get(k)!, float = FLOAT_FIELDS.has(k), out = float ? new Float32Array(xs.reduce((a, x) => a + x.length, 0)) : new Int32Array(xs.reduce((a, x) => a + x.length, 0));
     let o = 0;
     for (const x of xs) (out.set(x, o), (o += x.length));
     return out;
   };
-  return {
-    rows, dim: d, maxDepth: D,
-    seqId: cat('seq_id'), position: cat('position'), rootToken: cat('root_token'), maxDepthRound: cat('max_depth'), depth: cat('depth'),
-    treeSize: cat('tree_size'), accepted: cat('accepted'), draftMs: cat('draft_ms'), verifyMs: cat('verify_ms'),
-    feature: cat('feature'), rootEmbedding: cat('root_embedding'), pathToken: cat('path_token'), pathFlag: cat('path_flag'),
-    pathHidden: cat('path_hidden'), pathEmbedding: cat('path_embedding'),
-  };
+  return Object.fromEntries([['rows', rows], ['dim', dim], ['maxDepth', maxDepth], ...[...parts.keys()].map((k) => [k, cat(k)])]) as unknown as RoundData;
 }
+
+const FLOAT_FIELDS = new Set<keyof RoundBatch>(['draftMs', 'verifyMs', 'feature', 'rootEmbedding', 'pathHidden', 'pathEmbedding']);
 
 // ---------------------------------------------------------------- collection
 
