@@ -30,7 +30,7 @@ import { Rng } from '../src/util/rng.ts';
 import { collectLengths, readRoundLogs } from '../training/lengths.ts';
 import { loadTf } from '../training/tf-backend.ts';
 import { TfOps } from '../training/tf-ops.ts';
-import { trainOnDataset, trainPredictor, TRAIN_PREDICTOR_DEFAULTS, type PredictorDataset } from '../training/train-ldlp.ts';
+import { inMemoryDataset, trainOnDataset, trainPredictor, TRAIN_PREDICTOR_DEFAULTS, type PredictorDataset } from '../training/train-ldlp.ts';
 import { tinyConfig, tinyPair, treeShape } from './support/models.ts';
 
 const { tf } = await loadTf('auto');
@@ -84,7 +84,7 @@ function synthetic(n: number, d: number, label: (x: Float32Array) => number, see
     y[i] = label(x.subarray(i * w, (i + 1) * w));
     seq[i] = i % 40;
   }
-  return { x, y, seq, n, width: w };
+  return inMemoryDataset(x, y, seq, w);
 }
 
 test('LDLP training recovers a known depth-feature relation (classification and regression measured)', async () => {

@@ -285,6 +285,9 @@ export function splitWindows(count: number, valFraction: number, seed: number): 
   return { val: order.slice(0, nVal).sort(), train: order.slice(nVal).sort() };
 }
 
+/** A seed derived from (seed, k): per-epoch orders and per-step noise of the training loops. */
+export const mixSeed = (seed: number, k: number): number => (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(k + 1, 0xc2b2ae35)) >>> 0;
+
 /** Fisher-Yates permutation of [0, n). */
 export function permutation(n: number, rng: Rng): Int32Array {
   const p = Int32Array.from({ length: n }, (_, i) => i);

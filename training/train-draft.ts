@@ -35,7 +35,7 @@ import { AdamWArrays, warmupLr } from './adamw.ts';
 import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
 import { checkFingerprint, checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
 import { OrtDraftSteps } from './ort/draft-backend.ts';
-import { epochOrder, FeatureStore, SHUFFLE_BLOCKS, splitWindows, type PackedBatch } from './dataset.ts';
+import { epochOrder, FeatureStore, mixSeed as mix, SHUFFLE_BLOCKS, splitWindows, type PackedBatch } from './dataset.ts';
 import { readSidecar } from './feature-log.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
@@ -381,7 +381,6 @@ function addNoise(x: Float32Array, amount: number, rng: Rng): Float32Array {
   return y;
 }
 
-const mix = (seed: number, k: number): number => (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(k + 1, 0xc2b2ae35)) >>> 0;
 const epochRng = (seed: number, epoch: number): Rng => new Rng(mix(seed ^ 0x0e0c, epoch));
 
 function missing(name: string): never {

@@ -28,12 +28,12 @@ import { outputDim, savePredictor, type Objective, type Predictor, type Predicto
 import { mlpForward, mlpShapes, PlainOps, randomMlpWeights, type MlpConfig } from '../src/model/mlp.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { decodeLength } from '../src/policies/ldlp.ts';
-import { costAwareDepth } from '../src/tune/tuning.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamWArrays, warmupLr } from './adamw.ts';
 import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
 import { OrtPredictorSteps } from './ort/predictor-backend.ts';
-import { readRoundLogs, type RoundData } from './lengths.ts';
+import { epochOrder, mixSeed } from './dataset.ts';
+import { RoundStore, type RoundStoreOptions } from './round-store.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
 import type { Tf } from './tf-backend.ts';
@@ -111,48 +111,40 @@ export interface TrainPredictorResult {
   trainRows: number;
   curve: { step: number[]; loss: number[]; valStep: number[]; valLoss: number[]; valError: number[] };
   rowsPerSecond: number;
+  /** Streamed from logs: input rows held at most at once. */
+  peakRowsHeld?: number;
 }
 
-/** A supervised set: x [n, 2d], y [n], with the sequence of each row. */
+/**
+ * A supervised set: inputs [n, width] read a row at a time, labels y [n], the sequence of each
+ * row. Rows are loaded in blocks (`rowBlock`, ascending): training visits them in a block-bounded
+ * shuffle, so a streamed set (training/round-store.ts) holds only a few blocks at once.
+ */
 export interface PredictorDataset {
-  x: Float32Array;
   y: Float32Array;
   seq: Int32Array;
   n: number;
   width: number;
+  /** Block of each row, non-decreasing. */
+  rowBlock: Int32Array;
+  /** Copies row i's inputs [width] into `out` at `at`. */
+  row(i: number, out: Float32Array, at: number): void;
 }
 
-/** The rows one head trains on (see the module comment). */
-export function predictorDataset(data: RoundData, head: PredictorKind, depthCosts?: number[]): PredictorDataset {
-  const d = data.dim, D = data.maxDepth, w = 2 * d;
-  const pick: [number, number][] = []; // (round, depth index or -1)
-  for (let r = 0; r < data.rows; r++) {
-    if (head === 'ldlp') {
-      // A round drafted shallower than D (near the context end) that accepted everything is censored.
-      if (data.depth[r] === D || data.accepted[r] < data.depth[r]) pick.push([r, -1]);
-    } else for (let t = 0; t < D; t++) if (data.pathFlag[r * D + t] >= 0) pick.push([r, t]);
+/** A dataset held in memory: x [n, width] (one block). */
+export function inMemoryDataset(x: Float32Array, y: Float32Array, seq: Int32Array, width: number): PredictorDataset {
+  const n = y.length;
+  return { y, seq, n, width, rowBlock: new Int32Array(n), row: (i, out, at) => out.set(x.subarray(i * width, (i + 1) * width), at) };
+}
+
+/** Trains one head on the logs (streamed: training/round-store.ts) and writes it to `o.out`. */
+export async function trainPredictor(o: TrainPredictorOptions & { store?: RoundStoreOptions }): Promise<TrainPredictorResult> {
+  const store = await RoundStore.open(o.logs, o.head, o.head === 'ldlp' ? o.depthCosts : undefined, o.store);
+  try {
+    return { ...(await trainOnDataset(store, store.dim, store.maxDepth, o)), peakRowsHeld: store.peakLoadedRows };
+  } finally {
+    store.close();
   }
-  const n = pick.length, x = new Float32Array(n * w), y = new Float32Array(n), seq = new Int32Array(n); // [n, 2d], [n], [n]
-  pick.forEach(([r, t], i) => {
-    if (t < 0) {
-      x.set(data.feature.subarray(r * d, (r + 1) * d), i * w);
-      x.set(data.rootEmbedding.subarray(r * d, (r + 1) * d), i * w + d);
-      y[i] = depthCosts ? costAwareDepth(data.accepted[r], depthCosts.slice(0, D + 1)) : data.accepted[r];
-    } else {
-      const o = (r * D + t) * d;
-      x.set(data.pathHidden.subarray(o, o + d), i * w);
-      x.set(data.pathEmbedding.subarray(o, o + d), i * w + d);
-      y[i] = data.pathFlag[r * D + t];
-    }
-    seq[i] = data.seqId[r];
-  });
-  return { x, y, seq, n, width: w };
-}
-
-/** Trains one head on the logs and writes it to `o.out`. */
-export async function trainPredictor(o: TrainPredictorOptions): Promise<TrainPredictorResult> {
-  const data = readRoundLogs(o.logs);
-  return trainOnDataset(predictorDataset(data, o.head, o.head === 'ldlp' ? o.depthCosts : undefined), data.dim, data.maxDepth, o);
 }
 
 /** The training itself, for any dataset (tests use synthetic ones). */
@@ -170,8 +162,13 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
   const backend = picked.name;
   const mlp: MlpConfig = { inputDim: ds.width, hidden: [c.hidden, c.hidden], outputDim: outputDim(objective, maxDepth) };
   const { mean, std } = columnStats(ds, train);
-  const norm = new Float32Array(ds.x.length); // [n, 2d] standardised copy
-  for (let i = 0; i < ds.x.length; i++) norm[i] = (ds.x[i] - mean[i % ds.width]) / std[i % ds.width];
+  const w = ds.width;
+  // Row r standardised (or raw) into out at row `at`.
+  const normRow = (r: number, out: Float32Array, at: number) => {
+    ds.row(r, out, at * w);
+    for (let j = 0; j < w; j++) out[at * w + j] = (out[at * w + j] - mean[j]) / std[j];
+  };
+  const rawRow = (r: number, out: Float32Array, at: number) => ds.row(r, out, at * w);
   const names = [...mlpShapes(mlp).keys()];
   const params: Weights = randomMlpWeights(mlp, c.seed);
   const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), { clip: 1, weightDecay: c.weightDecay });
@@ -185,7 +182,7 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
     const weight = (r: number) => (objective === 'bce' && ds.y[r] !== 1 ? c.mismatchWeight : 1);
     let total = 0;
     for (let i = 0; i < all.length; i++) total += weight(all[i]);
-    for (let i = 0; i < n; i++) (x.set(norm.subarray(idx[i] * ds.width, (idx[i] + 1) * ds.width), i * ds.width), (y[i] = ds.y[idx[i]]), (rw[i] = weight(idx[i]) / total));
+    for (let i = 0; i < n; i++) (normRow(idx[i], x, i), (y[i] = ds.y[idx[i]]), (rw[i] = weight(idx[i]) / total));
     return { x, y, rw };
   };
   const valLoss = async (): Promise<number> => {
@@ -197,18 +194,26 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
     return sum;
   };
   const snapshot = (): Weights => new Map(names.map((n) => [n, { shape: params.get(n)!.shape.slice(), data: params.get(n)!.data.slice() }]));
-  const evaluate = (w: Weights, raw: boolean) => metrics(raw ? ds.x : norm, ds.y, val, { config: predictorConfig(o.head, objective, dim, maxDepth, mlp, o.head === 'ldlp' && o.depthCosts ? 'cost-aware' : undefined), weights: w }, prior, c.mismatchWeight);
+  const evaluate = (w: Weights, raw: boolean) => metrics(raw ? rawRow : normRow, ds.y, val, { config: predictorConfig(o.head, objective, dim, maxDepth, mlp, o.head === 'ldlp' && o.depthCosts ? 'cost-aware' : undefined), weights: w }, prior, c.mismatchWeight);
 
   const valEvery = o.valEvery ?? Math.max(1, Math.round(c.steps / 10));
   const curve: TrainPredictorResult['curve'] = { step: [], loss: [], valStep: [], valLoss: [], valError: [] };
-  const rng = new Rng(c.seed ^ 0x1d1f);
+  // Batches walk epochs of the training rows without replacement, each epoch in a seeded
+  // block-bounded shuffle (training/dataset.ts epochOrder): the order is a function of
+  // (seed, step) alone, and a streamed dataset holds only the blocks of the current shuffle group.
+  const trainBlock = Int32Array.from(train, (r) => ds.rowBlock[r]);
+  let order: { epoch: number; positions: Int32Array } = { epoch: -1, positions: new Int32Array(0) };
   const idx = new Int32Array(c.batch);
   let ms = 0;
   let best: { loss: number; step: number; weights: Weights | null } = { loss: Infinity, step: 0, weights: null };
   try {
     const initial = evaluate(snapshot(), false).m;
     for (let step = 1; step <= c.steps; step++) {
-      for (let i = 0; i < c.batch; i++) idx[i] = train[rng.int(train.length)];
+      for (let i = 0; i < c.batch; i++) {
+        const p = (step - 1) * c.batch + i, epoch = Math.floor(p / train.length);
+        if (epoch !== order.epoch) order = { epoch, positions: epochOrder(train, trainBlock, new Rng(mixSeed(c.seed ^ 0x1d1f, epoch))) };
+        idx[i] = train[order.positions[p - epoch * train.length]];
+      }
       const t0 = performance.now();
       const b = rowsOf(idx, idx);
       const { loss, grads } = await runner.step(params, b.x, b.y, b.rw);
@@ -311,10 +316,13 @@ export function splitBySequence(seq: Int32Array, valFraction: number, seed: numb
   return { train: Int32Array.from(train), val: Int32Array.from(val) };
 }
 
-/** Per-column mean and std over the training rows (std floored so constant columns stay finite). */
+/** Per-column mean and std over the training rows, one streamed pass in row order (std floored so constant columns stay finite). */
 function columnStats(ds: PredictorDataset, rows: Int32Array): { mean: Float64Array; std: Float64Array } {
-  const w = ds.width, mean = new Float64Array(w), sq = new Float64Array(w);
-  for (const r of rows) for (let j = 0; j < w; j++) (mean[j] += ds.x[r * w + j]), (sq[j] += ds.x[r * w + j] ** 2);
+  const w = ds.width, mean = new Float64Array(w), sq = new Float64Array(w), x = new Float32Array(w);
+  for (const r of rows) {
+    ds.row(r, x, 0);
+    for (let j = 0; j < w; j++) (mean[j] += x[j]), (sq[j] += x[j] ** 2);
+  }
   const std = new Float64Array(w);
   for (let j = 0; j < w; j++) {
     mean[j] /= rows.length;
@@ -346,8 +354,8 @@ function labelPrior(y: Float32Array, rows: Int32Array, objective: Objective, max
   return counts.indexOf(Math.max(...counts));
 }
 
-/** Validation metrics of predictor `p` on rows `rows` of x (raw or standardised to match p), through PlainOps. */
-function metrics(x: Float32Array, y: Float32Array, rows: Int32Array, p: Predictor, prior: number, mismatchWeight: number) {
+/** Validation metrics of predictor `p` on rows `rows` (read raw or standardised to match p), through PlainOps. */
+function metrics(readRow: (r: number, out: Float32Array, at: number) => void, y: Float32Array, rows: Int32Array, p: Predictor, prior: number, mismatchWeight: number) {
   const { mlp, objective, maxDepth } = p.config, w = mlp.inputDim;
   const ops = new PlainOps(p.weights);
   const row = { shape: [1, w], data: new Float32Array(w) }; // [1, 2d]
@@ -357,7 +365,7 @@ function metrics(x: Float32Array, y: Float32Array, rows: Int32Array, p: Predicto
   const byTrue = { sum: new Float64Array(D1), n: new Float64Array(D1) };
   const bins = { p: new Float64Array(10), y: new Float64Array(10), n: new Float64Array(10) };
   for (const r of rows) {
-    row.data.set(x.subarray(r * w, (r + 1) * w));
+    readRow(r, row.data, 0);
     ops.reset();
     const out = mlpForward(ops, mlp, row).data, label = y[r];
     if (objective === 'bce') {

@@ -1,6 +1,6 @@
 /** `eaglet train-ldlp`: trains the LDLP (or, with --head specdec++, the SpecDec++ acceptance head) on round logs (tfjs). */
 import { basename, dirname, join } from 'node:path';
-import { readRoundLogs } from '../../../training/lengths.ts';
+import { openRoundLogs } from '../../../training/lengths.ts';
 import { UsageError } from '../../errors.ts';
 import { costAwareDepth, depthCosts as depthCosts_, readTuning } from '../../tune/tuning.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
@@ -46,12 +46,19 @@ export const trainLdlpCommand = defineCommand({
       const t = readTuning(dirname(f.costs as string), basename(f.costs as string));
       if (!t) throw new UsageError('--costs', `no such file: ${f.costs}`);
       depthCosts = depthCosts_(t);
-      const data = readRoundLogs(logs);
-      const D = Math.min(data.maxDepth, depthCosts.length - 1);
-      const hist = (label: (a: number) => number) => { const h = new Array(data.maxDepth + 1).fill(0); for (const a of data.accepted) h[label(a)]++; return h.join(','); };
+      const { maxDepth, files } = openRoundLogs(logs);
+      const byAccepted = new Array(maxDepth + 1).fill(0); // rounds by accepted length, one streamed pass
+      try {
+        for (const file of files) for (let i = 0; i < file.batches.length; i++) for (const a of file.read(i).accepted) byAccepted[a]++;
+      } finally {
+        for (const file of files) file.close();
+      }
+      const rounds = byAccepted.reduce((a, b) => a + b, 0);
+      const D = Math.min(maxDepth, depthCosts.length - 1);
+      const hist = (label: (a: number) => number) => { const h = new Array(maxDepth + 1).fill(0); byAccepted.forEach((c, a) => (h[label(a)] += c)); return h.join(','); };
       // Both labels over the logs: what AdaEAGLE's LDLP learns, and what the cost-aware one does.
       process.stderr.write(`round ms by depth (${f.costs}): ${depthCosts.slice(0, D + 1).map((x) => x.toFixed(3)).join(' ')}\n` +
-        `labels over ${data.rows} rounds: accepted length ${hist((a) => a)}; cost-aware depth ${hist((a) => costAwareDepth(a, depthCosts!.slice(0, D + 1)))}\n`);
+        `labels over ${rounds} rounds: accepted length ${hist((a) => a)}; cost-aware depth ${hist((a) => costAwareDepth(a, depthCosts!.slice(0, D + 1)))}\n`);
     }
     const r = await trainPredictor({
       head, logs, out, objective: head === 'ldlp' ? (f.objective as Objective) : undefined, depthCosts,
