@@ -10,6 +10,7 @@
  * `row(i)` loads the block holding row i from the record batches that cover it into a small LRU
  * cache (training/dataset.ts BlockCache), so at most cacheBlocks * blockRows rows are held.
  */
+import { FormatError } from '../src/errors.ts';
 import { costAwareDepth } from '../src/tune/tuning.ts';
 import type { PredictorKind } from '../src/io/predictor-io.ts';
 import { BlockCache, batchAt, SHUFFLE_BLOCKS, type BatchRef } from './dataset.ts';
@@ -71,6 +72,8 @@ export class RoundStore {
           const b = files[f].read(i);
           batches.push({ file: f, index: i, firstRow: rounds, rows: b.rows });
           for (let r = 0; r < b.rows; r++, rounds++) {
+            if (!(b.accepted[r] >= 0 && b.accepted[r] <= b.depth[r] && b.depth[r] <= D))
+              throw new FormatError(paths[f], `round ${rounds - batches.at(-1)!.firstRow} of record batch ${i}: accepted ${b.accepted[r]} of depth ${b.depth[r]} is outside 0..depth..${D}`);
             const add = (t: number, label: number) => (y.push(label), seq.push(b.seqId[r]), round.push(rounds), depthIndex.push(t));
             if (head === 'ldlp') {
               if (b.depth[r] === D || b.accepted[r] < b.depth[r]) add(-1, costs ? costAwareDepth(b.accepted[r], costs) : b.accepted[r]);
