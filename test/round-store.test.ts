@@ -14,6 +14,7 @@ import { FormatError } from '../src/errors.ts';
 import { Rng } from '../src/util/rng.ts';
 import { listView, primitiveView } from '../training/feature-log.ts';
 import { RoundLogWriter, type RoundRecord } from '../training/lengths.ts';
+import { SHUFFLE_BLOCKS } from '../training/dataset.ts';
 import { RoundStore } from '../training/round-store.ts';
 import { trainPredictor } from '../training/train-ldlp.ts';
 
@@ -93,13 +94,18 @@ test('train-ldlp over a log cut into many small record batches trains the same w
   await writeLog(big, 600, 30, d, D, 1024, 7);
   await writeLog(small, 600, 30, d, D, 7, 7);
   for (const head of ['ldlp', 'specdec++'] as const) {
-    const opts = { head, steps: 40, batch: 32, hidden: 8, seed: 3, store: { blockRows: 16, cacheBlocks: 4 } };
+    // Blocks of 8 rows, the default cache (two shuffle groups and a validation block); one validation at the end.
+    const opts = { head, steps: 40, batch: 32, hidden: 8, seed: 3, valEvery: 40, store: { blockRows: 8 } };
     const a = await trainPredictor({ ...opts, logs: [big], out: join(tmp, `${head}-big`) });
     const b = await trainPredictor({ ...opts, logs: [small], out: join(tmp, `${head}-small`) });
     for (const [name, t] of a.predictor.weights) assert.deepEqual(b.predictor.weights.get(name)!.data, t.data, `${head} ${name}`);
     assert.deepEqual(b.final, a.final);
-    const rows = a.trainRows + a.final.rows;
-    assert.ok(a.peakRowsHeld! <= 4 * 16 && a.peakRowsHeld! < rows / 4, `${head}: held ${a.peakRowsHeld} of ${rows} rows`);
+    const rows = a.trainRows + a.final.rows, blocks = Math.ceil(rows / 8), epochs = Math.ceil((40 * 32) / a.trainRows);
+    assert.ok(a.peakRowsHeld! <= (2 * SHUFFLE_BLOCKS + 2) * 8 && a.peakRowsHeld! < rows / 2, `${head}: held ${a.peakRowsHeld} of ${rows} rows`);
+    // Batches stay within the shuffle groups the cache holds: each epoch loads each block about
+    // once (a uniform shuffle over all rows would miss the cache on nearly every row).
+    assert.ok(a.blockLoads! <= blocks * (epochs + 4), `${head}: ${a.blockLoads} block loads for ${blocks} blocks over ${epochs} epochs`);
+    console.log(`# ${head}: ${rows} rows in ${blocks} blocks, held at most ${a.peakRowsHeld}, ${a.blockLoads} block loads over ${epochs} epochs`);
   }
 });
 

@@ -95,6 +95,11 @@ export class RoundStore {
     return this.cache.peakLoadedRows;
   }
 
+  /** Blocks loaded so far. */
+  get blockLoads(): number {
+    return this.cache.loads;
+  }
+
   /** Copies row i's inputs [2d] into `out` at `at`. */
   row(i: number, out: Float32Array, at: number): void {
     const b = this.rowBlock[i], w = this.width;

@@ -113,6 +113,8 @@ export interface TrainPredictorResult {
   rowsPerSecond: number;
   /** Streamed from logs: input rows held at most at once. */
   peakRowsHeld?: number;
+  /** Streamed from logs: blocks of rows loaded (a block evicted and needed again counts again). */
+  blockLoads?: number;
 }
 
 /**
@@ -141,7 +143,7 @@ export function inMemoryDataset(x: Float32Array, y: Float32Array, seq: Int32Arra
 export async function trainPredictor(o: TrainPredictorOptions & { store?: RoundStoreOptions }): Promise<TrainPredictorResult> {
   const store = await RoundStore.open(o.logs, o.head, o.head === 'ldlp' ? o.depthCosts : undefined, o.store);
   try {
-    return { ...(await trainOnDataset(store, store.dim, store.maxDepth, o)), peakRowsHeld: store.peakLoadedRows };
+    return { ...(await trainOnDataset(store, store.dim, store.maxDepth, o)), peakRowsHeld: store.peakLoadedRows, blockLoads: store.blockLoads };
   } finally {
     store.close();
   }
@@ -201,7 +203,6 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
   // Batches walk epochs of the training rows without replacement, each epoch in a seeded
   // block-bounded shuffle (training/dataset.ts epochOrder): the order is a function of
   // (seed, step) alone, and a streamed dataset holds only the blocks of the current shuffle group.
-  const trainBlock = Int32Array.from(train, (r) => ds.rowBlock[r]);
   let order: { epoch: number; positions: Int32Array } = { epoch: -1, positions: new Int32Array(0) };
   const idx = new Int32Array(c.batch);
   let ms = 0;
@@ -211,7 +212,7 @@ export async function trainOnDataset(ds: PredictorDataset, dim: number, maxDepth
     for (let step = 1; step <= c.steps; step++) {
       for (let i = 0; i < c.batch; i++) {
         const p = (step - 1) * c.batch + i, epoch = Math.floor(p / train.length);
-        if (epoch !== order.epoch) order = { epoch, positions: epochOrder(train, trainBlock, new Rng(mixSeed(c.seed ^ 0x1d1f, epoch))) };
+        if (epoch !== order.epoch) order = { epoch, positions: epochOrder(train, ds.rowBlock, new Rng(mixSeed(c.seed ^ 0x1d1f, epoch))) };
         idx[i] = train[order.positions[p - epoch * train.length]];
       }
       const t0 = performance.now();
