@@ -10,7 +10,7 @@
  * ```
  */
 import { StateError, UsageError } from './errors.ts';
-import { DRAFT_QUANT } from './model/quantize.ts';
+import { DRAFT_QUANT, QUANT, quantizeLinears, quantOf, dense, type QuantName } from './model/quantize.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './io/load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
@@ -78,6 +78,13 @@ export interface LoadOptions {
    * draft pass, slightly different proposals, the same output. Default: fp32.
    */
   draftQuant?: keyof typeof DRAFT_QUANT;
+  /**
+   * Quantize the target's Linear weights to 8 or 4 bits per weight (blockwise, ORT MatMulNBits)
+   * at load, and the draft head's too unless `draftQuant` says otherwise. The fp32 values of the
+   * quantized weights are dropped. Speculation is lossless with respect to the quantized target.
+   * A checkpoint written by `eaglet quantize` is quantized already. Default: fp32.
+   */
+  quantize?: QuantName;
   /**
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
@@ -150,13 +157,23 @@ function randomHead(model: LoadedModel, spec: string, seed: number): DraftHead {
   const n = spec === 'random' ? undefined : Number(spec.slice('random:'.length));
   if (n !== undefined && !(Number.isInteger(n) && n >= 1 && n < model.config.vocabSize))
     throw new UsageError('--draft', `${spec}: N in random:N must be an integer in [1, ${model.config.vocabSize}) (the draft vocabulary size)`);
-  const weights = randomHeadWeights(model.config, seed, n === undefined ? undefined : { size: n, targetWeights: model.weights });
+  // A reduced head copies rows of the target's LM head: their fp32 values, if it is held quantized.
+  const targetWeights = n === undefined ? undefined : new Map([...model.weights].map(([k, t]) => [k, k === 'lm_head.weight' ? dense(t) : t]));
+  const weights = randomHeadWeights(model.config, seed, n === undefined ? undefined : { size: n, targetWeights: targetWeights! });
   return { config: headConfigFor(model.config, n), weights };
+}
+
+/** `m` with its target's Linear weights quantized as `q` says (a new LoadedModel; `m` is not changed). */
+export function quantizedModel(m: LoadedModel, q: QuantName | undefined): LoadedModel {
+  if (!q) return m;
+  const held = quantOf(m.config, m.weights);
+  if (held && held.bits !== QUANT[q].bits) throw new UsageError('--quantize', `${q}: this model is already quantized to ${held.bits} bits`);
+  return held ? m : { ...m, weights: quantizeLinears(m.config, m.weights, QUANT[q]) };
 }
 
 export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGenerator> {
   const o = options.model === undefined ? withDefaults(options) : options;
-  const model = typeof o.model === 'string' ? await loadModel(o.model) : o.model!;
+  const model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
   const sessionOpts = { threads: o.threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
@@ -182,7 +199,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize: o.draftQuant ? DRAFT_QUANT[o.draftQuant] : undefined });
+    draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize: o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? QUANT[o.quantize] : undefined });
     drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
   }
   // Given options first, then the tuning file's policy, then the embedded default's.

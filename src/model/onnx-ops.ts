@@ -26,6 +26,9 @@ export interface OnnxOpsOptions {
   };
 }
 
+/** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
+export const DEFAULT_ACCURACY_LEVEL = 4;
+
 /** Additive mask value for hidden keys: exp() of it underflows to exactly 0, with no inf arithmetic. */
 export const MASK_NEG = -1e30;
 
@@ -77,6 +80,7 @@ export class OnnxOps implements Ops<string> {
     if (hit) return hit;
     const t = this.lookup(name);
     if (!t) throw new Error(`missing tensor ${name}`);
+    if (t.quant) return name; // only `linear` reads it, as its quantized initializers
     this.g.initializer(name, { dtype: 'float32', dims: t.shape, data: t.data });
     this.weights.set(name, name);
     return name;
@@ -87,14 +91,16 @@ export class OnnxOps implements Ops<string> {
   }
 
   linear(x: string, w: string, bias?: string): string {
-    const q = this.opts.quantize, t = q && this.lookup(w), block = t ? blockOf(t, q!) : 0;
-    if (q && t && block > 0) {
-      // The fp32 initializer `w` stays unread, so the graph builder leaves it out.
-      const wq = { bits: q.bits, blockSize: block };
-      const { n, k, packed, scales } = quantizeWeight(t, wq), blocks = k / block;
-      const B = this.g.initializer(`${w}.q${q.bits}`, { dtype: 'uint8', dims: [n, blocks, (block * q.bits) / 8], data: packed });
+    const q = this.opts.quantize, t = this.lookup(w);
+    // A weight quantized ahead (a quantized checkpoint, --quantize), or one quantized here.
+    const block = t && !t.quant && q ? blockOf(t, q) : 0;
+    const pre = t?.quant ?? (block > 0 ? { ...quantizeWeight(t!, { bits: q!.bits, blockSize: block }), bits: q!.bits, blockSize: block } : undefined);
+    if (pre) {
+      // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
+      const { n, k, packed, scales, bits, blockSize } = pre, blocks = k / blockSize;
+      const B = this.g.initializer(`${w}.q${bits}`, { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], data: packed });
       const S = this.g.initializer(`${w}.scales`, { dtype: 'float32', dims: [n * blocks], data: scales });
-      const y = this.g.node('MatMulNBits', [x, B, S], { K: k, N: n, bits: q.bits, block_size: block, accuracy_level: q.accuracyLevel ?? 4 }, { domain: 'com.microsoft' })[0];
+      const y = this.g.node('MatMulNBits', [x, B, S], { K: k, N: n, bits, block_size: blockSize, accuracy_level: q?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL }, { domain: 'com.microsoft' })[0];
       return bias ? this.add(y, bias) : y;
     }
     // Gemm reads the [out, in] weight transposed in place, so no transposed copy is stored.

@@ -19,10 +19,17 @@
  * halves" RoPE convention.
  */
 import type { ModelConfig } from './config.ts';
+import type { QuantizedTensor } from './quantize.ts';
 
 export interface Tensor {
   shape: number[];
+  /** The values, row-major; empty for a weight held only in quantized form (`quant`). */
   data: Float32Array;
+  /**
+   * A Linear weight [N, K] held blockwise-quantized (src/model/quantize.ts) instead of as fp32:
+   * the runtime renders it as MatMulNBits. `dense` (quantize.ts) gives its fp32 values.
+   */
+  quant?: QuantizedTensor;
 }
 
 export type Weights = Map<string, Tensor>;
@@ -92,8 +99,8 @@ export function checkTensors(shapes: Map<string, number[]>, w: Weights): string 
     if (!t) return `missing tensor ${name}`;
     if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
       return `tensor ${name} has shape [${t.shape}], config implies [${shape}]`;
-    const d = t.data;
-    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite value (${d[i]}) at index ${i}`;
+    const d = t.quant ? t.quant.scales : t.data;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite ${t.quant ? 'scale' : 'value'} (${d[i]}) at index ${i}`;
   }
   return null;
 }
