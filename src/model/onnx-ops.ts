@@ -23,6 +23,11 @@ export interface OnnxOpsOptions {
   quantize?: WeightQuant & {
     /** MatMulNBits accuracy_level: 4 = int8 activations (fastest on CPUs with VNNI), 0 = fp32. Default 4. */
     accuracyLevel?: number;
+    /**
+     * 'nbits' (default): com.microsoft MatMulNBits. 'dq': the standard-op form, blockwise
+     * DequantizeLinear (opset 21+) then Gemm; kept for scripts/bench-quant.ts, which measures both.
+     */
+    kernel?: 'nbits' | 'dq';
   };
 }
 
@@ -98,6 +103,15 @@ export class OnnxOps implements Ops<string> {
     if (pre) {
       // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
       const { n, k, packed, scales, bits, blockSize } = pre, blocks = k / blockSize;
+      if (q?.kernel === 'dq') {
+        // Same bytes: [N, K] row-major codes, zero point 2^(bits-1) per block, scales [N, K/b].
+        const X = this.g.initializer(`${w}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: packed });
+        const S = this.g.initializer(`${w}.scales`, { dtype: 'float32', dims: [n, blocks], data: scales });
+        const zeros = bits === 8 ? new Uint8Array(n * blocks).fill(128) : new Uint8Array(Math.ceil((n * blocks) / 2)).fill(0x88);
+        const Z = this.g.initializer(`${w}.zeros`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, blocks], data: zeros });
+        const W = this.g.op('DequantizeLinear', [X, S, Z], { axis: 1, block_size: blockSize });
+        return this.g.op('Gemm', bias ? [x, W, bias] : [x, W], { transB: 1 });
+      }
       const B = this.g.initializer(`${w}.q${bits}`, { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], data: packed });
       const S = this.g.initializer(`${w}.scales`, { dtype: 'float32', dims: [n * blocks], data: scales });
       const y = this.g.node('MatMulNBits', [x, B, S], { K: k, N: n, bits, block_size: blockSize, accuracy_level: q?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL }, { domain: 'com.microsoft' })[0];
