@@ -42,7 +42,7 @@ function optionsOf(v: string): OnnxOpsOptions['quantize'] {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const results: Record<string, unknown>[] = [];
 for (const threads of String(f.threads).split(',').map(Number)) {
-  const variants = [];
+  const variants: { v: string; s: TargetSession; cache: KVCache; loadMs: number; step: number[]; verify: number[] }[] = [];
   for (const v of String(f.variants).split(',')) {
     const t0 = performance.now();
     const s = await TargetSession.create(cfg, weights, { threads, quantize: optionsOf(v) });

@@ -13,17 +13,9 @@
  *   scales  float32 [N * K / blockSize]
  */
 import type { ModelConfig } from './config.ts';
-import { expectedShapes, type Tensor, type Weights } from './weights.ts';
+import { expectedShapes, type QuantizedTensor, type QuantizedWeight, type Tensor, type WeightQuant, type Weights } from './weights.ts';
 
-export interface WeightQuant {
-  /** 8 or 4 bits per weight. */
-  bits: 4 | 8;
-  /**
-   * Weights per scale along the input axis: a power of two >= 16 dividing K (see blockFor).
-   * Larger blocks ran faster on ORT's CPU kernel (scripts/bench-draft.ts: 128 vs 32).
-   */
-  blockSize: number;
-}
+export type { QuantizedTensor, QuantizedWeight, WeightQuant };
 
 export type QuantName = 'q8' | 'q4';
 
@@ -35,17 +27,6 @@ export const DRAFT_QUANT = QUANT;
 export function blockFor(k: number, maxBlock: number): number {
   for (let b = maxBlock; b >= 16; b /= 2) if (k % b === 0) return b;
   return 0;
-}
-
-/** A quantized Linear weight with its own bits and block size (as stored on disk and in Tensor.quant). */
-export interface QuantizedTensor extends QuantizedWeight, WeightQuant {}
-
-export interface QuantizedWeight {
-  /** [N, K] of the original. */
-  n: number;
-  k: number;
-  packed: Uint8Array;
-  scales: Float32Array;
 }
 
 /** The block size `w` [N, K] gets under `q` (0: leave it fp32, no block of >= 16 divides K). */

@@ -19,7 +19,29 @@
  * halves" RoPE convention.
  */
 import type { ModelConfig } from './config.ts';
-import type { QuantizedTensor } from './quantize.ts';
+
+/** Blockwise weight-only quantization (see quantize.ts). */
+export interface WeightQuant {
+  /** 8 or 4 bits per weight. */
+  bits: 4 | 8;
+  /**
+   * Weights per scale along the input axis: a power of two >= 16 dividing K (see blockFor).
+   * Larger blocks ran faster on ORT's CPU kernel (scripts/bench-draft.ts: 128 vs 32).
+   */
+  blockSize: number;
+}
+
+/** A Linear weight [N, K] in quantize.ts's packed layout. */
+export interface QuantizedWeight {
+  /** [N, K] of the original. */
+  n: number;
+  k: number;
+  packed: Uint8Array;
+  scales: Float32Array;
+}
+
+/** A quantized Linear weight with its own bits and block size (as stored on disk and in Tensor.quant). */
+export interface QuantizedTensor extends QuantizedWeight, WeightQuant {}
 
 export interface Tensor {
   shape: number[];

@@ -14,14 +14,15 @@ import { defineCommand } from '../command.ts';
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin' },
   { flag: 'bits', type: 'string', choices: ['4', '8'], meta: '4|8', help: 'bits per weight' },
+  { flag: 'block-size', type: 'int', min: 16, max: 4096, default: 128, meta: 'B', help: 'weights per scale along the input axis, a power of two (smaller: more accurate, more bytes)' },
   { flag: 'out', type: 'string', meta: 'DIR', help: 'the quantized checkpoint directory to write' },
 ];
 
 export const quantize = defineCommand({
   summary: 'write a target with 8- or 4-bit blockwise weights (load it with --model DIR)',
-  usage: 'Usage: eaglet quantize --model PATH --bits 4|8 --out DIR',
+  usage: 'Usage: eaglet quantize --model PATH --bits 4|8 [--block-size B] --out DIR',
   description: `Quantizes every Linear weight of the target (projections; the LM head when untied) to 8 or
-4 bits per weight with one fp32 scale per block of up to 128 weights along the input axis
+4 bits per weight with one fp32 scale per block of up to --block-size weights along the input axis
 (symmetric, round to nearest), and writes DIR as an HF-style checkpoint: config.json with an
 "eaglet_blockwise" quantization_config, model.safetensors with U8 packed weights and F32 scales
 (format in README, "Quantized weights"). Embeddings and norms stay fp32; a tied LM head is
@@ -31,7 +32,9 @@ Loading DIR is the same as loading the original with --quantize q4|q8.`,
   async run(f) {
     requireFlags(f, ['model', 'bits', 'out']);
     const src = f.model as string, out = f.out as string;
-    const q = QUANT[f.bits === '4' ? 'q4' : 'q8'];
+    const b = f.blockSize as number;
+    if ((b & (b - 1)) !== 0) throw new UsageError('--block-size', `must be a power of two, got ${b}`);
+    const q = { ...QUANT[f.bits === '4' ? 'q4' : 'q8'], blockSize: b };
     const model = await loadModel(src);
     const held = quantOf(model.config, model.weights);
     if (held) throw new UsageError('--model', `${src} is quantized already (${held.bits} bits)`);
