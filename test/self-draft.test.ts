@@ -80,6 +80,38 @@ test('sampled self-drafted output == sampled AR output with the same seed', asyn
   );
 });
 
+test('keepLevel: the self-drafter asks the policy after every pass (entropies of the exit), drops the level when told, stays lossless', async () => {
+  await fc.assert(
+    fc.asyncProperty(deepConfig, fc.integer({ min: 0, max: 1e6 }), treeShape, fc.double({ min: 0, max: 0.999, noNaN: true }), fc.integer({ min: 0, max: 6 }), async (cfg, seed, tree, x, stopAt) => {
+      const E = exitOf(cfg, x)!, L = cfg.nLayers;
+      const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
+      // Keeps levels while the frontier is shallower than stopAt (0: drops even the root's children).
+      const policy = new ExitPolicy(L, tree.totalTokens, { at: E }) as ExitPolicy & { keepLevel(f: { depth: number }, h: ArrayLike<number>): boolean };
+      const asked: number[] = [];
+      policy.keepLevel = (f, h) => {
+        assert.ok(h[0] >= 0 && h[0] <= Math.log(cfg.vocabSize) + 1e-3, `entropy ${h[0]}`);
+        asked.push(f.depth);
+        return f.depth < stopAt;
+      };
+      const ar = await loadGenerator({ model, threads: 1 });
+      const self = await loadGenerator({ model, draft: 'self', tree, policy, threads: 1 });
+      try {
+        const ids = fc.sample(prompt(cfg.vocabSize), { seed, numRuns: 1 })[0];
+        asked.length = 0; // the load's warm-up round
+        const s = await self.generate(ids, { maxNewTokens: 24, stopAtEos: false });
+        assert.deepEqual(s.ids, (await ar.generate(ids, { maxNewTokens: 24, stopAtEos: false })).ids);
+        assert.ok(asked.length > 0 && asked.every((d) => d <= Math.min(stopAt, tree.maxDepth - 1)), `asked at depths ${asked}`);
+        assert.ok(s.stats.depthSum <= s.stats.rounds * Math.min(stopAt, tree.maxDepth), `mean depth ${s.stats.depthSum / s.stats.rounds} with stop at ${stopAt}`);
+        if (stopAt === 0) assert.equal(s.stats.roundTokens, s.stats.rounds);
+      } finally {
+        await ar.dispose();
+        await self.dispose();
+      }
+    }),
+    { numRuns: 15, seed: 45 },
+  );
+});
+
 test('near the context limit self-drafting shrinks and stops with reason "context", still lossless', async () => {
   const cfg = { ...fc.sample(tinyConfig(24), { seed: 3, numRuns: 1 })[0], nLayers: 3 };
   const model = { config: cfg, weights: randomWeights(cfg, 5, 3), source: 'hf' as const };
@@ -115,6 +147,14 @@ test('property: exit and rest graphs equal the float64 reference, and the shadow
         for (let t = 0; t < n; t++) {
           const row = early.logits.subarray(t * V, (t + 1) * V), best = Math.max(...row);
           assert.ok(row[a.topkIds[t * V]] >= best - 1e-4, `row ${t}: exit proposes ${a.topkIds[t * V]}`);
+          // Entropy of the exit's whole distribution (AdaEDL's keepLevel reads it).
+          let z = 0, h = 0;
+          for (let v = 0; v < V; v++) z += Math.exp(row[v] - best);
+          for (let v = 0; v < V; v++) {
+            const lp = row[v] - best - Math.log(z);
+            h -= Math.exp(lp) * lp;
+          }
+          assert.ok(Math.abs(a.entropy[t] - h) < 1e-3 * Math.max(1, h), `row ${t}: entropy ${a.entropy[t]} vs reference ${h}`);
         }
         expectClose(
           mismatch('logits', b.logits, full.logits), mismatch('features', b.features, full.features),
@@ -161,9 +201,13 @@ test('property: the shared-cache verification (drafted early layers + rest) equa
           ...Array.from({ length: L }, (_, l) => mismatch(`keys[${l}]`, staged[l][0], want.newKeys[l])),
           ...Array.from({ length: L }, (_, l) => mismatch(`values[${l}]`, staged[l][1], want.newValues[l])),
         );
-        // settle: the exit layer that drafted is reported; shadows only when asked.
+        // settle: the exit layer that drafted is reported; shadows only when asked; this first
+        // round built the exit's sessions, and says how long that took (not a drafting cost).
         const acc = acceptGreedy(t, Array.from({ length: t.n }, () => -1), new Acceptance(t.depth));
-        assert.deepEqual(await drafter.settle(acc), { exitLayer: E });
+        const notes = await drafter.settle(acc);
+        assert.equal(notes?.exitLayer, E);
+        assert.equal(notes?.exitMatches, undefined);
+        assert.ok(notes?.setupMs !== undefined && notes.setupMs > 0 && notes.setupMs === drafter.built.ms, `setupMs ${notes?.setupMs}, built ${drafter.built.ms}`);
       } finally {
         await drafter.dispose();
         await target.dispose();
@@ -187,10 +231,30 @@ test('DEL: tokens per layer, exit choice follows the estimates, no speculation w
   m.fill(0);
   for (let i = 0; i < 40; i++) p.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 6, exitMatches: m, shadowRows: 50 } });
   assert.equal(p.plan(state).depth, 0);
-  const probing = new DelPolicy(8, 8, { probeEvery: 3 });
-  for (let i = 0; i < 40; i++) probing.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 2, exitMatches: m, shadowRows: 50 } });
-  const depths = Array.from({ length: 6 }, () => probing.plan(state).depth > 0);
-  assert.deepEqual(depths, [false, false, true, false, false, true]);
+  const probes = (o: { probeEvery: number; probeMax?: number }, n: number) => {
+    const probing = new DelPolicy(8, 8, o);
+    for (let i = 0; i < 40; i++) probing.observe({ depth: 1, treeSize: 1, accepted: 0, draftMs: 0, verifyMs: 0, notes: { exitLayer: 2, exitMatches: m, shadowRows: 50 } });
+    return Array.from({ length: n }, (_, i) => (probing.plan(state).depth > 0 ? i + 1 : 0)).filter((i) => i > 0);
+  };
+  assert.deepEqual(probes({ probeEvery: 3, probeMax: 3 }, 12), [3, 6, 9, 12]);
+  // Probes that leave plain decoding ahead back off: gaps 3, 6, 12.
+  assert.deepEqual(probes({ probeEvery: 3 }, 30), [3, 9, 21]);
+});
+
+test('DEL (measured costs): a round that built an exit\'s sessions is priced without the build', () => {
+  const state = { position: 10, lastFeature: new Float32Array(4), rootToken: 0, maxDepth: 4 };
+  const all = new Int32Array(9);
+  all[2] = 20;
+  const run = (setupMs: number | undefined) => {
+    const p = new DelPolicy(8, 4, { probeEvery: 1000 });
+    for (let i = 0; i < 5; i++) p.observe({ depth: 0, treeSize: 0, accepted: 0, draftMs: 0, verifyMs: 1, notes: undefined });
+    // Exit 2 agrees always; its first round spent 100 ms building sessions and 0.3 ms drafting.
+    p.observe({ depth: 2, treeSize: 2, accepted: 2, draftMs: 100.3, verifyMs: 0.3, notes: { exitLayer: 2, exitMatches: all, shadowRows: 20, setupMs } });
+    for (let i = 0; i < 20; i++) p.observe({ depth: 0, treeSize: 0, accepted: 0, draftMs: 0, verifyMs: 1, notes: { exitMatches: all, shadowRows: 20 } });
+    return p.plan(state);
+  };
+  assert.equal(run(undefined).depth, 0); // priced with the build: never pays
+  assert.deepEqual(run(100), { depth: 4, totalTokens: 4, exitLayer: 2, shadows: true });
 });
 
 test('--draft self runs and is lossless on random HF and llama2.c checkpoints; bad exit flags end with one clear line', () => {

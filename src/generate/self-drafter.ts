@@ -75,6 +75,7 @@ export class SelfDrafter implements Drafter {
   private exitLayer = 0;
   private wantShadows = false;
   private restLayers: Float32Array | null = null; // [n, L-E, d] from verification
+  private builtBefore = 0; // built.ms when this round's draft began
 
   constructor(readonly target: TargetSession, readonly weights: Weights, readonly shape: TreeShape, readonly opts: SelfDrafterOptions = {}) {
     const c = (this.cfg = target.cfg), L = c.nLayers, d = c.dim;
@@ -128,6 +129,7 @@ export class SelfDrafter implements Drafter {
 
   async draft(_history: History, root: number, plan: RoundPlan, policy: LengthPolicy, cache: KVCache): Promise<VerifyTree> {
     const E = plan.exitLayer ?? this.defaultExit;
+    this.builtBefore = this.built.ms;
     const { exit } = await this.sessions(E);
     const { builder, mask, positions } = this;
     const P = cache.length, room = cache.capacity - P;
@@ -141,7 +143,11 @@ export class SelfDrafter implements Drafter {
     this.keepRows(first, 0, 1, E);
     let staged = 1;
     builder.reset(root);
-    builder.expand(first.topkIds, first.topkLogProbs);
+    // As the EAGLE drafter: the policy may drop a level once its pass scored it (AdaEDL). The
+    // pass's rows stay staged: they are tree nodes already, only their children are dropped.
+    const keep = (h: Float32Array) => policy.keepLevel?.(builder.frontier, h) ?? true;
+    if (keep(first.entropy)) builder.expand(first.topkIds, first.topkLogProbs, first.entropy);
+    else plan = { ...plan, depth: 0 };
 
     // Frontier by frontier: builder row j is staged row 1 + j; every node also sees the root.
     for (;;) {
@@ -158,7 +164,8 @@ export class SelfDrafter implements Drafter {
       cache.stageLayers(0, out.newKeys, out.newValues, F, staged);
       this.keepRows(out, staged, F, E);
       staged += F;
-      builder.expand(out.topkIds, out.topkLogProbs);
+      if (!keep(out.entropy)) break;
+      builder.expand(out.topkIds, out.topkLogProbs, out.entropy);
     }
     const tree = builder.finish(Math.min(plan.totalTokens, builder.totalTokens));
     staged = await this.complete(tree, exit, cache, staged, E);
@@ -228,7 +235,8 @@ export class SelfDrafter implements Drafter {
   async settle(acc: Acceptance): Promise<RoundNotes | undefined> {
     const E = this.exitLayer;
     if (E === 0) return undefined;
-    if (!this.wantShadows || !this.restLayers) return { exitLayer: E };
+    const setupMs = this.built.ms - this.builtBefore;
+    if (!this.wantShadows || !this.restLayers) return setupMs > 0 ? { exitLayer: E, setupMs } : { exitLayer: E };
     const L = this.cfg.nLayers, d = this.cfg.dim, w = (L - 1) * d, rest = this.restLayers, m = this.exitMatches;
     // Rows j < acc.length (the accepted path, the bonus row last) x exits l = 1..L-1: the residual after layer l-1.
     let at = 0;
@@ -242,7 +250,7 @@ export class SelfDrafter implements Drafter {
     const ids = await (await this.shadow()).argmax(this.shadowRows, acc.length * (L - 1));
     m.fill(0);
     for (let j = 0; j < acc.length; j++) for (let l = 1; l < L; l++) if (ids[j * (L - 1) + l - 1] === acc.tokens[j]) m[l]++;
-    return { exitLayer: E, exitMatches: m, shadowRows: acc.length };
+    return { exitLayer: E, exitMatches: m, shadowRows: acc.length, ...(setupMs > 0 ? { setupMs } : {}) };
   }
 
   async dispose(): Promise<void> {

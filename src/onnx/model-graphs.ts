@@ -139,14 +139,21 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   batchOutput(g, r.hidden, names.hidden, 'float32', head.dim);
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
   batchOutput(g, ids, names.topkIds, 'int32', k);
-  // Entropy of each row's whole draft distribution, -sum p log p, for entropy-based stopping
-  // (AdaEDL): a top-k estimate is capped at ln(k+1) and cannot tell a confident row from a flat
-  // one. With a reduced head it is over the N draft-vocabulary tokens the head scores (the
+  // With a reduced head the entropy is over the N draft-vocabulary tokens the head scores (the
   // distribution it drafts from; the target ids outside it have probability 0 there).
-  const plogp = g.op('Mul', [g.op('Exp', [logProbs]), logProbs]);
-  batchOutput(g, g.op('Neg', [g.op('ReduceSum', [plogp, g.ints([-1])], { keepdims: 1 })]), names.entropy, 'float32', 1);
+  entropyOutput(g, logProbs);
   presentOutputs(g, head, [r.key], [r.value]);
   return g.toExternalModel(MODEL_OPTIONS);
+}
+
+/**
+ * Output `entropy` [1, T, 1]: each row's whole draft distribution's entropy, -sum p log p, for
+ * entropy-based stopping (AdaEDL, `LengthPolicy.keepLevel`): a top-k estimate is capped at
+ * ln(k+1) and cannot tell a confident row from a flat one.
+ */
+function entropyOutput(g: GraphBuilder, logProbs: string): void {
+  const plogp = g.op('Mul', [g.op('Exp', [logProbs]), logProbs]);
+  batchOutput(g, g.op('Neg', [g.op('ReduceSum', [plogp, g.ints([-1])], { keepdims: 1 })]), names.entropy, 'float32', 1);
 }
 
 /**
@@ -161,12 +168,13 @@ function targetOps(g: GraphBuilder, cfg: ModelConfig, weights: Weights, attentio
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
 
-/** In-graph top-k of each row's log-softmax over the LM head's logits [T, V] -> outputs topk_logprobs, topk_ids [1, T, k]. */
+/** In-graph top-k of each row's log-softmax over the LM head's logits [T, V] -> outputs topk_logprobs, topk_ids [1, T, k] and entropy [1, T, 1]. */
 function topkOutputs(g: GraphBuilder, logits: string, k: number): void {
   const logProbs = g.op('LogSoftmax', [logits], { axis: -1 }); // [T, V]
   const [values, indices] = g.node('TopK', [logProbs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 }); // [T, k]
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
   batchOutput(g, g.op('Cast', [indices], { to: 6 /* INT32 */ }), names.topkIds, 'int32', k);
+  entropyOutput(g, logProbs);
 }
 
 /**
@@ -174,6 +182,7 @@ function topkOutputs(g: GraphBuilder, logits: string, k: number): void {
  * norm and LM head (an early exit), from the one definition.
  *   in  input_ids, position_ids, tree_mask, past_key_{l}/past_value_{l} for l < E
  *   out topk_logprobs, topk_ids [1, T, k]   the exit's proposals (log-softmax, best first)
+ *       entropy       [1, T, 1]             full-vocabulary entropy of each row's exit distribution
  *       hidden        [1, T, d]             residual after layer E-1: where verification resumes
  *       layer_hidden  [T, E, d]             residual after each layer (DEL's shadow tokens)
  *       present_key_{l}, present_value_{l}  l < E: shared with verification through the cache

@@ -18,9 +18,11 @@
  * alpha_l = l / L, a fixed threshold (DEL adapts it), the optional per-call cost term in layer
  * units (`call-cost`: the fixed cost of one ORT call, which dominates small models on a CPU), and
  * the probe: after `probe-every` rounds without speculation one round drafts at the best
- * speculative (exit, length), so the estimates keep learning when speculation does not pay; shadow tokens
+ * speculative (exit, length), so the estimates keep learning when speculation does not pay, and
+ * each probe after which plain decoding still wins doubles that gap (up to `probe-max`); shadow tokens
  * every `shadow-every`-th speculative round; and by default the cost in measured wall ms per
- * exit layer instead of layers (`cost=layers` is DEL's tokens per layer).
+ * exit layer instead of layers (`cost=layers` is DEL's tokens per layer), with the ms a round spent
+ * building an exit's sessions on first use left out.
  * With trees (top-k > 1) the chain formula still scores (E, d): ours too.
  */
 import type { Frontier } from '../../trees/index.ts';
@@ -36,6 +38,8 @@ export interface DelOptions {
   callCost: number;
   /** After this many rounds without speculation, probe one. Default 8. */
   probeEvery: number;
+  /** Each probe that leaves plain decoding ahead doubles the gap to the next, up to this. Default 128. */
+  probeMax: number;
   /** Shadow tokens every N-th speculative round (they cost one small pass). Default 4. */
   shadowEvery: number;
   /** 'measured' (ours): cost = wall ms measured per exit layer; 'layers': DEL's layer count. Default 'measured'. */
@@ -46,7 +50,8 @@ export const DEL_FLAGS: FlagSpec[] = [
   { flag: 'min-confidence', type: 'number', min: 0, max: 1, default: 0.2, meta: 'P', help: "stop drafting deeper once the best path's draft probability falls below P" },
   { flag: 'rate', type: 'number', above: 0, max: 1, default: 0.05, meta: 'R', help: 'moving-average rate of each exit layer\'s acceptance, per verified row' },
   { flag: 'call-cost', type: 'number', min: 0, default: 0, meta: 'C', help: 'cost of one model call in layers, added to the tokens-per-layer cost (0 = DEL\'s)' },
-  { flag: 'probe-every', type: 'int', min: 1, default: 8, meta: 'N', help: 'after N rounds without speculation, draft one token to keep learning' },
+  { flag: 'probe-every', type: 'int', min: 1, default: 8, meta: 'N', help: 'after N rounds without speculation, probe one speculative round to keep learning' },
+  { flag: 'probe-max', type: 'int', min: 1, default: 128, meta: 'N', help: 'each probe after which plain decoding still wins doubles the gap to the next probe, up to N rounds' },
   { flag: 'shadow-every', type: 'int', min: 1, default: 4, meta: 'N', help: 'update the per-layer acceptance (shadow tokens) every N-th speculative round' },
   { flag: 'cost', type: 'string', choices: ['measured', 'layers'], default: 'measured', meta: 'C', help: 'cost of a round: measured ms per exit layer (ours), or layers computed (DEL)' },
 ];
@@ -99,6 +104,8 @@ export class DelPolicy implements LengthPolicy {
   readonly chosen: number[];
   private readonly logMin: number;
   private plain = 0; // rounds in a row without speculation
+  private probeGap: number; // rounds without speculation before the next probe
+  private probing = false; // the last plan was a probe
   private spec = 0; // speculative rounds planned
   // Measured costs (ms, moving averages; 0 = not measured yet): per exit layer, one draft pass and the verification; a plain step.
   private readonly passMs: Float64Array;
@@ -111,6 +118,7 @@ export class DelPolicy implements LengthPolicy {
     this.logMin = this.options.minConfidence > 0 ? Math.log(this.options.minConfidence) : -Infinity;
     this.alpha = Float64Array.from({ length: nLayers + 1 }, (_, l) => l / nLayers);
     this.chosen = new Array(nLayers).fill(0);
+    this.probeGap = this.options.probeEvery;
     this.passMs = new Float64Array(nLayers);
     this.verifyMs = new Float64Array(nLayers);
   }
@@ -144,8 +152,11 @@ export class DelPolicy implements LengthPolicy {
       }
     }
     const plain = this.options.cost === 'layers' ? tokensPerCost(0, 0, 0, L, this.options.callCost) : 1 / this.roundCost(0, 0);
-    if (s.maxDepth === 0 || (best <= plain && ++this.plain < this.options.probeEvery)) d = 0;
-    else this.plain = 0;
+    // Probes back off while they keep confirming that plain decoding wins (ours).
+    if (this.probing) this.probeGap = best <= plain ? Math.min(2 * this.probeGap, this.options.probeMax) : this.options.probeEvery;
+    this.probing = false;
+    if (s.maxDepth === 0 || (best <= plain && ++this.plain < this.probeGap)) d = 0;
+    else (this.probing = best <= plain), (this.plain = 0);
     this.chosen[d === 0 ? 0 : E]++;
     return d === 0 ? { depth: 0, totalTokens: 0 } : { depth: d, totalTokens: this.totalTokens, exitLayer: E, shadows: this.spec++ % this.options.shadowEvery === 0 };
   }
@@ -158,7 +169,8 @@ export class DelPolicy implements LengthPolicy {
     const E = o.notes?.exitLayer, k = 0.2;
     if (o.depth === 0) this.arMs = this.arMs ? this.arMs + k * (o.verifyMs - this.arMs) : o.verifyMs;
     else if (E !== undefined) {
-      const pass = o.draftMs / (o.depth + 1);
+      // A session built on first use is a one-off, not the exit's cost per pass.
+      const pass = Math.max(0, o.draftMs - (o.notes?.setupMs ?? 0)) / (o.depth + 1);
       this.passMs[E] = this.passMs[E] ? this.passMs[E] + k * (pass - this.passMs[E]) : pass;
       this.verifyMs[E] = this.verifyMs[E] ? this.verifyMs[E] + k * (o.verifyMs - this.verifyMs[E]) : o.verifyMs;
     }

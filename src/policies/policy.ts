@@ -39,6 +39,8 @@ export interface RoundNotes {
    */
   exitMatches?: Int32Array;
   shadowRows?: number;
+  /** Ms of this round's draft time spent building sessions on first use (not a cost of drafting). */
+  setupMs?: number;
 }
 
 export interface RoundOutcome {

@@ -25,6 +25,8 @@ export interface ExitOutput {
   topkLogProbs: Float32Array;
   /** [T, k] token ids matching topkLogProbs. */
   topkIds: Int32Array;
+  /** [T] full-vocabulary entropy (nats) of each row's exit distribution. */
+  entropy: Float32Array;
   /** Residual after layer E-1 [T, d]: the rest session's input. */
   hidden: Float32Array;
   /** Residual after each layer 0..E-1 [T, E, d]. */
@@ -73,7 +75,7 @@ export class ExitSession {
     const t0 = performance.now();
     const out = await runTimed(this.session, this.feeds.build(cache, tokens, positions, tree, pastRows));
     const r = {
-      topkLogProbs: f32Data(out[names.topkLogProbs]), topkIds: i32Data(out[names.topkIds]),
+      topkLogProbs: f32Data(out[names.topkLogProbs]), topkIds: i32Data(out[names.topkIds]), entropy: f32Data(out[names.entropy]),
       hidden: f32Data(out[names.hidden]), layerHidden: f32Data(out[names.layerHidden]), ...this.feeds.present(out),
     };
     this.session.stats.msTotal += performance.now() - t0;
