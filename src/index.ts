@@ -22,3 +22,8 @@ export { TextStreamer } from './tokenizer/streamer.ts';
 export type { Tokenizer } from './tokenizer/tokenizer.ts';
 export type { ModelConfig } from './model/config.ts';
 export { EagletError, FormatError, ConfigError, UsageError } from './errors.ts';
+export { serve, type ServeOptions, type RunningServer } from './serve/server.ts';
+export { createHandler, type EagletHandler, type HandlerOptions } from './serve/http.ts';
+export { Engine, QueueFullError, type EngineOptions } from './serve/engine.ts';
+export { SmartSpecPlanner, SmartSpecPolicy, StepCost } from './policies/smartspec.ts';
+export { Batcher, TargetLane, DraftLane } from './runtime/batch.ts';

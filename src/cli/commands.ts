@@ -6,6 +6,7 @@ import { tune } from './commands/tune.ts';
 import { quantize } from './commands/quantize.ts';
 import { collectLengthsCommand } from './commands/collect-lengths.ts';
 import { generate } from './commands/generate.ts';
+import { serve } from './commands/serve.ts';
 import { log } from './commands/log.ts';
 import { trainDraftCommand } from './commands/train-draft.ts';
 import { trainTargetCommand } from './commands/train-target.ts';
@@ -22,4 +23,5 @@ export const COMMANDS: Record<string, Command> = {
   tune,
   'cost-scale': costScale,
   quantize,
+  serve,
 };

@@ -13,7 +13,7 @@
  */
 import type { VerifyTree, Acceptance } from '../../trees/index.ts';
 import type { KVCache } from '../runtime/kv-cache.ts';
-import type { TargetSession } from '../runtime/target.ts';
+import type { TargetPass } from '../runtime/target.ts';
 import type { LengthPolicy, RoundNotes, RoundPlan } from '../policies/policy.ts';
 import type { History } from './history.ts';
 
@@ -67,13 +67,13 @@ export interface Drafter {
    * `positions` [n]: returns every node's K/V rows (all layers), or stages them after the
    * committed prefix. `fetch.logits` false: argmax suffices (a drafter may return logits anyway).
    */
-  verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified>;
+  verify(target: TargetPass, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified>;
   /** After the accepted rows are committed: notes for the policy's `observe`. */
   settle?(acc: Acceptance, tree: VerifyTree): Promise<RoundNotes | undefined>;
 }
 
 /** Verification by the full target in one pass: what every drafter that is not part of the target does. */
-export async function verifyWithTarget(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
+export async function verifyWithTarget(target: TargetPass, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
   const out = await target.forward(cache, tree.tokens.subarray(0, tree.n), positions.subarray(0, tree.n), tree.mask, fetch);
   return { ...out, rows: out }; // nothing staged: the accepted rows are copied from the outputs
 }
@@ -86,7 +86,7 @@ export class NoDrafter implements Drafter {
   draft(): Promise<VerifyTree> {
     throw new Error('NoDrafter drafts nothing (its maxDepth is 0)');
   }
-  verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
+  verify(target: TargetPass, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
     return verifyWithTarget(target, cache, tree, positions, fetch);
   }
 }

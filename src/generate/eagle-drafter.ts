@@ -10,9 +10,9 @@
  */
 import { TreeBuilder, type VerifyTree } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
-import type { DraftSession } from '../runtime/draft.ts';
+import type { DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
-import type { TargetSession } from '../runtime/target.ts';
+import type { TargetPass } from '../runtime/target.ts';
 import type { History } from './history.ts';
 import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
 import { verifyWithTarget, type Drafter, type TreeShape, type Verified, type VerifyFetch } from './drafter.ts';
@@ -35,7 +35,7 @@ export function checkTree(t: TreeShape, names: Record<keyof TreeShape, string> =
   if (reachable && t.totalTokens < t.maxDepth) throw new UsageError(names.totalTokens, `${t.totalTokens} tokens cannot reach depth ${t.maxDepth} (${names.maxDepth}): give at least as many tokens as levels`);
 }
 
-export class EagleDrafter implements Drafter {
+export class EagleDrafter<S extends DraftPass = DraftSession> implements Drafter {
   readonly cache: KVCache;
   private builder: TreeBuilder;
   private positions: Int32Array; // [max(context, topK)] scratch
@@ -45,12 +45,20 @@ export class EagleDrafter implements Drafter {
   /** Draft passes run (cumulative). */
   passes = 0;
 
-  /** @param capacity the target's context length. */
-  constructor(readonly session: DraftSession, readonly shape: TreeShape, capacity: number) {
+  /** Rows a head cache needs for a target context of `capacity`: the context plus a round's staged tree levels. */
+  static cacheRows(shape: TreeShape, capacity: number): number {
+    return capacity + shape.maxDepth * shape.topK + 1;
+  }
+
+  /**
+   * @param capacity the target's context length.
+   * @param cache the head's cache (default: its own, of cacheRows rows; serving passes a slot of a batch cache).
+   */
+  constructor(readonly session: S, readonly shape: TreeShape, capacity: number, cache?: KVCache) {
     const h = session.head;
     checkTree(shape);
     if (shape.topK > session.topK) throw new RangeError(`tree top-k ${shape.topK} exceeds the draft session's top-k ${session.topK}`);
-    this.cache = new KVCache(1, h.nKvHeads, h.headDim, capacity + shape.maxDepth * shape.topK + 1);
+    this.cache = cache ?? new KVCache(1, h.nKvHeads, h.headDim, EagleDrafter.cacheRows(shape, capacity));
     this.builder = new TreeBuilder(shape);
     this.positions = new Int32Array(capacity + shape.topK);
     this.frontierFeatures = new Float32Array(shape.topK * h.dim);
@@ -128,7 +136,7 @@ export class EagleDrafter implements Drafter {
   }
 
   /** The full target verifies: the head is not part of it. */
-  verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
+  verify(target: TargetPass, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
     return verifyWithTarget(target, cache, tree, positions, fetch);
   }
 }

@@ -15,7 +15,7 @@
 import { Acceptance, acceptSampled, VerifyTree } from '../../trees/index.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
-import type { TargetSession } from '../runtime/target.ts';
+import type { TargetPass, TargetSession } from '../runtime/target.ts';
 import { StateError, UsageError } from '../errors.ts';
 import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
 import { commitPath, NoDrafter, type Drafter, type Verified } from './drafter.ts';
@@ -31,12 +31,15 @@ export interface GenerationChunk {
   fromDraft: boolean[];
 }
 
-export interface GeneratorParts {
-  target: TargetSession;
+export interface GeneratorParts<T extends TargetPass = TargetSession> {
+  /** The target, or any TargetPass (serving: a request's view of the batched target). */
+  target: T;
   /** The EAGLE head, the target's own early layers, ...; omit for plain autoregressive decoding. */
   drafter?: Drafter;
   /** Default: static full-depth trees with a drafter, plain AR without. */
   policy?: LengthPolicy;
+  /** The target's K/V cache (default: its own; serving passes a slot of a batch cache). */
+  cache?: KVCache;
 }
 
 export interface StreamOptions extends Partial<GenerationOptions> {
@@ -44,7 +47,7 @@ export interface StreamOptions extends Partial<GenerationOptions> {
   signal?: AbortSignal;
 }
 
-export class Generator {
+export class Generator<T extends TargetPass = TargetSession> {
   readonly cfg: ModelConfig;
   readonly history: History;
   readonly cache: KVCache;
@@ -55,11 +58,11 @@ export class Generator {
   private positions: Int32Array; // [context] scratch
   private running = false;
 
-  constructor(readonly parts: GeneratorParts) {
+  constructor(readonly parts: GeneratorParts<T>) {
     this.cfg = parts.target.cfg;
     const c = this.cfg;
     this.history = new History(c.maxSeqLen, c.dim);
-    this.cache = new KVCache(c.nLayers, c.nKvHeads, c.headDim, c.maxSeqLen);
+    this.cache = parts.cache ?? new KVCache(c.nLayers, c.nKvHeads, c.headDim, c.maxSeqLen);
     this.drafter = parts.drafter ?? new NoDrafter();
     const shape = this.drafter.shape;
     this.policy = parts.policy ?? new StaticPolicy(shape.maxDepth, shape.totalTokens);

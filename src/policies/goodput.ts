@@ -31,22 +31,17 @@ export const GOODPUT_FLAGS: FlagSpec[] = [
   { flag: 'decay', type: 'number', min: 0, max: 1, default: 0.9, meta: 'B', help: 'weight of the past in the cost and acceptance averages' },
 ];
 
-export class GoodputPolicy implements LengthPolicy {
-  readonly name = 'goodput';
-  readonly options: GoodputOptions;
+/**
+ * P(accepted >= j) per drafted level j, as decayed counts of rounds: shared by the single-request
+ * goodput policy and serving's SmartSpec planner (src/policies/smartspec.ts).
+ */
+export class AcceptanceEstimate {
   private readonly hits: Float64Array; // [D + 1] decayed rounds with accepted >= j (index j >= 1)
   private readonly trials: Float64Array; // [D + 1] decayed rounds that drafted >= j levels
-  private readonly cost: Float64Array; // [D + 1] average ms of a round planned at depth d; NaN = untried
-  private planned = 0;
-  private rounds = 0;
-  private up = false; // which neighbour the next exploration tries
 
-  /** @param maxDepth the drafter's deepest tree (rounds may allow less). */
-  constructor(readonly totalTokens: number, readonly maxDepth: number, options: Partial<GoodputOptions> = {}) {
-    this.options = resolveOptions<GoodputOptions>(GOODPUT_FLAGS, options);
+  constructor(readonly maxDepth: number, readonly decay: number) {
     this.hits = new Float64Array(maxDepth + 1);
     this.trials = new Float64Array(maxDepth + 1);
-    this.cost = new Float64Array(maxDepth + 1).fill(NaN);
   }
 
   /** Expected tokens emitted by a round planned at depth d (bonus included). */
@@ -58,6 +53,37 @@ export class GoodputPolicy implements LengthPolicy {
       e += p;
     }
     return e;
+  }
+
+  /** A round that drafted `depth` levels and had `accepted` of its tokens accepted. */
+  observe(depth: number, accepted: number): void {
+    const k = this.decay;
+    for (let j = 1; j <= Math.min(depth, this.maxDepth); j++) {
+      this.trials[j] = k * this.trials[j] + 1;
+      this.hits[j] = k * this.hits[j] + (accepted >= j ? 1 : 0);
+    }
+  }
+}
+
+export class GoodputPolicy implements LengthPolicy {
+  readonly name = 'goodput';
+  readonly options: GoodputOptions;
+  private readonly acceptance: AcceptanceEstimate;
+  private readonly cost: Float64Array; // [D + 1] average ms of a round planned at depth d; NaN = untried
+  private planned = 0;
+  private rounds = 0;
+  private up = false; // which neighbour the next exploration tries
+
+  /** @param maxDepth the drafter's deepest tree (rounds may allow less). */
+  constructor(readonly totalTokens: number, readonly maxDepth: number, options: Partial<GoodputOptions> = {}) {
+    this.options = resolveOptions<GoodputOptions>(GOODPUT_FLAGS, options);
+    this.acceptance = new AcceptanceEstimate(maxDepth, this.options.decay);
+    this.cost = new Float64Array(maxDepth + 1).fill(NaN);
+  }
+
+  /** Expected tokens emitted by a round planned at depth d (bonus included). */
+  expectedTokens(d: number): number {
+    return this.acceptance.expectedTokens(d);
   }
 
   /** Average ms of a round planned at depth d (NaN until tried). */
@@ -89,10 +115,7 @@ export class GoodputPolicy implements LengthPolicy {
     // A one-off stall (GC, a busy core) counts at most 4x the average: rarely tried depths would
     // otherwise carry it for many explorations. A real cost rise still gets through in a few rounds.
     this.cost[d] = Number.isNaN(c) ? ms : k * c + (1 - k) * Math.min(ms, 4 * c);
-    for (let j = 1; j <= d; j++) {
-      this.trials[j] = k * this.trials[j] + 1;
-      this.hits[j] = k * this.hits[j] + (o.accepted >= j ? 1 : 0);
-    }
+    this.acceptance.observe(d, o.accepted);
   }
 
   /** The depth in [0, D] with the highest goodput; ties go to the shallower depth. */

@@ -37,6 +37,9 @@ export interface DraftOutput {
   newValues: Float32Array[];
 }
 
+/** What a drafter needs of the head: its shape and one pass. DraftSession is one; a serving batcher's per-request view is another. */
+export type DraftPass = Pick<DraftSession, 'head' | 'topK' | 'forward'>;
+
 export class DraftSession {
   private constructor(readonly head: HeadConfig, readonly topK: number, private session: Session, private feeds: StepFeeds) {}
 

@@ -19,6 +19,10 @@
  * API: append (commit all rows of a pass), commitRows (commit chosen rows of a pass: the
  * accepted path), truncate; staging: stage / stageLayers, keep, permuteStaged; views for ORT:
  * keyView / valueView; copies for tests: pastKeys / pastValues.
+ *
+ * Slots (serving): `slot(i, rows)` of a cache whose stride is fixed (strideStep = capacity) is a
+ * KVCache over rows [i * rows, (i + 1) * rows) of the same buffers: one request's cache, with the
+ * whole API above, while a batched pass reads every slot at once through the parent's views.
  */
 export class KVCache {
   readonly keys: Float32Array[];
@@ -33,6 +37,11 @@ export class KVCache {
   /** Default `strideStep`. */
   static readonly STRIDE_STEP = 64;
 
+  /** First row of this cache in its buffers (non-zero for a slot). */
+  readonly base: number = 0;
+  /** The cache this one is a slot of. */
+  readonly parent?: KVCache;
+
   /**
    * @param capacity most rows ever held (preallocated).
    * @param strideStep the stride starts at, grows by at least, and is a multiple of this many rows.
@@ -44,14 +53,34 @@ export class KVCache {
     this.values = Array.from({ length: nLayers }, () => new Float32Array(capacity * this.rowSize));
   }
 
+  /**
+   * Slot i of `rows` rows: a cache over rows [i * rows, (i + 1) * rows) of these buffers (their
+   * stride must be fixed: construct with strideStep = capacity). Writes to a slot touch only its rows.
+   */
+  slot(i: number, rows: number): KVCache {
+    if (this.stride !== this.capacity) throw new RangeError('slots need a fixed stride: construct the cache with strideStep = capacity');
+    if (!Number.isInteger(i) || i < 0 || (i + 1) * rows > this.capacity) throw new RangeError(`slot ${i} of ${rows} rows is outside the cache's ${this.capacity} rows`);
+    const s: KVCache = Object.create(KVCache.prototype);
+    Object.assign(s, { nLayers: this.nLayers, nKvHeads: this.nKvHeads, headDim: this.headDim, capacity: rows, strideStep: this.strideStep });
+    Object.assign(s, { keys: this.keys, values: this.values, rowSize: this.rowSize, length: 0, stride: this.stride, base: i * rows, parent: this, scratch: new Float32Array(0) });
+    return s;
+  }
+
   /** Past K of layer l as ORT reads it: [nKv, hd, stride] (transposed per head), a view. */
   keyView(l: number): Float32Array {
+    this.whole();
     return this.keys[l].subarray(0, this.nKvHeads * this.stride * this.headDim);
   }
 
   /** Past V of layer l: [nKv, stride, hd], a view. */
   valueView(l: number): Float32Array {
+    this.whole();
     return this.values[l].subarray(0, this.nKvHeads * this.stride * this.headDim);
+  }
+
+  /** ORT reads whole caches: a slot is read through its parent. */
+  private whole(): void {
+    if (this.parent) throw new RangeError('a cache slot has no ORT view of its own: pass its parent cache');
   }
 
   /** Keys of rows [from, from + count) of layer l, position-major [count, nKv * hd]: a copy (tests, inspection). Default: the committed rows. */
@@ -66,7 +95,8 @@ export class KVCache {
 
   /** Position-major copy [count, nKv * hd] of rows from.. of a head-major buffer (keys: transposed per head). */
   private gather(buf: Float32Array, transposed: boolean, from: number, count: number): Float32Array {
-    if (from < 0 || count < 0 || from + count > this.stride) throw new RangeError(`rows ${from}..${from + count - 1} outside the cache's ${this.stride} reserved rows`);
+    const reserved = Math.min(this.stride, this.capacity); // a slot reserves its capacity
+    if (from < 0 || count < 0 || from + count > reserved) throw new RangeError(`rows ${from}..${from + count - 1} outside the cache's ${reserved} reserved rows`);
     const out = new Float32Array(count * this.rowSize);
     for (let r = 0; r < count; r++) this.readRow(buf, transposed, from + r, out, r * this.rowSize);
     return out;
@@ -79,7 +109,7 @@ export class KVCache {
    */
   ensureRows(rows: number): void {
     if (rows > this.capacity) throw new RangeError(`K/V cache full: ${rows} rows > capacity ${this.capacity}`);
-    if (rows <= this.stride) return;
+    if (rows <= this.stride || this.parent) return; // a slot's stride is its parent's, fixed
     const step = this.strideStep, old = this.stride, n = old; // staged rows past `length` move too
     const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step);
     const hd = this.headDim;
@@ -174,6 +204,7 @@ export class KVCache {
   /** Position-major row from[at .. at + rowSize) -> cache row `dst` of `buf`. */
   private writeRowOf(buf: Float32Array, transposed: boolean, from: Float32Array, at: number, dst: number): void {
     const { nKvHeads: H, headDim: hd, stride } = this;
+    dst += this.base;
     for (let h = 0; h < H; h++)
       if (transposed) for (let i = 0; i < hd; i++) buf[(h * hd + i) * stride + dst] = from[at + h * hd + i];
       else for (let i = 0; i < hd; i++) buf[(h * stride + dst) * hd + i] = from[at + h * hd + i];
@@ -182,6 +213,7 @@ export class KVCache {
   /** Cache row `src` of `buf` -> position-major to[at .. at + rowSize). */
   private readRow(buf: Float32Array, transposed: boolean, src: number, to: Float32Array, at: number): void {
     const { nKvHeads: H, headDim: hd, stride } = this;
+    src += this.base;
     for (let h = 0; h < H; h++)
       if (transposed) for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[(h * hd + i) * stride + src];
       else for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[(h * stride + src) * hd + i];
@@ -190,6 +222,8 @@ export class KVCache {
   /** Cache row `from` -> row `to` in layer l. */
   private copyRow(l: number, from: number, to: number): void {
     const { nKvHeads: H, headDim: hd, stride } = this, k = this.keys[l], v = this.values[l];
+    from += this.base;
+    to += this.base;
     for (let b = 0; b < H * hd; b++) k[b * stride + to] = k[b * stride + from];
     for (let h = 0; h < H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
   }

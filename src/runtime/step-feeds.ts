@@ -43,7 +43,8 @@ export class StepFeeds {
     // tree [T, W]: visibility of the last W keys (W >= T); earlier keys are always visible.
     const w = tree ? tree.length / t : t;
     if (!Number.isInteger(w) || w < t || w > pastRows + t) throw new RangeError(`tree mask has ${tree?.length} entries: ${t} tokens need [${t}, W] with ${t} <= W <= ${pastRows + t}`);
-    if (pastRows < 0 || pastRows + t > cache.capacity) throw new RangeError(`${pastRows} past rows + ${t} tokens exceed the K/V cache's ${cache.capacity} rows`);
+    // Past rows must fit; the new rows are outputs (appending them checks the room: a batched pass never appends to the batch cache).
+    if (pastRows < 0 || pastRows > cache.capacity) throw new RangeError(`${pastRows} past rows exceed the K/V cache's ${cache.capacity} rows`);
     if (cache.nLayers < first + this.nLayers || (!this.opts.part && cache.nLayers !== this.nLayers) || cache.rowSize !== this.nKvHeads * this.headDim)
       throw new RangeError(`K/V cache shape (${cache.nLayers} layers x ${cache.rowSize}) does not fit the model (${this.nLayers} x ${this.nKvHeads * this.headDim})`);
     if (t > this.ids.length) this.allocate(Math.max(t, 2 * this.ids.length));

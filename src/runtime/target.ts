@@ -37,7 +37,17 @@ export interface TargetOutput {
   newValues: Float32Array[];
 }
 
-export class TargetSession {
+/**
+ * What the decoding loop needs of a target: its config and one scoring pass. TargetSession is
+ * one; a serving batcher's per-request view (src/runtime/batch.ts) is another.
+ */
+export interface TargetPass {
+  readonly cfg: ModelConfig;
+  readonly stats: RunStats;
+  forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array, opts?: { logits?: boolean }): Promise<TargetOutput>;
+}
+
+export class TargetSession implements TargetPass {
   private constructor(readonly cfg: ModelConfig, private session: Session, private feeds: StepFeeds) {}
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */

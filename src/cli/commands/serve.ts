@@ -1,0 +1,71 @@
+/** `eaglet serve`: the OpenAI-compatible HTTP server (src/serve/). */
+import { loadGenerator } from '../../api.ts';
+import { DEFAULT_PATHS } from '../../default-model.ts';
+import { UsageError } from '../../errors.ts';
+import type { FlagSpec } from '../../option-schema.ts';
+import { serve as startServer } from '../../serve/server.ts';
+import { defineCommand } from '../command.ts';
+import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+
+const FLAGS: FlagSpec[] = [
+  ...MODEL_FLAGS,
+  { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory (or "random"): enables speculation; the embedded default brings its own' },
+  { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights' },
+  ...TREE_FLAGS,
+  THREADS_FLAG,
+  { flag: 'host', type: 'string', default: '127.0.0.1', meta: 'HOST', help: 'address to listen on' },
+  { flag: 'port', type: 'int', min: 0, max: 65535, default: 8080, meta: 'PORT', help: 'port to listen on (0: any free port)' },
+  { flag: 'max-batch', type: 'int', min: 1, max: 256, default: 8, meta: 'B', help: 'requests decoded together at most (one batched target pass per step)' },
+  { flag: 'max-queue', type: 'int', min: 0, default: 64, meta: 'N', help: 'requests waiting for a batch slot at most; more get HTTP 429' },
+  { flag: 'policy', type: 'string', meta: 'smartspec|static-D|plain', help: 'speculation length per request and step: smartspec (goodput-maximising, the default with a head), static-D, or plain decoding' },
+  { flag: 'timeout', type: 'number', above: 0, default: 120, meta: 'S', help: 'seconds a request may run before it is cancelled (504)' },
+  { flag: 'drain-timeout', type: 'number', min: 0, default: 30, meta: 'S', help: 'on SIGTERM/SIGINT, seconds running requests get to finish before they are cancelled' },
+  { flag: 'model-name', type: 'string', meta: 'NAME', help: 'the model id /v1/models lists (default: the model directory name, or eaglet-default)' },
+];
+
+export const serve = defineCommand({
+  summary: 'OpenAI-compatible HTTP server with continuous batching and SmartSpec',
+  usage: 'Usage: eaglet serve [--model PATH --draft DIR] [--host H] [--port P] [--max-batch B] [--policy P] [flags]',
+  description: `Serves POST /v1/completions and /v1/chat/completions (streaming with "stream": true),
+GET /v1/models, /health and /metrics (Prometheus). Requests join and leave the batch between
+steps; one target pass verifies every active request's draft. SIGTERM or SIGINT stops
+accepting, lets running requests finish (--drain-timeout) and exits 0.
+Without --model it serves the embedded default (data/default) with its draft head.`,
+  flags: FLAGS,
+  async run(f) {
+    if (f.draft === 'self') throw new UsageError('--draft', 'self-drafting is not batched: serve with an EAGLE head (a directory or random)');
+    const g = await withTreeFlags(() => loadGenerator({
+      model: f.model as string | undefined,
+      tokenizer: f.tokenizer as string | undefined,
+      draft: f.draft as string | undefined,
+      tree: treeFromFlags(f),
+      threads: f.threads as number,
+      draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
+    }));
+    for (const note of g.notes) process.stderr.write(`${note}\n`);
+    const modelDir = (f.model as string | undefined) ?? DEFAULT_PATHS.target;
+    const name = (f.modelName as string | undefined) ?? (f.model ? String(f.model).replace(/\/+$/, '').split('/').pop()! : 'eaglet-default');
+    let s;
+    try {
+      s = await startServer(g, {
+        host: f.host as string, port: f.port as number, maxBatch: f.maxBatch as number, maxQueue: f.maxQueue as number,
+        policy: f.policy as string | undefined, timeoutMs: (f.timeout as number) * 1000, modelDir, modelName: name,
+      });
+    } catch (e) {
+      await g.dispose();
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new UsageError('--port', `cannot listen on ${f.host}:${f.port}: ${code}`);
+      throw e;
+    }
+    const e = s.handler.engine;
+    process.stderr.write(`eaglet serve: ${name} on ${s.url} (max batch ${e.maxBatch}, policy ${e.policy.kind === 'static' ? `static-${e.policy.depth}` : e.policy.kind})\n`);
+    const signal = await new Promise<string>((resolve) => {
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+      process.once('SIGINT', () => resolve('SIGINT'));
+    });
+    process.stderr.write(`eaglet serve: ${signal}: draining ${e.activeRequests} running request(s)\n`);
+    await s.close({ cancelAfterMs: (f.drainTimeout as number) * 1000 });
+    await g.dispose();
+    process.stderr.write('eaglet serve: stopped\n');
+  },
+});

@@ -1,0 +1,357 @@
+/**
+ * The OpenAI-compatible HTTP API over the serving engine, as a node:http request handler:
+ *
+ *   POST /v1/completions        prompt (text or token ids) -> text; `stream: true` = SSE
+ *   POST /v1/chat/completions   messages -> the model's chat template -> text; SSE likewise
+ *   GET  /v1/models, /health, /metrics (Prometheus text)
+ *
+ * Supported request fields: model, prompt / messages, max_tokens (chat: also
+ * max_completion_tokens), temperature (default 1, as OpenAI), top_p, top_k (extension), seed,
+ * stop (a string or up to 4), stream, n (1 only). Other fields are ignored; a known field of the
+ * wrong type is a 400 naming it. Choices carry `token_ids` (an extension: the generated ids).
+ *
+ * Faults: a full queue answers 429; a bad body or field 400 with an OpenAI-style error object;
+ * a prompt that leaves no room in the context 400 (code context_length_exceeded); a client
+ * that disconnects cancels its request (its slot and cache are freed at the next step); a
+ * request running longer than `timeoutMs` is cancelled (504, or an error event when streaming).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomBytes, randomInt } from 'node:crypto';
+import type { LoadedGenerator } from '../api.ts';
+import type { GenerationOptions } from '../generate/options.ts';
+import type { GenerationStats } from '../generate/stats.ts';
+import { TextStreamer } from '../tokenizer/streamer.ts';
+import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat.ts';
+import { DrainingError, Engine, QueueFullError, type EngineOptions } from './engine.ts';
+
+export interface HandlerOptions extends EngineOptions {
+  /** The id /v1/models lists and responses carry. Default 'eaglet'. */
+  modelName?: string;
+  /** Directory whose tokenizer_config.json holds the chat template (default: none: the fallback template). */
+  modelDir?: string;
+  /** A request running longer is cancelled. Default 120000 ms. */
+  timeoutMs?: number;
+  /** Largest request body. Default 1 MiB. */
+  maxBodyBytes?: number;
+}
+
+/** A request handler for node:http (or any framework that passes Node's req/res). */
+export interface EagletHandler {
+  (req: IncomingMessage, res: ServerResponse): void;
+  readonly engine: Engine;
+  /** Stops admitting, refuses queued requests, waits for running ones; after `cancelAfterMs` cancels them. */
+  close(opts?: { cancelAfterMs?: number }): Promise<void>;
+}
+
+/** A client error: the HTTP status and an OpenAI-style error object. */
+export class HttpError extends Error {
+  constructor(readonly status: number, message: string, readonly param: string | null = null, readonly code: string | null = null, readonly type = status === 429 ? 'rate_limit_error' : status >= 500 ? 'server_error' : 'invalid_request_error') {
+    super(message);
+  }
+}
+
+interface Parsed {
+  prompt: number[];
+  gen: Partial<GenerationOptions>;
+  stop: string[];
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+const DEFAULT_MAX_TOKENS = 16; // OpenAI's default for completions
+
+/** Builds the handler: creates the engine over `g` and measures SmartSpec's step costs. */
+export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {}): Promise<EagletHandler> {
+  const engine = new Engine(g, opts);
+  await engine.start();
+  const chat = loadChatTemplate(opts.modelDir);
+  const modelName = opts.modelName ?? 'eaglet';
+  const timeoutMs = opts.timeoutMs ?? 120_000, maxBody = opts.maxBodyBytes ?? 1 << 20;
+  const created = Math.floor(Date.now() / 1000);
+  const running = new Set<AbortController>();
+  let closing = false;
+  const cfg = g.model.config;
+
+  const handler = ((req: IncomingMessage, res: ServerResponse) => {
+    void route(req, res).catch((e) => fail(res, e));
+  }) as EagletHandler;
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    const method = req.method ?? 'GET';
+    const routes: Record<string, string> = { '/health': 'GET', '/v1/models': 'GET', '/metrics': 'GET', '/v1/completions': 'POST', '/v1/chat/completions': 'POST' };
+    if (!(path in routes)) throw new HttpError(404, `no route ${method} ${path}`, null, 'not_found');
+    if (method !== routes[path]) {
+      res.setHeader('allow', routes[path]);
+      throw new HttpError(405, `${path} takes ${routes[path]}, not ${method}`, null, 'method_not_allowed');
+    }
+    if (path === '/health') return json(res, closing ? 503 : 200, { status: closing ? 'draining' : 'ok', batch: engine.batcher.size, queue: engine.queueLength });
+    if (path === '/v1/models') return json(res, 200, { object: 'list', data: [{ id: modelName, object: 'model', created, owned_by: 'eaglet', max_model_len: cfg.maxSeqLen }] });
+    if (path === '/metrics') {
+      const lane = (engine as unknown as { targetLane: { laneStats: { passes: number; calls: number } } }).targetLane.laneStats;
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(engine.metrics.render({ batchSize: engine.batcher.size, queueLength: engine.queueLength, targetPasses: lane.passes, targetCalls: lane.calls }));
+      return;
+    }
+    const body = await readJson(req, maxBody);
+    const isChat = path === '/v1/chat/completions';
+    const p = parseRequest(body, isChat, chat);
+    await complete(req, res, p, isChat);
+  }
+
+  /** Validates the body into a prompt and generation options; throws HttpError(400). */
+  function parseRequest(body: unknown, isChat: boolean, template: ChatTemplate): Parsed {
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'the request body must be a JSON object');
+    const b = body as Record<string, unknown>;
+    const opt = <T>(name: string, check: (v: unknown) => v is T, want: string): T | undefined => {
+      const v = b[name];
+      if (v === undefined || v === null) return undefined;
+      if (!check(v)) throw new HttpError(400, `'${name}' must be ${want}, got ${JSON.stringify(v)?.slice(0, 80)}`, name, 'invalid_type');
+      return v;
+    };
+    const isInt = (v: unknown): v is number => Number.isInteger(v);
+    const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+    const isBool = (v: unknown): v is boolean => typeof v === 'boolean';
+    opt('model', (v): v is string => typeof v === 'string', 'a string');
+    const n = opt('n', isInt, 'an integer');
+    if (n !== undefined && n !== 1) throw new HttpError(400, `'n' must be 1: one choice per request`, 'n', 'unsupported_value');
+    let prompt: number[];
+    if (isChat) {
+      const msgs = b.messages;
+      if (msgs === undefined) throw new HttpError(400, "'messages' is required", 'messages', 'missing_field');
+      if (!Array.isArray(msgs) || msgs.length === 0) throw new HttpError(400, "'messages' must be a non-empty array of {role, content}", 'messages', 'invalid_type');
+      const messages: ChatMessage[] = msgs.map((m, i) => {
+        if (!m || typeof m !== 'object' || typeof m.role !== 'string') throw new HttpError(400, `'messages[${i}]' must be an object with a string 'role'`, `messages[${i}]`, 'invalid_type');
+        let content = m.content;
+        // The OpenAI content-parts form: text parts only.
+        if (Array.isArray(content) && content.every((c) => c && c.type === 'text' && typeof c.text === 'string')) content = content.map((c: { text: string }) => c.text).join('');
+        if (typeof content !== 'string') throw new HttpError(400, `'messages[${i}].content' must be a string (or text parts)`, `messages[${i}].content`, 'invalid_type');
+        return { role: m.role, content };
+      });
+      if (!g.tokenizer) throw new HttpError(400, 'this model has no tokenizer: chat needs one (use /v1/completions with token ids)', 'messages', 'no_tokenizer');
+      prompt = g.tokenizer.encode(template.render(messages), { addBos: !template.fromModel && g.tokenizer.bosId !== undefined });
+    } else {
+      let pr = b.prompt;
+      if (pr === undefined) throw new HttpError(400, "'prompt' is required", 'prompt', 'missing_field');
+      if (Array.isArray(pr) && pr.length === 1 && (typeof pr[0] === 'string' || Array.isArray(pr[0]))) pr = pr[0]; // a batch of one
+      if (typeof pr === 'string') {
+        if (pr.length === 0) throw new HttpError(400, "'prompt' is empty", 'prompt', 'invalid_value');
+        if (!g.tokenizer) throw new HttpError(400, 'this model has no tokenizer: give the prompt as token ids', 'prompt', 'no_tokenizer');
+        prompt = g.tokenizer.encode(pr, { addBos: g.tokenizer.bosId !== undefined });
+      } else if (Array.isArray(pr) && pr.length > 0 && pr.every(isInt)) {
+        const bad = pr.findIndex((t: number) => t < 0 || t >= cfg.vocabSize);
+        if (bad >= 0) throw new HttpError(400, `'prompt' token id ${pr[bad]} at index ${bad} is outside the vocabulary [0, ${cfg.vocabSize})`, 'prompt', 'invalid_value');
+        prompt = pr as number[];
+      } else throw new HttpError(400, "'prompt' must be a non-empty string or a non-empty array of token ids (one prompt per request)", 'prompt', 'invalid_type');
+    }
+    if (prompt.length >= cfg.maxSeqLen)
+      throw new HttpError(400, `the prompt has ${prompt.length} tokens; this model's context is ${cfg.maxSeqLen}: shorten it to leave room to generate`, isChat ? 'messages' : 'prompt', 'context_length_exceeded');
+    const maxTokens = opt('max_tokens', isInt, 'an integer') ?? (isChat ? opt('max_completion_tokens', isInt, 'an integer') : undefined);
+    if (maxTokens !== undefined && maxTokens < 1) throw new HttpError(400, `'max_tokens' must be at least 1, got ${maxTokens}`, 'max_tokens', 'invalid_value');
+    const temperature = opt('temperature', isNum, 'a number');
+    if (temperature !== undefined && (temperature < 0 || temperature > 2)) throw new HttpError(400, `'temperature' must be in [0, 2], got ${temperature}`, 'temperature', 'invalid_value');
+    const topP = opt('top_p', isNum, 'a number');
+    if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new HttpError(400, `'top_p' must be in (0, 1], got ${topP}`, 'top_p', 'invalid_value');
+    const topK = opt('top_k', isInt, 'an integer');
+    if (topK !== undefined && topK < 0) throw new HttpError(400, `'top_k' must be >= 0, got ${topK}`, 'top_k', 'invalid_value');
+    const seed = opt('seed', isInt, 'an integer');
+    if (seed !== undefined && (seed < 0 || seed > Number.MAX_SAFE_INTEGER)) throw new HttpError(400, `'seed' must be a non-negative integer, got ${seed}`, 'seed', 'invalid_value');
+    const stream = opt('stream', isBool, 'a boolean') ?? false;
+    const so = b.stream_options;
+    if (so !== undefined && so !== null && (typeof so !== 'object' || Array.isArray(so))) throw new HttpError(400, "'stream_options' must be an object", 'stream_options', 'invalid_type');
+    const includeUsage = Boolean(so && (so as Record<string, unknown>).include_usage === true);
+    let stop: string[] = [];
+    const s = b.stop;
+    if (typeof s === 'string') stop = [s];
+    else if (Array.isArray(s) && s.length <= 4 && s.every((x) => typeof x === 'string')) stop = s;
+    else if (s !== undefined && s !== null) throw new HttpError(400, "'stop' must be a string or an array of at most 4 strings", 'stop', 'invalid_type');
+    stop = stop.filter((x) => x.length > 0);
+    if (stop.length && !g.tokenizer) throw new HttpError(400, "'stop' strings need a tokenizer", 'stop', 'no_tokenizer');
+    return {
+      prompt,
+      gen: {
+        maxNewTokens: maxTokens ?? (isChat ? cfg.maxSeqLen : DEFAULT_MAX_TOKENS),
+        temperature: temperature ?? 1,
+        topP: topP ?? 1,
+        topK: topK ?? 0,
+        seed: seed ?? randomInt(2 ** 31),
+      },
+      stop,
+      stream,
+      includeUsage,
+    };
+  }
+
+  async function complete(req: IncomingMessage, res: ServerResponse, p: Parsed, isChat: boolean): Promise<void> {
+    const id = `${isChat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
+    const ac = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => ((timedOut = true), ac.abort(new Error('timeout'))), timeoutMs);
+    const onClose = () => {
+      if (!res.writableFinished) ac.abort(new Error('client disconnected'));
+    };
+    res.on('close', onClose);
+    running.add(ac);
+    let it;
+    try {
+      it = engine.submit(p.prompt, p.gen, ac.signal);
+    } catch (e) {
+      clearTimeout(timer);
+      running.delete(ac);
+      if (e instanceof QueueFullError) throw new HttpError(429, e.message, null, 'queue_full');
+      if (e instanceof DrainingError) throw new HttpError(503, e.message, null, 'shutting_down');
+      throw e;
+    }
+    const streamer = g.tokenizer ? new TextStreamer(g.tokenizer) : undefined;
+    const ids: number[] = [];
+    let text = '', sent = 0; // text decoded so far; how much of it went out (streaming)
+    let stopHit = false;
+    const hold = p.stop.reduce((m, s) => Math.max(m, s.length - 1), 0); // a stop string may still be completing
+    const object = isChat ? 'chat.completion.chunk' : 'text_completion';
+    const chunk = (delta: string, tokenIds: number[], finish: string | null, extra: object = {}, role = false) =>
+      `data: ${JSON.stringify({
+        id, object, created: Math.floor(Date.now() / 1000), model: modelName,
+        choices: [isChat ? { index: 0, delta: role ? { role: 'assistant', content: '' } : finish === null ? { content: delta } : {}, token_ids: tokenIds, finish_reason: finish } : { index: 0, text: delta, token_ids: tokenIds, logprobs: null, finish_reason: finish }],
+        ...extra,
+      })}\n\n`;
+    if (p.stream) {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      if (isChat) res.write(chunk('', [], null, {}, true)); // the role first, as OpenAI does
+    }
+    let stats: GenerationStats | undefined;
+    let error: unknown;
+    try {
+      for (let r = await it.next(); ; r = await it.next()) {
+        if (r.done) {
+          stats = r.value;
+          break;
+        }
+        ids.push(...r.value.ids);
+        text += streamer?.push(r.value.ids) ?? '';
+        const cut = firstStop(text, p.stop);
+        if (cut >= 0) {
+          text = text.slice(0, cut);
+          stopHit = true;
+          ac.abort(new Error('stop string'));
+        }
+        if (p.stream && !res.destroyed) {
+          const upTo = stopHit ? text.length : Math.max(sent, text.length - hold);
+          if (upTo > sent || !streamer) {
+            res.write(chunk(text.slice(sent, upTo), r.value.ids, null));
+            sent = upTo;
+          }
+        }
+        if (stopHit) {
+          await it.return(undefined as never);
+          break;
+        }
+      }
+    } catch (e) {
+      error = e;
+    } finally {
+      clearTimeout(timer);
+      res.off('close', onClose);
+      running.delete(ac);
+    }
+    if (!stopHit && !error) {
+      text += streamer?.flush() ?? '';
+      const cut = firstStop(text, p.stop);
+      if (cut >= 0) (text = text.slice(0, cut)), (stopHit = true);
+    }
+    if (res.destroyed) return; // the client left: nothing to answer
+    const reason = stopHit || stats?.stopReason === 'eos' ? 'stop' : 'length';
+    const usage = { prompt_tokens: p.prompt.length, completion_tokens: ids.length, total_tokens: p.prompt.length + ids.length };
+    const failure = error ? new HttpError(500, `generation failed: ${(error as Error).message}`, null, 'generation_failed') : timedOut && !stopHit ? new HttpError(504, `the request ran longer than ${timeoutMs} ms and was cancelled`, null, 'timeout') : undefined;
+    if (failure) engine.metrics.errors++;
+    if (p.stream) {
+      if (failure) res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
+      else {
+        if (text.length > sent) res.write(chunk(text.slice(sent), [], null));
+        res.write(chunk('', [], reason, p.includeUsage ? { usage } : {}));
+      }
+      res.end('data: [DONE]\n\n');
+      return;
+    }
+    if (failure) throw failure;
+    const choice = isChat
+      ? { index: 0, message: { role: 'assistant', content: text }, token_ids: ids, logprobs: null, finish_reason: reason }
+      : { index: 0, text, token_ids: ids, logprobs: null, finish_reason: reason };
+    json(res, 200, { id, object: isChat ? 'chat.completion' : 'text_completion', created: Math.floor(Date.now() / 1000), model: modelName, choices: [choice], usage });
+  }
+
+  Object.defineProperty(handler, 'engine', { value: engine });
+  handler.close = async ({ cancelAfterMs = 30_000 } = {}) => {
+    closing = true;
+    const timer = setTimeout(() => {
+      for (const ac of running) ac.abort(new Error('server shutting down'));
+    }, cancelAfterMs);
+    try {
+      await engine.drain();
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  return handler;
+}
+
+/** Index of the earliest stop string in `text`, or -1. */
+function firstStop(text: string, stop: string[]): number {
+  let best = -1;
+  for (const s of stop) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (best < 0 || i < best)) best = i;
+  }
+  return best;
+}
+
+function errorBody(e: HttpError) {
+  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const s = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+  res.end(s);
+}
+
+function fail(res: ServerResponse, e: unknown): void {
+  const err = e instanceof HttpError ? e : new HttpError(500, `internal error: ${(e as Error)?.message ?? String(e)}`, null, 'internal_error');
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  json(res, err.status, errorBody(err));
+}
+
+/** The body as JSON: 413 past `limit` bytes, 400 when it does not parse. */
+function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0, done = false;
+    req.on('data', (b: Buffer) => {
+      if (done) return;
+      size += b.length;
+      if (size > limit) {
+        done = true;
+        reject(new HttpError(413, `the request body is larger than ${limit} bytes`, null, 'body_too_large'));
+        req.resume();
+        return;
+      }
+      parts.push(b);
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      const s = Buffer.concat(parts).toString('utf8');
+      if (s.trim() === '') return reject(new HttpError(400, 'the request body is empty: send a JSON object', null, 'invalid_json'));
+      try {
+        resolve(JSON.parse(s));
+      } catch (e) {
+        reject(new HttpError(400, `the request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_json'));
+      }
+    });
+    req.on('error', (e) => {
+      if (!done) (done = true), reject(e);
+    });
+  });
+}

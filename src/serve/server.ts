@@ -1,0 +1,54 @@
+/**
+ * `serve()`: the OpenAI-compatible server on node:http, and the library entry for embedding.
+ *
+ * ```ts
+ * import { createServer } from 'node:http';
+ * import { loadGenerator, createHandler } from 'eaglet';
+ * const handler = await createHandler(await loadGenerator(), { maxBatch: 8 });
+ * createServer((req, res) => (req.url?.startsWith('/v1/') ? handler(req, res) : res.end('my app'))).listen(8080);
+ * ```
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { loadGenerator, type LoadOptions, type LoadedGenerator } from '../api.ts';
+import { createHandler, type EagletHandler, type HandlerOptions } from './http.ts';
+
+export interface ServeOptions extends HandlerOptions {
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 8080; 0 = any free port. */
+  port?: number;
+}
+
+export interface RunningServer {
+  server: Server;
+  handler: EagletHandler;
+  /** e.g. http://127.0.0.1:8080 */
+  url: string;
+  /** Stops listening and drains (running requests finish; after cancelAfterMs they are cancelled). */
+  close(opts?: { cancelAfterMs?: number }): Promise<void>;
+}
+
+/** Loads (or takes) a generator and serves it on node:http until closed. */
+export async function serve(model: LoadedGenerator | LoadOptions = {}, opts: ServeOptions = {}): Promise<RunningServer> {
+  const g = 'generator' in model ? model : await loadGenerator(model);
+  const handler = await createHandler(g, opts);
+  const server = createServer(handler);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 8080, opts.host ?? '127.0.0.1', () => resolve());
+  });
+  const a = server.address() as AddressInfo;
+  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+  return {
+    server,
+    handler,
+    url: `http://${host}:${a.port}`,
+    async close(o) {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      await handler.close(o);
+      server.closeIdleConnections?.();
+      await closed;
+    },
+  };
+}

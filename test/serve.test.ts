@@ -1,0 +1,311 @@
+/**
+ * `eaglet serve` over real HTTP: the server listens on port 0 (node:http) and the tests speak
+ * HTTP to it. Greedy outputs under concurrent load equal single-request plain decoding.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
+import { DEFAULT_PATHS } from '../src/default-model.ts';
+import { serve, type RunningServer } from '../src/serve/server.ts';
+
+const prompts = readFileSync(join(DEFAULT_PATHS.target, '..', 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
+
+let g: LoadedGenerator, reference: LoadedGenerator;
+const plainCache = new Map<string, number[]>();
+/**
+ * Single-request plain greedy decoding, as `eaglet generate --no-spec` runs it: its own
+ * generator and session (a session must not be shared with a server that is decoding).
+ */
+let plainQueue: Promise<unknown> = Promise.resolve();
+function plain(prompt: number[], maxNewTokens: number): Promise<number[]> {
+  const key = `${prompt.join(',')}/${maxNewTokens}`;
+  const run = plainQueue.then(async () => {
+    if (!plainCache.has(key)) plainCache.set(key, (await reference.generate(prompt, { maxNewTokens, temperature: 0 })).ids);
+    return plainCache.get(key)!;
+  });
+  plainQueue = run.catch(() => {});
+  return run;
+}
+
+before(async () => {
+  g = await loadGenerator({ threads: 1 });
+  reference = await loadGenerator({ threads: 1, draft: null });
+});
+after(async () => {
+  await g.dispose();
+  await reference.dispose();
+});
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+function http(url: string, method: string, body?: string | object, opts: { timeoutMs?: number } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const req = request(url, { method, headers: data ? { 'content-type': 'application/json' } : {}, timeout: opts.timeoutMs ?? 60_000 }, (res) => {
+      let s = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (s += c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: s }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('client timeout')));
+    req.end(data);
+  });
+}
+
+const post = (s: RunningServer, path: string, body: string | object) => http(s.url + path, 'POST', body);
+
+/** The `data:` events of an SSE body, parsed (the final [DONE] as the string). */
+function events(body: string): unknown[] {
+  assert.ok(body.endsWith('data: [DONE]\n\n'), `stream must end with data: [DONE], got ...${body.slice(-80)}`);
+  return body.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => (e === 'data: [DONE]' ? '[DONE]' : JSON.parse(e.slice(6))));
+}
+
+test('greedy completions under concurrent load equal single-request plain decoding (smartspec, static, plain; streamed and not)', async () => {
+  for (const policy of ['smartspec', 'static-2', 'plain']) {
+    const s = await serve(g, { port: 0, maxBatch: 3, policy });
+    try {
+      const jobs = prompts.slice(0, 7).map(async (p, i) => {
+        const maxTokens = 12 + 5 * i;
+        const stream = i % 2 === 1;
+        const r = await post(s, '/v1/completions', { prompt: p, max_tokens: maxTokens, temperature: 0, stream });
+        assert.equal(r.status, 200, r.body);
+        let ids: number[];
+        if (stream) {
+          const ev = events(r.body) as { choices: { token_ids: number[]; finish_reason: string | null }[] }[];
+          ids = ev.slice(0, -1).flatMap((e) => e.choices[0].token_ids);
+          assert.equal(ev[ev.length - 2].choices[0].finish_reason !== null, true);
+        } else ids = JSON.parse(r.body).choices[0].token_ids;
+        assert.deepEqual(ids, await plain(p, maxTokens), `${policy}: request ${i} differs from plain decoding`);
+      });
+      await Promise.all(jobs);
+      const m = (await http(s.url + '/metrics', 'GET')).body;
+      const passes = Number(/eaglet_target_passes_total (\d+)/.exec(m)![1]);
+      const mean = Number(/eaglet_mean_batch_size ([\d.]+)/.exec(m)![1]);
+      assert.ok(mean > 1.3, `${policy}: requests were not batched (mean batch ${mean} over ${passes} passes)`);
+      assert.match(m, /eaglet_speculation_length_bucket\{le="\+Inf"\} \d+/);
+      if (policy === 'plain') assert.match(m, /eaglet_speculation_length_sum 0\n/);
+      else assert.doesNotMatch(m, /eaglet_speculation_length_sum 0\n/);
+    } finally {
+      await s.close();
+    }
+  }
+});
+
+test('text prompts, SSE text equals the non-streamed text, chat with the fallback and with a model template, stop strings', async () => {
+  const s = await serve(g, { port: 0, maxBatch: 2 });
+  try {
+    const full = JSON.parse((await post(s, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0 })).body);
+    const text: string = full.choices[0].text;
+    assert.equal(full.usage.completion_tokens, 24);
+    assert.equal(full.usage.prompt_tokens, g.encode('Once upon a time').length);
+    assert.equal(text, g.tokenizer!.decode(full.choices[0].token_ids));
+    const sse = events((await post(s, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0, stream: true })).body) as { choices: { text: string }[] }[];
+    assert.equal(sse.slice(0, -1).map((e) => e.choices[0].text).join(''), text);
+
+    // A stop string from the middle of the greedy text cuts it there, streamed or not.
+    const at = Math.floor(text.length / 2), stop = text.slice(at, at + 3);
+    const cut = text.slice(0, text.indexOf(stop));
+    const r = JSON.parse((await post(s, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0, stop: [stop, 'never-there'] })).body);
+    assert.equal(r.choices[0].text, cut);
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    const rs = events((await post(s, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0, stop, stream: true })).body) as { choices: { text: string; finish_reason: string | null }[] }[];
+    assert.equal(rs.slice(0, -1).map((e) => e.choices[0].text).join(''), cut);
+    assert.equal(rs[rs.length - 2].choices[0].finish_reason, 'stop');
+
+    // Chat without a model template: the fallback, "role: content" lines then "assistant:".
+    const messages = [{ role: 'user', content: 'Write a loop' }];
+    const chat = JSON.parse((await post(s, '/v1/chat/completions', { messages, max_tokens: 10, temperature: 0 })).body);
+    assert.equal(chat.object, 'chat.completion');
+    assert.equal(chat.choices[0].message.role, 'assistant');
+    assert.deepEqual(chat.choices[0].token_ids, await plain(g.encode('user: Write a loop\nassistant:'), 10));
+    const cs = events((await post(s, '/v1/chat/completions', { messages, max_tokens: 10, temperature: 0, stream: true, stream_options: { include_usage: true } })).body) as { choices: { delta: { role?: string; content?: string }; finish_reason: string | null }[]; usage?: { completion_tokens: number } }[];
+    assert.equal(cs[0].choices[0].delta.role, 'assistant');
+    assert.equal(cs.slice(1, -1).map((e) => e.choices[0].delta.content ?? '').join(''), chat.choices[0].message.content);
+    assert.equal(cs[cs.length - 2].usage?.completion_tokens, 10);
+  } finally {
+    await s.close();
+  }
+  // The model's own chat_template (tokenizer_config.json), rendered with Jinja.
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-chat-'));
+  try {
+    cpSync(DEFAULT_PATHS.target, dir, { recursive: true });
+    const cfgFile = join(dir, 'tokenizer_config.json');
+    const cfg = JSON.parse(readFileSync(cfgFile, 'utf8'));
+    cfg.chat_template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] | upper }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[ASSISTANT]{% endif %}";
+    writeFileSync(cfgFile, JSON.stringify(cfg));
+    const t = await serve(g, { port: 0, modelDir: dir });
+    try {
+      const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }];
+      const r = JSON.parse((await post(t, '/v1/chat/completions', { messages, max_tokens: 6, temperature: 0 })).body);
+      const want = g.tokenizer!.encode('<|endoftext|>[SYSTEM] Be brief.\n[USER] Hi\n[ASSISTANT]', { addBos: false });
+      assert.equal(r.usage.prompt_tokens, want.length);
+      assert.deepEqual(r.choices[0].token_ids, await plain(want, 6));
+    } finally {
+      await t.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad requests get one clear 400/404/405/413 JSON error naming the field; sampling with a seed repeats', async () => {
+  const s = await serve(g, { port: 0, maxBodyBytes: 4096 });
+  try {
+    const long = Array.from({ length: 256 }, () => 5);
+    const cases: [string, string | object, number, string | null][] = [
+      ['/v1/completions', '{not json', 400, null],
+      ['/v1/completions', '', 400, null],
+      ['/v1/completions', '[1,2]', 400, null],
+      ['/v1/completions', {}, 400, 'prompt'],
+      ['/v1/completions', { prompt: 5 }, 400, 'prompt'],
+      ['/v1/completions', { prompt: [] }, 400, 'prompt'],
+      ['/v1/completions', { prompt: [1, 99999] }, 400, 'prompt'],
+      ['/v1/completions', { prompt: [1, 2.5] }, 400, 'prompt'],
+      ['/v1/completions', { prompt: long }, 400, 'prompt'],
+      ['/v1/completions', { prompt: 'hi', max_tokens: 'ten' }, 400, 'max_tokens'],
+      ['/v1/completions', { prompt: 'hi', max_tokens: 0 }, 400, 'max_tokens'],
+      ['/v1/completions', { prompt: 'hi', temperature: '0' }, 400, 'temperature'],
+      ['/v1/completions', { prompt: 'hi', temperature: 3 }, 400, 'temperature'],
+      ['/v1/completions', { prompt: 'hi', top_p: 0 }, 400, 'top_p'],
+      ['/v1/completions', { prompt: 'hi', seed: -1 }, 400, 'seed'],
+      ['/v1/completions', { prompt: 'hi', seed: 1.5 }, 400, 'seed'],
+      ['/v1/completions', { prompt: 'hi', stop: 7 }, 400, 'stop'],
+      ['/v1/completions', { prompt: 'hi', stop: ['a', 'b', 'c', 'd', 'e'] }, 400, 'stop'],
+      ['/v1/completions', { prompt: 'hi', stream: 'yes' }, 400, 'stream'],
+      ['/v1/completions', { prompt: 'hi', n: 2 }, 400, 'n'],
+      ['/v1/completions', { prompt: 'hi', model: 3 }, 400, 'model'],
+      ['/v1/chat/completions', { messages: 'hi' }, 400, 'messages'],
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: 3 }] }, 400, 'messages[0].content'],
+      ['/v1/chat/completions', { prompt: 'hi' }, 400, 'messages'],
+      ['/v1/completions', { prompt: 'x'.repeat(5000) }, 413, null],
+      ['/v1/nothing', { prompt: 'hi' }, 404, null],
+    ];
+    for (const [path, body, status, param] of cases) {
+      const r = await post(s, path, body);
+      assert.equal(r.status, status, `${path} ${JSON.stringify(body).slice(0, 60)}: ${r.body}`);
+      const e = JSON.parse(r.body).error;
+      assert.equal(typeof e.message, 'string');
+      assert.ok(!e.message.includes('\n'));
+      assert.equal(e.param, param, e.message);
+    }
+    const tooLong = JSON.parse((await post(s, '/v1/completions', { prompt: long })).body).error;
+    assert.equal(tooLong.code, 'context_length_exceeded');
+    const m = await http(s.url + '/v1/completions', 'GET');
+    assert.equal(m.status, 405);
+    assert.equal(m.headers.allow, 'POST');
+    // Sampling: the same seed gives the same text; the server still answers after all the errors.
+    const body = { prompt: prompts[0], max_tokens: 20, temperature: 0.9, top_p: 0.95, seed: 7 };
+    const [a, b] = [await post(s, '/v1/completions', body), await post(s, '/v1/completions', body)];
+    assert.equal(a.status, 200);
+    assert.deepEqual(JSON.parse(a.body).choices[0].token_ids, JSON.parse(b.body).choices[0].token_ids);
+  } finally {
+    await s.close();
+  }
+});
+
+test('a full queue answers 429; a disconnecting client frees its slot; a request past its timeout gets 504', async () => {
+  const s = await serve(g, { port: 0, maxBatch: 1, maxQueue: 1, timeoutMs: 60_000 });
+  try {
+    const long = { prompt: prompts[1], max_tokens: 200, temperature: 0 };
+    // One decoding, one queued, the third refused.
+    const first = post(s, '/v1/completions', long), second = post(s, '/v1/completions', long);
+    await new Promise((r) => setTimeout(r, 50));
+    const third = await post(s, '/v1/completions', long);
+    assert.equal(third.status, 429, third.body);
+    assert.equal(JSON.parse(third.body).error.type, 'rate_limit_error');
+    assert.equal((await first).status, 200);
+    assert.equal((await second).status, 200);
+
+    // Disconnect mid-stream: the request is cancelled at the next step and its slot freed.
+    await new Promise<void>((resolve, reject) => {
+      const req = request(s.url + '/v1/completions', { method: 'POST' }, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', () => {});
+      req.end(JSON.stringify({ ...long, max_tokens: 250, stream: true }));
+      setTimeout(() => reject(new Error('no first chunk')), 20_000);
+    });
+    const e = s.handler.engine;
+    for (let i = 0; i < 200 && (e.activeRequests > 0 || e.batcher.size > 0); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(e.activeRequests, 0, 'the disconnected request is still running');
+    assert.equal(e.batcher.size, 0);
+    const after = await post(s, '/v1/completions', { prompt: prompts[2], max_tokens: 8, temperature: 0 });
+    assert.deepEqual(JSON.parse(after.body).choices[0].token_ids, await plain(prompts[2], 8));
+  } finally {
+    await s.close();
+  }
+  const t = await serve(g, { port: 0, timeoutMs: 30 });
+  try {
+    const r = await post(t, '/v1/completions', { prompt: prompts[3], max_tokens: 250, temperature: 0 });
+    assert.equal(r.status, 504, r.body);
+    assert.equal(JSON.parse(r.body).error.code, 'timeout');
+    const h = await http(t.url + '/health', 'GET');
+    assert.equal(JSON.parse(h.body).status, 'ok');
+  } finally {
+    await t.close();
+  }
+});
+
+test('fuzzed HTTP bodies: every answer is 200 or a 4xx JSON error, never a crash or a hang', async () => {
+  const s = await serve(g, { port: 0, maxBatch: 2, maxBodyBytes: 2048 });
+  try {
+    const value = fc.oneof(fc.integer({ min: -3, max: 40 }), fc.double({ noNaN: true, min: -2, max: 3 }), fc.string({ maxLength: 12 }), fc.boolean(), fc.constant(null), fc.array(fc.integer({ min: -2, max: 1600 }), { maxLength: 6 }), fc.array(fc.string({ maxLength: 4 }), { maxLength: 6 }), fc.dictionary(fc.string({ maxLength: 5 }), fc.integer(), { maxKeys: 2 }));
+    const field = fc.constantFrom('prompt', 'messages', 'max_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'stream', 'n', 'model', 'stream_options', 'extra');
+    const body = fc.oneof(
+      fc.dictionary(field, value, { maxKeys: 6 }).map((o) => JSON.stringify({ max_tokens: 3, ...o, ...(typeof o.max_tokens === 'number' && o.max_tokens > 8 ? { max_tokens: 8 } : {}) })),
+      fc.string({ maxLength: 40 }),
+      fc.json({ maxDepth: 2 }),
+    );
+    await fc.assert(
+      fc.asyncProperty(body, fc.constantFrom('/v1/completions', '/v1/chat/completions'), async (b, path) => {
+        const r = await http(s.url + path, 'POST', b, { timeoutMs: 20_000 });
+        assert.ok(r.status === 200 || (r.status >= 400 && r.status < 500), `${r.status} for ${b}: ${r.body}`);
+        if (r.status === 200) {
+          if (r.headers['content-type'] === 'text/event-stream') events(r.body);
+          else assert.ok(JSON.parse(r.body).choices.length === 1);
+        } else assert.equal(typeof JSON.parse(r.body).error.message, 'string');
+      }),
+      { numRuns: 120, seed: 15 },
+    );
+    assert.equal((await http(s.url + '/health', 'GET')).status, 200);
+  } finally {
+    await s.close();
+  }
+});
+
+test('`eaglet serve` on port 0: SIGTERM lets the running request finish and exits 0', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', '0', '--threads', '1', '--max-batch', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.setEncoding('utf8');
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stderr.on('data', (c) => {
+      err += c;
+      const m = /on (http:\/\/\S+)/.exec(err);
+      if (m) resolve(m[1]);
+    });
+    child.on('exit', (code) => reject(new Error(`exited ${code}: ${err}`)));
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const running = http(url + '/v1/completions', 'POST', { prompt: prompts[4], max_tokens: 120, temperature: 0 });
+  await new Promise((r) => setTimeout(r, 100));
+  child.kill('SIGTERM');
+  const r = await running;
+  assert.equal(r.status, 200, r.body);
+  assert.deepEqual(JSON.parse(r.body).choices[0].token_ids, await plain(prompts[4], 120));
+  assert.equal(await exited, 0, err);
+  assert.match(err, /SIGTERM: draining 1 running request/);
+});
