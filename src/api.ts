@@ -10,7 +10,8 @@
  * ```
  */
 import { StateError, UsageError } from './errors.ts';
-import { DRAFT_QUANT, QUANT, quantizeLinears, quantOf, dense, type QuantName } from './model/quantize.ts';
+import { DRAFT_QUANT, QUANT, quantizeLinears, quantOf, dense, linearNames, type QuantName } from './model/quantize.ts';
+import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './io/load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
@@ -86,6 +87,12 @@ export interface LoadOptions {
    */
   quantize?: QuantName;
   /**
+   * Keep the target's Linear weights in `model.weights` after the sessions are built (e.g. to
+   * build more sessions from them, as `eaglet bench` does for self-drafting policies). Default
+   * false: they are released, ORT holds its own copy. Self-drafting always keeps them.
+   */
+  keepWeights?: boolean;
+  /**
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
    * machine with the same thread count applies; any other is reported in `notes`. Default true.
@@ -99,6 +106,7 @@ export interface TextChunk extends GenerationChunk {
 }
 
 export interface LoadedGenerator {
+  /** The target as loaded; its Linear weights are released once sessions exist unless `keepWeights` (or self-drafting). */
   readonly model: LoadedModel;
   readonly tokenizer?: Tokenizer;
   readonly generator: Generator;
@@ -163,6 +171,12 @@ function randomHead(model: LoadedModel, spec: string, seed: number): DraftHead {
   return { config: headConfigFor(model.config, n), weights };
 }
 
+/** `m`'s weights without the target's Linear weights (the tensors ORT sessions own once built). */
+function withoutLinears(m: LoadedModel): Map<string, Tensor> {
+  const linear = new Set(linearNames(m.config));
+  return new Map([...m.weights].filter(([n]) => !linear.has(n)));
+}
+
 /** `m` with its target's Linear weights quantized as `q` says (a new LoadedModel; `m` is not changed). */
 export function quantizedModel(m: LoadedModel, q: QuantName | undefined): LoadedModel {
   if (!q) return m;
@@ -173,7 +187,7 @@ export function quantizedModel(m: LoadedModel, q: QuantName | undefined): Loaded
 
 export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGenerator> {
   const o = options.model === undefined ? withDefaults(options) : options;
-  const model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);
+  let model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
   const sessionOpts = { threads: o.threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
@@ -202,6 +216,10 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize: o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? QUANT[o.quantize] : undefined });
     drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
   }
+  // ORT holds its own copy of every weight once the sessions exist; without this a 100M fp32
+  // target kept 400 MB twice. What policies read (the embedding table, norms) stays; a
+  // self-drafter builds sessions later and keeps everything.
+  if (!selfDrafter && !o.keepWeights) model = { ...model, weights: withoutLinears(model) };
   // Given options first, then the tuning file's policy, then the embedded default's.
   // A function, so `newPolicy` can make a fresh one (benchmarks time each run from a fresh state).
   const makePolicy = (): LengthPolicy | undefined => {

@@ -58,10 +58,12 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     let specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
     const selfOnly = f.draft === 'self';
+    // Self-drafting policies beside a head build their sessions from the target's weights.
+    const keepWeights = specs.some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self');
 
     const g = await withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
-      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined,
+      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined, keepWeights,
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     let ownSelf: SelfDrafter | undefined;
