@@ -30,7 +30,7 @@ import { tensor } from '../src/model/weights.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { readLlama2cTokenizer, writeLlama2cTokenizer } from '../src/tokenizer/llama2c.ts';
 import { checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState } from '../training/checkpoint.ts';
-import { loadFeatureData } from '../training/dataset.ts';
+import { indexFeatureLogs } from '../training/dataset.ts';
 import { FeatureLogWriter, readFeatureLog, sidecarPath } from '../training/feature-log.ts';
 
 /** One input kind: inputs, the file they are written to, and the reader that must cope. */
@@ -172,13 +172,13 @@ export async function campaigns(dir: string): Promise<Campaign<any>[]> {
     async run([cols, rows]: [{ name: string; type: 'i32' | 'i64' | 'f32' | 'f64'; width: number }[], number]) {
       writeFileSync(schemaLog, arrowBytes(cols, rows));
       writeFileSync(sidecarPath(schemaLog), JSON.stringify({ ...validSidecar, counts: { rows, sequences: 1, batches: 1 } }));
-      return loadFeatureData([schemaLog], 4);
+      return indexFeatureLogs([schemaLog], 4);
     },
   });
   const sideLog = join(dir, 'side.arrow');
   writeFileSync(sideLog, validLog);
-  jsonCampaign('feature-log sidecar (any JSON)', sidecarPath(sideLog), jsonEdits(validSidecar), () => loadFeatureData([sideLog], 4));
-  bytesCampaign('feature-log sidecar (bytes)', sidecarPath(sideLog), readFileSync(sidecarPath(log)), () => loadFeatureData([sideLog], 4));
+  jsonCampaign('feature-log sidecar (any JSON)', sidecarPath(sideLog), jsonEdits(validSidecar), () => indexFeatureLogs([sideLog], 4));
+  bytesCampaign('feature-log sidecar (bytes)', sidecarPath(sideLog), readFileSync(sidecarPath(log)), () => indexFeatureLogs([sideLog], 4));
   for (const c of out.slice(-2)) c.names = sideLog; // a sidecar problem may be reported against the log it describes
 
   // Training checkpoints: damaged bytes, and any state JSON.
@@ -276,7 +276,7 @@ export async function lyingHeaders(dir: string): Promise<LyingHeader[]> {
     { what: 'tokenizer.bin: a 1 GiB token', run: () => readLlama2cTokenizer(tok) },
     { what: 'Arrow schema: a field with ~10M children', run: () => drain(children) },
     { what: 'Arrow record batch: 2^31-1 rows', run: () => drain(rowsLie) },
-    { what: 'feature-log sidecar: 10^12 rows', run: () => loadFeatureData([sideLie], 4) },
+    { what: 'feature-log sidecar: 10^12 rows', run: () => indexFeatureLogs([sideLie], 4) },
   ];
 }
 

@@ -26,6 +26,8 @@ import { readTuning, tuningMismatch, TUNING_FILE, type TuningFile } from './tune
 import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
+import { RoundSession } from './runtime/round.ts';
+import { RoundDrafter } from './generate/round-drafter.ts';
 import { checkTree, EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
 import type { Drafter } from './generate/drafter.ts';
 import { checkExitLayer, SelfDrafter } from './generate/self-drafter.ts';
@@ -92,6 +94,13 @@ export interface LoadOptions {
    * false: they are released, ORT holds its own copy. Self-drafting always keeps them.
    */
   keepWeights?: boolean;
+  /**
+   * With an EAGLE head and a chain (tree top-k 1): draft the chain and verify it in ONE ORT call
+   * per round (RoundDrafter) instead of one call per depth plus one to verify. Its session holds
+   * a second copy of the target's weights. Per-level stopping does not apply (the plan's depth
+   * does). Default: false.
+   */
+  fusedRound?: boolean;
   /**
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
@@ -196,7 +205,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, notes) : undefined;
   const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
   checkTree(tree);
-  let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined;
+  let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined, roundSession: RoundSession | undefined;
   let selfPolicy: LengthPolicy | undefined;
   if (o.draft === 'self' || o.exitLayer !== undefined) {
     if (o.draft !== undefined && o.draft !== 'self') throw new UsageError('--exit-layer', 'drafts with the target\'s own layers: do not combine it with an EAGLE head (--draft PATH)');
@@ -213,8 +222,15 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize: o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? QUANT[o.quantize] : undefined });
-    drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
+    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? QUANT[o.quantize] : undefined;
+    if (o.fusedRound) {
+      if (tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${tree.topK}`);
+      roundSession = await RoundSession.create(model.config, model.weights, head.config, head.weights, Math.min(tree.maxDepth, tree.totalTokens), { ...sessionOpts, quantize });
+      drafter = new RoundDrafter(roundSession, model.config.maxSeqLen);
+    } else {
+      draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize });
+      drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
+    }
   }
   // ORT holds its own copy of every weight once the sessions exist; without this a 100M fp32
   // target kept 400 MB twice. What policies read (the embedding table, norms) stays; a
@@ -277,6 +293,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
       disposed = true;
       await target.dispose();
       await draftSession?.dispose();
+      await roundSession?.dispose();
       await selfDrafter?.dispose();
     },
   };

@@ -2,8 +2,8 @@
  * Robustness gaps beyond test/malformed.test.ts: fuzzed feature logs, sidecars, checkpoints,
  * draft-head and predictor directories (the campaigns of scripts/robustness-report.ts, with
  * fewer cases), lying headers under a memory meter, bad flags on every command, `eaglet log`
- * killed with SIGKILL and re-run, and RSS over a long generation. train-draft kill + resume is
- * covered by test/pipeline.test.ts.
+ * killed with SIGKILL and re-run, and RSS over a long generation. train-draft and train-target
+ * kill + resume are covered by test/pipeline.test.ts and test/train-kill.test.ts.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,7 +21,7 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { checkpointPath, loadCheckpoint } from '../training/checkpoint.ts';
-import { loadFeatureData } from '../training/dataset.ts';
+import { indexFeatureLogs } from '../training/dataset.ts';
 import { readFeatureLog, sidecarPath } from '../training/feature-log.ts';
 import { trainDraft } from '../training/train-draft.ts';
 import {
@@ -65,17 +65,17 @@ test('feature log: wrong schema, wrong width for the target, missing or garbled 
   await writeSmallLog(log);
   const valid = readFileSync(log);
   await refuses(() => drain(log, { dim: 16 }), log, /holds features of width 8 and top-k 2, expected width 16/);
-  assert.equal((await loadFeatureData([log], 4)).rows, 16);
+  assert.equal((await indexFeatureLogs([log], 4)).rows, 16);
 
   const side = sidecarPath(log), sidecar = readFileSync(side, 'utf8');
   writeFileSync(side, '{"format": "eaglet-feature-log",\n "dim": ');
-  await refuses(() => loadFeatureData([log], 4), side, /cannot read the feature-log sidecar/);
+  await refuses(() => indexFeatureLogs([log], 4), side, /cannot read the feature-log sidecar/);
   writeFileSync(side, 'null');
-  await refuses(() => loadFeatureData([log], 4), side, /not an eaglet feature-log sidecar/);
+  await refuses(() => indexFeatureLogs([log], 4), side, /not an eaglet feature-log sidecar/);
   writeFileSync(side, JSON.stringify({ ...JSON.parse(sidecar), dim: 4 }));
-  await refuses(() => loadFeatureData([log], 4), log, /holds features of width 8 and top-k 2, expected width 4/);
+  await refuses(() => indexFeatureLogs([log], 4), log, /holds features of width 8 and top-k 2, expected width 4/);
   rmSync(side);
-  await refuses(() => loadFeatureData([log], 4), side, /no such file/);
+  await refuses(() => indexFeatureLogs([log], 4), side, /no such file/);
   writeFileSync(side, sidecar);
 
   // The target's d is checked against the sidecar before training starts.

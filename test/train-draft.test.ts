@@ -18,8 +18,8 @@ import { DraftSession } from '../src/runtime/draft.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { Rng } from '../src/util/rng.ts';
-import { FeatureLogWriter } from '../training/feature-log.ts';
-import { loadFeatureData, packWindows } from '../training/dataset.ts';
+import { FeatureLogWriter, readFeatureLog } from '../training/feature-log.ts';
+import { epochOrder, FeatureStore, SHUFFLE_BLOCKS } from '../training/dataset.ts';
 import { runLog } from '../training/log.ts';
 import { trainDraft, type TrainDraftOptions } from '../training/train-draft.ts';
 
@@ -45,7 +45,7 @@ const logPromise = selfGeneratedLog();
 test('property: windows cover every usable row once, inside one sequence, with shifted targets', async () => {
   let k = 0;
   await fc.assert(
-    fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 1, max: 5 }), async (lengths, window) => {
+    fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 1, max: 5 }), fc.option(fc.integer({ min: 1, max: 20 })), async (lengths, window, blockRows) => {
       const path = join(dir, `w${k++}.arrow`);
       const w = new FeatureLogWriter(path, 2, 0, 7);
       let row = 0;
@@ -56,11 +56,11 @@ test('property: windows cover every usable row once, inside one sequence, with s
         row += n;
       }
       await w.finish(META);
-      const data = await loadFeatureData([path], window);
+      const data = await FeatureStore.open([path], window, 64, { blockRows: blockRows ?? undefined, cacheBlocks: 2 });
       const seen = new Set<number>();
       for (let i = 0; i < data.windowStart.length; i++) {
         assert.ok(data.windowLength[i] >= 1 && data.windowLength[i] <= window);
-        const b = packWindows(data, [i]);
+        const b = data.pack([i]);
         for (let r = 0; r < b.n; r++) {
           const t = data.windowStart[i] + r;
           assert.ok(!seen.has(t));
@@ -71,6 +71,7 @@ test('property: windows cover every usable row once, inside one sequence, with s
         }
       }
       assert.equal(seen.size, lengths.reduce((a, n) => a + n - 1, 0), 'every row but the last of each sequence');
+      data.close();
     }),
     { numRuns: 30, seed: 3 },
   );
@@ -100,9 +101,11 @@ test('--draft-vocab: the head drafts only the N most frequent next-tokens, train
   assert.ok(r.final.top1 >= r.initial.top1 + 0.05, `top-1 ${r.initial.top1} -> ${r.final.top1}`);
   assert.ok(r.tensorCounts.every((n) => n === r.tensorCounts[0]));
 
-  const data = await loadFeatureData(logs, 16);
-  const vocab = Array.from(frequentTokens(data.nextTokenId, config.vocabSize, N));
-  const count = (id: number) => data.nextTokenId.filter((x) => x === id).length;
+  const data = await FeatureStore.open(logs, 16, config.vocabSize);
+  const nextTokens: number[] = [];
+  for await (const b of readFeatureLog(logs[0])) nextTokens.push(...b.nextTokenId);
+  const vocab = Array.from(frequentTokens(nextTokens, config.vocabSize, N));
+  const count = (id: number) => nextTokens.filter((x) => x === id).length;
   const rest = Array.from({ length: config.vocabSize }, (_, i) => i).filter((i) => !vocab.includes(i));
   assert.ok(Math.min(...vocab.map(count)) >= Math.max(...rest.map(count)), 'kept tokens are the most frequent');
 
@@ -111,18 +114,21 @@ test('--draft-vocab: the head drafts only the N most frequent next-tokens, train
   assert.deepEqual(Array.from(head.weights.get('d2t')!.data, (o, i) => i + o), vocab);
   const s = await DraftSession.create(head.config, head.weights, config, weights, { topK: 4 });
   try {
-    const b = packWindows(data, [0]);
+    const b = data.pack([0]);
     const o = await s.forward(new KVCache(1, head.config.nKvHeads, head.config.headDim, 64), b.tokens, b.inputFeatures, b.positions);
     assert.ok(Array.from(o.topkIds).every((id) => vocab.includes(id)), 'every drafted id is in the draft vocabulary');
   } finally {
     await s.dispose();
+    data.close();
   }
 });
 
 for (const backend of ['ort', 'wasm'] as const)
 test(`${backend}: a run that crashes and resumes from its checkpoint ends with the same weights as an uninterrupted run`, async () => {
-  const base: Omit<TrainDraftOptions, 'out'> = { target, logs: [await logPromise], steps: 45, window: 16, batch: 4, checkpointEvery: 10, warmup: 5, backend, seed: 2, epochs: 1 };
+  // shuffleRows 256: blocks of 17 rows, so the stream is read block by block through a bounded cache.
+  const base: Omit<TrainDraftOptions, 'out'> = { target, logs: [await logPromise], steps: 45, window: 16, batch: 4, checkpointEvery: 10, warmup: 5, backend, seed: 2, epochs: 1, shuffleRows: 256 };
   const a = await trainDraft({ ...base, out: join(dir, `a-${backend}`) });
+  assert.ok(a.stream.peakLoadedRows <= (2 * SHUFFLE_BLOCKS + 2) * 17 && a.stream.peakLoadedRows < a.stream.logRows / 4, `rows loaded at once: ${a.stream.peakLoadedRows} of ${a.stream.logRows}`);
   if (backend === 'wasm') assert.ok(a.tensorCounts.length === 45 && a.tensorCounts.every((n) => n === a.tensorCounts[0]), `tensor counts ${a.tensorCounts.slice(0, 5)}..${a.tensorCounts.slice(-5)}`);
   const outB = join(dir, `b-${backend}`);
   await assert.rejects(
@@ -156,4 +162,28 @@ test('one training step agrees between backends (ort, wasm)', async () => {
   let worst = 0;
   for (const [name, t] of a.weights) for (let i = 0; i < t.data.length; i++) worst = Math.max(worst, Math.abs(t.data[i] - b.weights.get(name)!.data[i]));
   assert.ok(worst < 1e-5, `max weight difference ${worst}`);
+});
+
+test('property: an epoch order is a permutation of the training windows, read SHUFFLE_BLOCKS blocks at a time', () => {
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 80 }), fc.integer({ min: 0, max: 1000 }), (blockSizes, seed) => {
+      const windowBlock = Int32Array.from(blockSizes.flatMap((n, b) => new Array(n).fill(b)));
+      // Every third window held out, as a split would.
+      const train = Int32Array.from(Array.from(windowBlock.keys()).filter((w) => w % 3 !== 1));
+      const order = epochOrder(train, windowBlock, new Rng(seed));
+      assert.deepEqual([...order].sort((a, b) => a - b), Array.from(train.keys()), 'each training window once');
+      // Walk the order: a group ends when its SHUFFLE_BLOCKS blocks' windows are used up.
+      const left = new Map<number, number>();
+      for (const w of train) left.set(windowBlock[w], (left.get(windowBlock[w]) ?? 0) + 1);
+      let open = new Set<number>();
+      for (const i of order) {
+        const b = windowBlock[train[i]];
+        open.add(b);
+        assert.ok(open.size <= SHUFFLE_BLOCKS, `a group reads ${open.size} blocks`);
+        left.set(b, left.get(b)! - 1);
+        if (open.size === SHUFFLE_BLOCKS && [...open].every((x) => left.get(x) === 0)) open = new Set();
+      }
+    }),
+    { numRuns: 100, seed: 4 },
+  );
 });

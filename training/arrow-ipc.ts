@@ -24,11 +24,28 @@ const MAX_METADATA_BYTES = 1 << 20;
  * header must fail here, before the library sees it.
  */
 export function checkIpcHeaders(path: string): void {
+  ipcMessages(path);
+}
+
+/** One message of an IPC stream: where it starts (its continuation marker) and its size with the body. */
+export interface IpcMessage {
+  offset: number;
+  bytes: number;
+  type: 'schema' | 'record-batch';
+}
+
+/**
+ * The stream's messages in file order, every header checked as `checkIpcHeaders` describes: the
+ * byte ranges a reader needs to decode any record batch on its own (after the schema message).
+ */
+export function ipcMessages(path: string): IpcMessage[] {
   const fd = openForRead(path);
+  const messages: IpcMessage[] = [];
   try {
     const size = fstatSync(fd).size, word = new DataView(new ArrayBuffer(4));
     const int32At = (pos: number): number => (readExact(fd, new Uint8Array(word.buffer), pos), word.getInt32(0, true));
     for (let pos = 0, index = 0; pos < size; index++) {
+      const start = pos;
       const bad = (problem: string) => new FormatError(path, `not an Arrow IPC stream: message ${index} at byte ${pos}: ${problem}`);
       if (pos + 4 > size) throw bad('truncated');
       let len = int32At(pos);
@@ -37,7 +54,7 @@ export function checkIpcHeaders(path: string): void {
         len = int32At((pos += 4));
       }
       pos += 4;
-      if (len === 0) return; // end-of-stream marker
+      if (len === 0) return messages; // end-of-stream marker
       if (len < 0 || len > size - pos) throw bad(`metadata length ${len} runs past the end of the ${size}-byte file`);
       if (len > MAX_METADATA_BYTES) throw bad(`metadata length ${len} is implausibly large`);
       const meta = new Uint8Array(len);
@@ -47,7 +64,10 @@ export function checkIpcHeaders(path: string): void {
       pos += len;
       if (problem > size - pos) throw bad(`body length ${problem} runs past the end of the ${size}-byte file`);
       pos += problem;
+      const type = FbMessage.getRootAsMessage(new ByteBuffer(meta)).headerType() === MessageHeader.Schema ? 'schema' : 'record-batch';
+      messages.push({ offset: start, bytes: pos - start, type });
     }
+    return messages;
   } finally {
     closeSync(fd);
   }

@@ -15,10 +15,10 @@
  * corpus) and its counts.
  *
  * Writing is batch by batch with bounded memory into `<log>.tmp-<pid>`, renamed on `finish`, so
- * an interrupted run never leaves a file at the final path. Reading is batch by batch and
- * zero-copy: columns come back as typed-array views.
+ * an interrupted run never leaves a file at the final path. Reading is by record batch, in any
+ * order (`FeatureLogFile`), one batch in memory at a time; columns come back as typed-array views.
  */
-import { closeSync, createReadStream, createWriteStream, mkdirSync, fstatSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { closeSync, createWriteStream, mkdirSync, fstatSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
@@ -28,9 +28,9 @@ import {
   type Data,
 } from 'apache-arrow';
 import { FormatError } from '../src/errors.ts';
-import { checkIpcHeaders } from './arrow-ipc.ts';
+import { ipcMessages } from './arrow-ipc.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { openForRead } from '../src/io/read.ts';
+import { openForRead, readExact } from '../src/io/read.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 
 /** Rows buffered before a record batch is written. */
@@ -249,21 +249,18 @@ export interface FeatureLogShape {
   topK?: number;
 }
 
-/**
- * Reads a feature log record batch by record batch; every column is a zero-copy typed-array view.
- * With `expect`, a log whose feature (or top-k) width differs is refused up front.
- */
-export async function* readFeatureLog(path: string, expect?: FeatureLogShape): AsyncGenerator<FeatureBatch> {
-  checkIpcHeaders(path);
-  let reader;
-  try {
-    reader = await RecordBatchReader.from(createReadStream(path));
-    await reader.open();
-  } catch (e) {
-    throw new FormatError(path, `not an Arrow IPC stream (${(e as Error).message})`);
-  }
-  if (!reader.schema) throw new FormatError(path, 'not an Arrow IPC stream: no schema message');
-  const fields = reader.schema.fields, names = fields.map((f) => f.name);
+/** Where each column sits in a log's schema, and its widths. */
+interface LogLayout {
+  names: string[];
+  dim: number;
+  topK: number;
+  hasTop: boolean;
+}
+
+/** Checks a log's schema (columns, types, widths against `expect`) and returns its layout. */
+function logLayout(path: string, schema: Schema | null | undefined, expect?: FeatureLogShape): LogLayout {
+  if (!schema) throw new FormatError(path, 'not an Arrow IPC stream: no schema message');
+  const fields = schema.fields, names = fields.map((f) => f.name);
   const typeOf = (name: string) => fields[names.indexOf(name)]?.type;
   for (const [col, ok] of COLUMNS) {
     if (!names.includes(col)) throw new FormatError(path, `missing column ${col}`);
@@ -275,32 +272,103 @@ export async function* readFeatureLog(path: string, expect?: FeatureLogShape): A
   const dim = (typeOf('feature') as FixedSizeList).listSize, topK = hasTop ? (typeOf('top_ids') as FixedSizeList).listSize : 0;
   if (expect && (dim !== expect.dim || (expect.topK !== undefined && topK !== expect.topK)))
     throw new FormatError(path, `holds features of width ${dim} and top-k ${topK}, expected width ${expect.dim}${expect.topK !== undefined ? ` and top-k ${expect.topK}` : ''}`);
-  const iterator = reader[Symbol.asyncIterator]();
-  for (let index = 0; ; index++) {
-    let next;
+  return { names, dim, topK, hasTop };
+}
+
+/** The columns of decoded record batch `index` as views, each checked to hold rows * width values. */
+function batchColumns(path: string, index: number, batch: RecordBatch, l: LogLayout): FeatureBatch {
+  const rows = batch.numRows;
+  const col = (name: string, view: (d: Data) => Int32Array | Float32Array, width: number) => {
+    const v = view(batch.data.children[l.names.indexOf(name)]);
+    // A lying batch length makes views shorter than rows * width: refuse rather than misalign rows.
+    if (v.length !== rows * width) throw new FormatError(path, `record batch ${index}: column ${name} holds ${v.length} values, ${rows} rows need ${rows * width}`);
+    return v;
+  };
+  return {
+    rows,
+    seqId: col('seq_id', primitiveView, 1) as Int32Array,
+    position: col('position', primitiveView, 1) as Int32Array,
+    tokenId: col('token_id', primitiveView, 1) as Int32Array,
+    nextTokenId: col('next_token_id', primitiveView, 1) as Int32Array,
+    features: col('feature', listView, l.dim) as Float32Array,
+    topIds: l.hasTop ? (col('top_ids', listView, l.topK) as Int32Array) : null,
+    topProbs: l.hasTop ? (col('top_probs', listView, l.topK) as Float32Array) : null,
+  };
+}
+
+/**
+ * A feature log opened for random access by record batch: the headers are walked (and checked)
+ * once, then `read(i)` decodes batch i alone from its byte range. Only the batch being read is
+ * in memory, so training can visit a log of any size in any order (training/dataset.ts).
+ */
+export class FeatureLogFile {
+  readonly dim: number;
+  readonly topK: number;
+  /** Byte ranges of the record-batch messages, in file order. */
+  readonly batches: { offset: number; bytes: number }[];
+  private readonly schemaBytes: Uint8Array;
+  private readonly layout: LogLayout;
+  private fd: number;
+
+  /** Opens `path`; with `expect`, a log of other widths is refused before any batch is read. */
+  constructor(readonly path: string, expect?: FeatureLogShape) {
+    const messages = ipcMessages(path);
+    if (messages[0]?.type !== 'schema') throw new FormatError(path, 'not an Arrow IPC stream: no schema message');
+    if (messages.slice(1).some((m) => m.type !== 'record-batch')) throw new FormatError(path, 'not an eaglet log: a second schema message');
+    this.fd = openForRead(path);
+    this.schemaBytes = new Uint8Array(messages[0].bytes);
+    readExact(this.fd, this.schemaBytes, messages[0].offset);
+    let schema: Schema | undefined;
     try {
-      next = await iterator.next();
+      schema = RecordBatchReader.from(this.schemaBytes).open().schema;
     } catch (e) {
-      throw new FormatError(path, `record batch ${index} is unreadable (${(e as Error).message})`);
+      closeSync(this.fd);
+      throw new FormatError(path, `not an Arrow IPC stream (${(e as Error).message})`);
     }
-    if (next.done) return;
-    const batch = next.value, rows = batch.numRows;
-    const col = (name: string, view: (d: Data) => Int32Array | Float32Array, width: number) => {
-      const v = view(batch.data.children[names.indexOf(name)]);
-      // A lying batch length makes views shorter than rows * width: refuse rather than misalign rows.
-      if (v.length !== rows * width) throw new FormatError(path, `record batch ${index}: column ${name} holds ${v.length} values, ${rows} rows need ${rows * width}`);
-      return v;
-    };
-    yield {
-      rows,
-      seqId: col('seq_id', primitiveView, 1) as Int32Array,
-      position: col('position', primitiveView, 1) as Int32Array,
-      tokenId: col('token_id', primitiveView, 1) as Int32Array,
-      nextTokenId: col('next_token_id', primitiveView, 1) as Int32Array,
-      features: col('feature', listView, dim) as Float32Array,
-      topIds: hasTop ? (col('top_ids', listView, topK) as Int32Array) : null,
-      topProbs: hasTop ? (col('top_probs', listView, topK) as Float32Array) : null,
-    };
+    try {
+      this.layout = logLayout(path, schema, expect);
+    } catch (e) {
+      closeSync(this.fd);
+      throw e;
+    }
+    this.dim = this.layout.dim;
+    this.topK = this.layout.topK;
+    this.batches = messages.slice(1).map(({ offset, bytes }) => ({ offset, bytes }));
+  }
+
+  /** Decodes record batch `index`: views into a buffer of its own (valid until dropped). */
+  read(index: number): FeatureBatch {
+    const m = this.batches[index];
+    // The schema message, then this batch's message: a one-batch IPC stream apache-arrow decodes as is.
+    const bytes = new Uint8Array(this.schemaBytes.length + m.bytes);
+    bytes.set(this.schemaBytes);
+    readExact(this.fd, bytes.subarray(this.schemaBytes.length), m.offset);
+    let batch: RecordBatch | undefined;
+    try {
+      batch = RecordBatchReader.from(bytes).next().value as RecordBatch | undefined;
+    } catch (e) {
+      throw new FormatError(this.path, `record batch ${index} is unreadable (${(e as Error).message})`);
+    }
+    if (!batch) throw new FormatError(this.path, `record batch ${index} is unreadable`);
+    return batchColumns(this.path, index, batch, this.layout);
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+/**
+ * Reads a feature log record batch by record batch; every column is a zero-copy typed-array view.
+ * With `expect`, a log whose feature (or top-k) width differs is refused up front.
+ */
+export async function* readFeatureLog(path: string, expect?: FeatureLogShape): AsyncGenerator<FeatureBatch> {
+  const file = new FeatureLogFile(path, expect);
+  try {
+    for (let i = 0; i < file.batches.length; i++) yield file.read(i);
+  } finally {
+    file.close();
   }
 }
 

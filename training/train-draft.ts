@@ -28,14 +28,15 @@ import { writeFileAtomic } from '../src/io/atomic.ts';
 import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { draftLogits, eagleHeadForward, lmHead } from '../src/model/definition.ts';
-import { DRAFT_VOCAB, draftToTarget, draftVocabWeights, frequentTokens, headConfigFor, randomHeadWeights, trainableHeadShapes, type HeadConfig } from '../src/model/draft-head.ts';
+import { DRAFT_VOCAB, draftToTarget, draftVocabWeights, mostFrequent, headConfigFor, randomHeadWeights, trainableHeadShapes, type HeadConfig } from '../src/model/draft-head.ts';
 import { outputHead, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamWArrays, warmupLr } from './adamw.ts';
 import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
 import { checkFingerprint, checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
 import { OrtDraftSteps } from './ort/draft-backend.ts';
-import { loadFeatureData, packWindows, permutation, splitWindows, type FeatureData, type PackedBatch } from './dataset.ts';
+import { epochOrder, FeatureStore, SHUFFLE_BLOCKS, splitWindows, type PackedBatch } from './dataset.ts';
+import { readSidecar } from './feature-log.ts';
 import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
 import type { Tf } from './tf-backend.ts';
@@ -78,6 +79,12 @@ export interface TrainDraftOptions {
   checkpointEvery?: number;
   /** Seed of initial weights, data order, split and noise. Default 0. */
   seed?: number;
+  /**
+   * Rows of the shuffle buffer: training reads the logs in blocks of shuffleRows / 16 rows and
+   * shuffles the windows of 16 random blocks at a time (training/dataset.ts), so memory holds
+   * about 2 * shuffleRows rows whatever the logs' size. Default 65536.
+   */
+  shuffleRows?: number;
   /** Draft vocabulary size N (< the target's vocabulary); 0 = the full vocabulary. Default 0. */
   draftVocab?: number;
   /** Continue from `<out>/checkpoint.safetensors` if present. Default false. */
@@ -117,6 +124,8 @@ export interface TrainDraftResult {
   headConfig: HeadConfig;
   /** tf.memory().numTensors after each step on tfjs (flat when nothing leaks); empty on ort. */
   tensorCounts: number[];
+  /** The streamed logs: rows in them, most rows loaded at once, blocks loaded (training/dataset.ts). */
+  stream: { logRows: number; peakLoadedRows: number; blockLoads: number };
 }
 
 type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery' | 'overwrite'>> & { valEvery?: number };
@@ -124,7 +133,7 @@ type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'targe
 /** Defaults of every tunable option (the CLI's flag table reads them from here). */
 export const TRAIN_DRAFT_DEFAULTS: Readonly<Resolved> = {
   lr: 3e-3, batch: 8, window: 32, epochs: 1, warmup: 20, clip: 0.5, noise: 0.2, featureWeight: 1, tokenWeight: 0.1,
-  weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, draftVocab: 0, resume: false, backend: 'auto',
+  weightDecay: 0, valFraction: 0.1, checkpointEvery: 100, seed: 0, shuffleRows: 65536, draftVocab: 0, resume: false, backend: 'auto',
 };
 
 /** The CLI flag of an option: featureWeight -> --feature-weight. */
@@ -134,9 +143,9 @@ function resolveOptions(o: TrainDraftOptions): Resolved {
   const r = { ...TRAIN_DRAFT_DEFAULTS } as Resolved;
   for (const k of Object.keys(TRAIN_DRAFT_DEFAULTS) as (keyof Resolved)[]) if (o[k] !== undefined) (r as Record<string, unknown>)[k] = o[k];
   r.valEvery = o.valEvery;
-  const positive = ['lr', 'batch', 'window', 'epochs', 'checkpointEvery'] as const;
+  const positive = ['lr', 'batch', 'window', 'epochs', 'checkpointEvery', 'shuffleRows'] as const;
   for (const k of positive) if (!(r[k] > 0)) throw new UsageError(flag(k), `must be positive, got ${r[k]}`);
-  for (const k of ['batch', 'window', 'epochs', 'warmup', 'checkpointEvery', 'draftVocab'] as const)
+  for (const k of ['batch', 'window', 'epochs', 'warmup', 'checkpointEvery', 'shuffleRows', 'draftVocab'] as const)
     if (!Number.isInteger(r[k])) throw new UsageError(flag(k), `must be an integer, got ${r[k]}`);
   for (const k of ['warmup', 'clip', 'noise', 'featureWeight', 'tokenWeight', 'weightDecay'] as const)
     if (!(r[k] >= 0)) throw new UsageError(flag(k), `must be >= 0, got ${r[k]}`);
@@ -165,12 +174,21 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   if (!(o.draftVocab >= 0 && o.draftVocab < cfg.vocabSize)) throw new UsageError('--draft-vocab', `must be in [1, ${cfg.vocabSize}) (the target's vocabulary), or 0 for all of it; got ${o.draftVocab}`);
   const picked = await pickTrainBackend(o.backend);
   if (o.draftVocab > 0 && picked.kind === 'ort') throw new UsageError('--draft-vocab', 'trains on a tfjs backend for now: add --backend wasm (or cpu, tfjs-node)');
-  const backend = picked.name;
+  if (opts.logs.length > 0 && readSidecar(opts.logs[0]).dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${readSidecar(opts.logs[0]).dim}, the target has ${cfg.dim}`);
+  const data = await FeatureStore.open(opts.logs, o.window, cfg.vocabSize, { blockRows: Math.ceil(o.shuffleRows / SHUFFLE_BLOCKS) });
+  try {
+    return await trainOnStore(opts, o, picked, data);
+  } finally {
+    data.close();
+  }
+}
+
+/** The training run itself, over an opened store (closed by the caller). */
+async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaited<ReturnType<typeof pickTrainBackend>>, data: FeatureStore): Promise<TrainDraftResult> {
+  const cfg = opts.target.config, backend = picked.name;
   const head = headConfigFor(cfg, o.draftVocab > 0 ? o.draftVocab : undefined);
-  const data = await loadFeatureData(opts.logs, o.window);
   // The reduced vocabulary: the next tokens the logs show most often (what the head predicts).
-  const vocabW: Weights = o.draftVocab > 0 ? draftVocabWeights(cfg, opts.target.weights, frequentTokens(data.nextTokenId, cfg.vocabSize, o.draftVocab)) : new Map();
-  if (data.dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${data.dim}, the target has ${cfg.dim}`);
+  const vocabW: Weights = o.draftVocab > 0 ? draftVocabWeights(cfg, opts.target.weights, mostFrequent(data.nextTokenCounts, o.draftVocab)) : new Map();
   const split = splitWindows(data.windowStart.length, o.valFraction, o.seed);
   if (split.train.length === 0) throw new UsageError('--logs', 'no training windows: the logs hold no sequence of 2 or more rows');
   const perEpoch = Math.ceil(split.train.length / o.batch);
@@ -188,7 +206,8 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const params: Weights = new Map(names.map((n) => [n, { shape: init.get(n)!.shape.slice(), data: init.get(n)!.data.slice() }]));
   const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), { clip: o.clip, weightDecay: o.weightDecay });
   const curve: Curve = ckpt?.state.curve ?? { step: [], loss: [], valStep: [], valTop1: [], valTop3: [], valFeatureLoss: [] };
-  let order = ckpt?.state.order ?? { epoch: 0, permutation: Array.from(permutation(split.train.length, epochRng(o.seed, 0))) };
+  // The epoch's window order is a function of (seed, epoch): the step alone places a resumed run in the stream.
+  let order: { epoch: number; positions: Int32Array } = { epoch: -1, positions: new Int32Array(0) };
   const startStep = ckpt?.state.step ?? 0;
   if (ckpt) {
     opt.step = startStep;
@@ -207,9 +226,9 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
     const initial = await validate();
     for (let step = startStep; step < steps; step++) {
       const epoch = Math.floor(step / perEpoch), k = step % perEpoch;
-      if (epoch !== order.epoch) order = { epoch, permutation: Array.from(permutation(split.train.length, epochRng(o.seed, epoch))) };
-      const windows = order.permutation.slice(k * o.batch, (k + 1) * o.batch).map((i) => split.train[i]);
-      const batch = packWindows(data, windows);
+      if (epoch !== order.epoch) order = { epoch, positions: epochOrder(split.train, data.windowBlock, epochRng(o.seed, epoch)) };
+      const windows = Array.from(order.positions.subarray(k * o.batch, (k + 1) * o.batch), (i) => split.train[i]);
+      const batch = data.pack(windows);
       const t0 = performance.now();
       const { loss, grads } = await runner.step(params, batch, addNoise(batch.inputFeatures, o.noise, new Rng(mix(o.seed, step))));
       opt.apply(names.map((n) => grads.get(n)!), warmupLr(o.lr, o.warmup, step + 1));
@@ -225,7 +244,7 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
         curve.valStep.push(done), curve.valTop1.push(v.top1), curve.valTop3.push(v.top3), curve.valFeatureLoss.push(v.featureLoss);
       }
       if (done % o.checkpointEvery === 0 || done === steps) {
-        const state: CheckpointState = { step: done, rng: { seed: o.seed, step: done }, order, fingerprint, curve };
+        const state: CheckpointState = { step: done, rng: { seed: o.seed, step: done }, fingerprint, curve };
         saveCheckpoint(opts.out, { state, params: copy(opt.params), m: copy(opt.m), v: copy(opt.v) });
       }
       opts.onProgress?.({ phase: 'train', done, total: steps, metrics: { loss, ...(curve.valTop1.length ? { 'val-top1': curve.valTop1.at(-1)! } : {}), 'tok/s': Math.round((rowsTrained / msTraining) * 1000) } });
@@ -235,7 +254,8 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
     const final = await validate();
     saveDraftHead(opts.out, { config: head, weights });
     writeFileAtomic(join(opts.out, 'training-curve.svg'), curvePlot(curve));
-    const result = { backend, steps, startStep, initial, final, curve, tokensPerSecond: msTraining > 0 ? (rowsTrained / msTraining) * 1000 : 0, weights, headConfig: head, tensorCounts };
+    const result = { backend, steps, startStep, initial, final, curve, tokensPerSecond: msTraining > 0 ? (rowsTrained / msTraining) * 1000 : 0, weights, headConfig: head, tensorCounts,
+      stream: { logRows: data.rows, peakLoadedRows: data.peakLoadedRows, blockLoads: data.blockLoads } };
     writeFileAtomic(join(opts.out, 'training.json'), JSON.stringify({ ...result, weights: undefined }, null, 2) + '\n');
     return result;
   } finally {
@@ -329,12 +349,12 @@ function fitsRun(s: CheckpointState, windows: number, steps: number): boolean {
 
 /** Top-1/top-3 accuracy and feature loss of the current head on the validation windows. */
 async function evaluate(
-  data: FeatureData, windows: Int32Array, batch: number,
+  data: FeatureStore, windows: Int32Array, batch: number,
   run: (b: PackedBatch) => Promise<{ top: Int32Array; k: number; featureLoss: number }>,
 ): Promise<ValMetrics> {
   let hit1 = 0, hit3 = 0, labelled = 0, lossSum = 0, rows = 0;
   for (let s = 0; s < windows.length; s += batch) {
-    const b = packWindows(data, windows.subarray(s, s + batch));
+    const b = data.pack(windows.subarray(s, s + batch));
     const { top, k, featureLoss: loss } = await run(b);
     for (let i = 0; i < b.n; i++) {
       if (b.labels[i] < 0) continue;

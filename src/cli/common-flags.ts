@@ -100,3 +100,6 @@ export function policyName(spec: string): string {
   const short = /^([a-z][a-z0-9]*)-(\d+)$/.exec(head);
   return short ? short[1] : head;
 }
+
+/** `--fused-round`: draft the chain and verify it in one ORT call per round (LoadOptions.fusedRound). */
+export const FUSED_ROUND_FLAG: FlagSpec = { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): draft and verify in ONE ORT call per round instead of one per draft depth plus one to verify (holds a second copy of the target\'s weights)' };

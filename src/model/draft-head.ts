@@ -153,7 +153,12 @@ export function draftToTarget(c: HeadConfig, w: Weights): Int32Array | null {
 export function frequentTokens(tokens: ArrayLike<number>, vocabSize: number, n: number): Int32Array {
   const count = new Float64Array(vocabSize);
   for (let i = 0; i < tokens.length; i++) if (tokens[i] >= 0 && tokens[i] < vocabSize) count[tokens[i]]++;
-  const order = Int32Array.from({ length: vocabSize }, (_, i) => i).sort((a, b) => count[b] - count[a] || a - b);
+  return mostFrequent(count, n);
+}
+
+/** The `n` ids with the highest `count` [V] (ties to the lower id), ascending. */
+export function mostFrequent(count: ArrayLike<number>, n: number): Int32Array {
+  const order = Int32Array.from({ length: count.length }, (_, i) => i).sort((a, b) => count[b] - count[a] || a - b);
   return order.slice(0, n).sort();
 }
 

@@ -29,6 +29,13 @@ export interface OnnxOpsOptions {
      */
     kernel?: 'nbits' | 'dq';
   };
+  /**
+   * Another model's ops in the same graph (a draft head rendered next to its target): weights
+   * `lookup` lacks are taken from it, so shared tensors (the embedding table) are one initializer.
+   */
+  fallback?: OnnxOps;
+  /** Prefix of this rendering's own initializer names, so two renderings in one graph never collide. Default ''. */
+  prefix?: string;
 }
 
 /** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
@@ -84,11 +91,26 @@ export class OnnxOps implements Ops<string> {
     const hit = this.weights.get(name);
     if (hit) return hit;
     const t = this.lookup(name);
+    const fallback = this.opts.fallback;
+    if (!t && fallback) return fallback.weight(name);
     if (!t) throw new Error(`missing tensor ${name}`);
-    if (t.quant) return name; // only `linear` reads it, as its quantized initializers
-    this.g.initializer(name, { dtype: 'float32', dims: t.shape, data: t.data });
-    this.weights.set(name, name);
-    return name;
+    const value = (this.opts.prefix ?? '') + name;
+    // A weight held only quantized has no fp32 initializer: only `linear` reads it.
+    if (!t.quant) this.g.initializer(value, { dtype: 'float32', dims: t.shape, data: t.data });
+    this.weights.set(name, value);
+    this.tensors.set(value, t);
+    return value;
+  }
+
+  /** Per fp32 weight value: its quantized initializers. */
+  private quantized = new Map<string, { B: string; S: string; n: number; k: number; bits: number; blockSize: number }>();
+
+  /** Per initializer value name: the weight it holds. */
+  private tensors = new Map<string, Tensor>();
+
+  /** The weight behind a value `weight` returned (this rendering's or its fallback's). */
+  tensorOf(value: string): Tensor | undefined {
+    return this.tensors.get(value) ?? this.opts.fallback?.tensorOf(value);
   }
 
   embed(table: string, ids: string): string {
@@ -96,24 +118,32 @@ export class OnnxOps implements Ops<string> {
   }
 
   linear(x: string, w: string, bias?: string): string {
-    const q = this.opts.quantize, t = this.lookup(w);
-    // A weight quantized ahead (a quantized checkpoint, --quantize), or one quantized here.
-    const block = t && !t.quant && q ? blockOf(t, q) : 0;
-    const pre = t?.quant ?? (block > 0 ? { ...quantizeWeight(t!, { bits: q!.bits, blockSize: block }), bits: q!.bits, blockSize: block } : undefined);
-    if (pre) {
-      // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
-      const { n, k, packed, scales, bits, blockSize } = pre, blocks = k / blockSize;
-      if (q?.kernel === 'dq') {
-        // Same bytes: [N, K] row-major codes, zero point 2^(bits-1) per block, scales [N, K/b].
-        const X = this.g.initializer(`${w}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: packed });
-        const S = this.g.initializer(`${w}.scales`, { dtype: 'float32', dims: [n, blocks], data: scales });
-        const zeros = bits === 8 ? new Uint8Array(n * blocks).fill(128) : new Uint8Array(Math.ceil((n * blocks) / 2)).fill(0x88);
-        const Z = this.g.initializer(`${w}.zeros`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, blocks], data: zeros });
-        const W = this.g.op('DequantizeLinear', [X, S, Z], { axis: 1, block_size: blockSize });
-        return this.g.op('Gemm', bias ? [x, W, bias] : [x, W], { transB: 1 });
+    const q = this.opts.quantize, t = this.tensorOf(w);
+    let packedW = this.quantized.get(w); // a weight read by several passes of one graph is packed once
+    if (!packedW && t) {
+      // A weight quantized ahead (a quantized checkpoint, --quantize), or one quantized here.
+      const block = !t.quant && q ? blockOf(t, q) : 0;
+      const pre = t.quant ?? (block > 0 ? { ...quantizeWeight(t, { bits: q!.bits, blockSize: block }), bits: q!.bits, blockSize: block } : undefined);
+      if (pre) {
+        // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
+        const { n, k, packed, scales, bits, blockSize } = pre, blocks = k / blockSize;
+        const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
+        if (q?.kernel === 'dq') {
+          // Same bytes: [N, K] row-major codes, zero point 2^(bits-1) per block, scales [N, K/b].
+          const X = this.g.initializer(`${base}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: packed });
+          const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n, blocks], data: scales });
+          const zeros = bits === 8 ? new Uint8Array(n * blocks).fill(128) : new Uint8Array(Math.ceil((n * blocks) / 2)).fill(0x88);
+          const Z = this.g.initializer(`${base}.zeros`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, blocks], data: zeros });
+          const W = this.g.op('DequantizeLinear', [X, S, Z], { axis: 1, block_size: blockSize });
+          return this.g.op('Gemm', bias ? [x, W, bias] : [x, W], { transB: 1 });
+        }
+        const B = this.g.initializer(`${base}.q${bits}`, { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], data: packed });
+        const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n * blocks], data: scales });
+        this.quantized.set(w, (packedW = { B, S, n, k, bits, blockSize }));
       }
-      const B = this.g.initializer(`${w}.q${bits}`, { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], data: packed });
-      const S = this.g.initializer(`${w}.scales`, { dtype: 'float32', dims: [n * blocks], data: scales });
+    }
+    if (packedW) {
+      const { B, S, n, k, bits, blockSize } = packedW;
       const y = this.g.node('MatMulNBits', [x, B, S], { K: k, N: n, bits, block_size: blockSize, accuracy_level: q?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL }, { domain: 'com.microsoft' })[0];
       return bias ? this.add(y, bias) : y;
     }
@@ -175,7 +205,7 @@ export class OnnxOps implements Ops<string> {
       }
     }
     const tag = this.ropeTables.size;
-    const table = (name: string, data: Float32Array) => this.g.initializer(`rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [n, half], data });
+    const table = (name: string, data: Float32Array) => this.g.initializer(`${this.opts.prefix ?? ''}rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [n, half], data });
     const r: [string, string] = [table('cos', cos), table('sin', sin)];
     this.ropeTables.set(key, r);
     return r;

@@ -24,7 +24,7 @@
  */
 import { GraphBuilder, type ExternalModel } from './graph.ts';
 import { OnnxOps, defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../model/onnx-ops.ts';
-import { draftLogits, eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type PassInputs, type PastKV } from '../model/definition.ts';
+import { draftLogits, eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type LlamaOut, type PassInputs, type PastKV } from '../model/definition.ts';
 import { draftToTarget } from '../model/draft-head.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { HeadConfig } from '../model/draft-head.ts';
@@ -53,6 +53,9 @@ export const names = {
   shadowIds: 'shadow_ids',
   presentKey: (l: number) => `present_key_${l}`,
   presentValue: (l: number) => `present_value_${l}`,
+  draftIds: 'draft_ids',
+  /** The fused round's head inputs and outputs: the step names with this prefix. */
+  headPrefix: 'draft_',
 } as const;
 
 /**
@@ -76,11 +79,11 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
 }
 
 /** Outputs the new K/V rows of layers first.. ([T, nKv*hd], or [1, T, nKv*hd] from rope) as [1, T, nKv, hd]. */
-function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], first = 0): void {
+function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], first = 0, prefix = ''): void {
   const shape = g.ints([1, -1, kv.nKvHeads, kv.headDim]);
   const dims = [1, 'T', kv.nKvHeads, kv.headDim];
-  keys.forEach((k, l) => g.output(g.op('Reshape', [k, shape]), names.presentKey(first + l), 'float32', dims));
-  values.forEach((v, l) => g.output(g.op('Reshape', [v, shape]), names.presentValue(first + l), 'float32', dims));
+  keys.forEach((k, l) => g.output(g.op('Reshape', [k, shape]), prefix + names.presentKey(first + l), 'float32', dims));
+  values.forEach((v, l) => g.output(g.op('Reshape', [v, shape]), prefix + names.presentValue(first + l), 'float32', dims));
 }
 
 /** Per-layer residuals [T, d] each -> graph output `layer_hidden` [T, n, d] (row-major: row t's layers side by side). */
@@ -102,14 +105,18 @@ function batchOutput(g: GraphBuilder, x: string, name: string, dtype: 'float32' 
 export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: AttentionMode = 'split', opsOptions: OnnxOpsOptions = {}): ExternalModel {
   const g = new GraphBuilder('eaglet_target');
   const ops = targetOps(g, cfg, weights, attention, opsOptions);
-  const r = llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers)));
+  targetOutputs(g, cfg, llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers))));
+  return g.toExternalModel(MODEL_OPTIONS);
+}
+
+/** The target model's outputs: logits, in-graph argmax, features, present K/V. */
+function targetOutputs(g: GraphBuilder, cfg: ModelConfig, r: LlamaOut<string>): void {
   batchOutput(g, r.logits, names.logits, 'float32', cfg.vocabSize);
   // Greedy verification needs one id per node, not [T, V] floats copied back.
   const best = g.op('Cast', [g.op('ArgMax', [r.logits], { axis: -1, keepdims: 0 })], { to: 6 /* INT32 */ }); // [T], first index on ties
   g.output(g.op('Unsqueeze', [best, g.ints([0])]), names.argmax, 'int32', [1, 'T']);
   batchOutput(g, r.features, names.features, 'float32', cfg.dim);
   presentOutputs(g, cfg, r.keys, r.values);
-  return g.toExternalModel(MODEL_OPTIONS);
 }
 
 /** Candidates a draft head can score per row: its draft vocabulary size. */
@@ -143,6 +150,92 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   // distribution it drafts from; the target ids outside it have probability 0 there).
   entropyOutput(g, logProbs);
   presentOutputs(g, head, [r.key], [r.value]);
+  return g.toExternalModel(MODEL_OPTIONS);
+}
+
+/**
+ * One speculative round in one ORT call (chain drafting): the draft head catches up on the
+ * committed rows and drafts a greedy chain of `depth` tokens, then the target scores
+ * [input tokens, first M drafts] causally. Both models come from the one definition; the head's
+ * weights live beside the target's (shared tensors such as the embedding table are one
+ * initializer).
+ *
+ *   in  input_ids [1, T] (the root), position_ids [1, T + M], tree_mask [T + M, W],
+ *       past_length, past_key_{l}, past_value_{l}            the target's step inputs; M =
+ *                                                            position_ids' length - T drafts
+ *                                                            join the input tokens
+ *       draft_input_ids, draft_position_ids [1, C], draft_features [1, C, d],
+ *       draft_past_length, draft_past_key_0, draft_past_value_0   the head's C catch-up rows
+ *   out the target's outputs for the T + M rows (argmax, features, logits, present_*),
+ *       draft_ids int32 [depth]                              the chain, as target ids
+ *       draft_present_key_0, draft_present_value_0 [1, C, nKv, hd]  the catch-up rows' K/V
+ *
+ * The head runs once over the C catch-up rows, then once per drafted row (one row each),
+ * attending to its cache plus the in-graph rows before it, whose K/V are carried in-graph in the
+ * cache's head-major layout (the concatenation copies the head's past each step: one layer's, a
+ * small fraction of a step's weight bytes). Each step's argmax is the next draft. Draft rows'
+ * K/V are not returned: like the drafter's staged rows, they are dropped after the round.
+ * All `depth` steps always run; M < depth only verifies fewer of them.
+ */
+export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}): ExternalModel {
+  if (!(Number.isInteger(depth) && depth >= 1)) throw new RangeError(`round depth must be a positive integer, got ${depth}`);
+  const g = new GraphBuilder('eaglet_round');
+  const ops = targetOps(g, cfg, weights, attention);
+  const headOps = new OnnxOps(g, (n) => headWeights.get(n), cfg.maxSeqLen, attention, { ...headOptions, fallback: ops, prefix: names.headPrefix });
+  const P = names.headPrefix, d = head.dim;
+  const flat = (name: string, dim: string): string => g.op('Reshape', [g.input(name, 'int64', [1, dim]), g.ints([-1])]); // [n]
+  const hIds = flat(P + names.ids, 'C'), hPos = flat(P + names.positions, 'C');
+  const hFeat = g.op('Reshape', [g.input(P + names.features, 'float32', [1, 'C', d]), g.ints([-1, d])]); // [C, d]
+  const hPast = { keys: g.input(P + names.pastKey(0), 'float32', [1, head.nKvHeads, head.headDim, 'S']), values: g.input(P + names.pastValue(0), 'float32', [1, head.nKvHeads, 'S', head.headDim]) };
+  const hPastLength = g.input(P + names.pastLength, 'int64', [1]);
+  // Positions of every row any step reads: the catch-up rows', then one per drafted row.
+  const next = g.op('Add', [g.op('Slice', [hPos, g.ints([-1]), g.ints([2 ** 62])]), g.ints(range(1, depth))]); // [depth - 1]
+  const allPos = depth > 1 ? g.op('Concat', [hPos, next], { axis: 0 }) : hPos;
+  // The additive mask of the longest step, [R, S + R] for R = C + depth - 1 (the head's past,
+  // then causal among the in-graph rows), built once: step j reads its top-left [C + j, S + C + j].
+  const r = g.op('Range', [g.constant('int64', [], [0]), g.op('Reshape', [g.op('Shape', [allPos]), g.ints([])]), g.constant('int64', [], [1])]);
+  const causal = g.op('LessOrEqual', [g.op('Unsqueeze', [r, g.ints([0])]), g.op('Unsqueeze', [r, g.ints([1])])]); // [i, j] = j <= i
+  const fullMask = headOps.treeMask(causal, hPast.values, hPastLength);
+  const S = g.op('Shape', [hPast.values], { start: 2, end: 3 }); // [1]
+  const C = g.op('Shape', [hIds]); // [1]
+  const fullMaskRows = (rows: string) => (depth === 1 ? fullMask : g.op('Slice', [fullMask, g.ints([0, 0]), g.op('Concat', [rows, g.op('Add', [S, rows])], { axis: 0 }), g.ints([0, 1])]));
+  const toTarget = draftToTarget(head, headWeights);
+  const d2t = toTarget && g.initializer('draft_to_target', { dtype: 'int32', dims: [toTarget.length], data: toTarget });
+  const drafts: string[] = []; // [1] int32 target ids
+  // Step 0: the catch-up rows. Step j >= 1: the one drafted row, attending to the head's cache
+  // and the in-graph rows before it (their K/V carried, head-major like the cache).
+  const step0 = eagleHeadForward(headOps, head, hFeat, { ids: hIds, positions: hPos, mask: fullMaskRows(C), past: [hPast] });
+  const headMajor = (x: string, perm: number[]) => g.op('Unsqueeze', [g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, head.nKvHeads, head.headDim])])], { perm }), g.ints([0])]);
+  let recentK = headMajor(step0.key, [1, 2, 0]), recentV = headMajor(step0.value, [1, 0, 2]); // [1, nKv, hd, C], [1, nKv, C, hd]
+  let hidden = step0.hidden;
+  for (let j = 0; j < depth; j++) {
+    const last = g.op('Slice', [hidden, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]); // [1, d]
+    const best = g.op('ArgMax', [draftLogits(headOps, head, cfg, last)], { axis: -1, keepdims: 0 }); // [1] int64 draft id
+    const id = d2t ? g.op('Gather', [d2t, best], { axis: 0 }) : g.op('Cast', [best], { to: 6 /* INT32 */ });
+    drafts.push(id);
+    if (j + 1 === depth) break;
+    // Row C + j: (predicted feature, draft j + 1) at the next position.
+    const row = g.op('Add', [C, g.ints([j])]); // [1] index of this row among the in-graph rows
+    const past = { keys: g.op('Concat', [hPast.keys, recentK], { axis: 3 }), values: g.op('Concat', [hPast.values, recentV], { axis: 2 }) };
+    const mask = g.op('Slice', [fullMask, g.op('Concat', [row, g.ints([0])], { axis: 0 }), g.op('Concat', [g.op('Add', [row, g.ints([1])]), g.op('Add', [S, g.op('Add', [row, g.ints([1])])])], { axis: 0 }), g.ints([0, 1])]); // [1, S + C + j + 1]
+    const pos = g.op('Slice', [allPos, row, g.op('Add', [row, g.ints([1])]), g.ints([0])]);
+    const h = eagleHeadForward(headOps, head, last, { ids: d2t ? g.op('Cast', [id], { to: 7 /* INT64 */ }) : best, positions: pos, mask, past: [past] });
+    if (j + 2 < depth) {
+      recentK = g.op('Concat', [recentK, headMajor(h.key, [1, 2, 0])], { axis: 3 });
+      recentV = g.op('Concat', [recentV, headMajor(h.value, [1, 0, 2])], { axis: 2 });
+    }
+    hidden = h.hidden;
+  }
+  const chain = drafts.length > 1 ? g.op('Concat', drafts, { axis: 0 }) : drafts[0]; // [depth] int32
+  g.output(chain, names.draftIds, 'int32', [depth]);
+  presentOutputs(g, head, [step0.key], [step0.value], 0, P);
+
+  // The target over [input tokens, first M drafts].
+  const inp = stepInputs(g, ops, cfg, range(0, cfg.nLayers), false);
+  const rootIds = flat(names.ids, 'T');
+  const m = g.op('Sub', [g.op('Shape', [inp.positions]), g.op('Shape', [rootIds])]); // [1] = M
+  const verified = g.op('Slice', [g.op('Cast', [chain], { to: 7 /* INT64 */ }), g.ints([0]), m, g.ints([0])]);
+  targetOutputs(g, cfg, llamaForward(ops, cfg, { ...inp, ids: g.op('Concat', [rootIds, verified], { axis: 0 }) }));
   return g.toExternalModel(MODEL_OPTIONS);
 }
 

@@ -9,9 +9,13 @@ import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { QUANTIZE_FLAG, checkSelfDraftFlags, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { QUANTIZE_FLAG, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
+
+/** Policy-spec suffix: run the policy with the fused-round drafter. */
+const FUSED_SUFFIX = '@fused';
+const baseSpec = (s: string): string => (s.endsWith(FUSED_SUFFIX) ? s.slice(0, -FUSED_SUFFIX.length) : s);
 
 const POLICIES_DEFAULT = 'default,static,threshold,adaedl,heuristic,goodput';
 
@@ -22,11 +26,12 @@ const FLAGS: FlagSpec[] = [
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]|self', help: 'EAGLE draft head directory, "random" (random:N: with an N-token draft vocabulary), or "self" (no head: every policy drafts with the target\'s own early layers) (required with --model)' },
   { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
   QUANTIZE_FLAG,
+  FUSED_ROUND_FLAG,
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
   { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
-  { flag: 'policies', type: 'string', default: POLICIES_DEFAULT, meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags; self-drafting: del, exit-E (default with --draft self: del and every exit-E)' },
+  { flag: 'policies', type: 'string', default: POLICIES_DEFAULT, meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags; SPEC@fused runs SPEC with the fused round (one ORT call per round; chain trees) beside the others; self-drafting: del, exit-E (default with --draft self: del and every exit-E)' },
   { flag: 'repeats', type: 'int', min: 1, default: 5, meta: 'N', help: 'timed passes over the prompts (the spread is over these)' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
   { flag: 'warm-policies', type: 'bool', help: 'keep one policy instance per method across all runs (default: fresh state every run, so learning is timed)' },
@@ -59,12 +64,17 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
     const selfOnly = f.draft === 'self';
     // Self-drafting policies beside a head build their sessions from the target's weights.
-    const keepWeights = specs.some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self');
+    const keepWeights = specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self');
 
-    const g = await withTreeFlags(() => loadGenerator({
+    const load = (fusedRound: boolean) => withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
-      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined, keepWeights,
+      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, fusedRound, quantize: f.quantize as 'q8' | 'q4' | undefined, keepWeights,
     }));
+    const g = await load(f.fusedRound === true);
+    // SPEC@fused rows: the same pair loaded again with the fused-round drafter.
+    const fusedRows = specs.some((s) => s.endsWith(FUSED_SUFFIX));
+    if (fusedRows && selfOnly) throw new UsageError('--policies', `${FUSED_SUFFIX} needs an EAGLE head (--draft PATH)`);
+    const gFused = fusedRows ? await load(true) : undefined;
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     let ownSelf: SelfDrafter | undefined;
     try {
@@ -72,16 +82,18 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       const L = g.model.config.nLayers;
       // With --draft self and the default list: DEL and every static exit.
       if (selfOnly && f.policies === POLICIES_DEFAULT) specs = ['del', ...Array.from({ length: L - 1 }, (_, i) => `exit-${i + 1}`)];
-      for (const spec of specs) if (selfOnly && /^(ldlp|specdec)/.test(policyName(spec))) throw new UsageError('--policies', `${spec} needs an EAGLE head (--draft PATH)`);
+      for (const spec of specs.map(baseSpec)) if (selfOnly && /^(ldlp|specdec)/.test(policyName(spec))) throw new UsageError('--policies', `${spec} needs an EAGLE head (--draft PATH)`);
       // Self-drafting policies share one SelfDrafter (its sessions are built per exit layer on first use).
-      const self = selfOnly ? (g.generator.drafter as SelfDrafter) : specs.some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self') ? (ownSelf = new SelfDrafter(g.generator.parts.target, g.model.weights, tree, { session: { threads: f.threads as number } })) : undefined;
+      const self = selfOnly ? (g.generator.drafter as SelfDrafter) : specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self') ? (ownSelf = new SelfDrafter(g.generator.parts.target, g.model.weights, tree, { session: { threads: f.threads as number } })) : undefined;
       // Built after loading: trained predictors read the target's embeddings. `default` is the
       // loaded generator's own policy: exactly what `generate` would use.
-      const policies = specs.map((spec) => {
+      const policies = specs.map((label) => {
+        const fusedRow = label.endsWith(FUSED_SUFFIX), spec = baseSpec(label);
         const isSelf = selfOnly || (spec !== 'default' && policyEntry(policyName(spec)).drafter === 'self');
+        if (fusedRow && isSelf) throw new UsageError('--policies', `${label}: ${FUSED_SUFFIX} needs an EAGLE head policy`);
         const create = spec === 'default' ? g.newPolicy : () => createPolicy(spec, { tree, target: g.model, nLayers: L }, f);
         create(); // a bad spec fails here, before any run
-        return { label: spec, create, drafter: isSelf ? self : undefined };
+        return { label, create, drafter: isSelf ? self : fusedRow ? gFused!.generator.drafter : undefined };
       });
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
@@ -101,6 +113,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       process.exitCode = comparisonExitCode(c);
     } finally {
       await ownSelf?.dispose();
+      await gFused?.dispose();
       await g.dispose();
     }
   },

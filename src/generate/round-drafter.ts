@@ -1,0 +1,71 @@
+/**
+ * The EAGLE head drafting a greedy chain and the target verifying it in ONE ORT call per round
+ * (runtime/round.ts). The same head, rows and acceptance as EagleDrafter with top-k 1; what
+ * changes is where the work runs: `draft` only lays out the chain's shape (depth from the
+ * plan), and `verify` runs the fused call that fills in the drafted tokens and returns the
+ * target's verdict on them. A plain step (root only) runs the plain target; the head catches up
+ * on those rows in its next round.
+ *
+ * Per-level stopping (policies' continueDrafting / keepLevel) does not apply: the graph drafts
+ * its fixed depth, and the plan's depth (at most that) says how many drafts are verified.
+ */
+import { VerifyTree } from '../../trees/index.ts';
+import { KVCache } from '../runtime/kv-cache.ts';
+import type { RoundSession } from '../runtime/round.ts';
+import type { TargetSession } from '../runtime/target.ts';
+import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
+import type { History } from './history.ts';
+import { verifyWithTarget, type Drafter, type TreeShape, type Verified, type VerifyFetch } from './drafter.ts';
+
+export class RoundDrafter implements Drafter {
+  readonly shape: TreeShape;
+  /** The head's cache: committed catch-up rows only. */
+  readonly cache: KVCache;
+  /** Head steps computed in-graph (cumulative): `depth` per fused round, counted when `draft` lays it out. */
+  passes = 0;
+  private tree: VerifyTree;
+  private history?: History;
+  private positions: Int32Array; // [context] catch-up positions
+
+  /** @param capacity the target's context length. */
+  constructor(readonly session: RoundSession, capacity: number) {
+    const D = session.depth, h = session.head;
+    this.shape = { topK: 1, maxDepth: D, totalTokens: D };
+    this.cache = new KVCache(1, h.nKvHeads, h.headDim, capacity);
+    this.tree = new VerifyTree(D + 1, D);
+    this.positions = new Int32Array(capacity);
+  }
+
+  reset(): void {
+    this.cache.truncate(0);
+  }
+
+  /** Lays out a chain of the planned depth rooted at `root`; its tokens arrive with `verify`. */
+  async draft(history: History, root: number, plan: RoundPlan, _policy: LengthPolicy): Promise<VerifyTree> {
+    const t = this.tree, n = 1 + Math.min(plan.depth, plan.totalTokens, this.session.depth);
+    history.tokens[history.length] = root;
+    this.history = history;
+    t.tokens[0] = root;
+    t.parents[0] = -1;
+    for (let i = 1; i < n; i++) {
+      t.parents[i] = i - 1;
+      t.tokens[i] = 0; // drafted in-graph by verify
+    }
+    this.passes += this.session.depth; // the head steps verify's call computes (all of them, whatever n)
+    return t.build(n);
+  }
+
+  async verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
+    const history = this.history;
+    if (tree !== this.tree || tree.n === 1 || !history) return verifyWithTarget(target, cache, tree, positions, fetch);
+    this.history = undefined;
+    // Catch-up rows c..P-1 = (f_i, token_{i+1}): committed target rows the head has not read.
+    const d = this.session.head.dim, P = history.length, c = this.cache.length, rows = P - c;
+    for (let i = 0; i < rows; i++) this.positions[i] = c + i;
+    const catchUp = { tokens: history.tokens.subarray(c + 1, P + 1), features: history.features.subarray(c * d, P * d), positions: this.positions.subarray(0, rows) };
+    const out = await this.session.run(cache, tree.tokens[0], positions.subarray(0, tree.n), tree.mask, this.cache, catchUp, fetch);
+    this.cache.append(out.headKeys, out.headValues, rows);
+    tree.tokens.set(out.drafts.subarray(0, tree.n - 1), 1);
+    return { ...out, rows: out };
+  }
+}

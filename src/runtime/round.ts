@@ -1,0 +1,96 @@
+/**
+ * A whole speculative round of chain drafting in one ORT call (buildRoundModel): the draft
+ * head catches up and drafts `depth` tokens greedily, the target verifies the root and the
+ * first M of them. On a CPU with a small model, per-call overhead (feeds, dispatch, output
+ * copies, thread wake-ups) is most of a draft pass; one call per round pays it once.
+ *
+ * The session holds the target's weights again (its own copy inside ORT), beside the plain
+ * TargetSession that prefill and plain steps use.
+ */
+import type { ModelConfig } from '../model/config.ts';
+import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
+import type { Weights } from '../model/weights.ts';
+import { buildRoundModel, names } from '../onnx/model-graphs.ts';
+import { defaultAttention, type OnnxOpsOptions } from '../model/onnx-ops.ts';
+import type { KVCache } from './kv-cache.ts';
+import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
+import { StepFeeds } from './step-feeds.ts';
+import { DEFAULT_MAX_TOKENS, type StepSessionOptions, type TargetOutput } from './target.ts';
+
+export interface RoundSessionOptions extends StepSessionOptions {
+  /** Weight-only quantization of the head's Linear layers, as DraftSession's. */
+  quantize?: OnnxOpsOptions['quantize'];
+}
+
+/** The head's catch-up rows: row i = (features[i], tokens[i]) at positions[i] (as DraftSession.forward). */
+export interface CatchUp {
+  tokens: ArrayLike<number>;
+  features: Float32Array;
+  positions: ArrayLike<number>;
+}
+
+export interface RoundOutput extends TargetOutput {
+  /** [depth] the drafted chain (target ids); the first M were verified. */
+  drafts: Int32Array;
+  /** The catch-up rows' K/V in the head's layer, [C, nKv, hd] (one entry each). */
+  headKeys: Float32Array[];
+  headValues: Float32Array[];
+}
+
+export class RoundSession {
+  private rootIds = new BigInt64Array(1);
+  private fetchAll?: string[];
+  private fetchArgmax?: string[];
+
+  private constructor(readonly cfg: ModelConfig, readonly head: HeadConfig, readonly depth: number, private session: Session, private feeds: StepFeeds, private headFeeds: StepFeeds) {}
+
+  static async create(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, opts: RoundSessionOptions = {}): Promise<RoundSession> {
+    const bad = headMismatch(head, cfg);
+    if (bad) throw new Error(bad);
+    const attention = opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
+    const session = await createSession(buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize }), opts);
+    const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
+    return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT), new StepFeeds(1, head.nKvHeads, head.headDim, maxT));
+  }
+
+  get stats(): RunStats {
+    return this.session.stats;
+  }
+
+  /**
+   * Drafts with the head (after `catchUp`, against `headCache`) and verifies
+   * [root, first m drafts] at `positions` [1 + m] under `tree` [1 + m, 1 + m] (a chain's
+   * causal mask) against `cache`. Modifies neither cache.
+   */
+  async run(cache: KVCache, root: number, positions: ArrayLike<number>, tree: Uint8Array, headCache: KVCache, catchUp: CatchUp, { logits = true } = {}): Promise<RoundOutput> {
+    const t0 = performance.now();
+    const n = positions.length, m = n - 1, d = this.head.dim, c = catchUp.tokens.length;
+    if (m < 0 || m > this.depth) throw new RangeError(`a round verifies 1..${this.depth + 1} rows, got ${n}`);
+    if (catchUp.features.length < c * d) throw new RangeError(`catch-up features hold ${catchUp.features.length} values, ${c} rows of width ${d} need ${c * d}`);
+    // The target's feeds take the positions' length as the row count; only the root is an id.
+    const feeds: Feeds = this.feeds.build(cache, positions, positions, tree);
+    this.rootIds[0] = BigInt(root);
+    feeds[names.ids] = i64(this.rootIds, [1, 1]);
+    const hf = this.headFeeds.build(headCache, catchUp.tokens, catchUp.positions);
+    for (const [k, v] of Object.entries(hf)) if (k !== names.tree) feeds[names.headPrefix + k] = v;
+    feeds[names.headPrefix + names.features] = f32(catchUp.features.subarray(0, c * d), [1, c, d]);
+    const common = [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), ...this.headFeeds.presentNames().map((s) => names.headPrefix + s)];
+    const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : (this.fetchArgmax ??= common);
+    const out = await runTimed(this.session, feeds, fetches);
+    const r: RoundOutput = {
+      logits: logits ? f32Data(out[names.logits]) : new Float32Array(0),
+      argmax: i32Data(out[names.argmax]),
+      features: f32Data(out[names.features]),
+      ...this.feeds.present(out),
+      drafts: i32Data(out[names.draftIds]),
+      headKeys: [f32Data(out[names.headPrefix + names.presentKey(0)])],
+      headValues: [f32Data(out[names.headPrefix + names.presentValue(0)])],
+    };
+    this.session.stats.msTotal += performance.now() - t0;
+    return r;
+  }
+
+  async dispose(): Promise<void> {
+    await releaseSession(this.session);
+  }
+}
