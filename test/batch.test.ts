@@ -33,7 +33,7 @@ test('batched greedy decoding == each request decoded alone, for plain, static a
             const want = await p.ar.generate(reqs[i].prompt, { maxNewTokens: reqs[i].maxNewTokens, stopAtEos: false });
             assert.deepEqual(got[i], want.ids, `request ${i} of ${reqs.length} (${policy}, max batch ${maxBatch})`);
           }
-          const lane = (e as unknown as { targetLane: { laneStats: { passes: number; calls: number } } }).targetLane.laneStats;
+          const lane = e.targetStats;
           if (lane.calls > lane.passes) batched++;
           assert.equal(e.batcher.size, 0);
           assert.equal(e.activeRequests, 0);
@@ -62,4 +62,18 @@ test('a cache slot writes and reads only its own rows', () => {
   b.keep([1]);
   assert.throws(() => a.keyView(0), /slot/);
   assert.throws(() => a.append([k1, k1], [v1, v1], 4), /full/);
+
+  // A growing parent: a high slot's writes widen the stride (moving the low slot's rows), and
+  // shrinking once the high slot is done keeps the low slot's rows.
+  const grow = new KVCache(1, 2, 3, 40, 4), low = grow.slot(0, 10), high = grow.slot(3, 10);
+  low.append([k1], [v1], 3);
+  assert.ok(grow.stride < 32);
+  high.append([k2], [v2], 2);
+  assert.ok(grow.stride >= 32);
+  assert.deepEqual(Array.from(low.pastValues(0)), Array.from(v1));
+  assert.deepEqual(Array.from(high.pastKeys(0)), Array.from(k2));
+  grow.shrinkRows(10);
+  assert.ok(grow.stride < 32 && grow.stride >= 10, `stride ${grow.stride}`);
+  assert.deepEqual(Array.from(low.pastKeys(0)), Array.from(k1));
+  assert.deepEqual(Array.from(low.pastValues(0)), Array.from(v1));
 });

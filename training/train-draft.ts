@@ -13,8 +13,8 @@
  * target's rows for those tokens, kept frozen (ours: EAGLE-3 trains its; freezing keeps the
  * feature objective and the token objective consistent). The token loss then compares the
  * target's full-vocabulary distribution restricted to the N tokens (not renormalised: mass on
- * other tokens cannot be drafted either way) with the head's distribution over the N. tfjs
- * backends only for now (the ort training graph has no reduced vocabulary yet).
+ * other tokens cannot be drafted either way) with the head's distribution over the N, on every
+ * backend (training/ort/graphs.ts draftTrainGraph does the same in ONNX).
  *
  * Reproducibility: every random draw is a function of (seed, step) or (seed, epoch), and a
  * checkpoint holds weights, Adam moments, step and data order, so `resume` ends with exactly
@@ -173,7 +173,6 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const cfg = opts.target.config;
   if (!(o.draftVocab >= 0 && o.draftVocab < cfg.vocabSize)) throw new UsageError('--draft-vocab', `must be in [1, ${cfg.vocabSize}) (the target's vocabulary), or 0 for all of it; got ${o.draftVocab}`);
   const picked = await pickTrainBackend(o.backend);
-  if (o.draftVocab > 0 && picked.kind === 'ort') throw new UsageError('--draft-vocab', 'trains on a tfjs backend for now: add --backend wasm (or cpu, tfjs-node)');
   if (opts.logs.length > 0 && readSidecar(opts.logs[0]).dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${readSidecar(opts.logs[0]).dim}, the target has ${cfg.dim}`);
   const data = await FeatureStore.open(opts.logs, o.window, cfg.vocabSize, { blockRows: Math.ceil(o.shuffleRows / SHUFFLE_BLOCKS) });
   try {
@@ -215,7 +214,7 @@ async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaite
   }
   const lossWeights = { featureWeight: o.featureWeight, tokenWeight: o.tokenWeight };
   const runner: DraftSteps = picked.kind === 'ort'
-    ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights), { tensorCount: () => null })
+    ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights, undefined, vocabW), { tensorCount: () => null })
     : new TfDraftSteps(picked.tf, opts.target, head, lossWeights, vocabW);
   const validate = (): Promise<ValMetrics> => evaluate(data, split.val, o.batch, (b) => runner.evaluate(params, b));
   const copy = (w: Float32Array[]): Weights => new Map(names.map((n, i) => [n, { shape: params.get(n)!.shape, data: w[i].slice() }]));

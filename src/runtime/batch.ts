@@ -17,7 +17,6 @@
  * short contexts this is small next to reading the weights. Requests join between steps (a new
  * request's prefill packs into the next pass) and leave when their loop ends, freeing the slot.
  */
-import type { ModelConfig } from '../model/config.ts';
 import type { HeadConfig } from '../model/draft-head.ts';
 import type { DraftOutput, DraftPass, DraftSession } from './draft.ts';
 import type { KVCache } from './kv-cache.ts';
@@ -255,10 +254,4 @@ export class DraftLane extends Lane<DraftOutput> {
       };
     });
   }
-}
-
-/** Batch caches for `slots` requests of `rowsPerSlot` rows each (fixed stride, so slots can be cut from them). */
-export function batchCacheShape(cfg: Pick<ModelConfig, 'nLayers' | 'nKvHeads' | 'headDim'>, slots: number, rowsPerSlot: number): [number, number, number, number, number] {
-  const rows = slots * rowsPerSlot;
-  return [cfg.nLayers, cfg.nKvHeads, cfg.headDim, rows, rows];
 }

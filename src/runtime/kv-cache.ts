@@ -20,9 +20,10 @@
  * accepted path), truncate; staging: stage / stageLayers, keep, permuteStaged; views for ORT:
  * keyView / valueView; copies for tests: pastKeys / pastValues.
  *
- * Slots (serving): `slot(i, rows)` of a cache whose stride is fixed (strideStep = capacity) is a
- * KVCache over rows [i * rows, (i + 1) * rows) of the same buffers: one request's cache, with the
- * whole API above, while a batched pass reads every slot at once through the parent's views.
+ * Slots (serving): `slot(i, rows)` is a KVCache over rows [i * rows, (i + 1) * rows) of the same
+ * buffers: one request's cache, with the whole API above, while a batched pass reads every slot
+ * at once through the parent's views. The parent's stride grows (moving every slot's rows) as
+ * higher slots fill, so a batch pass reads only up to the highest slot in use, plus a step.
  */
 export class KVCache {
   readonly keys: Float32Array[];
@@ -58,11 +59,11 @@ export class KVCache {
    * stride must be fixed: construct with strideStep = capacity). Writes to a slot touch only its rows.
    */
   slot(i: number, rows: number): KVCache {
-    if (this.stride !== this.capacity) throw new RangeError('slots need a fixed stride: construct the cache with strideStep = capacity');
     if (!Number.isInteger(i) || i < 0 || (i + 1) * rows > this.capacity) throw new RangeError(`slot ${i} of ${rows} rows is outside the cache's ${this.capacity} rows`);
     const s: KVCache = Object.create(KVCache.prototype);
     Object.assign(s, { nLayers: this.nLayers, nKvHeads: this.nKvHeads, headDim: this.headDim, capacity: rows, strideStep: this.strideStep });
-    Object.assign(s, { keys: this.keys, values: this.values, rowSize: this.rowSize, length: 0, stride: this.stride, base: i * rows, parent: this, scratch: new Float32Array(0) });
+    Object.assign(s, { keys: this.keys, values: this.values, rowSize: this.rowSize, length: 0, base: i * rows, parent: this, scratch: new Float32Array(0) });
+    Object.defineProperty(s, 'stride', { get: () => this.stride }); // the parent's layout, wherever it has grown
     return s;
   }
 
@@ -109,7 +110,8 @@ export class KVCache {
    */
   ensureRows(rows: number): void {
     if (rows > this.capacity) throw new RangeError(`K/V cache full: ${rows} rows > capacity ${this.capacity}`);
-    if (rows <= this.stride || this.parent) return; // a slot's stride is its parent's, fixed
+    if (this.parent) return this.parent.ensureRows(this.base + rows); // a slot's rows live in its parent's layout
+    if (rows <= this.stride) return;
     const step = this.strideStep, old = this.stride, n = old; // staged rows past `length` move too
     const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step);
     const hd = this.headDim;
@@ -226,6 +228,34 @@ export class KVCache {
     to += this.base;
     for (let b = 0; b < H * hd; b++) k[b * stride + to] = k[b * stride + from];
     for (let h = 0; h < H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
+  }
+
+  /**
+   * Shrinks the stride to what the first `rows` rows per head need (with ensureRows' slack), moving
+   * the head blocks down; rows from `rows` on are dropped. A batch cache calls it when its highest
+   * slots empty, so later passes read fewer rows.
+   */
+  shrinkRows(rows: number): void {
+    if (this.parent) throw new RangeError('shrinkRows: a slot shares its parent\'s layout');
+    const step = this.strideStep, old = this.stride;
+    const next = Math.min(this.capacity, Math.max(step, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step));
+    if (next >= old) return;
+    const n = Math.min(rows, next), hd = this.headDim;
+    for (let l = 0; l < this.nLayers; l++) {
+      const k = this.keys[l], v = this.values[l];
+      // Blocks move to lower offsets: first to last, so none is overwritten before it moves.
+      for (let b = 1; b < this.nKvHeads * hd; b++) k.copyWithin(b * next, b * old, b * old + n);
+      for (let h = 1; h < this.nKvHeads; h++) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+    }
+    this.stride = next;
+    this.length = Math.min(this.length, n);
+  }
+
+  /** Back to the smallest layout (stride = strideStep), dropping every row: only for a cache that holds nothing live (e.g. after timing passes on it). */
+  resetLayout(): void {
+    if (this.parent) throw new RangeError('resetLayout: a slot shares its parent\'s layout');
+    this.length = 0;
+    this.stride = Math.min(this.capacity, this.strideStep);
   }
 
   /** Drops rows after `length` (e.g. a drafter's staged rows, or a rollback). */

@@ -14,7 +14,7 @@ import type { GenerationOptions } from '../generate/options.ts';
 import type { GenerationStats } from '../generate/stats.ts';
 import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
 import { SmartSpecPlanner, StepCost, type SmartSpecPolicy } from '../policies/smartspec.ts';
-import { Batcher, DraftLane, TargetLane } from '../runtime/batch.ts';
+import { Batcher, DraftLane, TargetLane, type LaneStats } from '../runtime/batch.ts';
 import type { DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetPass, TargetSession } from '../runtime/target.ts';
@@ -101,22 +101,29 @@ export class Engine {
     this.policy = parseServePolicy(opts.policy, draftSession !== undefined, this.tree.maxDepth);
     this.metrics = new ServeMetrics(this.tree.maxDepth);
     const B = this.maxBatch, S = cfg.maxSeqLen;
-    const targetCache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, B * S, B * S);
+    // Strides grow a slot at a time: a pass reads up to the highest slot in use (slots are taken lowest first).
+    const targetCache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, B * S, S);
     this.targetLane = new TargetLane(this.batcher, g.generator.parts.target, targetCache);
     this.targetView = this.targetLane.view();
     let draftCache: KVCache | undefined, Sd = 0;
     if (draftSession && this.policy.kind !== 'plain') {
       const h = draftSession.head;
       Sd = EagleDrafter.cacheRows(this.tree, S);
-      draftCache = new KVCache(1, h.nKvHeads, h.headDim, B * Sd, B * Sd);
+      draftCache = new KVCache(1, h.nKvHeads, h.headDim, B * Sd, Sd);
       this.draftLane = new DraftLane(this.batcher, draftSession, draftCache, S);
     }
     const view = this.draftLane?.view();
+    // Popped from the end: the lowest slot first, so the batch caches' strides stay small.
     this.free = Array.from({ length: B }, (_, i) => ({
       index: i,
       cache: targetCache.slot(i, S),
       drafter: view && draftCache ? new EagleDrafter(view, this.tree, S, draftCache.slot(i, Sd)) : undefined,
-    }));
+    })).reverse();
+  }
+
+  /** The batched target passes run and the requests they served (cumulative). */
+  get targetStats(): Readonly<LaneStats> {
+    return this.targetLane.laneStats;
   }
 
   get queueLength(): number {
@@ -150,7 +157,7 @@ export class Engine {
   private async measure(session: TargetSession | DraftSession, cache: KVCache, tokens: number[], repeats: number): Promise<StepCost> {
     const B = this.maxBatch, S = cache.capacity / B, ctx = this.g.model.config.maxSeqLen;
     const ms = async (t: number, slots: number) => {
-      const L = Math.max(1, Math.round((slots * S) / 2));
+      const L = Math.max(1, slots * S - (S >> 1)); // the highest slot in use half full
       const W = L + t, mask = new Uint8Array(t * W).fill(1);
       const ids = new Int32Array(t), pos = Int32Array.from({ length: t }, (_, i) => Math.min(ctx - 1, (ctx >> 1) + i));
       cache.length = L;
@@ -169,7 +176,7 @@ export class Engine {
       one.push(await ms(t, 1));
       full.push(B > 1 ? await ms(t, B) : one[one.length - 1]);
     }
-    cache.length = 0;
+    cache.resetLayout();
     return new StepCost(tokens, one, full, B);
   }
 
@@ -214,11 +221,21 @@ export class Engine {
   }
 
   private release(s: Slot): void {
+    s.cache.truncate(0);
     const next = this.queue.shift();
     if (next) {
       if (next.onAbort) next.signal?.removeEventListener('abort', next.onAbort);
       next.resolve(s);
-    } else this.free.push(s);
+    } else {
+      this.free.push(s);
+      this.free.sort((a, b) => b.index - a.index);
+      // The highest slots emptied: shrink the batch caches so passes read only the slots in use.
+      // (Safe here: this request has not left the batch yet, so no pass is running.)
+      let used = this.maxBatch;
+      for (let i = 0; i < this.free.length && this.free[i].index === used - 1; i++) used--;
+      this.targetLane.batchCache.shrinkRows(used * this.g.model.config.maxSeqLen);
+      if (this.draftLane && s.drafter) this.draftLane.batchCache.shrinkRows(used * s.drafter.cache.capacity);
+    }
   }
 
   /** The request's loop; it waits for a slot at its first `next()`. */
@@ -236,8 +253,8 @@ export class Engine {
         return stats;
       } finally {
         (policy as SmartSpecPolicy | undefined)?.leave?.();
+        this.release(slot); // before leaving: once it leaves, the next pass may start
         this.batcher.leave();
-        this.release(slot);
       }
     } finally {
       this.inFlight--;

@@ -4,7 +4,7 @@
  * gradients) or its validation twin (feature loss + top-3 ids).
  */
 import type { ModelConfig } from '../../src/model/config.ts';
-import type { HeadConfig } from '../../src/model/draft-head.ts';
+import { draftToTarget, type HeadConfig } from '../../src/model/draft-head.ts';
 import type { Weights } from '../../src/model/weights.ts';
 import { f32, i64 } from '../../src/runtime/ort.ts';
 import type { PackedBatch } from '../dataset.ts';
@@ -16,17 +16,18 @@ export class OrtDraftSteps {
   /** Reused feed buffers [B*W, ...]. */
   private readonly buf: { feat: Float32Array; tgt: Float32Array; ids: BigInt64Array; pos: BigInt64Array; rw: Float32Array; mask: Float32Array };
 
-  private constructor(private readonly train: GradSession, private readonly val: GradSession, private readonly d: number, readonly B: number, readonly W: number) {
+  private constructor(private readonly train: GradSession, private readonly val: GradSession, private readonly d: number, readonly B: number, readonly W: number, private readonly toTarget: Int32Array | null) {
     this.N = B * W;
     const mask = new Float32Array(W * W); // [W, W] causal
     for (let i = 0; i < W; i++) for (let j = i + 1; j < W; j++) mask[i * W + j] = MASK_NEG;
     this.buf = { feat: new Float32Array(this.N * d), tgt: new Float32Array(this.N * d), ids: new BigInt64Array(this.N), pos: new BigInt64Array(this.N), rw: new Float32Array(this.N), mask };
   }
 
-  static async create(target: { config: ModelConfig; weights: Weights }, head: HeadConfig, B: number, W: number, w: DraftLossWeights, threads?: number): Promise<OrtDraftSteps> {
-    const train = await GradSession.create(draftTrainGraph(target, head, B, W, w, true), threads);
-    const val = await GradSession.create(draftTrainGraph(target, head, B, W, w, false), threads);
-    return new OrtDraftSteps(train, val, target.config.dim, B, W);
+  /** `vocab`: the head's draft-vocabulary tensors (empty for the full vocabulary). */
+  static async create(target: { config: ModelConfig; weights: Weights }, head: HeadConfig, B: number, W: number, w: DraftLossWeights, threads?: number, vocab: Weights = new Map()): Promise<OrtDraftSteps> {
+    const train = await GradSession.create(draftTrainGraph(target, head, B, W, w, true, vocab), threads);
+    const val = await GradSession.create(draftTrainGraph(target, head, B, W, w, false, vocab), threads);
+    return new OrtDraftSteps(train, val, target.config.dim, B, W, draftToTarget(head, vocab));
   }
 
   /** Scatters the packed rows into the padded [B, W] layout; returns each row's slot. */
@@ -59,13 +60,14 @@ export class OrtDraftSteps {
     return { loss, grads };
   }
 
-  /** Top-3 draft ids per packed row [n, k] and the mean feature loss. */
+  /** Top-3 draft ids (target ids) per packed row [n, k] and the mean feature loss. */
   async evaluate(params: Weights, b: PackedBatch): Promise<{ top: Int32Array; k: number; featureLoss: number }> {
     const slot = this.layout(b, b.inputFeatures);
     const { out } = await this.val.run(params, this.feeds());
     const all = out.top3.data as BigInt64Array, k = all.length / this.N;
     const top = new Int32Array(b.n * k);
-    for (let i = 0; i < b.n; i++) for (let j = 0; j < k; j++) top[i * k + j] = Number(all[slot[i] * k + j]);
+    // Draft ids of a reduced vocabulary -> target ids.
+    for (let i = 0; i < b.n; i++) for (let j = 0; j < k; j++) top[i * k + j] = this.toTarget ? this.toTarget[Number(all[slot[i] * k + j])] : Number(all[slot[i] * k + j]);
     return { top, k, featureLoss: (out.featureLoss.data as Float32Array)[0] };
   }
 

@@ -6,8 +6,8 @@
 import { earlyExitLoss } from '../early-exit.ts';
 import { availableParallelism } from 'node:os';
 import type { ModelConfig } from '../../src/model/config.ts';
-import { eagleHeadForward, lmHead, llamaForward } from '../../src/model/definition.ts';
-import { headShapes, type HeadConfig } from '../../src/model/draft-head.ts';
+import { draftLogits, eagleHeadForward, lmHead, llamaForward } from '../../src/model/definition.ts';
+import { DRAFT_VOCAB, draftToTarget, trainableHeadShapes, type HeadConfig } from '../../src/model/draft-head.ts';
 import { mlpForward, mlpShapes, type MlpConfig } from '../../src/model/mlp.ts';
 import { expectedShapes, outputHead, type Weights } from '../../src/model/weights.ts';
 import { GraphBuilder } from '../../src/onnx/graph.ts';
@@ -68,24 +68,35 @@ export interface DraftLossWeights {
  * head are frozen initializers. loss = featureWeight * SmoothL1(pred, target) + tokenWeight *
  * CE(softmax(lmHead(target)), logSoftmax(lmHead(pred))). Without grads, the graph is the
  * validation pass: outputs also `featureLoss` and `top3` [B*T, 3] (int64) draft token ids.
+ *
+ * A head with a reduced draft vocabulary (`head.draftVocabSize`, tensors in `vocab`) scores its N
+ * tokens with its own frozen LM head; the teacher is the target's full-vocabulary distribution
+ * restricted to those N tokens (as TfDraftSteps; see train-draft.ts), and `top3` holds draft ids.
  */
-export function draftTrainGraph(target: { config: ModelConfig; weights: Weights }, head: HeadConfig, B: number, T: number, w: DraftLossWeights, withGrads = true): TrainGraph {
+export function draftTrainGraph(target: { config: ModelConfig; weights: Weights }, head: HeadConfig, B: number, T: number, w: DraftLossWeights, withGrads = true, vocab: Weights = new Map()): TrainGraph {
   const cfg = target.config, d = cfg.dim, N = B * T;
   const g = new GraphBuilder('eaglet_train_draft'), t = new Tape(g);
-  const shapes = headShapes(head);
+  const shapes = trainableHeadShapes(head);
   const lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
   const extra = new Map<string, Val>([['model.embed_tokens.weight', frozen(t, 'model.embed_tokens.weight', target.weights.get('model.embed_tokens.weight')!)]]);
   if (!cfg.tieEmbeddings) extra.set(lmName, frozen(t, lmName, outputHead(cfg, target.weights)));
-  const ops = new TapeOps(t, paramLookup(t, shapes, extra), B, Math.max(T, cfg.maxSeqLen));
+  const toTarget = draftToTarget(head, vocab);
+  // The head's own LM head has the name of an untied target's: the head and the teacher look weights up apart.
+  const headExtra = new Map(extra);
+  if (toTarget) headExtra.set(DRAFT_VOCAB.lmHead, frozen(t, 'draft_vocab.lm_head', vocab.get(DRAFT_VOCAB.lmHead)!));
+  const ops = new TapeOps(t, paramLookup(t, shapes, headExtra), B, Math.max(T, cfg.maxSeqLen));
+  const teacherOps = toTarget ? new TapeOps(t, (n) => extra.get(n) ?? missing(n), B, Math.max(T, cfg.maxSeqLen)) : ops;
   const features = t.input('features', 'float32', [N, d]), targetFeatures = t.input('targetFeatures', 'float32', [N, d]);
   const ids = t.input('ids', 'int64', [N]), positions = t.input('positions', 'int64', [N]);
   const mask = t.input('mask', 'float32', [T, T]), rowWeight = t.input('rowWeight', 'float32', [N]);
   const { hidden } = eagleHeadForward(ops, head, features, { ids, positions, mask, past: null });
-  const logits = lmHead(ops, cfg, hidden);
+  const logits = draftLogits(ops, head, cfg, hidden); // [N, V or draft N]
   const fl = featureLoss(t, hidden, targetFeatures, rowWeight);
-  const tl = softCrossEntropy(t, logits, teacherProbs(t, lmHead(ops, cfg, targetFeatures)), rowWeight);
+  let teacher = teacherProbs(t, lmHead(teacherOps, cfg, targetFeatures)); // [N, V]
+  if (toTarget) teacher = t.constant(g.op('Gather', [teacher.name, g.constant('int64', [toTarget.length], toTarget)], { axis: 1 }), [N, toTarget.length]);
+  const tl = softCrossEntropy(t, logits, teacher, rowWeight);
   const loss = weighted(t, [[w.featureWeight, fl], [w.tokenWeight, tl]]);
-  const k = Math.min(3, cfg.vocabSize);
+  const k = Math.min(3, logits.shape[1]);
   const extras: [string, string, 'float32' | 'int64', number[]][] = withGrads
     ? []
     : [[fl.name, 'featureLoss', 'float32', []], [g.node('TopK', [logits.name, g.ints([k])], { axis: -1 }, { outputs: 2 })[1], 'top3', 'int64', [N, k]]];
