@@ -98,9 +98,11 @@ export interface LoadOptions {
    * With an EAGLE head and a chain (tree top-k 1): draft the chain and verify it in ONE ORT call
    * per round (RoundDrafter) instead of one call per depth plus one to verify. Its session holds
    * a second copy of the target's weights. Per-level stopping does not apply (the plan's depth
-   * does). Default: false.
+   * does). 'auto': on for the embedded default pair with a chain tree (measured faster there:
+   * README, "One ORT call per round"; what `eaglet generate` and `bench` use), off otherwise.
+   * Default: false (`eaglet serve` batches separate draft passes).
    */
-  fusedRound?: boolean;
+  fusedRound?: boolean | 'auto';
   /**
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
@@ -223,7 +225,9 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
     const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? QUANT[o.quantize] : undefined;
-    if (o.fusedRound) {
+    // 'auto': the embedded pair drafts its chain in one call per round.
+    const fusedRound = o.fusedRound === 'auto' ? options.model === undefined && o.draft === DEFAULT_PATHS.draft && tree.topK === 1 : o.fusedRound === true;
+    if (fusedRound) {
       if (tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${tree.topK}`);
       roundSession = await RoundSession.create(model.config, model.weights, head.config, head.weights, Math.min(tree.maxDepth, tree.totalTokens), { ...sessionOpts, quantize });
       drafter = new RoundDrafter(roundSession, model.config.maxSeqLen);

@@ -66,11 +66,11 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     // Self-drafting policies beside a head build their sessions from the target's weights.
     const keepWeights = specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self');
 
-    const load = (fusedRound: boolean) => withTreeFlags(() => loadGenerator({
+    const load = (fusedRound: boolean | 'auto') => withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
       tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, fusedRound, quantize: f.quantize as 'q8' | 'q4' | undefined, keepWeights,
     }));
-    const g = await load(f.fusedRound === true);
+    const g = await load((f.fusedRound as boolean | undefined) ?? 'auto');
     // SPEC@fused rows: the same pair loaded again with the fused-round drafter.
     const fusedRows = specs.some((s) => s.endsWith(FUSED_SUFFIX));
     if (fusedRows && selfOnly) throw new UsageError('--policies', `${FUSED_SUFFIX} needs an EAGLE head (--draft PATH)`);

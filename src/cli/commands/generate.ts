@@ -75,7 +75,7 @@ Without --model it uses the embedded default (data/default): its target, draft h
       tree,
       threads: f.threads as number,
       draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined,
-      fusedRound: f.fusedRound === true,
+      fusedRound: (f.fusedRound as boolean | undefined) ?? 'auto',
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
