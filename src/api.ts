@@ -10,7 +10,8 @@
  * ```
  */
 import { StateError, UsageError } from './errors.ts';
-import { DRAFT_QUANT } from './model/quantize.ts';
+import { DRAFT_QUANT, QUANT, quantizeLinears, quantOf, dense, linearNames, type QuantName } from './model/quantize.ts';
+import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './io/load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
@@ -81,12 +82,27 @@ export interface LoadOptions {
    */
   draftQuant?: keyof typeof DRAFT_QUANT;
   /**
+   * Quantize the target's Linear weights to 8 or 4 bits per weight (blockwise, ORT MatMulNBits)
+   * at load, and the draft head's too unless `draftQuant` says otherwise. The fp32 values of the
+   * quantized weights are dropped. Speculation is lossless with respect to the quantized target.
+   * A checkpoint written by `eaglet quantize` is quantized already. Default: fp32.
+   */
+  quantize?: QuantName;
+  /**
+   * Keep the target's Linear weights in `model.weights` after the sessions are built (e.g. to
+   * build more sessions from them, as `eaglet bench` does for self-drafting policies). Default
+   * false: they are released, ORT holds its own copy. Self-drafting always keeps them.
+   */
+  keepWeights?: boolean;
+  /**
    * With an EAGLE head and a chain (tree top-k 1): draft the chain and verify it in ONE ORT call
    * per round (RoundDrafter) instead of one call per depth plus one to verify. Its session holds
    * a second copy of the target's weights. Per-level stopping does not apply (the plan's depth
-   * does). Default: false.
+   * does). 'auto': on for the embedded default pair with a chain tree (measured faster there:
+   * README, "One ORT call per round"; what `eaglet generate` and `bench` use), off otherwise.
+   * Default: false (`eaglet serve` batches separate draft passes).
    */
-  fusedRound?: boolean;
+  fusedRound?: boolean | 'auto';
   /**
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
@@ -101,6 +117,7 @@ export interface TextChunk extends GenerationChunk {
 }
 
 export interface LoadedGenerator {
+  /** The target as loaded; its Linear weights are released once sessions exist unless `keepWeights` (or self-drafting). */
   readonly model: LoadedModel;
   readonly tokenizer?: Tokenizer;
   readonly generator: Generator;
@@ -159,13 +176,29 @@ function randomHead(model: LoadedModel, spec: string, seed: number): DraftHead {
   const n = spec === 'random' ? undefined : Number(spec.slice('random:'.length));
   if (n !== undefined && !(Number.isInteger(n) && n >= 1 && n < model.config.vocabSize))
     throw new UsageError('--draft', `${spec}: N in random:N must be an integer in [1, ${model.config.vocabSize}) (the draft vocabulary size)`);
-  const weights = randomHeadWeights(model.config, seed, n === undefined ? undefined : { size: n, targetWeights: model.weights });
+  // A reduced head copies rows of the target's LM head: their fp32 values, if it is held quantized.
+  const targetWeights = n === undefined ? undefined : new Map([...model.weights].map(([k, t]) => [k, k === 'lm_head.weight' ? dense(t) : t]));
+  const weights = randomHeadWeights(model.config, seed, n === undefined ? undefined : { size: n, targetWeights: targetWeights! });
   return { config: headConfigFor(model.config, n), weights };
+}
+
+/** `m`'s weights without the target's Linear weights (the tensors ORT sessions own once built). */
+function withoutLinears(m: LoadedModel): Map<string, Tensor> {
+  const linear = new Set(linearNames(m.config));
+  return new Map([...m.weights].filter(([n]) => !linear.has(n)));
+}
+
+/** `m` with its target's Linear weights quantized as `q` says (a new LoadedModel; `m` is not changed). */
+export function quantizedModel(m: LoadedModel, q: QuantName | undefined): LoadedModel {
+  if (!q) return m;
+  const held = quantOf(m.config, m.weights);
+  if (held && held.bits !== QUANT[q].bits) throw new UsageError('--quantize', `${q}: this model is already quantized to ${held.bits} bits`);
+  return held ? m : { ...m, weights: quantizeLinears(m.config, m.weights, QUANT[q]) };
 }
 
 export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGenerator> {
   const o = options.model === undefined ? withDefaults(options) : options;
-  const model = typeof o.model === 'string' ? await loadModel(o.model) : o.model!;
+  let model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
   const sessionOpts = { threads: o.threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
@@ -191,8 +224,10 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : undefined;
-    if (o.fusedRound) {
+    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? QUANT[o.quantize] : undefined;
+    // 'auto': the embedded pair drafts its chain in one call per round.
+    const fusedRound = o.fusedRound === 'auto' ? options.model === undefined && o.draft === DEFAULT_PATHS.draft && tree.topK === 1 : o.fusedRound === true;
+    if (fusedRound) {
       if (tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${tree.topK}`);
       roundSession = await RoundSession.create(model.config, model.weights, head.config, head.weights, Math.min(tree.maxDepth, tree.totalTokens), { ...sessionOpts, quantize });
       drafter = new RoundDrafter(roundSession, model.config.maxSeqLen);
@@ -201,6 +236,10 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
       drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
     }
   }
+  // ORT holds its own copy of every weight once the sessions exist; without this a 100M fp32
+  // target kept 400 MB twice. What policies read (the embedding table, norms) stays; a
+  // self-drafter builds sessions later and keeps everything.
+  if (!selfDrafter && !o.keepWeights) model = { ...model, weights: withoutLinears(model) };
   // Given options first, then the tuning file's policy, then the embedded default's.
   // A function, so `newPolicy` can make a fresh one (benchmarks time each run from a fresh state).
   const makePolicy = (): LengthPolicy | undefined => {

@@ -3,6 +3,7 @@ import type { Command } from './command.ts';
 import { bench } from './commands/bench.ts';
 import { costScale } from './commands/cost-scale.ts';
 import { tune } from './commands/tune.ts';
+import { quantize } from './commands/quantize.ts';
 import { collectLengthsCommand } from './commands/collect-lengths.ts';
 import { generate } from './commands/generate.ts';
 import { serve } from './commands/serve.ts';
@@ -21,5 +22,6 @@ export const COMMANDS: Record<string, Command> = {
   'train-ldlp': trainLdlpCommand,
   tune,
   'cost-scale': costScale,
+  quantize,
   serve,
 };

@@ -19,6 +19,8 @@ export const TREE_FLAGS: FlagSpec[] = [
   { flag: 'tree-top-k', type: 'int', min: 1, max: TREE_LIMITS.topK, meta: 'K', help: `children per expanded node and nodes expanded per depth (default ${DEFAULT_TREE.topK})` },
 ];
 
+export const QUANTIZE_FLAG: FlagSpec = { flag: 'quantize', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'quantize the target (and draft head) to 8- or 4-bit blockwise weights at load; a checkpoint from `eaglet quantize` is quantized already' };
+
 export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: DEFAULT_THREADS, meta: 'N', help: 'onnxruntime intra-op threads; by default every core (at most 8)' };
 
 /** The tree-shape fields the TREE_FLAGS set (unset ones are left out). */
@@ -100,4 +102,4 @@ export function policyName(spec: string): string {
 }
 
 /** `--fused-round`: draft the chain and verify it in one ORT call per round (LoadOptions.fusedRound). */
-export const FUSED_ROUND_FLAG: FlagSpec = { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): draft and verify in ONE ORT call per round instead of one per draft depth plus one to verify (holds a second copy of the target\'s weights)' };
+export const FUSED_ROUND_FLAG: FlagSpec = { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): draft and verify in ONE ORT call per round instead of one per draft depth plus one to verify (holds a second copy of the target\'s weights; default: on for the embedded default pair, --no-fused-round to turn it off)' };

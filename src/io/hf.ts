@@ -6,6 +6,9 @@
  *   generation_config.json (optional)  extra eos ids (Llama 3 lists several there)
  *   model.safetensors                  or model.safetensors.index.json + shards (weight_map)
  *
+ * A config.json with an eaglet quantization_config is a quantized checkpoint (see
+ * quantized-checkpoint.ts).
+ *
  * Only the tensors the config needs are read; names and layout are already eaglet's (HF) ones.
  */
 import { existsSync, mkdirSync } from 'node:fs';
@@ -16,6 +19,7 @@ import { parseRopeScaling, ropeScalingToJson } from '../model/rope.ts';
 import { expectedShapes, validateWeights, type Tensor, type Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { readJsonFile } from './read.ts';
+import { loadQuantizedWeights, parseQuantization } from './quantized-checkpoint.ts';
 import { readSafetensors, writeSafetensors, type FloatDtype } from './safetensors.ts';
 
 const MODEL_TYPES: Record<string, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' };
@@ -151,6 +155,9 @@ export function loadHfConfig(dir: string): ModelConfig {
 /** Loads a checkpoint directory: config and exactly the weights it needs, validated (shapes, finiteness). */
 export function loadHfCheckpoint(dir: string): { config: ModelConfig; weights: Weights } {
   const config = loadHfConfig(dir);
+  const configFile = join(dir, 'config.json');
+  const quant = parseQuantization(readJsonFile(configFile) as Record<string, unknown>, configFile);
+  if (quant) return { config, weights: loadQuantizedWeights(dir, config, quant) };
   const needed = expectedShapes(config);
   const want = (name: string) => needed.has(name);
   const weights: Weights = new Map();

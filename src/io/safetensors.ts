@@ -21,10 +21,11 @@ export type FloatDtype = 'F32' | 'F16' | 'BF16';
  * Every dtype eaglet reads and writes. I64 and BOOL (EAGLE-3's `d2t` offsets and `t2d` mask) are
  * held in memory as float32 too: exact for the small integers they carry (|v| < 2^24 is checked).
  */
-export type Dtype = FloatDtype | 'I64' | 'BOOL';
-const BYTES: Record<Dtype, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, BOOL: 1 };
+export type Dtype = FloatDtype | 'I64' | 'BOOL' | 'U8';
+/** U8 holds packed quantized weights: read as raw bytes by readSafetensorsBytes, written from bytes (WriteSafetensorsOptions.bytes). */
+const BYTES: Record<Dtype, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, BOOL: 1, U8: 1 };
 /** Dtypes of the format that eaglet does not read, named so the error can say "unsupported" not "unknown". */
-const OTHER_DTYPES = new Set(['F64', 'F8_E4M3', 'F8_E5M2', 'I32', 'I16', 'I8', 'U64', 'U32', 'U16', 'U8']);
+const OTHER_DTYPES = new Set(['F64', 'F8_E4M3', 'F8_E5M2', 'I32', 'I16', 'I8', 'U64', 'U32', 'U16']);
 /** Largest integer magnitude float32 holds exactly. */
 const EXACT_INT = 2 ** 24;
 /** The format's own bound on the header, which keeps a lying length from allocating much. */
@@ -70,6 +71,24 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
   }
 }
 
+/** The U8 tensors of `path` for which `want(name)` is true, as raw bytes (packed quantized weights). */
+export function readSafetensorsBytes(path: string, want: (name: string) => boolean): Map<string, { shape: number[]; bytes: Uint8Array }> {
+  const fd = openForRead(path);
+  try {
+    const out = new Map<string, { shape: number[]; bytes: Uint8Array }>();
+    for (const [name, e] of readHeader(fd, path).entries) {
+      if (!want(name)) continue;
+      if (e.dtype !== 'U8') throw new FormatError(path, `tensor ${name}: dtype ${e.dtype}, expected U8 (packed quantized weights)`);
+      const bytes = new Uint8Array(e.end - e.begin);
+      readExact(fd, bytes, e.begin);
+      out.set(name, { shape: [...e.shape], bytes });
+    }
+    return out;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function readHeader(fd: number, path: string): SafetensorsHeader {
   const bad = (problem: string) => new FormatError(path, problem);
   const size = fstatSync(fd).size;
@@ -103,7 +122,7 @@ function readHeader(fd: number, path: string): SafetensorsHeader {
     if (typeof dtype !== 'string') throw bad(`tensor ${name}: missing dtype`);
     if (!(dtype in BYTES)) {
       const kind = OTHER_DTYPES.has(dtype) ? 'unsupported' : 'unknown';
-      throw bad(`tensor ${name}: ${kind} dtype ${JSON.stringify(dtype)} (eaglet reads F32, F16, BF16, I64, BOOL)`);
+      throw bad(`tensor ${name}: ${kind} dtype ${JSON.stringify(dtype)} (eaglet reads F32, F16, BF16, I64, BOOL, U8)`);
     }
     if (!Array.isArray(shape) || !shape.every(isCount)) throw bad(`tensor ${name}: shape must be a list of non-negative integers`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) throw bad(`tensor ${name}: data_offsets must be two non-negative integers`);
@@ -132,10 +151,10 @@ function readTensor(fd: number, e: TensorEntry, name: string, path: string): Ten
       if (!(Math.abs(v) < EXACT_INT)) throw new FormatError(path, `tensor ${name}: I64 value ${raw[i]} at index ${i} is outside the supported range (|v| < 2^24)`);
       data[i] = v;
     }
-  } else if (e.dtype === 'BOOL') {
+  } else if (e.dtype === 'BOOL' || e.dtype === 'U8') {
     const raw = new Uint8Array(count); // [prod(shape)]
     readExact(fd, raw, e.begin);
-    for (let i = 0; i < count; i++) data[i] = raw[i] ? 1 : 0;
+    for (let i = 0; i < count; i++) data[i] = e.dtype === 'U8' ? raw[i] : raw[i] ? 1 : 0;
   } else if (e.dtype === 'F32') {
     readExact(fd, new Uint8Array(data.buffer), e.begin); // little-endian host: bytes land as F32 directly
   } else {
@@ -152,6 +171,8 @@ export interface WriteSafetensorsOptions {
   dtype?: FloatDtype;
   /** Per-tensor storage dtype overriding `dtype` (I64 / BOOL values must be integers / 0-1). */
   dtypes?: Record<string, Dtype>;
+  /** U8 tensors given as raw bytes, written after `tensors` (packed quantized weights). */
+  bytes?: Map<string, { shape: number[]; bytes: Uint8Array }>;
 }
 
 /**
@@ -172,6 +193,12 @@ export function writeSafetensors(path: string, tensors: Map<string, Tensor>, met
     chunks.push(bytes);
     offset += bytes.byteLength;
   }
+  for (const [name, { shape, bytes }] of opts.bytes ?? []) {
+    if (bytes.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`${path}: tensor ${name}: ${bytes.length} bytes for U8 shape [${shape}]`);
+    header.push([name, { dtype: 'U8', shape, data_offsets: [offset, offset + bytes.byteLength] }]);
+    chunks.push(bytes);
+    offset += bytes.byteLength;
+  }
   let json = JSON.stringify(Object.fromEntries(header));
   json += ' '.repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8);
   const jsonBytes = Buffer.from(json, 'utf8');
@@ -181,6 +208,7 @@ export function writeSafetensors(path: string, tensors: Map<string, Tensor>, met
 }
 
 function encode(data: Float32Array, dtype: Dtype, what: string): Uint8Array {
+  if (dtype === 'U8') throw new Error(`${what}: U8 tensors are written from bytes (WriteSafetensorsOptions.bytes)`);
   if (dtype === 'I64' || dtype === 'BOOL') {
     const out = dtype === 'I64' ? new BigInt64Array(data.length) : new Uint8Array(data.length);
     for (let i = 0; i < data.length; i++) {

@@ -23,6 +23,11 @@ export interface OnnxOpsOptions {
   quantize?: WeightQuant & {
     /** MatMulNBits accuracy_level: 4 = int8 activations (fastest on CPUs with VNNI), 0 = fp32. Default 4. */
     accuracyLevel?: number;
+    /**
+     * 'nbits' (default): com.microsoft MatMulNBits. 'dq': the standard-op form, blockwise
+     * DequantizeLinear (opset 21+) then Gemm; kept for scripts/bench-quant.ts, which measures both.
+     */
+    kernel?: 'nbits' | 'dq';
   };
   /**
    * Another model's ops in the same graph (a draft head rendered next to its target): weights
@@ -32,6 +37,9 @@ export interface OnnxOpsOptions {
   /** Prefix of this rendering's own initializer names, so two renderings in one graph never collide. Default ''. */
   prefix?: string;
 }
+
+/** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
+export const DEFAULT_ACCURACY_LEVEL = 4;
 
 /** Additive mask value for hidden keys: exp() of it underflows to exactly 0, with no inf arithmetic. */
 export const MASK_NEG = -1e30;
@@ -87,14 +95,15 @@ export class OnnxOps implements Ops<string> {
     if (!t && fallback) return fallback.weight(name);
     if (!t) throw new Error(`missing tensor ${name}`);
     const value = (this.opts.prefix ?? '') + name;
-    this.g.initializer(value, { dtype: 'float32', dims: t.shape, data: t.data });
+    // A weight held only quantized has no fp32 initializer: only `linear` reads it.
+    if (!t.quant) this.g.initializer(value, { dtype: 'float32', dims: t.shape, data: t.data });
     this.weights.set(name, value);
     this.tensors.set(value, t);
     return value;
   }
 
   /** Per fp32 weight value: its quantized initializers. */
-  private quantized = new Map<string, { B: string; S: string; n: number; k: number }>();
+  private quantized = new Map<string, { B: string; S: string; n: number; k: number; bits: number; blockSize: number }>();
 
   /** Per initializer value name: the weight it holds. */
   private tensors = new Map<string, Tensor>();
@@ -109,20 +118,33 @@ export class OnnxOps implements Ops<string> {
   }
 
   linear(x: string, w: string, bias?: string): string {
-    const q = this.opts.quantize, t = q && this.tensorOf(w), block = t ? blockOf(t, q!) : 0;
-    if (q && t && block > 0) {
-      // The fp32 initializer `w` stays unread, so the graph builder leaves it out.
-      let packedW = this.quantized.get(w); // a weight read by several passes of one graph is packed once
-      if (!packedW) {
-        const wq = { bits: q.bits, blockSize: block };
-        const { n, k, packed, scales } = quantizeWeight(t, wq), blocks = k / block;
+    const q = this.opts.quantize, t = this.tensorOf(w);
+    let packedW = this.quantized.get(w); // a weight read by several passes of one graph is packed once
+    if (!packedW && t) {
+      // A weight quantized ahead (a quantized checkpoint, --quantize), or one quantized here.
+      const block = !t.quant && q ? blockOf(t, q) : 0;
+      const pre = t.quant ?? (block > 0 ? { ...quantizeWeight(t, { bits: q!.bits, blockSize: block }), bits: q!.bits, blockSize: block } : undefined);
+      if (pre) {
+        // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
+        const { n, k, packed, scales, bits, blockSize } = pre, blocks = k / blockSize;
         const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
-        const B = this.g.initializer(`${base}.q${q.bits}`, { dtype: 'uint8', dims: [n, blocks, (block * q.bits) / 8], data: packed });
+        if (q?.kernel === 'dq') {
+          // Same bytes: [N, K] row-major codes, zero point 2^(bits-1) per block, scales [N, K/b].
+          const X = this.g.initializer(`${base}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: packed });
+          const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n, blocks], data: scales });
+          const zeros = bits === 8 ? new Uint8Array(n * blocks).fill(128) : new Uint8Array(Math.ceil((n * blocks) / 2)).fill(0x88);
+          const Z = this.g.initializer(`${base}.zeros`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, blocks], data: zeros });
+          const W = this.g.op('DequantizeLinear', [X, S, Z], { axis: 1, block_size: blockSize });
+          return this.g.op('Gemm', bias ? [x, W, bias] : [x, W], { transB: 1 });
+        }
+        const B = this.g.initializer(`${base}.q${bits}`, { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], data: packed });
         const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n * blocks], data: scales });
-        this.quantized.set(w, (packedW = { B, S, n, k }));
+        this.quantized.set(w, (packedW = { B, S, n, k, bits, blockSize }));
       }
-      const { B, S, n, k } = packedW;
-      const y = this.g.node('MatMulNBits', [x, B, S], { K: k, N: n, bits: q.bits, block_size: block, accuracy_level: q.accuracyLevel ?? 4 }, { domain: 'com.microsoft' })[0];
+    }
+    if (packedW) {
+      const { B, S, n, k, bits, blockSize } = packedW;
+      const y = this.g.node('MatMulNBits', [x, B, S], { K: k, N: n, bits, block_size: blockSize, accuracy_level: q?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL }, { domain: 'com.microsoft' })[0];
       return bias ? this.add(y, bias) : y;
     }
     // Gemm reads the [out, in] weight transposed in place, so no transposed copy is stored.

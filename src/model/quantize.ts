@@ -1,8 +1,9 @@
 /**
  * Blockwise weight-only quantization in the layout of ORT's com.microsoft MatMulNBits, for the
- * draft head: a draft pass reads its weights once per depth, so on a memory-bound CPU its cost
- * is its bytes. Draft quality is all that changes (verification still runs the fp32 target, so
- * output stays lossless).
+ * target (`--quantize`, `eaglet quantize`) and the draft head (`--draft-quant`): a decode step
+ * reads every weight once, so on a memory-bound CPU its cost is its bytes. A quantized draft
+ * head changes only proposals; a quantized target is a different model, and speculation is
+ * lossless with respect to it (verification runs the same quantized target).
  *
  * A Linear weight W [N, K] (out, in) is cut along K into blocks of `blockSize`; each block gets
  * one fp32 scale s = max|w| / qmax (symmetric) and stores q = round(w / s) + zero, with
@@ -11,33 +12,21 @@
  *   packed  uint8 [N, K / blockSize, blockSize * bits / 8]   (4-bit: element 2j in the low nibble)
  *   scales  float32 [N * K / blockSize]
  */
-import type { Tensor } from './weights.ts';
+import type { ModelConfig } from './config.ts';
+import { expectedShapes, type QuantizedTensor, type QuantizedWeight, type Tensor, type WeightQuant, type Weights } from './weights.ts';
 
-export interface WeightQuant {
-  /** 8 or 4 bits per weight. */
-  bits: 4 | 8;
-  /**
-   * Weights per scale along the input axis: a power of two >= 16 dividing K (see blockFor).
-   * Larger blocks ran faster on ORT's CPU kernel (scripts/bench-draft.ts: 128 vs 32).
-   */
-  blockSize: number;
-}
+export type { QuantizedTensor, QuantizedWeight, WeightQuant };
 
-/** The quantization `--draft-quant q8|q4` means. */
-export const DRAFT_QUANT: Record<'q8' | 'q4', WeightQuant> = { q8: { bits: 8, blockSize: 128 }, q4: { bits: 4, blockSize: 128 } };
+export type QuantName = 'q8' | 'q4';
+
+/** The quantization `--quantize q8|q4` and `--draft-quant q8|q4` mean. */
+export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 128 }, q4: { bits: 4, blockSize: 128 } };
+export const DRAFT_QUANT = QUANT;
 
 /** The largest power-of-two block <= maxBlock (and >= 16) that divides k, or 0 when none does. */
 export function blockFor(k: number, maxBlock: number): number {
   for (let b = maxBlock; b >= 16; b /= 2) if (k % b === 0) return b;
   return 0;
-}
-
-export interface QuantizedWeight {
-  /** [N, K] of the original. */
-  n: number;
-  k: number;
-  packed: Uint8Array;
-  scales: Float32Array;
 }
 
 /** The block size `w` [N, K] gets under `q` (0: leave it fp32, no block of >= 16 divides K). */
@@ -80,4 +69,48 @@ export function dequantizeWeight(q: QuantizedWeight, { bits, blockSize }: Weight
       }
     }
   return { shape: [n, k], data };
+}
+
+/** `w` [N, K] as a quantized-only Tensor (empty data), or `w` itself when no block divides K. */
+export function quantizedTensor(w: Tensor, q: WeightQuant): Tensor {
+  const blockSize = blockOf(w, q);
+  if (blockSize === 0 || w.quant) return w;
+  return { shape: [...w.shape], data: new Float32Array(0), quant: { ...quantizeWeight(w, { bits: q.bits, blockSize }), bits: q.bits, blockSize } };
+}
+
+/** The fp32 values of `t`: its data, or its quantized weight dequantized. */
+export function dense(t: Tensor): Tensor {
+  return t.quant ? dequantizeWeight(t.quant, t.quant) : t;
+}
+
+/**
+ * The target's Linear weights: every projection, and the LM head when untied. (A tied head is
+ * the embedding table, which the embedding Gather reads as fp32; the runtime quantizes the head's
+ * use of it when the graph is built, see OnnxOps.)
+ */
+export function linearNames(c: ModelConfig): string[] {
+  return [...expectedShapes(c).keys()].filter((n) => n.endsWith('_proj.weight') || n === 'lm_head.weight');
+}
+
+/** The quantization of a target's weights: the WeightQuant its Linear weights hold, or undefined for fp32. */
+export function quantOf(c: ModelConfig, w: Weights): WeightQuant | undefined {
+  let found: WeightQuant | undefined;
+  for (const n of linearNames(c)) {
+    const q = w.get(n)?.quant;
+    if (q) found = { bits: q.bits, blockSize: Math.max(found?.blockSize ?? 0, q.blockSize) };
+  }
+  return found;
+}
+
+/**
+ * A copy of `w` with the target's Linear weights quantized (fp32 values dropped). Already
+ * quantized weights stay as they are.
+ */
+export function quantizeLinears(c: ModelConfig, w: Weights, q: WeightQuant): Weights {
+  const out = new Map(w);
+  for (const n of linearNames(c)) {
+    const t = w.get(n);
+    if (t) out.set(n, quantizedTensor(t, q));
+  }
+  return out;
 }

@@ -20,9 +20,38 @@
  */
 import type { ModelConfig } from './config.ts';
 
+/** Blockwise weight-only quantization (see quantize.ts). */
+export interface WeightQuant {
+  /** 8 or 4 bits per weight. */
+  bits: 4 | 8;
+  /**
+   * Weights per scale along the input axis: a power of two >= 16 dividing K (see blockFor).
+   * Larger blocks ran faster on ORT's CPU kernel (scripts/bench-draft.ts: 128 vs 32).
+   */
+  blockSize: number;
+}
+
+/** A Linear weight [N, K] in quantize.ts's packed layout. */
+export interface QuantizedWeight {
+  /** [N, K] of the original. */
+  n: number;
+  k: number;
+  packed: Uint8Array;
+  scales: Float32Array;
+}
+
+/** A quantized Linear weight with its own bits and block size (as stored on disk and in Tensor.quant). */
+export interface QuantizedTensor extends QuantizedWeight, WeightQuant {}
+
 export interface Tensor {
   shape: number[];
+  /** The values, row-major; empty for a weight held only in quantized form (`quant`). */
   data: Float32Array;
+  /**
+   * A Linear weight [N, K] held blockwise-quantized (src/model/quantize.ts) instead of as fp32:
+   * the runtime renders it as MatMulNBits. `dense` (quantize.ts) gives its fp32 values.
+   */
+  quant?: QuantizedTensor;
 }
 
 export type Weights = Map<string, Tensor>;
@@ -92,8 +121,8 @@ export function checkTensors(shapes: Map<string, number[]>, w: Weights): string 
     if (!t) return `missing tensor ${name}`;
     if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
       return `tensor ${name} has shape [${t.shape}], config implies [${shape}]`;
-    const d = t.data;
-    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite value (${d[i]}) at index ${i}`;
+    const d = t.quant ? t.quant.scales : t.data;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite ${t.quant ? 'scale' : 'value'} (${d[i]}) at index ${i}`;
   }
   return null;
 }

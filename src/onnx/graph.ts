@@ -8,7 +8,8 @@
 import { endianness } from 'node:os';
 import { ProtoWriter } from './protobuf.ts';
 
-export type DType = 'float32' | 'int32' | 'int64' | 'bool' | 'uint8';
+/** uint4: two values per byte, the first in the low nibble (ONNX's packing); data holds the packed bytes. */
+export type DType = 'float32' | 'int32' | 'int64' | 'bool' | 'uint8' | 'uint4';
 /** A dimension: a number, or a symbolic name such as 'T' for sizes known at run time. */
 export type Dim = number | string;
 
@@ -24,7 +25,7 @@ export interface ConstTensor {
   data: TypedData;
 }
 
-const DTYPE_CODE: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9 };
+const DTYPE_CODE: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, uint4: 21 };
 
 // Attribute type codes (AttributeProto.AttributeType).
 const ATTR_FLOAT = 1, ATTR_INT = 2, ATTR_STRING = 3, ATTR_TENSOR = 4, ATTR_INTS = 7;

@@ -29,6 +29,7 @@ import { draftToTarget } from '../model/draft-head.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
+import { quantOf } from '../model/quantize.ts';
 
 /** Opset 23 (IR 11): the first with Attention and RotaryEmbedding as standard ops. */
 const MODEL_OPTIONS = { opset: 23, irVersion: 11 };
@@ -101,9 +102,9 @@ function batchOutput(g: GraphBuilder, x: string, name: string, dtype: 'float32' 
  * The target model: a small ONNX protobuf whose weights are external data read from the
  * weights' own buffers (no copy in JS; no 2 GB protobuf limit).
  */
-export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: AttentionMode = 'split'): ExternalModel {
+export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: AttentionMode = 'split', opsOptions: OnnxOpsOptions = {}): ExternalModel {
   const g = new GraphBuilder('eaglet_target');
-  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention);
+  const ops = targetOps(g, cfg, weights, attention, opsOptions);
   targetOutputs(g, cfg, llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers))));
   return g.toExternalModel(MODEL_OPTIONS);
 }
@@ -179,7 +180,7 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
 export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}): ExternalModel {
   if (!(Number.isInteger(depth) && depth >= 1)) throw new RangeError(`round depth must be a positive integer, got ${depth}`);
   const g = new GraphBuilder('eaglet_round');
-  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention);
+  const ops = targetOps(g, cfg, weights, attention);
   const headOps = new OnnxOps(g, (n) => headWeights.get(n), cfg.maxSeqLen, attention, { ...headOptions, fallback: ops, prefix: names.headPrefix });
   const P = names.headPrefix, d = head.dim;
   const flat = (name: string, dim: string): string => g.op('Reshape', [g.input(name, 'int64', [1, dim]), g.ints([-1])]); // [n]
@@ -248,6 +249,16 @@ function entropyOutput(g: GraphBuilder, logProbs: string): void {
   batchOutput(g, g.op('Neg', [g.op('ReduceSum', [plogp, g.ints([-1])], { keepdims: 1 })]), names.entropy, 'float32', 1);
 }
 
+/**
+ * OnnxOps over a target's weights. Weights held quantized make the whole model quantized: any
+ * Linear still fp32 (a tied LM head) is quantized the same way when the graph is built, so every
+ * graph of one target (target, exit, rest, shadow) computes the same function.
+ */
+function targetOps(g: GraphBuilder, cfg: ModelConfig, weights: Weights, attention: AttentionMode, opts: OnnxOpsOptions = {}): OnnxOps {
+  const held = quantOf(cfg, weights);
+  return new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention, { ...opts, quantize: opts.quantize ?? held });
+}
+
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
 
 /** In-graph top-k of each row's log-softmax over the LM head's logits [T, V] -> outputs topk_logprobs, topk_ids [1, T, k] and entropy [1, T, 1]. */
@@ -271,7 +282,7 @@ function topkOutputs(g: GraphBuilder, logits: string, k: number): void {
  */
 export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number): Uint8Array {
   const g = new GraphBuilder(`eaglet_exit_${exitLayer}`);
-  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+  const ops = targetOps(g, cfg, weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
   const inp = stepInputs(g, ops, cfg, range(0, exitLayer));
   const r = llamaLayers(ops, cfg, embedTokens(ops, inp.ids), inp, 0, exitLayer);
   topkOutputs(g, lmHead(ops, cfg, finalNorm(ops, cfg, r.out)), Math.min(topK, cfg.vocabSize));
@@ -291,7 +302,7 @@ export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
  */
 export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number): Uint8Array {
   const g = new GraphBuilder(`eaglet_rest_${exitLayer}`);
-  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+  const ops = targetOps(g, cfg, weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
   const inp = stepInputs(g, ops, cfg, range(exitLayer, cfg.nLayers), false);
   const x = g.op('Reshape', [g.input(names.hidden, 'float32', [1, 'T', cfg.dim]), g.ints([-1, cfg.dim])]); // [T, d]
   const r = llamaLayers(ops, cfg, x, inp, exitLayer, cfg.nLayers);
@@ -309,7 +320,7 @@ export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
  */
 export function buildShadowModel(cfg: ModelConfig, weights: Weights): Uint8Array {
   const g = new GraphBuilder('eaglet_shadow');
-  const ops = new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+  const ops = targetOps(g, cfg, weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
   const x = g.input(names.hidden, 'float32', ['N', cfg.dim]);
   const best = g.op('ArgMax', [lmHead(ops, cfg, finalNorm(ops, cfg, x))], { axis: -1, keepdims: 0 }); // [N] int64
   g.output(g.op('Cast', [best], { to: 6 /* INT32 */ }), names.shadowIds, 'int32', ['N']);

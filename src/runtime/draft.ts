@@ -9,7 +9,6 @@ import type { Weights } from '../model/weights.ts';
 import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
 import { defaultAttention } from '../model/onnx-ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import type { OnnxOpsOptions } from '../model/onnx-ops.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
@@ -17,12 +16,9 @@ import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 export interface DraftSessionOptions extends StepSessionOptions {
   /** Candidates returned per row. Default: 8 (EAGLE-2's top_k), clamped to the draft vocabulary. */
   topK?: number;
-  /**
-   * Weight-only quantization of the head's Linear layers (LM head included) in the draft graph:
-   * fewer bytes per draft pass; proposals may change slightly, output cannot (verification is
-   * fp32). Default: none.
-   */
-  quantize?: OnnxOpsOptions['quantize'];
+  // quantize (StepSessionOptions): the head's Linear layers (LM head included) in the draft
+  // graph: fewer bytes per draft pass; proposals may change slightly, output cannot (verification
+  // runs the target as it is). Default: none (a target LM head held quantized stays quantized).
 }
 
 export const DEFAULT_TOP_K = 8;

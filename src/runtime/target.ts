@@ -5,12 +5,17 @@
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildTargetModel, names } from '../onnx/model-graphs.ts';
-import { defaultAttention, type AttentionMode } from '../model/onnx-ops.ts';
+import { defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../model/onnx-ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
+  /**
+   * Weight-only quantization of the Linear layers (MatMulNBits). For a target whose weights are
+   * already held quantized (a quantized checkpoint), that quantization applies by default.
+   */
+  quantize?: OnnxOpsOptions['quantize'];
   /** Input buffers are sized for this many tokens per pass and grow if a pass needs more. Default: 64. */
   maxTokens?: number;
   /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context, K/V width). */
@@ -47,7 +52,7 @@ export class TargetSession implements TargetPass {
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
-    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim)), opts);
+    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim), { quantize: opts.quantize }), opts);
     return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 

@@ -9,6 +9,7 @@
 import { EagletError, UsageError } from '../errors.ts';
 import type { LoadedGenerator } from '../api.ts';
 import { EagleDrafter, type TreeShape } from '../generate/eagle-drafter.ts';
+import { RoundDrafter } from '../generate/round-drafter.ts';
 import { Generator, type GenerationChunk } from '../generate/generator.ts';
 import type { GenerationOptions } from '../generate/options.ts';
 import type { GenerationStats } from '../generate/stats.ts';
@@ -95,6 +96,7 @@ export class Engine {
     if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1 || this.maxBatch > 256) throw new UsageError('--max-batch', `must be an integer in [1, 256], got ${this.maxBatch}`);
     if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new UsageError('--max-queue', `must be a non-negative integer, got ${this.maxQueue}`);
     const drafter = g.generator.parts.drafter;
+    if (drafter instanceof RoundDrafter) throw new UsageError('fusedRound', 'serving batches draft passes across requests: load the generator without fusedRound');
     if (drafter && !(drafter instanceof EagleDrafter)) throw new UsageError('--draft', 'serving drafts with an EAGLE head (a directory or random); self-drafting is not batched');
     const draftSession = (drafter as EagleDrafter<DraftSession> | undefined)?.session;
     this.tree = drafter?.shape ?? { topK: 1, maxDepth: 0, totalTokens: 0 };

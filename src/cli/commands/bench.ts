@@ -9,7 +9,7 @@ import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { QUANTIZE_FLAG, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
 
@@ -25,6 +25,7 @@ const FLAGS: FlagSpec[] = [
   THREADS_FLAG,
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]|self', help: 'EAGLE draft head directory, "random" (random:N: with an N-token draft vocabulary), or "self" (no head: every policy drafts with the target\'s own early layers) (required with --model)' },
   { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
+  QUANTIZE_FLAG,
   FUSED_ROUND_FLAG,
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
@@ -62,12 +63,14 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     let specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
     const selfOnly = f.draft === 'self';
+    // Self-drafting policies beside a head build their sessions from the target's weights.
+    const keepWeights = specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self');
 
-    const load = (fusedRound: boolean) => withTreeFlags(() => loadGenerator({
+    const load = (fusedRound: boolean | 'auto') => withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
-      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, fusedRound,
+      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, fusedRound, quantize: f.quantize as 'q8' | 'q4' | undefined, keepWeights,
     }));
-    const g = await load(f.fusedRound === true);
+    const g = await load((f.fusedRound as boolean | undefined) ?? 'auto');
     // SPEC@fused rows: the same pair loaded again with the fused-round drafter.
     const fusedRows = specs.some((s) => s.endsWith(FUSED_SUFFIX));
     if (fusedRows && selfOnly) throw new UsageError('--policies', `${FUSED_SUFFIX} needs an EAGLE head (--draft PATH)`);

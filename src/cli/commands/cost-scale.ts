@@ -9,6 +9,7 @@ import { loadModel } from '../../io/load-model.ts';
 import { loadPredictor, savePredictor } from '../../io/predictor-io.ts';
 import { writeFileAtomic } from '../../io/atomic.ts';
 import { parameterCount } from '../../model/config.ts';
+import { quantOf } from '../../model/quantize.ts';
 import { scaleHead, scaleMlpInput, scaleProblem, scaleTarget, type ScaleShape } from '../../model/cost-scale.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { requireFlags } from '../common-flags.ts';
@@ -54,6 +55,7 @@ memory-bound regime with real acceptance. The vocabulary is kept.`,
     const shape: ScaleShape = { dim: f.dim as number, nLayers: f.layers as number, hiddenDim: f.intermediate as number };
 
     const model = await loadModel(modelPath);
+    if (quantOf(model.config, model.weights)) throw new UsageError('--model', `${modelPath} is a quantized checkpoint: cost-scale an fp32 one, then quantize the result`);
     const problem = scaleProblem(model.config, shape);
     if (problem) {
       const flag = /^--[a-z]+/.exec(problem)?.[0];

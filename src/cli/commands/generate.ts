@@ -11,7 +11,7 @@ import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { QUANTIZE_FLAG, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -22,6 +22,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]|self', help: 'EAGLE draft head directory, "random" (random:N: with an N-token draft vocabulary) for an untrained head, or "self" to draft with the target\'s own early layers (DEL: exit layer and length chosen per round): enables speculative decoding' },
   { flag: 'exit-layer', type: 'int', meta: 'E', help: 'self-drafting from the target\'s first E layers every round (static exit, 1..L-1; implies --draft self)' },
   { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' },
+  QUANTIZE_FLAG,
   FUSED_ROUND_FLAG,
   { flag: 'spec', type: 'bool', help: 'speculate when a draft head is given (the default; --no-spec forces plain decoding)' },
   ...TREE_FLAGS,
@@ -73,8 +74,8 @@ Without --model it uses the embedded default (data/default): its target, draft h
       ldlp: f.ldlp as string | undefined,
       tree,
       threads: f.threads as number,
-      draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
-      fusedRound: f.fusedRound === true,
+      draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined,
+      fusedRound: (f.fusedRound as boolean | undefined) ?? 'auto',
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     try {
