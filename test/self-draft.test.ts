@@ -25,17 +25,16 @@ import { saveHfCheckpoint } from '../src/io/hf.ts';
 import { writeLlama2c } from '../src/io/llama2c.ts';
 import { referenceForward, visibility } from './support/reference.ts';
 import { expectClose, mismatch } from './support/model-arbs.ts';
-import { tinyConfig, treeShape } from './support/models.ts';
+import { AcceptanceTally, prompt, sameAsPlain, tinyConfig, treeShape } from './support/models.ts';
 
 /** Tiny targets with 2-4 layers (self-drafting needs an exit below the last layer). */
 const deepConfig = fc.tuple(tinyConfig(), fc.integer({ min: 2, max: 4 })).map(([c, L]) => ({ ...c, nLayers: L }));
-const prompt = (vocab: number) => fc.array(fc.integer({ min: 0, max: vocab - 1 }), { minLength: 1, maxLength: 10 });
 /** A static exit in 1..L-1 (as a fraction, mapped per config) or DEL. */
 const exitChoice = fc.oneof(fc.constant<number | undefined>(undefined), fc.double({ min: 0, max: 0.999, noNaN: true }));
 const exitOf = (cfg: ModelConfig, x: number | undefined) => (x === undefined ? undefined : 1 + Math.floor(x * (cfg.nLayers - 1)));
 
 test('greedy self-drafted output == greedy AR output (chain and tree, static exits and DEL)', async () => {
-  let accepted = 0, rounds = 0;
+  const tally = new AcceptanceTally();
   await fc.assert(
     fc.asyncProperty(deepConfig, fc.integer({ min: 0, max: 1e6 }), treeShape, exitChoice, fc.integer({ min: 1, max: 40 }), async (cfg, seed, tree, x, maxNewTokens) => {
       const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
@@ -43,14 +42,11 @@ test('greedy self-drafted output == greedy AR output (chain and tree, static exi
       const self = await loadGenerator({ model, draft: 'self', exitLayer: exitOf(cfg, x), tree, threads: 1 });
       try {
         const ids = fc.sample(prompt(cfg.vocabSize), { seed, numRuns: 1 })[0];
-        const a = await ar.generate(ids, { maxNewTokens });
-        const s = await self.generate(ids, { maxNewTokens });
-        assert.deepEqual(s.ids, a.ids);
+        const s = await sameAsPlain(ar, self, ids, { maxNewTokens });
         const drafted = s.stats.exitLayerHistogram.reduce((n, c) => n + (c ?? 0), 0);
         assert.ok(drafted <= s.stats.rounds);
         if (x !== undefined) assert.equal(s.stats.exitLayerHistogram[exitOf(cfg, x)!] ?? 0, drafted);
-        accepted += s.stats.roundTokens - s.stats.rounds;
-        rounds += s.stats.rounds;
+        tally.add(s.stats);
       } finally {
         await ar.dispose();
         await self.dispose();
@@ -58,7 +54,7 @@ test('greedy self-drafted output == greedy AR output (chain and tree, static exi
     }),
     { numRuns: 30, seed: 41 },
   );
-  assert.ok(accepted > 0 && accepted < rounds * 3, `accepted ${accepted} drafted tokens over ${rounds} rounds`);
+  assert.ok(tally.accepted > 0 && tally.accepted < tally.rounds * 3, `${tally}`);
 });
 
 test('sampled self-drafted output == sampled AR output with the same seed', async () => {

@@ -6,12 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { tinyConfig, tinyPair, treeShape } from './support/models.ts';
-
-const prompt = (vocab: number) => fc.array(fc.integer({ min: 0, max: vocab - 1 }), { minLength: 1, maxLength: 10 });
+import { AcceptanceTally, prompt, tinyConfig, tinyPair, treeShape } from './support/models.ts';
 
 test('greedy speculative output == greedy AR output, token for token', async () => {
-  let accepted = 0, rounds = 0;
+  const tally = new AcceptanceTally();
   await fc.assert(
     fc.asyncProperty(tinyConfig(), fc.integer({ min: 0, max: 1e6 }), treeShape, fc.integer({ min: 1, max: 40 }), fc.context(), async (cfg, seed, tree, maxNewTokens, ctx) => {
       const p = await tinyPair(cfg, seed, tree);
@@ -24,8 +22,7 @@ test('greedy speculative output == greedy AR output, token for token', async () 
         assert.equal(s.stats.newTokens, maxNewTokens);
         // tau counts the bonus: every round emits 1 + accepted tokens.
         assert.equal(s.stats.roundTokens, s.stats.acceptedHistogram.reduce((x, c, i) => x + c * (i + 1), 0));
-        accepted += s.stats.roundTokens - s.stats.rounds;
-        rounds += s.stats.rounds;
+        tally.add(s.stats);
       } finally {
         await p.dispose();
       }
@@ -33,7 +30,7 @@ test('greedy speculative output == greedy AR output, token for token', async () 
     { numRuns: 30, seed: 1 },
   );
   // The property is only meaningful if drafts were sometimes accepted and sometimes rejected.
-  assert.ok(accepted > 0 && accepted < rounds * 3, `accepted ${accepted} drafted tokens over ${rounds} rounds`);
+  assert.ok(tally.accepted > 0 && tally.accepted < tally.rounds * 3, `${tally}`);
 });
 
 test('sampled speculative output == sampled AR output with the same seed (temperature, top-k, top-p)', async () => {

@@ -1,4 +1,5 @@
 /** Random tiny models for properties: fast-check arbitraries and a one-call generator factory. */
+import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { loadGenerator, type LoadedGenerator } from '../../src/api.ts';
 import type { ModelConfig } from '../../src/model/config.ts';
@@ -76,3 +77,29 @@ export async function nearDuplicatePair(cfg: ModelConfig, seed: number, tree: Tr
   const spec = await loadGenerator({ model, draft, tree, policy, threads: 1 });
   return { cfg, ar, spec, dispose: async () => (await ar.dispose(), await spec.dispose()) };
 }
+
+/** Drafted tokens accepted over rounds, summed across runs (a property's "speculation was exercised" check). */
+export class AcceptanceTally {
+  accepted = 0;
+  rounds = 0;
+  add(stats: { roundTokens: number; rounds: number }): void {
+    this.accepted += stats.roundTokens - stats.rounds;
+    this.rounds += stats.rounds;
+  }
+  toString(): string {
+    return `accepted ${this.accepted} drafted tokens over ${this.rounds} rounds`;
+  }
+}
+
+type Generate = LoadedGenerator['generate'];
+
+/** Runs plain and speculative generation on the same prompt and options, asserts equal ids, and returns the speculative result. */
+export async function sameAsPlain(ar: { generate: Generate }, spec: { generate: Generate }, prompt: number[], opts: Parameters<Generate>[1]): ReturnType<Generate> {
+  const a = await ar.generate(prompt, opts);
+  const s = await spec.generate(prompt, opts);
+  assert.deepEqual(s.ids, a.ids);
+  return s;
+}
+
+/** A random prompt of 1-10 ids below `vocab`. */
+export const prompt = (vocab: number): fc.Arbitrary<number[]> => fc.array(fc.integer({ min: 0, max: vocab - 1 }), { minLength: 1, maxLength: 10 });
