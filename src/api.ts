@@ -13,7 +13,7 @@ import { StateError, UsageError } from './errors.ts';
 import { DRAFT_QUANT, QUANT, quantizeLinears, quantOf, dense, linearNames, type QuantName } from './model/quantize.ts';
 import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
-import { loadModel, type LoadedModel } from './io/load-model.ts';
+import { loadModel, type LoadedModel } from './load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
 import { StaticPolicy, type LengthPolicy } from './policies/policy.ts';
 import { LdlpPolicy } from './policies/ldlp.ts';

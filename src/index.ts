@@ -12,7 +12,7 @@ export { StaticPolicy, type LengthPolicy, type RoundPlan, type RoundState, type 
 export { TargetSession } from './runtime/target.ts';
 export { DraftSession } from './runtime/draft.ts';
 export { KVCache } from './runtime/kv-cache.ts';
-export { loadModel, type LoadedModel } from './io/load-model.ts';
+export { loadModel, type LoadedModel } from './load-model.ts';
 export { loadDraftHead, saveDraftHead, type DraftHead } from './io/draft-head-io.ts';
 export { loadHfCheckpoint, saveHfCheckpoint } from './io/hf.ts';
 export { readLlama2c, writeLlama2c } from './io/llama2c.ts';

@@ -38,7 +38,7 @@ import type { TreeShape } from '../src/generate/eagle-drafter.ts';
 import type { GenerationChunk } from '../src/generate/generator.ts';
 import type { DraftHead } from '../src/io/draft-head-io.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import type { LoadedModel } from '../src/io/load-model.ts';
+import type { LoadedModel } from '../src/load-model.ts';
 import type { Tensor } from '../src/model/weights.ts';
 import { StaticPolicy, type LengthPolicy, type RoundOutcome, type RoundPlan, type RoundState } from '../src/policies/policy.ts';
 import { listView, primitiveView } from './feature-log.ts';

@@ -2,7 +2,7 @@
 import { DEFAULT_TREE } from '../../api.ts';
 import { checkTree, TREE_LIMITS } from '../../generate/eagle-drafter.ts';
 import { UsageError } from '../../errors.ts';
-import { loadModel } from '../../io/load-model.ts';
+import { loadModel } from '../../load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { chunkDocuments, readCorpus } from '../../../training/corpus.ts';
 import { collectLengths } from '../../../training/lengths.ts';
