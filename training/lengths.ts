@@ -34,7 +34,7 @@ import type { Frontier } from '../trees/index.ts';
 import { loadGenerator } from '../src/api.ts';
 import { IpcBatchFile } from './arrow-ipc.ts';
 import { FormatError, UsageError } from '../src/errors.ts';
-import type { TreeShape } from '../src/generate/eagle-drafter.ts';
+import type { TreeShape } from '../trees/index.ts';
 import type { GenerationChunk } from '../src/generate/generator.ts';
 import type { DraftHead } from '../src/io/draft-head-io.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
