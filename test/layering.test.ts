@@ -1,7 +1,8 @@
 /**
  * The package's layout shows its dependencies: the import graph of src/, trees/ and training/
- * has no cycles, between files or between folders, nothing below the CLI imports it, trees/ needs no runtime, and what a library
- * or CLI user loads without training never pulls in TensorFlow.js (it is an optional install).
+ * has no cycles, between files or between folders; nothing below the CLI imports it; trees/
+ * needs no runtime; and what a library or CLI user loads without training never pulls in
+ * TensorFlow.js (it is an optional install).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
