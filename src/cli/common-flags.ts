@@ -2,7 +2,7 @@
 import { DEFAULT_TREE } from '../api.ts';
 import { DEFAULT_MODEL_TREE } from '../default-model.ts';
 import { DEFAULT_THREADS, ONE_THREAD_BELOW_PARAMS } from '../runtime/ort.ts';
-import { checkTree, TREE_LIMITS, type TreeShape } from '../generate/eagle-drafter.ts';
+import { checkTree, TREE_LIMITS, type TreeShape } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
 import { camel, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { policyEntry } from '../policies/registry.ts';

@@ -23,7 +23,7 @@
  * they need (greedy verification: argmax, not the [T, V] logits).
  */
 import { GraphBuilder, type ExternalModel } from './graph.ts';
-import { MASK_NEG, OnnxOps, defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../model/onnx-ops.ts';
+import { MASK_NEG, OnnxOps, defaultAttention, type AttentionMode, type OnnxOpsOptions } from './ops.ts';
 import { draftLogits, eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type LlamaOut, type PassInputs, type PastKV } from '../model/definition.ts';
 import { draftToTarget } from '../model/draft-head.ts';
 import type { ModelConfig } from '../model/config.ts';

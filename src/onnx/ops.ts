@@ -9,16 +9,16 @@
  * Activations are 2-D [T, width] (batch 1 is implicit; Gemm wants 2-D) except rope outputs,
  * which keep the [1, T, width] form the Attention kernel and the present outputs want.
  */
-import type { GraphBuilder } from '../onnx/graph.ts';
-import type { HeadLayout, Ops, PastKV } from './definition.ts';
-import { ropeInvFreq, type RopeSpec } from './rope.ts';
-import type { Tensor } from './weights.ts';
-import { blockOf, quantizeWeight, type WeightQuant } from './quantize.ts';
+import type { GraphBuilder } from './graph.ts';
+import type { HeadLayout, Ops, PastKV } from '../model/definition.ts';
+import { ropeInvFreq, type RopeSpec } from '../model/rope.ts';
+import type { Tensor } from '../model/weights.ts';
+import { blockOf, quantizeWeight, type WeightQuant } from '../model/quantize.ts';
 
 export interface OnnxOpsOptions {
   /**
    * Render Linear layers as com.microsoft MatMulNBits over blockwise-quantized weights (see
-   * quantize.ts), where the input width allows; others stay fp32 Gemm. Default: none (fp32).
+   * src/model/quantize.ts), where the input width allows; others stay fp32 Gemm. Default: none (fp32).
    */
   quantize?: WeightQuant & {
     /** MatMulNBits accuracy_level: 4 = int8 activations (fastest on CPUs with VNNI), 0 = fp32. Default 4. */
