@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
-import type { TreeShape } from '../generate/eagle-drafter.ts';
+import type { TreeShape } from '../../trees/index.ts';
 import { readJsonFile } from '../io/read.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { quantOf, type QuantName } from '../model/quantize.ts';
