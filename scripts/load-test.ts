@@ -47,7 +47,7 @@ const t0 = performance.now();
 const levels = f.concurrency as number[], policies = String(f.policies).split(','), R = f.requests as number, N = f.maxNewTokens as number;
 const prompts = readFileSync(f.prompts as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const load = { model: f.model as string | undefined, draft: f.draft as string | undefined, threads: f.threads as number };
-const g = await loadGenerator(load);
+const g = await loadGenerator({ ...load, keepWeights: true });
 const reference = await loadGenerator({ ...load, draft: null });
 const maxBatch = Math.max(...levels);
 
@@ -129,7 +129,7 @@ async function single(policy: string): Promise<number> {
 }
 
 const servers = new Map<string, RunningServer>();
-for (const p of policies) servers.set(p, await serve(g, { port: 0, maxBatch, policy: p, maxQueue: 1024 }));
+for (const p of policies) servers.set(p, await serve(g, { port: 0, maxBatch, policy: p, maxQueue: 1024, threads: load.threads }));
 const costModel = servers.get('smartspec')?.handler.engine.planner;
 const singles: Record<string, number[]> = {};
 const rows: Level[] = [], skipped: string[] = [];

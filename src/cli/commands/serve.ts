@@ -41,6 +41,7 @@ Without --model it serves the embedded default (data/default) with its draft hea
       tree: treeFromFlags(f),
       threads: f.threads as number,
       draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
+      keepWeights: true, // the batch graphs are built from them
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     const modelDir = (f.model as string | undefined) ?? DEFAULT_PATHS.target;
@@ -49,7 +50,7 @@ Without --model it serves the embedded default (data/default) with its draft hea
     try {
       s = await startServer(g, {
         host: f.host as string, port: f.port as number, maxBatch: f.maxBatch as number, maxQueue: f.maxQueue as number,
-        policy: f.policy as string | undefined, timeoutMs: (f.timeout as number) * 1000, modelDir, modelName: name,
+        policy: f.policy as string | undefined, threads: f.threads as number, timeoutMs: (f.timeout as number) * 1000, modelDir, modelName: name,
       });
     } catch (e) {
       await g.dispose();
