@@ -2,7 +2,7 @@
  * Continuous batching is lossless: requests decoded together (one packed target pass per step,
  * their drafts packed too, joining and leaving between steps) give each request exactly the ids
  * it gets alone with plain decoding. Random tiny targets, random heads, random tree shapes,
- * policies and batch sizes. Also: cache slots write only their own rows.
+ * policies and batch sizes, with and without the fused round for a request alone in the batch. Also: cache slots write only their own rows.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,15 +12,17 @@ import { Engine } from '../src/serve/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 
 test('batched greedy decoding == each request decoded alone, for plain, static and smartspec serving', async () => {
-  let batched = 0;
+  let batched = 0, fused = 0;
   await fc.assert(
     fc.asyncProperty(
-      tinyConfig(64), fc.integer({ min: 0, max: 1e6 }), treeShape, fc.constantFrom('plain', 'static-1', 'static-3', 'smartspec'), fc.integer({ min: 1, max: 3 }),
+      tinyConfig(64), fc.integer({ min: 0, max: 1e6 }), treeShape, fc.constantFrom('plain', 'static-1', 'static-3', 'smartspec'), fc.integer({ min: 1, max: 3 }), fc.boolean(),
       fc.array(fc.record({ prompt: fc.array(fc.nat(), { minLength: 1, maxLength: 12 }), maxNewTokens: fc.integer({ min: 1, max: 30 }), delayMs: fc.integer({ min: 0, max: 3 }) }), { minLength: 1, maxLength: 5 }),
-      async (cfg, seed, tree, policy, maxBatch, requests) => {
-        const p = await tinyPair(cfg, seed, { ...tree, totalTokens: Math.max(tree.totalTokens, tree.maxDepth) }, undefined, 3, true);
+      async (cfg, seed, shape, policy, maxBatch, fusedRound, requests) => {
+        // fusedRound: a request alone in the batch runs the fused round (chains only).
+        const tree = { ...shape, topK: fusedRound ? 1 : shape.topK, totalTokens: Math.max(shape.totalTokens, shape.maxDepth) };
+        const p = await tinyPair(cfg, seed, tree, undefined, 3, true);
         try {
-          const e = new Engine(p.spec, { maxBatch, policy: policy.startsWith('static') ? `static-${Math.min(Number(policy.slice(7)), tree.maxDepth)}` : policy });
+          const e = new Engine(p.spec, { maxBatch, fusedRound, policy: policy.startsWith('static') ? `static-${Math.min(Number(policy.slice(7)), tree.maxDepth)}` : policy });
           await e.start(1);
           const reqs = requests.map((r) => ({ ...r, prompt: r.prompt.map((t) => t % cfg.vocabSize) }));
           const got = await Promise.all(reqs.map(async (r) => {
@@ -35,6 +37,7 @@ test('batched greedy decoding == each request decoded alone, for plain, static a
           }
           const lane = e.targetStats;
           if (lane.calls > lane.passes) batched++;
+          if (fusedRound && policy !== 'plain' && e.fusedRounds > 0) fused++;
           assert.equal(e.batcher.size, 0);
           assert.equal(e.activeRequests, 0);
           await e.dispose();
@@ -46,6 +49,7 @@ test('batched greedy decoding == each request decoded alone, for plain, static a
     { numRuns: 25, seed: 15 },
   );
   assert.ok(batched >= 5, `only ${batched} runs packed several requests into one pass`);
+  assert.ok(fused >= 3, `only ${fused} runs ran a lone request's fused round`);
 });
 
 test('a cache slot writes and reads only its own heads, and has ORT views of its own', () => {

@@ -62,7 +62,12 @@ export class SmartSpecPlanner {
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
    * @param step the current step's id (the batched target pass count): plans are per step.
    */
-  constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly decay = 0.9) {}
+  /**
+   * @param alone ms of a whole step at each length k = 0..maxDepth for a request alone in the
+   *   batch, when it runs differently from a batch of one (serving's fused round); default: the
+   *   draft and verify costs as for any batch.
+   */
+  constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly alone?: number[], readonly decay = 0.9) {}
 
   /** A request's policy; it takes part in the planning until `leave()`. */
   policy(): SmartSpecPolicy {
@@ -97,6 +102,7 @@ export class SmartSpecPlanner {
       verifyTokens += k[i] + 1;
       deepest = Math.max(deepest, k[i]);
     }
+    if (n === 1 && this.alone) return tokens / this.alone[Math.min(k[0], this.alone.length - 1)];
     let ms = this.verify.ms(verifyTokens, n);
     for (let j = 1; j <= deepest; j++) {
       let rows = 0;

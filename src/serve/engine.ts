@@ -10,6 +10,9 @@ import { EagletError, UsageError } from '../errors.ts';
 import type { LoadedGenerator } from '../api.ts';
 import { EagleDrafter, type TreeShape } from '../generate/eagle-drafter.ts';
 import { RoundDrafter } from '../generate/round-drafter.ts';
+import type { Drafter } from '../generate/drafter.ts';
+import { RoundSession } from '../runtime/round.ts';
+import { SlotDrafter } from './slot-drafter.ts';
 import { Generator, type GenerationChunk } from '../generate/generator.ts';
 import type { GenerationOptions } from '../generate/options.ts';
 import type { GenerationStats } from '../generate/stats.ts';
@@ -32,6 +35,13 @@ export interface EngineOptions {
   policy?: string;
   /** ORT intra-op threads of the batch sessions. Default: as loadGenerator's default. */
   threads?: number;
+  /**
+   * With a chain tree (top-k 1): a request alone in the batch drafts and verifies in ONE ORT
+   * call per round (the fused round, as `eaglet generate` on the embedded pair), so serving one
+   * client costs what generating does. Its session holds another copy of the target's weights.
+   * Default false.
+   */
+  fusedRound?: boolean;
 }
 
 /** Thrown when the queue is full. */
@@ -51,7 +61,10 @@ export class DrainingError extends EagletError {
 interface Slot {
   index: number;
   cache: KVCache;
-  drafter?: EagleDrafter<DraftPass>;
+  /** The head drafting through the batch lanes. */
+  head?: EagleDrafter<DraftPass>;
+  /** What the request's generator holds: `head`, or a SlotDrafter over it and the fused round. */
+  drafter?: Drafter;
 }
 
 export type PolicyKind = { kind: 'plain' } | { kind: 'static'; depth: number } | { kind: 'smartspec' };
@@ -101,7 +114,7 @@ export class Engine {
     if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1 || this.maxBatch > 256) throw new UsageError('--max-batch', `must be an integer in [1, 256], got ${this.maxBatch}`);
     if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new UsageError('--max-queue', `must be a non-negative integer, got ${this.maxQueue}`);
     const drafter = g.generator.parts.drafter;
-    if (drafter instanceof RoundDrafter) throw new UsageError('fusedRound', 'serving batches draft passes across requests: load the generator without fusedRound');
+    if (drafter instanceof RoundDrafter) throw new UsageError('fusedRound', 'serving batches draft passes across requests: load the generator without fusedRound (the engine\'s own fusedRound option runs it for a lone request)');
     if (drafter && !(drafter instanceof EagleDrafter)) throw new UsageError('--draft', 'serving drafts with an EAGLE head (a directory or random); self-drafting is not batched');
     const draftSession = (drafter as EagleDrafter<DraftSession> | undefined)?.session;
     this.tree = drafter?.shape ?? { topK: 1, maxDepth: 0, totalTokens: 0 };
@@ -123,14 +136,27 @@ export class Engine {
     this.slots = Array.from({ length: B }, (_, i) => ({
       index: i,
       cache: targetCache.slot(i, cfg.nKvHeads),
-      drafter: view && draftCache ? new EagleDrafter(view, this.tree, S, draftCache.slot(i, draftSession!.head.nKvHeads)) : undefined,
+      head: view && draftCache ? new EagleDrafter(view, this.tree, S, draftCache.slot(i, draftSession!.head.nKvHeads)) : undefined,
     }));
+    for (const s of this.slots) s.drafter = s.head;
+    if (opts.fusedRound && this.draftLane) {
+      if (this.tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${this.tree.topK}`);
+      this.fusedRound = true;
+    }
     this.free = [...this.slots].reverse();
     this.threads = opts.threads;
   }
 
   private threads?: number;
+  private fusedRound = false;
+  /** The fused round's session (start(), with fusedRound). */
+  private round?: RoundSession;
   private sessions: Session[] = [];
+
+  /** Fused rounds run by lone requests (cumulative). */
+  get fusedRounds(): number {
+    return this.round?.stats.passes ?? 0;
+  }
 
   /** The batched target passes run and the requests they served (cumulative). */
   get targetStats(): Readonly<LaneStats> {
@@ -161,6 +187,10 @@ export class Engine {
       const head = draft && buildSlotDraftModel(draft.head, draft.weights.head, cfg, g.model.weights, draft.topK, { quantize: draft.weights.quantize });
       this.targetLane.open(this.track(await createSession(target, opts)));
       if (head) this.draftLane!.open(this.track(await createSession(head, opts)));
+      if (this.fusedRound && draft) {
+        const round = (this.round = await RoundSession.create(cfg, g.model.weights, draft.head, draft.weights.head, Math.min(this.tree.maxDepth, this.tree.totalTokens), { ...opts, quantize: draft.weights.quantize }));
+        for (const s of this.slots) s.drafter = new SlotDrafter(s.head!, new RoundDrafter(round, cfg.maxSeqLen, s.head!.cache), () => this.batcher.size === 1);
+      }
     } catch (e) {
       if (e instanceof Error && /^missing tensor/.test(e.message)) throw new UsageError('keepWeights', `serving builds its batch graphs from the weights (${e.message}): load the generator with keepWeights: true`);
       throw e;
@@ -173,9 +203,40 @@ export class Engine {
       while (xs[xs.length - 1] < max) xs.push(Math.min(max, xs[xs.length - 1] * 2));
       return xs;
     };
-    const verify = await this.measure(this.targetLane, this.free.map((s) => s.cache), counts(B * (D + 1)), repeats);
-    const drafts = await this.measure(this.draftLane, this.free.map((s) => s.drafter!.cache), counts(B), repeats);
-    this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.passes);
+    const verify = await this.measure(this.targetLane, this.slots.map((s) => s.cache), counts(B * (D + 1)), repeats);
+    const drafts = await this.measure(this.draftLane, this.slots.map((s) => s.head!.cache), counts(B), repeats);
+    const alone = this.round ? [verify.one[0], ...(await this.measureRound(this.round, repeats))] : undefined;
+    // A step = one target verification: a batched pass, or a lone request's fused round.
+    this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.passes + (this.round?.stats.passes ?? 0), alone);
+  }
+
+  /** Median ms of a fused round verifying k = 1..depth drafts, on half-full caches (one catch-up row per verified token). */
+  private async measureRound(round: RoundSession, repeats: number): Promise<number[]> {
+    const slot = this.slots[0], head = slot.head!.cache, half = this.g.model.config.maxSeqLen >> 1, d = round.head.dim;
+    slot.cache.ensureRows(half);
+    head.ensureRows(half);
+    const out: number[] = [];
+    for (let k = 1; k <= round.depth; k++) {
+      slot.cache.length = half;
+      head.length = half - k - 1;
+      const n = k + 1, tree = new Uint8Array(n * n);
+      for (let i = 0; i < n; i++) tree.fill(1, i * n, i * n + i + 1);
+      const positions = Int32Array.from({ length: n }, (_, i) => half + i);
+      const catchUp = { tokens: new Int32Array(n), features: new Float32Array(n * d), positions: Int32Array.from({ length: n }, (_, i) => half - n + i) };
+      const times: number[] = [];
+      for (let r = 0; r < repeats + 1; r++) {
+        const t0 = performance.now();
+        await round.run(slot.cache, 0, positions, tree, head, catchUp, { logits: false });
+        if (r > 0) times.push(performance.now() - t0);
+      }
+      times.sort((a, b) => a - b);
+      out.push(times[times.length >> 1]);
+    }
+    slot.cache.truncate(0);
+    head.truncate(0);
+    this.targetLane.batchCache.resetLayout();
+    this.draftLane!.batchCache.resetLayout();
+    return out;
   }
 
   private track(s: Session): Session {
@@ -264,7 +325,7 @@ export class Engine {
       // rows. (Safe here: this request has not left the batch yet, so no pass is running; a
       // drafting request's staged rows are inside its length.)
       let rows = 0, draftRows = 0;
-      for (const o of this.slots) if (o !== s && !this.free.includes(o)) (rows = Math.max(rows, o.cache.length)), (draftRows = Math.max(draftRows, o.drafter?.cache.length ?? 0));
+      for (const o of this.slots) if (o !== s && !this.free.includes(o)) (rows = Math.max(rows, o.cache.length)), (draftRows = Math.max(draftRows, o.head?.cache.length ?? 0));
       this.targetLane.batchCache.shrinkRows(rows);
       this.draftLane?.batchCache.shrinkRows(draftRows);
     }
