@@ -15,7 +15,7 @@ import { readPrompts } from '../src/bench/prompts.ts';
 import { parseFlags } from '../src/option-schema.ts';
 import { UsageError } from '../src/errors.ts';
 import { loadDraftHead } from '../src/io/draft-head-io.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { draftVocabWeights, frequentTokens } from '../src/model/draft-head.ts';
 import { GenerationStats } from '../src/generate/stats.ts';
 import { readTargetCorpus } from '../training/target-corpus.ts';

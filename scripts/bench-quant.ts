@@ -15,7 +15,7 @@
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { QUANT } from '../src/model/quantize.ts';
-import type { OnnxOpsOptions } from '../src/model/onnx-ops.ts';
+import type { OnnxOpsOptions } from '../src/onnx/ops.ts';
 import { randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';

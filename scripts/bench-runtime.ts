@@ -20,7 +20,7 @@ import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
-import type { AttentionMode } from '../src/model/onnx-ops.ts';
+import type { AttentionMode } from '../src/onnx/ops.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { createSession, f32, releaseSession } from '../src/runtime/ort.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';

@@ -17,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { Rng } from '../src/util/rng.ts';
 import { FeatureLogWriter } from '../training/feature-log.ts';

@@ -16,7 +16,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig } from '../src/model/random.ts';

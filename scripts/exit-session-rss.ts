@@ -14,7 +14,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { Generator } from '../src/generate/generator.ts';
 import { SelfDrafter } from '../src/generate/self-drafter.ts';

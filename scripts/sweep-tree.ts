@@ -12,7 +12,7 @@ import { parseFlags } from '../src/option-schema.ts';
 import { UsageError } from '../src/errors.ts';
 import { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 import { loadDraftHead } from '../src/io/draft-head-io.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { StaticPolicy } from '../src/policies/policy.ts';
 import { DraftSession } from '../src/runtime/draft.ts';
 import { TargetSession } from '../src/runtime/target.ts';

@@ -10,10 +10,11 @@
  * ```
  */
 import { StateError, UsageError } from './errors.ts';
+import { parameterCount } from './model/config.ts';
 import { DRAFT_QUANT, QUANT, quantizeLinears, quantOf, dense, linearNames, type QuantName } from './model/quantize.ts';
 import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
-import { loadModel, type LoadedModel } from './io/load-model.ts';
+import { loadModel, type LoadedModel } from './load-model.ts';
 import { headConfigFor, randomHeadWeights } from './model/draft-head.ts';
 import { StaticPolicy, type LengthPolicy } from './policies/policy.ts';
 import { LdlpPolicy } from './policies/ldlp.ts';
@@ -21,14 +22,15 @@ import { loadPredictor } from './io/predictor-io.ts';
 import { join } from 'node:path';
 import { DEFAULT_MODEL_TREE, DEFAULT_PATHS, defaultParts } from './default-model.ts';
 import { createPolicy } from './policies/registry.ts';
-import { DEFAULT_THREADS } from './runtime/ort.ts';
+import { defaultThreadsFor } from './runtime/ort.ts';
 import { readTuning, tuningMismatch, TUNING_FILE, type TuningFile } from './tune/tuning.ts';
 import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
 import { RoundSession } from './runtime/round.ts';
 import { RoundDrafter } from './generate/round-drafter.ts';
-import { checkTree, EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
+import { checkTree, type TreeShape } from '../trees/index.ts';
+import { EagleDrafter } from './generate/eagle-drafter.ts';
 import type { Drafter } from './generate/drafter.ts';
 import { checkExitLayer, SelfDrafter } from './generate/self-drafter.ts';
 import { DelPolicy, ExitPolicy } from './policies/del.ts';
@@ -72,7 +74,7 @@ export interface LoadOptions {
    * `ldlp` is set, else static trees of tree.maxDepth.
    */
   policy?: LengthPolicy | ((ctx: { model: LoadedModel; tree: TreeShape }) => LengthPolicy);
-  /** ORT intra-op threads. Default DEFAULT_THREADS: every core, at most 8. */
+  /** ORT intra-op threads. Default `defaultThreadsFor` the target: 1 below 4M parameters, else every core (at most 8). */
   threads?: number;
   /** Seed of the random head. Default 0. */
   draftSeed?: number;
@@ -125,6 +127,8 @@ export interface LoadedGenerator {
   newPolicy(): LengthPolicy;
   /** What loading decided that a user should know (a tuning file applied, or why one was not). */
   readonly notes: string[];
+  /** The ORT intra-op threads the sessions run on (given, or `defaultThreadsFor` the target). */
+  readonly threads: number;
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
   encode(prompt: string | number[]): number[];
   stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
@@ -200,9 +204,9 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const o = options.model === undefined ? withDefaults(options) : options;
   let model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
-  const sessionOpts = { threads: o.threads };
+  const threads = o.threads ?? defaultThreadsFor(parameterCount(model.config));
+  const sessionOpts = { threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
-  const threads = o.threads ?? DEFAULT_THREADS;
   const notes: string[] = [];
   const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, notes) : undefined;
   const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
@@ -284,6 +288,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     tokenizer,
     generator,
     notes,
+    threads,
     encode,
     stream,
     newPolicy: () => makePolicy() ?? generator.policy,

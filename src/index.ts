@@ -7,12 +7,13 @@ export { Generator, type GenerationChunk, type GeneratorParts, type StreamOption
 export { GenerationStats, type StopReason } from './generate/stats.ts';
 export { GENERATION_FLAGS, resolveGenerationOptions, type GenerationOptions } from './generate/options.ts';
 export { Sampler, type SamplingOptions } from './generate/sampler.ts';
-export { EagleDrafter, type TreeShape } from './generate/eagle-drafter.ts';
+export { EagleDrafter } from './generate/eagle-drafter.ts';
+export type { TreeShape } from '../trees/index.ts';
 export { StaticPolicy, type LengthPolicy, type RoundPlan, type RoundState, type RoundOutcome } from './policies/policy.ts';
 export { TargetSession } from './runtime/target.ts';
 export { DraftSession } from './runtime/draft.ts';
 export { KVCache } from './runtime/kv-cache.ts';
-export { loadModel, type LoadedModel } from './io/load-model.ts';
+export { loadModel, type LoadedModel } from './load-model.ts';
 export { loadDraftHead, saveDraftHead, type DraftHead } from './io/draft-head-io.ts';
 export { loadHfCheckpoint, saveHfCheckpoint } from './io/hf.ts';
 export { readLlama2c, writeLlama2c } from './io/llama2c.ts';

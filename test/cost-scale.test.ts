@@ -13,7 +13,7 @@ import { loadGenerator } from '../src/api.ts';
 import { COMMANDS } from '../src/cli/commands.ts';
 import { DEFAULT_PATHS, defaultParts } from '../src/default-model.ts';
 import { loadDraftHead } from '../src/io/draft-head-io.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { loadPredictor } from '../src/io/predictor-io.ts';
 import { scaleHead, scaleProblem, scaleTarget, type ScaleShape } from '../src/model/cost-scale.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';

@@ -5,7 +5,7 @@
  *
  * Tolerance: |ort - ref| <= 1e-4 + 1e-4 * |ref|, as in target-forward.test.ts.
  */
-import type { AttentionMode } from '../src/model/onnx-ops.ts';
+import type { AttentionMode } from '../src/onnx/ops.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';

@@ -15,7 +15,7 @@ import { ConfigError } from '../src/errors.ts';
 import { loadPredictor, outputDim, savePredictor, type Objective, type Predictor, type PredictorKind } from '../src/io/predictor-io.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { mlpForward, PlainOps, randomMlpWeights, type MlpConfig } from '../src/model/mlp.ts';
-import { OnnxOps } from '../src/model/onnx-ops.ts';
+import { OnnxOps } from '../src/onnx/ops.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';

@@ -10,7 +10,7 @@ import { readSafetensors, writeSafetensors, type FloatDtype } from '../src/io/sa
 import { loadHfCheckpoint, parseHfConfig, saveHfCheckpoint, toHfConfig } from '../src/io/hf.ts';
 import { readLlama2c, writeLlama2c } from '../src/io/llama2c.ts';
 import { halvesToInterleaved, interleavedToHalves } from '../src/io/rope-permute.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { writeLlama2cTokenizer } from '../src/tokenizer/llama2c.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import type { ModelConfig } from '../src/model/config.ts';

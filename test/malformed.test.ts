@@ -12,7 +12,7 @@ import { EagletError } from '../src/errors.ts';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { loadHfCheckpoint, parseHfConfig, saveHfCheckpoint, toHfConfig } from '../src/io/hf.ts';
 import { readLlama2c, writeLlama2c } from '../src/io/llama2c.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { readLlama2cTokenizer, writeLlama2cTokenizer } from '../src/tokenizer/llama2c.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { loadGenerator } from '../src/api.ts';
 import { toHfConfig, saveHfCheckpoint } from '../src/io/hf.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { saveQuantizedCheckpoint } from '../src/io/quantized-checkpoint.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';

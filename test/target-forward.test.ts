@@ -15,7 +15,7 @@ import { tensor, type Weights } from '../src/model/weights.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { buildTargetModel } from '../src/onnx/model-graphs.ts';
 import { TargetSession, type TargetOutput } from '../src/runtime/target.ts';
-import type { AttentionMode } from '../src/model/onnx-ops.ts';
+import type { AttentionMode } from '../src/onnx/ops.ts';
 import { referenceForward, visibility } from './support/reference.ts';
 import { arbConfig, arbParents, arbTokens, depths, expectClose, mismatch, MAX_SEQ, pathTo, treeMask } from './support/model-arbs.ts';
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { UsageError } from '../src/errors.ts';
-import { loadModel } from '../src/io/load-model.ts';
+import { loadModel } from '../src/load-model.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { Rng } from '../src/util/rng.ts';

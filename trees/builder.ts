@@ -21,16 +21,8 @@
  * sized in the constructor for k + (D-1)k^2 candidates.
  */
 import { UsageError } from '../src/errors.ts';
+import type { TreeShape } from './shape.ts';
 import { VerifyTree } from './verify-tree.ts';
-
-export interface TreeOptions {
-  /** Children drafted per expanded node, and nodes expanded per depth (EAGLE's top_k). */
-  topK: number;
-  /** Deepest draft depth = draft passes per round, root pass included (EAGLE's depth + 1). */
-  maxDepth: number;
-  /** Most drafted tokens kept for verification, root not counted (EAGLE's total_tokens). */
-  totalTokens: number;
-}
 
 /** The nodes to run through the draft next. Owned by the builder, updated in place. */
 export interface Frontier {
@@ -91,7 +83,7 @@ export class TreeBuilder {
    */
   readonly nodeRows: Int32Array;
 
-  constructor(opts: TreeOptions) {
+  constructor(opts: TreeShape) {
     for (const key of ['topK', 'maxDepth', 'totalTokens'] as const) {
       const v = opts[key];
       if (!(Number.isInteger(v) && v >= 1)) throw new UsageError(key, `must be an integer >= 1, got ${v}`);

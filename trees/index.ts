@@ -1,5 +1,6 @@
-/** Pure draft-tree algorithms: EAGLE-2 expansion and reranking, verification layout, acceptance. */
-export { TreeBuilder, type Frontier, type TreeOptions } from './builder.ts';
+/** Pure draft-tree algorithms: tree shape and its limits, EAGLE-2 expansion and reranking, verification layout, acceptance. */
+export { TreeBuilder, type Frontier } from './builder.ts';
+export { checkTree, TREE_LIMITS, type TreeShape } from './shape.ts';
 export { VerifyTree } from './verify-tree.ts';
 export { Acceptance, acceptGreedy, acceptSampled } from './accept.ts';
 export { addSubtreeAcceptance } from './subtree-acceptance.ts';

@@ -11,20 +11,11 @@
  *            passes share the target's cache; `commitPath` then writes the accepted ones
  *   settle   after the commit: what the round taught the drafter, passed on to the policy
  */
-import type { VerifyTree, Acceptance } from '../../trees/index.ts';
+import type { VerifyTree, Acceptance, TreeShape } from '../../trees/index.ts';
 import type { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetPass } from '../runtime/target.ts';
 import type { LengthPolicy, RoundNotes, RoundPlan } from '../policies/policy.ts';
 import type { History } from './history.ts';
-
-export interface TreeShape {
-  /** Children per expanded node and nodes expanded per depth (EAGLE's top_k). */
-  topK: number;
-  /** Deepest tree a round may draft. */
-  maxDepth: number;
-  /** Most drafted tokens verified per round. */
-  totalTokens: number;
-}
 
 /** The verification pass's output for the tree's nodes. */
 export interface Verified {

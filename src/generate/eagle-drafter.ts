@@ -8,32 +8,13 @@
  * staged rows under the builder's tree mask, fed with the head's own predicted features.
  * Staged rows are dropped at the end of the round.
  */
-import { TreeBuilder, type VerifyTree } from '../../trees/index.ts';
-import { UsageError } from '../errors.ts';
+import { checkTree, TreeBuilder, type TreeShape, type VerifyTree } from '../../trees/index.ts';
 import type { DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetPass } from '../runtime/target.ts';
 import type { History } from './history.ts';
 import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
-import { verifyWithTarget, type Drafter, type TreeShape, type Verified, type VerifyFetch } from './drafter.ts';
-
-export type { TreeShape } from './drafter.ts';
-
-/** Largest tree shape accepted, one limit for the library, every CLI flag and every policy option. */
-export const TREE_LIMITS: Readonly<TreeShape> = { topK: 64, maxDepth: 32, totalTokens: 512 };
-
-/**
- * Throws a UsageError for a tree shape out of range; with `reachable`, also for one whose token
- * budget cannot reach its depth. The library accepts such a tree (rounds stop at the budget, and
- * policies shrink budgets per round); the CLI asks for `reachable`, since a user who typed
- * `--depth 5 --total-tokens 2` would silently get depth 2. `names` are the option names errors use.
- */
-export function checkTree(t: TreeShape, names: Record<keyof TreeShape, string> = { topK: 'tree.topK', maxDepth: 'tree.maxDepth', totalTokens: 'tree.totalTokens' }, reachable = false): void {
-  for (const k of ['topK', 'maxDepth', 'totalTokens'] as const) {
-    if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > TREE_LIMITS[k]) throw new UsageError(names[k], `must be an integer in [1, ${TREE_LIMITS[k]}], got ${t[k]}`);
-  }
-  if (reachable && t.totalTokens < t.maxDepth) throw new UsageError(names.totalTokens, `${t.totalTokens} tokens cannot reach depth ${t.maxDepth} (${names.maxDepth}): give at least as many tokens as levels`);
-}
+import { verifyWithTarget, type Drafter, type Verified, type VerifyFetch } from './drafter.ts';
 
 export class EagleDrafter<S extends DraftPass = DraftSession> implements Drafter {
   readonly cache: KVCache;

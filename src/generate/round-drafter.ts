@@ -9,13 +9,13 @@
  * Per-level stopping (policies' continueDrafting / keepLevel) does not apply: the graph drafts
  * its fixed depth, and the plan's depth (at most that) says how many drafts are verified.
  */
-import { VerifyTree } from '../../trees/index.ts';
+import { VerifyTree, type TreeShape } from '../../trees/index.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { RoundSession } from '../runtime/round.ts';
 import type { TargetPass } from '../runtime/target.ts';
 import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
 import type { History } from './history.ts';
-import { verifyWithTarget, type Drafter, type TreeShape, type Verified, type VerifyFetch } from './drafter.ts';
+import { verifyWithTarget, type Drafter, type Verified, type VerifyFetch } from './drafter.ts';
 
 export class RoundDrafter implements Drafter {
   readonly shape: TreeShape;

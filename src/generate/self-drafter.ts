@@ -18,7 +18,7 @@
  * Sessions per exit layer are built on first use (exit-sessions.ts says why): a policy that
  * moves between a few exits pays for those only.
  */
-import { TreeBuilder, type Acceptance, type VerifyTree } from '../../trees/index.ts';
+import { TreeBuilder, type Acceptance, type TreeShape, type VerifyTree } from '../../trees/index.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import type { LengthPolicy, RoundNotes, RoundPlan } from '../policies/policy.ts';
@@ -27,7 +27,7 @@ import type { KVCache } from '../runtime/kv-cache.ts';
 import type { StepSessionOptions } from '../runtime/target.ts';
 import type { TargetSession } from '../runtime/target.ts';
 import { UsageError } from '../errors.ts';
-import { verifyWithTarget, type Drafter, type TreeShape, type Verified, type VerifyFetch } from './drafter.ts';
+import { verifyWithTarget, type Drafter, type Verified, type VerifyFetch } from './drafter.ts';
 import type { History } from './history.ts';
 
 export interface SelfDrafterOptions {

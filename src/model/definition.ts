@@ -1,7 +1,7 @@
 /**
  * The one definition of the models: the Llama decoder (target) and the EAGLE-1/2 draft head,
  * written once over an abstract tensor-ops interface `Ops<T>`. Each backend renders it:
- * `onnx-ops.ts` emits ONNX nodes (T = value name) for inference; a TensorFlow.js renderer
+ * `src/onnx/ops.ts` emits ONNX nodes (T = value name) for inference; a TensorFlow.js renderer
  * (T = tf.Tensor) runs it eagerly with autograd for training. Property tests hold the
  * renderings equal to the float64 reference in test/support/reference.ts.
  *

@@ -4,7 +4,7 @@
  * below the largest depth the round allows, so a run of successes cannot bank depth that many
  * failures would then have to spend.
  */
-import { TREE_LIMITS } from '../generate/eagle-drafter.ts';
+import { TREE_LIMITS } from '../../trees/index.ts';
 import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 

@@ -12,7 +12,7 @@
  * (test/ldlp.test.ts prints both; the round's draft passes are several).
  */
 import type { Frontier } from '../../trees/index.ts';
-import type { TreeShape } from '../generate/eagle-drafter.ts';
+import type { TreeShape } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
 import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import { loadPredictor, type Predictor, type PredictorKind } from '../io/predictor-io.ts';

@@ -10,7 +10,7 @@
  * of that policy; inline options override them. Trained predictors (LDLP, SpecDec++) plug in
  * with `registerPolicy`.
  */
-import { TREE_LIMITS, type TreeShape } from '../generate/eagle-drafter.ts';
+import { TREE_LIMITS, type TreeShape } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
 import { camel, parseFlags, resolveOptions, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { AdaEdlPolicy, ADAEDL_FLAGS } from './adaedl.ts';

@@ -11,7 +11,7 @@
  * with the products carried frontier to frontier through `parentSlots`.
  */
 import type { Frontier } from '../../trees/index.ts';
-import type { TreeShape } from '../generate/eagle-drafter.ts';
+import type { TreeShape } from '../../trees/index.ts';
 import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { Predictor } from '../io/predictor-io.ts';
 import { PredictorRunner, type PredictorTarget } from './ldlp.ts';

@@ -7,7 +7,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
-import { defaultAttention } from '../model/onnx-ops.ts';
+import { defaultAttention } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';

@@ -21,6 +21,21 @@ export type Fetches = Record<string, ort.Tensor>;
  */
 export const DEFAULT_THREADS = Math.max(1, Math.min(8, availableParallelism()));
 
+/** Below this many target parameters a model runs on one thread by default (`defaultThreadsFor`). */
+export const ONE_THREAD_BELOW_PARAMS = 4_000_000;
+
+/**
+ * The default thread count for a model of `params` parameters: 1 below ONE_THREAD_BELOW_PARAMS,
+ * else DEFAULT_THREADS. A step of a model that small is ORT's per-node dispatch, not arithmetic,
+ * and a second thread only adds its wake-ups. Measured idle on 2 cores: scripts/bench-threads.ts
+ * puts a 1M model at a tie (0.25 vs 0.29 ms) and 10M ahead on 2 threads (1.11 vs 1.33 ms);
+ * scripts/bench-round.ts on the embedded 1.6M pair, 1 vs 2 threads: plain 2041 vs 1787 tok/s,
+ * the fused round 2819 vs 2052 tok/s (README, "One ORT call per round").
+ */
+export function defaultThreadsFor(params: number): number {
+  return params < ONE_THREAD_BELOW_PARAMS ? 1 : DEFAULT_THREADS;
+}
+
 export interface SessionOptions {
   /** Threads for one operator. Default: DEFAULT_THREADS (every core, at most 8). */
   threads?: number;

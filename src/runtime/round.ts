@@ -11,7 +11,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildRoundModel, names } from '../onnx/model-graphs.ts';
-import { defaultAttention, type OnnxOpsOptions } from '../model/onnx-ops.ts';
+import { defaultAttention, type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -72,7 +72,7 @@ export class RoundSession {
     this.rootIds[0] = BigInt(root);
     feeds[names.ids] = i64(this.rootIds, [1, 1]);
     const hf = this.headFeeds.build(headCache, catchUp.tokens, catchUp.positions);
-    for (const [k, v] of Object.entries(hf)) if (k !== names.tree) feeds[names.headPrefix + k] = v;
+    for (const [k, v] of Object.entries(hf)) feeds[names.headPrefix + k] = v;
     feeds[names.headPrefix + names.features] = f32(catchUp.features.subarray(0, c * d), [1, c, d]);
     const common = [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), ...this.headFeeds.presentNames().map((s) => names.headPrefix + s)];
     const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : (this.fetchArgmax ??= common);

@@ -5,7 +5,7 @@
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildTargetModel, names } from '../onnx/model-graphs.ts';
-import { defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../model/onnx-ops.ts';
+import { defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';

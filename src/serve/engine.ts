@@ -8,7 +8,8 @@
  */
 import { EagletError, UsageError } from '../errors.ts';
 import type { LoadedGenerator } from '../api.ts';
-import { EagleDrafter, type TreeShape } from '../generate/eagle-drafter.ts';
+import type { TreeShape } from '../../trees/index.ts';
+import { EagleDrafter } from '../generate/eagle-drafter.ts';
 import { RoundDrafter } from '../generate/round-drafter.ts';
 import type { Drafter } from '../generate/drafter.ts';
 import { RoundSession } from '../runtime/round.ts';

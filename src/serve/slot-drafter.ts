@@ -6,8 +6,8 @@
  * the head's committed rows in the request's one cache slot (cache.length = history rows the
  * head has read; each catches up from there), so a request switches between them at any round.
  */
-import type { Acceptance, VerifyTree } from '../../trees/index.ts';
-import type { Drafter, TreeShape, Verified, VerifyFetch } from '../generate/drafter.ts';
+import type { Acceptance, TreeShape, VerifyTree } from '../../trees/index.ts';
+import type { Drafter, Verified, VerifyFetch } from '../generate/drafter.ts';
 import type { EagleDrafter } from '../generate/eagle-drafter.ts';
 import type { History } from '../generate/history.ts';
 import type { RoundDrafter } from '../generate/round-drafter.ts';

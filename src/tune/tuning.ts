@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
-import type { TreeShape } from '../generate/eagle-drafter.ts';
+import type { TreeShape } from '../../trees/index.ts';
 import { readJsonFile } from '../io/read.ts';
 import { candidates, type Measurements } from './measure.ts';
 

@@ -5,7 +5,7 @@ import { loadGenerator, type LoadedGenerator } from '../../src/api.ts';
 import type { ModelConfig } from '../../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../../src/model/random.ts';
-import type { TreeShape } from '../../src/generate/eagle-drafter.ts';
+import type { TreeShape } from '../../trees/index.ts';
 import type { LengthPolicy } from '../../src/policies/policy.ts';
 import { Rng } from '../../src/util/rng.ts';
 

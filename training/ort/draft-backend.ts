@@ -8,7 +8,7 @@ import { draftToTarget, type HeadConfig } from '../../src/model/draft-head.ts';
 import type { Weights } from '../../src/model/weights.ts';
 import { f32, i64 } from '../../src/runtime/ort.ts';
 import type { PackedBatch } from '../dataset.ts';
-import { MASK_NEG } from '../../src/model/onnx-ops.ts';
+import { MASK_NEG } from '../../src/onnx/ops.ts';
 import { draftTrainGraph, GradSession, type DraftLossWeights } from './graphs.ts';
 
 export class OrtDraftSteps {

@@ -4,7 +4,7 @@
  * padded: their rows weigh 0).
  */
 import type { ModelConfig } from '../../src/model/config.ts';
-import { MASK_NEG } from '../../src/model/onnx-ops.ts';
+import { MASK_NEG } from '../../src/onnx/ops.ts';
 import type { Weights } from '../../src/model/weights.ts';
 import { f32, i64 } from '../../src/runtime/ort.ts';
 import { GradSession, targetTrainGraph } from './graphs.ts';

@@ -1,8 +1,8 @@
 /** `eaglet collect-lengths`: speculative generation at a fixed depth, logging every round (Arrow) for LDLP / SpecDec++ training. */
 import { DEFAULT_TREE } from '../../api.ts';
-import { checkTree, TREE_LIMITS } from '../../generate/eagle-drafter.ts';
+import { checkTree, TREE_LIMITS } from '../../../trees/index.ts';
 import { UsageError } from '../../errors.ts';
-import { loadModel } from '../../io/load-model.ts';
+import { loadModel } from '../../load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { chunkDocuments, readCorpus } from '../../../training/corpus.ts';
 import { collectLengths } from '../../../training/lengths.ts';

@@ -5,7 +5,7 @@ import { UsageError } from '../../errors.ts';
 import { DEFAULT_PATHS, defaultParts } from '../../default-model.ts';
 import { loadDraftHead, saveDraftHead } from '../../io/draft-head-io.ts';
 import { saveHfCheckpoint } from '../../io/hf.ts';
-import { loadModel } from '../../io/load-model.ts';
+import { loadModel } from '../../load-model.ts';
 import { loadPredictor, savePredictor } from '../../io/predictor-io.ts';
 import { writeFileAtomic } from '../../io/atomic.ts';
 import { parameterCount } from '../../model/config.ts';

@@ -1,5 +1,5 @@
 /** `eaglet log`: runs the target over a corpus and writes its features to an Arrow feature log. */
-import { loadModel } from '../../io/load-model.ts';
+import { loadModel } from '../../load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { LOG_DEFAULTS, runLog } from '../../../training/log.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';

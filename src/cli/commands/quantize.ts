@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../../errors.ts';
 import { toHfConfig } from '../../io/hf.ts';
-import { loadModel } from '../../io/load-model.ts';
+import { loadModel } from '../../load-model.ts';
 import { saveQuantizedCheckpoint } from '../../io/quantized-checkpoint.ts';
 import { readJsonFile } from '../../io/read.ts';
 import { QUANT, quantizeLinears, quantOf } from '../../model/quantize.ts';

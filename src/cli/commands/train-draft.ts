@@ -1,6 +1,6 @@
 /** `eaglet train-draft`: trains an EAGLE draft head on feature logs (onnxruntime or TensorFlow.js). */
 import { join } from 'node:path';
-import { loadModel } from '../../io/load-model.ts';
+import { loadModel } from '../../load-model.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from '../../../training/backend.ts';
 import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';

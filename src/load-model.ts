@@ -1,13 +1,13 @@
 /** One entry point for checkpoints: a llama2.c `.bin` file or an HF checkpoint directory. */
 import { existsSync, statSync } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
-import { FormatError } from '../errors.ts';
-import type { ModelConfig } from '../model/config.ts';
-import type { Weights } from '../model/weights.ts';
-import { loadTokenizer } from '../tokenizer/load.ts';
-import type { Tokenizer } from '../tokenizer/tokenizer.ts';
-import { loadHfCheckpoint } from './hf.ts';
-import { readLlama2c } from './llama2c.ts';
+import { FormatError } from './errors.ts';
+import type { ModelConfig } from './model/config.ts';
+import type { Weights } from './model/weights.ts';
+import { loadTokenizer } from './tokenizer/load.ts';
+import type { Tokenizer } from './tokenizer/tokenizer.ts';
+import { loadHfCheckpoint } from './io/hf.ts';
+import { readLlama2c } from './io/llama2c.ts';
 
 export interface LoadedModel {
   config: ModelConfig;
