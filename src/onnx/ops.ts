@@ -96,7 +96,8 @@ export class OnnxOps implements Ops<string> {
     if (!t) throw new Error(`missing tensor ${name}`);
     const value = (this.opts.prefix ?? '') + name;
     // A weight held only quantized has no fp32 initializer: only `linear` reads it.
-    if (!t.quant) this.g.initializer(value, { dtype: 'float32', dims: t.shape, data: t.data });
+    // A file-backed weight goes to ORT as its file region; `data` is read only if it is embedded.
+    if (!t.quant) this.g.initializer(value, { dtype: 'float32', dims: t.shape, get data() { return t.data; }, file: t.file });
     this.weights.set(name, value);
     this.tensors.set(value, t);
     return value;
