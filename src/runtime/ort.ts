@@ -4,8 +4,10 @@
  * (which is synchronous native work behind a promise), so callers can report how much of a
  * step is ORT and how much is their own bookkeeping.
  */
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
+import { FormatError } from '../errors.ts';
 import type { ExternalModel } from '../onnx/graph.ts';
 
 export type OrtTensor = ort.Tensor;
@@ -41,6 +43,8 @@ export interface SessionOptions {
   threads?: number;
   /** ORT graph optimisation level. Default: 'all'. */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Let kernels pre-pack constant weights at session creation (ORT's default). Default true. */
+  prepack?: boolean;
 }
 
 /** Cumulative counters of one session's runs. */
@@ -62,12 +66,17 @@ export interface Session {
 
 /**
  * Creates a CPU session from ONNX model bytes, or from a model whose weights are external data
- * in memory (ORT reads them from the given buffers: see GraphBuilder.toExternalModel).
+ * in memory buffers and checkpoint files (ORT reads them there: see GraphBuilder.toExternalModel).
  */
 export async function createSession(model: Uint8Array | ExternalModel, opts: SessionOptions = {}): Promise<Session> {
   const bytes = model instanceof Uint8Array ? model : model.bytes;
+  const ext = model instanceof Uint8Array ? undefined : model;
+  for (const f of ext?.files ?? []) {
+    const st = statSync(f.path, { throwIfNoEntry: false });
+    if (!st || st.size !== f.fileSize || st.mtimeMs !== f.mtimeMs) throw new FormatError(f.path, 'the file changed since its weights were loaded; load the model again');
+  }
   const inner = await ort.InferenceSession.create(bytes, {
-    ...(model instanceof Uint8Array ? {} : { externalData: model.external }),
+    ...(ext ? { externalData: ext.external } : {}),
     executionProviders: ['cpu'],
     graphOptimizationLevel: opts.optimization ?? 'all',
     intraOpNumThreads: opts.threads ?? DEFAULT_THREADS,
@@ -77,7 +86,9 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
     // spinning after its run and steal the cores from the next session's run. Measured at 2
     // threads (scripts/bench-draft.ts): a draft depth 7.8 -> 2.4 ms, a T=4 verify 24.9 -> 9.5 ms,
     // the plain step unchanged (7.3 ms).
-    extra: { session: { force_spinning_stop: '1' } },
+    // File-backed weights: ORT reads them from their checkpoint file (named by the model's
+    // external data locations) in this directory.
+    extra: { session: { force_spinning_stop: '1', ...(opts.prepack === false ? { disable_prepacking: '1' } : {}), ...(ext?.folder ? { model_external_initializers_file_folder_path: ext.folder } : {}) } },
   });
   return { inner, stats: newRunStats() };
 }
