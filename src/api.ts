@@ -10,6 +10,7 @@
  * ```
  */
 import { StateError, UsageError } from './errors.ts';
+import { parameterCount } from './model/config.ts';
 import { DRAFT_QUANT, QUANT, quantizeLinears, quantOf, dense, linearNames, type QuantName } from './model/quantize.ts';
 import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
@@ -21,7 +22,7 @@ import { loadPredictor } from './io/predictor-io.ts';
 import { join } from 'node:path';
 import { DEFAULT_MODEL_TREE, DEFAULT_PATHS, defaultParts } from './default-model.ts';
 import { createPolicy } from './policies/registry.ts';
-import { DEFAULT_THREADS } from './runtime/ort.ts';
+import { defaultThreadsFor } from './runtime/ort.ts';
 import { readTuning, tuningMismatch, TUNING_FILE, type TuningFile } from './tune/tuning.ts';
 import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
@@ -73,7 +74,7 @@ export interface LoadOptions {
    * `ldlp` is set, else static trees of tree.maxDepth.
    */
   policy?: LengthPolicy | ((ctx: { model: LoadedModel; tree: TreeShape }) => LengthPolicy);
-  /** ORT intra-op threads. Default DEFAULT_THREADS: every core, at most 8. */
+  /** ORT intra-op threads. Default `defaultThreadsFor` the target: 1 below 4M parameters, else every core (at most 8). */
   threads?: number;
   /** Seed of the random head. Default 0. */
   draftSeed?: number;
@@ -126,6 +127,8 @@ export interface LoadedGenerator {
   newPolicy(): LengthPolicy;
   /** What loading decided that a user should know (a tuning file applied, or why one was not). */
   readonly notes: string[];
+  /** The ORT intra-op threads the sessions run on (given, or `defaultThreadsFor` the target). */
+  readonly threads: number;
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
   encode(prompt: string | number[]): number[];
   stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
@@ -201,9 +204,9 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const o = options.model === undefined ? withDefaults(options) : options;
   let model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
-  const sessionOpts = { threads: o.threads };
+  const threads = o.threads ?? defaultThreadsFor(parameterCount(model.config));
+  const sessionOpts = { threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
-  const threads = o.threads ?? DEFAULT_THREADS;
   const notes: string[] = [];
   const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, notes) : undefined;
   const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
@@ -285,6 +288,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     tokenizer,
     generator,
     notes,
+    threads,
     encode,
     stream,
     newPolicy: () => makePolicy() ?? generator.policy,

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadGenerator } from '../src/api.ts';
 import { defaultParts } from '../src/default-model.ts';
+import { DEFAULT_THREADS, defaultThreadsFor, ONE_THREAD_BELOW_PARAMS } from '../src/runtime/ort.ts';
 
 const has = defaultParts();
 
@@ -11,6 +12,7 @@ test('the embedded default generates text, and its speculative output equals pla
   const plain = await loadGenerator({ draft: null });
   try {
     assert.equal(main.generator.parts.drafter !== undefined, has.draft, 'the default head is used when present');
+    assert.equal(main.threads, 1, 'the 1.6M-parameter default runs on one thread unless told otherwise');
     for (const prompt of ['export declare function', 'interface Array<T> {', '/**']) {
       for (const temperature of [0, 0.8]) {
         const a = await plain.generate(prompt, { maxNewTokens: 48, temperature, seed: 3 });
@@ -22,5 +24,17 @@ test('the embedded default generates text, and its speculative output equals pla
   } finally {
     await main.dispose();
     await plain.dispose();
+  }
+});
+
+test('default threads: one below ONE_THREAD_BELOW_PARAMS parameters, every core (at most 8) from there; an explicit count wins', async () => {
+  assert.equal(defaultThreadsFor(ONE_THREAD_BELOW_PARAMS - 1), 1);
+  assert.equal(defaultThreadsFor(ONE_THREAD_BELOW_PARAMS), DEFAULT_THREADS);
+  if (!has.target) return;
+  const g = await loadGenerator({ draft: null, threads: 2 });
+  try {
+    assert.equal(g.threads, 2);
+  } finally {
+    await g.dispose();
   }
 });

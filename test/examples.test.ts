@@ -2,6 +2,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { DEFAULT_PATHS } from '../src/default-model.ts';
 
 test('examples/library.ts runs: streams, aborts at a round boundary, generates', () => {
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'examples/library.ts'], { encoding: 'utf8' });
@@ -19,4 +24,50 @@ test('examples/serve.ts runs: the handler inside an existing node:http app, stre
   assert.ok(out.streamed.length > 0);
   assert.equal(out.chatTokens, 16);
   assert.equal(out.own, 'my own app\n');
+});
+
+/**
+ * The ```ts blocks of the README's "### Library" section and of the entry modules' TSDoc, run as
+ * scripts with three substitutions, all visible here: the package name becomes this checkout's
+ * src/index.ts, the `path/to/...` placeholders the embedded default pair, and port 8080 a free one.
+ */
+function runSnippet(code: string): ReturnType<typeof spawnSync> {
+  const script = code
+    .replaceAll(`from 'eaglet'`, `from '${pathToFileURL(resolve('src/index.ts')).href}'`)
+    .replaceAll(`'path/to/hf-dir'`, JSON.stringify(DEFAULT_PATHS.target))
+    .replaceAll(`'path/to/head'`, JSON.stringify(DEFAULT_PATHS.draft))
+    .replaceAll('listen(8080)', 'listen(0)');
+  const file = join(mkdtempSync(join(tmpdir(), 'eaglet-doc-')), 'snippet.mts');
+  writeFileSync(file, script);
+  return spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 60_000 });
+}
+
+const fenced = (text: string): string[] => [...text.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
+
+function readmeSection(heading: string): string {
+  const readme = readFileSync('README.md', 'utf8');
+  const start = readme.indexOf(`\n${heading}\n`);
+  assert.ok(start >= 0, `README has a "${heading}" section`);
+  const end = readme.indexOf('\n#', start + heading.length + 2);
+  return readme.slice(start, end < 0 ? undefined : end);
+}
+
+/** The code blocks of the file's first comment, with the ` * ` margin removed. */
+const tsdocBlocks = (file: string): string[] => fenced(readFileSync(file, 'utf8').split('*/')[0].replace(/^ \* ?/gm, ''));
+
+test('the README Library example runs as written: streams text, then generates with stats', () => {
+  const blocks = fenced(readmeSection('### Library'));
+  assert.equal(blocks.length, 1);
+  const r = runSnippet(blocks[0]);
+  assert.equal(r.status, 0, String(r.stderr));
+  assert.match(String(r.stdout), /\ntau \d+\.\d\d, \d+ tok\/s\n$/);
+});
+
+test('the TSDoc examples of src/api.ts and src/serve/server.ts run as written', () => {
+  for (const file of ['src/api.ts', 'src/serve/server.ts']) {
+    const blocks = tsdocBlocks(file);
+    assert.equal(blocks.length, 1, file);
+    const r = runSnippet(blocks[0]);
+    assert.equal(r.status, 0, `${file}: ${r.stderr}`);
+  }
 });

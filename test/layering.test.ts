@@ -1,7 +1,8 @@
 /**
  * The package's layout shows its dependencies: the import graph of src/, trees/ and training/
- * has no cycles, nothing below the CLI imports it, trees/ needs no runtime, and what a library
- * or CLI user loads without training never pulls in TensorFlow.js (it is an optional install).
+ * has no cycles, between files or between folders; nothing below the CLI imports it; trees/
+ * needs no runtime; and what a library or CLI user loads without training never pulls in
+ * TensorFlow.js (it is an optional install).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -83,4 +84,33 @@ test('the library and the CLI entry load no TensorFlow.js until a training comma
   walk('src/cli/main.ts');
   assert.ok(seen.has('src/cli/commands/train-draft.ts'), 'the walk reaches the training commands');
   assert.deepEqual(tf, []);
+});
+
+/** A module's folder: trees/ and training/ whole, src/<dir> inside src/, and src/'s top-level files (api.ts, errors.ts ...) each on their own. */
+function folderOf(f: string): string {
+  const parts = f.split('/');
+  if (parts[0] !== 'src') return parts[0];
+  return parts.length > 2 ? `src/${parts[1]}` : f;
+}
+
+test('folders depend one way: no two folders import each other, directly or around a loop', () => {
+  const edges = new Map<string, Set<string>>();
+  for (const [f, { local }] of graph) {
+    for (const d of local) {
+      const a = folderOf(f), b = folderOf(d);
+      if (a !== b) (edges.get(a) ?? edges.set(a, new Set()).get(a)!).add(b);
+    }
+  }
+  const state = new Map<string, 'open' | 'done'>();
+  const loops: string[] = [];
+  const visit = (n: string, path: string[]): void => {
+    if (state.get(n) === 'done') return;
+    if (state.get(n) === 'open') return void loops.push([...path.slice(path.indexOf(n)), n].join(' -> '));
+    state.set(n, 'open');
+    for (const m of edges.get(n) ?? []) visit(m, [...path, n]);
+    state.set(n, 'done');
+  };
+  for (const n of edges.keys()) visit(n, []);
+  assert.ok(edges.has('src/generate') && edges.get('src/generate')!.has('src/runtime'), 'the folder graph is built');
+  assert.deepEqual(loops, []);
 });

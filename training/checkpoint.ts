@@ -14,6 +14,7 @@ import { FormatError, UsageError } from '../src/errors.ts';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import type { Variable } from '@tensorflow/tfjs';
 import { checkTensors, type Tensor, type Weights } from '../src/model/weights.ts';
+import { AdamWArrays, type AdamWOptions } from './adamw.ts';
 
 /** The non-tensor state of a run; `C` is the trainer's curve type (the draft head's by default). */
 export interface CheckpointState<C = Curve> {
@@ -113,6 +114,34 @@ export function loadCheckpoint<C = Curve>(outDir: string, shapes?: Map<string, n
     }
   }
   return c;
+}
+
+/** A run's trainable tensors and their optimizer, fresh or resumed (`startTraining`). */
+export interface TrainingState {
+  params: Weights;
+  opt: AdamWArrays;
+  /** Updates already applied: the checkpoint's step, 0 on a fresh run. */
+  startStep: number;
+  /** Copies `w` (the params or a moment, in `names` order) as named weights, for checkpoints and exports. */
+  copy(w: Float32Array[]): Weights;
+}
+
+/**
+ * Copies of the checkpoint's parameters (or of `init()` on a fresh run) in `names` order, and an
+ * AdamW over them with the checkpoint's moments and step restored, so a resumed run continues
+ * bit for bit. Every trainer that checkpoints starts here.
+ */
+export function startTraining(names: readonly string[], ckpt: Checkpoint<unknown> | null, init: () => Weights, adam: AdamWOptions): TrainingState {
+  const from = ckpt?.params ?? init();
+  const params: Weights = new Map(names.map((n) => [n, { shape: from.get(n)!.shape.slice(), data: from.get(n)!.data.slice() }]));
+  const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), adam);
+  const startStep = ckpt?.state.step ?? 0;
+  if (ckpt) {
+    opt.step = startStep;
+    names.forEach((n, i) => (opt.m[i].set(ckpt.m.get(n)!.data), opt.v[i].set(ckpt.v.get(n)!.data)));
+  }
+  const copy = (w: Float32Array[]): Weights => new Map(names.map((n, i) => [n, { shape: params.get(n)!.shape, data: w[i].slice() }]));
+  return { params, opt, startStep, copy };
 }
 
 /** What is wrong with the non-tensor state, or null (the curve's own fields are the trainer's to check). */

@@ -18,18 +18,11 @@
  * an interrupted run never leaves a file at the final path. Reading is by record batch, in any
  * order (`FeatureLogFile`), one batch in memory at a time; columns come back as typed-array views.
  */
-import { closeSync, createWriteStream, mkdirSync, fstatSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
-import { dirname } from 'node:path';
-import { once } from 'node:events';
-import type { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
-import {
-  DataType, Field, FixedSizeList, Float32, Int32, makeData, Precision, RecordBatch, RecordBatchStreamWriter, Schema, Struct,
-  type Data,
-} from 'apache-arrow';
+import { closeSync, fstatSync, readFileSync } from 'node:fs';
+import { DataType, Field, FixedSizeList, Float32, Int32, Precision, RecordBatch, Schema, type Data } from 'apache-arrow';
 import { FormatError } from '../src/errors.ts';
 import { IpcBatchFile } from './arrow-ipc.ts';
-import { writeFileAtomic } from '../src/io/atomic.ts';
+import { ArrowLogWriter, columnData, listField } from './arrow-log-writer.ts';
 import { openForRead } from '../src/io/read.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 
@@ -82,26 +75,21 @@ export interface FeatureBatch {
 export const sidecarPath = (logPath: string): string => `${logPath}.json`;
 
 function logSchema(dim: number, topK: number): Schema {
-  const list = (name: string, type: DataType, width: number) =>
-    new Field(name, new FixedSizeList(width, new Field('item', type, false)), false);
   const fields = [
     new Field('seq_id', new Int32(), false),
     new Field('position', new Int32(), false),
     new Field('token_id', new Int32(), false),
     new Field('next_token_id', new Int32(), false),
-    list('feature', new Float32(), dim),
+    listField('feature', new Float32(), dim),
   ];
-  if (topK > 0) fields.push(list('top_ids', new Int32(), topK), list('top_probs', new Float32(), topK));
+  if (topK > 0) fields.push(listField('top_ids', new Int32(), topK), listField('top_probs', new Float32(), topK));
   return new Schema(fields);
 }
 
 /** Streams feature rows to an Arrow IPC file; see the module comment for the layout. */
 export class FeatureLogWriter {
   private readonly schema: Schema;
-  private readonly writer = new RecordBatchStreamWriter();
-  private readonly tmpPath: string;
-  private readonly sink: WriteStream;
-  private readonly source: Readable;
+  private readonly file: ArrowLogWriter;
   private pending: FeatureRows[] = [];
   private pendingRows = 0;
   private lastSeq = -1;
@@ -115,11 +103,7 @@ export class FeatureLogWriter {
    */
   constructor(readonly path: string, readonly dim: number, readonly topK = 0, readonly batchRows = DEFAULT_BATCH_ROWS) {
     this.schema = logSchema(dim, topK);
-    this.tmpPath = `${path}.tmp-${process.pid}`;
-    mkdirSync(dirname(path), { recursive: true }); // like every other output: its folder is made
-    this.sink = createWriteStream(this.tmpPath);
-    this.source = this.writer.toNodeStream();
-    this.source.pipe(this.sink);
+    this.file = new ArrowLogWriter(path);
   }
 
   /** Adds rows; writes a record batch whenever `batchRows` rows are buffered. */
@@ -139,15 +123,11 @@ export class FeatureLogWriter {
   /** Writes what is buffered, waits for the file stream to drain (keeps memory bounded). */
   private async flush(): Promise<void> {
     if (this.pendingRows === 0) return;
-    this.writer.write(this.buildBatch());
-    this.pending = [];
-    this.pendingRows = 0;
-    // Let the pipe move the queued bytes into the file stream, then respect its backpressure.
-    await new Promise((resolve) => setImmediate(resolve));
-    if (this.sink.writableNeedDrain) await once(this.sink, 'drain');
+    await this.writeBatch();
   }
 
-  private buildBatch(): RecordBatch {
+  /** Writes the buffered rows as one record batch (none: an empty batch, which still carries the schema). */
+  private async writeBatch(): Promise<void> {
     const n = this.pendingRows, d = this.dim, k = this.topK;
     // Fresh buffers per batch: the IPC writer queues views of them, not copies.
     const seq = new Int32Array(n), pos = new Int32Array(n), tok = new Int32Array(n), next = new Int32Array(n); // [n]
@@ -168,18 +148,12 @@ export class FeatureLogWriter {
         topProbs.set(r.topProbs!, first * k);
       }
     }
-    const fields = this.schema.fields;
-    const prim = (i: number, values: Int32Array | Float32Array) => makeData({ type: fields[i].type, length: n, data: values });
-    const list = (i: number, values: Int32Array | Float32Array) => {
-      const type = fields[i].type as FixedSizeList;
-      const child = makeData({ type: type.children[0].type, length: values.length, data: values });
-      return makeData({ type, length: n, child });
-    };
-    const children: Data[] = [prim(0, seq), prim(1, pos), prim(2, tok), prim(3, next), list(4, feat)];
-    if (k > 0) children.push(list(5, topIds), list(6, topProbs));
+    const columns = [seq, pos, tok, next, feat, ...(k > 0 ? [topIds, topProbs] : [])];
     this.counts.rows += n;
     this.counts.batches++;
-    return new RecordBatch(this.schema, makeData({ type: new Struct(fields), length: n, children }));
+    this.pending = [];
+    this.pendingRows = 0;
+    await this.file.write(this.schema, n, columns.map((values, i) => columnData(this.schema.fields[i], n, values)));
   }
 
   /**
@@ -188,22 +162,15 @@ export class FeatureLogWriter {
    */
   async finish(meta: Omit<FeatureLogSidecar, 'counts' | 'format' | 'version' | 'dim' | 'topK'>): Promise<LogCounts> {
     await this.flush();
-    if (this.counts.batches === 0) this.writer.write(this.buildBatch()); // an empty log still has a schema
-    this.writer.finish();
-    await finished(this.sink);
+    if (this.counts.batches === 0) await this.writeBatch(); // an empty log still has a schema
     const sidecar: FeatureLogSidecar = { format: 'eaglet-feature-log', version: 1, ...meta, dim: this.dim, topK: this.topK, counts: { ...this.counts } };
-    writeFileAtomic(sidecarPath(this.path), JSON.stringify(sidecar, null, 2) + '\n');
-    renameSync(this.tmpPath, this.path);
+    await this.file.finish(sidecarPath(this.path), sidecar);
     return sidecar.counts;
   }
 
   /** Drops the partial file. */
   async abort(): Promise<void> {
-    this.source.unpipe(this.sink);
-    this.source.destroy();
-    this.sink.destroy();
-    await once(this.sink, 'close');
-    rmSync(this.tmpPath, { force: true });
+    await this.file.abort();
   }
 }
 

@@ -23,13 +23,9 @@
  * Files are written to `<out>.tmp-<pid>` and renamed by `finish`, with a JSON sidecar
  * `<out>.json` (source, tree, counts).
  */
-import { createWriteStream, mkdirSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
-import { dirname } from 'node:path';
-import { once } from 'node:events';
-import { finished } from 'node:stream/promises';
-import {
-  DataType, Field, FixedSizeList, Float32, Int32, makeData, Precision, RecordBatch, RecordBatchStreamWriter, Schema, Struct, type Data,
-} from 'apache-arrow';
+import { readFileSync } from 'node:fs';
+import { DataType, Field, Float32, Int32, Precision, Schema } from 'apache-arrow';
+import { ArrowLogWriter, columnData, listField } from './arrow-log-writer.ts';
 import type { Frontier } from '../trees/index.ts';
 import { loadGenerator } from '../src/api.ts';
 import { IpcBatchFile } from './arrow-ipc.ts';
@@ -37,7 +33,6 @@ import { FormatError, UsageError } from '../src/errors.ts';
 import type { TreeShape } from '../trees/index.ts';
 import type { GenerationChunk } from '../src/generate/generator.ts';
 import type { DraftHead } from '../src/io/draft-head-io.ts';
-import { writeFileAtomic } from '../src/io/atomic.ts';
 import type { LoadedModel } from '../src/load-model.ts';
 import type { Tensor } from '../src/model/weights.ts';
 import { StaticPolicy, type LengthPolicy, type RoundOutcome, type RoundPlan, type RoundState } from '../src/policies/policy.ts';
@@ -188,9 +183,7 @@ function listWidth(spec: (typeof LIST_COLUMNS)[number], d: number, D: number): n
 /** Streams round records to an Arrow IPC file (see the module comment). */
 export class RoundLogWriter {
   private readonly schema: Schema;
-  private readonly writer = new RecordBatchStreamWriter();
-  private readonly tmpPath: string;
-  private readonly sink: WriteStream;
+  private readonly file: ArrowLogWriter;
   private cols!: { ints: Int32Array[]; floats: Float32Array[]; lists: (Int32Array | Float32Array)[] };
   private n = 0;
   private lastSeq = -1;
@@ -198,16 +191,12 @@ export class RoundLogWriter {
 
   /** @param batchRows rounds per record batch. */
   constructor(readonly path: string, readonly dim: number, readonly maxDepth: number, readonly batchRows = 1024) {
-    const list = (name: string, type: DataType, width: number) => new Field(name, new FixedSizeList(width, new Field('item', type, false)), false);
     this.schema = new Schema([
       ...INT_COLUMNS.map((c) => new Field(c, new Int32(), false)),
       ...FLOAT_COLUMNS.map((c) => new Field(c, new Float32(), false)),
-      ...LIST_COLUMNS.map((s) => list(s[0], s[1] === 'f32' ? new Float32() : new Int32(), listWidth(s, dim, maxDepth))),
+      ...LIST_COLUMNS.map((s) => listField(s[0], s[1] === 'f32' ? new Float32() : new Int32(), listWidth(s, dim, maxDepth))),
     ]);
-    this.tmpPath = `${path}.tmp-${process.pid}`;
-    mkdirSync(dirname(path), { recursive: true }); // like every other output: its folder is made
-    this.sink = createWriteStream(this.tmpPath);
-    this.writer.toNodeStream().pipe(this.sink);
+    this.file = new ArrowLogWriter(path);
     this.fresh();
   }
 
@@ -236,36 +225,23 @@ export class RoundLogWriter {
 
   private async flush(): Promise<void> {
     if (this.n === 0 && this.counts.rounds > 0) return;
-    const n = this.n, f = this.schema.fields;
-    const prim = (k: number, v: Int32Array | Float32Array) => makeData({ type: f[k].type, length: n, data: v.subarray(0, n) });
-    const list = (k: number, v: Int32Array | Float32Array) => {
-      const type = f[k].type as FixedSizeList;
-      return makeData({ type, length: n, child: makeData({ type: type.children[0].type, length: n * type.listSize, data: v.subarray(0, n * type.listSize) }) });
-    };
-    const c = this.cols, I = INT_COLUMNS.length, F = FLOAT_COLUMNS.length;
-    const children: Data[] = [...c.ints.map((v, k) => prim(k, v)), ...c.floats.map((v, k) => prim(I + k, v)), ...c.lists.map((v, k) => list(I + F + k, v))];
-    this.writer.write(new RecordBatch(this.schema, makeData({ type: new Struct(f), length: n, children })));
+    const n = this.n, c = this.cols, columns = [...c.ints, ...c.floats, ...c.lists];
+    const batch = columns.map((values, k) => columnData(this.schema.fields[k], n, values));
     this.fresh();
-    await new Promise((resolve) => setImmediate(resolve));
-    if (this.sink.writableNeedDrain) await once(this.sink, 'drain');
+    await this.file.write(this.schema, n, batch);
   }
 
   /** Writes the last batch and the sidecar, then renames the log into place. */
   async finish(meta: Pick<RoundLogSidecar, 'tree' | 'source'>): Promise<RoundLogSidecar> {
     await this.flush();
-    this.writer.finish();
-    await finished(this.sink);
     const sidecar: RoundLogSidecar = { format: 'eaglet-round-log', version: 1, dim: this.dim, maxDepth: this.maxDepth, ...meta, counts: { ...this.counts } };
-    writeFileAtomic(roundSidecarPath(this.path), JSON.stringify(sidecar, null, 2) + '\n');
-    renameSync(this.tmpPath, this.path);
+    await this.file.finish(roundSidecarPath(this.path), sidecar);
     return sidecar;
   }
 
   /** Drops the partial file. */
   async abort(): Promise<void> {
-    this.writer.finish();
-    await finished(this.sink).catch(() => undefined);
-    rmSync(this.tmpPath, { force: true });
+    await this.file.abort();
   }
 }
 

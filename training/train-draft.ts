@@ -31,9 +31,9 @@ import { draftLogits, eagleHeadForward, lmHead } from '../src/model/definition.t
 import { DRAFT_VOCAB, draftToTarget, draftVocabWeights, mostFrequent, headConfigFor, randomHeadWeights, trainableHeadShapes, type HeadConfig } from '../src/model/draft-head.ts';
 import { outputHead, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
-import { AdamWArrays, warmupLr } from './adamw.ts';
+import { warmupLr } from './adamw.ts';
 import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
-import { checkFingerprint, checkpointPath, loadCheckpoint, saveCheckpoint, type CheckpointState, type Curve } from './checkpoint.ts';
+import { checkFingerprint, checkpointPath, loadCheckpoint, saveCheckpoint, startTraining, type CheckpointState, type Curve } from './checkpoint.ts';
 import { OrtDraftSteps } from './ort/draft-backend.ts';
 import { epochOrder, FeatureStore, mixSeed as mix, SHUFFLE_BLOCKS, splitWindows, type PackedBatch } from './dataset.ts';
 import { readSidecar } from './feature-log.ts';
@@ -200,24 +200,16 @@ async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaite
   if (ckpt) checkFingerprint(ckpt.state.fingerprint, fingerprint, opts.out);
   if (ckpt && !fitsRun(ckpt.state, split.train.length, steps))
     throw new FormatError(checkpointPath(opts.out), 'its step, data order or curve do not fit this run: a damaged checkpoint');
-  const init = ckpt?.params ?? randomHeadWeights(cfg, o.seed);
   const names = [...trainableHeadShapes(head).keys()];
-  const params: Weights = new Map(names.map((n) => [n, { shape: init.get(n)!.shape.slice(), data: init.get(n)!.data.slice() }]));
-  const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), { clip: o.clip, weightDecay: o.weightDecay });
+  const { params, opt, startStep, copy } = startTraining(names, ckpt, () => randomHeadWeights(cfg, o.seed), { clip: o.clip, weightDecay: o.weightDecay });
   const curve: Curve = ckpt?.state.curve ?? { step: [], loss: [], valStep: [], valTop1: [], valTop3: [], valFeatureLoss: [] };
   // The epoch's window order is a function of (seed, epoch): the step alone places a resumed run in the stream.
   let order: { epoch: number; positions: Int32Array } = { epoch: -1, positions: new Int32Array(0) };
-  const startStep = ckpt?.state.step ?? 0;
-  if (ckpt) {
-    opt.step = startStep;
-    names.forEach((n, i) => (opt.m[i].set(ckpt.m.get(n)!.data), opt.v[i].set(ckpt.v.get(n)!.data)));
-  }
   const lossWeights = { featureWeight: o.featureWeight, tokenWeight: o.tokenWeight };
   const runner: DraftSteps = picked.kind === 'ort'
     ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights, undefined, vocabW), { tensorCount: () => null })
     : new TfDraftSteps(picked.tf, opts.target, head, lossWeights, vocabW);
   const validate = (): Promise<ValMetrics> => evaluate(data, split.val, o.batch, (b) => runner.evaluate(params, b));
-  const copy = (w: Float32Array[]): Weights => new Map(names.map((n, i) => [n, { shape: params.get(n)!.shape, data: w[i].slice() }]));
 
   const tensorCounts: number[] = [];
   let rowsTrained = 0, msTraining = 0;

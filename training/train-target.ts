@@ -25,9 +25,9 @@ import { makeConfig } from '../src/model/random.ts';
 import { expectedShapes, tensor, type Weights } from '../src/model/weights.ts';
 import { HfTokenizer } from '../src/tokenizer/hf.ts';
 import { Rng } from '../src/util/rng.ts';
-import { AdamWArrays, cosineLr } from './adamw.ts';
+import { cosineLr } from './adamw.ts';
 import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type TrainBackendChoice } from './backend.ts';
-import { checkFingerprint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import { checkFingerprint, loadCheckpoint, saveCheckpoint, startTraining } from './checkpoint.ts';
 import { OrtTargetSteps } from './ort/target-backend.ts';
 import { earlyExitLoss } from './early-exit.ts';
 import type { OnProgress } from './progress.ts';
@@ -268,19 +268,11 @@ export async function trainTarget(opts: TrainTargetOptions): Promise<TrainTarget
   const ckpt = resume ? loadCheckpoint<TargetCurve>(ckptDir) : null;
   if (ckpt) checkFingerprint(ckpt.state.fingerprint, fingerprint, ckptDir);
   const names = [...expectedShapes(cfg).keys()];
-  const init = ckpt?.params ?? initTargetWeights(cfg, o.seed);
-  const params: Weights = new Map(names.map((n) => [n, { shape: init.get(n)!.shape.slice(), data: init.get(n)!.data.slice() }]));
-  const opt = new AdamWArrays(names.map((n) => params.get(n)!.data), { clip: o.clip, weightDecay: o.weightDecay });
-  const startStep = ckpt?.state.step ?? 0;
-  if (ckpt) {
-    opt.step = startStep;
-    names.forEach((n, i) => (opt.m[i].set(ckpt.m.get(n)!.data), opt.v[i].set(ckpt.v.get(n)!.data)));
-  }
+  const { params, opt, startStep, copy } = startTraining(names, ckpt, () => initTargetWeights(cfg, o.seed), { clip: o.clip, weightDecay: o.weightDecay });
   const curve: TargetCurve = ckpt?.state.curve ?? { step: [], loss: [], lr: [], evalStep: [], evalLoss: [] };
   const runner: TargetSteps = picked.kind === 'ort'
     ? Object.assign(await OrtTargetSteps.create(cfg, o.batch, T, undefined, o.earlyExitLoss), { tensorCount: () => null })
     : new TfTargetSteps(picked.tf, cfg, T, picked.name === 'wasm', o.earlyExitLoss);
-  const copy = (w: Float32Array[]): Weights => new Map(names.map((n, i) => [n, { shape: params.get(n)!.shape, data: w[i].slice() }]));
 
   const evaluate = async (): Promise<HeldOutMetrics> => {
     let sum = 0;

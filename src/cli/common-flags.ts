@@ -1,7 +1,7 @@
 /** Flags several commands share: the target, the draft head, the tree shape, threads. */
 import { DEFAULT_TREE } from '../api.ts';
 import { DEFAULT_MODEL_TREE } from '../default-model.ts';
-import { DEFAULT_THREADS } from '../runtime/ort.ts';
+import { DEFAULT_THREADS, ONE_THREAD_BELOW_PARAMS } from '../runtime/ort.ts';
 import { checkTree, TREE_LIMITS, type TreeShape } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
 import { camel, type FlagSpec, type Parsed } from '../option-schema.ts';
@@ -21,7 +21,7 @@ export const TREE_FLAGS: FlagSpec[] = [
 
 export const QUANTIZE_FLAG: FlagSpec = { flag: 'quantize', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'quantize the target (and draft head) to 8- or 4-bit blockwise weights at load; a checkpoint from `eaglet quantize` is quantized already' };
 
-export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, default: DEFAULT_THREADS, meta: 'N', help: 'onnxruntime intra-op threads; by default every core (at most 8)' };
+export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, meta: 'N', help: `onnxruntime intra-op threads; by default 1 for a target under ${ONE_THREAD_BELOW_PARAMS / 1e6}M parameters (its steps are per-node overhead), else every core (at most 8; here ${DEFAULT_THREADS})` };
 
 /** The tree-shape fields the TREE_FLAGS set (unset ones are left out). */
 export function treeFromFlags(f: Parsed): Partial<TreeShape> {

@@ -20,7 +20,7 @@ import { expectedShapes, validateWeights, type Tensor, type Weights } from '../m
 import { writeFileAtomic } from './atomic.ts';
 import { readJsonFile } from './read.ts';
 import { loadQuantizedWeights, parseQuantization } from './quantized-checkpoint.ts';
-import { readSafetensors, writeSafetensors, type FloatDtype } from './safetensors.ts';
+import { FILE_BACKED, readSafetensors, writeSafetensors, type FloatDtype } from './safetensors.ts';
 
 const MODEL_TYPES: Record<string, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' };
 
@@ -152,7 +152,10 @@ export function loadHfConfig(dir: string): ModelConfig {
   return c;
 }
 
-/** Loads a checkpoint directory: config and exactly the weights it needs, validated (shapes, finiteness). */
+/**
+ * Loads a checkpoint directory: config and exactly the weights it needs, validated (shapes;
+ * finiteness of the tensors read into memory). F32 weights are file-backed (FILE_BACKED).
+ */
 export function loadHfCheckpoint(dir: string): { config: ModelConfig; weights: Weights } {
   const config = loadHfConfig(dir);
   const configFile = join(dir, 'config.json');
@@ -165,14 +168,14 @@ export function loadHfCheckpoint(dir: string): { config: ModelConfig; weights: W
   let source: string;
   if (existsSync(single)) {
     source = single;
-    for (const [k, t] of readSafetensors(single, want).tensors) weights.set(k, t);
+    for (const [k, t] of readSafetensors(single, want, FILE_BACKED).tensors) weights.set(k, t);
   } else if (existsSync(index)) {
     source = index;
     for (const [shard, names] of shardsOf(index)) {
       const keep = new Set(names.filter(want));
       if (keep.size === 0) continue;
       const path = join(dir, shard);
-      for (const [k, t] of readSafetensors(path, (n) => keep.has(n)).tensors) weights.set(k, t);
+      for (const [k, t] of readSafetensors(path, (n) => keep.has(n), FILE_BACKED).tensors) weights.set(k, t);
       for (const k of keep) if (!weights.has(k)) throw new FormatError(path, `tensor ${k} listed in ${basename(index)} is not in this shard`);
     }
   } else {

@@ -24,7 +24,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { linearNames, quantOf, type WeightQuant } from '../model/quantize.ts';
 import { expectedShapes, validateWeights, type Tensor, type Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
-import { readSafetensors, readSafetensorsBytes, writeSafetensors } from './safetensors.ts';
+import { FILE_BACKED, readSafetensors, readSafetensorsBytes, writeSafetensors } from './safetensors.ts';
 
 export const QUANT_METHOD = 'eaglet_blockwise';
 
@@ -52,7 +52,7 @@ export function loadQuantizedWeights(dir: string, cfg: ModelConfig, q: WeightQua
   const linears = new Set(linearNames(cfg));
   const packedNames = new Set([...linears].map((n) => `${base(n)}.qweight`));
   const f32 = new Set([...expectedShapes(cfg).keys(), ...[...linears].map((n) => `${base(n)}.scales`)]);
-  const weights: Weights = readSafetensors(file, (n) => f32.has(n)).tensors;
+  const weights: Weights = readSafetensors(file, (n) => f32.has(n), FILE_BACKED).tensors;
   const packed = readSafetensorsBytes(file, (n) => packedNames.has(n));
   const expected = expectedShapes(cfg);
   for (const name of linears) {

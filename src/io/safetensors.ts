@@ -9,8 +9,9 @@
  * Tensors are read with positioned reads: only the ones asked for are loaded.
  */
 import { closeSync, fstatSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { FormatError } from '../errors.ts';
-import type { Tensor } from '../model/weights.ts';
+import { fileTensor, type Tensor } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.ts';
 import { openForRead, readExact } from './read.ts';
@@ -55,16 +56,39 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
   }
 }
 
+/** Options of readSafetensors. */
+export interface ReadSafetensorsOptions {
+  /**
+   * F32 tensors of at least this many bytes are not read: they come back as file-backed tensors
+   * (fileTensor: their file region, values read only if `data` is asked for), which ORT reads
+   * from the file itself. Default: none (every tensor is read).
+   */
+  fileBackedFrom?: number;
+}
+
+/**
+ * F32 tensors of 4 KiB and more (every Linear weight and the embedding table of a real model)
+ * stay in the checkpoint file: ORT reads them from there as external data, and JS reads one
+ * only if something asks for its values. Smaller ones (norms, biases) are read.
+ */
+export const FILE_BACKED: ReadSafetensorsOptions = { fileBackedFrom: 4096 };
+
 /**
  * Reads the tensors of `path` (those for which `want(name)` is true, default all) as F32.
  * Throws FormatError naming the file for anything malformed.
  */
-export function readSafetensors(path: string, want: (name: string) => boolean = () => true): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+export function readSafetensors(path: string, want: (name: string) => boolean = () => true, opts: ReadSafetensorsOptions = {}): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
   const fd = openForRead(path);
   try {
     const { entries, metadata } = readHeader(fd, path);
     const tensors = new Map<string, Tensor>();
-    for (const [name, e] of entries) if (want(name)) tensors.set(name, readTensor(fd, e, name, path));
+    const abs = resolve(path), from = opts.fileBackedFrom ?? Infinity, st = fstatSync(fd);
+    for (const [name, e] of entries) {
+      if (!want(name)) continue;
+      if (e.dtype === 'F32' && e.end - e.begin >= from) {
+        tensors.set(name, fileTensor([...e.shape], { path: abs, offset: e.begin, length: e.end - e.begin, fileSize: st.size, mtimeMs: st.mtimeMs }, () => readLater(abs, e, name, st.size, st.mtimeMs)));
+      } else tensors.set(name, readTensor(fd, e, name, path));
+    }
     return { tensors, metadata };
   } finally {
     closeSync(fd);
@@ -138,6 +162,18 @@ function readHeader(fd: number, path: string): SafetensorsHeader {
     if (sorted[i][1].begin < sorted[i - 1][1].end) throw bad(`tensors ${sorted[i - 1][0]} and ${sorted[i][0]} overlap in the data section`);
   }
   return { entries, metadata };
+}
+
+/** A file-backed tensor's values, read when first asked for (the file reopened: it was closed after the header). */
+function readLater(path: string, e: TensorEntry, name: string, size: number, mtimeMs: number): Float32Array {
+  const fd = openForRead(path);
+  try {
+    const st = fstatSync(fd);
+    if (st.size !== size || st.mtimeMs !== mtimeMs) throw new FormatError(path, `tensor ${name}: the file changed since it was loaded`);
+    return readTensor(fd, e, name, path).data;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function readTensor(fd: number, e: TensorEntry, name: string, path: string): Tensor {

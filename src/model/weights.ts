@@ -43,10 +43,29 @@ export interface QuantizedWeight {
 /** A quantized Linear weight with its own bits and block size (as stored on disk and in Tensor.quant). */
 export interface QuantizedTensor extends QuantizedWeight, WeightQuant {}
 
+/**
+ * Where a tensor's raw little-endian bytes sit in a file: absolute path, byte offset and length,
+ * plus the file's size and modification time when its header was read (a file replaced since
+ * then is refused, not read at stale offsets).
+ */
+export interface FileRegion {
+  path: string;
+  offset: number;
+  length: number;
+  fileSize: number;
+  mtimeMs: number;
+}
+
 export interface Tensor {
   shape: number[];
   /** The values, row-major; empty for a weight held only in quantized form (`quant`). */
   data: Float32Array;
+  /**
+   * The checkpoint bytes holding exactly these float32 values: ORT reads the weight from the file
+   * itself (ONNX external data), and `data` is read from the file only if something asks for it
+   * (see fileTensor).
+   */
+  file?: FileRegion;
   /**
    * A Linear weight [N, K] held blockwise-quantized (src/model/quantize.ts) instead of as fp32:
    * the runtime renders it as MatMulNBits. `dense` (quantize.ts) gives its fp32 values.
@@ -60,6 +79,30 @@ export function tensor(shape: number[], data?: Float32Array): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   if (data && data.length !== n) throw new Error(`tensor data has ${data.length} values, shape [${shape}] needs ${n}`);
   return { shape, data: data ?? new Float32Array(n) };
+}
+
+/**
+ * A float32 tensor whose values stay in `file` until something reads `data`: `read` loads them
+ * then, once, and they are kept. Graph building hands ORT the file region instead, so a weight
+ * only ORT uses is never copied into JS memory.
+ */
+export function fileTensor(shape: number[], file: FileRegion, read: () => Float32Array): Tensor {
+  let data: Float32Array | undefined;
+  const t = { shape, file } as Tensor;
+  // An own enumerable accessor: `{ ...t }` copies the values (reading them) and the region.
+  return Object.defineProperty(t, 'data', {
+    enumerable: true,
+    get: () => {
+      if (!data) (data = read()), readFromFile.add(t);
+      return data;
+    },
+  });
+}
+const readFromFile = new WeakSet<Tensor>();
+
+/** Whether the tensor's values are in JS memory: always, unless a fileTensor nobody has read yet. */
+export function inMemory(t: Tensor): boolean {
+  return !t.file || readFromFile.has(t) || Object.getOwnPropertyDescriptor(t, 'data')?.get === undefined;
 }
 
 export const layerKey = (i: number, name: string): string => `model.layers.${i}.${name}`;
@@ -112,8 +155,8 @@ export function expectedShapes(c: ModelConfig): Map<string, number[]> {
 }
 
 /**
- * Checks that `w` holds every tensor of `shapes` with that shape and only finite values.
- * Returns the first problem as a sentence, or null.
+ * Checks that `w` holds every tensor of `shapes` with that shape and only finite values (values
+ * still in their file, see fileTensor, are not scanned). Returns the first problem as a sentence, or null.
  */
 export function checkTensors(shapes: Map<string, number[]>, w: Weights): string | null {
   for (const [name, shape] of shapes) {
@@ -121,6 +164,7 @@ export function checkTensors(shapes: Map<string, number[]>, w: Weights): string 
     if (!t) return `missing tensor ${name}`;
     if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
       return `tensor ${name} has shape [${t.shape}], config implies [${shape}]`;
+    if (!inMemory(t)) continue; // ORT reads it from the file; scanning would read it all into JS
     const d = t.quant ? t.quant.scales : t.data;
     for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite ${t.quant ? 'scale' : 'value'} (${d[i]}) at index ${i}`;
   }

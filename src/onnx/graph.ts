@@ -6,6 +6,8 @@
  * Field numbers follow onnx/onnx.proto (stable since IR version 3).
  */
 import { endianness } from 'node:os';
+import { basename, dirname } from 'node:path';
+import type { FileRegion } from '../model/weights.ts';
 import { ProtoWriter } from './protobuf.ts';
 
 /** uint4: two values per byte, the first in the low nibble (ONNX's packing); data holds the packed bytes. */
@@ -22,7 +24,10 @@ export type Attr = number | number[] | { float: number } | string | { tensor: Co
 export interface ConstTensor {
   dtype: DType;
   dims: number[];
+  /** The values (read only when embedded in the protobuf or without `file`). */
   data: TypedData;
+  /** The same bytes in a file: toExternalModel points ORT there instead of at `data`. */
+  file?: FileRegion;
 }
 
 const DTYPE_CODE: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, uint4: 21 };
@@ -56,8 +61,12 @@ export interface ExternalData {
 export interface ExternalModel {
   /** The ModelProto without the large weights: small, whatever the model size. */
   bytes: Uint8Array;
-  /** The buffers the weights are read from: each distinct ArrayBuffer of a weight, whole. */
+  /** The buffers the in-memory weights are read from: each distinct ArrayBuffer of a weight, whole. */
   external: ExternalData[];
+  /** The directory of the files file-backed weights are read from (by file name), if any. */
+  folder?: string;
+  /** Each such file, as it was when its tensors' offsets were read. */
+  files: FileRegion[];
 }
 
 function valueInfo(name: string, dtype: DType, dims: Dim[]): ProtoWriter {
@@ -170,20 +179,41 @@ export class GraphBuilder {
   }
 
   /**
-   * Encodes the model with every initializer of at least `minBytes` as ONNX external data
-   * pointing into the buffer that already holds it (location = one name per distinct
-   * ArrayBuffer, offset = the view's byteOffset): no weight is copied, and the protobuf stays
-   * small, so models over protobuf's 2 GB limit load too.
+   * Encodes the model with every initializer of at least `minBytes` as ONNX external data,
+   * copying no weight, so the protobuf stays small and models over protobuf's 2 GB limit load:
+   *
+   * - initializers with a file region point into that file (location = its name; all such
+   *   files must share one directory, `folder`);
+   * - the others point into the buffer that already holds them (location = one name per
+   *   distinct ArrayBuffer, offset = the view's byteOffset).
+   *
+   * ORT takes external data from in-memory buffers or from files, not both in one session. So
+   * when some weights are file-backed, the in-memory ones are embedded in the protobuf instead
+   * (a draft head, weights quantized at load: small next to the target), up to
+   * `maxEmbeddedBytes`; past that the file-backed ones are read into memory too (their `data`).
    */
-  toExternalModel(o: ModelOptions, minBytes = 4096): ExternalModel {
-    const files = new Map<ArrayBufferLike, ExternalData>();
-    const protos = this.usedInits().map(({ name, t }) => {
-      if (t.data.byteLength < minBytes) return tensorProto(name, t);
-      let f = files.get(t.data.buffer);
-      if (!f) files.set(t.data.buffer, (f = { path: `weights_${files.size}.bin`, data: new Uint8Array(t.data.buffer) }));
-      return tensorProto(name, t, { location: f.path, offset: t.data.byteOffset, length: t.data.byteLength });
+  toExternalModel(o: ModelOptions, minBytes = 4096, maxEmbeddedBytes = 2 ** 30): ExternalModel {
+    const inits = this.usedInits();
+    const fromFile = (t: ConstTensor) => t.file !== undefined && t.file.length >= minBytes;
+    const inMemoryBytes = inits.reduce((a, { t }) => (fromFile(t) || t.data.byteLength < minBytes ? a : a + t.data.byteLength), 0);
+    const useFiles = inits.some(({ t }) => fromFile(t)) && inMemoryBytes <= maxEmbeddedBytes;
+    const buffers = new Map<ArrayBufferLike, ExternalData>();
+    const files = new Map<string, FileRegion>();
+    let folder: string | undefined;
+    const protos = inits.map(({ name, t }) => {
+      const f = t.file;
+      if (useFiles && f && fromFile(t)) {
+        if (folder !== undefined && dirname(f.path) !== folder) throw new Error(`weights come from two directories (${folder}, ${dirname(f.path)}); ORT reads external data from one`);
+        folder = dirname(f.path);
+        files.set(f.path, f);
+        return tensorProto(name, t, { location: basename(f.path), offset: f.offset, length: f.length });
+      }
+      if (useFiles || t.data.byteLength < minBytes) return tensorProto(name, t);
+      let b = buffers.get(t.data.buffer);
+      if (!b) buffers.set(t.data.buffer, (b = { path: `weights_${buffers.size}.bin`, data: new Uint8Array(t.data.buffer) }));
+      return tensorProto(name, t, { location: b.path, offset: t.data.byteOffset, length: t.data.byteLength });
     });
-    return { bytes: this.encode(o, protos), external: [...files.values()] };
+    return { bytes: this.encode(o, protos), external: [...buffers.values()], folder, files: [...files.values()] };
   }
 
   /** The initializers some node reads: unused ones (e.g. an LM head a reduced head replaces) are left out. */

@@ -23,7 +23,7 @@
  * they need (greedy verification: argmax, not the [T, V] logits).
  */
 import { GraphBuilder, type ExternalModel } from './graph.ts';
-import { OnnxOps, defaultAttention, type AttentionMode, type OnnxOpsOptions } from './ops.ts';
+import { MASK_NEG, OnnxOps, defaultAttention, type AttentionMode, type OnnxOpsOptions } from './ops.ts';
 import { draftLogits, eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type LlamaOut, type PassInputs, type PastKV } from '../model/definition.ts';
 import { draftToTarget } from '../model/draft-head.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -165,17 +165,20 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
  *                                                            position_ids' length - T drafts
  *                                                            join the input tokens
  *       draft_input_ids, draft_position_ids [1, C], draft_features [1, C, d],
- *       draft_past_length, draft_past_key_0, draft_past_value_0   the head's C catch-up rows
+ *       draft_tree_mask [C, C] (causal), draft_past_length,
+ *       draft_past_key_0, draft_past_value_0                 the head's C catch-up rows
  *   out the target's outputs for the T + M rows (argmax, features, logits, present_*),
  *       draft_ids int32 [depth]                              the chain, as target ids
  *       draft_present_key_0, draft_present_value_0 [1, C, nKv, hd]  the catch-up rows' K/V
  *
- * The head runs once over the C catch-up rows, then once per drafted row (one row each),
- * attending to its cache plus the in-graph rows before it, whose K/V are carried in-graph in the
- * cache's head-major layout (the concatenation copies the head's past each step: one layer's, a
- * small fraction of a step's weight bytes). Each step's argmax is the next draft. Draft rows'
- * K/V are not returned: like the drafter's staged rows, they are dropped after the round.
- * All `depth` steps always run; M < depth only verifies fewer of them.
+ * The head runs once over the C catch-up rows, then once per drafted row (one row each). Its
+ * past is sliced to the L live rows once, in the Attention kernel's layout, and every head step
+ * reads the K/V carried so far and hands on the kernel's present K/V (past + its rows) to the
+ * next (OnnxOps.carry): no per-step mask, concatenation or layout nodes. A one-row step sees
+ * every key before it, so only the catch-up step has a mask (causal among its C rows). Each
+ * step's argmax is the next draft. Draft rows' K/V are not returned: like the drafter's staged
+ * rows, they are dropped after the round. All `depth` steps always run; M < depth only
+ * verifies fewer of them.
  */
 export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}): ExternalModel {
   if (!(Number.isInteger(depth) && depth >= 1)) throw new RangeError(`round depth must be a positive integer, got ${depth}`);
@@ -186,55 +189,45 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
   const flat = (name: string, dim: string): string => g.op('Reshape', [g.input(name, 'int64', [1, dim]), g.ints([-1])]); // [n]
   const hIds = flat(P + names.ids, 'C'), hPos = flat(P + names.positions, 'C');
   const hFeat = g.op('Reshape', [g.input(P + names.features, 'float32', [1, 'C', d]), g.ints([-1, d])]); // [C, d]
-  const hPast = { keys: g.input(P + names.pastKey(0), 'float32', [1, head.nKvHeads, head.headDim, 'S']), values: g.input(P + names.pastValue(0), 'float32', [1, head.nKvHeads, 'S', head.headDim]) };
-  const hPastLength = g.input(P + names.pastLength, 'int64', [1]);
-  // Positions of every row any step reads: the catch-up rows', then one per drafted row.
-  const next = g.op('Add', [g.op('Slice', [hPos, g.ints([-1]), g.ints([2 ** 62])]), g.ints(range(1, depth))]); // [depth - 1]
-  const allPos = depth > 1 ? g.op('Concat', [hPos, next], { axis: 0 }) : hPos;
-  // The additive mask of the longest step, [R, S + R] for R = C + depth - 1 (the head's past,
-  // then causal among the in-graph rows), built once: step j reads its top-left [C + j, S + C + j].
-  const r = g.op('Range', [g.constant('int64', [], [0]), g.op('Reshape', [g.op('Shape', [allPos]), g.ints([])]), g.constant('int64', [], [1])]);
-  const causal = g.op('LessOrEqual', [g.op('Unsqueeze', [r, g.ints([0])]), g.op('Unsqueeze', [r, g.ints([1])])]); // [i, j] = j <= i
-  const fullMask = headOps.treeMask(causal, hPast.values, hPastLength);
-  const S = g.op('Shape', [hPast.values], { start: 2, end: 3 }); // [1]
-  const C = g.op('Shape', [hIds]); // [1]
-  const fullMaskRows = (rows: string) => (depth === 1 ? fullMask : g.op('Slice', [fullMask, g.ints([0, 0]), g.op('Concat', [rows, g.op('Add', [S, rows])], { axis: 0 }), g.ints([0, 1])]));
+  const hPastK = g.input(P + names.pastKey(0), 'float32', [1, head.nKvHeads, head.headDim, 'S']);
+  const hPastV = g.input(P + names.pastValue(0), 'float32', [1, head.nKvHeads, 'S', head.headDim]);
+  const L = g.input(P + names.pastLength, 'int64', [1]);
+  // The L live rows, keys untransposed: [1, nKv, L, hd] each.
+  const live = headOps.carry({
+    keys: g.op('Transpose', [g.op('Slice', [hPastK, g.ints([0]), L, g.ints([3])])], { perm: [0, 1, 3, 2] }),
+    values: g.op('Slice', [hPastV, g.ints([0]), L, g.ints([2])]),
+  });
+  // The catch-up step's mask [C, L + C]: every live row, then the C rows causally (draft_tree_mask [C, C]).
+  const causal = g.input(P + names.tree, 'bool', ['C', 'C']);
+  const mask0 = g.op('Pad', [g.op('Where', [causal, g.scalar(0), g.scalar(MASK_NEG)]), g.op('Concat', [g.ints([0]), L, g.ints([0, 0])], { axis: 0 })]);
+  // Drafted row j sits at the last catch-up position + 1 + j.
+  const next = depth > 1 ? g.op('Add', [g.op('Slice', [hPos, g.ints([-1]), g.ints([2 ** 62])]), g.ints(range(1, depth))]) : ''; // [depth - 1]
   const toTarget = draftToTarget(head, headWeights);
-  const d2t = toTarget && g.initializer('draft_to_target', { dtype: 'int32', dims: [toTarget.length], data: toTarget });
-  const drafts: string[] = []; // [1] int32 target ids
-  // Step 0: the catch-up rows. Step j >= 1: the one drafted row, attending to the head's cache
-  // and the in-graph rows before it (their K/V carried, head-major like the cache).
-  const step0 = eagleHeadForward(headOps, head, hFeat, { ids: hIds, positions: hPos, mask: fullMaskRows(C), past: [hPast] });
-  const headMajor = (x: string, perm: number[]) => g.op('Unsqueeze', [g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, head.nKvHeads, head.headDim])])], { perm }), g.ints([0])]);
-  let recentK = headMajor(step0.key, [1, 2, 0]), recentV = headMajor(step0.value, [1, 0, 2]); // [1, nKv, hd, C], [1, nKv, C, hd]
-  let hidden = step0.hidden;
+  const d2t = toTarget && g.initializer('draft_to_target', { dtype: 'int64', dims: [toTarget.length], data: BigInt64Array.from(toTarget, (x) => BigInt(x)) });
+  const drafts: string[] = []; // [1] int64 target ids
+  const step0 = eagleHeadForward(headOps, head, hFeat, { ids: hIds, positions: hPos, mask: mask0, past: [live] });
+  let past = headOps.presentAfter(live);
+  let hidden = g.op('Slice', [step0.hidden, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]); // [1, d]
   for (let j = 0; j < depth; j++) {
-    const last = g.op('Slice', [hidden, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]); // [1, d]
-    const best = g.op('ArgMax', [draftLogits(headOps, head, cfg, last)], { axis: -1, keepdims: 0 }); // [1] int64 draft id
-    const id = d2t ? g.op('Gather', [d2t, best], { axis: 0 }) : g.op('Cast', [best], { to: 6 /* INT32 */ });
+    const best = g.op('ArgMax', [draftLogits(headOps, head, cfg, hidden)], { axis: -1, keepdims: 0 }); // [1] int64 draft id
+    const id = d2t ? g.op('Gather', [d2t, best], { axis: 0 }) : best; // [1] int64 target id
     drafts.push(id);
     if (j + 1 === depth) break;
-    // Row C + j: (predicted feature, draft j + 1) at the next position.
-    const row = g.op('Add', [C, g.ints([j])]); // [1] index of this row among the in-graph rows
-    const past = { keys: g.op('Concat', [hPast.keys, recentK], { axis: 3 }), values: g.op('Concat', [hPast.values, recentV], { axis: 2 }) };
-    const mask = g.op('Slice', [fullMask, g.op('Concat', [row, g.ints([0])], { axis: 0 }), g.op('Concat', [g.op('Add', [row, g.ints([1])]), g.op('Add', [S, g.op('Add', [row, g.ints([1])])])], { axis: 0 }), g.ints([0, 1])]); // [1, S + C + j + 1]
-    const pos = g.op('Slice', [allPos, row, g.op('Add', [row, g.ints([1])]), g.ints([0])]);
-    const h = eagleHeadForward(headOps, head, last, { ids: d2t ? g.op('Cast', [id], { to: 7 /* INT64 */ }) : best, positions: pos, mask, past: [past] });
-    if (j + 2 < depth) {
-      recentK = g.op('Concat', [recentK, headMajor(h.key, [1, 2, 0])], { axis: 3 });
-      recentV = g.op('Concat', [recentV, headMajor(h.value, [1, 0, 2])], { axis: 2 });
-    }
+    // Row C + j: (predicted feature, draft j + 1) at the next position, seeing every row before it.
+    const pos = g.op('Slice', [next, g.ints([j]), g.ints([j + 1])]);
+    const h = eagleHeadForward(headOps, head, hidden, { ids: id, positions: pos, mask: '', past: [past] });
+    past = headOps.presentAfter(past);
     hidden = h.hidden;
   }
-  const chain = drafts.length > 1 ? g.op('Concat', drafts, { axis: 0 }) : drafts[0]; // [depth] int32
-  g.output(chain, names.draftIds, 'int32', [depth]);
+  const chain = drafts.length > 1 ? g.op('Concat', drafts, { axis: 0 }) : drafts[0]; // [depth] int64
+  g.output(g.op('Cast', [chain], { to: 6 /* INT32 */ }), names.draftIds, 'int32', [depth]);
   presentOutputs(g, head, [step0.key], [step0.value], 0, P);
 
   // The target over [input tokens, first M drafts].
   const inp = stepInputs(g, ops, cfg, range(0, cfg.nLayers), false);
   const rootIds = flat(names.ids, 'T');
   const m = g.op('Sub', [g.op('Shape', [inp.positions]), g.op('Shape', [rootIds])]); // [1] = M
-  const verified = g.op('Slice', [g.op('Cast', [chain], { to: 7 /* INT64 */ }), g.ints([0]), m, g.ints([0])]);
+  const verified = g.op('Slice', [chain, g.ints([0]), m, g.ints([0])]);
   targetOutputs(g, cfg, llamaForward(ops, cfg, { ...inp, ids: g.op('Concat', [rootIds, verified], { axis: 0 }) }));
   return g.toExternalModel(MODEL_OPTIONS);
 }

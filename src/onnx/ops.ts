@@ -96,7 +96,8 @@ export class OnnxOps implements Ops<string> {
     if (!t) throw new Error(`missing tensor ${name}`);
     const value = (this.opts.prefix ?? '') + name;
     // A weight held only quantized has no fp32 initializer: only `linear` reads it.
-    if (!t.quant) this.g.initializer(value, { dtype: 'float32', dims: t.shape, data: t.data });
+    // A file-backed weight goes to ORT as its file region; `data` is read only if it is embedded.
+    if (!t.quant) this.g.initializer(value, { dtype: 'float32', dims: t.shape, get data() { return t.data; }, file: t.file });
     this.weights.set(name, value);
     this.tensors.set(value, t);
     return value;
@@ -224,7 +225,29 @@ export class OnnxOps implements Ops<string> {
   }
 
   attention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, layout: HeadLayout): string {
-    return this.attentionMode === 'fused' || !past ? this.fusedAttention(q, k, v, past, mask, layout) : this.splitAttention(q, k, v, past, mask, layout);
+    return this.attentionMode === 'fused' || !past || this.carried.has(past.keys) ? this.fusedAttention(q, k, v, past, mask, layout) : this.splitAttention(q, k, v, past, mask, layout);
+  }
+
+  /** Pasts in the Attention kernel's own layout (see `carry`), by their keys value, with the present K/V of the attention that read them (once rendered). */
+  private carried = new Map<string, PastKV<string> | null>();
+
+  /**
+   * Marks `past` as held in the Attention kernel's layout, keys [1, nKv, P, hd] untransposed, all
+   * P rows live: `attention` then reads it with the one-kernel Attention (whatever the mode) and
+   * keeps the kernel's present outputs, [1, nKv, P + T, hd] (past then new rows), which
+   * `presentAfter` returns as the next pass's carried past. An in-graph chain of passes thus
+   * carries its K/V with no extra nodes. The mask may be '' (none: every key visible).
+   */
+  carry(past: PastKV<string>): PastKV<string> {
+    this.carried.set(past.keys, null);
+    return past;
+  }
+
+  /** The present K/V of the attention that read the carried `past`: itself carried. */
+  presentAfter(past: PastKV<string>): PastKV<string> {
+    const present = this.carried.get(past.keys);
+    if (!present) throw new Error(`no attention has read the carried past ${past.keys}`);
+    return this.carry(present);
   }
 
   /**
@@ -236,9 +259,11 @@ export class OnnxOps implements Ops<string> {
   private fusedAttention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
     const g = this.g, kvWidth = nKvHeads * headDim;
     const inputs = [this.batch(q, nHeads * headDim), this.batch(k, kvWidth), this.batch(v, kvWidth), mask];
-    if (past) inputs.push(g.op('Transpose', [past.keys], { perm: [0, 1, 3, 2] }), past.values);
-    // With a past, ORT's kernel insists on writing the present outputs (unused here).
-    const [y] = g.node('Attention', inputs, { q_num_heads: nHeads, kv_num_heads: nKvHeads }, { outputs: past ? 3 : 1 }); // [1, T, nH*hd]
+    const carried = past !== null && this.carried.has(past.keys);
+    if (past) inputs.push(carried ? past.keys : g.op('Transpose', [past.keys], { perm: [0, 1, 3, 2] }), past.values);
+    // With a past, ORT's kernel insists on writing the present outputs (kept for a carried past).
+    const [y, presentK, presentV] = g.node('Attention', inputs, { q_num_heads: nHeads, kv_num_heads: nKvHeads }, { outputs: past ? 3 : 1 }); // [1, T, nH*hd]
+    if (carried) this.carried.set(past.keys, { keys: presentK, values: presentV });
     return g.op('Reshape', [y, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
   }
 

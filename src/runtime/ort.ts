@@ -4,8 +4,10 @@
  * (which is synchronous native work behind a promise), so callers can report how much of a
  * step is ORT and how much is their own bookkeeping.
  */
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
+import { FormatError } from '../errors.ts';
 import type { ExternalModel } from '../onnx/graph.ts';
 
 export type OrtTensor = ort.Tensor;
@@ -21,11 +23,28 @@ export type Fetches = Record<string, ort.Tensor>;
  */
 export const DEFAULT_THREADS = Math.max(1, Math.min(8, availableParallelism()));
 
+/** Below this many target parameters a model runs on one thread by default (`defaultThreadsFor`). */
+export const ONE_THREAD_BELOW_PARAMS = 4_000_000;
+
+/**
+ * The default thread count for a model of `params` parameters: 1 below ONE_THREAD_BELOW_PARAMS,
+ * else DEFAULT_THREADS. A step of a model that small is ORT's per-node dispatch, not arithmetic,
+ * and a second thread only adds its wake-ups. Measured idle on 2 cores: scripts/bench-threads.ts
+ * puts a 1M model at a tie (0.25 vs 0.29 ms) and 10M ahead on 2 threads (1.11 vs 1.33 ms);
+ * scripts/bench-round.ts on the embedded 1.6M pair, 1 vs 2 threads: plain 2041 vs 1787 tok/s,
+ * the fused round 2819 vs 2052 tok/s (README, "One ORT call per round").
+ */
+export function defaultThreadsFor(params: number): number {
+  return params < ONE_THREAD_BELOW_PARAMS ? 1 : DEFAULT_THREADS;
+}
+
 export interface SessionOptions {
   /** Threads for one operator. Default: DEFAULT_THREADS (every core, at most 8). */
   threads?: number;
   /** ORT graph optimisation level. Default: 'all'. */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Let kernels pre-pack constant weights at session creation (ORT's default). Default true. */
+  prepack?: boolean;
 }
 
 /** Cumulative counters of one session's runs. */
@@ -47,12 +66,17 @@ export interface Session {
 
 /**
  * Creates a CPU session from ONNX model bytes, or from a model whose weights are external data
- * in memory (ORT reads them from the given buffers: see GraphBuilder.toExternalModel).
+ * in memory buffers and checkpoint files (ORT reads them there: see GraphBuilder.toExternalModel).
  */
 export async function createSession(model: Uint8Array | ExternalModel, opts: SessionOptions = {}): Promise<Session> {
   const bytes = model instanceof Uint8Array ? model : model.bytes;
+  const ext = model instanceof Uint8Array ? undefined : model;
+  for (const f of ext?.files ?? []) {
+    const st = statSync(f.path, { throwIfNoEntry: false });
+    if (!st || st.size !== f.fileSize || st.mtimeMs !== f.mtimeMs) throw new FormatError(f.path, 'the file changed since its weights were loaded; load the model again');
+  }
   const inner = await ort.InferenceSession.create(bytes, {
-    ...(model instanceof Uint8Array ? {} : { externalData: model.external }),
+    ...(ext ? { externalData: ext.external } : {}),
     executionProviders: ['cpu'],
     graphOptimizationLevel: opts.optimization ?? 'all',
     intraOpNumThreads: opts.threads ?? DEFAULT_THREADS,
@@ -62,7 +86,9 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
     // spinning after its run and steal the cores from the next session's run. Measured at 2
     // threads (scripts/bench-draft.ts): a draft depth 7.8 -> 2.4 ms, a T=4 verify 24.9 -> 9.5 ms,
     // the plain step unchanged (7.3 ms).
-    extra: { session: { force_spinning_stop: '1' } },
+    // File-backed weights: ORT reads them from their checkpoint file (named by the model's
+    // external data locations) in this directory.
+    extra: { session: { force_spinning_stop: '1', ...(opts.prepack === false ? { disable_prepacking: '1' } : {}), ...(ext?.folder ? { model_external_initializers_file_folder_path: ext.folder } : {}) } },
   });
   return { inner, stats: newRunStats() };
 }

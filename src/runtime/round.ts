@@ -72,7 +72,7 @@ export class RoundSession {
     this.rootIds[0] = BigInt(root);
     feeds[names.ids] = i64(this.rootIds, [1, 1]);
     const hf = this.headFeeds.build(headCache, catchUp.tokens, catchUp.positions);
-    for (const [k, v] of Object.entries(hf)) if (k !== names.tree) feeds[names.headPrefix + k] = v;
+    for (const [k, v] of Object.entries(hf)) feeds[names.headPrefix + k] = v;
     feeds[names.headPrefix + names.features] = f32(catchUp.features.subarray(0, c * d), [1, c, d]);
     const common = [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), ...this.headFeeds.presentNames().map((s) => names.headPrefix + s)];
     const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : (this.fetchArgmax ??= common);

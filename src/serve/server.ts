@@ -4,8 +4,13 @@
  * ```ts
  * import { createServer } from 'node:http';
  * import { loadGenerator, createHandler } from 'eaglet';
- * const handler = await createHandler(await loadGenerator(), { maxBatch: 8 });
- * createServer((req, res) => (req.url?.startsWith('/v1/') ? handler(req, res) : res.end('my app'))).listen(8080);
+ * const g = await loadGenerator();
+ * const handler = await createHandler(g, { maxBatch: 8 });
+ * const app = createServer((req, res) => (req.url?.startsWith('/v1/') ? handler(req, res) : res.end('my app'))).listen(8080);
+ * // At shutdown: stop listening, let running requests finish, release the sessions.
+ * app.close();
+ * await handler.close();
+ * await g.dispose();
  * ```
  */
 import { createServer, type Server } from 'node:http';

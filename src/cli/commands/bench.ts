@@ -84,7 +84,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       if (selfOnly && f.policies === POLICIES_DEFAULT) specs = ['del', ...Array.from({ length: L - 1 }, (_, i) => `exit-${i + 1}`)];
       for (const spec of specs.map(baseSpec)) if (selfOnly && /^(ldlp|specdec)/.test(policyName(spec))) throw new UsageError('--policies', `${spec} needs an EAGLE head (--draft PATH)`);
       // Self-drafting policies share one SelfDrafter (its sessions are built per exit layer on first use).
-      const self = selfOnly ? (g.generator.drafter as SelfDrafter) : specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self') ? (ownSelf = new SelfDrafter(g.generator.parts.target, g.model.weights, tree, { session: { threads: f.threads as number } })) : undefined;
+      const self = selfOnly ? (g.generator.drafter as SelfDrafter) : specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self') ? (ownSelf = new SelfDrafter(g.generator.parts.target, g.model.weights, tree, { session: { threads: g.threads } })) : undefined;
       // Built after loading: trained predictors read the target's embeddings. `default` is the
       // loaded generator's own policy: exactly what `generate` would use.
       const policies = specs.map((label) => {
@@ -105,7 +105,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
         target, drafter: drafter!, policies, prompts, generation, repeats: f.repeats as number, warmup: f.warmup as number, warmPolicies: f.warmPolicies === true,
         onProgress: (line) => process.stderr.write(`${line}\n`),
       });
-      c.meta = { model: f.model ?? DEFAULT_PATHS.target, draft: f.draft ?? DEFAULT_PATHS.draft, tree, policies: specs, defaultPolicy: g.generator.policy.name, threads: f.threads };
+      c.meta = { model: f.model ?? DEFAULT_PATHS.target, draft: f.draft ?? DEFAULT_PATHS.draft, tree, policies: specs, defaultPolicy: g.generator.policy.name, threads: g.threads };
       const out = f.out as string;
       mkdirSync(dirname(out), { recursive: true });
       const files = writeComparison(c, out);

@@ -51,9 +51,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
     const promptsFile = (f.prompts as string | undefined) ?? (embedded ? DEFAULT_PATHS.tunePrompts : undefined);
     if (!promptsFile) throw new UsageError('--prompts', 'is required with --model');
     const K = f.maxTopK as number, D = f.maxDepth as number, N = f.maxTokens as number;
-    const threads = f.threads as number;
-
-    const g = await loadGenerator({ model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft, tree: { topK: K, maxDepth: D, totalTokens: N }, threads, tuning: false, policy: undefined });
+    const g = await loadGenerator({ model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft, tree: { topK: K, maxDepth: D, totalTokens: N }, threads: f.threads as number | undefined, tuning: false, policy: undefined });
     try {
       const { target, drafter } = g.generator.parts;
       // tune measures an EAGLE head (--draft self is refused above).
@@ -102,7 +100,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
       const policy = fastest && fastest.speedup > 1 ? fastest.policy : 'static-0';
 
       const file: TuningFile = {
-        format: 'eaglet-tuning', version: 1, created: new Date().toISOString(), machine: machineInfo(), threads,
+        format: 'eaglet-tuning', version: 1, created: new Date().toISOString(), machine: machineInfo(), threads: g.threads,
         source: { model: (f.model as string | undefined) ?? DEFAULT_PATHS.target, draft, prompts: promptsFile, tokens },
         tree, policy, predicted: best, policyRuns: runs, plainTokensPerSecond: c.ar.tokensPerSecond.median,
         byDepth: bestByDepth(scores), measured,
