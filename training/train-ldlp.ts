@@ -1,6 +1,6 @@
 /**
- * Training of the two small predictor heads over round logs (training/lengths.ts), in tfjs,
- * through the one MLP definition (src/model/mlp.ts, rendered by TfOps):
+ * Training of the two small predictor heads over round logs (training/lengths.ts), on
+ * onnxruntime or tfjs (training/backend.ts), through the one MLP definition (src/model/mlp.ts):
  *
  *   ldlp        x = [feature of the last committed token, root embedding]   (one row per round)
  *               y = accepted length in 0..D: 'classification' (softmax CE over D + 1 classes)

@@ -150,6 +150,8 @@ export class Generator<T extends TargetPass = TargetSession> {
           stats.stopReason = 'context';
           break;
         }
+        // plan: how deep and how wide to draft this round. (tp, td, tv, ta, tn: when plan, draft,
+        // verify, accept and settle began.)
         const tp = performance.now();
         const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: Math.min(drafter.shape.maxDepth, room - 1) });
         // Near the context limit the tree shrinks to the rows left instead of failing.
@@ -157,6 +159,7 @@ export class Generator<T extends TargetPass = TargetSession> {
         const td = performance.now();
         stats.ms.policy += td - tp;
 
+        // draft: a token tree below the root; a root-only tree when the plan does not speculate
         let tree = this.rootOnly;
         if (plan.depth > 0 && plan.totalTokens > 0) {
           const before = drafter.passes;
@@ -166,19 +169,23 @@ export class Generator<T extends TargetPass = TargetSession> {
           tree.tokens[0] = root;
           tree.build(1);
         }
+        // verify: one target pass over [root, ...tree], each node at position P + its depth
         const tv = performance.now();
         for (let i = 0; i < tree.n; i++) this.positions[i] = P + tree.depths[i];
         const out = await drafter.verify(target, cache, tree, this.positions, fetch);
         stats.targetPasses++;
         const ta = performance.now();
 
+        // accept: the target's own draw at each node, descending while a child matches
         scored = out;
         const acc = acceptSampled(tree, draw, this.acceptance);
         const path = acc.path.subarray(0, acc.length);
-        commitPath(cache, out, path); // only the accepted rows are written
+        // commit: only the accepted rows' K/V and features are kept
+        commitPath(cache, out, path);
         history.commit(tree.tokens, out.features, path, acc.length);
         const accepted = acc.length - 1;
         stats.recordRound(accepted, acc.length, tree.depth);
+        // settle: what the drafter learned this round, passed to the policy with the outcome
         const tn = performance.now();
         const notes = await drafter.settle?.(acc, tree);
         if (notes?.exitLayer !== undefined) stats.recordExit(notes.exitLayer);
@@ -186,6 +193,7 @@ export class Generator<T extends TargetPass = TargetSession> {
         stats.ms.policy += performance.now() - tn;
         stats.ms.draft += tv - td;
         stats.ms.verify += ta - tv;
+        // The accepted tokens and the bonus are emitted; the bonus is the next round's root.
         root = acc.bonus;
         const ids = Array.from(acc.tokens.subarray(0, acc.length));
         const chunk = emit(ids, ids.map((_, i) => i < accepted));

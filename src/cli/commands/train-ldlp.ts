@@ -1,4 +1,4 @@
-/** `eaglet train-ldlp`: trains the LDLP (or, with --head specdec++, the SpecDec++ acceptance head) on round logs (tfjs). */
+/** `eaglet train-ldlp`: trains the LDLP (or, with --head specdec++, the SpecDec++ acceptance head) on round logs (onnxruntime or TensorFlow.js). */
 import { basename, dirname, join } from 'node:path';
 import { openRoundLogs } from '../../../training/lengths.ts';
 import { UsageError } from '../../errors.ts';
@@ -29,7 +29,7 @@ const FLAGS: FlagSpec[] = [
 ];
 
 export const trainLdlpCommand = defineCommand({
-  summary: 'train the LDLP draft-length predictor or the SpecDec++ acceptance head (tfjs)',
+  summary: 'train the LDLP draft-length predictor or the SpecDec++ acceptance head',
   usage: 'Usage: eaglet train-ldlp --logs ROUNDS.arrow[,...] --out DIR [--head ldlp|specdec++] [flags]',
   description: 'Trains a small MLP on round logs: the LDLP predicts each round\'s accepted length from the last\ntarget feature and the root embedding; the SpecDec++ head predicts whether a drafted token is\naccepted from the draft hidden state. Use DIR with the policies `ldlp:path=DIR`,\n`ldlp+threshold:path=DIR` or `specdec++:path=DIR`.',
   flags: FLAGS,
