@@ -22,6 +22,7 @@ import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetPass, TargetSession } from '../runtime/target.ts';
 import { ServeMetrics } from './metrics.ts';
 
+/** Batch, queue and policy of a serving Engine. */
 export interface EngineOptions {
   /** Requests decoded together at most (batch slots). Default 8. */
   maxBatch?: number;
@@ -68,6 +69,7 @@ export function parseServePolicy(spec: string | undefined, hasDraft: boolean, ma
   throw new UsageError('--policy', `unknown serving policy "${spec}": smartspec, static-D or plain`);
 }
 
+/** The serving engine: queue, batch slots and the batched passes (see the module comment). */
 export class Engine {
   readonly batcher = new Batcher();
   readonly metrics: ServeMetrics;
