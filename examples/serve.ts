@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { createHandler, loadGenerator } from '../src/index.ts';
 
 // The embedded default pair (target + draft head); pass { model, draft } for your own.
-const g = await loadGenerator();
+const g = await loadGenerator({ keepWeights: true }); // serving builds its batch graphs from the weights
 const eaglet = await createHandler(g, { maxBatch: 4, modelName: 'default' });
 
 const app = createServer((req, res) => {

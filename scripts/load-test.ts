@@ -4,7 +4,7 @@
  *
  *   node --import tsx scripts/load-test.ts [--model DIR --draft DIR] [--concurrency 1,2,4,8,16]
  *     [--policies plain,static-3,smartspec] [--requests 32] [--max-new-tokens 48] [--repeats 2]
- *     [--time-limit 200] [--threads N] [--out runs/load-test]
+ *     [--time-limit 200] [--threads N] [--[no-]fused-round] [--out runs/load-test]
  *
  * One server per policy (all over the same loaded sessions; only one is driven at a time), each
  * with --max-batch = the highest concurrency. For each repeat, each concurrency level, each
@@ -12,8 +12,9 @@
  * clients. Throughput = generated tokens / wall time of the level; latency = each request's
  * time to its full reply. Every reply's ids are checked against single-request plain decoding
  * (a separate generator, as `eaglet generate --no-spec`); a mismatch fails the run (exit 1).
- * Also measured: the single-request library speed (Generator.generate, no server) of each policy,
- * the "best single-request speed" the server at c=1 is held to. Bounded: stops starting new
+ * Also measured: the single-request library speed (Generator.generate, no server) of each policy
+ * and of what `eaglet generate` runs (its fused round on the embedded pair, its default policy):
+ * the best of them is the "best single-request speed" the server at c=1 is held to. Bounded: stops starting new
  * levels after --time-limit seconds (the levels not run are listed as skipped).
  * Writes load-test.json, load-test.md and load-test.svg under --out.
  */
@@ -39,6 +40,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 2, meta: 'R', help: 'repeats of the whole sweep (median reported, min-max as spread)' },
   { flag: 'time-limit', type: 'number', above: 0, default: 200, meta: 'S', help: 'no new level starts after this many seconds' },
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
+  { flag: 'fused-round', type: 'bool', help: 'a request alone in the batch runs the fused round, and the single-request yardstick includes `eaglet generate`\'s fused round (default: on for the embedded pair, as generate and serve)' },
   { flag: 'out', type: 'string', default: 'runs/load-test', meta: 'DIR', help: 'output directory' },
 ];
 
@@ -47,7 +49,10 @@ const t0 = performance.now();
 const levels = f.concurrency as number[], policies = String(f.policies).split(','), R = f.requests as number, N = f.maxNewTokens as number;
 const prompts = readFileSync(f.prompts as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const load = { model: f.model as string | undefined, draft: f.draft as string | undefined, threads: f.threads as number };
-const g = await loadGenerator(load);
+const g = await loadGenerator({ ...load, keepWeights: true });
+const fused = (f.fusedRound as boolean | undefined) ?? (load.model === undefined && load.draft === undefined);
+// What `eaglet generate` runs (its fused round where it would use one, its default policy): a single-request yardstick.
+const generateDefault = fused ? await loadGenerator({ ...load, fusedRound: 'auto' }) : undefined;
 const reference = await loadGenerator({ ...load, draft: null });
 const maxBatch = Math.max(...levels);
 
@@ -116,9 +121,10 @@ async function level(s: RunningServer, policy: string, c: number, repeat: number
 
 // Single-request library speed per policy (no HTTP, no batcher): the c=1 yardstick.
 async function single(policy: string): Promise<number> {
-  const drafter = policy === 'plain' ? undefined : g.generator.parts.drafter;
+  const from = policy === 'generate' ? generateDefault! : g;
+  const drafter = policy === 'plain' ? undefined : from.generator.parts.drafter;
   const depth = policy.startsWith('static-') ? Number(policy.slice(7)) : undefined;
-  const gen = new Generator({ target: g.generator.parts.target, drafter, policy: policy === 'plain' ? undefined : depth !== undefined ? new StaticPolicy(depth, Math.max(depth, drafter!.shape.totalTokens)) : g.newPolicy() });
+  const gen = new Generator({ target: from.generator.parts.target, drafter, policy: policy === 'plain' ? undefined : depth !== undefined ? new StaticPolicy(depth, Math.max(depth, drafter!.shape.totalTokens)) : from.newPolicy() });
   let tokens = 0, ms = 0;
   for (let i = 0; i < Math.min(R, prompts.length); i++) {
     const r = await gen.generate(prompts[i], { maxNewTokens: N, temperature: 0 });
@@ -129,15 +135,15 @@ async function single(policy: string): Promise<number> {
 }
 
 const servers = new Map<string, RunningServer>();
-for (const p of policies) servers.set(p, await serve(g, { port: 0, maxBatch, policy: p, maxQueue: 1024 }));
+for (const p of policies) servers.set(p, await serve(g, { port: 0, maxBatch, policy: p, maxQueue: 1024, threads: load.threads, fusedRound: fused && p !== 'plain' }));
 const costModel = servers.get('smartspec')?.handler.engine.planner;
 const singles: Record<string, number[]> = {};
 const rows: Level[] = [], skipped: string[] = [];
 const limitMs = (f.timeLimit as number) * 1000;
 for (let rep = 0; rep < (f.repeats as number); rep++) {
-  for (const p of ['plain', 'library default', ...policies.filter((x) => x.startsWith('static'))]) {
+  for (const p of ['plain', 'library default', ...policies.filter((x) => x.startsWith('static')), ...(generateDefault ? ['generate'] : [])]) {
     if (performance.now() - t0 > limitMs) break;
-    const key = p === 'library default' ? `single ${g.newPolicy().name}` : `single ${p}`;
+    const key = p === 'library default' ? `single ${g.newPolicy().name}` : p === 'generate' ? `single generate (fused round, ${generateDefault!.newPolicy().name})` : `single ${p}`;
     (singles[key] ??= []).push(await single(p === 'library default' ? 'default' : p));
   }
   for (const c of levels)
@@ -199,4 +205,5 @@ writeFileSync(join(out, 'load-test.svg'), linePlot(policies.map((p) => {
 process.stdout.write(md);
 await g.dispose();
 await reference.dispose();
+await generateDefault?.dispose();
 process.exitCode = mismatches > 0 ? 1 : 0;

@@ -2,7 +2,7 @@
  * Continuous batching is lossless: requests decoded together (one packed target pass per step,
  * their drafts packed too, joining and leaving between steps) give each request exactly the ids
  * it gets alone with plain decoding. Random tiny targets, random heads, random tree shapes,
- * policies and batch sizes. Also: cache slots write only their own rows.
+ * policies and batch sizes, with and without the fused round for a request alone in the batch. Also: cache slots write only their own rows.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,15 +12,17 @@ import { Engine } from '../src/serve/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 
 test('batched greedy decoding == each request decoded alone, for plain, static and smartspec serving', async () => {
-  let batched = 0;
+  let batched = 0, fused = 0;
   await fc.assert(
     fc.asyncProperty(
-      tinyConfig(64), fc.integer({ min: 0, max: 1e6 }), treeShape, fc.constantFrom('plain', 'static-1', 'static-3', 'smartspec'), fc.integer({ min: 1, max: 3 }),
+      tinyConfig(64), fc.integer({ min: 0, max: 1e6 }), treeShape, fc.constantFrom('plain', 'static-1', 'static-3', 'smartspec'), fc.integer({ min: 1, max: 3 }), fc.boolean(),
       fc.array(fc.record({ prompt: fc.array(fc.nat(), { minLength: 1, maxLength: 12 }), maxNewTokens: fc.integer({ min: 1, max: 30 }), delayMs: fc.integer({ min: 0, max: 3 }) }), { minLength: 1, maxLength: 5 }),
-      async (cfg, seed, tree, policy, maxBatch, requests) => {
-        const p = await tinyPair(cfg, seed, { ...tree, totalTokens: Math.max(tree.totalTokens, tree.maxDepth) });
+      async (cfg, seed, shape, policy, maxBatch, fusedRound, requests) => {
+        // fusedRound: a request alone in the batch runs the fused round (chains only).
+        const tree = { ...shape, topK: fusedRound ? 1 : shape.topK, totalTokens: Math.max(shape.totalTokens, shape.maxDepth) };
+        const p = await tinyPair(cfg, seed, tree, undefined, 3, true);
         try {
-          const e = new Engine(p.spec, { maxBatch, policy: policy.startsWith('static') ? `static-${Math.min(Number(policy.slice(7)), tree.maxDepth)}` : policy });
+          const e = new Engine(p.spec, { maxBatch, fusedRound, policy: policy.startsWith('static') ? `static-${Math.min(Number(policy.slice(7)), tree.maxDepth)}` : policy });
           await e.start(1);
           const reqs = requests.map((r) => ({ ...r, prompt: r.prompt.map((t) => t % cfg.vocabSize) }));
           const got = await Promise.all(reqs.map(async (r) => {
@@ -35,8 +37,10 @@ test('batched greedy decoding == each request decoded alone, for plain, static a
           }
           const lane = e.targetStats;
           if (lane.calls > lane.passes) batched++;
+          if (fusedRound && policy !== 'plain' && e.fusedRounds > 0) fused++;
           assert.equal(e.batcher.size, 0);
           assert.equal(e.activeRequests, 0);
+          await e.dispose();
         } finally {
           await p.dispose();
         }
@@ -45,35 +49,44 @@ test('batched greedy decoding == each request decoded alone, for plain, static a
     { numRuns: 25, seed: 15 },
   );
   assert.ok(batched >= 5, `only ${batched} runs packed several requests into one pass`);
+  assert.ok(fused >= 3, `only ${fused} runs ran a lone request's fused round`);
 });
 
-test('a cache slot writes and reads only its own rows', () => {
-  const parent = new KVCache(2, 2, 3, 12, 12), a = parent.slot(0, 6), b = parent.slot(1, 6);
+test('a cache slot writes and reads only its own heads, and has ORT views of its own', () => {
+  // A batch cache of 2 slots of 2 heads (hd 3): slot b's heads are the parent's heads 2, 3.
+  const parent = new KVCache(2, 4, 3, 12, 4), a = parent.slot(0, 2), b = parent.slot(1, 2);
   const rows = (t: number, v: number) => [Float32Array.from({ length: t * 6 }, (_, i) => v + i), Float32Array.from({ length: t * 6 }, (_, i) => -v - i)];
   const [k1, v1] = rows(3, 100), [k2, v2] = rows(2, 500);
   a.append([k1, k1], [v1, v1], 3);
   b.append([k2, k2], [v2, v2], 2);
   assert.deepEqual(Array.from(a.pastKeys(1)), Array.from(k1));
   assert.deepEqual(Array.from(b.pastValues(0)), Array.from(v2));
-  // The parent sees slot b's rows at 6.., slot a's at 0..
-  parent.length = 8;
-  assert.deepEqual(Array.from(parent.pastKeys(0, 6, 2)), Array.from(k2));
-  assert.deepEqual(Array.from(parent.pastKeys(0, 0, 3)), Array.from(k1));
+  // The parent's rows hold slot a's heads then slot b's.
+  parent.length = 2;
+  const both = parent.pastKeys(0);
+  for (let r = 0; r < 2; r++) {
+    assert.deepEqual(Array.from(both.subarray(r * 12, r * 12 + 6)), Array.from(k1.subarray(r * 6, r * 6 + 6)));
+    assert.deepEqual(Array.from(both.subarray(r * 12 + 6, r * 12 + 12)), Array.from(k2.subarray(r * 6, r * 6 + 6)));
+  }
+  // A slot's ORT view is its heads' blocks of the parent's: the second half for slot b.
+  assert.equal(b.keyView(0).length, 2 * 3 * parent.stride);
+  assert.equal(b.keyView(0).byteOffset, parent.keyView(0).byteOffset + b.keyView(0).byteLength);
+  b.truncate(0); // its 2 rows now staged: keep the second
   b.keep([1]);
-  assert.throws(() => a.keyView(0), /slot/);
-  assert.throws(() => a.append([k1, k1], [v1, v1], 4), /full/);
+  assert.deepEqual(Array.from(b.pastKeys(0)), Array.from(k2.subarray(6, 12)));
+  assert.deepEqual(Array.from(a.pastKeys(0)), Array.from(k1), 'keep in slot b left slot a alone');
+  assert.throws(() => a.append([k1, k1], [v1, v1], 10), /full/);
 
-  // A growing parent: a high slot's writes widen the stride (moving the low slot's rows), and
-  // shrinking once the high slot is done keeps the low slot's rows.
-  const grow = new KVCache(1, 2, 3, 40, 4), low = grow.slot(0, 10), high = grow.slot(3, 10);
-  low.append([k1], [v1], 3);
-  assert.ok(grow.stride < 32);
-  high.append([k2], [v2], 2);
-  assert.ok(grow.stride >= 32);
-  assert.deepEqual(Array.from(low.pastValues(0)), Array.from(v1));
-  assert.deepEqual(Array.from(high.pastKeys(0)), Array.from(k2));
-  grow.shrinkRows(10);
-  assert.ok(grow.stride < 32 && grow.stride >= 10, `stride ${grow.stride}`);
-  assert.deepEqual(Array.from(low.pastKeys(0)), Array.from(k1));
-  assert.deepEqual(Array.from(low.pastValues(0)), Array.from(v1));
+  // The shared stride grows with the longest slot (moving every slot's rows) and shrinks back.
+  const long = rows(9, 900);
+  a.append([long[0], long[0]], [long[1], long[1]], 9);
+  assert.ok(parent.stride >= 12);
+  assert.deepEqual(Array.from(b.pastKeys(0)), Array.from(k2.subarray(6, 12)));
+  assert.deepEqual(Array.from(a.pastValues(1, 3, 9)), Array.from(long[1]));
+  a.truncate(3);
+  parent.shrinkRows(3);
+  assert.ok(parent.stride < 12, `stride ${parent.stride}`);
+  assert.deepEqual(Array.from(a.pastKeys(0)), Array.from(k1));
+  assert.deepEqual(Array.from(a.pastValues(0)), Array.from(v1));
+  assert.deepEqual(Array.from(b.pastValues(1)), Array.from(v2.subarray(6, 12)));
 });

@@ -34,7 +34,7 @@ function plain(prompt: number[], maxNewTokens: number): Promise<number[]> {
 }
 
 before(async () => {
-  g = await loadGenerator({ threads: 1 });
+  g = await loadGenerator({ threads: 1, keepWeights: true });
   reference = await loadGenerator({ threads: 1, draft: null });
 });
 after(async () => {

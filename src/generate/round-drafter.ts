@@ -12,7 +12,7 @@
 import { VerifyTree, type TreeShape } from '../../trees/index.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { RoundSession } from '../runtime/round.ts';
-import type { TargetSession } from '../runtime/target.ts';
+import type { TargetPass } from '../runtime/target.ts';
 import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
 import type { History } from './history.ts';
 import { verifyWithTarget, type Drafter, type Verified, type VerifyFetch } from './drafter.ts';
@@ -27,11 +27,14 @@ export class RoundDrafter implements Drafter {
   private history?: History;
   private positions: Int32Array; // [context] catch-up positions
 
-  /** @param capacity the target's context length. */
-  constructor(readonly session: RoundSession, capacity: number) {
+  /**
+   * @param capacity the target's context length.
+   * @param cache the head's cache (default: its own; serving passes a request's slot, shared with its batched EagleDrafter).
+   */
+  constructor(readonly session: RoundSession, capacity: number, cache?: KVCache) {
     const D = session.depth, h = session.head;
     this.shape = { topK: 1, maxDepth: D, totalTokens: D };
-    this.cache = new KVCache(1, h.nKvHeads, h.headDim, capacity);
+    this.cache = cache ?? new KVCache(1, h.nKvHeads, h.headDim, capacity);
     this.tree = new VerifyTree(D + 1, D);
     this.positions = new Int32Array(capacity);
   }
@@ -55,7 +58,7 @@ export class RoundDrafter implements Drafter {
     return t.build(n);
   }
 
-  async verify(target: TargetSession, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
+  async verify(target: TargetPass, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
     const history = this.history;
     if (tree !== this.tree || tree.n === 1 || !history) return verifyWithTarget(target, cache, tree, positions, fetch);
     this.history = undefined;

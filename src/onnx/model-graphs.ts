@@ -56,6 +56,10 @@ export const names = {
   draftIds: 'draft_ids',
   /** The fused round's head inputs and outputs: the step names with this prefix. */
   headPrefix: 'draft_',
+  /** Serving batch passes (per-slot attention): the mask [B, M, S + M] and the row maps. */
+  slotMask: 'slot_mask',
+  padRows: 'pad_rows',
+  unpadRows: 'unpad_rows',
 } as const;
 
 /**
@@ -76,6 +80,36 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
   }
   const pastLength = g.input(names.pastLength, 'int64', [1]);
   return { ids, positions, mask: ops.treeMask(tree, past[layers[0]].values, pastLength), past };
+}
+
+/**
+ * A serving batch pass's inputs (see OnnxOps.perSlot): N packed rows of B slots, at most M per
+ * slot. ids, positions [1, N]; slot_mask bool [B, M, S + M] (per slot and padded row: which of
+ * the slot's S cache rows and M new rows it sees); pad_rows int64 [B * M], unpad_rows int64
+ * [N]; past K/V of every slot [B, nKv, hd, S] / [B, nKv, S, hd] (the batch cache's first B
+ * slots, zero-copy). Sets `ops` to render attention per slot.
+ */
+function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[]): PassInputs<string> {
+  const flat = (name: string): string => g.op('Reshape', [g.input(name, 'int64', [1, 'N']), g.ints([-1])]); // [N]
+  const ids = flat(names.ids), positions = flat(names.positions);
+  const mask = g.op('Where', [g.input(names.slotMask, 'bool', ['B', 'M', 'W']), g.scalar(0), g.scalar(MASK_NEG)]);
+  ops.perSlot(g.input(names.padRows, 'int64', ['BM']), g.input(names.unpadRows, 'int64', ['N']));
+  const past: PastKV<string>[] = [];
+  for (const l of layers) {
+    past[l] = {
+      keys: g.input(names.pastKey(l), 'float32', ['B', kv.nKvHeads, kv.headDim, 'S']),
+      values: g.input(names.pastValue(l), 'float32', ['B', kv.nKvHeads, 'S', kv.headDim]),
+    };
+  }
+  return { ids, positions, mask, past };
+}
+
+/** The target model for serving batch passes: inputs as slotInputs, outputs as buildTargetModel's over the N packed rows. */
+export function buildSlotTargetModel(cfg: ModelConfig, weights: Weights, opsOptions: OnnxOpsOptions = {}): ExternalModel {
+  const g = new GraphBuilder('eaglet_target_slots');
+  const ops = targetOps(g, cfg, weights, 'split', opsOptions);
+  targetOutputs(g, cfg, llamaForward(ops, cfg, slotInputs(g, ops, cfg, range(0, cfg.nLayers))));
+  return g.toExternalModel(MODEL_OPTIONS);
 }
 
 /** Outputs the new K/V rows of layers first.. ([T, nKv*hd], or [1, T, nKv*hd] from rope) as [1, T, nKv, hd]. */
@@ -132,11 +166,20 @@ export function draftVocabOf(head: HeadConfig): number {
  * to the draft vocabulary size.
  */
 export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, attention: AttentionMode = 'split', opsOptions: OnnxOpsOptions = {}): ExternalModel {
-  const g = new GraphBuilder('eaglet_draft');
+  return draftModel(head, headWeights, target, targetWeights, topK, attention, opsOptions, false);
+}
+
+/** The draft head for serving batch passes: inputs as slotInputs plus `features` [1, N, d]; outputs as buildDraftModel's. */
+export function buildSlotDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, opsOptions: OnnxOpsOptions = {}): ExternalModel {
+  return draftModel(head, headWeights, target, targetWeights, topK, 'split', opsOptions, true);
+}
+
+function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, attention: AttentionMode, opsOptions: OnnxOpsOptions, slots: boolean): ExternalModel {
+  const g = new GraphBuilder(slots ? 'eaglet_draft_slots' : 'eaglet_draft');
   // The head's own tensors first: a reduced head's lm_head.weight shadows an untied target's.
   const ops = new OnnxOps(g, (n) => headWeights.get(n) ?? targetWeights.get(n), target.maxSeqLen, attention, opsOptions);
-  const inp = stepInputs(g, ops, head, [0]);
-  const features = g.op('Reshape', [g.input(names.features, 'float32', [1, 'T', head.dim]), g.ints([-1, head.dim])]); // [T, d]
+  const inp = slots ? slotInputs(g, ops, head, [0]) : stepInputs(g, ops, head, [0]);
+  const features = g.op('Reshape', [g.input(names.features, 'float32', [1, slots ? 'N' : 'T', head.dim]), g.ints([-1, head.dim])]); // [T, d]
   const r = eagleHeadForward(ops, head, features, inp);
   const k = Math.min(topK, draftVocabOf(head));
   const logProbs = g.op('LogSoftmax', [draftLogits(ops, head, target, r.hidden)], { axis: -1 }); // [T, N]

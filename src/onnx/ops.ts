@@ -225,6 +225,10 @@ export class OnnxOps implements Ops<string> {
   }
 
   attention(q: string, k: string, v: string, past: PastKV<string> | null, mask: string, layout: HeadLayout): string {
+    if (this.slots) {
+      if (!past) throw new Error('per-slot attention needs the batch cache as past');
+      return this.slotAttention(q, k, v, past, mask, layout, this.slots);
+    }
     return this.attentionMode === 'fused' || !past || this.carried.has(past.keys) ? this.fusedAttention(q, k, v, past, mask, layout) : this.splitAttention(q, k, v, past, mask, layout);
   }
 
@@ -248,6 +252,61 @@ export class OnnxOps implements Ops<string> {
     const present = this.carried.get(past.keys);
     if (!present) throw new Error(`no attention has read the carried past ${past.keys}`);
     return this.carry(present);
+  }
+
+  /** Set by `perSlot`: attention runs per batch slot (see slotAttention). */
+  private slots?: { pad: string; unpad: string };
+
+  /**
+   * Renders attention per batch slot from here on (a serving batch pass): rows stay packed
+   * [N, width] for every row-wise op (the weights' MatMuls see all N rows at once), and only
+   * attention regroups them, `pad` [B * M] int64 (for each slot b and row i < M, the packed row
+   * it reads; padding rows read any row) into [B, M] against the past [B, nKv, hd, S] /
+   * [B, nKv, S, hd], and back through `unpad` [N] (packed row -> its padded row). The mask is
+   * then additive [B, M, S + M]: per slot, its past rows then its M new rows.
+   */
+  perSlot(pad: string, unpad: string): void {
+    this.slots = { pad, unpad };
+  }
+
+  /**
+   * splitAttention with a leading slot axis: each slot's rows score only that slot's past and
+   * new rows, so attention costs B x M x (S + M) instead of N x (all slots' rows).
+   */
+  private slotAttention(q: string, k: string, v: string, past: PastKV<string>, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout, { pad, unpad }: { pad: string; unpad: string }): string {
+    const g = this.g, G = nHeads / nKvHeads;
+    const bm = g.op('Shape', [mask], { start: 0, end: 2 }); // [2] = B, M
+    // Packed [N, w] (or [1, N, w]) -> padded [B, M, ...dims].
+    const padded = (x: string, width: number, dims: number[]) =>
+      g.op('Reshape', [g.op('Gather', [g.op('Reshape', [x, g.ints([-1, width])]), pad], { axis: 0 }), g.op('Concat', [bm, g.ints(dims)], { axis: 0 })]);
+    const scaled = g.op('Mul', [q, g.scalar(1 / Math.sqrt(headDim))]); // scaled before regrouping, as splitAttention
+    const q4 = g.op('Reshape', [g.op('Transpose', [padded(scaled, nHeads * headDim, [nKvHeads, G, headDim])], { perm: [0, 2, 1, 3, 4] }), g.ints([0, nKvHeads, -1, headDim])]); // [B, nKv, M*G, hd]
+    const kNewT = g.op('Transpose', [padded(k, nKvHeads * headDim, [nKvHeads, headDim])], { perm: [0, 2, 3, 1] }); // [B, nKv, hd, M]
+    const vNew = g.op('Transpose', [padded(v, nKvHeads * headDim, [nKvHeads, headDim])], { perm: [0, 2, 1, 3] }); // [B, nKv, M, hd]
+    const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [B, nKv, MG, S+M]
+    const weights = g.op('Softmax', [g.op('Add', [scores, this.slotGroupMask(mask, G)])], { axis: -1 });
+    const sizes = g.op('Concat', [g.op('Shape', [past.values], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 1, end: 2 })], { axis: 0 });
+    const [wPast, wNew] = g.node('Split', [weights, sizes], { axis: -1 }, { outputs: 2 });
+    const o = g.op('Add', [g.op('MatMul', [wPast, past.values]), g.op('MatMul', [wNew, vNew])]); // [B, nKv, MG, hd]
+    const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([0, nKvHeads, -1, G, headDim])])], { perm: [0, 2, 1, 3, 4] }); // [B, M, nKv, G, hd]
+    return g.op('Gather', [g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]), unpad], { axis: 0 }); // [N, nH*hd]
+  }
+
+  /** Per (mask, G): the slot mask [B, M, S+M] with each row repeated G times -> [B, 1, M*G, S+M], built once. */
+  private slotGroupMasks = new Map<string, string>();
+  private slotGroupMask(mask: string, G: number): string {
+    const key = `${mask}/${G}`;
+    let m = this.slotGroupMasks.get(key);
+    if (!m) {
+      const g = this.g;
+      if (G === 1) m = g.op('Unsqueeze', [mask, g.ints([1])]);
+      else {
+        const expanded = g.op('Expand', [g.op('Unsqueeze', [mask, g.ints([2])]), g.ints([1, 1, G, 1])]); // [B, M, G, S+M]
+        m = g.op('Reshape', [expanded, g.op('Concat', [g.op('Shape', [mask], { start: 0, end: 1 }), g.ints([1, -1]), g.op('Shape', [mask], { start: 2, end: 3 })], { axis: 0 })]);
+      }
+      this.slotGroupMasks.set(key, m);
+    }
+    return m;
   }
 
   /**

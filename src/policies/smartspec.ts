@@ -8,7 +8,7 @@
  * E_i from the request's own acceptance history (AcceptanceEstimate, shared with the
  * single-request `goodput` policy: decayed P(accepted >= j) with one optimistic pseudo-round);
  * verifyMs(tokens, n) and the draft passes' ms(rows) from a cost model measured at server start
- * (StepCost: one batched pass of T tokens, with n requests' slots in the batch cache).
+ * (StepCost: one pass of T tokens by one request, and spread over as many requests as it fills).
  *
  * Ours, not the paper's exact rule: the paper scores a proposed length with a moving acceptance
  * average per request and picks lengths for the batch; we pick per-request lengths by greedy
@@ -20,19 +20,20 @@
 import { AcceptanceEstimate } from './goodput.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 
-/** Measured ms of one batched pass: piecewise-linear in the pass's tokens, linear in the requests (slots) it reads. */
+/** Measured ms of one batched pass: piecewise-linear in the pass's tokens, linear in the requests it serves. */
 export class StepCost {
   /**
    * @param tokens the measured token counts, ascending.
-   * @param one ms at each token count with one request's rows in the batch cache.
-   * @param full ms with `slots` requests' rows (same token counts).
+   * @param one ms at each token count for one request.
+   * @param full ms with the tokens spread over min(slots, t) requests (same token counts).
    */
   constructor(readonly tokens: number[], readonly one: number[], readonly full: number[], readonly slots: number) {}
 
-  /** Estimated ms of a pass of `t` tokens over `n` requests' rows. */
+  /** Estimated ms of a pass of `t` tokens from `n` requests. */
   ms(t: number, n: number): number {
     const a = interpolate(this.tokens, this.one, t), b = interpolate(this.tokens, this.full, t);
-    const f = this.slots > 1 ? Math.min(1, Math.max(0, (n - 1) / (this.slots - 1))) : 0;
+    const most = Math.min(this.slots, Math.max(1, Math.round(t)));
+    const f = most > 1 ? Math.min(1, Math.max(0, (n - 1) / (most - 1))) : 0;
     return a + f * (b - a);
   }
 
@@ -61,7 +62,12 @@ export class SmartSpecPlanner {
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
    * @param step the current step's id (the batched target pass count): plans are per step.
    */
-  constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly decay = 0.9) {}
+  /**
+   * @param alone ms of a whole step at each length k = 0..maxDepth for a request alone in the
+   *   batch, when it runs differently from a batch of one (serving's fused round); default: the
+   *   draft and verify costs as for any batch.
+   */
+  constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly alone?: number[], readonly decay = 0.9) {}
 
   /** A request's policy; it takes part in the planning until `leave()`. */
   policy(): SmartSpecPolicy {
@@ -96,11 +102,12 @@ export class SmartSpecPlanner {
       verifyTokens += k[i] + 1;
       deepest = Math.max(deepest, k[i]);
     }
+    if (n === 1 && this.alone) return tokens / this.alone[Math.min(k[0], this.alone.length - 1)];
     let ms = this.verify.ms(verifyTokens, n);
     for (let j = 1; j <= deepest; j++) {
       let rows = 0;
       for (let i = 0; i < n; i++) if (k[i] >= j) rows++;
-      ms += this.draft.ms(rows, n);
+      ms += this.draft.ms(rows, rows); // one row per request drafting at this level
     }
     return tokens / ms;
   }

@@ -1,26 +1,32 @@
 /**
- * Continuous batching on the unchanged runtime: concurrent requests' passes are coalesced into
- * ONE ORT pass per step, target and draft head alike.
+ * Continuous batching on the unchanged decoding loop: concurrent requests' passes are coalesced
+ * into ONE ORT pass per step, target and draft head alike.
  *
- * Each request owns a slot of a batch K/V cache (KVCache.slot: rows [i * S, (i + 1) * S) of one
- * set of buffers) and runs the ordinary generation loop (Generator) against a per-request view
- * of the session (`view()`), whose `forward` does not run but waits. When every active request
- * is blocked on a pass, the batcher packs the waiting calls into one sequence: tokens, positions
- * (and draft features) concatenated, against the batch cache's first L rows (the slots in use),
- * under a block mask [T, L + T] in which each new token sees only its own slot's rows (committed,
- * plus staged rows as its own tree mask says) and its own request's new tokens (causal, or its
- * tree). One pass, the weights read once for the whole batch; each caller gets its rows of the
- * outputs as if it had run alone, and commits its accepted rows into its own slot.
+ * Each request owns a slot of a batch K/V cache (KVCache.slot: its own heads among the batch
+ * cache's B slots' heads, all at one shared stride) and runs the ordinary generation loop
+ * (Generator) against a per-request view of the session (`view()`), whose `forward` does not
+ * run but waits. When every active request is blocked on a pass, the batcher runs the waiting
+ * calls together:
  *
- * Ours (not vLLM's paged attention): every packed token scores the L rows of all slots in use,
- * masked, so attention costs T x L per layer instead of the sum of each request's T_i x L_i; for
- * short contexts this is small next to reading the weights. Requests join between steps (a new
- * request's prefill packs into the next pass) and leave when their loop ends, freeing the slot.
+ * - one call alone (a batch of one, or the one request still drafting at a depth): the ordinary
+ *   single-request session on its slot (a slot has ORT views of its own), so a lone request
+ *   costs what `eaglet generate` costs;
+ * - several: one pass of the per-slot graph (buildSlotTargetModel / buildSlotDraftModel). The
+ *   calls' N tokens stay packed for every row-wise op, so the weights are read once for the whole
+ *   batch; attention regroups them into [B, M] (B = the highest slot in the pass + 1, M = the
+ *   longest call) and scores each slot's rows against that slot's cache [B, nKv, hd, S] only,
+ *   under a mask [B, M, S + M] built here (the slot's live rows, its tree over staged rows, its
+ *   own new tokens). Attention costs B x M x (S + M), not N x (every slot's rows).
+ *
+ * Each caller gets its rows of the outputs as if it had run alone, and commits its accepted rows
+ * into its own slot. Requests join between steps (a new request's prefill packs into the next
+ * pass) and leave when their loop ends, freeing the slot.
  */
 import type { HeadConfig } from '../model/draft-head.ts';
+import { names } from '../onnx/model-graphs.ts';
 import type { DraftOutput, DraftPass, DraftSession } from './draft.ts';
 import type { KVCache } from './kv-cache.ts';
-import type { RunStats } from './ort.ts';
+import { bool, f32, f32Data, i32Data, i64, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
 import type { TargetOutput, TargetPass, TargetSession } from './target.ts';
 
 /** One caller's pass, waiting to be packed. */
@@ -92,21 +98,27 @@ export class Batcher {
   }
 }
 
-/** A queue of calls to one session, run packed. */
+/** A queue of calls to one model, run together. */
 abstract class Lane<Out> {
   protected pending: Call<Out>[] = [];
   readonly laneStats: LaneStats = { passes: 0, calls: 0, tokens: 0 };
-  private maskBuf = new Uint8Array(0);
-  private ids = new Int32Array(0);
-  private pos = new Int32Array(0);
+  /** The per-slot graph's session (`open`); until then only lone calls run. */
+  protected slotSession?: Session;
+  private feeds = new SlotFeeds();
 
   /**
+   * @param heads K/V heads per slot (the model's nKvHeads).
    * @param maxPassTokens most tokens packed into one pass (the model's RoPE table holds its
    *   context length of positions, and ORT's RotaryEmbedding refuses longer inputs); the calls
    *   left over run in the next pass.
    */
-  constructor(protected batcher: Batcher, readonly batchCache: KVCache, readonly maxPassTokens: number, first = false) {
+  constructor(protected batcher: Batcher, readonly batchCache: KVCache, readonly heads: number, readonly maxPassTokens: number, first = false) {
     batcher.add(this as Lane<unknown>, first);
+  }
+
+  /** Gives the lane its per-slot session (built by the caller, e.g. Engine.start). */
+  open(session: Session): void {
+    this.slotSession = session;
   }
 
   get waiting(): number {
@@ -123,18 +135,18 @@ abstract class Lane<Out> {
     });
   }
 
-  /** Packs and runs every waiting call; each gets its rows of the outputs. */
+  /** Runs every waiting call (up to maxPassTokens) in one pass; each gets its rows of the outputs. */
   async flush(): Promise<void> {
     let n = 0, T = 0;
     while (n < this.pending.length && (n === 0 || T + this.pending[n].tokens.length <= this.maxPassTokens)) T += this.pending[n++].tokens.length;
     const calls = this.pending.splice(0, n);
     try {
-      // L: the batch rows the callers' slots use (a slot's rows start at its base).
-      let L = 0;
-      for (const c of calls) L = Math.max(L, c.cache.base + c.cache.length);
-      const { tokens, positions, mask } = this.pack(calls, T, L);
-      this.batchCache.length = L; // the packed pass reads rows [0, L): every slot in use
-      const outs = await this.run(calls, tokens, positions, mask);
+      let outs: Out[];
+      if (calls.length === 1) outs = [await this.runOne(calls[0])];
+      else {
+        if (!this.slotSession) throw new Error('batched passes need the per-slot session: call Engine.start() (Lane.open) first');
+        outs = await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads));
+      }
       this.laneStats.passes++;
       this.laneStats.calls += calls.length;
       this.laneStats.tokens += T;
@@ -144,43 +156,106 @@ abstract class Lane<Out> {
     }
   }
 
-  /** The packed run: one pass over `tokens`, split into each call's output. */
-  protected abstract run(calls: Call<Out>[], tokens: Int32Array, positions: Int32Array, mask: Uint8Array): Promise<Out[]>;
+  /**
+   * Times one pass of `tokens[i]` placeholder tokens for each slot cache `slots[i]`, at the
+   * positions after its rows, as `flush` would run it (the cost model's probe); ms.
+   */
+  async probe(slots: KVCache[], tokens: number[]): Promise<number> {
+    const ctx = this.maxPassTokens;
+    const calls = slots.map((cache, i): Call<Out> => ({
+      cache, tokens: new Int32Array(tokens[i]), positions: Int32Array.from({ length: tokens[i] }, (_, j) => Math.min(ctx - 1, cache.length + j)),
+      features: new Float32Array(tokens[i] * this.featureWidth), logits: false, resolve: () => {}, reject: () => {},
+    }));
+    const t0 = performance.now();
+    if (calls.length === 1) await this.runOne(calls[0]);
+    else await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads));
+    return performance.now() - t0;
+  }
 
-  /** Concatenated tokens and positions, and the block mask [T, L + T] (see the file comment). */
-  private pack(calls: Call<Out>[], T: number, L: number): { tokens: Int32Array; positions: Int32Array; mask: Uint8Array } {
-    const W = L + T;
-    if (this.maskBuf.length < T * W) this.maskBuf = new Uint8Array(Math.max(T * W, 2 * this.maskBuf.length));
-    if (this.ids.length < T) (this.ids = new Int32Array(2 * T)), (this.pos = new Int32Array(2 * T));
-    const mask = this.maskBuf.subarray(0, T * W);
-    mask.fill(0);
+  /** Width of a call's input features (the draft head's), 0 without. */
+  protected abstract readonly featureWidth: number;
+
+  /** A lone call: the single-request session on the caller's slot. */
+  protected abstract runOne(call: Call<Out>): Promise<Out>;
+
+  /** Several calls: one pass of the per-slot graph over `feeds`, split into each call's output. */
+  protected abstract runSlots(calls: Call<Out>[], feeds: Feeds): Promise<Out[]>;
+}
+
+/**
+ * The per-slot graph's feeds for a set of calls (see the file comment), in buffers reused
+ * across passes: ids and positions [1, N] packed in call order, pad_rows [B * M], unpad_rows
+ * [N], slot_mask [B, M, S + M], and every layer's past K/V as the batch cache's first B slots.
+ */
+class SlotFeeds {
+  private ids = new BigInt64Array(0);
+  private pos = new BigInt64Array(0);
+  private unpad = new BigInt64Array(0);
+  private pad = new BigInt64Array(0);
+  private mask = new Uint8Array(0);
+
+  build(calls: Call<unknown>[], batch: KVCache, heads: number): Feeds {
+    let N = 0, M = 0, B = 0;
+    for (const c of calls) {
+      N += c.tokens.length;
+      M = Math.max(M, c.tokens.length);
+      B = Math.max(B, c.cache.headBase / heads + 1);
+    }
+    const S = batch.stride, W = S + M;
+    if (this.ids.length < N) (this.ids = new BigInt64Array(2 * N)), (this.pos = new BigInt64Array(2 * N)), (this.unpad = new BigInt64Array(2 * N));
+    if (this.pad.length < B * M) this.pad = new BigInt64Array(2 * B * M);
+    if (this.mask.length < B * M * W) this.mask = new Uint8Array(2 * B * M * W);
+    const pad = this.pad.subarray(0, B * M), mask = this.mask.subarray(0, B * M * W);
+    pad.fill(0n); // padding rows read packed row 0; their outputs are never gathered back
+    mask.fill(0); // and see nothing: a uniform softmax over masked scores, no NaN
     let off = 0;
     for (const c of calls) {
-      const t = c.tokens.length, len = c.cache.length, b = c.cache.base;
+      const t = c.tokens.length, len = c.cache.length, slot = c.cache.headBase / heads;
       const w = c.tree ? c.tree.length / t : t; // the caller's tree: [t, w] over its last w keys
       if (!Number.isInteger(w) || w < t || w > len + t) throw new RangeError(`tree mask has ${c.tree?.length} entries: ${t} tokens need [${t}, W] with ${t} <= W <= ${len + t}`);
-      if (len + t > c.cache.capacity) throw new RangeError(`${len} past rows + ${t} tokens exceed the K/V cache's ${c.cache.capacity} rows`);
+      if (len > S) throw new RangeError(`slot ${slot} holds ${len} rows beyond the batch cache's stride ${S}`);
       const open = len + t - w; // past rows every token sees
       for (let i = 0; i < t; i++) {
-        const row = (off + i) * W;
-        this.ids[off + i] = c.tokens[i];
-        this.pos[off + i] = c.positions[i];
-        mask.fill(1, row + b, row + b + open);
+        const r = off + i, p = slot * M + i, row = p * W;
+        this.ids[r] = BigInt(c.tokens[i]);
+        this.pos[r] = BigInt(c.positions[i]);
+        this.unpad[r] = BigInt(p);
+        pad[p] = BigInt(r);
+        mask.fill(1, row, row + open);
         if (c.tree) {
-          for (let k = open; k < len; k++) mask[row + b + k] = c.tree[i * w + k - open];
-          for (let j = 0; j < t; j++) mask[row + L + off + j] = c.tree[i * w + len - open + j];
-        } else mask.fill(1, row + L + off, row + L + off + i + 1);
+          for (let k = open; k < len; k++) mask[row + k] = c.tree[i * w + k - open];
+          for (let j = 0; j < t; j++) mask[row + S + j] = c.tree[i * w + len - open + j];
+        } else mask.fill(1, row + S, row + S + i + 1);
       }
       off += t;
     }
-    return { tokens: this.ids.subarray(0, T), positions: this.pos.subarray(0, T), mask };
+    const feeds: Feeds = {
+      [names.ids]: i64(this.ids.subarray(0, N), [1, N]),
+      [names.positions]: i64(this.pos.subarray(0, N), [1, N]),
+      [names.unpadRows]: i64(this.unpad.subarray(0, N), [N]),
+      [names.padRows]: i64(pad, [B * M]),
+      [names.slotMask]: bool(mask, [B, M, W]),
+    };
+    const hd = batch.headDim;
+    for (let l = 0; l < batch.nLayers; l++) {
+      feeds[names.pastKey(l)] = f32(batch.heads(batch.keys[l], 0, B * heads), [B, heads, hd, S]);
+      feeds[names.pastValue(l)] = f32(batch.heads(batch.values[l], 0, B * heads), [B, heads, S, hd]);
+    }
+    return feeds;
   }
 }
 
 /** The target's lane: `view()` is what a request's generator holds as its target. */
 export class TargetLane extends Lane<TargetOutput> {
+  protected readonly featureWidth = 0;
+  private fetchAll: string[];
+  private fetchArgmax: string[];
+
   constructor(batcher: Batcher, readonly session: TargetSession, batchCache: KVCache) {
-    super(batcher, batchCache, session.cfg.maxSeqLen);
+    super(batcher, batchCache, session.cfg.nKvHeads, session.cfg.maxSeqLen);
+    const presents = Array.from({ length: session.cfg.nLayers }, (_, l) => [names.presentKey(l), names.presentValue(l)]).flat();
+    this.fetchArgmax = [names.argmax, names.features, ...presents];
+    this.fetchAll = [names.logits, ...this.fetchArgmax];
   }
 
   /** A request's target: its passes wait for the batch. */
@@ -195,19 +270,26 @@ export class TargetLane extends Lane<TargetOutput> {
     };
   }
 
-  protected async run(calls: Call<TargetOutput>[], tokens: Int32Array, positions: Int32Array, mask: Uint8Array): Promise<TargetOutput[]> {
+  protected runOne(c: Call<TargetOutput>): Promise<TargetOutput> {
+    return this.session.forward(c.cache, c.tokens, c.positions, c.tree, { logits: c.logits });
+  }
+
+  protected async runSlots(calls: Call<TargetOutput>[], feeds: Feeds): Promise<TargetOutput[]> {
     const logits = calls.some((c) => c.logits); // one sampling request: every row's logits come back
-    const out = await this.session.forward(this.batchCache, tokens, positions, mask, { logits });
-    const V = this.session.cfg.vocabSize, d = this.session.cfg.dim, rs = this.batchCache.rowSize;
+    const out = await runTimed(this.slotSession!, feeds, logits ? this.fetchAll : this.fetchArgmax);
+    const cfg = this.session.cfg, V = cfg.vocabSize, d = cfg.dim, rs = cfg.nKvHeads * cfg.headDim;
+    const all = { logits: logits ? f32Data(out[names.logits]) : new Float32Array(0), argmax: i32Data(out[names.argmax]), features: f32Data(out[names.features]) };
+    const keys = Array.from({ length: cfg.nLayers }, (_, l) => f32Data(out[names.presentKey(l)]));
+    const values = Array.from({ length: cfg.nLayers }, (_, l) => f32Data(out[names.presentValue(l)]));
     let off = 0;
     return calls.map((c) => {
       const a = off, b = (off += c.tokens.length);
       return {
-        logits: logits ? out.logits.subarray(a * V, b * V) : out.logits,
-        argmax: out.argmax.subarray(a, b),
-        features: out.features.subarray(a * d, b * d),
-        newKeys: out.newKeys.map((k) => k.subarray(a * rs, b * rs)),
-        newValues: out.newValues.map((v) => v.subarray(a * rs, b * rs)),
+        logits: logits ? all.logits.subarray(a * V, b * V) : all.logits,
+        argmax: all.argmax.subarray(a, b),
+        features: all.features.subarray(a * d, b * d),
+        newKeys: keys.map((k) => k.subarray(a * rs, b * rs)),
+        newValues: values.map((v) => v.subarray(a * rs, b * rs)),
       };
     });
   }
@@ -215,10 +297,14 @@ export class TargetLane extends Lane<TargetOutput> {
 
 /** The draft head's lane; `view()` is what a request's EagleDrafter holds as its session. */
 export class DraftLane extends Lane<DraftOutput> {
+  protected get featureWidth(): number {
+    return this.session.head.dim;
+  }
   private features = new Float32Array(0);
+  private fetches = [names.hidden, names.topkLogProbs, names.topkIds, names.entropy, names.presentKey(0), names.presentValue(0)];
 
   constructor(batcher: Batcher, readonly session: DraftSession, batchCache: KVCache, maxPassTokens: number) {
-    super(batcher, batchCache, maxPassTokens, true); // draft passes first: the target pass then collects every tree
+    super(batcher, batchCache, session.head.nKvHeads, maxPassTokens, true); // draft passes first: the target pass then collects every tree
   }
 
   view(): DraftPass {
@@ -230,8 +316,14 @@ export class DraftLane extends Lane<DraftOutput> {
     };
   }
 
-  protected async run(calls: Call<DraftOutput>[], tokens: Int32Array, positions: Int32Array, mask: Uint8Array): Promise<DraftOutput[]> {
-    const d = this.session.head.dim, k = this.session.topK, rs = this.batchCache.rowSize, T = tokens.length;
+  protected runOne(c: Call<DraftOutput>): Promise<DraftOutput> {
+    return this.session.forward(c.cache, c.tokens, c.features!, c.positions, c.tree);
+  }
+
+  protected async runSlots(calls: Call<DraftOutput>[], feeds: Feeds): Promise<DraftOutput[]> {
+    const h = this.session.head, d = h.dim, k = this.session.topK, rs = h.nKvHeads * h.headDim;
+    let T = 0;
+    for (const c of calls) T += c.tokens.length;
     if (this.features.length < T * d) this.features = new Float32Array(2 * T * d);
     let off = 0;
     for (const c of calls) {
@@ -240,17 +332,20 @@ export class DraftLane extends Lane<DraftOutput> {
       this.features.set(c.features!.subarray(0, t * d), off * d);
       off += t;
     }
-    const out = await this.session.forward(this.batchCache, tokens, this.features.subarray(0, T * d), positions, mask);
+    feeds[names.features] = f32(this.features.subarray(0, T * d), [1, T, d]);
+    const out = await runTimed(this.slotSession!, feeds, this.fetches);
+    const hidden = f32Data(out[names.hidden]), lp = f32Data(out[names.topkLogProbs]), ids = i32Data(out[names.topkIds]), ent = f32Data(out[names.entropy]);
+    const nk = f32Data(out[names.presentKey(0)]), nv = f32Data(out[names.presentValue(0)]);
     off = 0;
     return calls.map((c) => {
       const a = off, b = (off += c.tokens.length);
       return {
-        hidden: out.hidden.subarray(a * d, b * d),
-        topkLogProbs: out.topkLogProbs.subarray(a * k, b * k),
-        topkIds: out.topkIds.subarray(a * k, b * k),
-        entropy: out.entropy.subarray(a, b),
-        newKeys: out.newKeys.map((x) => x.subarray(a * rs, b * rs)),
-        newValues: out.newValues.map((x) => x.subarray(a * rs, b * rs)),
+        hidden: hidden.subarray(a * d, b * d),
+        topkLogProbs: lp.subarray(a * k, b * k),
+        topkIds: ids.subarray(a * k, b * k),
+        entropy: ent.subarray(a, b),
+        newKeys: [nk.subarray(a * rs, b * rs)],
+        newValues: [nv.subarray(a * rs, b * rs)],
       };
     });
   }

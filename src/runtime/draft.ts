@@ -42,7 +42,11 @@ export type DraftPass = Pick<DraftSession, 'head' | 'topK' | 'forward'>;
 
 /** The EAGLE head's ONNX session: `forward` advances the head by T rows (see the module comment). */
 export class DraftSession {
-  private constructor(readonly head: HeadConfig, readonly topK: number, private session: Session, private feeds: StepFeeds) {}
+  /**
+   * @param weights the head's own weights and the quantization its graph was built with, kept
+   *   (the head is small) so a serving batch can build its per-slot graph of the same head.
+   */
+  private constructor(readonly head: HeadConfig, readonly topK: number, private session: Session, private feeds: StepFeeds, readonly weights: { head: Weights; quantize?: StepSessionOptions['quantize'] }) {}
 
   /**
    * Builds the head graph. `targetWeights` supplies the embedding table and LM head the head
@@ -54,7 +58,7 @@ export class DraftSession {
     const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, draftVocabOf(head));
     const attention = opts.attention ?? defaultAttention(target.maxSeqLen, head.nKvHeads, head.headDim);
     const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, attention, { quantize: opts.quantize }), opts);
-    return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
+    return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS), { head: headWeights, quantize: opts.quantize });
   }
 
   get stats(): RunStats {

@@ -20,10 +20,13 @@
  * accepted path), truncate; staging: stage / stageLayers, keep, permuteStaged; views for ORT:
  * keyView / valueView; copies for tests: pastKeys / pastValues.
  *
- * Slots (serving): `slot(i, rows)` is a KVCache over rows [i * rows, (i + 1) * rows) of the same
- * buffers: one request's cache, with the whole API above, while a batched pass reads every slot
- * at once through the parent's views. The parent's stride grows (moving every slot's rows) as
- * higher slots fill, so a batch pass reads only up to the highest slot in use, plus a step.
+ * Slots (serving): a batch cache is one KVCache whose heads are B slots' heads side by side
+ * (nKvHeads = B * the model's); `slot(i, heads)` is slot i's cache over heads
+ * [i * heads, (i + 1) * heads) of the same buffers: one request's cache, with the whole API
+ * above and ORT views of its own (a request alone runs the ordinary single-request pass on it),
+ * while a batched pass reads the first B slots at once as [B, nKv, hd, stride]. All slots share
+ * the parent's stride, which grows with the longest slot (moving every slot's rows) and shrinks
+ * (`shrinkRows`) when long requests leave.
  */
 export class KVCache {
   readonly keys: Float32Array[];
@@ -38,8 +41,8 @@ export class KVCache {
   /** Default `strideStep`. */
   static readonly STRIDE_STEP = 64;
 
-  /** First row of this cache in its buffers (non-zero for a slot). */
-  readonly base: number = 0;
+  /** First head of this cache in its buffers (non-zero for a slot). */
+  readonly headBase: number = 0;
   /** The cache this one is a slot of. */
   readonly parent?: KVCache;
 
@@ -55,33 +58,32 @@ export class KVCache {
   }
 
   /**
-   * Slot i of `rows` rows: a cache over rows [i * rows, (i + 1) * rows) of these buffers (their
-   * stride must be fixed: construct with strideStep = capacity). Writes to a slot touch only its rows.
+   * Slot i of `heads` heads: a cache over heads [i * heads, (i + 1) * heads) of these buffers,
+   * with this cache's capacity and (shared) stride. Writes to a slot touch only its heads.
    */
-  slot(i: number, rows: number): KVCache {
-    if (!Number.isInteger(i) || i < 0 || (i + 1) * rows > this.capacity) throw new RangeError(`slot ${i} of ${rows} rows is outside the cache's ${this.capacity} rows`);
+  slot(i: number, heads: number): KVCache {
+    if (!Number.isInteger(i) || i < 0 || !Number.isInteger(heads) || heads < 1 || (i + 1) * heads > this.nKvHeads) throw new RangeError(`slot ${i} of ${heads} heads is outside the cache's ${this.nKvHeads} heads`);
     const s: KVCache = Object.create(KVCache.prototype);
-    Object.assign(s, { nLayers: this.nLayers, nKvHeads: this.nKvHeads, headDim: this.headDim, capacity: rows, strideStep: this.strideStep });
-    Object.assign(s, { keys: this.keys, values: this.values, rowSize: this.rowSize, length: 0, base: i * rows, parent: this, scratch: new Float32Array(0) });
+    Object.assign(s, { nLayers: this.nLayers, nKvHeads: heads, headDim: this.headDim, capacity: this.capacity, strideStep: this.strideStep });
+    Object.assign(s, { keys: this.keys, values: this.values, rowSize: heads * this.headDim, length: 0, headBase: i * heads, parent: this, scratch: new Float32Array(0) });
     Object.defineProperty(s, 'stride', { get: () => this.stride }); // the parent's layout, wherever it has grown
     return s;
   }
 
   /** Past K of layer l as ORT reads it: [nKv, hd, stride] (transposed per head), a view. */
   keyView(l: number): Float32Array {
-    this.whole();
-    return this.keys[l].subarray(0, this.nKvHeads * this.stride * this.headDim);
+    return this.heads(this.keys[l], 0, this.nKvHeads);
   }
 
   /** Past V of layer l: [nKv, stride, hd], a view. */
   valueView(l: number): Float32Array {
-    this.whole();
-    return this.values[l].subarray(0, this.nKvHeads * this.stride * this.headDim);
+    return this.heads(this.values[l], 0, this.nKvHeads);
   }
 
-  /** ORT reads whole caches: a slot is read through its parent. */
-  private whole(): void {
-    if (this.parent) throw new RangeError('a cache slot has no ORT view of its own: pass its parent cache');
+  /** Heads [from, from + n) of this cache in `buf`, in the current layout: a view. */
+  heads(buf: Float32Array, from: number, n: number): Float32Array {
+    const block = this.stride * this.headDim, h = this.headBase + from;
+    return buf.subarray(h * block, (h + n) * block);
   }
 
   /** Keys of rows [from, from + count) of layer l, position-major [count, nKv * hd]: a copy (tests, inspection). Default: the committed rows. */
@@ -110,7 +112,7 @@ export class KVCache {
    */
   ensureRows(rows: number): void {
     if (rows > this.capacity) throw new RangeError(`K/V cache full: ${rows} rows > capacity ${this.capacity}`);
-    if (this.parent) return this.parent.ensureRows(this.base + rows); // a slot's rows live in its parent's layout
+    if (this.parent) return this.parent.ensureRows(rows); // a slot's rows live in its parent's layout
     if (rows <= this.stride) return;
     const step = this.strideStep, old = this.stride, n = old; // staged rows past `length` move too
     const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step);
@@ -205,29 +207,25 @@ export class KVCache {
 
   /** Position-major row from[at .. at + rowSize) -> cache row `dst` of `buf`. */
   private writeRowOf(buf: Float32Array, transposed: boolean, from: Float32Array, at: number, dst: number): void {
-    const { nKvHeads: H, headDim: hd, stride } = this;
-    dst += this.base;
+    const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this;
     for (let h = 0; h < H; h++)
-      if (transposed) for (let i = 0; i < hd; i++) buf[(h * hd + i) * stride + dst] = from[at + h * hd + i];
-      else for (let i = 0; i < hd; i++) buf[(h * stride + dst) * hd + i] = from[at + h * hd + i];
+      if (transposed) for (let i = 0; i < hd; i++) buf[((h0 + h) * hd + i) * stride + dst] = from[at + h * hd + i];
+      else for (let i = 0; i < hd; i++) buf[((h0 + h) * stride + dst) * hd + i] = from[at + h * hd + i];
   }
 
   /** Cache row `src` of `buf` -> position-major to[at .. at + rowSize). */
   private readRow(buf: Float32Array, transposed: boolean, src: number, to: Float32Array, at: number): void {
-    const { nKvHeads: H, headDim: hd, stride } = this;
-    src += this.base;
+    const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this;
     for (let h = 0; h < H; h++)
-      if (transposed) for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[(h * hd + i) * stride + src];
-      else for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[(h * stride + src) * hd + i];
+      if (transposed) for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[((h0 + h) * hd + i) * stride + src];
+      else for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[((h0 + h) * stride + src) * hd + i];
   }
 
   /** Cache row `from` -> row `to` in layer l. */
   private copyRow(l: number, from: number, to: number): void {
-    const { nKvHeads: H, headDim: hd, stride } = this, k = this.keys[l], v = this.values[l];
-    from += this.base;
-    to += this.base;
-    for (let b = 0; b < H * hd; b++) k[b * stride + to] = k[b * stride + from];
-    for (let h = 0; h < H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
+    const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this, k = this.keys[l], v = this.values[l];
+    for (let b = h0 * hd; b < (h0 + H) * hd; b++) k[b * stride + to] = k[b * stride + from];
+    for (let h = h0; h < h0 + H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
   }
 
   /**

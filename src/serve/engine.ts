@@ -11,6 +11,9 @@ import type { LoadedGenerator } from '../api.ts';
 import type { TreeShape } from '../../trees/index.ts';
 import { EagleDrafter } from '../generate/eagle-drafter.ts';
 import { RoundDrafter } from '../generate/round-drafter.ts';
+import type { Drafter } from '../generate/drafter.ts';
+import { RoundSession } from '../runtime/round.ts';
+import { SlotDrafter } from './slot-drafter.ts';
 import { Generator, type GenerationChunk } from '../generate/generator.ts';
 import type { GenerationOptions } from '../generate/options.ts';
 import type { GenerationStats } from '../generate/stats.ts';
@@ -19,7 +22,9 @@ import { SmartSpecPlanner, StepCost, type SmartSpecPolicy } from '../policies/sm
 import { Batcher, DraftLane, TargetLane, type LaneStats } from '../runtime/batch.ts';
 import type { DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
-import type { TargetPass, TargetSession } from '../runtime/target.ts';
+import { createSession, releaseSession, type Session } from '../runtime/ort.ts';
+import type { TargetPass } from '../runtime/target.ts';
+import { buildSlotDraftModel, buildSlotTargetModel } from '../onnx/model-graphs.ts';
 import { ServeMetrics } from './metrics.ts';
 
 /** Batch, queue and policy of a serving Engine. */
@@ -30,6 +35,15 @@ export interface EngineOptions {
   maxQueue?: number;
   /** `smartspec` (default with a draft head), `static-D` (D levels every step) or `plain` (default without). */
   policy?: string;
+  /** ORT intra-op threads of the batch sessions. Default: as loadGenerator's default. */
+  threads?: number;
+  /**
+   * With a chain tree (top-k 1): a request alone in the batch drafts and verifies in ONE ORT
+   * call per round (the fused round, as `eaglet generate` on the embedded pair), so serving one
+   * client costs what generating does. Its session holds another copy of the target's weights.
+   * Default false.
+   */
+  fusedRound?: boolean;
 }
 
 /** Thrown when the queue is full. */
@@ -49,7 +63,10 @@ export class DrainingError extends EagletError {
 interface Slot {
   index: number;
   cache: KVCache;
-  drafter?: EagleDrafter<DraftPass>;
+  /** The head drafting through the batch lanes. */
+  head?: EagleDrafter<DraftPass>;
+  /** What the request's generator holds: `head`, or a SlotDrafter over it and the fused round. */
+  drafter?: Drafter;
 }
 
 export type PolicyKind = { kind: 'plain' } | { kind: 'static'; depth: number } | { kind: 'smartspec' };
@@ -82,6 +99,7 @@ export class Engine {
   private targetLane: TargetLane;
   private targetView: TargetPass;
   private draftLane?: DraftLane;
+  private slots: Slot[];
   private free: Slot[];
   private queue: { resolve(s: Slot): void; reject(e: unknown): void; signal?: AbortSignal; onAbort?: () => void }[] = [];
   private draining = false;
@@ -99,31 +117,48 @@ export class Engine {
     if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1 || this.maxBatch > 256) throw new UsageError('--max-batch', `must be an integer in [1, 256], got ${this.maxBatch}`);
     if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new UsageError('--max-queue', `must be a non-negative integer, got ${this.maxQueue}`);
     const drafter = g.generator.parts.drafter;
-    if (drafter instanceof RoundDrafter) throw new UsageError('fusedRound', 'serving batches draft passes across requests: load the generator without fusedRound');
+    if (drafter instanceof RoundDrafter) throw new UsageError('fusedRound', 'serving batches draft passes across requests: load the generator without fusedRound (the engine\'s own fusedRound option runs it for a lone request)');
     if (drafter && !(drafter instanceof EagleDrafter)) throw new UsageError('--draft', 'serving drafts with an EAGLE head (a directory or random); self-drafting is not batched');
     const draftSession = (drafter as EagleDrafter<DraftSession> | undefined)?.session;
     this.tree = drafter?.shape ?? { topK: 1, maxDepth: 0, totalTokens: 0 };
     this.policy = parseServePolicy(opts.policy, draftSession !== undefined, this.tree.maxDepth);
     this.metrics = new ServeMetrics(this.tree.maxDepth);
     const B = this.maxBatch, S = cfg.maxSeqLen;
-    // Strides grow a slot at a time: a pass reads up to the highest slot in use (slots are taken lowest first).
-    const targetCache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, B * S, S);
+    // B slots' heads side by side; the shared stride grows with the longest request.
+    const targetCache = new KVCache(cfg.nLayers, B * cfg.nKvHeads, cfg.headDim, S);
     this.targetLane = new TargetLane(this.batcher, g.generator.parts.target, targetCache);
     this.targetView = this.targetLane.view();
-    let draftCache: KVCache | undefined, Sd = 0;
+    let draftCache: KVCache | undefined;
     if (draftSession && this.policy.kind !== 'plain') {
       const h = draftSession.head;
-      Sd = EagleDrafter.cacheRows(this.tree, S);
-      draftCache = new KVCache(1, h.nKvHeads, h.headDim, B * Sd, Sd);
+      draftCache = new KVCache(1, B * h.nKvHeads, h.headDim, EagleDrafter.cacheRows(this.tree, S));
       this.draftLane = new DraftLane(this.batcher, draftSession, draftCache, S);
     }
     const view = this.draftLane?.view();
-    // Popped from the end: the lowest slot first, so the batch caches' strides stay small.
-    this.free = Array.from({ length: B }, (_, i) => ({
+    // Popped from the end: the lowest slot first, so a batch pass spans few slots.
+    this.slots = Array.from({ length: B }, (_, i) => ({
       index: i,
-      cache: targetCache.slot(i, S),
-      drafter: view && draftCache ? new EagleDrafter(view, this.tree, S, draftCache.slot(i, Sd)) : undefined,
-    })).reverse();
+      cache: targetCache.slot(i, cfg.nKvHeads),
+      head: view && draftCache ? new EagleDrafter(view, this.tree, S, draftCache.slot(i, draftSession!.head.nKvHeads)) : undefined,
+    }));
+    for (const s of this.slots) s.drafter = s.head;
+    if (opts.fusedRound && this.draftLane) {
+      if (this.tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${this.tree.topK}`);
+      this.fusedRound = true;
+    }
+    this.free = [...this.slots].reverse();
+    this.threads = opts.threads;
+  }
+
+  private threads?: number;
+  private fusedRound = false;
+  /** The fused round's session (start(), with fusedRound). */
+  private round?: RoundSession;
+  private sessions: Session[] = [];
+
+  /** Fused rounds run by lone requests (cumulative). */
+  get fusedRounds(): number {
+    return this.round?.stats.passes ?? 0;
   }
 
   /** The batched target passes run and the requests they served (cumulative). */
@@ -140,38 +175,92 @@ export class Engine {
   }
 
   /**
-   * Measures the step-cost model SmartSpec plans with: batched target passes of 1..maxTokens
-   * tokens with one request's and with every slot's rows in the batch cache, and draft passes
-   * likewise (a few repeats each, the median). Only for smartspec; call once before serving.
+   * Builds the batch sessions (the per-slot target and draft graphs, from the loaded weights)
+   * and, for smartspec, measures the step-cost model it plans with: passes of 1..maxTokens
+   * tokens by one request (the single-request session) and spread over as many slots as they
+   * fill (the per-slot graph), against half-full slots (a few repeats each, the median). Call
+   * once before serving.
    */
   async start(repeats = 3): Promise<void> {
+    if (this.sessions.length) return;
+    const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
+    const draft = this.draftLane?.session;
+    try {
+      const target = buildSlotTargetModel(cfg, g.model.weights);
+      const head = draft && buildSlotDraftModel(draft.head, draft.weights.head, cfg, g.model.weights, draft.topK, { quantize: draft.weights.quantize });
+      this.targetLane.open(this.track(await createSession(target, opts)));
+      if (head) this.draftLane!.open(this.track(await createSession(head, opts)));
+      if (this.fusedRound && draft) {
+        const round = (this.round = await RoundSession.create(cfg, g.model.weights, draft.head, draft.weights.head, Math.min(this.tree.maxDepth, this.tree.totalTokens), { ...opts, quantize: draft.weights.quantize }));
+        for (const s of this.slots) s.drafter = new SlotDrafter(s.head!, new RoundDrafter(round, cfg.maxSeqLen, s.head!.cache), () => this.batcher.size === 1);
+      }
+    } catch (e) {
+      if (e instanceof Error && /^missing tensor/.test(e.message)) throw new UsageError('keepWeights', `serving builds its batch graphs from the weights (${e.message}): load the generator with keepWeights: true`);
+      throw e;
+    }
     if (this.policy.kind !== 'smartspec' || !this.draftLane) return;
     const D = this.tree.maxDepth, B = this.maxBatch;
     const counts = (max: number) => {
-      max = Math.min(max, this.g.model.config.maxSeqLen);
+      max = Math.min(max, cfg.maxSeqLen);
       const xs = [1];
       while (xs[xs.length - 1] < max) xs.push(Math.min(max, xs[xs.length - 1] * 2));
       return xs;
     };
-    const verify = await this.measure(this.targetLane.session, this.targetLane.batchCache, counts(B * (D + 1)), repeats);
-    const draft = await this.measure(this.draftLane.session, this.draftLane.batchCache, counts(B), repeats);
-    this.planner = new SmartSpecPlanner(verify, draft, D, this.tree.totalTokens, () => this.targetLane.laneStats.passes);
+    const verify = await this.measure(this.targetLane, this.slots.map((s) => s.cache), counts(B * (D + 1)), repeats);
+    const drafts = await this.measure(this.draftLane, this.slots.map((s) => s.head!.cache), counts(B), repeats);
+    const alone = this.round ? [verify.one[0], ...(await this.measureRound(this.round, repeats))] : undefined;
+    // A step = one target verification: a batched pass, or a lone request's fused round.
+    this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.passes + (this.round?.stats.passes ?? 0), alone);
   }
 
-  /** Median ms of packed passes of each token count, with 1 and with all slots' rows live (half-full slots). */
-  private async measure(session: TargetSession | DraftSession, cache: KVCache, tokens: number[], repeats: number): Promise<StepCost> {
-    const B = this.maxBatch, S = cache.capacity / B, ctx = this.g.model.config.maxSeqLen;
-    const ms = async (t: number, slots: number) => {
-      const L = Math.max(1, slots * S - (S >> 1)); // the highest slot in use half full
-      const W = L + t, mask = new Uint8Array(t * W).fill(1);
-      const ids = new Int32Array(t), pos = Int32Array.from({ length: t }, (_, i) => Math.min(ctx - 1, (ctx >> 1) + i));
-      cache.length = L;
+  /** Median ms of a fused round verifying k = 1..depth drafts, on half-full caches (one catch-up row per verified token). */
+  private async measureRound(round: RoundSession, repeats: number): Promise<number[]> {
+    const slot = this.slots[0], head = slot.head!.cache, half = this.g.model.config.maxSeqLen >> 1, d = round.head.dim;
+    slot.cache.ensureRows(half);
+    head.ensureRows(half);
+    const out: number[] = [];
+    for (let k = 1; k <= round.depth; k++) {
+      slot.cache.length = half;
+      head.length = half - k - 1;
+      const n = k + 1, tree = new Uint8Array(n * n);
+      for (let i = 0; i < n; i++) tree.fill(1, i * n, i * n + i + 1);
+      const positions = Int32Array.from({ length: n }, (_, i) => half + i);
+      const catchUp = { tokens: new Int32Array(n), features: new Float32Array(n * d), positions: Int32Array.from({ length: n }, (_, i) => half - n + i) };
       const times: number[] = [];
       for (let r = 0; r < repeats + 1; r++) {
         const t0 = performance.now();
-        if ('cfg' in session) await session.forward(cache, ids, pos, mask, { logits: false });
-        else await session.forward(cache, ids, new Float32Array(t * session.head.dim), pos, mask);
-        if (r > 0) times.push(performance.now() - t0); // the first run of a shape warms ORT up
+        await round.run(slot.cache, 0, positions, tree, head, catchUp, { logits: false });
+        if (r > 0) times.push(performance.now() - t0);
+      }
+      times.sort((a, b) => a - b);
+      out.push(times[times.length >> 1]);
+    }
+    slot.cache.truncate(0);
+    head.truncate(0);
+    this.targetLane.batchCache.resetLayout();
+    this.draftLane!.batchCache.resetLayout();
+    return out;
+  }
+
+  private track(s: Session): Session {
+    this.sessions.push(s);
+    return s;
+  }
+
+  /** Median ms of passes of each token count by 1 request, and spread over min(B, t) requests. */
+  private async measure(lane: TargetLane | DraftLane, slots: KVCache[], tokens: number[], repeats: number): Promise<StepCost> {
+    const B = this.maxBatch, half = this.g.model.config.maxSeqLen >> 1;
+    slots = [...slots].sort((a, b) => a.headBase - b.headBase);
+    for (const s of slots) {
+      s.ensureRows(half);
+      s.length = half;
+    }
+    const ms = async (t: number, n: number) => {
+      const per = Array.from({ length: n }, (_, i) => Math.floor(t / n) + (i < t % n ? 1 : 0));
+      const times: number[] = [];
+      for (let r = 0; r < repeats + 1; r++) {
+        const dt = await lane.probe(slots.slice(0, n), per);
+        if (r > 0) times.push(dt); // the first run of a shape warms ORT up
       }
       times.sort((a, b) => a - b);
       return times[times.length >> 1];
@@ -179,9 +268,10 @@ export class Engine {
     const one: number[] = [], full: number[] = [];
     for (const t of tokens) {
       one.push(await ms(t, 1));
-      full.push(B > 1 ? await ms(t, B) : one[one.length - 1]);
+      full.push(Math.min(B, t) > 1 ? await ms(t, Math.min(B, t)) : one[one.length - 1]);
     }
-    cache.resetLayout();
+    for (const s of slots) s.truncate(0);
+    lane.batchCache.resetLayout();
     return new StepCost(tokens, one, full, B);
   }
 
@@ -234,12 +324,13 @@ export class Engine {
     } else {
       this.free.push(s);
       this.free.sort((a, b) => b.index - a.index);
-      // The highest slots emptied: shrink the batch caches so passes read only the slots in use.
-      // (Safe here: this request has not left the batch yet, so no pass is running.)
-      let used = this.maxBatch;
-      for (let i = 0; i < this.free.length && this.free[i].index === used - 1; i++) used--;
-      this.targetLane.batchCache.shrinkRows(used * this.g.model.config.maxSeqLen);
-      if (this.draftLane && s.drafter) this.draftLane.batchCache.shrinkRows(used * s.drafter.cache.capacity);
+      // Shrink the shared stride to the longest request still running, so passes read fewer
+      // rows. (Safe here: this request has not left the batch yet, so no pass is running; a
+      // drafting request's staged rows are inside its length.)
+      let rows = 0, draftRows = 0;
+      for (const o of this.slots) if (o !== s && !this.free.includes(o)) (rows = Math.max(rows, o.cache.length)), (draftRows = Math.max(draftRows, o.head?.cache.length ?? 0));
+      this.targetLane.batchCache.shrinkRows(rows);
+      this.draftLane?.batchCache.shrinkRows(draftRows);
     }
   }
 
@@ -265,6 +356,11 @@ export class Engine {
       this.inFlight--;
       if (this.inFlight === 0) for (const f of this.idle.splice(0)) f();
     }
+  }
+
+  /** Releases the batch sessions (after `drain`). */
+  async dispose(): Promise<void> {
+    for (const s of this.sessions.splice(0)) await releaseSession(s);
   }
 
   /** Stops admitting; refuses queued requests; resolves when every admitted request has ended. */

@@ -291,6 +291,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
     } finally {
       clearTimeout(timer);
     }
+    await engine.dispose();
   };
   return handler;
 }

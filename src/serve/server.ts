@@ -4,7 +4,7 @@
  * ```ts
  * import { createServer } from 'node:http';
  * import { loadGenerator, createHandler } from 'eaglet';
- * const g = await loadGenerator();
+ * const g = await loadGenerator({ keepWeights: true }); // serving builds its batch graphs from the weights
  * const handler = await createHandler(g, { maxBatch: 8 });
  * const app = createServer((req, res) => (req.url?.startsWith('/v1/') ? handler(req, res) : res.end('my app'))).listen(8080);
  * // At shutdown: stop listening, let running requests finish, release the sessions.
@@ -38,7 +38,8 @@ export interface RunningServer {
 
 /** Loads (or takes) a generator and serves it on node:http until closed. */
 export async function serve(model: LoadedGenerator | LoadOptions = {}, opts: ServeOptions = {}): Promise<RunningServer> {
-  const g = 'generator' in model ? model : await loadGenerator(model);
+  // Serving builds its batch graphs from the weights: keep them (see Engine.start).
+  const g = 'generator' in model ? model : await loadGenerator({ ...model, keepWeights: true });
   const handler = await createHandler(g, opts);
   const server = createServer(handler);
   await new Promise<void>((resolve, reject) => {

@@ -41,13 +41,14 @@ export interface TinyPair {
 
 /**
  * A random target (weights scaled so next-token distributions are peaked, which makes drafts
- * sometimes right) with a plain generator and a speculative one over a random head.
+ * sometimes right) with a plain generator and a speculative one over a random head
+ * (`keepWeights`: the speculative one keeps its weights, as serving needs).
  */
-export async function tinyPair(cfg: ModelConfig, seed: number, tree: TreeShape, policy?: LengthPolicy, scale = 3): Promise<TinyPair> {
+export async function tinyPair(cfg: ModelConfig, seed: number, tree: TreeShape, policy?: LengthPolicy, scale = 3, keepWeights = false): Promise<TinyPair> {
   const model = { config: cfg, weights: randomWeights(cfg, seed, scale), source: 'hf' as const };
   const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
   const ar = await loadGenerator({ model, threads: 1 });
-  const spec = await loadGenerator({ model, draft, tree, policy, threads: 1 });
+  const spec = await loadGenerator({ model, draft, tree, policy, threads: 1, keepWeights });
   return { cfg, ar, spec, dispose: async () => (await ar.dispose(), await spec.dispose()) };
 }
 

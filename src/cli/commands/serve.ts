@@ -5,13 +5,15 @@ import { UsageError } from '../../errors.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { serve as startServer } from '../../serve/server.ts';
 import { defineCommand } from '../command.ts';
-import { MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { MODEL_FLAGS, QUANTIZE_FLAG, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory (or "random"): enables speculation; the embedded default brings its own' },
   { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights' },
+  QUANTIZE_FLAG,
   ...TREE_FLAGS,
+  { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): a request alone in the batch drafts and verifies in ONE ORT call per round, as generate does (holds another copy of the target\'s weights; default: on for the embedded default pair, --no-fused-round to turn it off)' },
   THREADS_FLAG,
   { flag: 'host', type: 'string', default: '127.0.0.1', meta: 'HOST', help: 'address to listen on' },
   { flag: 'port', type: 'int', min: 0, max: 65535, default: 8080, meta: 'PORT', help: 'port to listen on (0: any free port)' },
@@ -41,6 +43,8 @@ Without --model it serves the embedded default (data/default) with its draft hea
       tree: treeFromFlags(f),
       threads: f.threads as number,
       draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
+      quantize: f.quantize as 'q8' | 'q4' | undefined,
+      keepWeights: true, // the batch graphs are built from them
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     const modelDir = (f.model as string | undefined) ?? DEFAULT_PATHS.target;
@@ -49,7 +53,7 @@ Without --model it serves the embedded default (data/default) with its draft hea
     try {
       s = await startServer(g, {
         host: f.host as string, port: f.port as number, maxBatch: f.maxBatch as number, maxQueue: f.maxQueue as number,
-        policy: f.policy as string | undefined, timeoutMs: (f.timeout as number) * 1000, modelDir, modelName: name,
+        policy: f.policy as string | undefined, threads: f.threads as number, fusedRound: (f.fusedRound as boolean | undefined) ?? (f.model === undefined && f.draft === undefined && g.generator.drafter.shape.topK === 1), timeoutMs: (f.timeout as number) * 1000, modelDir, modelName: name,
       });
     } catch (e) {
       await g.dispose();
