@@ -13,7 +13,14 @@
  * the floor those bytes imply at the bandwidth the plain step itself reaches. Then the round
  * split for a tree of depth D: D draft depths + one verify, in plain steps.
  *
- *   node --import tsx scripts/bench-draft.ts [-- --threads 1,2 --heads full,8192,8192:q8 --repeats 7 --top-k 8 --depth 5 --json out.json]
+ * With the fused round (`--fused-heads`, runtime/round.ts: the head's chain and the verify in
+ * one ORT call), interleaved with the above:
+ *
+ *   fused depth   one in-graph draft depth (one row): (round of depth D - round of depth 1) /
+ *                 (D - 1), both rounds verifying only the root after one catch-up row
+ *   fused round   the whole round of depth D verifying all D drafts, in plain steps
+ *
+ *   node --import tsx scripts/bench-draft.ts [-- --threads 1,2 --heads full,8192,8192:q8 --fused-heads 8192:q4 --repeats 7 --top-k 8 --depth 5 --json out.json]
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
@@ -26,6 +33,7 @@ import { DRAFT_QUANT, type WeightQuant } from '../src/model/quantize.ts';
 import { DraftSession } from '../src/runtime/draft.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
+import { RoundSession } from '../src/runtime/round.ts';
 
 /** The 100M configuration of `npm run bench:runtime` (8 layers, GQA 12/4, untied 32000-token head). */
 const CONFIG = SIZES['100M'];
@@ -37,6 +45,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'top-k', type: 'int', min: 1, default: 8, help: 'frontier rows per draft depth' },
   { flag: 'depth', type: 'int', min: 2, default: 5, help: 'depth D of the round split (and of the staged rows measured)' },
   { flag: 'verify', type: 'string', default: '4,8,16,32', help: 'tree sizes whose verify pass is timed' },
+  { flag: 'fused-heads', type: 'string', default: '8192:q4', help: 'heads (as --heads) also timed in the fused round; "none" for none (each holds two more copies of the target)' },
   { flag: 'repeats', type: 'int', min: 3, default: 7, help: 'interleaved timed repeats (after one warm-up)' },
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
@@ -47,7 +56,8 @@ const k = f.topK as number, D = f.depth as number, repeats = f.repeats as number
 
 const cfg = CONFIG, weights = randomWeights(cfg, 1, 3);
 const BLOCK = DRAFT_QUANT.q8.blockSize; // what --draft-quant uses
-const heads: { label: string; n: number; bits: number; quantize?: WeightQuant; config: HeadConfig; weights: Weights }[] = String(f.heads).split(',').map((spec) => {
+const fusedSpecs = f.fusedHeads === 'none' ? [] : String(f.fusedHeads).split(',');
+const heads: { label: string; n: number; bits: number; quantize?: WeightQuant; config: HeadConfig; weights: Weights }[] = [...new Set([...String(f.heads).split(','), ...fusedSpecs])].map((spec) => {
   const m = /^(full|\d+)(?::q(4|8))?$/.exec(spec);
   if (!m) throw new Error(`--heads: ${spec} is not N[:q4|:q8]`);
   const n = m[1] === 'full' ? 0 : Number(m[1]), bits = m[2] ? Number(m[2]) : 32;
@@ -101,6 +111,20 @@ for (const threads of threadsList) {
     drafts.push({ h, session, run: () => session.forward(dc, toks, feats, pos, draftMask), ms: [] as number[] });
   }
 
+  // Fused rounds of depth D and 1 over the same state: one catch-up row after PREFIX - 1 cached rows.
+  const chainMask = (n: number) => Uint8Array.from({ length: n * n }, (_, i) => (i % n <= Math.floor(i / n) ? 1 : 0));
+  const fused = [];
+  for (const h of heads.filter((x) => fusedSpecs.includes(x.label))) {
+    const make = (depth: number) => RoundSession.create(cfg, weights, h.config, h.weights, depth, { threads, quantize: h.quantize });
+    const deep = await make(D), shallow = await make(1);
+    const hc = new KVCache(1, h.config.nKvHeads, h.config.headDim, cfg.maxSeqLen);
+    const warm = await deep.run(cache, 5, [PREFIX], chainMask(1), hc, { tokens: prefix.slice(1), features: Float32Array.from({ length: (PREFIX - 1) * cfg.dim }, (_, i) => Math.sin(i)), positions: prefix.slice(1).map((_, i) => i) }, { logits: false });
+    hc.append(warm.headKeys, warm.headValues, PREFIX - 1);
+    const catchUp = { tokens: [7], features: Float32Array.from({ length: cfg.dim }, (_, i) => Math.cos(i)), positions: [PREFIX - 1] };
+    const root = (s: RoundSession, m: number) => () => s.run(cache, 5, Array.from({ length: m + 1 }, (_, i) => PREFIX + i), chainMask(m + 1), hc, catchUp, { logits: false });
+    fused.push({ h, sessions: [deep, shallow], deep: root(deep, 0), shallow: root(shallow, 0), full: root(deep, D), deepMs: [] as number[], shallowMs: [] as number[], fullMs: [] as number[] });
+  }
+
   const stepMs: number[] = [], verifyMs = verifySizes.map(() => [] as number[]);
   const step = () => target.forward(cache, [5], [PREFIX]);
   for (let r = -1; r < repeats; r++) {
@@ -108,9 +132,15 @@ for (const threads of threadsList) {
     await timed(step, keep ? stepMs : []);
     for (const d of drafts) await timed(d.run, keep ? d.ms : []);
     for (const [i, v] of verifyArgs.entries()) await timed(() => target.forward(cache, v.toks, v.pos), keep ? verifyMs[i] : []);
+    for (const u of fused) {
+      await timed(u.deep, keep ? u.deepMs : []);
+      await timed(u.shallow, keep ? u.shallowMs : []);
+      await timed(u.full, keep ? u.fullMs : []);
+    }
   }
   await target.dispose();
   for (const d of drafts) await d.session.dispose();
+  for (const u of fused) for (const s of u.sessions) await s.dispose();
 
   const step1 = median(stepMs), gbps = targetBytes / step1; // MB/ms = GB/s
   const spread = (xs: number[]) => `[${(Math.min(...xs) / step1).toFixed(3)}, ${(Math.max(...xs) / step1).toFixed(3)}]`;
@@ -129,6 +159,14 @@ for (const threads of threadsList) {
   for (const d of drafts) {
     const parts = verifyArgs.map((v, i) => `T=${v.T} ${((D * median(d.ms) + median(verifyMs[i])) / step1).toFixed(2)}`).join(', ');
     console.log(`  round of depth ${D} (${d.h.label}): ${D} draft depths + verify, in plain steps: ${parts} (speculation pays when tau exceeds it)`);
+  }
+  for (const u of fused) {
+    // Per-repeat differences: both rounds ran back to back in each repeat.
+    const perDepth = u.deepMs.map((x, i) => (x - u.shallowMs[i]) / (D - 1)), m = median(perDepth), full = median(u.fullMs);
+    const floor = headBytes(u.h.config, u.h.bits) / gbps;
+    console.log(`  fused draft depth ${u.h.label.padEnd(5)} ${m.toFixed(2).padStart(7)} ms = ${(m / step1).toFixed(3)} steps ${spread(perDepth)} (one row, in the round's graph; floor ${(floor / step1).toFixed(3)} steps); fused round of depth ${D} verifying all: ${full.toFixed(2)} ms = ${(full / step1).toFixed(2)} steps ${spread(u.fullMs)}`);
+    (row.fused ??= [] as unknown[]) as unknown[];
+    (row.fused as unknown[]).push({ head: u.h.label, depthMs: m, depthSteps: m / step1, depthRange: [Math.min(...perDepth), Math.max(...perDepth)], roundMs: full, roundSteps: full / step1, floorMs: floor });
   }
   results.push(row);
 }

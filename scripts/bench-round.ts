@@ -12,7 +12,7 @@
  * with the plain step beside it, and tokens/s over all prompts (median and min-max of repeats).
  * Greedy; every speculative output is checked equal to plain decoding's.
  *
- *   node --import tsx scripts/bench-round.ts [-- --model M --draft H --prompts F --depth 3 --threads 1,2 --repeats 3 --max-new-tokens 64 --max-prompts N --draft-quant q4]
+ *   node --import tsx scripts/bench-round.ts [-- --model M --draft H --prompts F --depth 3 --threads 1,2 --repeats 3 --max-new-tokens 64 --max-prompts N --draft-quant q4 --quantize q4]
  * Without --model: the embedded default pair and its held-out prompts.
  */
 import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
@@ -30,6 +30,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'draft', type: 'string', help: 'draft head directory (with --model)' },
   { flag: 'prompts', type: 'string', help: 'prompt file (default: the embedded held-out prompts)' },
   { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], help: 'quantized draft head weights' },
+  { flag: 'quantize', type: 'string', choices: ['q8', 'q4'], help: 'quantize the target (and the head, unless --draft-quant) at load' },
   { flag: 'depth', type: 'int', min: 1, default: 3, help: 'chain depth D' },
   { flag: 'threads', type: 'string', default: '1,2', help: 'thread counts' },
   { flag: 'repeats', type: 'int', min: 1, default: 3, help: 'timed passes over the prompts' },
@@ -50,7 +51,7 @@ const add = (a: RunStats, b: RunStats) => ((a.passes += b.passes), (a.msInRun +=
 
 for (const threads of String(f.threads).split(',').map(Number)) {
   const opts = f.model ? { model: f.model as string, draft: f.draft as string, tuning: false } : {};
-  const load = (fusedRound: boolean): Promise<LoadedGenerator> => loadGenerator({ ...opts, tree, threads, fusedRound, tuning: false, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined });
+  const load = (fusedRound: boolean): Promise<LoadedGenerator> => loadGenerator({ ...opts, tree, threads, fusedRound, tuning: false, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined });
   const passes = await load(false), fused = await load(true);
   const prompts = readPrompts((f.prompts as string | undefined) ?? DEFAULT_PATHS.heldoutPrompts, passes.encode).slice(0, f.maxPrompts as number);
   const target = passes.generator.parts.target;

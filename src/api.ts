@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { DEFAULT_MODEL_TREE, DEFAULT_PATHS, defaultParts } from './default-model.ts';
 import { createPolicy } from './policies/registry.ts';
 import { defaultThreadsFor } from './runtime/ort.ts';
-import { readTuning, tuningMismatch, TUNING_FILE, type TuningFile } from './tune/tuning.ts';
+import { readTuning, tunedWeights, tuningMismatch, TUNING_FILE, type TunedWeights, type TuningFile } from './tune/tuning.ts';
 import { ThresholdPolicy } from './policies/threshold.ts';
 import { DraftSession } from './runtime/draft.ts';
 import { TargetSession } from './runtime/target.ts';
@@ -155,12 +155,12 @@ function withDefaults(o: LoadOptions): LoadOptions {
   return { ...o, model: DEFAULT_PATHS.target, draft, tree, policy };
 }
 
-/** The tuning file beside `draftDir` if it applies here with `threads`; otherwise a note says why not. */
-function applicableTuning(draftDir: string, threads: number, notes: string[]): TuningFile | undefined {
+/** The tuning file beside `draftDir` if it applies here with `threads` and `weights`; otherwise a note says why not. */
+function applicableTuning(draftDir: string, threads: number, weights: TunedWeights, notes: string[]): TuningFile | undefined {
   const t = readTuning(draftDir);
   if (!t) return undefined;
   const file = join(draftDir, TUNING_FILE);
-  const why = tuningMismatch(t, threads);
+  const why = tuningMismatch(t, threads, undefined, weights);
   if (why) {
     notes.push(`${file} not applied: ${why}; run \`eaglet tune\` here`);
     return undefined;
@@ -216,7 +216,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const sessionOpts = { threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
   const notes: string[] = [];
-  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, notes) : undefined;
+  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, tunedWeights(model.config, model.weights, o.draftQuant, o.quantize), notes) : undefined;
   const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
   checkTree(tree);
   let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined, roundSession: RoundSession | undefined;

@@ -77,6 +77,10 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   assert.equal(tuningMismatch(tuning(), 1), null);
   assert.match(tuningMismatch(tuning(), 2)!, /1 threads, running with 2/);
   assert.match(tuningMismatch(tuning({ machine: { ...machineInfo(), cpu: 'Other CPU' } }), 1)!, /another machine \(Other CPU/);
+  const q4w = { target: 'q4', draft: 'q4' } as const;
+  assert.equal(tuningMismatch(tuning({ weights: q4w }), 1, machineInfo(), q4w), null);
+  assert.match(tuningMismatch(tuning({ weights: q4w }), 1)!, /a q4 target and q4 head, running with a fp32 target and fp32 head/);
+  assert.match(tuningMismatch(tuning(), 1, machineInfo(), { target: 'fp32', draft: 'q8' })!, /running with a fp32 target and q8 head/);
 
   const dir = mkdtempSync(join(tmpdir(), 'eaglet-tuning-'));
   const cfg = makeConfig({ vocabSize: 32, dim: 16, nLayers: 1, nHeads: 2, maxSeqLen: 64 });
@@ -95,6 +99,15 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   assert.match(other.notes[0], /not applied: measured with 1 threads, running with 2/);
   assert.notDeepEqual(other.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
   await other.dispose();
+  // Costs measured with fp32 weights do not describe a 4-bit head (or target): reported, not applied.
+  const q4 = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, draftQuant: 'q4' });
+  assert.match(q4.notes[0], /not applied: measured with a fp32 target and fp32 head, running with a fp32 target and q4 head/);
+  assert.notDeepEqual(q4.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
+  await q4.dispose();
+  writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: { target: 'q4', draft: 'q4' } })));
+  const both = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, quantize: 'q4' });
+  assert.deepEqual(both.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 }, 'a q4 tuning applies to a q4 run');
+  await both.dispose();
 });
 
 test('eaglet tune writes a tuning file that loads and names a measured shape and policy', () => {
@@ -104,11 +117,12 @@ test('eaglet tune writes a tuning file that loads and names a measured shape and
   saveDraftHead(join(dir, 'head'), { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 6) });
   writeFileSync(join(dir, 'prompts.jsonl'), '[1,2,3]\n[4,5,6,7]\n');
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tune', '--model', join(dir, 'model'), '--draft', join(dir, 'head'), '--prompts', join(dir, 'prompts.jsonl'),
-    '--max-top-k', '2', '--max-depth', '3', '--max-tokens', '6', '--max-new-tokens', '12', '--repeats', '1', '--threads', '1', '--policies', 'static'], { encoding: 'utf8' });
+    '--max-top-k', '2', '--max-depth', '3', '--max-tokens', '6', '--max-new-tokens', '12', '--repeats', '1', '--threads', '1', '--policies', 'static', '--draft-quant', 'q8'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /chosen: tree \dx\dx\d, policy static/);
   const t = readTuning(join(dir, 'head'))!;
   assert.equal(t.threads, 1);
+  assert.deepEqual(t.weights, { target: 'fp32', draft: 'q8' }, 'the file names the weights its costs were measured with');
   assert.ok(t.tree.topK <= 2 && t.tree.maxDepth <= 3 && t.tree.totalTokens <= 6);
   assert.ok(['static', 'static-0'].includes(t.policy));
   assert.equal(t.measured.verifyMs.length, 8);

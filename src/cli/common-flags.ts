@@ -21,6 +21,8 @@ export const TREE_FLAGS: FlagSpec[] = [
 
 export const QUANTIZE_FLAG: FlagSpec = { flag: 'quantize', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'quantize the target (and draft head) to 8- or 4-bit blockwise weights at load; a checkpoint from `eaglet quantize` is quantized already' };
 
+export const DRAFT_QUANT_FLAG: FlagSpec = { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' };
+
 export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, meta: 'N', help: `onnxruntime intra-op threads; by default 1 for a target under ${ONE_THREAD_BELOW_PARAMS / 1e6}M parameters (its steps are per-node overhead), else every core (at most 8; here ${DEFAULT_THREADS})` };
 
 /** The tree-shape fields the TREE_FLAGS set (unset ones are left out). */

@@ -35,7 +35,7 @@ export interface EngineOptions {
   maxQueue?: number;
   /** `smartspec` (default with a draft head), `static-D` (D levels every step) or `plain` (default without). */
   policy?: string;
-  /** ORT intra-op threads of the batch sessions. Default: as loadGenerator's default. */
+  /** ORT intra-op threads of the batch sessions. Default: the loaded generator's (`LoadedGenerator.threads`). */
   threads?: number;
   /**
    * With a chain tree (top-k 1): a request alone in the batch drafts and verifies in ONE ORT
@@ -147,7 +147,7 @@ export class Engine {
       this.fusedRound = true;
     }
     this.free = [...this.slots].reverse();
-    this.threads = opts.threads;
+    this.threads = opts.threads ?? g.threads;
   }
 
   private threads?: number;

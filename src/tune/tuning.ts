@@ -2,7 +2,8 @@
  * Tuning files: the tree shape and policy `eaglet tune` found fastest for one draft head on one
  * machine, with what it measured. Written as `tuning.json` beside the head; `generate`, `bench`
  * and `loadGenerator` apply it unless options say otherwise, and only on the machine and thread
- * count it was measured with (anything else is reported, never applied silently).
+ * count it was measured with, and with the same weight formats (fp32 / q8 / q4 target and head);
+ * anything else is reported, never applied silently.
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -10,6 +11,9 @@ import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
 import type { TreeShape } from '../../trees/index.ts';
 import { readJsonFile } from '../io/read.ts';
+import type { ModelConfig } from '../model/config.ts';
+import { quantOf, type QuantName } from '../model/quantize.ts';
+import type { Weights } from '../model/weights.ts';
 import { candidates, type Measurements } from './measure.ts';
 
 export const TUNING_FILE = 'tuning.json';
@@ -47,6 +51,12 @@ export interface TuningFile {
   created: string;
   machine: MachineInfo;
   threads: number;
+  /**
+   * The weights the costs were measured with: 'fp32', 'q8' or 'q4' for the target and for the
+   * draft head (absent in older files: fp32 both). A q4 target's verify and a q4 head's draft
+   * pass cost differently from fp32 ones, so a file applies only to runs with the same weights.
+   */
+  weights?: TunedWeights;
   /** What was tuned: paths as given, the prompt file, tokens of greedy continuation measured. */
   source: { model: string; draft: string; prompts: string; tokens: number };
   /** The choice: tree shape and policy spec (a `--policy` string). */
@@ -83,12 +93,35 @@ export function bestByDepth(scores: ShapeScore[]): ShapeScore[] {
   return [...seen.values()].sort((a, b) => a.topK - b.topK || a.depth - b.depth);
 }
 
-/** Why `t` does not apply here with `threads`, or null when it does. */
-export function tuningMismatch(t: TuningFile, threads: number, here: MachineInfo = machineInfo()): string | null {
+/** Weight formats of a tuned pair: what `--quantize` / `--draft-quant` (or a quantized checkpoint) gave. */
+export interface TunedWeights {
+  target: 'fp32' | 'q8' | 'q4';
+  draft: 'fp32' | 'q8' | 'q4';
+}
+
+const FP32_WEIGHTS: TunedWeights = { target: 'fp32', draft: 'fp32' };
+
+/**
+ * The weight formats a loaded pair runs with: the target's as held (quantized at load or a
+ * quantized checkpoint), the head's as loadGenerator quantizes it (`draftQuant`, else `quantize`).
+ */
+export function tunedWeights(cfg: ModelConfig, weights: Weights, draftQuant?: QuantName, quantize?: QuantName): TunedWeights {
+  const bits = quantOf(cfg, weights)?.bits;
+  return { target: bits === 4 ? 'q4' : bits === 8 ? 'q8' : 'fp32', draft: draftQuant ?? quantize ?? 'fp32' };
+}
+
+/**
+ * Why `t` does not apply here with `threads` and `weights` (default fp32 target and head), or
+ * null when it does.
+ */
+export function tuningMismatch(t: TuningFile, threads: number, here: MachineInfo = machineInfo(), weights: TunedWeights = FP32_WEIGHTS): string | null {
   const m = t.machine;
   if (m.cpu !== here.cpu || m.cores !== here.cores || m.platform !== here.platform || m.arch !== here.arch)
     return `measured on another machine (${m.cpu}, ${m.cores} cores; this one: ${here.cpu}, ${here.cores} cores)`;
   if (t.threads !== threads) return `measured with ${t.threads} threads, running with ${threads}`;
+  const tw = t.weights ?? FP32_WEIGHTS;
+  if (tw.target !== weights.target || tw.draft !== weights.draft)
+    return `measured with a ${tw.target} target and ${tw.draft} head, running with a ${weights.target} target and ${weights.draft} head`;
   return null;
 }
 

@@ -10,9 +10,10 @@ import { EagleDrafter } from '../../generate/eagle-drafter.ts';
 import { writeFileAtomic } from '../../io/atomic.ts';
 import { createPolicy } from '../../policies/registry.ts';
 import { greedySequences, measureAcceptance, measureVerify, type Measurements } from '../../tune/measure.ts';
-import { bestByDepth, machineInfo, scoreShapes, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
+import { bestByDepth, machineInfo, scoreShapes, tunedWeights, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
+import type { QuantName } from '../../model/quantize.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { MODEL_FLAGS, THREADS_FLAG } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, THREADS_FLAG } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -26,6 +27,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 5, meta: 'N', help: 'timed repeats of each verify size (median)' },
   { flag: 'policies', type: 'string', meta: 'LIST', help: 'policies run at the best shape (default: static, threshold, goodput, and ldlp+threshold with an ldlp/ beside the head)' },
   THREADS_FLAG,
+  QUANTIZE_FLAG,
+  DRAFT_QUANT_FLAG,
   { flag: 'out', type: 'string', meta: 'FILE', help: `tuning file (default: ${TUNING_FILE} beside the head)` },
 ];
 
@@ -40,7 +43,8 @@ tree size) along the target's greedy continuation of the prompts. Predicts token
 = (1 + accepted) / (draft + verify), runs the candidate policies at the best shape on the same
 prompts, and writes the fastest shape and policy with every table to a tuning file beside the head.
 generate, bench and loadGenerator then use it unless flags say otherwise; a file from another
-machine or thread count is reported and not applied. Run it under an otherwise idle machine.
+machine, thread count or weight format (--quantize, --draft-quant) is reported and not applied.
+Run it under an otherwise idle machine.
 Tune on prompts that are not your benchmark's (the default pair: training-split prompts).`,
   flags: FLAGS,
   async run(f) {
@@ -51,7 +55,8 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
     const promptsFile = (f.prompts as string | undefined) ?? (embedded ? DEFAULT_PATHS.tunePrompts : undefined);
     if (!promptsFile) throw new UsageError('--prompts', 'is required with --model');
     const K = f.maxTopK as number, D = f.maxDepth as number, N = f.maxTokens as number;
-    const g = await loadGenerator({ model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft, tree: { topK: K, maxDepth: D, totalTokens: N }, threads: f.threads as number | undefined, tuning: false, policy: undefined });
+    const quantize = f.quantize as QuantName | undefined, draftQuant = f.draftQuant as QuantName | undefined;
+    const g = await loadGenerator({ model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft, tree: { topK: K, maxDepth: D, totalTokens: N }, threads: f.threads as number | undefined, quantize, draftQuant, keepWeights: true, tuning: false, policy: undefined });
     try {
       const { target, drafter } = g.generator.parts;
       // tune measures an EAGLE head (--draft self is refused above).
@@ -101,6 +106,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
 
       const file: TuningFile = {
         format: 'eaglet-tuning', version: 1, created: new Date().toISOString(), machine: machineInfo(), threads: g.threads,
+        weights: tunedWeights(g.model.config, g.model.weights, draftQuant, quantize),
         source: { model: (f.model as string | undefined) ?? DEFAULT_PATHS.target, draft, prompts: promptsFile, tokens },
         tree, policy, predicted: best, policyRuns: runs, plainTokensPerSecond: c.ar.tokensPerSecond.median,
         byDepth: bestByDepth(scores), measured,
