@@ -48,6 +48,7 @@ import type { Tokenizer } from './tokenizer/tokenizer.ts';
  */
 export const DEFAULT_TREE: TreeShape = { topK: 1, maxDepth: 4, totalTokens: 4 };
 
+/** What `loadGenerator` loads; every field is optional (no model: the embedded default pair). */
 export interface LoadOptions {
   /**
    * HF checkpoint directory or llama2.c `.bin`, or an already loaded model. Omitted: the
@@ -113,11 +114,13 @@ export interface LoadOptions {
   tuning?: boolean;
 }
 
+/** One round's tokens from `LoadedGenerator.stream`, with the text they completed. */
 export interface TextChunk extends GenerationChunk {
   /** Newly stable text ('' without a tokenizer or mid-character). */
   text: string;
 }
 
+/** A loaded target (and drafter) ready to generate; `dispose` releases its ORT sessions. */
 export interface LoadedGenerator {
   /** The target as loaded; its Linear weights are released once sessions exist unless `keepWeights` (or self-drafting). */
   readonly model: LoadedModel;
@@ -200,6 +203,11 @@ export function quantizedModel(m: LoadedModel, q: QuantName | undefined): Loaded
   return held ? m : { ...m, weights: quantizeLinears(m.config, m.weights, QUANT[q]) };
 }
 
+/**
+ * Loads the target, the drafter and the policy `options` name (see LoadOptions) and returns a
+ * generator over them; the module comment has an example. Bad options or files throw an
+ * EagletError naming the option or the file.
+ */
 export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGenerator> {
   const o = options.model === undefined ? withDefaults(options) : options;
   let model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);

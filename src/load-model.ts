@@ -9,6 +9,7 @@ import type { Tokenizer } from './tokenizer/tokenizer.ts';
 import { loadHfCheckpoint } from './io/hf.ts';
 import { readLlama2c } from './io/llama2c.ts';
 
+/** A target as loaded from its checkpoint, with the tokenizer found beside it. */
 export interface LoadedModel {
   config: ModelConfig;
   weights: Weights;

@@ -1,6 +1,7 @@
 /** A draft tree's bounds, and the one range check the library, the CLI and the policies share. */
 import { UsageError } from '../src/errors.ts';
 
+/** The bounds of the trees a drafter grows each round. */
 export interface TreeShape {
   /** Children drafted per expanded node, and nodes expanded per depth (EAGLE's top_k). */
   topK: number;

@@ -16,6 +16,7 @@ import type { History } from './history.ts';
 import type { LengthPolicy, RoundPlan } from '../policies/policy.ts';
 import { verifyWithTarget, type Drafter, type Verified, type VerifyFetch } from './drafter.ts';
 
+/** Drafts EAGLE-2 trees with a draft head session (see the module comment). */
 export class EagleDrafter<S extends DraftPass = DraftSession> implements Drafter {
   readonly cache: KVCache;
   private builder: TreeBuilder;

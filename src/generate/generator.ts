@@ -31,6 +31,7 @@ export interface GenerationChunk {
   fromDraft: boolean[];
 }
 
+/** What a Generator runs: a target, and optionally a drafter, a policy and a cache. */
 export interface GeneratorParts<T extends TargetPass = TargetSession> {
   /** The target, or any TargetPass (serving: a request's view of the batched target). */
   target: T;
@@ -42,11 +43,13 @@ export interface GeneratorParts<T extends TargetPass = TargetSession> {
   cache?: KVCache;
 }
 
+/** Generation options (defaults: GENERATION_FLAGS) and an abort signal. */
 export interface StreamOptions extends Partial<GenerationOptions> {
   /** Stops generation at the next round boundary. */
   signal?: AbortSignal;
 }
 
+/** The decoding loop over its parts (see the module comment); one generation at a time. */
 export class Generator<T extends TargetPass = TargetSession> {
   readonly cfg: ModelConfig;
   readonly history: History;

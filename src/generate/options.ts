@@ -5,6 +5,7 @@
 import { camel, resolveOptions, type FlagSpec, type Parsed } from '../option-schema.ts';
 import type { SamplingOptions } from './sampler.ts';
 
+/** Every generation option, resolved (resolveGenerationOptions fills the defaults). */
 export interface GenerationOptions extends SamplingOptions {
   /** Tokens to generate at most. Default 128. */
   maxNewTokens: number;
@@ -12,6 +13,7 @@ export interface GenerationOptions extends SamplingOptions {
   stopAtEos: boolean;
 }
 
+/** The generation options' table: flag names, defaults, ranges and help, for the CLI and the library. */
 export const GENERATION_FLAGS: FlagSpec[] = [
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 128, meta: 'N', help: 'tokens to generate at most' },
   { flag: 'temperature', type: 'number', min: 0, default: 0, meta: 'T', help: 'sampling temperature; 0 = greedy' },
@@ -21,6 +23,7 @@ export const GENERATION_FLAGS: FlagSpec[] = [
   { flag: 'stop-at-eos', type: 'bool', default: true, help: 'stop at the end-of-sequence ids (llama2.c models: BOS too, as run.c; --no-stop-at-eos to disable)' },
 ];
 
+/** `given` with defaults filled in and every value range-checked (a UsageError names the option). */
 export function resolveGenerationOptions(given: Partial<GenerationOptions> = {}): GenerationOptions {
   return resolveOptions<GenerationOptions>(GENERATION_FLAGS, given);
 }

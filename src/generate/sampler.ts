@@ -19,6 +19,7 @@
  */
 import { Rng } from '../util/rng.ts';
 
+/** How the next token is drawn from the target's logits (temperature 0: greedy). */
 export interface SamplingOptions {
   /** 0 = greedy. Default 0. */
   temperature: number;
@@ -35,6 +36,7 @@ export interface SamplingOptions {
 /** Logit buckets of the top-p histogram. */
 const BUCKETS = 1024;
 
+/** One sampler per generation: see the module comment for the rule and its cost. */
 export class Sampler {
   private rng: Rng;
   private readonly V: number;

@@ -1,6 +1,7 @@
 /** What a generation did and where its time went; returned with every result. */
 export type StopReason = 'eos' | 'max-new-tokens' | 'context' | 'aborted';
 
+/** Counters and the time split of one generation (tau, passes, accepted-length histogram). */
 export class GenerationStats {
   promptTokens = 0;
   /** Tokens emitted (the first one comes from the prefill pass). */

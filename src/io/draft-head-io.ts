@@ -14,6 +14,7 @@ import { writeFileAtomic } from './atomic.ts';
 import { readModelDir } from './read.ts';
 import { readSafetensors, writeSafetensors } from './safetensors.ts';
 
+/** An EAGLE draft head: its shapes and its tensors (EAGLE's names). */
 export interface DraftHead {
   config: HeadConfig;
   weights: Weights;

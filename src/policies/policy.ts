@@ -17,6 +17,7 @@ export interface RoundState {
   maxDepth: number;
 }
 
+/** A policy's answer before a round: how deep and how wide to draft. */
 export interface RoundPlan {
   /** Tree depth to draft: 0 = plain autoregressive step (no speculation). */
   depth: number;
@@ -43,6 +44,7 @@ export interface RoundNotes {
   setupMs?: number;
 }
 
+/** What a round did, told to the policy after verification (`observe`). */
 export interface RoundOutcome {
   /** Depth drafted (0 if the round did not speculate). */
   depth: number;
@@ -57,6 +59,7 @@ export interface RoundOutcome {
   notes?: RoundNotes;
 }
 
+/** Chooses each round's draft depth and size; may stop drafting early and learn from outcomes. */
 export interface LengthPolicy {
   readonly name: string;
   /** Before drafting: how deep, how wide. */

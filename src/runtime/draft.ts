@@ -40,6 +40,7 @@ export interface DraftOutput {
 /** What a drafter needs of the head: its shape and one pass. DraftSession is one; a serving batcher's per-request view is another. */
 export type DraftPass = Pick<DraftSession, 'head' | 'topK' | 'forward'>;
 
+/** The EAGLE head's ONNX session: `forward` advances the head by T rows (see the module comment). */
 export class DraftSession {
   /**
    * @param weights the head's own weights and the quantization its graph was built with, kept

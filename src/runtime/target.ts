@@ -47,6 +47,7 @@ export interface TargetPass {
   forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array, opts?: { logits?: boolean }): Promise<TargetOutput>;
 }
 
+/** The target's ONNX session: `forward` scores new tokens against the cache (see the module comment). */
 export class TargetSession implements TargetPass {
   private constructor(readonly cfg: ModelConfig, private session: Session, private feeds: StepFeeds) {}
 

@@ -27,6 +27,7 @@ import type { TargetPass } from '../runtime/target.ts';
 import { buildSlotDraftModel, buildSlotTargetModel } from '../onnx/model-graphs.ts';
 import { ServeMetrics } from './metrics.ts';
 
+/** Batch, queue and policy of a serving Engine. */
 export interface EngineOptions {
   /** Requests decoded together at most (batch slots). Default 8. */
   maxBatch?: number;
@@ -85,6 +86,7 @@ export function parseServePolicy(spec: string | undefined, hasDraft: boolean, ma
   throw new UsageError('--policy', `unknown serving policy "${spec}": smartspec, static-D or plain`);
 }
 
+/** The serving engine: queue, batch slots and the batched passes (see the module comment). */
 export class Engine {
   readonly batcher = new Batcher();
   readonly metrics: ServeMetrics;

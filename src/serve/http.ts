@@ -24,6 +24,7 @@ import { TextStreamer } from '../tokenizer/streamer.ts';
 import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat.ts';
 import { DrainingError, Engine, QueueFullError, type EngineOptions } from './engine.ts';
 
+/** `createHandler`'s options: the engine's, and what the HTTP layer adds. */
 export interface HandlerOptions extends EngineOptions {
   /** The id /v1/models lists and responses carry. Default 'eaglet'. */
   modelName?: string;

@@ -18,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import { loadGenerator, type LoadOptions, type LoadedGenerator } from '../api.ts';
 import { createHandler, type EagletHandler, type HandlerOptions } from './http.ts';
 
+/** `serve`'s options: the handler's, and where to listen. */
 export interface ServeOptions extends HandlerOptions {
   /** Default 127.0.0.1. */
   host?: string;
@@ -25,6 +26,7 @@ export interface ServeOptions extends HandlerOptions {
   port?: number;
 }
 
+/** A listening server; `close` drains it. */
 export interface RunningServer {
   server: Server;
   handler: EagletHandler;

@@ -8,6 +8,7 @@
  */
 import type { Tokenizer } from './tokenizer.ts';
 
+/** Ids in (`push`), stable text out; `flush` returns what is left at the end. */
 export class TextStreamer {
   private ids: number[] = [];
   /** Start of the context window: ids before it are already emitted and no longer decoded. */

@@ -6,6 +6,7 @@ export interface EncodeOptions {
   addBos?: boolean;
 }
 
+/** Text to ids and back, whatever the file format (tokenizer.json or llama2.c tokenizer.bin). */
 export interface Tokenizer {
   /** Number of ids (largest id + 1). */
   readonly vocabSize: number;
