@@ -300,12 +300,27 @@ test('`eaglet serve` on port 0: SIGTERM lets the running request finish and exit
     child.on('exit', (code) => reject(new Error(`exited ${code}: ${err}`)));
   });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  const running = http(url + '/v1/completions', 'POST', { prompt: prompts[4], max_tokens: 120, temperature: 0 });
-  await new Promise((r) => setTimeout(r, 100));
-  child.kill('SIGTERM');
-  const r = await running;
-  assert.equal(r.status, 200, r.body);
-  assert.deepEqual(JSON.parse(r.body).choices[0].token_ids, await plain(prompts[4], 120));
+  // Streamed, so SIGTERM goes out once the first tokens show the request is running (a fixed delay
+  // raced a request that had already finished: 120 tokens take well under 100 ms here).
+  const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = request(url + '/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        if (text === '') child.kill('SIGTERM');
+        text += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify({ prompt: prompts[4], max_tokens: 200, temperature: 0, stream: true }));
+  });
+  assert.equal(status, 200, body);
+  const events = body.split('\n').filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]');
+  assert.ok(body.includes('data: [DONE]'), body);
+  const ids = events.flatMap((l) => (JSON.parse(l.slice(6)).choices[0].token_ids ?? []) as number[]);
+  assert.deepEqual(ids, await plain(prompts[4], 200));
   assert.equal(await exited, 0, err);
   assert.match(err, /SIGTERM: draining 1 running request/);
 });
