@@ -293,20 +293,13 @@ export class OnnxOps implements Ops<string> {
   }
 
   /** Per (mask, G): the slot mask [B, M, S+M] with each row repeated G times -> [B, 1, M*G, S+M], built once. */
-  private slotGroupMasks = new Map<string, string>();
   private slotGroupMask(mask: string, G: number): string {
-    const key = `${mask}/${G}`;
-    let m = this.slotGroupMasks.get(key);
-    if (!m) {
+    return this.once(`slotGroupMask/${mask}/${G}`, () => {
       const g = this.g;
-      if (G === 1) m = g.op('Unsqueeze', [mask, g.ints([1])]);
-      else {
-        const expanded = g.op('Expand', [g.op('Unsqueeze', [mask, g.ints([2])]), g.ints([1, 1, G, 1])]); // [B, M, G, S+M]
-        m = g.op('Reshape', [expanded, g.op('Concat', [g.op('Shape', [mask], { start: 0, end: 1 }), g.ints([1, -1]), g.op('Shape', [mask], { start: 2, end: 3 })], { axis: 0 })]);
-      }
-      this.slotGroupMasks.set(key, m);
-    }
-    return m;
+      if (G === 1) return g.op('Unsqueeze', [mask, g.ints([1])]);
+      const expanded = g.op('Expand', [g.op('Unsqueeze', [mask, g.ints([2])]), g.ints([1, 1, G, 1])]); // [B, M, G, S+M]
+      return g.op('Reshape', [expanded, g.op('Concat', [g.op('Shape', [mask], { start: 0, end: 1 }), g.ints([1, -1]), g.op('Shape', [mask], { start: 2, end: 3 })], { axis: 0 })]);
+    });
   }
 
   /**
@@ -352,32 +345,30 @@ export class OnnxOps implements Ops<string> {
   }
 
   /** Per (mask, G): the mask [T, S+T] with each row repeated G times -> [T*G, S+T], built once. */
-  private groupMasks = new Map<string, string>();
   private groupMask(mask: string, G: number): string {
     if (G === 1) return mask;
-    const key = `${mask}/${G}`;
-    let m = this.groupMasks.get(key);
-    if (!m) {
+    return this.once(`groupMask/${mask}/${G}`, () => {
       const g = this.g;
       const cols = g.op('Shape', [mask], { start: 1, end: 2 });
       const expanded = g.op('Expand', [g.op('Unsqueeze', [mask, g.ints([1])]), g.op('Concat', [g.ints([1, G]), g.ints([1])], { axis: 0 })]); // [T, G, S+T]
-      m = g.op('Reshape', [expanded, g.op('Concat', [g.ints([-1]), cols], { axis: 0 })]);
-      this.groupMasks.set(key, m);
-    }
-    return m;
+      return g.op('Reshape', [expanded, g.op('Concat', [g.ints([-1]), cols], { axis: 0 })]);
+    });
   }
 
   /** [S, T] for splitting [.., S+T] scores: S from the past V input, T from the mask's rows. */
-  private splits = new Map<string, string>();
   private splitSizes(pastValue: string, mask: string): string {
-    const key = `${pastValue}/${mask}`;
-    let s = this.splits.get(key);
-    if (!s) {
+    return this.once(`splitSizes/${pastValue}/${mask}`, () => {
       const g = this.g;
-      s = g.op('Concat', [g.op('Shape', [pastValue], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
-      this.splits.set(key, s);
-    }
-    return s;
+      return g.op('Concat', [g.op('Shape', [pastValue], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
+    });
+  }
+
+  /** Graph values every layer shares (masks, split sizes): built by the first layer that asks, then reused. */
+  private shared = new Map<string, string>();
+  private once(key: string, build: () => string): string {
+    let v = this.shared.get(key);
+    if (v === undefined) this.shared.set(key, (v = build()));
+    return v;
   }
 
   /**
