@@ -92,7 +92,8 @@ test('property: decoding in chunks through the cache equals one pass over the wh
         for (let i = 0, k = 0; i < ids.length; i += cuts[k++]) {
           const chunk = ids.slice(i, i + cuts[k]);
           const o = await prefill(s, cache, chunk);
-          expectClose(mismatch(`logits of chunk at ${i}`, o.logits, ref.logits.subarray(i * c.vocabSize, (i + chunk.length) * c.vocabSize)));
+          // The logits bound of the forward property above (float32 cancellation with scale-2 weights; seen: -0.10989 vs -0.11002).
+          expectClose(mismatch(`logits of chunk at ${i}`, o.logits, ref.logits.subarray(i * c.vocabSize, (i + chunk.length) * c.vocabSize), 5e-4 * 2, 1e-4));
         }
         expectClose(...range(0, c.nLayers).flatMap((l) => [mismatch(`cache keys[${l}]`, cache.pastKeys(l), ref.keys[l]), mismatch(`cache values[${l}]`, cache.pastValues(l), ref.values[l])]));
       });
