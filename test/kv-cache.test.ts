@@ -40,7 +40,7 @@ function check(m: Model, c: KVCache): void {
         assert.equal(v[r * ROW + i], -elem(tag, l, i));
         const h = Math.floor(i / HD), j = i % HD;
         assert.equal(kv[(h * HD + j) * c.stride + r], elem(tag, l, i)); // keys [KV, HD, stride]
-        assert.equal(vv[(h * HD + j) * c.stride + r], -elem(tag, l, i)); // values [KV, HD, stride], as the keys
+        assert.equal(vv[(h * c.stride + r) * HD + j], -elem(tag, l, i)); // values [KV, stride, HD]
       }
     });
   }

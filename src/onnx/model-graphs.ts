@@ -7,7 +7,7 @@
  *       tree_mask     bool  [T, W]                     features  float32 [1, T, d]
  *       past_length   int64 [1] = L                out hidden        float32 [1, T, d]
  *       past_key_{l}  float32 [1, nKv, hd, S]          topk_logprobs float32 [1, T, k]
- *       past_value_{l} float32 [1, nKv, hd, S]         topk_ids      int32   [1, T, k]
+ *       past_value_{l} float32 [1, nKv, S, hd]         topk_ids      int32   [1, T, k]
  *                                                      entropy       float32 [1, T, 1]
  *   out logits        float32 [1, T, V]                present_key_0, present_value_0
  *       argmax        int32   [1, T]
@@ -15,7 +15,7 @@
  *       present_key_{l}, present_value_{l}
  *                     float32 [1, T, nKv, hd]   (new rows only: ORT copies every output)
  *
- * Past K/V are the KVCache's head-major blocks (both transposed per head), read in place: S >= L rows per head, of which
+ * Past K/V are the KVCache's head-major blocks, read in place: S >= L rows per head, of which
  * the first L are live (see runtime/kv-cache.ts). tree_mask [T, W] covers the last W of the
  * L + T live keys: row i is 1 where token i sees that key (in a verification tree: its
  * ancestors and itself, W = T; in a draft depth: also the staged rows of its ancestors, W > T).
@@ -75,18 +75,18 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
   for (const l of layers) {
     past[l] = {
       keys: g.input(names.pastKey(l), 'float32', [1, kv.nKvHeads, kv.headDim, 'S']),
-      values: g.input(names.pastValue(l), 'float32', [1, kv.nKvHeads, kv.headDim, 'S']),
+      values: g.input(names.pastValue(l), 'float32', [1, kv.nKvHeads, 'S', kv.headDim]),
     };
   }
   const pastLength = g.input(names.pastLength, 'int64', [1]);
-  return { ids, positions, mask: ops.treeMask(tree, past[layers[0]].keys, pastLength), past };
+  return { ids, positions, mask: ops.treeMask(tree, past[layers[0]].values, pastLength), past };
 }
 
 /**
  * A serving batch pass's inputs (see OnnxOps.perSlot): N packed rows of B slots, at most M per
  * slot. ids, positions [1, N]; slot_mask bool [B, M, S + M] (per slot and padded row: which of
  * the slot's S cache rows and M new rows it sees); pad_rows int64 [B * M], unpad_rows int64
- * [N]; past K/V of every slot [B, nKv, hd, S] each (the batch cache's first B
+ * [N]; past K/V of every slot [B, nKv, hd, S] / [B, nKv, S, hd] (the batch cache's first B
  * slots, zero-copy). Sets `ops` to render attention per slot.
  */
 function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[]): PassInputs<string> {
@@ -98,7 +98,7 @@ function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
   for (const l of layers) {
     past[l] = {
       keys: g.input(names.pastKey(l), 'float32', ['B', kv.nKvHeads, kv.headDim, 'S']),
-      values: g.input(names.pastValue(l), 'float32', ['B', kv.nKvHeads, kv.headDim, 'S']),
+      values: g.input(names.pastValue(l), 'float32', ['B', kv.nKvHeads, 'S', kv.headDim]),
     };
   }
   return { ids, positions, mask, past };
@@ -233,11 +233,13 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
   const hIds = flat(P + names.ids, 'C'), hPos = flat(P + names.positions, 'C');
   const hFeat = g.op('Reshape', [g.input(P + names.features, 'float32', [1, 'C', d]), g.ints([-1, d])]); // [C, d]
   const hPastK = g.input(P + names.pastKey(0), 'float32', [1, head.nKvHeads, head.headDim, 'S']);
-  const hPastV = g.input(P + names.pastValue(0), 'float32', [1, head.nKvHeads, head.headDim, 'S']);
+  const hPastV = g.input(P + names.pastValue(0), 'float32', [1, head.nKvHeads, 'S', head.headDim]);
   const L = g.input(P + names.pastLength, 'int64', [1]);
-  // The L live rows, untransposed: [1, nKv, L, hd] each.
-  const liveRows = (past: string) => g.op('Transpose', [g.op('Slice', [past, g.ints([0]), L, g.ints([3])])], { perm: [0, 1, 3, 2] });
-  const live = headOps.carry({ keys: liveRows(hPastK), values: liveRows(hPastV) });
+  // The L live rows, keys untransposed: [1, nKv, L, hd] each.
+  const live = headOps.carry({
+    keys: g.op('Transpose', [g.op('Slice', [hPastK, g.ints([0]), L, g.ints([3])])], { perm: [0, 1, 3, 2] }),
+    values: g.op('Slice', [hPastV, g.ints([0]), L, g.ints([2])]),
+  });
   // The catch-up step's mask [C, L + C]: every live row, then the C rows causally (draft_tree_mask [C, C]).
   const causal = g.input(P + names.tree, 'bool', ['C', 'C']);
   const mask0 = g.op('Pad', [g.op('Where', [causal, g.scalar(0), g.scalar(MASK_NEG)]), g.op('Concat', [g.ints([0]), L, g.ints([0, 0])], { axis: 0 })]);

@@ -239,7 +239,7 @@ class SlotFeeds {
     const hd = batch.headDim;
     for (let l = 0; l < batch.nLayers; l++) {
       feeds[names.pastKey(l)] = f32(batch.heads(batch.keys[l], 0, B * heads), [B, heads, hd, S]);
-      feeds[names.pastValue(l)] = f32(batch.heads(batch.values[l], 0, B * heads), [B, heads, hd, S]);
+      feeds[names.pastValue(l)] = f32(batch.heads(batch.values[l], 0, B * heads), [B, heads, S, hd]);
     }
     return feeds;
   }

@@ -4,11 +4,7 @@
  * Layout per layer, head-major with `stride` rows reserved per head (length <= stride):
  *   keys[l]   [nKvHeads, headDim, stride]  each head's keys TRANSPOSED: attention's scores
  *                                          q [rows, hd] x K^T [hd, stride] are one plain MatMul
- *   values[l] [nKvHeads, headDim, stride]  transposed too: out = weights [rows, stride] x
- *                                          (V^T)^T, a MatMul with transposed B; at one row
- *                                          MLAS reads it as hd dot products over contiguous
- *                                          rows, measured ~15% faster than weights x V
- *                                          [stride, hd] on a 29M model at 4000 rows
+ *   values[l] [nKvHeads, stride, headDim]  weights [rows, stride] x V [stride, hd]
  * Each is one preallocated Float32Array of capacity * nKvHeads * headDim floats, of which the
  * first nKvHeads * stride * headDim are handed to ORT zero-copy (`keyView`, `valueView`); the
  * graph masks rows [length, stride) out, so no pass copies or transposes the past. The stride
@@ -79,7 +75,7 @@ export class KVCache {
     return this.heads(this.keys[l], 0, this.nKvHeads);
   }
 
-  /** Past V of layer l: [nKv, hd, stride] (transposed per head, as the keys), a view. */
+  /** Past V of layer l: [nKv, stride, hd], a view. */
   valueView(l: number): Float32Array {
     return this.heads(this.values[l], 0, this.nKvHeads);
   }
@@ -92,20 +88,20 @@ export class KVCache {
 
   /** Keys of rows [from, from + count) of layer l, position-major [count, nKv * hd]: a copy (tests, inspection). Default: the committed rows. */
   pastKeys(l: number, from = 0, count = this.length - from): Float32Array {
-    return this.gather(this.keys[l], from, count);
+    return this.gather(this.keys[l], true, from, count);
   }
 
   /** Values of rows [from, from + count) of layer l, [count, nKv * hd]: a copy. */
   pastValues(l: number, from = 0, count = this.length - from): Float32Array {
-    return this.gather(this.values[l], from, count);
+    return this.gather(this.values[l], false, from, count);
   }
 
-  /** Position-major copy [count, nKv * hd] of rows from.. of a head-major buffer. */
-  private gather(buf: Float32Array, from: number, count: number): Float32Array {
+  /** Position-major copy [count, nKv * hd] of rows from.. of a head-major buffer (keys: transposed per head). */
+  private gather(buf: Float32Array, transposed: boolean, from: number, count: number): Float32Array {
     const reserved = Math.min(this.stride, this.capacity); // a slot reserves its capacity
     if (from < 0 || count < 0 || from + count > reserved) throw new RangeError(`rows ${from}..${from + count - 1} outside the cache's ${reserved} reserved rows`);
     const out = new Float32Array(count * this.rowSize);
-    for (let r = 0; r < count; r++) this.readRow(buf, from + r, out, r * this.rowSize);
+    for (let r = 0; r < count; r++) this.readRow(buf, transposed, from + r, out, r * this.rowSize);
     return out;
   }
 
@@ -120,9 +116,13 @@ export class KVCache {
     if (rows <= this.stride) return;
     const step = this.strideStep, old = this.stride, n = old; // staged rows past `length` move too
     const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step);
-    const blocks = this.nKvHeads * this.headDim;
-    for (const buf of [...this.keys, ...this.values]) // nKv * hd blocks of `stride` floats each
-      for (let b = blocks - 1; b > 0; b--) buf.copyWithin(b * next, b * old, b * old + n);
+    const hd = this.headDim;
+    for (let l = 0; l < this.nLayers; l++) {
+      const k = this.keys[l], v = this.values[l];
+      // keys: nKv * hd blocks of `stride` floats; values: nKv blocks of stride * hd floats.
+      for (let b = this.nKvHeads * hd - 1; b > 0; b--) k.copyWithin(b * next, b * old, b * old + n);
+      for (let h = this.nKvHeads - 1; h > 0; h--) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+    }
     this.stride = next;
   }
 
@@ -186,9 +186,9 @@ export class KVCache {
     if (this.scratch.length < n * rs) this.scratch = new Float32Array(n * rs);
     const tmp = this.scratch;
     for (let l = first; l < first + count; l++)
-      for (const buf of [this.keys[l], this.values[l]]) {
-        for (let j = 0; j < n; j++) this.readRow(buf, base + rows[j], tmp, j * rs);
-        for (let j = 0; j < n; j++) this.writeRowOf(buf, tmp, j * rs, base + j);
+      for (const [buf, transposed] of [[this.keys[l], true], [this.values[l], false]] as const) {
+        for (let j = 0; j < n; j++) this.readRow(buf, transposed, base + rows[j], tmp, j * rs);
+        for (let j = 0; j < n; j++) this.writeRowOf(buf, transposed, tmp, j * rs, base + j);
       }
   }
 
@@ -200,27 +200,32 @@ export class KVCache {
     for (let i = 0; i < newKeys.length; i++) {
       const nk = newKeys[i], nv = newValues[i];
       if (nk.length < (src + 1) * rs || nv.length < (src + 1) * rs) throw new RangeError(`row ${src} is outside the pass outputs of layer ${first + i}`);
-      this.writeRowOf(this.keys[first + i], nk, src * rs, dst);
-      this.writeRowOf(this.values[first + i], nv, src * rs, dst);
+      this.writeRowOf(this.keys[first + i], true, nk, src * rs, dst);
+      this.writeRowOf(this.values[first + i], false, nv, src * rs, dst);
     }
   }
 
-  /** Position-major row from[at .. at + rowSize) -> cache row `dst` of `buf` (column `dst` of each head's [hd, stride] block). */
-  private writeRowOf(buf: Float32Array, from: Float32Array, at: number, dst: number): void {
-    const { rowSize, stride } = this, b0 = this.headBase * this.headDim;
-    for (let i = 0; i < rowSize; i++) buf[(b0 + i) * stride + dst] = from[at + i];
+  /** Position-major row from[at .. at + rowSize) -> cache row `dst` of `buf`. */
+  private writeRowOf(buf: Float32Array, transposed: boolean, from: Float32Array, at: number, dst: number): void {
+    const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this;
+    for (let h = 0; h < H; h++)
+      if (transposed) for (let i = 0; i < hd; i++) buf[((h0 + h) * hd + i) * stride + dst] = from[at + h * hd + i];
+      else for (let i = 0; i < hd; i++) buf[((h0 + h) * stride + dst) * hd + i] = from[at + h * hd + i];
   }
 
   /** Cache row `src` of `buf` -> position-major to[at .. at + rowSize). */
-  private readRow(buf: Float32Array, src: number, to: Float32Array, at: number): void {
-    const { rowSize, stride } = this, b0 = this.headBase * this.headDim;
-    for (let i = 0; i < rowSize; i++) to[at + i] = buf[(b0 + i) * stride + src];
+  private readRow(buf: Float32Array, transposed: boolean, src: number, to: Float32Array, at: number): void {
+    const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this;
+    for (let h = 0; h < H; h++)
+      if (transposed) for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[((h0 + h) * hd + i) * stride + src];
+      else for (let i = 0; i < hd; i++) to[at + h * hd + i] = buf[((h0 + h) * stride + src) * hd + i];
   }
 
   /** Cache row `from` -> row `to` in layer l. */
   private copyRow(l: number, from: number, to: number): void {
-    const { stride } = this, b0 = this.headBase * this.headDim, b1 = b0 + this.rowSize;
-    for (const buf of [this.keys[l], this.values[l]]) for (let b = b0; b < b1; b++) buf[b * stride + to] = buf[b * stride + from];
+    const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this, k = this.keys[l], v = this.values[l];
+    for (let b = h0 * hd; b < (h0 + H) * hd; b++) k[b * stride + to] = k[b * stride + from];
+    for (let h = h0; h < h0 + H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
   }
 
   /**
@@ -233,9 +238,13 @@ export class KVCache {
     const step = this.strideStep, old = this.stride;
     const next = Math.min(this.capacity, Math.max(step, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step));
     if (next >= old) return;
-    const n = Math.min(rows, next), blocks = this.nKvHeads * this.headDim;
-    // Blocks move to lower offsets: first to last, so none is overwritten before it moves.
-    for (const buf of [...this.keys, ...this.values]) for (let b = 1; b < blocks; b++) buf.copyWithin(b * next, b * old, b * old + n);
+    const n = Math.min(rows, next), hd = this.headDim;
+    for (let l = 0; l < this.nLayers; l++) {
+      const k = this.keys[l], v = this.values[l];
+      // Blocks move to lower offsets: first to last, so none is overwritten before it moves.
+      for (let b = 1; b < this.nKvHeads * hd; b++) k.copyWithin(b * next, b * old, b * old + n);
+      for (let h = 1; h < this.nKvHeads; h++) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+    }
     this.stride = next;
     this.length = Math.min(this.length, n);
   }

@@ -57,15 +57,15 @@ export class StepFeeds {
       [names.tree]: bool(tree ?? this.causalMask(t), [t, w]),
     };
     if (this.opts.ids ?? true) feeds[names.ids] = i64(this.ids.subarray(0, t), [1, t]);
-    // The cache's head blocks, zero-copy (K and V [1, nKv, hd, S], transposed); the first
+    // The cache's head blocks, zero-copy (K [1, nKv, hd, S], V [1, nKv, S, hd]); the first
     // L = pastRows of the S = cache.stride rows are live.
     cache.ensureRows(pastRows);
     this.pastLength[0] = BigInt(pastRows);
     feeds[names.pastLength] = i64(this.pastLength, [1]);
-    const dims = [1, this.nKvHeads, this.headDim, cache.stride];
+    const kDims = [1, this.nKvHeads, this.headDim, cache.stride], vDims = [1, this.nKvHeads, cache.stride, this.headDim];
     for (let l = first; l < first + this.nLayers; l++) {
-      feeds[names.pastKey(l)] = f32(cache.keyView(l), dims);
-      feeds[names.pastValue(l)] = f32(cache.valueView(l), dims);
+      feeds[names.pastKey(l)] = f32(cache.keyView(l), kDims);
+      feeds[names.pastValue(l)] = f32(cache.valueView(l), vDims);
     }
     return feeds;
   }
