@@ -1,0 +1,21 @@
+import { readFileSync } from 'node:fs';
+import { request, Agent } from 'node:http';
+import { join } from 'node:path';
+import { loadGenerator } from '../src/api.ts';
+import { DEFAULT_DIR } from '../src/default-model.ts';
+import { serve } from '../src/serve/server.ts';
+const N = 48;
+const prompts = readFileSync(join(DEFAULT_DIR, 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
+const g = await loadGenerator({ threads: 1, keepWeights: true });
+const s = await serve(g, { port: 0, maxBatch: 16, policy: 'smartspec', maxQueue: 1024, threads: 1, fusedRound: true });
+const keep = new Agent({ keepAlive: true });
+const complete = (prompt: number[]) => new Promise<void>((resolve, reject) => {
+  const body = JSON.stringify({ prompt, max_tokens: N, temperature: 0 });
+  const req = request(s.url + '/v1/completions', { method: 'POST', agent: keep }, (res) => { let t = ''; res.setEncoding('utf8'); res.on('data', (c) => (t += c)); res.on('end', () => { JSON.parse(t); resolve(); }); });
+  req.on('error', reject); req.end(body);
+});
+for (let i = 0; i < 32; i++) await complete(prompts[i % prompts.length]);
+const t = performance.now();
+for (let i = 0; i < 200; i++) await complete(prompts[i % prompts.length]);
+console.log(((performance.now() - t) / 200).toFixed(3), 'ms/request');
+keep.destroy(); await s.close(); await g.dispose();
