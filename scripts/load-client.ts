@@ -21,9 +21,7 @@ export interface LevelResult {
   wallMs: number;
 }
 
-const agent = new Agent({ keepAlive: true });
-
-function complete(url: string, prompt: number[], maxTokens: number): Promise<{ ids: number[]; ms: number }> {
+function complete(agent: Agent, url: string, prompt: number[], maxTokens: number): Promise<{ ids: number[]; ms: number }> {
   const body = JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0 });
   const start = performance.now();
   return new Promise((resolve, reject) => {
@@ -44,19 +42,23 @@ function complete(url: string, prompt: number[], maxTokens: number): Promise<{ i
 async function run(job: LevelJob): Promise<LevelResult> {
   const replies: LevelResult['replies'] = new Array(job.prompts.length);
   let next = 0;
+  // Connections are kept alive within a level only: a server closes idle ones (after 5 s), and a
+  // request racing that close would fail.
+  const agent = new Agent({ keepAlive: true });
   const start = performance.now();
   await Promise.all(Array.from({ length: job.concurrency }, async () => {
     while (next < job.prompts.length) {
       const i = next++;
-      replies[i] = await complete(job.url, job.prompts[i], job.maxTokens);
+      replies[i] = await complete(agent, job.url, job.prompts[i], job.maxTokens);
     }
   }));
-  return { replies, wallMs: performance.now() - start };
+  const wallMs = performance.now() - start;
+  agent.destroy();
+  return { replies, wallMs };
 }
 
 parentPort!.on('message', (job: LevelJob | 'close') => {
   if (job === 'close') {
-    agent.destroy();
     parentPort!.close();
     return;
   }

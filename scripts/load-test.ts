@@ -65,7 +65,8 @@ const want = new Map<number, number[]>();
 for (let i = 0; i < prompts.length; i++) want.set(i, (await reference.generate(prompts[i], { maxNewTokens: N, temperature: 0 })).ids);
 
 // The clients run in a worker thread (scripts/load-client.ts), off the servers' event loop.
-const clients = new Worker(new URL('./load-client.ts', import.meta.url));
+// (Workers do not inherit `--import tsx`: the worker loads the client through tsx's API.)
+const clients = new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => m.tsImport(${JSON.stringify(new URL('./load-client.ts', import.meta.url).href)}, ${JSON.stringify(import.meta.url)}))`, { eval: true });
 function drive(job: LevelJob): Promise<LevelResult> {
   return new Promise((resolve, reject) => {
     clients.once('message', (m: { ok?: LevelResult; error?: string }) => (m.ok ? resolve(m.ok) : reject(new Error(m.error))));
@@ -84,6 +85,10 @@ interface Level {
   p99Ms: number;
   mismatches: number;
   meanBatch: number;
+  /** Rounds run as a lone request's fused round (not counted in meanBatch's passes). */
+  fusedRounds: number;
+  /** depths[d]: request rounds at speculation length d. */
+  depths: number[];
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -92,8 +97,8 @@ const quantile = (xs: number[], q: number) => {
 };
 
 async function level(s: RunningServer, policy: string, c: number, repeat: number, requests = R): Promise<Level> {
-  const lane = s.handler.engine.targetStats;
-  const p0 = lane.passes, c0 = lane.calls;
+  const engine = s.handler.engine, lane = engine.targetStats;
+  const p0 = lane.passes, c0 = lane.calls, f0 = engine.fusedRounds, d0 = engine.metrics.depthCounts.slice();
   const order = Array.from({ length: requests }, (_, j) => (j + repeat * 7) % prompts.length);
   const { replies, wallMs } = await drive({ url: s.url, prompts: order.map((i) => prompts[i]), concurrency: c, maxTokens: N });
   let tokens = 0, mismatches = 0;
@@ -106,6 +111,7 @@ async function level(s: RunningServer, policy: string, c: number, repeat: number
   return {
     policy, concurrency: c, repeat, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), p50Ms: r3(quantile(latencies, 0.5)), p99Ms: r3(quantile(latencies, 0.99)), mismatches,
     meanBatch: r3((lane.calls - c0) / Math.max(1, lane.passes - p0)),
+    fusedRounds: engine.fusedRounds - f0, depths: engine.metrics.depthCounts.map((n, d) => n - d0[d]),
   };
 }
 
@@ -150,7 +156,7 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
       }
       const r = await level(servers.get(p)!, p, c, rep);
       rows.push(r);
-      process.stderr.write(`${p} c=${c} rep ${rep + 1}: ${r.tokensPerSecond.toFixed(1)} tok/s, p50 ${r.p50Ms.toFixed(0)} ms, p99 ${r.p99Ms.toFixed(0)} ms, mean batch ${r.meanBatch}, mismatches ${r.mismatches}\n`);
+      process.stderr.write(`${p} c=${c} rep ${rep + 1}: ${r.tokensPerSecond.toFixed(1)} tok/s, p50 ${r.p50Ms.toFixed(0)} ms, p99 ${r.p99Ms.toFixed(0)} ms, mean batch ${r.meanBatch}, fused rounds ${r.fusedRounds}, depths ${r.depths.join('/')}, mismatches ${r.mismatches}\n`);
     }
 }
 for (const s of servers.values()) await s.close();

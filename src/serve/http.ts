@@ -269,7 +269,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
       const cut = firstStop(text, p.stop);
       if (cut >= 0) (text = text.slice(0, cut)), (stopHit = true);
     }
-    textMs += performance.now() - tf;
+    const finalTextMs = performance.now() - tf;
     if (res.destroyed) return; // the client left: nothing to answer
     const reason = stopHit || stats?.stopReason === 'eos' ? 'stop' : 'length';
     const usage = { prompt_tokens: p.prompt.length, completion_tokens: ids.length, total_tokens: p.prompt.length + ids.length };
@@ -279,7 +279,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
       res.once('finish', () => {
         const [start, read, parsed] = at;
         first ||= end;
-        engine.metrics.timed({ read: read - start, parse: parsed - read, prefill: first - parsed, decode: end - first - textMs, text: textMs, reply: performance.now() - end - textMs });
+        engine.metrics.timed({ read: read - start, parse: parsed - read, prefill: first - parsed, decode: end - first - textMs, text: textMs + finalTextMs, reply: performance.now() - end - finalTextMs });
       });
     if (p.stream) {
       if (failure) res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
