@@ -13,21 +13,14 @@
  * other quantization tests only ever get blocks of 16 or 32, which is why they did not see it.
  * With QUANT at the old blocks of 128 this property fails on its first run.
  *
- * The rest of a target pass is not bit-equal across pass shapes (attention sums a row's keys in
- * another order when they are split differently between the cache and the pass), so the
- * target-level property asks what bench's lossless check needs: every row of a T-row pass within
- * the float32 near-tie tolerance of the one-token step, so that a greedy mismatch can only be a
- * near-tie. ORT's one-kernel Attention ('fused') misses that by orders of magnitude under int8
- * activations; a quantized target renders 'split' (defaultAttention).
+ * The rest of a target pass is not bit-equal across pass shapes yet: attention sums a row's keys
+ * in another order when they are split differently between the cache and the pass (README,
+ * "Quantized targets").
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { QUANT, quantizeLinears, type QuantName } from '../src/model/quantize.ts';
-import { NEAR_TIE_TOLERANCE } from '../src/generate/near-tie.ts';
-import { makeConfig, randomWeights } from '../src/model/random.ts';
-import { KVCache } from '../src/runtime/kv-cache.ts';
-import { TargetSession } from '../src/runtime/target.ts';
+import { QUANT, type QuantName } from '../src/model/quantize.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps } from '../src/onnx/ops.ts';
 import { createSession, f32, f32Data, releaseSession, runTimed } from '../src/runtime/ort.ts';
@@ -71,40 +64,3 @@ test('property: a quantized Linear (q4 and q8, --quantize blocks, widths 128-281
     { numRuns: 16 },
   );
 });
-
-/** Untied (the LM head is a quantized Linear too), every width a multiple of 128, GQA 2:1 as the 100M fixture. */
-const wide = makeConfig({ vocabSize: 512, dim: 256, nLayers: 3, nHeads: 8, nKvHeads: 4, headDim: 32, hiddenDim: 768, maxSeqLen: 64, tieEmbeddings: false });
-
-for (const q of ['q4', 'q8'] as QuantName[])
-  test(`property: ${q} target at width 256 (default rendering, 1 and 2 threads): every row of a T-row pass within the near-tie tolerance of its one-token step`, async () => {
-    const weights = quantizeLinears(wide, randomWeights(wide, 21, 3), QUANT[q]);
-    const sessions = [await TargetSession.create(wide, weights, { threads: 1 }), await TargetSession.create(wide, weights, { threads: 2 })];
-    try {
-      await fc.assert(
-        fc.asyncProperty(fc.integer({ min: 1, max: 24 }), fc.integer({ min: 2, max: 8 }), fc.nat(), async (P, T, seed) => {
-          const rng = new Rng(seed), ids = Array.from({ length: P + T }, () => rng.int(wide.vocabSize)), V = wide.vocabSize;
-          const positions = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
-          for (const [i, s] of sessions.entries()) {
-            const prefilled = async () => {
-              const c = new KVCache(wide.nLayers, wide.nKvHeads, wide.headDim, wide.maxSeqLen);
-              const o = await s.forward(c, ids.slice(0, P), positions(0, P), undefined, { logits: false });
-              c.append(o.newKeys, o.newValues, P);
-              return c;
-            };
-            const verify = await s.forward(await prefilled(), ids.slice(P), positions(P, T));
-            const plain = await prefilled();
-            for (let r = 0; r < T; r++) {
-              const o = await s.forward(plain, [ids[P + r]], [P + r]);
-              plain.append(o.newKeys, o.newValues, 1);
-              let worst = 0;
-              for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(o.logits[v] - verify.logits[r * V + v]));
-              assert.ok(worst <= NEAR_TIE_TOLERANCE, `${i + 1} thread(s): row ${r} of a ${T}-row pass after ${P} tokens is ${worst.toExponential(2)} from its one-token step`);
-            }
-          }
-        }),
-        { numRuns: 10 },
-      );
-    } finally {
-      for (const s of sessions) await s.dispose();
-    }
-  });
