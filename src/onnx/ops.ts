@@ -134,19 +134,21 @@ export class OnnxOps implements Ops<string> {
       const pre = t.quant ?? (block > 0 ? { ...quantizeWeight(t, { bits: q!.bits, blockSize: block }), bits: q!.bits, blockSize: block } : undefined);
       if (pre) {
         // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
-        const { n, k, packed, scales, bits, blockSize } = pre, blocks = k / blockSize;
+        // Not destructured: a checkpoint's packed bytes and scales are read from its file only if
+        // embedded (`packedFile` / `scalesFile` point ORT at the file instead).
+        const { n, k, bits, blockSize } = pre, blocks = k / blockSize;
         const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
         if (q?.kernel === 'dq') {
           // Same bytes: [N, K] row-major codes, zero point 2^(bits-1) per block, scales [N, K/b].
-          const X = this.g.initializer(`${base}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: packed });
-          const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n, blocks], data: scales });
+          const X = this.g.initializer(`${base}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: pre.packed });
+          const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n, blocks], data: pre.scales });
           const zeros = bits === 8 ? new Uint8Array(n * blocks).fill(128) : new Uint8Array(Math.ceil((n * blocks) / 2)).fill(0x88);
           const Z = this.g.initializer(`${base}.zeros`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, blocks], data: zeros });
           const W = this.g.op('DequantizeLinear', [X, S, Z], { axis: 1, block_size: blockSize });
           return this.g.op('Gemm', bias ? [x, W, bias] : [x, W], { transB: 1 });
         }
-        const B = this.g.initializer(`${base}.q${bits}`, { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], data: packed });
-        const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n * blocks], data: scales });
+        const B = this.g.initializer(`${base}.q${bits}`, { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], get data() { return pre.packed; }, file: pre.packedFile });
+        const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n * blocks], get data() { return pre.scales; }, file: pre.scalesFile });
         this.quantized.set(w, (packedW = { B, S, n, k, bits, blockSize }));
       }
     }
