@@ -83,18 +83,22 @@ export function quantizeWeight(w: Tensor, { bits, blockSize }: WeightQuant): Qua
 }
 
 /** The weights the quantized form stands for, [N, K] fp32: (q - zero) * scale. */
-export function dequantizeWeight(q: QuantizedWeight, { bits, blockSize }: WeightQuant): Tensor {
-  const { n, k } = q, blocks = k / blockSize, zero = 2 ** (bits - 1), blob = (blockSize * bits) / 8;
-  const data = new Float32Array(n * k);
-  for (let r = 0; r < n; r++)
-    for (let b = 0; b < blocks; b++) {
-      const s = q.scales[r * blocks + b], at = (r * blocks + b) * blob;
-      for (let j = 0; j < blockSize; j++) {
-        const v = bits === 8 ? q.packed[at + j] : (q.packed[at + (j >> 1)] >> (j & 1 ? 4 : 0)) & 15;
-        data[r * k + b * blockSize + j] = (v - zero) * s;
-      }
+export function dequantizeWeight(q: QuantizedWeight, wq: WeightQuant): Tensor {
+  const data = new Float32Array(q.n * q.k);
+  for (let r = 0; r < q.n; r++) dequantizeRow(q, wq, r, data.subarray(r * q.k, (r + 1) * q.k));
+  return { shape: [q.n, q.k], data };
+}
+
+/** Row `r` of a quantized weight as fp32 into `out` [K]. */
+function dequantizeRow(q: QuantizedWeight, { bits, blockSize }: WeightQuant, r: number, out: Float32Array): void {
+  const blocks = q.k / blockSize, zero = 2 ** (bits - 1), blob = (blockSize * bits) / 8, packed = q.packed, scales = q.scales;
+  for (let b = 0; b < blocks; b++) {
+    const s = scales[r * blocks + b], at = (r * blocks + b) * blob;
+    for (let j = 0; j < blockSize; j++) {
+      const v = bits === 8 ? packed[at + j] : (packed[at + (j >> 1)] >> (j & 1 ? 4 : 0)) & 15;
+      out[b * blockSize + j] = (v - zero) * s;
     }
-  return { shape: [n, k], data };
+  }
 }
 
 /** `w` [N, K] as a quantized-only Tensor (empty data), or `w` itself when no block divides K. */
@@ -111,11 +115,20 @@ export function dense(t: Tensor): Tensor {
 
 /**
  * The target's Linear weights: every projection, and the LM head when untied. (A tied head is
- * the embedding table, which the embedding Gather reads as fp32; the runtime quantizes the head's
- * use of it when the graph is built, see OnnxOps.)
+ * the embedding table: quantizeTarget quantizes it as the table, and the head's MatMulNBits
+ * reads the same packed bytes; an fp32 table under a quantized target is quantized for the
+ * head's use when the graph is built, see OnnxOps.)
  */
 export function linearNames(c: ModelConfig): string[] {
   return [...expectedShapes(c).keys()].filter((n) => n.endsWith('_proj.weight') || n === 'lm_head.weight');
+}
+
+/** The token embedding table [V, d]. */
+export const EMBEDDING = 'model.embed_tokens.weight';
+
+/** The tensors a quantized target holds quantized: its Linear weights and the token embedding table. */
+export function quantizedNames(c: ModelConfig): string[] {
+  return [EMBEDDING, ...linearNames(c)];
 }
 
 /** The quantization of a target's weights: the WeightQuant its Linear weights hold, or undefined for fp32. */
@@ -133,10 +146,30 @@ export function quantOf(c: ModelConfig, w: Weights): WeightQuant | undefined {
  * quantized weights stay as they are.
  */
 export function quantizeLinears(c: ModelConfig, w: Weights, q: WeightQuant): Weights {
+  return quantizeNamed(w, linearNames(c), q);
+}
+
+/**
+ * The quantized target `--quantize` and `eaglet quantize` make: a copy of `w` with the Linear
+ * weights and the token embedding table quantized (quantizedNames; fp32 values dropped). The
+ * embedding is looked up from its packed rows (GatherBlockQuantized), so the target, a draft
+ * head's embedding input and a tied LM head all read the same dequantized table.
+ */
+export function quantizeTarget(c: ModelConfig, w: Weights, q: WeightQuant): Weights {
+  return quantizeNamed(w, quantizedNames(c), q);
+}
+
+function quantizeNamed(w: Weights, names: string[], q: WeightQuant): Weights {
   const out = new Map(w);
-  for (const n of linearNames(c)) {
+  for (const n of names) {
     const t = w.get(n);
     if (t) out.set(n, quantizedTensor(t, q));
   }
   return out;
+}
+
+/** Row `r` of `t` [R, C] as fp32 into `out` [C]: copied, or dequantized from its packed block row. */
+export function denseRow(t: Tensor, r: number, out: Float32Array): void {
+  if (t.quant) dequantizeRow(t.quant, t.quant, r, out);
+  else out.set(t.data.subarray(r * t.shape[1], (r + 1) * t.shape[1]));
 }
