@@ -236,7 +236,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? QUANT[o.quantize] : undefined;
+    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? DRAFT_QUANT[o.quantize] : undefined;
     // 'auto': the embedded pair drafts its chain in one call per round.
     const fusedRound = o.fusedRound === 'auto' ? options.model === undefined && o.draft === DEFAULT_PATHS.draft && tree.topK === 1 : o.fusedRound === true;
     if (fusedRound) {

@@ -17,7 +17,7 @@ import { loadModel } from '../src/load-model.ts';
 import { saveQuantizedCheckpoint } from '../src/io/quantized-checkpoint.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { dense, EMBEDDING, linearNames, quantizedNames, quantizeLinears, quantizeTarget, type WeightQuant } from '../src/model/quantize.ts';
+import { dense, EMBEDDING, linearNames, QUANT, quantizedNames, quantizeLinears, quantizeTarget, type WeightQuant } from '../src/model/quantize.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
@@ -125,7 +125,7 @@ test('eaglet quantize writes a checkpoint that loads back to the same packed wei
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /4-bit weights/);
     const back = await loadModel(join(dir, 'q4'));
-    const atLoad = quantizeTarget(c, (await loadModel(join(dir, 'fp32'))).weights, { bits: 4, blockSize: 128 });
+    const atLoad = quantizeTarget(c, (await loadModel(join(dir, 'fp32'))).weights, QUANT.q4);
     for (const name of quantizedNames(c)) {
       const a = back.weights.get(name)!.quant!, b = atLoad.get(name)!.quant!;
       assert.deepEqual([a.bits, a.blockSize, a.n, a.k], [b.bits, b.blockSize, b.n, b.k]);

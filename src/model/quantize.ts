@@ -19,9 +19,28 @@ export type { QuantizedTensor, QuantizedWeight, WeightQuant };
 
 export type QuantName = 'q8' | 'q4';
 
-/** The quantization `--quantize q8|q4` and `--draft-quant q8|q4` mean. */
-export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 128 }, q4: { bits: 4, blockSize: 128 } };
-export const DRAFT_QUANT = QUANT;
+/**
+ * The target quantization `--quantize q8|q4` (and `eaglet quantize --bits 8|4`) means. Blocks of
+ * 32: the largest 4-bit block whose int8-activation MatMulNBits kernel computes a row the same,
+ * bit for bit, in a 1-row pass (a plain decoding step) and inside a multi-row pass (a
+ * verification), so quantized verification scores rows as plain decoding does (8-bit blocks of
+ * 64 would do too; 32 measured a tie at 2 threads and ~6% slower at 1, one size is simpler). Measured on ORT 1.30's x64
+ * AVX512-VNNI kernels (test/quantize-rows.test.ts): MLAS computes pairs of rows with one kernel
+ * and a lone row with another, which differ only in how they sum the 16 lanes of a row's fp32
+ * accumulator (`_mm512_reduce_add_ps` vs a 4-column fold). With blocks of 64 or 128 4-bit
+ * weights, and of 128 8-bit ones, rows 0..2*floor(T/2)-1 of a T-row pass come out a few ulps off
+ * the 1-row result; 4-bit blocks of 32 (and 16) and 8-bit blocks of 64, 32 and 16 go through
+ * kernels whose two paths sum alike. Blocks of 32 cost bytes (5 bits a weight against 4.25 at 128)
+ * and time (README, "Quantized targets").
+ */
+export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 32 }, q4: { bits: 4, blockSize: 32 } };
+
+/**
+ * The draft head's quantization (`--draft-quant`, and `--quantize` alone): the head only
+ * proposes tokens, so its rows need not be computed alike across passes, and it keeps the
+ * larger blocks (fewer bytes a draft pass).
+ */
+export const DRAFT_QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 128 }, q4: { bits: 4, blockSize: 128 } };
 
 /** The largest power-of-two block <= maxBlock (and >= 16) that divides k, or 0 when none does. */
 export function blockFor(k: number, maxBlock: number): number {

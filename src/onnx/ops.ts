@@ -61,9 +61,16 @@ export const SPLIT_MIN_PAST_BYTES = 1 << 20;
  * 2000 tokens ran about 2x slower with 'split' (the split graph has ~14 more nodes per layer,
  * and ORT's per-node cost outweighs copying a small past). So: 'split' once the past K/V of
  * one layer at full context reaches 1 MiB.
+ *
+ * A target with int8-activation (quantized) Linear layers always gets 'split': ORT's one-kernel
+ * Attention computes a row of a T-row pass differently from the same row in a one-token pass by
+ * more than the last bits, and int8 activations amplify that into logit gaps far past the
+ * float32 near-tie bound. Measured on the 100M cost-scaled fixture at q4 (logits of 5-row passes
+ * vs 5 one-token steps, 30 rows): 'fused' 2.1e-2 apart at most, 'split' 7.6e-6; a plain step
+ * and a 5-token verify cost the same in either (README, "Quantized targets").
  */
-export function defaultAttention(maxSeqLen: number, nKvHeads: number, headDim: number): AttentionMode {
-  return maxSeqLen * nKvHeads * headDim * 2 * 4 >= SPLIT_MIN_PAST_BYTES ? 'split' : 'fused';
+export function defaultAttention(maxSeqLen: number, nKvHeads: number, headDim: number, quantized = false): AttentionMode {
+  return quantized || maxSeqLen * nKvHeads * headDim * 2 * 4 >= SPLIT_MIN_PAST_BYTES ? 'split' : 'fused';
 }
 
 export class OnnxOps implements Ops<string> {
@@ -386,9 +393,12 @@ export class OnnxOps implements Ops<string> {
     });
   }
 
-  /** [S, T] for splitting [.., S+T] scores: S from the past V input, T from the mask's rows. */
+  /**
+   * [S, T] for splitting [.., S+T] scores: S from a past V input [.., S, hd] (every layer's past
+   * has the same S rows, so the first layer's serves all), T from the mask's rows.
+   */
   private splitSizes(pastValue: string, mask: string): string {
-    return this.once(`splitSizes/${pastValue}/${mask}`, () => {
+    return this.once(`splitSizes/${mask}`, () => {
       const g = this.g;
       return g.op('Concat', [g.op('Shape', [pastValue], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
     });
