@@ -7,7 +7,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildTargetModel, names } from '../onnx/model-graphs.ts';
 import { defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
+import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
@@ -85,6 +85,11 @@ export class TargetSession implements TargetPass {
     };
     this.session.stats.msTotal += performance.now() - t0;
     return r;
+  }
+
+  /** Ends ORT's profile of a session created with `profile` (see SessionOptions). */
+  endProfiling(): void {
+    endProfiling(this.session);
   }
 
   async dispose(): Promise<void> {
