@@ -19,7 +19,7 @@ import { quantizedModel } from '../src/api.ts';
 import { loadModel, type LoadedModel } from '../src/load-model.ts';
 import { Generator } from '../src/generate/generator.ts';
 import { randomWeights } from '../src/model/random.ts';
-import { TargetSession, type TargetPass } from '../src/runtime/target.ts';
+import { TargetSession, type StepSessionOptions, type TargetPass } from '../src/runtime/target.ts';
 import { createSession, f32, i64, releaseSession, type Feeds, type Session } from '../src/runtime/ort.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps, type AttentionMode } from '../src/onnx/ops.ts';
@@ -36,6 +36,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompt', type: 'int', min: 1, default: 8, help: 'prompt length in tokens' },
   { flag: 'repeats', type: 'int', min: 1, default: 5, help: 'timed generations' },
   { flag: 'attention', type: 'string', help: 'split or fused (default: the model\'s default)' },
+  { flag: 'against', type: 'string', default: '', help: 'variants timed interleaved with it: unfused (no Linear fusion), split, fused (attention)' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const threads = f.threads as number, tokens = f.tokens as number, repeats = f.repeats as number;
@@ -79,24 +80,35 @@ async function generateOnce(g: Generator<Recorded>, target: Recorded) {
   return { perToken, inRun, aroundRun: inForward - inRun, outsideForward: perToken - inForward };
 }
 
+/** The parts of a layer an ablation graph renders as identities, cumulatively (see ablationModel). */
+const ABLATIONS = ['attention', 'rope', 'norms', 'silu'] as const;
+
 /**
- * The step's Linear layers alone (ablation): the one definition rendered with norms, RoPE,
- * attention and SiLU as identities, so only the projections (MatMulNBits when quantized), the
- * residual adds, the gate product, the embedding row and the LM head's argmax remain.
+ * Ablation graphs: the one definition rendered with the first `drop` of ABLATIONS as identities
+ * (attention returns q; RoPE, RMSNorm and SiLU return their input). With all four dropped, only
+ * the projections (MatMulNBits when quantized), the residual adds, the gate product, the
+ * embedding row and the LM head's argmax remain. Each ablation's time minus the next one's is
+ * what that part costs in a step (its kernels and its nodes' dispatch).
  */
-function linearOnlyModel(): ReturnType<GraphBuilder['toExternalModel']> {
-  const g = new GraphBuilder('linear_only');
+function ablationModel(drop: number): ReturnType<GraphBuilder['toExternalModel']> {
+  const g = new GraphBuilder(`ablation_${drop}`);
   const o = new OnnxOps(g, (n) => model.weights.get(n), cfg.maxSeqLen, 'fused', { quantize: quantOf(cfg, model.weights) });
-  const id = (x: string) => x;
+  const off = new Set(ABLATIONS.slice(0, drop));
+  const ids = g.op('Reshape', [g.input('input_ids', 'int64', [1, 'T']), g.ints([-1])]);
+  const positions = g.op('Reshape', [g.input('position_ids', 'int64', [1, 'T']), g.ints([-1])]);
   const ops: Ops<string> = {
     weight: (n) => o.weight(n), embed: (t, i) => o.embed(t, i), linear: (x, w, b) => o.linear(x, w, b), add: (a, b) => o.add(a, b), mul: (a, b) => o.mul(a, b), concat: (a, b) => o.concat(a, b),
-    silu: id, rmsNorm: id, headRmsNorm: id, rope: id, attention: (q) => q,
+    silu: (x) => (off.has('silu') ? x : o.silu(x)),
+    rmsNorm: (x, w, eps) => (off.has('norms') ? x : o.rmsNorm(x, w, eps)),
+    headRmsNorm: (x, w, h, eps) => (off.has('norms') ? x : o.headRmsNorm(x, w, h, eps)),
+    // RoPE's output is [1, T, w]; back to [T, w] for the identity attention's o_proj.
+    rope: (x, p, h, hd, spec) => (off.has('rope') ? x : g.op('Reshape', [o.rope(x, p, h, hd, spec), g.ints([-1, h * hd])])),
+    attention: (q) => q,
   };
-  const ids = g.op('Reshape', [g.input('input_ids', 'int64', [1, 'T']), g.ints([-1])]);
-  const r = llamaForward(ops, cfg, { ids, positions: '', mask: '', past: null });
+  const r = llamaForward(ops, cfg, { ids, positions, mask: '', past: null });
   g.output(g.op('ArgMax', [r.logits], { axis: -1, keepdims: 0 }), 'argmax', 'int64', ['T']);
   const kv = cfg.nKvHeads * cfg.headDim;
-  r.keys.forEach((k, l) => g.output(k, `key_${l}`, 'float32', ['T', kv]));
+  r.keys.forEach((k, l) => g.output(g.op('Reshape', [k, g.ints([-1, kv])]), `key_${l}`, 'float32', ['T', kv]));
   r.values.forEach((v, l) => g.output(v, `value_${l}`, 'float32', ['T', kv]));
   return g.toExternalModel({ opset: 23, irVersion: 11 });
 }
@@ -123,21 +135,33 @@ const attention = f.attention as AttentionMode | undefined;
 const timedSession = await TargetSession.create(cfg, model.weights, { threads, attention });
 const timed = new Recorded(timedSession);
 const gen = new Generator({ target: timed });
-const linearOnly = await createSession(linearOnlyModel(), { threads });
+const VARIANTS: Record<string, StepSessionOptions> = { unfused: { attention, fuseLinears: false }, split: { attention: 'split' }, fused: { attention: 'fused' } };
+const others = [];
+for (const v of String(f.against).split(',').filter((x) => x)) {
+  if (!VARIANTS[v]) throw new Error(`--against: ${v} is not one of ${Object.keys(VARIANTS)}`);
+  const target = new Recorded(await TargetSession.create(cfg, model.weights, { threads, ...VARIANTS[v] }));
+  const g = new Generator({ target });
+  await g.generate(prompt, { maxNewTokens: 8, stopAtEos: false }); // warm-up
+  others.push({ v, target, g, runs: [] as Awaited<ReturnType<typeof generateOnce>>[] });
+}
+const ablations: Session[] = [];
+for (let d = 1; d <= ABLATIONS.length; d++) ablations.push(await createSession(ablationModel(d), { threads }));
 const CHAIN = 300;
 const chain = await createSession(addChainModel(CHAIN), { threads });
-const linearFeeds = { input_ids: i64(new BigInt64Array([17n]), [1, 1]) }, chainFeeds = { x: f32(new Float32Array(cfg.dim), [1, cfg.dim]) };
+const linearFeeds = { input_ids: i64(new BigInt64Array([17n]), [1, 1]), position_ids: i64(new BigInt64Array([40n]), [1, 1]) }, chainFeeds = { x: f32(new Float32Array(cfg.dim), [1, cfg.dim]) };
 await gen.generate(prompt, { maxNewTokens: 8, stopAtEos: false }); // warm-up
-await timeRuns(linearOnly, linearFeeds, 8);
+for (const a of ablations) await timeRuns(a, linearFeeds, 8);
 await timeRuns(chain, chainFeeds, 8);
-const runs = [], linearMs: number[] = [], perNodeUs: number[] = [];
+const runs: Awaited<ReturnType<typeof generateOnce>>[] = [], ablationMs: number[][] = ablations.map(() => []), perNodeUs: number[] = [];
 for (let r = 0; r < repeats; r++) {
   runs.push(await generateOnce(gen, timed));
-  linearMs.push(await timeRuns(linearOnly, linearFeeds, tokens));
+  for (const o of others) o.runs.push(await generateOnce(o.g, o.target));
+  for (let i = 0; i < ablations.length; i++) ablationMs[i].push(await timeRuns(ablations[i], linearFeeds, tokens));
   perNodeUs.push((1000 * (await timeRuns(chain, chainFeeds, tokens))) / CHAIN);
 }
 await timedSession.dispose();
-await releaseSession(linearOnly);
+for (const o of others) await o.target.inner.dispose();
+for (const a of ablations) await releaseSession(a);
 await releaseSession(chain);
 
 // 2. One generation on a profiling session: per-node kernel times of its decode passes.
@@ -186,8 +210,15 @@ console.log(`  per token          ${spread(runs.map((r) => r.perToken))} ms = ${
 console.log(`  in session.run     ${spread(runs.map((r) => r.inRun))} ms`);
 console.log(`  feeds + outputs    ${spread(runs.map((r) => r.aroundRun))} ms (in forward, outside run)`);
 console.log(`  generator loop     ${spread(runs.map((r) => r.outsideForward))} ms (outside forward)`);
-const inRun = median(runs.map((r) => r.inRun)), lin = median(linearMs);
-console.log(`  of the run: Linear layers alone ${spread(linearMs)} ms (ablation graph), the rest ${fmt(inRun - lin)} ms`);
+for (const o of others) {
+  const ratio = o.runs.map((r, i) => r.perToken / runs[i].perToken); // paired: the same repeat
+  console.log(`  ${o.v.padEnd(8)} per token ${spread(o.runs.map((r) => r.perToken))} ms, in run ${spread(o.runs.map((r) => r.inRun))} ms; per-repeat ratio to the first ${spread(ratio)}`);
+}
+// What each part costs: the full run minus the graph without it, then ablation minus ablation.
+const inRun = median(runs.map((r) => r.inRun)), levels = [inRun, ...ablationMs.map(median)];
+console.log(`  of the run (ablations, interleaved; each part = the graph with it minus the graph without):`);
+ABLATIONS.forEach((part, i) => console.log(`    ${part.padEnd(10)} ${fmt(levels[i] - levels[i + 1])} ms   (without it and the parts above: ${spread(ablationMs[i])} ms)`));
+console.log(`    Linear layers and the rest ${fmt(levels[ABLATIONS.length])} ms`);
 console.log(`  executor cost of a near-empty node (chain of ${CHAIN} Adds): ${spread(perNodeUs, 2)} us`);
 console.log(`profiled session, ${n} decode passes: ${fmt(runUs / n / 1000)} ms a pass (model_run), ${nodes / n} nodes, kernels ${fmt(kernelUs / n / 1000)} ms, between kernels ${fmt((runUs - kernelUs) / n / 1000)} ms`);
 for (const [op, o] of [...byOp].sort((a, b) => b[1].us - a[1].us)) {

@@ -20,6 +20,8 @@ export interface StepSessionOptions extends SessionOptions {
   maxTokens?: number;
   /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context, K/V width). */
   attention?: AttentionMode;
+  /** Fuse quantized Linear layers over one input (OnnxOpsOptions.fuseLinears). Default true. */
+  fuseLinears?: boolean;
 }
 
 export const DEFAULT_MAX_TOKENS = 64;
@@ -53,7 +55,7 @@ export class TargetSession implements TargetPass {
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
-    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim), { quantize: opts.quantize }), opts);
+    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim), { quantize: opts.quantize, fuseLinears: opts.fuseLinears }), opts);
     return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 
