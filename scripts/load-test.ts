@@ -9,7 +9,10 @@
  * One server per policy (all over the same loaded sessions; only one is driven at a time), each
  * with --max-batch = the highest concurrency. For each repeat, each concurrency level, each
  * policy (interleaved): `requests` greedy completions over the held-out prompts by `c` closed-loop
- * clients. Throughput = generated tokens / wall time of the level; latency = each request's
+ * clients (in a worker thread, scripts/load-client.ts, over keep-alive connections: the
+ * servers' event loop does only the server's work). A warm-up (every server at the lowest and
+ * highest concurrency, every single-request method once) runs first and is not reported.
+ * Throughput = generated tokens / wall time of the level; latency = each request's
  * time to its full reply. Every reply's ids are checked against single-request plain decoding
  * (a separate generator, as `eaglet generate --no-spec`); a mismatch fails the run (exit 1).
  * Also measured: the single-request library speed (Generator.generate, no server) of each policy
@@ -19,7 +22,7 @@
  * Writes load-test.json, load-test.md and load-test.svg under --out.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { loadGenerator } from '../src/api.ts';
 import { DEFAULT_DIR } from '../src/default-model.ts';
@@ -28,6 +31,7 @@ import { Generator } from '../src/generate/generator.ts';
 import { StaticPolicy } from '../src/policies/policy.ts';
 import { serve, type RunningServer } from '../src/serve/server.ts';
 import { linePlot } from '../training/svg-plot.ts';
+import type { LevelJob, LevelResult } from './load-client.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'DIR', help: 'target (default: the embedded pair)' },
@@ -60,21 +64,13 @@ const maxBatch = Math.max(...levels);
 const want = new Map<number, number[]>();
 for (let i = 0; i < prompts.length; i++) want.set(i, (await reference.generate(prompts[i], { maxNewTokens: N, temperature: 0 })).ids);
 
-function complete(url: string, prompt: number[]): Promise<{ ids: number[]; ms: number }> {
-  const body = JSON.stringify({ prompt, max_tokens: N, temperature: 0 });
-  const start = performance.now();
+// The clients run in a worker thread (scripts/load-client.ts), off the servers' event loop.
+// (Workers do not inherit `--import tsx`: the worker loads the client through tsx's API.)
+const clients = new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => m.tsImport(${JSON.stringify(new URL('./load-client.ts', import.meta.url).href)}, ${JSON.stringify(import.meta.url)}))`, { eval: true });
+function drive(job: LevelJob): Promise<LevelResult> {
   return new Promise((resolve, reject) => {
-    const req = request(url + '/v1/completions', { method: 'POST', agent: false }, (res) => {
-      let s = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (s += c));
-      res.on('end', () => {
-        if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode}: ${s}`));
-        resolve({ ids: JSON.parse(s).choices[0].token_ids, ms: performance.now() - start });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
+    clients.once('message', (m: { ok?: LevelResult; error?: string }) => (m.ok ? resolve(m.ok) : reject(new Error(m.error))));
+    clients.postMessage(job);
   });
 }
 
@@ -89,6 +85,10 @@ interface Level {
   p99Ms: number;
   mismatches: number;
   meanBatch: number;
+  /** Rounds run as a lone request's fused round (not counted in meanBatch's passes). */
+  fusedRounds: number;
+  /** depths[d]: request rounds at speculation length d. */
+  depths: number[];
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -96,26 +96,22 @@ const quantile = (xs: number[], q: number) => {
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
 };
 
-async function level(s: RunningServer, policy: string, c: number, repeat: number): Promise<Level> {
-  const lane = s.handler.engine.targetStats;
-  const p0 = lane.passes, c0 = lane.calls;
-  let next = 0, tokens = 0, mismatches = 0;
-  const latencies: number[] = [];
-  const start = performance.now();
-  await Promise.all(Array.from({ length: c }, async () => {
-    while (next < R) {
-      const i = (next++ + repeat * 7) % prompts.length;
-      const r = await complete(s.url, prompts[i]);
-      latencies.push(r.ms);
-      tokens += r.ids.length;
-      if (JSON.stringify(r.ids) !== JSON.stringify(want.get(i))) mismatches++;
-    }
-  }));
-  const wallMs = performance.now() - start;
+async function level(s: RunningServer, policy: string, c: number, repeat: number, requests = R): Promise<Level> {
+  const engine = s.handler.engine, lane = engine.targetStats;
+  const p0 = lane.passes, c0 = lane.calls, f0 = engine.fusedRounds, d0 = engine.metrics.depthCounts.slice();
+  const order = Array.from({ length: requests }, (_, j) => (j + repeat * 7) % prompts.length);
+  const { replies, wallMs } = await drive({ url: s.url, prompts: order.map((i) => prompts[i]), concurrency: c, maxTokens: N });
+  let tokens = 0, mismatches = 0;
+  replies.forEach((r, j) => {
+    tokens += r.ids.length;
+    if (JSON.stringify(r.ids) !== JSON.stringify(want.get(order[j]))) mismatches++;
+  });
+  const latencies = replies.map((r) => r.ms);
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return {
     policy, concurrency: c, repeat, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), p50Ms: r3(quantile(latencies, 0.5)), p99Ms: r3(quantile(latencies, 0.99)), mismatches,
     meanBatch: r3((lane.calls - c0) / Math.max(1, lane.passes - p0)),
+    fusedRounds: engine.fusedRounds - f0, depths: engine.metrics.depthCounts.map((n, d) => n - d0[d]),
   };
 }
 
@@ -140,8 +136,14 @@ const costModel = servers.get('smartspec')?.handler.engine.planner;
 const singles: Record<string, number[]> = {};
 const rows: Level[] = [], skipped: string[] = [];
 const limitMs = (f.timeLimit as number) * 1000;
+const singlePolicies = ['plain', 'library default', ...policies.filter((x) => x.startsWith('static')), ...(generateDefault ? ['generate'] : [])];
+// Warm-up, not reported: every single-request method once, every server at the lowest and highest concurrency.
+const warmupStart = performance.now();
+for (const p of singlePolicies) await single(p === 'library default' ? 'default' : p);
+for (const p of policies) for (const c of new Set([Math.min(...levels), maxBatch])) await level(servers.get(p)!, p, c, 0, Math.max(c, Math.min(R, 8)));
+const warmupSeconds = (performance.now() - warmupStart) / 1000;
 for (let rep = 0; rep < (f.repeats as number); rep++) {
-  for (const p of ['plain', 'library default', ...policies.filter((x) => x.startsWith('static')), ...(generateDefault ? ['generate'] : [])]) {
+  for (const p of singlePolicies) {
     if (performance.now() - t0 > limitMs) break;
     const key = p === 'library default' ? `single ${g.newPolicy().name}` : p === 'generate' ? `single generate (fused round, ${generateDefault!.newPolicy().name})` : `single ${p}`;
     (singles[key] ??= []).push(await single(p === 'library default' ? 'default' : p));
@@ -154,10 +156,11 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
       }
       const r = await level(servers.get(p)!, p, c, rep);
       rows.push(r);
-      process.stderr.write(`${p} c=${c} rep ${rep + 1}: ${r.tokensPerSecond.toFixed(1)} tok/s, p50 ${r.p50Ms.toFixed(0)} ms, p99 ${r.p99Ms.toFixed(0)} ms, mean batch ${r.meanBatch}, mismatches ${r.mismatches}\n`);
+      process.stderr.write(`${p} c=${c} rep ${rep + 1}: ${r.tokensPerSecond.toFixed(1)} tok/s, p50 ${r.p50Ms.toFixed(0)} ms, p99 ${r.p99Ms.toFixed(0)} ms, mean batch ${r.meanBatch}, fused rounds ${r.fusedRounds}, depths ${r.depths.join('/')}, mismatches ${r.mismatches}\n`);
     }
 }
 for (const s of servers.values()) await s.close();
+clients.postMessage('close');
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
@@ -186,7 +189,7 @@ mkdirSync(out, { recursive: true });
 const result = {
   command: `node --import tsx scripts/load-test.ts ${process.argv.slice(2).join(' ')}`.trim(),
   model: load.model ?? 'embedded default', draft: load.draft ?? (load.model ? null : 'embedded default'), threads: load.threads, maxBatch, requestsPerLevel: R, maxNewTokens: N,
-  wallSeconds: Math.round((performance.now() - t0) / 100) / 10, skipped, mismatches, singleRequest: singleMedian, summary, checks, costModel: costModel ? { verify: costModel.verify.toJSON(), draft: costModel.draft.toJSON() } : undefined, runs: rows,
+  wallSeconds: Math.round((performance.now() - t0) / 100) / 10, warmupSeconds: Math.round(warmupSeconds * 10) / 10, skipped, mismatches, singleRequest: singleMedian, summary, checks, costModel: costModel ? { verify: costModel.verify.toJSON(), draft: costModel.draft.toJSON() } : undefined, runs: rows,
 };
 writeFileSync(join(out, 'load-test.json'), JSON.stringify(result, null, 2) + '\n');
 const md = [

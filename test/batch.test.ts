@@ -89,4 +89,12 @@ test('a cache slot writes and reads only its own heads, and has ORT views of its
   assert.deepEqual(Array.from(a.pastKeys(0)), Array.from(k1));
   assert.deepEqual(Array.from(a.pastValues(0)), Array.from(v1));
   assert.deepEqual(Array.from(b.pastValues(1)), Array.from(v2.subarray(6, 12)));
+
+  // With only slot a's heads live (slot b free), a growth keeps a's rows and leaves b's behind.
+  parent.liveHeads = 2;
+  b.truncate(0);
+  a.append([long[0], long[0]], [long[1], long[1]], 9);
+  assert.ok(parent.stride >= 12);
+  assert.deepEqual(Array.from(a.pastKeys(1, 0, 3)), Array.from(k1));
+  assert.deepEqual(Array.from(a.pastValues(0, 3, 9)), Array.from(long[1]));
 });

@@ -1,8 +1,8 @@
 /** The CLI as a user meets it: real processes, a real checkpoint directory, one-line errors. */
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
@@ -15,6 +15,7 @@ import { COMMANDS } from '../src/cli/commands.ts';
 import { defaultParts } from '../src/default-model.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'eaglet-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
 const model = join(dir, 'model');
 const cfg = makeConfig({ vocabSize: 40, dim: 16, nLayers: 2, nHeads: 2, maxSeqLen: 32, eosTokenIds: [] });
 

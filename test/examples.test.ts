@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -37,9 +37,14 @@ function runSnippet(code: string): ReturnType<typeof spawnSync> {
     .replaceAll(`'path/to/hf-dir'`, JSON.stringify(DEFAULT_PATHS.target))
     .replaceAll(`'path/to/head'`, JSON.stringify(DEFAULT_PATHS.draft))
     .replaceAll('listen(8080)', 'listen(0)');
-  const file = join(mkdtempSync(join(tmpdir(), 'eaglet-doc-')), 'snippet.mts');
-  writeFileSync(file, script);
-  return spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 60_000 });
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-doc-'));
+  try {
+    const file = join(dir, 'snippet.mts');
+    writeFileSync(file, script);
+    return spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 60_000 });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 const fenced = (text: string): string[] => [...text.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);

@@ -14,15 +14,16 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { loadGenerator } from '../src/api.ts';
 import { FormatError } from '../src/errors.ts';
-import { loadHfCheckpoint, saveHfCheckpoint } from '../src/io/hf.ts';
+import { loadHfCheckpoint, saveHfCheckpoint, toHfConfig } from '../src/io/hf.ts';
+import { saveQuantizedCheckpoint } from '../src/io/quantized-checkpoint.ts';
 import { loadModel } from '../src/load-model.ts';
 import { readSafetensors } from '../src/io/safetensors.ts';
 import { writeLlama2c } from '../src/io/llama2c.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { linearNames } from '../src/model/quantize.ts';
+import { linearNames, quantizeLinears } from '../src/model/quantize.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
-import { inMemory, type Weights } from '../src/model/weights.ts';
+import { forEachRowChunk, inMemory, type Weights } from '../src/model/weights.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { buildTargetModel } from '../src/onnx/model-graphs.ts';
 import { defaultAttention } from '../src/onnx/ops.ts';
@@ -215,6 +216,66 @@ test('F16 checkpoints and llama2.c files (Q/K permuted on load) are converted in
     const bin = join(dir, 'model.bin');
     writeLlama2c(bin, cfg, randomWeights(cfg, 1));
     for (const [name, t] of (await loadModel(bin)).weights) assert.ok(!t.file && inMemory(t), name);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an `eaglet quantize` checkpoint is file-backed too: packed weights and scales stay in model.safetensors, outputs bit-equal to the in-memory quantized target', T, async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom<4 | 8>(4, 8), fc.constantFrom(48, 96), fc.boolean(), fc.boolean(), fc.integer({ min: 0, max: 1000 }), async (bits, hiddenDim, tie, bias, seed) => {
+      // dim 128: q_proj's packed bytes reach 4 KiB at either width; k/v and the MLP's stay below
+      // at 4 bits (held in memory, embedded next to the file-backed ones).
+      const cfg = makeConfig({ vocabSize: 40, dim: 128, nHeads: 4, nKvHeads: 1, hiddenDim, nLayers: 1, maxSeqLen: 32, tieEmbeddings: tie, attentionBias: bias });
+      const dir = tmp();
+      try {
+        const mem = quantizeLinears(cfg, randomWeights(cfg, seed, 3), { bits, blockSize: 128 });
+        saveQuantizedCheckpoint(dir, cfg, mem, toHfConfig(cfg));
+        const { weights } = await loadModel(dir);
+        const backed = linearNames(cfg).filter((n) => weights.get(n)!.quant?.packedFile);
+        for (const n of linearNames(cfg)) {
+          const q = weights.get(n)!.quant!;
+          assert.equal(!!q.packedFile, q.n * (q.k / q.blockSize) * ((q.blockSize * q.bits) / 8) >= 4096, n);
+        }
+        assert.ok(backed.length > 0);
+        const model = buildTargetModel(cfg, weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+        assert.deepEqual(model.external, [], 'no in-memory external data next to the file');
+        const ids = [5, 1, 7].map((i) => (i * 3 + seed) % cfg.vocabSize);
+        const got = await targetRun(cfg, weights, ids);
+        for (const n of backed) assert.ok(!inMemory(weights.get(n)!), `${n}: packed bytes were read into JS`);
+        const want = await targetRun(cfg, mem, ids);
+        got.forEach((g, i) => assert.deepEqual(g, want[i]));
+        // Read when asked for: the same bytes as written.
+        for (const n of backed) assert.deepEqual(Buffer.from(weights.get(n)!.quant!.packed), Buffer.from(mem.get(n)!.quant!.packed), n);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }),
+    { numRuns: 4 },
+  );
+});
+
+test('quantizing a file-backed checkpoint at load reads each weight in row chunks and keeps no fp32 copy; same bytes as quantizing values in memory', T, async () => {
+  const cfg = makeConfig({ vocabSize: 80, dim: 64, nHeads: 4, hiddenDim: 96, nLayers: 1, maxSeqLen: 16 });
+  const dir = tmp();
+  try {
+    saveHfCheckpoint(dir, cfg, randomWeights(cfg, 4, 3));
+    const fileW = loadHfCheckpoint(dir).weights, memW = inMemoryWeights(dir);
+    // Chunks of 3 rows (and a short last chunk): the rows arrive in order, equal to the values.
+    const t = fileW.get('lm_head.weight')!, seen: number[] = [];
+    forEachRowChunk(t, (rows, r0) => {
+      seen.push(r0);
+      assert.deepEqual(rows, memW.get('lm_head.weight')!.data.subarray(r0 * 64, r0 * 64 + rows.length));
+    }, 3 * 64 * 4);
+    assert.deepEqual(seen, Array.from({ length: Math.ceil(80 / 3) }, (_, i) => i * 3));
+    for (const bits of [4, 8] as const) {
+      const a = quantizeLinears(cfg, fileW, { bits, blockSize: 128 }), b = quantizeLinears(cfg, memW, { bits, blockSize: 128 });
+      for (const n of linearNames(cfg)) {
+        assert.ok(!inMemory(fileW.get(n)!), `${n}: its fp32 values were kept`);
+        assert.deepEqual(Buffer.from(a.get(n)!.quant!.packed), Buffer.from(b.get(n)!.quant!.packed), n);
+        assert.deepEqual(a.get(n)!.quant!.scales, b.get(n)!.quant!.scales, n);
+      }
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

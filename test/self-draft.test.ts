@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -253,8 +253,9 @@ test('DEL (measured costs): a round that built an exit\'s sessions is priced wit
   assert.deepEqual(run(100), { depth: 4, totalTokens: 4, exitLayer: 2, shadows: true });
 });
 
-test('--draft self runs and is lossless on random HF and llama2.c checkpoints; bad exit flags end with one clear line', () => {
+test('--draft self runs and is lossless on random HF and llama2.c checkpoints; bad exit flags end with one clear line', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'eaglet-self-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const cfg = makeConfig({ vocabSize: 40, dim: 16, nLayers: 3, nHeads: 2, maxSeqLen: 48, eosTokenIds: [] });
   const w = randomWeights(cfg, 7, 3);
   saveHfCheckpoint(join(dir, 'hf'), cfg, w);

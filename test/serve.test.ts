@@ -94,6 +94,10 @@ test('greedy completions under concurrent load equal single-request plain decodi
       const mean = Number(/eaglet_mean_batch_size ([\d.]+)/.exec(m)![1]);
       assert.ok(mean > 1.3, `${policy}: requests were not batched (mean batch ${mean} over ${passes} passes)`);
       assert.match(m, /eaglet_speculation_length_bucket\{le="\+Inf"\} \d+/);
+      // Every answered request's phases are counted, and they account for its time.
+      assert.match(m, /eaglet_request_phase_requests_total 7\n/);
+      for (const phase of ['read', 'parse', 'prefill', 'decode', 'text', 'reply']) assert.match(m, new RegExp(`eaglet_request_phase_seconds_total\\{phase="${phase}"\\} [\\d.]+\n`));
+      assert.ok(Number(/phase="decode"\} ([\d.]+)/.exec(m)![1]) > 0, 'decoding took no time');
       if (policy === 'plain') assert.match(m, /eaglet_speculation_length_sum 0\n/);
       else assert.doesNotMatch(m, /eaglet_speculation_length_sum 0\n/);
     } finally {

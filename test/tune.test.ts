@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -73,7 +73,7 @@ const tuning = (over: Partial<TuningFile> = {}): TuningFile => ({
   measured: { verifyMs: [], verifyContext: 0, acceptance: [], tokens: 0 }, ...over,
 });
 
-test('a tuning file applies on its machine and thread count, and is reported (not applied) elsewhere', async () => {
+test('a tuning file applies on its machine and thread count, and is reported (not applied) elsewhere', async (t) => {
   assert.equal(tuningMismatch(tuning(), 1), null);
   assert.match(tuningMismatch(tuning(), 2)!, /1 threads, running with 2/);
   assert.match(tuningMismatch(tuning({ machine: { ...machineInfo(), cpu: 'Other CPU' } }), 1)!, /another machine \(Other CPU/);
@@ -83,6 +83,7 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   assert.match(tuningMismatch(tuning(), 1, machineInfo(), { target: 'fp32', draft: 'q8' })!, /running with a fp32 target and q8 head/);
 
   const dir = mkdtempSync(join(tmpdir(), 'eaglet-tuning-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const cfg = makeConfig({ vocabSize: 32, dim: 16, nLayers: 1, nHeads: 2, maxSeqLen: 64 });
   const model = { config: cfg, weights: randomWeights(cfg, 1, 3), source: 'hf' as const };
   saveDraftHead(join(dir, 'head'), { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 2) });
@@ -110,8 +111,9 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   await both.dispose();
 });
 
-test('eaglet tune writes a tuning file that loads and names a measured shape and policy', () => {
+test('eaglet tune writes a tuning file that loads and names a measured shape and policy', (ctx) => {
   const dir = mkdtempSync(join(tmpdir(), 'eaglet-tune-'));
+  ctx.after(() => rmSync(dir, { recursive: true, force: true }));
   const cfg = makeConfig({ vocabSize: 24, dim: 16, nLayers: 2, nHeads: 2, maxSeqLen: 64 });
   saveHfCheckpoint(join(dir, 'model'), cfg, randomWeights(cfg, 5, 3));
   saveDraftHead(join(dir, 'head'), { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 6) });

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { ConfigError, FormatError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { linearNames, quantOf, type WeightQuant } from '../model/quantize.ts';
-import { expectedShapes, validateWeights, type Tensor, type Weights } from '../model/weights.ts';
+import { expectedShapes, fileQuantized, validateWeights, type Tensor, type Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { FILE_BACKED, readSafetensors, readSafetensorsBytes, writeSafetensors } from './safetensors.ts';
 
@@ -52,8 +52,9 @@ export function loadQuantizedWeights(dir: string, cfg: ModelConfig, q: WeightQua
   const linears = new Set(linearNames(cfg));
   const packedNames = new Set([...linears].map((n) => `${base(n)}.qweight`));
   const f32 = new Set([...expectedShapes(cfg).keys(), ...[...linears].map((n) => `${base(n)}.scales`)]);
+  // Packed bytes and scales stay in the file (ORT reads them there, as the F32 weights of an HF checkpoint).
   const weights: Weights = readSafetensors(file, (n) => f32.has(n), FILE_BACKED).tensors;
-  const packed = readSafetensorsBytes(file, (n) => packedNames.has(n));
+  const packed = readSafetensorsBytes(file, (n) => packedNames.has(n), FILE_BACKED);
   const expected = expectedShapes(cfg);
   for (const name of linears) {
     const p = packed.get(`${base(name)}.qweight`);
@@ -67,7 +68,9 @@ export function loadQuantizedWeights(dir: string, cfg: ModelConfig, q: WeightQua
     if (p.shape.length !== 3 || rows !== n || !Number.isInteger(blockSize) || blockSize > q.blockSize || blockSize < 16 || blob !== (blockSize * q.bits) / 8)
       throw bad(`qweight shape [${p.shape}] does not fit a [${n}, ${k}] weight at ${q.bits} bits, blocks of at most ${q.blockSize}`);
     if (scales.shape.length !== 2 || scales.shape[0] !== n || scales.shape[1] !== blocks) throw bad(`scales shape [${scales.shape}], expected [${n}, ${blocks}]`);
-    weights.set(name, { shape: [n, k], data: new Float32Array(0), quant: { n, k, packed: p.bytes, scales: scales.data, bits: q.bits, blockSize } });
+    const shape = { n, k, bits: q.bits, blockSize };
+    const quant = p.file ? fileQuantized(shape, { file: p.file, read: () => p.bytes }, scales) : { ...shape, packed: p.bytes, scales: scales.data };
+    weights.set(name, { shape: [n, k], data: new Float32Array(0), quant });
   }
   const problem = validateWeights(cfg, weights);
   if (problem) throw new FormatError(file, problem);

@@ -11,7 +11,7 @@
 import { closeSync, fstatSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { FormatError } from '../errors.ts';
-import { fileTensor, type Tensor } from '../model/weights.ts';
+import { fileTensor, type FileRegion, type Tensor } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.ts';
 import { openForRead, readExact } from './read.ts';
@@ -86,7 +86,9 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
     for (const [name, e] of entries) {
       if (!want(name)) continue;
       if (e.dtype === 'F32' && e.end - e.begin >= from) {
-        tensors.set(name, fileTensor([...e.shape], { path: abs, offset: e.begin, length: e.end - e.begin, fileSize: st.size, mtimeMs: st.mtimeMs }, () => readLater(abs, e, name, st.size, st.mtimeMs)));
+        tensors.set(name, fileTensor([...e.shape], { path: abs, offset: e.begin, length: e.end - e.begin, fileSize: st.size, mtimeMs: st.mtimeMs }, () => readLater(abs, e, name, st.size, st.mtimeMs, (fd) => readTensor(fd, e, name, path).data),
+          (start, into) => readLater(abs, e, name, st.size, st.mtimeMs, (fd) => readExact(fd, new Uint8Array(into.buffer, into.byteOffset, into.byteLength), e.begin + 4 * start)),
+        ));
       } else tensors.set(name, readTensor(fd, e, name, path));
     }
     return { tensors, metadata };
@@ -95,22 +97,43 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
   }
 }
 
-/** The U8 tensors of `path` for which `want(name)` is true, as raw bytes (packed quantized weights). */
-export function readSafetensorsBytes(path: string, want: (name: string) => boolean): Map<string, { shape: number[]; bytes: Uint8Array }> {
+/** A U8 tensor's shape and raw bytes; `file`: where the bytes sit, when they were left there (then `bytes` reads them on each access). */
+export interface ByteTensor {
+  shape: number[];
+  bytes: Uint8Array;
+  file?: FileRegion;
+}
+
+/**
+ * The U8 tensors of `path` for which `want(name)` is true, as raw bytes (packed quantized
+ * weights). With `opts.fileBackedFrom`, tensors of at least that many bytes are not read: they
+ * come with their `file` region, and `bytes` reads them from the file when asked.
+ */
+export function readSafetensorsBytes(path: string, want: (name: string) => boolean, opts: ReadSafetensorsOptions = {}): Map<string, ByteTensor> {
   const fd = openForRead(path);
   try {
-    const out = new Map<string, { shape: number[]; bytes: Uint8Array }>();
+    const out = new Map<string, ByteTensor>();
+    const abs = resolve(path), from = opts.fileBackedFrom ?? Infinity, st = fstatSync(fd);
     for (const [name, e] of readHeader(fd, path).entries) {
       if (!want(name)) continue;
       if (e.dtype !== 'U8') throw new FormatError(path, `tensor ${name}: dtype ${e.dtype}, expected U8 (packed quantized weights)`);
-      const bytes = new Uint8Array(e.end - e.begin);
-      readExact(fd, bytes, e.begin);
-      out.set(name, { shape: [...e.shape], bytes });
+      if (e.end - e.begin >= from) {
+        const file = { path: abs, offset: e.begin, length: e.end - e.begin, fileSize: st.size, mtimeMs: st.mtimeMs };
+        out.set(name, { shape: [...e.shape], file, get bytes() { return readLater(abs, e, name, st.size, st.mtimeMs, (fd) => readBytes(fd, e)); } });
+        continue;
+      }
+      out.set(name, { shape: [...e.shape], bytes: readBytes(fd, e) });
     }
     return out;
   } finally {
     closeSync(fd);
   }
+}
+
+function readBytes(fd: number, e: TensorEntry): Uint8Array {
+  const bytes = new Uint8Array(e.end - e.begin);
+  readExact(fd, bytes, e.begin);
+  return bytes;
 }
 
 function readHeader(fd: number, path: string): SafetensorsHeader {
@@ -164,13 +187,13 @@ function readHeader(fd: number, path: string): SafetensorsHeader {
   return { entries, metadata };
 }
 
-/** A file-backed tensor's values, read when first asked for (the file reopened: it was closed after the header). */
-function readLater(path: string, e: TensorEntry, name: string, size: number, mtimeMs: number): Float32Array {
+/** A file-backed tensor's contents, read when asked for (the file reopened: it was closed after the header). */
+function readLater<T>(path: string, e: TensorEntry, name: string, size: number, mtimeMs: number, read: (fd: number) => T): T {
   const fd = openForRead(path);
   try {
     const st = fstatSync(fd);
     if (st.size !== size || st.mtimeMs !== mtimeMs) throw new FormatError(path, `tensor ${name}: the file changed since it was loaded`);
-    return readTensor(fd, e, name, path).data;
+    return read(fd);
   } finally {
     closeSync(fd);
   }

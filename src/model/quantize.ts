@@ -13,7 +13,7 @@
  *   scales  float32 [N * K / blockSize]
  */
 import type { ModelConfig } from './config.ts';
-import { expectedShapes, type QuantizedTensor, type QuantizedWeight, type Tensor, type WeightQuant, type Weights } from './weights.ts';
+import { expectedShapes, forEachRowChunk, type QuantizedTensor, type QuantizedWeight, type Tensor, type WeightQuant, type Weights } from './weights.ts';
 
 export type { QuantizedTensor, QuantizedWeight, WeightQuant };
 
@@ -34,25 +34,32 @@ export function blockOf(w: Tensor, q: WeightQuant): number {
   return w.shape.length === 2 ? blockFor(w.shape[1], q.blockSize) : 0;
 }
 
+/**
+ * `w` [N, K] quantized, row by row; a file-backed `w` is read a chunk of rows at a time and its
+ * fp32 values are not kept (forEachRowChunk).
+ */
 export function quantizeWeight(w: Tensor, { bits, blockSize }: WeightQuant): QuantizedWeight {
   const [n, k] = w.shape, blocks = k / blockSize, qmax = 2 ** (bits - 1) - 1, zero = 2 ** (bits - 1);
   const blob = (blockSize * bits) / 8;
   const packed = new Uint8Array(n * blocks * blob), scales = new Float32Array(n * blocks);
-  for (let r = 0; r < n; r++) {
-    for (let b = 0; b < blocks; b++) {
-      const from = r * k + b * blockSize;
-      let amax = 0;
-      for (let j = 0; j < blockSize; j++) amax = Math.max(amax, Math.abs(w.data[from + j]));
-      const s = amax > 0 ? amax / qmax : 1;
-      scales[r * blocks + b] = s;
-      const out = (r * blocks + b) * blob;
-      for (let j = 0; j < blockSize; j++) {
-        const q = Math.max(-qmax, Math.min(qmax, Math.round(w.data[from + j] / s))) + zero;
-        if (bits === 8) packed[out + j] = q;
-        else packed[out + (j >> 1)] |= j & 1 ? q << 4 : q;
+  forEachRowChunk(w, (data, r0) => {
+    for (let i = 0; i < data.length / k; i++) {
+      const r = r0 + i;
+      for (let b = 0; b < blocks; b++) {
+        const from = i * k + b * blockSize;
+        let amax = 0;
+        for (let j = 0; j < blockSize; j++) amax = Math.max(amax, Math.abs(data[from + j]));
+        const s = amax > 0 ? amax / qmax : 1;
+        scales[r * blocks + b] = s;
+        const out = (r * blocks + b) * blob;
+        for (let j = 0; j < blockSize; j++) {
+          const q = Math.max(-qmax, Math.min(qmax, Math.round(data[from + j] / s))) + zero;
+          if (bits === 8) packed[out + j] = q;
+          else packed[out + (j >> 1)] |= j & 1 ? q << 4 : q;
+        }
       }
     }
-  }
+  });
   return { n, k, packed, scales };
 }
 

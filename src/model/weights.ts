@@ -31,17 +31,28 @@ export interface WeightQuant {
   blockSize: number;
 }
 
-/** A Linear weight [N, K] in quantize.ts's packed layout. */
-export interface QuantizedWeight {
-  /** [N, K] of the original. */
+/** [N, K] of a quantized weight's original. */
+export interface QuantizedWeightShape {
   n: number;
   k: number;
+}
+
+/** A Linear weight [N, K] in quantize.ts's packed layout. */
+export interface QuantizedWeight extends QuantizedWeightShape {
   packed: Uint8Array;
   scales: Float32Array;
 }
 
-/** A quantized Linear weight with its own bits and block size (as stored on disk and in Tensor.quant). */
-export interface QuantizedTensor extends QuantizedWeight, WeightQuant {}
+/**
+ * A quantized Linear weight with its own bits and block size (as stored on disk and in Tensor.quant).
+ * `packedFile` / `scalesFile`: the checkpoint bytes holding exactly `packed` / `scales` (an
+ * `eaglet quantize` checkpoint): ORT reads them from the file, and JS reads `packed` / `scales`
+ * only if something asks for them (they are getters then, see quantized-checkpoint.ts).
+ */
+export interface QuantizedTensor extends QuantizedWeight, WeightQuant {
+  packedFile?: FileRegion;
+  scalesFile?: FileRegion;
+}
 
 /**
  * Where a tensor's raw little-endian bytes sit in a file: absolute path, byte offset and length,
@@ -84,11 +95,13 @@ export function tensor(shape: number[], data?: Float32Array): Tensor {
 /**
  * A float32 tensor whose values stay in `file` until something reads `data`: `read` loads them
  * then, once, and they are kept. Graph building hands ORT the file region instead, so a weight
- * only ORT uses is never copied into JS memory.
+ * only ORT uses is never copied into JS memory. `readRange(start, into)` reads `into.length`
+ * values from value `start` on, uncached (see forEachRowChunk).
  */
-export function fileTensor(shape: number[], file: FileRegion, read: () => Float32Array): Tensor {
+export function fileTensor(shape: number[], file: FileRegion, read: () => Float32Array, readRange: (start: number, into: Float32Array) => void): Tensor {
   let data: Float32Array | undefined;
   const t = { shape, file } as Tensor;
+  rangeReaders.set(t, readRange);
   // An own enumerable accessor: `{ ...t }` copies the values (reading them) and the region.
   return Object.defineProperty(t, 'data', {
     enumerable: true,
@@ -99,11 +112,58 @@ export function fileTensor(shape: number[], file: FileRegion, read: () => Float3
   });
 }
 const readFromFile = new WeakSet<Tensor>();
+const rangeReaders = new WeakMap<Tensor, (start: number, into: Float32Array) => void>();
 
-/** Whether the tensor's values are in JS memory: always, unless a fileTensor nobody has read yet. */
+/**
+ * Calls `fn(rows, r0)` over `t` [R, C] in chunks of whole rows: `rows` holds rows [r0, r0 + n)
+ * row-major and is valid during the call only. A fileTensor nobody has read yet is read chunk by
+ * chunk into one reused buffer of about `chunkBytes` and its values are not kept (quantizing at
+ * load holds no fp32 copy of a weight); otherwise the chunks are views of `t.data`.
+ */
+export function forEachRowChunk(t: Tensor, fn: (rows: Float32Array, r0: number) => void, chunkBytes = 1 << 22): void {
+  const [R, C] = t.shape, perChunk = Math.max(1, Math.floor(chunkBytes / (4 * C)));
+  const readRange = readFromFile.has(t) ? undefined : rangeReaders.get(t);
+  const buf = readRange ? new Float32Array(Math.min(R, perChunk) * C) : undefined;
+  for (let r0 = 0; r0 < R; r0 += perChunk) {
+    const n = Math.min(perChunk, R - r0);
+    if (!readRange) {
+      fn(t.data.subarray(r0 * C, (r0 + n) * C), r0);
+      continue;
+    }
+    const rows = buf!.subarray(0, n * C);
+    readRange(r0 * C, rows);
+    fn(rows, r0);
+  }
+}
+
+/**
+ * Whether the tensor's values are in JS memory: always, unless a fileTensor nobody has read yet
+ * or a quantized weight whose packed bytes are still only in their file (fileQuantized).
+ */
 export function inMemory(t: Tensor): boolean {
+  if (t.quant) return !t.quant.packedFile || packedRead.has(t.quant);
   return !t.file || readFromFile.has(t) || Object.getOwnPropertyDescriptor(t, 'data')?.get === undefined;
 }
+
+/**
+ * A quantized weight whose packed bytes stay in `packed.file` until something reads them (then
+ * read once and kept), and whose scales are `scales` (a fileTensor when they are large enough:
+ * their region becomes `scalesFile`). Graph building hands ORT the file regions, so a weight only
+ * ORT uses is never copied into JS memory.
+ */
+export function fileQuantized(shape: QuantizedWeightShape & WeightQuant, packed: { file: FileRegion; read: () => Uint8Array }, scales: Tensor): QuantizedTensor {
+  let bytes: Uint8Array | undefined;
+  const q = { ...shape, packedFile: packed.file, ...(scales.file ? { scalesFile: scales.file } : {}) } as QuantizedTensor;
+  Object.defineProperty(q, 'packed', {
+    enumerable: true,
+    get: () => {
+      if (!bytes) (bytes = packed.read()), packedRead.add(q);
+      return bytes;
+    },
+  });
+  return Object.defineProperty(q, 'scales', { enumerable: true, get: () => scales.data });
+}
+const packedRead = new WeakSet<QuantizedTensor>();
 
 export const layerKey = (i: number, name: string): string => `model.layers.${i}.${name}`;
 
@@ -164,7 +224,7 @@ export function checkTensors(shapes: Map<string, number[]>, w: Weights): string 
     if (!t) return `missing tensor ${name}`;
     if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
       return `tensor ${name} has shape [${t.shape}], config implies [${shape}]`;
-    if (!inMemory(t)) continue; // ORT reads it from the file; scanning would read it all into JS
+    if (t.quant ? t.quant.scalesFile : !inMemory(t)) continue; // ORT reads it from the file; scanning would read it all into JS
     const d = t.quant ? t.quant.scales : t.data;
     for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return `tensor ${name} has a non-finite ${t.quant ? 'scale' : 'value'} (${d[i]}) at index ${i}`;
   }

@@ -123,12 +123,14 @@ function spanOf(ts: ConstTensor[]): ConstTensor['file'] {
   return { ...first, length: end - first.offset };
 }
 
-/** Group members `ms` reordered so their packed bytes and their scales each span one file region, if some order does (by file offset). */
-function adjacentInFile<T extends { w: PackedLinear }>(ms: T[]): T[] | undefined {
-  if (ms.length < 2 || !ms.every((m) => m.w.bt.file && m.w.st.file)) return undefined;
-  const sorted = [...ms].sort((a, b) => a.w.bt.file!.offset - b.w.bt.file!.offset);
-  return spanOf(sorted.map((m) => m.w.bt)) && spanOf(sorted.map((m) => m.w.st)) ? sorted : undefined;
-}
+/**
+ * Linear layers are fused only if each one's packed bytes reach this size: checkpoints keep
+ * tensors this large in the file (io/safetensors FILE_BACKED) and ORT reads initializers this
+ * large as external data, so a fused group is all in memory or all in the file, and whether a
+ * model is fused never depends on where its weights are (fused and separate MatMulNBits agree
+ * only to float32 rounding, not bit for bit).
+ */
+const FUSE_MIN_BYTES = 4096;
 
 export class OnnxOps implements Ops<string> {
   private weights = new Map<string, string>();
@@ -193,19 +195,22 @@ export class OnnxOps implements Ops<string> {
       const pre = t.quant ?? (block > 0 ? { ...quantizeWeight(t, { bits: q!.bits, blockSize: block }), bits: q!.bits, blockSize: block } : undefined);
       if (pre) {
         // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
-        const { n, k, packed, scales, bits, blockSize } = pre, blocks = k / blockSize;
+        // Not destructured: a checkpoint's packed bytes and scales are read from its file only if
+        // embedded (`packedFile` / `scalesFile` point ORT at the file instead).
+        const { n, k, bits, blockSize } = pre, blocks = k / blockSize;
         const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
         if (q?.kernel === 'dq') {
           // Same bytes: [N, K] row-major codes, zero point 2^(bits-1) per block, scales [N, K/b].
-          const X = this.g.initializer(`${base}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: packed });
-          const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n, blocks], data: scales });
+          const X = this.g.initializer(`${base}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: pre.packed });
+          const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n, blocks], data: pre.scales });
           const zeros = bits === 8 ? new Uint8Array(n * blocks).fill(128) : new Uint8Array(Math.ceil((n * blocks) / 2)).fill(0x88);
           const Z = this.g.initializer(`${base}.zeros`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, blocks], data: zeros });
           const W = this.g.op('DequantizeLinear', [X, S, Z], { axis: 1, block_size: blockSize });
           return this.g.op('Gemm', bias ? [x, W, bias] : [x, W], { transB: 1 });
         }
-        const bt: ConstTensor = { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], data: packed };
-        const st: ConstTensor = { dtype: 'float32', dims: [n * blocks], data: scales };
+        // A checkpoint's packed bytes and scales are read from its file only if embedded (`file` points ORT there instead).
+        const bt: ConstTensor = { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], get data() { return pre.packed; }, file: pre.packedFile };
+        const st: ConstTensor = { dtype: 'float32', dims: [n * blocks], get data() { return pre.scales; }, file: pre.scalesFile };
         const B = this.g.initializer(`${base}.q${bits}`, bt), S = this.g.initializer(`${base}.scales`, st);
         this.quantized.set(w, (packedW = { B, S, bt, st, n, k, bits, blockSize }));
       }
@@ -249,15 +254,18 @@ export class OnnxOps implements Ops<string> {
   }
 
   /**
-   * Emits each group of Linear layers over one input as one MatMulNBits (see fuseLinears).
-   * Members whose packed bytes and scales lie back to back in one file (an `eaglet quantize`
-   * checkpoint stores q, k, v and gate, up in that order) are fused in file order, so the fused
-   * weight is that file region; otherwise the fused weight is a concatenated copy.
+   * Emits each group of Linear layers over one input as one MatMulNBits (see fuseLinears and
+   * FUSE_MIN_BYTES). Members whose packed bytes (and scales) lie back to back in one file, as an
+   * `eaglet quantize` checkpoint stores q, k, v and gate, up, make a fused weight that is that
+   * file region (nothing read into JS); otherwise the fused weight is a concatenated copy.
    */
   private emitLinearGroups(): void {
     for (const { x, slot, members } of this.linearGroups.values()) {
-      const order = adjacentInFile(members) ?? members;
-      this.g.fill(slot, () => this.matMulNBits(x, order.map((m) => m.w), order.map((m) => m.out)));
+      const fuse = members.length > 1 && members.every((m) => m.w.bt.dims.reduce((a, b) => a * b, 1) >= FUSE_MIN_BYTES);
+      this.g.fill(slot, () => {
+        if (fuse) this.matMulNBits(x, members.map((m) => m.w), members.map((m) => m.out));
+        else for (const m of members) this.matMulNBits(x, [m.w], [m.out]);
+      });
     }
     this.linearGroups.clear();
   }

@@ -41,6 +41,13 @@ export class KVCache {
   /** Default `strideStep`. */
   static readonly STRIDE_STEP = 64;
 
+  /**
+   * Heads [0, liveHeads) hold rows a layout change (ensureRows, shrinkRows) must keep; the
+   * rest are dropped. Default all. A batch cache sets it to the heads of its slots up to the
+   * highest busy one, so a lone request's growth moves its own rows, not every empty slot's.
+   */
+  liveHeads: number;
+
   /** First head of this cache in its buffers (non-zero for a slot). */
   readonly headBase: number = 0;
   /** The cache this one is a slot of. */
@@ -52,6 +59,7 @@ export class KVCache {
    */
   constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, readonly capacity: number, readonly strideStep = KVCache.STRIDE_STEP) {
     this.rowSize = nKvHeads * headDim;
+    this.liveHeads = nKvHeads;
     this.stride = Math.min(capacity, strideStep);
     this.keys = Array.from({ length: nLayers }, () => new Float32Array(capacity * this.rowSize));
     this.values = Array.from({ length: nLayers }, () => new Float32Array(capacity * this.rowSize));
@@ -116,12 +124,12 @@ export class KVCache {
     if (rows <= this.stride) return;
     const step = this.strideStep, old = this.stride, n = old; // staged rows past `length` move too
     const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step);
-    const hd = this.headDim;
+    const hd = this.headDim, H = this.liveHeads;
     for (let l = 0; l < this.nLayers; l++) {
       const k = this.keys[l], v = this.values[l];
       // keys: nKv * hd blocks of `stride` floats; values: nKv blocks of stride * hd floats.
-      for (let b = this.nKvHeads * hd - 1; b > 0; b--) k.copyWithin(b * next, b * old, b * old + n);
-      for (let h = this.nKvHeads - 1; h > 0; h--) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+      for (let b = H * hd - 1; b > 0; b--) k.copyWithin(b * next, b * old, b * old + n);
+      for (let h = H - 1; h > 0; h--) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
     }
     this.stride = next;
   }
@@ -238,12 +246,12 @@ export class KVCache {
     const step = this.strideStep, old = this.stride;
     const next = Math.min(this.capacity, Math.max(step, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step));
     if (next >= old) return;
-    const n = Math.min(rows, next), hd = this.headDim;
+    const n = Math.min(rows, next), hd = this.headDim, H = this.liveHeads;
     for (let l = 0; l < this.nLayers; l++) {
       const k = this.keys[l], v = this.values[l];
       // Blocks move to lower offsets: first to last, so none is overwritten before it moves.
-      for (let b = 1; b < this.nKvHeads * hd; b++) k.copyWithin(b * next, b * old, b * old + n);
-      for (let h = 1; h < this.nKvHeads; h++) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+      for (let b = 1; b < H * hd; b++) k.copyWithin(b * next, b * old, b * old + n);
+      for (let h = 1; h < H; h++) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
     }
     this.stride = next;
     this.length = Math.min(this.length, n);

@@ -198,7 +198,13 @@ export class Engine {
       if (e instanceof Error && /^missing tensor/.test(e.message)) throw new UsageError('keepWeights', `serving builds its batch graphs from the weights (${e.message}): load the generator with keepWeights: true`);
       throw e;
     }
-    if (this.policy.kind !== 'smartspec' || !this.draftLane) return;
+    if (this.policy.kind === 'smartspec' && this.draftLane) await this.measureCosts(repeats);
+    this.markLive();
+  }
+
+  /** SmartSpec's step-cost model (see start). */
+  private async measureCosts(repeats: number): Promise<void> {
+    const cfg = this.g.model.config;
     const D = this.tree.maxDepth, B = this.maxBatch;
     const counts = (max: number) => {
       max = Math.min(max, cfg.maxSeqLen);
@@ -207,7 +213,7 @@ export class Engine {
       return xs;
     };
     const verify = await this.measure(this.targetLane, this.slots.map((s) => s.cache), counts(B * (D + 1)), repeats);
-    const drafts = await this.measure(this.draftLane, this.slots.map((s) => s.head!.cache), counts(B), repeats);
+    const drafts = await this.measure(this.draftLane!, this.slots.map((s) => s.head!.cache), counts(B), repeats);
     const alone = this.round ? [verify.one[0], ...(await this.measureRound(this.round, repeats))] : undefined;
     // A step = one target verification: a batched pass, or a lone request's fused round.
     this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.passes + (this.round?.stats.passes ?? 0), alone);
@@ -300,7 +306,10 @@ export class Engine {
 
   private acquire(signal?: AbortSignal): Promise<Slot> {
     const s = this.free.pop();
-    if (s) return Promise.resolve(s);
+    if (s) {
+      this.markLive();
+      return Promise.resolve(s);
+    }
     return new Promise<Slot>((resolve, reject) => {
       const entry: (typeof this.queue)[number] = { resolve, reject, signal };
       if (signal) {
@@ -324,6 +333,7 @@ export class Engine {
     } else {
       this.free.push(s);
       this.free.sort((a, b) => b.index - a.index);
+      this.markLive();
       // Shrink the shared stride to the longest request still running, so passes read fewer
       // rows. (Safe here: this request has not left the batch yet, so no pass is running; a
       // drafting request's staged rows are inside its length.)
@@ -332,6 +342,15 @@ export class Engine {
       this.targetLane.batchCache.shrinkRows(rows);
       this.draftLane?.batchCache.shrinkRows(draftRows);
     }
+  }
+
+  /** Tells the batch caches which heads hold live rows: slots up to the highest busy one (see KVCache.liveHeads). */
+  private markLive(): void {
+    let top = -1;
+    for (const o of this.slots) if (!this.free.includes(o)) top = o.index;
+    const t = this.targetLane.batchCache, d = this.draftLane?.batchCache;
+    t.liveHeads = ((top + 1) * t.nKvHeads) / this.maxBatch;
+    if (d) d.liveHeads = ((top + 1) * d.nKvHeads) / this.maxBatch;
   }
 
   /** The request's loop; it waits for a slot at its first `next()`. */

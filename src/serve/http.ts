@@ -78,6 +78,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
   }) as EagletHandler;
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t0 = performance.now();
     const path = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
     const routes: Record<string, string> = { '/health': 'GET', '/v1/models': 'GET', '/metrics': 'GET', '/v1/completions': 'POST', '/v1/chat/completions': 'POST' };
@@ -95,9 +96,10 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
       return;
     }
     const body = await readJson(req, maxBody);
+    const t1 = performance.now();
     const isChat = path === '/v1/chat/completions';
     const p = parseRequest(body, isChat, chat);
-    await complete(req, res, p, isChat);
+    await complete(req, res, p, isChat, [t0, t1, performance.now()]);
   }
 
   /** Validates the body into a prompt and generation options; throws HttpError(400). */
@@ -183,7 +185,8 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
     };
   }
 
-  async function complete(req: IncomingMessage, res: ServerResponse, p: Parsed, isChat: boolean): Promise<void> {
+  /** @param at when the handler started, the body was read, it was parsed (RequestPhases). */
+  async function complete(req: IncomingMessage, res: ServerResponse, p: Parsed, isChat: boolean, at: [number, number, number]): Promise<void> {
     const id = `${isChat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const ac = new AbortController();
     let timedOut = false;
@@ -203,7 +206,8 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
       if (e instanceof DrainingError) throw new HttpError(503, e.message, null, 'shutting_down');
       throw e;
     }
-    const streamer = g.tokenizer ? new TextStreamer(g.tokenizer) : undefined;
+    // Text as it comes only when it is needed as it comes (events, stop strings); otherwise decoded once at the end.
+    const streamer = g.tokenizer && (p.stream || p.stop.length) ? new TextStreamer(g.tokenizer) : undefined;
     const ids: number[] = [];
     let text = '', sent = 0; // text decoded so far; how much of it went out (streaming)
     let stopHit = false;
@@ -221,12 +225,15 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
     }
     let stats: GenerationStats | undefined;
     let error: unknown;
+    let first = 0, end = 0, textMs = 0; // textMs: the handler's own work per chunk (detokenize, stop strings, SSE)
     try {
       for (let r = await it.next(); ; r = await it.next()) {
         if (r.done) {
           stats = r.value;
           break;
         }
+        const tc = performance.now();
+        first ||= tc;
         ids.push(...r.value.ids);
         text += streamer?.push(r.value.ids) ?? '';
         const cut = firstStop(text, p.stop);
@@ -242,6 +249,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
             sent = upTo;
           }
         }
+        textMs += performance.now() - tc;
         if (stopHit) {
           await it.return(undefined as never);
           break;
@@ -250,20 +258,29 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
     } catch (e) {
       error = e;
     } finally {
+      end = performance.now();
       clearTimeout(timer);
       res.off('close', onClose);
       running.delete(ac);
     }
+    const tf = performance.now();
     if (!stopHit && !error) {
-      text += streamer?.flush() ?? '';
+      text += streamer ? streamer.flush() : g.tokenizer?.decode(ids) ?? '';
       const cut = firstStop(text, p.stop);
       if (cut >= 0) (text = text.slice(0, cut)), (stopHit = true);
     }
+    const finalTextMs = performance.now() - tf;
     if (res.destroyed) return; // the client left: nothing to answer
     const reason = stopHit || stats?.stopReason === 'eos' ? 'stop' : 'length';
     const usage = { prompt_tokens: p.prompt.length, completion_tokens: ids.length, total_tokens: p.prompt.length + ids.length };
     const failure = error ? new HttpError(500, `generation failed: ${(error as Error).message}`, null, 'generation_failed') : timedOut && !stopHit ? new HttpError(504, `the request ran longer than ${timeoutMs} ms and was cancelled`, null, 'timeout') : undefined;
     if (failure) engine.metrics.errors++;
+    else
+      res.once('finish', () => {
+        const [start, read, parsed] = at;
+        first ||= end;
+        engine.metrics.timed({ read: read - start, parse: parsed - read, prefill: first - parsed, decode: end - first - textMs, text: textMs + finalTextMs, reply: performance.now() - end - finalTextMs });
+      });
     if (p.stream) {
       if (failure) res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
       else {

@@ -14,6 +14,19 @@ export interface Gauges {
   targetCalls: number;
 }
 
+/** Where a served request's wall time went, in order (see RequestPhases). */
+export const PHASES = ['read', 'parse', 'prefill', 'decode', 'text', 'reply'] as const;
+export type Phase = (typeof PHASES)[number];
+
+/**
+ * One request's phase durations (ms), from server-side timestamps: read = the handler's start
+ * to the whole body received, parse = validation and tokenization (chat template included),
+ * prefill = submit to the first token (the slot wait, the prompt pass), decode = first token
+ * to the generator's end less `text`, text = the handler's own work on the tokens (detokenizing,
+ * stop strings, SSE events), reply = building the response and handing it to the socket ('finish').
+ */
+export type RequestPhases = Record<Phase, number>;
+
 export class ServeMetrics {
   requests = 0;
   completed = 0;
@@ -25,6 +38,9 @@ export class ServeMetrics {
   /** depthCounts[d]: request rounds planned at speculation length d. */
   readonly depthCounts: number[];
   private recent: { t: number; n: number }[] = [];
+  /** Summed ms per phase over the requests answered 200 (`phased` of them). */
+  readonly phaseMs: RequestPhases = { read: 0, parse: 0, prefill: 0, decode: 0, text: 0, reply: 0 };
+  phased = 0;
 
   constructor(readonly maxDepth: number, readonly windowMs = 10_000) {
     this.depthCounts = new Array(maxDepth + 1).fill(0);
@@ -38,6 +54,12 @@ export class ServeMetrics {
     this.completed++;
     this.tokens += s.newTokens;
     this.recent.push({ t: performance.now(), n: s.newTokens });
+  }
+
+  /** Adds one answered request's phases. */
+  timed(p: RequestPhases): void {
+    this.phased++;
+    for (const k of PHASES) this.phaseMs[k] += p[k];
   }
 
   /** `p`, counting each round's depth and emitted tokens. */
@@ -78,6 +100,9 @@ export class ServeMetrics {
     metric('eaglet_queue_length', 'gauge', 'Requests waiting for a batch slot.', g.queueLength);
     metric('eaglet_target_passes_total', 'counter', 'Batched target passes run.', g.targetPasses);
     metric('eaglet_mean_batch_size', 'gauge', 'Requests per batched target pass since start.', round(g.targetPasses ? g.targetCalls / g.targetPasses : 0));
+    lines.push('# HELP eaglet_request_phase_seconds_total Wall time of answered requests by phase (read, parse, prefill, decode, text, reply), summed.', '# TYPE eaglet_request_phase_seconds_total counter');
+    for (const k of PHASES) lines.push(`eaglet_request_phase_seconds_total{phase="${k}"} ${round(this.phaseMs[k] / 1000)}`);
+    metric('eaglet_request_phase_requests_total', 'counter', 'Requests counted in eaglet_request_phase_seconds_total.', this.phased);
     lines.push('# HELP eaglet_speculation_length Speculation length (draft depth, 0 = none) chosen per request round.', '# TYPE eaglet_speculation_length histogram');
     let cum = 0, sum = 0;
     this.depthCounts.forEach((c, d) => {

@@ -1,0 +1,66 @@
+/**
+ * The load test's clients (scripts/load-test.ts), in a worker thread: the server's event loop
+ * then spends nothing on building requests or parsing replies, as with clients in another
+ * process. Each message is one level: `c` closed-loop clients over keep-alive connections
+ * send the prompts in order (greedy completions of `maxTokens`); the reply lists each
+ * request's ids and latency, and the level's wall time (first send to last reply).
+ */
+import { Agent, request } from 'node:http';
+import { parentPort } from 'node:worker_threads';
+
+export interface LevelJob {
+  url: string;
+  prompts: number[][];
+  concurrency: number;
+  maxTokens: number;
+}
+
+export interface LevelResult {
+  /** Per prompt, in the job's order: the reply's token ids and its latency (ms). */
+  replies: { ids: number[]; ms: number }[];
+  wallMs: number;
+}
+
+function complete(agent: Agent, url: string, prompt: number[], maxTokens: number): Promise<{ ids: number[]; ms: number }> {
+  const body = JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0 });
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(url + '/v1/completions', { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let s = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (s += c));
+      res.on('end', () => {
+        if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode}: ${s}`));
+        resolve({ ids: JSON.parse(s).choices[0].token_ids, ms: performance.now() - start });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function run(job: LevelJob): Promise<LevelResult> {
+  const replies: LevelResult['replies'] = new Array(job.prompts.length);
+  let next = 0;
+  // Connections are kept alive within a level only: a server closes idle ones (after 5 s), and a
+  // request racing that close would fail.
+  const agent = new Agent({ keepAlive: true });
+  const start = performance.now();
+  await Promise.all(Array.from({ length: job.concurrency }, async () => {
+    while (next < job.prompts.length) {
+      const i = next++;
+      replies[i] = await complete(agent, job.url, job.prompts[i], job.maxTokens);
+    }
+  }));
+  const wallMs = performance.now() - start;
+  agent.destroy();
+  return { replies, wallMs };
+}
+
+parentPort!.on('message', (job: LevelJob | 'close') => {
+  if (job === 'close') {
+    parentPort!.close();
+    return;
+  }
+  run(job).then((r) => parentPort!.postMessage({ ok: r }), (e: Error) => parentPort!.postMessage({ error: e.message }));
+});
