@@ -1,22 +1,25 @@
 /**
- * Quantized-target kernels on a random-weight 100M target (cost only): the plain decoding step
- * (one T = 1 pass over a 64-token prefix) and a 4-token verification pass, per rendering of the
+ * Quantized-target kernels on a random-weight 100M target (cost only; or --model's checkpoint): the
+ * plain decoding step (one T = 1 pass over a 64-token prefix) and a --verify-token verification pass (default 4), per rendering of the
  * Linear layers, in one process, interleaved repeat by repeat:
  *
  *   fp32        Gemm over fp32 weights
  *   nbits-qB    com.microsoft MatMulNBits, int8 activations (accuracy_level 4, the default)
+ *   ...-bN      any of the quantized renderings with blocks of at most N weights (default: --quantize's)
+ *   ...@A       any of them with attention rendered as A = split | fused (default: the model's default)
  *   nbits0-qB   MatMulNBits with fp32 activations (accuracy_level 0)
  *   dq-qB       blockwise DequantizeLinear then Gemm (standard ops)
  *
  * Prints medians with [min, max] over the repeats.
  *
- *   node --import tsx scripts/bench-quant.ts [-- --threads 1,2 --variants fp32,nbits-q4,dq-q4 --repeats 7 --json out.json]
+ *   node --import tsx scripts/bench-quant.ts [-- --threads 1,2 --variants fp32,nbits-q4,nbits-q4-b32,dq-q4 --repeats 7 --verify 5 --model DIR --json out.json]
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { QUANT } from '../src/model/quantize.ts';
 import type { OnnxOpsOptions } from '../src/onnx/ops.ts';
 import { randomWeights } from '../src/model/random.ts';
+import { loadHfCheckpoint } from '../src/io/hf.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { SIZES } from './runtime-sizes.ts';
@@ -26,17 +29,21 @@ const FLAGS: FlagSpec[] = [
   { flag: 'variants', type: 'string', default: 'fp32,nbits-q8,nbits-q4,nbits0-q4,dq-q8,dq-q4', help: 'renderings to compare' },
   { flag: 'repeats', type: 'int', min: 3, default: 7, help: 'interleaved timed repeats (after one warm-up)' },
   { flag: 'passes', type: 'int', min: 1, default: 20, help: 'passes per timed repeat' },
+  { flag: 'verify', type: 'int', min: 2, default: 4, help: 'tokens of the verification pass' },
+  { flag: 'model', type: 'string', help: 'an HF checkpoint directory to measure instead of the random 100M target' },
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
-const cfg = SIZES['100M'], weights = randomWeights(cfg, 1, 3), PREFIX = 64;
-const repeats = f.repeats as number, passes = f.passes as number;
+const { config: cfg, weights } = f.model ? loadHfCheckpoint(f.model as string) : { config: SIZES['100M'], weights: randomWeights(SIZES['100M'], 1, 3) };
+const PREFIX = 64, repeats = f.repeats as number, passes = f.passes as number, V = f.verify as number;
 
-function optionsOf(v: string): OnnxOpsOptions['quantize'] {
+function optionsOf(variant: string): OnnxOpsOptions['quantize'] {
+  const v = variant.split('@')[0];
   if (v === 'fp32') return undefined;
-  const m = /^(nbits0?|dq)-q(4|8)$/.exec(v);
-  if (!m) throw new Error(`--variants: ${v} is not fp32, nbits-qB, nbits0-qB or dq-qB`);
-  return { ...QUANT[`q${m[2]}` as 'q4' | 'q8'], accuracyLevel: m[1] === 'nbits0' ? 0 : 4, kernel: m[1] === 'dq' ? 'dq' : 'nbits' };
+  const m = /^(nbits0?|dq)-q(4|8)(?:-b(16|32|64|128))?$/.exec(v);
+  if (!m) throw new Error(`--variants: ${v} is not fp32, nbits-qB, nbits0-qB or dq-qB (optionally -bN, N = 16|32|64|128)`);
+  const q = QUANT[`q${m[2]}` as 'q4' | 'q8'];
+  return { ...q, blockSize: m[3] ? Number(m[3]) : q.blockSize, accuracyLevel: m[1] === 'nbits0' ? 0 : 4, kernel: m[1] === 'dq' ? 'dq' : 'nbits' };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -45,7 +52,9 @@ for (const threads of String(f.threads).split(',').map(Number)) {
   const variants: { v: string; s: TargetSession; cache: KVCache; loadMs: number; step: number[]; verify: number[] }[] = [];
   for (const v of String(f.variants).split(',')) {
     const t0 = performance.now();
-    const s = await TargetSession.create(cfg, weights, { threads, quantize: optionsOf(v) });
+    const attention = v.split('@')[1];
+    if (attention !== undefined && attention !== 'split' && attention !== 'fused') throw new Error(`--variants: ${v}: attention ${attention} is not split or fused`);
+    const s = await TargetSession.create(cfg, weights, { threads, quantize: optionsOf(v), attention });
     const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
     const prefix = Array.from({ length: PREFIX }, (_, i) => (i * 7) % cfg.vocabSize);
     const o = await s.forward(cache, prefix, prefix.map((_, i) => i), undefined, { logits: false });
@@ -60,15 +69,15 @@ for (const threads of String(f.threads).split(',').map(Number)) {
         for (let p = 0; p < passes; p++) await x.s.forward(x.cache, ids, pos, undefined, { logits: false });
         return (performance.now() - t0) / passes;
       };
-      const step = await time(1), verify = await time(4);
+      const step = await time(1), verify = await time(V);
       if (r >= 0) (x.step.push(step), x.verify.push(verify));
     }
   }
   for (const x of variants) {
-    const row = { threads, variant: x.v, stepMs: median(x.step), stepRange: [Math.min(...x.step), Math.max(...x.step)], verify4Ms: median(x.verify), verify4Range: [Math.min(...x.verify), Math.max(...x.verify)], sessionMs: x.loadMs };
+    const row = { threads, variant: x.v, stepMs: median(x.step), stepRange: [Math.min(...x.step), Math.max(...x.step)], verifyMs: median(x.verify), verifyRange: [Math.min(...x.verify), Math.max(...x.verify)], sessionMs: x.loadMs };
     results.push(row);
-    console.log(`${threads} thr  ${x.v.padEnd(10)} step ${row.stepMs.toFixed(2)} ms [${row.stepRange.map((n) => n.toFixed(2)).join(', ')}]  verify4 ${row.verify4Ms.toFixed(2)} ms [${row.verify4Range.map((n) => n.toFixed(2)).join(', ')}]  session ${x.loadMs.toFixed(0)} ms`);
+    console.log(`${threads} thr  ${x.v.padEnd(10)} step ${row.stepMs.toFixed(2)} ms [${row.stepRange.map((n) => n.toFixed(2)).join(', ')}]  verify${V} ${row.verifyMs.toFixed(2)} ms [${row.verifyRange.map((n) => n.toFixed(2)).join(', ')}]  session ${x.loadMs.toFixed(0)} ms`);
     await x.s.dispose();
   }
 }
-if (f.json) writeFileAtomic(String(f.json), JSON.stringify({ config: cfg, repeats, passes, results }, null, 2) + '\n');
+if (f.json) writeFileAtomic(String(f.json), JSON.stringify({ model: f.model ?? 'random 100M', config: cfg, repeats, passes, verifyTokens: V, results }, null, 2) + '\n');

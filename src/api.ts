@@ -11,7 +11,7 @@
  */
 import { StateError, UsageError } from './errors.ts';
 import { parameterCount } from './model/config.ts';
-import { DRAFT_QUANT, QUANT, quantizeLinears, quantOf, dense, linearNames, type QuantName } from './model/quantize.ts';
+import { DRAFT_QUANT, QUANT, quantizeTarget, quantOf, linearNames, type QuantName } from './model/quantize.ts';
 import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './load-model.ts';
@@ -85,9 +85,10 @@ export interface LoadOptions {
    */
   draftQuant?: keyof typeof DRAFT_QUANT;
   /**
-   * Quantize the target's Linear weights to 8 or 4 bits per weight (blockwise, ORT MatMulNBits)
-   * at load, and the draft head's too unless `draftQuant` says otherwise. The fp32 values of the
-   * quantized weights are dropped. Speculation is lossless with respect to the quantized target.
+   * Quantize the target's Linear weights (ORT MatMulNBits) and its token embedding table (ORT
+   * GatherBlockQuantized) to 8 or 4 bits per weight (blockwise) at load, and the draft head's
+   * Linear weights too unless `draftQuant` says otherwise. The fp32 values of the quantized
+   * weights are dropped. Speculation is lossless with respect to the quantized target.
    * A checkpoint written by `eaglet quantize` is quantized already. Default: fp32.
    */
   quantize?: QuantName;
@@ -183,9 +184,8 @@ function randomHead(model: LoadedModel, spec: string, seed: number): DraftHead {
   const n = spec === 'random' ? undefined : Number(spec.slice('random:'.length));
   if (n !== undefined && !(Number.isInteger(n) && n >= 1 && n < model.config.vocabSize))
     throw new UsageError('--draft', `${spec}: N in random:N must be an integer in [1, ${model.config.vocabSize}) (the draft vocabulary size)`);
-  // A reduced head copies rows of the target's LM head: their fp32 values, if it is held quantized.
-  const targetWeights = n === undefined ? undefined : new Map([...model.weights].map(([k, t]) => [k, k === 'lm_head.weight' ? dense(t) : t]));
-  const weights = randomHeadWeights(model.config, seed, n === undefined ? undefined : { size: n, targetWeights: targetWeights! });
+  // A reduced head copies rows of the target's LM head (dequantized, if it is held quantized).
+  const weights = randomHeadWeights(model.config, seed, n === undefined ? undefined : { size: n, targetWeights: model.weights });
   return { config: headConfigFor(model.config, n), weights };
 }
 
@@ -200,7 +200,7 @@ export function quantizedModel(m: LoadedModel, q: QuantName | undefined): Loaded
   if (!q) return m;
   const held = quantOf(m.config, m.weights);
   if (held && held.bits !== QUANT[q].bits) throw new UsageError('--quantize', `${q}: this model is already quantized to ${held.bits} bits`);
-  return held ? m : { ...m, weights: quantizeLinears(m.config, m.weights, QUANT[q]) };
+  return held ? m : { ...m, weights: quantizeTarget(m.config, m.weights, QUANT[q]) };
 }
 
 /**
@@ -236,7 +236,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? QUANT[o.quantize] : undefined;
+    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? DRAFT_QUANT[o.quantize] : undefined;
     // 'auto': the embedded pair drafts its chain in one call per round.
     const fusedRound = o.fusedRound === 'auto' ? options.model === undefined && o.draft === DEFAULT_PATHS.draft && tree.topK === 1 : o.fusedRound === true;
     if (fusedRound) {

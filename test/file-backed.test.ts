@@ -21,7 +21,7 @@ import { readSafetensors } from '../src/io/safetensors.ts';
 import { writeLlama2c } from '../src/io/llama2c.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { linearNames, quantizeLinears } from '../src/model/quantize.ts';
+import { linearNames, quantizedNames, quantizeLinears, quantizeTarget } from '../src/model/quantize.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { forEachRowChunk, inMemory, type Weights } from '../src/model/weights.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
@@ -221,7 +221,7 @@ test('F16 checkpoints and llama2.c files (Q/K permuted on load) are converted in
   }
 });
 
-test('an `eaglet quantize` checkpoint is file-backed too: packed weights and scales stay in model.safetensors, outputs bit-equal to the in-memory quantized target', T, async () => {
+test('an `eaglet quantize` checkpoint is file-backed too: packed weights and scales (Linear and embedding table) stay in model.safetensors, outputs bit-equal to the in-memory quantized target', T, async () => {
   await fc.assert(
     fc.asyncProperty(fc.constantFrom<4 | 8>(4, 8), fc.constantFrom(48, 96), fc.boolean(), fc.boolean(), fc.integer({ min: 0, max: 1000 }), async (bits, hiddenDim, tie, bias, seed) => {
       // dim 128: q_proj's packed bytes reach 4 KiB at either width; k/v and the MLP's stay below
@@ -229,11 +229,11 @@ test('an `eaglet quantize` checkpoint is file-backed too: packed weights and sca
       const cfg = makeConfig({ vocabSize: 40, dim: 128, nHeads: 4, nKvHeads: 1, hiddenDim, nLayers: 1, maxSeqLen: 32, tieEmbeddings: tie, attentionBias: bias });
       const dir = tmp();
       try {
-        const mem = quantizeLinears(cfg, randomWeights(cfg, seed, 3), { bits, blockSize: 128 });
+        const mem = quantizeTarget(cfg, randomWeights(cfg, seed, 3), { bits, blockSize: 128 });
         saveQuantizedCheckpoint(dir, cfg, mem, toHfConfig(cfg));
         const { weights } = await loadModel(dir);
-        const backed = linearNames(cfg).filter((n) => weights.get(n)!.quant?.packedFile);
-        for (const n of linearNames(cfg)) {
+        const backed = quantizedNames(cfg).filter((n) => weights.get(n)!.quant?.packedFile);
+        for (const n of quantizedNames(cfg)) {
           const q = weights.get(n)!.quant!;
           assert.equal(!!q.packedFile, q.n * (q.k / q.blockSize) * ((q.blockSize * q.bits) / 8) >= 4096, n);
         }

@@ -1,6 +1,6 @@
 /**
  * Quantized targets (`--quantize`, `eaglet quantize`): the ORT target with blockwise 8/4-bit
- * Linear weights equals the float64 reference run on the dequantized weights (fp32 compute,
+ * Linear weights and embedding table equals the float64 reference run on the dequantized weights (fp32 compute,
  * accuracy_level 0: the target-forward bound; int8 activations, the default: within 5% relative
  * RMS of the logits); speculation stays lossless with respect to the quantized target; a quantized
  * checkpoint loads back to the same weights and the same generations as quantizing at load.
@@ -17,7 +17,7 @@ import { loadModel } from '../src/load-model.ts';
 import { saveQuantizedCheckpoint } from '../src/io/quantized-checkpoint.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { dense, linearNames, quantizeLinears, type WeightQuant } from '../src/model/quantize.ts';
+import { dense, EMBEDDING, linearNames, QUANT, quantizedNames, quantizeLinears, quantizeTarget, type WeightQuant } from '../src/model/quantize.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
@@ -49,9 +49,9 @@ const arbQuantConfig: fc.Arbitrary<ModelConfig> = fc
 const arbQuant: fc.Arbitrary<WeightQuant> = fc.record({ bits: fc.constantFrom<4 | 8>(4, 8), blockSize: fc.constantFrom(16, 32) });
 
 /**
- * The function a quantized target computes, as fp32 weights for the reference: every Linear
- * dequantized; a tied head becomes an untied one holding the dequantized embedding (the
- * embedding lookup itself stays fp32).
+ * The function a quantized target computes, as fp32 weights for the reference: every quantized
+ * tensor dequantized; a tied head becomes an untied one holding the dequantized embedding (the
+ * table quantized, or an fp32 table as the graph quantizes it for the head).
  */
 function asComputed(c: ModelConfig, w: Weights, q: WeightQuant): { cfg: ModelConfig; weights: Weights } {
   const out = new Map([...w].map(([n, t]) => [n, dense(t)]));
@@ -64,8 +64,8 @@ function asComputed(c: ModelConfig, w: Weights, q: WeightQuant): { cfg: ModelCon
 test('property: quantized ORT target == float64 reference on the dequantized weights (fp32 compute)', async () => {
   await fc.assert(
     fc.asyncProperty(arbQuantConfig, arbQuant, fc.nat(), fc.integer({ min: 1, max: 8 }), async (c, q, seed, n) => {
-      const w = quantizeLinears(c, randomWeights(c, seed, 2), q);
-      for (const name of linearNames(c)) assert.ok(w.get(name)!.quant, `${name} is held quantized`);
+      const w = quantizeTarget(c, randomWeights(c, seed, 2), q);
+      for (const name of quantizedNames(c)) assert.ok(w.get(name)!.quant, `${name} is held quantized`);
       const ids = Array.from({ length: n }, (_, i) => (i * 7 + seed) % c.vocabSize), pos = ids.map((_, i) => i);
       const s = await TargetSession.create(c, w, { threads: 1, quantize: { ...q, accuracyLevel: 0 } });
       try {
@@ -125,8 +125,8 @@ test('eaglet quantize writes a checkpoint that loads back to the same packed wei
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /4-bit weights/);
     const back = await loadModel(join(dir, 'q4'));
-    const atLoad = quantizeLinears(c, (await loadModel(join(dir, 'fp32'))).weights, { bits: 4, blockSize: 128 });
-    for (const name of linearNames(c)) {
+    const atLoad = quantizeTarget(c, (await loadModel(join(dir, 'fp32'))).weights, QUANT.q4);
+    for (const name of quantizedNames(c)) {
       const a = back.weights.get(name)!.quant!, b = atLoad.get(name)!.quant!;
       assert.deepEqual([a.bits, a.blockSize, a.n, a.k], [b.bits, b.blockSize, b.n, b.k]);
       assert.deepEqual(Buffer.from(a.packed), Buffer.from(b.packed), name);
@@ -170,5 +170,45 @@ test('a quantized checkpoint whose packed weight has the wrong shape is refused 
     await assert.rejects(loadModel(dir), /model\.safetensors.*q_proj: qweight shape \[32,2,16\] does not fit a \[32, 32\] weight at 4 bits/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a quantized checkpoint written before the embedding was quantized (table F32) still loads and generates as those weights in memory', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-quant-'));
+  try {
+    for (const tieEmbeddings of [false, true]) {
+      const c = makeConfig({ vocabSize: 48, dim: 32, nLayers: 1, nHeads: 4, nKvHeads: 2, hiddenDim: 64, maxSeqLen: 64, tieEmbeddings });
+      const old = quantizeLinears(c, randomWeights(c, 7, 3), { bits: 4, blockSize: 32 });
+      const out = join(dir, `old-${tieEmbeddings}`);
+      saveQuantizedCheckpoint(out, c, old, toHfConfig(c));
+      const back = await loadModel(out);
+      assert.ok(!back.weights.get(EMBEDDING)!.quant, 'the table stays F32');
+      const g1 = await loadGenerator({ model: out, threads: 1 }), g2 = await loadGenerator({ model: { config: c, weights: old, source: 'hf' }, threads: 1 });
+      try {
+        const [a, b] = [await g1.generate([1, 2, 3], { maxNewTokens: 10, stopAtEos: false }), await g2.generate([1, 2, 3], { maxNewTokens: 10, stopAtEos: false })];
+        assert.deepEqual(a.ids, b.ids);
+      } finally {
+        await g1.dispose(), await g2.dispose();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the fused round over a quantized target (table quantized, tied or untied head): greedy speculative == greedy plain', async () => {
+  for (const tieEmbeddings of [false, true]) {
+    const c = makeConfig({ vocabSize: 40, dim: 32, nLayers: 2, nHeads: 4, nKvHeads: 2, hiddenDim: 64, maxSeqLen: 64, tieEmbeddings });
+    const model = { config: c, weights: randomWeights(c, 21, 3), source: 'hf' as const };
+    const draft = { config: headConfigFor(c), weights: randomHeadWeights(c, 22) };
+    const ar = await loadGenerator({ model, threads: 1, quantize: 'q4' });
+    const spec = await loadGenerator({ model, draft, tree: { topK: 1, maxDepth: 3, totalTokens: 3 }, fusedRound: true, threads: 1, quantize: 'q4' });
+    try {
+      assert.ok(ar.model.weights.get(EMBEDDING)!.quant, 'the table is held quantized');
+      for (const prompt of [[1, 2], [5, 9, 33]]) await sameAsPlain(ar, spec, prompt, { maxNewTokens: 16, stopAtEos: false });
+    } finally {
+      await ar.dispose();
+      await spec.dispose();
+    }
   }
 });

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { draftVocabWeights, headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { blockFor, dequantizeWeight, quantizeWeight } from '../src/model/quantize.ts';
+import { blockFor, dense, dequantizeWeight, EMBEDDING, quantizeTarget, quantizeWeight } from '../src/model/quantize.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { DraftSession } from '../src/runtime/draft.ts';
@@ -98,4 +98,32 @@ test('example: int8 activations (accuracy_level 4, the default) stay within 5% o
   for (let i = 0; i < exact.hidden.length; i++) (diff += (exact.hidden[i] - fast.hidden[i]) ** 2), (norm += exact.hidden[i] ** 2);
   assert.ok(Math.sqrt(diff / norm) < 0.05, `relative error ${Math.sqrt(diff / norm)}`);
   assert.ok(Math.sqrt(diff / norm) > 0, 'accuracy_level 4 should differ from fp32 compute (else the option is not applied)');
+});
+
+test('property: ORT draft head over a quantized target (embedding table and LM head held quantized, tied or untied) == float64 reference on the dequantized weights', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom<4 | 8>(4, 8), fc.constantFrom(16, 32), fc.boolean(), fc.integer({ min: 1, max: 6 }), fc.nat(), async (bits, blockSize, tie, T, seed) => {
+      const c = makeConfig({ vocabSize: 40, dim: 32, nLayers: 1, nHeads: 4, nKvHeads: 2, hiddenDim: 48, maxSeqLen: 64, tieEmbeddings: tie });
+      const q = { bits, blockSize }, tw = quantizeTarget(c, randomWeights(c, seed, 2), q), rng = new Rng(seed);
+      assert.ok(tw.get(EMBEDDING)!.quant);
+      const head = headConfigFor(c), hw = randomHeadWeights(c, seed + 1);
+      const ids = Array.from({ length: T }, () => rng.int(c.vocabSize)), pos = ids.map((_, i) => i);
+      const feats = Float32Array.from({ length: T * c.dim }, () => rng.normal());
+      const s = await DraftSession.create(head, hw, c, tw, { topK: 3, quantize: { ...q, accuracyLevel: 0 } });
+      try {
+        const o = await s.forward(new KVCache(1, head.nKvHeads, head.headDim, 64), ids, feats, pos);
+        // The reference: the head's own Linear weights quantized as the session does, the target's tensors dequantized.
+        const linear = (n: string) => n.endsWith('.weight') && !n.includes('norm') && n !== EMBEDDING;
+        const target = new Map([...tw].map(([n, t]) => [n, dense(t)]));
+        if (tie) target.set('lm_head.weight', target.get(EMBEDDING)!);
+        const ref = referenceHeadForward(head, dequantized(hw, linear, bits, blockSize), { ...c, tieEmbeddings: false }, target, ids, feats, pos, visibility(0, T));
+        const k = o.topkIds.length / T;
+        const picked = Array.from(o.topkIds, (id, i) => ref.logProbs[Math.floor(i / k) * c.vocabSize + id]);
+        expectClose(mismatch('hidden', o.hidden, ref.hidden), mismatch('top-k log-probs at ids', o.topkLogProbs, picked));
+      } finally {
+        await s.dispose();
+      }
+    }),
+    { numRuns: 16 },
+  );
 });

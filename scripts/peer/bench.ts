@@ -117,7 +117,8 @@ const peerVersion = JSON.parse(readFileSync(join(peerDir, 'node_modules', 'node-
 // ---- models: written once per size ----
 const modelDir = resolve(String(f.models), size);
 const marker = join(modelDir, 'models.json');
-const wanted = JSON.stringify({ cfg, seed: 1, scale: 3, writer: 1 });
+// writer 2: `eaglet quantize` directories hold the quantized embedding table (rewritten once).
+const wanted = JSON.stringify({ cfg, seed: 1, scale: 3, writer: 2 });
 if (!existsSync(marker) || readFileSync(marker, 'utf8') !== wanted) {
   mkdirSync(modelDir, { recursive: true });
   console.log(`writing the ${size} model to ${modelDir} (HF directory, GGUF F32 / Q8_0 / Q4_0, eaglet quantize q8 / q4)`);

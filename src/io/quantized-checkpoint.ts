@@ -1,27 +1,30 @@
 /**
  * Quantized checkpoints, as `eaglet quantize` writes them: an HF checkpoint directory whose
- * Linear weights are stored blockwise-quantized (src/model/quantize.ts). Our format, not a
- * Hugging Face quantization method:
+ * Linear weights and token embedding table are stored blockwise-quantized (src/model/quantize.ts).
+ * Our format, not a Hugging Face quantization method:
  *
  *   config.json        the HF config plus
  *                        "quantization_config": { "quant_method": "eaglet_blockwise",
  *                          "bits": 4 | 8, "block_size": B, "symmetric": true, "zero_point": 2^(bits-1) }
- *   model.safetensors  every non-Linear tensor (embedding, norms, biases) F32, as in an HF
- *                      checkpoint; each Linear weight `X.weight` [N, K] as
+ *   model.safetensors  norms and biases F32, as in an HF checkpoint; each Linear weight and the
+ *                      embedding table `X.weight` [N, K] as
  *                        X.qweight  U8  [N, K/b, b*bits/8]   b = the largest power of two <= B
  *                        X.scales   F32 [N, K/b]               (and >= 16) dividing K
  *                      w[n, k] = (q - zero_point) * scale[n, k / b]; 4-bit: element 2j in the low
- *                      nibble of byte j. A Linear no such b divides stays `X.weight` F32.
+ *                      nibble of byte j. A tensor no such b divides stays `X.weight` F32, and so
+ *                      does the embedding table of a checkpoint written before it was quantized
+ *                      (still read: that target looks its embeddings up in fp32).
  *
  * This is the byte layout of ORT's MatMulNBits (no zero-point tensor), so loading hands the
- * bytes to ORT as they are. A tied LM head is the F32 embedding table; it is quantized the same
- * way when the graph is built.
+ * bytes to ORT as they are (file-backed: ORT reads them from model.safetensors). The embedding
+ * table's rows are looked up with GatherBlockQuantized over the same bytes; a tied LM head is
+ * that table (an F32 one is quantized when the graph is built).
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, FormatError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
-import { linearNames, quantOf, type WeightQuant } from '../model/quantize.ts';
+import { quantizedNames, quantOf, type WeightQuant } from '../model/quantize.ts';
 import { expectedShapes, fileQuantized, validateWeights, type Tensor, type Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { FILE_BACKED, readSafetensors, readSafetensorsBytes, writeSafetensors } from './safetensors.ts';
@@ -49,7 +52,9 @@ export function parseQuantization(json: Record<string, unknown>, file: string): 
 export function loadQuantizedWeights(dir: string, cfg: ModelConfig, q: WeightQuant): Weights {
   const file = join(dir, 'model.safetensors');
   if (!existsSync(file)) throw new FormatError(dir, 'a quantized checkpoint needs model.safetensors (shards are not supported)');
-  const linears = new Set(linearNames(cfg));
+  // Each Linear weight and the embedding table may be stored either way (checkpoints written before
+  // the table was quantized hold it F32).
+  const linears = new Set(quantizedNames(cfg));
   const packedNames = new Set([...linears].map((n) => `${base(n)}.qweight`));
   const f32 = new Set([...expectedShapes(cfg).keys(), ...[...linears].map((n) => `${base(n)}.scales`)]);
   // Packed bytes and scales stay in the file (ORT reads them there, as the F32 weights of an HF checkpoint).
@@ -79,7 +84,7 @@ export function loadQuantizedWeights(dir: string, cfg: ModelConfig, q: WeightQua
 
 /**
  * Writes a quantized checkpoint of `cfg` (config.json with quantization_config, model.safetensors)
- * to `dir`. `weights` are a target's with its Linear weights held quantized (quantizeLinears).
+ * to `dir`. `weights` are a target's with its Linear weights (and embedding table) held quantized (quantizeTarget).
  */
 export function saveQuantizedCheckpoint(dir: string, cfg: ModelConfig, weights: Weights, hfConfig: Record<string, unknown>): void {
   const problem = validateWeights(cfg, weights);

@@ -32,6 +32,7 @@
  */
 import type { ModelConfig } from './config.ts';
 import { parseRopeScaling, ropeScalingToJson, type RopeScaling } from './rope.ts';
+import { denseRow } from './quantize.ts';
 import { addLayerShapes, checkTensors, outputHead, tensor, type Weights } from './weights.ts';
 import { Rng } from '../util/rng.ts';
 
@@ -123,16 +124,17 @@ export function validateHeadWeights(c: HeadConfig, w: Weights): string | null {
 
 /**
  * The draft-vocabulary tensors for the target ids `ids` (distinct, any order; kept ascending):
- * the target's LM-head rows, d2t and t2d. What `--draft-vocab` adds to a head.
+ * the target's LM-head rows (dequantized, if the target holds it quantized), d2t and t2d. What
+ * `--draft-vocab` adds to a head.
  */
 export function draftVocabWeights(target: ModelConfig, targetWeights: Weights, ids: ArrayLike<number>): Weights {
   const sorted = Int32Array.from(ids).sort();
   for (let i = 0; i < sorted.length; i++)
     if (sorted[i] < 0 || sorted[i] >= target.vocabSize || (i > 0 && sorted[i] === sorted[i - 1])) throw new RangeError(`draft vocabulary: token ids must be distinct and in [0, ${target.vocabSize})`);
-  const n = sorted.length, d = target.dim, lm = outputHead(target, targetWeights).data;
+  const n = sorted.length, d = target.dim, lm = outputHead(target, targetWeights);
   const head = tensor([n, d]), d2t = tensor([n]), t2d = tensor([target.vocabSize]);
   for (let i = 0; i < n; i++) {
-    head.data.set(lm.subarray(sorted[i] * d, (sorted[i] + 1) * d), i * d);
+    denseRow(lm, sorted[i], head.data.subarray(i * d, (i + 1) * d));
     d2t.data[i] = sorted[i] - i;
     t2d.data[sorted[i]] = 1;
   }

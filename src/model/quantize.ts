@@ -19,9 +19,28 @@ export type { QuantizedTensor, QuantizedWeight, WeightQuant };
 
 export type QuantName = 'q8' | 'q4';
 
-/** The quantization `--quantize q8|q4` and `--draft-quant q8|q4` mean. */
-export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 128 }, q4: { bits: 4, blockSize: 128 } };
-export const DRAFT_QUANT = QUANT;
+/**
+ * The target quantization `--quantize q8|q4` (and `eaglet quantize --bits 8|4`) means. Blocks of
+ * 32: the largest 4-bit block whose int8-activation MatMulNBits kernel computes a row the same,
+ * bit for bit, in a 1-row pass (a plain decoding step) and inside a multi-row pass (a
+ * verification), so quantized verification scores rows as plain decoding does (8-bit blocks of
+ * 64 would do too; 32 measured a tie at 2 threads and ~6% slower at 1, one size is simpler). Measured on ORT 1.30's x64
+ * AVX512-VNNI kernels (test/quantize-rows.test.ts): MLAS computes pairs of rows with one kernel
+ * and a lone row with another, which differ only in how they sum the 16 lanes of a row's fp32
+ * accumulator (`_mm512_reduce_add_ps` vs a 4-column fold). With blocks of 64 or 128 4-bit
+ * weights, and of 128 8-bit ones, rows 0..2*floor(T/2)-1 of a T-row pass come out a few ulps off
+ * the 1-row result; 4-bit blocks of 32 (and 16) and 8-bit blocks of 64, 32 and 16 go through
+ * kernels whose two paths sum alike. Blocks of 32 cost bytes (5 bits a weight against 4.25 at 128)
+ * and time (README, "Quantized targets").
+ */
+export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 32 }, q4: { bits: 4, blockSize: 32 } };
+
+/**
+ * The draft head's quantization (`--draft-quant`, and `--quantize` alone): the head only
+ * proposes tokens, so its rows need not be computed alike across passes, and it keeps the
+ * larger blocks (fewer bytes a draft pass).
+ */
+export const DRAFT_QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 128 }, q4: { bits: 4, blockSize: 128 } };
 
 /** The largest power-of-two block <= maxBlock (and >= 16) that divides k, or 0 when none does. */
 export function blockFor(k: number, maxBlock: number): number {
@@ -64,18 +83,22 @@ export function quantizeWeight(w: Tensor, { bits, blockSize }: WeightQuant): Qua
 }
 
 /** The weights the quantized form stands for, [N, K] fp32: (q - zero) * scale. */
-export function dequantizeWeight(q: QuantizedWeight, { bits, blockSize }: WeightQuant): Tensor {
-  const { n, k } = q, blocks = k / blockSize, zero = 2 ** (bits - 1), blob = (blockSize * bits) / 8;
-  const data = new Float32Array(n * k);
-  for (let r = 0; r < n; r++)
-    for (let b = 0; b < blocks; b++) {
-      const s = q.scales[r * blocks + b], at = (r * blocks + b) * blob;
-      for (let j = 0; j < blockSize; j++) {
-        const v = bits === 8 ? q.packed[at + j] : (q.packed[at + (j >> 1)] >> (j & 1 ? 4 : 0)) & 15;
-        data[r * k + b * blockSize + j] = (v - zero) * s;
-      }
+export function dequantizeWeight(q: QuantizedWeight, wq: WeightQuant): Tensor {
+  const data = new Float32Array(q.n * q.k);
+  for (let r = 0; r < q.n; r++) dequantizeRow(q, wq, r, data.subarray(r * q.k, (r + 1) * q.k));
+  return { shape: [q.n, q.k], data };
+}
+
+/** Row `r` of a quantized weight as fp32 into `out` [K]. */
+function dequantizeRow(q: QuantizedWeight, { bits, blockSize }: WeightQuant, r: number, out: Float32Array): void {
+  const blocks = q.k / blockSize, zero = 2 ** (bits - 1), blob = (blockSize * bits) / 8, packed = q.packed, scales = q.scales;
+  for (let b = 0; b < blocks; b++) {
+    const s = scales[r * blocks + b], at = (r * blocks + b) * blob;
+    for (let j = 0; j < blockSize; j++) {
+      const v = bits === 8 ? packed[at + j] : (packed[at + (j >> 1)] >> (j & 1 ? 4 : 0)) & 15;
+      out[b * blockSize + j] = (v - zero) * s;
     }
-  return { shape: [n, k], data };
+  }
 }
 
 /** `w` [N, K] as a quantized-only Tensor (empty data), or `w` itself when no block divides K. */
@@ -92,11 +115,20 @@ export function dense(t: Tensor): Tensor {
 
 /**
  * The target's Linear weights: every projection, and the LM head when untied. (A tied head is
- * the embedding table, which the embedding Gather reads as fp32; the runtime quantizes the head's
- * use of it when the graph is built, see OnnxOps.)
+ * the embedding table: quantizeTarget quantizes it as the table, and the head's MatMulNBits
+ * reads the same packed bytes; an fp32 table under a quantized target is quantized for the
+ * head's use when the graph is built, see OnnxOps.)
  */
 export function linearNames(c: ModelConfig): string[] {
   return [...expectedShapes(c).keys()].filter((n) => n.endsWith('_proj.weight') || n === 'lm_head.weight');
+}
+
+/** The token embedding table [V, d]. */
+export const EMBEDDING = 'model.embed_tokens.weight';
+
+/** The tensors a quantized target holds quantized: its Linear weights and the token embedding table. */
+export function quantizedNames(c: ModelConfig): string[] {
+  return [EMBEDDING, ...linearNames(c)];
 }
 
 /** The quantization of a target's weights: the WeightQuant its Linear weights hold, or undefined for fp32. */
@@ -114,10 +146,30 @@ export function quantOf(c: ModelConfig, w: Weights): WeightQuant | undefined {
  * quantized weights stay as they are.
  */
 export function quantizeLinears(c: ModelConfig, w: Weights, q: WeightQuant): Weights {
+  return quantizeNamed(w, linearNames(c), q);
+}
+
+/**
+ * The quantized target `--quantize` and `eaglet quantize` make: a copy of `w` with the Linear
+ * weights and the token embedding table quantized (quantizedNames; fp32 values dropped). The
+ * embedding is looked up from its packed rows (GatherBlockQuantized), so the target, a draft
+ * head's embedding input and a tied LM head all read the same dequantized table.
+ */
+export function quantizeTarget(c: ModelConfig, w: Weights, q: WeightQuant): Weights {
+  return quantizeNamed(w, quantizedNames(c), q);
+}
+
+function quantizeNamed(w: Weights, names: string[], q: WeightQuant): Weights {
   const out = new Map(w);
-  for (const n of linearNames(c)) {
+  for (const n of names) {
     const t = w.get(n);
     if (t) out.set(n, quantizedTensor(t, q));
   }
   return out;
+}
+
+/** Row `r` of `t` [R, C] as fp32 into `out` [C]: copied, or dequantized from its packed block row. */
+export function denseRow(t: Tensor, r: number, out: Float32Array): void {
+  if (t.quant) dequantizeRow(t.quant, t.quant, r, out);
+  else out.set(t.data.subarray(r * t.shape[1], (r + 1) * t.shape[1]));
 }

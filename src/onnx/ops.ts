@@ -13,7 +13,7 @@ import type { ConstTensor, GraphBuilder } from './graph.ts';
 import type { HeadLayout, Ops, PastKV } from '../model/definition.ts';
 import { ropeInvFreq, type RopeSpec } from '../model/rope.ts';
 import type { Tensor } from '../model/weights.ts';
-import { blockOf, quantizeWeight, type WeightQuant } from '../model/quantize.ts';
+import { blockOf, quantizeWeight, type QuantizedTensor, type WeightQuant } from '../model/quantize.ts';
 
 export interface OnnxOpsOptions {
   /**
@@ -68,9 +68,16 @@ export const SPLIT_MIN_PAST_BYTES = 1 << 20;
  * 2000 tokens ran about 2x slower with 'split' (the split graph has ~14 more nodes per layer,
  * and ORT's per-node cost outweighs copying a small past). So: 'split' once the past K/V of
  * one layer at full context reaches 1 MiB.
+ *
+ * A target with int8-activation (quantized) Linear layers always gets 'split': ORT's one-kernel
+ * Attention computes a row of a T-row pass differently from the same row in a one-token pass by
+ * more than the last bits, and int8 activations amplify that into logit gaps far past the
+ * float32 near-tie bound. Measured on the 100M cost-scaled fixture at q4 (logits of 5-row passes
+ * vs 5 one-token steps, 30 rows): 'fused' 2.1e-2 apart at most, 'split' 7.6e-6; a plain step
+ * and a 5-token verify cost the same in either (README, "Quantized targets").
  */
-export function defaultAttention(maxSeqLen: number, nKvHeads: number, headDim: number): AttentionMode {
-  return maxSeqLen * nKvHeads * headDim * 2 * 4 >= SPLIT_MIN_PAST_BYTES ? 'split' : 'fused';
+export function defaultAttention(maxSeqLen: number, nKvHeads: number, headDim: number, quantized = false): AttentionMode {
+  return quantized || maxSeqLen * nKvHeads * headDim * 2 * 4 >= SPLIT_MIN_PAST_BYTES ? 'split' : 'fused';
 }
 
 /** A quantized Linear weight's MatMulNBits initializers: names, tensors and shape. */
@@ -182,8 +189,39 @@ export class OnnxOps implements Ops<string> {
     return this.tensors.get(value) ?? this.opts.fallback?.tensorOf(value);
   }
 
+  /** The rendering whose weight `value` is: this one or (recursively) its fallback. */
+  private ownerOf(value: string): OnnxOps {
+    return this.tensors.has(value) || !this.opts.fallback ? this : this.opts.fallback.ownerOf(value);
+  }
+
   embed(table: string, ids: string): string {
-    return this.g.op('Gather', [table, ids], { axis: 0 });
+    const t = this.tensorOf(table);
+    if (!t?.quant) return this.g.op('Gather', [table, ids], { axis: 0 });
+    // A table held quantized (a quantized target): the rows are gathered from the packed bytes
+    // and dequantized, (q - zero) * scale in fp32, exactly dequantizeWeight's values. The bytes
+    // are the owner's one initializer, which a tied LM head's MatMulNBits reads too; the kernel
+    // wants its scales shaped like the data, [V, blocks, 1].
+    const owner = this.ownerOf(table);
+    const { B, S, n, k, bits, blockSize } = owner.packedInits(table, t.quant);
+    const q = t.quant, blocks = k / blockSize;
+    const S3 = owner.once(`gatherScales/${table}`, () => this.g.initializer(`${S}_3d`, { dtype: 'float32', dims: [n, blocks, 1], get data() { return q.scales; }, file: q.scalesFile }));
+    const rows = this.g.node('GatherBlockQuantized', [B, ids, S3], { gather_axis: 0, quantize_axis: 2, block_size: blockSize, bits }, { domain: 'com.microsoft' })[0]; // [T, blocks, blockSize]
+    return this.g.op('Reshape', [rows, this.g.ints([-1, k])]);
+  }
+
+  /** The MatMulNBits initializers of weight value `w` in packed form `pre`, made once per rendering. */
+  private packedInits(w: string, pre: QuantizedTensor): PackedLinear {
+    let p = this.quantized.get(w);
+    if (p) return p;
+    // Not destructured: a checkpoint's packed bytes and scales are read from its file only if
+    // embedded (`packedFile` / `scalesFile` point ORT at the file instead).
+    const { n, k, bits, blockSize } = pre, blocks = k / blockSize;
+    const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
+    const bt: ConstTensor = { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], get data() { return pre.packed; }, file: pre.packedFile };
+    const st: ConstTensor = { dtype: 'float32', dims: [n * blocks], get data() { return pre.scales; }, file: pre.scalesFile };
+    const B = this.g.initializer(`${base}.q${bits}`, bt), S = this.g.initializer(`${base}.scales`, st);
+    this.quantized.set(w, (p = { B, S, bt, st, n, k, bits, blockSize }));
+    return p;
   }
 
   linear(x: string, w: string, bias?: string): string {
@@ -195,10 +233,8 @@ export class OnnxOps implements Ops<string> {
       const pre = t.quant ?? (block > 0 ? { ...quantizeWeight(t, { bits: q!.bits, blockSize: block }), bits: q!.bits, blockSize: block } : undefined);
       if (pre) {
         // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
-        // Not destructured: a checkpoint's packed bytes and scales are read from its file only if
-        // embedded (`packedFile` / `scalesFile` point ORT at the file instead).
         const { n, k, bits, blockSize } = pre, blocks = k / blockSize;
-        const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
+        const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w;
         if (q?.kernel === 'dq') {
           // Same bytes: [N, K] row-major codes, zero point 2^(bits-1) per block, scales [N, K/b].
           const X = this.g.initializer(`${base}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: pre.packed });
@@ -208,11 +244,10 @@ export class OnnxOps implements Ops<string> {
           const W = this.g.op('DequantizeLinear', [X, S, Z], { axis: 1, block_size: blockSize });
           return this.g.op('Gemm', bias ? [x, W, bias] : [x, W], { transB: 1 });
         }
-        // A checkpoint's packed bytes and scales are read from its file only if embedded (`file` points ORT there instead).
-        const bt: ConstTensor = { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], get data() { return pre.packed; }, file: pre.packedFile };
-        const st: ConstTensor = { dtype: 'float32', dims: [n * blocks], get data() { return pre.scales; }, file: pre.scalesFile };
-        const B = this.g.initializer(`${base}.q${bits}`, bt), S = this.g.initializer(`${base}.scales`, st);
-        this.quantized.set(w, (packedW = { B, S, bt, st, n, k, bits, blockSize }));
+        // A weight held quantized has one set of initializers, its owner's (an embedding lookup
+        // may read it too); one quantized here is this rendering's own.
+        packedW = t.quant ? this.ownerOf(w).packedInits(w, t.quant) : this.packedInits(w, pre);
+        this.quantized.set(w, packedW);
       }
     }
     if (packedW) {

@@ -18,6 +18,7 @@ import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import { loadPredictor, type Predictor, type PredictorKind } from '../io/predictor-io.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { mlpForward, PlainOps } from '../model/mlp.ts';
+import { denseRow } from '../model/quantize.ts';
 import type { Tensor, Weights } from '../model/weights.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 
@@ -52,7 +53,7 @@ export class PredictorRunner {
   setRow(r: number, state: Float32Array, token: number): void {
     const d = this.d, o = r * 2 * d;
     this.x.set(state.subarray(0, d), o);
-    this.x.set(this.embeddings.data.subarray(token * d, (token + 1) * d), o + d);
+    denseRow(this.embeddings, token, this.x.subarray(o + d, o + 2 * d)); // a quantized target's table dequantized
   }
 
   /** Outputs of rows [0, n): [n, outputDim], valid until the next run. */

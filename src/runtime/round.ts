@@ -10,6 +10,7 @@
 import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
+import { quantOf } from '../model/quantize.ts';
 import { buildRoundModel, names } from '../onnx/model-graphs.ts';
 import { defaultAttention, type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
@@ -47,7 +48,8 @@ export class RoundSession {
   static async create(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, opts: RoundSessionOptions = {}): Promise<RoundSession> {
     const bad = headMismatch(head, cfg);
     if (bad) throw new Error(bad);
-    const attention = opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
+    // The target's rendering, as its TargetSession has it (plain steps and these verifications must agree).
+    const attention = opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim, quantOf(cfg, weights) !== undefined);
     const session = await createSession(buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize }), opts);
     const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
     return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT), new StepFeeds(1, head.nKvHeads, head.headDim, maxT));

@@ -4,6 +4,7 @@
  */
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
+import { quantOf } from '../model/quantize.ts';
 import { buildTargetModel, names } from '../onnx/model-graphs.ts';
 import { defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
@@ -18,7 +19,7 @@ export interface StepSessionOptions extends SessionOptions {
   quantize?: OnnxOpsOptions['quantize'];
   /** Input buffers are sized for this many tokens per pass and grow if a pass needs more. Default: 64. */
   maxTokens?: number;
-  /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context, K/V width). */
+  /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context, K/V width, quantized). */
   attention?: AttentionMode;
   /** Fuse quantized Linear layers over one input (OnnxOpsOptions.fuseLinears). Default true. */
   fuseLinears?: boolean;
@@ -55,7 +56,8 @@ export class TargetSession implements TargetPass {
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
-    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim), { quantize: opts.quantize, fuseLinears: opts.fuseLinears }), opts);
+    const quantized = opts.quantize !== undefined || quantOf(cfg, weights) !== undefined;
+    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim, quantized), { quantize: opts.quantize, fuseLinears: opts.fuseLinears }), opts);
     return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 

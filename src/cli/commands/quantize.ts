@@ -1,4 +1,4 @@
-/** `eaglet quantize`: a target checkpoint with its Linear weights stored 8- or 4-bit (src/io/quantized-checkpoint.ts). */
+/** `eaglet quantize`: a target checkpoint with its Linear weights and embedding table stored 8- or 4-bit (src/io/quantized-checkpoint.ts). */
 import { copyFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../../errors.ts';
@@ -6,7 +6,7 @@ import { toHfConfig } from '../../io/hf.ts';
 import { loadModel } from '../../load-model.ts';
 import { saveQuantizedCheckpoint } from '../../io/quantized-checkpoint.ts';
 import { readJsonFile } from '../../io/read.ts';
-import { QUANT, quantizeLinears, quantOf } from '../../model/quantize.ts';
+import { QUANT, quantizeTarget, quantOf } from '../../model/quantize.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { requireFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
@@ -14,19 +14,20 @@ import { defineCommand } from '../command.ts';
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin' },
   { flag: 'bits', type: 'string', choices: ['4', '8'], meta: '4|8', help: 'bits per weight' },
-  { flag: 'block-size', type: 'int', min: 16, max: 4096, default: 128, meta: 'B', help: 'weights per scale along the input axis, a power of two (smaller: more accurate, more bytes)' },
+  { flag: 'block-size', type: 'int', min: 16, max: 4096, default: 32, meta: 'B', help: 'weights per scale along the input axis, a power of two (smaller: more accurate, more bytes; 32 = --quantize\'s: larger 4-bit blocks run ORT kernels that score a row differently in verification than in a plain step)' },
   { flag: 'out', type: 'string', meta: 'DIR', help: 'the quantized checkpoint directory to write' },
 ];
 
 export const quantize = defineCommand({
   summary: 'write a target with 8- or 4-bit blockwise weights (load it with --model DIR)',
   usage: 'Usage: eaglet quantize --model PATH --bits 4|8 [--block-size B] --out DIR',
-  description: `Quantizes every Linear weight of the target (projections; the LM head when untied) to 8 or
-4 bits per weight with one fp32 scale per block of up to --block-size weights along the input axis
-(symmetric, round to nearest), and writes DIR as an HF-style checkpoint: config.json with an
-"eaglet_blockwise" quantization_config, model.safetensors with U8 packed weights and F32 scales
-(format in README, "Quantized weights"). Embeddings and norms stay fp32; a tied LM head is
-quantized the same way at load. tokenizer.json and generation_config.json are copied.
+  description: `Quantizes every Linear weight of the target (projections; the LM head when untied) and
+the token embedding table to 8 or 4 bits per weight with one fp32 scale per block of up to
+--block-size weights along the input axis (symmetric, round to nearest), and writes DIR as an
+HF-style checkpoint: config.json with an "eaglet_blockwise" quantization_config, model.safetensors
+with U8 packed weights and F32 scales (format in README, "Quantized targets"). Norms and biases
+stay fp32; a tied LM head reads the quantized embedding table. tokenizer.json and
+generation_config.json are copied.
 Loading DIR is the same as loading the original with --quantize q4|q8.`,
   flags: FLAGS,
   async run(f) {
@@ -39,7 +40,7 @@ Loading DIR is the same as loading the original with --quantize q4|q8.`,
     const held = quantOf(model.config, model.weights);
     if (held) throw new UsageError('--model', `${src} is quantized already (${held.bits} bits)`);
     if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError('--out', `${out} exists and is not a directory`);
-    const weights = quantizeLinears(model.config, model.weights, q);
+    const weights = quantizeTarget(model.config, model.weights, q);
     // Keep the source's own config fields (e.g. its architecture name) when it has a config.json.
     const hfConfig = model.source === 'hf' ? { ...(readJsonFile(join(src, 'config.json')) as Record<string, unknown>), ...toHfConfig(model.config) } : toHfConfig(model.config);
     saveQuantizedCheckpoint(out, model.config, weights, hfConfig);
