@@ -8,7 +8,9 @@
  * against the cached context length, for both attention renderings (in-place 'split' and
  * ORT's one-kernel 'fused', which copies the past every pass) interleaved in one process, beside
  * the bytes-read floor: (weight bytes + past K/V bytes) / the bandwidth measured here with a
- * one-row MatMul streaming a 256 MB weight.
+ * one-row MatMul streaming a 256 MB weight, probed every round (the host's bandwidth drifts).
+ * Also printed: the rate at which the split pass reads the extra past K/V (if it exceeded the
+ * probe's, the floor would not be one) and a plain read's rate (ReduceSum over the same 256 MB).
  *
  *   npm run bench:runtime [-- --sizes 1M,10M,100M --tokens 64 --repeats 3 --json out.json]
  *   npm run bench:runtime -- --sizes none --sweep 29M --contexts 64,1000,2000,4000 --repeats 7
@@ -21,9 +23,10 @@ import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import type { AttentionMode } from '../src/onnx/ops.ts';
+import { GraphBuilder } from '../src/onnx/graph.ts';
+import { createSession, f32, i64, releaseSession, type Feeds } from '../src/runtime/ort.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
-import { measureBandwidth } from './bandwidth.ts';
 import { SIZES } from './runtime-sizes.ts';
 
 /** Context-sweep configs: long context, K/V about as many bytes as the weights at 4000 rows. */
@@ -109,6 +112,48 @@ for (const name of String(f.sizes).split(',').filter((n) => n !== 'none')) {
 }
 const spread = (xs: number[]) => `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))}`;
 
+/**
+ * Bandwidth probes over one 256 MB weight: `gemv` streams it into one row with ORT (MatMul over
+ * w [k, n] or Gemm with transB over w [n, k], the layout the models use: whichever was faster
+ * in 10 runs after 2 warm-ups), the rate the floor assumes; `read` sums it (ReduceSum), a plain
+ * read with no matrix kernel, to show how far below the memory system that rate is. Each
+ * `run()` returns GB/s of one run.
+ */
+async function bandwidthProbes(threads: number): Promise<{ gemv: () => Promise<number>; read: () => Promise<number>; dispose(): Promise<void> }> {
+  const k = 4096, n = 16384;
+  const w = new Float32Array(k * n);
+  for (let i = 0; i < w.length; i += 1024) w[i] = 1e-3 * (i % 7);
+  const feeds = { x: f32(new Float32Array(k).fill(1), [1, k]) };
+  const probe = async (build: (g: GraphBuilder) => void, probeFeeds: Feeds = feeds) => {
+    const g = new GraphBuilder('bandwidth');
+    build(g);
+    const s = await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads });
+    const run = async () => {
+      const t0 = performance.now();
+      await s.inner.run(probeFeeds);
+      return w.byteLength / 1e9 / ((performance.now() - t0) / 1e3);
+    };
+    return { run, dispose: () => releaseSession(s) };
+  };
+  const gemv = async (transB: boolean) => probe((g) => {
+    const x = g.input('x', 'float32', [1, k]), wt = g.initializer('w', { dtype: 'float32', dims: transB ? [n, k] : [k, n], data: w });
+    g.output(transB ? g.op('Gemm', [x, wt], { transB: 1 }) : g.op('MatMul', [x, wt]), 'y', 'float32', [1, n]);
+  });
+  const candidates = [await gemv(false), await gemv(true)];
+  const rates: number[] = [];
+  for (const c of candidates) {
+    const xs: number[] = [];
+    for (let r = 0; r < 12; r++) xs.push(await c.run());
+    rates.push(median(xs.slice(2)));
+  }
+  const best = rates[0] >= rates[1] ? 0 : 1;
+  await candidates[1 - best].dispose();
+  // The axes are fed, so ORT cannot fold the sum into a constant when it loads the graph.
+  const axes = { axes: i64(new BigInt64Array([0n, 1n]), [2]) };
+  const read = await probe((g) => g.output(g.op('ReduceSum', [g.initializer('w', { dtype: 'float32', dims: [k, n], data: w }), g.input('axes', 'int64', [2])], { keepdims: 0 }), 'y', 'float32', []), axes);
+  return { gemv: candidates[best].run, read: read.run, dispose: async () => { await candidates[best].dispose(); await read.dispose(); } };
+}
+
 const sweepName = String(f.sweep);
 if (sweepName !== 'none') {
   const cfg = SWEEP[sweepName];
@@ -118,7 +163,7 @@ if (sweepName !== 'none') {
   if (bad !== undefined) throw new Error(`--contexts: ${bad} is not a context length in [1, ${cfg.maxSeqLen - 16}]`);
   const threads = f.threads as number, reps = Math.max(5, f.repeats as number);
   const weights = randomWeights(cfg, 1, 1), params = parameterCount(cfg);
-  const gbps = await measureBandwidth(threads);
+  const probes = await bandwidthProbes(threads);
   const modes: AttentionMode[] = ['split', 'fused'];
   const sessions = await Promise.all(modes.map((attention) => TargetSession.create(cfg, weights, { threads, attention, maxTokens: 16 })));
   const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
@@ -126,30 +171,50 @@ if (sweepName !== 'none') {
   const chunk = Float32Array.from({ length: 64 * cache.rowSize }, (_, i) => Math.sin(i));
   const rowsK = Array(cfg.nLayers).fill(chunk);
   const kvBytesPerRow = 2 * cfg.nLayers * cache.rowSize * 4;
-  console.log(`\ncontext sweep: ${sweepName} (${fmt(params / 1e6)}M params, ${cfg.nLayers} layers, ${cfg.nKvHeads} K/V heads x ${cfg.headDim}), ${threads} thread(s), ` +
-    `measured bandwidth ${fmt(gbps, 1)} GB/s; median ms of ${reps} interleaved passes (min-max)`);
-  console.log('context | floor T=1 | split T=1 | x floor | fused T=1 | x floor | split T=16 | fused T=16');
+  console.log(`\ncontext sweep: ${sweepName} (${fmt(params / 1e6)}M params, ${cfg.nLayers} layers, ${cfg.nKvHeads} K/V heads x ${cfg.headDim}), ${threads} thread(s); ` +
+    `median ms of ${reps} rounds (min-max); each round probes the bandwidth (one-row MatMul over 256 MB), re-warms with an untimed pass, then times the four passes back to back; ` +
+    `floor = (weight + past K/V bytes) / that round's bandwidth, x floor = median of the rounds' ratios; K/V GB/s = extra past bytes over extra split T=1 time against the first context`);
+  console.log('context | GB/s | floor T=1 | split T=1 | x floor | fused T=1 | x floor | split T=16 | fused T=16 | K/V GB/s | read GB/s');
   const sweep: Record<string, unknown>[] = [];
+  let first: { P: number; ms: number } | undefined;
   for (const P of contexts) {
     cache.truncate(0);
     while (cache.length < P) cache.append(rowsK, rowsK, Math.min(64, P - cache.length));
-    const floor = ((params * 4 + P * kvBytesPerRow) / 1e9 / gbps) * 1e3;
-    const times: Record<string, number[]> = {};
-    for (let r = -2; r < reps; r++) // two warm-up rounds, then timed, modes and T interleaved
+    const bytes = params * 4 + P * kvBytesPerRow;
+    const times: Record<string, number[]> = {}, ratios: Record<string, number[]> = {}, rates: number[] = [], reads: number[] = [];
+    const pass = (m: number, T: number) => {
+      const toks = Array.from({ length: T }, (_, i) => (i * 31) % cfg.vocabSize), pos = toks.map((_, i) => P + i);
+      return sessions[m].forward(cache, toks, pos, undefined, { logits: false });
+    };
+    for (let r = -2; r < reps; r++) { // two warm-up rounds, then timed, modes and T interleaved
+      // The probe moves 256 MB through the caches; the untimed pass puts a pass's data back, so
+      // timed passes follow a pass, as in decoding. Bandwidth drifts on a shared host: hence per round.
+      const gbps = await probes.gemv();
+      const read = await probes.read();
+      await pass(0, 1);
+      if (r >= 0) rates.push(gbps), reads.push(read);
       for (const T of [1, 16])
         for (let m = 0; m < modes.length; m++) {
-          const toks = Array.from({ length: T }, (_, i) => (i * 31) % cfg.vocabSize), pos = toks.map((_, i) => P + i);
           const t0 = performance.now();
-          await sessions[m].forward(cache, toks, pos, undefined, { logits: false });
-          if (r >= 0) (times[`${modes[m]}${T}`] ??= []).push(performance.now() - t0);
+          await pass(m, T);
+          const ms = performance.now() - t0, key = `${modes[m]}${T}`;
+          if (r >= 0) (times[key] ??= []).push(ms), (ratios[key] ??= []).push(ms / ((bytes / 1e9 / gbps) * 1e3));
         }
-    const med = (k: string) => median(times[k]);
-    sweep.push({ context: P, floorMs: floor, ...Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { medianMs: median(v), minMs: Math.min(...v), maxMs: Math.max(...v) }])) });
-    console.log(`${String(P).padStart(7)} | ${fmt(floor).padStart(9)} | ${fmt(med('split1'))} (${spread(times.split1)}) | ${fmt(med('split1') / floor)} | ` +
-      `${fmt(med('fused1'))} (${spread(times.fused1)}) | ${fmt(med('fused1') / floor)} | ${fmt(med('split16'))} (${spread(times.split16)}) | ${fmt(med('fused16'))} (${spread(times.fused16)})`);
+    }
+    const med = (k: string) => median(times[k]), gbps = median(rates), floor = (bytes / 1e9 / gbps) * 1e3;
+    first ??= { P, ms: med('split1') };
+    const kvRate = P > first.P ? ((P - first.P) * kvBytesPerRow) / 1e9 / ((med('split1') - first.ms) / 1e3) : NaN;
+    sweep.push({
+      context: P, bandwidthGBps: gbps, readGBps: median(reads), floorMs: floor, kvGBps: kvRate,
+      ...Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { medianMs: median(v), minMs: Math.min(...v), maxMs: Math.max(...v), xFloor: median(ratios[k]) }])),
+    });
+    console.log(`${String(P).padStart(7)} | ${fmt(gbps, 1)} | ${fmt(floor).padStart(9)} | ${fmt(med('split1'))} (${spread(times.split1)}) | ${fmt(median(ratios.split1))} | ` +
+      `${fmt(med('fused1'))} (${spread(times.fused1)}) | ${fmt(median(ratios.fused1))} | ${fmt(med('split16'))} (${spread(times.split16)}) | ${fmt(med('fused16'))} (${spread(times.fused16)}) | ` +
+      `${Number.isNaN(kvRate) ? '-' : fmt(kvRate, 1)} | ${fmt(median(reads), 1)}`);
   }
   for (const s of sessions) await s.dispose();
-  results.push({ sweep: sweepName, params, threads, bandwidthGBps: gbps, rows: sweep });
+  await probes.dispose();
+  results.push({ sweep: sweepName, params, threads, rows: sweep });
 }
 
 if (f.json) writeFileAtomic(String(f.json), JSON.stringify(results, null, 2) + '\n');

@@ -30,6 +30,7 @@ import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { Generator } from '../src/generate/generator.ts';
 import { StaticPolicy } from '../src/policies/policy.ts';
 import { serve, type RunningServer } from '../src/serve/server.ts';
+import { PHASES, type RequestPhases } from '../src/serve/metrics.ts';
 import { linePlot } from '../training/svg-plot.ts';
 import type { LevelJob, LevelResult } from './load-client.ts';
 
@@ -89,6 +90,8 @@ interface Level {
   fusedRounds: number;
   /** depths[d]: request rounds at speculation length d. */
   depths: number[];
+  /** Mean server-side ms per request by phase (ServeMetrics): where a request's latency went. */
+  phaseMs: RequestPhases;
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -98,7 +101,7 @@ const quantile = (xs: number[], q: number) => {
 
 async function level(s: RunningServer, policy: string, c: number, repeat: number, requests = R): Promise<Level> {
   const engine = s.handler.engine, lane = engine.targetStats;
-  const p0 = lane.passes, c0 = lane.calls, f0 = engine.fusedRounds, d0 = engine.metrics.depthCounts.slice();
+  const p0 = lane.passes, c0 = lane.calls, f0 = engine.fusedRounds, d0 = engine.metrics.depthCounts.slice(), ph0 = { ...engine.metrics.phaseMs }, n0 = engine.metrics.phased;
   const order = Array.from({ length: requests }, (_, j) => (j + repeat * 7) % prompts.length);
   const { replies, wallMs } = await drive({ url: s.url, prompts: order.map((i) => prompts[i]), concurrency: c, maxTokens: N });
   let tokens = 0, mismatches = 0;
@@ -112,6 +115,7 @@ async function level(s: RunningServer, policy: string, c: number, repeat: number
     policy, concurrency: c, repeat, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), p50Ms: r3(quantile(latencies, 0.5)), p99Ms: r3(quantile(latencies, 0.99)), mismatches,
     meanBatch: r3((lane.calls - c0) / Math.max(1, lane.passes - p0)),
     fusedRounds: engine.fusedRounds - f0, depths: engine.metrics.depthCounts.map((n, d) => n - d0[d]),
+    phaseMs: Object.fromEntries(PHASES.map((k) => [k, r3((engine.metrics.phaseMs[k] - ph0[k]) / Math.max(1, engine.metrics.phased - n0))])) as RequestPhases,
   };
 }
 
@@ -189,7 +193,7 @@ mkdirSync(out, { recursive: true });
 const result = {
   command: `node --import tsx scripts/load-test.ts ${process.argv.slice(2).join(' ')}`.trim(),
   model: load.model ?? 'embedded default', draft: load.draft ?? (load.model ? null : 'embedded default'), threads: load.threads, maxBatch, requestsPerLevel: R, maxNewTokens: N,
-  wallSeconds: Math.round((performance.now() - t0) / 100) / 10, warmupSeconds: Math.round(warmupSeconds * 10) / 10, skipped, mismatches, singleRequest: singleMedian, summary, checks, costModel: costModel ? { verify: costModel.verify.toJSON(), draft: costModel.draft.toJSON() } : undefined, runs: rows,
+  wallSeconds: Math.round((performance.now() - t0) / 100) / 10, warmupSeconds: Math.round(warmupSeconds * 10) / 10, skipped, mismatches, singleRequest: singleMedian, summary, checks, costModel: costModel ? { verify: costModel.verify.toJSON(), draft: costModel.draft.toJSON(), alone: costModel.alone, learnedOverhead: { msPerPass: costModel.overhead.a, msPerRequestPass: costModel.overhead.b, aloneMs: costModel.overhead.alone } } : undefined, runs: rows,
 };
 writeFileSync(join(out, 'load-test.json'), JSON.stringify(result, null, 2) + '\n');
 const md = [
@@ -198,6 +202,12 @@ const md = [
   `Single-request speed without the server: ${Object.entries(singleMedian).map(([k, v]) => `${k} ${v.median.toFixed(1)} tok/s`).join(', ')}.`, '',
   '| policy | concurrency | tok/s | (min-max) | p50 ms | p99 ms | mean batch per target pass |', '| --- | ---: | ---: | --- | ---: | ---: | ---: |',
   ...summary.map((s) => `| ${s.policy} | ${s.concurrency} | ${s.tokensPerSecond.toFixed(1)} | ${s.min.toFixed(1)}-${s.max.toFixed(1)} | ${s.p50Ms.toFixed(0)} | ${s.p99Ms.toFixed(0)} | ${s.meanBatch.toFixed(2)} |`),
+  '', 'Where a request\'s time went at the lowest concurrency (server-side, mean ms per request; latency p50 is the client\'s):', '',
+  `| policy | ${PHASES.join(' | ')} | latency p50 |`, `| --- | ${PHASES.map(() => '---:').join(' | ')} | ---: |`,
+  ...policies.map((p) => {
+    const rs = rows.filter((r) => r.policy === p && r.concurrency === Math.min(...levels));
+    return `| ${p} | ${PHASES.map((k) => median(rs.map((r) => r.phaseMs[k])).toFixed(2)).join(' | ')} | ${median(rs.map((r) => r.p50Ms)).toFixed(2)} |`;
+  }),
   '', `Checks: ${JSON.stringify(checks)}`, '',
 ].join('\n');
 writeFileSync(join(out, 'load-test.md'), md);

@@ -16,6 +16,7 @@ import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeCompariso
 import { Generator } from '../src/generate/generator.ts';
 import { AdaEdlPolicy, acceptanceBound } from '../src/policies/adaedl.ts';
 import { GoodputPolicy } from '../src/policies/goodput.ts';
+import { SmartSpecPlanner, StepCost, StepOverhead } from '../src/policies/smartspec.ts';
 import { HeuristicPolicy } from '../src/policies/heuristic.ts';
 import type { LengthPolicy, RoundOutcome, RoundState } from '../src/policies/policy.ts';
 import { createPolicy } from '../src/policies/registry.ts';
@@ -360,4 +361,70 @@ test('comparePolicies: a forced real mismatch is counted as one, not as a near-t
   } finally {
     await p.dispose();
   }
+});
+
+test('SmartSpec: the step overhead fit recovers ms per pass and per request-pass from observed steps', () => {
+  fc.assert(
+    fc.property(fc.double({ min: 0, max: 0.5, noNaN: true }), fc.double({ min: 0, max: 0.1, noNaN: true }), fc.integer({ min: 0, max: 63 }), (a, b, shift) => {
+      const o = new StepOverhead();
+      for (let i = shift; i < shift + 400; i++) {
+        const n = 1 + (i % 16), deepest = (i >> 4) % 4, passes = 1 + deepest, rp = n * passes;
+        o.observeBatch(passes, rp, a * passes + b * rp);
+      }
+      assert.ok(Math.abs(o.a - a) < 0.02 && Math.abs(o.b - b) < 0.005, `fit a ${o.a} b ${o.b}, true ${a} ${b}`);
+    }),
+    { numRuns: 30 },
+  );
+});
+
+test('SmartSpec plans 0 when speculation costs more per expected token, deeper when it pays, and counts catch-up rows', () => {
+  // Passes cost 1 ms + 0.1 ms per token; drafts 0.2 ms + 0.01 ms per row (one request or spread alike).
+  const cost = (base: number, per: number) => new StepCost([1, 64], [base + per, base + 64 * per], [base + per, base + 64 * per], 16);
+  let step = 0;
+  const planner = new SmartSpecPlanner(cost(1, 0.1), cost(0.2, 0.01), 3, 3, () => step);
+  const ps = Array.from({ length: 4 }, () => planner.policy());
+  const state = (position: number): RoundState => ({ position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 });
+  // Rounds as a request runs them: plan at its position, then the outcome at the planned depth.
+  const positions = new Map<object, number>();
+  /** Runs n steps; returns the depths planned, step by step. */
+  const rounds = (members: typeof ps, accepted: (depth: number) => number, n: number) => {
+    const depths: number[][] = [];
+    for (let r = 0; r < n; r++) {
+      step++;
+      depths.push(members.map((p) => {
+        const at = positions.get(p) ?? 10, depth = p.plan(state(at)).depth, acc = accepted(depth);
+        p.observe({ depth, treeSize: depth, accepted: acc, draftMs: 0, verifyMs: 0 });
+        positions.set(p, at + acc + 1);
+        return depth;
+      }));
+    }
+    return depths;
+  };
+  // Every draft accepted: speculation pays, the planner goes deep for every request.
+  assert.deepEqual(rounds(ps, (d) => d, 20).slice(1), new Array(19).fill([3, 3, 3, 3]));
+  // Nothing accepted: plain steps, but for a re-try now and then (the evidence fades).
+  for (const p of ps) planner.leave(p);
+  const q = Array.from({ length: 4 }, () => planner.policy());
+  const plain = rounds(q, () => 0, 40).flat();
+  assert.ok(plain.filter((d) => d === 0).length >= 0.75 * plain.length, `depths ${plain}`);
+  for (const p of q) planner.leave(p);
+  // The first draft level carries the rows committed since the request's last draft: the
+  // whole prompt for a request that has not drafted yet, accepted + 1 after a drafted round.
+  step++;
+  const fresh = planner.policy(), other = planner.policy();
+  const plainDepth = fresh.plan(state(40)).depth;
+  if (plainDepth === 0) {
+    assert.equal(fresh.catchUpRows, 40);
+    fresh.observe({ depth: 0, treeSize: 0, accepted: 0, draftMs: 0, verifyMs: 0 });
+    assert.equal(fresh.catchUpRows, 41);
+  } else {
+    assert.equal(fresh.catchUpRows, 1);
+    fresh.observe({ depth: plainDepth, treeSize: plainDepth, accepted: 2, draftMs: 0, verifyMs: 0 });
+    assert.equal(fresh.catchUpRows, 3);
+  }
+  // A request alone (no fused round here): verify 2 tokens, one draft level of its catch-up rows.
+  const one = planner.stepCost([fresh], [1]);
+  assert.ok(Math.abs(one.passMs - (planner.verify.ms(2, 1) + planner.draft.ms(fresh.catchUpRows, 1))) < 1e-9);
+  assert.ok(fresh.catchUpRows > 1 && planner.draft.ms(fresh.catchUpRows, 1) > planner.draft.ms(1, 1));
+  planner.leave(other);
 });

@@ -508,9 +508,12 @@ export class OnnxOps implements Ops<string> {
     });
   }
 
-  /** [S, T] for splitting [.., S+T] scores: S from the past V input, T from the mask's rows. */
+  /**
+   * [S, T] for splitting [.., S+T] scores: S from a past V input [.., S, hd] (every layer's past
+   * has the same S rows, so the first layer's serves all), T from the mask's rows.
+   */
   private splitSizes(pastValue: string, mask: string): string {
-    return this.once(`splitSizes/${pastValue}/${mask}`, () => {
+    return this.once(`splitSizes/${mask}`, () => {
       const g = this.g;
       return g.op('Concat', [g.op('Shape', [pastValue], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
     });

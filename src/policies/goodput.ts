@@ -55,6 +55,14 @@ export class AcceptanceEstimate {
     return e;
   }
 
+  /** A round without speculation: the evidence fades as after a trial, back toward the optimistic prior. */
+  fade(): void {
+    for (let j = 1; j <= this.maxDepth; j++) {
+      this.trials[j] *= this.decay;
+      this.hits[j] *= this.decay;
+    }
+  }
+
   /** A round that drafted `depth` levels and had `accepted` of its tokens accepted. */
   observe(depth: number, accepted: number): void {
     const k = this.decay;

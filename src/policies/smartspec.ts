@@ -6,9 +6,15 @@
  *   goodput(k) = sum_i E_i[tokens | k_i] / (draftMs(k) + verifyMs(sum_i (k_i + 1), n))
  *
  * E_i from the request's own acceptance history (AcceptanceEstimate, shared with the
- * single-request `goodput` policy: decayed P(accepted >= j) with one optimistic pseudo-round);
+ * single-request `goodput` policy: decayed P(accepted >= j) with one optimistic pseudo-round;
+ * rounds without speculation fade the evidence too, so a request planned at 0 is re-tried);
  * verifyMs(tokens, n) and the draft passes' ms(rows) from a cost model measured at server start
  * (StepCost: one pass of T tokens by one request, and spread over as many requests as it fills).
+ * A request's first draft level carries its catch-up rows (the head reads every row committed
+ * since its last draft: the whole prompt at first, accepted + 1 after a drafted round, more
+ * after plain rounds). What the passes do not cost, the steps' own JS (each request's loop,
+ * feeds, the HTTP side) is learned online (StepOverhead): observed step times less the modelled
+ * passes, as ms per pass plus ms per request-pass, and per depth for a request alone.
  *
  * Ours, not the paper's exact rule: the paper scores a proposed length with a moving acceptance
  * average per request and picks lengths for the batch; we pick per-request lengths by greedy
@@ -52,11 +58,59 @@ function interpolate(xs: number[], ys: number[], x: number): number {
   return ys[n] + ((x - xs[n]) / (xs[n] - xs[n - 1] || 1)) * (ys[n] - ys[n - 1]);
 }
 
+/**
+ * What a step costs beyond its modelled passes, learned from observed step times: for a batch,
+ * residual ms = a * passes + b * request-passes (each request takes part in 1 + k_i passes),
+ * fitted by least squares with forgetting (weight `forget` per step) and a weak pull toward 0
+ * (`prior`, in steps); for a request alone (one round per step, whatever its depth: the fused
+ * round), a moving average of the residual, shared by every depth so that a depth seldom
+ * chosen is not judged on one sample.
+ */
+export class StepOverhead {
+  private s = new Float64Array(5); // decayed sums: pp, pq, qq, pr, qr (p = passes, q = request-passes, r = residual)
+  a = 0;
+  b = 0;
+  /** ms per step of a request alone beyond its modelled round. */
+  alone = 0;
+  private aloneSeen = false;
+
+  constructor(readonly forget = 0.99, readonly prior = 1) {}
+
+  /** ms beyond the passes of a batch step of `passes` passes and `requestPasses` request-passes. */
+  batchMs(passes: number, requestPasses: number): number {
+    return this.a * passes + this.b * requestPasses;
+  }
+
+  /** One observed batch step: `residualMs` = its wall time less its modelled passes. */
+  observeBatch(passes: number, requestPasses: number, residualMs: number): void {
+    const s = this.s, f = this.forget, p = passes, q = requestPasses, r = residualMs;
+    for (let i = 0; i < 5; i++) s[i] *= f;
+    s[0] += p * p, s[1] += p * q, s[2] += q * q, s[3] += p * r, s[4] += q * r;
+    // Ridge-regularised 2 x 2 normal equations (the prior keeps them solvable while every step
+    // had the same shape), clamped at 0: a step never costs less than its passes.
+    const A = s[0] + this.prior, B = s[1], C = s[2] + this.prior, det = A * C - B * B;
+    this.a = Math.max(0, (C * s[3] - B * s[4]) / det);
+    this.b = Math.max(0, (A * s[4] - B * s[3]) / det);
+  }
+
+  /** One observed step of a request alone. */
+  observeAlone(residualMs: number): void {
+    this.alone = this.aloneSeen ? this.forget * this.alone + (1 - this.forget) * residualMs : residualMs;
+    this.aloneSeen = true;
+  }
+}
+
 /** The shared planner: one per server; `policy()` gives each request its LengthPolicy. */
 export class SmartSpecPlanner {
   private members = new Set<SmartSpecPolicy>();
   private plannedStep = -1;
   private chosen = new Map<SmartSpecPolicy, number>();
+  /** The steps' cost beyond the modelled passes (learned online). */
+  readonly overhead: StepOverhead;
+  /** Joins and leaves so far: a step is timed only when none happened during it. */
+  private changes = 0;
+  /** The step being timed: when it was planned, its modelled pass ms and shape. */
+  private timing?: { step: number; t: number; changes: number; passMs: number; n: number; passes: number; requestPasses: number };
 
   /**
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
@@ -67,12 +121,15 @@ export class SmartSpecPlanner {
    *   batch, when it runs differently from a batch of one (serving's fused round); default: the
    *   draft and verify costs as for any batch.
    */
-  constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly alone?: number[], readonly decay = 0.9) {}
+  constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly alone?: number[], readonly decay = 0.9) {
+    this.overhead = new StepOverhead();
+  }
 
   /** A request's policy; it takes part in the planning until `leave()`. */
   policy(): SmartSpecPolicy {
     const p = new SmartSpecPolicy(this);
     this.members.add(p);
+    this.changes++;
     return p;
   }
 
@@ -80,12 +137,14 @@ export class SmartSpecPlanner {
   leave(p: SmartSpecPolicy): void {
     this.members.delete(p);
     this.chosen.delete(p);
+    this.changes++;
   }
 
   /** @internal the depth of `p` this step, planning the whole batch when `p` has none yet. */
   depthFor(p: SmartSpecPolicy, maxDepth: number): number {
     const step = this.step();
     if (step !== this.plannedStep) {
+      this.learn(step);
       this.plannedStep = step;
       this.chosen.clear();
     }
@@ -93,23 +152,48 @@ export class SmartSpecPlanner {
     return Math.min(this.chosen.get(p) ?? 0, maxDepth);
   }
 
+  /**
+   * At the start of step `step`: when the previous step was planned whole and ran with the same
+   * requests (nothing joined or left: no prefill or reply in it), its wall time less its
+   * modelled passes is an overhead sample.
+   */
+  private learn(step: number): void {
+    const t = performance.now(), last = this.timing;
+    this.timing = undefined;
+    if (!last || last.step !== step - 1 || last.changes !== this.changes) return;
+    const residual = t - last.t - last.passMs;
+    if (last.n === 1 && this.alone) this.overhead.observeAlone(residual);
+    else this.overhead.observeBatch(last.passes, last.requestPasses, residual);
+  }
+
   /** Expected goodput (tokens per ms) of lengths `k` for `members`. */
   goodput(members: SmartSpecPolicy[], k: number[]): number {
+    const c = this.stepCost(members, k);
+    let tokens = 0;
+    for (let i = 0; i < members.length; i++) tokens += members[i].acceptance.expectedTokens(k[i]);
+    return tokens / (c.passMs + c.overheadMs);
+  }
+
+  /** Modelled ms of a step at lengths `k`: its passes (start-up measurements), and the learned overhead beyond them. */
+  stepCost(members: SmartSpecPolicy[], k: number[]): { passMs: number; overheadMs: number; passes: number; requestPasses: number } {
     const n = members.length;
-    let tokens = 0, verifyTokens = 0, deepest = 0;
+    let verifyTokens = 0, deepest = 0;
     for (let i = 0; i < n; i++) {
-      tokens += members[i].acceptance.expectedTokens(k[i]);
       verifyTokens += k[i] + 1;
       deepest = Math.max(deepest, k[i]);
     }
-    if (n === 1 && this.alone) return tokens / this.alone[Math.min(k[0], this.alone.length - 1)];
+    if (n === 1 && this.alone) {
+      const d = Math.min(k[0], this.alone.length - 1);
+      return { passMs: this.alone[d], overheadMs: this.overhead.alone, passes: 1, requestPasses: 1 };
+    }
     let ms = this.verify.ms(verifyTokens, n);
     for (let j = 1; j <= deepest; j++) {
-      let rows = 0;
-      for (let i = 0; i < n; i++) if (k[i] >= j) rows++;
-      ms += this.draft.ms(rows, rows); // one row per request drafting at this level
+      // Level 1: each drafting request's catch-up rows; deeper levels: one row each (a chain).
+      let rows = 0, calls = 0;
+      for (let i = 0; i < n; i++) if (k[i] >= j) (calls++), (rows += j === 1 ? members[i].catchUpRows : 1);
+      ms += this.draft.ms(rows, calls);
     }
-    return tokens / ms;
+    return { passMs: ms, overheadMs: this.overhead.batchMs(1 + deepest, verifyTokens), passes: 1 + deepest, requestPasses: verifyTokens };
   }
 
   /** Greedy ascent over every member's length; lengths already chosen this step stay. */
@@ -134,7 +218,11 @@ export class SmartSpecPlanner {
       k[bi] = bk;
       best = bg;
     }
+    const whole = this.chosen.size === 0;
     members.forEach((m, i) => this.chosen.set(m, k[i]));
+    // Time the step as planned; one completed later in the step (a request joined) is not timed.
+    const c = this.stepCost(members, k);
+    this.timing = whole ? { step: this.plannedStep, t: performance.now(), changes: this.changes, passMs: c.passMs, n, passes: c.passes, requestPasses: c.requestPasses } : undefined;
   }
 }
 
@@ -147,13 +235,27 @@ export class SmartSpecPolicy implements LengthPolicy {
     this.acceptance = new AcceptanceEstimate(planner.maxDepth, planner.decay);
   }
 
+  /** Committed context length: at the last plan, plus the rounds observed since. */
+  private position = 0;
+  /** Rows the head has read: the position at this request's last draft. */
+  private headRows = 0;
+
+  /** Rows the request's next first draft level carries: every row committed since its last draft (at least 1). */
+  get catchUpRows(): number {
+    return Math.max(1, this.position - this.headRows);
+  }
+
   plan(s: RoundState): RoundPlan {
+    this.position = s.position;
     const depth = this.planner.depthFor(this, s.maxDepth);
+    if (depth > 0) this.headRows = s.position;
     return { depth, totalTokens: Math.min(this.planner.totalTokens, Math.max(depth, 1)) };
   }
 
   observe(o: RoundOutcome): void {
-    this.acceptance.observe(o.depth, o.accepted);
+    this.position += o.accepted + 1;
+    if (o.depth > 0) this.acceptance.observe(o.depth, o.accepted);
+    else this.acceptance.fade();
   }
 
   /** The request ended: stop planning for it. */

@@ -178,10 +178,10 @@ export class Engine {
    * Builds the batch sessions (the per-slot target and draft graphs, from the loaded weights)
    * and, for smartspec, measures the step-cost model it plans with: passes of 1..maxTokens
    * tokens by one request (the single-request session) and spread over as many slots as they
-   * fill (the per-slot graph), against half-full slots (a few repeats each, the median). Call
+   * fill (the per-slot graph), against half-full slots (`repeats` each, the median). Call
    * once before serving.
    */
-  async start(repeats = 3): Promise<void> {
+  async start(repeats = 9): Promise<void> {
     if (this.sessions.length) return;
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
     const draft = this.draftLane?.session;
@@ -213,7 +213,8 @@ export class Engine {
       return xs;
     };
     const verify = await this.measure(this.targetLane, this.slots.map((s) => s.cache), counts(B * (D + 1)), repeats);
-    const drafts = await this.measure(this.draftLane!, this.slots.map((s) => s.head!.cache), counts(B), repeats);
+    // Draft passes carry each request's catch-up rows (accepted + 1 after a drafted round).
+    const drafts = await this.measure(this.draftLane!, this.slots.map((s) => s.head!.cache), counts(B * (D + 1)), repeats);
     const alone = this.round ? [verify.one[0], ...(await this.measureRound(this.round, repeats))] : undefined;
     // A step = one target verification: a batched pass, or a lone request's fused round.
     this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.passes + (this.round?.stats.passes ?? 0), alone);
