@@ -96,7 +96,13 @@ export interface ModelOptions {
 
 /** Builds one ONNX graph. Value names are unique within the builder. */
 export class GraphBuilder {
-  private nodes: ProtoWriter[] = [];
+  /** Nodes in order; a slot (see `reserve`) holds the nodes filled into it later. */
+  private nodes: (ProtoWriter | ProtoWriter[])[] = [];
+  /** Where `node` appends: the node list, or a reserved slot while it is being filled. */
+  private sink: (ProtoWriter | ProtoWriter[])[] = this.nodes;
+  /** Run once before the model is encoded (see `onFinish`). */
+  private finishers: (() => void)[] = [];
+  private finished = false;
   private inits: { name: string; t: ConstTensor }[] = [];
   /** Every value some node reads: initializers outside it are left out of the model. */
   private read = new Set<string>();
@@ -111,6 +117,45 @@ export class GraphBuilder {
 
   private fresh(prefix: string): string {
     return `${prefix}_${this.counter++}`;
+  }
+
+  /** A fresh value name, for a value a reserved slot's nodes will produce. */
+  freshValue(prefix: string): string {
+    return this.fresh(prefix);
+  }
+
+  /**
+   * Reserves the current position in the node order: `fill(slot, build)` later puts the nodes
+   * `build` adds there. A renderer that learns only later how to compute some values (e.g.
+   * several Linear layers over one input, fused into one node) names them now and fills the
+   * slot before encoding; the slot's nodes may read only values defined before the slot.
+   */
+  reserve(): ProtoWriter[] {
+    const slot: ProtoWriter[] = [];
+    this.sink.push(slot);
+    return slot;
+  }
+
+  /** Adds the nodes `build` creates to `slot` (from `reserve`). */
+  fill(slot: ProtoWriter[], build: () => void): void {
+    const sink = this.sink;
+    this.sink = slot;
+    try {
+      build();
+    } finally {
+      this.sink = sink;
+    }
+  }
+
+  /** Runs `f` once, just before the model is first encoded (to fill reserved slots). */
+  onFinish(f: () => void): void {
+    this.finishers.push(f);
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    for (const f of this.finishers) f();
   }
 
   /** Declares a graph input. */
@@ -164,7 +209,7 @@ export class GraphBuilder {
     w.string(3, this.fresh(`n_${opType}`)).string(4, opType);
     for (const [k, v] of Object.entries(attrs)) w.message(5, attribute(k, v));
     if (opts.domain) (w.string(7, opts.domain), this.domains.add(opts.domain));
-    this.nodes.push(w);
+    this.sink.push(w);
     return outs;
   }
 
@@ -175,6 +220,7 @@ export class GraphBuilder {
 
   /** Encodes the whole model, weights embedded (one protobuf: at most 2 GB). */
   toModel(o: ModelOptions): Uint8Array {
+    this.finish();
     return this.encode(o, this.usedInits().map(({ name, t }) => tensorProto(name, t)));
   }
 
@@ -193,6 +239,7 @@ export class GraphBuilder {
    * `maxEmbeddedBytes`; past that the file-backed ones are read into memory too (their `data`).
    */
   toExternalModel(o: ModelOptions, minBytes = 4096, maxEmbeddedBytes = 2 ** 30): ExternalModel {
+    this.finish();
     const inits = this.usedInits();
     const fromFile = (t: ConstTensor) => t.file !== undefined && t.file.length >= minBytes;
     const inMemoryBytes = inits.reduce((a, { t }) => (fromFile(t) || t.data.byteLength < minBytes ? a : a + t.data.byteLength), 0);
@@ -223,7 +270,7 @@ export class GraphBuilder {
 
   private encode(o: ModelOptions, inits: ProtoWriter[]): Uint8Array {
     const g = new ProtoWriter();
-    for (const n of this.nodes) g.message(1, n);
+    for (const n of this.nodes.flat()) g.message(1, n);
     g.string(2, this.name);
     for (const t of inits) g.message(5, t);
     for (const i of this.inputs) g.message(11, i);

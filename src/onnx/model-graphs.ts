@@ -53,6 +53,8 @@ export const names = {
   shadowIds: 'shadow_ids',
   presentKey: (l: number) => `present_key_${l}`,
   presentValue: (l: number) => `present_value_${l}`,
+  /** Every layer's new K/V rows in one output (see presentOutputs). */
+  present: 'present',
   draftIds: 'draft_ids',
   /** The fused round's head inputs and outputs: the step names with this prefix. */
   headPrefix: 'draft_',
@@ -112,12 +114,19 @@ export function buildSlotTargetModel(cfg: ModelConfig, weights: Weights, opsOpti
   return g.toExternalModel(MODEL_OPTIONS);
 }
 
-/** Outputs the new K/V rows of layers first.. ([T, nKv*hd], or [1, T, nKv*hd] from rope) as [1, T, nKv, hd]. */
+/**
+ * Outputs the new K/V rows of layers first.. ([T, nKv*hd], or [1, T, nKv*hd] from rope) as
+ * [1, T, nKv, hd] each, and all of them joined as `present` [2n, T, nKv, hd] (the n layers'
+ * keys, then their values). Sessions fetch the joined one: onnxruntime-node's cost per fetched
+ * output (~5 us; scripts/profile-step.ts) outweighs copying the few new rows once more.
+ */
 function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], first = 0, prefix = ''): void {
   const shape = g.ints([1, -1, kv.nKvHeads, kv.headDim]);
   const dims = [1, 'T', kv.nKvHeads, kv.headDim];
-  keys.forEach((k, l) => g.output(g.op('Reshape', [k, shape]), prefix + names.presentKey(first + l), 'float32', dims));
-  values.forEach((v, l) => g.output(g.op('Reshape', [v, shape]), prefix + names.presentValue(first + l), 'float32', dims));
+  const ks = keys.map((k) => g.op('Reshape', [k, shape])), vs = values.map((v) => g.op('Reshape', [v, shape]));
+  ks.forEach((k, l) => g.output(k, prefix + names.presentKey(first + l), 'float32', dims));
+  vs.forEach((v, l) => g.output(v, prefix + names.presentValue(first + l), 'float32', dims));
+  g.output(g.op('Concat', [...ks, ...vs], { axis: 0 }), prefix + names.present, 'float32', [2 * keys.length, 'T', kv.nKvHeads, kv.headDim]);
 }
 
 /** Per-layer residuals [T, d] each -> graph output `layer_hidden` [T, n, d] (row-major: row t's layers side by side). */

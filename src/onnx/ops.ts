@@ -9,7 +9,7 @@
  * Activations are 2-D [T, width] (batch 1 is implicit; Gemm wants 2-D) except rope outputs,
  * which keep the [1, T, width] form the Attention kernel and the present outputs want.
  */
-import type { GraphBuilder } from './graph.ts';
+import type { ConstTensor, GraphBuilder } from './graph.ts';
 import type { HeadLayout, Ops, PastKV } from '../model/definition.ts';
 import { ropeInvFreq, type RopeSpec } from '../model/rope.ts';
 import type { Tensor } from '../model/weights.ts';
@@ -36,6 +36,13 @@ export interface OnnxOpsOptions {
   fallback?: OnnxOps;
   /** Prefix of this rendering's own initializer names, so two renderings in one graph never collide. Default ''. */
   prefix?: string;
+  /**
+   * Fuse MatMulNBits Linear layers that read the same input (a layer's q, k, v projections; its
+   * gate and up projections) into one MatMulNBits over the weights concatenated along N, then a
+   * Split: the activations are quantized once and ORT dispatches one kernel (see `fuseLinears`).
+   * Default true; false for A/B measurements.
+   */
+  fuseLinears?: boolean;
 }
 
 /** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
@@ -73,6 +80,65 @@ export function defaultAttention(maxSeqLen: number, nKvHeads: number, headDim: n
   return quantized || maxSeqLen * nKvHeads * headDim * 2 * 4 >= SPLIT_MIN_PAST_BYTES ? 'split' : 'fused';
 }
 
+/** A quantized Linear weight's MatMulNBits initializers: names, tensors and shape. */
+interface PackedLinear {
+  B: string;
+  S: string;
+  bt: ConstTensor;
+  st: ConstTensor;
+  n: number;
+  k: number;
+  bits: number;
+  blockSize: number;
+}
+
+/**
+ * The tensors `ts` concatenated along their first axis as one initializer tensor of `dims`:
+ * read (and copied) only if the graph embeds it.
+ */
+function joined(ts: ConstTensor[], dims: number[]): ConstTensor {
+  const dtype = ts[0].dtype;
+  let data: Uint8Array | Float32Array | undefined;
+  const file = spanOf(ts);
+  return {
+    dtype,
+    dims,
+    get data() {
+      if (!data) {
+        const parts = ts.map((t) => t.data), total = parts.reduce((a, p) => a + p.length, 0);
+        const out = dtype === 'float32' ? new Float32Array(total) : new Uint8Array(total);
+        let at = 0;
+        for (const p of parts) (out.set(p as never, at), (at += p.length));
+        data = out;
+      }
+      return data;
+    },
+    ...(file ? { file } : {}),
+  };
+}
+
+/** The one file region `ts` fill back to back in this order, or undefined. */
+function spanOf(ts: ConstTensor[]): ConstTensor['file'] {
+  const first = ts[0].file;
+  if (!first) return undefined;
+  let end = first.offset + first.length;
+  for (const t of ts.slice(1)) {
+    const f = t.file;
+    if (!f || f.path !== first.path || f.offset !== end) return undefined;
+    end += f.length;
+  }
+  return { ...first, length: end - first.offset };
+}
+
+/**
+ * Linear layers are fused only if each one's packed bytes reach this size: checkpoints keep
+ * tensors this large in the file (io/safetensors FILE_BACKED) and ORT reads initializers this
+ * large as external data, so a fused group is all in memory or all in the file, and whether a
+ * model is fused never depends on where its weights are (fused and separate MatMulNBits agree
+ * only to float32 rounding, not bit for bit).
+ */
+const FUSE_MIN_BYTES = 4096;
+
 export class OnnxOps implements Ops<string> {
   private weights = new Map<string, string>();
   /** Per (headDim, frequencies): the RoPE cos and sin tables. */
@@ -92,7 +158,9 @@ export class OnnxOps implements Ops<string> {
     private maxPositions: number,
     readonly attentionMode: AttentionMode = 'split',
     private opts: OnnxOpsOptions = {},
-  ) {}
+  ) {
+    g.onFinish(() => this.emitLinearGroups());
+  }
 
   weight(name: string): string {
     const hit = this.weights.get(name);
@@ -111,7 +179,7 @@ export class OnnxOps implements Ops<string> {
   }
 
   /** Per fp32 weight value: its quantized initializers. */
-  private quantized = new Map<string, { B: string; S: string; n: number; k: number; bits: number; blockSize: number }>();
+  private quantized = new Map<string, PackedLinear>();
 
   /** Per initializer value name: the weight it holds. */
   private tensors = new Map<string, Tensor>();
@@ -142,16 +210,17 @@ export class OnnxOps implements Ops<string> {
   }
 
   /** The MatMulNBits initializers of weight value `w` in packed form `pre`, made once per rendering. */
-  private packedInits(w: string, pre: QuantizedTensor): { B: string; S: string; n: number; k: number; bits: number; blockSize: number } {
+  private packedInits(w: string, pre: QuantizedTensor): PackedLinear {
     let p = this.quantized.get(w);
     if (p) return p;
     // Not destructured: a checkpoint's packed bytes and scales are read from its file only if
     // embedded (`packedFile` / `scalesFile` point ORT at the file instead).
     const { n, k, bits, blockSize } = pre, blocks = k / blockSize;
     const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
-    const B = this.g.initializer(`${base}.q${bits}`, { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], get data() { return pre.packed; }, file: pre.packedFile });
-    const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n * blocks], get data() { return pre.scales; }, file: pre.scalesFile });
-    this.quantized.set(w, (p = { B, S, n, k, bits, blockSize }));
+    const bt: ConstTensor = { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], get data() { return pre.packed; }, file: pre.packedFile };
+    const st: ConstTensor = { dtype: 'float32', dims: [n * blocks], get data() { return pre.scales; }, file: pre.scalesFile };
+    const B = this.g.initializer(`${base}.q${bits}`, bt), S = this.g.initializer(`${base}.scales`, st);
+    this.quantized.set(w, (p = { B, S, bt, st, n, k, bits, blockSize }));
     return p;
   }
 
@@ -182,12 +251,58 @@ export class OnnxOps implements Ops<string> {
       }
     }
     if (packedW) {
-      const { B, S, n, k, bits, blockSize } = packedW;
-      const y = this.g.node('MatMulNBits', [x, B, S], { K: k, N: n, bits, block_size: blockSize, accuracy_level: q?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL }, { domain: 'com.microsoft' })[0];
+      const y = this.opts.fuseLinears === false ? this.matMulNBits(x, [packedW])[0] : this.groupedLinear(x, packedW);
       return bias ? this.add(y, bias) : y;
     }
     // Gemm reads the [out, in] weight transposed in place, so no transposed copy is stored.
     return this.g.op('Gemm', bias ? [x, w, bias] : [x, w], { transB: 1 });
+  }
+
+  /** One MatMulNBits over `x` and the weights `ws` (one, or several concatenated along N); returns each weight's output. */
+  private matMulNBits(x: string, ws: PackedLinear[], outs?: string[]): string[] {
+    const g = this.g, { k, bits, blockSize } = ws[0], attrs = { K: k, bits, block_size: blockSize, accuracy_level: this.opts.quantize?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL };
+    if (ws.length === 1) return g.node('MatMulNBits', [x, ws[0].B, ws[0].S], { ...attrs, N: ws[0].n }, { domain: 'com.microsoft', outputs: outs ?? 1 });
+    const n = ws.reduce((a, w) => a + w.n, 0), blocks = k / blockSize;
+    const B = g.initializer(`${ws.map((w) => w.B).join('+')}`, joined(ws.map((w) => w.bt), [n, blocks, (blockSize * bits) / 8]));
+    const S = g.initializer(`${ws.map((w) => w.S).join('+')}`, joined(ws.map((w) => w.st), [n * blocks]));
+    const y = g.node('MatMulNBits', [x, B, S], { ...attrs, N: n }, { domain: 'com.microsoft' })[0];
+    return g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length });
+  }
+
+  /**
+   * Per input value (and K, bits, block size): the quantized Linear layers reading it, and the
+   * node slot where the first of them was asked for. Their outputs are named at once; the nodes
+   * are emitted when the graph is finished (emitLinearGroups), as one fused MatMulNBits.
+   */
+  private linearGroups = new Map<string, { x: string; slot: ReturnType<GraphBuilder['reserve']>; members: { w: PackedLinear; out: string }[] }>();
+
+  /** `x` through the quantized Linear `w`, in the group of Linear layers over `x` (see fuseLinears). */
+  private groupedLinear(x: string, w: PackedLinear): string {
+    const key = `${x}/${w.k}/${w.bits}/${w.blockSize}`;
+    let group = this.linearGroups.get(key);
+    if (!group) this.linearGroups.set(key, (group = { x, slot: this.g.reserve(), members: [] }));
+    const hit = group.members.find((m) => m.w === w);
+    if (hit) return hit.out;
+    const out = this.g.freshValue('MatMulNBits');
+    group.members.push({ w, out });
+    return out;
+  }
+
+  /**
+   * Emits each group of Linear layers over one input as one MatMulNBits (see fuseLinears and
+   * FUSE_MIN_BYTES). Members whose packed bytes (and scales) lie back to back in one file, as an
+   * `eaglet quantize` checkpoint stores q, k, v and gate, up, make a fused weight that is that
+   * file region (nothing read into JS); otherwise the fused weight is a concatenated copy.
+   */
+  private emitLinearGroups(): void {
+    for (const { x, slot, members } of this.linearGroups.values()) {
+      const fuse = members.length > 1 && members.every((m) => m.w.bt.dims.reduce((a, b) => a * b, 1) >= FUSE_MIN_BYTES);
+      this.g.fill(slot, () => {
+        if (fuse) this.matMulNBits(x, members.map((m) => m.w), members.map((m) => m.out));
+        else for (const m of members) this.matMulNBits(x, [m.w], [m.out]);
+      });
+    }
+    this.linearGroups.clear();
   }
 
   add(a: string, b: string): string {

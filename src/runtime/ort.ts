@@ -45,6 +45,8 @@ export interface SessionOptions {
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Let kernels pre-pack constant weights at session creation (ORT's default). Default true. */
   prepack?: boolean;
+  /** Write ORT's per-node profile (Chrome trace JSON) to a file starting with this prefix; `endProfiling` ends it. Default: off. */
+  profile?: string;
 }
 
 /** Cumulative counters of one session's runs. */
@@ -82,6 +84,7 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
     intraOpNumThreads: opts.threads ?? DEFAULT_THREADS,
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    ...(opts.profile ? { enableProfiling: true, profileFilePrefix: opts.profile } : {}),
     // Target and draft sessions alternate: without this, one session's pool threads keep
     // spinning after its run and steal the cores from the next session's run. Measured at 2
     // threads (scripts/bench-draft.ts): a draft depth 7.8 -> 2.4 ms, a T=4 verify 24.9 -> 9.5 ms,
@@ -103,6 +106,11 @@ export async function runTimed(s: Session, feeds: Feeds, fetches?: readonly stri
   s.stats.msInRun += performance.now() - t0;
   s.stats.passes++;
   return out;
+}
+
+/** Ends a profiling session's trace (SessionOptions.profile): ORT writes `<prefix>_<date>.json`. */
+export function endProfiling(s: Session): void {
+  s.inner.endProfiling();
 }
 
 export async function releaseSession(s: Session): Promise<void> {

@@ -14,7 +14,7 @@ import { quantOf } from '../model/quantize.ts';
 import { buildRoundModel, names } from '../onnx/model-graphs.ts';
 import { defaultAttention, type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
+import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type Fetches, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions, type TargetOutput } from './target.ts';
 
@@ -76,7 +76,7 @@ export class RoundSession {
     const hf = this.headFeeds.build(headCache, catchUp.tokens, catchUp.positions);
     for (const [k, v] of Object.entries(hf)) feeds[names.headPrefix + k] = v;
     feeds[names.headPrefix + names.features] = f32(catchUp.features.subarray(0, c * d), [1, c, d]);
-    const common = [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), ...this.headFeeds.presentNames().map((s) => names.headPrefix + s)];
+    const common = [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), names.headPrefix + names.present];
     const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : (this.fetchArgmax ??= common);
     const out = await runTimed(this.session, feeds, fetches);
     const r: RoundOutput = {
@@ -85,8 +85,7 @@ export class RoundSession {
       features: f32Data(out[names.features]),
       ...this.feeds.present(out),
       drafts: i32Data(out[names.draftIds]),
-      headKeys: [f32Data(out[names.headPrefix + names.presentKey(0)])],
-      headValues: [f32Data(out[names.headPrefix + names.presentValue(0)])],
+      ...headPresent(out),
     };
     this.session.stats.msTotal += performance.now() - t0;
     return r;
@@ -95,4 +94,10 @@ export class RoundSession {
   async dispose(): Promise<void> {
     await releaseSession(this.session);
   }
+}
+
+/** The head's catch-up rows' K/V, from its joined present output [2, C, nKv, hd]: views. */
+function headPresent(out: Fetches): { headKeys: Float32Array[]; headValues: Float32Array[] } {
+  const all = f32Data(out[names.headPrefix + names.present]), half = all.length / 2;
+  return { headKeys: [all.subarray(0, half)], headValues: [all.subarray(half)] };
 }

@@ -80,19 +80,21 @@ export class StepFeeds {
     return m;
   }
 
-  /** Output names of the new K/V rows of the model's layers, to fetch. */
+  /** Output names of the new K/V rows of the model's layers, to fetch: the joined `present`. */
   presentNames(): string[] {
-    const first = this.opts.firstLayer ?? 0;
-    return Array.from({ length: this.nLayers }, (_, l) => [names.presentKey(first + l), names.presentValue(first + l)]).flat();
+    return [names.present];
   }
 
-  /** The new rows of each of the model's layers, [T, nKv, hd] (fresh arrays: ORT copies outputs). */
+  /**
+   * The new rows of each of the model's layers, [T, nKv, hd]: views into the fetched `present`
+   * [2n, T, nKv, hd] (a fresh array: ORT copies outputs).
+   */
   present(out: Fetches): { newKeys: Float32Array[]; newValues: Float32Array[] } {
+    const all = f32Data(out[names.present]), n = this.nLayers, size = all.length / (2 * n);
     const newKeys: Float32Array[] = [], newValues: Float32Array[] = [];
-    const first = this.opts.firstLayer ?? 0;
-    for (let l = first; l < first + this.nLayers; l++) {
-      newKeys.push(f32Data(out[names.presentKey(l)]));
-      newValues.push(f32Data(out[names.presentValue(l)]));
+    for (let l = 0; l < n; l++) {
+      newKeys.push(all.subarray(l * size, (l + 1) * size));
+      newValues.push(all.subarray((n + l) * size, (n + l + 1) * size));
     }
     return { newKeys, newValues };
   }

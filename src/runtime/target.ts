@@ -8,7 +8,7 @@ import { quantOf } from '../model/quantize.ts';
 import { buildTargetModel, names } from '../onnx/model-graphs.ts';
 import { defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
+import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
@@ -21,6 +21,8 @@ export interface StepSessionOptions extends SessionOptions {
   maxTokens?: number;
   /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context, K/V width, quantized). */
   attention?: AttentionMode;
+  /** Fuse quantized Linear layers over one input (OnnxOpsOptions.fuseLinears). Default true. */
+  fuseLinears?: boolean;
 }
 
 export const DEFAULT_MAX_TOKENS = 64;
@@ -55,7 +57,7 @@ export class TargetSession implements TargetPass {
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
     const quantized = opts.quantize !== undefined || quantOf(cfg, weights) !== undefined;
-    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim, quantized), { quantize: opts.quantize }), opts);
+    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim, quantized), { quantize: opts.quantize, fuseLinears: opts.fuseLinears }), opts);
     return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 
@@ -87,6 +89,11 @@ export class TargetSession implements TargetPass {
     };
     this.session.stats.msTotal += performance.now() - t0;
     return r;
+  }
+
+  /** Ends ORT's profile of a session created with `profile` (see SessionOptions). */
+  endProfiling(): void {
+    endProfiling(this.session);
   }
 
   async dispose(): Promise<void> {
