@@ -115,13 +115,13 @@ export class SmartSpecPlanner {
   /**
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
    * @param step the current step's id (the batched target pass count): plans are per step.
-   */
-  /**
    * @param alone ms of a whole step at each length k = 0..maxDepth for a request alone in the
    *   batch, when it runs differently from a batch of one (serving's fused round); default: the
    *   draft and verify costs as for any batch.
+   * @param now the clock steps are timed with (ms); tests pass their own so the learned overhead
+   *   does not depend on how busy the machine is.
    */
-  constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly alone?: number[], readonly decay = 0.9) {
+  constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly alone?: number[], readonly decay = 0.9, private now: () => number = () => performance.now()) {
     this.overhead = new StepOverhead();
   }
 
@@ -158,7 +158,7 @@ export class SmartSpecPlanner {
    * modelled passes is an overhead sample.
    */
   private learn(step: number): void {
-    const t = performance.now(), last = this.timing;
+    const t = this.now(), last = this.timing;
     this.timing = undefined;
     if (!last || last.step !== step - 1 || last.changes !== this.changes) return;
     const residual = t - last.t - last.passMs;
@@ -222,7 +222,7 @@ export class SmartSpecPlanner {
     members.forEach((m, i) => this.chosen.set(m, k[i]));
     // Time the step as planned; one completed later in the step (a request joined) is not timed.
     const c = this.stepCost(members, k);
-    this.timing = whole ? { step: this.plannedStep, t: performance.now(), changes: this.changes, passMs: c.passMs, n, passes: c.passes, requestPasses: c.requestPasses } : undefined;
+    this.timing = whole ? { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: c.passMs, n, passes: c.passes, requestPasses: c.requestPasses } : undefined;
   }
 }
 
