@@ -212,3 +212,15 @@ test('the fused round over a quantized target (table quantized, tied or untied h
     }
   }
 });
+
+test('a target quantized in blocks larger than the row-exact ones loads with a one-line warning; blocks of 32 without', async () => {
+  const cfg = makeConfig({ vocabSize: 64, dim: 128, nLayers: 1, nHeads: 2, maxSeqLen: 16, eosTokenIds: [] });
+  const w = randomWeights(cfg, 11, 3);
+  for (const [q, warned] of [[{ bits: 4, blockSize: 128 }, true], [{ bits: 8, blockSize: 128 }, true], [QUANT.q4, false], [QUANT.q8, false]] as [WeightQuant, boolean][]) {
+    const g = await loadGenerator({ model: { config: cfg, weights: quantizeTarget(cfg, w, q), source: 'hf' }, threads: 1 });
+    const line = g.notes.find((n) => n.includes('blocks of'));
+    if (warned) assert.match(line ?? '', new RegExp(`^target quantized to ${q.bits} bits in blocks of 128: .*eaglet quantize --bits ${q.bits}`));
+    else assert.equal(line, undefined, `${q.bits} bits, blocks of ${q.blockSize}`);
+    await g.dispose();
+  }
+});

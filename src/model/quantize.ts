@@ -35,6 +35,20 @@ export type QuantName = 'q8' | 'q4';
  */
 export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 32 }, q4: { bits: 4, blockSize: 32 } };
 
+/** The largest target block, by bits, whose 1-row and paired-row kernels sum alike (above). */
+export const ROW_EXACT_BLOCK: Record<number, number> = { 4: 32, 8: 64 };
+
+/**
+ * A one-line warning when the target's quantized blocks are larger than ROW_EXACT_BLOCK (a
+ * checkpoint written before blocks of 32, or with `--block-size`): speculation may then differ
+ * from plain decoding by more than float32 near-ties. Undefined when they are not.
+ */
+export function rowExactWarning(c: ModelConfig, w: Weights): string | undefined {
+  const q = quantOf(c, w);
+  if (!q || q.blockSize <= (ROW_EXACT_BLOCK[q.bits] ?? 0)) return undefined;
+  return `target quantized to ${q.bits} bits in blocks of ${q.blockSize}: on CPUs whose int8 kernels pair rows (AVX512-VNNI) a verify pass can compute a row a few ulps off a plain step, so speculative output may differ from plain decoding; re-quantize with \`eaglet quantize --bits ${q.bits}\` (blocks of ${ROW_EXACT_BLOCK[q.bits]})`;
+}
+
 /**
  * The draft head's quantization (`--draft-quant`, and `--quantize` alone): the head only
  * proposes tokens, so its rows need not be computed alike across passes, and it keeps the
