@@ -221,8 +221,11 @@ export class SmartSpecPlanner {
     const whole = this.chosen.size === 0;
     members.forEach((m, i) => this.chosen.set(m, k[i]));
     // Time the step as planned; one completed later in the step (a request joined) is not timed.
-    const c = this.stepCost(members, k);
-    this.timing = whole ? { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: c.passMs, n, passes: c.passes, requestPasses: c.requestPasses } : undefined;
+    this.timing = undefined;
+    if (whole) {
+      const c = this.stepCost(members, k);
+      this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: c.passMs, n, passes: c.passes, requestPasses: c.requestPasses };
+    }
   }
 }
 

@@ -263,13 +263,12 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
       res.off('close', onClose);
       running.delete(ac);
     }
-    const tf = performance.now();
     if (!stopHit && !error) {
       text += streamer ? streamer.flush() : g.tokenizer?.decode(ids) ?? '';
       const cut = firstStop(text, p.stop);
       if (cut >= 0) (text = text.slice(0, cut)), (stopHit = true);
     }
-    const finalTextMs = performance.now() - tf;
+    const finalTextMs = performance.now() - end;
     if (res.destroyed) return; // the client left: nothing to answer
     const reason = stopHit || stats?.stopReason === 'eos' ? 'stop' : 'length';
     const usage = { prompt_tokens: p.prompt.length, completion_tokens: ids.length, total_tokens: p.prompt.length + ids.length };

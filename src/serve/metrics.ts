@@ -39,7 +39,7 @@ export class ServeMetrics {
   readonly depthCounts: number[];
   private recent: { t: number; n: number }[] = [];
   /** Summed ms per phase over the requests answered 200 (`phased` of them). */
-  readonly phaseMs: RequestPhases = { read: 0, parse: 0, prefill: 0, decode: 0, text: 0, reply: 0 };
+  readonly phaseMs = Object.fromEntries(PHASES.map((k) => [k, 0])) as RequestPhases;
   phased = 0;
 
   constructor(readonly maxDepth: number, readonly windowMs = 10_000) {
@@ -100,7 +100,7 @@ export class ServeMetrics {
     metric('eaglet_queue_length', 'gauge', 'Requests waiting for a batch slot.', g.queueLength);
     metric('eaglet_target_passes_total', 'counter', 'Batched target passes run.', g.targetPasses);
     metric('eaglet_mean_batch_size', 'gauge', 'Requests per batched target pass since start.', round(g.targetPasses ? g.targetCalls / g.targetPasses : 0));
-    lines.push('# HELP eaglet_request_phase_seconds_total Wall time of answered requests by phase (read, parse, prefill, decode, text, reply), summed.', '# TYPE eaglet_request_phase_seconds_total counter');
+    lines.push(`# HELP eaglet_request_phase_seconds_total Wall time of answered requests by phase (${PHASES.join(', ')}), summed.`, '# TYPE eaglet_request_phase_seconds_total counter');
     for (const k of PHASES) lines.push(`eaglet_request_phase_seconds_total{phase="${k}"} ${round(this.phaseMs[k] / 1000)}`);
     metric('eaglet_request_phase_requests_total', 'counter', 'Requests counted in eaglet_request_phase_seconds_total.', this.phased);
     lines.push('# HELP eaglet_speculation_length Speculation length (draft depth, 0 = none) chosen per request round.', '# TYPE eaglet_speculation_length histogram');

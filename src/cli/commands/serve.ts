@@ -5,12 +5,12 @@ import { UsageError } from '../../errors.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { serve as startServer } from '../../serve/server.ts';
 import { defineCommand } from '../command.ts';
-import { MODEL_FLAGS, QUANTIZE_FLAG, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory (or "random"): enables speculation; the embedded default brings its own' },
-  { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights' },
+  DRAFT_QUANT_FLAG,
   QUANTIZE_FLAG,
   ...TREE_FLAGS,
   { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): a request alone in the batch drafts and verifies in ONE ORT call per round, as generate does (holds another copy of the target\'s weights; default: on for the embedded default pair, --no-fused-round to turn it off)' },
