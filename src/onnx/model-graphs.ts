@@ -295,6 +295,15 @@ function entropyOutput(g: GraphBuilder, logProbs: string): void {
 }
 
 /**
+ * The attention rendering of every graph of one target (plain steps, verification, the fused
+ * round, exit / rest / shadow graphs): 'split' when its weights are (or `quantize` makes them)
+ * quantized, so all of them score a row alike (defaultAttention).
+ */
+export function targetAttention(cfg: ModelConfig, weights: Weights, quantize?: OnnxOpsOptions['quantize']): AttentionMode {
+  return defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim, quantize !== undefined || quantOf(cfg, weights) !== undefined);
+}
+
+/**
  * OnnxOps over a target's weights. Weights held quantized make the whole model quantized: any
  * Linear still fp32 (a tied LM head) is quantized the same way when the graph is built, so every
  * graph of one target (target, exit, rest, shadow) computes the same function.
@@ -327,7 +336,7 @@ function topkOutputs(g: GraphBuilder, logits: string, k: number): void {
  */
 export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number): Uint8Array {
   const g = new GraphBuilder(`eaglet_exit_${exitLayer}`);
-  const ops = targetOps(g, cfg, weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights));
   const inp = stepInputs(g, ops, cfg, range(0, exitLayer));
   const r = llamaLayers(ops, cfg, embedTokens(ops, inp.ids), inp, 0, exitLayer);
   topkOutputs(g, lmHead(ops, cfg, finalNorm(ops, cfg, r.out)), Math.min(topK, cfg.vocabSize));
@@ -347,7 +356,7 @@ export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
  */
 export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number): Uint8Array {
   const g = new GraphBuilder(`eaglet_rest_${exitLayer}`);
-  const ops = targetOps(g, cfg, weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights));
   const inp = stepInputs(g, ops, cfg, range(exitLayer, cfg.nLayers), false);
   const x = g.op('Reshape', [g.input(names.hidden, 'float32', [1, 'T', cfg.dim]), g.ints([-1, cfg.dim])]); // [T, d]
   const r = llamaLayers(ops, cfg, x, inp, exitLayer, cfg.nLayers);
@@ -365,7 +374,7 @@ export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
  */
 export function buildShadowModel(cfg: ModelConfig, weights: Weights): Uint8Array {
   const g = new GraphBuilder('eaglet_shadow');
-  const ops = targetOps(g, cfg, weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights));
   const x = g.input(names.hidden, 'float32', ['N', cfg.dim]);
   const best = g.op('ArgMax', [lmHead(ops, cfg, finalNorm(ops, cfg, x))], { axis: -1, keepdims: 0 }); // [N] int64
   g.output(g.op('Cast', [best], { to: 6 /* INT32 */ }), names.shadowIds, 'int32', ['N']);

@@ -10,9 +10,8 @@
 import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
-import { quantOf } from '../model/quantize.ts';
-import { buildRoundModel, names } from '../onnx/model-graphs.ts';
-import { defaultAttention, type OnnxOpsOptions } from '../onnx/ops.ts';
+import { buildRoundModel, names, targetAttention } from '../onnx/model-graphs.ts';
+import { type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type Fetches, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -49,7 +48,7 @@ export class RoundSession {
     const bad = headMismatch(head, cfg);
     if (bad) throw new Error(bad);
     // The target's rendering, as its TargetSession has it (plain steps and these verifications must agree).
-    const attention = opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim, quantOf(cfg, weights) !== undefined);
+    const attention = opts.attention ?? targetAttention(cfg, weights);
     const session = await createSession(buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize }), opts);
     const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
     return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT), new StepFeeds(1, head.nKvHeads, head.headDim, maxT));
@@ -76,8 +75,9 @@ export class RoundSession {
     const hf = this.headFeeds.build(headCache, catchUp.tokens, catchUp.positions);
     for (const [k, v] of Object.entries(hf)) feeds[names.headPrefix + k] = v;
     feeds[names.headPrefix + names.features] = f32(catchUp.features.subarray(0, c * d), [1, c, d]);
-    const common = [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), names.headPrefix + names.present];
-    const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : (this.fetchArgmax ??= common);
+    // Built on the first round, then reused (a round allocates no fetch list).
+    const common = (this.fetchArgmax ??= [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), names.headPrefix + names.present]);
+    const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : common;
     const out = await runTimed(this.session, feeds, fetches);
     const r: RoundOutput = {
       logits: logits ? f32Data(out[names.logits]) : new Float32Array(0),

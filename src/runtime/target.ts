@@ -4,9 +4,8 @@
  */
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
-import { quantOf } from '../model/quantize.ts';
-import { buildTargetModel, names } from '../onnx/model-graphs.ts';
-import { defaultAttention, type AttentionMode, type OnnxOpsOptions } from '../onnx/ops.ts';
+import { buildTargetModel, names, targetAttention } from '../onnx/model-graphs.ts';
+import { type AttentionMode, type OnnxOpsOptions } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -19,7 +18,7 @@ export interface StepSessionOptions extends SessionOptions {
   quantize?: OnnxOpsOptions['quantize'];
   /** Input buffers are sized for this many tokens per pass and grow if a pass needs more. Default: 64. */
   maxTokens?: number;
-  /** How attention reads the cache (see AttentionMode). Default: defaultAttention(context, K/V width, quantized). */
+  /** How attention reads the cache (see AttentionMode). Default: targetAttention (defaultAttention of context, K/V width, quantized). */
   attention?: AttentionMode;
   /** Fuse quantized Linear layers over one input (OnnxOpsOptions.fuseLinears). Default true. */
   fuseLinears?: boolean;
@@ -56,8 +55,7 @@ export class TargetSession implements TargetPass {
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
-    const quantized = opts.quantize !== undefined || quantOf(cfg, weights) !== undefined;
-    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim, quantized), { quantize: opts.quantize, fuseLinears: opts.fuseLinears }), opts);
+    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? targetAttention(cfg, weights, opts.quantize), { quantize: opts.quantize, fuseLinears: opts.fuseLinears }), opts);
     return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
   }
 
@@ -78,8 +76,9 @@ export class TargetSession implements TargetPass {
    */
   async forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array, { logits = true } = {}): Promise<TargetOutput> {
     const t0 = performance.now();
-    const common = [names.argmax, names.features, ...this.feeds.presentNames()];
-    const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : (this.fetchArgmax ??= common);
+    // Built on the first step, then reused (a step allocates no fetch list).
+    const common = (this.fetchArgmax ??= [names.argmax, names.features, ...this.feeds.presentNames()]);
+    const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : common;
     const out = await runTimed(this.session, this.feeds.build(cache, tokens, positions, tree), fetches);
     const r = {
       logits: logits ? f32Data(out[names.logits]) : new Float32Array(0),
