@@ -1,32 +1,54 @@
 /** The memory bandwidth the benchmarks' bytes-read floors divide by. */
 import { GraphBuilder } from '../src/onnx/graph.ts';
-import { createSession, f32, releaseSession } from '../src/runtime/ort.ts';
+import { createSession, f32, i64, releaseSession, type Feeds } from '../src/runtime/ort.ts';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /**
- * GB/s of ORT streaming a 256 MB weight into one row: the faster of MatMul (w [k, n]) and Gemm
- * with transB (w [n, k], the layout the models use), median of 10 runs after 2 warm-ups.
+ * Bandwidth probes over one 256 MB weight: `gemv` streams it into one row with ORT (MatMul over
+ * w [k, n] or Gemm with transB over w [n, k], the layout the models use: whichever was faster
+ * in 10 runs after 2 warm-ups; `gbps` is that median), the rate the floor assumes; `read` sums it (ReduceSum), a plain
+ * read with no matrix kernel, to show how far below the memory system that rate is. Each
+ * `run()` returns GB/s of one run.
  */
-export async function measureBandwidth(threads: number): Promise<number> {
+export async function bandwidthProbes(threads: number): Promise<{ gbps: number; gemv: () => Promise<number>; read: () => Promise<number>; dispose(): Promise<void> }> {
   const k = 4096, n = 16384;
   const w = new Float32Array(k * n);
   for (let i = 0; i < w.length; i += 1024) w[i] = 1e-3 * (i % 7);
-  let best = 0;
-  for (const transB of [false, true]) {
+  const feeds = { x: f32(new Float32Array(k).fill(1), [1, k]) };
+  const probe = async (build: (g: GraphBuilder) => void, probeFeeds: Feeds = feeds) => {
     const g = new GraphBuilder('bandwidth');
+    build(g);
+    const s = await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads });
+    const run = async () => {
+      const t0 = performance.now();
+      await s.inner.run(probeFeeds);
+      return w.byteLength / 1e9 / ((performance.now() - t0) / 1e3);
+    };
+    return { run, dispose: () => releaseSession(s) };
+  };
+  const gemv = async (transB: boolean) => probe((g) => {
     const x = g.input('x', 'float32', [1, k]), wt = g.initializer('w', { dtype: 'float32', dims: transB ? [n, k] : [k, n], data: w });
     g.output(transB ? g.op('Gemm', [x, wt], { transB: 1 }) : g.op('MatMul', [x, wt]), 'y', 'float32', [1, n]);
-    const s = await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads });
-    const feeds = { x: f32(new Float32Array(k).fill(1), [1, k]) };
-    const times: number[] = [];
-    for (let r = 0; r < 12; r++) {
-      const t0 = performance.now();
-      await s.inner.run(feeds);
-      if (r >= 2) times.push(performance.now() - t0);
-    }
-    await releaseSession(s);
-    best = Math.max(best, w.byteLength / 1e9 / (median(times) / 1e3));
+  });
+  const candidates = [await gemv(false), await gemv(true)];
+  const rates: number[] = [];
+  for (const c of candidates) {
+    const xs: number[] = [];
+    for (let r = 0; r < 12; r++) xs.push(await c.run());
+    rates.push(median(xs.slice(2)));
   }
-  return best;
+  const best = rates[0] >= rates[1] ? 0 : 1;
+  await candidates[1 - best].dispose();
+  // The axes are fed, so ORT cannot fold the sum into a constant when it loads the graph.
+  const axes = { axes: i64(new BigInt64Array([0n, 1n]), [2]) };
+  const read = await probe((g) => g.output(g.op('ReduceSum', [g.initializer('w', { dtype: 'float32', dims: [k, n], data: w }), g.input('axes', 'int64', [2])], { keepdims: 0 }), 'y', 'float32', []), axes);
+  return { gbps: rates[best], gemv: candidates[best].run, read: read.run, dispose: async () => { await candidates[best].dispose(); await read.dispose(); } };
+}
+
+/** GB/s of ORT streaming a 256 MB weight into one row (bandwidthProbes' `gbps`). */
+export async function measureBandwidth(threads: number): Promise<number> {
+  const probes = await bandwidthProbes(threads);
+  await probes.dispose();
+  return probes.gbps;
 }

@@ -23,11 +23,10 @@ import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import type { AttentionMode } from '../src/onnx/ops.ts';
-import { GraphBuilder } from '../src/onnx/graph.ts';
-import { createSession, f32, i64, releaseSession, type Feeds } from '../src/runtime/ort.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { SIZES } from './runtime-sizes.ts';
+import { bandwidthProbes } from './bandwidth.ts';
 
 /** Context-sweep configs: long context, K/V about as many bytes as the weights at 4000 rows. */
 const SWEEP: Record<string, ModelConfig> = {
@@ -111,48 +110,6 @@ for (const name of String(f.sizes).split(',').filter((n) => n !== 'none')) {
   );
 }
 const spread = (xs: number[]) => `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))}`;
-
-/**
- * Bandwidth probes over one 256 MB weight: `gemv` streams it into one row with ORT (MatMul over
- * w [k, n] or Gemm with transB over w [n, k], the layout the models use: whichever was faster
- * in 10 runs after 2 warm-ups), the rate the floor assumes; `read` sums it (ReduceSum), a plain
- * read with no matrix kernel, to show how far below the memory system that rate is. Each
- * `run()` returns GB/s of one run.
- */
-async function bandwidthProbes(threads: number): Promise<{ gemv: () => Promise<number>; read: () => Promise<number>; dispose(): Promise<void> }> {
-  const k = 4096, n = 16384;
-  const w = new Float32Array(k * n);
-  for (let i = 0; i < w.length; i += 1024) w[i] = 1e-3 * (i % 7);
-  const feeds = { x: f32(new Float32Array(k).fill(1), [1, k]) };
-  const probe = async (build: (g: GraphBuilder) => void, probeFeeds: Feeds = feeds) => {
-    const g = new GraphBuilder('bandwidth');
-    build(g);
-    const s = await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads });
-    const run = async () => {
-      const t0 = performance.now();
-      await s.inner.run(probeFeeds);
-      return w.byteLength / 1e9 / ((performance.now() - t0) / 1e3);
-    };
-    return { run, dispose: () => releaseSession(s) };
-  };
-  const gemv = async (transB: boolean) => probe((g) => {
-    const x = g.input('x', 'float32', [1, k]), wt = g.initializer('w', { dtype: 'float32', dims: transB ? [n, k] : [k, n], data: w });
-    g.output(transB ? g.op('Gemm', [x, wt], { transB: 1 }) : g.op('MatMul', [x, wt]), 'y', 'float32', [1, n]);
-  });
-  const candidates = [await gemv(false), await gemv(true)];
-  const rates: number[] = [];
-  for (const c of candidates) {
-    const xs: number[] = [];
-    for (let r = 0; r < 12; r++) xs.push(await c.run());
-    rates.push(median(xs.slice(2)));
-  }
-  const best = rates[0] >= rates[1] ? 0 : 1;
-  await candidates[1 - best].dispose();
-  // The axes are fed, so ORT cannot fold the sum into a constant when it loads the graph.
-  const axes = { axes: i64(new BigInt64Array([0n, 1n]), [2]) };
-  const read = await probe((g) => g.output(g.op('ReduceSum', [g.initializer('w', { dtype: 'float32', dims: [k, n], data: w }), g.input('axes', 'int64', [2])], { keepdims: 0 }), 'y', 'float32', []), axes);
-  return { gemv: candidates[best].run, read: read.run, dispose: async () => { await candidates[best].dispose(); await read.dispose(); } };
-}
 
 const sweepName = String(f.sweep);
 if (sweepName !== 'none') {
