@@ -310,7 +310,7 @@ export function targetAttention(cfg: ModelConfig, weights: Weights, quantize?: O
  */
 function targetOps(g: GraphBuilder, cfg: ModelConfig, weights: Weights, attention: AttentionMode, opts: OnnxOpsOptions = {}): OnnxOps {
   const held = quantOf(cfg, weights);
-  return new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention, { ...opts, quantize: opts.quantize ?? held });
+  return new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention, { evenRows: true, ...opts, quantize: opts.quantize ?? held });
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);

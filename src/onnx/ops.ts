@@ -13,7 +13,7 @@ import type { ConstTensor, GraphBuilder } from './graph.ts';
 import type { HeadLayout, Ops, PastKV } from '../model/definition.ts';
 import { ropeInvFreq, type RopeSpec } from '../model/rope.ts';
 import type { Tensor } from '../model/weights.ts';
-import { blockOf, quantizeWeight, type QuantizedTensor, type WeightQuant } from '../model/quantize.ts';
+import { blockOf, quantizeWeight, ROW_EXACT_BLOCK, type QuantizedTensor, type WeightQuant } from '../model/quantize.ts';
 
 export interface OnnxOpsOptions {
   /**
@@ -43,6 +43,16 @@ export interface OnnxOpsOptions {
    * Default true; false for A/B measurements.
    */
   fuseLinears?: boolean;
+  /**
+   * Feed every MatMulNBits whose blocks are larger than ROW_EXACT_BLOCK an even number of rows
+   * (an odd pass gets its last row repeated, and the extra output row is dropped), so each row
+   * goes through the int8 kernel that computes rows in pairs, whatever the pass's row count: a
+   * one-token step then computes its row bit for bit as a verification pass does (see
+   * src/model/quantize.ts, QUANT). For a quantized target's graphs; a draft head's proposals
+   * need not be exact. Every Linear input of one rendering must have the same rows (one
+   * forward pass): the row count is read once, from the first. Default false.
+   */
+  evenRows?: boolean;
 }
 
 /** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
@@ -261,12 +271,16 @@ export class OnnxOps implements Ops<string> {
   /** One MatMulNBits over `x` and the weights `ws` (one, or several concatenated along N); returns each weight's output. */
   private matMulNBits(x: string, ws: PackedLinear[], outs?: string[]): string[] {
     const g = this.g, { k, bits, blockSize } = ws[0], attrs = { K: k, bits, block_size: blockSize, accuracy_level: this.opts.quantize?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL };
-    if (ws.length === 1) return g.node('MatMulNBits', [x, ws[0].B, ws[0].S], { ...attrs, N: ws[0].n }, { domain: 'com.microsoft', outputs: outs ?? 1 });
-    const n = ws.reduce((a, w) => a + w.n, 0), blocks = k / blockSize;
-    const B = g.initializer(`${ws.map((w) => w.B).join('+')}`, joined(ws.map((w) => w.bt), [n, blocks, (blockSize * bits) / 8]));
-    const S = g.initializer(`${ws.map((w) => w.S).join('+')}`, joined(ws.map((w) => w.st), [n * blocks]));
-    const y = g.node('MatMulNBits', [x, B, S], { ...attrs, N: n }, { domain: 'com.microsoft' })[0];
-    return g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length });
+    const split = ws.length > 1, n = ws.reduce((a, w) => a + w.n, 0), blocks = k / blockSize;
+    // A fused weight read by several passes of one graph (a fused round's head steps) is one initializer.
+    const B = split ? this.once(`fusedB/${ws.map((w) => w.B).join('+')}`, () => g.initializer(ws.map((w) => w.B).join('+'), joined(ws.map((w) => w.bt), [n, blocks, (blockSize * bits) / 8]))) : ws[0].B;
+    const S = split ? this.once(`fusedS/${ws.map((w) => w.S).join('+')}`, () => g.initializer(ws.map((w) => w.S).join('+'), joined(ws.map((w) => w.st), [n * blocks]))) : ws[0].S;
+    const even = this.opts.evenRows && blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) ? this.evenRowsOf(x) : undefined;
+    // The last node of the chain (MatMulNBits, then the Slice back to the pass's rows, then the Split) writes `outs`.
+    const input = even ? g.op('Pad', [x, even.pads], { mode: 'edge' }) : x;
+    let y = g.node('MatMulNBits', [input, B, S], { ...attrs, N: n }, { domain: 'com.microsoft', outputs: split || even ? 1 : (outs ?? 1) })[0];
+    if (even) y = g.node('Slice', [y, g.ints([0]), even.rows, g.ints([0])], {}, { outputs: split ? 1 : (outs ?? 1) })[0];
+    return split ? g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length }) : [y];
   }
 
   /**
@@ -274,6 +288,18 @@ export class OnnxOps implements Ops<string> {
    * node slot where the first of them was asked for. Their outputs are named at once; the nodes
    * are emitted when the graph is finished (emitLinearGroups), as one fused MatMulNBits.
    */
+  private evenRowsAt?: { rows: string; pads: string };
+
+  /**
+   * The pass's row count [1] and the Pad pads [0, 0, rows % 2, 0] that make it even (see
+   * OnnxOpsOptions.evenRows): read from the first Linear input `x`, then shared by all.
+   */
+  private evenRowsOf(x: string): { rows: string; pads: string } {
+    if (this.evenRowsAt) return this.evenRowsAt;
+    const g = this.g, rows = g.op('Shape', [x], { start: 0, end: 1 });
+    return (this.evenRowsAt = { rows, pads: g.op('Concat', [g.ints([0, 0]), g.op('Mod', [rows, g.ints([2])]), g.ints([0])], { axis: 0 }) });
+  }
+
   private linearGroups = new Map<string, { x: string; slot: ReturnType<GraphBuilder['reserve']>; members: { w: PackedLinear; out: string }[] }>();
 
   /** `x` through the quantized Linear `w`, in the group of Linear layers over `x` (see fuseLinears). */
