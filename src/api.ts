@@ -133,6 +133,8 @@ export interface LoadedGenerator {
   readonly notes: string[];
   /** The ORT intra-op threads the sessions run on (given, or `defaultThreadsFor` the target). */
   readonly threads: number;
+  /** The weight formats the target and head run with, as a tuning file records them (`eaglet tune`). */
+  readonly weightFormats: TunedWeights;
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
   encode(prompt: string | number[]): number[];
   stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
@@ -169,6 +171,11 @@ function applicableTuning(draftDir: string, threads: number, weights: TunedWeigh
   const { topK, maxDepth, totalTokens } = t.tree;
   notes.push(`using ${file}: top-k ${topK}, depth ${maxDepth}, ${totalTokens} tokens, policy ${t.policy}`);
   return t;
+}
+
+/** The head's weight format: `draftQuant`, else the target's `quantize`, else fp32 (undefined). */
+function headQuant(o: LoadOptions): QuantName | undefined {
+  return o.draftQuant ?? o.quantize;
 }
 
 /** Text -> prompt ids with `tokenizer` (BOS added when it has one); a UsageError without a tokenizer. */
@@ -218,7 +225,8 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const notes: string[] = [];
   const inexact = rowExactWarning(model.config, model.weights);
   if (inexact) notes.push(inexact);
-  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, tunedWeights(model.config, model.weights, o.draftQuant, o.quantize), notes) : undefined;
+  const weightFormats = tunedWeights(model.config, model.weights, headQuant(o));
+  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, weightFormats, notes) : undefined;
   const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
   checkTree(tree);
   let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined, roundSession: RoundSession | undefined;
@@ -238,7 +246,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? DRAFT_QUANT[o.quantize] : undefined;
+    const hq = headQuant(o), quantize = hq ? DRAFT_QUANT[hq] : undefined;
     // 'auto': the embedded pair drafts its chain in one call per round.
     const fusedRound = o.fusedRound === 'auto' ? options.model === undefined && o.draft === DEFAULT_PATHS.draft && tree.topK === 1 : o.fusedRound === true;
     if (fusedRound) {
@@ -299,6 +307,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     generator,
     notes,
     threads,
+    weightFormats,
     encode,
     stream,
     newPolicy: () => makePolicy() ?? generator.policy,
