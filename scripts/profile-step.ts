@@ -24,7 +24,8 @@ import { createSession, f32, i64, releaseSession, type Feeds, type Session } fro
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps, type AttentionMode } from '../src/onnx/ops.ts';
 import { llamaForward, type Ops } from '../src/model/definition.ts';
-import { blockFor, EMBEDDING, quantOf } from '../src/model/quantize.ts';
+import { blockFor, quantOf } from '../src/model/quantize.ts';
+import { EMBEDDING } from '../src/model/weights.ts';
 import { measureBandwidth } from './bandwidth.ts';
 import { SIZES } from './runtime-sizes.ts';
 
