@@ -22,6 +22,7 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, f32Data, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
 import { SIZES } from './runtime-sizes.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: the random 100M target)' },
@@ -38,7 +39,6 @@ if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not 
 const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: SIZES['100M'], weights: randomWeights(SIZES['100M'], 1, 3), source: 'hf' };
 const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const attention = defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
 
 const perLayer = Array.from({ length: cfg.nLayers }, (_, l) => [names.presentKey(l), names.presentValue(l)]).flat();

@@ -28,6 +28,7 @@ import { blockFor, quantOf } from '../src/model/quantize.ts';
 import { EMBEDDING } from '../src/model/weights.ts';
 import { measureBandwidth } from './bandwidth.ts';
 import { SIZES } from './runtime-sizes.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: the random 100M target)' },
@@ -48,7 +49,6 @@ const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config:
 const model = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const cfg = model.config;
 const prompt = Array.from({ length: f.prompt as number }, (_, i) => (i * 7919 + 13) % cfg.vocabSize);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x: number, d = 3) => x.toFixed(d);
 const spread = (xs: number[], d = 3) => `${fmt(median(xs), d)} [${fmt(Math.min(...xs), d)}, ${fmt(Math.max(...xs), d)}]`;
 
