@@ -27,6 +27,7 @@ import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { SIZES } from './runtime-sizes.ts';
 import { bandwidthProbes } from './bandwidth.ts';
+import { median } from '../src/util/stats.ts';
 
 /** Context-sweep configs: long context, K/V about as many bytes as the weights at 4000 rows. */
 const SWEEP: Record<string, ModelConfig> = {
@@ -47,7 +48,6 @@ const FLAGS: FlagSpec[] = [
 ];
 
 const f = parseFlags(process.argv.slice(2), FLAGS);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x: number, d = 2) => x.toFixed(d);
 const results: Record<string, unknown>[] = [];
 

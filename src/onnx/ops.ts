@@ -11,7 +11,7 @@
  */
 import type { ConstTensor, GraphBuilder } from './graph.ts';
 import type { HeadLayout, Ops, PastKV } from '../model/definition.ts';
-import { ropeInvFreq, type RopeSpec } from '../model/rope.ts';
+import { ropeCosSin, ropeInvFreq, type RopeSpec } from '../model/rope.ts';
 import type { Tensor } from '../model/weights.ts';
 import { blockOf, quantizeWeight, ROW_EXACT_BLOCK, type QuantizedTensor, type WeightQuant } from '../model/quantize.ts';
 
@@ -376,14 +376,7 @@ export class OnnxOps implements Ops<string> {
     const hit = this.ropeTables.get(key);
     if (hit) return hit;
     const half = headDim / 2, n = this.maxPositions;
-    const cos = new Float32Array(n * half), sin = new Float32Array(n * half); // [maxPos, hd/2]
-    for (let p = 0; p < n; p++) {
-      for (let i = 0; i < half; i++) {
-        const a = p * invFreq[i];
-        cos[p * half + i] = Math.cos(a);
-        sin[p * half + i] = Math.sin(a);
-      }
-    }
+    const { cos, sin } = ropeCosSin(invFreq, n); // [maxPos, hd/2]
     const tag = this.ropeTables.size;
     const table = (name: string, data: Float32Array) => this.g.initializer(`${this.opts.prefix ?? ''}rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [n, half], data });
     const r: [string, string] = [table('cos', cos), table('sin', sin)];
