@@ -11,7 +11,10 @@
  * Variants: default (what TargetSession builds), unfused (no Linear fusion), split / fused
  * (attention rendering, each over a cache in its own value layout), split-rows (split attention
  * over values in rows, the layout fused attention reads), perlayer (the default graph, fetching each layer's present K/V output
- * instead of the joined one). Without --model: the random 100M target of bench:runtime.
+ * instead of the joined one). Without --model: a random target of bench:runtime (--size: one of
+ * its sizes or context-sweep configs, default 100M).
+ *
+ *   node --import tsx scripts/ab-step.ts -- --size 29M --quantize none --variants split,split-rows --past 4000
  */
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { quantizedModel } from '../src/api.ts';
@@ -22,10 +25,11 @@ import { defaultAttention, valueLayoutFor, type AttentionMode, type ValueLayout 
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, f32Data, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
-import { SIZES } from './runtime-sizes.ts';
+import { SIZES, SWEEP } from './runtime-sizes.ts';
 
 const FLAGS: FlagSpec[] = [
-  { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: the random 100M target)' },
+  { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: a random target of --size)' },
+  { flag: 'size', type: 'string', default: '100M', help: `random target without --model (${Object.keys({ ...SIZES, ...SWEEP })})` },
   { flag: 'quantize', type: 'string', default: 'q4', help: 'q4, q8 or none (a quantized checkpoint stays as it is)' },
   { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, unfused, split, split-rows, fused, perlayer' },
   { flag: 'threads', type: 'int', min: 1, default: 1, help: 'ORT intra-op threads' },
@@ -36,7 +40,9 @@ const FLAGS: FlagSpec[] = [
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const q = String(f.quantize);
 if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not q4, q8 or none`);
-const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: SIZES['100M'], weights: randomWeights(SIZES['100M'], 1, 3), source: 'hf' };
+const sized = { ...SIZES, ...SWEEP }[String(f.size)];
+if (!sized) throw new Error(`--size: ${f.size} is not one of ${Object.keys({ ...SIZES, ...SWEEP })}`);
+const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: sized, weights: randomWeights(sized, 1, 3), source: 'hf' };
 const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -78,7 +84,7 @@ for (let r = -20; r < passes; r++) {
   }
 }
 for (const x of variants) await releaseSession(x.s);
-console.log(`${f.model ?? 'random 100M'} ${q}, ${threads} thread(s), ${T} row(s) after ${P}, ${passes} passes each, interleaved pass by pass`);
+console.log(`${f.model ?? `random ${f.size}`} ${q}, ${threads} thread(s), ${T} row(s) after ${P}, ${passes} passes each, interleaved pass by pass`);
 const ref = variants[0];
 for (const x of variants) {
   const diff = x.ms.map((m, i) => m - ref.ms[i]);

@@ -19,24 +19,16 @@
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { loadGenerator } from '../src/api.ts';
-import { parameterCount, type ModelConfig } from '../src/model/config.ts';
+import { parameterCount } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onnx/ops.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
-import { SIZES } from './runtime-sizes.ts';
+import { SIZES, SWEEP } from './runtime-sizes.ts';
 import { bandwidthProbes } from './bandwidth.ts';
-
-/** Context-sweep configs: long context, K/V about as many bytes as the weights at 4000 rows. */
-const SWEEP: Record<string, ModelConfig> = {
-  '29M': makeConfig({ vocabSize: 4096, dim: 512, nLayers: 8, nHeads: 8, hiddenDim: 1408, maxSeqLen: 4160 }),
-  // The embedded default target's shape (random weights).
-  'default-shape': makeConfig({ vocabSize: 1536, dim: 128, nLayers: 8, nHeads: 4, nKvHeads: 2, headDim: 32, hiddenDim: 344, maxSeqLen: 4160 }),
-  '100M-long': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 4160 }),
-};
 
 const FLAGS: FlagSpec[] = [
   { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run (none: skip)' },

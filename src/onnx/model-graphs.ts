@@ -89,7 +89,7 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
     };
   }
   const pastLength = g.input(names.pastLength, 'int64', [1]);
-  return { ids, positions, mask: ops.treeMask(tree, past[layers[0]].keys, pastLength), past };
+  return { ids, positions, mask: ops.treeMask(tree, past[layers[0]].values, pastLength), past };
 }
 
 /**

@@ -464,7 +464,7 @@ export class OnnxOps implements Ops<string> {
     const vNew = g.op('Transpose', [padded(v, nKvHeads * headDim, [nKvHeads, headDim])], { perm: [0, 2, 1, 3] }); // [B, nKv, M, hd]
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [B, nKv, MG, S+M]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.slotGroupMask(mask, G)])], { axis: -1 });
-    const sizes = this.once(`slotSplitSizes/${mask}`, () => g.op('Concat', [g.op('Shape', [past.keys], { start: 3, end: 4 }), g.op('Shape', [mask], { start: 1, end: 2 })], { axis: 0 }));
+    const sizes = g.op('Concat', [this.pastRows(past.values), g.op('Shape', [mask], { start: 1, end: 2 })], { axis: 0 });
     const [wPast, wNew] = g.node('Split', [weights, sizes], { axis: -1 }, { outputs: 2 });
     const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew])]); // [B, nKv, MG, hd]
     const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([0, nKvHeads, -1, G, headDim])])], { perm: [0, 2, 1, 3, 4] }); // [B, M, nKv, G, hd]
@@ -519,7 +519,7 @@ export class OnnxOps implements Ops<string> {
     const kNewT = heads(k, [1, 2, 0]), vNew = heads(v, [1, 0, 2]); // [nKv, hd, T], [nKv, T, hd]
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
-    const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.keys, mask)], { axis: -1 }, { outputs: 2 });
+    const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
     const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew])]); // [1, nKv, TG, hd]
     const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, -1, G, headDim])])], { perm: [1, 0, 2, 3] }); // [T, nKv, G, hd]
     return g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
@@ -537,14 +537,17 @@ export class OnnxOps implements Ops<string> {
   }
 
   /**
-   * [S, T] for splitting [.., S+T] scores: S from a past K input [.., hd, S] (every layer's past
-   * has the same S rows, so the first layer's serves all), T from the mask's rows.
+   * [S, T] for splitting [.., S+T] scores: S from a past V input (every layer's past has the
+   * same S rows, so the first layer's serves all), T from the mask's rows.
    */
-  private splitSizes(pastKeys: string, mask: string): string {
-    return this.once(`splitSizes/${mask}`, () => {
-      const g = this.g;
-      return g.op('Concat', [g.op('Shape', [pastKeys], { start: 3, end: 4 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
-    });
+  private splitSizes(pastValues: string, mask: string): string {
+    return this.once(`splitSizes/${mask}`, () => this.g.op('Concat', [this.pastRows(pastValues), this.g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 }));
+  }
+
+  /** [1] = S, the rows per head of a past V input in this rendering's `valueLayout`. */
+  private pastRows(pastValues: string): string {
+    const axis = this.valueLayout === 'rows' ? 2 : 3;
+    return this.g.op('Shape', [pastValues], { start: axis, end: axis + 1 });
   }
 
   /**
@@ -569,15 +572,15 @@ export class OnnxOps implements Ops<string> {
    * The additive mask [T, S+T] over the past block's S rows then the T new rows, from a bool
    * matrix `tree` [T, W] over the last W live keys (row i: which of them token i sees; W = T for
    * a tree of new tokens, W > T when the cache's last W - T rows are staged draft rows of other
-   * branches), a past K input `pastKeys` [1, nKv, hd, S] and the live length `pastLength` [1]
+   * branches), a past V input `pastValues` (S rows per head) and the live length `pastLength` [1]
    * (L <= S). Columns: [0, L+T-W) zeros, [L+T-W, L) the tree's staged part, [L, S) hidden
    * (unused cache rows), [S, S+T) the tree's new part. JS only ever fills [T, W].
    */
-  treeMask(tree: string, pastKeys: string, pastLength: string): string {
+  treeMask(tree: string, pastValues: string, pastLength: string): string {
     const g = this.g;
     const t = g.op('Shape', [tree], { start: 0, end: 1 }); // [1] = T
     const w = g.op('Shape', [tree], { start: 1, end: 2 }); // [1] = W
-    const s = g.op('Shape', [pastKeys], { start: 3, end: 4 }); // [1] = S
+    const s = this.pastRows(pastValues); // [1] = S
     const staged = g.op('Sub', [w, t]); // [1] = W - T
     const fill = (cols: string, value: number) =>
       g.op('ConstantOfShape', [g.op('Concat', [t, cols], { axis: 0 })], { value: { tensor: { dtype: 'float32' as const, dims: [1], data: new Float32Array([value]) } } });
