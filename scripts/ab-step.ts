@@ -26,6 +26,7 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, f32Data, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
 import { SIZES, SWEEP } from './runtime-sizes.ts';
+import { median, quantile } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: a random target of --size)' },
@@ -45,7 +46,6 @@ if (!sized) throw new Error(`--size: ${f.size} is not one of ${Object.keys({ ...
 const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: sized, weights: randomWeights(sized, 1, 3), source: 'hf' };
 const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const attention = defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
 
 const perLayer = Array.from({ length: cfg.nLayers }, (_, l) => [names.presentKey(l), names.presentValue(l)]).flat();
@@ -88,6 +88,6 @@ console.log(`${f.model ?? `random ${f.size}`} ${q}, ${threads} thread(s), ${T} r
 const ref = variants[0];
 for (const x of variants) {
   const diff = x.ms.map((m, i) => m - ref.ms[i]);
-  const sorted = [...diff].sort((a, b) => a - b), q1 = sorted[Math.floor(diff.length / 4)], q3 = sorted[Math.floor((3 * diff.length) / 4)];
-  console.log(`  ${x.v.padEnd(9)} pass ${median(x.ms).toFixed(3)} ms (quartiles ${[...x.ms].sort((a, b) => a - b)[Math.floor(passes / 4)].toFixed(3)}-${[...x.ms].sort((a, b) => a - b)[Math.floor((3 * passes) / 4)].toFixed(3)}); minus ${ref.v}: median ${(1000 * median(diff)).toFixed(1)} us (quartiles ${(1000 * q1).toFixed(1)} to ${(1000 * q3).toFixed(1)})`);
+  const q1 = quantile(diff, 0.25), q3 = quantile(diff, 0.75);
+  console.log(`  ${x.v.padEnd(9)} pass ${median(x.ms).toFixed(3)} ms (quartiles ${quantile(x.ms, 0.25).toFixed(3)}-${quantile(x.ms, 0.75).toFixed(3)}); minus ${ref.v}: median ${(1000 * median(diff)).toFixed(1)} us (quartiles ${(1000 * q1).toFixed(1)} to ${(1000 * q3).toFixed(1)})`);
 }

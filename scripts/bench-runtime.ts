@@ -29,6 +29,7 @@ import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { SIZES, SWEEP } from './runtime-sizes.ts';
 import { bandwidthProbes } from './bandwidth.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run (none: skip)' },
@@ -41,7 +42,6 @@ const FLAGS: FlagSpec[] = [
 ];
 
 const f = parseFlags(process.argv.slice(2), FLAGS);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x: number, d = 2) => x.toFixed(d);
 const results: Record<string, unknown>[] = [];
 

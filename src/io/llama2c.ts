@@ -16,7 +16,7 @@
 import { closeSync, fstatSync } from 'node:fs';
 import { ConfigError, FormatError } from '../errors.ts';
 import { checkConfig, type ModelConfig } from '../model/config.ts';
-import { layerKey, tensor, validateWeights, type Weights } from '../model/weights.ts';
+import { EMBEDDING, layerKey, LM_HEAD, tensor, validateWeights, type Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { openForRead, readExact } from './read.ts';
 import { halvesToInterleaved, interleavedToHalves } from './rope-permute.ts';
@@ -44,7 +44,7 @@ function sections(c: ModelConfig): Section[] {
   const { dim: d, hiddenDim: h, nLayers: L, vocabSize: V } = c;
   const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim, rope = [c.maxSeqLen, c.headDim / 2];
   const s: Section[] = [
-    { name: 'model.embed_tokens.weight', layers: 0, shape: [V, d] },
+    { name: EMBEDDING, layers: 0, shape: [V, d] },
     { name: 'input_layernorm.weight', layers: L, shape: [d] },
     { name: 'self_attn.q_proj.weight', layers: L, shape: [q, d] },
     { name: 'self_attn.k_proj.weight', layers: L, shape: [kv, d] },
@@ -58,7 +58,7 @@ function sections(c: ModelConfig): Section[] {
     { name: 'rope.cos', layers: 0, shape: rope },
     { name: 'rope.sin', layers: 0, shape: rope },
   ];
-  if (!c.tieEmbeddings) s.push({ name: 'lm_head.weight', layers: 0, shape: [V, d] });
+  if (!c.tieEmbeddings) s.push({ name: LM_HEAD, layers: 0, shape: [V, d] });
   return s;
 }
 

@@ -13,7 +13,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildRoundModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type Fetches, type RunStats, type Session } from './ort.ts';
+import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions, type TargetOutput } from './target.ts';
 
@@ -84,16 +84,18 @@ export class RoundSession {
     for (const [k, v] of Object.entries(hf)) feeds[names.headPrefix + k] = v;
     feeds[names.headPrefix + names.features] = f32(catchUp.features.subarray(0, c * d), [1, c, d]);
     // Built on the first round, then reused (a round allocates no fetch list).
-    const common = (this.fetchArgmax ??= [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), names.headPrefix + names.present]);
+    const common = (this.fetchArgmax ??= [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), ...this.headFeeds.presentNames(names.headPrefix)]);
     const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : common;
     const out = await runTimed(this.session, feeds, fetches);
+    const head = this.headFeeds.present(out, names.headPrefix);
     const r: RoundOutput = {
       logits: logits ? f32Data(out[names.logits]) : new Float32Array(0),
       argmax: i32Data(out[names.argmax]),
       features: f32Data(out[names.features]),
       ...this.feeds.present(out),
       drafts: i32Data(out[names.draftIds]),
-      ...headPresent(out),
+      headKeys: head.newKeys,
+      headValues: head.newValues,
     };
     this.session.stats.msTotal += performance.now() - t0;
     return r;
@@ -102,10 +104,4 @@ export class RoundSession {
   async dispose(): Promise<void> {
     await releaseSession(this.session);
   }
-}
-
-/** The head's catch-up rows' K/V, from its joined present output [2, C, nKv, hd]: views. */
-function headPresent(out: Fetches): { headKeys: Float32Array[]; headValues: Float32Array[] } {
-  const all = f32Data(out[names.headPrefix + names.present]), half = all.length / 2;
-  return { headKeys: [all.subarray(0, half)], headValues: [all.subarray(half)] };
 }

@@ -84,17 +84,20 @@ export class StepFeeds {
     return m;
   }
 
-  /** Output names of the new K/V rows of the model's layers, to fetch: the joined `present`. */
-  presentNames(): string[] {
-    return [names.present];
+  /**
+   * Output names of the new K/V rows of the model's layers, to fetch: the joined `present`.
+   * `prefix` names it inside a graph that holds this model under a prefix (a round's head).
+   */
+  presentNames(prefix = ''): string[] {
+    return [prefix + names.present];
   }
 
   /**
    * The new rows of each of the model's layers, [T, nKv, hd]: views into the fetched `present`
-   * [2n, T, nKv, hd] (a fresh array: ORT copies outputs).
+   * [2n, T, nKv, hd] (a fresh array: ORT copies outputs), named with `prefix` as presentNames.
    */
-  present(out: Fetches): { newKeys: Float32Array[]; newValues: Float32Array[] } {
-    const all = f32Data(out[names.present]), n = this.nLayers, size = all.length / (2 * n);
+  present(out: Fetches, prefix = ''): { newKeys: Float32Array[]; newValues: Float32Array[] } {
+    const all = f32Data(out[prefix + names.present]), n = this.nLayers, size = all.length / (2 * n);
     const newKeys: Float32Array[] = [], newValues: Float32Array[] = [];
     for (let l = 0; l < n; l++) {
       newKeys.push(all.subarray(l * size, (l + 1) * size));

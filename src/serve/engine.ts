@@ -350,9 +350,8 @@ export class Engine {
   private markLive(): void {
     let top = -1;
     for (const o of this.slots) if (!this.free.includes(o)) top = o.index;
-    const t = this.targetLane.batchCache, d = this.draftLane?.batchCache;
-    t.liveHeads = ((top + 1) * t.nKvHeads) / this.maxBatch;
-    if (d) d.liveHeads = ((top + 1) * d.nKvHeads) / this.maxBatch;
+    // Slot i owns heads [i * h, (i + 1) * h) of each lane's batch cache, h = its nKvHeads / maxBatch.
+    for (const c of [this.targetLane.batchCache, this.draftLane?.batchCache]) if (c) c.liveHeads = ((top + 1) * c.nKvHeads) / this.maxBatch;
   }
 
   /** The request's loop; it waits for a slot at its first `next()`. */
