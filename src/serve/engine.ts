@@ -186,12 +186,13 @@ export class Engine {
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
     const draft = this.draftLane?.session;
     try {
-      const target = buildSlotTargetModel(cfg, g.model.weights);
-      const head = draft && buildSlotDraftModel(draft.head, draft.weights.head, cfg, g.model.weights, draft.topK, { quantize: draft.weights.quantize });
+      // The per-slot graphs read the batch caches as the single-request sessions sharing them do.
+      const target = buildSlotTargetModel(cfg, g.model.weights, { valueLayout: this.targetLane.valueLayout });
+      const head = draft && buildSlotDraftModel(draft.head, draft.weights.head, cfg, g.model.weights, draft.topK, { quantize: draft.weights.quantize, valueLayout: this.draftLane!.valueLayout });
       this.targetLane.open(this.track(await createSession(target, opts)));
       if (head) this.draftLane!.open(this.track(await createSession(head, opts)));
       if (this.fusedRound && draft) {
-        const round = (this.round = await RoundSession.create(cfg, g.model.weights, draft.head, draft.weights.head, Math.min(this.tree.maxDepth, this.tree.totalTokens), { ...opts, quantize: draft.weights.quantize }));
+        const round = (this.round = await RoundSession.create(cfg, g.model.weights, draft.head, draft.weights.head, Math.min(this.tree.maxDepth, this.tree.totalTokens), { ...opts, quantize: draft.weights.quantize, valueLayout: this.targetLane.valueLayout, headValueLayout: this.draftLane!.valueLayout }));
         for (const s of this.slots) s.drafter = new SlotDrafter(s.head!, new RoundDrafter(round, cfg.maxSeqLen, s.head!.cache), () => this.batcher.size === 1);
       }
     } catch (e) {
