@@ -1,8 +1,7 @@
 /** The memory bandwidth the benchmarks' bytes-read floors divide by. */
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { createSession, f32, i64, releaseSession, type Feeds } from '../src/runtime/ort.ts';
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+import { median } from '../src/util/stats.ts';
 
 /**
  * Bandwidth probes over one 256 MB weight: `gemv` streams it into one row with ORT (MatMul over

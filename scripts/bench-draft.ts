@@ -34,6 +34,7 @@ import { DraftSession } from '../src/runtime/draft.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { RoundSession } from '../src/runtime/round.ts';
+import { median } from '../src/util/stats.ts';
 
 /** The 100M configuration of `npm run bench:runtime` (8 layers, GQA 12/4, untied 32000-token head). */
 const CONFIG = SIZES['100M'];
@@ -76,7 +77,6 @@ const headBytes = (h: HeadConfig, bits: number) => {
   return (MB(params) * (bits + (bits < 32 ? 32 / BLOCK : 0))) / 32;
 };
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const timed = async (fn: () => Promise<unknown>, into: number[]) => {
   const t0 = performance.now();
   await fn();

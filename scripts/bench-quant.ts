@@ -23,6 +23,7 @@ import { loadHfCheckpoint } from '../src/io/hf.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { SIZES } from './runtime-sizes.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'threads', type: 'string', default: '1,2', help: 'ORT intra-op thread counts to run' },
@@ -46,7 +47,6 @@ function optionsOf(variant: string): OnnxOpsOptions['quantize'] {
   return { ...q, blockSize: m[3] ? Number(m[3]) : q.blockSize, accuracyLevel: m[1] === 'nbits0' ? 0 : 4, kernel: m[1] === 'dq' ? 'dq' : 'nbits' };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const results: Record<string, unknown>[] = [];
 for (const threads of String(f.threads).split(',').map(Number)) {
   const variants: { v: string; s: TargetSession; cache: KVCache; loadMs: number; step: number[]; verify: number[] }[] = [];

@@ -24,6 +24,7 @@ import { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 import { RoundDrafter } from '../src/generate/round-drafter.ts';
 import { StaticPolicy } from '../src/policies/policy.ts';
 import { Generator } from '../src/generate/generator.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'target (default: the embedded pair)' },
@@ -43,7 +44,6 @@ const tree = { topK: 1, maxDepth: D, totalTokens: D };
 
 const snap = (s: RunStats): RunStats => ({ ...s });
 const diff = (a: RunStats, b: RunStats): RunStats => ({ passes: a.passes - b.passes, msInRun: a.msInRun - b.msInRun, msTotal: a.msTotal - b.msTotal });
-const median = (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];
 
 interface Acc { ms: number; rounds: number; tokens: number; draft: RunStats; verify: RunStats; tokps: number[] }
 const acc = (): Acc => ({ ms: 0, rounds: 0, tokens: 0, draft: { passes: 0, msInRun: 0, msTotal: 0 }, verify: { passes: 0, msInRun: 0, msTotal: 0 }, tokps: [] });

@@ -13,6 +13,7 @@ import { writeFileAtomic } from '../src/io/atomic.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { Sampler, type SamplingOptions } from '../src/generate/sampler.ts';
 import { Rng } from '../src/util/rng.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'vocab', type: 'string', default: '1536,32000,128256', help: 'vocabulary sizes' },
@@ -61,7 +62,6 @@ function rows(V: number, peaked: boolean, seed: number): Float32Array[] {
   });
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const results: { vocab: number; logits: string; mode: string; method: string; usPerToken: { median: number; min: number; max: number }; keptMean: number }[] = [];
 let sink = 0;
 

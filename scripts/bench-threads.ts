@@ -14,6 +14,7 @@ import { TargetSession } from '../src/runtime/target.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { DEFAULT_THREADS } from '../src/runtime/ort.ts';
 import { SIZES } from './runtime-sizes.ts';
+import { quantile } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run' },
@@ -23,7 +24,6 @@ const FLAGS: FlagSpec[] = [
 
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const threadCounts = f.threads as number[];
-const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
 console.log(`cores ${availableParallelism()}, DEFAULT_THREADS ${DEFAULT_THREADS}; ms per pass, median [p10-p90] of ${f.repeats} interleaved passes`);
 
 for (const name of String(f.sizes).split(',')) {

@@ -30,6 +30,7 @@ import { OrtTargetSteps } from '../training/ort/target-backend.ts';
 import { loadTf } from '../training/tf-backend.ts';
 import { TfDraftSteps } from '../training/train-draft.ts';
 import { initTargetWeights, TfTargetSteps } from '../training/train-target.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'cases', type: 'string', default: 'draft,target,d512', help: 'cases to run' },
@@ -42,7 +43,6 @@ const FLAGS: FlagSpec[] = [
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const cores = availableParallelism();
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** A stepper: loss + gradients of one batch at the given parameters. */
 type Step = (params: Weights) => Promise<{ grads: Map<string, Float32Array> }>;

@@ -21,6 +21,7 @@ import { SelfDrafter } from '../src/generate/self-drafter.ts';
 import { ExitPolicy } from '../src/policies/del.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import type { Weights } from '../src/model/weights.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'DIR', help: 'target checkpoint (HF directory or llama2.c .bin)' },
@@ -71,7 +72,6 @@ console.log(`| exit E | RSS plain (median) | added by the exit & rest sessions o
 console.log('| ---: | ---: | ---: | ---: |');
 // The pair: layers 0..E-1 and E..L-1 (all L layers once) plus the non-layer tensors twice.
 const pair = bytes(weights, (n) => layerOf(n) >= 0) + 2 * shared;
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
 for (const E of exits) {
   const before: number[] = [], added: number[] = [];
   for (let i = 0; i < f.repeats; i++) {

@@ -17,6 +17,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'dir', type: 'string', help: 'checkpoint directory (e.g. one written by scripts/load-sizes.ts)' },
@@ -79,10 +80,7 @@ for (let r = 0; r < (f.repeats as number); r++) {
     runs[mode].push(JSON.parse(c.stdout.trim().split('\n').pop()!));
   }
 }
-const stat = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return `${s[s.length >> 1].toFixed(0)} [${s[0].toFixed(0)}, ${s[s.length - 1].toFixed(0)}]`;
-};
+const stat = (xs: number[]) => `${median(xs).toFixed(0)} [${Math.min(...xs).toFixed(0)}, ${Math.max(...xs).toFixed(0)}]`;
 console.log(`${f.dir}, ${f.threads} threads, ${f.repeats} fresh processes per mode; ms median [min, max]; RSS MB after the phase`);
 console.log('| phase | ms | RSS after |\n| --- | ---: | ---: |');
 for (const p of ['read', 'graph', 'session', 'warmup']) {

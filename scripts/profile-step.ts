@@ -24,9 +24,11 @@ import { createSession, f32, i64, releaseSession, type Feeds, type Session } fro
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps, type AttentionMode } from '../src/onnx/ops.ts';
 import { llamaForward, type Ops } from '../src/model/definition.ts';
-import { blockFor, EMBEDDING, quantOf } from '../src/model/quantize.ts';
+import { blockFor, quantOf } from '../src/model/quantize.ts';
+import { EMBEDDING } from '../src/model/weights.ts';
 import { measureBandwidth } from './bandwidth.ts';
 import { SIZES } from './runtime-sizes.ts';
+import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: the random 100M target)' },
@@ -47,7 +49,6 @@ const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config:
 const model = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const cfg = model.config;
 const prompt = Array.from({ length: f.prompt as number }, (_, i) => (i * 7919 + 13) % cfg.vocabSize);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x: number, d = 3) => x.toFixed(d);
 const spread = (xs: number[], d = 3) => `${fmt(median(xs), d)} [${fmt(Math.min(...xs), d)}, ${fmt(Math.max(...xs), d)}]`;
 

@@ -133,6 +133,8 @@ export interface LoadedGenerator {
   readonly notes: string[];
   /** The ORT intra-op threads the sessions run on (given, or `defaultThreadsFor` the target). */
   readonly threads: number;
+  /** The weight formats the target and head run with, as a tuning file records them (`eaglet tune`). */
+  readonly weightFormats: TunedWeights;
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
   encode(prompt: string | number[]): number[];
   stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
@@ -146,14 +148,13 @@ function withDefaults(o: LoadOptions): LoadOptions {
   if (!has.target) throw new UsageError('model', `no model given and the embedded default is missing (${DEFAULT_PATHS.target}): pass a model path`);
   const draft = o.draft === undefined ? (has.draft ? DEFAULT_PATHS.draft : undefined) : o.draft;
   const ownHead = draft === DEFAULT_PATHS.draft;
-  const tree = { ...(ownHead ? DEFAULT_MODEL_TREE : {}), ...o.tree };
   // With its own head and LDLP the default drafts with ldlp+threshold, the fastest LDLP variant in
   // its benchmark (README): LDLP caps the depth, the confidence threshold stops earlier inside it.
   const policy = o.policy ?? (ownHead && o.ldlp === undefined && has.ldlp
     ? ({ model, tree: t }: { model: LoadedModel; tree: TreeShape }) =>
         new LdlpPolicy(loadPredictor(DEFAULT_PATHS.ldlp, 'ldlp', model.config, t.maxDepth), model, t, {}, new ThresholdPolicy(t.totalTokens))
     : undefined);
-  return { ...o, model: DEFAULT_PATHS.target, draft, tree, policy };
+  return { ...o, model: DEFAULT_PATHS.target, draft, policy };
 }
 
 /** The tuning file beside `draftDir` if it applies here with `threads` and `weights`; otherwise a note says why not. */
@@ -169,6 +170,11 @@ function applicableTuning(draftDir: string, threads: number, weights: TunedWeigh
   const { topK, maxDepth, totalTokens } = t.tree;
   notes.push(`using ${file}: top-k ${topK}, depth ${maxDepth}, ${totalTokens} tokens, policy ${t.policy}`);
   return t;
+}
+
+/** The head's weight format: `draftQuant`, else the target's `quantize`, else fp32 (undefined). */
+function headQuant(o: LoadOptions): QuantName | undefined {
+  return o.draftQuant ?? o.quantize;
 }
 
 /** Text -> prompt ids with `tokenizer` (BOS added when it has one); a UsageError without a tokenizer. */
@@ -218,8 +224,11 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const notes: string[] = [];
   const inexact = rowExactWarning(model.config, model.weights);
   if (inexact) notes.push(inexact);
-  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, tunedWeights(model.config, model.weights, o.draftQuant, o.quantize), notes) : undefined;
-  const tree = { ...DEFAULT_TREE, ...(options.model === undefined && o.draft === DEFAULT_PATHS.draft ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
+  const weightFormats = tunedWeights(model.config, model.weights, headQuant(o));
+  const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, weightFormats, notes) : undefined;
+  // The embedded target with its own head: its tree by default, and (fusedRound 'auto') the fused round.
+  const embeddedPair = options.model === undefined && o.draft === DEFAULT_PATHS.draft;
+  const tree = { ...DEFAULT_TREE, ...(embeddedPair ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
   checkTree(tree);
   let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined, roundSession: RoundSession | undefined;
   let selfPolicy: LengthPolicy | undefined;
@@ -238,9 +247,9 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    const quantize = o.draftQuant ? DRAFT_QUANT[o.draftQuant] : o.quantize ? DRAFT_QUANT[o.quantize] : undefined;
+    const hq = headQuant(o), quantize = hq ? DRAFT_QUANT[hq] : undefined;
     // 'auto': the embedded pair drafts its chain in one call per round.
-    const fusedRound = o.fusedRound === 'auto' ? options.model === undefined && o.draft === DEFAULT_PATHS.draft && tree.topK === 1 : o.fusedRound === true;
+    const fusedRound = o.fusedRound === 'auto' ? embeddedPair && tree.topK === 1 : o.fusedRound === true;
     if (fusedRound) {
       if (tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${tree.topK}`);
       roundSession = await RoundSession.create(model.config, model.weights, head.config, head.weights, Math.min(tree.maxDepth, tree.totalTokens), { ...sessionOpts, quantize });
@@ -299,6 +308,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     generator,
     notes,
     threads,
+    weightFormats,
     encode,
     stream,
     newPolicy: () => makePolicy() ?? generator.policy,

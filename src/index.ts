@@ -3,6 +3,7 @@
  * Start with `loadGenerator` (see src/api.ts for an example).
  */
 export { loadGenerator, DEFAULT_TREE, type LoadOptions, type LoadedGenerator, type TextChunk } from './api.ts';
+export type { TunedWeights } from './tune/tuning.ts';
 export { Generator, type GenerationChunk, type GeneratorParts, type StreamOptions } from './generate/generator.ts';
 export { GenerationStats, type StopReason } from './generate/stats.ts';
 export { GENERATION_FLAGS, resolveGenerationOptions, type GenerationOptions } from './generate/options.ts';

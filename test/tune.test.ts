@@ -108,6 +108,8 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: { target: 'q4', draft: 'q4' } })));
   const both = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, quantize: 'q4' });
   assert.deepEqual(both.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 }, 'a q4 tuning applies to a q4 run');
+  // Read before the target's Linear weights are released (eaglet tune records it without keepWeights).
+  assert.deepEqual(both.weightFormats, { target: 'q4', draft: 'q4' });
   await both.dispose();
 });
 

@@ -34,7 +34,7 @@ import type { TreeShape } from '../trees/index.ts';
 import type { GenerationChunk } from '../src/generate/generator.ts';
 import type { DraftHead } from '../src/io/draft-head-io.ts';
 import type { LoadedModel } from '../src/load-model.ts';
-import type { Tensor } from '../src/model/weights.ts';
+import { EMBEDDING, type Tensor } from '../src/model/weights.ts';
 import { StaticPolicy, type LengthPolicy, type RoundOutcome, type RoundPlan, type RoundState } from '../src/policies/policy.ts';
 import { listView, primitiveView } from './feature-log.ts';
 import type { OnProgress } from './progress.ts';
@@ -424,7 +424,7 @@ export interface CollectResult {
 export async function collectLengths(o: CollectOptions): Promise<CollectResult> {
   const cfg = o.model.config, temperature = o.temperature ?? 0, seed = o.seed ?? 0;
   if (o.prompts.length === 0) throw new UsageError('--prompts', 'holds no prompts');
-  const emb = o.model.weights.get('model.embed_tokens.weight')!;
+  const emb = o.model.weights.get(EMBEDDING)!;
   const recorder = new RoundRecorder(new StaticPolicy(o.tree.maxDepth, o.tree.totalTokens), emb, o.tree.maxDepth, o.tree.topK);
   const g = await loadGenerator({ model: o.model, draft: o.draft, tree: o.tree, policy: recorder, threads: o.threads });
   const writer = new RoundLogWriter(o.out, cfg.dim, o.tree.maxDepth);

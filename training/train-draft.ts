@@ -29,7 +29,7 @@ import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { draftLogits, eagleHeadForward, lmHead } from '../src/model/definition.ts';
 import { DRAFT_VOCAB, draftToTarget, draftVocabWeights, mostFrequent, headConfigFor, randomHeadWeights, trainableHeadShapes, type HeadConfig } from '../src/model/draft-head.ts';
-import { outputHead, type Weights } from '../src/model/weights.ts';
+import { EMBEDDING, outputHead, outputHeadName, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
 import { warmupLr } from './adamw.ts';
 import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
@@ -266,9 +266,9 @@ export class TfDraftSteps implements DraftSteps {
 
   /** `vocab`: the head's draft-vocabulary tensors (empty for the full vocabulary). */
   constructor(private readonly tf: Tf, private readonly target: { config: ModelConfig; weights: Weights }, private readonly head: HeadConfig, private readonly w: { featureWeight: number; tokenWeight: number }, vocab: Weights = new Map()) {
-    const cfg = target.config, embW = target.weights.get('model.embed_tokens.weight')!;
-    const emb = tf.tensor(embW.data, embW.shape), lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-    this.teacher = new Map<string, Tensor>([['model.embed_tokens.weight', emb], [lmName, cfg.tieEmbeddings ? emb : tf.tensor(outputHead(cfg, target.weights).data, [cfg.vocabSize, cfg.dim])]]);
+    const cfg = target.config, embW = target.weights.get(EMBEDDING)!;
+    const emb = tf.tensor(embW.data, embW.shape), lmName = outputHeadName(cfg);
+    this.teacher = new Map<string, Tensor>([[EMBEDDING, emb], [lmName, cfg.tieEmbeddings ? emb : tf.tensor(outputHead(cfg, target.weights).data, [cfg.vocabSize, cfg.dim])]]);
     this.frozen = new Map(this.teacher);
     // A reduced head's own LM head shares the name of an untied target's: the head sees its own.
     const own = vocab.get(DRAFT_VOCAB.lmHead);

@@ -4,6 +4,7 @@ import { DEFAULT_MODEL_TREE } from '../default-model.ts';
 import { DEFAULT_THREADS, ONE_THREAD_BELOW_PARAMS } from '../runtime/ort.ts';
 import { checkTree, TREE_LIMITS, type TreeShape } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
+import type { QuantName } from '../model/quantize.ts';
 import { camel, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { policyEntry } from '../policies/registry.ts';
 
@@ -22,6 +23,11 @@ export const TREE_FLAGS: FlagSpec[] = [
 export const QUANTIZE_FLAG: FlagSpec = { flag: 'quantize', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'quantize the target (and draft head) to 8- or 4-bit blockwise weights at load; a checkpoint from `eaglet quantize` is quantized already' };
 
 export const DRAFT_QUANT_FLAG: FlagSpec = { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged)' };
+
+/** The weight formats QUANTIZE_FLAG and DRAFT_QUANT_FLAG set (LoadOptions `quantize`, `draftQuant`). */
+export function quantFromFlags(f: Parsed): { quantize?: QuantName; draftQuant?: QuantName } {
+  return { quantize: f.quantize as QuantName | undefined, draftQuant: f.draftQuant as QuantName | undefined };
+}
 
 export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, meta: 'N', help: `onnxruntime intra-op threads; by default 1 for a target under ${ONE_THREAD_BELOW_PARAMS / 1e6}M parameters (its steps are per-node overhead), else every core (at most 8; here ${DEFAULT_THREADS})` };
 

@@ -13,6 +13,7 @@
 import type { ModelConfig } from './config.ts';
 import { DRAFT_VOCAB, HEAD_LAYER_PREFIX, type HeadConfig } from './draft-head.ts';
 import type { RopeSpec } from './rope.ts';
+import { EMBEDDING, outputHeadName } from './weights.ts';
 
 /** The attention head layout. */
 export interface HeadLayout {
@@ -122,7 +123,7 @@ export function decoderLayer<T>(
 
 /** The target's output head applied to features [T, d] -> logits [T, V] (tied: the embedding table). */
 export function lmHead<T>(ops: Ops<T>, cfg: Pick<ModelConfig, 'tieEmbeddings'>, features: T): T {
-  return ops.linear(features, ops.weight(cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'));
+  return ops.linear(features, ops.weight(outputHeadName(cfg)));
 }
 
 export interface LlamaOut<T> {
@@ -171,7 +172,7 @@ export function llamaLayers<T>(ops: Ops<T>, cfg: ModelConfig, x: T, inp: PassInp
 
 /** The token embedding rows of `ids` [T] -> [T, d]: the residual stream before layer 0. */
 export function embedTokens<T>(ops: Ops<T>, ids: T): T {
-  return ops.embed(ops.weight('model.embed_tokens.weight'), ids);
+  return ops.embed(ops.weight(EMBEDDING), ids);
 }
 
 /** The final norm: the target's (and every early exit's) features from a residual stream [T, d]. */
@@ -202,7 +203,7 @@ export interface HeadOut<T> {
  * `features` [T, d]; `inp.past` has one entry (the head's only layer) or is null.
  */
 export function eagleHeadForward<T>(ops: Ops<T>, head: HeadConfig, features: T, inp: PassInputs<T>): HeadOut<T> {
-  const emb = ops.embed(ops.weight('model.embed_tokens.weight'), inp.ids); // [T, d]
+  const emb = ops.embed(ops.weight(EMBEDDING), inp.ids); // [T, d]
   const x = ops.linear(ops.concat(emb, features), ops.weight('fc.weight'), ops.weight('fc.bias')); // [T, d]
   const r = decoderLayer(ops, head, HEAD_LAYER_PREFIX, x, inp, inp.past?.[0] ?? null, false);
   return { hidden: r.out, key: r.key, value: r.value };

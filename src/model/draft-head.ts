@@ -33,7 +33,7 @@
 import type { ModelConfig } from './config.ts';
 import { parseRopeScaling, ropeScalingToJson, type RopeScaling } from './rope.ts';
 import { denseRow } from './quantize.ts';
-import { addLayerShapes, checkTensors, outputHead, tensor, type Weights } from './weights.ts';
+import { addLayerShapes, checkTensors, LM_HEAD, outputHead, tensor, type Weights } from './weights.ts';
 import { Rng } from '../util/rng.ts';
 
 /** Shapes of the head. Width, heads and vocabulary must match the target it drafts for. */
@@ -58,7 +58,7 @@ export interface HeadConfig {
 }
 
 /** Tensor names of a reduced draft vocabulary (EAGLE-3 layout). */
-export const DRAFT_VOCAB = { lmHead: 'lm_head.weight', d2t: 'd2t', t2d: 't2d' } as const;
+export const DRAFT_VOCAB = { lmHead: LM_HEAD, d2t: 'd2t', t2d: 't2d' } as const;
 /** safetensors storage dtypes of the draft-vocabulary map. */
 export const DRAFT_VOCAB_DTYPES = { [DRAFT_VOCAB.d2t]: 'I64', [DRAFT_VOCAB.t2d]: 'BOOL' } as const;
 

@@ -13,7 +13,7 @@
  *   scales  float32 [N * K / blockSize]
  */
 import type { ModelConfig } from './config.ts';
-import { expectedShapes, forEachRowChunk, type QuantizedTensor, type QuantizedWeight, type Tensor, type WeightQuant, type Weights } from './weights.ts';
+import { EMBEDDING, expectedShapes, forEachRowChunk, LM_HEAD, type QuantizedTensor, type QuantizedWeight, type Tensor, type WeightQuant, type Weights } from './weights.ts';
 
 export type { QuantizedTensor, QuantizedWeight, WeightQuant };
 
@@ -134,11 +134,8 @@ export function dense(t: Tensor): Tensor {
  * head's use when the graph is built, see OnnxOps.)
  */
 export function linearNames(c: ModelConfig): string[] {
-  return [...expectedShapes(c).keys()].filter((n) => n.endsWith('_proj.weight') || n === 'lm_head.weight');
+  return [...expectedShapes(c).keys()].filter((n) => n.endsWith('_proj.weight') || n === LM_HEAD);
 }
-
-/** The token embedding table [V, d]. */
-export const EMBEDDING = 'model.embed_tokens.weight';
 
 /** The tensors a quantized target holds quantized: its Linear weights and the token embedding table. */
 export function quantizedNames(c: ModelConfig): string[] {

@@ -204,13 +204,23 @@ export function addLayerShapes(m: Map<string, number[]>, c: LayerTensorShape, pr
   m.set(`${prefix}mlp.down_proj.weight`, [c.dim, c.hiddenDim]);
 }
 
+/** The token embedding table's name, [V, d]. */
+export const EMBEDDING = 'model.embed_tokens.weight';
+/** The untied output head's name, [V, d]. */
+export const LM_HEAD = 'lm_head.weight';
+
+/** The output head's name: lm_head, or the embedding table when tied. */
+export function outputHeadName(c: Pick<ModelConfig, 'tieEmbeddings'>): string {
+  return c.tieEmbeddings ? EMBEDDING : LM_HEAD;
+}
+
 /** Every tensor the config requires, with its shape. */
 export function expectedShapes(c: ModelConfig): Map<string, number[]> {
   const m = new Map<string, number[]>();
-  m.set('model.embed_tokens.weight', [c.vocabSize, c.dim]);
+  m.set(EMBEDDING, [c.vocabSize, c.dim]);
   for (let i = 0; i < c.nLayers; i++) addLayerShapes(m, c, layerKey(i, ''), true);
   m.set('model.norm.weight', [c.dim]);
-  if (!c.tieEmbeddings) m.set('lm_head.weight', [c.vocabSize, c.dim]);
+  if (!c.tieEmbeddings) m.set(LM_HEAD, [c.vocabSize, c.dim]);
   return m;
 }
 
@@ -238,5 +248,5 @@ export function validateWeights(c: ModelConfig, w: Weights): string | null {
 
 /** The output head: lm_head, or the embedding table when tied. [V, d] */
 export function outputHead(c: ModelConfig, w: Weights): Tensor {
-  return w.get(c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight')!;
+  return w.get(outputHeadName(c))!;
 }

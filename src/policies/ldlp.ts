@@ -19,7 +19,7 @@ import { loadPredictor, type Predictor, type PredictorKind } from '../io/predict
 import type { ModelConfig } from '../model/config.ts';
 import { mlpForward, PlainOps } from '../model/mlp.ts';
 import { denseRow } from '../model/quantize.ts';
-import type { Tensor, Weights } from '../model/weights.ts';
+import { EMBEDDING, type Tensor, type Weights } from '../model/weights.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 
 /** The target a predictor reads: its width and its token embedding table. */
@@ -41,7 +41,7 @@ export class PredictorRunner {
 
   constructor(readonly predictor: Predictor, target: PredictorTarget, readonly capacity = 1) {
     const d = (this.d = predictor.config.dim);
-    const emb = target.weights.get('model.embed_tokens.weight');
+    const emb = target.weights.get(EMBEDDING);
     if (!emb || emb.shape[1] !== d) throw new Error(`predictor of width ${d} needs the target's embedding table [V, ${d}]`);
     this.embeddings = emb;
     this.ops = new PlainOps(predictor.weights);

@@ -26,6 +26,7 @@ import type { HeadConfig } from '../model/draft-head.ts';
 import { names } from '../onnx/model-graphs.ts';
 import type { DraftOutput, DraftPass, DraftSession } from './draft.ts';
 import type { KVCache } from './kv-cache.ts';
+import type { ValueLayout } from '../onnx/ops.ts';
 import { bool, f32, f32Data, i32Data, i64, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
 import type { TargetOutput, TargetPass, TargetSession } from './target.ts';
 
@@ -113,8 +114,10 @@ abstract class Lane<Out> {
    * @param maxPassTokens most tokens packed into one pass (the model's RoPE table holds its
    *   context length of positions, and ORT's RotaryEmbedding refuses longer inputs); the calls
    *   left over run in the next pass.
+   * @param valueLayout the past values' layout of the single-request session, which shares the
+   *   batch cache: the per-slot graph (`open`) must be built for it too.
    */
-  constructor(protected batcher: Batcher, readonly batchCache: KVCache, readonly heads: number, readonly maxPassTokens: number, first = false) {
+  constructor(protected batcher: Batcher, readonly batchCache: KVCache, readonly heads: number, readonly maxPassTokens: number, readonly valueLayout: ValueLayout, first = false) {
     batcher.add(this as Lane<unknown>, first);
   }
 
@@ -168,7 +171,7 @@ abstract class Lane<Out> {
       if (calls.length === 1) outs = [await this.runOne(calls[0])];
       else {
         if (!this.slotSession) throw new Error('batched passes need the per-slot session: call Engine.start() (Lane.open) first');
-        outs = await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads));
+        outs = await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads, this.valueLayout));
       }
       let T = 0;
       for (const c of calls) T += c.tokens.length;
@@ -193,7 +196,7 @@ abstract class Lane<Out> {
     }));
     const t0 = performance.now();
     if (calls.length === 1) await this.runOne(calls[0]);
-    else await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads));
+    else await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads, this.valueLayout));
     return performance.now() - t0;
   }
 
@@ -219,7 +222,8 @@ class SlotFeeds {
   private pad = new BigInt64Array(0);
   private mask = new Uint8Array(0);
 
-  build(calls: Call<unknown>[], batch: KVCache, heads: number): Feeds {
+  build(calls: Call<unknown>[], batch: KVCache, heads: number, valueLayout: ValueLayout): Feeds {
+    batch.useValueLayout(valueLayout);
     let N = 0, M = 0, B = 0;
     for (const c of calls) {
       N += c.tokens.length;
@@ -261,10 +265,10 @@ class SlotFeeds {
       [names.padRows]: i64(pad, [B * M]),
       [names.slotMask]: bool(mask, [B, M, W]),
     };
-    const hd = batch.headDim;
+    const hd = batch.headDim, kDims = [B, heads, hd, S], vDims = valueLayout === 'rows' ? [B, heads, S, hd] : kDims;
     for (let l = 0; l < batch.nLayers; l++) {
-      feeds[names.pastKey(l)] = f32(batch.heads(batch.keys[l], 0, B * heads), [B, heads, hd, S]);
-      feeds[names.pastValue(l)] = f32(batch.heads(batch.values[l], 0, B * heads), [B, heads, S, hd]);
+      feeds[names.pastKey(l)] = f32(batch.heads(batch.keys[l], 0, B * heads), kDims);
+      feeds[names.pastValue(l)] = f32(batch.heads(batch.values[l], 0, B * heads), vDims);
     }
     return feeds;
   }
@@ -277,7 +281,7 @@ export class TargetLane extends Lane<TargetOutput> {
   private fetchArgmax: string[];
 
   constructor(batcher: Batcher, readonly session: TargetSession, batchCache: KVCache) {
-    super(batcher, batchCache, session.cfg.nKvHeads, session.cfg.maxSeqLen);
+    super(batcher, batchCache, session.cfg.nKvHeads, session.cfg.maxSeqLen, session.valueLayout);
     const presents = Array.from({ length: session.cfg.nLayers }, (_, l) => [names.presentKey(l), names.presentValue(l)]).flat();
     this.fetchArgmax = [names.argmax, names.features, ...presents];
     this.fetchAll = [names.logits, ...this.fetchArgmax];
@@ -329,7 +333,7 @@ export class DraftLane extends Lane<DraftOutput> {
   private fetches = [names.hidden, names.topkLogProbs, names.topkIds, names.entropy, names.presentKey(0), names.presentValue(0)];
 
   constructor(batcher: Batcher, readonly session: DraftSession, batchCache: KVCache, maxPassTokens: number) {
-    super(batcher, batchCache, session.head.nKvHeads, maxPassTokens, true); // draft passes first: the target pass then collects every tree
+    super(batcher, batchCache, session.head.nKvHeads, maxPassTokens, session.valueLayout, true); // draft passes first: the target pass then collects every tree
   }
 
   view(): DraftPass {

@@ -6,6 +6,7 @@
 import { names } from '../onnx/model-graphs.ts';
 import { bool, f32, f32Data, i64, type Feeds, type Fetches } from './ort.ts';
 import type { KVCache } from './kv-cache.ts';
+import type { ValueLayout } from '../onnx/ops.ts';
 
 export class StepFeeds {
   private ids!: BigInt64Array; // [maxT]
@@ -20,8 +21,9 @@ export class StepFeeds {
    * @param opts.firstLayer the cache layer of the model's first past input (default 0).
    * @param opts.ids whether the model takes input_ids (default true; false for a model fed residuals).
    * @param opts.part the model is part of a target whose cache has more layers (default: the cache must match).
+   * @param opts.valueLayout the layout of the past values the model reads (its rendering's `valueLayout`).
    */
-  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { firstLayer?: number; ids?: boolean; part?: boolean } = {}) {
+  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { valueLayout: ValueLayout; firstLayer?: number; ids?: boolean; part?: boolean }) {
     this.allocate(maxTokens);
   }
 
@@ -57,12 +59,14 @@ export class StepFeeds {
       [names.tree]: bool(tree ?? this.causalMask(t), [t, w]),
     };
     if (this.opts.ids ?? true) feeds[names.ids] = i64(this.ids.subarray(0, t), [1, t]);
-    // The cache's head blocks, zero-copy (K [1, nKv, hd, S], V [1, nKv, S, hd]); the first
-    // L = pastRows of the S = cache.stride rows are live.
+    // The cache's head blocks, zero-copy (K [1, nKv, hd, S], V [1, nKv, S, hd] or, transposed,
+    // [1, nKv, hd, S]); the first L = pastRows of the S = cache.stride rows are live.
+    cache.useValueLayout(this.opts.valueLayout);
     cache.ensureRows(pastRows);
     this.pastLength[0] = BigInt(pastRows);
     feeds[names.pastLength] = i64(this.pastLength, [1]);
-    const kDims = [1, this.nKvHeads, this.headDim, cache.stride], vDims = [1, this.nKvHeads, cache.stride, this.headDim];
+    const kDims = [1, this.nKvHeads, this.headDim, cache.stride];
+    const vDims = this.opts.valueLayout === 'rows' ? [1, this.nKvHeads, cache.stride, this.headDim] : kDims;
     for (let l = first; l < first + this.nLayers; l++) {
       feeds[names.pastKey(l)] = f32(cache.keyView(l), kDims);
       feeds[names.pastValue(l)] = f32(cache.valueView(l), vDims);
@@ -80,17 +84,20 @@ export class StepFeeds {
     return m;
   }
 
-  /** Output names of the new K/V rows of the model's layers, to fetch: the joined `present`. */
-  presentNames(): string[] {
-    return [names.present];
+  /**
+   * Output names of the new K/V rows of the model's layers, to fetch: the joined `present`.
+   * `prefix` names it inside a graph that holds this model under a prefix (a round's head).
+   */
+  presentNames(prefix = ''): string[] {
+    return [prefix + names.present];
   }
 
   /**
    * The new rows of each of the model's layers, [T, nKv, hd]: views into the fetched `present`
-   * [2n, T, nKv, hd] (a fresh array: ORT copies outputs).
+   * [2n, T, nKv, hd] (a fresh array: ORT copies outputs), named with `prefix` as presentNames.
    */
-  present(out: Fetches): { newKeys: Float32Array[]; newValues: Float32Array[] } {
-    const all = f32Data(out[names.present]), n = this.nLayers, size = all.length / (2 * n);
+  present(out: Fetches, prefix = ''): { newKeys: Float32Array[]; newValues: Float32Array[] } {
+    const all = f32Data(out[prefix + names.present]), n = this.nLayers, size = all.length / (2 * n);
     const newKeys: Float32Array[] = [], newValues: Float32Array[] = [];
     for (let l = 0; l < n; l++) {
       newKeys.push(all.subarray(l * size, (l + 1) * size));

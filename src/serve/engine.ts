@@ -192,12 +192,13 @@ export class Engine {
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
     const draft = this.draftLane?.session;
     try {
-      const target = buildSlotTargetModel(cfg, g.model.weights);
-      const head = draft && buildSlotDraftModel(draft.head, draft.weights.head, cfg, g.model.weights, draft.topK, { quantize: draft.weights.quantize });
+      // The per-slot graphs read the batch caches as the single-request sessions sharing them do.
+      const target = buildSlotTargetModel(cfg, g.model.weights, { valueLayout: this.targetLane.valueLayout });
+      const head = draft && buildSlotDraftModel(draft.head, draft.weights.head, cfg, g.model.weights, draft.topK, { quantize: draft.weights.quantize, valueLayout: this.draftLane!.valueLayout });
       this.targetLane.open(this.track(await createSession(target, opts)));
       if (head) this.draftLane!.open(this.track(await createSession(head, opts)));
       if (this.fusedRound && draft) {
-        const round = (this.round = await RoundSession.create(cfg, g.model.weights, draft.head, draft.weights.head, Math.min(this.tree.maxDepth, this.tree.totalTokens), { ...opts, quantize: draft.weights.quantize }));
+        const round = (this.round = await RoundSession.create(cfg, g.model.weights, draft.head, draft.weights.head, Math.min(this.tree.maxDepth, this.tree.totalTokens), { ...opts, quantize: draft.weights.quantize, valueLayout: this.targetLane.valueLayout, headValueLayout: this.draftLane!.valueLayout }));
         for (const s of this.slots) s.drafter = new SlotDrafter(s.head!, new RoundDrafter(round, cfg.maxSeqLen, s.head!.cache), () => this.batcher.size === 1);
       }
     } catch (e) {
@@ -355,9 +356,8 @@ export class Engine {
   private markLive(): void {
     let top = -1;
     for (const o of this.slots) if (!this.free.includes(o)) top = o.index;
-    const t = this.targetLane.batchCache, d = this.draftLane?.batchCache;
-    t.liveHeads = ((top + 1) * t.nKvHeads) / this.maxBatch;
-    if (d) d.liveHeads = ((top + 1) * d.nKvHeads) / this.maxBatch;
+    // Slot i owns heads [i * h, (i + 1) * h) of each lane's batch cache, h = its nKvHeads / maxBatch.
+    for (const c of [this.targetLane.batchCache, this.draftLane?.batchCache]) if (c) c.liveHeads = ((top + 1) * c.nKvHeads) / this.maxBatch;
   }
 
   /** The request's loop; it waits for a slot at its first `next()`. */

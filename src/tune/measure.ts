@@ -18,6 +18,7 @@ import type { LengthPolicy } from '../policies/policy.ts';
 import type { DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetSession } from '../runtime/target.ts';
+import { median } from '../util/stats.ts';
 
 /** Candidates a top-k tree of depth D scores: k at depth 1, k^2 at each deeper one. */
 export const candidates = (k: number, D: number): number => k + (D - 1) * k * k;
@@ -41,8 +42,6 @@ export interface Measurements {
   /** Greedy continuation tokens the acceptance ran along. */
   tokens: number;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 /** Median ms of target passes over 1..maxTokens tokens after `context` committed rows, sizes interleaved. */
 export async function measureVerify(target: TargetSession, context: number[], maxTokens: number, repeats: number): Promise<number[]> {

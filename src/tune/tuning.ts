@@ -103,11 +103,12 @@ const FP32_WEIGHTS: TunedWeights = { target: 'fp32', draft: 'fp32' };
 
 /**
  * The weight formats a loaded pair runs with: the target's as held (quantized at load or a
- * quantized checkpoint), the head's as loadGenerator quantizes it (`draftQuant`, else `quantize`).
+ * quantized checkpoint; read before its Linear weights are released), the head's `draft`
+ * (as loadGenerator quantizes it; undefined = fp32).
  */
-export function tunedWeights(cfg: ModelConfig, weights: Weights, draftQuant?: QuantName, quantize?: QuantName): TunedWeights {
+export function tunedWeights(cfg: ModelConfig, weights: Weights, draft?: QuantName): TunedWeights {
   const bits = quantOf(cfg, weights)?.bits;
-  return { target: bits === 4 ? 'q4' : bits === 8 ? 'q8' : 'fp32', draft: draftQuant ?? quantize ?? 'fp32' };
+  return { target: bits === 4 ? 'q4' : bits === 8 ? 'q8' : 'fp32', draft: draft ?? 'fp32' };
 }
 
 /**

@@ -9,7 +9,7 @@ import type { ModelConfig } from '../../src/model/config.ts';
 import { draftLogits, eagleHeadForward, lmHead, llamaForward } from '../../src/model/definition.ts';
 import { DRAFT_VOCAB, draftToTarget, trainableHeadShapes, type HeadConfig } from '../../src/model/draft-head.ts';
 import { mlpForward, mlpShapes, type MlpConfig } from '../../src/model/mlp.ts';
-import { expectedShapes, outputHead, type Weights } from '../../src/model/weights.ts';
+import { EMBEDDING, expectedShapes, outputHead, outputHeadName, type Weights } from '../../src/model/weights.ts';
 import { GraphBuilder } from '../../src/onnx/graph.ts';
 import { createSession, f32, f32Data, i64, releaseSession, runTimed, type Feeds, type Fetches, type Session } from '../../src/runtime/ort.ts';
 import { binaryCrossEntropy, featureLoss, nextTokenLoss, softCrossEntropy, squaredError, teacherProbs, weighted } from './losses.ts';
@@ -77,8 +77,8 @@ export function draftTrainGraph(target: { config: ModelConfig; weights: Weights 
   const cfg = target.config, d = cfg.dim, N = B * T;
   const g = new GraphBuilder('eaglet_train_draft'), t = new Tape(g);
   const shapes = trainableHeadShapes(head);
-  const lmName = cfg.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-  const extra = new Map<string, Val>([['model.embed_tokens.weight', frozen(t, 'model.embed_tokens.weight', target.weights.get('model.embed_tokens.weight')!)]]);
+  const lmName = outputHeadName(cfg);
+  const extra = new Map<string, Val>([[EMBEDDING, frozen(t, EMBEDDING, target.weights.get(EMBEDDING)!)]]);
   if (!cfg.tieEmbeddings) extra.set(lmName, frozen(t, lmName, outputHead(cfg, target.weights)));
   const toTarget = draftToTarget(head, vocab);
   // The head's own LM head has the name of an untied target's: the head and the teacher look weights up apart.

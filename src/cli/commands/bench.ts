@@ -9,7 +9,7 @@ import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { DRAFT_QUANT_FLAG, QUANTIZE_FLAG, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
 
@@ -68,7 +68,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
 
     const load = (fusedRound: boolean | 'auto') => withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
-      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, fusedRound, quantize: f.quantize as 'q8' | 'q4' | undefined, keepWeights,
+      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, ...quantFromFlags(f), fusedRound, keepWeights,
     }));
     const g = await load((f.fusedRound as boolean | undefined) ?? 'auto');
     // SPEC@fused rows: the same pair loaded again with the fused-round drafter.

@@ -11,7 +11,7 @@ import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { DRAFT_QUANT_FLAG, QUANTIZE_FLAG, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -74,7 +74,7 @@ Without --model it uses the embedded default (data/default): its target, draft h
       ldlp: f.ldlp as string | undefined,
       tree,
       threads: f.threads as number,
-      draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined,
+      ...quantFromFlags(f),
       fusedRound: (f.fusedRound as boolean | undefined) ?? 'auto',
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);

@@ -5,7 +5,7 @@ import { UsageError } from '../../errors.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { serve as startServer } from '../../serve/server.ts';
 import { defineCommand } from '../command.ts';
-import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
@@ -42,8 +42,7 @@ Without --model it serves the embedded default (data/default) with its draft hea
       draft: f.draft as string | undefined,
       tree: treeFromFlags(f),
       threads: f.threads as number,
-      draftQuant: f.draftQuant as 'q8' | 'q4' | undefined,
-      quantize: f.quantize as 'q8' | 'q4' | undefined,
+      ...quantFromFlags(f),
       keepWeights: true, // the batch graphs are built from them
     }));
     for (const note of g.notes) process.stderr.write(`${note}\n`);

@@ -10,10 +10,9 @@ import { EagleDrafter } from '../../generate/eagle-drafter.ts';
 import { writeFileAtomic } from '../../io/atomic.ts';
 import { createPolicy } from '../../policies/registry.ts';
 import { greedySequences, measureAcceptance, measureVerify, type Measurements } from '../../tune/measure.ts';
-import { bestByDepth, machineInfo, scoreShapes, tunedWeights, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
-import type { QuantName } from '../../model/quantize.ts';
+import { bestByDepth, machineInfo, scoreShapes, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, THREADS_FLAG } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -55,14 +54,14 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
     const promptsFile = (f.prompts as string | undefined) ?? (embedded ? DEFAULT_PATHS.tunePrompts : undefined);
     if (!promptsFile) throw new UsageError('--prompts', 'is required with --model');
     const K = f.maxTopK as number, D = f.maxDepth as number, N = f.maxTokens as number;
-    const quantize = f.quantize as QuantName | undefined, draftQuant = f.draftQuant as QuantName | undefined;
-    const g = await loadGenerator({ model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft, tree: { topK: K, maxDepth: D, totalTokens: N }, threads: f.threads as number | undefined, quantize, draftQuant, keepWeights: true, tuning: false, policy: undefined });
+    const g = await loadGenerator({ model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft, tree: { topK: K, maxDepth: D, totalTokens: N }, threads: f.threads as number | undefined, ...quantFromFlags(f), tuning: false, policy: undefined });
     try {
       const { target, drafter } = g.generator.parts;
       // tune measures an EAGLE head (--draft self is refused above).
       const session = (drafter as EagleDrafter).session;
       const prompts = readPrompts(promptsFile, g.encode);
       const say = (line: string) => process.stderr.write(`${line}\n`);
+      g.notes.forEach(say); // e.g. a quantized checkpoint whose blocks score rows differently by pass shape
 
       const sequences = await greedySequences(target, prompts, f.maxNewTokens as number);
       const tokens = sequences.reduce((n, s, i) => n + s.length - prompts[i].length, 0);
@@ -106,7 +105,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
 
       const file: TuningFile = {
         format: 'eaglet-tuning', version: 1, created: new Date().toISOString(), machine: machineInfo(), threads: g.threads,
-        weights: tunedWeights(g.model.config, g.model.weights, draftQuant, quantize),
+        weights: g.weightFormats,
         source: { model: (f.model as string | undefined) ?? DEFAULT_PATHS.target, draft, prompts: promptsFile, tokens },
         tree, policy, predicted: best, policyRuns: runs, plainTokensPerSecond: c.ar.tokensPerSecond.median,
         byDepth: bestByDepth(scores), measured,
