@@ -9,25 +9,30 @@
  *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,unfused,perlayer --threads 1 --rows 1 --past 72
  *
  * Variants: default (what TargetSession builds), unfused (no Linear fusion), split / fused
- * (attention rendering), perlayer (the default graph, fetching each layer's present K/V output
- * instead of the joined one). Without --model: the random 100M target of bench:runtime.
+ * (attention rendering, each over a cache in its own value layout), split-rows (split attention
+ * over values in rows, the layout fused attention reads), perlayer (the default graph, fetching each layer's present K/V output
+ * instead of the joined one). Without --model: a random target of bench:runtime (--size: one of
+ * its sizes or context-sweep configs, default 100M).
+ *
+ *   node --import tsx scripts/ab-step.ts -- --size 29M --quantize none --variants split,split-rows --past 4000
  */
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { quantizedModel } from '../src/api.ts';
 import { loadModel, type LoadedModel } from '../src/load-model.ts';
 import { randomWeights } from '../src/model/random.ts';
 import { buildTargetModel, names } from '../src/onnx/model-graphs.ts';
-import { defaultAttention, type AttentionMode } from '../src/onnx/ops.ts';
+import { defaultAttention, valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onnx/ops.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, f32Data, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
-import { SIZES } from './runtime-sizes.ts';
+import { SIZES, SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
-  { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: the random 100M target)' },
+  { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: a random target of --size)' },
+  { flag: 'size', type: 'string', default: '100M', help: `random target without --model (${Object.keys({ ...SIZES, ...SWEEP })})` },
   { flag: 'quantize', type: 'string', default: 'q4', help: 'q4, q8 or none (a quantized checkpoint stays as it is)' },
-  { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, unfused, split, fused, perlayer' },
+  { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, unfused, split, split-rows, fused, perlayer' },
   { flag: 'threads', type: 'int', min: 1, default: 1, help: 'ORT intra-op threads' },
   { flag: 'rows', type: 'int', min: 1, default: 1, help: 'new rows per pass (1 = a decoding step)' },
   { flag: 'past', type: 'int', min: 1, default: 72, help: 'cached rows before the pass' },
@@ -36,44 +41,50 @@ const FLAGS: FlagSpec[] = [
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const q = String(f.quantize);
 if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not q4, q8 or none`);
-const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: SIZES['100M'], weights: randomWeights(SIZES['100M'], 1, 3), source: 'hf' };
+const sized = { ...SIZES, ...SWEEP }[String(f.size)];
+if (!sized) throw new Error(`--size: ${f.size} is not one of ${Object.keys({ ...SIZES, ...SWEEP })}`);
+const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: sized, weights: randomWeights(sized, 1, 3), source: 'hf' };
 const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
 const attention = defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
 
 const perLayer = Array.from({ length: cfg.nLayers }, (_, l) => [names.presentKey(l), names.presentValue(l)]).flat();
-const VARIANTS: Record<string, { attention: AttentionMode; fuseLinears?: boolean; fetch: string[] }> = {
+const VARIANTS: Record<string, { attention: AttentionMode; valueLayout?: ValueLayout; fuseLinears?: boolean; fetch: string[] }> = {
   default: { attention, fetch: [names.present] },
   unfused: { attention, fuseLinears: false, fetch: [names.present] },
   split: { attention: 'split', fetch: [names.present] },
+  'split-rows': { attention: 'split', valueLayout: 'rows', fetch: [names.present] },
   fused: { attention: 'fused', fetch: [names.present] },
   perlayer: { attention, fetch: perLayer },
 };
-const variants: { v: string; s: Session; fetch: string[]; ms: number[] }[] = [];
+// One cache of P rows per value layout (each variant reads the one of its graph), with its feeds.
+const layouts = new Map<ValueLayout, { cache: KVCache; feeds: StepFeeds }>();
+const variants: { v: string; s: Session; fetch: string[]; ms: number[]; cache: KVCache; feeds: StepFeeds }[] = [];
 for (const v of String(f.variants).split(',')) {
   const o = VARIANTS[v];
   if (!o) throw new Error(`--variants: ${v} is not one of ${Object.keys(VARIANTS)}`);
-  const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears }), { threads });
-  variants.push({ v, s, fetch: [names.argmax, names.features, ...o.fetch], ms: [] });
+  const valueLayout = o.valueLayout ?? valueLayoutFor(o.attention);
+  const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears, valueLayout }), { threads });
+  if (!layouts.has(valueLayout)) layouts.set(valueLayout, { cache: new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(valueLayout), feeds: new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, Math.max(P, T), { valueLayout }) });
+  variants.push({ v, s, fetch: [names.argmax, names.features, ...o.fetch], ms: [], ...layouts.get(valueLayout)! });
 }
 
-// One cache of P rows (from a prefill pass of the first variant), shared: passes do not change it.
-const feeds = new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, Math.max(P, T));
-const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
+// The caches' P rows: a prefill pass of the first variant, appended to each (passes do not change them).
 const prefix = Array.from({ length: P }, (_, i) => (i * 7919 + 13) % cfg.vocabSize);
-const pre = await variants[0].s.inner.run(feeds.build(cache, prefix, prefix.map((_, i) => i)), [names.present]);
+const pre = await variants[0].s.inner.run(variants[0].feeds.build(variants[0].cache, prefix, prefix.map((_, i) => i)), [names.present]);
 const all = f32Data(pre[names.present]), size = P * cfg.nKvHeads * cfg.headDim;
-cache.append(Array.from({ length: cfg.nLayers }, (_, l) => all.subarray(l * size, (l + 1) * size)), Array.from({ length: cfg.nLayers }, (_, l) => all.subarray((cfg.nLayers + l) * size, (cfg.nLayers + l + 1) * size)), P);
+for (const { cache } of layouts.values())
+  cache.append(Array.from({ length: cfg.nLayers }, (_, l) => all.subarray(l * size, (l + 1) * size)), Array.from({ length: cfg.nLayers }, (_, l) => all.subarray((cfg.nLayers + l) * size, (cfg.nLayers + l + 1) * size)), P);
 const ids = Array.from({ length: T }, (_, i) => (i * 31 + 5) % cfg.vocabSize), pos = ids.map((_, i) => P + i);
 for (let r = -20; r < passes; r++) {
   for (const x of r % 2 ? [...variants].reverse() : variants) {
     const t0 = performance.now();
-    await x.s.inner.run(feeds.build(cache, ids, pos), x.fetch);
+    await x.s.inner.run(x.feeds.build(x.cache, ids, pos), x.fetch);
     if (r >= 0) x.ms.push(performance.now() - t0);
   }
 }
 for (const x of variants) await releaseSession(x.s);
-console.log(`${f.model ?? 'random 100M'} ${q}, ${threads} thread(s), ${T} row(s) after ${P}, ${passes} passes each, interleaved pass by pass`);
+console.log(`${f.model ?? `random ${f.size}`} ${q}, ${threads} thread(s), ${T} row(s) after ${P}, ${passes} passes each, interleaved pass by pass`);
 const ref = variants[0];
 for (const x of variants) {
   const diff = x.ms.map((m, i) => m - ref.ms[i]);

@@ -5,8 +5,10 @@
  * `session.run`, and a speculative run with a random head beside AR in the same process.
  *
  * Then a context sweep (`--sweep`, default the 29M config): ms of T = 1 and T = 16 passes
- * against the cached context length, for both attention renderings (in-place 'split' and
- * ORT's one-kernel 'fused', which copies the past every pass) interleaved in one process, beside
+ * against the cached context length, for the attention renderings (in-place 'split' over values
+ * transposed per head, its default layout; 'split-rows', the same over values in rows; and ORT's
+ * one-kernel 'fused', which copies the past every pass), each over a cache in its own value
+ * layout, interleaved in one process, beside
  * the bytes-read floor: (weight bytes + past K/V bytes) / the bandwidth measured here with a
  * one-row MatMul streaming a 256 MB weight, probed every round (the host's bandwidth drifts).
  * Also printed: the rate at which the split pass reads the extra past K/V (if it exceeded the
@@ -17,25 +19,17 @@
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
 import { loadGenerator } from '../src/api.ts';
-import { parameterCount, type ModelConfig } from '../src/model/config.ts';
+import { parameterCount } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
-import type { AttentionMode } from '../src/onnx/ops.ts';
+import { valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onnx/ops.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
-import { SIZES } from './runtime-sizes.ts';
+import { SIZES, SWEEP } from './runtime-sizes.ts';
 import { bandwidthProbes } from './bandwidth.ts';
 import { median } from '../src/util/stats.ts';
-
-/** Context-sweep configs: long context, K/V about as many bytes as the weights at 4000 rows. */
-const SWEEP: Record<string, ModelConfig> = {
-  '29M': makeConfig({ vocabSize: 4096, dim: 512, nLayers: 8, nHeads: 8, hiddenDim: 1408, maxSeqLen: 4160 }),
-  // The embedded default target's shape (random weights).
-  'default-shape': makeConfig({ vocabSize: 1536, dim: 128, nLayers: 8, nHeads: 4, nKvHeads: 2, headDim: 32, hiddenDim: 344, maxSeqLen: 4160 }),
-  '100M-long': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 4160 }),
-};
 
 const FLAGS: FlagSpec[] = [
   { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run (none: skip)' },
@@ -121,27 +115,36 @@ if (sweepName !== 'none') {
   const threads = f.threads as number, reps = Math.max(5, f.repeats as number);
   const weights = randomWeights(cfg, 1, 1), params = parameterCount(cfg);
   const probes = await bandwidthProbes(threads);
-  const modes: AttentionMode[] = ['split', 'fused'];
-  const sessions = await Promise.all(modes.map((attention) => TargetSession.create(cfg, weights, { threads, attention, maxTokens: 16 })));
-  const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
-  // Past rows are random numbers written straight into the cache: cost does not depend on them.
-  const chunk = Float32Array.from({ length: 64 * cache.rowSize }, (_, i) => Math.sin(i));
+  const variants: { name: string; attention: AttentionMode; valueLayout: ValueLayout }[] = [
+    { name: 'split', attention: 'split', valueLayout: valueLayoutFor('split') },
+    { name: 'split-rows', attention: 'split', valueLayout: 'rows' },
+    { name: 'fused', attention: 'fused', valueLayout: valueLayoutFor('fused') },
+  ];
+  const modes = variants.map((v) => v.name);
+  const sessions = await Promise.all(variants.map(({ attention, valueLayout }) => TargetSession.create(cfg, weights, { threads, attention, valueLayout, maxTokens: 16 })));
+  // One cache per value layout, each read by the variants of that layout.
+  const caches = new Map(variants.map((v) => [v.valueLayout, new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(v.valueLayout)]));
+  const rowSize = cfg.nKvHeads * cfg.headDim;
+  // Past rows are random numbers written straight into the caches: cost does not depend on them.
+  const chunk = Float32Array.from({ length: 64 * rowSize }, (_, i) => Math.sin(i));
   const rowsK = Array(cfg.nLayers).fill(chunk);
-  const kvBytesPerRow = 2 * cfg.nLayers * cache.rowSize * 4;
+  const kvBytesPerRow = 2 * cfg.nLayers * rowSize * 4;
   console.log(`\ncontext sweep: ${sweepName} (${fmt(params / 1e6)}M params, ${cfg.nLayers} layers, ${cfg.nKvHeads} K/V heads x ${cfg.headDim}), ${threads} thread(s); ` +
-    `median ms of ${reps} rounds (min-max); each round probes the bandwidth (one-row MatMul over 256 MB), re-warms with an untimed pass, then times the four passes back to back; ` +
+    `median ms of ${reps} rounds (min-max); each round probes the bandwidth (one-row MatMul over 256 MB), re-warms with an untimed pass, then times the ${2 * modes.length} passes back to back; ` +
     `floor = (weight + past K/V bytes) / that round's bandwidth, x floor = median of the rounds' ratios; K/V GB/s = extra past bytes over extra split T=1 time against the first context`);
-  console.log('context | GB/s | floor T=1 | split T=1 | x floor | fused T=1 | x floor | split T=16 | fused T=16 | K/V GB/s | read GB/s');
+  console.log(`context | GB/s | floor T=1 | ${modes.map((m) => `${m} T=1 | x floor`).join(' | ')} | ${modes.map((m) => `${m} T=16`).join(' | ')} | K/V GB/s | read GB/s`);
   const sweep: Record<string, unknown>[] = [];
   let first: { P: number; ms: number } | undefined;
   for (const P of contexts) {
-    cache.truncate(0);
-    while (cache.length < P) cache.append(rowsK, rowsK, Math.min(64, P - cache.length));
+    for (const cache of caches.values()) {
+      cache.truncate(0);
+      while (cache.length < P) cache.append(rowsK, rowsK, Math.min(64, P - cache.length));
+    }
     const bytes = params * 4 + P * kvBytesPerRow;
     const times: Record<string, number[]> = {}, ratios: Record<string, number[]> = {}, rates: number[] = [], reads: number[] = [];
     const pass = (m: number, T: number) => {
       const toks = Array.from({ length: T }, (_, i) => (i * 31) % cfg.vocabSize), pos = toks.map((_, i) => P + i);
-      return sessions[m].forward(cache, toks, pos, undefined, { logits: false });
+      return sessions[m].forward(caches.get(variants[m].valueLayout)!, toks, pos, undefined, { logits: false });
     };
     for (let r = -2; r < reps; r++) { // two warm-up rounds, then timed, modes and T interleaved
       // The probe moves 256 MB through the caches; the untimed pass puts a pass's data back, so
@@ -165,9 +168,9 @@ if (sweepName !== 'none') {
       context: P, bandwidthGBps: gbps, readGBps: median(reads), floorMs: floor, kvGBps: kvRate,
       ...Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { medianMs: median(v), minMs: Math.min(...v), maxMs: Math.max(...v), xFloor: median(ratios[k]) }])),
     });
-    console.log(`${String(P).padStart(7)} | ${fmt(gbps, 1)} | ${fmt(floor).padStart(9)} | ${fmt(med('split1'))} (${spread(times.split1)}) | ${fmt(median(ratios.split1))} | ` +
-      `${fmt(med('fused1'))} (${spread(times.fused1)}) | ${fmt(median(ratios.fused1))} | ${fmt(med('split16'))} (${spread(times.split16)}) | ${fmt(med('fused16'))} (${spread(times.fused16)}) | ` +
-      `${Number.isNaN(kvRate) ? '-' : fmt(kvRate, 1)} | ${fmt(median(reads), 1)}`);
+    const cell = (k: string) => `${fmt(med(k))} (${spread(times[k])})`;
+    console.log(`${String(P).padStart(7)} | ${fmt(gbps, 1)} | ${fmt(floor).padStart(9)} | ${modes.map((m) => `${cell(`${m}1`)} | ${fmt(median(ratios[`${m}1`]))}`).join(' | ')} | ` +
+      `${modes.map((m) => cell(`${m}16`)).join(' | ')} | ${Number.isNaN(kvRate) ? '-' : fmt(kvRate, 1)} | ${fmt(median(reads), 1)}`);
   }
   for (const s of sessions) await s.dispose();
   await probes.dispose();

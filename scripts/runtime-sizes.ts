@@ -7,3 +7,11 @@ export const SIZES: Record<string, ModelConfig> = {
   '10M': makeConfig({ vocabSize: 4096, dim: 256, nLayers: 8, nHeads: 8, nKvHeads: 4, hiddenDim: 704, maxSeqLen: 512 }),
   '100M': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 512 }),
 };
+
+/** Context-sweep configs (bench:runtime --sweep): long context, K/V about as many bytes as the weights at 4000 rows. */
+export const SWEEP: Record<string, ModelConfig> = {
+  '29M': makeConfig({ vocabSize: 4096, dim: 512, nLayers: 8, nHeads: 8, hiddenDim: 1408, maxSeqLen: 4160 }),
+  // The embedded default target's shape (random weights).
+  'default-shape': makeConfig({ vocabSize: 1536, dim: 128, nLayers: 8, nHeads: 4, nKvHeads: 2, headDim: 32, hiddenDim: 344, maxSeqLen: 4160 }),
+  '100M-long': makeConfig({ vocabSize: 32000, dim: 768, nLayers: 8, nHeads: 12, nKvHeads: 4, hiddenDim: 2048, maxSeqLen: 4160 }),
+};

@@ -40,7 +40,8 @@ function check(m: Model, c: KVCache): void {
         assert.equal(v[r * ROW + i], -elem(tag, l, i));
         const h = Math.floor(i / HD), j = i % HD;
         assert.equal(kv[(h * HD + j) * c.stride + r], elem(tag, l, i)); // keys [KV, HD, stride]
-        assert.equal(vv[(h * c.stride + r) * HD + j], -elem(tag, l, i)); // values [KV, stride, HD]
+        if (c.valueLayout === 'rows') assert.equal(vv[(h * c.stride + r) * HD + j], -elem(tag, l, i)); // values [KV, stride, HD]
+        else assert.equal(vv[(h * HD + j) * c.stride + r], -elem(tag, l, i)); // values [KV, HD, stride], as the keys
       }
     });
   }
@@ -86,18 +87,37 @@ class Truncate implements fc.Command<Model, KVCache> {
   toString = () => `truncate(${this.frac})`;
 }
 
-test('KV cache behaves like a list of rows through append / commitRows / truncate', () => {
-  const commands = [
-    fc.integer({ min: 1, max: 6 }).map((t) => new Append(t)),
-    fc.tuple(fc.integer({ min: 1, max: 12 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 12 })).map(([t, p]) => new CommitRows(t, p)),
-    fc.double({ min: 0, max: 1, noNaN: true }).map((f) => new Truncate(f)),
-  ];
-  fc.assert(
-    fc.property(fc.commands(commands, { maxCommands: 60 }), (cmds) => {
-      fc.modelRun(() => ({ model: { rows: [] }, real: new KVCache(L, KV, HD, CAP, 4) }), cmds);
-    }),
-    { numRuns: 200, seed: 7 },
-  );
+for (const layout of ['rows', 'transposed'] as const)
+  test(`KV cache behaves like a list of rows through append / commitRows / truncate (values in ${layout})`, () => {
+    const commands = [
+      fc.integer({ min: 1, max: 6 }).map((t) => new Append(t)),
+      fc.tuple(fc.integer({ min: 1, max: 12 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 12 })).map(([t, p]) => new CommitRows(t, p)),
+      fc.double({ min: 0, max: 1, noNaN: true }).map((f) => new Truncate(f)),
+    ];
+    fc.assert(
+      fc.property(fc.commands(commands, { maxCommands: 60 }), (cmds) => {
+        fc.modelRun(() => ({ model: { rows: [] }, real: new KVCache(L, KV, HD, CAP, 4).useValueLayout(layout) }), cmds);
+      }),
+      { numRuns: 200, seed: 7 },
+    );
+  });
+
+test('a cache takes the value layout of the first graph fed it, and refuses another once written', () => {
+  const c = new KVCache(1, 1, 2, 8);
+  assert.equal(c.valueLayout, 'rows');
+  c.useValueLayout('transposed').useValueLayout('rows').useValueLayout('transposed'); // nothing written: free
+  const r = { keys: [new Float32Array([1, 2, 3, 4])], values: [new Float32Array([5, 6, 7, 8])] };
+  c.append(r.keys, r.values, 2);
+  assert.deepEqual(Array.from(c.valueView(0).subarray(0, 2)), [5, 7], 'values transposed: the first dim of both rows');
+  c.useValueLayout('transposed');
+  assert.throws(() => c.useValueLayout('rows'), /holding 'transposed' values/);
+  const slot = new KVCache(1, 2, 2, 8).slot(1, 1);
+  slot.useValueLayout('transposed');
+  assert.equal(slot.parent!.valueLayout, 'transposed', "a slot's layout is its parent's");
+  slot.append(r.keys, r.values, 2);
+  assert.throws(() => slot.parent!.useValueLayout('rows'), /holding 'transposed' values/);
+  c.resetLayout();
+  c.useValueLayout('rows'); // every row dropped: free again
 });
 
 test('KV cache refuses to overflow and to commit rows the pass did not output', () => {

@@ -15,7 +15,7 @@ import { tensor, type Weights } from '../src/model/weights.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { buildTargetModel } from '../src/onnx/model-graphs.ts';
 import { TargetSession, type TargetOutput } from '../src/runtime/target.ts';
-import type { AttentionMode } from '../src/onnx/ops.ts';
+import type { AttentionMode, ValueLayout } from '../src/onnx/ops.ts';
 import { referenceForward, visibility } from './support/reference.ts';
 import { arbConfig, arbParents, arbTokens, depths, expectClose, mismatch, MAX_SEQ, pathTo, treeMask } from './support/model-arbs.ts';
 
@@ -26,7 +26,15 @@ const arbScale = fc.constantFrom(1, 2);
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
 // A small stride step re-strides the head-major cache often, and leaves masked unused rows.
 const newCache = (c: ModelConfig): KVCache => new KVCache(c.nLayers, c.nKvHeads, c.headDim, MAX_SEQ, 4);
-const arbAttention = fc.constantFrom<AttentionMode>('split', 'fused');
+/** How a session reads the cache: each attention rendering over each value layout (the default pairs and the Transpose-reading ones). */
+type Rendering = { attention: AttentionMode; valueLayout: ValueLayout };
+const arbAttention = fc.constantFrom<Rendering>(
+  { attention: 'split', valueLayout: 'transposed' },
+  { attention: 'split', valueLayout: 'rows' },
+  { attention: 'fused', valueLayout: 'rows' },
+  { attention: 'fused', valueLayout: 'transposed' },
+);
+const label = (r: Rendering) => `${r.attention}/${r.valueLayout}`;
 
 /** First index of each row's maximum, [rows]. */
 function rowArgmax(a: Float32Array, width: number): number[] {
@@ -40,8 +48,8 @@ function rowArgmax(a: Float32Array, width: number): number[] {
 }
 
 /** Runs `fn` with a session that is disposed afterwards. */
-async function withTarget<R>(c: ModelConfig, w: Weights, fn: (s: TargetSession) => Promise<R>, attention: AttentionMode = 'split'): Promise<R> {
-  const s = await TargetSession.create(c, w, { attention });
+async function withTarget<R>(c: ModelConfig, w: Weights, fn: (s: TargetSession) => Promise<R>, rendering: Rendering = { attention: 'split', valueLayout: 'transposed' }): Promise<R> {
+  const s = await TargetSession.create(c, w, rendering);
   try {
     return await fn(s);
   } finally {
@@ -59,7 +67,7 @@ async function prefill(s: TargetSession, cache: KVCache, tokens: number[]): Prom
 /** Row `i` of a [rows, width] array. */
 const row = (a: Float32Array | Float64Array, i: number, width: number) => a.subarray(i * width, (i + 1) * width);
 
-test('property: ORT forward equals the float64 reference (logits, features, new K/V), both attention renderings; argmax is the logits\' argmax', async () => {
+test('property: ORT forward equals the float64 reference (logits, features, new K/V), both attention renderings over both value layouts; argmax is the logits\' argmax', async () => {
   await fc.assert(
     fc.asyncProperty(arbConfig, arbSeed, arbScale, fc.integer({ min: 1, max: 12 }), arbAttention, async (c, seed, scale, n, attention) => {
       const w = randomWeights(c, seed, scale);
@@ -84,7 +92,7 @@ test('property: ORT forward equals the float64 reference (logits, features, new 
 test('property: decoding in chunks through the cache equals one pass over the whole sequence', async () => {
   const arb = arbConfig.chain((c) => fc.record({ c: fc.constant(c), ids: arbTokens(c.vocabSize, 2, 14), cuts: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 14, maxLength: 14 }) }));
   await fc.assert(
-    fc.asyncProperty(arb, arbSeed, async ({ c, ids, cuts }, seed) => {
+    fc.asyncProperty(arb, arbSeed, arbAttention, async ({ c, ids, cuts }, seed, rendering) => {
       const w = randomWeights(c, seed, 2);
       const ref = referenceForward(c, w, ids, range(0, ids.length), visibility(0, ids.length));
       await withTarget(c, w, async (s) => {
@@ -93,10 +101,10 @@ test('property: decoding in chunks through the cache equals one pass over the wh
           const chunk = ids.slice(i, i + cuts[k]);
           const o = await prefill(s, cache, chunk);
           // The logits bound of the forward property above (float32 cancellation with scale-2 weights; seen: -0.10989 vs -0.11002).
-          expectClose(mismatch(`logits of chunk at ${i}`, o.logits, ref.logits.subarray(i * c.vocabSize, (i + chunk.length) * c.vocabSize), 5e-4 * 2, 1e-4));
+          expectClose(mismatch(`logits of chunk at ${i} (${label(rendering)})`, o.logits, ref.logits.subarray(i * c.vocabSize, (i + chunk.length) * c.vocabSize), 5e-4 * 2, 1e-4));
         }
         expectClose(...range(0, c.nLayers).flatMap((l) => [mismatch(`cache keys[${l}]`, cache.pastKeys(l), ref.keys[l]), mismatch(`cache values[${l}]`, cache.pastValues(l), ref.values[l])]));
-      });
+      }, rendering);
     }),
     { numRuns: RUNS },
   );
@@ -105,7 +113,7 @@ test('property: decoding in chunks through the cache equals one pass over the wh
 test('property: each tree node scores like its root-to-node path run sequentially', async () => {
   const arb = arbConfig.chain((c) => fc.record({ c: fc.constant(c), prefix: arbTokens(c.vocabSize, 1, 6), parents: arbParents(1, 10), nodeIds: arbTokens(c.vocabSize, 10, 10) }));
   await fc.assert(
-    fc.asyncProperty(arb, arbSeed, async ({ c, prefix, parents, nodeIds }, seed) => {
+    fc.asyncProperty(arb, arbSeed, arbAttention, async ({ c, prefix, parents, nodeIds }, seed, rendering) => {
       const w = randomWeights(c, seed, 2);
       const n = parents.length, P = prefix.length, V = c.vocabSize;
       const tokens = nodeIds.slice(0, n), positions = depths(parents).map((d) => P + d);
@@ -122,10 +130,10 @@ test('property: each tree node scores like its root-to-node path run sequentiall
           const seq = await s.forward(cache, path.map((j) => tokens[j]), range(P, path.length));
           expectClose(
             mismatch(`node ${i} logits`, row(tree.logits, i, V), row(seq.logits, path.length - 1, V)),
-            mismatch(`node ${i} features`, row(tree.features, i, c.dim), row(seq.features, path.length - 1, c.dim)),
+            mismatch(`node ${i} features (${label(rendering)})`, row(tree.features, i, c.dim), row(seq.features, path.length - 1, c.dim)),
           );
         }
-      });
+      }, rendering);
     }),
     { numRuns: RUNS },
   );
@@ -136,7 +144,7 @@ test('property: committing an accepted path of a tree pass leaves the cache of d
     fc.record({ c: fc.constant(c), prefix: arbTokens(c.vocabSize, 1, 6), parents: arbParents(1, 10), nodeIds: arbTokens(c.vocabSize, 10, 10), pick: fc.nat(), next: fc.nat({ max: c.vocabSize - 1 }) }),
   );
   await fc.assert(
-    fc.asyncProperty(arb, arbSeed, async ({ c, prefix, parents, nodeIds, pick, next }, seed) => {
+    fc.asyncProperty(arb, arbSeed, arbAttention, async ({ c, prefix, parents, nodeIds, pick, next }, seed, rendering) => {
       const w = randomWeights(c, seed, 2);
       const n = parents.length, P = prefix.length;
       const tokens = nodeIds.slice(0, n), path = pathTo(parents, pick % n);
@@ -156,7 +164,7 @@ test('property: committing an accepted path of a tree pass leaves the cache of d
           mismatch('next-token logits', after.logits, want.logits),
           ...range(0, c.nLayers).flatMap((l) => [mismatch(`keys[${l}]`, spec.pastKeys(l), plain.pastKeys(l)), mismatch(`values[${l}]`, spec.pastValues(l), plain.pastValues(l))]),
         );
-      });
+      }, rendering);
     }),
     { numRuns: RUNS },
   );
@@ -184,7 +192,7 @@ test('property: a [T, W] mask over the last W keys (W > T: staged draft rows) eq
         const cache = newCache(c);
         await prefill(s, cache, prefix);
         const o = await s.forward(cache, ids, positions, mask);
-        expectClose(mismatch(`logits (W=${W}, T=${T}, P=${P}, ${attention})`, o.logits, ref.logits));
+        expectClose(mismatch(`logits (W=${W}, T=${T}, P=${P}, ${label(attention)})`, o.logits, ref.logits));
       }, attention);
     }),
     { numRuns: RUNS },

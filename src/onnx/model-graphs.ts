@@ -7,7 +7,8 @@
  *       tree_mask     bool  [T, W]                     features  float32 [1, T, d]
  *       past_length   int64 [1] = L                out hidden        float32 [1, T, d]
  *       past_key_{l}  float32 [1, nKv, hd, S]          topk_logprobs float32 [1, T, k]
- *       past_value_{l} float32 [1, nKv, S, hd]         topk_ids      int32   [1, T, k]
+ *       past_value_{l} float32 [1, nKv, S, hd] (rows)  topk_ids      int32   [1, T, k]
+ *                   or [1, nKv, hd, S] (transposed)
  *                                                      entropy       float32 [1, T, 1]
  *   out logits        float32 [1, T, V]                present_key_0, present_value_0
  *       argmax        int32   [1, T]
@@ -16,14 +17,16 @@
  *                     float32 [1, T, nKv, hd]   (new rows only: ORT copies every output)
  *
  * Past K/V are the KVCache's head-major blocks, read in place: S >= L rows per head, of which
- * the first L are live (see runtime/kv-cache.ts). tree_mask [T, W] covers the last W of the
+ * the first L are live (see runtime/kv-cache.ts). The values' layout is the rendering's
+ * `valueLayout` (OnnxOpsOptions; by default the one its attention mode reads best), and a
+ * session feeds only a cache in that layout. tree_mask [T, W] covers the last W of the
  * L + T live keys: row i is 1 where token i sees that key (in a verification tree: its
  * ancestors and itself, W = T; in a draft depth: also the staged rows of its ancestors, W > T).
  * Every token sees the L + T - W keys before them. L may be 0. Callers fetch only the outputs
  * they need (greedy verification: argmax, not the [T, V] logits).
  */
 import { GraphBuilder, type ExternalModel } from './graph.ts';
-import { MASK_NEG, OnnxOps, defaultAttention, type AttentionMode, type OnnxOpsOptions } from './ops.ts';
+import { MASK_NEG, OnnxOps, defaultAttention, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from './ops.ts';
 import { draftLogits, eagleHeadForward, embedTokens, finalNorm, lmHead, llamaForward, llamaLayers, type HeadLayout, type LlamaOut, type PassInputs, type PastKV } from '../model/definition.ts';
 import { draftToTarget } from '../model/draft-head.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -64,6 +67,11 @@ export const names = {
   unpadRows: 'unpad_rows',
 } as const;
 
+/** Dims of a past V input: [batch, nKv, S, hd] in the 'rows' layout, [batch, nKv, hd, S] 'transposed'. */
+function valueDims(batch: number | string, kv: HeadLayout, layout: ValueLayout): (number | string)[] {
+  return layout === 'rows' ? [batch, kv.nKvHeads, 'S', kv.headDim] : [batch, kv.nKvHeads, kv.headDim, 'S'];
+}
+
 /**
  * Declares ids (unless `withIds` is false), positions, tree mask and past K/V inputs of the
  * given layers (named by absolute layer index); returns them in the definition's 2-D form.
@@ -77,7 +85,7 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
   for (const l of layers) {
     past[l] = {
       keys: g.input(names.pastKey(l), 'float32', [1, kv.nKvHeads, kv.headDim, 'S']),
-      values: g.input(names.pastValue(l), 'float32', [1, kv.nKvHeads, 'S', kv.headDim]),
+      values: g.input(names.pastValue(l), 'float32', valueDims(1, kv, ops.valueLayout)),
     };
   }
   const pastLength = g.input(names.pastLength, 'int64', [1]);
@@ -88,8 +96,8 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
  * A serving batch pass's inputs (see OnnxOps.perSlot): N packed rows of B slots, at most M per
  * slot. ids, positions [1, N]; slot_mask bool [B, M, S + M] (per slot and padded row: which of
  * the slot's S cache rows and M new rows it sees); pad_rows int64 [B * M], unpad_rows int64
- * [N]; past K/V of every slot [B, nKv, hd, S] / [B, nKv, S, hd] (the batch cache's first B
- * slots, zero-copy). Sets `ops` to render attention per slot.
+ * [N]; past K/V of every slot, K [B, nKv, hd, S] and V in `ops.valueLayout` (the batch cache's
+ * first B slots, zero-copy). Sets `ops` to render attention per slot.
  */
 function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[]): PassInputs<string> {
   const flat = (name: string): string => g.op('Reshape', [g.input(name, 'int64', [1, 'N']), g.ints([-1])]); // [N]
@@ -100,13 +108,17 @@ function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
   for (const l of layers) {
     past[l] = {
       keys: g.input(names.pastKey(l), 'float32', ['B', kv.nKvHeads, kv.headDim, 'S']),
-      values: g.input(names.pastValue(l), 'float32', ['B', kv.nKvHeads, 'S', kv.headDim]),
+      values: g.input(names.pastValue(l), 'float32', valueDims('B', kv, ops.valueLayout)),
     };
   }
   return { ids, positions, mask, past };
 }
 
-/** The target model for serving batch passes: inputs as slotInputs, outputs as buildTargetModel's over the N packed rows. */
+/**
+ * The target model for serving batch passes: inputs as slotInputs, outputs as buildTargetModel's
+ * over the N packed rows. Attention is 'split'; `opsOptions.valueLayout` must be the one of the
+ * single-request sessions sharing the batch cache (default: 'split''s).
+ */
 export function buildSlotTargetModel(cfg: ModelConfig, weights: Weights, opsOptions: OnnxOpsOptions = {}): ExternalModel {
   const g = new GraphBuilder('eaglet_target_slots');
   const ops = targetOps(g, cfg, weights, 'split', opsOptions);
@@ -178,7 +190,7 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   return draftModel(head, headWeights, target, targetWeights, topK, attention, opsOptions, false);
 }
 
-/** The draft head for serving batch passes: inputs as slotInputs plus `features` [1, N, d]; outputs as buildDraftModel's. */
+/** The draft head for serving batch passes: inputs as slotInputs plus `features` [1, N, d]; outputs as buildDraftModel's (value layout: as buildSlotTargetModel's). */
 export function buildSlotDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, opsOptions: OnnxOpsOptions = {}): ExternalModel {
   return draftModel(head, headWeights, target, targetWeights, topK, 'split', opsOptions, true);
 }
@@ -224,7 +236,9 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
  *       draft_present_key_0, draft_present_value_0 [1, C, nKv, hd]  the catch-up rows' K/V
  *
  * The head runs once over the C catch-up rows, then once per drafted row (one row each). Its
- * past is sliced to the L live rows once, in the Attention kernel's layout, and every head step
+ * past is sliced to the L live rows once, in the Attention kernel's layout (the keys
+ * transposed back, and the values too unless the head's cache holds them in rows: its
+ * `headOptions.valueLayout`, default 'rows', as a cache only this graph reads is best kept), and every head step
  * reads the K/V carried so far and hands on the kernel's present K/V (past + its rows) to the
  * next (OnnxOps.carry): no per-step mask, concatenation or layout nodes. A one-row step sees
  * every key before it, so only the catch-up step has a mask (causal among its C rows). Each
@@ -232,22 +246,23 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
  * rows, they are dropped after the round. All `depth` steps always run; M < depth only
  * verifies fewer of them.
  */
-export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}): ExternalModel {
+export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}, targetOptions: Pick<OnnxOpsOptions, 'valueLayout'> = {}): ExternalModel {
   if (!(Number.isInteger(depth) && depth >= 1)) throw new RangeError(`round depth must be a positive integer, got ${depth}`);
   const g = new GraphBuilder('eaglet_round');
-  const ops = targetOps(g, cfg, weights, attention);
-  const headOps = new OnnxOps(g, (n) => headWeights.get(n), cfg.maxSeqLen, attention, { ...headOptions, fallback: ops, prefix: names.headPrefix });
+  const ops = targetOps(g, cfg, weights, attention, targetOptions);
+  const headOps = new OnnxOps(g, (n) => headWeights.get(n), cfg.maxSeqLen, attention, { ...headOptions, valueLayout: headOptions.valueLayout ?? 'rows', fallback: ops, prefix: names.headPrefix });
   const P = names.headPrefix, d = head.dim;
   const flat = (name: string, dim: string): string => g.op('Reshape', [g.input(name, 'int64', [1, dim]), g.ints([-1])]); // [n]
   const hIds = flat(P + names.ids, 'C'), hPos = flat(P + names.positions, 'C');
   const hFeat = g.op('Reshape', [g.input(P + names.features, 'float32', [1, 'C', d]), g.ints([-1, d])]); // [C, d]
   const hPastK = g.input(P + names.pastKey(0), 'float32', [1, head.nKvHeads, head.headDim, 'S']);
-  const hPastV = g.input(P + names.pastValue(0), 'float32', [1, head.nKvHeads, 'S', head.headDim]);
+  const hPastV = g.input(P + names.pastValue(0), 'float32', valueDims(1, head, headOps.valueLayout));
   const L = g.input(P + names.pastLength, 'int64', [1]);
-  // The L live rows, keys untransposed: [1, nKv, L, hd] each.
+  // The L live rows, untransposed: [1, nKv, L, hd] each.
+  const liveT = (past: string) => g.op('Transpose', [g.op('Slice', [past, g.ints([0]), L, g.ints([3])])], { perm: [0, 1, 3, 2] });
   const live = headOps.carry({
-    keys: g.op('Transpose', [g.op('Slice', [hPastK, g.ints([0]), L, g.ints([3])])], { perm: [0, 1, 3, 2] }),
-    values: g.op('Slice', [hPastV, g.ints([0]), L, g.ints([2])]),
+    keys: liveT(hPastK),
+    values: headOps.valueLayout === 'rows' ? g.op('Slice', [hPastV, g.ints([0]), L, g.ints([2])]) : liveT(hPastV),
   });
   // The catch-up step's mask [C, L + C]: every live row, then the C rows causally (draft_tree_mask [C, C]).
   const causal = g.input(P + names.tree, 'bool', ['C', 'C']);
@@ -310,7 +325,7 @@ export function targetAttention(cfg: ModelConfig, weights: Weights, quantize?: O
  */
 function targetOps(g: GraphBuilder, cfg: ModelConfig, weights: Weights, attention: AttentionMode, opts: OnnxOpsOptions = {}): OnnxOps {
   const held = quantOf(cfg, weights);
-  return new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention, { ...opts, quantize: opts.quantize ?? held });
+  return new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention, { evenRows: true, ...opts, quantize: opts.quantize ?? held });
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
@@ -334,9 +349,9 @@ function topkOutputs(g: GraphBuilder, logits: string, k: number): void {
  *       layer_hidden  [T, E, d]             residual after each layer (DEL's shadow tokens)
  *       present_key_{l}, present_value_{l}  l < E: shared with verification through the cache
  */
-export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number): Uint8Array {
+export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number, opts: Pick<OnnxOpsOptions, 'valueLayout'> = {}): Uint8Array {
   const g = new GraphBuilder(`eaglet_exit_${exitLayer}`);
-  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights));
+  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights), opts);
   const inp = stepInputs(g, ops, cfg, range(0, exitLayer));
   const r = llamaLayers(ops, cfg, embedTokens(ops, inp.ids), inp, 0, exitLayer);
   topkOutputs(g, lmHead(ops, cfg, finalNorm(ops, cfg, r.out)), Math.min(topK, cfg.vocabSize));
@@ -354,9 +369,9 @@ export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
  *   out logits, features (as the target model), layer_hidden [T, L-E, d],
  *       present_key_{l}, present_value_{l} for l >= E
  */
-export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number): Uint8Array {
+export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: Pick<OnnxOpsOptions, 'valueLayout'> = {}): Uint8Array {
   const g = new GraphBuilder(`eaglet_rest_${exitLayer}`);
-  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights));
+  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights), opts);
   const inp = stepInputs(g, ops, cfg, range(exitLayer, cfg.nLayers), false);
   const x = g.op('Reshape', [g.input(names.hidden, 'float32', [1, 'T', cfg.dim]), g.ints([-1, cfg.dim])]); // [T, d]
   const r = llamaLayers(ops, cfg, x, inp, exitLayer, cfg.nLayers);

@@ -13,7 +13,7 @@ import type { ConstTensor, GraphBuilder } from './graph.ts';
 import type { HeadLayout, Ops, PastKV } from '../model/definition.ts';
 import { ropeCosSin, ropeInvFreq, type RopeSpec } from '../model/rope.ts';
 import type { Tensor } from '../model/weights.ts';
-import { blockOf, quantizeWeight, type QuantizedTensor, type WeightQuant } from '../model/quantize.ts';
+import { blockOf, quantizeWeight, ROW_EXACT_BLOCK, type QuantizedTensor, type WeightQuant } from '../model/quantize.ts';
 
 export interface OnnxOpsOptions {
   /**
@@ -43,6 +43,21 @@ export interface OnnxOpsOptions {
    * Default true; false for A/B measurements.
    */
   fuseLinears?: boolean;
+  /**
+   * Feed every MatMulNBits whose blocks are larger than ROW_EXACT_BLOCK an even number of rows
+   * (an odd pass gets its last row repeated, and the extra output row is dropped), so each row
+   * goes through the int8 kernel that computes rows in pairs, whatever the pass's row count: a
+   * one-token step then computes its row bit for bit as a verification pass does (see
+   * src/model/quantize.ts, QUANT). For a quantized target's graphs; a draft head's proposals
+   * need not be exact. Every Linear input of one rendering must have the same rows (one
+   * forward pass): the row count is read once, from the first. Default false.
+   */
+  evenRows?: boolean;
+  /**
+   * How the past values this rendering reads are laid out (see ValueLayout). Default
+   * `valueLayoutFor(attentionMode)`: each cache is laid out for the attention that reads it.
+   */
+  valueLayout?: ValueLayout;
 }
 
 /** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
@@ -56,6 +71,22 @@ export const MASK_NEG = -1e30;
  * ONNX's one-kernel Attention, which copies the past into a present buffer every pass.
  */
 export type AttentionMode = 'split' | 'fused';
+
+/**
+ * How a K/V cache holds each head's past values (the keys are always transposed, [hd, S]):
+ * 'rows' [S, hd], as ONNX's one-kernel Attention wants them; 'transposed' [hd, S], so split
+ * attention's weights [rows, S] x V is a MatMul with transposed B, which at one row MLAS runs
+ * as hd dot products over contiguous rows: on a 29M model at 4000 rows, 1 thread, the one-token
+ * pass ran 1.28x its bytes-read floor with 'rows' and 1.15x with 'transposed' (README,
+ * "Runtime"). A graph reads the other layout only through a Transpose of the whole past per
+ * layer, so every cache is laid out for the attention that reads it (valueLayoutFor).
+ */
+export type ValueLayout = 'rows' | 'transposed';
+
+/** The value layout a cache read by `mode` attention is best kept in (see ValueLayout). */
+export function valueLayoutFor(mode: AttentionMode): ValueLayout {
+  return mode === 'split' ? 'transposed' : 'rows';
+}
 
 /** Below this many bytes of past K/V per layer at full context, models default to 'fused'. */
 export const SPLIT_MIN_PAST_BYTES = 1 << 20;
@@ -160,7 +191,11 @@ export class OnnxOps implements Ops<string> {
     private opts: OnnxOpsOptions = {},
   ) {
     g.onFinish(() => this.emitLinearGroups());
+    this.valueLayout = opts.valueLayout ?? valueLayoutFor(attentionMode);
   }
+
+  /** How the past values this rendering reads are laid out (OnnxOpsOptions.valueLayout). */
+  readonly valueLayout: ValueLayout;
 
   weight(name: string): string {
     const hit = this.weights.get(name);
@@ -261,12 +296,16 @@ export class OnnxOps implements Ops<string> {
   /** One MatMulNBits over `x` and the weights `ws` (one, or several concatenated along N); returns each weight's output. */
   private matMulNBits(x: string, ws: PackedLinear[], outs?: string[]): string[] {
     const g = this.g, { k, bits, blockSize } = ws[0], attrs = { K: k, bits, block_size: blockSize, accuracy_level: this.opts.quantize?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL };
-    if (ws.length === 1) return g.node('MatMulNBits', [x, ws[0].B, ws[0].S], { ...attrs, N: ws[0].n }, { domain: 'com.microsoft', outputs: outs ?? 1 });
-    const n = ws.reduce((a, w) => a + w.n, 0), blocks = k / blockSize;
-    const B = g.initializer(`${ws.map((w) => w.B).join('+')}`, joined(ws.map((w) => w.bt), [n, blocks, (blockSize * bits) / 8]));
-    const S = g.initializer(`${ws.map((w) => w.S).join('+')}`, joined(ws.map((w) => w.st), [n * blocks]));
-    const y = g.node('MatMulNBits', [x, B, S], { ...attrs, N: n }, { domain: 'com.microsoft' })[0];
-    return g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length });
+    const split = ws.length > 1, n = ws.reduce((a, w) => a + w.n, 0), blocks = k / blockSize;
+    // A fused weight read by several passes of one graph (a fused round's head steps) is one initializer.
+    const B = split ? this.once(`fusedB/${ws.map((w) => w.B).join('+')}`, () => g.initializer(ws.map((w) => w.B).join('+'), joined(ws.map((w) => w.bt), [n, blocks, (blockSize * bits) / 8]))) : ws[0].B;
+    const S = split ? this.once(`fusedS/${ws.map((w) => w.S).join('+')}`, () => g.initializer(ws.map((w) => w.S).join('+'), joined(ws.map((w) => w.st), [n * blocks]))) : ws[0].S;
+    const even = this.opts.evenRows && blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) ? this.evenRowsOf(x) : undefined;
+    // The last node of the chain (MatMulNBits, then the Slice back to the pass's rows, then the Split) writes `outs`.
+    const input = even ? g.op('Pad', [x, even.pads], { mode: 'edge' }) : x;
+    let y = g.node('MatMulNBits', [input, B, S], { ...attrs, N: n }, { domain: 'com.microsoft', outputs: split || even ? 1 : (outs ?? 1) })[0];
+    if (even) y = g.node('Slice', [y, g.ints([0]), even.rows, g.ints([0])], {}, { outputs: split ? 1 : (outs ?? 1) })[0];
+    return split ? g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length }) : [y];
   }
 
   /**
@@ -274,6 +313,18 @@ export class OnnxOps implements Ops<string> {
    * node slot where the first of them was asked for. Their outputs are named at once; the nodes
    * are emitted when the graph is finished (emitLinearGroups), as one fused MatMulNBits.
    */
+  private evenRowsAt?: { rows: string; pads: string };
+
+  /**
+   * The pass's row count [1] and the Pad pads [0, 0, rows % 2, 0] that make it even (see
+   * OnnxOpsOptions.evenRows): read from the first Linear input `x`, then shared by all.
+   */
+  private evenRowsOf(x: string): { rows: string; pads: string } {
+    if (this.evenRowsAt) return this.evenRowsAt;
+    const g = this.g, rows = g.op('Shape', [x], { start: 0, end: 1 });
+    return (this.evenRowsAt = { rows, pads: g.op('Concat', [g.ints([0, 0]), g.op('Mod', [rows, g.ints([2])]), g.ints([0])], { axis: 0 }) });
+  }
+
   private linearGroups = new Map<string, { x: string; slot: ReturnType<GraphBuilder['reserve']>; members: { w: PackedLinear; out: string }[] }>();
 
   /** `x` through the quantized Linear `w`, in the group of Linear layers over `x` (see fuseLinears). */
@@ -407,8 +458,9 @@ export class OnnxOps implements Ops<string> {
    * Renders attention per batch slot from here on (a serving batch pass): rows stay packed
    * [N, width] for every row-wise op (the weights' MatMuls see all N rows at once), and only
    * attention regroups them, `pad` [B * M] int64 (for each slot b and row i < M, the packed row
-   * it reads; padding rows read any row) into [B, M] against the past [B, nKv, hd, S] /
-   * [B, nKv, S, hd], and back through `unpad` [N] (packed row -> its padded row). The mask is
+   * it reads; padding rows read any row) into [B, M] against the past K [B, nKv, hd, S] and V
+   * (per `valueLayout`: [B, nKv, S, hd] or [B, nKv, hd, S]), and back through `unpad` [N]
+   * (packed row -> its padded row). The mask is
    * then additive [B, M, S + M]: per slot, its past rows then its M new rows.
    */
   perSlot(pad: string, unpad: string): void {
@@ -431,9 +483,9 @@ export class OnnxOps implements Ops<string> {
     const vNew = g.op('Transpose', [padded(v, nKvHeads * headDim, [nKvHeads, headDim])], { perm: [0, 2, 1, 3] }); // [B, nKv, M, hd]
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [B, nKv, MG, S+M]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.slotGroupMask(mask, G)])], { axis: -1 });
-    const sizes = g.op('Concat', [g.op('Shape', [past.values], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 1, end: 2 })], { axis: 0 });
+    const sizes = g.op('Concat', [this.pastRows(past.values), g.op('Shape', [mask], { start: 1, end: 2 })], { axis: 0 });
     const [wPast, wNew] = g.node('Split', [weights, sizes], { axis: -1 }, { outputs: 2 });
-    const o = g.op('Add', [g.op('MatMul', [wPast, past.values]), g.op('MatMul', [wNew, vNew])]); // [B, nKv, MG, hd]
+    const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew])]); // [B, nKv, MG, hd]
     const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([0, nKvHeads, -1, G, headDim])])], { perm: [0, 2, 1, 3, 4] }); // [B, M, nKv, G, hd]
     return g.op('Gather', [g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]), unpad], { axis: 0 }); // [N, nH*hd]
   }
@@ -450,7 +502,8 @@ export class OnnxOps implements Ops<string> {
 
   /**
    * ONNX Attention (opset 23): GQA without repeating K/V, scale 1/sqrt(hd), additive mask, one
-   * kernel. Given a past it wants K head-major untransposed, and concatenates past and new rows
+   * kernel. Given a past it wants K and V head-major untransposed (the cache's keys are
+   * transposed, and its values too in the 'transposed' layout: one Transpose each), and concatenates past and new rows
    * into a fresh present buffer on every pass: copies of the whole cache per layer, so it only
    * pays where the past is short and ORT's per-node overhead dominates.
    */
@@ -458,7 +511,8 @@ export class OnnxOps implements Ops<string> {
     const g = this.g, kvWidth = nKvHeads * headDim;
     const inputs = [this.batch(q, nHeads * headDim), this.batch(k, kvWidth), this.batch(v, kvWidth), mask];
     const carried = past !== null && this.carried.has(past.keys);
-    if (past) inputs.push(carried ? past.keys : g.op('Transpose', [past.keys], { perm: [0, 1, 3, 2] }), past.values);
+    const untransposed = (x: string) => g.op('Transpose', [x], { perm: [0, 1, 3, 2] });
+    if (past) inputs.push(carried ? past.keys : untransposed(past.keys), carried || this.valueLayout === 'rows' ? past.values : untransposed(past.values));
     // With a past, ORT's kernel insists on writing the present outputs (kept for a carried past).
     const [y, presentK, presentV] = g.node('Attention', inputs, { q_num_heads: nHeads, kv_num_heads: nKvHeads }, { outputs: past ? 3 : 1 }); // [1, T, nH*hd]
     if (carried) this.carried.set(past.keys, { keys: presentK, values: presentV });
@@ -467,7 +521,7 @@ export class OnnxOps implements Ops<string> {
 
   /**
    * Attention that reads the cache in place. Past K/V are the cache's head blocks, K^T
-   * [1, nKv, hd, S] and V [1, nKv, S, hd]; each query group (the G = nH/nKv query heads of one
+   * [1, nKv, hd, S] and V [1, nKv, S, hd] or V^T [1, nKv, hd, S] (`valueLayout`); each query group (the G = nH/nKv query heads of one
    * K/V head, T rows each) is scored against its head's past with one batched MatMul and
    * against the T new rows separately; the two score blocks are joined in score space
    * ([TG, S + T], small), masked, softmaxed, split again, and each part multiplies its own V.
@@ -485,7 +539,7 @@ export class OnnxOps implements Ops<string> {
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
     const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
-    const o = g.op('Add', [g.op('MatMul', [wPast, past.values]), g.op('MatMul', [wNew, vNew])]); // [1, nKv, TG, hd]
+    const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew])]); // [1, nKv, TG, hd]
     const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, -1, G, headDim])])], { perm: [1, 0, 2, 3] }); // [T, nKv, G, hd]
     return g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
   }
@@ -502,14 +556,27 @@ export class OnnxOps implements Ops<string> {
   }
 
   /**
-   * [S, T] for splitting [.., S+T] scores: S from a past V input [.., S, hd] (every layer's past
-   * has the same S rows, so the first layer's serves all), T from the mask's rows.
+   * [S, T] for splitting [.., S+T] scores: S from a past V input (every layer's past has the
+   * same S rows, so the first layer's serves all), T from the mask's rows.
    */
-  private splitSizes(pastValue: string, mask: string): string {
-    return this.once(`splitSizes/${mask}`, () => {
-      const g = this.g;
-      return g.op('Concat', [g.op('Shape', [pastValue], { start: 2, end: 3 }), g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 });
-    });
+  private splitSizes(pastValues: string, mask: string): string {
+    return this.once(`splitSizes/${mask}`, () => this.g.op('Concat', [this.pastRows(pastValues), this.g.op('Shape', [mask], { start: 0, end: 1 })], { axis: 0 }));
+  }
+
+  /** [1] = S, the rows per head of a past V input in this rendering's `valueLayout`. */
+  private pastRows(pastValues: string): string {
+    const axis = this.valueLayout === 'rows' ? 2 : 3;
+    return this.g.op('Shape', [pastValues], { start: axis, end: axis + 1 });
+  }
+
+  /**
+   * Attention weights over the past `w` [.., M, S] times the past values: a plain MatMul over V
+   * [.., S, hd], or over V^T [.., hd, S] a com.microsoft FusedMatMul with transB (MLAS reads V^T
+   * in place; at one row, hd dot products over contiguous rows: see ValueLayout).
+   */
+  private timesPastValues(w: string, pastValues: string): string {
+    if (this.valueLayout === 'rows') return this.g.op('MatMul', [w, pastValues]);
+    return this.g.node('FusedMatMul', [w, pastValues], { transB: 1, alpha: { float: 1 } }, { domain: 'com.microsoft' })[0];
   }
 
   /** Graph values every layer shares (masks, split sizes): built by the first layer that asks, then reused. */
@@ -524,15 +591,15 @@ export class OnnxOps implements Ops<string> {
    * The additive mask [T, S+T] over the past block's S rows then the T new rows, from a bool
    * matrix `tree` [T, W] over the last W live keys (row i: which of them token i sees; W = T for
    * a tree of new tokens, W > T when the cache's last W - T rows are staged draft rows of other
-   * branches), the past V input `pastRef` [1, nKv, S, hd] and the live length `pastLength` [1]
+   * branches), a past V input `pastValues` (S rows per head) and the live length `pastLength` [1]
    * (L <= S). Columns: [0, L+T-W) zeros, [L+T-W, L) the tree's staged part, [L, S) hidden
    * (unused cache rows), [S, S+T) the tree's new part. JS only ever fills [T, W].
    */
-  treeMask(tree: string, pastRef: string, pastLength: string): string {
+  treeMask(tree: string, pastValues: string, pastLength: string): string {
     const g = this.g;
     const t = g.op('Shape', [tree], { start: 0, end: 1 }); // [1] = T
     const w = g.op('Shape', [tree], { start: 1, end: 2 }); // [1] = W
-    const s = g.op('Shape', [pastRef], { start: 2, end: 3 }); // [1] = S
+    const s = this.pastRows(pastValues); // [1] = S
     const staged = g.op('Sub', [w, t]); // [1] = W - T
     const fill = (cols: string, value: number) =>
       g.op('ConstantOfShape', [g.op('Concat', [t, cols], { axis: 0 })], { value: { tensor: { dtype: 'float32' as const, dims: [1], data: new Float32Array([value]) } } });

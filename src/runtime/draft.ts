@@ -7,7 +7,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
-import { defaultAttention } from '../onnx/ops.ts';
+import { defaultAttention, valueLayoutFor, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -45,8 +45,9 @@ export class DraftSession {
   /**
    * @param weights the head's own weights and the quantization its graph was built with, kept
    *   (the head is small) so a serving batch can build its per-slot graph of the same head.
+   * @param valueLayout how the caches it is fed hold their values (StepSessionOptions.valueLayout).
    */
-  private constructor(readonly head: HeadConfig, readonly topK: number, private session: Session, private feeds: StepFeeds, readonly weights: { head: Weights; quantize?: StepSessionOptions['quantize'] }) {}
+  private constructor(readonly head: HeadConfig, readonly topK: number, private session: Session, private feeds: StepFeeds, readonly weights: { head: Weights; quantize?: StepSessionOptions['quantize'] }, readonly valueLayout: ValueLayout) {}
 
   /**
    * Builds the head graph. `targetWeights` supplies the embedding table and LM head the head
@@ -57,8 +58,9 @@ export class DraftSession {
     if (bad) throw new Error(bad);
     const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, draftVocabOf(head));
     const attention = opts.attention ?? defaultAttention(target.maxSeqLen, head.nKvHeads, head.headDim);
-    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, attention, { quantize: opts.quantize }), opts);
-    return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS), { head: headWeights, quantize: opts.quantize });
+    const valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
+    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, attention, { quantize: opts.quantize, valueLayout }), opts);
+    return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout }), { head: headWeights, quantize: opts.quantize }, valueLayout);
   }
 
   get stats(): RunStats {

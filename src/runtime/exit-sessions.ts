@@ -14,7 +14,8 @@
  */
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
-import { buildExitModel, buildRestModel, buildShadowModel, names } from '../onnx/model-graphs.ts';
+import { buildExitModel, buildRestModel, buildShadowModel, names, targetAttention } from '../onnx/model-graphs.ts';
+import { valueLayoutFor } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -58,8 +59,9 @@ export class ExitSession {
   static async create(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number, opts: StepSessionOptions = {}): Promise<ExitSession> {
     checkExit(cfg, exitLayer);
     const k = Math.min(topK, cfg.vocabSize);
-    const session = await createSession(buildExitModel(cfg, weights, exitLayer, k), opts);
-    return new ExitSession(cfg, exitLayer, k, session, new StepFeeds(exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { part: true }));
+    const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights));
+    const session = await createSession(buildExitModel(cfg, weights, exitLayer, k, { valueLayout }), opts);
+    return new ExitSession(cfg, exitLayer, k, session, new StepFeeds(exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { part: true, valueLayout }));
   }
 
   get stats(): RunStats {
@@ -92,8 +94,9 @@ export class RestSession {
 
   static async create(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: StepSessionOptions = {}): Promise<RestSession> {
     checkExit(cfg, exitLayer);
-    const session = await createSession(buildRestModel(cfg, weights, exitLayer), opts);
-    const feeds = new StepFeeds(cfg.nLayers - exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { firstLayer: exitLayer, ids: false, part: true });
+    const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights));
+    const session = await createSession(buildRestModel(cfg, weights, exitLayer, { valueLayout }), opts);
+    const feeds = new StepFeeds(cfg.nLayers - exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { firstLayer: exitLayer, ids: false, part: true, valueLayout });
     return new RestSession(cfg, exitLayer, session, feeds);
   }
 

@@ -4,7 +4,10 @@
  * Layout per layer, head-major with `stride` rows reserved per head (length <= stride):
  *   keys[l]   [nKvHeads, headDim, stride]  each head's keys TRANSPOSED: attention's scores
  *                                          q [rows, hd] x K^T [hd, stride] are one plain MatMul
- *   values[l] [nKvHeads, stride, headDim]  weights [rows, stride] x V [stride, hd]
+ *   values[l] [nKvHeads, stride, headDim]  ('rows' layout) weights [rows, stride] x V [stride, hd];
+ *          or [nKvHeads, headDim, stride]  ('transposed', as the keys) weights x (V^T)^T, a
+ *                                          MatMul with transposed B: faster for split attention
+ *                                          at long contexts (see ValueLayout)
  * Each is one preallocated Float32Array of capacity * nKvHeads * headDim floats, of which the
  * first nKvHeads * stride * headDim are handed to ORT zero-copy (`keyView`, `valueView`); the
  * graph masks rows [length, stride) out, so no pass copies or transposes the past. The stride
@@ -15,6 +18,11 @@
  * `commitRows` scatter them into the head blocks, so work is proportional to the rows written.
  * Rows after `length` are scratch: `stageLayers` writes rows there that later passes read
  * (their `pastRows` > length) and `keep` / `permuteStaged` move them.
+ *
+ * The value layout is the cache's, not the code's: a cache takes the layout of the first session
+ * that feeds it (`useValueLayout`, called by every feed), and a session of another layout fed
+ * it after rows were written is refused, so the graphs sharing one cache (a target's steps,
+ * verification, fused rounds, exit / rest graphs, serving's per-slot graphs) must read one layout.
  *
  * API: append (commit all rows of a pass), commitRows (commit chosen rows of a pass: the
  * accepted path), truncate; staging: stage / stageLayers, keep, permuteStaged; views for ORT:
@@ -28,6 +36,8 @@
  * the parent's stride, which grows with the longest slot (moving every slot's rows) and shrinks
  * (`shrinkRows`) when long requests leave.
  */
+import type { ValueLayout } from '../onnx/ops.ts';
+
 export class KVCache {
   readonly keys: Float32Array[];
   readonly values: Float32Array[];
@@ -52,6 +62,30 @@ export class KVCache {
   readonly headBase: number = 0;
   /** The cache this one is a slot of. */
   readonly parent?: KVCache;
+
+  /** The values' layout (a slot's is its parent's); see useValueLayout. */
+  private ownValueLayout: ValueLayout = 'rows';
+  /** Whether any row was ever written (since resetLayout): the layout is then fixed. */
+  private written = false;
+
+  /** How the values are laid out (see the module comment): 'rows' until a session says otherwise. */
+  get valueLayout(): ValueLayout {
+    return (this.parent ?? this).ownValueLayout;
+  }
+
+  /**
+   * Called with the layout of each graph fed this cache: a cache nothing was written to yet takes
+   * it (free: no rows to move); one holding rows in the other layout refuses, since the graph
+   * would read its values transposed. Returns the cache (`new KVCache(...).useValueLayout(l)`
+   * lays out a cache filled before any session feeds it).
+   */
+  useValueLayout(layout: ValueLayout): this {
+    const root = this.parent ?? this;
+    if (root.ownValueLayout === layout) return this;
+    if (root.written) throw new Error(`K/V cache: a graph reading '${layout}' values was fed a cache holding '${root.ownValueLayout}' values; every graph sharing a cache must read one layout (see ValueLayout)`);
+    root.ownValueLayout = layout;
+    return this;
+  }
 
   /**
    * @param capacity most rows ever held (preallocated).
@@ -83,7 +117,7 @@ export class KVCache {
     return this.heads(this.keys[l], 0, this.nKvHeads);
   }
 
-  /** Past V of layer l: [nKv, stride, hd], a view. */
+  /** Past V of layer l: [nKv, stride, hd] ('rows') or [nKv, hd, stride] ('transposed'), a view. */
   valueView(l: number): Float32Array {
     return this.heads(this.values[l], 0, this.nKvHeads);
   }
@@ -101,7 +135,7 @@ export class KVCache {
 
   /** Values of rows [from, from + count) of layer l, [count, nKv * hd]: a copy. */
   pastValues(l: number, from = 0, count = this.length - from): Float32Array {
-    return this.gather(this.values[l], false, from, count);
+    return this.gather(this.values[l], this.valueLayout === 'transposed', from, count);
   }
 
   /** Position-major copy [count, nKv * hd] of rows from.. of a head-major buffer (keys: transposed per head). */
@@ -124,12 +158,13 @@ export class KVCache {
     if (rows <= this.stride) return;
     const step = this.strideStep, old = this.stride, n = old; // staged rows past `length` move too
     const next = Math.min(this.capacity, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step);
-    const hd = this.headDim, H = this.liveHeads;
+    const hd = this.headDim, H = this.liveHeads, vt = this.valueLayout === 'transposed';
     for (let l = 0; l < this.nLayers; l++) {
       const k = this.keys[l], v = this.values[l];
-      // keys: nKv * hd blocks of `stride` floats; values: nKv blocks of stride * hd floats.
-      for (let b = H * hd - 1; b > 0; b--) k.copyWithin(b * next, b * old, b * old + n);
-      for (let h = H - 1; h > 0; h--) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+      // Transposed (keys, values in that layout): nKv * hd blocks of `stride` floats; values in
+      // rows: nKv blocks of stride * hd floats.
+      for (const buf of vt ? [k, v] : [k]) for (let b = H * hd - 1; b > 0; b--) buf.copyWithin(b * next, b * old, b * old + n);
+      if (!vt) for (let h = H - 1; h > 0; h--) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
     }
     this.stride = next;
   }
@@ -150,6 +185,7 @@ export class KVCache {
    */
   commitRows(newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, rows: ArrayLike<number>): void {
     this.ensureRows(this.length + rows.length);
+    this.markWritten();
     for (let j = 0; j < rows.length; j++) this.writeRow(0, newKeys, newValues, rows[j], this.length + j);
     this.length += rows.length;
   }
@@ -164,7 +200,12 @@ export class KVCache {
     const at = this.length + offset;
     if (first < 0 || first + newKeys.length > this.nLayers) throw new RangeError(`layers ${first}..${first + newKeys.length - 1} outside the cache's ${this.nLayers}`);
     this.ensureRows(at + t);
+    this.markWritten();
     for (let r = 0; r < t; r++) this.writeRow(first, newKeys, newValues, r, at + r);
+  }
+
+  private markWritten(): void {
+    (this.parent ?? this).written = true;
   }
 
   /** Stages `t` rows of every layer right after the committed prefix. */
@@ -192,9 +233,9 @@ export class KVCache {
   permuteStaged(rows: ArrayLike<number>, first: number, count: number): void {
     const n = rows.length, rs = this.rowSize, base = this.length;
     if (this.scratch.length < n * rs) this.scratch = new Float32Array(n * rs);
-    const tmp = this.scratch;
+    const tmp = this.scratch, vt = this.valueLayout === 'transposed';
     for (let l = first; l < first + count; l++)
-      for (const [buf, transposed] of [[this.keys[l], true], [this.values[l], false]] as const) {
+      for (const [buf, transposed] of [[this.keys[l], true], [this.values[l], vt]] as const) {
         for (let j = 0; j < n; j++) this.readRow(buf, transposed, base + rows[j], tmp, j * rs);
         for (let j = 0; j < n; j++) this.writeRowOf(buf, transposed, tmp, j * rs, base + j);
       }
@@ -204,12 +245,12 @@ export class KVCache {
 
   /** Copies output row `src` of layers first.. into cache row `dst` of each head block. */
   private writeRow(first: number, newKeys: ArrayLike<Float32Array>, newValues: ArrayLike<Float32Array>, src: number, dst: number): void {
-    const rs = this.rowSize;
+    const rs = this.rowSize, vt = this.valueLayout === 'transposed';
     for (let i = 0; i < newKeys.length; i++) {
       const nk = newKeys[i], nv = newValues[i];
       if (nk.length < (src + 1) * rs || nv.length < (src + 1) * rs) throw new RangeError(`row ${src} is outside the pass outputs of layer ${first + i}`);
       this.writeRowOf(this.keys[first + i], true, nk, src * rs, dst);
-      this.writeRowOf(this.values[first + i], false, nv, src * rs, dst);
+      this.writeRowOf(this.values[first + i], vt, nv, src * rs, dst);
     }
   }
 
@@ -231,9 +272,9 @@ export class KVCache {
 
   /** Cache row `from` -> row `to` in layer l. */
   private copyRow(l: number, from: number, to: number): void {
-    const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this, k = this.keys[l], v = this.values[l];
-    for (let b = h0 * hd; b < (h0 + H) * hd; b++) k[b * stride + to] = k[b * stride + from];
-    for (let h = h0; h < h0 + H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
+    const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this, k = this.keys[l], v = this.values[l], vt = this.valueLayout === 'transposed';
+    for (const buf of vt ? [k, v] : [k]) for (let b = h0 * hd; b < (h0 + H) * hd; b++) buf[b * stride + to] = buf[b * stride + from];
+    if (!vt) for (let h = h0; h < h0 + H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
   }
 
   /**
@@ -246,12 +287,12 @@ export class KVCache {
     const step = this.strideStep, old = this.stride;
     const next = Math.min(this.capacity, Math.max(step, Math.ceil((rows + Math.max(step, rows >> 5)) / step) * step));
     if (next >= old) return;
-    const n = Math.min(rows, next), hd = this.headDim, H = this.liveHeads;
+    const n = Math.min(rows, next), hd = this.headDim, H = this.liveHeads, vt = this.valueLayout === 'transposed';
     for (let l = 0; l < this.nLayers; l++) {
       const k = this.keys[l], v = this.values[l];
       // Blocks move to lower offsets: first to last, so none is overwritten before it moves.
-      for (let b = 1; b < H * hd; b++) k.copyWithin(b * next, b * old, b * old + n);
-      for (let h = 1; h < H; h++) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+      for (const buf of vt ? [k, v] : [k]) for (let b = 1; b < H * hd; b++) buf.copyWithin(b * next, b * old, b * old + n);
+      if (!vt) for (let h = 1; h < H; h++) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
     }
     this.stride = next;
     this.length = Math.min(this.length, n);
@@ -261,6 +302,7 @@ export class KVCache {
   resetLayout(): void {
     if (this.parent) throw new RangeError('resetLayout: a slot shares its parent\'s layout');
     this.length = 0;
+    this.written = false;
     this.stride = Math.min(this.capacity, this.strideStep);
   }
 

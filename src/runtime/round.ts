@@ -11,7 +11,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { headMismatch, type HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildRoundModel, names, targetAttention } from '../onnx/model-graphs.ts';
-import { type OnnxOpsOptions } from '../onnx/ops.ts';
+import { valueLayoutFor, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -20,6 +20,13 @@ import { DEFAULT_MAX_TOKENS, type StepSessionOptions, type TargetOutput } from '
 export interface RoundSessionOptions extends StepSessionOptions {
   /** Weight-only quantization of the head's Linear layers, as DraftSession's. */
   quantize?: OnnxOpsOptions['quantize'];
+  // valueLayout (StepSessionOptions): the target cache's; default valueLayoutFor its attention.
+  /**
+   * The layout of the head cache's values. Default 'rows' (the graph reads the head's past with
+   * the one-kernel Attention); a head cache shared with a DraftSession (serving) takes that
+   * session's.
+   */
+  headValueLayout?: ValueLayout;
 }
 
 /** The head's catch-up rows: row i = (features[i], tokens[i]) at positions[i] (as DraftSession.forward). */
@@ -42,16 +49,17 @@ export class RoundSession {
   private fetchAll?: string[];
   private fetchArgmax?: string[];
 
-  private constructor(readonly cfg: ModelConfig, readonly head: HeadConfig, readonly depth: number, private session: Session, private feeds: StepFeeds, private headFeeds: StepFeeds) {}
+  private constructor(readonly cfg: ModelConfig, readonly head: HeadConfig, readonly depth: number, private session: Session, private feeds: StepFeeds, private headFeeds: StepFeeds, readonly valueLayout: ValueLayout) {}
 
   static async create(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, opts: RoundSessionOptions = {}): Promise<RoundSession> {
     const bad = headMismatch(head, cfg);
     if (bad) throw new Error(bad);
     // The target's rendering, as its TargetSession has it (plain steps and these verifications must agree).
     const attention = opts.attention ?? targetAttention(cfg, weights);
-    const session = await createSession(buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize }), opts);
+    const valueLayout = opts.valueLayout ?? valueLayoutFor(attention), headValueLayout = opts.headValueLayout ?? 'rows';
+    const session = await createSession(buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout }, { valueLayout }), opts);
     const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
-    return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT), new StepFeeds(1, head.nKvHeads, head.headDim, maxT));
+    return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT, { valueLayout }), new StepFeeds(1, head.nKvHeads, head.headDim, maxT, { valueLayout: headValueLayout }), valueLayout);
   }
 
   get stats(): RunStats {

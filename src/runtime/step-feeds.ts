@@ -6,6 +6,7 @@
 import { names } from '../onnx/model-graphs.ts';
 import { bool, f32, f32Data, i64, type Feeds, type Fetches } from './ort.ts';
 import type { KVCache } from './kv-cache.ts';
+import type { ValueLayout } from '../onnx/ops.ts';
 
 export class StepFeeds {
   private ids!: BigInt64Array; // [maxT]
@@ -20,8 +21,9 @@ export class StepFeeds {
    * @param opts.firstLayer the cache layer of the model's first past input (default 0).
    * @param opts.ids whether the model takes input_ids (default true; false for a model fed residuals).
    * @param opts.part the model is part of a target whose cache has more layers (default: the cache must match).
+   * @param opts.valueLayout the layout of the past values the model reads (its rendering's `valueLayout`).
    */
-  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { firstLayer?: number; ids?: boolean; part?: boolean } = {}) {
+  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { valueLayout: ValueLayout; firstLayer?: number; ids?: boolean; part?: boolean }) {
     this.allocate(maxTokens);
   }
 
@@ -57,12 +59,14 @@ export class StepFeeds {
       [names.tree]: bool(tree ?? this.causalMask(t), [t, w]),
     };
     if (this.opts.ids ?? true) feeds[names.ids] = i64(this.ids.subarray(0, t), [1, t]);
-    // The cache's head blocks, zero-copy (K [1, nKv, hd, S], V [1, nKv, S, hd]); the first
-    // L = pastRows of the S = cache.stride rows are live.
+    // The cache's head blocks, zero-copy (K [1, nKv, hd, S], V [1, nKv, S, hd] or, transposed,
+    // [1, nKv, hd, S]); the first L = pastRows of the S = cache.stride rows are live.
+    cache.useValueLayout(this.opts.valueLayout);
     cache.ensureRows(pastRows);
     this.pastLength[0] = BigInt(pastRows);
     feeds[names.pastLength] = i64(this.pastLength, [1]);
-    const kDims = [1, this.nKvHeads, this.headDim, cache.stride], vDims = [1, this.nKvHeads, cache.stride, this.headDim];
+    const kDims = [1, this.nKvHeads, this.headDim, cache.stride];
+    const vDims = this.opts.valueLayout === 'rows' ? [1, this.nKvHeads, cache.stride, this.headDim] : kDims;
     for (let l = first; l < first + this.nLayers; l++) {
       feeds[names.pastKey(l)] = f32(cache.keyView(l), kDims);
       feeds[names.pastValue(l)] = f32(cache.valueView(l), vDims);

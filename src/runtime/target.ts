@@ -5,7 +5,7 @@
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import { buildTargetModel, names, targetAttention } from '../onnx/model-graphs.ts';
-import { type AttentionMode, type OnnxOpsOptions } from '../onnx/ops.ts';
+import { valueLayoutFor, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
 import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
@@ -22,6 +22,11 @@ export interface StepSessionOptions extends SessionOptions {
   attention?: AttentionMode;
   /** Fuse quantized Linear layers over one input (OnnxOpsOptions.fuseLinears). Default true. */
   fuseLinears?: boolean;
+  /**
+   * The layout of the past values the graph reads (see ValueLayout); the caches it is fed take
+   * it. Default: the one its attention reads best (valueLayoutFor).
+   */
+  valueLayout?: ValueLayout;
 }
 
 export const DEFAULT_MAX_TOKENS = 64;
@@ -51,12 +56,14 @@ export interface TargetPass {
 
 /** The target's ONNX session: `forward` scores new tokens against the cache (see the module comment). */
 export class TargetSession implements TargetPass {
-  private constructor(readonly cfg: ModelConfig, private session: Session, private feeds: StepFeeds) {}
+  /** @param valueLayout how the caches it is fed hold their values (StepSessionOptions.valueLayout). */
+  private constructor(readonly cfg: ModelConfig, private session: Session, private feeds: StepFeeds, readonly valueLayout: ValueLayout) {}
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
-    const session = await createSession(buildTargetModel(cfg, weights, opts.attention ?? targetAttention(cfg, weights, opts.quantize), { quantize: opts.quantize, fuseLinears: opts.fuseLinears }), opts);
-    return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS));
+    const attention = opts.attention ?? targetAttention(cfg, weights, opts.quantize), valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
+    const session = await createSession(buildTargetModel(cfg, weights, attention, { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout }), opts);
+    return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout }), valueLayout);
   }
 
   private fetchAll?: string[];

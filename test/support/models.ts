@@ -26,6 +26,16 @@ export const tinyConfig = (maxSeqLen = 96): fc.Arbitrary<ModelConfig> =>
       makeConfig({ ...r, nHeads, nKvHeads: Math.max(1, nHeads / kvDiv), headDim, dim: nHeads * headDim, maxSeqLen }),
     );
 
+/**
+ * A context at which every tinyConfig shape renders 'split' attention (defaultAttention: past
+ * K/V of a layer >= 1 MiB at 4 floats a row), so its caches hold values transposed; the short
+ * default renders 'fused' over values in rows.
+ */
+export const SPLIT_CONTEXT = 1 << 15;
+
+/** tinyConfig at a short context or at SPLIT_CONTEXT: both attention renderings and both value layouts. */
+export const tinyConfigEitherLayout = (short = 96): fc.Arbitrary<ModelConfig> => fc.oneof(tinyConfig(short), tinyConfig(SPLIT_CONTEXT));
+
 export const treeShape: fc.Arbitrary<TreeShape> = fc.record({
   topK: fc.integer({ min: 1, max: 4 }),
   maxDepth: fc.integer({ min: 1, max: 6 }),

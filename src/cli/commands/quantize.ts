@@ -14,7 +14,7 @@ import { defineCommand } from '../command.ts';
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin' },
   { flag: 'bits', type: 'string', choices: ['4', '8'], meta: '4|8', help: 'bits per weight' },
-  { flag: 'block-size', type: 'int', min: 16, max: 4096, default: 32, meta: 'B', help: 'weights per scale along the input axis, a power of two (smaller: more accurate, more bytes; 32 = --quantize\'s: larger 4-bit blocks run ORT kernels that score a row differently in verification than in a plain step)' },
+  { flag: 'block-size', type: 'int', min: 16, max: 4096, default: 32, meta: 'B', help: 'weights per scale along the input axis, a power of two (smaller: more accurate, more bytes; 32 = --quantize\'s; a target\'s graphs feed larger blocks\' kernels even row counts, so its Linear layers score a row alike in a plain step and in verification)' },
   { flag: 'out', type: 'string', meta: 'DIR', help: 'the quantized checkpoint directory to write' },
 ];
 
