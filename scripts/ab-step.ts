@@ -25,7 +25,7 @@ import { defaultAttention, valueLayoutFor, type AttentionMode, type ValueLayout 
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
-import { SIZES, SWEEP } from './runtime-sizes.ts';
+import { sizeNamed, SIZES, SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -41,8 +41,7 @@ const FLAGS: FlagSpec[] = [
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const q = String(f.quantize);
 if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not q4, q8 or none`);
-const sized = { ...SIZES, ...SWEEP }[String(f.size)];
-if (!sized) throw new Error(`--size: ${f.size} is not one of ${Object.keys({ ...SIZES, ...SWEEP })}`);
+const sized = sizeNamed({ ...SIZES, ...SWEEP }, String(f.size), '--size');
 const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: sized, weights: randomWeights(sized, 1, 3), source: 'hf' };
 const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
