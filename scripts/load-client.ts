@@ -39,12 +39,27 @@ function complete(agent: Agent, url: string, prompt: number[], maxTokens: number
   });
 }
 
+function health(agent: Agent, url: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request(url + '/health', { agent }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`GET /health: HTTP ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 async function run(job: LevelJob): Promise<LevelResult> {
   const replies: LevelResult['replies'] = new Array(job.prompts.length);
   let next = 0;
   // Connections are kept alive within a level only: a server closes idle ones (after 5 s), and a
   // request racing that close would fail.
   const agent = new Agent({ keepAlive: true });
+  // Open the level's c connections before its clock starts (one GET /health each, at once): a
+  // kept-alive client does not connect per request, and connecting made the first requests
+  // reach the server one engine step apart.
+  await Promise.all(Array.from({ length: job.concurrency }, () => health(agent, job.url)));
   const start = performance.now();
   await Promise.all(Array.from({ length: job.concurrency }, async () => {
     while (next < job.prompts.length) {

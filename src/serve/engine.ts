@@ -134,6 +134,12 @@ export class Engine {
       draftCache = new KVCache(1, B * h.nKvHeads, h.headDim, EagleDrafter.cacheRows(this.tree, S));
       this.draftLane = new DraftLane(this.batcher, draftSession, draftCache, S);
     }
+    // A decoding step's calls: a verified tree (root + drafts), a draft level or a drafted
+    // round's catch-up rows. Longer ones (prefills, a head's first catch-up over the prompt)
+    // run in a pass of their own beside the step's (Lane.flush).
+    const stepTokens = Math.max(this.tree.totalTokens, this.tree.maxDepth) + 1;
+    this.targetLane.shortTokens = stepTokens;
+    if (this.draftLane) this.draftLane.shortTokens = stepTokens;
     const view = this.draftLane?.view();
     // Popped from the end: the lowest slot first, so a batch pass spans few slots.
     this.slots = Array.from({ length: B }, (_, i) => ({
@@ -218,7 +224,7 @@ export class Engine {
     const drafts = await this.measure(this.draftLane!, this.slots.map((s) => s.head!.cache), counts(B * (D + 1)), repeats);
     const alone = this.round ? [verify.one[0], ...(await this.measureRound(this.round, repeats))] : undefined;
     // A step = one target verification: a batched pass, or a lone request's fused round.
-    this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.passes + (this.round?.stats.passes ?? 0), alone);
+    this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.steps + (this.round?.stats.passes ?? 0), alone);
   }
 
   /** Median ms of a fused round verifying k = 1..depth drafts, on half-full caches (one catch-up row per verified token). */
