@@ -430,3 +430,25 @@ test('SmartSpec plans 0 when speculation costs more per expected token, deeper w
   assert.ok(fresh.catchUpRows > 1 && planner.draft.ms(fresh.catchUpRows, 1) > planner.draft.ms(1, 1));
   planner.leave(other);
 });
+
+test('SmartSpec speculates only when the plan beats no speculation by its margin', () => {
+  // One request, depth at most 1; verify passes cost 1 ms whatever their tokens, a draft pass
+  // `draftMs`: speculating gains expectedTokens(1) / (1 + draftMs) over 1 token per ms.
+  const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
+  const plan = (gain: number, margin: number) => {
+    let step = 0;
+    const probe = new SmartSpecPlanner(flat(1), flat(0), 1, 1, () => step, undefined, 0.9, () => 0).policy();
+    const draftMs = probe.acceptance.expectedTokens(1) / gain - 1;
+    const planner = new SmartSpecPlanner(flat(1), flat(draftMs), 1, 1, () => step, undefined, 0.9, () => 0);
+    planner.margin = margin;
+    const p = planner.policy();
+    step++;
+    const depth = p.plan({ position: 1, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 1 }).depth;
+    assert.ok(Math.abs(planner.goodput([p], [1]) / planner.goodput([p], [0]) - gain) < 1e-9);
+    return depth;
+  };
+  assert.equal(plan(1.05, 0.1), 0, 'a 5% modelled gain is inside a 10% margin');
+  assert.equal(plan(1.05, 0), 1, 'without a margin any gain speculates');
+  assert.equal(plan(1.2, 0.1), 1, 'a 20% gain clears the margin');
+  assert.equal(plan(0.9, 0), 0, 'a loss never speculates');
+});
