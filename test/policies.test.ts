@@ -16,7 +16,7 @@ import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeCompariso
 import { Generator } from '../src/generate/generator.ts';
 import { AdaEdlPolicy, acceptanceBound } from '../src/policies/adaedl.ts';
 import { GoodputPolicy } from '../src/policies/goodput.ts';
-import { SmartSpecPlanner, StepCost, StepOverhead } from '../src/policies/smartspec.ts';
+import { nondecreasing, SmartSpecPlanner, StepCost, StepOverhead } from '../src/policies/smartspec.ts';
 import { HeuristicPolicy } from '../src/policies/heuristic.ts';
 import type { LengthPolicy, RoundOutcome, RoundState } from '../src/policies/policy.ts';
 import { createPolicy } from '../src/policies/registry.ts';
@@ -451,4 +451,22 @@ test('SmartSpec speculates only when the plan beats no speculation by its margin
   assert.equal(plan(1.05, 0), 1, 'without a margin any gain speculates');
   assert.equal(plan(1.2, 0.1), 1, 'a 20% gain clears the margin');
   assert.equal(plan(0.9, 0), 0, 'a loss never speculates');
+});
+
+test('SmartSpec cost fit: non-decreasing, least squares (sums kept), measurements already in order unchanged', () => {
+  const near = (got: number[], want: number[]) => assert.ok(got.length === want.length && got.every((x, i) => Math.abs(x - want[i]) < 1e-12), `${got} != ${want}`);
+  near(nondecreasing([0.65, 0.52, 0.61]), [0.585, 0.585, 0.61]);
+  near(nondecreasing([0.7, 0.4, 0.8, 0.9]), [0.55, 0.55, 0.8, 0.9]);
+  fc.assert(
+    fc.property(fc.array(fc.double({ min: 0, max: 10, noNaN: true }), { minLength: 1, maxLength: 12 }), (xs) => {
+      const y = nondecreasing(xs);
+      assert.equal(y.length, xs.length);
+      for (let i = 1; i < y.length; i++) assert.ok(y[i] >= y[i - 1] - 1e-12, `${y}`);
+      assert.ok(Math.abs(y.reduce((a, b) => a + b, 0) - xs.reduce((a, b) => a + b, 0)) < 1e-9);
+      const sorted = [...xs].sort((a, b) => a - b);
+      assert.deepEqual(nondecreasing(sorted), sorted);
+    }),
+  );
+  // The start-up costs a planner reads are the fit's.
+  near(new StepCost([1, 2, 4], [0.8, 0.6, 0.9], [0.8, 0.6, 0.9], 4).one, [0.7, 0.7, 0.9]);
 });
