@@ -10,7 +10,6 @@ import * as ort from 'onnxruntime-node';
 import { FormatError } from '../errors.ts';
 import type { ExternalModel } from '../onnx/graph.ts';
 
-export type OrtTensor = ort.Tensor;
 export type Feeds = Record<string, ort.Tensor>;
 export type Fetches = Record<string, ort.Tensor>;
 
