@@ -14,14 +14,19 @@
  * blocks. The small random configs of the other quantization tests only ever get blocks of 16
  * or 32, which is why they did not see it.
  *
- * The rest of a target pass is not bit-equal across pass shapes yet: attention sums a row's keys
- * in another order when they are split differently between the cache and the pass (README,
- * "Quantized targets").
+ * The whole target pass too: a quantized target's attention scores each row over its keys in
+ * position order (OnnxOpsOptions.rowExactAttention), so a T-row pass and T one-token steps
+ * produce the same logits bit for bit. Reading the cache in place ('split' proper) put the new
+ * rows after all cache slots, and rows differed in the last bits depending on how their keys
+ * divided between the cache and the pass (then amplified by int8 activations).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import type { WeightQuant } from '../src/model/quantize.ts';
+import { quantizeTarget, type WeightQuant } from '../src/model/quantize.ts';
+import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { KVCache } from '../src/runtime/kv-cache.ts';
+import { TargetSession } from '../src/runtime/target.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps } from '../src/onnx/ops.ts';
 import { createSession, f32, f32Data, releaseSession, runTimed } from '../src/runtime/ort.ts';
@@ -63,5 +68,41 @@ test('property: a quantized Linear as a target renders it (4 and 8 bits, blocks 
       },
     ),
     { numRuns: 24 },
+  );
+});
+
+test('property: a quantized target (4 and 8 bits, blocks of 32 and 128, GQA, 1 and 2 threads) scores every row of a T-row pass bit-equal to T one-token steps: Linear layers, attention and all', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({ bits: fc.constantFrom<4 | 8>(4, 8), blockSize: fc.constantFrom(32, 128) }),
+      fc.record({ nHeads: fc.constantFrom(2, 4), kvDiv: fc.constantFrom(1, 2), dim: fc.constantFrom(128, 256), tieEmbeddings: fc.boolean() }),
+      fc.integer({ min: 1, max: 2 }),
+      fc.integer({ min: 1, max: 24 }),
+      fc.integer({ min: 2, max: 6 }),
+      fc.nat(),
+      async (q, { nHeads, kvDiv, dim, tieEmbeddings }, threads, promptLength, T, seed) => {
+        const cfg = makeConfig({ vocabSize: 256, dim, nLayers: 2, nHeads, nKvHeads: nHeads / kvDiv, hiddenDim: 256, maxSeqLen: 64, tieEmbeddings });
+        const s = await TargetSession.create(cfg, quantizeTarget(cfg, randomWeights(cfg, seed, 3), q), { threads });
+        try {
+          const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
+          const ids = (n: number, from: number) => Array.from({ length: n }, (_, i) => (seed + 31 * (from + i)) % cfg.vocabSize);
+          const prompt = ids(promptLength, 0), pre = await s.forward(cache, prompt, prompt.map((_, i) => i), undefined, { logits: false });
+          cache.append(pre.newKeys, pre.newValues, promptLength);
+          const toks = ids(T, promptLength), pos = toks.map((_, i) => promptLength + i);
+          const pass = await s.forward(cache, toks, pos);
+          const V = cfg.vocabSize;
+          for (let t = 0; t < T; t++) {
+            const step = await s.forward(cache, [toks[t]], [pos[t]]);
+            for (let v = 0; v < V; v++)
+              if (!Object.is(step.logits[v], pass.logits[t * V + v]))
+                assert.fail(`${q.bits} bits, blocks of ${q.blockSize}, ${nHeads}/${cfg.nKvHeads} heads, d=${dim}, ${threads} thread(s): row ${t} of a ${T}-row pass after ${promptLength}, logit ${v}: ${pass.logits[t * V + v]} vs ${step.logits[v]} in a one-token step`);
+            cache.append(step.newKeys, step.newValues, 1);
+          }
+        } finally {
+          await s.dispose();
+        }
+      },
+    ),
+    { numRuns: 16 },
   );
 });

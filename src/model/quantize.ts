@@ -33,16 +33,13 @@ export type QuantName = 'q8' | 'q4';
  * with larger blocks an even number of rows (OnnxOpsOptions.evenRows: a one-token step computes
  * two rows, an odd verify pass one more), so every row takes the pair kernel.
  *
- * With that, blocks of 128 (4.25 bits a weight against 5) make the Linear layers exact too, and
- * the 100M target's q4 step ran ~7% faster at 1 thread padded to two rows than in blocks of 32
- * (README, "Quantized targets"). q4 still uses blocks of 32: the target pass is not bit-exact
- * across pass shapes in its attention ('split' sums a row's keys in another order when the
- * cache / new-row division differs), int8 activations amplify that, and on the cost-scaled
- * fixture blocks of 128 let it through to the output (6 of 72 speculative runs differed from
- * plain decoding beyond the near-tie bound; blocks of 32: 0 of 72). A checkpoint in larger
- * blocks (`eaglet quantize --block-size 128`) loads and is rendered padded.
+ * q4 uses blocks of 128 (4.25 bits a weight, against 5 in blocks of 32, whose scales cost bytes
+ * and whose kernel is slower): padded to two rows, the 100M target's q4 step still ran faster
+ * than in blocks of 32 (README, "Quantized targets"). The rest of a quantized target's pass is
+ * row-exact too (OnnxOpsOptions.rowExactAttention), so speculation is bit-exact with respect to
+ * plain decoding. q8 keeps blocks of 32 (exact without padding; 64 would be too).
  */
-export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 32 }, q4: { bits: 4, blockSize: 32 } };
+export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 32 }, q4: { bits: 4, blockSize: 128 } };
 
 /**
  * The largest block, by bits, whose 1-row and paired-row int8 kernels sum alike (above): a
@@ -55,7 +52,7 @@ export const ROW_EXACT_BLOCK: Record<number, number> = { 4: 32, 8: 64 };
  * proposes tokens, so its rows need not be computed alike across passes, and it keeps the
  * larger blocks (fewer bytes a draft pass).
  */
-export const DRAFT_QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 128 }, q4: { bits: 4, blockSize: 32 } };
+export const DRAFT_QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 128 }, q4: { bits: 4, blockSize: 128 } };
 
 /** The largest power-of-two block <= maxBlock (and >= 16) that divides k, or 0 when none does. */
 export function blockFor(k: number, maxBlock: number): number {

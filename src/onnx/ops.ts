@@ -54,6 +54,17 @@ export interface OnnxOpsOptions {
    */
   evenRows?: boolean;
   /**
+   * 'split' attention that scores every row the same whatever the pass's shape: each row's keys
+   * and values are one array in position order (the cache's L live rows, then the T new ones,
+   * joined per pass), so a key sits at the same index in a one-token step and in a verification
+   * pass, and the softmax and the weighted sum reduce the same numbers in the same order (masked
+   * keys add exact zeros). Reading the cache in place ('split' proper) puts the new rows after
+   * all S cache slots instead, so a row's sums depend on how its keys divide between the cache
+   * and the pass: last-bit differences that int8 activations amplify. Costs a copy of the live
+   * K/V rows per layer and pass. For quantized targets; needs the mask from `treeMask`. Default false.
+   */
+  rowExactAttention?: boolean;
+  /**
    * How the past values this rendering reads are laid out (see ValueLayout). Default
    * `valueLayoutFor(attentionMode)`: each cache is laid out for the attention that reads it.
    */
@@ -536,13 +547,36 @@ export class OnnxOps implements Ops<string> {
     const q4 = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [scaled, g.ints([-1, nKvHeads, G, headDim])])], { perm: [1, 0, 2, 3] }), g.ints([1, nKvHeads, -1, headDim])]);
     const heads = (x: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, nKvHeads, headDim])])], { perm });
     const kNewT = heads(k, [1, 2, 0]), vNew = heads(v, [1, 0, 2]); // [nKv, hd, T], [nKv, T, hd]
+    const live = this.liveRows.get(mask);
+    if (live) {
+      // Position order (OnnxOpsOptions.rowExactAttention): [live past rows, new rows], mask [T, L+T].
+      const rows = this.valueLayout === 'rows';
+      const join = (pastX: string, axis: number, fresh: string) => g.op('Concat', [g.op('Slice', [pastX, g.ints([0]), live, g.ints([axis])]), g.op('Unsqueeze', [fresh, g.ints([0])])], { axis });
+      const keys = join(past.keys, 3, kNewT); // [1, nKv, hd, L+T]
+      const values = rows ? join(past.values, 2, vNew) : join(past.values, 3, heads(v, [1, 2, 0])); // [1, nKv, L+T, hd] or [1, nKv, hd, L+T]
+      // MLAS multiplies a one-row A (a one-token step with G = 1) with another kernel, which sums
+      // in another order: with G = 1 both products get an extra (zero) row, so they never see one.
+      const extra = G === 1 ? (x: string) => g.op('Pad', [x, g.ints([0, 0, 0, 0, 0, 0, 1, 0])]) : (x: string) => x;
+      const drop = G === 1 ? (x: string) => g.op('Slice', [x, g.ints([0]), g.ints([-1]), g.ints([2])]) : (x: string) => x;
+      const w = g.op('Softmax', [g.op('Add', [drop(g.op('MatMul', [extra(q4), keys])), this.groupMask(mask, G)])], { axis: -1 });
+      return this.byRow(drop(this.timesPastValues(extra(w), values)), nHeads, nKvHeads, G, headDim);
+    }
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
     const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
     const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew])]); // [1, nKv, TG, hd]
+    return this.byRow(o, nHeads, nKvHeads, G, headDim);
+  }
+
+  /** Attention output per K/V head [1, nKv, T*G, hd] -> [T, nH*hd]. */
+  private byRow(o: string, nHeads: number, nKvHeads: number, G: number, headDim: number): string {
+    const g = this.g;
     const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, -1, G, headDim])])], { perm: [1, 0, 2, 3] }); // [T, nKv, G, hd]
     return g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
   }
+
+  /** Per mask `treeMask` made for rowExactAttention: the live length L [1] it covers. */
+  private liveRows = new Map<string, string>();
 
   /** Per (mask, G): the mask [T, S+T] with each row repeated G times -> [T*G, S+T], built once. */
   private groupMask(mask: string, G: number): string {
@@ -593,17 +627,24 @@ export class OnnxOps implements Ops<string> {
    * a tree of new tokens, W > T when the cache's last W - T rows are staged draft rows of other
    * branches), a past V input `pastValues` (S rows per head) and the live length `pastLength` [1]
    * (L <= S). Columns: [0, L+T-W) zeros, [L+T-W, L) the tree's staged part, [L, S) hidden
-   * (unused cache rows), [S, S+T) the tree's new part. JS only ever fills [T, W].
+   * (unused cache rows), [S, S+T) the tree's new part. JS only ever fills [T, W]. With
+   * rowExactAttention (and 'split'): [T, L+T], the keys in position order, [0, L+T-W) zeros then the tree.
    */
   treeMask(tree: string, pastValues: string, pastLength: string): string {
     const g = this.g;
     const t = g.op('Shape', [tree], { start: 0, end: 1 }); // [1] = T
     const w = g.op('Shape', [tree], { start: 1, end: 2 }); // [1] = W
-    const s = this.pastRows(pastValues); // [1] = S
     const staged = g.op('Sub', [w, t]); // [1] = W - T
     const fill = (cols: string, value: number) =>
       g.op('ConstantOfShape', [g.op('Concat', [t, cols], { axis: 0 })], { value: { tensor: { dtype: 'float32' as const, dims: [1], data: new Float32Array([value]) } } });
     const open = fill(g.op('Sub', [pastLength, staged]), 0); // [T, L - (W-T)]
+    if (this.opts.rowExactAttention && this.attentionMode === 'split') {
+      // [T, L+T]: the L - (W-T) keys every row sees, then the tree over the last W (rowExactAttention).
+      const mask = g.op('Concat', [open, g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)])], { axis: 1 });
+      this.liveRows.set(mask, pastLength);
+      return mask;
+    }
+    const s = this.pastRows(pastValues); // [1] = S
     const unused = fill(g.op('Sub', [s, pastLength]), MASK_NEG); // [T, S - L]
     const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
     const [old, cur] = g.node('Split', [fresh, g.op('Concat', [staged, t], { axis: 0 })], { axis: 1 }, { outputs: 2 }); // [T, W-T], [T, T]
