@@ -32,6 +32,7 @@ import { StaticPolicy } from '../src/policies/policy.ts';
 import { serve, type RunningServer } from '../src/serve/server.ts';
 import { PHASES, type RequestPhases } from '../src/serve/metrics.ts';
 import { linePlot } from '../training/svg-plot.ts';
+import { spread } from '../src/util/stats.ts';
 import type { LevelJob, LevelResult } from './load-client.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -168,10 +169,8 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
 for (const s of servers.values()) await s.close();
 clients.postMessage('close');
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
+// Interpolated (the mean of the middle two of an even count), as the summaries always were.
+const median = (xs: number[]) => spread(xs).median;
 const summary = policies.flatMap((p) => levels.map((c) => {
   const rs = rows.filter((r) => r.policy === p && r.concurrency === c);
   if (!rs.length) return undefined;

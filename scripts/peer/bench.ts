@@ -33,6 +33,7 @@ import { makeConfig } from '../../src/model/random.ts';
 import { QUANT } from '../../src/model/quantize.ts';
 import { parseFlags, type FlagSpec } from '../../src/option-schema.ts';
 import { linePlot, type Series } from '../../training/svg-plot.ts';
+import { spread } from '../../src/util/stats.ts';
 import { SIZES } from '../runtime-sizes.ts';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -214,8 +215,8 @@ for (let r = 0; r < repeats; r++) {
 
 // ---- 3. summary ----
 const stats = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
-  return { min: s[0], median: s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2, max: s[s.length - 1] };
+  const { min, median, max } = spread(xs);
+  return { min, median, max };
 };
 type Stat = ReturnType<typeof stats>;
 const METRICS = ['decodeTokPerS', 'loadMs', 'readyMs', 'peakRssMB', 'rssReadyMB'] as const;
