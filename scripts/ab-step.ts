@@ -23,9 +23,9 @@ import { randomWeights } from '../src/model/random.ts';
 import { buildTargetModel, names } from '../src/onnx/model-graphs.ts';
 import { defaultAttention, valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onnx/ops.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
-import { createSession, f32Data, releaseSession, type Session } from '../src/runtime/ort.ts';
+import { createSession, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
-import { SIZES, SWEEP } from './runtime-sizes.ts';
+import { sizeNamed, SIZES, SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -41,8 +41,7 @@ const FLAGS: FlagSpec[] = [
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const q = String(f.quantize);
 if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not q4, q8 or none`);
-const sized = { ...SIZES, ...SWEEP }[String(f.size)];
-if (!sized) throw new Error(`--size: ${f.size} is not one of ${Object.keys({ ...SIZES, ...SWEEP })}`);
+const sized = sizeNamed({ ...SIZES, ...SWEEP }, String(f.size), '--size');
 const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: sized, weights: randomWeights(sized, 1, 3), source: 'hf' };
 const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
@@ -71,10 +70,9 @@ for (const v of String(f.variants).split(',')) {
 
 // The caches' P rows: a prefill pass of the first variant, appended to each (passes do not change them).
 const prefix = Array.from({ length: P }, (_, i) => (i * 7919 + 13) % cfg.vocabSize);
-const pre = await variants[0].s.inner.run(variants[0].feeds.build(variants[0].cache, prefix, prefix.map((_, i) => i)), [names.present]);
-const all = f32Data(pre[names.present]), size = P * cfg.nKvHeads * cfg.headDim;
-for (const { cache } of layouts.values())
-  cache.append(Array.from({ length: cfg.nLayers }, (_, l) => all.subarray(l * size, (l + 1) * size)), Array.from({ length: cfg.nLayers }, (_, l) => all.subarray((cfg.nLayers + l) * size, (cfg.nLayers + l + 1) * size)), P);
+const first = variants[0].feeds;
+const pre = first.present(await variants[0].s.inner.run(first.build(variants[0].cache, prefix, prefix.map((_, i) => i)), first.presentNames()));
+for (const { cache } of layouts.values()) cache.append(pre.newKeys, pre.newValues, P);
 const ids = Array.from({ length: T }, (_, i) => (i * 31 + 5) % cfg.vocabSize), pos = ids.map((_, i) => P + i);
 for (let r = -20; r < passes; r++) {
   for (const x of r % 2 ? [...variants].reverse() : variants) {

@@ -27,7 +27,7 @@ import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { parameterCount } from '../src/model/config.ts';
 import { headConfigFor, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
 import { randomWeights } from '../src/model/random.ts';
-import { SIZES } from './runtime-sizes.ts';
+import { prefilledCache, SIZES } from './runtime-sizes.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { DRAFT_QUANT, type WeightQuant } from '../src/model/quantize.ts';
 import { DraftSession } from '../src/runtime/draft.ts';
@@ -86,10 +86,7 @@ const results: Record<string, unknown>[] = [];
 
 for (const threads of threadsList) {
   const target = await TargetSession.create(cfg, weights, { threads });
-  const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
-  const prefix = Array.from({ length: PREFIX }, (_, i) => (i * 7) % cfg.vocabSize);
-  const pre = await target.forward(cache, prefix, prefix.map((_, i) => i));
-  cache.append(pre.newKeys, pre.newValues, PREFIX);
+  const { cache, prefix } = await prefilledCache(target, PREFIX);
 
   // A verify tree of T tokens: a chain is enough for cost (the mask's content does not change the work).
   const verifyArgs = verifySizes.map((T) => ({ T, toks: Array.from({ length: T }, (_, i) => i), pos: Array.from({ length: T }, (_, i) => PREFIX + i) }));

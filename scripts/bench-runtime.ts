@@ -27,7 +27,7 @@ import { TargetSession } from '../src/runtime/target.ts';
 import { valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onnx/ops.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
-import { SIZES, SWEEP } from './runtime-sizes.ts';
+import { prefilledCache, sizeNamed, SIZES, SWEEP } from './runtime-sizes.ts';
 import { bandwidthProbes } from './bandwidth.ts';
 import { median } from '../src/util/stats.ts';
 
@@ -46,17 +46,13 @@ const fmt = (x: number, d = 2) => x.toFixed(d);
 const results: Record<string, unknown>[] = [];
 
 for (const name of String(f.sizes).split(',').filter((n) => n !== 'none')) {
-  const cfg = SIZES[name];
-  if (!cfg) throw new Error(`--sizes: unknown size ${name} (have ${Object.keys(SIZES)})`);
+  const cfg = sizeNamed(SIZES, name, '--sizes');
   const weights = randomWeights(cfg, 1, 3);
   const params = parameterCount(cfg);
 
   // ms per target pass at T new tokens over a 64-token prefix.
   const target = await TargetSession.create(cfg, weights, { threads: f.threads as number });
-  const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
-  const prefix = Array.from({ length: 64 }, (_, i) => (i * 7) % cfg.vocabSize);
-  const pre = await target.forward(cache, prefix, prefix.map((_, i) => i));
-  cache.append(pre.newKeys, pre.newValues, prefix.length);
+  const { cache, prefix } = await prefilledCache(target);
   const passMs: Record<number, number> = {};
   for (const T of [1, 4, 16, 64]) {
     const toks = Array.from({ length: T }, (_, i) => i % cfg.vocabSize), pos = toks.map((_, i) => 64 + i);
@@ -107,8 +103,7 @@ const spread = (xs: number[]) => `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))
 
 const sweepName = String(f.sweep);
 if (sweepName !== 'none') {
-  const cfg = SWEEP[sweepName];
-  if (!cfg) throw new Error(`--sweep: unknown config ${sweepName} (have ${Object.keys(SWEEP)})`);
+  const cfg = sizeNamed(SWEEP, sweepName, '--sweep');
   const contexts = String(f.contexts).split(',').map(Number);
   const bad = contexts.find((p) => !Number.isInteger(p) || p < 1 || p + 16 > cfg.maxSeqLen);
   if (bad !== undefined) throw new Error(`--contexts: ${bad} is not a context length in [1, ${cfg.maxSeqLen - 16}]`);

@@ -9,11 +9,10 @@
 import { availableParallelism } from 'node:os';
 import { parameterCount } from '../src/model/config.ts';
 import { randomWeights } from '../src/model/random.ts';
-import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { DEFAULT_THREADS } from '../src/runtime/ort.ts';
-import { SIZES } from './runtime-sizes.ts';
+import { prefilledCache, sizeNamed, SIZES } from './runtime-sizes.ts';
 import { quantile } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -27,15 +26,11 @@ const threadCounts = f.threads as number[];
 console.log(`cores ${availableParallelism()}, DEFAULT_THREADS ${DEFAULT_THREADS}; ms per pass, median [p10-p90] of ${f.repeats} interleaved passes`);
 
 for (const name of String(f.sizes).split(',')) {
-  const cfg = SIZES[name];
-  if (!cfg) throw new Error(`--sizes: unknown size ${name} (have ${Object.keys(SIZES)})`);
+  const cfg = sizeNamed(SIZES, name, '--sizes');
   const weights = randomWeights(cfg, 1, 3);
   const runs = await Promise.all(threadCounts.map(async (threads) => {
     const target = await TargetSession.create(cfg, weights, { threads });
-    const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
-    const prefix = Array.from({ length: 64 }, (_, i) => (i * 7) % cfg.vocabSize);
-    const pre = await target.forward(cache, prefix, prefix.map((_, i) => i));
-    cache.append(pre.newKeys, pre.newValues, prefix.length);
+    const { cache } = await prefilledCache(target);
     return { threads, target, cache, ms: { 1: [] as number[], 16: [] as number[] } };
   }));
   for (const T of [1, 16] as const) {

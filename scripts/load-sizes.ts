@@ -18,7 +18,7 @@ import { writeFileAtomic } from '../src/io/atomic.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { parameterCount, type ModelConfig } from '../src/model/config.ts';
 import { makeConfig } from '../src/model/random.ts';
-import { SIZES } from './runtime-sizes.ts';
+import { sizeNamed, SIZES } from './runtime-sizes.ts';
 
 /** 500M and 1B: Llama shapes (GQA 4:1, head width 128 / 64, untied 32000-token head). */
 export const LOAD_SIZES: Record<string, ModelConfig> = {
@@ -61,8 +61,7 @@ if (f.child) {
 const dir = String(f.dir), sizes = String(f.sizes).split(','), variants = String(f.variants).split(',');
 const cli = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 for (const size of sizes) {
-  const cfg = LOAD_SIZES[size];
-  if (!cfg) throw new Error(`--sizes: unknown size ${size} (${Object.keys(LOAD_SIZES).join(', ')})`);
+  const cfg = sizeNamed(LOAD_SIZES, size, '--sizes');
   const path = join(dir, size);
   if (!existsSync(join(path, 'config.json'))) {
     // In a child, so the writer's memory is gone before anything is measured.

@@ -8,7 +8,7 @@
  *
  * One server per policy (all over the same loaded sessions; only one is driven at a time), each
  * with --max-batch = the highest concurrency. For each repeat, each concurrency level, each
- * policy (interleaved): `requests` greedy completions over the held-out prompts by `c` closed-loop
+ * policy (interleaved, the policy order rotated each repeat): `requests` greedy completions over the held-out prompts by `c` closed-loop
  * clients (in a worker thread, scripts/load-client.ts, over keep-alive connections: the
  * servers' event loop does only the server's work). A warm-up (every server at the lowest and
  * highest concurrency, every single-request method once) runs first and is not reported.
@@ -32,6 +32,7 @@ import { StaticPolicy } from '../src/policies/policy.ts';
 import { serve, type RunningServer } from '../src/serve/server.ts';
 import { PHASES, type RequestPhases } from '../src/serve/metrics.ts';
 import { linePlot } from '../training/svg-plot.ts';
+import { spread } from '../src/util/stats.ts';
 import type { LevelJob, LevelResult } from './load-client.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -152,8 +153,10 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
     const key = p === 'library default' ? `single ${g.newPolicy().name}` : p === 'generate' ? `single generate (fused round, ${generateDefault!.newPolicy().name})` : `single ${p}`;
     (singles[key] ??= []).push(await single(p === 'library default' ? 'default' : p));
   }
+  // Each repeat starts the policies at a different one, so none always runs first (or after the same one).
+  const order = policies.map((_, i) => policies[(i + rep) % policies.length]);
   for (const c of levels)
-    for (const p of policies) {
+    for (const p of order) {
       if (performance.now() - t0 > limitMs) {
         skipped.push(`${p} c=${c} repeat ${rep + 1}`);
         continue;
@@ -166,10 +169,8 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
 for (const s of servers.values()) await s.close();
 clients.postMessage('close');
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
+// Interpolated (the mean of the middle two of an even count), as the summaries always were.
+const median = (xs: number[]) => spread(xs).median;
 const summary = policies.flatMap((p) => levels.map((c) => {
   const rs = rows.filter((r) => r.policy === p && r.concurrency === c);
   if (!rs.length) return undefined;

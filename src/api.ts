@@ -11,7 +11,7 @@
  */
 import { StateError, UsageError } from './errors.ts';
 import { parameterCount } from './model/config.ts';
-import { DRAFT_QUANT, QUANT, quantizeTarget, quantOf, linearNames, rowExactWarning, type QuantName } from './model/quantize.ts';
+import { DRAFT_QUANT, QUANT, quantizeTarget, quantOf, linearNames, type QuantName } from './model/quantize.ts';
 import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './load-model.ts';
@@ -222,8 +222,6 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const sessionOpts = { threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
   const notes: string[] = [];
-  const inexact = rowExactWarning(model.config, model.weights);
-  if (inexact) notes.push(inexact);
   const weightFormats = tunedWeights(model.config, model.weights, headQuant(o));
   const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, weightFormats, notes) : undefined;
   // The embedded target with its own head: its tree by default, and (fusedRound 'auto') the fused round.

@@ -2,7 +2,8 @@
  * Continuous batching is lossless: requests decoded together (one packed target pass per step,
  * their drafts packed too, joining and leaving between steps) give each request exactly the ids
  * it gets alone with plain decoding. Random tiny targets, random heads, random tree shapes,
- * policies and batch sizes, with and without the fused round for a request alone in the batch. Also: cache slots write only their own rows.
+ * policies and batch sizes, with and without the fused round for a request alone in the batch,
+ * prefills joining a step in a pass of their own. Also: cache slots write only their own rows.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +13,7 @@ import { Engine } from '../src/serve/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 
 test('batched greedy decoding == each request decoded alone, for plain, static and smartspec serving', async () => {
-  let batched = 0, fused = 0;
+  let batched = 0, fused = 0, split = 0;
   await fc.assert(
     fc.asyncProperty(
       tinyConfigEitherLayout(64), fc.integer({ min: 0, max: 1e6 }), treeShape, fc.constantFrom('plain', 'static-1', 'static-3', 'smartspec'), fc.integer({ min: 1, max: 3 }), fc.boolean(),
@@ -37,6 +38,7 @@ test('batched greedy decoding == each request decoded alone, for plain, static a
           }
           const lane = e.targetStats;
           if (lane.calls > lane.passes) batched++;
+          if (lane.passes > lane.steps) split++; // a prefill ran in a pass of its own beside a step's decodes
           if (fusedRound && policy !== 'plain' && e.fusedRounds > 0) fused++;
           assert.equal(e.batcher.size, 0);
           assert.equal(e.activeRequests, 0);
@@ -50,6 +52,7 @@ test('batched greedy decoding == each request decoded alone, for plain, static a
   );
   assert.ok(batched >= 5, `only ${batched} runs packed several requests into one pass`);
   assert.ok(fused >= 3, `only ${fused} runs ran a lone request's fused round`);
+  assert.ok(split >= 3, `only ${split} runs split a prefill off a decoding step`);
 });
 
 test('a cache slot writes and reads only its own heads, and has ORT views of its own', () => {

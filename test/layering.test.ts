@@ -2,7 +2,7 @@
  * The package's layout shows its dependencies: the import graph of src/, trees/ and training/
  * has no cycles, between files or between folders; nothing below the CLI imports it; trees/
  * needs no runtime; and what a library or CLI user loads without training never pulls in
- * TensorFlow.js (it is an optional install).
+ * TensorFlow.js (it is an optional install); and no policy imports the policy registry.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -108,4 +108,11 @@ test('folders depend one way: no two folders import each other, directly or arou
   }
   assert.ok(edges.get('src/generate')?.has('src/runtime'), 'the folder graph is built');
   assert.deepEqual(cycles(edges.keys(), (n) => edges.get(n) ?? []), []);
+});
+
+test('a registry knows its entries, the entries do not know it: no policy module imports src/policies/registry.ts', () => {
+  const registry = 'src/policies/registry.ts';
+  assert.ok(graph.has(registry), 'the registry is found');
+  const bad = [...graph].filter(([f, { local }]) => f.startsWith('src/policies/') && f !== registry && local.includes(registry)).map(([f]) => f);
+  assert.deepEqual(bad, []);
 });

@@ -16,7 +16,7 @@ import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeCompariso
 import { Generator } from '../src/generate/generator.ts';
 import { AdaEdlPolicy, acceptanceBound } from '../src/policies/adaedl.ts';
 import { GoodputPolicy } from '../src/policies/goodput.ts';
-import { SmartSpecPlanner, StepCost, StepOverhead } from '../src/policies/smartspec.ts';
+import { nondecreasing, SmartSpecPlanner, StepCost, StepOverhead } from '../src/policies/smartspec.ts';
 import { HeuristicPolicy } from '../src/policies/heuristic.ts';
 import type { LengthPolicy, RoundOutcome, RoundState } from '../src/policies/policy.ts';
 import { createPolicy } from '../src/policies/registry.ts';
@@ -429,4 +429,44 @@ test('SmartSpec plans 0 when speculation costs more per expected token, deeper w
   assert.ok(Math.abs(one.passMs - (planner.verify.ms(2, 1) + planner.draft.ms(fresh.catchUpRows, 1))) < 1e-9);
   assert.ok(fresh.catchUpRows > 1 && planner.draft.ms(fresh.catchUpRows, 1) > planner.draft.ms(1, 1));
   planner.leave(other);
+});
+
+test('SmartSpec speculates only when the plan beats no speculation by its margin', () => {
+  // One request, depth at most 1; verify passes cost 1 ms whatever their tokens, a draft pass
+  // `draftMs`: speculating gains expectedTokens(1) / (1 + draftMs) over 1 token per ms.
+  const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
+  const plan = (gain: number, margin: number) => {
+    let step = 0;
+    const probe = new SmartSpecPlanner(flat(1), flat(0), 1, 1, () => step, undefined, 0.9, () => 0).policy();
+    const draftMs = probe.acceptance.expectedTokens(1) / gain - 1;
+    const planner = new SmartSpecPlanner(flat(1), flat(draftMs), 1, 1, () => step, undefined, 0.9, () => 0);
+    planner.margin = margin;
+    const p = planner.policy();
+    step++;
+    const depth = p.plan({ position: 1, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 1 }).depth;
+    assert.ok(Math.abs(planner.goodput([p], [1]) / planner.goodput([p], [0]) - gain) < 1e-9);
+    return depth;
+  };
+  assert.equal(plan(1.05, 0.1), 0, 'a 5% modelled gain is inside a 10% margin');
+  assert.equal(plan(1.05, 0), 1, 'without a margin any gain speculates');
+  assert.equal(plan(1.2, 0.1), 1, 'a 20% gain clears the margin');
+  assert.equal(plan(0.9, 0), 0, 'a loss never speculates');
+});
+
+test('SmartSpec cost fit: non-decreasing, least squares (sums kept), measurements already in order unchanged', () => {
+  const near = (got: number[], want: number[]) => assert.ok(got.length === want.length && got.every((x, i) => Math.abs(x - want[i]) < 1e-12), `${got} != ${want}`);
+  near(nondecreasing([0.65, 0.52, 0.61]), [0.585, 0.585, 0.61]);
+  near(nondecreasing([0.7, 0.4, 0.8, 0.9]), [0.55, 0.55, 0.8, 0.9]);
+  fc.assert(
+    fc.property(fc.array(fc.double({ min: 0, max: 10, noNaN: true }), { minLength: 1, maxLength: 12 }), (xs) => {
+      const y = nondecreasing(xs);
+      assert.equal(y.length, xs.length);
+      for (let i = 1; i < y.length; i++) assert.ok(y[i] >= y[i - 1] - 1e-12, `${y}`);
+      assert.ok(Math.abs(y.reduce((a, b) => a + b, 0) - xs.reduce((a, b) => a + b, 0)) < 1e-9);
+      const sorted = [...xs].sort((a, b) => a - b);
+      assert.deepEqual(nondecreasing(sorted), sorted);
+    }),
+  );
+  // The start-up costs a planner reads are the fit's.
+  near(new StepCost([1, 2, 4], [0.8, 0.6, 0.9], [0.8, 0.6, 0.9], 4).one, [0.7, 0.7, 0.9]);
 });

@@ -3,42 +3,48 @@
  * bit as a one-token pass (a plain decoding step) computes it. With int8 activations a last-bit
  * difference is not harmless: it can move an activation across an int8 rounding boundary in the
  * next layer and grow to a logit gap far beyond float32 rounding (on the 100M cost-scaled fixture
- * at q4 with blocks of 128, 9 of 72 generations differed from plain decoding beyond bench's
- * near-tie bound). So this pins bit-equality, not a float bound.
+ * at q4 with blocks of 128 rendered as plain MatMulNBits, 9 of 72 generations differed from plain
+ * decoding beyond bench's near-tie bound). So this pins bit-equality, not a float bound.
  *
- * The layers are rendered as the runtime renders them (OnnxOps.linear with --quantize's
- * WeightQuant), on input widths of 128 and more: there blockFor picks --quantize's full block
- * size, where ORT's kernels for 4-bit blocks of 64/128 and 8-bit blocks of 128 sum paired rows
- * and a lone row differently (src/model/quantize.ts, QUANT). The small random configs of the
- * other quantization tests only ever get blocks of 16 or 32, which is why they did not see it.
- * With QUANT at the old blocks of 128 this property fails on its first run.
+ * The layers are rendered as a target renders them (OnnxOps.linear with evenRows), on input
+ * widths of 128 and more, in blocks of 32, 64 and 128: ORT's int8 kernels sum a lone row and a
+ * paired row differently for 4-bit blocks of 64/128 and 8-bit blocks of 128 (src/model/quantize.ts,
+ * QUANT; scripts/row-kernels.ts shows it), and a target feeds those layers even row counts so
+ * every row is a paired one. Without evenRows this property fails on its first run for those
+ * blocks. The small random configs of the other quantization tests only ever get blocks of 16
+ * or 32, which is why they did not see it.
  *
- * The rest of a target pass is not bit-equal across pass shapes yet: attention sums a row's keys
- * in another order when they are split differently between the cache and the pass (README,
- * "Quantized targets").
+ * The whole target pass too: a quantized target's attention scores each row over its keys in
+ * position order (OnnxOpsOptions.rowExactAttention), so a T-row pass and T one-token steps
+ * produce the same logits bit for bit. Reading the cache in place ('split' proper) put the new
+ * rows after all cache slots, and rows differed in the last bits depending on how their keys
+ * divided between the cache and the pass (then amplified by int8 activations).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { QUANT, type QuantName } from '../src/model/quantize.ts';
+import { quantizeTarget, type WeightQuant } from '../src/model/quantize.ts';
+import { makeConfig, randomWeights } from '../src/model/random.ts';
+import { KVCache } from '../src/runtime/kv-cache.ts';
+import { TargetSession } from '../src/runtime/target.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps } from '../src/onnx/ops.ts';
 import { createSession, f32, f32Data, releaseSession, runTimed } from '../src/runtime/ort.ts';
 import { Rng } from '../src/util/rng.ts';
 
 /** One Linear layer [N, K] rendered as a target renders it under `q`, as an ORT session over x [T, K]. */
-async function linearSession(q: QuantName, k: number, n: number, seed: number, threads: number) {
+async function linearSession(q: WeightQuant, k: number, n: number, seed: number, threads: number) {
   const rng = new Rng(seed), w = { shape: [n, k], data: Float32Array.from({ length: n * k }, () => rng.normal() * 0.05) };
-  const g = new GraphBuilder('linear'), ops = new OnnxOps(g, (name) => (name === 'w' ? w : undefined), 1, 'split', { quantize: QUANT[q] });
+  const g = new GraphBuilder('linear'), ops = new OnnxOps(g, (name) => (name === 'w' ? w : undefined), 1, 'split', { quantize: q, evenRows: true });
   g.output(ops.linear(g.input('x', 'float32', ['T', k]), ops.weight('w')), 'y', 'float32', ['T', n]);
   const s = await createSession(g.toModel({ opset: 23, irVersion: 10 }), { threads });
   return { run: async (x: Float32Array, t: number) => f32Data((await runTimed(s, { x: f32(x, [t, k]) })).y), dispose: () => releaseSession(s) };
 }
 
-test('property: a quantized Linear (q4 and q8, --quantize blocks, widths 128-2816, 1 and 2 threads) computes every row of a T-row pass bit-equal to a one-row pass', async () => {
+test('property: a quantized Linear as a target renders it (4 and 8 bits, blocks of 32-128, widths 128-2816, 1 and 2 threads) computes every row of a T-row pass bit-equal to a one-row pass', async () => {
   await fc.assert(
     fc.asyncProperty(
-      fc.constantFrom<QuantName>('q4', 'q8'),
+      fc.record({ bits: fc.constantFrom<4 | 8>(4, 8), blockSize: fc.constantFrom(32, 64, 128) }),
       fc.constantFrom(128, 256, 384, 768, 2816),
       fc.constantFrom(36, 64, 256, 768),
       fc.integer({ min: 1, max: 2 }),
@@ -46,18 +52,54 @@ test('property: a quantized Linear (q4 and q8, --quantize blocks, widths 128-281
       async (q, k, n, threads, seed) => {
         const layer = await linearSession(q, k, n, seed, threads);
         try {
-          const rng = new Rng(seed + 1), maxT = 9, x = Float32Array.from({ length: maxT * k }, () => rng.normal());
+          const rng = new Rng(seed + 1), maxT = 12, x = Float32Array.from({ length: maxT * k }, () => rng.normal());
           const single: Float32Array[] = [];
           for (let r = 0; r < maxT; r++) single.push(await layer.run(x.slice(r * k, (r + 1) * k), 1));
-          for (let t = 2; t <= maxT; t++) {
+          for (const t of [2, 3, 4, 5, 6, 7, 9, 12]) {
             const y = await layer.run(x.slice(0, t * k), t);
             for (let r = 0; r < t; r++)
               for (let i = 0; i < n; i++)
                 if (!Object.is(y[r * n + i], single[r][i]))
-                  assert.fail(`${q} [${n}, ${k}], ${threads} thread(s): row ${r} of a ${t}-row pass, output ${i}: ${y[r * n + i]} vs ${single[r][i]} in a one-row pass`);
+                  assert.fail(`${q.bits} bits, blocks of ${q.blockSize}, [${n}, ${k}], ${threads} thread(s): row ${r} of a ${t}-row pass, output ${i}: ${y[r * n + i]} vs ${single[r][i]} in a one-row pass`);
           }
         } finally {
           await layer.dispose();
+        }
+      },
+    ),
+    { numRuns: 24 },
+  );
+});
+
+test('property: a quantized target (4 and 8 bits, blocks of 32 and 128, GQA, 1 and 2 threads) scores every row of a T-row pass bit-equal to T one-token steps: Linear layers, attention and all', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({ bits: fc.constantFrom<4 | 8>(4, 8), blockSize: fc.constantFrom(32, 128) }),
+      fc.record({ nHeads: fc.constantFrom(2, 4), kvDiv: fc.constantFrom(1, 2), dim: fc.constantFrom(128, 256), tieEmbeddings: fc.boolean() }),
+      fc.integer({ min: 1, max: 2 }),
+      fc.integer({ min: 1, max: 24 }),
+      fc.integer({ min: 2, max: 6 }),
+      fc.nat(),
+      async (q, { nHeads, kvDiv, dim, tieEmbeddings }, threads, promptLength, T, seed) => {
+        const cfg = makeConfig({ vocabSize: 256, dim, nLayers: 2, nHeads, nKvHeads: nHeads / kvDiv, hiddenDim: 256, maxSeqLen: 64, tieEmbeddings });
+        const s = await TargetSession.create(cfg, quantizeTarget(cfg, randomWeights(cfg, seed, 3), q), { threads });
+        try {
+          const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
+          const ids = (n: number, from: number) => Array.from({ length: n }, (_, i) => (seed + 31 * (from + i)) % cfg.vocabSize);
+          const prompt = ids(promptLength, 0), pre = await s.forward(cache, prompt, prompt.map((_, i) => i), undefined, { logits: false });
+          cache.append(pre.newKeys, pre.newValues, promptLength);
+          const toks = ids(T, promptLength), pos = toks.map((_, i) => promptLength + i);
+          const pass = await s.forward(cache, toks, pos);
+          const V = cfg.vocabSize;
+          for (let t = 0; t < T; t++) {
+            const step = await s.forward(cache, [toks[t]], [pos[t]]);
+            for (let v = 0; v < V; v++)
+              if (!Object.is(step.logits[v], pass.logits[t * V + v]))
+                assert.fail(`${q.bits} bits, blocks of ${q.blockSize}, ${nHeads}/${cfg.nKvHeads} heads, d=${dim}, ${threads} thread(s): row ${t} of a ${T}-row pass after ${promptLength}, logit ${v}: ${pass.logits[t * V + v]} vs ${step.logits[v]} in a one-token step`);
+            cache.append(step.newKeys, step.newValues, 1);
+          }
+        } finally {
+          await s.dispose();
         }
       },
     ),

@@ -213,14 +213,21 @@ test('the fused round over a quantized target (table quantized, tied or untied h
   }
 });
 
-test('a target quantized in blocks larger than the row-exact ones loads with a one-line warning; blocks of 32 without', async () => {
-  const cfg = makeConfig({ vocabSize: 64, dim: 128, nLayers: 1, nHeads: 2, maxSeqLen: 16, eosTokenIds: [] });
-  const w = randomWeights(cfg, 11, 3);
-  for (const [q, warned] of [[{ bits: 4, blockSize: 128 }, true], [{ bits: 8, blockSize: 128 }, true], [QUANT.q4, false], [QUANT.q8, false]] as [WeightQuant, boolean][]) {
-    const g = await loadGenerator({ model: { config: cfg, weights: quantizeTarget(cfg, w, q), source: 'hf' }, threads: 1 });
-    const line = g.notes.find((n) => n.includes('blocks of'));
-    if (warned) assert.match(line ?? '', new RegExp(`^target quantized to ${q.bits} bits in blocks of 128: .*eaglet quantize --bits ${q.bits}`));
-    else assert.equal(line, undefined, `${q.bits} bits, blocks of ${q.blockSize}`);
-    await g.dispose();
+test('a target quantized in blocks larger than the row-exact ones (4-bit and 8-bit blocks of 128, rendered with even row counts) speculates exactly as it decodes plainly', async () => {
+  // Widths of 128 and 256, so every Linear really gets blocks of 128 (the small configs above only get 16 or 32).
+  const cfg = makeConfig({ vocabSize: 256, dim: 128, nLayers: 2, nHeads: 4, nKvHeads: 2, hiddenDim: 256, maxSeqLen: 96, eosTokenIds: [] });
+  const w = randomWeights(cfg, 11, 3), draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 12) };
+  for (const q of [{ bits: 4, blockSize: 128 }, { bits: 8, blockSize: 128 }] as WeightQuant[]) {
+    const model = { config: cfg, weights: quantizeTarget(cfg, w, q), source: 'hf' as const };
+    for (const threads of [1, 2]) {
+      const ar = await loadGenerator({ model, threads });
+      const spec = await loadGenerator({ model, draft, tree: { topK: 2, maxDepth: 3, totalTokens: 5 }, threads });
+      try {
+        for (const prompt of [[1, 2, 3], [7, 40, 99, 200, 31]]) await sameAsPlain(ar, spec, prompt, { maxNewTokens: 48, stopAtEos: false });
+      } finally {
+        await ar.dispose();
+        await spec.dispose();
+      }
+    }
   }
 });

@@ -1,10 +1,8 @@
 /**
- * AdamW over tfjs variables, written out (rather than tf.train.adam) so that its moments can be
- * checkpointed and restored exactly, and so that weight decay is decoupled as in AdamW.
- * Gradients are clipped to a global L2 norm before the update.
+ * AdamW written out (rather than an optimizer library's) so that its moments can be checkpointed
+ * and restored exactly, and so that weight decay is decoupled as in AdamW. Gradients are clipped
+ * to a global L2 norm before the update. Also the learning-rate schedules.
  */
-import type { Tf } from './tf-backend.ts';
-import type { Tensor as TfTensor, Variable } from '@tensorflow/tfjs';
 
 export interface AdamWOptions {
   /** Default 0.9. */
@@ -17,49 +15,6 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Max global gradient L2 norm; 0 = no clipping. Default 0.5 (EAGLE's setting). */
   clip?: number;
-}
-
-export class AdamW {
-  readonly m: Variable[];
-  readonly v: Variable[];
-  /** Updates applied so far (the bias-correction step count). */
-  step = 0;
-  private readonly o: Required<AdamWOptions>;
-
-  constructor(private readonly tf: Tf, readonly params: Variable[], opts: AdamWOptions = {}) {
-    this.o = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, clip: 0.5, ...opts };
-    this.m = params.map((p) => tf.variable(tf.zerosLike(p), false));
-    this.v = params.map((p) => tf.variable(tf.zerosLike(p), false));
-  }
-
-  /**
-   * One update with learning rate `lr`. Returns the global gradient norm before clipping.
-   * Does not dispose `grads`.
-   */
-  apply(grads: TfTensor[], lr: number): number {
-    const { tf } = this, { beta1: b1, beta2: b2, eps, weightDecay: wd, clip } = this.o;
-    const norm = tf.tidy(() => tf.sqrt(tf.addN(grads.map((g) => tf.sum(tf.square(g))))).dataSync()[0]);
-    const scale = clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1;
-    this.step++;
-    const c1 = 1 - b1 ** this.step, c2 = 1 - b2 ** this.step;
-    tf.tidy(() => {
-      this.params.forEach((p, i) => {
-        const g = scale === 1 ? grads[i] : tf.mul(grads[i], scale);
-        const m = tf.add(tf.mul(this.m[i], b1), tf.mul(g, 1 - b1));
-        const v = tf.add(tf.mul(this.v[i], b2), tf.mul(tf.square(g), 1 - b2));
-        this.m[i].assign(m);
-        this.v[i].assign(v);
-        const update = tf.div(tf.div(m, c1), tf.add(tf.sqrt(tf.div(v, c2)), eps));
-        const decayed = wd > 0 ? tf.mul(p, 1 - lr * wd) : p;
-        p.assign(tf.sub(decayed, tf.mul(update, lr)));
-      });
-    });
-    return norm;
-  }
-
-  dispose(): void {
-    for (const t of [...this.m, ...this.v]) t.dispose();
-  }
 }
 
 /** Learning rate at update `step` (1-based): linear warmup over `warmup` steps, then constant. */

@@ -12,7 +12,6 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, UsageError } from '../src/errors.ts';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
-import type { Variable } from '@tensorflow/tfjs';
 import { checkTensors, type Tensor, type Weights } from '../src/model/weights.ts';
 import { AdamWArrays, type AdamWOptions } from './adamw.ts';
 
@@ -156,9 +155,4 @@ function stateProblem(s: CheckpointState<unknown>): string | null {
   if (typeof s.curve !== 'object' || s.curve === null || !Object.values(s.curve).every((a) => Array.isArray(a) && a.every((x) => typeof x === 'number' || x === null)))
     return 'curve must map names to lists of numbers';
   return null;
-}
-
-/** Copies tfjs variables out as named weights (for checkpoints and exports). */
-export function variablesToWeights(names: readonly string[], vars: readonly Variable[]): Weights {
-  return new Map(names.map((n, i) => [n, { shape: vars[i].shape.slice(), data: (vars[i].dataSync() as Float32Array).slice() }]));
 }

@@ -25,7 +25,6 @@ export interface TfBackend {
 }
 
 const require = createRequire(import.meta.url);
-let loaded: TfBackend | null = null;
 
 /**
  * Loads tfjs once and selects the backend. Calling again with a different explicit choice
@@ -35,23 +34,17 @@ export async function loadTf(choice: BackendChoice = 'auto'): Promise<TfBackend>
   if (!BACKEND_CHOICES.includes(choice)) throw new UsageError('--backend', `expected one of ${BACKEND_CHOICES.join('|')}, got "${choice}"`);
   if (choice === 'auto' || choice === 'node') {
     const node = await tryTfNode();
-    if (node) return (loaded = node);
+    if (node) return node;
     if (choice === 'node') throw new UsageError('--backend', '@tensorflow/tfjs-node is not installed (it needs a libtensorflow download); use wasm or cpu');
   }
   const tf = await importTfjs();
   if (choice === 'auto' || choice === 'wasm') {
-    if (await tryWasm(tf)) return (loaded = { tf, name: 'wasm' });
+    if (await tryWasm(tf)) return { tf, name: 'wasm' };
     if (choice === 'wasm') throw new UsageError('--backend', 'the tfjs wasm backend failed to initialise (is @tensorflow/tfjs-backend-wasm installed?)');
   }
   await tf.setBackend('cpu');
   await tf.ready();
-  return (loaded = { tf, name: 'cpu' });
-}
-
-/** The backend loaded by the last `loadTf`, for modules that only need `tf` after setup. */
-export function currentTf(): TfBackend {
-  if (!loaded) throw new Error('loadTf() has not been called');
-  return loaded;
+  return { tf, name: 'cpu' };
 }
 
 async function importTfjs(): Promise<Tf> {

@@ -9,7 +9,7 @@
  */
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import type { HeadLayout, Ops, PastKV } from '../src/model/definition.ts';
-import { ropeInvFreq, type RopeSpec } from '../src/model/rope.ts';
+import { ropeCosSin, ropeInvFreq, type RopeSpec } from '../src/model/rope.ts';
 import type { Tf } from './tf-backend.ts';
 
 /** Looks a weight up by checkpoint name (frozen tensors or trainable variables alike). */
@@ -77,14 +77,8 @@ export class TfOps implements Ops<Tensor> {
     let t = this.ropeTables.get(key);
     if (!t) {
       const pos = positions.dataSync(), T = pos.length, half = headDim / 2;
-      const c = new Float32Array(T * half), s = new Float32Array(T * half); // [T, hd/2]
-      for (let r = 0; r < T; r++)
-        for (let i = 0; i < half; i++) {
-          const a = pos[r] * invFreq[i];
-          c[r * half + i] = Math.cos(a);
-          s[r * half + i] = Math.sin(a);
-        }
-      t = { cos: this.tf.tensor3d(c, [T, 1, half]), sin: this.tf.tensor3d(s, [T, 1, half]) };
+      const { cos, sin } = ropeCosSin(invFreq, pos); // [T, hd/2]
+      t = { cos: this.tf.tensor3d(cos, [T, 1, half]), sin: this.tf.tensor3d(sin, [T, 1, half]) };
       this.ropeTables.set(key, t);
     }
     return t;

@@ -30,8 +30,10 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../../src/io/atomic.ts';
 import { parameterCount, type ModelConfig } from '../../src/model/config.ts';
 import { makeConfig } from '../../src/model/random.ts';
+import { QUANT } from '../../src/model/quantize.ts';
 import { parseFlags, type FlagSpec } from '../../src/option-schema.ts';
 import { linePlot, type Series } from '../../training/svg-plot.ts';
+import { spread } from '../../src/util/stats.ts';
 import { SIZES } from '../runtime-sizes.ts';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -117,8 +119,9 @@ const peerVersion = JSON.parse(readFileSync(join(peerDir, 'node_modules', 'node-
 // ---- models: written once per size ----
 const modelDir = resolve(String(f.models), size);
 const marker = join(modelDir, 'models.json');
-// writer 2: `eaglet quantize` directories hold the quantized embedding table (rewritten once).
-const wanted = JSON.stringify({ cfg, seed: 1, scale: 3, writer: 2 });
+// writer 2: `eaglet quantize` directories hold the quantized embedding table (rewritten once);
+// `quant`: the blocks `eaglet quantize` writes (rewritten when they change).
+const wanted = JSON.stringify({ cfg, seed: 1, scale: 3, writer: 2, quant: QUANT });
 if (!existsSync(marker) || readFileSync(marker, 'utf8') !== wanted) {
   mkdirSync(modelDir, { recursive: true });
   console.log(`writing the ${size} model to ${modelDir} (HF directory, GGUF F32 / Q8_0 / Q4_0, eaglet quantize q8 / q4)`);
@@ -212,8 +215,8 @@ for (let r = 0; r < repeats; r++) {
 
 // ---- 3. summary ----
 const stats = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
-  return { min: s[0], median: s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2, max: s[s.length - 1] };
+  const { min, median, max } = spread(xs);
+  return { min, median, max };
 };
 type Stat = ReturnType<typeof stats>;
 const METRICS = ['decodeTokPerS', 'loadMs', 'readyMs', 'peakRssMB', 'rssReadyMB'] as const;

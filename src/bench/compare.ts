@@ -23,6 +23,7 @@ import { GenerationStats } from '../generate/stats.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import type { LengthPolicy } from '../policies/policy.ts';
 import type { TargetSession } from '../runtime/target.ts';
+import { spread, type Spread } from '../util/stats.ts';
 
 export interface CompareOptions {
   target: TargetSession;
@@ -45,24 +46,6 @@ export interface CompareOptions {
   warmPolicies?: boolean;
   /** Called with one line per run (e.g. write it to stderr). */
   onProgress?: (line: string) => void;
-}
-
-/** Median and spread of a sample. */
-export interface Spread {
-  median: number;
-  min: number;
-  max: number;
-  /** Quartiles (linear interpolation). */
-  q1: number;
-  q3: number;
-}
-
-export function spread(xs: readonly number[]): Spread {
-  const s = [...xs].sort((a, b) => a - b), q = (f: number) => {
-    const i = f * (s.length - 1), lo = Math.floor(i);
-    return lo + 1 < s.length ? s[lo] + (i - lo) * (s[lo + 1] - s[lo]) : s[lo];
-  };
-  return { median: q(0.5), min: s[0], max: s[s.length - 1], q1: q(0.25), q3: q(0.75) };
 }
 
 export interface MethodResult {

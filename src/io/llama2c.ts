@@ -16,6 +16,7 @@
 import { closeSync, fstatSync } from 'node:fs';
 import { ConfigError, FormatError } from '../errors.ts';
 import { checkConfig, type ModelConfig } from '../model/config.ts';
+import { ropeCosSin, ropeInvFreq } from '../model/rope.ts';
 import { EMBEDDING, layerKey, LM_HEAD, tensor, validateWeights, type Weights } from '../model/weights.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { openForRead, readExact } from './read.ts';
@@ -164,7 +165,8 @@ export function writeLlama2c(path: string, cfg: ModelConfig, weights: Weights): 
   if (problem) throw refuse(problem);
   const header = Int32Array.of(cfg.dim, cfg.hiddenDim, cfg.nLayers, cfg.nHeads, cfg.nKvHeads, cfg.tieEmbeddings ? cfg.vocabSize : -cfg.vocabSize, cfg.maxSeqLen);
   const chunks: Uint8Array[] = [bytes(header)];
-  const [cos, sin] = ropeTables(cfg);
+  // The RoPE tables llama2.c's exporter stores (old run.c versions read them): [seq_len, hs/2] each.
+  const { cos, sin } = ropeCosSin(ropeInvFreq(cfg.headDim, cfg), cfg.maxSeqLen);
   for (const s of sections(cfg)) {
     if (s.name === 'rope.cos') chunks.push(bytes(cos));
     else if (s.name === 'rope.sin') chunks.push(bytes(sin));
@@ -172,20 +174,6 @@ export function writeLlama2c(path: string, cfg: ModelConfig, weights: Weights): 
     else for (let l = 0; l < s.layers; l++) chunks.push(bytes(fromHf(cfg, s.name, weights.get(layerKey(l, s.name))!.data)));
   }
   writeFileAtomic(path, chunks);
-}
-
-/** The RoPE tables llama2.c's exporter stores (old run.c versions read them): [seq_len, hs/2] each. */
-function ropeTables(c: ModelConfig): [Float32Array, Float32Array] {
-  const half = c.headDim / 2;
-  const cos = new Float32Array(c.maxSeqLen * half), sin = new Float32Array(c.maxSeqLen * half);
-  for (let p = 0; p < c.maxSeqLen; p++) {
-    for (let i = 0; i < half; i++) {
-      const a = p * c.ropeTheta ** (-(2 * i) / c.headDim);
-      cos[p * half + i] = Math.cos(a);
-      sin[p * half + i] = Math.sin(a);
-    }
-  }
-  return [cos, sin];
 }
 
 const bytes = (a: Float32Array | Int32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);

@@ -20,34 +20,32 @@ export type { QuantizedTensor, QuantizedWeight, WeightQuant };
 export type QuantName = 'q8' | 'q4';
 
 /**
- * The target quantization `--quantize q8|q4` (and `eaglet quantize --bits 8|4`) means. Blocks of
- * 32: the largest 4-bit block whose int8-activation MatMulNBits kernel computes a row the same,
- * bit for bit, in a 1-row pass (a plain decoding step) and inside a multi-row pass (a
- * verification), so quantized verification scores rows as plain decoding does (8-bit blocks of
- * 64 would do too; 32 measured a tie at 2 threads and ~6% slower at 1, one size is simpler). Measured on ORT 1.30's x64
- * AVX512-VNNI kernels (test/quantize-rows.test.ts): MLAS computes pairs of rows with one kernel
- * and a lone row with another, which differ only in how they sum the 16 lanes of a row's fp32
- * accumulator (`_mm512_reduce_add_ps` vs a 4-column fold). With blocks of 64 or 128 4-bit
- * weights, and of 128 8-bit ones, rows 0..2*floor(T/2)-1 of a T-row pass come out a few ulps off
- * the 1-row result; 4-bit blocks of 32 (and 16) and 8-bit blocks of 64, 32 and 16 go through
- * kernels whose two paths sum alike. Blocks of 32 cost bytes (5 bits a weight against 4.25 at 128)
- * and time (README, "Quantized targets").
+ * The target quantization `--quantize q8|q4` (and `eaglet quantize --bits 8|4`) means. Quantized
+ * verification must score each row bit for bit as a plain decoding step does, and with int8
+ * activations that is a property of ORT's kernels, not of the format. Measured on ORT 1.30's x64
+ * AVX512-VNNI kernels (test/quantize-rows.test.ts, scripts/row-kernels.ts): MLAS computes rows
+ * in pairs with one kernel and a lone row (a one-row pass, the last row of an odd pass) with
+ * another; they differ only in how they sum the 16 lanes of a row's fp32 accumulator
+ * (`_mm512_reduce_add_ps` vs a 4-column fold), and a paired row's result does not depend on its
+ * partner. With 4-bit blocks of 64 or 128, and 8-bit blocks of 128, the two kernels' sums
+ * differ by a few ulps; 4-bit blocks of 32 (and 16) and 8-bit blocks of 64, 32 and 16 go through
+ * kernels whose two paths sum alike (ROW_EXACT_BLOCK). A target's graphs feed every MatMulNBits
+ * with larger blocks an even number of rows (OnnxOpsOptions.evenRows: a one-token step computes
+ * two rows, an odd verify pass one more), so every row takes the pair kernel.
+ *
+ * q4 uses blocks of 128 (4.25 bits a weight, against 5 in blocks of 32, whose scales cost bytes
+ * and whose kernel is slower): padded to two rows, the 100M target's q4 step still ran faster
+ * than in blocks of 32 (README, "Quantized targets"). The rest of a quantized target's pass is
+ * row-exact too (OnnxOpsOptions.rowExactAttention), so speculation is bit-exact with respect to
+ * plain decoding. q8 keeps blocks of 32 (exact without padding; 64 would be too).
  */
-export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 32 }, q4: { bits: 4, blockSize: 32 } };
-
-/** The largest target block, by bits, whose 1-row and paired-row kernels sum alike (above). */
-export const ROW_EXACT_BLOCK: Record<number, number> = { 4: 32, 8: 64 };
+export const QUANT: Record<QuantName, WeightQuant> = { q8: { bits: 8, blockSize: 32 }, q4: { bits: 4, blockSize: 128 } };
 
 /**
- * A one-line warning when the target's quantized blocks are larger than ROW_EXACT_BLOCK (a
- * checkpoint written before blocks of 32, or with `--block-size`): speculation may then differ
- * from plain decoding by more than float32 near-ties. Undefined when they are not.
+ * The largest block, by bits, whose 1-row and paired-row int8 kernels sum alike (above): a
+ * target's MatMulNBits with larger blocks are fed even row counts.
  */
-export function rowExactWarning(c: ModelConfig, w: Weights): string | undefined {
-  const q = quantOf(c, w);
-  if (!q || q.blockSize <= (ROW_EXACT_BLOCK[q.bits] ?? 0)) return undefined;
-  return `target quantized to ${q.bits} bits in blocks of ${q.blockSize}: on CPUs whose int8 kernels pair rows (AVX512-VNNI) a verify pass can compute a row a few ulps off a plain step, so speculative output may differ from plain decoding; re-quantize with \`eaglet quantize --bits ${q.bits}\` (blocks of ${ROW_EXACT_BLOCK[q.bits]})`;
-}
+export const ROW_EXACT_BLOCK: Record<number, number> = { 4: 32, 8: 64 };
 
 /**
  * The draft head's quantization (`--draft-quant`, and `--quantize` alone): the head only

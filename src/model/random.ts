@@ -1,6 +1,6 @@
 /** Random-weight models: for correctness properties and for cost benchmarks. */
 import type { ModelConfig } from './config.ts';
-import { expectedShapes, tensor, type Weights } from './weights.ts';
+import { EMBEDDING, expectedShapes, tensor, type Weights } from './weights.ts';
 import { Rng } from '../util/rng.ts';
 
 /** A Llama config with sensible defaults for the fields not given. */
@@ -35,7 +35,7 @@ export function randomWeights(c: ModelConfig, seed: number, scale = 1): Weights 
       for (let i = 0; i < t.data.length; i++) t.data[i] = 0.1 * rng.normal();
     } else {
       const fanIn = shape[shape.length - 1];
-      const std = name.includes('embed_tokens') ? scale : scale / Math.sqrt(fanIn);
+      const std = name === EMBEDDING ? scale : scale / Math.sqrt(fanIn);
       for (let i = 0; i < t.data.length; i++) t.data[i] = std * rng.normal();
     }
     w.set(name, t);

@@ -44,6 +44,25 @@ export function ropeInvFreq(headDim: number, spec: RopeSpec): Float64Array {
 }
 
 /**
+ * cos and sin of p * invFreq_i, [P, hd/2] each (row-major), computed in float64 and stored as
+ * float32, for the positions p of `positions` (a number n: positions 0..n-1). The tables every
+ * RoPE rendering (ONNX, training graphs, tfjs, llama2.c files) reads.
+ */
+export function ropeCosSin(invFreq: Float64Array, positions: number | ArrayLike<number>): { cos: Float32Array; sin: Float32Array } {
+  const n = typeof positions === 'number' ? positions : positions.length, half = invFreq.length;
+  const cos = new Float32Array(n * half), sin = new Float32Array(n * half);
+  for (let r = 0; r < n; r++) {
+    const p = typeof positions === 'number' ? r : positions[r];
+    for (let i = 0; i < half; i++) {
+      const a = p * invFreq[i];
+      cos[r * half + i] = Math.cos(a);
+      sin[r * half + i] = Math.sin(a);
+    }
+  }
+  return { cos, sin };
+}
+
+/**
  * Reads config.json's `rope_scaling` (null/absent or type "default" = plain RoPE). Throws a
  * plain Error naming the field for types eaglet does not implement or bad parameters.
  */

@@ -324,8 +324,9 @@ export function targetAttention(cfg: ModelConfig, weights: Weights, quantize?: O
  * graph of one target (target, exit, rest, shadow) computes the same function.
  */
 function targetOps(g: GraphBuilder, cfg: ModelConfig, weights: Weights, attention: AttentionMode, opts: OnnxOpsOptions = {}): OnnxOps {
-  const held = quantOf(cfg, weights);
-  return new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention, { ...opts, quantize: opts.quantize ?? held });
+  const quantize = opts.quantize ?? quantOf(cfg, weights);
+  // A quantized target's rows are scored alike in every pass shape (int8 activations amplify last-bit differences).
+  return new OnnxOps(g, (n) => weights.get(n), cfg.maxSeqLen, attention, { evenRows: true, rowExactAttention: quantize !== undefined, ...opts, quantize });
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);

@@ -11,9 +11,9 @@
  */
 import type { ConstTensor, GraphBuilder } from './graph.ts';
 import type { HeadLayout, Ops, PastKV } from '../model/definition.ts';
-import { ropeInvFreq, type RopeSpec } from '../model/rope.ts';
+import { ropeCosSin, ropeInvFreq, type RopeSpec } from '../model/rope.ts';
 import type { Tensor } from '../model/weights.ts';
-import { blockOf, quantizeWeight, type QuantizedTensor, type WeightQuant } from '../model/quantize.ts';
+import { blockOf, quantizeWeight, ROW_EXACT_BLOCK, type QuantizedTensor, type WeightQuant } from '../model/quantize.ts';
 
 export interface OnnxOpsOptions {
   /**
@@ -43,6 +43,27 @@ export interface OnnxOpsOptions {
    * Default true; false for A/B measurements.
    */
   fuseLinears?: boolean;
+  /**
+   * Feed every MatMulNBits whose blocks are larger than ROW_EXACT_BLOCK an even number of rows
+   * (an odd pass gets its last row repeated, and the extra output row is dropped), so each row
+   * goes through the int8 kernel that computes rows in pairs, whatever the pass's row count: a
+   * one-token step then computes its row bit for bit as a verification pass does (see
+   * src/model/quantize.ts, QUANT). For a quantized target's graphs; a draft head's proposals
+   * need not be exact. Every Linear input of one rendering must have the same rows (one
+   * forward pass): the row count is read once, from the first. Default false.
+   */
+  evenRows?: boolean;
+  /**
+   * 'split' attention that scores every row the same whatever the pass's shape: each row's keys
+   * and values are one array in position order (the cache's L live rows, then the T new ones,
+   * joined per pass), so a key sits at the same index in a one-token step and in a verification
+   * pass, and the softmax and the weighted sum reduce the same numbers in the same order (masked
+   * keys add exact zeros). Reading the cache in place ('split' proper) puts the new rows after
+   * all S cache slots instead, so a row's sums depend on how its keys divide between the cache
+   * and the pass: last-bit differences that int8 activations amplify. Costs a copy of the live
+   * K/V rows per layer and pass. For quantized targets; needs the mask from `treeMask`. Default false.
+   */
+  rowExactAttention?: boolean;
   /**
    * How the past values this rendering reads are laid out (see ValueLayout). Default
    * `valueLayoutFor(attentionMode)`: each cache is laid out for the attention that reads it.
@@ -287,12 +308,16 @@ export class OnnxOps implements Ops<string> {
   /** One MatMulNBits over `x` and the weights `ws` (one, or several concatenated along N); returns each weight's output. */
   private matMulNBits(x: string, ws: PackedLinear[], outs?: string[]): string[] {
     const g = this.g, { k, bits, blockSize } = ws[0], attrs = { K: k, bits, block_size: blockSize, accuracy_level: this.opts.quantize?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL };
-    if (ws.length === 1) return g.node('MatMulNBits', [x, ws[0].B, ws[0].S], { ...attrs, N: ws[0].n }, { domain: 'com.microsoft', outputs: outs ?? 1 });
-    const n = ws.reduce((a, w) => a + w.n, 0), blocks = k / blockSize;
-    const B = g.initializer(`${ws.map((w) => w.B).join('+')}`, joined(ws.map((w) => w.bt), [n, blocks, (blockSize * bits) / 8]));
-    const S = g.initializer(`${ws.map((w) => w.S).join('+')}`, joined(ws.map((w) => w.st), [n * blocks]));
-    const y = g.node('MatMulNBits', [x, B, S], { ...attrs, N: n }, { domain: 'com.microsoft' })[0];
-    return g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length });
+    const split = ws.length > 1, n = ws.reduce((a, w) => a + w.n, 0), blocks = k / blockSize;
+    // A fused weight read by several passes of one graph (a fused round's head steps) is one initializer.
+    const B = split ? this.once(`fusedB/${ws.map((w) => w.B).join('+')}`, () => g.initializer(ws.map((w) => w.B).join('+'), joined(ws.map((w) => w.bt), [n, blocks, (blockSize * bits) / 8]))) : ws[0].B;
+    const S = split ? this.once(`fusedS/${ws.map((w) => w.S).join('+')}`, () => g.initializer(ws.map((w) => w.S).join('+'), joined(ws.map((w) => w.st), [n * blocks]))) : ws[0].S;
+    const even = this.opts.evenRows && blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) ? this.evenRowsOf(x) : undefined;
+    // The last node of the chain (MatMulNBits, then the Slice back to the pass's rows, then the Split) writes `outs`.
+    const input = even ? g.op('Pad', [x, even.pads], { mode: 'edge' }) : x;
+    let y = g.node('MatMulNBits', [input, B, S], { ...attrs, N: n }, { domain: 'com.microsoft', outputs: split || even ? 1 : (outs ?? 1) })[0];
+    if (even) y = g.node('Slice', [y, g.ints([0]), even.rows, g.ints([0])], {}, { outputs: split ? 1 : (outs ?? 1) })[0];
+    return split ? g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length }) : [y];
   }
 
   /**
@@ -300,6 +325,18 @@ export class OnnxOps implements Ops<string> {
    * node slot where the first of them was asked for. Their outputs are named at once; the nodes
    * are emitted when the graph is finished (emitLinearGroups), as one fused MatMulNBits.
    */
+  private evenRowsAt?: { rows: string; pads: string };
+
+  /**
+   * The pass's row count [1] and the Pad pads [0, 0, rows % 2, 0] that make it even (see
+   * OnnxOpsOptions.evenRows): read from the first Linear input `x`, then shared by all.
+   */
+  private evenRowsOf(x: string): { rows: string; pads: string } {
+    if (this.evenRowsAt) return this.evenRowsAt;
+    const g = this.g, rows = g.op('Shape', [x], { start: 0, end: 1 });
+    return (this.evenRowsAt = { rows, pads: g.op('Concat', [g.ints([0, 0]), g.op('Mod', [rows, g.ints([2])]), g.ints([0])], { axis: 0 }) });
+  }
+
   private linearGroups = new Map<string, { x: string; slot: ReturnType<GraphBuilder['reserve']>; members: { w: PackedLinear; out: string }[] }>();
 
   /** `x` through the quantized Linear `w`, in the group of Linear layers over `x` (see fuseLinears). */
@@ -376,14 +413,7 @@ export class OnnxOps implements Ops<string> {
     const hit = this.ropeTables.get(key);
     if (hit) return hit;
     const half = headDim / 2, n = this.maxPositions;
-    const cos = new Float32Array(n * half), sin = new Float32Array(n * half); // [maxPos, hd/2]
-    for (let p = 0; p < n; p++) {
-      for (let i = 0; i < half; i++) {
-        const a = p * invFreq[i];
-        cos[p * half + i] = Math.cos(a);
-        sin[p * half + i] = Math.sin(a);
-      }
-    }
+    const { cos, sin } = ropeCosSin(invFreq, n); // [maxPos, hd/2]
     const tag = this.ropeTables.size;
     const table = (name: string, data: Float32Array) => this.g.initializer(`${this.opts.prefix ?? ''}rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [n, half], data });
     const r: [string, string] = [table('cos', cos), table('sin', sin)];
@@ -518,13 +548,36 @@ export class OnnxOps implements Ops<string> {
     const q4 = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [scaled, g.ints([-1, nKvHeads, G, headDim])])], { perm: [1, 0, 2, 3] }), g.ints([1, nKvHeads, -1, headDim])]);
     const heads = (x: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, nKvHeads, headDim])])], { perm });
     const kNewT = heads(k, [1, 2, 0]), vNew = heads(v, [1, 0, 2]); // [nKv, hd, T], [nKv, T, hd]
+    const live = this.liveRows.get(mask);
+    if (live) {
+      // Position order (OnnxOpsOptions.rowExactAttention): [live past rows, new rows], mask [T, L+T].
+      const rows = this.valueLayout === 'rows';
+      const join = (pastX: string, axis: number, fresh: string) => g.op('Concat', [g.op('Slice', [pastX, g.ints([0]), live, g.ints([axis])]), g.op('Unsqueeze', [fresh, g.ints([0])])], { axis });
+      const keys = join(past.keys, 3, kNewT); // [1, nKv, hd, L+T]
+      const values = rows ? join(past.values, 2, vNew) : join(past.values, 3, heads(v, [1, 2, 0])); // [1, nKv, L+T, hd] or [1, nKv, hd, L+T]
+      // MLAS multiplies a one-row A (a one-token step with G = 1) with another kernel, which sums
+      // in another order: with G = 1 both products get an extra (zero) row, so they never see one.
+      const extra = G === 1 ? (x: string) => g.op('Pad', [x, g.ints([0, 0, 0, 0, 0, 0, 1, 0])]) : (x: string) => x;
+      const drop = G === 1 ? (x: string) => g.op('Slice', [x, g.ints([0]), g.ints([-1]), g.ints([2])]) : (x: string) => x;
+      const w = g.op('Softmax', [g.op('Add', [drop(g.op('MatMul', [extra(q4), keys])), this.groupMask(mask, G)])], { axis: -1 });
+      return this.byRow(drop(this.timesPastValues(extra(w), values)), nHeads, nKvHeads, G, headDim);
+    }
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
     const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
     const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew])]); // [1, nKv, TG, hd]
+    return this.byRow(o, nHeads, nKvHeads, G, headDim);
+  }
+
+  /** Attention output per K/V head [1, nKv, T*G, hd] -> [T, nH*hd]. */
+  private byRow(o: string, nHeads: number, nKvHeads: number, G: number, headDim: number): string {
+    const g = this.g;
     const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, -1, G, headDim])])], { perm: [1, 0, 2, 3] }); // [T, nKv, G, hd]
     return g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]); // [T, nH*hd]
   }
+
+  /** Per mask `treeMask` made for rowExactAttention: the live length L [1] it covers. */
+  private liveRows = new Map<string, string>();
 
   /** Per (mask, G): the mask [T, S+T] with each row repeated G times -> [T*G, S+T], built once. */
   private groupMask(mask: string, G: number): string {
@@ -575,17 +628,24 @@ export class OnnxOps implements Ops<string> {
    * a tree of new tokens, W > T when the cache's last W - T rows are staged draft rows of other
    * branches), a past V input `pastValues` (S rows per head) and the live length `pastLength` [1]
    * (L <= S). Columns: [0, L+T-W) zeros, [L+T-W, L) the tree's staged part, [L, S) hidden
-   * (unused cache rows), [S, S+T) the tree's new part. JS only ever fills [T, W].
+   * (unused cache rows), [S, S+T) the tree's new part. JS only ever fills [T, W]. With
+   * rowExactAttention (and 'split'): [T, L+T], the keys in position order, [0, L+T-W) zeros then the tree.
    */
   treeMask(tree: string, pastValues: string, pastLength: string): string {
     const g = this.g;
     const t = g.op('Shape', [tree], { start: 0, end: 1 }); // [1] = T
     const w = g.op('Shape', [tree], { start: 1, end: 2 }); // [1] = W
-    const s = this.pastRows(pastValues); // [1] = S
     const staged = g.op('Sub', [w, t]); // [1] = W - T
     const fill = (cols: string, value: number) =>
       g.op('ConstantOfShape', [g.op('Concat', [t, cols], { axis: 0 })], { value: { tensor: { dtype: 'float32' as const, dims: [1], data: new Float32Array([value]) } } });
     const open = fill(g.op('Sub', [pastLength, staged]), 0); // [T, L - (W-T)]
+    if (this.opts.rowExactAttention && this.attentionMode === 'split') {
+      // [T, L+T]: the L - (W-T) keys every row sees, then the tree over the last W (rowExactAttention).
+      const mask = g.op('Concat', [open, g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)])], { axis: 1 });
+      this.liveRows.set(mask, pastLength);
+      return mask;
+    }
+    const s = this.pastRows(pastValues); // [1] = S
     const unused = fill(g.op('Sub', [s, pastLength]), MASK_NEG); // [T, S - L]
     const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
     const [old, cur] = g.node('Split', [fresh, g.op('Concat', [staged, t], { axis: 0 })], { axis: 1 }, { outputs: 2 }); // [T, W-T], [T, T]

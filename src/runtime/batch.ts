@@ -45,6 +45,8 @@ interface Call<Out> {
 
 /** Counters of one lane (cumulative). */
 export interface LaneStats {
+  /** Steps run (flushes): one pass each, or two when long calls were split off (Lane.flush). */
+  steps: number;
   /** Packed passes run. */
   passes: number;
   /** Calls they served (sum of batch sizes). */
@@ -102,7 +104,7 @@ export class Batcher {
 /** A queue of calls to one model, run together. */
 abstract class Lane<Out> {
   protected pending: Call<Out>[] = [];
-  readonly laneStats: LaneStats = { passes: 0, calls: 0, tokens: 0 };
+  readonly laneStats: LaneStats = { steps: 0, passes: 0, calls: 0, tokens: 0 };
   /** The per-slot graph's session (`open`); until then only lone calls run. */
   protected slotSession?: Session;
   private feeds = new SlotFeeds();
@@ -138,11 +140,32 @@ abstract class Lane<Out> {
     });
   }
 
-  /** Runs every waiting call (up to maxPassTokens) in one pass; each gets its rows of the outputs. */
+  /**
+   * Calls of at most this many tokens (a decoding step's: a verified tree, a draft level) are
+   * never split from the rest of a step (see flush). Default: no call is split off.
+   */
+  shortTokens = Infinity;
+
+  /**
+   * Runs every waiting call (up to maxPassTokens), each getting its rows of the outputs: one
+   * pass, except that when long calls (more than `shortTokens` tokens: a prompt's prefill) wait
+   * beside short ones, the short calls run in one pass and the long ones in a second. (Ours: the
+   * per-slot graph pads every call to the longest, so one 32-token prefill among 16 one-token
+   * decodes made the pass score 16 x 32 rows, measured 7.3 ms against 1.2 ms for the decodes
+   * and 1.4 ms for the prefill alone.)
+   */
   async flush(): Promise<void> {
     let n = 0, T = 0;
     while (n < this.pending.length && (n === 0 || T + this.pending[n].tokens.length <= this.maxPassTokens)) T += this.pending[n++].tokens.length;
     const calls = this.pending.splice(0, n);
+    const short = calls.filter((c) => c.tokens.length <= this.shortTokens);
+    const groups = short.length === 0 || short.length === calls.length ? [calls] : [short, calls.filter((c) => c.tokens.length > this.shortTokens)];
+    this.laneStats.steps++;
+    for (const group of groups) await this.pass(group);
+  }
+
+  /** One pass over `calls`: the single-request session for one, else the per-slot graph. */
+  private async pass(calls: Call<Out>[]): Promise<void> {
     try {
       let outs: Out[];
       if (calls.length === 1) outs = [await this.runOne(calls[0])];
@@ -150,6 +173,8 @@ abstract class Lane<Out> {
         if (!this.slotSession) throw new Error('batched passes need the per-slot session: call Engine.start() (Lane.open) first');
         outs = await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads, this.valueLayout));
       }
+      let T = 0;
+      for (const c of calls) T += c.tokens.length;
       this.laneStats.passes++;
       this.laneStats.calls += calls.length;
       this.laneStats.tokens += T;

@@ -10,7 +10,6 @@ import * as ort from 'onnxruntime-node';
 import { FormatError } from '../errors.ts';
 import type { ExternalModel } from '../onnx/graph.ts';
 
-export type OrtTensor = ort.Tensor;
 export type Feeds = Record<string, ort.Tensor>;
 export type Fetches = Record<string, ort.Tensor>;
 
@@ -115,6 +114,29 @@ export function endProfiling(s: Session): void {
 
 export async function releaseSession(s: Session): Promise<void> {
   await s.inner.release();
+}
+
+/**
+ * What every runtime class over one ORT session shares: its counters, its release, and the
+ * whole-call time (feeds and output unpacking too, beside `runTimed`'s in-run time).
+ */
+export abstract class SessionHolder {
+  protected constructor(protected readonly session: Session) {}
+
+  /** Passes run, ms inside `session.run`, ms in whole calls (cumulative). */
+  get stats(): RunStats {
+    return this.session.stats;
+  }
+
+  /** Ends a timed call begun at `t0` (performance.now()): adds its ms to stats.msTotal, returns `r`. */
+  protected endCall<T>(t0: number, r: T): T {
+    this.session.stats.msTotal += performance.now() - t0;
+    return r;
+  }
+
+  async dispose(): Promise<void> {
+    await releaseSession(this.session);
+  }
 }
 
 // Tensor helpers. ORT reads typed-array views (including subarrays) in place: no copy.

@@ -18,7 +18,7 @@ import { Generator, type GenerationChunk } from '../generate/generator.ts';
 import type { GenerationOptions } from '../generate/options.ts';
 import type { GenerationStats } from '../generate/stats.ts';
 import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
-import { SmartSpecPlanner, StepCost, type SmartSpecPolicy } from '../policies/smartspec.ts';
+import { nondecreasing, SmartSpecPlanner, StepCost, type SmartSpecPolicy } from '../policies/smartspec.ts';
 import { Batcher, DraftLane, TargetLane, type LaneStats } from '../runtime/batch.ts';
 import type { DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
@@ -134,6 +134,12 @@ export class Engine {
       draftCache = new KVCache(1, B * h.nKvHeads, h.headDim, EagleDrafter.cacheRows(this.tree, S));
       this.draftLane = new DraftLane(this.batcher, draftSession, draftCache, S);
     }
+    // A decoding step's calls: a verified tree (root + drafts), a draft level or a drafted
+    // round's catch-up rows. Longer ones (prefills, a head's first catch-up over the prompt)
+    // run in a pass of their own beside the step's (Lane.flush).
+    const stepTokens = Math.max(this.tree.totalTokens, this.tree.maxDepth) + 1;
+    this.targetLane.shortTokens = stepTokens;
+    if (this.draftLane) this.draftLane.shortTokens = stepTokens;
     const view = this.draftLane?.view();
     // Popped from the end: the lowest slot first, so a batch pass spans few slots.
     this.slots = Array.from({ length: B }, (_, i) => ({
@@ -216,9 +222,10 @@ export class Engine {
     const verify = await this.measure(this.targetLane, this.slots.map((s) => s.cache), counts(B * (D + 1)), repeats);
     // Draft passes carry each request's catch-up rows (accepted + 1 after a drafted round).
     const drafts = await this.measure(this.draftLane!, this.slots.map((s) => s.head!.cache), counts(B * (D + 1)), repeats);
-    const alone = this.round ? [verify.one[0], ...(await this.measureRound(this.round, repeats))] : undefined;
+    // k = 0: a plain pass; k >= 1: the fused round, whose measured costs get the same non-decreasing fit as the passes'.
+    const alone = this.round ? [verify.ms(1, 1), ...nondecreasing(await this.measureRound(this.round, repeats))] : undefined;
     // A step = one target verification: a batched pass, or a lone request's fused round.
-    this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.passes + (this.round?.stats.passes ?? 0), alone);
+    this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.steps + (this.round?.stats.passes ?? 0), alone);
   }
 
   /** Median ms of a fused round verifying k = 1..depth drafts, on half-full caches (one catch-up row per verified token). */
@@ -263,16 +270,20 @@ export class Engine {
       s.ensureRows(half);
       s.length = half;
     }
+    // t tokens spread over n requests, as evenly as they go.
+    const spread = (t: number, n: number) => Array.from({ length: n }, (_, i) => Math.floor(t / n) + (i < t % n ? 1 : 0));
     const ms = async (t: number, n: number) => {
-      const per = Array.from({ length: n }, (_, i) => Math.floor(t / n) + (i < t % n ? 1 : 0));
       const times: number[] = [];
       for (let r = 0; r < repeats + 1; r++) {
-        const dt = await lane.probe(slots.slice(0, n), per);
+        const dt = await lane.probe(slots.slice(0, n), spread(t, n));
         if (r > 0) times.push(dt); // the first run of a shape warms ORT up
       }
       times.sort((a, b) => a - b);
       return times[times.length >> 1];
     };
+    // One untimed pass of every shape first: the first shapes measured read high otherwise
+    // (measured: 1 token 0.70 ms, after 2 tokens' 0.37), and the model then overprices plain steps.
+    for (const t of tokens) for (const n of new Set([1, Math.min(B, t)])) await lane.probe(slots.slice(0, n), spread(t, n));
     const one: number[] = [], full: number[] = [];
     for (const t of tokens) {
       one.push(await ms(t, 1));

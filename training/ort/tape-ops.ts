@@ -8,7 +8,7 @@
  * repeated: the query heads of one K/V group sit side by side in one matmul.
  */
 import type { HeadLayout, Ops, PastKV } from '../../src/model/definition.ts';
-import { ropeInvFreq, type RopeSpec } from '../../src/model/rope.ts';
+import { ropeCosSin, ropeInvFreq, type RopeSpec } from '../../src/model/rope.ts';
 import type { Tensor } from '../../src/model/weights.ts';
 import type { Tape, Val } from './tape.ts';
 
@@ -79,14 +79,7 @@ export class TapeOps implements Ops<Val> {
     let r = this.ropeTables.get(key);
     if (!r) {
       const tag = this.ropeTables.size;
-      const half = headDim / 2, n = this.maxPositions;
-      const cos = new Float32Array(n * half), sin = new Float32Array(n * half); // [maxPos, hd/2]
-      for (let p = 0; p < n; p++)
-        for (let i = 0; i < half; i++) {
-          const a = p * invFreq[i];
-          cos[p * half + i] = Math.cos(a);
-          sin[p * half + i] = Math.sin(a);
-        }
+      const { cos, sin } = ropeCosSin(invFreq, this.maxPositions); // [maxPos, hd/2]
       this.ropeTables.set(key, (r = { tag, cos: this.table('cos', headDim, tag, cos), sin: this.table('sin', headDim, tag, sin), data: sin }));
     }
     if (negated && !r.negSin) r.negSin = this.table('negsin', headDim, r.tag, r.data.map((v) => -v));

@@ -14,7 +14,7 @@ import { defineCommand } from '../command.ts';
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin' },
   { flag: 'bits', type: 'string', choices: ['4', '8'], meta: '4|8', help: 'bits per weight' },
-  { flag: 'block-size', type: 'int', min: 16, max: 4096, default: 32, meta: 'B', help: 'weights per scale along the input axis, a power of two (smaller: more accurate, more bytes; 32 = --quantize\'s: larger 4-bit blocks run ORT kernels that score a row differently in verification than in a plain step)' },
+  { flag: 'block-size', type: 'int', min: 0, max: 4096, default: 0, meta: 'B', help: 'weights per scale along the input axis, a power of two >= 16 (smaller: more accurate, more bytes); 0 = --quantize\'s: 128 at 4 bits, 32 at 8 (a target\'s graphs feed the kernels of blocks above 32 / 64 even row counts, so a row scores alike in a plain step and in verification)' },
   { flag: 'out', type: 'string', meta: 'DIR', help: 'the quantized checkpoint directory to write' },
 ];
 
@@ -33,9 +33,9 @@ Loading DIR is the same as loading the original with --quantize q4|q8.`,
   async run(f) {
     requireFlags(f, ['model', 'bits', 'out']);
     const src = f.model as string, out = f.out as string;
-    const b = f.blockSize as number;
-    if ((b & (b - 1)) !== 0) throw new UsageError('--block-size', `must be a power of two, got ${b}`);
-    const q = { ...QUANT[f.bits === '4' ? 'q4' : 'q8'], blockSize: b };
+    const preset = QUANT[f.bits === '4' ? 'q4' : 'q8'], b = (f.blockSize as number) || preset.blockSize;
+    if (b < 16 || (b & (b - 1)) !== 0) throw new UsageError('--block-size', `must be a power of two >= 16, got ${b}`);
+    const q = { ...preset, blockSize: b };
     const model = await loadModel(src);
     const held = quantOf(model.config, model.weights);
     if (held) throw new UsageError('--model', `${src} is quantized already (${held.bits} bits)`);
