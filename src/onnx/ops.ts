@@ -86,11 +86,12 @@ export type AttentionMode = 'split' | 'fused';
 /**
  * How a K/V cache holds each head's past values (the keys are always transposed, [hd, S]):
  * 'rows' [S, hd], as ONNX's one-kernel Attention wants them; 'transposed' [hd, S], so split
- * attention's weights [rows, S] x V is a MatMul with transposed B, which at one row MLAS runs
- * as hd dot products over contiguous rows: on a 29M model at 4000 rows, 1 thread, the one-token
- * pass ran 1.28x its bytes-read floor with 'rows' and 1.15x with 'transposed' (README,
- * "Runtime"). A graph reads the other layout only through a Transpose of the whole past per
- * layer, so every cache is laid out for the attention that reads it (valueLayoutFor).
+ * attention's weights [rows, S] x V is a MatMul with transposed B, which MLAS runs as dot
+ * products over contiguous rows: on a 29M model at 4000 rows (bench:runtime, interleaved, 7
+ * runs) T=16 passes ran 2-8% faster in every run at 1 and 2 threads, one-token passes 1-3%
+ * (README, "Runtime"). A graph reads the other layout only through a Transpose of the whole
+ * past per layer, which made the one-kernel Attention of the default pair slower, so every
+ * cache is laid out for the attention that reads it (valueLayoutFor).
  */
 export type ValueLayout = 'rows' | 'transposed';
 
