@@ -471,7 +471,7 @@ test('SmartSpec cost fit: non-decreasing, least squares (sums kept), measurement
   near(new StepCost([1, 2, 4], [0.8, 0.6, 0.9], [0.8, 0.6, 0.9], 4).one, [0.7, 0.7, 0.9]);
 });
 
-test('SmartSpec: a lone request runs each length once, then plans from the steps it saw, not the start-up round costs', () => {
+test('SmartSpec: a lone request runs a round first, then plans from the steps it saw, not the start-up round costs', () => {
   // Start-up said a fused round costs 1.1 ms (a busy moment) and a plain pass 0.3; steps really
   // take 0.3 ms plain and 0.6 ms for a round at any length. Every draft is accepted.
   const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
@@ -487,8 +487,10 @@ test('SmartSpec: a lone request runs each length once, then plans from the steps
     p.observe({ depth, treeSize: depth, accepted: depth, draftMs: 0, verifyMs: 0 });
     depths.push(depth);
   }
-  assert.deepEqual(depths.slice(0, 3), [3, 2, 1], 'each length once, deepest first');
-  assert.deepEqual(depths.slice(3), new Array(9).fill(3), `then the deepest: ${depths}`);
+  assert.deepEqual(depths, new Array(12).fill(3), `one round at full length first, then the deepest: ${depths}`);
+  // Without what the steps showed, the start-up costs would have it plan plain steps.
+  const blind = new SmartSpecPlanner(flat(0.3), flat(0.1), 3, 3, () => 1, [0.3, 1.1, 1.1, 1.1], 0.9, () => 0), b = blind.policy();
+  assert.ok(blind.goodput([b], [3]) < blind.goodput([b], [0]) * (1 + blind.margin));
   // The start-up figures alone (no steps seen) price the round at 1.1 ms + the learned overhead.
   const unseen = new SmartSpecPlanner(flat(0.3), flat(0.1), 3, 3, () => 0, [0.3, 1.1, 1.1, 1.1], 0.9, () => 0);
   const c = unseen.stepCost([unseen.policy()], [3]);

@@ -14,8 +14,9 @@
  * since its last draft: the whole prompt at first, accepted + 1 after a drafted round, more
  * after plain rounds). What the passes do not cost, the steps' own JS (each request's loop,
  * feeds, the HTTP side) is learned online (StepOverhead): observed step times less the modelled
- * passes, as ms per pass plus ms per request-pass; for a request alone, its whole step at each
- * length as observed (ours: the start-up round costs alone misled it for the server's life).
+ * passes, as ms per pass plus ms per request-pass; for a request alone, its plain steps' and its
+ * fused rounds' excess over the start-up model, as observed (ours: the start-up round costs
+ * alone misled it for the server's life).
  *
  * Ours, not the paper's exact rule: the paper scores a proposed length with a moving acceptance
  * average per request and picks lengths for the batch; we pick per-request lengths by greedy
@@ -148,14 +149,16 @@ export class SmartSpecPlanner {
   /** The step being timed: when it was planned, its modelled pass ms and shape. */
   private timing?: { step: number; t: number; changes: number; passMs: number; n: number; passes: number; requestPasses: number; depth: number };
   /**
-   * A lone request's whole step at each length, as observed (the first step, then a moving
-   * average; NaN until that length ran: a lone request runs each length once first, see
+   * A lone request's step beyond its start-up model, as observed: [0] plain steps, [1] fused
+   * rounds (one graph at every length, so their lengths share it; the start-up costs keep the
+   * difference between lengths). The first step, then a moving average; NaN until seen (then
+   * the shared learned overhead): a lone request runs one round at full length first (see
    * planBatch). Ours: the start-up round costs are a few medians taken once, and a busy moment
    * then (measured: 1.10 ms for a fused round that runs in 0.6) had SmartSpec plan 0 in 60% of
    * its c=1 rounds for the server's life.
    */
-  private aloneSteps?: Float64Array;
-  /** Weight of the old estimate per observed lone step (`aloneSteps`). */
+  private aloneBeyond = new Float64Array([NaN, NaN]);
+  /** Weight of the old estimate per observed lone step (`aloneBeyond`). */
   readonly aloneForget = 0.7;
 
   /**
@@ -169,7 +172,6 @@ export class SmartSpecPlanner {
    */
   constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly alone?: number[], readonly decay = 0.9, private now: () => number = () => performance.now()) {
     this.overhead = new StepOverhead();
-    if (alone) this.aloneSteps = new Float64Array(alone.length).fill(NaN);
   }
 
   /** A request's policy; it takes part in the planning until `leave()`. */
@@ -209,9 +211,9 @@ export class SmartSpecPlanner {
     this.timing = undefined;
     if (!last || last.step !== step - 1 || last.changes !== this.changes) return;
     const residual = t - last.t - last.passMs;
-    if (last.n === 1 && this.aloneSteps && this.alone) {
-      const s = this.aloneSteps, d = last.depth, f = this.aloneForget;
-      s[d] = Number.isNaN(s[d]) ? t - last.t : f * s[d] + (1 - f) * (t - last.t);
+    if (last.n === 1 && this.alone) {
+      const b = this.aloneBeyond, g = last.depth > 0 ? 1 : 0, f = this.aloneForget;
+      b[g] = Number.isNaN(b[g]) ? residual : f * b[g] + (1 - f) * residual;
       this.overhead.observeAlone(residual);
     } else this.overhead.observeBatch(last.passes, last.requestPasses, residual);
   }
@@ -233,9 +235,11 @@ export class SmartSpecPlanner {
       deepest = Math.max(deepest, k[i]);
     }
     if (n === 1 && this.alone) {
-      // The round as measured at start-up; beyond it, what this length's steps were seen to take, else the shared learned overhead.
-      const d = Math.min(k[0], this.alone.length - 1), seen = this.aloneSteps![d];
-      return { passMs: this.alone[d], overheadMs: Number.isNaN(seen) ? this.overhead.alone : seen - this.alone[d], passes: 1, requestPasses: 1 };
+      // The step as measured at start-up; beyond it, what such steps were seen to take beyond that, else the shared learned overhead.
+      const d = Math.min(k[0], this.alone.length - 1), beyond = this.aloneBeyond[d > 0 ? 1 : 0];
+      // (The shared overhead mixes both kinds of step, so only its positive part stands in; a step never costs under a tenth of its model.)
+      const overheadMs = Number.isNaN(beyond) ? Math.max(0, this.overhead.alone) : Math.max(beyond, -0.9 * this.alone[d]);
+      return { passMs: this.alone[d], overheadMs, passes: 1, requestPasses: 1 };
     }
     let ms = this.verify.ms(verifyTokens, n);
     for (let j = 1; j <= deepest; j++) {
@@ -249,14 +253,13 @@ export class SmartSpecPlanner {
 
   /**
    * Greedy ascent over every member's length; lengths already chosen this step stay. A request
-   * alone first runs every length it has not run yet, deepest first (see aloneSteps).
+   * alone runs one round at full length before any fused round has been seen (see aloneBeyond).
    */
   private planBatch(): void {
     const members = [...this.members], n = members.length, D = this.maxDepth;
     const fixed = members.map((m) => this.chosen.has(m));
     const k = members.map((m) => this.chosen.get(m) ?? 0);
-    let unseen = 0;
-    if (n === 1 && !fixed[0] && this.aloneSteps) for (let d = Math.min(D, this.aloneSteps.length - 1); d >= 1 && !unseen; d--) if (Number.isNaN(this.aloneSteps[d])) unseen = d;
+    const unseen = n === 1 && !fixed[0] && this.alone && Number.isNaN(this.aloneBeyond[1]) ? Math.min(D, this.alone.length - 1) : 0;
     if (unseen > 0) {
       this.chosen.set(members[0], unseen);
       this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: this.alone![unseen], n, passes: 1, requestPasses: 1, depth: unseen };
