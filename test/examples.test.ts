@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -68,8 +68,15 @@ test('the README Library example runs as written: streams text, then generates w
   assert.match(String(r.stdout), /\ntau \d+\.\d\d, \d+ tok\/s\n$/);
 });
 
-test('the TSDoc examples of src/api.ts and src/serve/server.ts run as written', () => {
-  for (const file of ['src/api.ts', 'src/serve/server.ts']) {
+/** Every module under src/ whose first comment holds a ```ts example. */
+const documented = (dir = 'src'): string[] =>
+  readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? documented(join(dir, e.name)) : e.name.endsWith('.ts') && tsdocBlocks(join(dir, e.name)).length ? [join(dir, e.name)] : []);
+
+test('the TSDoc examples of the modules under src/ (src/api.ts, src/serve/server.ts, any other) run as written', () => {
+  const files = documented();
+  for (const known of ['src/api.ts', join('src', 'serve', 'server.ts')]) assert.ok(files.includes(known), `${known} has its example`);
+  for (const file of files) {
     const blocks = tsdocBlocks(file);
     assert.equal(blocks.length, 1, file);
     const r = runSnippet(blocks[0]);

@@ -1,9 +1,15 @@
 /**
  * The ONNX rendering fuses quantized Linear layers that read one input (q|k|v, gate|up) into one
  * MatMulNBits over the weights concatenated along N, then a Split (OnnxOpsOptions.fuseLinears).
- * Property: the fused target computes what the unfused one does (same argmax, logits and new K/V
- * within float32 rounding), on random small configs with biases, q/k norms, GQA and tied heads,
+ * Property: the fused target computes what the unfused one does, bit for bit (argmax, logits,
+ * features and new K/V), on random small configs with biases, q/k norms, GQA and tied heads,
  * whose projections are large enough to be fused (FUSE_MIN_BYTES): 4 nodes a layer, not 7.
+ *
+ * Bit for bit, not within float32 rounding: MLAS computes an output column the same whatever N
+ * it sits in, and a tolerance would not hold anyway, since a last-bit difference before a
+ * Linear layer can move an int8-quantized activation (accuracy_level 4) by one step, and the
+ * logits then differ by ~1e-3 (a bias added by an Add in one rendering and inside MatMulNBits
+ * in the other did exactly that: fast-check seed -75102869, 2.8e-3).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -53,20 +59,15 @@ test('property: fused Linear layers (q|k|v, gate|up in one MatMulNBits) compute 
         }
       }
       const [a, b] = outs;
-      const close = (x: Float32Array, y: Float32Array, what: string) => {
+      const same = (x: Float32Array, y: Float32Array, what: string) => {
         assert.equal(x.length, y.length, what);
-        for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) <= 1e-5 + 1e-5 * Math.abs(y[i]), `${what}[${i}]: fused ${x[i]} vs separate ${y[i]}`);
+        for (let i = 0; i < x.length; i++) assert.ok(x[i] === y[i], `${what}[${i}]: fused ${x[i]} vs separate ${y[i]}`);
       };
-      close(a.logits, b.logits, 'logits');
-      close(a.features, b.features, 'features');
-      a.newKeys.forEach((k, l) => close(k, b.newKeys[l], `keys ${l}`));
-      a.newValues.forEach((v, l) => close(v, b.newValues[l], `values ${l}`));
-      // Same pick, unless two logits tie within float32 rounding.
-      const V = cfg.vocabSize;
-      for (let t = 0; t < T; t++) {
-        const row = b.logits.subarray(t * V, (t + 1) * V);
-        assert.ok(row[a.argmax[t]] >= Math.max(...row) - 2e-5, `row ${t}: fused picks ${a.argmax[t]}, separate ${b.argmax[t]}`);
-      }
+      same(a.logits, b.logits, 'logits');
+      same(a.features, b.features, 'features');
+      a.newKeys.forEach((k, l) => same(k, b.newKeys[l], `keys ${l}`));
+      a.newValues.forEach((v, l) => same(v, b.newValues[l], `values ${l}`));
+      assert.deepEqual(a.argmax, b.argmax);
     }),
     { numRuns: 12 },
   );

@@ -86,11 +86,12 @@ export type AttentionMode = 'split' | 'fused';
 /**
  * How a K/V cache holds each head's past values (the keys are always transposed, [hd, S]):
  * 'rows' [S, hd], as ONNX's one-kernel Attention wants them; 'transposed' [hd, S], so split
- * attention's weights [rows, S] x V is a MatMul with transposed B, which at one row MLAS runs
- * as hd dot products over contiguous rows: on a 29M model at 4000 rows, 1 thread, the one-token
- * pass ran 1.28x its bytes-read floor with 'rows' and 1.15x with 'transposed' (README,
- * "Runtime"). A graph reads the other layout only through a Transpose of the whole past per
- * layer, so every cache is laid out for the attention that reads it (valueLayoutFor).
+ * attention's weights [rows, S] x V is a MatMul with transposed B, which MLAS runs as dot
+ * products over contiguous rows: on a 29M model at 4000 rows (bench:runtime, interleaved, 7
+ * runs) T=16 passes ran 2-8% faster in every run at 1 and 2 threads, one-token passes 1-3%
+ * (README, "Runtime"). A graph reads the other layout only through a Transpose of the whole
+ * past per layer, which made the one-kernel Attention of the default pair slower, so every
+ * cache is laid out for the attention that reads it (valueLayoutFor).
  */
 export type ValueLayout = 'rows' | 'transposed';
 
@@ -132,6 +133,12 @@ interface PackedLinear {
   k: number;
   bits: number;
   blockSize: number;
+}
+
+/** A quantized Linear layer's weight and its bias (a weight value), if it has one. */
+interface LinearMember {
+  w: PackedLinear;
+  bias?: string;
 }
 
 /**
@@ -176,8 +183,9 @@ function spanOf(ts: ConstTensor[]): ConstTensor['file'] {
  * Linear layers are fused only if each one's packed bytes reach this size: checkpoints keep
  * tensors this large in the file (io/safetensors FILE_BACKED) and ORT reads initializers this
  * large as external data, so a fused group is all in memory or all in the file, and whether a
- * model is fused never depends on where its weights are (fused and separate MatMulNBits agree
- * only to float32 rounding, not bit for bit).
+ * model is fused never depends on where its weights are (one model, one function: fused and
+ * separate MatMulNBits agree bit for bit in test/linear-fusion.test.ts, but that is MLAS's
+ * behaviour, not a promise of ORT's).
  */
 const FUSE_MIN_BYTES = 4096;
 
@@ -297,24 +305,35 @@ export class OnnxOps implements Ops<string> {
       }
     }
     if (packedW) {
-      const y = this.opts.fuseLinears === false ? this.matMulNBits(x, [packedW])[0] : this.groupedLinear(x, packedW);
-      return bias ? this.add(y, bias) : y;
+      // A bias that is a weight goes into MatMulNBits (its optional input): ORT would fuse a
+      // following Add into a lone MatMulNBits anyway (graph optimization 'extended'), but not one
+      // after a fused group's Split, and the kernel's bias sums differently from an Add (last
+      // bits, which int8 activations amplify), so fused and separate layers would disagree.
+      const b = bias !== undefined && this.tensorOf(bias) ? bias : undefined;
+      const member = { w: packedW, bias: b };
+      const y = this.opts.fuseLinears === false ? this.matMulNBits(x, [member])[0] : this.groupedLinear(x, member);
+      return bias !== undefined && !b ? this.add(y, bias) : y;
     }
     // Gemm reads the [out, in] weight transposed in place, so no transposed copy is stored.
     return this.g.op('Gemm', bias ? [x, w, bias] : [x, w], { transB: 1 });
   }
 
-  /** One MatMulNBits over `x` and the weights `ws` (one, or several concatenated along N); returns each weight's output. */
-  private matMulNBits(x: string, ws: PackedLinear[], outs?: string[]): string[] {
-    const g = this.g, { k, bits, blockSize } = ws[0], attrs = { K: k, bits, block_size: blockSize, accuracy_level: this.opts.quantize?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL };
+  /**
+   * One MatMulNBits over `x` and the weights `ws` (one, or several concatenated along N), each
+   * with its bias (all or none have one: see groupedLinear); returns each weight's output.
+   */
+  private matMulNBits(x: string, members: LinearMember[], outs?: string[]): string[] {
+    const ws = members.map((m) => m.w), g = this.g, { k, bits, blockSize } = ws[0], attrs = { K: k, bits, block_size: blockSize, accuracy_level: this.opts.quantize?.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL };
     const split = ws.length > 1, n = ws.reduce((a, w) => a + w.n, 0), blocks = k / blockSize;
     // A fused weight read by several passes of one graph (a fused round's head steps) is one initializer.
     const B = split ? this.once(`fusedB/${ws.map((w) => w.B).join('+')}`, () => g.initializer(ws.map((w) => w.B).join('+'), joined(ws.map((w) => w.bt), [n, blocks, (blockSize * bits) / 8]))) : ws[0].B;
     const S = split ? this.once(`fusedS/${ws.map((w) => w.S).join('+')}`, () => g.initializer(ws.map((w) => w.S).join('+'), joined(ws.map((w) => w.st), [n * blocks]))) : ws[0].S;
+    const biases = members.map((m) => m.bias).filter((b) => b !== undefined);
+    const bias = biases.length === 0 ? undefined : !split ? biases[0] : this.once(`fusedBias/${biases.join('+')}`, () => g.initializer(biases.join('+'), joined(biases.map((b) => this.biasTensor(b)), [n])));
     const even = this.opts.evenRows && blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) ? this.evenRowsOf(x) : undefined;
-    // The last node of the chain (MatMulNBits, then the Slice back to the pass's rows, then the Split) writes `outs`.
+    // Inputs: A, B, scales, zero points, g_idx, bias. The last node of the chain (MatMulNBits, then the Slice back to the pass's rows, then the Split) writes `outs`.
     const input = even ? g.op('Pad', [x, even.pads], { mode: 'edge' }) : x;
-    let y = g.node('MatMulNBits', [input, B, S], { ...attrs, N: n }, { domain: 'com.microsoft', outputs: split || even ? 1 : (outs ?? 1) })[0];
+    let y = g.node('MatMulNBits', [input, B, S, ...(bias ? ['', '', bias] : [])], { ...attrs, N: n }, { domain: 'com.microsoft', outputs: split || even ? 1 : (outs ?? 1) })[0];
     if (even) y = g.node('Slice', [y, g.ints([0]), even.rows, g.ints([0])], {}, { outputs: split ? 1 : (outs ?? 1) })[0];
     return split ? g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length }) : [y];
   }
@@ -336,17 +355,27 @@ export class OnnxOps implements Ops<string> {
     return (this.evenRowsAt = { rows, pads: g.op('Concat', [g.ints([0, 0]), g.op('Mod', [rows, g.ints([2])]), g.ints([0])], { axis: 0 }) });
   }
 
-  private linearGroups = new Map<string, { x: string; slot: ReturnType<GraphBuilder['reserve']>; members: { w: PackedLinear; out: string }[] }>();
+  /** A bias weight value as the initializer tensor a fused bias joins (read only if embedded). */
+  private biasTensor(bias: string): ConstTensor {
+    const t = this.tensorOf(bias)!;
+    return { dtype: 'float32', dims: t.shape, get data() { return t.data; }, file: t.file };
+  }
 
-  /** `x` through the quantized Linear `w`, in the group of Linear layers over `x` (see fuseLinears). */
-  private groupedLinear(x: string, w: PackedLinear): string {
-    const key = `${x}/${w.k}/${w.bits}/${w.blockSize}`;
+  private linearGroups = new Map<string, { x: string; slot: ReturnType<GraphBuilder['reserve']>; members: (LinearMember & { out: string })[] }>();
+
+  /**
+   * `x` through the quantized Linear `m`, in the group of Linear layers over `x` (see
+   * fuseLinears). Layers with and without a bias are separate groups: the kernel adds a bias in
+   * its own summation order, so a fused weight's columns take it or not all alike.
+   */
+  private groupedLinear(x: string, m: LinearMember): string {
+    const { w, bias } = m, key = `${x}/${w.k}/${w.bits}/${w.blockSize}/${bias !== undefined}`;
     let group = this.linearGroups.get(key);
     if (!group) this.linearGroups.set(key, (group = { x, slot: this.g.reserve(), members: [] }));
-    const hit = group.members.find((m) => m.w === w);
+    const hit = group.members.find((o) => o.w === w && o.bias === bias);
     if (hit) return hit.out;
     const out = this.g.freshValue('MatMulNBits');
-    group.members.push({ w, out });
+    group.members.push({ w, bias, out });
     return out;
   }
 
@@ -360,8 +389,8 @@ export class OnnxOps implements Ops<string> {
     for (const { x, slot, members } of this.linearGroups.values()) {
       const fuse = members.length > 1 && members.every((m) => m.w.bt.dims.reduce((a, b) => a * b, 1) >= FUSE_MIN_BYTES);
       this.g.fill(slot, () => {
-        if (fuse) this.matMulNBits(x, members.map((m) => m.w), members.map((m) => m.out));
-        else for (const m of members) this.matMulNBits(x, [m.w], [m.out]);
+        if (fuse) this.matMulNBits(x, members, members.map((m) => m.out));
+        else for (const m of members) this.matMulNBits(x, [m], [m.out]);
       });
     }
     this.linearGroups.clear();

@@ -9,7 +9,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
 import { defaultAttention, valueLayoutFor, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
+import { createSession, f32, f32Data, i32Data, runTimed, SessionHolder, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 
@@ -41,13 +41,15 @@ export interface DraftOutput {
 export type DraftPass = Pick<DraftSession, 'head' | 'topK' | 'forward'>;
 
 /** The EAGLE head's ONNX session: `forward` advances the head by T rows (see the module comment). */
-export class DraftSession {
+export class DraftSession extends SessionHolder {
   /**
    * @param weights the head's own weights and the quantization its graph was built with, kept
    *   (the head is small) so a serving batch can build its per-slot graph of the same head.
    * @param valueLayout how the caches it is fed hold their values (StepSessionOptions.valueLayout).
    */
-  private constructor(readonly head: HeadConfig, readonly topK: number, private session: Session, private feeds: StepFeeds, readonly weights: { head: Weights; quantize?: StepSessionOptions['quantize'] }, readonly valueLayout: ValueLayout) {}
+  private constructor(readonly head: HeadConfig, readonly topK: number, session: Session, private feeds: StepFeeds, readonly weights: { head: Weights; quantize?: StepSessionOptions['quantize'] }, readonly valueLayout: ValueLayout) {
+    super(session);
+  }
 
   /**
    * Builds the head graph. `targetWeights` supplies the embedding table and LM head the head
@@ -61,10 +63,6 @@ export class DraftSession {
     const valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
     const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, attention, { quantize: opts.quantize, valueLayout }), opts);
     return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout }), { head: headWeights, quantize: opts.quantize }, valueLayout);
-  }
-
-  get stats(): RunStats {
-    return this.session.stats;
   }
 
   /**
@@ -86,11 +84,6 @@ export class DraftSession {
       entropy: f32Data(out[names.entropy]),
       ...this.feeds.present(out),
     };
-    this.session.stats.msTotal += performance.now() - t0;
-    return r;
-  }
-
-  async dispose(): Promise<void> {
-    await releaseSession(this.session);
+    return this.endCall(t0, r);
   }
 }

@@ -17,7 +17,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildExitModel, buildRestModel, buildShadowModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session } from './ort.ts';
+import { createSession, f32, f32Data, i32Data, runTimed, SessionHolder, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 
@@ -53,8 +53,10 @@ function checkExit(cfg: ModelConfig, exitLayer: number): void {
   if (!(Number.isInteger(exitLayer) && exitLayer >= 1 && exitLayer < cfg.nLayers)) throw new RangeError(`exit layer ${exitLayer} outside 1..${cfg.nLayers - 1}`);
 }
 
-export class ExitSession {
-  private constructor(readonly cfg: ModelConfig, readonly exitLayer: number, readonly topK: number, private session: Session, private feeds: StepFeeds) {}
+export class ExitSession extends SessionHolder {
+  private constructor(readonly cfg: ModelConfig, readonly exitLayer: number, readonly topK: number, session: Session, private feeds: StepFeeds) {
+    super(session);
+  }
 
   static async create(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number, opts: StepSessionOptions = {}): Promise<ExitSession> {
     checkExit(cfg, exitLayer);
@@ -62,10 +64,6 @@ export class ExitSession {
     const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights));
     const session = await createSession(buildExitModel(cfg, weights, exitLayer, k, { valueLayout }), opts);
     return new ExitSession(cfg, exitLayer, k, session, new StepFeeds(exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { part: true, valueLayout }));
-  }
-
-  get stats(): RunStats {
-    return this.session.stats;
   }
 
   /**
@@ -80,17 +78,14 @@ export class ExitSession {
       topkLogProbs: f32Data(out[names.topkLogProbs]), topkIds: i32Data(out[names.topkIds]), entropy: f32Data(out[names.entropy]),
       hidden: f32Data(out[names.hidden]), layerHidden: f32Data(out[names.layerHidden]), ...this.feeds.present(out),
     };
-    this.session.stats.msTotal += performance.now() - t0;
-    return r;
-  }
-
-  async dispose(): Promise<void> {
-    await releaseSession(this.session);
+    return this.endCall(t0, r);
   }
 }
 
-export class RestSession {
-  private constructor(readonly cfg: ModelConfig, readonly exitLayer: number, private session: Session, private feeds: StepFeeds) {}
+export class RestSession extends SessionHolder {
+  private constructor(readonly cfg: ModelConfig, readonly exitLayer: number, session: Session, private feeds: StepFeeds) {
+    super(session);
+  }
 
   static async create(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: StepSessionOptions = {}): Promise<RestSession> {
     checkExit(cfg, exitLayer);
@@ -98,10 +93,6 @@ export class RestSession {
     const session = await createSession(buildRestModel(cfg, weights, exitLayer, { valueLayout }), opts);
     const feeds = new StepFeeds(cfg.nLayers - exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { firstLayer: exitLayer, ids: false, part: true, valueLayout });
     return new RestSession(cfg, exitLayer, session, feeds);
-  }
-
-  get stats(): RunStats {
-    return this.session.stats;
   }
 
   /**
@@ -116,24 +107,17 @@ export class RestSession {
     feeds[names.hidden] = f32(hidden.subarray(0, t * d), [1, t, d]);
     const out = await runTimed(this.session, feeds);
     const r = { logits: f32Data(out[names.logits]), features: f32Data(out[names.features]), layerHidden: f32Data(out[names.layerHidden]), ...this.feeds.present(out) };
-    this.session.stats.msTotal += performance.now() - t0;
-    return r;
-  }
-
-  async dispose(): Promise<void> {
-    await releaseSession(this.session);
+    return this.endCall(t0, r);
   }
 }
 
-export class ShadowSession {
-  private constructor(readonly cfg: ModelConfig, private session: Session) {}
+export class ShadowSession extends SessionHolder {
+  private constructor(readonly cfg: ModelConfig, session: Session) {
+    super(session);
+  }
 
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<ShadowSession> {
     return new ShadowSession(cfg, await createSession(buildShadowModel(cfg, weights), opts));
-  }
-
-  get stats(): RunStats {
-    return this.session.stats;
   }
 
   /** argmax lmHead(norm(row)) of the first n rows of `rows` [n, d]. */
@@ -141,9 +125,5 @@ export class ShadowSession {
     const d = this.cfg.dim;
     const out = await runTimed(this.session, { [names.hidden]: f32(rows.subarray(0, n * d), [n, d]) });
     return i32Data(out[names.shadowIds]);
-  }
-
-  async dispose(): Promise<void> {
-    await releaseSession(this.session);
   }
 }

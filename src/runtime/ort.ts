@@ -116,6 +116,29 @@ export async function releaseSession(s: Session): Promise<void> {
   await s.inner.release();
 }
 
+/**
+ * What every runtime class over one ORT session shares: its counters, its release, and the
+ * whole-call time (feeds and output unpacking too, beside `runTimed`'s in-run time).
+ */
+export abstract class SessionHolder {
+  protected constructor(protected readonly session: Session) {}
+
+  /** Passes run, ms inside `session.run`, ms in whole calls (cumulative). */
+  get stats(): RunStats {
+    return this.session.stats;
+  }
+
+  /** Ends a timed call begun at `t0` (performance.now()): adds its ms to stats.msTotal, returns `r`. */
+  protected endCall<T>(t0: number, r: T): T {
+    this.session.stats.msTotal += performance.now() - t0;
+    return r;
+  }
+
+  async dispose(): Promise<void> {
+    await releaseSession(this.session);
+  }
+}
+
 // Tensor helpers. ORT reads typed-array views (including subarrays) in place: no copy.
 
 export const f32 = (data: Float32Array, dims: number[]): ort.Tensor => new ort.Tensor('float32', data, dims);

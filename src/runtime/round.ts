@@ -13,7 +13,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildRoundModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32, f32Data, i32Data, i64, releaseSession, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
+import { createSession, f32, f32Data, i32Data, i64, runTimed, SessionHolder, type Feeds, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions, type TargetOutput } from './target.ts';
 
@@ -44,12 +44,14 @@ export interface RoundOutput extends TargetOutput {
   headValues: Float32Array[];
 }
 
-export class RoundSession {
+export class RoundSession extends SessionHolder {
   private rootIds = new BigInt64Array(1);
   private fetchAll?: string[];
   private fetchArgmax?: string[];
 
-  private constructor(readonly cfg: ModelConfig, readonly head: HeadConfig, readonly depth: number, private session: Session, private feeds: StepFeeds, private headFeeds: StepFeeds, readonly valueLayout: ValueLayout) {}
+  private constructor(readonly cfg: ModelConfig, readonly head: HeadConfig, readonly depth: number, session: Session, private feeds: StepFeeds, private headFeeds: StepFeeds, readonly valueLayout: ValueLayout) {
+    super(session);
+  }
 
   static async create(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, opts: RoundSessionOptions = {}): Promise<RoundSession> {
     const bad = headMismatch(head, cfg);
@@ -60,10 +62,6 @@ export class RoundSession {
     const session = await createSession(buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout }, { valueLayout }), opts);
     const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
     return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT, { valueLayout }), new StepFeeds(1, head.nKvHeads, head.headDim, maxT, { valueLayout: headValueLayout }), valueLayout);
-  }
-
-  get stats(): RunStats {
-    return this.session.stats;
   }
 
   /**
@@ -97,11 +95,6 @@ export class RoundSession {
       headKeys: head.newKeys,
       headValues: head.newValues,
     };
-    this.session.stats.msTotal += performance.now() - t0;
-    return r;
-  }
-
-  async dispose(): Promise<void> {
-    await releaseSession(this.session);
+    return this.endCall(t0, r);
   }
 }

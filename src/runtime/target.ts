@@ -7,7 +7,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildTargetModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions } from './ort.ts';
+import { createSession, endProfiling, f32Data, i32Data, runTimed, SessionHolder, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
@@ -55,9 +55,11 @@ export interface TargetPass {
 }
 
 /** The target's ONNX session: `forward` scores new tokens against the cache (see the module comment). */
-export class TargetSession implements TargetPass {
+export class TargetSession extends SessionHolder implements TargetPass {
   /** @param valueLayout how the caches it is fed hold their values (StepSessionOptions.valueLayout). */
-  private constructor(readonly cfg: ModelConfig, private session: Session, private feeds: StepFeeds, readonly valueLayout: ValueLayout) {}
+  private constructor(readonly cfg: ModelConfig, session: Session, private feeds: StepFeeds, readonly valueLayout: ValueLayout) {
+    super(session);
+  }
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
@@ -68,11 +70,6 @@ export class TargetSession implements TargetPass {
 
   private fetchAll?: string[];
   private fetchArgmax?: string[];
-
-  /** Passes run, ms inside `session.run`, ms in whole `forward` calls (cumulative). */
-  get stats(): RunStats {
-    return this.session.stats;
-  }
 
   /**
    * Scores `tokens` at `positions` after the cache's committed prefix. `tree` [T, W] says which
@@ -93,16 +90,11 @@ export class TargetSession implements TargetPass {
       features: f32Data(out[names.features]),
       ...this.feeds.present(out),
     };
-    this.session.stats.msTotal += performance.now() - t0;
-    return r;
+    return this.endCall(t0, r);
   }
 
   /** Ends ORT's profile of a session created with `profile` (see SessionOptions). */
   endProfiling(): void {
     endProfiling(this.session);
-  }
-
-  async dispose(): Promise<void> {
-    await releaseSession(this.session);
   }
 }

@@ -25,6 +25,7 @@ import { KVCache } from '../runtime/kv-cache.ts';
 import { createSession, releaseSession, type Session } from '../runtime/ort.ts';
 import type { TargetPass } from '../runtime/target.ts';
 import { buildSlotDraftModel, buildSlotTargetModel } from '../onnx/model-graphs.ts';
+import { median } from '../util/stats.ts';
 import { ServeMetrics } from './metrics.ts';
 
 /** Batch, queue and policy of a serving Engine. */
@@ -247,8 +248,7 @@ export class Engine {
         await round.run(slot.cache, 0, positions, tree, head, catchUp, { logits: false });
         if (r > 0) times.push(performance.now() - t0);
       }
-      times.sort((a, b) => a - b);
-      out.push(times[times.length >> 1]);
+      out.push(median(times));
     }
     slot.cache.truncate(0);
     head.truncate(0);
@@ -278,8 +278,7 @@ export class Engine {
         const dt = await lane.probe(slots.slice(0, n), spread(t, n));
         if (r > 0) times.push(dt); // the first run of a shape warms ORT up
       }
-      times.sort((a, b) => a - b);
-      return times[times.length >> 1];
+      return median(times);
     };
     // One untimed pass of every shape first: the first shapes measured read high otherwise
     // (measured: 1 token 0.70 ms, after 2 tokens' 0.37), and the model then overprices plain steps.
