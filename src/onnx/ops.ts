@@ -1,7 +1,7 @@
 /**
  * `Ops<string>` rendered as ONNX nodes: each call appends nodes to a GraphBuilder and returns
- * the output value's name. Opset 23, whose Attention (GQA, additive mask), RotaryEmbedding and
- * RMSNormalization are single kernels on ORT's CPU provider: a decoder layer is ~25 nodes, and
+ * the output value's name. Opset 23, whose Attention (GQA, additive mask) and RotaryEmbedding
+ * are single kernels on ORT's CPU provider (RMSNorm is ORT's own, see `rmsNorm`): a decoder layer is ~25 nodes, and
  * for small models ORT's per-node overhead (1-2 us) is most of a pass. Measured with ORT
  * profiling on a d=64, 5-layer model: 193 nodes per pass with the standard-op expansions of
  * attention and RoPE (opset 17), 147 now.
@@ -209,7 +209,7 @@ export class OnnxOps implements Ops<string> {
     readonly attentionMode: AttentionMode = 'split',
     private opts: OnnxOpsOptions = {},
   ) {
-    g.onFinish(() => this.emitLinearGroups());
+    g.onFinish(() => (this.emitLinearGroups(), this.emitSums()));
     this.valueLayout = opts.valueLayout ?? valueLayoutFor(attentionMode);
   }
 
@@ -396,8 +396,28 @@ export class OnnxOps implements Ops<string> {
     this.linearGroups.clear();
   }
 
+  /**
+   * Sums not yet emitted, by output value: a sum that an RMSNorm reads (a residual add, then the
+   * next sublayer's norm) becomes one com.microsoft SkipSimplifiedLayerNormalization, which
+   * writes both the norm and the sum: one node instead of two (see `rmsNorm`).
+   */
+  private sums = new Map<string, { a: string; b: string; slot: ReturnType<GraphBuilder['reserve']>; norm?: { w: string; eps: number; out: string } }>();
+
   add(a: string, b: string): string {
-    return this.g.op('Add', [a, b]);
+    const out = this.g.freshValue('Add');
+    this.sums.set(out, { a, b, slot: this.g.reserve() });
+    return out;
+  }
+
+  /** Emits each sum `add` deferred: an Add, or with the norm that reads it as one node (see `sums`). */
+  private emitSums(): void {
+    for (const [out, { a, b, slot, norm }] of this.sums) {
+      this.g.fill(slot, () => {
+        if (norm) this.g.node('SkipSimplifiedLayerNormalization', [a, b, norm.w], { epsilon: { float: norm.eps } }, { domain: 'com.microsoft', outputs: [norm.out, '', '', out] });
+        else this.g.node('Add', [a, b], {}, { outputs: [out] });
+      });
+    }
+    this.sums.clear();
   }
 
   mul(a: string, b: string): string {
@@ -408,8 +428,20 @@ export class OnnxOps implements Ops<string> {
     return this.g.op('Mul', [x, this.g.op('Sigmoid', [x])]);
   }
 
+  /**
+   * ORT's SimplifiedLayerNormalization (an ONNX-domain contrib op), not opset 23's
+   * RMSNormalization: same function, but on the 100M q4 target's one-token step (1 thread,
+   * scripts/ab-step.ts) the 17 norms cost ~0.25 ms more as RMSNormalization. A norm of a sum
+   * `add` deferred (a residual add) is that sum's SkipSimplifiedLayerNormalization (see `sums`).
+   */
   rmsNorm(x: string, w: string, eps: number): string {
-    return this.g.op('RMSNormalization', [x, w], { axis: -1, epsilon: { float: eps } });
+    const sum = this.sums.get(x);
+    // Fused only over same-shape 2-D rows and a weight (an initializer: defined before the sum's slot).
+    if (sum && !sum.norm && this.tensorOf(w) && !this.batchedValues.has(sum.a) && !this.batchedValues.has(sum.b)) {
+      sum.norm = { w, eps, out: this.g.freshValue('SkipSimplifiedLayerNormalization') };
+      return sum.norm.out;
+    }
+    return this.g.op('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: { float: eps } });
   }
 
   headRmsNorm(x: string, w: string, nHeads: number, eps: number): string {
