@@ -470,3 +470,30 @@ test('SmartSpec cost fit: non-decreasing, least squares (sums kept), measurement
   // The start-up costs a planner reads are the fit's.
   near(new StepCost([1, 2, 4], [0.8, 0.6, 0.9], [0.8, 0.6, 0.9], 4).one, [0.7, 0.7, 0.9]);
 });
+
+test('SmartSpec: a lone request runs a round first, then plans from the steps it saw, not the start-up round costs', () => {
+  // Start-up said a fused round costs 1.1 ms (a busy moment) and a plain pass 0.3; steps really
+  // take 0.3 ms plain and 0.6 ms for a round at any length. Every draft is accepted.
+  const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
+  let step = 0, clock = 0;
+  const planner = new SmartSpecPlanner(flat(0.3), flat(0.1), 3, 3, () => step, [0.3, 1.1, 1.1, 1.1], 0.9, () => clock);
+  planner.margin = 0.1;
+  const p = planner.policy();
+  const depths: number[] = [];
+  for (let r = 0; r < 12; r++) {
+    step++;
+    const depth = p.plan({ position: 10 + r, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth;
+    clock += depth === 0 ? 0.3 : 0.6;
+    p.observe({ depth, treeSize: depth, accepted: depth, draftMs: 0, verifyMs: 0 });
+    depths.push(depth);
+  }
+  assert.deepEqual(depths, new Array(12).fill(3), `one round at full length first, then the deepest: ${depths}`);
+  // Without what the steps showed, the start-up costs would have it plan plain steps.
+  const blind = new SmartSpecPlanner(flat(0.3), flat(0.1), 3, 3, () => 1, [0.3, 1.1, 1.1, 1.1], 0.9, () => 0), b = blind.policy();
+  assert.ok(blind.goodput([b], [3]) < blind.goodput([b], [0]) * (1 + blind.margin));
+  // The start-up figures alone (no steps seen) price the round at 1.1 ms + the learned overhead.
+  const unseen = new SmartSpecPlanner(flat(0.3), flat(0.1), 3, 3, () => 0, [0.3, 1.1, 1.1, 1.1], 0.9, () => 0);
+  const c = unseen.stepCost([unseen.policy()], [3]);
+  assert.equal(c.passMs + c.overheadMs, 1.1);
+  assert.ok(Math.abs(planner.stepCost([p], [3]).passMs + planner.stepCost([p], [3]).overheadMs - 0.6) < 1e-9);
+});
