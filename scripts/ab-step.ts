@@ -6,6 +6,11 @@
  * median pass time and the median of its per-round difference to the first variant (paired;
  * the order within a round alternates).
  *
+ * Sessions are built in variant order, and a later-built session ran faster here: an A/A/A run
+ * (`--variants default,default,default`, 100M q4, 1 thread) gave -50 and -101 us against the
+ * first, and four sessions of two graphs (A B B A) -180, -240, -350 us. So run each comparison in
+ * both orders (A,B and B,A, or A,B,B,A and B,A,A,B) and take what survives both.
+ *
  *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,unfused,perlayer --threads 1 --rows 1 --past 72
  *
  * Variants: default (what TargetSession builds), unfused (no Linear fusion), split / fused
