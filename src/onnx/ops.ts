@@ -1,7 +1,8 @@
 /**
  * `Ops<string>` rendered as ONNX nodes: each call appends nodes to a GraphBuilder and returns
- * the output value's name. Opset 23, whose Attention (GQA, additive mask) and RotaryEmbedding
- * are single kernels on ORT's CPU provider (RMSNorm is ORT's own, see `rmsNorm`): a decoder layer is ~25 nodes, and
+ * the output value's name. Opset 23, whose Attention (GQA, additive mask) is one kernel on
+ * ORT's CPU provider; RMSNorm and RoPE are ORT's own one-kernel ops (see `rmsNorm`, `rope`),
+ * faster there than opset 23's RMSNormalization and RotaryEmbedding: a decoder layer is ~25 nodes, and
  * for small models ORT's per-node overhead (1-2 us) is most of a pass. Measured with ORT
  * profiling on a d=64, 5-layer model: 193 nodes per pass with the standard-op expansions of
  * attention and RoPE (opset 17), 147 now.
@@ -455,13 +456,15 @@ export class OnnxOps implements Ops<string> {
   }
 
   rope(x: string, positions: string, nHeads: number, headDim: number, spec: RopeSpec): string {
-    // ONNX RotaryEmbedding (opset 23; non-interleaved = rotate halves): one kernel instead of a
-    // seven-node split/swap/multiply chain. Its output keeps the batch axis, [1, T, nH*hd],
-    // which is the form `attention` and the present outputs want anyway.
+    // com.microsoft RotaryEmbedding (non-interleaved = rotate halves): one kernel instead of a
+    // seven-node split/swap/multiply chain. ORT's contrib kernel, not opset 23's RotaryEmbedding
+    // (same function and tables): on the 100M q4 target's one-token step (1 thread,
+    // scripts/ab-step.ts, 3 runs) its 16 ropes cost 0.07-0.19 ms less. Its output keeps the
+    // batch axis, [1, T, nH*hd], which is the form `attention` and the present outputs want anyway.
     const g = this.g;
     const [cos, sin] = this.ropeCache(headDim, spec);
     const x3 = g.op('Unsqueeze', [x, g.ints([0])]); // [1, T, nH*hd]
-    const y = g.op('RotaryEmbedding', [x3, cos, sin, this.batchPositions(positions)], { interleaved: 0, num_heads: nHeads });
+    const y = g.node('RotaryEmbedding', [x3, this.batchPositions(positions), cos, sin], { interleaved: 0, num_heads: nHeads }, { domain: 'com.microsoft' })[0];
     this.batchedValues.add(y);
     return y;
   }
