@@ -84,9 +84,22 @@ async function run(job: LevelJob): Promise<LevelResult> {
   }
 }
 
-parentPort!.on('message', (job: LevelJob | 'close') => {
+// 'spin' / 'rest': poll as during a level, with no requests, until told to rest: the load test's
+// single-request yardstick runs beside the same busy client thread as the servers do (one of this
+// machine's two cores), so their ratio does not credit the yardstick with a core the servers lacked.
+let spinning = false;
+const spin = () => {
+  if (spinning) setImmediate(spin);
+};
+parentPort!.on('message', (job: LevelJob | 'close' | 'spin' | 'rest') => {
   if (job === 'close') {
     parentPort!.close();
+    return;
+  }
+  if (job === 'spin' || job === 'rest') {
+    if (job === 'spin' && !spinning) setImmediate(spin);
+    spinning = job === 'spin';
+    parentPort!.postMessage({ ok: true });
     return;
   }
   run(job).then((r) => parentPort!.postMessage({ ok: r }), (e: Error) => parentPort!.postMessage({ error: e.message }));

@@ -16,7 +16,8 @@
  * time to its full reply. Every reply's ids are checked against single-request plain decoding
  * (a separate generator, as `eaglet generate --no-spec`); a mismatch fails the run (exit 1).
  * Also measured: the single-request library speed (Generator.generate, no server) of each policy
- * and of what `eaglet generate` runs (its fused round on the embedded pair, its default policy):
+ * and of what `eaglet generate` runs (its fused round on the embedded pair, its default policy),
+ * with the client thread polling beside it as during a level (the servers share the machine with it):
  * the best of them is the "best single-request speed" the server at c=1 is held to. Bounded: stops starting new
  * levels after --time-limit seconds (the levels not run are listed as skipped).
  * Writes load-test.json, load-test.md and load-test.svg under --out.
@@ -69,6 +70,12 @@ for (let i = 0; i < prompts.length; i++) want.set(i, (await reference.generate(p
 // The clients run in a worker thread (scripts/load-client.ts), off the servers' event loop.
 // (Workers do not inherit `--import tsx`: the worker loads the client through tsx's API.)
 const clients = new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => m.tsImport(${JSON.stringify(new URL('./load-client.ts', import.meta.url).href)}, ${JSON.stringify(import.meta.url)}))`, { eval: true });
+function clientThread(state: 'spin' | 'rest'): Promise<void> {
+  return new Promise((resolve) => {
+    clients.once('message', () => resolve());
+    clients.postMessage(state);
+  });
+}
 function drive(job: LevelJob): Promise<LevelResult> {
   return new Promise((resolve, reject) => {
     clients.once('message', (m: { ok?: LevelResult; error?: string }) => (m.ok ? resolve(m.ok) : reject(new Error(m.error))));
@@ -121,7 +128,17 @@ async function level(s: RunningServer, policy: string, c: number, repeat: number
 }
 
 // Single-request library speed per policy (no HTTP, no batcher): the c=1 yardstick.
+/** Single-request library decoding of the prompts (tok/s), beside the client thread polling as it does during a level. */
 async function single(policy: string): Promise<number> {
+  await clientThread('spin');
+  try {
+    return await singleRun(policy);
+  } finally {
+    await clientThread('rest');
+  }
+}
+
+async function singleRun(policy: string): Promise<number> {
   const from = policy === 'generate' ? generateDefault! : g;
   const drafter = policy === 'plain' ? undefined : from.generator.parts.drafter;
   const depth = policy.startsWith('static-') ? Number(policy.slice(7)) : undefined;

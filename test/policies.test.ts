@@ -497,3 +497,25 @@ test('SmartSpec: a lone request runs a round first, then plans from the steps it
   assert.equal(c.passMs + c.overheadMs, 1.1);
   assert.ok(Math.abs(planner.stepCost([p], [3]).passMs + planner.stepCost([p], [3]).overheadMs - 0.6) < 1e-9);
 });
+
+test('SmartSpec: a lone round whose head caught up on the prompt is not a sample of what rounds cost', () => {
+  // Rounds cost 0.6 ms, plain steps 0.3; but a round whose head first reads a 40-row prompt costs
+  // 3 ms. Learning that one round priced every later round at 3 ms: plain steps for good.
+  const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
+  let step = 0, clock = 0;
+  const planner = new SmartSpecPlanner(flat(0.3), flat(0.1), 3, 3, () => step, [0.3, 0.6, 0.6, 0.6], 0.9, () => clock);
+  const p = planner.policy();
+  const depths: number[] = [];
+  let position = 40;
+  for (let r = 0; r < 10; r++) {
+    step++;
+    const depth = p.plan({ position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth;
+    clock += depth === 0 ? 0.3 : r === 0 ? 3 : 0.6;
+    p.observe({ depth, treeSize: depth, accepted: depth, draftMs: 0, verifyMs: 0 });
+    position += depth + 1;
+    depths.push(depth);
+  }
+  assert.deepEqual(depths, new Array(10).fill(3), `the prompt's catch-up round did not price later rounds: ${depths}`);
+  const c = planner.stepCost([p], [3]);
+  assert.ok(Math.abs(c.passMs + c.overheadMs - 0.6) < 1e-9, `a round is priced as the rounds after the first took: ${c.passMs + c.overheadMs}`);
+});

@@ -147,11 +147,11 @@ export class SmartSpecPlanner {
   /** Joins and leaves so far: a step is timed only when none happened during it. */
   private changes = 0;
   /** The step being timed: when it was planned, its modelled pass ms and shape. */
-  private timing?: { step: number; t: number; changes: number; passMs: number; n: number; passes: number; requestPasses: number; depth: number };
+  private timing?: { step: number; t: number; changes: number; passMs: number; n: number; passes: number; requestPasses: number; depth: number; catchUp: number };
   /**
    * A lone request's step beyond its start-up model, as observed: [0] plain steps, [1] fused
    * rounds (one graph at every length, so their lengths share it; the start-up costs keep the
-   * difference between lengths). The first step, then a moving average; NaN until seen (then
+   * difference between lengths; rounds with a long head catch-up are not samples, see learn). The first step, then a moving average; NaN until seen (then
    * the shared learned overhead): a lone request runs one round at full length first (see
    * planBatch). Ours: the start-up round costs are a few medians taken once, and a busy moment
    * then (measured: 1.10 ms for a fused round that runs in 0.6) had SmartSpec plan 0 in 60% of
@@ -212,6 +212,10 @@ export class SmartSpecPlanner {
     if (!last || last.step !== step - 1 || last.changes !== this.changes) return;
     const residual = t - last.t - last.passMs;
     if (last.n === 1 && this.alone) {
+      // A fused round whose head caught up on more rows than a drafted round leaves (the prompt in
+      // a request's first round, rows of plain steps since) cost more than the rounds it would
+      // price: learning from it once priced every round above a plain step for the server's life.
+      if (last.depth > 0 && last.catchUp > last.depth + 1) return;
       const b = this.aloneBeyond, g = last.depth > 0 ? 1 : 0, f = this.aloneForget;
       b[g] = Number.isNaN(b[g]) ? residual : f * b[g] + (1 - f) * residual;
       this.overhead.observeAlone(residual);
@@ -262,7 +266,7 @@ export class SmartSpecPlanner {
     const unseen = n === 1 && !fixed[0] && this.alone && Number.isNaN(this.aloneBeyond[1]) ? Math.min(D, this.alone.length - 1) : 0;
     if (unseen > 0) {
       this.chosen.set(members[0], unseen);
-      this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: this.alone![unseen], n, passes: 1, requestPasses: 1, depth: unseen };
+      this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: this.alone![unseen], n, passes: 1, requestPasses: 1, depth: unseen, catchUp: members[0].catchUpRows };
       return;
     }
     let best = this.goodput(members, k);
@@ -294,7 +298,7 @@ export class SmartSpecPlanner {
     this.timing = undefined;
     if (whole) {
       const c = this.stepCost(members, k);
-      this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: c.passMs, n, passes: c.passes, requestPasses: c.requestPasses, depth: Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1) };
+      this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: c.passMs, n, passes: c.passes, requestPasses: c.requestPasses, depth: Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), catchUp: n === 1 ? members[0].catchUpRows : 0 };
     }
   }
 }

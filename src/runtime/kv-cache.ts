@@ -19,9 +19,9 @@
  * Rows after `length` are scratch: `stageLayers` writes rows there that later passes read
  * (their `pastRows` > length) and `keep` / `permuteStaged` move them.
  *
- * The value layout is the cache's, not the code's: a cache takes the layout of the first session
- * that feeds it (`useValueLayout`, called by every feed), and a session of another layout fed
- * it after rows were written is refused, so the graphs sharing one cache (a target's steps,
+ * The value layout is the cache's, not the code's: until its first rows are written a cache takes
+ * the layout of whichever session feeds it (`useValueLayout`, called by every feed); after that a
+ * session of another layout is refused, so the graphs sharing one cache (a target's steps,
  * verification, fused rounds, exit / rest graphs, serving's per-slot graphs) must read one layout.
  *
  * API: append (commit all rows of a pass), commitRows (commit chosen rows of a pass: the

@@ -61,7 +61,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
       const session = (drafter as EagleDrafter).session;
       const prompts = readPrompts(promptsFile, g.encode);
       const say = (line: string) => process.stderr.write(`${line}\n`);
-      g.notes.forEach(say); // e.g. a quantized checkpoint whose blocks score rows differently by pass shape
+      g.notes.forEach(say); // e.g. a tuning file beside the head that was measured elsewhere
 
       const sequences = await greedySequences(target, prompts, f.maxNewTokens as number);
       const tokens = sequences.reduce((n, s, i) => n + s.length - prompts[i].length, 0);
