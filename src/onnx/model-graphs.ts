@@ -34,7 +34,7 @@ import type { HeadConfig } from '../model/draft-head.ts';
 import type { Weights } from '../model/weights.ts';
 import { quantOf } from '../model/quantize.ts';
 
-/** Opset 23 (IR 11): the first with Attention as a standard op (RoPE and RMSNorm render as ORT's com.microsoft kernels: ops.ts). */
+/** Opset 23 (IR 11): the first with Attention and RotaryEmbedding as standard ops (RMSNorm renders as ORT's own kernels: ops.ts, `rmsNorm`). */
 const MODEL_OPTIONS = { opset: 23, irVersion: 11 };
 
 /** Graph input and output names, shared by both models. */
