@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The early-exit pair behind README "Self-drafting: DEL vs static exits vs the EAGLE head":
+# The early-exit pair behind docs/performance.md "Self-drafting: DEL vs static exits vs the EAGLE head":
 # the default target's recipe (scripts/train-default.sh: dim 128, 8 layers, 4 heads, 2 K/V heads,
 # vocab 1536, seq-len 256, 500 steps) plus LayerSkip's early-exit loss, on the ORT training
 # backend; then an EAGLE head for that same target (ORT backend) and the held-out prompts, so

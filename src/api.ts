@@ -41,7 +41,7 @@ import { TextStreamer } from './tokenizer/streamer.ts';
 import type { Tokenizer } from './tokenizer/tokenizer.ts';
 
 /**
- * CPU default tree, chosen by `eaglet tune` on the 100M-parameter cost-scaled default pair (README,
+ * CPU default tree, chosen by `eaglet tune` on the 100M-parameter cost-scaled default pair (docs/performance.md,
  * "Sized by measurement"): one thread, a draft depth costs 0.12 of a plain step and verifying
  * 5 tokens 1.31 steps, so a 4-deep chain (predicted 1.65x) beats the old 4x5x16 tree (1.27x).
  * Run `eaglet tune` for your model and machine: the tuning file overrides this.
@@ -103,7 +103,7 @@ export interface LoadOptions {
    * per round (RoundDrafter) instead of one call per depth plus one to verify. Its session holds
    * a second copy of the target's weights. Per-level stopping does not apply (the plan's depth
    * does). 'auto': on for the embedded default pair with a chain tree (measured faster there:
-   * README, "One ORT call per round"; what `eaglet generate` and `bench` use), off otherwise.
+   * docs/performance.md, "One ORT call per round"; what `eaglet generate` and `bench` use), off otherwise.
    * Default: false (`eaglet serve` batches separate draft passes).
    */
   fusedRound?: boolean | 'auto';
@@ -149,7 +149,7 @@ function withDefaults(o: LoadOptions): LoadOptions {
   const draft = o.draft === undefined ? (has.draft ? DEFAULT_PATHS.draft : undefined) : o.draft;
   const ownHead = draft === DEFAULT_PATHS.draft;
   // With its own head and LDLP the default drafts with ldlp+threshold, the fastest LDLP variant in
-  // its benchmark (README): LDLP caps the depth, the confidence threshold stops earlier inside it.
+  // its benchmark (docs/performance.md): LDLP caps the depth, the confidence threshold stops earlier inside it.
   const policy = o.policy ?? (ownHead && o.ldlp === undefined && has.ldlp
     ? ({ model, tree: t }: { model: LoadedModel; tree: TreeShape }) =>
         new LdlpPolicy(loadPredictor(DEFAULT_PATHS.ldlp, 'ldlp', model.config, t.maxDepth), model, t, {}, new ThresholdPolicy(t.totalTokens))

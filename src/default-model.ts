@@ -32,7 +32,7 @@ export const DEFAULT_PATHS = {
 };
 
 /**
- * The default pair's tree, chosen by `eaglet tune` (README, "Sized by measurement"): on this CPU a
+ * The default pair's tree, chosen by `eaglet tune` (docs/performance.md, "Sized by measurement"): on this CPU a
  * 3-deep chain is its fastest shape (1.36x predicted; 1.12x for ldlp+threshold on the held-out
  * prompts against 0.99x with the 4x8x24 tree it was trained with). Its LDLP predicts depths up to 8
  * (collected at 4x8x24), so it sizes trees up to this depth.

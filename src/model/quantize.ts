@@ -35,7 +35,7 @@ export type QuantName = 'q8' | 'q4';
  *
  * q4 uses blocks of 128 (4.25 bits a weight, against 5 in blocks of 32, whose scales cost bytes
  * and whose kernel is slower): padded to two rows, the 100M target's q4 step still ran faster
- * than in blocks of 32 (README, "Quantized targets"). The rest of a quantized target's pass is
+ * than in blocks of 32 (docs/performance.md, "Quantized targets"). The rest of a quantized target's pass is
  * row-exact too (OnnxOpsOptions.rowExactAttention), so speculation is bit-exact with respect to
  * plain decoding. q8 keeps blocks of 32 (exact without padding; 64 would be too).
  */

@@ -89,7 +89,7 @@ export type AttentionMode = 'split' | 'fused';
  * attention's weights [rows, S] x V is a MatMul with transposed B, which MLAS runs as dot
  * products over contiguous rows: on a 29M model at 4000 rows (bench:runtime, interleaved, 7
  * runs) T=16 passes ran 2-8% faster in every run at 1 and 2 threads, one-token passes 1-3%
- * (README, "Runtime"). A graph reads the other layout only through a Transpose of the whole
+ * (docs/performance.md, "Runtime"). A graph reads the other layout only through a Transpose of the whole
  * past per layer, which made the one-kernel Attention of the default pair slower, so every
  * cache is laid out for the attention that reads it (valueLayoutFor).
  */
@@ -117,7 +117,7 @@ export const SPLIT_MIN_PAST_BYTES = 1 << 20;
  * more than the last bits, and int8 activations amplify that into logit gaps far past the
  * float32 near-tie bound. Measured on the 100M cost-scaled fixture at q4 (logits of 5-row passes
  * vs 5 one-token steps, 30 rows): 'fused' 2.1e-2 apart at most, 'split' 7.6e-6; a plain step
- * and a 5-token verify cost the same in either (README, "Quantized targets").
+ * and a 5-token verify cost the same in either (docs/performance.md, "Quantized targets").
  */
 export function defaultAttention(maxSeqLen: number, nKvHeads: number, headDim: number, quantized = false): AttentionMode {
   return quantized || maxSeqLen * nKvHeads * headDim * 2 * 4 >= SPLIT_MIN_PAST_BYTES ? 'split' : 'fused';

@@ -31,7 +31,7 @@ export const ONE_THREAD_BELOW_PARAMS = 4_000_000;
  * and a second thread only adds its wake-ups. Measured idle on 2 cores: scripts/bench-threads.ts
  * puts a 1M model at a tie (0.25 vs 0.29 ms) and 10M ahead on 2 threads (1.11 vs 1.33 ms);
  * scripts/bench-round.ts on the embedded 1.6M pair, 1 vs 2 threads: plain 2041 vs 1787 tok/s,
- * the fused round 2819 vs 2052 tok/s (README, "One ORT call per round").
+ * the fused round 2819 vs 2052 tok/s (docs/performance.md, "One ORT call per round").
  */
 export function defaultThreadsFor(params: number): number {
   return params < ONE_THREAD_BELOW_PARAMS ? 1 : DEFAULT_THREADS;

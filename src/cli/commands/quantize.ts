@@ -25,7 +25,7 @@ export const quantize = defineCommand({
 the token embedding table to 8 or 4 bits per weight with one fp32 scale per block of up to
 --block-size weights along the input axis (symmetric, round to nearest), and writes DIR as an
 HF-style checkpoint: config.json with an "eaglet_blockwise" quantization_config, model.safetensors
-with U8 packed weights and F32 scales (format in README, "Quantized targets"). Norms and biases
+with U8 packed weights and F32 scales (format in docs/performance.md, "Quantized targets"). Norms and biases
 stay fp32; a tied LM head reads the quantized embedding table. tokenizer.json and
 generation_config.json are copied.
 Loading DIR is the same as loading the original with --quantize q4|q8.`,
