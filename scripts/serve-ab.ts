@@ -1,0 +1,98 @@
+/**
+ * Serving engines side by side in one process, no HTTP: which difference between the servers
+ * makes one slower when they plan the same steps (issue 15). The load test times each server
+ * on one block of requests per level; this interleaves them finely instead.
+ *
+ *   node --import tsx scripts/serve-ab.ts [--policies smartspec,static-3,plain] [--concurrency 1]
+ *     [--repeats 6] [--requests 16] [--max-new-tokens 48] [--max-batch 16] [--threads 1]
+ *
+ * One Engine per policy over one loaded embedded pair, built as `serve()` builds them (fused round on
+ * where the policy drafts; a policy listed twice gets a second engine). At --concurrency 1 the
+ * engines take turns request by request (the order rotated), each request alone in its engine;
+ * at more, they take turns level by level (`requests` greedy completions by that many
+ * concurrent callers of Engine.submit). Reported per repeat and as median (min-max): decode ms
+ * per request (its generation time less prefill), decode ms per request round, tok/s, and the
+ * speculation-length histogram (what the engine planned).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadGenerator } from '../src/api.ts';
+import { DEFAULT_DIR } from '../src/default-model.ts';
+import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import { Engine } from '../src/serve/engine.ts';
+import { spread } from '../src/util/stats.ts';
+
+const FLAGS: FlagSpec[] = [
+  { flag: 'policies', type: 'string', default: 'smartspec,static-3,plain', meta: 'LIST', help: 'one engine each (a repeated name: a second engine)' },
+  { flag: 'concurrency', type: 'int', min: 1, default: 1, meta: 'C', help: 'concurrent requests per engine' },
+  { flag: 'repeats', type: 'int', min: 1, default: 6, meta: 'R', help: 'repeats (median, min-max reported)' },
+  { flag: 'requests', type: 'int', min: 1, default: 16, meta: 'N', help: 'requests per engine per repeat' },
+  { flag: 'max-new-tokens', type: 'int', min: 1, default: 48, meta: 'N', help: 'tokens per request' },
+  { flag: 'max-batch', type: 'int', min: 1, default: 16, meta: 'B', help: 'batch slots (as the load test: its highest concurrency)' },
+  { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
+];
+const f = parseFlags(process.argv.slice(2), FLAGS);
+const names = String(f.policies).split(','), C = f.concurrency as number, R = f.requests as number, N = f.maxNewTokens as number;
+const prompts = readFileSync(join(DEFAULT_DIR, 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
+const g = await loadGenerator({ threads: f.threads as number, keepWeights: true });
+const engines = names.map((_, i) => new Engine(g, { maxBatch: f.maxBatch as number, maxQueue: 1024, policy: names[i], threads: f.threads as number, fusedRound: names[i] !== 'plain' }));
+for (const e of engines) await e.start();
+const label = names.map((p, i) => (names.indexOf(p) === i ? p : `${p}#${names.slice(0, i + 1).filter((x) => x === p).length}`));
+
+interface Tally { decodeMs: number; tokens: number; wallMs: number; depths: number[] }
+const fresh = (e: Engine): Tally => ({ decodeMs: 0, tokens: 0, wallMs: 0, depths: e.metrics.depthCounts.map(() => 0) });
+
+/** One request to completion, added to `t`. */
+async function request(e: Engine, prompt: number[], t: Tally): Promise<void> {
+  const d0 = e.metrics.depthCounts.slice();
+  const it = e.submit(prompt, { maxNewTokens: N, temperature: 0 });
+  let r = await it.next();
+  while (!r.done) r = await it.next();
+  const s = r.value;
+  t.decodeMs += s.ms.total - s.ms.prefill;
+  t.tokens += s.newTokens;
+  // Only this request runs in the engine at c=1; at more, the histogram is the level's (summed below).
+  if (C === 1) e.metrics.depthCounts.forEach((n, d) => (t.depths[d] += n - d0[d]));
+}
+
+/** `prompts` through `e` by C concurrent callers. */
+async function level(e: Engine, ps: number[][], t: Tally): Promise<void> {
+  const queue = [...ps], d0 = e.metrics.depthCounts.slice(), t0 = performance.now();
+  await Promise.all(Array.from({ length: C }, async () => {
+    for (let p = queue.shift(); p; p = queue.shift()) await request(e, p, t);
+  }));
+  t.wallMs += performance.now() - t0;
+  e.metrics.depthCounts.forEach((n, d) => (t.depths[d] += n - d0[d]));
+}
+
+/** Request rounds (a round = one target verification of one request). */
+const rounds = (t: Tally) => t.depths.reduce((a, b) => a + b, 0);
+// Warm-up, not reported: every engine at the concurrency measured.
+for (const e of engines) await level(e, prompts.slice(0, Math.max(C, 4)), fresh(e));
+const per = engines.map(() => ({ msPerRequest: [] as number[], msPerRound: [] as number[], tps: [] as number[] }));
+for (let rep = 0; rep < (f.repeats as number); rep++) {
+  const tallies = engines.map(fresh);
+  const ps = Array.from({ length: R }, (_, j) => prompts[(j + rep * 7) % prompts.length]);
+  if (C === 1) {
+    for (let j = 0; j < R; j++)
+      for (let k = 0; k < engines.length; k++) {
+        const i = (k + j + rep) % engines.length, t0 = performance.now();
+        await request(engines[i], ps[j], tallies[i]);
+        tallies[i].wallMs += performance.now() - t0;
+      }
+  } else for (let k = 0; k < engines.length; k++) await level(engines[(k + rep) % engines.length], ps, tallies[(k + rep) % engines.length]);
+  const line = tallies.map((t, i) => {
+    per[i].msPerRequest.push(t.decodeMs / R);
+    per[i].msPerRound.push(t.decodeMs / rounds(t));
+    per[i].tps.push((t.tokens * 1000) / t.wallMs);
+    return `${label[i]} ${(t.decodeMs / R).toFixed(2)} ms/request, ${(t.decodeMs / rounds(t)).toFixed(3)} ms/round, ${((t.tokens * 1000) / t.wallMs).toFixed(0)} tok/s, depths ${t.depths.join('/')}`;
+  });
+  console.log(`repeat ${rep + 1}: ${line.join(' | ')}`);
+}
+const show = (xs: number[], dp: number) => `${spread(xs).median.toFixed(dp)} (${Math.min(...xs).toFixed(dp)}-${Math.max(...xs).toFixed(dp)})`;
+for (let i = 0; i < engines.length; i++) console.log(`${label[i]}: decode ${show(per[i].msPerRequest, 2)} ms/request, ${show(per[i].msPerRound, 3)} ms/round, ${show(per[i].tps, 0)} tok/s`);
+for (const e of engines) {
+  await e.drain();
+  await e.dispose();
+}
+await g.dispose();
