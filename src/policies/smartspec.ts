@@ -94,9 +94,9 @@ function interpolate(xs: number[], ys: number[], x: number): number {
  * What a step costs beyond its modelled passes, learned from observed step times: for a batch,
  * residual ms = a * passes + b * request-passes (each request takes part in 1 + k_i passes),
  * fitted by least squares with forgetting (weight `forget` per step) and a weak pull toward 0
- * (`prior`, in steps); for a request alone (one round per step, whatever its depth: the fused
- * round), a moving average of the residual, shared by every depth so that a depth seldom
- * chosen is not judged on one sample.
+ * (`prior`, in steps); for a request alone (one round per step, whatever its depth), a moving
+ * average of the residual over its steps of both kinds, which the planner falls back on until it
+ * has seen a lone step of the kind it prices (SmartSpecPlanner's aloneBeyond).
  */
 export class StepOverhead {
   private s = new Float64Array(5); // decayed sums: pp, pq, qq, pr, qr (p = passes, q = request-passes, r = residual)

@@ -161,11 +161,16 @@ abstract class Lane<Out> {
     const short = calls.filter((c) => c.tokens.length <= this.shortTokens);
     const groups = short.length === 0 || short.length === calls.length ? [calls] : [short, calls.filter((c) => c.tokens.length > this.shortTokens)];
     this.laneStats.steps++;
-    for (const group of groups) await this.pass(group);
+    // Every call of the step settles after its last pass: a settled caller goes on to commit rows
+    // (growing or shrinking the batch cache's stride) while a later pass's zero-copy feeds over
+    // that cache are still being read by ORT.
+    const settle: (() => void)[] = [];
+    for (const group of groups) settle.push(await this.pass(group));
+    for (const s of settle) s();
   }
 
-  /** One pass over `calls`: the single-request session for one, else the per-slot graph. */
-  private async pass(calls: Call<Out>[]): Promise<void> {
+  /** One pass over `calls` (the single-request session for one, else the per-slot graph); returns how to settle them. */
+  private async pass(calls: Call<Out>[]): Promise<() => void> {
     try {
       let outs: Out[];
       if (calls.length === 1) outs = [await this.runOne(calls[0])];
@@ -178,9 +183,11 @@ abstract class Lane<Out> {
       this.laneStats.passes++;
       this.laneStats.calls += calls.length;
       this.laneStats.tokens += T;
-      calls.forEach((c, i) => c.resolve(outs[i]));
+      return () => calls.forEach((c, i) => c.resolve(outs[i]));
     } catch (e) {
-      for (const c of calls) c.reject(e);
+      return () => {
+        for (const c of calls) c.reject(e);
+      };
     }
   }
 
