@@ -701,15 +701,15 @@ export class OnnxOps implements Ops<string> {
     const fill = (cols: string, value: number) =>
       g.op('ConstantOfShape', [g.op('Concat', [t, cols], { axis: 0 })], { value: { tensor: { dtype: 'float32' as const, dims: [1], data: new Float32Array([value]) } } });
     const open = fill(g.op('Sub', [pastLength, staged]), 0); // [T, L - (W-T)]
+    const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
     if (this.opts.rowExactAttention && this.attentionMode === 'split') {
       // [T, L+T]: the L - (W-T) keys every row sees, then the tree over the last W (rowExactAttention).
-      const mask = g.op('Concat', [open, g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)])], { axis: 1 });
+      const mask = g.op('Concat', [open, fresh], { axis: 1 });
       this.liveRows.set(mask, pastLength);
       return mask;
     }
     const s = this.pastRows(pastValues); // [1] = S
     const unused = fill(g.op('Sub', [s, pastLength]), MASK_NEG); // [T, S - L]
-    const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
     const [old, cur] = g.node('Split', [fresh, g.op('Concat', [staged, t], { axis: 0 })], { axis: 1 }, { outputs: 2 }); // [T, W-T], [T, T]
     return g.op('Concat', [open, old, unused, cur], { axis: 1 });
   }
