@@ -222,6 +222,11 @@ export class SmartSpecPlanner {
     } else this.overhead.observeBatch(last.passes, last.requestPasses, residual);
   }
 
+  /** Times this step as planned: `learn` reads it when the next step begins. */
+  private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number): void {
+    this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs, n, passes, requestPasses, depth, catchUp };
+  }
+
   /** Expected goodput (tokens per ms) of lengths `k` for `members`. */
   goodput(members: SmartSpecPolicy[], k: number[]): number {
     const c = this.stepCost(members, k);
@@ -266,7 +271,7 @@ export class SmartSpecPlanner {
     const unseen = n === 1 && !fixed[0] && this.alone && Number.isNaN(this.aloneBeyond[1]) ? Math.min(D, this.alone.length - 1) : 0;
     if (unseen > 0) {
       this.chosen.set(members[0], unseen);
-      this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: this.alone![unseen], n, passes: 1, requestPasses: 1, depth: unseen, catchUp: members[0].catchUpRows };
+      this.startTiming(this.alone![unseen], 1, 1, n, unseen, members[0].catchUpRows);
       return;
     }
     let best = this.goodput(members, k);
@@ -298,7 +303,7 @@ export class SmartSpecPlanner {
     this.timing = undefined;
     if (whole) {
       const c = this.stepCost(members, k);
-      this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs: c.passMs, n, passes: c.passes, requestPasses: c.requestPasses, depth: Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), catchUp: n === 1 ? members[0].catchUpRows : 0 };
+      this.startTiming(c.passMs, c.passes, c.requestPasses, n, Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), n === 1 ? members[0].catchUpRows : 0);
     }
   }
 }
