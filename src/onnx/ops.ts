@@ -263,6 +263,11 @@ export class OnnxOps implements Ops<string> {
     return this.g.op('Reshape', [rows, this.g.ints([-1, k])]);
   }
 
+  /** The name stem of weight value `w`'s quantized initializers: a fallback's weight quantized here gets this rendering's prefix. */
+  private quantizedName(w: string): string {
+    return this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w;
+  }
+
   /** The MatMulNBits initializers of weight value `w` in packed form `pre`, made once per rendering. */
   private packedInits(w: string, pre: QuantizedTensor): PackedLinear {
     let p = this.quantized.get(w);
@@ -270,7 +275,7 @@ export class OnnxOps implements Ops<string> {
     // Not destructured: a checkpoint's packed bytes and scales are read from its file only if
     // embedded (`packedFile` / `scalesFile` point ORT at the file instead).
     const { n, k, bits, blockSize } = pre, blocks = k / blockSize;
-    const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w; // a fallback's weight quantized here gets this rendering's prefix
+    const base = this.quantizedName(w);
     const bt: ConstTensor = { dtype: 'uint8', dims: [n, blocks, (blockSize * bits) / 8], get data() { return pre.packed; }, file: pre.packedFile };
     const st: ConstTensor = { dtype: 'float32', dims: [n * blocks], get data() { return pre.scales; }, file: pre.scalesFile };
     const B = this.g.initializer(`${base}.q${bits}`, bt), S = this.g.initializer(`${base}.scales`, st);
@@ -287,9 +292,9 @@ export class OnnxOps implements Ops<string> {
       const pre = t.quant ?? (block > 0 ? { ...quantizeWeight(t, { bits: q!.bits, blockSize: block }), bits: q!.bits, blockSize: block } : undefined);
       if (pre) {
         // The fp32 initializer `w` (if any) stays unread, so the graph builder leaves it out.
-        const { n, k, bits, blockSize } = pre, blocks = k / blockSize;
-        const base = this.tensors.has(w) ? w : (this.opts.prefix ?? '') + w;
         if (q?.kernel === 'dq') {
+          const { n, k, bits, blockSize } = pre, blocks = k / blockSize;
+          const base = this.quantizedName(w);
           // Same bytes: [N, K] row-major codes, zero point 2^(bits-1) per block, scales [N, K/b].
           const X = this.g.initializer(`${base}.q${bits}`, { dtype: bits === 8 ? 'uint8' : 'uint4', dims: [n, k], data: pre.packed });
           const S = this.g.initializer(`${base}.scales`, { dtype: 'float32', dims: [n, blocks], data: pre.scales });
