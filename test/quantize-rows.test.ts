@@ -106,3 +106,20 @@ test('property: a quantized target (4 and 8 bits, blocks of 32 and 128, GQA, 1 a
     { numRuns: 16 },
   );
 });
+
+test('evenRows reads the row count once per rendering: a rendering that also chains passes of other row counts (carry) is refused when rendered, in either order', () => {
+  const rng = new Rng(3), k = 128, w = { shape: [8, k], data: Float32Array.from({ length: 8 * k }, () => rng.normal()) };
+  for (const linearFirst of [true, false]) {
+    const g = new GraphBuilder('chained'), ops = new OnnxOps(g, (name) => (name === 'w' ? w : undefined), 4, 'split', { quantize: { bits: 4, blockSize: 64 }, evenRows: true });
+    const past = { keys: g.input('k', 'float32', [1, 1, 'P', 4]), values: g.input('v', 'float32', [1, 1, 'P', 4]) };
+    const linear = () => ops.linear(g.input(`x${linearFirst}`, 'float32', ['C', k]), ops.weight('w'));
+    if (linearFirst) linear();
+    else ops.carry(past);
+    // Fused Linear layers render when the graph is finished: the error comes by then at the latest.
+    assert.throws(() => {
+      if (linearFirst) ops.carry(past);
+      else linear();
+      g.toModel({ opset: 23, irVersion: 10 });
+    }, /evenRows .* chains passes/);
+  }
+});

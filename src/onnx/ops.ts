@@ -50,7 +50,8 @@ export interface OnnxOpsOptions {
    * one-token step then computes its row bit for bit as a verification pass does (see
    * src/model/quantize.ts, QUANT). For a quantized target's graphs; a draft head's proposals
    * need not be exact. Every Linear input of one rendering must have the same rows (one
-   * forward pass): the row count is read once, from the first. Default false.
+   * forward pass): the row count is read once, from the first, and a rendering that chains
+   * passes (`carry`) is refused. Default false.
    */
   evenRows?: boolean;
   /**
@@ -188,6 +189,13 @@ function spanOf(ts: ConstTensor[]): ConstTensor['file'] {
  * behaviour, not a promise of ORT's).
  */
 const FUSE_MIN_BYTES = 4096;
+
+/**
+ * evenRows reads the row count once per rendering (from its first Linear input), so a
+ * rendering that chains passes of different row counts (`carry`: a fused round's catch-up rows,
+ * then one-row head steps) would pad and slice its later Linear inputs by the first pass's rows.
+ */
+const EVEN_ROWS_CHAINED = 'evenRows (row count read once per rendering) cannot be used in a rendering that chains passes (carry): its passes have different row counts; render each pass shape separately or without evenRows';
 
 export class OnnxOps implements Ops<string> {
   private weights = new Map<string, string>();
@@ -356,6 +364,7 @@ export class OnnxOps implements Ops<string> {
    */
   private evenRowsOf(x: string): { rows: string; pads: string } {
     if (this.evenRowsAt) return this.evenRowsAt;
+    if (this.carried.size) throw new Error(EVEN_ROWS_CHAINED);
     const g = this.g, rows = g.op('Shape', [x], { start: 0, end: 1 });
     return (this.evenRowsAt = { rows, pads: g.op('Concat', [g.ints([0, 0]), g.op('Mod', [rows, g.ints([2])]), g.ints([0])], { axis: 0 }) });
   }
@@ -519,6 +528,7 @@ export class OnnxOps implements Ops<string> {
    * carries its K/V with no extra nodes. The mask may be '' (none: every key visible).
    */
   carry(past: PastKV<string>): PastKV<string> {
+    if (this.evenRowsAt) throw new Error(EVEN_ROWS_CHAINED);
     this.carried.set(past.keys, null);
     return past;
   }
