@@ -110,7 +110,8 @@ export interface LoadOptions {
   /**
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
-   * machine with the same thread count applies; any other is reported in `notes`. Default true.
+   * machine with the same thread count and weight formats (`weightFormats`: fp32 / q8 / q4 and a
+   * quantization's block size) applies; any other is reported in `notes`. Default true.
    */
   tuning?: boolean;
 }

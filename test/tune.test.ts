@@ -77,10 +77,15 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   assert.equal(tuningMismatch(tuning(), 1), null);
   assert.match(tuningMismatch(tuning(), 2)!, /1 threads, running with 2/);
   assert.match(tuningMismatch(tuning({ machine: { ...machineInfo(), cpu: 'Other CPU' } }), 1)!, /another machine \(Other CPU/);
-  const q4w = { target: 'q4', draft: 'q4' } as const;
+  const q4w = { target: 'q4', draft: 'q4', targetBlock: 128, draftBlock: 128 } as const;
   assert.equal(tuningMismatch(tuning({ weights: q4w }), 1, machineInfo(), q4w), null);
-  assert.match(tuningMismatch(tuning({ weights: q4w }), 1)!, /a q4 target and q4 head, running with a fp32 target and fp32 head/);
-  assert.match(tuningMismatch(tuning(), 1, machineInfo(), { target: 'fp32', draft: 'q8' })!, /running with a fp32 target and q8 head/);
+  assert.match(tuningMismatch(tuning({ weights: q4w }), 1)!, /measured with target q4 \(blocks of 128\), head q4 \(blocks of 128\); running with target fp32, head fp32/);
+  assert.match(tuningMismatch(tuning(), 1, machineInfo(), { target: 'fp32', draft: 'q8', draftBlock: 128 })!, /running with target fp32, head q8 \(blocks of 128\)/);
+  // The quantization's block size counts too (a block-32 q4 tuning does not describe block-128 q4),
+  // and a file from before block sizes were recorded applies to no quantized load.
+  assert.match(tuningMismatch(tuning({ weights: { ...q4w, targetBlock: 32 } }), 1, machineInfo(), q4w)!, /target q4 \(blocks of 32\), .*; running with target q4 \(blocks of 128\)/);
+  assert.match(tuningMismatch(tuning({ weights: { target: 'q4', draft: 'fp32' } }), 1, machineInfo(), { target: 'q4', draft: 'fp32', targetBlock: 128 })!, /target q4 \(block size not recorded\)/);
+  assert.equal(tuningMismatch(tuning({ weights: { target: 'fp32', draft: 'fp32' } }), 1), null, 'fp32 needs no block size');
 
   const dir = mkdtempSync(join(tmpdir(), 'eaglet-tuning-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -102,15 +107,23 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   await other.dispose();
   // Costs measured with fp32 weights do not describe a 4-bit head (or target): reported, not applied.
   const q4 = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, draftQuant: 'q4' });
-  assert.match(q4.notes[0], /not applied: measured with a fp32 target and fp32 head, running with a fp32 target and q4 head/);
+  assert.match(q4.notes[0], /not applied: measured with target fp32, head fp32; running with target fp32, head q4 \(blocks of 128\)/);
   assert.notDeepEqual(q4.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
   await q4.dispose();
-  writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: { target: 'q4', draft: 'q4' } })));
+  // This target's widths (16, 48) take q4 blocks of 16 (the largest power of two dividing them, up to 128).
+  const q4here = { target: 'q4', draft: 'q4', targetBlock: 16, draftBlock: 128 } as const;
+  writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: q4here })));
   const both = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, quantize: 'q4' });
   assert.deepEqual(both.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 }, 'a q4 tuning applies to a q4 run');
   // Read before the target's Linear weights are released (eaglet tune records it without keepWeights).
-  assert.deepEqual(both.weightFormats, { target: 'q4', draft: 'q4' });
+  assert.deepEqual(both.weightFormats, q4here);
   await both.dispose();
+  // An older q4 file (no block sizes): one line says why it is not applied.
+  writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: { target: 'q4', draft: 'q4' } })));
+  const old = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, quantize: 'q4' });
+  assert.match(old.notes[0], /not applied: measured with target q4 \(block size not recorded\), head q4 \(block size not recorded\); running with target q4 \(blocks of 16\), head q4 \(blocks of 128\)/);
+  assert.notDeepEqual(old.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
+  await old.dispose();
 });
 
 test('eaglet tune writes a tuning file that loads and names a measured shape and policy', (ctx) => {
@@ -126,7 +139,7 @@ test('eaglet tune writes a tuning file that loads and names a measured shape and
   assert.match(r.stdout, /chosen: tree \dx\dx\d, policy static/);
   const t = readTuning(join(dir, 'head'))!;
   assert.equal(t.threads, 1);
-  assert.deepEqual(t.weights, { target: 'fp32', draft: 'q8' }, 'the file names the weights its costs were measured with');
+  assert.deepEqual(t.weights, { target: 'fp32', draft: 'q8', draftBlock: 128 }, 'the file names the weights its costs were measured with');
   assert.ok(t.tree.topK <= 2 && t.tree.maxDepth <= 3 && t.tree.totalTokens <= 6);
   assert.ok(['static', 'static-0'].includes(t.policy));
   assert.equal(t.measured.verifyMs.length, 8);

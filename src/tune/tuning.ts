@@ -2,8 +2,8 @@
  * Tuning files: the tree shape and policy `eaglet tune` found fastest for one draft head on one
  * machine, with what it measured. Written as `tuning.json` beside the head; `generate`, `bench`
  * and `loadGenerator` apply it unless options say otherwise, and only on the machine and thread
- * count it was measured with, and with the same weight formats (fp32 / q8 / q4 target and head);
- * anything else is reported, never applied silently.
+ * count it was measured with, and with the same weight formats (fp32 / q8 / q4 target and head,
+ * and a quantization's block size); anything else is reported, never applied silently.
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -12,7 +12,7 @@ import { FormatError } from '../errors.ts';
 import type { TreeShape } from '../../trees/index.ts';
 import { readJsonFile } from '../io/read.ts';
 import type { ModelConfig } from '../model/config.ts';
-import { quantOf, type QuantName } from '../model/quantize.ts';
+import { DRAFT_QUANT, quantOf, type QuantName } from '../model/quantize.ts';
 import type { Weights } from '../model/weights.ts';
 import { candidates, type Measurements } from './measure.ts';
 
@@ -53,8 +53,10 @@ export interface TuningFile {
   threads: number;
   /**
    * The weights the costs were measured with: 'fp32', 'q8' or 'q4' for the target and for the
-   * draft head (absent in older files: fp32 both). A q4 target's verify and a q4 head's draft
-   * pass cost differently from fp32 ones, so a file applies only to runs with the same weights.
+   * draft head, with a quantization's block size (absent in older files: fp32 both; older files
+   * with quantized weights have no block sizes). A q4 target's verify and a q4 head's draft pass
+   * cost differently from fp32 ones, and q4 in blocks of 32 differently from blocks of 128, so a
+   * file applies only to runs with the same weights.
    */
   weights?: TunedWeights;
   /** What was tuned: paths as given, the prompt file, tokens of greedy continuation measured. */
@@ -97,6 +99,14 @@ export function bestByDepth(scores: ShapeScore[]): ShapeScore[] {
 export interface TunedWeights {
   target: 'fp32' | 'q8' | 'q4';
   draft: 'fp32' | 'q8' | 'q4';
+  /**
+   * A quantized target's block size: its Linear weights' largest (quantOf). Absent for fp32, and
+   * in files written before block sizes were recorded (unknown: such a file applies to no
+   * quantized target).
+   */
+  targetBlock?: number;
+  /** A quantized head's block size, as its `--draft-quant` asks for (DRAFT_QUANT); absent as targetBlock. */
+  draftBlock?: number;
 }
 
 const FP32_WEIGHTS: TunedWeights = { target: 'fp32', draft: 'fp32' };
@@ -107,9 +117,24 @@ const FP32_WEIGHTS: TunedWeights = { target: 'fp32', draft: 'fp32' };
  * (as loadGenerator quantizes it; undefined = fp32).
  */
 export function tunedWeights(cfg: ModelConfig, weights: Weights, draft?: QuantName): TunedWeights {
-  const bits = quantOf(cfg, weights)?.bits;
-  return { target: bits === 4 ? 'q4' : bits === 8 ? 'q8' : 'fp32', draft: draft ?? 'fp32' };
+  const q = quantOf(cfg, weights);
+  return {
+    target: q?.bits === 4 ? 'q4' : q?.bits === 8 ? 'q8' : 'fp32', draft: draft ?? 'fp32',
+    ...(q ? { targetBlock: q.blockSize } : {}), ...(draft ? { draftBlock: DRAFT_QUANT[draft].blockSize } : {}),
+  };
 }
+
+/** One side's format for a message: 'fp32', 'q4 (blocks of 128)', 'q4 (block size not recorded)'. */
+function formatName(format: TunedWeights['target'], block: number | undefined): string {
+  return format === 'fp32' ? format : `${format} (${block === undefined ? 'block size not recorded' : `blocks of ${block}`})`;
+}
+
+/** Both sides' formats for a message: 'target q4 (blocks of 128), head fp32'. */
+const formatsName = (w: TunedWeights): string => `target ${formatName(w.target, w.targetBlock)}, head ${formatName(w.draft, w.draftBlock)}`;
+
+/** A quantized side's format matches only with both block sizes known and equal. */
+const sameFormat = (a: TunedWeights['target'], aBlock: number | undefined, b: TunedWeights['target'], bBlock: number | undefined): boolean =>
+  a === b && (a === 'fp32' || (aBlock !== undefined && aBlock === bBlock));
 
 /**
  * Why `t` does not apply here with `threads` and `weights` (default fp32 target and head), or
@@ -121,8 +146,8 @@ export function tuningMismatch(t: TuningFile, threads: number, here: MachineInfo
     return `measured on another machine (${m.cpu}, ${m.cores} cores; this one: ${here.cpu}, ${here.cores} cores)`;
   if (t.threads !== threads) return `measured with ${t.threads} threads, running with ${threads}`;
   const tw = t.weights ?? FP32_WEIGHTS;
-  if (tw.target !== weights.target || tw.draft !== weights.draft)
-    return `measured with a ${tw.target} target and ${tw.draft} head, running with a ${weights.target} target and ${weights.draft} head`;
+  if (!sameFormat(tw.target, tw.targetBlock, weights.target, weights.targetBlock) || !sameFormat(tw.draft, tw.draftBlock, weights.draft, weights.draftBlock))
+    return `measured with ${formatsName(tw)}; running with ${formatsName(weights)}`;
   return null;
 }
 

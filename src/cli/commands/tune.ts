@@ -42,7 +42,8 @@ tree size) along the target's greedy continuation of the prompts. Predicts token
 = (1 + accepted) / (draft + verify), runs the candidate policies at the best shape on the same
 prompts, and writes the fastest shape and policy with every table to a tuning file beside the head.
 generate, bench and loadGenerator then use it unless flags say otherwise; a file from another
-machine, thread count or weight format (--quantize, --draft-quant) is reported and not applied.
+machine, thread count or weight format (--quantize, --draft-quant, with the quantization's block
+size) is reported and not applied.
 Run it under an otherwise idle machine.
 Tune on prompts that are not your benchmark's (the default pair: training-split prompts).`,
   flags: FLAGS,
