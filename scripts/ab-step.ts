@@ -11,12 +11,11 @@
  * first, and four sessions of two graphs (A B B A) -180, -240, -350 us. So run each comparison in
  * both orders (A,B and B,A, or A,B,B,A and B,A,A,B) and take what survives both.
  *
- *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,unfused,perlayer --threads 1 --rows 1 --past 72
+ *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,unfused --threads 1 --rows 1 --past 72
  *
  * Variants: default (what TargetSession builds), unfused (no Linear fusion), split / fused
  * (attention rendering, each over a cache in its own value layout), split-rows (split attention
- * over values in rows, the layout fused attention reads), perlayer (the default graph, fetching each layer's present K/V output
- * instead of the joined one). Without --model: a random target of bench:runtime (--size: one of
+ * over values in rows, the layout fused attention reads). Without --model: a random target of bench:runtime (--size: one of
  * its sizes or context-sweep configs, default 100M).
  *
  *   node --import tsx scripts/ab-step.ts -- --size 29M --quantize none --variants split,split-rows --past 4000
@@ -37,7 +36,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: a random target of --size)' },
   { flag: 'size', type: 'string', default: '100M', help: `random target without --model (${Object.keys({ ...SIZES, ...SWEEP })})` },
   { flag: 'quantize', type: 'string', default: 'q4', help: 'q4, q8 or none (a quantized checkpoint stays as it is)' },
-  { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, unfused, split, split-rows, fused, perlayer' },
+  { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, unfused, split, split-rows, fused' },
   { flag: 'threads', type: 'int', min: 1, default: 1, help: 'ORT intra-op threads' },
   { flag: 'rows', type: 'int', min: 1, default: 1, help: 'new rows per pass (1 = a decoding step)' },
   { flag: 'past', type: 'int', min: 1, default: 72, help: 'cached rows before the pass' },
@@ -52,14 +51,12 @@ const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined :
 const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
 const attention = defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
 
-const perLayer = Array.from({ length: cfg.nLayers }, (_, l) => [names.presentKey(l), names.presentValue(l)]).flat();
 const VARIANTS: Record<string, { attention: AttentionMode; valueLayout?: ValueLayout; fuseLinears?: boolean; fetch: string[] }> = {
   default: { attention, fetch: [names.present] },
   unfused: { attention, fuseLinears: false, fetch: [names.present] },
   split: { attention: 'split', fetch: [names.present] },
   'split-rows': { attention: 'split', valueLayout: 'rows', fetch: [names.present] },
   fused: { attention: 'fused', fetch: [names.present] },
-  perlayer: { attention, fetch: perLayer },
 };
 // One cache of P rows per value layout (each variant reads the one of its graph), with its feeds.
 const layouts = new Map<ValueLayout, { cache: KVCache; feeds: StepFeeds }>();

@@ -122,22 +122,28 @@ function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
 export function buildSlotTargetModel(cfg: ModelConfig, weights: Weights, opsOptions: OnnxOpsOptions = {}): ExternalModel {
   const g = new GraphBuilder('eaglet_target_slots');
   const ops = targetOps(g, cfg, weights, 'split', opsOptions);
-  targetOutputs(g, cfg, llamaForward(ops, cfg, slotInputs(g, ops, cfg, range(0, cfg.nLayers))));
+  targetOutputs(g, cfg, llamaForward(ops, cfg, slotInputs(g, ops, cfg, range(0, cfg.nLayers))), true);
   return g.toExternalModel(MODEL_OPTIONS);
 }
 
 /**
- * Outputs the new K/V rows of layers first.. ([T, nKv*hd], or [1, T, nKv*hd] from rope) as
- * [1, T, nKv, hd] each, and all of them joined as `present` [2n, T, nKv, hd] (the n layers'
- * keys, then their values). Sessions fetch the joined one: onnxruntime-node's cost per fetched
- * output (~5 us; scripts/profile-step.ts) outweighs copying the few new rows once more.
+ * Outputs the new K/V rows of layers first.. ([T, nKv*hd], or [1, T, nKv*hd] from rope) joined
+ * as `present` [2n, T, nKv, hd] (the n layers' keys, then their values), and with `perLayer`
+ * also as [1, T, nKv, hd] each (`present_key_{l}`, `present_value_{l}`: the serving batch
+ * graphs', whose lanes fetch them). Single-request sessions fetch the joined one:
+ * onnxruntime-node's cost per fetched output (~5 us; scripts/profile-step.ts) outweighs copying
+ * the few new rows once more; and ORT runs every node of a graph whether its output is fetched
+ * or not, so the per-layer outputs (a Reshape and an Identity each: 32 of a 100M step's 415
+ * nodes) are rendered only where they are read.
  */
-function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], first = 0, prefix = ''): void {
+function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], { first = 0, prefix = '', perLayer = false } = {}): void {
   const shape = g.ints([1, -1, kv.nKvHeads, kv.headDim]);
   const dims = [1, 'T', kv.nKvHeads, kv.headDim];
   const ks = keys.map((k) => g.op('Reshape', [k, shape])), vs = values.map((v) => g.op('Reshape', [v, shape]));
-  ks.forEach((k, l) => g.output(k, prefix + names.presentKey(first + l), 'float32', dims));
-  vs.forEach((v, l) => g.output(v, prefix + names.presentValue(first + l), 'float32', dims));
+  if (perLayer) {
+    ks.forEach((k, l) => g.output(k, prefix + names.presentKey(first + l), 'float32', dims));
+    vs.forEach((v, l) => g.output(v, prefix + names.presentValue(first + l), 'float32', dims));
+  }
   g.output(g.op('Concat', [...ks, ...vs], { axis: 0 }), prefix + names.present, 'float32', [2 * keys.length, 'T', kv.nKvHeads, kv.headDim]);
 }
 
@@ -164,14 +170,14 @@ export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: 
   return g.toExternalModel(MODEL_OPTIONS);
 }
 
-/** The target model's outputs: logits, in-graph argmax, features, present K/V. */
-function targetOutputs(g: GraphBuilder, cfg: ModelConfig, r: LlamaOut<string>): void {
+/** The target model's outputs: logits, in-graph argmax, features, present K/V (per layer too for a serving batch graph). */
+function targetOutputs(g: GraphBuilder, cfg: ModelConfig, r: LlamaOut<string>, perLayer = false): void {
   batchOutput(g, r.logits, names.logits, 'float32', cfg.vocabSize);
   // Greedy verification needs one id per node, not [T, V] floats copied back.
   const best = g.op('Cast', [g.op('ArgMax', [r.logits], { axis: -1, keepdims: 0 })], { to: 6 /* INT32 */ }); // [T], first index on ties
   g.output(g.op('Unsqueeze', [best, g.ints([0])]), names.argmax, 'int32', [1, 'T']);
   batchOutput(g, r.features, names.features, 'float32', cfg.dim);
-  presentOutputs(g, cfg, r.keys, r.values);
+  presentOutputs(g, cfg, r.keys, r.values, { perLayer });
 }
 
 /** Candidates a draft head can score per row: its draft vocabulary size. */
@@ -213,7 +219,7 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
   // With a reduced head the entropy is over the N draft-vocabulary tokens the head scores (the
   // distribution it drafts from; the target ids outside it have probability 0 there).
   entropyOutput(g, logProbs);
-  presentOutputs(g, head, [r.key], [r.value]);
+  presentOutputs(g, head, [r.key], [r.value], { perLayer: slots });
   return g.toExternalModel(MODEL_OPTIONS);
 }
 
@@ -288,7 +294,7 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
   }
   const chain = drafts.length > 1 ? g.op('Concat', drafts, { axis: 0 }) : drafts[0]; // [depth] int64
   g.output(g.op('Cast', [chain], { to: 6 /* INT32 */ }), names.draftIds, 'int32', [depth]);
-  presentOutputs(g, head, [step0.key], [step0.value], 0, P);
+  presentOutputs(g, head, [step0.key], [step0.value], { prefix: P });
 
   // The target over [input tokens, first M drafts].
   const inp = stepInputs(g, ops, cfg, range(0, cfg.nLayers), false);
@@ -380,7 +386,7 @@ export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
   batchOutput(g, lmHead(ops, cfg, features), names.logits, 'float32', cfg.vocabSize);
   batchOutput(g, features, names.features, 'float32', cfg.dim);
   layerHiddenOutput(g, r.hiddens, cfg.dim);
-  presentOutputs(g, cfg, r.keys, r.values, exitLayer);
+  presentOutputs(g, cfg, r.keys, r.values, { first: exitLayer });
   return g.toModel(MODEL_OPTIONS);
 }
 

@@ -624,14 +624,15 @@ export class OnnxOps implements Ops<string> {
     const scaled = g.op('Mul', [q, g.scalar(1 / Math.sqrt(headDim))]);
     const q4 = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [scaled, g.ints([-1, nKvHeads, G, headDim])])], { perm: [1, 0, 2, 3] }), g.ints([1, nKvHeads, -1, headDim])]);
     const heads = (x: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, nKvHeads, headDim])])], { perm });
-    const kNewT = heads(k, [1, 2, 0]), vNew = heads(v, [1, 0, 2]); // [nKv, hd, T], [nKv, T, hd]
+    const kNewT = heads(k, [1, 2, 0]); // [nKv, hd, T]
+    const vNew = () => heads(v, [1, 0, 2]); // [nKv, T, hd]; made only where read (ORT runs unread nodes too)
     const live = this.liveRows.get(mask);
     if (live) {
       // Position order (OnnxOpsOptions.rowExactAttention): [live past rows, new rows], mask [T, L+T].
       const rows = this.valueLayout === 'rows';
       const join = (pastX: string, axis: number, fresh: string) => g.op('Concat', [g.op('Slice', [pastX, g.ints([0]), live, g.ints([axis])]), g.op('Unsqueeze', [fresh, g.ints([0])])], { axis });
       const keys = join(past.keys, 3, kNewT); // [1, nKv, hd, L+T]
-      const values = rows ? join(past.values, 2, vNew) : join(past.values, 3, heads(v, [1, 2, 0])); // [1, nKv, L+T, hd] or [1, nKv, hd, L+T]
+      const values = rows ? join(past.values, 2, vNew()) : join(past.values, 3, heads(v, [1, 2, 0])); // [1, nKv, L+T, hd] or [1, nKv, hd, L+T]
       // MLAS multiplies a one-row A (a one-token step with G = 1) with another kernel, which sums
       // in another order: with G = 1 both products get an extra (zero) row, so they never see one.
       const extra = G === 1 ? (x: string) => g.op('Pad', [x, g.ints([0, 0, 0, 0, 0, 0, 1, 0])]) : (x: string) => x;
@@ -642,7 +643,7 @@ export class OnnxOps implements Ops<string> {
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
     const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
-    const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew])]); // [1, nKv, TG, hd]
+    const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew()])]); // [1, nKv, TG, hd]
     return this.byRow(o, nHeads, nKvHeads, G, headDim);
   }
 
