@@ -76,11 +76,11 @@ function valueDims(batch: number | string, kv: HeadLayout, layout: ValueLayout):
  * Declares ids (unless `withIds` is false), positions, tree mask and past K/V inputs of the
  * given layers (named by absolute layer index); returns them in the definition's 2-D form.
  */
-function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[], withIds = true): PassInputs<string> {
+function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[], withIds = true, evenPass = false): PassInputs<string> {
   const flat = (name: string): string => g.op('Reshape', [g.input(name, 'int64', [1, 'T']), g.ints([-1])]); // [T]
-  const ids = withIds ? flat(names.ids) : '';
-  const positions = flat(names.positions);
-  const tree = g.input(names.tree, 'bool', ['T', 'W']);
+  const given = { ids: withIds ? flat(names.ids) : '', positions: flat(names.positions), tree: g.input(names.tree, 'bool', ['T', 'W']) };
+  // evenPass: the pass padded to even rows once here (OnnxOps.evenPass); outputs take `unpadRows`.
+  const { ids, positions, tree } = evenPass ? ops.evenPass(given) : given;
   const past: PastKV<string>[] = [];
   for (const l of layers) {
     past[l] = {
@@ -122,7 +122,7 @@ function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
 export function buildSlotTargetModel(cfg: ModelConfig, weights: Weights, opsOptions: OnnxOpsOptions = {}): ExternalModel {
   const g = new GraphBuilder('eaglet_target_slots');
   const ops = targetOps(g, cfg, weights, 'split', opsOptions);
-  targetOutputs(g, cfg, llamaForward(ops, cfg, slotInputs(g, ops, cfg, range(0, cfg.nLayers))), true);
+  targetOutputs(g, cfg, llamaForward(ops, cfg, slotInputs(g, ops, cfg, range(0, cfg.nLayers))), { perLayer: true });
   return g.toExternalModel(MODEL_OPTIONS);
 }
 
@@ -136,16 +136,20 @@ export function buildSlotTargetModel(cfg: ModelConfig, weights: Weights, opsOpti
  * or not, so the per-layer outputs (a Reshape and an Identity each: 32 of a 100M step's 415
  * nodes) are rendered only where they are read.
  */
-function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], { first = 0, prefix = '', perLayer = false } = {}): void {
+function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], { first = 0, prefix = '', perLayer = false, unpad = noUnpad } = {}): void {
   const shape = g.ints([1, -1, kv.nKvHeads, kv.headDim]);
   const dims = [1, 'T', kv.nKvHeads, kv.headDim];
   const ks = keys.map((k) => g.op('Reshape', [k, shape])), vs = values.map((v) => g.op('Reshape', [v, shape]));
   if (perLayer) {
-    ks.forEach((k, l) => g.output(k, prefix + names.presentKey(first + l), 'float32', dims));
-    vs.forEach((v, l) => g.output(v, prefix + names.presentValue(first + l), 'float32', dims));
+    ks.forEach((k, l) => g.output(unpad(k, 1), prefix + names.presentKey(first + l), 'float32', dims));
+    vs.forEach((v, l) => g.output(unpad(v, 1), prefix + names.presentValue(first + l), 'float32', dims));
   }
-  g.output(g.op('Concat', [...ks, ...vs], { axis: 0 }), prefix + names.present, 'float32', [2 * keys.length, 'T', kv.nKvHeads, kv.headDim]);
+  g.output(unpad(g.op('Concat', [...ks, ...vs], { axis: 0 }), 1), prefix + names.present, 'float32', [2 * keys.length, 'T', kv.nKvHeads, kv.headDim]);
 }
+
+/** Rows of a pass's output, for a pass padded to even rows (OnnxOps.unpadRows); by default the output as it is. */
+type Unpad = (x: string, axis?: number) => string;
+const noUnpad: Unpad = (x) => x;
 
 /** Per-layer residuals [T, d] each -> graph output `layer_hidden` [T, n, d] (row-major: row t's layers side by side). */
 function layerHiddenOutput(g: GraphBuilder, hiddens: string[], dim: number): void {
@@ -166,18 +170,22 @@ function batchOutput(g: GraphBuilder, x: string, name: string, dtype: 'float32' 
 export function buildTargetModel(cfg: ModelConfig, weights: Weights, attention: AttentionMode = 'split', opsOptions: OnnxOpsOptions = {}): ExternalModel {
   const g = new GraphBuilder('eaglet_target');
   const ops = targetOps(g, cfg, weights, attention, opsOptions);
-  targetOutputs(g, cfg, llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers))));
+  targetOutputs(g, cfg, llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers), true, true)), { unpad: (x, axis) => ops.unpadRows(x, axis) });
   return g.toExternalModel(MODEL_OPTIONS);
 }
 
-/** The target model's outputs: logits, in-graph argmax, features, present K/V (per layer too for a serving batch graph). */
-function targetOutputs(g: GraphBuilder, cfg: ModelConfig, r: LlamaOut<string>, perLayer = false): void {
-  batchOutput(g, r.logits, names.logits, 'float32', cfg.vocabSize);
+/**
+ * The target model's outputs: logits, in-graph argmax, features, present K/V (per layer too for
+ * a serving batch graph), each `unpad`ded (a pass padded to even rows).
+ */
+function targetOutputs(g: GraphBuilder, cfg: ModelConfig, r: LlamaOut<string>, { perLayer = false, unpad = noUnpad } = {}): void {
+  const logits = unpad(r.logits);
+  batchOutput(g, logits, names.logits, 'float32', cfg.vocabSize);
   // Greedy verification needs one id per node, not [T, V] floats copied back.
-  const best = g.op('Cast', [g.op('ArgMax', [r.logits], { axis: -1, keepdims: 0 })], { to: 6 /* INT32 */ }); // [T], first index on ties
+  const best = g.op('Cast', [g.op('ArgMax', [logits], { axis: -1, keepdims: 0 })], { to: 6 /* INT32 */ }); // [T], first index on ties
   g.output(g.op('Unsqueeze', [best, g.ints([0])]), names.argmax, 'int32', [1, 'T']);
-  batchOutput(g, r.features, names.features, 'float32', cfg.dim);
-  presentOutputs(g, cfg, r.keys, r.values, { perLayer });
+  batchOutput(g, unpad(r.features), names.features, 'float32', cfg.dim);
+  presentOutputs(g, cfg, r.keys, r.values, { perLayer, unpad });
 }
 
 /** Candidates a draft head can score per row: its draft vocabulary size. */

@@ -51,7 +51,8 @@ export interface OnnxOpsOptions {
    * src/model/quantize.ts, QUANT). For a quantized target's graphs; a draft head's proposals
    * need not be exact. Every Linear input of one rendering must have the same rows (one
    * forward pass): the row count is read once, from the first, and a rendering that chains
-   * passes (`carry`) is refused. Default false.
+   * passes (`carry`) is refused. A graph of one pass can pad the pass once at its inputs
+   * instead (`evenPass`: the target step's graph). Default false.
    */
   evenRows?: boolean;
   /**
@@ -343,7 +344,8 @@ export class OnnxOps implements Ops<string> {
     const S = split ? this.once(`fusedS/${ws.map((w) => w.S).join('+')}`, () => g.initializer(ws.map((w) => w.S).join('+'), joined(ws.map((w) => w.st), [n * blocks]))) : ws[0].S;
     const biases = members.map((m) => m.bias).filter((b) => b !== undefined);
     const bias = biases.length === 0 ? undefined : !split ? biases[0] : this.once(`fusedBias/${biases.join('+')}`, () => g.initializer(biases.join('+'), joined(biases.map((b) => this.biasTensor(b)), [n])));
-    const even = this.opts.evenRows && blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) ? this.evenRowsOf(x) : undefined;
+    // A pass padded at its inputs (evenPass) has even rows already.
+    const even = this.opts.evenRows && !this.passRows && blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) ? this.evenRowsOf(x) : undefined;
     // Inputs: A, B, scales, zero points, g_idx, bias. The last node of the chain (MatMulNBits, then the Slice back to the pass's rows, then the Split) writes `outs`.
     const input = even ? g.op('Pad', [x, even.pads], { mode: 'edge' }) : x;
     let y = g.node('MatMulNBits', [input, B, S, ...(bias ? ['', '', bias] : [])], { ...attrs, N: n }, { domain: 'com.microsoft', outputs: split || even ? 1 : (outs ?? 1) })[0];
@@ -367,6 +369,43 @@ export class OnnxOps implements Ops<string> {
     if (this.carried.size) throw new Error(EVEN_ROWS_CHAINED);
     const g = this.g, rows = g.op('Shape', [x], { start: 0, end: 1 });
     return (this.evenRowsAt = { rows, pads: g.op('Concat', [g.ints([0, 0]), g.op('Mod', [rows, g.ints([2])]), g.ints([0])], { axis: 0 }) });
+  }
+
+  /** Set by `evenPass`: the pass's own row count T [1] (its inputs were padded to even rows). */
+  private passRows?: string;
+
+  /** Whether evenRows pads this rendering's passes: its quantization has blocks above ROW_EXACT_BLOCK. */
+  get padsRows(): boolean {
+    const q = this.opts.quantize;
+    return !!this.opts.evenRows && q !== undefined && q.blockSize > (ROW_EXACT_BLOCK[q.bits] ?? Infinity);
+  }
+
+  /**
+   * evenRows for a whole pass at once: pads its inputs to even rows, ids and positions [T] ->
+   * [T'] (T' = T + T % 2, the last row repeated) and the tree [T, W] -> [T', W + T' - T] (the
+   * last row repeated, then one more key column, the padding row's own key, that no row sees).
+   * The padding row then computes in every layer exactly what the last row does (same token,
+   * position and visible keys; MatMulNBits pairs it with the last row, and a paired row's result
+   * does not depend on its partner), and no row reads its key or value: a masked key adds exact
+   * zeros after the visible ones, as in a verification pass. So every row-wise op runs on T'
+   * rows, and instead of a Pad and a Slice per MatMulNBits (66 nodes in a 100M step) the graph
+   * has one Pad per input and one Slice per output (`unpadRows`). Without padsRows the inputs
+   * come back as they are. Only for a rendering of one pass (not with `carry`).
+   */
+  evenPass(inp: { ids: string; positions: string; tree: string }): { ids: string; positions: string; tree: string } {
+    if (!this.padsRows) return inp;
+    if (this.carried.size || this.evenRowsAt) throw new Error(EVEN_ROWS_CHAINED);
+    const g = this.g, rows = g.op('Shape', [inp.positions]), extra = g.op('Mod', [rows, g.ints([2])]); // [1] = T, T % 2
+    this.passRows = rows;
+    const edge = (x: string) => g.op('Pad', [x, g.op('Concat', [g.ints([0]), extra], { axis: 0 })], { mode: 'edge' });
+    const lastRow = g.op('Pad', [inp.tree, g.op('Concat', [g.ints([0, 0]), extra, g.ints([0])], { axis: 0 })], { mode: 'edge' }); // [T', W]
+    const tree = g.op('Pad', [lastRow, g.op('Concat', [g.ints([0, 0, 0]), extra], { axis: 0 })]); // [T', W + T' - T], the new column false
+    return { ids: inp.ids && edge(inp.ids), positions: edge(inp.positions), tree };
+  }
+
+  /** Rows [0, T) of `x` along `axis` in a pass padded by `evenPass` (else `x` itself). */
+  unpadRows(x: string, axis = 0): string {
+    return this.passRows ? this.g.op('Slice', [x, this.g.ints([0]), this.passRows, this.g.ints([axis])]) : x;
   }
 
   /** A bias weight value as the initializer tensor a fused bias joins (read only if embedded). */
@@ -528,7 +567,7 @@ export class OnnxOps implements Ops<string> {
    * carries its K/V with no extra nodes. The mask may be '' (none: every key visible).
    */
   carry(past: PastKV<string>): PastKV<string> {
-    if (this.evenRowsAt) throw new Error(EVEN_ROWS_CHAINED);
+    if (this.evenRowsAt || this.passRows) throw new Error(EVEN_ROWS_CHAINED);
     this.carried.set(past.keys, null);
     return past;
   }
