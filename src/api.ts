@@ -88,8 +88,8 @@ export interface LoadOptions {
   /**
    * Quantize the target's Linear weights (ORT MatMulNBits) and its token embedding table (ORT
    * GatherBlockQuantized) to 8 or 4 bits per weight (blockwise) at load; the draft head's
-   * Linear weights then take 8 bits unless `draftQuant` says otherwise (see headQuant). The fp32 values of the quantized
-   * weights are dropped. Speculation is lossless with respect to the quantized target.
+   * Linear weights then take 8 bits unless `draftQuant` says otherwise (see headQuant). The
+   * fp32 values of the quantized weights are dropped. Speculation is lossless with respect to the quantized target.
    * A checkpoint written by `eaglet quantize` is quantized already. Default: fp32.
    */
   quantize?: QuantName;
