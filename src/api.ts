@@ -81,14 +81,15 @@ export interface LoadOptions {
   draftSeed?: number;
   /**
    * Run the draft head with 8- or 4-bit blockwise weights (ORT MatMulNBits): fewer bytes per
-   * draft pass, slightly different proposals, the same output. Default: fp32.
+   * draft pass, slightly different proposals, the same output. Default: q8 with a quantized
+   * target (`quantize`, or a quantized checkpoint), else fp32.
    */
   draftQuant?: keyof typeof DRAFT_QUANT;
   /**
    * Quantize the target's Linear weights (ORT MatMulNBits) and its token embedding table (ORT
-   * GatherBlockQuantized) to 8 or 4 bits per weight (blockwise) at load, and the draft head's
-   * Linear weights too unless `draftQuant` says otherwise. The fp32 values of the quantized
-   * weights are dropped. Speculation is lossless with respect to the quantized target.
+   * GatherBlockQuantized) to 8 or 4 bits per weight (blockwise) at load; the draft head's
+   * Linear weights then take 8 bits unless `draftQuant` says otherwise (see headQuant). The
+   * fp32 values of the quantized weights are dropped. Speculation is lossless with respect to the quantized target.
    * A checkpoint written by `eaglet quantize` is quantized already. Default: fp32.
    */
   quantize?: QuantName;
@@ -173,9 +174,15 @@ function applicableTuning(draftDir: string, threads: number, weights: TunedWeigh
   return t;
 }
 
-/** The head's weight format: `draftQuant`, else the target's `quantize`, else fp32 (undefined). */
-function headQuant(o: LoadOptions): QuantName | undefined {
-  return o.draftQuant ?? o.quantize;
+/**
+ * The head's weight format: `draftQuant`; else q8 when the target is quantized (at load or a
+ * quantized checkpoint); else fp32 (undefined). q8, not the target's q4: on the cost-scaled 100M
+ * fixture at q4 a q8 head accepts as many tokens as the fp32 head (tau 2.95 / 3.67 at chain depth
+ * 3 / 5, against 2.77 / 3.32 with a q4 head) and costs about what a q4 head does inside the fused
+ * round, while an fp32 head costs far more (docs/performance.md, "Quantized targets").
+ */
+function headQuant(o: LoadOptions, model: LoadedModel): QuantName | undefined {
+  return o.draftQuant ?? (quantOf(model.config, model.weights) ? 'q8' : undefined);
 }
 
 /** Text -> prompt ids with `tokenizer` (BOS added when it has one); a UsageError without a tokenizer. */
@@ -223,7 +230,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const sessionOpts = { threads };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
   const notes: string[] = [];
-  const weightFormats = tunedWeights(model.config, model.weights, headQuant(o));
+  const weightFormats = tunedWeights(model.config, model.weights, headQuant(o, model));
   const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, weightFormats, notes) : undefined;
   // The embedded target with its own head: its tree by default, and (fusedRound 'auto') the fused round.
   const embeddedPair = options.model === undefined && o.draft === DEFAULT_PATHS.draft;
@@ -246,7 +253,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
         : typeof o.draft === 'string'
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
-    const hq = headQuant(o), quantize = hq ? DRAFT_QUANT[hq] : undefined;
+    const hq = headQuant(o, model), quantize = hq ? DRAFT_QUANT[hq] : undefined;
     // 'auto': the embedded pair drafts its chain in one call per round.
     const fusedRound = o.fusedRound === 'auto' ? embeddedPair && tree.topK === 1 : o.fusedRound === true;
     if (fusedRound) {

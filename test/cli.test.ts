@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
@@ -128,6 +128,15 @@ test('bench without --model benchmarks the embedded default pair on its held-out
   assert.match(r.out, /^\| default \| /m);
   assert.match(r.out, /^Lossless/m);
   assert.match(eaglet('bench', '--draft', 'random').err, /--draft: needs --model/);
+});
+
+test('bench: each static-D@fused row drafts D per round on its own round graph', () => {
+  const out = join(dir, 'bench-fused');
+  const r = eaglet('bench', '--model', model, '--draft', 'random', '--random-prompts', '2', '--prompt-length', '4', '--tree-top-k', '1', '--depth', '3', '--total-tokens', '3', '--repeats', '1', '--warmup', '0', '--max-new-tokens', '10', '--policies', 'static-1@fused,static-3@fused,static-5@fused', '--out', out);
+  assert.equal(r.code, 0, r.err);
+  const rows = JSON.parse(readFileSync(`${out}.json`, 'utf8')).policies as { label: string; rounds: number; draftPasses: number; mismatches: number }[];
+  // A round graph drafts its whole depth every round: draft passes per round = the graph's depth (static-5 capped at --depth 3).
+  assert.deepEqual(rows.map((p) => [p.label, p.draftPasses / p.rounds, p.mismatches]), [['static-1@fused', 1, 0], ['static-3@fused', 3, 0], ['static-5@fused', 3, 0]]);
 });
 
 test('log and collect-lengths make the folder of --out', () => {

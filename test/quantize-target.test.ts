@@ -97,11 +97,12 @@ test('example: the default (int8 activations) stays within 5% relative RMS of th
 test('property: greedy speculative == greedy plain with a quantized target (q4 / q8 at load, quantized head too)', async () => {
   const tally = new AcceptanceTally();
   await fc.assert(
-    fc.asyncProperty(arbQuantConfig, fc.constantFrom<'q4' | 'q8'>('q4', 'q8'), treeShape, fc.nat(), fc.integer({ min: 1, max: 30 }), async (c, quantize, tree, seed, maxNewTokens) => {
+    // The head: the default for a quantized target (q8), or 4 bits.
+    fc.asyncProperty(arbQuantConfig, fc.constantFrom<'q4' | 'q8'>('q4', 'q8'), fc.constantFrom<'q4' | undefined>(undefined, 'q4'), treeShape, fc.nat(), fc.integer({ min: 1, max: 30 }), async (c, quantize, draftQuant, tree, seed, maxNewTokens) => {
       const model = { config: c, weights: randomWeights(c, seed, 3), source: 'hf' as const };
       const draft = { config: headConfigFor(c), weights: randomHeadWeights(c, seed + 1) };
       const ar = await loadGenerator({ model, threads: 1, quantize });
-      const spec = await loadGenerator({ model, draft, tree, threads: 1, quantize });
+      const spec = await loadGenerator({ model, draft, tree, threads: 1, quantize, draftQuant });
       try {
         assert.ok(linearNames(c).every((n) => !ar.model.weights.has(n)), 'the Linear weights are released once the sessions exist');
         const prompt = [seed % c.vocabSize, (seed * 3 + 1) % c.vocabSize];

@@ -110,18 +110,18 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   assert.match(q4.notes[0], /not applied: measured with target fp32, head fp32; running with target fp32, head q4 \(blocks of 128\)/);
   assert.notDeepEqual(q4.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
   await q4.dispose();
-  // This target's widths (16, 48) take q4 blocks of 16 (the largest power of two dividing them, up to 128).
-  const q4here = { target: 'q4', draft: 'q4', targetBlock: 16, draftBlock: 128 } as const;
+  // This target's widths (16, 48) take q4 blocks of 16 (the largest power of two dividing them, up to 128); a quantized target's head defaults to 8 bits.
+  const q4here = { target: 'q4', draft: 'q8', targetBlock: 16, draftBlock: 128 } as const;
   writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: q4here })));
   const both = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, quantize: 'q4' });
-  assert.deepEqual(both.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 }, 'a q4 tuning applies to a q4 run');
+  assert.deepEqual(both.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 }, 'a q4-target tuning applies to a q4 run');
   // Read before the target's Linear weights are released (eaglet tune records it without keepWeights).
   assert.deepEqual(both.weightFormats, q4here);
   await both.dispose();
   // An older q4 file (no block sizes): one line says why it is not applied.
   writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: { target: 'q4', draft: 'q4' } })));
   const old = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, quantize: 'q4' });
-  assert.match(old.notes[0], /not applied: measured with target q4 \(block size not recorded\), head q4 \(block size not recorded\); running with target q4 \(blocks of 16\), head q4 \(blocks of 128\)/);
+  assert.match(old.notes[0], /not applied: measured with target q4 \(block size not recorded\), head q4 \(block size not recorded\); running with target q4 \(blocks of 16\), head q8 \(blocks of 128\)/);
   assert.notDeepEqual(old.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
   await old.dispose();
 });

@@ -1,7 +1,7 @@
 /** `eaglet bench`: plain decoding vs draft-length policies on one prompt set (src/bench/compare.ts). */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { loadGenerator } from '../../api.ts';
+import { loadGenerator, type LoadedGenerator } from '../../api.ts';
 import { DEFAULT_PATHS } from '../../default-model.ts';
 import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
@@ -17,6 +17,16 @@ import { defineCommand } from '../command.ts';
 const FUSED_SUFFIX = '@fused';
 const baseSpec = (s: string): string => (s.endsWith(FUSED_SUFFIX) ? s.slice(0, -FUSED_SUFFIX.length) : s);
 
+/**
+ * The depth of the round graph a fused row runs: `static-D` gets a graph of depth D (at most the
+ * tree's), so depths compare at their own cost (the graph always drafts its full depth); any other
+ * policy, the tree's depth.
+ */
+function fusedDepth(spec: string, treeDepth: number): number {
+  const m = /^static-(\d+)$/.exec(spec);
+  return m && Number(m[1]) >= 1 ? Math.min(Number(m[1]), treeDepth) : treeDepth;
+}
+
 const POLICIES_DEFAULT = 'default,static,threshold,adaedl,heuristic,goodput';
 
 const FLAGS: FlagSpec[] = [
@@ -31,7 +41,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
   { flag: 'prompt-length', type: 'int', min: 1, default: 16, meta: 'L', help: 'tokens per random prompt' },
-  { flag: 'policies', type: 'string', default: POLICIES_DEFAULT, meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags; SPEC@fused runs SPEC with the fused round (one ORT call per round; chain trees) beside the others; self-drafting: del, exit-E (default with --draft self: del and every exit-E)' },
+  { flag: 'policies', type: 'string', default: POLICIES_DEFAULT, meta: 'LIST', help: 'comma-separated policy specs: NAME, static-D, NAME:flag=value; `default` = what `generate` uses with the same model flags; SPEC@fused runs SPEC with the fused round (one ORT call per round; chain trees) beside the others, static-D@fused on a round graph of depth D (at most --depth); self-drafting: del, exit-E (default with --draft self: del and every exit-E)' },
   { flag: 'repeats', type: 'int', min: 1, default: 5, meta: 'N', help: 'timed passes over the prompts (the spread is over these)' },
   { flag: 'warmup', type: 'int', min: 0, default: 1, meta: 'N', help: 'untimed runs of every method before timing' },
   { flag: 'warm-policies', type: 'bool', help: 'keep one policy instance per method across all runs (default: fresh state every run, so learning is timed)' },
@@ -66,15 +76,20 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     // Self-drafting policies beside a head build their sessions from the target's weights.
     const keepWeights = specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self');
 
-    const load = (fusedRound: boolean | 'auto') => withTreeFlags(() => loadGenerator({
+    const load = (fusedRound: boolean | 'auto', depth?: number) => withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
-      tree: treeFromFlags(f), threads: f.threads as number, draftSeed: f.draftSeed as number, ...quantFromFlags(f), fusedRound, keepWeights,
+      tree: { ...treeFromFlags(f), ...(depth === undefined ? {} : { maxDepth: depth, totalTokens: depth }) }, threads: f.threads as number, draftSeed: f.draftSeed as number, ...quantFromFlags(f), fusedRound, keepWeights,
     }));
     const g = await load((f.fusedRound as boolean | undefined) ?? 'auto');
-    // SPEC@fused rows: the same pair loaded again with the fused-round drafter.
-    const fusedRows = specs.some((s) => s.endsWith(FUSED_SUFFIX));
-    if (fusedRows && selfOnly) throw new UsageError('--policies', `${FUSED_SUFFIX} needs an EAGLE head (--draft PATH)`);
-    const gFused = fusedRows ? await load(true) : undefined;
+    // SPEC@fused rows: the same pair loaded again with the fused-round drafter, one per graph depth.
+    const fusedSpecs = specs.filter((s) => s.endsWith(FUSED_SUFFIX));
+    if (fusedSpecs.length > 0 && selfOnly) throw new UsageError('--policies', `${FUSED_SUFFIX} needs an EAGLE head (--draft PATH)`);
+    const gFused = new Map<number, LoadedGenerator>();
+    const treeDepth = Math.min(g.generator.drafter?.shape.maxDepth ?? 0, g.generator.drafter?.shape.totalTokens ?? 0);
+    for (const s of fusedSpecs) {
+      const D = fusedDepth(baseSpec(s), treeDepth);
+      if (!gFused.has(D)) gFused.set(D, await load(true, D === treeDepth ? undefined : D));
+    }
     for (const note of g.notes) process.stderr.write(`${note}\n`);
     let ownSelf: SelfDrafter | undefined;
     try {
@@ -93,7 +108,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
         if (fusedRow && isSelf) throw new UsageError('--policies', `${label}: ${FUSED_SUFFIX} needs an EAGLE head policy`);
         const create = spec === 'default' ? g.newPolicy : () => createPolicy(spec, { tree, target: g.model, nLayers: L }, f);
         create(); // a bad spec fails here, before any run
-        return { label, create, drafter: isSelf ? self : fusedRow ? gFused!.generator.drafter : undefined };
+        return { label, create, drafter: isSelf ? self : fusedRow ? gFused.get(fusedDepth(spec, treeDepth))!.generator.drafter : undefined };
       });
       const V = g.model.config.vocabSize;
       const prompts = f.prompts !== undefined
@@ -113,7 +128,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       process.exitCode = comparisonExitCode(c);
     } finally {
       await ownSelf?.dispose();
-      await gFused?.dispose();
+      for (const x of gFused.values()) await x.dispose();
       await g.dispose();
     }
   },
