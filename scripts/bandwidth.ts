@@ -2,6 +2,30 @@
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { createSession, f32, i64, releaseSession, type Feeds } from '../src/runtime/ort.ts';
 import { median } from '../src/util/stats.ts';
+import type { ModelConfig } from '../src/model/config.ts';
+import { blockFor, quantOf } from '../src/model/quantize.ts';
+import { EMBEDDING, type Weights } from '../src/model/weights.ts';
+
+/**
+ * Bytes of weights one decoding pass reads, the weight part of every bytes-read floor: each
+ * tensor whole (packed + scales when held quantized), except an untied embedding table, of which
+ * a pass reads one row a token (a Gather), not the table. A tied table is also the LM head and is
+ * read whole: packed as held, or, fp32 under a quantized target, as the graph quantizes it for
+ * the head (bits / 8 a weight plus one fp32 scale a block).
+ */
+export function passWeightBytes(cfg: ModelConfig, weights: Weights): number {
+  const held = quantOf(cfg, weights);
+  const bytesOf = (t: { shape: number[]; quant?: { packed: Uint8Array; scales: Float32Array } }) =>
+    t.quant ? t.quant.packed.byteLength + t.quant.scales.byteLength : t.shape.reduce((a, b) => a * b, 1) * 4;
+  let bytes = 0;
+  for (const [name, t] of weights) {
+    if (name !== EMBEDDING) bytes += bytesOf(t);
+    else if (!cfg.tieEmbeddings) bytes += bytesOf(t) / t.shape[0]; // one row
+    else if (t.quant || !held) bytes += bytesOf(t);
+    else bytes += (t.shape[0] * t.shape[1] * held.bits) / 8 + (t.shape[0] * t.shape[1] * 4) / blockFor(t.shape[1], held.blockSize);
+  }
+  return bytes;
+}
 
 /**
  * Bandwidth probes over one 256 MB weight: `gemv` streams it into one row with ORT (MatMul over

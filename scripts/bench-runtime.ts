@@ -9,7 +9,7 @@
  * transposed per head, its default layout; 'split-rows', the same over values in rows; and ORT's
  * one-kernel 'fused', which copies the past every pass), each over a cache in its own value
  * layout, interleaved in one process, beside
- * the bytes-read floor: (weight bytes + past K/V bytes) / the bandwidth measured here with a
+ * the bytes-read floor: (weight bytes a pass reads + past K/V bytes) / the bandwidth measured here with a
  * one-row MatMul streaming a 256 MB weight, probed every round (the host's bandwidth drifts).
  * Also printed: the rate at which the split pass reads the extra past K/V (if it exceeded the
  * probe's, the floor would not be one) and a plain read's rate (ReduceSum over the same 256 MB).
@@ -28,7 +28,7 @@ import { valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onn
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { prefilledCache, sizeNamed, SIZES, SWEEP } from './runtime-sizes.ts';
-import { bandwidthProbes } from './bandwidth.ts';
+import { bandwidthProbes, passWeightBytes } from './bandwidth.ts';
 import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -124,9 +124,11 @@ if (sweepName !== 'none') {
   const chunk = Float32Array.from({ length: 64 * rowSize }, (_, i) => Math.sin(i));
   const rowsK = Array(cfg.nLayers).fill(chunk);
   const kvBytesPerRow = 2 * cfg.nLayers * rowSize * 4;
+  // What a pass reads of the weights: not the untied embedding table, of which it reads a row.
+  const weightBytes = passWeightBytes(cfg, weights);
   console.log(`\ncontext sweep: ${sweepName} (${fmt(params / 1e6)}M params, ${cfg.nLayers} layers, ${cfg.nKvHeads} K/V heads x ${cfg.headDim}), ${threads} thread(s); ` +
     `median ms of ${reps} rounds (min-max); each round probes the bandwidth (one-row MatMul over 256 MB), re-warms with an untimed pass, then times the ${2 * modes.length} passes back to back; ` +
-    `floor = (weight + past K/V bytes) / that round's bandwidth, x floor = median of the rounds' ratios; K/V GB/s = extra past bytes over extra split T=1 time against the first context`);
+    `floor = (${fmt(weightBytes / 1e6, 1)} MB of weights a pass reads + past K/V bytes) / that round's bandwidth, x floor = median of the rounds' ratios; K/V GB/s = extra past bytes over extra split T=1 time against the first context`);
   console.log(`context | GB/s | floor T=1 | ${modes.map((m) => `${m} T=1 | x floor`).join(' | ')} | ${modes.map((m) => `${m} T=16`).join(' | ')} | K/V GB/s | read GB/s`);
   const sweep: Record<string, unknown>[] = [];
   let first: { P: number; ms: number } | undefined;
@@ -135,7 +137,7 @@ if (sweepName !== 'none') {
       cache.truncate(0);
       while (cache.length < P) cache.append(rowsK, rowsK, Math.min(64, P - cache.length));
     }
-    const bytes = params * 4 + P * kvBytesPerRow;
+    const bytes = weightBytes + P * kvBytesPerRow;
     const times: Record<string, number[]> = {}, ratios: Record<string, number[]> = {}, rates: number[] = [], reads: number[] = [];
     const pass = (m: number, T: number) => {
       const toks = Array.from({ length: T }, (_, i) => (i * 31) % cfg.vocabSize), pos = toks.map((_, i) => P + i);

@@ -24,9 +24,8 @@ import { createSession, f32, i64, releaseSession, type Feeds, type Session } fro
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps, type AttentionMode } from '../src/onnx/ops.ts';
 import { llamaForward, type Ops } from '../src/model/definition.ts';
-import { blockFor, quantOf } from '../src/model/quantize.ts';
-import { EMBEDDING } from '../src/model/weights.ts';
-import { measureBandwidth } from './bandwidth.ts';
+import { quantOf } from '../src/model/quantize.ts';
+import { measureBandwidth, passWeightBytes } from './bandwidth.ts';
 import { SIZES } from './runtime-sizes.ts';
 import { median } from '../src/util/stats.ts';
 
@@ -193,20 +192,9 @@ for (const e of kernels) {
 }
 const n = modelRuns.length, runUs = modelRuns.reduce((a, e) => a + e.dur, 0);
 
-// 3. The bytes a step must read: every weight a decode pass touches (packed + scales, fp32 ones
-// whole, one embedding row), plus the live K/V rows (mean over the generation).
-const held = quantOf(cfg, model.weights);
-const bytesOf = (t: { shape: number[]; quant?: { packed: Uint8Array; scales: Float32Array } }) =>
-  t.quant ? t.quant.packed.byteLength + t.quant.scales.byteLength : t.shape.reduce((a, b) => a * b, 1) * 4;
-let weightBytes = 0;
-for (const [name, t] of model.weights) {
-  if (name !== EMBEDDING) weightBytes += bytesOf(t);
-  else if (!cfg.tieEmbeddings) weightBytes += bytesOf(t) / t.shape[0]; // one row
-  // A tied head reads the whole table: packed as it is, or an fp32 table under a quantized
-  // target, which the graph quantizes for the head (bits / 8 a weight plus one fp32 scale a block).
-  else if (t.quant || !held) weightBytes += bytesOf(t);
-  else weightBytes += (t.shape[0] * t.shape[1] * held.bits) / 8 + (t.shape[0] * t.shape[1] * 4) / blockFor(t.shape[1], held.blockSize);
-}
+// 3. The bytes a step must read: the weights a decode pass touches (passWeightBytes), plus the
+// live K/V rows (mean over the generation).
+const weightBytes = passWeightBytes(cfg, model.weights);
 const meanPast = prompt.length + tokens / 2, kvBytes = 2 * cfg.nLayers * meanPast * cfg.nKvHeads * cfg.headDim * 4;
 const gbps = await measureBandwidth(threads);
 const floorMs = (weightBytes + kvBytes) / 1e6 / gbps;
