@@ -1,25 +1,41 @@
 /**
  * Load test of `eaglet serve` over loopback HTTP: throughput and p50/p99 request latency against
- * concurrency, for plain decoding, static speculation and SmartSpec, side by side in one run.
+ * concurrency, for plain decoding, static speculation and SmartSpec, side by side in one run,
+ * against the single-request library speed measured in the same run.
  *
  *   node --import tsx scripts/load-test.ts [--model DIR --draft DIR] [--concurrency 1,2,4,8,16]
- *     [--policies plain,static-3,smartspec] [--requests 32] [--max-new-tokens 48] [--repeats 2]
- *     [--time-limit 200] [--threads N] [--[no-]fused-round] [--out runs/load-test]
+ *     [--policies plain,static-3,smartspec] [--requests 8] [--blocks 8] [--max-new-tokens 48]
+ *     [--time-limit 150] [--threads N] [--[no-]fused-round] [--out runs/load-test]
  *
  * One server per policy (all over the same loaded sessions; only one is driven at a time), each
- * with --max-batch = the highest concurrency. For each repeat, each concurrency level, each
- * policy (interleaved, the policy order rotated each repeat): `requests` greedy completions over the held-out prompts by `c` closed-loop
- * clients (in a worker thread, scripts/load-client.ts, over keep-alive connections: the
- * servers' event loop does only the server's work). A warm-up (every server at the lowest and
+ * with --max-batch = the highest concurrency. Each concurrency level runs `blocks` rounds, and
+ * in each round every method runs the same max(requests, c) greedy completions of held-out
+ * prompts, the methods taking turns in an order rotated each round: a slow moment of the
+ * machine (engine speed here swings by up to 1.6x between blocks of a fraction of a second)
+ * then falls on each method in turn. At concurrency c > 1 a server's block is its requests by
+ * `c` closed-loop clients; at concurrency 1 the methods take turns request by request. Clients
+ * run in a worker thread (scripts/load-client.ts, keep-alive connections: the servers' event
+ * loop does only the server's work). A level reports each method's median and min-max over its
+ * blocks; each goal's comparison is also read round by round (the ratio of two methods' blocks
+ * of the same round: paired, so drift between rounds cancels), and the goal is judged on the
+ * median of those ratios.
+ *
+ * At concurrency 1 the servers are held to the single-request speed, measured in the same
+ * rounds, in-process (no HTTP): library decoding (Generator) with plain, the library default
+ * policy and each static policy, and, where the fused round applies (the embedded pair), what
+ * `eaglet generate` runs (the fused round with its default policy) and each static policy in
+ * the fused round. "Best single-request speed" = the highest median at concurrency 1 among
+ * these and the other servers. As a diagnostic, SmartSpec's engine is also called in-process
+ * (Engine.submit, no HTTP): served against it is what HTTP costs, it against the best is what
+ * the engine costs. In-process methods run beside the client thread polling as during a level
+ * (the servers share the machine with it).
+ *
+ * Throughput = generated tokens / wall time of the block; latency = each request's time to its
+ * full reply (p50/p99 over the level's blocks). Every reply's ids, served or library, are
+ * checked against single-request plain decoding (a separate generator, as `eaglet generate
+ * --no-spec`); a mismatch fails the run (exit 1). A warm-up (every server at the lowest and
  * highest concurrency, every single-request method once) runs first and is not reported.
- * Throughput = generated tokens / wall time of the level; latency = each request's
- * time to its full reply. Every reply's ids are checked against single-request plain decoding
- * (a separate generator, as `eaglet generate --no-spec`); a mismatch fails the run (exit 1).
- * Also measured: the single-request library speed (Generator.generate, no server) of each policy
- * and of what `eaglet generate` runs (its fused round on the embedded pair, its default policy),
- * with the client thread polling beside it as during a level (the servers share the machine with it):
- * the best of them is the "best single-request speed" the server at c=1 is held to. Bounded: stops starting new
- * levels after --time-limit seconds (the levels not run are listed as skipped).
+ * Bounded: no new round starts after --time-limit seconds (what did not run is listed).
  * Writes load-test.json, load-test.md and load-test.svg under --out.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -29,9 +45,10 @@ import { loadGenerator } from '../src/api.ts';
 import { DEFAULT_DIR } from '../src/default-model.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { Generator } from '../src/generate/generator.ts';
-import { StaticPolicy } from '../src/policies/policy.ts';
+import type { GenerationStats } from '../src/generate/stats.ts';
+import { StaticPolicy, type LengthPolicy } from '../src/policies/policy.ts';
 import { serve, type RunningServer } from '../src/serve/server.ts';
-import { PHASES, type RequestPhases } from '../src/serve/metrics.ts';
+import { PHASES, ServeMetrics, type RequestPhases } from '../src/serve/metrics.ts';
 import { linePlot } from '../training/svg-plot.ts';
 import { spread } from '../src/util/stats.ts';
 import type { LevelJob, LevelResult } from './load-client.ts';
@@ -42,10 +59,10 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompts', type: 'string', default: join(DEFAULT_DIR, 'heldout-prompts.jsonl'), meta: 'FILE', help: 'JSONL of token-id prompts' },
   { flag: 'concurrency', type: 'ints', default: [1, 2, 4, 8, 16], meta: 'LIST', help: 'client concurrency levels' },
   { flag: 'policies', type: 'string', default: 'plain,static-3,smartspec', meta: 'LIST', help: 'serving policies' },
-  { flag: 'requests', type: 'int', min: 1, default: 32, meta: 'N', help: 'requests per level' },
+  { flag: 'requests', type: 'int', min: 1, default: 8, meta: 'N', help: 'requests per block (at least the concurrency)' },
+  { flag: 'blocks', type: 'int', min: 1, default: 8, meta: 'K', help: 'blocks per method per level, in rotating order (median, min-max reported)' },
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 48, meta: 'N', help: 'max_tokens of each request' },
-  { flag: 'repeats', type: 'int', min: 1, default: 2, meta: 'R', help: 'repeats of the whole sweep (median reported, min-max as spread)' },
-  { flag: 'time-limit', type: 'number', above: 0, default: 200, meta: 'S', help: 'no new level starts after this many seconds' },
+  { flag: 'time-limit', type: 'number', above: 0, default: 150, meta: 'S', help: 'no new round of blocks starts after this many seconds' },
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
   { flag: 'fused-round', type: 'bool', help: 'a request alone in the batch runs the fused round, and the single-request yardstick includes `eaglet generate`\'s fused round (default: on for the embedded pair, as generate and serve)' },
   { flag: 'out', type: 'string', default: 'runs/load-test', meta: 'DIR', help: 'output directory' },
@@ -53,7 +70,7 @@ const FLAGS: FlagSpec[] = [
 
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const t0 = performance.now();
-const levels = f.concurrency as number[], policies = String(f.policies).split(','), R = f.requests as number, N = f.maxNewTokens as number;
+const levels = [...(f.concurrency as number[])].sort((a, b) => a - b), policies = String(f.policies).split(','), N = f.maxNewTokens as number, K = f.blocks as number;
 const prompts = readFileSync(f.prompts as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const load = { model: f.model as string | undefined, draft: f.draft as string | undefined, threads: f.threads as number };
 const g = await loadGenerator({ ...load, keepWeights: true });
@@ -61,7 +78,8 @@ const fused = (f.fusedRound as boolean | undefined) ?? (load.model === undefined
 // What `eaglet generate` runs (its fused round where it would use one, its default policy): a single-request yardstick.
 const generateDefault = fused ? await loadGenerator({ ...load, fusedRound: 'auto' }) : undefined;
 const reference = await loadGenerator({ ...load, draft: null });
-const maxBatch = Math.max(...levels);
+const maxBatch = Math.max(...levels), cMin = levels[0], cMax = maxBatch;
+const blockSize = (c: number) => Math.max(c, f.requests as number);
 
 // Single-request plain decoding of every prompt: what every reply must equal.
 const want = new Map<number, number[]>();
@@ -83,154 +101,256 @@ function drive(job: LevelJob): Promise<LevelResult> {
   });
 }
 
-interface Level {
-  policy: string;
+/** One block of one method at one level. */
+interface Block {
+  method: string;
   concurrency: number;
-  repeat: number;
+  round: number;
   tokens: number;
   wallMs: number;
   tokensPerSecond: number;
-  p50Ms: number;
-  p99Ms: number;
+  /** Each request's latency, ms (servers only). */
+  latencies: number[];
   mismatches: number;
-  meanBatch: number;
+  /** Servers only: */
+  meanBatch?: number;
   /** Rounds run as a lone request's fused round (not counted in meanBatch's passes). */
-  fusedRounds: number;
+  fusedRounds?: number;
   /** depths[d]: request rounds at speculation length d. */
-  depths: number[];
-  /** Mean server-side ms per request by phase (ServeMetrics): where a request's latency went. */
-  phaseMs: RequestPhases;
+  depths?: number[];
+  /** Summed server-side ms by phase over the block's requests (ServeMetrics), and how many requests. */
+  phaseMs?: RequestPhases;
+  phased?: number;
 }
 
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
-};
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+/** The block's prompts (indices): a different window of the held-out prompts each round. */
+const promptsFor = (c: number, round: number) => Array.from({ length: blockSize(c) }, (_, j) => (((j + round * 7 + c) % prompts.length) + prompts.length) % prompts.length);
+const differs = (ids: number[], i: number) => JSON.stringify(ids) !== JSON.stringify(want.get(i));
 
-async function level(s: RunningServer, policy: string, c: number, repeat: number, requests = R): Promise<Level> {
-  const engine = s.handler.engine, lane = engine.targetStats;
-  const p0 = lane.passes, c0 = lane.calls, f0 = engine.fusedRounds, d0 = engine.metrics.depthCounts.slice(), ph0 = { ...engine.metrics.phaseMs }, n0 = engine.metrics.phased;
-  const order = Array.from({ length: requests }, (_, j) => (j + repeat * 7) % prompts.length);
+/** `order` (prompt indices) through server `p` by `c` clients. */
+async function serverBlock(p: string, c: number, round: number, order = promptsFor(c, round)): Promise<Block> {
+  const s = servers.get(p)!, engine = s.handler.engine, lane = engine.targetStats, m = engine.metrics;
+  const p0 = lane.passes, c0 = lane.calls, f0 = engine.fusedRounds, d0 = m.depthCounts.slice(), ph0 = { ...m.phaseMs }, n0 = m.phased;
   const { replies, wallMs } = await drive({ url: s.url, prompts: order.map((i) => prompts[i]), concurrency: c, maxTokens: N });
   let tokens = 0, mismatches = 0;
   replies.forEach((r, j) => {
     tokens += r.ids.length;
-    if (JSON.stringify(r.ids) !== JSON.stringify(want.get(order[j]))) mismatches++;
+    if (differs(r.ids, order[j])) mismatches++;
   });
-  const latencies = replies.map((r) => r.ms);
-  const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return {
-    policy, concurrency: c, repeat, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), p50Ms: r3(quantile(latencies, 0.5)), p99Ms: r3(quantile(latencies, 0.99)), mismatches,
+    method: p, concurrency: c, round, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies: replies.map((r) => r3(r.ms)), mismatches,
     meanBatch: r3((lane.calls - c0) / Math.max(1, lane.passes - p0)),
-    fusedRounds: engine.fusedRounds - f0, depths: engine.metrics.depthCounts.map((n, d) => n - d0[d]),
-    phaseMs: Object.fromEntries(PHASES.map((k) => [k, r3((engine.metrics.phaseMs[k] - ph0[k]) / Math.max(1, engine.metrics.phased - n0))])) as RequestPhases,
+    fusedRounds: engine.fusedRounds - f0, depths: m.depthCounts.map((n, d) => n - d0[d]),
+    phaseMs: Object.fromEntries(PHASES.map((k) => [k, r3(m.phaseMs[k] - ph0[k])])) as RequestPhases, phased: m.phased - n0,
   };
 }
 
-// Single-request library speed per policy (no HTTP, no batcher): the c=1 yardstick.
-/** Single-request library decoding of the prompts (tok/s), beside the client thread polling as it does during a level. */
-async function single(policy: string): Promise<number> {
-  await clientThread('spin');
-  try {
-    return await singleRun(policy);
-  } finally {
-    await clientThread('rest');
+// The single-request library methods (no HTTP, no batcher): the yardstick of concurrency 1.
+// Also, as a diagnostic, SmartSpec's serving engine called in-process (Engine.submit, no HTTP).
+type Decode = (prompt: number[]) => Promise<{ ids: number[]; stats: GenerationStats }>;
+const staticDepths = policies.filter((x) => /^static-\d+$/.test(x)).map((x) => Number(x.slice(7)));
+/** Per method: a fresh decoder (one per round: a fresh policy state), and its rounds' depths (counted as a server counts them). */
+const singles = new Map<string, () => Decode>();
+const singleMetrics = new Map<string, ServeMetrics>();
+const ENGINE = 'smartspec engine (no HTTP)';
+{
+  const parts = g.generator.parts, drafter = parts.drafter;
+  const add = (name: string, policy: () => LengthPolicy | undefined, from = parts) => {
+    const m = new ServeMetrics(from.drafter?.shape.maxDepth ?? 0);
+    singleMetrics.set(name, m);
+    singles.set(name, () => {
+      const p = policy(), gen = new Generator({ target: from.target, drafter: p ? from.drafter : undefined, policy: p && m.recording(p) });
+      return (prompt) => gen.generate(prompt, { maxNewTokens: N, temperature: 0 });
+    });
+  };
+  add('library plain', () => undefined);
+  if (drafter) {
+    add(`library ${g.newPolicy()!.name}`, () => g.newPolicy());
+    for (const d of staticDepths) add(`library static-${d}`, () => new StaticPolicy(d, Math.max(d, drafter.shape.totalTokens)));
+  }
+  if (generateDefault) {
+    const gp = generateDefault.generator.parts;
+    add(`generate (fused round, ${generateDefault.newPolicy()!.name})`, () => generateDefault.newPolicy(), gp);
+    for (const d of staticDepths) add(`generate --policy static-${d} (fused round)`, () => new StaticPolicy(d, Math.max(d, gp.drafter!.shape.totalTokens)), gp);
   }
 }
 
-async function singleRun(policy: string): Promise<number> {
-  const from = policy === 'generate' ? generateDefault! : g;
-  const drafter = policy === 'plain' ? undefined : from.generator.parts.drafter;
-  const depth = policy.startsWith('static-') ? Number(policy.slice(7)) : undefined;
-  const gen = new Generator({ target: from.generator.parts.target, drafter, policy: policy === 'plain' ? undefined : depth !== undefined ? new StaticPolicy(depth, Math.max(depth, drafter!.shape.totalTokens)) : from.newPolicy() });
-  let tokens = 0, ms = 0;
-  for (let i = 0; i < Math.min(R, prompts.length); i++) {
-    const r = await gen.generate(prompts[i], { maxNewTokens: N, temperature: 0 });
-    tokens += r.stats.newTokens;
-    ms += r.stats.ms.total;
+/** A block of one in-process method: the prompts one after another, beside the client thread polling as during a level. */
+async function singleBlock(name: string, round: number, order = promptsFor(1, round), decode = singles.get(name)!()): Promise<Block> {
+  const m = name === ENGINE ? servers.get('smartspec')!.handler.engine.metrics : singleMetrics.get(name), d0 = m?.depthCounts.slice();
+  await clientThread('spin');
+  let tokens = 0, mismatches = 0, prefill = 0;
+  const latencies: number[] = [];
+  try {
+    for (const i of order) {
+      const s = performance.now();
+      const r = await decode(prompts[i]);
+      latencies.push(r3(performance.now() - s));
+      tokens += r.stats.newTokens;
+      prefill += r.stats.ms.prefill;
+      if (differs(r.ids, i)) mismatches++;
+    }
+  } finally {
+    await clientThread('rest');
   }
-  return (tokens * 1000) / ms;
+  const wallMs = sum(latencies); // the decoding itself, not the thread hand-offs around it
+  // Its prefill and the rest, as the server's phases split a request (the HTTP phases are 0 here).
+  const phaseMs = { ...(Object.fromEntries(PHASES.map((k) => [k, 0])) as RequestPhases), prefill: r3(prefill), decode: r3(wallMs - prefill) };
+  return { method: name, concurrency: 1, round, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies, mismatches, depths: m && d0 ? m.depthCounts.map((n, d) => n - d0[d]) : undefined, phaseMs, phased: order.length };
 }
 
 const servers = new Map<string, RunningServer>();
 for (const p of policies) servers.set(p, await serve(g, { port: 0, maxBatch, policy: p, maxQueue: 1024, threads: load.threads, fusedRound: fused && p !== 'plain' }));
 const costModel = servers.get('smartspec')?.handler.engine.planner;
-const singles: Record<string, number[]> = {};
-const rows: Level[] = [], skipped: string[] = [];
+if (servers.has('smartspec'))
+  singles.set(ENGINE, () => async (prompt) => {
+    const it = servers.get('smartspec')!.handler.engine.submit(prompt, { maxNewTokens: N, temperature: 0 });
+    const ids: number[] = [];
+    for (let r = await it.next(); ; r = await it.next()) {
+      if (r.done) return { ids, stats: r.value };
+      ids.push(...r.value.ids);
+    }
+  });
+const blocks: Block[] = [], skipped: string[] = [];
 const limitMs = (f.timeLimit as number) * 1000;
-const singlePolicies = ['plain', 'library default', ...policies.filter((x) => x.startsWith('static')), ...(generateDefault ? ['generate'] : [])];
 // Warm-up, not reported: every single-request method once, every server at the lowest and highest concurrency.
 const warmupStart = performance.now();
-for (const p of singlePolicies) await single(p === 'library default' ? 'default' : p);
-for (const p of policies) for (const c of new Set([Math.min(...levels), maxBatch])) await level(servers.get(p)!, p, c, 0, Math.max(c, Math.min(R, 8)));
+for (const name of singles.keys()) await singleBlock(name, -1);
+for (const p of policies) for (const c of new Set([cMin, cMax])) await serverBlock(p, c, -1);
 const warmupSeconds = (performance.now() - warmupStart) / 1000;
-for (let rep = 0; rep < (f.repeats as number); rep++) {
-  for (const p of singlePolicies) {
-    if (performance.now() - t0 > limitMs) break;
-    const key = p === 'library default' ? `single ${g.newPolicy().name}` : p === 'generate' ? `single generate (fused round, ${generateDefault!.newPolicy().name})` : `single ${p}`;
-    (singles[key] ??= []).push(await single(p === 'library default' ? 'default' : p));
-  }
-  // Each repeat starts the policies at a different one, so none always runs first (or after the same one).
-  const order = policies.map((_, i) => policies[(i + rep) % policies.length]);
-  for (const c of levels)
-    for (const p of order) {
-      if (performance.now() - t0 > limitMs) {
-        skipped.push(`${p} c=${c} repeat ${rep + 1}`);
-        continue;
-      }
-      const r = await level(servers.get(p)!, p, c, rep);
-      rows.push(r);
-      process.stderr.write(`${p} c=${c} rep ${rep + 1}: ${r.tokensPerSecond.toFixed(1)} tok/s, p50 ${r.p50Ms.toFixed(0)} ms, p99 ${r.p99Ms.toFixed(0)} ms, mean batch ${r.meanBatch}, fused rounds ${r.fusedRounds}, depths ${r.depths.join('/')}, mismatches ${r.mismatches}\n`);
+
+/** Blocks of one method summed (the requests of a round at concurrency 1, run one at a time). */
+function merge(bs: Block[]): Block {
+  const b = bs[0], add = (k: 'tokens' | 'wallMs' | 'mismatches') => sum(bs.map((x) => x[k]));
+  const tokens = add('tokens'), wallMs = add('wallMs');
+  return {
+    ...b, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies: bs.flatMap((x) => x.latencies), mismatches: add('mismatches'),
+    meanBatch: b.meanBatch, fusedRounds: b.fusedRounds === undefined ? undefined : sum(bs.map((x) => x.fusedRounds!)),
+    depths: b.depths?.map((_, d) => sum(bs.map((x) => x.depths![d]))),
+    phaseMs: b.phaseMs && (Object.fromEntries(PHASES.map((k) => [k, r3(sum(bs.map((x) => x.phaseMs![k])))])) as RequestPhases), phased: b.phased === undefined ? undefined : sum(bs.map((x) => x.phased!)),
+  };
+}
+
+for (const c of levels) {
+  const methods = [...policies, ...(c === 1 ? singles.keys() : [])];
+  for (let round = 0; round < K; round++) {
+    if (performance.now() - t0 > limitMs) {
+      skipped.push(`c=${c} rounds ${round + 1}-${K}`);
+      break;
     }
+    const done: Block[] = [];
+    if (c === 1) {
+      // One request at a time: the methods take turns request by request (each request's order
+      // rotated), so a slow moment falls on a request of each rather than on one method's block.
+      // A library method keeps one generator (one policy state) through its round.
+      const order = promptsFor(1, round), parts = new Map<string, Block[]>(methods.map((m) => [m, []]));
+      const gens = new Map([...singles].map(([name, make]) => [name, make()]));
+      for (let j = 0; j < order.length; j++)
+        for (let k = 0; k < methods.length; k++) {
+          const m = methods[(k + j + round) % methods.length];
+          parts.get(m)!.push(servers.has(m) ? await serverBlock(m, 1, round, [order[j]]) : await singleBlock(m, round, [order[j]], gens.get(m)));
+        }
+      for (const m of methods) done.push(merge(parts.get(m)!));
+    } else {
+      // Each round starts at a different method, so none always runs first or after the same one.
+      for (let j = 0; j < methods.length; j++) done.push(await serverBlock(methods[(j + round) % methods.length], c, round));
+    }
+    for (const b of done) {
+      blocks.push(b);
+      process.stderr.write(`c=${c} round ${round + 1} ${b.method}: ${b.tokensPerSecond.toFixed(0)} tok/s${b.meanBatch !== undefined ? `, mean batch ${b.meanBatch}, fused rounds ${b.fusedRounds}` : ''}${b.depths ? `, depths ${b.depths.join('/')}` : ''}${b.mismatches ? `, MISMATCHES ${b.mismatches}` : ''}\n`);
+    }
+  }
 }
 for (const s of servers.values()) await s.close();
 clients.postMessage('close');
 
-// Interpolated (the mean of the middle two of an even count), as the summaries always were.
-const median = (xs: number[]) => spread(xs).median;
-const summary = policies.flatMap((p) => levels.map((c) => {
-  const rs = rows.filter((r) => r.policy === p && r.concurrency === c);
-  if (!rs.length) return undefined;
-  const tps = rs.map((r) => r.tokensPerSecond);
-  return { policy: p, concurrency: c, runs: rs.length, tokensPerSecond: median(tps), min: Math.min(...tps), max: Math.max(...tps), p50Ms: median(rs.map((r) => r.p50Ms)), p99Ms: median(rs.map((r) => r.p99Ms)), meanBatch: median(rs.map((r) => r.meanBatch)) };
-}).filter((x) => x !== undefined));
-const singleMedian = Object.fromEntries(Object.entries(singles).map(([k, v]) => [k, { median: median(v), min: Math.min(...v), max: Math.max(...v) }]));
-const mismatches = rows.reduce((n, r) => n + r.mismatches, 0);
-const at = (p: string, c: number) => summary.find((s) => s.policy === p && s.concurrency === c)?.tokensPerSecond;
-const bestSingle = Math.max(...Object.values(singleMedian).map((s) => s.median), ...policies.map((p) => at(p, 1) ?? 0));
-const cMax = Math.max(...levels);
-const checks = {
-  smartspecC1VsBestSingle: at('smartspec', 1) !== undefined ? Math.round((at('smartspec', 1)! / bestSingle) * 1000) / 1000 : null,
-  smartspecCmaxVsPlain: at('smartspec', cMax) !== undefined && at('plain', cMax) ? Math.round((at('smartspec', cMax)! / at('plain', cMax)!) * 1000) / 1000 : null,
-  smartspecCmaxVsStatic: policies.filter((p) => p.startsWith('static')).map((p) => ({ policy: p, ratio: at('smartspec', cMax) && at(p, cMax) ? Math.round((at('smartspec', cMax)! / at(p, cMax)!) * 1000) / 1000 : null })),
-  plainBatchGain: Object.fromEntries(levels.filter((c) => c > 1).map((c) => [c, at('plain', c) && at('plain', 1) ? Math.round((at('plain', c)! / at('plain', 1)!) * 1000) / 1000 : null])),
+// ---- Summaries ----
+const q = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
 };
+const of = (m: string, c: number) => blocks.filter((b) => b.method === m && b.concurrency === c);
+const summarize = (m: string, c: number) => {
+  const bs = of(m, c);
+  if (!bs.length) return undefined;
+  const tps = spread(bs.map((b) => b.tokensPerSecond)), lat = bs.flatMap((b) => b.latencies);
+  const depths = bs.every((b) => b.depths) ? bs[0].depths!.map((_, d) => sum(bs.map((b) => b.depths![d]))) : undefined;
+  return {
+    method: m, server: servers.has(m), concurrency: c, blocks: bs.length, tokensPerSecond: r3(tps.median), min: r3(tps.min), max: r3(tps.max), q1: r3(tps.q1), q3: r3(tps.q3),
+    p50Ms: r3(q(lat, 0.5)), p99Ms: r3(q(lat, 0.99)),
+    meanBatch: bs[0].meanBatch !== undefined ? r3(spread(bs.map((b) => b.meanBatch!)).median) : undefined,
+    fusedRounds: bs[0].fusedRounds !== undefined ? sum(bs.map((b) => b.fusedRounds!)) : undefined, depths,
+  };
+};
+const summary = levels.flatMap((c) => [...policies, ...(c === 1 ? [...singles.keys()] : [])].map((m) => summarize(m, c)).filter((x) => x !== undefined));
+const at = (m: string, c: number) => summary.find((s) => s.method === m && s.concurrency === c);
+
+/** `a` against `b` at level c: per round (blocks of the same round), and the ratio of their medians. */
+function compare(a: string, b: string, c: number, goal: number, what: string) {
+  const A = at(a, c), B = at(b, c);
+  if (!A || !B) return { goal: what, a, b, concurrency: c, target: goal, verdict: 'not run' as const };
+  const rounds = [...new Set(of(a, c).map((x) => x.round))].filter((r) => of(b, c).some((x) => x.round === r));
+  const ratios = rounds.map((r) => of(a, c).find((x) => x.round === r)!.tokensPerSecond / of(b, c).find((x) => x.round === r)!.tokensPerSecond);
+  const s = spread(ratios), ofMedians = A.tokensPerSecond / B.tokensPerSecond;
+  // The goal is read on the paired ratios' median; a target inside their quartiles is a tie at this resolution.
+  const verdict = s.median >= goal ? (s.q1 >= goal ? 'met' : 'met (inside the spread)') : s.q3 < goal ? 'not met' : 'not met (inside the spread)';
+  return { goal: what, a, b, concurrency: c, target: goal, rounds: ratios.length, pairedRatio: { median: r3(s.median), q1: r3(s.q1), q3: r3(s.q3), min: r3(s.min), max: r3(s.max) }, ratioOfMedians: r3(ofMedians), aTokensPerSecond: A.tokensPerSecond, bTokensPerSecond: B.tokensPerSecond, verdict };
+}
+// The best single-request speed: the highest median at concurrency 1 among every method but SmartSpec's server.
+const c1 = summary.filter((s) => s.concurrency === 1 && s.method !== 'smartspec' && s.method !== ENGINE);
+const best = c1.length ? c1.reduce((x, y) => (y.tokensPerSecond > x.tokensPerSecond ? y : x)) : undefined;
+const checks = [
+  ...(best && levels.includes(1) ? [compare('smartspec', best.method, 1, 0.95, 'concurrency 1: SmartSpec >= 0.95x the best single-request speed')] : []),
+  ...(cMax > 1 ? policies.filter((p) => p !== 'smartspec').map((p) => compare('smartspec', p, cMax, 1, `concurrency ${cMax}: SmartSpec throughput >= ${p}`)) : []),
+];
+// Not goals: where the concurrency-1 gap lies (HTTP against the engine called in-process; the engine against the yardstick).
+const diagnostics = levels.includes(1) && servers.has('smartspec') && best
+  ? [compare('smartspec', ENGINE, 1, 1, 'diagnostic: served SmartSpec against its engine without HTTP'), compare(ENGINE, best.method, 1, 1, 'diagnostic: SmartSpec\'s engine without HTTP against the best single-request method')]
+  : [];
+const mismatches = sum(blocks.map((b) => b.mismatches));
+const plainGain = Object.fromEntries(levels.filter((c) => c > 1).map((c) => [c, at('plain', c) && at('plain', 1) ? r3(at('plain', c)!.tokensPerSecond / at('plain', 1)!.tokensPerSecond) : null]));
 
 const out = f.out as string;
 mkdirSync(out, { recursive: true });
+const wallSeconds = Math.round((performance.now() - t0) / 100) / 10;
 const result = {
   command: `node --import tsx scripts/load-test.ts ${process.argv.slice(2).join(' ')}`.trim(),
-  model: load.model ?? 'embedded default', draft: load.draft ?? (load.model ? null : 'embedded default'), threads: load.threads, maxBatch, requestsPerLevel: R, maxNewTokens: N,
-  wallSeconds: Math.round((performance.now() - t0) / 100) / 10, warmupSeconds: Math.round(warmupSeconds * 10) / 10, skipped, mismatches, singleRequest: singleMedian, summary, checks, costModel: costModel ? { verify: costModel.verify.toJSON(), draft: costModel.draft.toJSON(), alone: costModel.alone, learnedOverhead: { msPerPass: costModel.overhead.a, msPerRequestPass: costModel.overhead.b, aloneMs: costModel.overhead.alone } } : undefined, runs: rows,
+  model: load.model ?? 'embedded default', draft: load.draft ?? (load.model ? null : 'embedded default'), threads: load.threads, maxBatch, requestsPerBlock: Object.fromEntries(levels.map((c) => [c, blockSize(c)])), rounds: K, maxNewTokens: N,
+  wallSeconds, warmupSeconds: Math.round(warmupSeconds * 10) / 10, skipped, mismatches, bestSingle: best?.method, checks, diagnostics, plainBatchGain: plainGain, summary,
+  costModel: costModel ? { verify: costModel.verify.toJSON(), draft: costModel.draft.toJSON(), alone: costModel.alone, learnedOverhead: { msPerPass: costModel.overhead.a, msPerRequestPass: costModel.overhead.b, aloneMs: costModel.overhead.alone } } : undefined,
+  blocks: blocks.map(({ latencies, ...b }) => ({ ...b, p50Ms: r3(q(latencies, 0.5)) })),
 };
 writeFileSync(join(out, 'load-test.json'), JSON.stringify(result, null, 2) + '\n');
+const n0 = (x: number) => x.toFixed(0), n2 = (x: number) => x.toFixed(2);
+const phaseRow = (p: string) => {
+  const bs = of(p, cMin), n = Math.max(1, sum(bs.map((b) => b.phased ?? 0)));
+  return `| ${servers.has(p) ? p : `*${p}*`} | ${PHASES.map((k) => n2(sum(bs.map((b) => b.phaseMs?.[k] ?? 0)) / n)).join(' | ')} | ${n2(at(p, cMin)?.p50Ms ?? NaN)} |`;
+};
 const md = [
-  `# eaglet serve load test`, '', `\`${result.command}\` (${result.wallSeconds} s; ${R} requests of ${N} tokens per level, greedy, max batch ${maxBatch}, ${load.threads} thread(s); median of ${f.repeats} repeats, min-max in brackets)`, '',
-  `Greedy replies differing from single-request plain decoding: **${mismatches}**.${skipped.length ? ` Skipped (time limit): ${skipped.join(', ')}.` : ''}`, '',
-  `Single-request speed without the server: ${Object.entries(singleMedian).map(([k, v]) => `${k} ${v.median.toFixed(1)} tok/s`).join(', ')}.`, '',
-  '| policy | concurrency | tok/s | (min-max) | p50 ms | p99 ms | mean batch per target pass |', '| --- | ---: | ---: | --- | ---: | ---: | ---: |',
-  ...summary.map((s) => `| ${s.policy} | ${s.concurrency} | ${s.tokensPerSecond.toFixed(1)} | ${s.min.toFixed(1)}-${s.max.toFixed(1)} | ${s.p50Ms.toFixed(0)} | ${s.p99Ms.toFixed(0)} | ${s.meanBatch.toFixed(2)} |`),
-  '', 'Where a request\'s time went at the lowest concurrency (server-side, mean ms per request; latency p50 is the client\'s):', '',
-  `| policy | ${PHASES.join(' | ')} | latency p50 |`, `| --- | ${PHASES.map(() => '---:').join(' | ')} | ---: |`,
-  ...policies.map((p) => {
-    const rs = rows.filter((r) => r.policy === p && r.concurrency === Math.min(...levels));
-    return `| ${p} | ${PHASES.map((k) => median(rs.map((r) => r.phaseMs[k])).toFixed(2)).join(' | ')} | ${median(rs.map((r) => r.p50Ms)).toFixed(2)} |`;
-  }),
-  '', `Checks: ${JSON.stringify(checks)}`, '',
+  `# eaglet serve load test`, '',
+  `\`${result.command}\` (${wallSeconds} s; per level ${K} rounds, each a block of max(${f.requests}, c) greedy requests of ${N} tokens from every method in rotating order; max batch ${maxBatch}, ${load.threads} thread(s); median of the blocks, min-max in brackets)`, '',
+  `Greedy replies (served and library) differing from single-request plain decoding: **${mismatches}**.${skipped.length ? ` Not run (time limit): ${skipped.join(', ')}.` : ''}`, '',
+  '## Goals', '',
+  'Each goal compares two methods\' blocks of the same round (paired ratio: median, quartiles, min-max over rounds) and, for reference, their medians.', '',
+  '| goal | compared | paired ratio median (q1-q3; min-max) | medians, tok/s | verdict |', '| --- | --- | ---: | ---: | --- |',
+  ...[...checks, ...diagnostics].map((k) => 'pairedRatio' in k && k.pairedRatio
+    ? `| ${k.goal} | ${k.a} / ${k.b} | **${k.pairedRatio.median.toFixed(3)}** (${k.pairedRatio.q1.toFixed(3)}-${k.pairedRatio.q3.toFixed(3)}; ${k.pairedRatio.min.toFixed(3)}-${k.pairedRatio.max.toFixed(3)}) | ${n0(k.aTokensPerSecond)} / ${n0(k.bTokensPerSecond)} (${k.ratioOfMedians.toFixed(3)}) | ${k.goal.startsWith('diagnostic') ? '' : k.verdict} |`
+    : `| ${k.goal} | ${k.a} / ${k.b} | | | not run |`),
+  '', best ? `Best single-request speed at concurrency 1 (highest median, every method but SmartSpec's server): **${best.method}**, ${n0(best.tokensPerSecond)} tok/s.` : '', '',
+  '## Throughput', '',
+  '| method | concurrency | blocks | tok/s | (min-max) | p50 ms | p99 ms | mean batch per target pass | fused rounds | depths 0/1/.. |', '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |',
+  ...summary.map((s) => `| ${s.server ? s.method : `*${s.method}*`} | ${s.concurrency} | ${s.blocks} | ${n0(s.tokensPerSecond)} | ${n0(s.min)}-${n0(s.max)} | ${s.p50Ms.toFixed(1)} | ${s.p99Ms.toFixed(1)} | ${s.meanBatch?.toFixed(2) ?? ''} | ${s.fusedRounds ?? ''} | ${s.depths?.join('/') ?? ''} |`),
+  '', '(*Italic*: in-process, no HTTP: single-request library decoding, and SmartSpec\'s serving engine called directly.)', '',
+  `Where a request's time went at concurrency ${cMin}, mean ms per request: servers by the server's phases (latency p50 is the client's); in-process methods, their prefill and the rest (decode):`, '',
+  `| method | ${PHASES.join(' | ')} | latency p50 |`, `| --- | ${PHASES.map(() => '---:').join(' | ')} | ---: |`,
+  ...summary.filter((x) => x.concurrency === cMin && of(x.method, cMin).some((b) => b.phased)).map((x) => phaseRow(x.method)),
+  '', `Plain decoding's throughput against its own at concurrency 1: ${JSON.stringify(plainGain)}.`, '',
 ].join('\n');
 writeFileSync(join(out, 'load-test.md'), md);
 writeFileSync(join(out, 'load-test.svg'), linePlot(policies.map((p) => {
-  const s = summary.filter((x) => x.policy === p);
+  const s = summary.filter((x) => x.method === p);
   return { label: p, x: s.map((x) => x.concurrency), y: s.map((x) => x.tokensPerSecond) };
 }), { title: 'eaglet serve: throughput vs concurrency', xLabel: 'concurrent clients', yLabel: 'tokens/s' }));
 process.stdout.write(md);
