@@ -103,8 +103,10 @@ export interface LoadOptions {
    * With an EAGLE head and a chain (tree top-k 1): draft the chain and verify it in ONE ORT call
    * per round (RoundDrafter) instead of one call per depth plus one to verify. Its session holds
    * a second copy of the target's weights. Per-level stopping does not apply (the plan's depth
-   * does). 'auto': on for the embedded default pair with a chain tree (measured faster there:
-   * docs/performance.md, "One ORT call per round"; what `eaglet generate` and `bench` use), off otherwise.
+   * does). 'auto': with a chain tree, as an applied tuning file says (`eaglet tune` prices chains
+   * fused or pass by pass and records which), else on for the embedded default pair (measured
+   * faster there: docs/performance.md, "One ORT call per round"; what `eaglet generate` and
+   * `bench` use) and off otherwise.
    * Default: false (`eaglet serve` batches separate draft passes).
    */
   fusedRound?: boolean | 'auto';
@@ -254,8 +256,8 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
           ? loadDraftHead(o.draft, model.config)
           : o.draft;
     const hq = headQuant(o, model), quantize = hq ? DRAFT_QUANT[hq] : undefined;
-    // 'auto': the embedded pair drafts its chain in one call per round.
-    const fusedRound = o.fusedRound === 'auto' ? embeddedPair && tree.topK === 1 : o.fusedRound === true;
+    // 'auto': a chain in one call per round as the tuning file priced it, else on for the embedded pair.
+    const fusedRound = o.fusedRound === 'auto' ? tree.topK === 1 && (tuning?.fusedRound ?? embeddedPair) : o.fusedRound === true;
     if (fusedRound) {
       if (tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${tree.topK}`);
       roundSession = await RoundSession.create(model.config, model.weights, head.config, head.weights, Math.min(tree.maxDepth, tree.totalTokens), { ...sessionOpts, quantize });

@@ -15,7 +15,10 @@ import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
-import { costAwareDepth, depthCosts, machineInfo, readTuning, tuningMismatch, type TuningFile } from '../src/tune/tuning.ts';
+import { costAwareDepth, depthCosts, machineInfo, readTuning, scoreShapes, tuningMismatch, type TuningFile } from '../src/tune/tuning.ts';
+import type { Measurements } from '../src/tune/measure.ts';
+import { EagleDrafter } from '../src/generate/eagle-drafter.ts';
+import { RoundDrafter } from '../src/generate/round-drafter.ts';
 
 /** Greedy accepted drafted tokens of `tree` against `next`. */
 function accepted(tree: VerifyTree, next: number[]): number {
@@ -126,7 +129,8 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   await old.dispose();
 });
 
-test('eaglet tune writes a tuning file that loads and names a measured shape and policy', (ctx) => {
+/** A random target + head + two prompts in a temporary directory, and `eaglet tune` over them with `flags` (short settings, 1 thread). */
+function tuneRandomPair(ctx: { after(fn: () => void): void }, flags: string[]) {
   const dir = mkdtempSync(join(tmpdir(), 'eaglet-tune-'));
   ctx.after(() => rmSync(dir, { recursive: true, force: true }));
   const cfg = makeConfig({ vocabSize: 24, dim: 16, nLayers: 2, nHeads: 2, maxSeqLen: 64 });
@@ -134,8 +138,13 @@ test('eaglet tune writes a tuning file that loads and names a measured shape and
   saveDraftHead(join(dir, 'head'), { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 6) });
   writeFileSync(join(dir, 'prompts.jsonl'), '[1,2,3]\n[4,5,6,7]\n');
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tune', '--model', join(dir, 'model'), '--draft', join(dir, 'head'), '--prompts', join(dir, 'prompts.jsonl'),
-    '--max-top-k', '2', '--max-depth', '3', '--max-tokens', '6', '--max-new-tokens', '12', '--repeats', '1', '--threads', '1', '--policies', 'static', '--draft-quant', 'q8'], { encoding: 'utf8' });
+    '--max-new-tokens', '12', '--repeats', '1', '--threads', '1', '--policies', 'static', ...flags], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
+  return { dir, r };
+}
+
+test('eaglet tune writes a tuning file that loads and names a measured shape and policy', (ctx) => {
+  const { dir, r } = tuneRandomPair(ctx, ['--max-top-k', '2', '--max-depth', '3', '--max-tokens', '6', '--draft-quant', 'q8']);
   assert.match(r.stdout, /chosen: tree \dx\dx\d, policy static/);
   const t = readTuning(join(dir, 'head'))!;
   assert.equal(t.threads, 1);
@@ -161,4 +170,34 @@ test('cost-aware LDLP labels: the depth with the most tokens per ms, never deepe
   const t = tuning({ byDepth: [1, 2, 3].map((depth) => ({ topK: 2, depth, totalTokens: depth, accepted: 0, tau: 1, roundMs: depth + 1, speedup: 1 })),
     measured: { verifyMs: [0, 1.5], verifyContext: 0, acceptance: [], tokens: 0 } });
   assert.deepEqual(depthCosts(t), [1.5, 2, 3, 4]);
+});
+
+test('with fused round figures a chain is priced as its one-call round (as generate runs it) in plain steps timed beside it, other top-k pass by pass', () => {
+  const table = (topK: number) => ({ topK, rounds: 1, meanAccepted: [[], [0, 1, 1, 1], [0, 1, 2, 2], [0, 1, 2, 3]], draftMs: [0, 1, 2, 3] });
+  const m: Measurements = { verifyMs: [0, 1, 1.5, 2, 2.5], verifyContext: 0, acceptance: [table(1), table(2)], tokens: 0 };
+  const rows = (scores: ReturnType<typeof scoreShapes>, topK: number) => scores.filter((s) => s.topK === topK).map((s) => [s.depth, s.totalTokens, s.roundMs, !!s.fused]);
+  assert.deepEqual(rows(scoreShapes(m), 1).sort(), [[1, 1, 2.5, false], [2, 2, 4, false], [3, 3, 5.5, false]]);
+  // Fused figures for depths 1 and 2 only: the 3-deep chain is left out, not priced pass by pass.
+  // A round of 1.8 ms beside plain steps of 1.5 ms costs 1.2 plain steps: 1.2 x the table's 1 ms.
+  const fused = scoreShapes({ ...m, fused: { roundMs: [0, 1.8, 1.4], plainMs: [0, 1.5, 1] } });
+  assert.deepEqual(rows(fused, 1).sort(), [[1, 1, 1.2, true], [2, 2, 1.4, true]]);
+  assert.deepEqual(rows(fused, 2), rows(scoreShapes(m), 2), 'top-k 2 is drafted pass by pass either way');
+  assert.equal(fused[0].depth, 2, 'the cheaper fused chain wins: tau 3 in 1.4 ms');
+});
+
+test('eaglet tune --fused-round prices chains as fused rounds, and loadGenerator then runs the tuned chain fused', async (ctx) => {
+  const { dir, r } = tuneRandomPair(ctx, ['--max-top-k', '1', '--max-depth', '3', '--max-tokens', '3', '--fused-round']);
+  assert.match(r.stderr, /fused chain round by depth, in plain steps timed beside it: [\d.]+ [\d.]+ [\d.]+ \(pass by pass/);
+  assert.match(r.stdout, /one ORT call per round: predicted/);
+  const t = readTuning(join(dir, 'head'))!;
+  assert.equal(t.fusedRound, true);
+  const f = t.measured.fused!;
+  assert.ok(f.roundMs.length === 4 && f.plainMs.length === 4);
+  assert.ok(t.byDepth.every((s) => s.fused && Math.abs(s.roundMs - (f.roundMs[s.depth] / f.plainMs[s.depth]) * t.measured.verifyMs[1]) < 1e-9));
+  const tuned = await loadGenerator({ model: join(dir, 'model'), draft: join(dir, 'head'), threads: 1, fusedRound: 'auto' });
+  assert.ok(tuned.generator.parts.drafter instanceof RoundDrafter, 'the tuned chain runs as tune priced it');
+  await tuned.dispose();
+  const off = await loadGenerator({ model: join(dir, 'model'), draft: join(dir, 'head'), threads: 1, fusedRound: 'auto', tuning: false });
+  assert.ok(off.generator.parts.drafter instanceof EagleDrafter, 'without the file a custom pair drafts pass by pass');
+  await off.dispose();
 });

@@ -6,6 +6,10 @@
  *                  (made non-decreasing in n)
  *   draft cost     ms from the start of a round's drafting until depth D is drafted, per top-k,
  *                  timed inside the real drafter (catch-up pass included) during the acceptance runs
+ *   fused round    ms of a whole chain round of depth D in one ORT call (RoundDrafter: catch-up,
+ *                  D drafts and the verify of D + 1 rows), from the start of its draft to the end
+ *                  of its verify, timed while it generates the prompts (what `generate` runs on a
+ *                  chain when the fused round is on), against plain steps timed the same way
  *   acceptance     mean drafted tokens accepted by every shape (top-k, depth D, size N), greedy,
  *                  from fully kept trees (trees/subtree-acceptance.ts) drafted along the target's
  *                  own greedy continuation of each prompt, advancing as a full-tree round would
@@ -14,9 +18,11 @@ import { addSubtreeAcceptance } from '../../trees/index.ts';
 import { EagleDrafter } from '../generate/eagle-drafter.ts';
 import { Generator } from '../generate/generator.ts';
 import { History } from '../generate/history.ts';
-import type { LengthPolicy } from '../policies/policy.ts';
+import { RoundDrafter } from '../generate/round-drafter.ts';
+import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
 import type { DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
+import type { RoundSession } from '../runtime/round.ts';
 import type { TargetSession } from '../runtime/target.ts';
 import { median } from '../util/stats.ts';
 
@@ -39,6 +45,11 @@ export interface Measurements {
   /** Context length the verify passes ran after. */
   verifyContext: number;
   acceptance: AcceptanceTable[];
+  /**
+   * Fused chain rounds and the plain steps timed beside them (measureFusedRounds); present when
+   * chains were priced as `generate` runs them with the fused round on. Absent: pass by pass.
+   */
+  fused?: FusedRoundCosts;
   /** Greedy continuation tokens the acceptance ran along. */
   tokens: number;
 }
@@ -130,4 +141,71 @@ export async function measureAcceptance(
   const meanAccepted = Array.from({ length: maxDepth + 1 }, (_, D) =>
     Array.from({ length: maxTokens + 1 }, (_, N) => (D > 0 && N > 0 && rounds ? sums[D * (maxTokens + 1) + N] / rounds : 0)));
   return { topK, rounds, meanAccepted, draftMs: draftTimes.map((t) => (t.length ? median(t) : 0)) };
+}
+
+/**
+ * A RoundDrafter that times each full-depth round from the start of its draft to the end of its
+ * verify, and each plain step (a root-only verify: a plan of depth 0) over its verify.
+ */
+class TimedRoundDrafter extends RoundDrafter {
+  rounds: number[] = [];
+  plain: number[] = [];
+  private t0 = 0;
+
+  override draft(...a: Parameters<RoundDrafter['draft']>): ReturnType<RoundDrafter['draft']> {
+    this.t0 = performance.now();
+    return super.draft(...a);
+  }
+
+  override async verify(...a: Parameters<RoundDrafter['verify']>): ReturnType<RoundDrafter['verify']> {
+    const n = a[2].n, t0 = n === 1 ? performance.now() : this.t0;
+    const out = await super.verify(...a);
+    // Rounds cut short (the generation's last tokens) verify fewer rows: not this depth's cost.
+    if (n === 1) this.plain.push(performance.now() - t0);
+    else if (n === this.session.depth + 1) this.rounds.push(performance.now() - t0);
+    return out;
+  }
+}
+
+/** Fused chain rounds against plain steps, timed the same way in the same loop (measureFusedRounds). */
+export interface FusedRoundCosts {
+  /** roundMs[D]: median ms of a fused round of depth D (index 0 unused). */
+  roundMs: number[];
+  /** plainMs[D]: median ms of a plain step, measured beside depth D's rounds. */
+  plainMs: number[];
+}
+
+/**
+ * Per depth 1..maxDepth (the arrays end before a depth no prompt had room for a full round of):
+ * a RoundSession from `sessionOf` (disposed after) generates every prompt greedily with a static
+ * chain of that depth, as `generate` would (the catch-up rows and both caches grow as there), and,
+ * prompt by prompt in turn, plain decoding of the same prompt through the same drafter; the first
+ * prompt runs both once untimed first (a session's first runs are slow). So a round's cost in
+ * plain steps is measured on one basis, interleaved. Depths run one after another: each session
+ * holds its own copy of the target's weights.
+ */
+export async function measureFusedRounds(target: TargetSession, sessionOf: (depth: number) => Promise<RoundSession>, prompts: number[][], maxDepth: number, maxNewTokens: number): Promise<FusedRoundCosts> {
+  const out: FusedRoundCosts = { roundMs: [0], plainMs: [0] };
+  for (let D = 1; D <= maxDepth; D++) {
+    const session = await sessionOf(D);
+    try {
+      const drafter = new TimedRoundDrafter(session, target.cfg.maxSeqLen);
+      const chain = new Generator({ target, drafter, policy: new StaticPolicy(D, D) }), plain = new Generator({ target, drafter, policy: new StaticPolicy(0, 0) });
+      const run = async (p: number[]) => {
+        const opts = { maxNewTokens: Math.min(maxNewTokens, target.cfg.maxSeqLen - p.length), stopAtEos: false };
+        await chain.generate(p, opts);
+        await plain.generate(p, opts);
+      };
+      await run(prompts[0]);
+      drafter.rounds = [];
+      drafter.plain = [];
+      for (const p of prompts) await run(p);
+      if (!drafter.rounds.length) break; // no room for a round this deep
+      out.roundMs.push(median(drafter.rounds));
+      out.plainMs.push(median(drafter.plain));
+    } finally {
+      await session.dispose();
+    }
+  }
+  return out;
 }

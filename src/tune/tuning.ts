@@ -39,8 +39,10 @@ export interface ShapeScore {
   accepted: number;
   /** Tokens per round, bonus included: 1 + accepted. */
   tau: number;
-  /** Draft + verify ms of one round. */
+  /** Draft + verify ms of one round (a fused chain round: its one call). */
   roundMs: number;
+  /** Priced as one fused ORT call per round (Measurements.fused), as `generate` runs this chain. */
+  fused?: boolean;
   /** Predicted speedup over plain decoding: tau x plain step / round (no bookkeeping counted). */
   speedup: number;
 }
@@ -64,6 +66,13 @@ export interface TuningFile {
   /** The choice: tree shape and policy spec (a `--policy` string). */
   tree: TreeShape;
   policy: string;
+  /**
+   * Whether chain shapes were priced, and the policies at a chain run, as one fused ORT call per
+   * round (`eaglet tune --fused-round`; default on for the embedded pair, as `generate`). With
+   * fusedRound 'auto' loadGenerator runs a tuned chain this way. Absent in older files: the
+   * embedded pair's rule.
+   */
+  fusedRound?: boolean;
   /** Predicted (from the tables) and measured (short runs on the tune prompts) speedups. */
   predicted: ShapeScore;
   policyRuns: { policy: string; tokensPerSecond: number; speedup: number; tau: number }[];
@@ -73,15 +82,21 @@ export interface TuningFile {
   measured: Measurements;
 }
 
-/** Scores every shape the tables cover; returns all, best first. */
+/**
+ * Scores every shape the tables cover; returns all, best first. With `m.fused` a chain (top-k 1,
+ * depth D, D tokens) is priced as its fused round, the way `generate` then runs it: its cost in
+ * plain steps timed beside it, times the verify table's plain step (so every shape is priced on
+ * one basis); a depth without a fused figure is left out.
+ */
 export function scoreShapes(m: Measurements): ShapeScore[] {
-  const plain = m.verifyMs[1], maxTokens = m.verifyMs.length - 2;
+  const plain = m.verifyMs[1], maxTokens = m.verifyMs.length - 2, fused = m.fused;
   const out: ShapeScore[] = [];
   for (const a of m.acceptance) {
-    for (let D = 1; D < a.meanAccepted.length; D++) {
+    const chain = a.topK === 1 && fused !== undefined;
+    for (let D = 1; D < a.meanAccepted.length && !(chain && D >= fused.roundMs.length); D++) {
       for (let N = D; N <= Math.min(maxTokens, candidates(a.topK, D)); N++) {
-        const accepted = a.meanAccepted[D][N], roundMs = a.draftMs[D] + m.verifyMs[N + 1];
-        out.push({ topK: a.topK, depth: D, totalTokens: N, accepted, tau: 1 + accepted, roundMs, speedup: ((1 + accepted) * plain) / roundMs });
+        const accepted = a.meanAccepted[D][N], roundMs = chain ? (fused.roundMs[D] / fused.plainMs[D]) * plain : a.draftMs[D] + m.verifyMs[N + 1];
+        out.push({ topK: a.topK, depth: D, totalTokens: N, accepted, tau: 1 + accepted, roundMs, speedup: ((1 + accepted) * plain) / roundMs, ...(chain ? { fused: true } : {}) });
       }
     }
   }
