@@ -110,4 +110,4 @@ export function policyName(spec: string): string {
 }
 
 /** `--fused-round`: draft the chain and verify it in one ORT call per round (LoadOptions.fusedRound). */
-export const FUSED_ROUND_FLAG: FlagSpec = { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): draft and verify in ONE ORT call per round instead of one per draft depth plus one to verify (holds a second copy of the target\'s weights; default: on for the embedded default pair, --no-fused-round to turn it off)' };
+export const FUSED_ROUND_FLAG: FlagSpec = { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): draft and verify in ONE ORT call per round instead of one per draft depth plus one to verify (holds a second copy of the target\'s weights; default: on for the embedded default pair, or as a tuning file beside the head says; --no-fused-round to turn it off)' };
