@@ -27,7 +27,7 @@ import { names } from '../onnx/model-graphs.ts';
 import type { DraftOutput, DraftPass, DraftSession } from './draft.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ValueLayout } from '../onnx/ops.ts';
-import { bool, f32, f32Data, i32Data, i64, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
+import { bool, f32, f32Data, firstRows, i32Data, i64, runTimed, type Feeds, type RunStats, type Session } from './ort.ts';
 import type { TargetOutput, TargetPass, TargetSession } from './target.ts';
 
 /** One caller's pass, waiting to be packed. */
@@ -364,8 +364,7 @@ export class DraftLane extends Lane<DraftOutput> {
     let off = 0;
     for (const c of calls) {
       const t = c.tokens.length;
-      if (c.features!.length < t * d) throw new RangeError(`features hold ${c.features!.length} values, ${t} rows of width ${d} need ${t * d}`);
-      this.features.set(c.features!.subarray(0, t * d), off * d);
+      this.features.set(firstRows('features', c.features!, t, d), off * d);
       off += t;
     }
     feeds[names.features] = f32(this.features.subarray(0, T * d), [1, T, d]);

@@ -9,7 +9,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildDraftModel, draftVocabOf, names } from '../onnx/model-graphs.ts';
 import { defaultAttention, valueLayoutFor, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32, f32Data, i32Data, runTimed, SessionHolder, type Session } from './ort.ts';
+import { createSession, f32, f32Data, firstRows, i32Data, runTimed, SessionHolder, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 
@@ -73,9 +73,9 @@ export class DraftSession extends SessionHolder {
   async forward(cache: KVCache, tokens: ArrayLike<number>, features: Float32Array, positions: ArrayLike<number>, tree?: Uint8Array): Promise<DraftOutput> {
     const t0 = performance.now();
     const t = tokens.length, d = this.head.dim;
-    if (features.length < t * d) throw new RangeError(`features hold ${features.length} values, ${t} rows of width ${d} need ${t * d}`);
+    const rows = firstRows('features', features, t, d);
     const feeds = this.feeds.build(cache, tokens, positions, tree);
-    feeds[names.features] = f32(features.subarray(0, t * d), [1, t, d]);
+    feeds[names.features] = f32(rows, [1, t, d]);
     const out = await runTimed(this.session, feeds);
     const r = {
       hidden: f32Data(out[names.hidden]),

@@ -17,7 +17,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildExitModel, buildRestModel, buildShadowModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32, f32Data, i32Data, runTimed, SessionHolder, type Session } from './ort.ts';
+import { createSession, f32, f32Data, firstRows, i32Data, runTimed, SessionHolder, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 
@@ -102,9 +102,9 @@ export class RestSession extends SessionHolder {
   async forward(cache: KVCache, hidden: Float32Array, positions: ArrayLike<number>, tree?: Uint8Array): Promise<RestOutput> {
     const t0 = performance.now();
     const t = positions.length, d = this.cfg.dim;
-    if (hidden.length < t * d) throw new RangeError(`hidden holds ${hidden.length} values, ${t} rows of width ${d} need ${t * d}`);
+    const rows = firstRows('hidden', hidden, t, d);
     const feeds = this.feeds.build(cache, positions, positions, tree);
-    feeds[names.hidden] = f32(hidden.subarray(0, t * d), [1, t, d]);
+    feeds[names.hidden] = f32(rows, [1, t, d]);
     const out = await runTimed(this.session, feeds);
     const r = { logits: f32Data(out[names.logits]), features: f32Data(out[names.features]), layerHidden: f32Data(out[names.layerHidden]), ...this.feeds.present(out) };
     return this.endCall(t0, r);

@@ -145,6 +145,12 @@ export const f32 = (data: Float32Array, dims: number[]): ort.Tensor => new ort.T
 export const i64 = (data: BigInt64Array, dims: number[]): ort.Tensor => new ort.Tensor('int64', data, dims);
 export const bool = (data: Uint8Array, dims: number[]): ort.Tensor => new ort.Tensor('bool', data, dims);
 
+/** The first `rows` rows of width `width` of `data` (a view); a RangeError naming `what` when it holds fewer. */
+export function firstRows(what: string, data: Float32Array, rows: number, width: number): Float32Array {
+  if (data.length < rows * width) throw new RangeError(`${what}: ${data.length} values, ${rows} rows of width ${width} need ${rows * width}`);
+  return data.subarray(0, rows * width);
+}
+
 /** Output data as float32 (outputs are fresh copies, so returning the array is safe). */
 export function f32Data(t: ort.Tensor): Float32Array {
   if (t.type !== 'float32') throw new Error(`expected a float32 output, got ${t.type}`);

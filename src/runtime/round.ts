@@ -13,7 +13,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildRoundModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, f32, f32Data, i32Data, i64, runTimed, SessionHolder, type Feeds, type Session } from './ort.ts';
+import { createSession, f32, f32Data, firstRows, i32Data, i64, runTimed, SessionHolder, type Feeds, type Session } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions, type TargetOutput } from './target.ts';
 
@@ -73,14 +73,14 @@ export class RoundSession extends SessionHolder {
     const t0 = performance.now();
     const n = positions.length, m = n - 1, d = this.head.dim, c = catchUp.tokens.length;
     if (m < 0 || m > this.depth) throw new RangeError(`a round verifies 1..${this.depth + 1} rows, got ${n}`);
-    if (catchUp.features.length < c * d) throw new RangeError(`catch-up features hold ${catchUp.features.length} values, ${c} rows of width ${d} need ${c * d}`);
+    const catchUpFeatures = firstRows('catch-up features', catchUp.features, c, d);
     // The target's feeds take the positions' length as the row count; only the root is an id.
     const feeds: Feeds = this.feeds.build(cache, positions, positions, tree);
     this.rootIds[0] = BigInt(root);
     feeds[names.ids] = i64(this.rootIds, [1, 1]);
     const hf = this.headFeeds.build(headCache, catchUp.tokens, catchUp.positions);
     for (const [k, v] of Object.entries(hf)) feeds[names.headPrefix + k] = v;
-    feeds[names.headPrefix + names.features] = f32(catchUp.features.subarray(0, c * d), [1, c, d]);
+    feeds[names.headPrefix + names.features] = f32(catchUpFeatures, [1, c, d]);
     // Built on the first round, then reused (a round allocates no fetch list).
     const common = (this.fetchArgmax ??= [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), ...this.headFeeds.presentNames(names.headPrefix)]);
     const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : common;
