@@ -122,9 +122,10 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   assert.deepEqual(both.weightFormats, q4here);
   await both.dispose();
   // An older q4 file (no block sizes): one line says why it is not applied.
-  writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: { target: 'q4', draft: 'q4' } })));
+  // The same bits as this load, so only the missing block sizes keep it from applying.
+  writeFileSync(join(dir, 'head', 'tuning.json'), JSON.stringify(tuning({ policy: 'threshold', weights: { target: 'q4', draft: 'q8' } })));
   const old = await loadGenerator({ model, draft: join(dir, 'head'), threads: 1, quantize: 'q4' });
-  assert.match(old.notes[0], /not applied: measured with target q4 \(block size not recorded\), head q4 \(block size not recorded\); running with target q4 \(blocks of 16\), head q8 \(blocks of 128\)/);
+  assert.match(old.notes[0], /not applied: measured with target q4 \(block size not recorded\), head q8 \(block size not recorded\); running with target q4 \(blocks of 16\), head q8 \(blocks of 128\)/);
   assert.notDeepEqual(old.generator.parts.drafter!.shape, { topK: 2, maxDepth: 3, totalTokens: 5 });
   await old.dispose();
 });
