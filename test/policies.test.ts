@@ -519,3 +519,34 @@ test('SmartSpec: a lone round whose head caught up on the prompt is not a sample
   const c = planner.stepCost([p], [3]);
   assert.ok(Math.abs(c.passMs + c.overheadMs - 0.6) < 1e-9, `a round is priced as the rounds after the first took: ${c.passMs + c.overheadMs}`);
 });
+
+test('SmartSpec scores a raise from its running sums as goodput scores the whole plan', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
+      let s = seed;
+      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const curve = (base: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * 0.05), xs.map((x) => base * 1.2 + x * rand() * 0.05), 16); };
+      const planner = new SmartSpecPlanner(curve(1), curve(0.2), 3, 3, () => 0, undefined, 0.9, () => 0);
+      planner.overhead.a = rand() * 0.1;
+      planner.overhead.b = rand() * 0.01;
+      const ms = Array.from({ length: n }, () => planner.policy());
+      for (const m of ms) {
+        for (let r = 0; r < 1 + Math.floor(rand() * 6); r++) {
+          const depth = Math.floor(rand() * 4);
+          m.observe({ depth, treeSize: depth, accepted: Math.floor(rand() * (depth + 1)), draftMs: 0, verifyMs: 0 });
+        }
+      }
+      const k = ms.map(() => Math.floor(rand() * 4));
+      const r = planner.raiser(ms, k);
+      for (let i = 0; i < n; i++)
+        for (let d = k[i]; d <= 3; d++) {
+          const was = k[i];
+          k[i] = d;
+          const want = planner.goodput(ms, k);
+          k[i] = was;
+          assert.ok(Math.abs(r.score(i, d) - want) <= 1e-9 * want, `member ${i} at ${d}: ${r.score(i, d)} against ${want}`);
+        }
+    }),
+    { numRuns: 50 },
+  );
+});
