@@ -27,6 +27,8 @@ import { quantizeTarget, type WeightQuant } from '../src/model/quantize.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
+import { RoundSession } from '../src/runtime/round.ts';
+import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps } from '../src/onnx/ops.ts';
 import { createSession, f32, f32Data, releaseSession, runTimed } from '../src/runtime/ort.ts';
@@ -104,6 +106,39 @@ test('property: a quantized target (4 and 8 bits, blocks of 32 and 128, GQA, 1 a
       },
     ),
     { numRuns: 16 },
+  );
+});
+
+test('property: the fused round verifies each row of a quantized target (blocks of 128, odd and even row counts, 1 and 2 threads) bit-equal to one-token steps', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom<4 | 8>(4, 8), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 0, max: 3 }), fc.nat(), async (bits, threads, promptLength, m, seed) => {
+      const cfg = makeConfig({ vocabSize: 256, dim: 128, nLayers: 2, nHeads: 4, nKvHeads: 2, hiddenDim: 256, maxSeqLen: 64 });
+      const weights = quantizeTarget(cfg, randomWeights(cfg, seed, 3), { bits, blockSize: 128 }), head = headConfigFor(cfg);
+      const s = await TargetSession.create(cfg, weights, { threads });
+      const r = await RoundSession.create(cfg, weights, head, randomHeadWeights(cfg, seed + 1), 3, { threads, quantize: { bits: 8, blockSize: 128 } });
+      try {
+        const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
+        const prompt = Array.from({ length: promptLength }, (_, i) => (seed + 31 * i) % cfg.vocabSize);
+        const pre = await s.forward(cache, prompt, prompt.map((_, i) => i), undefined, { logits: false });
+        cache.append(pre.newKeys, pre.newValues, promptLength);
+        const rng = new Rng(seed + 2), C = promptLength - 1 || 1;
+        const catchUp = { tokens: prompt.slice(1).concat(prompt.length === 1 ? [prompt[0]] : []), features: Float32Array.from({ length: C * head.dim }, () => rng.normal()), positions: Array.from({ length: C }, (_, i) => i) };
+        const n = 1 + m, root = (seed * 7 + 3) % cfg.vocabSize, pos = Array.from({ length: n }, (_, i) => promptLength + i);
+        const tree = Uint8Array.from({ length: n * n }, (_, k) => (k % n <= Math.floor(k / n) ? 1 : 0)); // a chain's causal mask
+        const out = await r.run(cache, root, pos, tree, new KVCache(1, head.nKvHeads, head.headDim, cfg.maxSeqLen), catchUp);
+        const toks = [root, ...out.drafts.subarray(0, m)], V = cfg.vocabSize;
+        for (let t = 0; t < n; t++) {
+          const step = await s.forward(cache, [toks[t]], [pos[t]]);
+          for (let v = 0; v < V; v++)
+            if (!Object.is(step.logits[v], out.logits[t * V + v])) assert.fail(`${bits} bits, ${threads} thread(s): row ${t} of a ${n}-row fused round after ${promptLength}, logit ${v}: ${out.logits[t * V + v]} vs ${step.logits[v]} in a one-token step`);
+          cache.append(step.newKeys, step.newValues, 1);
+        }
+      } finally {
+        await s.dispose();
+        await r.dispose();
+      }
+    }),
+    { numRuns: 12 },
   );
 });
 

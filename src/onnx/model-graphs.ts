@@ -73,12 +73,15 @@ function valueDims(batch: number | string, kv: HeadLayout, layout: ValueLayout):
 }
 
 /**
- * Declares ids (unless `withIds` is false), positions, tree mask and past K/V inputs of the
- * given layers (named by absolute layer index); returns them in the definition's 2-D form.
+ * Declares ids (unless `withIds` is false, or a function making them in-graph from the
+ * positions [T]), positions, tree mask and past K/V inputs of the given layers (named by
+ * absolute layer index); returns them in the definition's 2-D form.
  */
-function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[], withIds = true, evenPass = false): PassInputs<string> {
+function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[], withIds: boolean | ((positions: string) => string) = true, evenPass = false): PassInputs<string> {
   const flat = (name: string): string => g.op('Reshape', [g.input(name, 'int64', [1, 'T']), g.ints([-1])]); // [T]
-  const given = { ids: withIds ? flat(names.ids) : '', positions: flat(names.positions), tree: g.input(names.tree, 'bool', ['T', 'W']) };
+  const positions0 = flat(names.positions);
+  const ids0 = typeof withIds === 'function' ? withIds(positions0) : withIds ? flat(names.ids) : '';
+  const given = { ids: ids0, positions: positions0, tree: g.input(names.tree, 'bool', ['T', 'W']) };
   // evenPass: the pass padded to even rows once here (OnnxOps.evenPass); outputs take `unpadRows`.
   const { ids, positions, tree } = evenPass ? ops.evenPass(given) : given;
   const past: PastKV<string>[] = [];
@@ -304,12 +307,13 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
   g.output(g.op('Cast', [chain], { to: 6 /* INT32 */ }), names.draftIds, 'int32', [depth]);
   presentOutputs(g, head, [step0.key], [step0.value], { prefix: P });
 
-  // The target over [input tokens, first M drafts].
-  const inp = stepInputs(g, ops, cfg, range(0, cfg.nLayers), false);
-  const rootIds = flat(names.ids, 'T');
-  const m = g.op('Sub', [g.op('Shape', [inp.positions]), g.op('Shape', [rootIds])]); // [1] = M
-  const verified = g.op('Slice', [chain, g.ints([0]), m, g.ints([0])]);
-  targetOutputs(g, cfg, llamaForward(ops, cfg, { ...inp, ids: g.op('Concat', [rootIds, verified], { axis: 0 }) }));
+  // The target over [input tokens, first M drafts], padded to even rows as a plain step is (evenPass).
+  const verifiedIds = (positions: string): string => {
+    const rootIds = flat(names.ids, 'T');
+    const m = g.op('Sub', [g.op('Shape', [positions]), g.op('Shape', [rootIds])]); // [1] = M
+    return g.op('Concat', [rootIds, g.op('Slice', [chain, g.ints([0]), m, g.ints([0])])], { axis: 0 });
+  };
+  targetOutputs(g, cfg, llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers), verifiedIds, true)), { unpad: (x, axis) => ops.unpadRows(x, axis) });
   return g.toExternalModel(MODEL_OPTIONS);
 }
 
