@@ -171,6 +171,11 @@ test('cost-aware LDLP labels: the depth with the most tokens per ms, never deepe
   const t = tuning({ byDepth: [1, 2, 3].map((depth) => ({ topK: 2, depth, totalTokens: depth, accepted: 0, tau: 1, roundMs: depth + 1, speedup: 1 })),
     measured: { verifyMs: [0, 1.5], verifyContext: 0, acceptance: [], tokens: 0 } });
   assert.deepEqual(depthCosts(t), [1.5, 2, 3, 4]);
+  // A tuned fused chain runs one graph of the tuned depth (2 here), drafting both levels whatever
+  // the plan: depth 1 costs that graph's round, not the depth-1 graph's; no depth past 2.
+  const chain = [1, 2, 3].map((depth) => ({ topK: 1, depth, totalTokens: depth, accepted: 0, tau: 1, roundMs: depth + 1, speedup: 1, fused: true }));
+  const f = tuning({ tree: { topK: 1, maxDepth: 2, totalTokens: 2 }, fusedRound: true, byDepth: chain, measured: { verifyMs: [0, 1.5], verifyContext: 0, acceptance: [], tokens: 0 } });
+  assert.deepEqual(depthCosts(f), [1.5, 3, 3]);
 });
 
 test('with fused round figures a chain is priced as its one-call round (as generate runs it) in plain steps timed beside it, other top-k pass by pass', () => {

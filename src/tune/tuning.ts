@@ -178,13 +178,26 @@ export function readTuning(dir: string, name = TUNING_FILE): TuningFile | undefi
 }
 
 /**
- * Round ms by depth from a tuning file, for cost-aware labels: index 0 = a plain decoding step,
- * index t = the best tree of depth t at the tuned top-k (draft + verify). Depths the file did not
- * measure are left out (the array ends there).
+ * Round ms by depth from a tuning file, for cost-aware labels: what `generate` pays for a plan
+ * of depth t under this file. Index 0 = a plain decoding step; index t = the best tree of depth
+ * t at the tuned top-k (draft + verify). Depths the file did not measure are left out (the
+ * array ends there).
+ *
+ * A tuned fused chain (top-k 1 priced as one call per round) runs ONE round graph of the tuned
+ * depth D, which drafts all D levels whatever the plan and verifies t + 1 rows for a depth-t
+ * plan: every t in 1..D is priced at that graph's measured round (depth D, verifying D drafts),
+ * and the array ends at D (the graph drafts no deeper). Verifying fewer rows saves only target
+ * rows, which tune does not time on that graph, so shallow depths are priced at an upper bound
+ * (ours; a memory-bound pass over 2 or D + 1 rows costs about the same).
  */
 export function depthCosts(t: TuningFile): number[] {
   const k = t.tree.topK, rows = t.byDepth.filter((s) => s.topK === k).sort((a, b) => a.depth - b.depth);
   const out = [t.measured.verifyMs[1]];
+  const D = t.tree.maxDepth, tuned = rows.find((s) => s.depth === D);
+  if (tuned?.fused) {
+    for (let d = 1; d <= D; d++) out.push(tuned.roundMs);
+    return out;
+  }
   for (const s of rows) {
     if (s.depth !== out.length) break;
     out.push(s.roundMs);

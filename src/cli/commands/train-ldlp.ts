@@ -16,7 +16,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'out', type: 'string', meta: 'DIR', help: 'predictor directory: config.json, model.safetensors, training.json, SVG plots (required)' },
   { flag: 'head', type: 'string', choices: ['ldlp', 'specdec++'], default: 'ldlp', meta: 'H', help: 'ldlp: draft-length predictor; specdec++: acceptance head' },
   { flag: 'objective', type: 'string', choices: ['classification', 'regression'], default: DEFAULT_LDLP_OBJECTIVE, meta: 'O', help: 'ldlp: predict the accepted length as a class or a number' },
-  { flag: 'costs', type: 'string', meta: 'TUNING.json', help: 'ldlp: label each round with the depth of most tokens per ms under these measured costs (a file from `eaglet tune`), not its accepted length' },
+  { flag: 'costs', type: 'string', meta: 'TUNING.json', help: 'ldlp: label each round with the depth of most tokens per ms under these measured costs (a file from `eaglet tune`), not its accepted length; with a tuned fused chain every depth up to the tuned one costs that depth\'s one-call round (the graph generate runs drafts its whole depth whatever the plan)' },
   { flag: 'hidden', type: 'int', min: 1, default: D.hidden, meta: 'N', help: 'width of the two hidden layers (3 linear layers)' },
   { flag: 'steps', type: 'int', min: 1, default: D.steps, meta: 'N', help: 'updates' },
   { flag: 'batch', type: 'int', min: 1, default: D.batch, meta: 'N', help: 'rows per update' },
