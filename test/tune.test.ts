@@ -132,17 +132,31 @@ test('a tuning file applies on its machine and thread count, and is reported (no
 
 /** A random target + head + two prompts in a temporary directory, and `eaglet tune` over them with `flags` (short settings, 1 thread). */
 function tuneRandomPair(ctx: { after(fn: () => void): void }, flags: string[]) {
+  const out = runTune(ctx, flags, '[1,2,3]\n[4,5,6,7]\n');
+  assert.equal(out.r.status, 0, out.r.stderr);
+  return out;
+}
+
+/** `eaglet tune` over a random pair (context 64) and `prompts` (a JSONL file's text). */
+function runTune(ctx: { after(fn: () => void): void }, flags: string[], prompts: string) {
   const dir = mkdtempSync(join(tmpdir(), 'eaglet-tune-'));
   ctx.after(() => rmSync(dir, { recursive: true, force: true }));
   const cfg = makeConfig({ vocabSize: 24, dim: 16, nLayers: 2, nHeads: 2, maxSeqLen: 64 });
   saveHfCheckpoint(join(dir, 'model'), cfg, randomWeights(cfg, 5, 3));
   saveDraftHead(join(dir, 'head'), { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 6) });
-  writeFileSync(join(dir, 'prompts.jsonl'), '[1,2,3]\n[4,5,6,7]\n');
+  writeFileSync(join(dir, 'prompts.jsonl'), prompts);
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tune', '--model', join(dir, 'model'), '--draft', join(dir, 'head'), '--prompts', join(dir, 'prompts.jsonl'),
     '--max-new-tokens', '12', '--repeats', '1', '--threads', '1', '--policies', 'static', ...flags], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
   return { dir, r };
 }
+
+test('eaglet tune with fused chains only and no room for a fused round: one line naming the cause, not a TypeError', (ctx) => {
+  const full = JSON.stringify(Array.from({ length: 63 }, (_, i) => 1 + (i % 20)));
+  const { r } = runTune(ctx, ['--max-top-k', '1', '--max-depth', '2', '--max-tokens', '2', '--fused-round'], `${full}\n${full}\n`);
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /--prompts: no prompt leaves room for a full fused round \(every one is too close to the 64-token context limit\)/);
+  assert.doesNotMatch(r.stderr, /TypeError/);
+});
 
 test('eaglet tune writes a tuning file that loads and names a measured shape and policy', (ctx) => {
   const { dir, r } = tuneRandomPair(ctx, ['--max-top-k', '2', '--max-depth', '3', '--max-tokens', '6', '--draft-quant', 'q8']);

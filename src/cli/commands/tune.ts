@@ -90,6 +90,9 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
       const head = fusedRound ? loadDraftHead(draft, g.model.config) : undefined, hq = g.weightFormats.draft;
       const roundSession = (depth: number) => RoundSession.create(g.model.config, g.model.weights, head!.config, head!.weights, depth, { threads: g.threads, quantize: hq === 'fp32' ? undefined : DRAFT_QUANT[hq] });
       const fused = fusedRound ? await measureFusedRounds(target, roundSession, prompts, Math.min(D, N), f.maxNewTokens as number) : undefined;
+      // Chains are priced only where a full fused round ran; with top-k 1 alone nothing else is left.
+      if (fused && fused.roundMs.length === 1 && K === 1)
+        throw new UsageError('--prompts', `no prompt leaves room for a full fused round (every one is too close to the ${target.cfg.maxSeqLen}-token context limit), so no chain could be priced; use shorter prompts, --no-fused-round or --max-top-k 2 or more`);
       if (fused) {
         const steps = fused.roundMs.slice(1).map((x, i) => (x / fused.plainMs[i + 1]).toFixed(2)), byPasses = steps.map((_, i) => ((acceptance[0].draftMs[i + 1] + verifyMs[i + 2]) / verifyMs[1]).toFixed(2)); // top-k 1: draft D + verify D + 1
         say(`fused chain round by depth, in plain steps timed beside it: ${steps.join(' ')} (pass by pass, from the tables: ${byPasses.join(' ')}); plain step there ${median(fused.plainMs.slice(1)).toFixed(3)} ms`);
