@@ -81,10 +81,10 @@ export interface LoadOptions {
   draftSeed?: number;
   /**
    * Run the draft head with 8- or 4-bit blockwise weights (ORT MatMulNBits): fewer bytes per
-   * draft pass, slightly different proposals, the same output. Default: q8 with a quantized
-   * target (`quantize`, or a quantized checkpoint), else fp32.
+   * draft pass, slightly different proposals, the same output; 'none' keeps it fp32. Default:
+   * q8 with a quantized target (`quantize`, or a quantized checkpoint), else fp32.
    */
-  draftQuant?: keyof typeof DRAFT_QUANT;
+  draftQuant?: keyof typeof DRAFT_QUANT | 'none';
   /**
    * Quantize the target's Linear weights (ORT MatMulNBits) and its token embedding table (ORT
    * GatherBlockQuantized) to 8 or 4 bits per weight (blockwise) at load; the draft head's
@@ -177,13 +177,14 @@ function applicableTuning(draftDir: string, threads: number, weights: TunedWeigh
 }
 
 /**
- * The head's weight format: `draftQuant`; else q8 when the target is quantized (at load or a
- * quantized checkpoint); else fp32 (undefined). q8, not the target's q4: on the cost-scaled 100M
+ * The head's weight format: `draftQuant` ('none': fp32, undefined); else q8 when the target is
+ * quantized (at load or a quantized checkpoint); else fp32 (undefined). q8, not the target's q4: on the cost-scaled 100M
  * fixture at q4 a q8 head accepts as many tokens as the fp32 head (tau 2.95 / 3.67 at chain depth
  * 3 / 5, against 2.77 / 3.32 with a q4 head) and costs about what a q4 head does inside the fused
  * round, while an fp32 head costs far more (docs/performance.md, "Quantized targets").
  */
 function headQuant(o: LoadOptions, model: LoadedModel): QuantName | undefined {
+  if (o.draftQuant === 'none') return undefined;
   return o.draftQuant ?? (quantOf(model.config, model.weights) ? 'q8' : undefined);
 }
 

@@ -94,17 +94,18 @@ test('example: the default (int8 activations) stays within 5% relative RMS of th
   assert.ok(maxAbs > 1e-4, 'int8 activations should differ from fp32 compute (else the accuracy level is not applied)');
 });
 
-test('property: greedy speculative == greedy plain with a quantized target (q4 / q8 at load, quantized head too)', async () => {
+test('property: greedy speculative == greedy plain with a quantized target (q4 / q8 at load; head q8 by default, q4, or fp32)', async () => {
   const tally = new AcceptanceTally();
   await fc.assert(
-    // The head: the default for a quantized target (q8), or 4 bits.
-    fc.asyncProperty(arbQuantConfig, fc.constantFrom<'q4' | 'q8'>('q4', 'q8'), fc.constantFrom<'q4' | undefined>(undefined, 'q4'), treeShape, fc.nat(), fc.integer({ min: 1, max: 30 }), async (c, quantize, draftQuant, tree, seed, maxNewTokens) => {
+    // The head: the default for a quantized target (q8), 4 bits, or kept fp32 ('none').
+    fc.asyncProperty(arbQuantConfig, fc.constantFrom<'q4' | 'q8'>('q4', 'q8'), fc.constantFrom<'q4' | 'none' | undefined>(undefined, 'q4', 'none'), treeShape, fc.nat(), fc.integer({ min: 1, max: 30 }), async (c, quantize, draftQuant, tree, seed, maxNewTokens) => {
       const model = { config: c, weights: randomWeights(c, seed, 3), source: 'hf' as const };
       const draft = { config: headConfigFor(c), weights: randomHeadWeights(c, seed + 1) };
       const ar = await loadGenerator({ model, threads: 1, quantize });
       const spec = await loadGenerator({ model, draft, tree, threads: 1, quantize, draftQuant });
       try {
         assert.ok(linearNames(c).every((n) => !ar.model.weights.has(n)), 'the Linear weights are released once the sessions exist');
+        assert.equal(spec.weightFormats.draft, draftQuant === 'none' ? 'fp32' : (draftQuant ?? 'q8'), 'the head runs in the format asked for');
         const prompt = [seed % c.vocabSize, (seed * 3 + 1) % c.vocabSize];
         tally.add((await sameAsPlain(ar, spec, prompt, { maxNewTokens, stopAtEos: false })).stats);
       } finally {

@@ -20,13 +20,13 @@ export const TREE_FLAGS: FlagSpec[] = [
   { flag: 'tree-top-k', type: 'int', min: 1, max: TREE_LIMITS.topK, meta: 'K', help: `children per expanded node and nodes expanded per depth (default ${DEFAULT_TREE.topK})` },
 ];
 
-export const QUANTIZE_FLAG: FlagSpec = { flag: 'quantize', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'quantize the target to 8- or 4-bit blockwise weights at load (a quantized target\'s draft head gets 8 bits unless --draft-quant); a checkpoint from `eaglet quantize` is quantized already' };
+export const QUANTIZE_FLAG: FlagSpec = { flag: 'quantize', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'quantize the target to 8- or 4-bit blockwise weights at load (a quantized target\'s draft head gets 8 bits unless --draft-quant; none keeps it fp32); a checkpoint from `eaglet quantize` is quantized already' };
 
-export const DRAFT_QUANT_FLAG: FlagSpec = { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4'], meta: 'q8|q4', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged; default q8 with a quantized target, else fp32)' };
+export const DRAFT_QUANT_FLAG: FlagSpec = { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4', 'none'], meta: 'q8|q4|none', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged), or none: fp32 weights (default q8 with a quantized target, else fp32)' };
 
 /** The weight formats QUANTIZE_FLAG and DRAFT_QUANT_FLAG set (LoadOptions `quantize`, `draftQuant`). */
-export function quantFromFlags(f: Parsed): { quantize?: QuantName; draftQuant?: QuantName } {
-  return { quantize: f.quantize as QuantName | undefined, draftQuant: f.draftQuant as QuantName | undefined };
+export function quantFromFlags(f: Parsed): { quantize?: QuantName; draftQuant?: QuantName | 'none' } {
+  return { quantize: f.quantize as QuantName | undefined, draftQuant: f.draftQuant as QuantName | 'none' | undefined };
 }
 
 export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, meta: 'N', help: `onnxruntime intra-op threads; by default 1 for a target under ${ONE_THREAD_BELOW_PARAMS / 1e6}M parameters (its steps are per-node overhead), else every core (at most 8; here ${DEFAULT_THREADS})` };
