@@ -34,6 +34,16 @@ import { OnnxOps } from '../src/onnx/ops.ts';
 import { createSession, f32, f32Data, releaseSession, runTimed } from '../src/runtime/ort.ts';
 import { Rng } from '../src/util/rng.ts';
 
+/**
+ * Each layer's new keys and values hold exactly the pass's `t` rows: a padding row (an odd pass
+ * padded to even rows) left in would be taken for a row, since the row count is read from the
+ * arrays' length.
+ */
+function assertNewRows(out: { newKeys: Float32Array[]; newValues: Float32Array[] }, t: number, nKvHeads: number, headDim: number, what: string): void {
+  for (const [name, rows] of [['keys', out.newKeys], ['values', out.newValues]] as const)
+    rows.forEach((x, l) => assert.equal(x.length, t * nKvHeads * headDim, `${what}: layer ${l}'s new ${name} hold ${x.length / (nKvHeads * headDim)} rows, not ${t}`));
+}
+
 /** One Linear layer [N, K] rendered as a target renders it under `q`, as an ORT session over x [T, K]. */
 async function linearSession(q: WeightQuant, k: number, n: number, seed: number, threads: number) {
   const rng = new Rng(seed), w = { shape: [n, k], data: Float32Array.from({ length: n * k }, () => rng.normal() * 0.05) };
@@ -92,9 +102,11 @@ test('property: a quantized target (4 and 8 bits, blocks of 32 and 128, GQA, 1 a
           cache.append(pre.newKeys, pre.newValues, promptLength);
           const toks = ids(T, promptLength), pos = toks.map((_, i) => promptLength + i);
           const pass = await s.forward(cache, toks, pos);
+          assertNewRows(pass, T, cfg.nKvHeads, cfg.headDim, `a ${T}-row pass`);
           const V = cfg.vocabSize;
           for (let t = 0; t < T; t++) {
             const step = await s.forward(cache, [toks[t]], [pos[t]]);
+            assertNewRows(step, 1, cfg.nKvHeads, cfg.headDim, 'a one-token step');
             for (let v = 0; v < V; v++)
               if (!Object.is(step.logits[v], pass.logits[t * V + v]))
                 assert.fail(`${q.bits} bits, blocks of ${q.blockSize}, ${nHeads}/${cfg.nKvHeads} heads, d=${dim}, ${threads} thread(s): row ${t} of a ${T}-row pass after ${promptLength}, logit ${v}: ${pass.logits[t * V + v]} vs ${step.logits[v]} in a one-token step`);
@@ -126,6 +138,7 @@ test('property: the fused round verifies each row of a quantized target (blocks 
         const n = 1 + m, root = (seed * 7 + 3) % cfg.vocabSize, pos = Array.from({ length: n }, (_, i) => promptLength + i);
         const tree = Uint8Array.from({ length: n * n }, (_, k) => (k % n <= Math.floor(k / n) ? 1 : 0)); // a chain's causal mask
         const out = await r.run(cache, root, pos, tree, new KVCache(1, head.nKvHeads, head.headDim, cfg.maxSeqLen), catchUp);
+        assertNewRows(out, n, cfg.nKvHeads, cfg.headDim, `a ${n}-row fused round`);
         const toks = [root, ...out.drafts.subarray(0, m)], V = cfg.vocabSize;
         for (let t = 0; t < n; t++) {
           const step = await s.forward(cache, [toks[t]], [pos[t]]);
