@@ -267,8 +267,8 @@ export class SmartSpecPlanner {
    * instead of goodput's O(requests x depth), the same value up to rounding. `sync()` after k
    * changes. (At 16 requests and depth 3 a step's first ascent scores 48 candidates; rebuilding
    * each from scratch was most of the planner's 16-21 µs a step.)
+   * @internal
    */
-  /** @internal */
   raiser(members: SmartSpecPolicy[], k: number[]): { score(i: number, d: number): number; sync(): void } {
     const n = members.length, D = this.maxDepth;
     const E = members.map((m) => Array.from({ length: D + 1 }, (_, d) => m.acceptance.expectedTokens(d)));

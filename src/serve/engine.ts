@@ -224,8 +224,7 @@ export class Engine {
     // Draft passes carry each request's catch-up rows (accepted + 1 after a drafted round).
     const drafts = await this.measure(this.draftLane!, this.slots.map((s) => s.head!.cache), counts(B * (D + 1)), repeats);
     // k = 0: a plain pass; k >= 1: the fused round, one cost for every length (measureRound).
-    const round = this.round && (await this.measureRound(this.round, repeats));
-    const alone = this.round && round ? [verify.ms(1, 1), ...new Array<number>(this.round.depth).fill(round)] : undefined;
+    const alone = this.round ? [verify.ms(1, 1), ...new Array<number>(this.round.depth).fill(await this.measureRound(this.round, repeats))] : undefined;
     // A step = one target verification: a batched pass, or a lone request's fused round.
     this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.steps + (this.round?.stats.passes ?? 0), alone);
   }
