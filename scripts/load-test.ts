@@ -5,7 +5,7 @@
  *
  *   node --import tsx scripts/load-test.ts [--model DIR --draft DIR] [--concurrency 1,2,4,8,16]
  *     [--policies plain,static-3,smartspec] [--requests 8] [--blocks 8] [--max-new-tokens 48]
- *     [--time-limit 150] [--threads N] [--[no-]fused-round] [--out runs/load-test]
+ *     [--time-limit 150] [--threads N] [--max-batch B] [--[no-]fused-round] [--out runs/load-test]
  *
  * One server per policy (all over the same loaded sessions; only one is driven at a time), each
  * with --max-batch = the highest concurrency. Each concurrency level runs `blocks` rounds, and
@@ -64,6 +64,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 48, meta: 'N', help: 'max_tokens of each request' },
   { flag: 'time-limit', type: 'number', above: 0, default: 150, meta: 'S', help: 'no new round of blocks starts after this many seconds' },
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
+  { flag: 'max-batch', type: 'int', min: 1, meta: 'B', help: 'the servers\' batch slots (default: the highest concurrency)' },
   { flag: 'fused-round', type: 'bool', help: 'a request alone in the batch runs the fused round, and the single-request yardstick includes `eaglet generate`\'s fused round (default: on for the embedded pair, as generate and serve)' },
   { flag: 'out', type: 'string', default: 'runs/load-test', meta: 'DIR', help: 'output directory' },
 ];
@@ -78,7 +79,8 @@ const fused = (f.fusedRound as boolean | undefined) ?? (load.model === undefined
 // What `eaglet generate` runs (its fused round where it would use one, its default policy): a single-request yardstick.
 const generateDefault = fused ? await loadGenerator({ ...load, fusedRound: 'auto' }) : undefined;
 const reference = await loadGenerator({ ...load, draft: null });
-const maxBatch = Math.max(...levels), cMin = levels[0], cMax = maxBatch;
+const cMin = levels[0], cMax = Math.max(...levels), maxBatch = (f.maxBatch as number | undefined) ?? cMax;
+if (maxBatch < cMax) throw new Error(`--max-batch ${maxBatch} is below the highest concurrency ${cMax}: requests past it would queue`);
 const blockSize = (c: number) => Math.max(c, f.requests as number);
 
 // Single-request plain decoding of every prompt: what every reply must equal.
