@@ -520,6 +520,27 @@ test('SmartSpec: a lone round whose head caught up on the prompt is not a sample
   assert.ok(Math.abs(c.passMs + c.overheadMs - 0.6) < 1e-9, `a round is priced as the rounds after the first took: ${c.passMs + c.overheadMs}`);
 });
 
+test('SmartSpec: a slow moment during a lone request\'s fused rounds does not keep it plain for good', () => {
+  // Rounds cost 0.6 ms and plain steps 0.3, except three rounds at 3 ms (a busy moment): their
+  // estimate then prices rounds above plain steps, and plain steps never re-measure it.
+  const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
+  let step = 0, clock = 0, rounds = 0;
+  const planner = new SmartSpecPlanner(flat(0.3), flat(0.1), 3, 3, () => step, [0.3, 0.6, 0.6, 0.6], 0.9, () => clock);
+  const p = planner.policy();
+  const depths: number[] = [];
+  let position = 10;
+  for (let r = 0; r < 80; r++) {
+    step++;
+    const depth = p.plan({ position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth;
+    clock += depth === 0 ? 0.3 : ++rounds >= 3 && rounds <= 5 ? 3 : 0.6;
+    p.observe({ depth, treeSize: depth, accepted: depth, draftMs: 0, verifyMs: 0 });
+    position += depth + 1;
+    depths.push(depth);
+  }
+  assert.ok(depths.slice(0, 8).includes(0), `the slow rounds made it plan plain steps: ${depths}`);
+  assert.ok(depths.slice(40).every((d) => d === 3), `re-measured rounds brought it back to the deepest: ${depths}`);
+});
+
 test('SmartSpec scores a raise from its running sums as goodput scores the whole plan', () => {
   fc.assert(
     fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {

@@ -161,6 +161,16 @@ export class SmartSpecPlanner {
   private aloneBeyond = new Float64Array([NaN, NaN]);
   /** Weight of the old estimate per observed lone step (`aloneBeyond`). */
   readonly aloneForget = 0.7;
+  /**
+   * After this many lone plain steps in a row, the fused round's estimate is dropped and a round
+   * at full length is run again to re-measure it (ours). Otherwise a slow moment during fused
+   * rounds leaves their estimate high for good: plain steps never refresh it (measured, load
+   * test at c=1: after one such moment SmartSpec's engine ran 104 of a block's 189 lone rounds
+   * plain, at 0.62x that block's `generate --policy static-3`). A retried round also refreshes
+   * the acceptance estimate; one per this many plain steps costs little where they are better.
+   */
+  explore = 16;
+  private plainRun = 0;
 
   /**
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
@@ -306,8 +316,10 @@ export class SmartSpecPlanner {
     const members = [...this.members], n = members.length, D = this.maxDepth;
     const fixed = members.map((m) => this.chosen.has(m));
     const k = members.map((m) => this.chosen.get(m) ?? 0);
+    if (n === 1 && !fixed[0] && this.alone && this.plainRun >= this.explore) this.aloneBeyond[1] = NaN;
     const unseen = n === 1 && !fixed[0] && this.alone && Number.isNaN(this.aloneBeyond[1]) ? Math.min(D, this.alone.length - 1) : 0;
     if (unseen > 0) {
+      this.plainRun = 0;
       this.chosen.set(members[0], unseen);
       this.startTiming(this.alone![unseen], 1, 1, n, unseen, members[0].catchUpRows);
       return;
@@ -343,6 +355,7 @@ export class SmartSpecPlanner {
     // as likely a loss, and a drafted round also adds passes whose cost the fit lags behind.
     const none = k.map((d, i) => (fixed[i] ? d : 0));
     if (best < this.goodput(members, none) * (1 + this.margin)) k.splice(0, n, ...none);
+    if (n === 1 && this.alone && !fixed[0]) this.plainRun = k[0] === 0 ? this.plainRun + 1 : 0;
     const whole = this.chosen.size === 0;
     members.forEach((m, i) => this.chosen.set(m, k[i]));
     // Time the step as planned; one completed later in the step (a request joined) is not timed.
