@@ -73,7 +73,8 @@ export interface Ops<T> {
    * (past rows first, then the new rows).
    * q [T, nH*hd]; k, v [T, nKv*hd] (k already rotated); past: [P, nKv*hd] each, or null
    * (P = 0); mask: additive float [T, P + T], 0 where row i may see key j and a large negative
-   * number elsewhere -> [T, nH*hd].
+   * number elsewhere -> [T, nH*hd]. (decoderLayer's `outRows` passes queries and mask rows of
+   * only some of the T rows, T' <= T; the ONNX renderer's one-kernel Attention takes that.)
    */
   attention(q: T, k: T, v: T, past: PastKV<T> | null, mask: T, layout: HeadLayout): T;
 }
@@ -100,22 +101,33 @@ export interface LayerOut<T> {
 }
 
 /**
+ * Picks the rows of a pass whose layer output is wanted, from any row-major value of the pass
+ * ([T, ...] -> [T', ...]; the same rows of each): see decoderLayer's `outRows`.
+ */
+export type RowPick<T> = (x: T) => T;
+
+/**
  * One pre-norm Llama decoder layer: x + attn(norm(x)), then + mlp(norm(.)).
  * `prefix` names its weights ('model.layers.3.' for the target, 'layers.0.' for the head);
- * `inputNorm` = false skips the first RMSNorm, as EAGLE's head layer does.
+ * `inputNorm` = false skips the first RMSNorm, as EAGLE's head layer does. With `outRows`,
+ * keys and values are computed for all T rows but queries, attention, o_proj and the MLP only
+ * for the picked rows (`out` [T', d]): what a pass needs when it only caches the other rows
+ * (the fused round's head catch-up; rows are independent outside attention, so the picked
+ * rows' results are the same computation).
  */
 export function decoderLayer<T>(
-  ops: Ops<T>, s: LayerShape, prefix: string, x: T, inp: PassInputs<T>, past: PastKV<T> | null, inputNorm: boolean,
+  ops: Ops<T>, s: LayerShape, prefix: string, x: T, inp: PassInputs<T>, past: PastKV<T> | null, inputNorm: boolean, outRows?: RowPick<T>,
 ): LayerOut<T> {
   const w = (name: string): T => ops.weight(prefix + name);
   const bias = (name: string): T | undefined => (s.attentionBias ? w(name) : undefined);
+  const pick = outRows ?? ((v: T) => v);
   const h = inputNorm ? ops.rmsNorm(x, w('input_layernorm.weight'), s.normEps) : x; // [T, d]
   const qkNorm = (x: T, name: string, heads: number): T => (s.qkNorm ? ops.headRmsNorm(x, w(name), heads, s.normEps) : x);
-  const q = ops.rope(qkNorm(ops.linear(h, w('self_attn.q_proj.weight'), bias('self_attn.q_proj.bias')), 'self_attn.q_norm.weight', s.nHeads), inp.positions, s.nHeads, s.headDim, s); // [T, nH*hd]
+  const q = ops.rope(qkNorm(ops.linear(pick(h), w('self_attn.q_proj.weight'), bias('self_attn.q_proj.bias')), 'self_attn.q_norm.weight', s.nHeads), pick(inp.positions), s.nHeads, s.headDim, s); // [T', nH*hd]
   const key = ops.rope(qkNorm(ops.linear(h, w('self_attn.k_proj.weight'), bias('self_attn.k_proj.bias')), 'self_attn.k_norm.weight', s.nKvHeads), inp.positions, s.nKvHeads, s.headDim, s); // [T, nKv*hd]
   const value = ops.linear(h, w('self_attn.v_proj.weight'), bias('self_attn.v_proj.bias')); // [T, nKv*hd]
-  const attn = ops.attention(q, key, value, past, inp.mask, s); // [T, nH*hd]
-  const mid = ops.add(x, ops.linear(attn, w('self_attn.o_proj.weight'))); // [T, d]
+  const attn = ops.attention(q, key, value, past, inp.mask && pick(inp.mask), s); // [T', nH*hd]
+  const mid = ops.add(pick(x), ops.linear(attn, w('self_attn.o_proj.weight'))); // [T', d]
   const h2 = ops.rmsNorm(mid, w('post_attention_layernorm.weight'), s.normEps);
   const gated = ops.mul(ops.silu(ops.linear(h2, w('mlp.gate_proj.weight'))), ops.linear(h2, w('mlp.up_proj.weight'))); // [T, hidden]
   return { out: ops.add(mid, ops.linear(gated, w('mlp.down_proj.weight'))), key, value };
@@ -200,12 +212,13 @@ export interface HeadOut<T> {
  * The EAGLE-1/2 draft head. Row t reads token_{t+1} and the target's feature_t and predicts
  * feature_{t+1}: fc(concat(embed(token), feature)) -> one decoder layer without its input
  * norm. The embedding table is the target's (`model.embed_tokens.weight`).
- * `features` [T, d]; `inp.past` has one entry (the head's only layer) or is null.
+ * `features` [T, d]; `inp.past` has one entry (the head's only layer) or is null. `outRows`:
+ * `hidden` for those rows only, keys and values for all (see decoderLayer).
  */
-export function eagleHeadForward<T>(ops: Ops<T>, head: HeadConfig, features: T, inp: PassInputs<T>): HeadOut<T> {
+export function eagleHeadForward<T>(ops: Ops<T>, head: HeadConfig, features: T, inp: PassInputs<T>, outRows?: RowPick<T>): HeadOut<T> {
   const emb = ops.embed(ops.weight(EMBEDDING), inp.ids); // [T, d]
   const x = ops.linear(ops.concat(emb, features), ops.weight('fc.weight'), ops.weight('fc.bias')); // [T, d]
-  const r = decoderLayer(ops, head, HEAD_LAYER_PREFIX, x, inp, inp.past?.[0] ?? null, false);
+  const r = decoderLayer(ops, head, HEAD_LAYER_PREFIX, x, inp, inp.past?.[0] ?? null, false, outRows);
   return { hidden: r.out, key: r.key, value: r.value };
 }
 

@@ -252,7 +252,8 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
  *       draft_ids int32 [depth]                              the chain, as target ids
  *       draft_present_key_0, draft_present_value_0 [1, C, nKv, hd]  the catch-up rows' K/V
  *
- * The head runs once over the C catch-up rows, then once per drafted row (one row each). Its
+ * The head runs once over the C catch-up rows (keys and values of all C, the rest of its layer
+ * for the last row only: the others are only cached), then once per drafted row (one row each). Its
  * past is sliced to the L live rows once, in the Attention kernel's layout (the keys
  * transposed back, and the values too unless the head's cache holds them in rows: its
  * `headOptions.valueLayout`, default 'rows', as a cache only this graph reads is best kept), and every head step
@@ -289,9 +290,12 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
   const toTarget = draftToTarget(head, headWeights);
   const d2t = toTarget && g.initializer('draft_to_target', { dtype: 'int64', dims: [toTarget.length], data: BigInt64Array.from(toTarget, (x) => BigInt(x)) });
   const drafts: string[] = []; // [1] int64 target ids
-  const step0 = eagleHeadForward(headOps, head, hFeat, { ids: hIds, positions: hPos, mask: mask0, past: [live] });
+  // Only the last catch-up row's output is drafted from: the others need their keys and values
+  // alone, not queries, attention, o_proj or the MLP (outRows).
+  const lastRow = (x: string): string => g.op('Slice', [x, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]);
+  const step0 = eagleHeadForward(headOps, head, hFeat, { ids: hIds, positions: hPos, mask: mask0, past: [live] }, lastRow);
   let past = headOps.presentAfter(live);
-  let hidden = g.op('Slice', [step0.hidden, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]); // [1, d]
+  let hidden = step0.hidden; // [1, d]
   for (let j = 0; j < depth; j++) {
     const best = g.op('ArgMax', [draftLogits(headOps, head, cfg, hidden)], { axis: -1, keepdims: 0 }); // [1] int64 draft id
     const id = d2t ? g.op('Gather', [d2t, best], { axis: 0 }) : best; // [1] int64 target id
