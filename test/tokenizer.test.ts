@@ -136,6 +136,25 @@ test('tokenizer.bin: run.c encode (dummy prefix, best-score merges, byte fallbac
   assert.equal(readLlama2cTokenizer(binPath).vocabSize, tok.vocabSize); // vocab size optional: read to the end
 });
 
+test('tokenizer.bin: decode == the UTF-8 decoding of its pieces\' bytes joined (whole-character pieces as text, byte tokens as bytes)', () => {
+  const tok = l2c as Llama2cTokenizer, pieces = llama2cPieces(), td = new TextDecoder('utf-8', { ignoreBOM: true });
+  const bytesOf = (id: number) => {
+    const m = /^<0x([0-9A-F]{2})>$/.exec(new TextDecoder().decode(pieces[id].bytes));
+    return m ? Uint8Array.of(parseInt(m[1], 16)) : pieces[id].bytes;
+  };
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.integer({ min: 0, max: tok.vocabSize - 1 }), fc.constantFrom(1, 2, 259 + 69, tok.vocabSize - 1)), { maxLength: 20 }), (ids) => {
+      const parts = ids.map((id, i) => {
+        if (id === 1 || id === 2) return new Uint8Array(0);
+        const b = bytesOf(id);
+        return i > 0 && ids[i - 1] === 1 && b[0] === 0x20 ? b.subarray(1) : b;
+      });
+      assert.equal(tok.decode(ids), td.decode(Buffer.concat(parts)));
+    }),
+    { numRuns: 500 },
+  );
+});
+
 test('streamer holds back a split multi-byte character until it completes', () => {
   const s = new TextStreamer(l2c);
   const ids = l2c.encode('€!'); // BOS, ' ', E2, 82, AC, '!'
