@@ -13,7 +13,8 @@
  *
  *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,unfused --threads 1 --rows 1 --past 72
  *
- * Variants: default (what TargetSession builds), unfused (no Linear fusion), split / fused
+ * Variants: default (what TargetSession builds), unfused (no Linear fusion), unpadded (no even-row
+ * padding: what the exactness padding of a quantized target costs; not row-exact), split / fused
  * (attention rendering, each over a cache in its own value layout), split-rows (split attention
  * over values in rows, the layout fused attention reads). Without --model: a random target of bench:runtime (--size: one of
  * its sizes or context-sweep configs, default 100M).
@@ -36,7 +37,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: a random target of --size)' },
   { flag: 'size', type: 'string', default: '100M', help: `random target without --model (${Object.keys({ ...SIZES, ...SWEEP })})` },
   { flag: 'quantize', type: 'string', default: 'q4', help: 'q4, q8 or none (a quantized checkpoint stays as it is)' },
-  { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, unfused, split, split-rows, fused' },
+  { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, unfused, unpadded, split, split-rows, fused' },
   { flag: 'threads', type: 'int', min: 1, default: 1, help: 'ORT intra-op threads' },
   { flag: 'rows', type: 'int', min: 1, default: 1, help: 'new rows per pass (1 = a decoding step)' },
   { flag: 'past', type: 'int', min: 1, default: 72, help: 'cached rows before the pass' },
@@ -51,8 +52,9 @@ const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined :
 const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
 const attention = defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
 
-const VARIANTS: Record<string, { attention: AttentionMode; valueLayout?: ValueLayout; fuseLinears?: boolean; fetch: string[] }> = {
+const VARIANTS: Record<string, { attention: AttentionMode; valueLayout?: ValueLayout; fuseLinears?: boolean; evenRows?: boolean; fetch: string[] }> = {
   default: { attention, fetch: [names.present] },
+  unpadded: { attention, evenRows: false, fetch: [names.present] },
   unfused: { attention, fuseLinears: false, fetch: [names.present] },
   split: { attention: 'split', fetch: [names.present] },
   'split-rows': { attention: 'split', valueLayout: 'rows', fetch: [names.present] },
@@ -65,7 +67,7 @@ for (const v of String(f.variants).split(',')) {
   const o = VARIANTS[v];
   if (!o) throw new Error(`--variants: ${v} is not one of ${Object.keys(VARIANTS)}`);
   const valueLayout = o.valueLayout ?? valueLayoutFor(o.attention);
-  const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears, valueLayout }), { threads });
+  const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears, valueLayout, ...(o.evenRows === false ? { evenRows: false } : {}) }), { threads });
   if (!layouts.has(valueLayout)) layouts.set(valueLayout, { cache: new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(valueLayout), feeds: new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, Math.max(P, T), { valueLayout }) });
   variants.push({ v, s, fetch: [names.argmax, names.features, ...o.fetch], ms: [], ...layouts.get(valueLayout)! });
 }
