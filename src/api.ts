@@ -111,6 +111,13 @@ export interface LoadOptions {
    */
   fusedRound?: boolean | 'auto';
   /**
+   * With the fused round: the depths of its round graphs (each at most the tree's depth; the
+   * tree's depth is always one). A round runs the shallowest graph that reaches its plan's depth,
+   * so a policy that plans shallow rounds pays for the head steps it uses (RoundDrafter). Each
+   * graph is a session holding its own copy of the target's weights. Default: the tree's depth only.
+   */
+  roundDepths?: number[];
+  /**
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
    * machine with the same thread count and weight formats (`weightFormats`: fp32 / q8 / q4 and a
@@ -239,7 +246,8 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const embeddedPair = options.model === undefined && o.draft === DEFAULT_PATHS.draft;
   const tree = { ...DEFAULT_TREE, ...(embeddedPair ? DEFAULT_MODEL_TREE : {}), ...tuning?.tree, ...options.tree };
   checkTree(tree);
-  let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined, roundSession: RoundSession | undefined;
+  let drafter: Drafter | undefined, draftSession: DraftSession | undefined, selfDrafter: SelfDrafter | undefined;
+  const roundSessions: RoundSession[] = [];
   let selfPolicy: LengthPolicy | undefined;
   if (o.draft === 'self' || o.exitLayer !== undefined) {
     if (o.draft !== undefined && o.draft !== 'self') throw new UsageError('--exit-layer', 'drafts with the target\'s own layers: do not combine it with an EAGLE head (--draft PATH)');
@@ -261,8 +269,10 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     const fusedRound = o.fusedRound === 'auto' ? tree.topK === 1 && (tuning?.fusedRound ?? embeddedPair) : o.fusedRound === true;
     if (fusedRound) {
       if (tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${tree.topK}`);
-      roundSession = await RoundSession.create(model.config, model.weights, head.config, head.weights, Math.min(tree.maxDepth, tree.totalTokens), { ...sessionOpts, quantize });
-      drafter = new RoundDrafter(roundSession, model.config.maxSeqLen);
+      const deepest = Math.min(tree.maxDepth, tree.totalTokens);
+      for (const depth of o.roundDepths ?? []) if (!(Number.isInteger(depth) && depth >= 1 && depth <= deepest)) throw new UsageError('roundDepths', `round graph depth ${depth} is not an integer in [1, ${deepest}] (the tree's depth)`);
+      for (const depth of new Set([...(o.roundDepths ?? []), deepest])) roundSessions.push(await RoundSession.create(model.config, model.weights, head.config, head.weights, depth, { ...sessionOpts, quantize }));
+      drafter = new RoundDrafter(roundSessions, model.config.maxSeqLen);
     } else {
       draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize });
       drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
@@ -331,7 +341,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
       disposed = true;
       await target.dispose();
       await draftSession?.dispose();
-      await roundSession?.dispose();
+      for (const r of roundSessions) await r.dispose();
       await selfDrafter?.dispose();
     },
   };

@@ -7,8 +7,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { loadGenerator } from '../src/api.ts';
+import { RoundDrafter } from '../src/generate/round-drafter.ts';
+import { History } from '../src/generate/history.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { randomWeights } from '../src/model/random.ts';
+import type { LengthPolicy, RoundState } from '../src/policies/policy.ts';
+import type { RoundSession } from '../src/runtime/round.ts';
 import { AcceptanceTally, prompt, sameAsPlain, tinyConfig, tinyConfigEitherLayout } from './support/models.ts';
 
 
@@ -63,4 +67,77 @@ test('fused round: a tree wider than a chain is refused with a clear error', asy
   const cfg = fc.sample(tinyConfig(), { seed: 4, numRuns: 1 })[0];
   const model = { config: cfg, weights: randomWeights(cfg, 4, 3), source: 'hf' as const };
   await assert.rejects(loadGenerator({ model, draft: 'random', tree: { topK: 2, maxDepth: 3, totalTokens: 6 }, fusedRound: true, threads: 1 }), /top-k 1/);
+});
+
+/** Plans a depth in [1, maxDepth] each round from a seeded sequence (the same for every generator given the same seed). */
+function randomDepths(seed: number, maxDepth: number): LengthPolicy {
+  let x = seed >>> 0 || 1;
+  return {
+    name: 'random-depths',
+    plan: (st: RoundState) => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const depth = Math.min(1 + (x >>> 16) % maxDepth, st.maxDepth);
+      return { depth, totalTokens: depth };
+    },
+  };
+}
+
+test('round graphs of several depths: each round runs the shallowest graph that reaches its plan, with the drafts and acceptance of one full-depth graph, lossless', async () => {
+  await fc.assert(
+    fc.asyncProperty(tinyConfigEitherLayout(), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 2, max: 5 }), fc.boolean(), async (cfg, seed, depth, greedy) => {
+      const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
+      const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
+      const tree = { topK: 1, maxDepth: depth, totalTokens: depth };
+      const roundDepths = [1, depth - 1].filter((d) => d < depth);
+      const ar = await loadGenerator({ model, threads: 1 });
+      const one = await loadGenerator({ model, draft, tree, fusedRound: true, threads: 1, policy: () => randomDepths(seed, depth) });
+      const several = await loadGenerator({ model, draft, tree, fusedRound: true, roundDepths, threads: 1, policy: () => randomDepths(seed, depth) });
+      try {
+        assert.deepEqual((several.generator.drafter as RoundDrafter).sessions.map((x) => x.depth), [...new Set([...roundDepths, depth])]);
+        const ids = fc.sample(prompt(cfg.vocabSize), { seed, numRuns: 1 })[0];
+        const opts = greedy ? { maxNewTokens: 30 } : { maxNewTokens: 30, temperature: 1, topK: 5, seed };
+        // Both policies replay one seeded sequence of plans (each generator's own instance, same warm-up).
+        const a = await sameAsPlain(ar, one, ids, opts), b = await sameAsPlain(ar, several, ids, opts);
+        assert.deepEqual(b.ids, a.ids);
+        assert.deepEqual(b.stats.acceptedHistogram, a.stats.acceptedHistogram);
+        // Head steps: the full depth every round with one graph, fewer with shallower graphs planned.
+        assert.equal(a.stats.draftPasses, depth * a.stats.rounds);
+        assert.ok(b.stats.draftPasses < a.stats.draftPasses, `${b.stats.draftPasses} >= ${a.stats.draftPasses}: no round ran a shallower graph`);
+      } finally {
+        await ar.dispose();
+        await one.dispose();
+        await several.dispose();
+      }
+    }),
+    { numRuns: 12, seed: 13 },
+  );
+});
+
+test('round graphs: the plan picks the shallowest graph reaching it; a target padded to even rows verifies the padding row\'s draft too', async () => {
+  const fake = (depth: number, padsRows: boolean) => ({ depth, padsRows, head: { dim: 4, nKvHeads: 1, headDim: 4 } }) as unknown as RoundSession;
+  const run = async (depths: number[], padsRows: boolean, planned: number) => {
+    const d = new RoundDrafter(depths.map((x) => fake(x, padsRows)), 16);
+    const tree = await d.draft(new History(16, 4), 3, { depth: planned, totalTokens: planned }, randomDepths(1, 1));
+    return { rows: tree.n, headSteps: d.passes };
+  };
+  {
+    // [graph depths, padsRows, planned depth] -> verified rows (root included), head steps run.
+    const cases: [number[], boolean, number, number, number][] = [
+      [[5], false, 2, 3, 5],
+      [[5], true, 2, 4, 5], // 3 rows would be padded to 4: the third draft is verified for free
+      [[5], true, 5, 6, 5],
+      [[1, 3, 5], false, 1, 2, 1],
+      [[1, 3, 5], false, 2, 3, 3],
+      [[1, 3, 5], true, 2, 4, 3],
+      [[1, 3, 5], true, 4, 6, 5],
+      [[1, 3, 5], true, 7, 6, 5], // capped at the deepest graph
+      [[2, 4], true, 3, 4, 4],
+    ];
+    for (const [depths, pads, planned, rows, steps] of cases) assert.deepEqual(await run(depths, pads, planned), { rows, headSteps: steps }, `graphs ${depths}, padsRows ${pads}, planned ${planned}`);
+    // Not past the context: 13 committed of 16, a plan of 2 verifies rows at positions 13..15 only.
+    const near = new RoundDrafter([fake(5, true)], 16), h = new History(16, 4);
+    h.length = 13;
+    assert.equal((await near.draft(h, 3, { depth: 2, totalTokens: 2 }, randomDepths(1, 1))).n, 3);
+    assert.throws(() => new RoundDrafter([fake(3, false), fake(3, false)], 16), /distinct depths/);
+  }
 });

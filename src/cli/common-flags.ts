@@ -110,4 +110,14 @@ export function policyName(spec: string): string {
 }
 
 /** `--fused-round`: draft the chain and verify it in one ORT call per round (LoadOptions.fusedRound). */
+export const ROUND_DEPTHS_FLAG: FlagSpec = { flag: 'round-depths', type: 'string', meta: 'LIST', help: 'with the fused round: also build round graphs of these depths (comma-separated, each at most the tree depth); a round runs the shallowest graph that reaches its planned depth, so a policy that plans shallow rounds (ldlp, goodput) does not pay for the deepest graph\'s head steps (each graph holds its own copy of the target\'s weights)' };
+
+/** ROUND_DEPTHS_FLAG as LoadOptions `roundDepths`. */
+export function roundDepthsFromFlags(f: Parsed): number[] | undefined {
+  if (f.roundDepths === undefined) return undefined;
+  const depths = String(f.roundDepths).split(',').map((x) => x.trim()).filter((x) => x.length > 0).map(Number);
+  if (depths.length === 0 || depths.some((d) => !(Number.isInteger(d) && d >= 1))) throw new UsageError('--round-depths', `expects positive integers separated by commas, got "${f.roundDepths}"`);
+  return depths;
+}
+
 export const FUSED_ROUND_FLAG: FlagSpec = { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): draft and verify in ONE ORT call per round instead of one per draft depth plus one to verify (holds a second copy of the target\'s weights; default: on for the embedded default pair, or as a tuning file beside the head says; --no-fused-round to turn it off)' };

@@ -6,8 +6,13 @@
  * target's verdict on them. A plain step (root only) runs the plain target; the head catches up
  * on those rows in its next round.
  *
- * Per-level stopping (policies' continueDrafting / keepLevel) does not apply: the graph drafts
- * its fixed depth, and the plan's depth (at most that) says how many drafts are verified.
+ * Per-level stopping (policies' continueDrafting / keepLevel) does not apply: a graph drafts
+ * its fixed depth, and the plan's depth (at most that) says how many drafts are verified. Given
+ * round graphs of several depths, a round runs the shallowest one that reaches the plan's depth,
+ * so a policy that plans shallow rounds (LDLP, goodput) does not pay for the deepest graph's
+ * head steps. When the target pads its passes to even rows (a quantized target with large
+ * blocks: RoundSession.padsRows), a plan of an even number of rows verifies one more draft if
+ * the graph drafted it: the padding row costs the same either way.
  */
 import { VerifyTree, type TreeShape } from '../../trees/index.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
@@ -19,19 +24,29 @@ import { verifyWithTarget, type Drafter, type Verified, type VerifyFetch } from 
 
 export class RoundDrafter implements Drafter {
   readonly shape: TreeShape;
+  /** The round graphs, shallowest first. */
+  readonly sessions: RoundSession[];
+  /** The deepest round graph. */
+  readonly session: RoundSession;
   /** The head's cache: committed catch-up rows only. */
   readonly cache: KVCache;
   /** Head steps computed in-graph (cumulative): `depth` per fused round, counted when `draft` lays it out. */
   passes = 0;
   private tree: VerifyTree;
   private history?: History;
+  private running?: RoundSession; // the graph of the round `draft` laid out
   private positions: Int32Array; // [context] catch-up positions
 
   /**
+   * @param sessions one round graph, or several of different depths over the same pair.
    * @param capacity the target's context length.
    * @param cache the head's cache (default: its own; serving passes a request's slot, shared with its batched EagleDrafter).
    */
-  constructor(readonly session: RoundSession, capacity: number, cache?: KVCache) {
+  constructor(sessions: RoundSession | RoundSession[], capacity: number, cache?: KVCache) {
+    this.sessions = (Array.isArray(sessions) ? [...sessions] : [sessions]).sort((a, b) => a.depth - b.depth);
+    if (this.sessions.length === 0) throw new RangeError('a RoundDrafter needs at least one round session');
+    if (new Set(this.sessions.map((x) => x.depth)).size !== this.sessions.length) throw new RangeError('round sessions of one RoundDrafter need distinct depths');
+    const session = (this.session = this.sessions[this.sessions.length - 1]);
     const D = session.depth, h = session.head;
     this.shape = { topK: 1, maxDepth: D, totalTokens: D };
     this.cache = cache ?? new KVCache(1, h.nKvHeads, h.headDim, capacity);
@@ -45,7 +60,11 @@ export class RoundDrafter implements Drafter {
 
   /** Lays out a chain of the planned depth rooted at `root`; its tokens arrive with `verify`. */
   async draft(history: History, root: number, plan: RoundPlan, _policy: LengthPolicy): Promise<VerifyTree> {
-    const t = this.tree, n = 1 + Math.min(plan.depth, plan.totalTokens, this.session.depth);
+    const want = Math.min(plan.depth, plan.totalTokens, this.session.depth);
+    const s = (this.running = this.sessions.find((x) => x.depth >= want)!);
+    // One more draft where the padding row would run anyway (and the context has a row for it).
+    const free = s.padsRows && want % 2 === 0 && want < s.depth && history.length + want + 2 <= history.capacity;
+    const t = this.tree, n = 1 + want + (free ? 1 : 0);
     history.tokens[history.length] = root;
     this.history = history;
     t.tokens[0] = root;
@@ -54,19 +73,20 @@ export class RoundDrafter implements Drafter {
       t.parents[i] = i - 1;
       t.tokens[i] = 0; // drafted in-graph by verify
     }
-    this.passes += this.session.depth; // the head steps verify's call computes (all of them, whatever n)
+    this.passes += s.depth; // the head steps verify's call computes (all of them, whatever n)
     return t.build(n);
   }
 
   async verify(target: TargetPass, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
-    const history = this.history;
-    if (tree !== this.tree || tree.n === 1 || !history) return verifyWithTarget(target, cache, tree, positions, fetch);
+    const history = this.history, session = this.running;
+    if (tree !== this.tree || tree.n === 1 || !history || !session) return verifyWithTarget(target, cache, tree, positions, fetch);
     this.history = undefined;
+    this.running = undefined;
     // Catch-up rows c..P-1 = (f_i, token_{i+1}): committed target rows the head has not read.
-    const d = this.session.head.dim, P = history.length, c = this.cache.length, rows = P - c;
+    const d = session.head.dim, P = history.length, c = this.cache.length, rows = P - c;
     for (let i = 0; i < rows; i++) this.positions[i] = c + i;
     const catchUp = { tokens: history.tokens.subarray(c + 1, P + 1), features: history.features.subarray(c * d, P * d), positions: this.positions.subarray(0, rows) };
-    const out = await this.session.run(cache, tree.tokens[0], positions.subarray(0, tree.n), tree.mask, this.cache, catchUp, fetch);
+    const out = await session.run(cache, tree.tokens[0], positions.subarray(0, tree.n), tree.mask, this.cache, catchUp, fetch);
     this.cache.append(out.headKeys, out.headValues, rows);
     tree.tokens.set(out.drafts.subarray(0, tree.n - 1), 1);
     return { ...out, rows: out };

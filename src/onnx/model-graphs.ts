@@ -274,7 +274,7 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
  * rows, they are dropped after the round. All `depth` steps always run; M < depth only
  * verifies fewer of them.
  */
-export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}, targetOptions: Pick<OnnxOpsOptions, 'valueLayout'> = {}): ExternalModel {
+export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}, targetOptions: Pick<OnnxOpsOptions, 'valueLayout'> = {}): ExternalModel & { padsRows: boolean } {
   if (!(Number.isInteger(depth) && depth >= 1)) throw new RangeError(`round depth must be a positive integer, got ${depth}`);
   const g = new GraphBuilder('eaglet_round');
   const ops = targetOps(g, cfg, weights, attention, targetOptions);
@@ -328,7 +328,8 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
     return g.op('Concat', [rootIds, g.op('Slice', [chain, g.ints([0]), m, g.ints([0])])], { axis: 0 });
   };
   targetOutputs(g, cfg, llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers), verifiedIds, true)), { unpad: (x, axis) => ops.unpadRows(x, axis) });
-  return g.toExternalModel(MODEL_OPTIONS);
+  // padsRows: the verification runs an even number of rows (an odd count costs one more).
+  return { ...g.toExternalModel(MODEL_OPTIONS), padsRows: ops.padsRows };
 }
 
 /**

@@ -49,7 +49,11 @@ export class RoundSession extends SessionHolder {
   private fetchAll?: string[];
   private fetchArgmax?: string[];
 
-  private constructor(readonly cfg: ModelConfig, readonly head: HeadConfig, readonly depth: number, session: Session, private feeds: StepFeeds, private headFeeds: StepFeeds, readonly valueLayout: ValueLayout) {
+  /**
+   * @param padsRows the verification is padded to an even number of rows (a quantized target
+   *   with blocks above ROW_EXACT_BLOCK): verifying 2k - 1 rows costs what 2k rows do.
+   */
+  private constructor(readonly cfg: ModelConfig, readonly head: HeadConfig, readonly depth: number, session: Session, private feeds: StepFeeds, private headFeeds: StepFeeds, readonly valueLayout: ValueLayout, readonly padsRows: boolean) {
     super(session);
   }
 
@@ -59,9 +63,10 @@ export class RoundSession extends SessionHolder {
     // The target's rendering, as its TargetSession has it (plain steps and these verifications must agree).
     const attention = opts.attention ?? targetAttention(cfg, weights);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(attention), headValueLayout = opts.headValueLayout ?? 'rows';
-    const session = await createSession(buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout }, { valueLayout }), opts);
+    const model = buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout }, { valueLayout });
+    const session = await createSession(model, opts);
     const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
-    return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT, { valueLayout }), new StepFeeds(1, head.nKvHeads, head.headDim, maxT, { valueLayout: headValueLayout }), valueLayout);
+    return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT, { valueLayout }), new StepFeeds(1, head.nKvHeads, head.headDim, maxT, { valueLayout: headValueLayout }), valueLayout, model.padsRows);
   }
 
   /**

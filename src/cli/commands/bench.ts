@@ -9,7 +9,7 @@ import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { DRAFT_QUANT_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyName, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyName, ROUND_DEPTHS_FLAG, roundDepthsFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
 
@@ -37,6 +37,7 @@ const FLAGS: FlagSpec[] = [
   DRAFT_QUANT_FLAG,
   QUANTIZE_FLAG,
   FUSED_ROUND_FLAG,
+  ROUND_DEPTHS_FLAG,
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
   { flag: 'prompts', type: 'string', meta: 'PATH', help: 'prompt file (default with the embedded pair: its 24 held-out prompts): .jsonl (a string, an id array, or {"prompt"|"text": ...} / {"ids": [...]} per line) or text, one prompt per line' },
   { flag: 'random-prompts', type: 'int', min: 1, meta: 'N', help: 'instead of --prompts: N random token-id prompts' },
@@ -76,9 +77,12 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     // Self-drafting policies beside a head build their sessions from the target's weights.
     const keepWeights = specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self');
 
+    // --round-depths: the round graphs of fused rows at the tree's depth (static-D@fused rows of a smaller D keep their one graph).
+    const roundDepths = roundDepthsFromFlags(f);
     const load = (fusedRound: boolean | 'auto', depth?: number) => withTreeFlags(() => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
       tree: { ...treeFromFlags(f), ...(depth === undefined ? {} : { maxDepth: depth, totalTokens: depth }) }, threads: f.threads as number, draftSeed: f.draftSeed as number, ...quantFromFlags(f), fusedRound, keepWeights,
+      roundDepths: depth === undefined && fusedRound !== false ? roundDepths : undefined,
     }));
     const g = await load((f.fusedRound as boolean | undefined) ?? 'auto');
     // SPEC@fused rows: the same pair loaded again with the fused-round drafter, one per graph depth.
