@@ -1,0 +1,74 @@
+/**
+ * The weights' part of a one-token pass in isolation: the 29M sweep config's Linear layers (8
+ * layers of q, k, v, o, gate, up, down, then the LM head; dense random weights, 111 MB) as one
+ * graph of one-row products, each reading the same input, beside the bandwidth probe of the
+ * bytes-read floor (scripts/bandwidth.ts) and the same probe over a dense random weight (the
+ * probe's own weight is mostly zeros). Variants, run in turn: Gemm over [out, in] weights with
+ * transB (what the models render), MatMul over [in, out], and Gemm with q, k, v and gate, up
+ * fused into one weight each. Says what rate the pass's weight reads can reach here.
+ *
+ *   node --import tsx scripts/bench-linears.ts -- --threads 1
+ */
+import { GraphBuilder } from '../src/onnx/graph.ts';
+import { createSession, f32, releaseSession } from '../src/runtime/ort.ts';
+import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import { THREADS_FLAG } from '../src/cli/common-flags.ts';
+import { median } from '../src/util/stats.ts';
+import { bandwidthProbes } from './bandwidth.ts';
+import { SWEEP } from './runtime-sizes.ts';
+
+const FLAGS: FlagSpec[] = [{ flag: 'runs', type: 'int', min: 10, default: 60, help: 'timed runs per variant (after 10 warm-ups)' }, THREADS_FLAG];
+const f = parseFlags(process.argv.slice(2), FLAGS);
+const threads = f.threads as number, runs = f.runs as number;
+const { dim: d, hiddenDim: I, vocabSize: V, nLayers } = SWEEP['29M'];
+
+/** [out, in] of each one-row product, in pass order. */
+const shapes = (fused: boolean): [number, number][] => {
+  const layer: [number, number][] = fused ? [[3 * d, d], [d, d], [2 * I, d], [d, I]] : [[d, d], [d, d], [d, d], [d, d], [I, d], [I, d], [d, I]];
+  return [...Array.from({ length: nLayers }, () => layer).flat(), [V, d]];
+};
+const dense = (n: number) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
+const build = async (name: string, matmul: boolean, fused: boolean) => {
+  const g = new GraphBuilder(name);
+  const x = g.input('x', 'float32', [1, d]), x2 = g.input('x2', 'float32', [1, I]);
+  let bytes = 0, last = '';
+  shapes(fused).forEach(([n, k], i) => {
+    const w = g.initializer(`w${i}`, { dtype: 'float32', dims: matmul ? [k, n] : [n, k], data: dense(n * k) });
+    bytes += n * k * 4;
+    last = matmul ? g.op('MatMul', [k === d ? x : x2, w]) : g.op('Gemm', [k === d ? x : x2, w], { transB: 1 });
+  });
+  g.output(last, 'y', 'float32', [1, V]); // ORT runs every node, read or not
+  return { name, s: await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads }), bytes, ms: [] as number[] };
+};
+const variants = [await build('Gemm transB', false, false), await build('MatMul', true, false), await build('Gemm transB, fused', false, true)];
+const feeds = { x: f32(new Float32Array(d).fill(1), [1, d]), x2: f32(new Float32Array(I).fill(1), [1, I]) };
+
+// The probe's one-row MatMul over a dense random 256 MB weight.
+const k = 4096, n = 16384, big = dense(k * n);
+const pg = new GraphBuilder('dense_probe');
+pg.output(pg.op('MatMul', [pg.input('x', 'float32', [1, k]), pg.initializer('w', { dtype: 'float32', dims: [k, n], data: big })]), 'y', 'float32', [1, n]);
+const denseProbe = await createSession(pg.toModel({ opset: 23, irVersion: 11 }), { threads });
+const probeFeeds = { x: f32(new Float32Array(k).fill(1), [1, k]) };
+const probes = await bandwidthProbes(threads);
+const probe: number[] = [], probeDense: number[] = [];
+for (let r = -10; r < runs; r++) {
+  for (const v of r % 2 ? [...variants].reverse() : variants) {
+    const t0 = performance.now();
+    await v.s.inner.run(feeds);
+    if (r >= 0) v.ms.push(performance.now() - t0);
+  }
+  if (r >= 0 && r % 10 === 0) {
+    probe.push(await probes.gemv());
+    const t0 = performance.now();
+    await denseProbe.inner.run(probeFeeds);
+    probeDense.push(big.byteLength / 1e9 / ((performance.now() - t0) / 1e3));
+  }
+}
+const fmt = (x: number, p = 1) => x.toFixed(p);
+console.log(`29M Linear layers, one row, ${threads} thread(s), median of ${runs} runs (min-max); probe ${fmt(median(probe))} GB/s, dense probe ${fmt(median(probeDense))} GB/s`);
+for (const v of variants) {
+  console.log(`  ${v.name.padEnd(20)} ${fmt(median(v.ms), 3)} ms (${fmt(Math.min(...v.ms), 3)}-${fmt(Math.max(...v.ms), 3)}) for ${fmt(v.bytes / 1e6)} MB: ${fmt(v.bytes / 1e6 / median(v.ms))} GB/s`);
+  await releaseSession(v.s);
+}
+await releaseSession(denseProbe);
+await probes.dispose();
