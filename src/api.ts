@@ -276,6 +276,8 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     } else {
       draftSession = await DraftSession.create(head.config, head.weights, model.config, model.weights, { ...sessionOpts, topK: tree.topK, quantize });
       drafter = new EagleDrafter(draftSession, tree, model.config.maxSeqLen);
+      // Trees wider than a chain: a quantized target verifies them in a graph of their own (TargetSession.prepareTrees), opened now rather than in a timed round.
+      if (tree.topK > 1) await target.prepareTrees();
     }
   }
   // ORT holds its own copy of every weight once the sessions exist; without this a 100M fp32

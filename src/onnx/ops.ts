@@ -67,6 +67,17 @@ export interface OnnxOpsOptions {
    */
   rowExactAttention?: boolean;
   /**
+   * rowExactAttention for token trees: each row's scores are gathered into position order
+   * before the softmax (its visible keys first, in index order: the cache's, then its
+   * ancestors by depth and itself; its hidden keys after them) and back after it. In a tree a
+   * row's ancestors sit at their tree indices with hidden siblings between them, so without
+   * this the softmax's sum (MLAS adds exps in SIMD lanes by index) adds the same numbers in
+   * other lanes than a one-token step does: last-bit differences that int8 activations amplify.
+   * The order is computed in-graph from the mask (two TopK per pass; two GatherElements per
+   * layer), so it is for a graph that verifies trees, not the one-token step's. Default false.
+   */
+  treeOrder?: boolean;
+  /**
    * How the past values this rendering reads are laid out (see ValueLayout). Default
    * `valueLayoutFor(attentionMode)`: each cache is laid out for the attention that reads it.
    */
@@ -676,8 +687,11 @@ export class OnnxOps implements Ops<string> {
       // in another order: with G = 1 both products get an extra (zero) row, so they never see one.
       const extra = G === 1 ? (x: string) => g.op('Pad', [x, g.ints([0, 0, 0, 0, 0, 0, 1, 0])]) : (x: string) => x;
       const drop = G === 1 ? (x: string) => g.op('Slice', [x, g.ints([0]), g.ints([-1]), g.ints([2])]) : (x: string) => x;
-      const w = g.op('Softmax', [g.op('Add', [drop(g.op('MatMul', [extra(q4), keys])), this.groupMask(mask, G)])], { axis: -1 });
-      return this.byRow(drop(this.timesPastValues(extra(w), values)), nHeads, nKvHeads, G, headDim);
+      // treeOrder: scores gathered into each row's position order, the weights back to key order.
+      const order = this.treeOrders.get(mask);
+      const gather = (x: string, key: 'order' | 'unorder') => (order ? g.op('GatherElements', [x, this.groupOrder(order[key], G, nKvHeads)], { axis: -1 }) : x);
+      const w = g.op('Softmax', [g.op('Add', [gather(drop(g.op('MatMul', [extra(q4), keys])), 'order'), this.groupMask(mask, G)])], { axis: -1 });
+      return this.byRow(drop(this.timesPastValues(extra(gather(w, 'unorder')), values)), nHeads, nKvHeads, G, headDim);
     }
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
@@ -695,6 +709,19 @@ export class OnnxOps implements Ops<string> {
 
   /** Per mask `treeMask` made for rowExactAttention: the live length L [1] it covers. */
   private liveRows = new Map<string, string>();
+
+  /** Per mask `treeMask` made with treeOrder: each row's key order [T, L+T] (position order) and its inverse. */
+  private treeOrders = new Map<string, { order: string; unorder: string }>();
+
+  /** Per (index [T, L+T], G, nKv): the index with each row repeated G times, for every K/V head -> [1, nKv, T*G, L+T], built once. */
+  private groupOrder(index: string, G: number, nKvHeads: number): string {
+    return this.once(`groupOrder/${index}/${G}/${nKvHeads}`, () => {
+      const g = this.g;
+      const cols = g.op('Shape', [index], { start: 1, end: 2 });
+      const rows = G === 1 ? index : g.op('Reshape', [g.op('Expand', [g.op('Unsqueeze', [index, g.ints([1])]), g.ints([1, G, 1])]), g.op('Concat', [g.ints([-1]), cols], { axis: 0 })]); // [T*G, L+T]
+      return g.op('Expand', [g.op('Unsqueeze', [rows, g.ints([0, 1])]), g.op('Concat', [g.ints([1, nKvHeads, 1]), cols], { axis: 0 })]);
+    });
+  }
 
   /** Per (mask, G): the mask [T, S+T] with each row repeated G times -> [T*G, S+T], built once. */
   private groupMask(mask: string, G: number): string {
@@ -758,6 +785,7 @@ export class OnnxOps implements Ops<string> {
     const open = fill(g.op('Sub', [pastLength, staged]), 0); // [T, L - (W-T)]
     const fresh = g.op('Where', [tree, g.scalar(0), g.scalar(MASK_NEG)]); // [T, W]
     if (this.opts.rowExactAttention && this.attentionMode === 'split') {
+      if (this.opts.treeOrder) return this.orderedTreeMask(tree, t, w, g.op('Sub', [pastLength, staged]), open, pastLength);
       // [T, L+T]: the L - (W-T) keys every row sees, then the tree over the last W (rowExactAttention).
       const mask = g.op('Concat', [open, fresh], { axis: 1 });
       this.liveRows.set(mask, pastLength);
@@ -767,5 +795,28 @@ export class OnnxOps implements Ops<string> {
     const unused = fill(g.op('Sub', [s, pastLength]), MASK_NEG); // [T, S - L]
     const [old, cur] = g.node('Split', [fresh, g.op('Concat', [staged, t], { axis: 0 })], { axis: 1 }, { outputs: 2 }); // [T, W-T], [T, T]
     return g.op('Concat', [open, old, unused, cur], { axis: 1 });
+  }
+
+  /**
+   * treeMask with treeOrder: the mask [T, L+T] over each row's keys in position order (the
+   * O = L - (W-T) open keys, then its visible tree keys in index order, then its hidden ones:
+   * trailing, as in a chain), and the orders attention gathers its scores by. The order is a
+   * sort of the tree's columns by (hidden, index): in a verification tree (nodes in topological
+   * order) a node's visible columns are its ancestors by depth, then itself.
+   */
+  private orderedTreeMask(tree: string, t: string, w: string, o: string, open: string, pastLength: string): string {
+    const g = this.g, int = (v: number) => g.constant('int64', [], [v]);
+    const range = (n: string) => g.op('Range', [int(0), g.op('Squeeze', [n, g.ints([0])]), int(1)]); // [n] = 0..n-1
+    const byIndex = range(w); // [W]
+    // Sort keys: a visible column j is j, a hidden one W + j; ascending TopK indices are the order.
+    const [sorted, order] = g.node('TopK', [g.op('Where', [tree, byIndex, g.op('Add', [byIndex, w])]), w], { axis: 1, largest: 0, sorted: 1 }, { outputs: 2 }); // [T, W]
+    const unorder = g.node('TopK', [order, w], { axis: 1, largest: 0, sorted: 1 }, { outputs: 2 })[1]; // the inverse permutation
+    const fresh = g.op('Where', [g.op('Less', [sorted, w]), g.scalar(0), g.scalar(MASK_NEG)]); // [T, W], visible first
+    const openIdx = g.op('Expand', [range(o), g.op('Concat', [t, o], { axis: 0 })]); // [T, O]: the open keys stay in place
+    const full = (x: string) => g.op('Concat', [openIdx, g.op('Add', [x, o])], { axis: 1 }); // [T, L+T]
+    const mask = g.op('Concat', [open, fresh], { axis: 1 });
+    this.liveRows.set(mask, pastLength);
+    this.treeOrders.set(mask, { order: full(order), unorder: full(unorder) });
+    return mask;
   }
 }

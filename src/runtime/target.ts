@@ -4,10 +4,11 @@
  */
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
+import { quantOf } from '../model/quantize.ts';
 import { buildTargetModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, endProfiling, f32Data, i32Data, runTimed, SessionHolder, type RunStats, type Session, type SessionOptions } from './ort.ts';
+import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, SessionHolder, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
@@ -56,16 +57,46 @@ export interface TargetPass {
 
 /** The target's ONNX session: `forward` scores new tokens against the cache (see the module comment). */
 export class TargetSession extends SessionHolder implements TargetPass {
-  /** @param valueLayout how the caches it is fed hold their values (StepSessionOptions.valueLayout). */
-  private constructor(readonly cfg: ModelConfig, session: Session, private feeds: StepFeeds, readonly valueLayout: ValueLayout) {
+  /**
+   * @param valueLayout how the caches it is fed hold their values (StepSessionOptions.valueLayout).
+   * @param treeGraph for a target whose attention is position-ordered (a quantized one): opens
+   *   the session that verifies token trees (see `prepareTrees`), else undefined.
+   */
+  private constructor(readonly cfg: ModelConfig, session: Session, private feeds: StepFeeds, readonly valueLayout: ValueLayout, private treeGraph?: () => Promise<Session>) {
     super(session);
   }
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
     const attention = opts.attention ?? targetAttention(cfg, weights, opts.quantize), valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
-    const session = await createSession(buildTargetModel(cfg, weights, attention, { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout }), opts);
-    return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout }), valueLayout);
+    const ops = { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout };
+    const session = await createSession(buildTargetModel(cfg, weights, attention, ops), opts);
+    const rowExact = attention === 'split' && (opts.quantize ?? quantOf(cfg, weights)) !== undefined;
+    const treeGraph = rowExact ? () => createSession(buildTargetModel(cfg, weights, attention, { ...ops, treeOrder: true }), opts) : undefined;
+    return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout }), valueLayout, treeGraph);
+  }
+
+  /** The session verifying token trees (see `prepareTrees`), once opened; it counts in `stats`. */
+  private trees?: Promise<Session>;
+
+  /**
+   * Opens the session that verifies token trees wider than a chain, if this target needs one
+   * (else a no-op): a quantized target's attention then orders each row's keys by position
+   * (OnnxOpsOptions.treeOrder), so every row of a tree computes bit for bit what one-token
+   * steps along its path compute. The one-token step's graph stays without those nodes. Opened
+   * on the first such tree otherwise; call this first so that no timed pass pays for it. It
+   * holds a second copy of the prepacked weights.
+   */
+  async prepareTrees(): Promise<void> {
+    if (!this.treeGraph || this.trees) return;
+    const stats = this.session.stats;
+    this.trees = this.treeGraph().then((s) => ({ inner: s.inner, stats }));
+    await this.trees;
+  }
+
+  override async dispose(): Promise<void> {
+    if (this.trees) await releaseSession(await this.trees);
+    await super.dispose();
   }
 
   private fetchAll?: string[];
@@ -79,11 +110,22 @@ export class TargetSession extends SessionHolder implements TargetPass {
    * Does not modify the cache: the caller appends or commits the returned rows it keeps.
    */
   async forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array, { logits = true } = {}): Promise<TargetOutput> {
+    const t = tokens.length, ordered = this.treeGraph !== undefined && tree !== undefined && !prefixRows(tree, t);
+    // The tree session orders each row's scores; its weights [.., L+T] still multiply the values
+    // in key order, so a visible tree key sits at its tree index, not at its position. MLAS's
+    // GEMM sums K in blocks of a multiple of GEMM_K_ALIGN: where a block boundary falls inside
+    // the tree, a key can land in another block than in a one-token step, and the sum differs
+    // in the last bits. Such a tree (about (T-1)/128 of the passes) is verified path by path,
+    // each path a chain. (A tree over staged rows, W > T, is not: no target pass has them.)
+    if (ordered && tree.length === t * t && Math.floor(cache.length / GEMM_K_ALIGN) !== Math.floor((cache.length + t - 1) / GEMM_K_ALIGN))
+      return this.forwardByPaths(cache, tokens, positions, tree, logits);
+    if (ordered) await this.prepareTrees();
+    const session = ordered ? await this.trees! : this.session;
     const t0 = performance.now();
     // Built on the first step, then reused (a step allocates no fetch list).
     const common = (this.fetchArgmax ??= [names.argmax, names.features, ...this.feeds.presentNames()]);
     const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : common;
-    const out = await runTimed(this.session, this.feeds.build(cache, tokens, positions, tree), fetches);
+    const out = await runTimed(session, this.feeds.build(cache, tokens, positions, tree), fetches);
     const r = {
       logits: logits ? f32Data(out[names.logits]) : new Float32Array(0),
       argmax: i32Data(out[names.argmax]),
@@ -93,8 +135,64 @@ export class TargetSession extends SessionHolder implements TargetPass {
     return this.endCall(t0, r);
   }
 
+  /**
+   * `forward` of a tree [T, T] as one chain pass per root-to-leaf path (through the one-token
+   * step's graph, which scores a chain's rows exactly): each node's outputs come from the first
+   * path holding it.
+   */
+  private async forwardByPaths(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree: Uint8Array, logits: boolean): Promise<TargetOutput> {
+    const t = tokens.length, { vocabSize: V, dim: d } = this.cfg, row = this.cfg.nKvHeads * this.cfg.headDim;
+    const r: TargetOutput = {
+      logits: new Float32Array(logits ? t * V : 0),
+      argmax: new Int32Array(t),
+      features: new Float32Array(t * d),
+      newKeys: Array.from({ length: this.cfg.nLayers }, () => new Float32Array(t * row)),
+      newValues: Array.from({ length: this.cfg.nLayers }, () => new Float32Array(t * row)),
+    };
+    const done = new Uint8Array(t);
+    for (let leaf = t - 1; leaf >= 0; leaf--) {
+      if (done[leaf]) continue;
+      const path: number[] = [];
+      for (let j = 0; j < t; j++) if (tree[leaf * t + j]) path.push(j);
+      const out = await this.forward(cache, path.map((j) => tokens[j]), path.map((j) => positions[j]), undefined, { logits });
+      path.forEach((node, k) => {
+        if (done[node]) return;
+        done[node] = 1;
+        if (logits) r.logits.set(out.logits.subarray(k * V, (k + 1) * V), node * V);
+        r.argmax[node] = out.argmax[k];
+        r.features.set(out.features.subarray(k * d, (k + 1) * d), node * d);
+        for (let l = 0; l < this.cfg.nLayers; l++) {
+          r.newKeys[l].set(out.newKeys[l].subarray(k * row, (k + 1) * row), node * row);
+          r.newValues[l].set(out.newValues[l].subarray(k * row, (k + 1) * row), node * row);
+        }
+      });
+    }
+    return r;
+  }
+
   /** Ends ORT's profile of a session created with `profile` (see SessionOptions). */
   endProfiling(): void {
     endProfiling(this.session);
   }
+}
+
+/**
+ * MLAS's SGEMM (ORT's MatMul on CPU) splits the K axis into blocks of 128 << k keys (k from the
+ * output width: 128 for 128 columns, up to 1024), always from key 0: every block boundary is a
+ * multiple of this. Within a block each output is summed key by key, so exact zeros between
+ * the summed keys add nothing; across a boundary the partial sums are added apart.
+ */
+export const GEMM_K_ALIGN = 128;
+
+/** Whether every row of `tree` [t, W] sees a prefix of the W keys (then position order is index order). */
+function prefixRows(tree: Uint8Array, t: number): boolean {
+  const w = tree.length / t;
+  for (let i = 0; i < t; i++) {
+    let j = i * w;
+    const end = j + w;
+    while (j < end && tree[j]) j++;
+    while (j < end && !tree[j]) j++;
+    if (j < end) return false;
+  }
+  return true;
 }
