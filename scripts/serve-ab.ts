@@ -12,7 +12,15 @@
  * at more, they take turns level by level (`requests` greedy completions by that many
  * concurrent callers of Engine.submit). Reported per repeat and as median (min-max): decode ms
  * per request (its generation time less prefill), decode ms per request round, tok/s, and the
- * speculation-length histogram (what the engine planned).
+ * speculation-length histogram (what the engine planned), and where a request round's decode time
+ * goes (the generator's split: policy, draft, verify, the rest).
+ *
+ * --one-engine: ONE smartspec engine, the policies taking turns in it request by request
+ * (Engine.setPolicy): the same sessions, caches and start-up, so what differs is the policy
+ * alone. Separate engines of one configuration differ by a few per cent on their own (measured:
+ * paired medians 0.97-1.04 between two static-3 engines), which is the size of the gaps sought.
+ * Also printed: each policy's ms a round inside the fused round's ORT call, and its per-repeat
+ * ratios to the first policy (median, quartiles). c=1 only.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -30,27 +38,38 @@ const FLAGS: FlagSpec[] = [
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 48, meta: 'N', help: 'tokens per request' },
   { flag: 'max-batch', type: 'int', min: 1, default: 16, meta: 'B', help: 'batch slots (as the load test: its highest concurrency)' },
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
+  { flag: 'one-engine', type: 'bool', help: 'one smartspec engine, the policies in turn (c=1)' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const names = String(f.policies).split(','), C = f.concurrency as number, R = f.requests as number, N = f.maxNewTokens as number;
 const prompts = readFileSync(join(DEFAULT_DIR, 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const g = await loadGenerator({ threads: f.threads as number, keepWeights: true });
-const engines = names.map((_, i) => new Engine(g, { maxBatch: f.maxBatch as number, maxQueue: 1024, policy: names[i], threads: f.threads as number, fusedRound: names[i] !== 'plain' }));
-for (const e of engines) await e.start();
+const one = f.oneEngine === true;
+if (one && C !== 1) throw new Error('--one-engine compares policies at concurrency 1');
+const make = (policy: string) => new Engine(g, { maxBatch: f.maxBatch as number, maxQueue: 1024, policy, threads: f.threads as number, fusedRound: policy !== 'plain' });
+const shared = one ? make('smartspec') : undefined;
+const engines = names.map((p) => shared ?? make(p));
+for (const e of new Set(engines)) await e.start();
 const label = names.map((p, i) => (names.indexOf(p) === i ? p : `${p}#${names.slice(0, i + 1).filter((x) => x === p).length}`));
 
-interface Tally { decodeMs: number; tokens: number; wallMs: number; depths: number[] }
-const fresh = (e: Engine): Tally => ({ decodeMs: 0, tokens: 0, wallMs: 0, depths: e.metrics.depthCounts.map(() => 0) });
+interface Tally { decodeMs: number; tokens: number; wallMs: number; depths: number[]; policyMs: number; draftMs: number; verifyMs: number; ortMs: number; ortRounds: number }
+const fresh = (e: Engine): Tally => ({ decodeMs: 0, tokens: 0, wallMs: 0, depths: e.metrics.depthCounts.map(() => 0), policyMs: 0, draftMs: 0, verifyMs: 0, ortMs: 0, ortRounds: 0 });
 
-/** One request to completion, added to `t`. */
-async function request(e: Engine, prompt: number[], t: Tally): Promise<void> {
-  const d0 = e.metrics.depthCounts.slice();
+/** One request to completion, added to `t` (`policy`: with --one-engine, the policy it runs). */
+async function request(e: Engine, prompt: number[], t: Tally, policy?: string): Promise<void> {
+  if (one && policy) e.setPolicy(policy);
+  const d0 = e.metrics.depthCounts.slice(), o0 = e.fusedRoundMs, r0 = e.fusedRounds;
   const it = e.submit(prompt, { maxNewTokens: N, temperature: 0 });
   let r = await it.next();
   while (!r.done) r = await it.next();
   const s = r.value;
   t.decodeMs += s.ms.total - s.ms.prefill;
   t.tokens += s.newTokens;
+  t.ortMs += e.fusedRoundMs - o0;
+  t.ortRounds += e.fusedRounds - r0;
+  t.policyMs += s.ms.policy;
+  t.draftMs += s.ms.draft;
+  t.verifyMs += s.ms.verify;
   // Only this request runs in the engine at c=1; at more, the histogram is the level's (summed below).
   if (C === 1) e.metrics.depthCounts.forEach((n, d) => (t.depths[d] += n - d0[d]));
 }
@@ -68,8 +87,8 @@ async function level(e: Engine, ps: number[][], t: Tally): Promise<void> {
 /** Request rounds (a round = one target verification of one request). */
 const rounds = (t: Tally) => t.depths.reduce((a, b) => a + b, 0);
 // Warm-up, not reported: every engine at the concurrency measured.
-for (const e of engines) await level(e, prompts.slice(0, Math.max(C, 4)), fresh(e));
-const per = engines.map(() => ({ msPerRequest: [] as number[], msPerRound: [] as number[], tps: [] as number[] }));
+for (const e of new Set(engines)) await level(e, prompts.slice(0, Math.max(C, 4)), fresh(e));
+const per = engines.map(() => ({ msPerRequest: [] as number[], msPerRound: [] as number[], tps: [] as number[], split: [] as number[][], ort: [] as number[] }));
 for (let rep = 0; rep < (f.repeats as number); rep++) {
   const tallies = engines.map(fresh);
   const ps = Array.from({ length: R }, (_, j) => prompts[(j + rep * 7) % prompts.length]);
@@ -77,7 +96,7 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
     for (let j = 0; j < R; j++)
       for (let k = 0; k < engines.length; k++) {
         const i = (k + j + rep) % engines.length, t0 = performance.now();
-        await request(engines[i], ps[j], tallies[i]);
+        await request(engines[i], ps[j], tallies[i], names[i]);
         tallies[i].wallMs += performance.now() - t0;
       }
   } else for (let k = 0; k < engines.length; k++) await level(engines[(k + rep) % engines.length], ps, tallies[(k + rep) % engines.length]);
@@ -85,13 +104,29 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
     per[i].msPerRequest.push(t.decodeMs / R);
     per[i].msPerRound.push(t.decodeMs / rounds(t));
     per[i].tps.push((t.tokens * 1000) / t.wallMs);
+    const n = rounds(t);
+    per[i].ort.push(t.ortRounds ? t.ortMs / t.ortRounds : NaN);
+    per[i].split.push([t.policyMs / n, t.draftMs / n, t.verifyMs / n, (t.decodeMs - t.policyMs - t.draftMs - t.verifyMs) / n]);
     return `${label[i]} ${(t.decodeMs / R).toFixed(2)} ms/request, ${(t.decodeMs / rounds(t)).toFixed(3)} ms/round, ${((t.tokens * 1000) / t.wallMs).toFixed(0)} tok/s, depths ${t.depths.join('/')}`;
   });
   console.log(`repeat ${rep + 1}: ${line.join(' | ')}`);
 }
 const show = (xs: number[], dp: number) => `${spread(xs).median.toFixed(dp)} (${Math.min(...xs).toFixed(dp)}-${Math.max(...xs).toFixed(dp)})`;
-for (let i = 0; i < engines.length; i++) console.log(`${label[i]}: decode ${show(per[i].msPerRequest, 2)} ms/request, ${show(per[i].msPerRound, 3)} ms/round, ${show(per[i].tps, 0)} tok/s`);
-for (const e of engines) {
+for (let i = 0; i < engines.length; i++) {
+  const part = (j: number) => show(per[i].split.map((x) => x[j]), 4);
+  console.log(`${label[i]}: decode ${show(per[i].msPerRequest, 2)} ms/request, ${show(per[i].msPerRound, 3)} ms/round, ${show(per[i].tps, 0)} tok/s`);
+  console.log(`  ms a round: policy ${part(0)}, draft ${part(1)}, verify ${part(2)}, rest ${part(3)}`);
+}
+// Paired: each repeat's figure over the first policy's in the same repeat.
+const quart = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b), at = (p: number) => s[Math.round(p * (s.length - 1))];
+  return `${at(0.5).toFixed(3)} (${at(0.25).toFixed(3)}-${at(0.75).toFixed(3)})`;
+};
+for (let i = 1; i < engines.length; i++) {
+  const ratio = (get: (x: (typeof per)[number], r: number) => number) => quart(per[i].msPerRound.map((_, r) => get(per[i], r) / get(per[0], r)));
+  console.log(`${label[i]} / ${label[0]}, per repeat, median (q1-q3): ms a round ${ratio((x, r) => x.msPerRound[r])}, verify ${ratio((x, r) => x.split[r][2])}${C === 1 ? `, fused round's ORT call ${ratio((x, r) => x.ort[r])}` : ''}`);
+}
+for (const e of new Set(engines)) {
   await e.drain();
   await e.dispose();
 }

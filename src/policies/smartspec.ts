@@ -309,6 +309,30 @@ export class SmartSpecPlanner {
   }
 
   /**
+   * planBatch for a request alone, without building arrays or closures: the greedy ascent over
+   * one request's length is the first depth of highest goodput, then the margin rule. A lone
+   * request plans every round, so its planning is on every round's path (measured: the general
+   * path's allocations and closures, ~7 us a round, also slowed the fused round's ORT call that
+   * follows by ~2-5%; see docs/performance.md, "Serving under load").
+   */
+  private planAlone(m: SmartSpecPolicy): void {
+    const alone = this.alone!, last = alone.length - 1, b = this.aloneBeyond, sharedBeyond = Math.max(0, this.overhead.alone);
+    let best = 0, bestG = 0, plainG = 0;
+    for (let d = 0; d <= this.maxDepth; d++) {
+      const a = Math.min(d, last), beyond = b[a > 0 ? 1 : 0];
+      const ms = alone[a] + (Number.isNaN(beyond) ? sharedBeyond : Math.max(beyond, -0.9 * alone[a]));
+      const g = m.acceptance.expectedTokens(d) / ms;
+      if (d === 0) (plainG = g), (bestG = g);
+      else if (g > bestG * (1 + 1e-9)) (best = d), (bestG = g);
+    }
+    if (bestG < plainG * (1 + this.margin)) best = 0;
+    this.plainRun = best === 0 ? this.plainRun + 1 : 0;
+    this.chosen.set(m, best);
+    const a = Math.min(best, last);
+    this.startTiming(alone[a], 1, 1, 1, a, m.catchUpRows);
+  }
+
+  /**
    * Greedy ascent over every member's length; lengths already chosen this step stay. A request
    * alone runs one round at full length before any fused round has been seen (see aloneBeyond).
    */
@@ -324,6 +348,7 @@ export class SmartSpecPlanner {
       this.startTiming(this.alone![unseen], 1, 1, n, unseen, members[0].catchUpRows);
       return;
     }
+    if (n === 1 && this.alone && !fixed[0]) return this.planAlone(members[0]);
     let best = this.goodput(members, k);
     // A request alone is priced by its own step model (stepCost); a batch by the sums (raiser).
     const r = n === 1 && this.alone ? undefined : this.raiser(members, k);

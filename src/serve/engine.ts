@@ -91,7 +91,7 @@ export function parseServePolicy(spec: string | undefined, hasDraft: boolean, ma
 export class Engine {
   readonly batcher = new Batcher();
   readonly metrics: ServeMetrics;
-  readonly policy: PolicyKind;
+  policy: PolicyKind;
   readonly maxBatch: number;
   readonly maxQueue: number;
   readonly tree: TreeShape;
@@ -166,6 +166,11 @@ export class Engine {
   /** Fused rounds run by lone requests (cumulative). */
   get fusedRounds(): number {
     return this.round?.stats.passes ?? 0;
+  }
+
+  /** ms inside the fused round's ORT calls (cumulative). */
+  get fusedRoundMs(): number {
+    return this.round?.stats.msInRun ?? 0;
   }
 
   /** The batched target passes run and the requests they served (cumulative). */
@@ -297,6 +302,18 @@ export class Engine {
     for (const s of slots) s.truncate(0);
     lane.batchCache.resetLayout();
     return new StepCost(tokens, one, full, B);
+  }
+
+  /**
+   * The policy of requests admitted from now on (`--policy`'s values). For A/B scripts: policies
+   * in turn over one engine's sessions and caches (scripts/serve-ab.ts --one-engine), where
+   * separate engines' sessions differ by a few per cent on their own. smartspec needs an engine
+   * started as smartspec (its cost model).
+   */
+  setPolicy(spec: string): void {
+    const p = parseServePolicy(spec, this.draftLane !== undefined, this.tree.maxDepth);
+    if (p.kind === 'smartspec' && !this.planner) throw new UsageError('--policy', 'smartspec needs an engine started with it (the start-up cost model)');
+    this.policy = p;
   }
 
   /** A fresh policy for one request. */
