@@ -1,0 +1,141 @@
+/**
+ * Where a one-token pass of the 29M sweep config goes, by ablation (cost only, random weights):
+ * the real step graph ('split' attention, values transposed) beside the same graph with parts
+ * taken out, all timed in one process, interleaved pass by pass (order alternating), at each
+ * thread count, with the bandwidth probe of the bytes-read floor (scripts/bandwidth.ts) every 30
+ * rounds. ORT's profiler adds several microseconds a node (more with 2 threads), which is about
+ * what the small nodes cost, so this measures by taking nodes out instead. Variants:
+ *
+ *   full     the step graph TargetSession builds
+ *   bare     attention = the two past products only (q x K^T, then FusedMatMul with V^T): no
+ *            scaling of its input, no new rows, no mask, no softmax (wrong numbers, same bytes)
+ *   noattn   attention = a pass-through of q: no K/V read at all
+ *   linear   the pass's one-row Linear products alone (57 Gemms over [out, in] weights)
+ *   kv       the 16 past products of `bare` alone, over the same cache views
+ *
+ * full - bare = attention's small nodes (new-row products, Concat, mask Add, Softmax, Split);
+ * bare - noattn = the past K/V products in the pass; noattn - linear = everything else (norms,
+ * RoPE, SiLU, regrouping, embedding, argmax, the call).
+ *
+ *   node --import tsx scripts/ablate-step.ts -- --context 4000 --threads 1,2 --passes 300
+ */
+import { randomWeights } from '../src/model/random.ts';
+import { buildTargetModel, names } from '../src/onnx/model-graphs.ts';
+import { OnnxOps } from '../src/onnx/ops.ts';
+import { GraphBuilder } from '../src/onnx/graph.ts';
+import { KVCache } from '../src/runtime/kv-cache.ts';
+import { createSession, f32, releaseSession, type Session } from '../src/runtime/ort.ts';
+import { StepFeeds } from '../src/runtime/step-feeds.ts';
+import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import { bandwidthProbes, passWeightBytes } from './bandwidth.ts';
+import { SWEEP } from './runtime-sizes.ts';
+import { median, quantile } from '../src/util/stats.ts';
+
+const FLAGS: FlagSpec[] = [
+  { flag: 'context', type: 'int', min: 1, default: 4000, help: 'cached rows before the pass' },
+  { flag: 'threads', type: 'string', default: '1,2', help: 'thread counts (each its own sessions)' },
+  { flag: 'passes', type: 'int', min: 10, default: 300, help: 'timed passes per variant (after 20 warm-ups)' },
+];
+const f = parseFlags(process.argv.slice(2), FLAGS);
+const cfg = SWEEP['29M'], weights = randomWeights(cfg, 1, 1);
+const P = f.context as number, passes = f.passes as number, threadCounts = String(f.threads).split(',').map(Number);
+if (P + 1 > cfg.maxSeqLen) throw new Error(`--context: ${P} leaves no room for a new row in ${cfg.maxSeqLen}`);
+const { nLayers, nKvHeads: H, headDim: D } = cfg;
+
+type G = GraphBuilder;
+const timesVT = (g: G, w: string, vt: string) => g.node('FusedMatMul', [w, vt], { transB: 1, alpha: { float: 1 } }, { domain: 'com.microsoft' })[0];
+
+/** The step graph with OnnxOps.attention replaced by `body` (q [T, nH*hd] -> [T, nH*hd]) while it renders. */
+function withAttention(body: (g: G, q: string, past: { keys: string; values: string }) => string): ReturnType<typeof buildTargetModel> {
+  const real = OnnxOps.prototype.attention;
+  OnnxOps.prototype.attention = function (q, _k, _v, past) {
+    return body(this.g, q, past!);
+  };
+  try {
+    return buildTargetModel(cfg, weights, 'split', {});
+  } finally {
+    OnnxOps.prototype.attention = real;
+  }
+}
+const width = cfg.nHeads * D;
+const models = {
+  full: buildTargetModel(cfg, weights, 'split', {}),
+  bare: withAttention((g, q, past) => {
+    const q4 = g.op('Reshape', [q, g.ints([1, H, -1, D])]); // one row: [1, H, 1, hd] (nH = nKv here)
+    return g.op('Reshape', [timesVT(g, g.op('MatMul', [q4, past.keys]), past.values), g.ints([-1, width])]);
+  }),
+  noattn: withAttention((g, q) => g.op('Reshape', [q, g.ints([-1, width])])),
+};
+if (cfg.nHeads !== H) throw new Error('bare assumes one query head per K/V head');
+
+// The Linear products alone, each over its own dense random weight, as bench-linears.ts.
+const { dim: d, hiddenDim: I, vocabSize: V } = cfg;
+const lin = new GraphBuilder('linears');
+{
+  const x = lin.input('x', 'float32', [1, d]), x2 = lin.input('x2', 'float32', [1, I]);
+  const layer: [number, number][] = [[d, d], [d, d], [d, d], [d, d], [I, d], [I, d], [d, I]];
+  let last = '';
+  [...Array.from({ length: nLayers }, () => layer).flat(), [V, d] as [number, number]].forEach(([n, k], i) => {
+    const w = lin.initializer(`w${i}`, { dtype: 'float32', dims: [n, k], data: Float32Array.from({ length: n * k }, () => Math.random() - 0.5) });
+    last = lin.op('Gemm', [k === d ? x : x2, w], { transB: 1 });
+  });
+  lin.output(last, 'y', 'float32', [1, V]); // ORT runs every node, read or not
+}
+// The past products alone over the cache's views.
+const kv = new GraphBuilder('kv');
+{
+  const q = kv.input('q', 'float32', [1, H, 1, D]);
+  const outs = Array.from({ length: nLayers }, (_, l) =>
+    timesVT(kv, kv.op('MatMul', [q, kv.input(names.pastKey(l), 'float32', [1, H, D, 'S'])]), kv.input(names.pastValue(l), 'float32', [1, H, D, 'S'])));
+  kv.output(kv.op('Concat', outs, { axis: 0 }), 'y', 'float32', [nLayers, H, 1, D]);
+}
+
+const cache = new KVCache(nLayers, H, D, cfg.maxSeqLen).useValueLayout('transposed');
+const chunk = Float32Array.from({ length: 64 * H * D }, (_, i) => Math.sin(i)), rows = Array(nLayers).fill(chunk);
+while (cache.length < P) cache.append(rows, rows, Math.min(64, P - cache.length));
+const feeds = new StepFeeds(nLayers, H, D, 1, { valueLayout: 'transposed' });
+const linFeeds = { x: f32(new Float32Array(d).fill(1), [1, d]), x2: f32(new Float32Array(I).fill(1), [1, I]) };
+const q = f32(Float32Array.from({ length: H * D }, (_, i) => 0.01 * Math.sin(i)), [1, H, 1, D]);
+const kvFeeds = () => {
+  const all = feeds.build(cache, [5], [P]), x: Record<string, (typeof all)[string]> = { q };
+  for (let l = 0; l < nLayers; l++) (x[names.pastKey(l)] = all[names.pastKey(l)]), (x[names.pastValue(l)] = all[names.pastValue(l)]);
+  return x;
+};
+const fetch = [names.argmax, names.features, names.present];
+
+const variants: { name: string; threads: number; s: Session; run: () => Promise<unknown>; ms: number[] }[] = [];
+for (const threads of threadCounts) {
+  for (const [name, m] of Object.entries(models)) {
+    const s = await createSession(m, { threads });
+    variants.push({ name, threads, s, ms: [], run: () => s.inner.run(feeds.build(cache, [5], [P]), fetch) });
+  }
+  const sl = await createSession(lin.toModel({ opset: 23, irVersion: 11 }), { threads });
+  variants.push({ name: 'linear', threads, s: sl, ms: [], run: () => sl.inner.run(linFeeds) });
+  const sk = await createSession(kv.toModel({ opset: 23, irVersion: 11 }), { threads });
+  variants.push({ name: 'kv', threads, s: sk, ms: [], run: () => sk.inner.run(kvFeeds()) });
+}
+const probes = await Promise.all(threadCounts.map((t) => bandwidthProbes(t)));
+const rates: number[][] = threadCounts.map(() => []);
+for (let r = -20; r < passes; r++) {
+  for (const v of r % 2 ? [...variants].reverse() : variants) {
+    const t0 = performance.now();
+    await v.run();
+    if (r >= 0) v.ms.push(performance.now() - t0);
+  }
+  if (r >= 0 && r % 30 === 0) for (let i = 0; i < probes.length; i++) rates[i].push(await probes[i].gemv());
+}
+
+const weightMB = passWeightBytes(cfg, weights) / 1e6, kvMB = (2 * nLayers * H * D * P * 4) / 1e6;
+const fmt = (x: number) => x.toFixed(3);
+console.log(`29M one-token pass after ${P} rows (stride ${cache.stride}), ${passes} passes per variant, interleaved; ms: median (quartiles)`);
+threadCounts.forEach((threads, i) => {
+  const gbps = median(rates[i]), at = (name: string) => median(variants.find((v) => v.threads === threads && v.name === name)!.ms);
+  console.log(`${threads} thread(s): probe ${gbps.toFixed(1)} GB/s; floor ${fmt((weightMB + kvMB) / gbps)} ms (weights ${weightMB.toFixed(1)} MB, past K/V ${kvMB.toFixed(1)} MB)`);
+  for (const v of variants.filter((x) => x.threads === threads))
+    console.log(`  ${v.name.padEnd(7)} ${fmt(median(v.ms))} (${fmt(quantile(v.ms, 0.25))}-${fmt(quantile(v.ms, 0.75))})`);
+  console.log(`  full / floor ${(at('full') / ((weightMB + kvMB) / gbps)).toFixed(2)}x; attention's small nodes (full - bare) ${fmt(at('full') - at('bare'))}; ` +
+    `past products in the pass (bare - noattn) ${fmt(at('bare') - at('noattn'))} = ${(kvMB / (at('bare') - at('noattn'))).toFixed(1)} GB/s; ` +
+    `the rest (noattn - linear) ${fmt(at('noattn') - at('linear'))}; Linear products ${(weightMB / at('linear')).toFixed(1)} GB/s, past products alone ${(kvMB / at('kv')).toFixed(1)} GB/s`);
+});
+for (const v of variants) await releaseSession(v.s);
+for (const p of probes) await p.dispose();
