@@ -13,13 +13,16 @@
  *
  *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,unfused --threads 1 --rows 1 --past 72
  *
- * Variants: default (what TargetSession builds), unfused (no Linear fusion), unpadded (no even-row
+ * Variants: default (what TargetSession builds), tree (the graph a quantized TargetSession verifies
+ * token trees with: each row's scores in position order, OnnxOpsOptions.treeOrder; give the tree
+ * with --parents), unfused (no Linear fusion), unpadded (no even-row
  * padding: what the exactness padding of a quantized target costs; not row-exact), split / fused
  * (attention rendering, each over a cache in its own value layout), split-rows (split attention
  * over values in rows, the layout fused attention reads). Without --model: a random target of bench:runtime (--size: one of
  * its sizes or context-sweep configs, default 100M).
  *
  *   node --import tsx scripts/ab-step.ts -- --size 29M --quantize none --variants split,split-rows --past 4000
+ *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,tree --parents -1,0,0,1,3 --threads 2 --past 150
  */
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { quantizedModel } from '../src/api.ts';
@@ -42,6 +45,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'rows', type: 'int', min: 1, default: 1, help: 'new rows per pass (1 = a decoding step)' },
   { flag: 'past', type: 'int', min: 1, default: 72, help: 'cached rows before the pass' },
   { flag: 'passes', type: 'int', min: 10, default: 2000, help: 'passes per variant' },
+  { flag: 'parents', type: 'string', default: '', help: 'a token tree to pass instead of --rows causal rows: each node\'s parent, -1 for the root (e.g. -1,0,0,1,3)' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const q = String(f.quantize);
@@ -49,11 +53,17 @@ if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not 
 const sized = sizeNamed({ ...SIZES, ...SWEEP }, String(f.size), '--size');
 const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: sized, weights: randomWeights(sized, 1, 3), source: 'hf' };
 const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
-const threads = f.threads as number, T = f.rows as number, P = f.past as number, passes = f.passes as number;
+const parents = String(f.parents) ? String(f.parents).split(',').map(Number) : undefined;
+if (parents?.some((p, i) => !(Number.isInteger(p) && p < i && (p >= 0 || i === 0) && (i === 0) === (p === -1)))) throw new Error(`--parents: ${f.parents} is not a tree in topological order (-1 first, then each node's earlier parent)`);
+const threads = f.threads as number, T = parents?.length ?? (f.rows as number), P = f.past as number, passes = f.passes as number;
+// The tree's ancestor-or-self mask [T, T] (undefined: causal rows).
+const tree = parents && new Uint8Array(T * T);
+if (parents) for (let i = 0; i < T; i++) for (let a = i; a >= 0; a = parents[a]) tree![i * T + a] = 1;
 const attention = defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
 
-const VARIANTS: Record<string, { attention: AttentionMode; valueLayout?: ValueLayout; fuseLinears?: boolean; evenRows?: boolean; fetch: string[] }> = {
+const VARIANTS: Record<string, { attention: AttentionMode; valueLayout?: ValueLayout; fuseLinears?: boolean; evenRows?: boolean; treeOrder?: boolean; fetch: string[] }> = {
   default: { attention, fetch: [names.present] },
+  tree: { attention, treeOrder: true, fetch: [names.present] },
   unpadded: { attention, evenRows: false, fetch: [names.present] },
   unfused: { attention, fuseLinears: false, fetch: [names.present] },
   split: { attention: 'split', fetch: [names.present] },
@@ -67,7 +77,7 @@ for (const v of String(f.variants).split(',')) {
   const o = VARIANTS[v];
   if (!o) throw new Error(`--variants: ${v} is not one of ${Object.keys(VARIANTS)}`);
   const valueLayout = o.valueLayout ?? valueLayoutFor(o.attention);
-  const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears, valueLayout, ...(o.evenRows === false ? { evenRows: false } : {}) }), { threads });
+  const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears, valueLayout, treeOrder: o.treeOrder, ...(o.evenRows === false ? { evenRows: false } : {}) }), { threads });
   if (!layouts.has(valueLayout)) layouts.set(valueLayout, { cache: new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(valueLayout), feeds: new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, Math.max(P, T), { valueLayout }) });
   variants.push({ v, s, fetch: [names.argmax, names.features, ...o.fetch], ms: [], ...layouts.get(valueLayout)! });
 }
@@ -77,16 +87,17 @@ const prefix = Array.from({ length: P }, (_, i) => (i * 7919 + 13) % cfg.vocabSi
 const first = variants[0].feeds;
 const pre = first.present(await variants[0].s.inner.run(first.build(variants[0].cache, prefix, prefix.map((_, i) => i)), first.presentNames()));
 for (const { cache } of layouts.values()) cache.append(pre.newKeys, pre.newValues, P);
-const ids = Array.from({ length: T }, (_, i) => (i * 31 + 5) % cfg.vocabSize), pos = ids.map((_, i) => P + i);
+const depth = (i: number): number => (parents && i > 0 ? 1 + depth(parents[i]) : parents ? 0 : i);
+const ids = Array.from({ length: T }, (_, i) => (i * 31 + 5) % cfg.vocabSize), pos = ids.map((_, i) => P + depth(i));
 for (let r = -20; r < passes; r++) {
   for (const x of r % 2 ? [...variants].reverse() : variants) {
     const t0 = performance.now();
-    await x.s.inner.run(x.feeds.build(x.cache, ids, pos), x.fetch);
+    await x.s.inner.run(x.feeds.build(x.cache, ids, pos, tree), x.fetch);
     if (r >= 0) x.ms.push(performance.now() - t0);
   }
 }
 for (const x of variants) await releaseSession(x.s);
-console.log(`${f.model ?? `random ${f.size}`} ${q}, ${threads} thread(s), ${T} row(s) after ${P}, ${passes} passes each, interleaved pass by pass`);
+console.log(`${f.model ?? `random ${f.size}`} ${q}, ${threads} thread(s), ${parents ? `a tree of ${T} nodes (parents ${parents.join(',')})` : `${T} row(s)`} after ${P}, ${passes} passes each, interleaved pass by pass`);
 const ref = variants[0];
 for (const x of variants) {
   const diff = x.ms.map((m, i) => m - ref.ms[i]);
