@@ -571,3 +571,35 @@ test('SmartSpec scores a raise from its running sums as goodput scores the whole
     { numRuns: 50 },
   );
 });
+
+test('SmartSpec: the bound that skips the ascent when no raise can pay plans what the full ascent plans', () => {
+  let speculated = 0, plain = 0;
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
+      let s = seed;
+      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16); };
+      const verify = curve(1, 0.05), draft = curve(rand() * 0.6, 0.02), a = rand() * 0.1, b = rand() * 0.01;
+      const histories = Array.from({ length: n }, () => ({ position: 1 + Math.floor(rand() * 200), rounds: Array.from({ length: Math.floor(rand() * 8) }, () => { const depth = Math.floor(rand() * 4); return { depth, accepted: Math.floor(rand() * (depth + 1)) }; }) }));
+      const plan = (full: boolean) => {
+        const planner = new SmartSpecPlanner(verify, draft, 3, 3, () => 1, undefined, 0.9, () => 0);
+        if (full) (planner as unknown as { anyRaisePays(): boolean }).anyRaisePays = () => true;
+        planner.overhead.a = a;
+        planner.overhead.b = b;
+        const ms = histories.map((h) => {
+          const p = planner.policy();
+          for (const r of h.rounds) p.observe({ depth: r.depth, treeSize: r.depth, accepted: r.accepted, draftMs: 0, verifyMs: 0 });
+          return p;
+        });
+        return ms.map((p, i) => p.plan({ position: histories[i].position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth);
+      };
+      const quick = plan(false), full = plan(true);
+      assert.deepEqual(quick, full);
+      if (full.some((d) => d > 0)) speculated++;
+      else plain++;
+    }),
+    { numRuns: 200 },
+  );
+  // Both outcomes drawn, so the bound is tested where it skips and where it must not.
+  assert.ok(speculated > 10 && plain > 10, `speculated ${speculated}, plain ${plain}`);
+});
