@@ -12,6 +12,14 @@
  * with the plain step beside it, and tokens/s over all prompts (median and min-max of repeats).
  * Greedy; every speculative output is checked equal to plain decoding's.
  *
+ * Inside the fused call (`--split`, D >= 2): rounds that verify [root, first draft] only (2 rows,
+ * the rows a plain step computes when passes are padded to even rows), on round graphs of depth
+ * 1..D, interleaved with the above. Graph d minus graph d - 1 is one in-graph head step (its
+ * layer and LM head); graph 1 minus the plain step is the head's catch-up (C rows, its first
+ * draft included) plus the round's own feeds, outputs and JS; the depth-D round verifying all D
+ * drafts minus graph D verifying 2 rows is the verification's further rows. Their tau is the
+ * depth-1 chain's; the check against plain decoding holds for them too.
+ *
  *   node --import tsx scripts/bench-round.ts [-- --model M --draft H --prompts F --depth 3 --threads 1,2 --repeats 3 --max-new-tokens 64 --max-prompts N --draft-quant q4 --quantize q4]
  * Without --model: the embedded default pair and its held-out prompts.
  */
@@ -37,6 +45,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 3, help: 'timed passes over the prompts' },
   { flag: 'max-prompts', type: 'int', min: 1, default: 1000, help: 'use at most this many prompts' },
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 64, help: 'tokens per prompt' },
+  { flag: 'split', type: 'bool', help: 'also time rounds verifying 2 rows on round graphs of depth 1..D (where the fused round\'s time goes)' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const D = f.depth as number, repeats = f.repeats as number, maxNewTokens = f.maxNewTokens as number;
@@ -51,7 +60,9 @@ const add = (a: RunStats, b: RunStats) => ((a.passes += b.passes), (a.msInRun +=
 
 for (const threads of String(f.threads).split(',').map(Number)) {
   const opts = f.model ? { model: f.model as string, draft: f.draft as string, tuning: false } : {};
-  const load = (fusedRound: boolean): Promise<LoadedGenerator> => loadGenerator({ ...opts, tree, threads, fusedRound, tuning: false, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined });
+  const split = f.split === true && D >= 2;
+  const load = (fusedRound: boolean): Promise<LoadedGenerator> =>
+    loadGenerator({ ...opts, tree, threads, fusedRound, tuning: false, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined, ...(fusedRound && split ? { roundDepths: Array.from({ length: D }, (_, i) => i + 1) } : {}) });
   const passes = await load(false), fused = await load(true);
   const prompts = readPrompts((f.prompts as string | undefined) ?? DEFAULT_PATHS.heldoutPrompts, passes.encode).slice(0, f.maxPrompts as number);
   const target = passes.generator.parts.target;
@@ -59,6 +70,11 @@ for (const threads of String(f.threads).split(',').map(Number)) {
     { label: 'plain', gen: new Generator({ target }), draftStats: () => undefined, targetStats: () => target.stats },
     { label: `chain ${D}, pass by pass`, gen: new Generator({ target, drafter: passes.generator.drafter, policy: new StaticPolicy(D, D) }), draftStats: () => (passes.generator.drafter as EagleDrafter).session.stats, targetStats: () => target.stats },
     { label: `chain ${D}, fused round`, gen: new Generator({ target, drafter: fused.generator.drafter, policy: new StaticPolicy(D, D) }), draftStats: () => undefined, targetStats: () => (fused.generator.drafter as RoundDrafter).session.stats },
+    // --split: one RoundDrafter per round graph, each verifying its first draft only.
+    ...(split ? (fused.generator.drafter as RoundDrafter).sessions : []).map((s) => {
+      const drafter = new RoundDrafter(s, target.cfg.maxSeqLen);
+      return { label: `graph of depth ${s.depth}, verify 2 rows`, gen: new Generator({ target, drafter, policy: new StaticPolicy(1, 1) }), draftStats: () => undefined, targetStats: () => s.stats };
+    }),
   ];
   const accs = methods.map(acc);
   const plainIds: number[][] = [];
@@ -102,6 +118,13 @@ for (const threads of String(f.threads).split(',').map(Number)) {
     const t = a.tokps;
     console.log(`| ${methods[m].label} | ${median(t).toFixed(0)} (${Math.min(...t).toFixed(0)}-${Math.max(...t).toFixed(0)}) | ${(a.tokens / R).toFixed(2)} | ${round.toFixed(3)} | ${(round / plainStep).toFixed(2)} | ${dr.toFixed(3)} / ${dt.toFixed(3)} (${(a.draft.passes / R).toFixed(1)} calls) | ${vr.toFixed(3)} / ${vt.toFixed(3)} (${(a.verify.passes / R).toFixed(1)} calls) | ${(round - dr - dt - vr - vt).toFixed(3)} |`);
   });
+  if (split) {
+    // The split rows follow the three methods: graph d at index 2 + d.
+    const ms = (m: number) => accs[m].ms / accs[m].rounds, g = (d: number) => ms(2 + d);
+    const steps = Array.from({ length: D - 1 }, (_, i) => `${(g(i + 2) - g(i + 1)).toFixed(3)}`).join(', ');
+    console.log(`\nfused round of depth ${D}, ms (plain step ${plainStep.toFixed(3)}): catch-up + first draft + the round's feeds/outputs/JS ${(g(1) - plainStep).toFixed(3)}; ` +
+      `head steps 2..${D} ${steps}; verifying rows 3..${D + 1} ${(ms(2) - g(D)).toFixed(3)}; whole round ${ms(2).toFixed(3)} = ${(ms(2) / plainStep).toFixed(2)} plain steps`);
+  }
   await passes.dispose();
   await fused.dispose();
 }
