@@ -204,7 +204,7 @@ export class Engine {
       this.targetLane.open(this.track(await createSession(target, opts)));
       if (head) this.draftLane!.open(this.track(await createSession(head, opts)));
       if (this.fusedRound && draft) {
-        const round = (this.round = await RoundSession.create(cfg, g.model.weights, draft.head, draft.weights.head, Math.min(this.tree.maxDepth, this.tree.totalTokens), { ...opts, quantize: draft.weights.quantize, valueLayout: this.targetLane.valueLayout, headValueLayout: this.draftLane!.valueLayout }));
+        const round = (this.round = await this.createRound());
         for (const s of this.slots) s.drafter = new SlotDrafter(s.head!, new RoundDrafter(round, cfg.maxSeqLen, s.head!.cache), () => this.batcher.size === 1);
       }
     } catch (e) {
@@ -213,6 +213,12 @@ export class Engine {
     }
     if (this.policy.kind === 'smartspec' && this.draftLane) await this.measureCosts(repeats);
     this.markLive();
+  }
+
+  /** The fused round's session for a lone request (fusedRound, with a draft lane). */
+  private createRound(): Promise<RoundSession> {
+    const cfg = this.g.model.config, draft = this.draftLane!.session;
+    return RoundSession.create(cfg, this.g.model.weights, draft.head, draft.weights.head, Math.min(this.tree.maxDepth, this.tree.totalTokens), { threads: this.threads, quantize: draft.weights.quantize, valueLayout: this.targetLane.valueLayout, headValueLayout: this.draftLane!.valueLayout });
   }
 
   /** SmartSpec's step-cost model (see start). */
@@ -229,7 +235,18 @@ export class Engine {
     // Draft passes carry each request's catch-up rows (accepted + 1 after a drafted round).
     const drafts = await this.measure(this.draftLane!, this.slots.map((s) => s.head!.cache), counts(B * (D + 1)), repeats);
     // k = 0: a plain pass; k >= 1: the fused round, one cost for every length (measureRound).
-    const alone = this.round ? [verify.ms(1, 1), ...new Array<number>(this.round.depth).fill(await this.measureRound(this.round, repeats))] : undefined;
+    // The round is timed on a session of its own, released after: rounds at half the context
+    // left the serving session's rounds ~5% slower (paired, separate engines: scripts/serve-ab.ts;
+    // presumably ORT's arena after the larger shapes, not pinned down).
+    let alone: number[] | undefined;
+    if (this.round) {
+      const probe = await this.createRound();
+      try {
+        alone = [verify.ms(1, 1), ...new Array<number>(this.round.depth).fill(await this.measureRound(probe, repeats))];
+      } finally {
+        await probe.dispose();
+      }
+    }
     // A step = one target verification: a batched pass, or a lone request's fused round.
     this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.steps + (this.round?.stats.passes ?? 0), alone);
   }
