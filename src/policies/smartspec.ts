@@ -246,6 +246,17 @@ export class SmartSpecPlanner {
     return tokens / (c.passMs + c.overheadMs);
   }
 
+  /**
+   * The learned ms beyond the start-up measurement of a lone request's step at (clamped) length
+   * d: what such steps were seen to take beyond it, else the shared learned overhead (it mixes
+   * both kinds of step, so only its positive part stands in); a step never costs under a tenth
+   * of its model.
+   */
+  private aloneOverheadMs(d: number): number {
+    const beyond = this.aloneBeyond[d > 0 ? 1 : 0];
+    return Number.isNaN(beyond) ? Math.max(0, this.overhead.alone) : Math.max(beyond, -0.9 * this.alone![d]);
+  }
+
   /** Modelled ms of a step at lengths `k`: its passes (start-up measurements), and the learned overhead beyond them. */
   stepCost(members: SmartSpecPolicy[], k: number[]): { passMs: number; overheadMs: number; passes: number; requestPasses: number } {
     const n = members.length;
@@ -255,11 +266,8 @@ export class SmartSpecPlanner {
       deepest = Math.max(deepest, k[i]);
     }
     if (n === 1 && this.alone) {
-      // The step as measured at start-up; beyond it, what such steps were seen to take beyond that, else the shared learned overhead.
-      const d = Math.min(k[0], this.alone.length - 1), beyond = this.aloneBeyond[d > 0 ? 1 : 0];
-      // (The shared overhead mixes both kinds of step, so only its positive part stands in; a step never costs under a tenth of its model.)
-      const overheadMs = Number.isNaN(beyond) ? Math.max(0, this.overhead.alone) : Math.max(beyond, -0.9 * this.alone[d]);
-      return { passMs: this.alone[d], overheadMs, passes: 1, requestPasses: 1 };
+      const d = Math.min(k[0], this.alone.length - 1);
+      return { passMs: this.alone[d], overheadMs: this.aloneOverheadMs(d), passes: 1, requestPasses: 1 };
     }
     let ms = this.verify.ms(verifyTokens, n);
     for (let j = 1; j <= deepest; j++) {
@@ -316,12 +324,11 @@ export class SmartSpecPlanner {
    * follows by ~2-5%; see docs/performance.md, "Serving under load").
    */
   private planAlone(m: SmartSpecPolicy): void {
-    const alone = this.alone!, last = alone.length - 1, b = this.aloneBeyond, sharedBeyond = Math.max(0, this.overhead.alone);
+    const alone = this.alone!, last = alone.length - 1;
     let best = 0, bestG = 0, plainG = 0;
     for (let d = 0; d <= this.maxDepth; d++) {
-      const a = Math.min(d, last), beyond = b[a > 0 ? 1 : 0];
-      const ms = alone[a] + (Number.isNaN(beyond) ? sharedBeyond : Math.max(beyond, -0.9 * alone[a]));
-      const g = m.acceptance.expectedTokens(d) / ms;
+      const a = Math.min(d, last);
+      const g = m.acceptance.expectedTokens(d) / (alone[a] + this.aloneOverheadMs(a));
       if (d === 0) (plainG = g), (bestG = g);
       else if (g > bestG * (1 + 1e-9)) (best = d), (bestG = g);
     }
@@ -395,7 +402,6 @@ export class SmartSpecPlanner {
    */
   private anyRaisePays(members: SmartSpecPolicy[], best: number): boolean {
     const n = members.length;
-    if (n === 1 && this.alone) return true; // a request alone: its own step model (stepCost)
     let minCatchUp = Infinity;
     for (const m of members) minCatchUp = Math.min(minCatchUp, m.catchUpRows);
     let draftMs = 0;
