@@ -15,7 +15,9 @@
  *
  * Variants: default (what TargetSession builds), tree (the graph a quantized TargetSession verifies
  * token trees with: each row's scores in position order, OnnxOpsOptions.treeOrder; give the tree
- * with --parents), unfused (no Linear fusion), unpadded (no even-row
+ * with --parents), sliced (a quantized target's weights x values product cut into GEMMs that
+ * MLAS never splits across threads whatever the thread count, OnnxOpsOptions.gemmThreads unset:
+ * what the cut costs where the target needs none), unfused (no Linear fusion), unpadded (no even-row
  * padding: what the exactness padding of a quantized target costs; not row-exact), split / fused
  * (attention rendering, each over a cache in its own value layout), split-rows (split attention
  * over values in rows, the layout fused attention reads). Without --model: a random target of bench:runtime (--size: one of
@@ -28,8 +30,8 @@ import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { quantizedModel } from '../src/api.ts';
 import { loadModel, type LoadedModel } from '../src/load-model.ts';
 import { randomWeights } from '../src/model/random.ts';
-import { buildTargetModel, names } from '../src/onnx/model-graphs.ts';
-import { defaultAttention, valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onnx/ops.ts';
+import { buildTargetModel, names, targetAttention } from '../src/onnx/model-graphs.ts';
+import { valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onnx/ops.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
@@ -40,7 +42,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: a random target of --size)' },
   { flag: 'size', type: 'string', default: '100M', help: `random target without --model (${Object.keys({ ...SIZES, ...SWEEP })})` },
   { flag: 'quantize', type: 'string', default: 'q4', help: 'q4, q8 or none (a quantized checkpoint stays as it is)' },
-  { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, unfused, unpadded, split, split-rows, fused' },
+  { flag: 'variants', type: 'string', default: 'default,unfused', help: 'default, tree, sliced, unfused, unpadded, split, split-rows, fused' },
   { flag: 'threads', type: 'int', min: 1, default: 1, help: 'ORT intra-op threads' },
   { flag: 'rows', type: 'int', min: 1, default: 1, help: 'new rows per pass (1 = a decoding step)' },
   { flag: 'past', type: 'int', min: 1, default: 72, help: 'cached rows before the pass' },
@@ -59,10 +61,12 @@ const threads = f.threads as number, T = parents?.length ?? (f.rows as number), 
 // The tree's ancestor-or-self mask [T, T] (undefined: causal rows).
 const tree = parents && new Uint8Array(T * T);
 if (parents) for (let i = 0; i < T; i++) for (let a = i; a >= 0; a = parents[a]) tree![i * T + a] = 1;
-const attention = defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim);
+// What TargetSession renders: 'split' for a quantized target, whatever its size.
+const attention = targetAttention(cfg, weights);
 
-const VARIANTS: Record<string, { attention: AttentionMode; valueLayout?: ValueLayout; fuseLinears?: boolean; evenRows?: boolean; treeOrder?: boolean; fetch: string[] }> = {
+const VARIANTS: Record<string, { attention: AttentionMode; valueLayout?: ValueLayout; fuseLinears?: boolean; evenRows?: boolean; treeOrder?: boolean; sliced?: boolean; fetch: string[] }> = {
   default: { attention, fetch: [names.present] },
+  sliced: { attention, sliced: true, fetch: [names.present] },
   tree: { attention, treeOrder: true, fetch: [names.present] },
   unpadded: { attention, evenRows: false, fetch: [names.present] },
   unfused: { attention, fuseLinears: false, fetch: [names.present] },
@@ -77,7 +81,7 @@ for (const v of String(f.variants).split(',')) {
   const o = VARIANTS[v];
   if (!o) throw new Error(`--variants: ${v} is not one of ${Object.keys(VARIANTS)}`);
   const valueLayout = o.valueLayout ?? valueLayoutFor(o.attention);
-  const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears, valueLayout, treeOrder: o.treeOrder, ...(o.evenRows === false ? { evenRows: false } : {}) }), { threads });
+  const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears, valueLayout, treeOrder: o.treeOrder, gemmThreads: o.sliced ? undefined : threads, ...(o.evenRows === false ? { evenRows: false } : {}) }), { threads });
   if (!layouts.has(valueLayout)) layouts.set(valueLayout, { cache: new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(valueLayout), feeds: new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, Math.max(P, T), { valueLayout }) });
   variants.push({ v, s, fetch: [names.argmax, names.features, ...o.fetch], ms: [], ...layouts.get(valueLayout)! });
 }

@@ -78,6 +78,14 @@ export interface OnnxOpsOptions {
    */
   treeOrder?: boolean;
   /**
+   * The intra-op threads of the session that runs this graph. rowExactAttention cuts its
+   * weights x values product into GEMMs that MLAS never splits by columns only where MLAS could
+   * split it: with fewer K/V heads than threads (see valueProduct). Every graph of one target
+   * must be built with the same value (their rows are compared bit for bit). Default: unknown,
+   * so always cut (exact at any thread count; about 2% slower a pass on the 100M q4 fixture).
+   */
+  gemmThreads?: number;
+  /**
    * How the past values this rendering reads are laid out (see ValueLayout). Default
    * `valueLayoutFor(attentionMode)`: each cache is laid out for the attention that reads it.
    */
@@ -111,6 +119,53 @@ export type ValueLayout = 'rows' | 'transposed';
 /** The value layout a cache read by `mode` attention is best kept in (see ValueLayout). */
 export function valueLayoutFor(mode: AttentionMode): ValueLayout {
   return mode === 'split' ? 'transposed' : 'rows';
+}
+
+/**
+ * Output columns per GEMM of rowExactAttention's weights x values product where MLAS could split
+ * it. MLAS (ORT's MatMul on CPU) gives a GEMM more than one thread when its batch (here the K/V
+ * heads) has fewer GEMMs than the threads it wants (one per 64K multiply-adds: rows x columns x
+ * keys, at most the session's threads), and then splits it along the output columns in blocks of
+ * 16 when it has more columns than rows. A part with fewer columns gets larger K blocks
+ * (gemmKBlock), so a verification pass whose product was split summed each row's keys in other
+ * blocks than a one-token step whose product was not: last-bit differences, which int8
+ * activations amplify. A GEMM of at most 16 columns is never split by columns (only by rows,
+ * once it has 16 of them, which leaves each row's sum as it is). Ours: the rule is read from
+ * MLAS's source (sgemm.cpp: MlasGemmBatch, MlasSgemmOperation; ORT 1.30), and
+ * test/quantize-rows.test.ts checks it at 1, 2 and 4 threads.
+ */
+export const VALUE_SLICE_COLUMNS = 16;
+
+/** The widest head whose rowExactAttention scores are one GEMM: no K block of MLAS is smaller (see rowExactScores). */
+export const SCORE_K_SLICE = 128;
+
+/**
+ * The K block (keys) MLAS sums a GEMM of `columns` output columns in, when it has more keys than
+ * columns (else one block): 128, doubled as its column stride halves from 128 while that still
+ * covers `columns`, down to 16 (so 1024 at most). Blocks start at key 0.
+ */
+export function gemmKBlock(columns: number): number {
+  let n = 128, k = 128;
+  while (n > 16 && n / 2 >= columns) (n /= 2), (k *= 2);
+  return k;
+}
+
+/** The fewest slices of at most `most` that cut `width` evenly. */
+function fewestSlices(width: number, most: number): number {
+  let p = Math.ceil(width / most);
+  while (width % p !== 0) p++;
+  return p;
+}
+
+/**
+ * How rowExactAttention multiplies its weights by the values, per K/V head: in `slices` GEMMs
+ * (of headDim / slices columns each), which sum each row's keys in blocks of `kBlock` from key 0.
+ * Cut (VALUE_SLICE_COLUMNS) unless the session's threads (`gemmThreads`, when known) are no more
+ * than the K/V heads: then MLAS never splits one.
+ */
+export function valueProduct(headDim: number, nKvHeads: number, gemmThreads?: number): { slices: number; kBlock: number } {
+  const slices = gemmThreads !== undefined && nKvHeads >= gemmThreads ? 1 : fewestSlices(headDim, VALUE_SLICE_COLUMNS);
+  return { slices, kBlock: gemmKBlock(headDim / slices) };
 }
 
 /** Below this many bytes of past K/V per layer at full context, models default to 'fused'. */
@@ -686,18 +741,44 @@ export class OnnxOps implements Ops<string> {
       // MLAS multiplies a one-row A (a one-token step with G = 1) with another kernel, which sums
       // in another order: with G = 1 both products get an extra (zero) row, so they never see one.
       const extra = G === 1 ? (x: string) => g.op('Pad', [x, g.ints([0, 0, 0, 0, 0, 0, 1, 0])]) : (x: string) => x;
-      const drop = G === 1 ? (x: string) => g.op('Slice', [x, g.ints([0]), g.ints([-1]), g.ints([2])]) : (x: string) => x;
+      const drop = G === 1 ? (x: string, axis = 2) => g.op('Slice', [x, g.ints([0]), g.ints([-1]), g.ints([axis])]) : (x: string) => x;
       // treeOrder: scores gathered into each row's position order, the weights back to key order.
       const order = this.treeOrders.get(mask);
       const gather = (x: string, key: 'order' | 'unorder') => (order ? g.op('GatherElements', [x, this.groupOrder(order[key], G, nKvHeads)], { axis: -1 }) : x);
-      const w = g.op('Softmax', [g.op('Add', [gather(drop(g.op('MatMul', [extra(q4), keys])), 'order'), this.groupMask(mask, G)])], { axis: -1 });
-      return this.byRow(drop(this.timesPastValues(extra(gather(w, 'unorder')), values)), nHeads, nKvHeads, G, headDim);
+      const w = extra(gather(g.op('Softmax', [g.op('Add', [gather(drop(this.rowExactScores(extra(q4), keys, nKvHeads, headDim)), 'order'), this.groupMask(mask, G)])], { axis: -1 }), 'unorder'));
+      const { slices } = valueProduct(headDim, nKvHeads, this.opts.gemmThreads);
+      if (slices === 1) return this.byRow(drop(this.timesPastValues(w, values)), nHeads, nKvHeads, G, headDim);
+      // The product per slice of the values' columns (valueProduct): weights
+      // [1, nKv, 1, M, L+T] broadcast over the slices of the values [1, nKv, P, ., .].
+      const n = headDim / slices;
+      const sliced = rows
+        ? g.op('Transpose', [g.op('Reshape', [values, g.ints([1, nKvHeads, -1, slices, n])])], { perm: [0, 1, 3, 2, 4] }) // [1, nKv, P, L+T, n]
+        : g.op('Reshape', [values, g.ints([1, nKvHeads, slices, n, -1])]); // [1, nKv, P, n, L+T]
+      const o = drop(this.timesPastValues(g.op('Unsqueeze', [w, g.ints([2])]), sliced), 3); // [1, nKv, P, T*G, n]
+      const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, slices, -1, G, n])])], { perm: [2, 0, 3, 1, 4] }); // [T, nKv, G, P, n]
+      return g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]);
     }
     const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
     const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
     const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew()])]); // [1, nKv, TG, hd]
     return this.byRow(o, nHeads, nKvHeads, G, headDim);
+  }
+
+  /**
+   * rowExactAttention's scores: query rows [1, nKv, M, hd] x keys [1, nKv, hd, L+T]. MLAS sums a
+   * GEMM's K axis (here hd) in blocks whose size depends on its column count (the keys, and how
+   * they are split across threads: see VALUE_SLICE_COLUMNS, gemmKBlock); a block is never smaller than 128,
+   * so a head of at most SCORE_K_SLICE dims is always one block. A wider head is cut into that
+   * many slices, each one GEMM, and their products are added in slice order.
+   */
+  private rowExactScores(q4: string, keys: string, nKvHeads: number, headDim: number): string {
+    const g = this.g, slices = fewestSlices(headDim, SCORE_K_SLICE);
+    if (slices === 1) return g.op('MatMul', [q4, keys]);
+    const n = headDim / slices;
+    const qs = g.op('Transpose', [g.op('Reshape', [q4, g.ints([1, nKvHeads, -1, slices, n])])], { perm: [0, 1, 3, 2, 4] }); // [1, nKv, C, M, n]
+    const parts = g.node('Split', [g.op('MatMul', [qs, g.op('Reshape', [keys, g.ints([1, nKvHeads, slices, n, -1])])])], { axis: 2, num_outputs: slices }, { outputs: slices }); // C x [1, nKv, 1, M, L+T]
+    return g.op('Squeeze', [parts.slice(1).reduce((sum, p) => g.op('Add', [sum, p]), parts[0]), g.ints([2])]);
   }
 
   /** Attention output per K/V head [1, nKv, T*G, hd] -> [T, nH*hd]. */

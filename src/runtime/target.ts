@@ -6,9 +6,9 @@ import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import { quantOf } from '../model/quantize.ts';
 import { buildTargetModel, names, targetAttention } from '../onnx/model-graphs.ts';
-import { valueLayoutFor, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
+import { valueLayoutFor, valueProduct, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, SessionHolder, type RunStats, type Session, type SessionOptions } from './ort.ts';
+import { createSession, DEFAULT_THREADS, endProfiling, f32Data, i32Data, releaseSession, runTimed, SessionHolder, type RunStats, type Session, type SessionOptions } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
@@ -59,21 +59,23 @@ export interface TargetPass {
 export class TargetSession extends SessionHolder implements TargetPass {
   /**
    * @param valueLayout how the caches it is fed hold their values (StepSessionOptions.valueLayout).
+   * @param valueBlock the K block its attention's weights x values product sums keys in (valueProduct).
    * @param treeGraph for a target whose attention is position-ordered (a quantized one): opens
    *   the session that verifies token trees (see `prepareTrees`), else undefined.
    */
-  private constructor(readonly cfg: ModelConfig, session: Session, private feeds: StepFeeds, readonly valueLayout: ValueLayout, private treeGraph?: () => Promise<Session>) {
+  private constructor(readonly cfg: ModelConfig, session: Session, private feeds: StepFeeds, readonly valueLayout: ValueLayout, private valueBlock: number, private treeGraph?: () => Promise<Session>) {
     super(session);
   }
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
     const attention = opts.attention ?? targetAttention(cfg, weights, opts.quantize), valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
-    const ops = { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout };
+    const gemmThreads = opts.threads ?? DEFAULT_THREADS, ops = { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout, gemmThreads };
     const session = await createSession(buildTargetModel(cfg, weights, attention, ops), opts);
     const rowExact = attention === 'split' && (opts.quantize ?? quantOf(cfg, weights)) !== undefined;
     const treeGraph = rowExact ? () => createSession(buildTargetModel(cfg, weights, attention, { ...ops, treeOrder: true }), opts) : undefined;
-    return new TargetSession(cfg, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout }), valueLayout, treeGraph);
+    const feeds = new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout });
+    return new TargetSession(cfg, session, feeds, valueLayout, valueProduct(cfg.headDim, cfg.nKvHeads, gemmThreads).kBlock, treeGraph);
   }
 
   /** The session verifying token trees (see `prepareTrees`), once opened; it counts in `stats`. */
@@ -112,12 +114,12 @@ export class TargetSession extends SessionHolder implements TargetPass {
   async forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array, { logits = true } = {}): Promise<TargetOutput> {
     const t = tokens.length, ordered = this.treeGraph !== undefined && tree !== undefined && !prefixRows(tree, t);
     // The tree session orders each row's scores; its weights [.., L+T] still multiply the values
-    // in key order, so a visible tree key sits at its tree index, not at its position. MLAS's
-    // GEMM sums K in blocks of a multiple of GEMM_K_ALIGN: where a block boundary falls inside
-    // the tree, a key can land in another block than in a one-token step, and the sum differs
-    // in the last bits. Such a tree (about (T-1)/128 of the passes) is verified path by path,
-    // each path a chain. (A tree over staged rows, W > T, is not: no target pass has them.)
-    if (ordered && tree.length === t * t && Math.floor(cache.length / GEMM_K_ALIGN) !== Math.floor((cache.length + t - 1) / GEMM_K_ALIGN))
+    // in key order, so a visible tree key sits at its tree index, not at its position. That
+    // product sums its keys in blocks of valueBlock (128 to 1024): where a block boundary falls
+    // inside the tree, a key can land in another block than in a one-token step, and the sum
+    // differs in the last bits. Such a tree (about (T-1)/valueBlock of the passes) is verified
+    // path by path, each path a chain. (A tree over staged rows, W > T, is not: no target pass has them.)
+    if (ordered && tree.length === t * t && Math.floor(cache.length / this.valueBlock) !== Math.floor((cache.length + t - 1) / this.valueBlock))
       return this.forwardByPaths(cache, tokens, positions, tree, logits);
     if (ordered) await this.prepareTrees();
     const session = ordered ? await this.trees! : this.session;
@@ -175,14 +177,6 @@ export class TargetSession extends SessionHolder implements TargetPass {
     endProfiling(this.session);
   }
 }
-
-/**
- * MLAS's SGEMM (ORT's MatMul on CPU) splits the K axis into blocks of 128 << k keys (k from the
- * output width: 128 for 128 columns, up to 1024), always from key 0: every block boundary is a
- * multiple of this. Within a block each output is summed key by key, so exact zeros between
- * the summed keys add nothing; across a boundary the partial sums are added apart.
- */
-export const GEMM_K_ALIGN = 128;
 
 /** Whether every row of `tree` [t, W] sees a prefix of the W keys (then position order is index order). */
 function prefixRows(tree: Uint8Array, t: number): boolean {
