@@ -13,11 +13,20 @@
  *   linear   the pass's one-row Linear products alone (57 Gemms over [out, in] weights)
  *   kv       the 16 past products of `bare` alone, over the same cache views
  *
+ *   nonew    attention without the new rows: the past scores masked and softmaxed, times the
+ *            past values (no regrouping of the new k and v, no new-row products, Concat, Split
+ *            or Add: wrong numbers, same past bytes)
+ *   V@KEY=VALUE  variant V (one of the above graphs) in a session with that ORT session config
+ *            entry, e.g. full@session.intra_op.spin_duration_us=1000
+ *
  * full - bare = attention's small nodes (new-row products, Concat, mask Add, Softmax, Split);
  * bare - noattn = the past K/V products in the pass; noattn - linear = everything else (norms,
- * RoPE, SiLU, regrouping, embedding, argmax, the call).
+ * RoPE, SiLU, regrouping, embedding, argmax, the call); full - nonew = the new rows' part.
+ * Sessions built later ran up to ~0.3 ms faster than the first in A/A runs here, so compare
+ * variants in both orders (--variants full,nonew,nonew,full and nonew,full,full,nonew).
  *
  *   node --import tsx scripts/ablate-step.ts -- --context 4000 --threads 1,2 --passes 300
+ *   node --import tsx scripts/ablate-step.ts -- --threads 2 --variants full,nonew,nonew,full
  */
 import { randomWeights } from '../src/model/random.ts';
 import { buildTargetModel, names } from '../src/onnx/model-graphs.ts';
@@ -35,6 +44,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'context', type: 'int', min: 1, default: 4000, help: 'cached rows before the pass' },
   { flag: 'threads', type: 'string', default: '1,2', help: 'thread counts (each its own sessions)' },
   { flag: 'passes', type: 'int', min: 10, default: 300, help: 'timed passes per variant (after 20 warm-ups)' },
+  { flag: 'variants', type: 'string', default: 'full,bare,noattn,linear,kv', help: 'full, bare, noattn, nonew, linear, kv; a graph variant may add @KEY=VALUE (an ORT session config entry); a name may repeat' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const cfg = SWEEP['29M'], weights = randomWeights(cfg, 1, 1);
@@ -46,10 +56,10 @@ type G = GraphBuilder;
 const timesVT = (g: G, w: string, vt: string) => g.node('FusedMatMul', [w, vt], { transB: 1, alpha: { float: 1 } }, { domain: 'com.microsoft' })[0];
 
 /** The step graph with OnnxOps.attention replaced by `body` (q [T, nH*hd] -> [T, nH*hd]) while it renders. */
-function withAttention(body: (g: G, q: string, past: { keys: string; values: string }) => string): ReturnType<typeof buildTargetModel> {
+function withAttention(body: (g: G, q: string, past: { keys: string; values: string }, mask: string, ops: OnnxOps) => string): ReturnType<typeof buildTargetModel> {
   const real = OnnxOps.prototype.attention;
-  OnnxOps.prototype.attention = function (q, _k, _v, past) {
-    return body(this.g, q, past!);
+  OnnxOps.prototype.attention = function (q, _k, _v, past, mask) {
+    return body(this.g, q, past!, mask, this);
   };
   try {
     return buildTargetModel(cfg, weights, 'split', {});
@@ -65,6 +75,13 @@ const models = {
     return g.op('Reshape', [timesVT(g, g.op('MatMul', [q4, past.keys]), past.values), g.ints([-1, width])]);
   }),
   noattn: withAttention((g, q) => g.op('Reshape', [q, g.ints([-1, width])])),
+  nonew: withAttention((g, q, past, mask) => {
+    // splitAttention with the new rows left out (one query head per K/V head, one row: no regrouping needed).
+    const q4 = g.op('Reshape', [g.op('Mul', [q, g.scalar(1 / Math.sqrt(D))]), g.ints([1, H, -1, D])]);
+    const pastMask = g.op('Slice', [mask, g.ints([0]), g.ints([-1]), g.ints([-1])]); // [T, S]: the past's columns
+    const w = g.op('Softmax', [g.op('Add', [g.op('MatMul', [q4, past.keys]), pastMask])], { axis: -1 });
+    return g.op('Reshape', [timesVT(g, w, past.values), g.ints([-1, width])]);
+  }),
 };
 if (cfg.nHeads !== H) throw new Error('bare assumes one query head per K/V head');
 
@@ -104,15 +121,19 @@ const kvFeeds = () => {
 const fetch = [names.argmax, names.features, names.present];
 
 const variants: { name: string; threads: number; s: Session; run: () => Promise<unknown>; ms: number[] }[] = [];
+const graphs: Record<string, () => Uint8Array | ReturnType<typeof buildTargetModel>> = {
+  ...Object.fromEntries(Object.entries(models).map(([k, m]) => [k, () => m])),
+  linear: () => lin.toModel({ opset: 23, irVersion: 11 }),
+  kv: () => kv.toModel({ opset: 23, irVersion: 11 }),
+};
 for (const threads of threadCounts) {
-  for (const [name, m] of Object.entries(models)) {
-    const s = await createSession(m, { threads });
-    variants.push({ name, threads, s, ms: [], run: () => s.inner.run(feeds.build(cache, [5], [P]), fetch) });
+  for (const spec of String(f.variants).split(',')) {
+    const [base, entry] = spec.split('@'), [key, value] = entry ? entry.split('=') : [];
+    if (!graphs[base] || (entry && (!key || value === undefined))) throw new Error(`--variants: ${spec} is not one of ${Object.keys(graphs)}, optionally with @KEY=VALUE`);
+    const s = await createSession(graphs[base](), { threads, ...(entry ? { config: { [key]: value } } : {}) });
+    const run = base === 'linear' ? () => s.inner.run(linFeeds) : base === 'kv' ? () => s.inner.run(kvFeeds()) : () => s.inner.run(feeds.build(cache, [5], [P]), fetch);
+    variants.push({ name: spec, threads, s, ms: [], run });
   }
-  const sl = await createSession(lin.toModel({ opset: 23, irVersion: 11 }), { threads });
-  variants.push({ name: 'linear', threads, s: sl, ms: [], run: () => sl.inner.run(linFeeds) });
-  const sk = await createSession(kv.toModel({ opset: 23, irVersion: 11 }), { threads });
-  variants.push({ name: 'kv', threads, s: sk, ms: [], run: () => sk.inner.run(kvFeeds()) });
 }
 const probes = await Promise.all(threadCounts.map((t) => bandwidthProbes(t)));
 const rates: number[][] = threadCounts.map(() => []);
@@ -129,13 +150,22 @@ const weightMB = passWeightBytes(cfg, weights) / 1e6, kvMB = (2 * nLayers * H * 
 const fmt = (x: number) => x.toFixed(3);
 console.log(`29M one-token pass after ${P} rows (stride ${cache.stride}), ${passes} passes per variant, interleaved; ms: median (quartiles)`);
 threadCounts.forEach((threads, i) => {
-  const gbps = median(rates[i]), at = (name: string) => median(variants.find((v) => v.threads === threads && v.name === name)!.ms);
-  console.log(`${threads} thread(s): probe ${gbps.toFixed(1)} GB/s; floor ${fmt((weightMB + kvMB) / gbps)} ms (weights ${weightMB.toFixed(1)} MB, past K/V ${kvMB.toFixed(1)} MB)`);
-  for (const v of variants.filter((x) => x.threads === threads))
-    console.log(`  ${v.name.padEnd(7)} ${fmt(median(v.ms))} (${fmt(quantile(v.ms, 0.25))}-${fmt(quantile(v.ms, 0.75))})`);
-  console.log(`  full / floor ${(at('full') / ((weightMB + kvMB) / gbps)).toFixed(2)}x; attention's small nodes (full - bare) ${fmt(at('full') - at('bare'))}; ` +
-    `past products in the pass (bare - noattn) ${fmt(at('bare') - at('noattn'))} = ${(kvMB / (at('bare') - at('noattn'))).toFixed(1)} GB/s; ` +
-    `the rest (noattn - linear) ${fmt(at('noattn') - at('linear'))}; Linear products ${(weightMB / at('linear')).toFixed(1)} GB/s, past products alone ${(kvMB / at('kv')).toFixed(1)} GB/s`);
+  const mine = variants.filter((v) => v.threads === threads), gbps = median(rates[i]);
+  const at = (name: string) => median(mine.find((v) => v.name === name)!.ms), has = (...ns: string[]) => ns.every((n) => mine.some((v) => v.name === n));
+  console.log(`${threads} thread(s): probe ${gbps.toFixed(1)} GB/s; floor ${fmt((weightMB + kvMB) / gbps)} ms (weights ${weightMB.toFixed(1)} MB, past K/V ${kvMB.toFixed(1)} MB); paired difference to ${mine[0].name}: median (quartiles)`);
+  for (const v of mine) {
+    const d = v.ms.map((x, j) => x - mine[0].ms[j]);
+    console.log(`  ${v.name.padEnd(7)} ${fmt(median(v.ms))} (${fmt(quantile(v.ms, 0.25))}-${fmt(quantile(v.ms, 0.75))})  ${fmt(median(d))} (${fmt(quantile(d, 0.25))}-${fmt(quantile(d, 0.75))})`);
+  }
+  const parts: string[] = [];
+  if (has('full')) parts.push(`full / floor ${(at('full') / ((weightMB + kvMB) / gbps)).toFixed(2)}x`);
+  if (has('full', 'bare')) parts.push(`attention's small nodes (full - bare) ${fmt(at('full') - at('bare'))}`);
+  if (has('full', 'nonew')) parts.push(`the new rows' part (full - nonew) ${fmt(at('full') - at('nonew'))}`);
+  if (has('bare', 'noattn')) parts.push(`past products in the pass (bare - noattn) ${fmt(at('bare') - at('noattn'))} = ${(kvMB / (at('bare') - at('noattn'))).toFixed(1)} GB/s`);
+  if (has('noattn', 'linear')) parts.push(`the rest (noattn - linear) ${fmt(at('noattn') - at('linear'))}`);
+  if (has('linear')) parts.push(`Linear products ${(weightMB / at('linear')).toFixed(1)} GB/s`);
+  if (has('kv')) parts.push(`past products alone ${(kvMB / at('kv')).toFixed(1)} GB/s`);
+  console.log(`  ${parts.join('; ')}`);
 });
 for (const v of variants) await releaseSession(v.s);
 for (const p of probes) await p.dispose();

@@ -46,6 +46,8 @@ export interface SessionOptions {
   prepack?: boolean;
   /** Write ORT's per-node profile (Chrome trace JSON) to a file starting with this prefix; `endProfiling` ends it. Default: off. */
   profile?: string;
+  /** More ORT session config entries by their full keys (e.g. 'session.intra_op.spin_duration_us': '1000'), for measuring them. Default: none. */
+  config?: Record<string, string>;
 }
 
 /** Cumulative counters of one session's runs. */
@@ -90,7 +92,7 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
     // the plain step unchanged (7.3 ms).
     // File-backed weights: ORT reads them from their checkpoint file (named by the model's
     // external data locations) in this directory.
-    extra: { session: { force_spinning_stop: '1', ...(opts.prepack === false ? { disable_prepacking: '1' } : {}), ...(ext?.folder ? { model_external_initializers_file_folder_path: ext.folder } : {}) } },
+    extra: { session: { force_spinning_stop: '1', ...(opts.prepack === false ? { disable_prepacking: '1' } : {}), ...(ext?.folder ? { model_external_initializers_file_folder_path: ext.folder } : {}) }, ...opts.config },
   });
   return { inner, stats: newRunStats() };
 }
