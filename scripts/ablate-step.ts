@@ -16,6 +16,8 @@
  *   nonew    attention without the new rows: the past scores masked and softmaxed, times the
  *            past values (no regrouping of the new k and v, no new-row products, Concat, Split
  *            or Add: wrong numbers, same past bytes)
+ *   onetoken the same numbers as full, rendered for one row only (see below): what a one-token
+ *            graph could save
  *   V@KEY=VALUE  variant V (one of the above graphs) in a session with that ORT session config
  *            entry, e.g. full@session.intra_op.spin_duration_us=1000
  *
@@ -44,7 +46,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'context', type: 'int', min: 1, default: 4000, help: 'cached rows before the pass' },
   { flag: 'threads', type: 'string', default: '1,2', help: 'thread counts (each its own sessions)' },
   { flag: 'passes', type: 'int', min: 10, default: 300, help: 'timed passes per variant (after 20 warm-ups)' },
-  { flag: 'variants', type: 'string', default: 'full,bare,noattn,linear,kv', help: 'full, bare, noattn, nonew, linear, kv; a graph variant may add @KEY=VALUE (an ORT session config entry); a name may repeat' },
+  { flag: 'variants', type: 'string', default: 'full,bare,noattn,linear,kv', help: 'full, bare, noattn, nonew, onetoken, linear, kv; a graph variant may add @KEY=VALUE (an ORT session config entry); a name may repeat' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const cfg = SWEEP['29M'], weights = randomWeights(cfg, 1, 1);
@@ -56,10 +58,10 @@ type G = GraphBuilder;
 const timesVT = (g: G, w: string, vt: string) => g.node('FusedMatMul', [w, vt], { transB: 1, alpha: { float: 1 } }, { domain: 'com.microsoft' })[0];
 
 /** The step graph with OnnxOps.attention replaced by `body` (q [T, nH*hd] -> [T, nH*hd]) while it renders. */
-function withAttention(body: (g: G, q: string, past: { keys: string; values: string }, mask: string, ops: OnnxOps) => string): ReturnType<typeof buildTargetModel> {
+function withAttention(body: (g: G, q: string, past: { keys: string; values: string }, mask: string, kv: { k: string; v: string }) => string): ReturnType<typeof buildTargetModel> {
   const real = OnnxOps.prototype.attention;
-  OnnxOps.prototype.attention = function (q, _k, _v, past, mask) {
-    return body(this.g, q, past!, mask, this);
+  OnnxOps.prototype.attention = function (q, k, v, past, mask) {
+    return body(this.g, q, past!, mask, { k, v });
   };
   try {
     return buildTargetModel(cfg, weights, 'split', {});
@@ -67,7 +69,7 @@ function withAttention(body: (g: G, q: string, past: { keys: string; values: str
     OnnxOps.prototype.attention = real;
   }
 }
-const width = cfg.nHeads * D;
+const width = cfg.nHeads * D, splitSizes = new Map<string, string>();
 const models = {
   full: buildTargetModel(cfg, weights, 'split', {}),
   bare: withAttention((g, q, past) => {
@@ -81,6 +83,19 @@ const models = {
     const pastMask = g.op('Slice', [mask, g.ints([0]), g.ints([-1]), g.ints([-1])]); // [T, S]: the past's columns
     const w = g.op('Softmax', [g.op('Add', [g.op('MatMul', [q4, past.keys]), pastMask])], { axis: -1 });
     return g.op('Reshape', [timesVT(g, w, past.values), g.ints([-1, width])]);
+  }),
+  onetoken: withAttention((g, q, past, mask, { k, v }) => {
+    // splitAttention's numbers for one row: every regrouping a Reshape (at T = 1 the Transposes
+    // move only axes of size 1), the new row's two products elementwise (Mul, ReduceSum: small
+    // enough for ORT to run them on the calling thread). Valid at T = 1 only.
+    const heads = (x: string) => g.op('Reshape', [x, g.ints([1, H, 1, D])]);
+    const q4 = heads(g.op('Mul', [q, g.scalar(1 / Math.sqrt(D))]));
+    const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('ReduceSum', [g.op('Mul', [q4, heads(k)]), g.ints([-1])], { keepdims: 1 })], { axis: -1 });
+    const w = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 });
+    let sizes = splitSizes.get(mask); // [S, 1], once a graph as in the step graph
+    if (!sizes) splitSizes.set(mask, (sizes = g.op('Concat', [g.op('Shape', [past.values], { start: 3, end: 4 }), g.ints([1])], { axis: 0 })));
+    const [wPast, wNew] = g.node('Split', [w, sizes], { axis: -1 }, { outputs: 2 });
+    return g.op('Reshape', [g.op('Add', [timesVT(g, wPast, past.values), g.op('Mul', [wNew, heads(v)])]), g.ints([-1, width])]);
   }),
 };
 if (cfg.nHeads !== H) throw new Error('bare assumes one query head per K/V head');
@@ -161,6 +176,7 @@ threadCounts.forEach((threads, i) => {
   if (has('full')) parts.push(`full / floor ${(at('full') / ((weightMB + kvMB) / gbps)).toFixed(2)}x`);
   if (has('full', 'bare')) parts.push(`attention's small nodes (full - bare) ${fmt(at('full') - at('bare'))}`);
   if (has('full', 'nonew')) parts.push(`the new rows' part (full - nonew) ${fmt(at('full') - at('nonew'))}`);
+  if (has('full', 'onetoken')) parts.push(`one-token rendering (full - onetoken) ${fmt(at('full') - at('onetoken'))}`);
   if (has('bare', 'noattn')) parts.push(`past products in the pass (bare - noattn) ${fmt(at('bare') - at('noattn'))} = ${(kvMB / (at('bare') - at('noattn'))).toFixed(1)} GB/s`);
   if (has('noattn', 'linear')) parts.push(`the rest (noattn - linear) ${fmt(at('noattn') - at('linear'))}`);
   if (has('linear')) parts.push(`Linear products ${(weightMB / at('linear')).toFixed(1)} GB/s`);

@@ -7,17 +7,26 @@
  * transB (what the models render), MatMul over [in, out], and Gemm with q, k, v and gate, up
  * fused into one weight each. Says what rate the pass's weight reads can reach here.
  *
+ * `--sizes N1,N2,..` adds, per N, a chain of one-row Gemms over distinct [N, d] weights (about
+ * 100 MB each chain): whether a one-row product's rate depends on its size (a fixed cost a
+ * Gemm, which fusing Linears would save, shows as a lower rate for small N).
+ *
  *   node --import tsx scripts/bench-linears.ts -- --threads 1
+ *   node --import tsx scripts/bench-linears.ts -- --threads 2 --sizes 512,1536,2816,4096,16384
  */
 import { GraphBuilder } from '../src/onnx/graph.ts';
-import { createSession, f32, releaseSession } from '../src/runtime/ort.ts';
+import { createSession, f32, releaseSession, type Feeds } from '../src/runtime/ort.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { median } from '../src/util/stats.ts';
 import { bandwidthProbes } from './bandwidth.ts';
 import { SWEEP } from './runtime-sizes.ts';
 
-const FLAGS: FlagSpec[] = [{ flag: 'runs', type: 'int', min: 10, default: 60, help: 'timed runs per variant (after 10 warm-ups)' }, THREADS_FLAG];
+const FLAGS: FlagSpec[] = [
+  { flag: 'runs', type: 'int', min: 10, default: 60, help: 'timed runs per variant (after 10 warm-ups)' },
+  { flag: 'sizes', type: 'string', default: '', help: 'also chains of one-row Gemms over [N, d] weights, for each N listed' },
+  THREADS_FLAG,
+];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const threads = f.threads as number, runs = f.runs as number;
 const { dim: d, hiddenDim: I, vocabSize: V, nLayers } = SWEEP['29M'];
@@ -40,8 +49,17 @@ const build = async (name: string, matmul: boolean, fused: boolean) => {
   g.output(last, 'y', 'float32', [1, V]); // ORT runs every node, read or not
   return { name, s: await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads }), bytes, ms: [] as number[] };
 };
-const variants = [await build('Gemm transB', false, false), await build('MatMul', true, false), await build('Gemm transB, fused', false, true)];
 const feeds = { x: f32(new Float32Array(d).fill(1), [1, d]), x2: f32(new Float32Array(I).fill(1), [1, I]) };
+const variants = [await build('Gemm transB', false, false), await build('MatMul', true, false), await build('Gemm transB, fused', false, true)].map((v) => ({ ...v, feeds: feeds as Feeds }));
+for (const n of String(f.sizes).split(',').filter((x) => x).map(Number)) variants.push(await chain(n));
+/** Gemms over distinct [n, d] weights, each reading x, ~100 MB in all. */
+async function chain(n: number) {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--sizes: ${n} is not a row count`);
+  const g = new GraphBuilder('chain'), x = g.input('x', 'float32', [1, d]), count = Math.max(1, Math.round(100e6 / (n * d * 4)));
+  const outs = Array.from({ length: count }, (_, i) => g.op('Gemm', [x, g.initializer(`w${i}`, { dtype: 'float32', dims: [n, d], data: dense(n * d) })], { transB: 1 }));
+  g.output(g.op('Concat', outs, { axis: 0 }), 'y', 'float32', [count, n]);
+  return { name: `${count} x Gemm [${n}, ${d}]`, s: await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads }), bytes: count * n * d * 4, ms: [] as number[], feeds: { x: feeds.x } };
+}
 
 // The probe's one-row MatMul over a dense random 256 MB weight.
 const k = 4096, n = 16384, big = dense(k * n);
@@ -54,7 +72,7 @@ const probe: number[] = [], probeDense: number[] = [];
 for (let r = -10; r < runs; r++) {
   for (const v of r % 2 ? [...variants].reverse() : variants) {
     const t0 = performance.now();
-    await v.s.inner.run(feeds);
+    await v.s.inner.run(v.feeds);
     if (r >= 0) v.ms.push(performance.now() - t0);
   }
   if (r >= 0 && r % 10 === 0) {
