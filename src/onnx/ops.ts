@@ -82,7 +82,8 @@ export interface OnnxOpsOptions {
    * weights x values product into GEMMs that MLAS never splits by columns only where MLAS could
    * split it: with fewer K/V heads than threads (see valueProduct). Every graph of one target
    * must be built with the same value (their rows are compared bit for bit). Default: unknown,
-   * so always cut (exact at any thread count; about 2% slower a pass on the 100M q4 fixture).
+   * so always cut (exact at up to 8 threads for heads of a multiple of 16; about 2% slower a
+   * pass on the 100M q4 fixture: docs/performance.md, "Rows at any thread count").
    */
   gemmThreads?: number;
   /**
