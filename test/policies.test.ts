@@ -603,3 +603,49 @@ test('SmartSpec: the bound that skips the ascent when no raise can pay plans wha
   // Both outcomes drawn, so the bound is tested where it skips and where it must not.
   assert.ok(speculated > 10 && plain > 10, `speculated ${speculated}, plain ${plain}`);
 });
+
+test('SmartSpec: a lone request\'s shortcut (planAlone) plans what the general ascent plans for one request', () => {
+  let speculated = 0, plain = 0;
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 1e6 }), (seed) => {
+      let s = seed;
+      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16); };
+      // Random start-up models: the batch passes, and a lone step at each length (any order: the
+      // start-up medians need not rise with the length), a random margin and learned overhead.
+      const verify = curve(0.2 + rand(), 0.05), draft = curve(rand() * 0.6, 0.02), D = 1 + Math.floor(rand() * 4);
+      const alone = Array.from({ length: D + 1 }, (_, d) => (d === 0 ? 0.2 + rand() : 0.3 + 2 * rand()));
+      const margin = rand() * 0.3, a = rand() * 0.1, b = rand() * 0.01;
+      let step = 0, clock = 0;
+      const make = (general: boolean) => {
+        const planner = new SmartSpecPlanner(verify, draft, D, D, () => step, alone, 0.9, () => clock);
+        const internals = planner as unknown as { planAlone(m: unknown): void; ascend(ms: unknown[], fixed: boolean[], k: number[]): void; anyRaisePays(): boolean };
+        // The general path for one request: the ascent from 0 (anyRaisePays prices batch passes, not a lone step, so it is bypassed).
+        if (general) (internals.planAlone = (m) => internals.ascend([m], [false], [0])), (internals.anyRaisePays = () => true);
+        planner.margin = margin;
+        planner.overhead.a = a;
+        planner.overhead.b = b;
+        return { planner, p: planner.policy() };
+      };
+      const quick = make(false), full = make(true);
+      let position = 1 + Math.floor(rand() * 100);
+      // Rounds with random outcomes and step times (the same for both), so the acceptance
+      // estimate and the learned lone-step overheads vary as they would in serving.
+      for (let r = 0; r < 24; r++) {
+        step++;
+        const state = { position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: D };
+        const dq = quick.p.plan(state).depth, df = full.p.plan(state).depth;
+        assert.equal(dq, df, `round ${r}: planAlone ${dq}, the ascent ${df}`);
+        if (dq > 0) speculated++;
+        else plain++;
+        clock += (dq === 0 ? alone[0] : alone[dq]) * (0.5 + 1.5 * rand());
+        const accepted = Math.floor(rand() * (dq + 1));
+        for (const x of [quick, full]) x.p.observe({ depth: dq, treeSize: dq, accepted, draftMs: 0, verifyMs: 0 });
+        position += accepted + 1;
+      }
+    }),
+    { numRuns: 100 },
+  );
+  // Both outcomes drawn, so the choice is tested where it speculates and where it plans plain steps.
+  assert.ok(speculated > 100 && plain > 100, `speculated ${speculated}, plain ${plain}`);
+});

@@ -356,6 +356,12 @@ export class SmartSpecPlanner {
       return;
     }
     if (n === 1 && this.alone && !fixed[0]) return this.planAlone(members[0]);
+    this.ascend(members, fixed, k);
+  }
+
+  /** The greedy ascent from lengths `k` over the members not `fixed` this step, then the margin rule (planBatch). */
+  private ascend(members: SmartSpecPolicy[], fixed: boolean[], k: number[]): void {
+    const n = members.length, D = this.maxDepth;
     let best = this.goodput(members, k);
     if (!fixed.includes(true) && !this.anyRaisePays(members, best)) return this.settlePlan(members, fixed, k);
     // A request alone is priced by its own step model (stepCost); a batch by the sums (raiser).
