@@ -147,7 +147,7 @@ export class SmartSpecPlanner {
   /** Joins and leaves so far: a step is timed only when none happened during it. */
   private changes = 0;
   /** The step being timed: when it was planned, its modelled pass ms and shape. */
-  private timing?: { step: number; t: number; changes: number; passMs: number; n: number; passes: number; requestPasses: number; depth: number; catchUp: number };
+  private timing = { valid: false, step: 0, t: 0, changes: 0, passMs: 0, n: 0, passes: 0, requestPasses: 0, depth: 0, catchUp: 0 }; // one record, reused
   /**
    * A lone request's step beyond its start-up model, as observed: [0] plain steps, [1] fused
    * rounds (one graph at every length, so their lengths share it, as they share one start-up
@@ -208,7 +208,8 @@ export class SmartSpecPlanner {
       this.plannedStep = step;
       this.chosen.clear();
     }
-    if (!this.chosen.has(p)) this.planBatch();
+    // A request alone plans every round: planLone builds no arrays (planBatch's are per step).
+    if (!this.chosen.has(p)) this.alone && this.members.size === 1 ? this.planLone(p) : this.planBatch();
     return Math.min(this.chosen.get(p) ?? 0, maxDepth);
   }
 
@@ -218,9 +219,11 @@ export class SmartSpecPlanner {
    * modelled passes is an overhead sample.
    */
   private learn(step: number): void {
-    const t = this.now(), last = this.timing;
-    this.timing = undefined;
-    if (!last || last.step !== step - 1 || last.changes !== this.changes) return;
+    const last = this.timing;
+    if (!last.valid) return;
+    last.valid = false;
+    if (last.step !== step - 1 || last.changes !== this.changes) return;
+    const t = this.now();
     const residual = t - last.t - last.passMs;
     if (last.n === 1 && this.alone) {
       // A fused round whose head caught up on more rows than a drafted round leaves (the prompt in
@@ -235,7 +238,17 @@ export class SmartSpecPlanner {
 
   /** Times this step as planned: `learn` reads it when the next step begins. */
   private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number): void {
-    this.timing = { step: this.plannedStep, t: this.now(), changes: this.changes, passMs, n, passes, requestPasses, depth, catchUp };
+    const r = this.timing;
+    r.valid = true;
+    r.step = this.plannedStep;
+    r.t = this.now();
+    r.changes = this.changes;
+    r.passMs = passMs;
+    r.n = n;
+    r.passes = passes;
+    r.requestPasses = requestPasses;
+    r.depth = depth;
+    r.catchUp = catchUp;
   }
 
   /** Expected goodput (tokens per ms) of lengths `k` for `members`. */
@@ -317,6 +330,23 @@ export class SmartSpecPlanner {
   }
 
   /**
+   * The plan of a request alone in the batch (with a lone step model): one round at full length
+   * before any fused round has been seen, and again after `explore` plain steps in a row (see
+   * aloneBeyond), else planAlone.
+   */
+  private planLone(m: SmartSpecPolicy): void {
+    if (this.plainRun >= this.explore) this.aloneBeyond[1] = NaN;
+    const unseen = Number.isNaN(this.aloneBeyond[1]) ? Math.min(this.maxDepth, this.alone!.length - 1) : 0;
+    if (unseen > 0) {
+      this.plainRun = 0;
+      this.chosen.set(m, unseen);
+      this.startTiming(this.alone![unseen], 1, 1, 1, unseen, m.catchUpRows);
+      return;
+    }
+    this.planAlone(m);
+  }
+
+  /**
    * planBatch for a request alone, without building arrays or closures: the greedy ascent over
    * one request's length is the first depth of highest goodput, then the margin rule. A lone
    * request plans every round, so its planning is on every round's path (measured: the general
@@ -339,23 +369,11 @@ export class SmartSpecPlanner {
     this.startTiming(alone[a], 1, 1, 1, a, m.catchUpRows);
   }
 
-  /**
-   * Greedy ascent over every member's length; lengths already chosen this step stay. A request
-   * alone runs one round at full length before any fused round has been seen (see aloneBeyond).
-   */
+  /** Greedy ascent over every member's length; lengths already chosen this step stay (a request alone: planLone). */
   private planBatch(): void {
-    const members = [...this.members], n = members.length, D = this.maxDepth;
+    const members = [...this.members];
     const fixed = members.map((m) => this.chosen.has(m));
     const k = members.map((m) => this.chosen.get(m) ?? 0);
-    if (n === 1 && !fixed[0] && this.alone && this.plainRun >= this.explore) this.aloneBeyond[1] = NaN;
-    const unseen = n === 1 && !fixed[0] && this.alone && Number.isNaN(this.aloneBeyond[1]) ? Math.min(D, this.alone.length - 1) : 0;
-    if (unseen > 0) {
-      this.plainRun = 0;
-      this.chosen.set(members[0], unseen);
-      this.startTiming(this.alone![unseen], 1, 1, n, unseen, members[0].catchUpRows);
-      return;
-    }
-    if (n === 1 && this.alone && !fixed[0]) return this.planAlone(members[0]);
     this.ascend(members, fixed, k);
   }
 
@@ -428,7 +446,7 @@ export class SmartSpecPlanner {
     const whole = this.chosen.size === 0;
     members.forEach((m, i) => this.chosen.set(m, k[i]));
     // Time the step as planned; one completed later in the step (a request joined) is not timed.
-    this.timing = undefined;
+    this.timing.valid = false;
     if (whole) {
       const c = this.stepCost(members, k);
       this.startTiming(c.passMs, c.passes, c.requestPasses, n, Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), n === 1 ? members[0].catchUpRows : 0);
