@@ -15,12 +15,12 @@
  * speculation-length histogram (what the engine planned), and where a request round's decode time
  * goes (the generator's split: policy, draft, verify, the rest).
  *
- * --one-engine: ONE smartspec engine, the policies taking turns in it request by request
- * (Engine.setPolicy): the same sessions, caches and start-up, so what differs is the policy
- * alone. Separate engines of one configuration differ by a few per cent on their own (measured:
+ * --one-engine: ONE smartspec engine, the policies taking turns in it (Engine.setPolicy), request
+ * by request at c=1 and level by level above: the same sessions, caches and start-up, so what
+ * differs is the policy alone. Separate engines of one configuration differ by a few per cent on their own (measured:
  * paired medians 0.97-1.04 between two static-3 engines), which is the size of the gaps sought.
  * Also printed: each policy's ms a round inside the fused round's ORT call, and its per-repeat
- * ratios to the first policy (median, quartiles). c=1 only.
+ * ratios to the first policy (median, quartiles).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,14 +38,13 @@ const FLAGS: FlagSpec[] = [
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 48, meta: 'N', help: 'tokens per request' },
   { flag: 'max-batch', type: 'int', min: 1, default: 16, meta: 'B', help: 'batch slots (as the load test: its highest concurrency)' },
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
-  { flag: 'one-engine', type: 'bool', help: 'one smartspec engine, the policies in turn (c=1)' },
+  { flag: 'one-engine', type: 'bool', help: 'one smartspec engine, the policies in turn (request by request at c=1, level by level above)' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const names = String(f.policies).split(','), C = f.concurrency as number, R = f.requests as number, N = f.maxNewTokens as number;
 const prompts = readFileSync(join(DEFAULT_DIR, 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const g = await loadGenerator({ threads: f.threads as number, keepWeights: true });
 const one = f.oneEngine === true;
-if (one && C !== 1) throw new Error('--one-engine compares policies at concurrency 1');
 const make = (policy: string) => new Engine(g, { maxBatch: f.maxBatch as number, maxQueue: 1024, policy, threads: f.threads as number, fusedRound: policy !== 'plain' });
 const shared = one ? make('smartspec') : undefined;
 const engines = names.map((p) => shared ?? make(p));
@@ -99,7 +98,12 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
         await request(engines[i], ps[j], tallies[i], names[i]);
         tallies[i].wallMs += performance.now() - t0;
       }
-  } else for (let k = 0; k < engines.length; k++) await level(engines[(k + rep) % engines.length], ps, tallies[(k + rep) % engines.length]);
+  } else
+    for (let k = 0; k < engines.length; k++) {
+      const i = (k + rep) % engines.length;
+      if (one) engines[i].setPolicy(names[i]); // the level's requests are admitted under it
+      await level(engines[i], ps, tallies[i]);
+    }
   const line = tallies.map((t, i) => {
     per[i].msPerRequest.push(t.decodeMs / R);
     per[i].msPerRound.push(t.decodeMs / rounds(t));
