@@ -28,16 +28,43 @@ export function passWeightBytes(cfg: ModelConfig, weights: Weights): number {
 }
 
 /**
+ * What the probe's weight holds. 'dense': seeded random values, every page different, as a
+ * model's weights and K/V are (the default since session 10). 'sparse': one value in 1024 set,
+ * the rest zeros (sessions 1-9's probe). On this VM a one-row product over pages that repeat
+ * read 3-11% faster than over dense ones, and drifted between runs (the host appears to merge
+ * identical pages behind the guest: docs/performance.md, "What the floor's probe reads"), so a
+ * floor divided by the sparse probe's rate assumed a speed the model's own bytes do not get.
+ */
+export type ProbeWeight = 'dense' | 'sparse';
+
+/** `n` floats in [-0.5, 0.5) from a fixed seed (xorshift32): the same dense weight every run. */
+function denseValues(n: number): Float32Array {
+  const w = new Float32Array(n);
+  let x = 0x9e3779b9 | 0;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    w[i] = (x >>> 0) / 4294967296 - 0.5;
+  }
+  return w;
+}
+
+/**
  * Bandwidth probes over one 256 MB weight: `gemv` streams it into one row with ORT (MatMul over
  * w [k, n] or Gemm with transB over w [n, k], the layout the models use: whichever was faster
  * in 10 runs after 2 warm-ups; `gbps` is that median), the rate the floor assumes; `read` sums it (ReduceSum), a plain
  * read with no matrix kernel, to show how far below the memory system that rate is. Each
- * `run()` returns GB/s of one run.
+ * `run()` returns GB/s of one run. `weight`: see ProbeWeight.
  */
-export async function bandwidthProbes(threads: number): Promise<{ gbps: number; gemv: () => Promise<number>; read: () => Promise<number>; dispose(): Promise<void> }> {
+export async function bandwidthProbes(threads: number, weight: ProbeWeight = 'dense'): Promise<{ gbps: number; gemv: () => Promise<number>; read: () => Promise<number>; dispose(): Promise<void> }> {
   const k = 4096, n = 16384;
-  const w = new Float32Array(k * n);
-  for (let i = 0; i < w.length; i += 1024) w[i] = 1e-3 * (i % 7);
+  let w: Float32Array;
+  if (weight === 'dense') w = denseValues(k * n);
+  else {
+    w = new Float32Array(k * n);
+    for (let i = 0; i < w.length; i += 1024) w[i] = 1e-3 * (i % 7);
+  }
   const feeds = { x: f32(new Float32Array(k).fill(1), [1, k]) };
   const probe = async (build: (g: GraphBuilder) => void, probeFeeds: Feeds = feeds) => {
     const g = new GraphBuilder('bandwidth');
@@ -70,8 +97,8 @@ export async function bandwidthProbes(threads: number): Promise<{ gbps: number; 
 }
 
 /** GB/s of ORT streaming a 256 MB weight into one row (bandwidthProbes' `gbps`). */
-export async function measureBandwidth(threads: number): Promise<number> {
-  const probes = await bandwidthProbes(threads);
+export async function measureBandwidth(threads: number, weight: ProbeWeight = 'dense'): Promise<number> {
+  const probes = await bandwidthProbes(threads, weight);
   await probes.dispose();
   return probes.gbps;
 }

@@ -2,8 +2,8 @@
  * The weights' part of a one-token pass in isolation: the 29M sweep config's Linear layers (8
  * layers of q, k, v, o, gate, up, down, then the LM head; dense random weights, 111 MB) as one
  * graph of one-row products, each reading the same input, beside the bandwidth probe of the
- * bytes-read floor (scripts/bandwidth.ts) and the same probe over a dense random weight (the
- * probe's own weight is mostly zeros). Variants, run in turn: Gemm over [out, in] weights with
+ * bytes-read floor (scripts/bandwidth.ts, a dense random weight) and the same probe over
+ * sessions 1-9's mostly-zero weight. Variants, run in turn: Gemm over [out, in] weights with
  * transB (what the models render), MatMul over [in, out], and Gemm with q, k, v and gate, up
  * fused into one weight each. Says what rate the pass's weight reads can reach here.
  *
@@ -61,14 +61,9 @@ async function chain(n: number) {
   return { name: `${count} x Gemm [${n}, ${d}]`, s: await createSession(g.toModel({ opset: 23, irVersion: 11 }), { threads }), bytes: count * n * d * 4, ms: [] as number[], feeds: { x: feeds.x } };
 }
 
-// The probe's one-row MatMul over a dense random 256 MB weight.
-const k = 4096, n = 16384, big = dense(k * n);
-const pg = new GraphBuilder('dense_probe');
-pg.output(pg.op('MatMul', [pg.input('x', 'float32', [1, k]), pg.initializer('w', { dtype: 'float32', dims: [k, n], data: big })]), 'y', 'float32', [1, n]);
-const denseProbe = await createSession(pg.toModel({ opset: 23, irVersion: 11 }), { threads });
-const probeFeeds = { x: f32(new Float32Array(k).fill(1), [1, k]) };
-const probes = await bandwidthProbes(threads);
-const probe: number[] = [], probeDense: number[] = [];
+// The floor's probe (dense random weight) beside sessions 1-9's mostly-zero one.
+const probes = await bandwidthProbes(threads), sparseProbes = await bandwidthProbes(threads, 'sparse');
+const probe: number[] = [], probeSparse: number[] = [];
 for (let r = -10; r < runs; r++) {
   for (const v of r % 2 ? [...variants].reverse() : variants) {
     const t0 = performance.now();
@@ -77,16 +72,14 @@ for (let r = -10; r < runs; r++) {
   }
   if (r >= 0 && r % 10 === 0) {
     probe.push(await probes.gemv());
-    const t0 = performance.now();
-    await denseProbe.inner.run(probeFeeds);
-    probeDense.push(big.byteLength / 1e9 / ((performance.now() - t0) / 1e3));
+    probeSparse.push(await sparseProbes.gemv());
   }
 }
 const fmt = (x: number, p = 1) => x.toFixed(p);
-console.log(`29M Linear layers, one row, ${threads} thread(s), median of ${runs} runs (min-max); probe ${fmt(median(probe))} GB/s, dense probe ${fmt(median(probeDense))} GB/s`);
+console.log(`29M Linear layers, one row, ${threads} thread(s), median of ${runs} runs (min-max); probe ${fmt(median(probe))} GB/s, sparse probe (sessions 1-9) ${fmt(median(probeSparse))} GB/s`);
 for (const v of variants) {
   console.log(`  ${v.name.padEnd(20)} ${fmt(median(v.ms), 3)} ms (${fmt(Math.min(...v.ms), 3)}-${fmt(Math.max(...v.ms), 3)}) for ${fmt(v.bytes / 1e6)} MB: ${fmt(v.bytes / 1e6 / median(v.ms))} GB/s`);
   await releaseSession(v.s);
 }
-await releaseSession(denseProbe);
 await probes.dispose();
+await sparseProbes.dispose();

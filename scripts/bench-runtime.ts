@@ -28,7 +28,7 @@ import { valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onn
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { prefilledCache, sizeNamed, SIZES, SWEEP } from './runtime-sizes.ts';
-import { bandwidthProbes, passWeightBytes } from './bandwidth.ts';
+import { bandwidthProbes, passWeightBytes, type ProbeWeight } from './bandwidth.ts';
 import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -38,10 +38,12 @@ const FLAGS: FlagSpec[] = [
   { flag: 'tokens', type: 'int', min: 8, default: 64, help: 'tokens generated per run' },
   { flag: 'repeats', type: 'int', min: 1, default: 3, help: 'timed repeats (after one warm-up)' },
   THREADS_FLAG,
+  { flag: 'probe-weight', type: 'string', default: 'dense', choices: ['dense', 'sparse'], help: "the bandwidth probe's weight: dense random values (default), or sessions 1-9's mostly-zero one (see scripts/bandwidth.ts)" },
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
 
 const f = parseFlags(process.argv.slice(2), FLAGS);
+const probeWeight = f.probeWeight as ProbeWeight;
 const fmt = (x: number, d = 2) => x.toFixed(d);
 const results: Record<string, unknown>[] = [];
 
@@ -109,7 +111,7 @@ if (sweepName !== 'none') {
   if (bad !== undefined) throw new Error(`--contexts: ${bad} is not a context length in [1, ${cfg.maxSeqLen - 16}]`);
   const threads = f.threads as number, reps = Math.max(5, f.repeats as number);
   const weights = randomWeights(cfg, 1, 1), params = parameterCount(cfg);
-  const probes = await bandwidthProbes(threads);
+  const probes = await bandwidthProbes(threads, probeWeight);
   const variants: { name: string; attention: AttentionMode; valueLayout: ValueLayout }[] = [
     { name: 'split', attention: 'split', valueLayout: valueLayoutFor('split') },
     { name: 'split-rows', attention: 'split', valueLayout: 'rows' },
@@ -127,7 +129,7 @@ if (sweepName !== 'none') {
   // What a pass reads of the weights: not the untied embedding table, of which it reads a row.
   const weightBytes = passWeightBytes(cfg, weights);
   console.log(`\ncontext sweep: ${sweepName} (${fmt(params / 1e6)}M params, ${cfg.nLayers} layers, ${cfg.nKvHeads} K/V heads x ${cfg.headDim}), ${threads} thread(s); ` +
-    `median ms of ${reps} rounds (min-max); each round probes the bandwidth (one-row MatMul over 256 MB), re-warms with an untimed pass, then times the ${2 * modes.length} passes back to back; ` +
+    `median ms of ${reps} rounds (min-max); each round probes the bandwidth (one-row MatMul over 256 MB, ${probeWeight} weight), re-warms with an untimed pass, then times the ${2 * modes.length} passes back to back; ` +
     `floor = (${fmt(weightBytes / 1e6, 1)} MB of weights a pass reads + past K/V bytes) / that round's bandwidth, x floor = median of the rounds' ratios; K/V GB/s = extra past bytes over extra split T=1 time against the first context`);
   console.log(`context | GB/s | floor T=1 | ${modes.map((m) => `${m} T=1 | x floor`).join(' | ')} | ${modes.map((m) => `${m} T=16`).join(' | ')} | K/V GB/s | read GB/s`);
   const sweep: Record<string, unknown>[] = [];
@@ -171,7 +173,7 @@ if (sweepName !== 'none') {
   }
   for (const s of sessions) await s.dispose();
   await probes.dispose();
-  results.push({ sweep: sweepName, params, threads, rows: sweep });
+  results.push({ sweep: sweepName, params, threads, probeWeight, rows: sweep });
 }
 
 if (f.json) writeFileAtomic(String(f.json), JSON.stringify(results, null, 2) + '\n');
