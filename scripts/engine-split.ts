@@ -5,6 +5,7 @@
  *
  *   L    `eaglet generate --policy static-3`: the fused round, a generator loaded apart (the load
  *        test's concurrency-1 yardstick)
+ *   Lg   `eaglet generate` (its default policy) on L's sessions
  *   E    SmartSpec's engine (Engine.submit), as served
  *   ES   the same engine with static-3 (Engine.setPolicy)
  *   LS   the library's loop (Generator, StaticPolicy, RoundDrafter) on the engine's own fused-round
@@ -35,7 +36,7 @@ import { spread } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'requests', type: 'int', min: 1, default: 40, meta: 'N', help: 'timed requests per method (after 2 warm-up ones)' },
-  { flag: 'methods', type: 'string', default: 'L,E,ES,LS,LR', meta: 'LIST', help: 'L, E, ES, LS, LR (see the file comment); the first is the reference' },
+  { flag: 'methods', type: 'string', default: 'L,E,ES,LS,LR', meta: 'LIST', help: 'L, Lg, E, ES, LS, LR (see the file comment); the first is the reference; rotated, so each follows the one before it' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const R = f.requests as number, N = 48, names = String(f.methods).split(',');
@@ -56,6 +57,7 @@ const drain = async (it: AsyncGenerator<unknown, GenerationStats>) => {
 const ownCaches = new RoundDrafter(inner.round, S);
 const run: Record<string, (p: number[]) => Promise<GenerationStats>> = {
   L: async (p) => (await new Generator({ ...lib.generator.parts, policy: st3() }).generate(p, opts)).stats,
+  Lg: async (p) => (await new Generator({ ...lib.generator.parts, policy: lib.newPolicy() }).generate(p, opts)).stats,
   E: (p) => drain(e.submit(p, opts)),
   ES: async (p) => {
     e.setPolicy('static-3');
@@ -76,7 +78,7 @@ const run: Record<string, (p: number[]) => Promise<GenerationStats>> = {
   },
   LR: async (p) => (await new Generator({ target: g.generator.parts.target, drafter: ownCaches, policy: st3() }).generate(p, opts)).stats,
 };
-for (const n of names) if (!run[n]) throw new Error(`--methods: L, E, ES, LS, LR; got ${n}`);
+for (const n of names) if (!run[n]) throw new Error(`--methods: L, Lg, E, ES, LS, LR; got ${n}`);
 const ms = new Map(names.map((n) => [n, [] as number[]])), split = new Map(names.map((n) => [n, [] as number[][]]));
 for (let j = -2; j < R; j++) {
   const p = prompts[(j + 2) % prompts.length];

@@ -10,10 +10,12 @@
  * One server per policy (all over the same loaded sessions; only one is driven at a time), each
  * with --max-batch = the highest concurrency. Each concurrency level runs `blocks` rounds, and
  * in each round every method runs the same max(requests, c) greedy completions of held-out
- * prompts, the methods taking turns in an order rotated each round: a slow moment of the
- * machine (engine speed here swings by up to 1.6x between blocks of a fraction of a second)
- * then falls on each method in turn. At concurrency c > 1 a server's block is its requests by
- * `c` closed-loop clients; at concurrency 1 the methods take turns request by request. Clients
+ * prompts, the methods taking turns in an order shuffled each round (seeded: the same every run):
+ * a slow moment of the machine (engine speed here swings by up to 1.6x between blocks of a
+ * fraction of a second) then falls on each method in turn, and no method always runs right
+ * after the same one (one right after a method on the same sessions can run a few per cent
+ * faster). At concurrency c > 1 a server's block is its requests by `c` closed-loop clients; at
+ * concurrency 1 the methods take turns request by request, in an order shuffled per request. Clients
  * run in a worker thread (scripts/load-client.ts, keep-alive connections: the servers' event
  * loop does only the server's work). A level reports each method's median and min-max over its
  * blocks; each goal's comparison is also read round by round (the ratio of two methods' blocks
@@ -60,7 +62,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'concurrency', type: 'ints', default: [1, 2, 4, 8, 16], meta: 'LIST', help: 'client concurrency levels' },
   { flag: 'policies', type: 'string', default: 'plain,static-3,smartspec', meta: 'LIST', help: 'serving policies' },
   { flag: 'requests', type: 'int', min: 1, default: 8, meta: 'N', help: 'requests per block (at least the concurrency)' },
-  { flag: 'blocks', type: 'int', min: 1, default: 8, meta: 'K', help: 'blocks per method per level, in rotating order (median, min-max reported)' },
+  { flag: 'blocks', type: 'int', min: 1, default: 8, meta: 'K', help: 'blocks per method per level, in shuffled order (median, min-max reported)' },
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 48, meta: 'N', help: 'max_tokens of each request' },
   { flag: 'time-limit', type: 'number', above: 0, default: 150, meta: 'S', help: 'no new round of blocks starts after this many seconds' },
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
@@ -223,6 +225,18 @@ for (const name of singles.keys()) await singleBlock(name, -1);
 for (const p of policies) for (const c of new Set([cMin, cMax])) await serverBlock(p, c, -1);
 const warmupSeconds = (performance.now() - warmupStart) / 1000;
 
+/** `xs` in an order shuffled by `seed` (Fisher-Yates over a small LCG: the same order every run). */
+function shuffled<T>(xs: readonly T[], seed: number): T[] {
+  const out = [...xs];
+  let s = seed >>> 0;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
 /** Blocks of one method summed (the requests of a round at concurrency 1, run one at a time). */
 function merge(bs: Block[]): Block {
   const b = bs[0], add = (k: 'tokens' | 'wallMs' | 'mismatches') => sum(bs.map((x) => x[k]));
@@ -244,20 +258,26 @@ for (const c of levels) {
     }
     const done: Block[] = [];
     if (c === 1) {
-      // One request at a time: the methods take turns request by request (each request's order
-      // rotated), so a slow moment falls on a request of each rather than on one method's block.
+      // One request at a time: the methods take turns request by request, so a slow moment falls
+      // on a request of each rather than on one method's block. Each request's order is shuffled
+      // (seeded), not rotated: in a rotation each method always ran right after the same one, so
+      // `generate --policy static-3` always followed `generate` on the same sessions while every
+      // server followed another engine; a request right after one on the same sessions can run a
+      // few per cent faster (docs/performance.md, "Serving under load", session 10).
       // A library method keeps one generator (one policy state) through its round.
       const order = promptsFor(1, round), parts = new Map<string, Block[]>(methods.map((m) => [m, []]));
       const gens = new Map([...singles].map(([name, make]) => [name, make()]));
-      for (let j = 0; j < order.length; j++)
+      for (let j = 0; j < order.length; j++) {
+        const turns = shuffled(methods, round * 1009 + j + 1);
         for (let k = 0; k < methods.length; k++) {
-          const m = methods[(k + j + round) % methods.length];
+          const m = turns[k];
           parts.get(m)!.push(servers.has(m) ? await serverBlock(m, 1, round, [order[j]]) : await singleBlock(m, round, [order[j]], gens.get(m)));
         }
+      }
       for (const m of methods) done.push(merge(parts.get(m)!));
     } else {
-      // Each round starts at a different method, so none always runs first or after the same one.
-      for (let j = 0; j < methods.length; j++) done.push(await serverBlock(methods[(j + round) % methods.length], c, round));
+      // Shuffled each round, so none always runs first or after the same one.
+      for (const m of shuffled(methods, round * 1009 + c)) done.push(await serverBlock(m, c, round));
     }
     for (const b of done) {
       blocks.push(b);
@@ -332,7 +352,7 @@ const phaseRow = (p: string) => {
 };
 const md = [
   `# eaglet serve load test`, '',
-  `\`${result.command}\` (${wallSeconds} s; per level ${K} rounds, each a block of max(${f.requests}, c) greedy requests of ${N} tokens from every method in rotating order; max batch ${maxBatch}, ${load.threads} thread(s); median of the blocks, min-max in brackets)`, '',
+  `\`${result.command}\` (${wallSeconds} s; per level ${K} rounds, each a block of max(${f.requests}, c) greedy requests of ${N} tokens from every method in shuffled order; max batch ${maxBatch}, ${load.threads} thread(s); median of the blocks, min-max in brackets)`, '',
   `Greedy replies (served and library) differing from single-request plain decoding: **${mismatches}**.${skipped.length ? ` Not run (time limit): ${skipped.join(', ')}.` : ''}`, '',
   '## Goals', '',
   'Each goal compares two methods\' blocks of the same round (paired ratio: median, quartiles, min-max over rounds) and, for reference, their medians.', '',
