@@ -30,8 +30,7 @@ if (!f.dir) throw new Error('--dir is required');
 
 if (f.child) {
   const { loadModel } = await import('../src/load-model.ts');
-  const { buildTargetModel } = await import('../src/onnx/model-graphs.ts');
-  const { defaultAttention } = await import('../src/onnx/ops.ts');
+  const { buildTargetModel, targetAttention } = await import('../src/onnx/model-graphs.ts');
   const { createSession, releaseSession } = await import('../src/runtime/ort.ts');
   const { TargetSession } = await import('../src/runtime/target.ts');
   const { Generator } = await import('../src/generate/generator.ts');
@@ -47,7 +46,8 @@ if (f.child) {
   const m = await loadModel(String(f.dir));
   lap('read');
   const cfg = m.config, threads = f.threads as number;
-  const model = buildTargetModel(cfg, m.weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+  // The graph TargetSession builds: 'split' attention for a quantized target, whatever its size.
+  const model = buildTargetModel(cfg, m.weights, targetAttention(cfg, m.weights));
   lap('graph');
   if (f.child === 'no-prepack') {
     const s = await createSession(model, { threads, prepack: false });
@@ -56,7 +56,7 @@ if (f.child) {
   } else {
     // TargetSession.create renders the graph again (measured above) and opens the session.
     const g0 = performance.now();
-    buildTargetModel(cfg, m.weights, defaultAttention(cfg.maxSeqLen, cfg.nKvHeads, cfg.headDim));
+    buildTargetModel(cfg, m.weights, targetAttention(cfg, m.weights));
     const graphAgain = performance.now() - g0;
     t = performance.now();
     const target = await TargetSession.create(cfg, m.weights, { threads });
