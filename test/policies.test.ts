@@ -613,8 +613,10 @@ test('SmartSpec: a lone request\'s shortcut (planAlone) plans what the general a
       const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16); };
       // Random start-up models: the batch passes, and a lone step at each length (any order: the
       // start-up medians need not rise with the length), a random margin and learned overhead.
+      // The lone model may stop short of D (serving's fused round is min(maxDepth, totalTokens)
+      // deep): deeper lengths are priced at its last entry.
       const verify = curve(0.2 + rand(), 0.05), draft = curve(rand() * 0.6, 0.02), D = 1 + Math.floor(rand() * 4);
-      const alone = Array.from({ length: D + 1 }, (_, d) => (d === 0 ? 0.2 + rand() : 0.3 + 2 * rand()));
+      const alone = Array.from({ length: 2 + Math.floor(rand() * D) }, (_, d) => (d === 0 ? 0.2 + rand() : 0.3 + 2 * rand()));
       const margin = rand() * 0.3, a = rand() * 0.1, b = rand() * 0.01;
       let step = 0, clock = 0;
       const make = (general: boolean) => {
@@ -638,7 +640,7 @@ test('SmartSpec: a lone request\'s shortcut (planAlone) plans what the general a
         assert.equal(dq, df, `round ${r}: planAlone ${dq}, the ascent ${df}`);
         if (dq > 0) speculated++;
         else plain++;
-        clock += (dq === 0 ? alone[0] : alone[dq]) * (0.5 + 1.5 * rand());
+        clock += alone[Math.min(dq, alone.length - 1)] * (0.5 + 1.5 * rand());
         const accepted = Math.floor(rand() * (dq + 1));
         for (const x of [quick, full]) x.p.observe({ depth: dq, treeSize: dq, accepted, draftMs: 0, verifyMs: 0 });
         position += accepted + 1;
