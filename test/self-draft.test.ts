@@ -26,6 +26,8 @@ import { writeLlama2c } from '../src/io/llama2c.ts';
 import { referenceForward, visibility } from './support/reference.ts';
 import { expectClose, mismatch } from './support/model-arbs.ts';
 import { AcceptanceTally, prompt, sameAsPlain, tinyConfig, tinyConfigEitherLayout, treeShape } from './support/models.ts';
+import { quantizeTarget } from '../src/model/quantize.ts';
+import { Rng } from '../src/util/rng.ts';
 
 /** Tiny targets with 2-4 layers (self-drafting needs an exit below the last layer). */
 const deepConfig = fc.tuple(tinyConfigEitherLayout(), fc.integer({ min: 2, max: 4 })).map(([c, L]) => ({ ...c, nLayers: L }));
@@ -289,5 +291,26 @@ test('--draft self runs and is lossless on random HF and llama2.c checkpoints; b
     assert.notEqual(r.code, 0, extra.join(' '));
     assert.match(r.err, msg);
     assert.equal(r.err.trim().split('\n').length, 1, `one line: ${r.err}`);
+  }
+});
+
+test('self-drafting on a quantized target emits plain decoding\'s ids (a chain, one thread)', { todo: 'fails: the ids part from plain decoding\'s, the first differing token 0.016-0.077 logits (three cases) below plain decoding\'s, far beyond a near-tie; not pinned down (suspects: the exit and rest graphs\' rows against one-token steps, which no test compares for a quantized target)' }, async () => {
+  // A q4 target (one K/V head of width 128), a chain of depth 3, exit 1, a 132-token prompt:
+  // plain decoding and self-drafting part at generated token 39 (found by a seeded search; exits
+  // 2 and 3 and top-k 3 trees part too, at 1 and 2 threads, in about 1 of 12 such runs).
+  const r = new Rng(7003), seed = r.int(1e6);
+  r.int(2);
+  const cfg = makeConfig({ vocabSize: 256, dim: 256, nHeads: 2, nKvHeads: 1, nLayers: 4, hiddenDim: 256, maxSeqLen: 400 });
+  const model = { config: cfg, weights: quantizeTarget(cfg, randomWeights(cfg, seed, 3), { bits: 4, blockSize: 32 }), source: 'hf' as const };
+  r.int(3), r.int(4), r.int(10), r.int(3);
+  const ar = await loadGenerator({ model, threads: 1 });
+  const self = await loadGenerator({ model, draft: 'self', exitLayer: 1, tree: { topK: 1, maxDepth: 3, totalTokens: 2 }, threads: 1 });
+  try {
+    const ids = Array.from({ length: 1 + r.int(200) }, () => r.int(256));
+    assert.equal(ids.length, 132);
+    await sameAsPlain(ar, self, ids, { maxNewTokens: 60 });
+  } finally {
+    await ar.dispose();
+    await self.dispose();
   }
 });
