@@ -294,10 +294,12 @@ test('--draft self runs and is lossless on random HF and llama2.c checkpoints; b
   }
 });
 
-test('self-drafting on a quantized target emits plain decoding\'s ids (a chain, one thread)', { todo: 'fails: the ids part from plain decoding\'s, the first differing token 0.016-0.077 logits (three cases) below plain decoding\'s, far beyond a near-tie; not pinned down (suspects: the exit and rest graphs\' rows against one-token steps, which no test compares for a quantized target)' }, async () => {
-  // A q4 target (one K/V head of width 128), a chain of depth 3, exit 1, a 132-token prompt:
-  // plain decoding and self-drafting part at generated token 39 (found by a seeded search; exits
-  // 2 and 3 and top-k 3 trees part too, at 1 and 2 threads, in about 1 of 12 such runs).
+test('self-drafting on a quantized target emits plain decoding\'s ids (a chain, one thread)', async () => {
+  // A q4 target (one K/V head of width 128), a chain of depth 3, exit 1, a 132-token prompt
+  // (found by a seeded search): plain decoding and self-drafting parted at generated token 39
+  // while the rest graph normed layer E's input with a plain SimplifiedLayerNormalization (the
+  // whole model fuses it with the residual add), and, for trees, while the exit and rest graphs
+  // scored rows without position order.
   const r = new Rng(7003), seed = r.int(1e6);
   r.int(2);
   const cfg = makeConfig({ vocabSize: 256, dim: 256, nHeads: 2, nKvHeads: 1, nLayers: 4, hiddenDim: 256, maxSeqLen: 400 });

@@ -383,7 +383,7 @@ function topkOutputs(g: GraphBuilder, logits: string, k: number): void {
  *       layer_hidden  [T, E, d]             residual after each layer (DEL's shadow tokens)
  *       present_key_{l}, present_value_{l}  l < E: shared with verification through the cache
  */
-export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number, opts: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads'> = {}): Uint8Array {
+export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number, opts: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads' | 'treeOrder'> = {}): Uint8Array {
   const g = new GraphBuilder(`eaglet_exit_${exitLayer}`);
   const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights), opts);
   const inp = stepInputs(g, ops, cfg, range(0, exitLayer));
@@ -403,11 +403,16 @@ export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
  *   out logits, features (as the target model), layer_hidden [T, L-E, d],
  *       present_key_{l}, present_value_{l} for l >= E
  */
-export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads'> = {}): Uint8Array {
+export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads' | 'treeOrder'> = {}): Uint8Array {
   const g = new GraphBuilder(`eaglet_rest_${exitLayer}`);
   const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights), opts);
   const inp = stepInputs(g, ops, cfg, range(exitLayer, cfg.nLayers), false);
-  const x = g.op('Reshape', [g.input(names.hidden, 'float32', [1, 'T', cfg.dim]), g.ints([-1, cfg.dim])]); // [T, d]
+  const given = g.op('Reshape', [g.input(names.hidden, 'float32', [1, 'T', cfg.dim]), g.ints([-1, cfg.dim])]); // [T, d]
+  // In the whole model, layer E's input norm reads a residual sum, so it is rendered as one
+  // SkipSimplifiedLayerNormalization (OnnxOps.add), whose norm differs in the last bits from a
+  // plain SimplifiedLayerNormalization's; a quantized target amplifies that into other tokens.
+  // Adding exact zeros (x - x) makes this norm the same fused kernel on the same sum x.
+  const x = ops.add(given, g.op('Sub', [given, given]));
   const r = llamaLayers(ops, cfg, x, inp, exitLayer, cfg.nLayers);
   const features = finalNorm(ops, cfg, r.out);
   batchOutput(g, lmHead(ops, cfg, features), names.logits, 'float32', cfg.vocabSize);

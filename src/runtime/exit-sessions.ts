@@ -53,6 +53,10 @@ function checkExit(cfg: ModelConfig, exitLayer: number): void {
   if (!(Number.isInteger(exitLayer) && exitLayer >= 1 && exitLayer < cfg.nLayers)) throw new RangeError(`exit layer ${exitLayer} outside 1..${cfg.nLayers - 1}`);
 }
 
+// Both graphs order each row's keys by position (OnnxOpsOptions.treeOrder; a no-op unless the
+// target is quantized): their passes score tree rows (drafted siblings staged between a row's
+// ancestors), which must compute bit for bit what the target's one-token steps do.
+
 export class ExitSession extends SessionHolder {
   private constructor(readonly cfg: ModelConfig, readonly exitLayer: number, readonly topK: number, session: Session, private feeds: StepFeeds) {
     super(session);
@@ -62,7 +66,7 @@ export class ExitSession extends SessionHolder {
     checkExit(cfg, exitLayer);
     const k = Math.min(topK, cfg.vocabSize);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights));
-    const session = await createSession(buildExitModel(cfg, weights, exitLayer, k, { valueLayout, gemmThreads: opts.threads ?? DEFAULT_THREADS }), opts);
+    const session = await createSession(buildExitModel(cfg, weights, exitLayer, k, { valueLayout, gemmThreads: opts.threads ?? DEFAULT_THREADS, treeOrder: true }), opts);
     return new ExitSession(cfg, exitLayer, k, session, new StepFeeds(exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { part: true, valueLayout }));
   }
 
@@ -90,7 +94,7 @@ export class RestSession extends SessionHolder {
   static async create(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: StepSessionOptions = {}): Promise<RestSession> {
     checkExit(cfg, exitLayer);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights));
-    const session = await createSession(buildRestModel(cfg, weights, exitLayer, { valueLayout, gemmThreads: opts.threads ?? DEFAULT_THREADS }), opts);
+    const session = await createSession(buildRestModel(cfg, weights, exitLayer, { valueLayout, gemmThreads: opts.threads ?? DEFAULT_THREADS, treeOrder: true }), opts);
     const feeds = new StepFeeds(cfg.nLayers - exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { firstLayer: exitLayer, ids: false, part: true, valueLayout });
     return new RestSession(cfg, exitLayer, session, feeds);
   }
