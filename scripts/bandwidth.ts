@@ -2,6 +2,7 @@
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { createSession, f32, i64, releaseSession, type Feeds } from '../src/runtime/ort.ts';
 import { median } from '../src/util/stats.ts';
+import { Rng } from '../src/util/rng.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { blockFor, quantOf } from '../src/model/quantize.ts';
 import { EMBEDDING, type Weights } from '../src/model/weights.ts';
@@ -37,16 +38,10 @@ export function passWeightBytes(cfg: ModelConfig, weights: Weights): number {
  */
 export type ProbeWeight = 'dense' | 'sparse';
 
-/** `n` floats in [-0.5, 0.5) from a fixed seed (xorshift32): the same dense weight every run. */
+/** `n` floats in [-0.5, 0.5) from a fixed seed: the same dense weight every run. */
 function denseValues(n: number): Float32Array {
-  const w = new Float32Array(n);
-  let x = 0x9e3779b9 | 0;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    w[i] = (x >>> 0) / 4294967296 - 0.5;
-  }
+  const rng = new Rng(1), w = new Float32Array(n);
+  for (let i = 0; i < n; i++) w[i] = rng.next() - 0.5;
   return w;
 }
 

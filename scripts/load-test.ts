@@ -40,6 +40,8 @@
  * Bounded: no new round starts after --time-limit seconds (what did not run is listed).
  * Writes load-test.json, load-test.md and load-test.svg under --out.
  */
+import { Rng } from '../src/util/rng.ts';
+import { permutation } from '../training/dataset.ts';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
@@ -225,16 +227,10 @@ for (const name of singles.keys()) await singleBlock(name, -1);
 for (const p of policies) for (const c of new Set([cMin, cMax])) await serverBlock(p, c, -1);
 const warmupSeconds = (performance.now() - warmupStart) / 1000;
 
-/** `xs` in an order shuffled by `seed` (Fisher-Yates over a small LCG: the same order every run). */
+/** `xs` in an order shuffled by `seed` (the same order every run). */
 function shuffled<T>(xs: readonly T[], seed: number): T[] {
-  const out = [...xs];
-  let s = seed >>> 0;
-  for (let i = out.length - 1; i > 0; i--) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    const j = s % (i + 1);
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
+  const rng = new Rng(seed);
+  return Array.from(permutation(xs.length, rng), (i) => xs[i]);
 }
 
 /** Blocks of one method summed (the requests of a round at concurrency 1, run one at a time). */

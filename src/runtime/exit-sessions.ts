@@ -17,7 +17,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildExitModel, buildRestModel, buildShadowModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, DEFAULT_THREADS, f32, f32Data, firstRows, i32Data, runTimed, SessionHolder, type Session } from './ort.ts';
+import { createSession, f32, f32Data, firstRows, i32Data, runTimed, SessionHolder, type Session, sessionThreads } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions } from './target.ts';
 
@@ -66,7 +66,7 @@ export class ExitSession extends SessionHolder {
     checkExit(cfg, exitLayer);
     const k = Math.min(topK, cfg.vocabSize);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights));
-    const session = await createSession(buildExitModel(cfg, weights, exitLayer, k, { valueLayout, gemmThreads: opts.threads ?? DEFAULT_THREADS, treeOrder: true }), opts);
+    const session = await createSession(buildExitModel(cfg, weights, exitLayer, k, { valueLayout, gemmThreads: sessionThreads(opts), treeOrder: true }), opts);
     return new ExitSession(cfg, exitLayer, k, session, new StepFeeds(exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { part: true, valueLayout }));
   }
 
@@ -94,7 +94,7 @@ export class RestSession extends SessionHolder {
   static async create(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: StepSessionOptions = {}): Promise<RestSession> {
     checkExit(cfg, exitLayer);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights));
-    const session = await createSession(buildRestModel(cfg, weights, exitLayer, { valueLayout, gemmThreads: opts.threads ?? DEFAULT_THREADS, treeOrder: true }), opts);
+    const session = await createSession(buildRestModel(cfg, weights, exitLayer, { valueLayout, gemmThreads: sessionThreads(opts), treeOrder: true }), opts);
     const feeds = new StepFeeds(cfg.nLayers - exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { firstLayer: exitLayer, ids: false, part: true, valueLayout });
     return new RestSession(cfg, exitLayer, session, feeds);
   }

@@ -37,6 +37,14 @@ export function defaultThreadsFor(params: number): number {
   return params < ONE_THREAD_BELOW_PARAMS ? 1 : DEFAULT_THREADS;
 }
 
+/**
+ * The intra-op threads a session opened with `opts` runs: what createSession gives ORT, and what
+ * a quantized target's graphs are built for (OnnxOpsOptions.gemmThreads), which must agree.
+ */
+export function sessionThreads(opts: { threads?: number }): number {
+  return opts.threads ?? DEFAULT_THREADS;
+}
+
 export interface SessionOptions {
   /** Threads for one operator. Default: DEFAULT_THREADS (every core, at most 8). */
   threads?: number;
@@ -82,7 +90,7 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
     ...(ext ? { externalData: ext.external } : {}),
     executionProviders: ['cpu'],
     graphOptimizationLevel: opts.optimization ?? 'all',
-    intraOpNumThreads: opts.threads ?? DEFAULT_THREADS,
+    intraOpNumThreads: sessionThreads(opts),
     interOpNumThreads: 1,
     executionMode: 'sequential',
     ...(opts.profile ? { enableProfiling: true, profileFilePrefix: opts.profile } : {}),

@@ -13,7 +13,7 @@ import type { Weights } from '../model/weights.ts';
 import { buildRoundModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, DEFAULT_THREADS, f32, f32Data, firstRows, i32Data, i64, runTimed, SessionHolder, type Feeds, type Session } from './ort.ts';
+import { createSession, f32, f32Data, firstRows, i32Data, i64, runTimed, SessionHolder, type Feeds, type Session, sessionThreads } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 import { DEFAULT_MAX_TOKENS, type StepSessionOptions, type TargetOutput } from './target.ts';
 
@@ -63,7 +63,7 @@ export class RoundSession extends SessionHolder {
     // The target's rendering, as its TargetSession has it (plain steps and these verifications must agree).
     const attention = opts.attention ?? targetAttention(cfg, weights);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(attention), headValueLayout = opts.headValueLayout ?? 'rows';
-    const model = buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout }, { valueLayout, gemmThreads: opts.threads ?? DEFAULT_THREADS });
+    const model = buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout }, { valueLayout, gemmThreads: sessionThreads(opts) });
     const session = await createSession(model, opts);
     const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
     return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT, { valueLayout }), new StepFeeds(1, head.nKvHeads, head.headDim, maxT, { valueLayout: headValueLayout }), valueLayout, model.padsRows);

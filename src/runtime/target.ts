@@ -8,7 +8,7 @@ import { quantOf } from '../model/quantize.ts';
 import { buildTargetModel, names, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor, valueProduct, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, DEFAULT_THREADS, endProfiling, f32Data, i32Data, releaseSession, runTimed, SessionHolder, type RunStats, type Session, type SessionOptions } from './ort.ts';
+import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, SessionHolder, type RunStats, type Session, type SessionOptions, sessionThreads } from './ort.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
@@ -70,7 +70,7 @@ export class TargetSession extends SessionHolder implements TargetPass {
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
     const attention = opts.attention ?? targetAttention(cfg, weights, opts.quantize), valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
-    const gemmThreads = opts.threads ?? DEFAULT_THREADS, ops = { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout, gemmThreads };
+    const gemmThreads = sessionThreads(opts), ops = { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout, gemmThreads };
     const session = await createSession(buildTargetModel(cfg, weights, attention, ops), opts);
     const rowExact = attention === 'split' && (opts.quantize ?? quantOf(cfg, weights)) !== undefined;
     const treeGraph = rowExact ? () => createSession(buildTargetModel(cfg, weights, attention, { ...ops, treeOrder: true }), opts) : undefined;
