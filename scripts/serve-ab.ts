@@ -21,6 +21,11 @@
  * paired medians 0.97-1.04 between two static-3 engines), which is the size of the gaps sought.
  * Also printed: each policy's ms a round inside the fused round's ORT call, and its per-repeat
  * ratios to the first policy (median, quartiles).
+ *
+ * --run-as P: the engines are built and started as --policies lists them (a smartspec engine
+ * measures its cost model at start-up on its own batch sessions), then all serve with policy P:
+ * e.g. `--policies plain,smartspec --run-as plain` shows whether the start-up leaves a
+ * smartspec engine's plain steps slower.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,6 +44,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'max-batch', type: 'int', min: 1, default: 16, meta: 'B', help: 'batch slots (as the load test: its highest concurrency)' },
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
   { flag: 'one-engine', type: 'bool', help: 'one smartspec engine, the policies in turn (request by request at c=1, level by level above)' },
+  { flag: 'run-as', type: 'string', meta: 'P', help: 'every engine, built and started as its --policies entry, then serves with policy P (what the build and start-up alone change)' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const names = String(f.policies).split(','), C = f.concurrency as number, R = f.requests as number, N = f.maxNewTokens as number;
@@ -49,6 +55,7 @@ const make = (policy: string) => new Engine(g, { maxBatch: f.maxBatch as number,
 const shared = one ? make('smartspec') : undefined;
 const engines = names.map((p) => shared ?? make(p));
 for (const e of new Set(engines)) await e.start();
+if (f.runAs !== undefined) for (const e of new Set(engines)) e.setPolicy(String(f.runAs));
 const label = names.map((p, i) => (names.indexOf(p) === i ? p : `${p}#${names.slice(0, i + 1).filter((x) => x === p).length}`));
 
 interface Tally { decodeMs: number; tokens: number; wallMs: number; depths: number[]; policyMs: number; draftMs: number; verifyMs: number; ortMs: number; ortRounds: number }
