@@ -471,6 +471,44 @@ test('SmartSpec cost fit: non-decreasing, least squares (sums kept), measurement
   near(new StepCost([1, 2, 4], [0.8, 0.6, 0.9], [0.8, 0.6, 0.9], 4).one, [0.7, 0.7, 0.9]);
 });
 
+test('SmartSpec prices a batched pass for its padding: calls of unequal length cost what the longest makes them', () => {
+  // A pass costs 1 ms + 0.02 ms a packed token + 0.01 ms a padded row of attention ([n, m]);
+  // measured as the start-up measures it: tokens spread evenly (packed = padded), and perToken.
+  const c0 = 1, cN = 0.02, cP = 0.01, xs = [1, 2, 4, 8, 16, 32, 64];
+  const even = xs.map((t) => c0 + (cN + cP) * t);
+  const cost = new StepCost(xs, even, even, 16, cN), blind = new StepCost(xs, even, even, 16);
+  const truth = (t: number, n: number, m: number) => c0 + cN * t + cP * n * m;
+  // One request verifying 4 tokens among 15 verifying 1: 19 packed tokens, 16 x 4 padded rows.
+  assert.ok(Math.abs(cost.ms(19, 16, 4) - truth(19, 16, 4)) < 1e-9, `${cost.ms(19, 16, 4)} against ${truth(19, 16, 4)}`);
+  assert.ok(Math.abs(cost.ms(40, 16, 4) - truth(40, 16, 4)) < 1e-9);
+  // Even calls, or no padding cost measured: as before.
+  assert.ok(Math.abs(cost.ms(32, 16, 2) - truth(32, 16, 2)) < 1e-9);
+  assert.equal(cost.ms(19, 16), blind.ms(19, 16));
+  assert.equal(blind.ms(19, 16, 4), blind.ms(19, 16));
+  assert.ok(blind.ms(19, 16, 4) < truth(19, 16, 4) - 0.4, 'without it the padding is missed');
+  // A padded pass never costs less than the even spread's model.
+  assert.ok(new StepCost(xs, even, even, 16, 1).ms(19, 16, 4) >= cost.ms(19, 16));
+  // The planner prices a step where one of 16 requests speculates with it (verify and draft).
+  const planner = new SmartSpecPlanner(cost, cost, 3, 3, () => 0, undefined, 0.9, () => 0), unpadded = new SmartSpecPlanner(blind, blind, 3, 3, () => 0, undefined, 0.9, () => 0);
+  for (const pl of [planner, unpadded]) {
+    const ms = Array.from({ length: 16 }, () => pl.policy());
+    const k = ms.map((_, i) => (i === 0 ? 3 : 0));
+    const c = pl.stepCost(ms, k);
+    if (pl === planner) assert.ok(Math.abs(c.passMs - (truth(19, 16, 4) + 3 * truth(1, 1, 1))) < 1e-9, `${c.passMs}`);
+    else assert.ok(c.passMs < truth(19, 16, 4) + 3 * truth(1, 1, 1) - 0.4);
+  }
+  // The first draft level: calls longer than splitRows run in a pass of their own.
+  const split = new SmartSpecPlanner(cost, cost, 3, 3, () => 0, undefined, 0.9, () => 0);
+  split.splitRows = 4;
+  const a = split.policy(), b = split.policy();
+  a.plan({ position: 30, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 0 });
+  b.plan({ position: 2, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 0 });
+  assert.equal(a.catchUpRows, 30);
+  assert.equal(b.catchUpRows, 2);
+  const both = split.stepCost([a, b], [1, 1]);
+  assert.ok(Math.abs(both.passMs - (truth(4, 2, 2) + truth(30, 1, 30) + truth(2, 1, 2))) < 1e-9, `${both.passMs}`);
+});
+
 test('SmartSpec: a lone request runs a round first, then plans from the steps it saw, not the start-up round costs', () => {
   // Start-up said a fused round costs 1.1 ms (a busy moment) and a plain pass 0.3; steps really
   // take 0.3 ms plain and 0.6 ms for a round at any length. Every draft is accepted.
@@ -546,12 +584,15 @@ test('SmartSpec scores a raise from its running sums as goodput scores the whole
     fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
       let s = seed;
       const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-      const curve = (base: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * 0.05), xs.map((x) => base * 1.2 + x * rand() * 0.05), 16); };
+      // Random padding costs (NaN: none) and a random split of long catch-up calls, so the sums cover both.
+      const curve = (base: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * 0.05), xs.map((x) => base * 1.2 + x * rand() * 0.05), 16, rand() < 0.2 ? NaN : rand() * 0.05); };
       const planner = new SmartSpecPlanner(curve(1), curve(0.2), 3, 3, () => 0, undefined, 0.9, () => 0);
+      planner.splitRows = rand() < 0.3 ? Infinity : 1 + Math.floor(rand() * 6);
       planner.overhead.a = rand() * 0.1;
       planner.overhead.b = rand() * 0.01;
       const ms = Array.from({ length: n }, () => planner.policy());
       for (const m of ms) {
+        m.plan({ position: 1 + Math.floor(rand() * 40), lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 0 });
         for (let r = 0; r < 1 + Math.floor(rand() * 6); r++) {
           const depth = Math.floor(rand() * 4);
           m.observe({ depth, treeSize: depth, accepted: Math.floor(rand() * (depth + 1)), draftMs: 0, verifyMs: 0 });
@@ -578,12 +619,13 @@ test('SmartSpec: the bound that skips the ascent when no raise can pay plans wha
     fc.property(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
       let s = seed;
       const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16); };
-      const verify = curve(1, 0.05), draft = curve(rand() * 0.6, 0.02), a = rand() * 0.1, b = rand() * 0.01;
+      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16, rand() < 0.2 ? NaN : rand() * slope); };
+      const verify = curve(1, 0.05), draft = curve(rand() * 0.6, 0.02), a = rand() * 0.1, b = rand() * 0.01, split = rand() < 0.3 ? Infinity : 1 + Math.floor(rand() * 6);
       const histories = Array.from({ length: n }, () => ({ position: 1 + Math.floor(rand() * 200), rounds: Array.from({ length: Math.floor(rand() * 8) }, () => { const depth = Math.floor(rand() * 4); return { depth, accepted: Math.floor(rand() * (depth + 1)) }; }) }));
       const plan = (full: boolean) => {
         const planner = new SmartSpecPlanner(verify, draft, 3, 3, () => 1, undefined, 0.9, () => 0);
         if (full) (planner as unknown as { anyRaisePays(): boolean }).anyRaisePays = () => true;
+        planner.splitRows = split;
         planner.overhead.a = a;
         planner.overhead.b = b;
         const ms = histories.map((h) => {

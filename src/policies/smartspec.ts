@@ -50,7 +50,20 @@ export function nondecreasing(xs: readonly number[]): number[] {
   return blocks.flatMap((b) => new Array<number>(b.n).fill(b.sum / b.n));
 }
 
-/** Measured ms of one batched pass: piecewise-linear in the pass's tokens, linear in the requests it serves. */
+/**
+ * Measured ms of one batched pass: piecewise-linear in the pass's tokens, linear in the requests
+ * it serves, and (with `perToken`) priced for its padding when its calls differ in length.
+ *
+ * Padding (ours): the per-slot graph scores every call's rows in attention regrouped as [B, M],
+ * M = the longest call's tokens, while the row-wise ops (the linears) run on the packed tokens.
+ * So a pass of t tokens from n calls whose longest has m tokens costs about what n * m tokens
+ * spread evenly cost, less the packed-token work of the n * m - t padding rows (`perToken`, ms a
+ * packed token at a fixed padded size, measured at start-up from a full batch of M-token calls
+ * against one M-token call among one-token calls: Engine.measure). Without it the model read one
+ * request verifying 4 tokens among 15 verifying 1 (19 tokens) as 2.18 ms where it took 2.59
+ * (16 x 1: 2.08, 16 x 4: 3.67; 16 slots, context 80), so plans where a few requests of a batch
+ * speculate looked cheaper than they were.
+ */
 export class StepCost {
   /** ms at each token count for one request (the measurements' non-decreasing fit). */
   readonly one: number[];
@@ -61,14 +74,25 @@ export class StepCost {
    * @param tokens the measured token counts, ascending.
    * @param one ms at each token count for one request.
    * @param full ms with the tokens spread over min(slots, t) requests (same token counts).
+   * @param perToken ms of one packed token at a fixed padded size (see the class comment);
+   *   NaN: calls of unequal length are priced as if spread evenly.
    */
-  constructor(readonly tokens: number[], one: number[], full: number[], readonly slots: number) {
+  constructor(readonly tokens: number[], one: number[], full: number[], readonly slots: number, readonly perToken = NaN) {
     this.one = nondecreasing(one);
     this.full = nondecreasing(full);
   }
 
-  /** Estimated ms of a pass of `t` tokens from `n` requests. */
-  ms(t: number, n: number): number {
+  /**
+   * Estimated ms of a pass of `t` tokens from `n` requests, the longest call `m` tokens (omitted:
+   * spread evenly). Never below the even spread's: padding adds work.
+   */
+  ms(t: number, n: number, m = 0): number {
+    const even = this.even(t, n), padded = n * m;
+    if (!(this.perToken >= 0) || padded <= t) return even;
+    return Math.max(even, this.even(padded, n) - this.perToken * (padded - t));
+  }
+
+  private even(t: number, n: number): number {
     const a = interpolate(this.tokens, this.one, t), b = interpolate(this.tokens, this.full, t);
     const most = Math.min(this.slots, Math.max(1, Math.round(t)));
     const f = most > 1 ? Math.min(1, Math.max(0, (n - 1) / (most - 1))) : 0;
@@ -76,7 +100,7 @@ export class StepCost {
   }
 
   toJSON() {
-    return { tokens: this.tokens, msOneRequest: this.one, msFullBatch: this.full, slots: this.slots };
+    return { tokens: this.tokens, msOneRequest: this.one, msFullBatch: this.full, slots: this.slots, msPerPackedToken: this.perToken };
   }
 }
 
@@ -171,6 +195,11 @@ export class SmartSpecPlanner {
    */
   explore = 16;
   private plainRun = 0;
+  /**
+   * Draft calls of more rows than this (a long catch-up) run in a pass of their own beside the
+   * step's (the draft lane's shortTokens, Lane.flush); the engine sets it. Default: never split.
+   */
+  splitRows = Infinity;
 
   /**
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
@@ -282,47 +311,58 @@ export class SmartSpecPlanner {
       const d = Math.min(k[0], this.alone.length - 1);
       return { passMs: this.alone[d], overheadMs: this.aloneOverheadMs(d), passes: 1, requestPasses: 1 };
     }
-    let ms = this.verify.ms(verifyTokens, n);
+    // The verify pass pads every request's call to the deepest plan's 1 + deepest tokens (StepCost).
+    let ms = this.verify.ms(verifyTokens, n, deepest + 1);
+    const first = new LevelOne(this.splitRows);
+    for (let i = 0; i < n; i++) if (k[i] >= 1) first.add(members[i].catchUpRows);
     for (let j = 1; j <= deepest; j++) {
       // Level 1: each drafting request's catch-up rows; deeper levels: one row each (a chain).
-      let rows = 0, calls = 0;
-      for (let i = 0; i < n; i++) if (k[i] >= j) (calls++), (rows += j === 1 ? members[i].catchUpRows : 1);
-      ms += this.draft.ms(rows, calls);
+      let calls = 0;
+      for (let i = 0; i < n; i++) if (k[i] >= j) calls++;
+      ms += j === 1 ? first.ms(this.draft) : this.draft.ms(calls, calls, 1);
     }
     return { passMs: ms, overheadMs: this.overhead.batchMs(1 + deepest, verifyTokens), passes: 1 + deepest, requestPasses: verifyTokens };
   }
 
   /**
    * goodput(members, k with k[i] raised to d) for the ascent's candidates, from sums over `k`
-   * (tokens, verified tokens, each draft level's rows and requests): O(depth) per candidate
-   * instead of goodput's O(requests x depth), the same value up to rounding. `sync()` after k
-   * changes. (At 16 requests and depth 3 a step's first ascent scores 48 candidates; rebuilding
-   * each from scratch was most of the planner's 16-21 µs a step.)
+   * (tokens, verified tokens, the first draft level's rows, each level's requests): O(depth) per
+   * candidate instead of goodput's O(requests x depth), the same value up to rounding. `sync()`
+   * after k changes. (At 16 requests and depth 3 a step's first ascent scores 48 candidates;
+   * rebuilding each from scratch was most of the planner's 16-21 µs a step.)
    * @internal
    */
   raiser(members: SmartSpecPolicy[], k: number[]): { score(i: number, d: number): number; sync(): void } {
     const n = members.length, D = this.maxDepth;
     const E = members.map((m) => Array.from({ length: D + 1 }, (_, d) => m.acceptance.expectedTokens(d)));
-    const rows = new Float64Array(D + 1), calls = new Float64Array(D + 1);
+    const calls = new Float64Array(D + 1), first = new LevelOne(this.splitRows), joined = new LevelOne(this.splitRows);
     let tokens = 0, verify = 0, deepest = 0;
     const sync = () => {
-      rows.fill(0);
       calls.fill(0);
+      first.clear();
       tokens = verify = deepest = 0;
       for (let i = 0; i < n; i++) {
         tokens += E[i][k[i]];
         verify += k[i] + 1;
         deepest = Math.max(deepest, k[i]);
-        for (let j = 1; j <= k[i]; j++) (calls[j]++), (rows[j] += j === 1 ? members[i].catchUpRows : 1);
+        for (let j = 1; j <= k[i]; j++) calls[j]++;
+        if (k[i] >= 1) first.add(members[i].catchUpRows);
       }
     };
     sync();
     const score = (i: number, d: number) => {
       const from = k[i], deep = Math.max(deepest, d), verifyTokens = verify + d - from;
-      let ms = this.verify.ms(verifyTokens, n);
+      let ms = this.verify.ms(verifyTokens, n, deep + 1);
       for (let j = 1; j <= deep; j++) {
         const joins = j > from && j <= d;
-        ms += this.draft.ms(joins ? rows[j] + (j === 1 ? members[i].catchUpRows : 1) : rows[j], joins ? calls[j] + 1 : calls[j]);
+        if (j === 1) {
+          joined.copy(first);
+          if (joins) joined.add(members[i].catchUpRows);
+          ms += joined.ms(this.draft);
+        } else {
+          const c = joins ? calls[j] + 1 : calls[j];
+          ms += this.draft.ms(c, c, 1);
+        }
       }
       return (tokens - E[i][from] + E[i][d]) / (ms + this.overhead.batchMs(1 + deep, verifyTokens));
     };
@@ -451,6 +491,38 @@ export class SmartSpecPlanner {
       const c = this.stepCost(members, k);
       this.startTiming(c.passMs, c.passes, c.requestPasses, n, Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), n === 1 ? members[0].catchUpRows : 0);
     }
+  }
+}
+
+/**
+ * The first draft level's calls (each drafting request's catch-up rows) as the draft lane runs
+ * them: calls of at most `split` rows in one pass, longer ones in a second (Lane.flush), each
+ * pass padded to its longest call (StepCost).
+ */
+class LevelOne {
+  private s = new Float64Array(6); // short: rows, calls, longest; long: rows, calls, longest
+
+  constructor(readonly split: number) {}
+
+  clear(): void {
+    this.s.fill(0);
+  }
+
+  copy(o: LevelOne): void {
+    this.s.set(o.s);
+  }
+
+  add(rows: number): void {
+    const o = rows > this.split ? 3 : 0, s = this.s;
+    s[o] += rows;
+    s[o + 1]++;
+    s[o + 2] = Math.max(s[o + 2], rows);
+  }
+
+  /** ms of the level's passes. */
+  ms(draft: StepCost): number {
+    const s = this.s;
+    return (s[1] ? draft.ms(s[0], s[1], s[2]) : 0) + (s[4] ? draft.ms(s[3], s[4], s[5]) : 0);
   }
 }
 

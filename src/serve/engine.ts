@@ -249,6 +249,7 @@ export class Engine {
     }
     // A step = one target verification: a batched pass, or a lone request's fused round.
     this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.steps + (this.round?.stats.passes ?? 0), alone);
+    this.planner.splitRows = this.draftLane!.shortTokens;
   }
 
   /**
@@ -316,9 +317,28 @@ export class Engine {
       one.push(await ms(t, 1));
       full.push(Math.min(B, t) > 1 ? await ms(t, Math.min(B, t)) : one[one.length - 1]);
     }
+    const perToken = B > 1 ? await this.measurePerToken(lane, slots.slice(0, B), this.tree.maxDepth + 1, repeats) : NaN;
     for (const s of slots) s.truncate(0);
     lane.batchCache.resetLayout();
-    return new StepCost(tokens, one, full, B);
+    return new StepCost(tokens, one, full, B, perToken);
+  }
+
+  /**
+   * ms of one packed token in a pass padded to `m` tokens a call (StepCost's padding model): B
+   * calls of m tokens against one call of m among B - 1 of one token, both padded to [B, m] in
+   * attention, in turn `repeats` times (the first pair warms up); the medians' difference over
+   * the tokens it adds. 0 with m = 1 (nothing to pad) or when noise reads it negative.
+   */
+  private async measurePerToken(lane: TargetLane | DraftLane, slots: KVCache[], m: number, repeats: number): Promise<number> {
+    const B = slots.length;
+    if (m <= 1) return 0;
+    const even = new Array<number>(B).fill(m), uneven = [...new Array<number>(B - 1).fill(1), m];
+    const a: number[] = [], u: number[] = [];
+    for (let r = 0; r < repeats + 1; r++) {
+      const ta = await lane.probe(slots, even), tu = await lane.probe(slots, uneven);
+      if (r > 0) a.push(ta), u.push(tu);
+    }
+    return Math.max(0, (median(a) - median(u)) / (B * m - (B - 1 + m)));
   }
 
   /**
