@@ -11,7 +11,9 @@
  */
 import { StateError, UsageError } from './errors.ts';
 import { parameterCount } from './model/config.ts';
-import { DRAFT_QUANT, QUANT, quantizeTarget, quantOf, linearNames, type QuantName } from './model/quantize.ts';
+import { DRAFT_QUANT, quantizedModel, quantOf, linearNames, type QuantName } from './model/quantize.ts';
+
+export { quantizedModel };
 import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './load-model.ts';
@@ -219,13 +221,6 @@ function withoutLinears(m: LoadedModel): Map<string, Tensor> {
   return new Map([...m.weights].filter(([n]) => !linear.has(n)));
 }
 
-/** `m` with its target's Linear weights quantized as `q` says (a new LoadedModel; `m` is not changed). */
-export function quantizedModel(m: LoadedModel, q: QuantName | undefined): LoadedModel {
-  if (!q) return m;
-  const held = quantOf(m.config, m.weights);
-  if (held && held.bits !== QUANT[q].bits) throw new UsageError('--quantize', `${q}: this model is already quantized to ${held.bits} bits`);
-  return held ? m : { ...m, weights: quantizeTarget(m.config, m.weights, QUANT[q]) };
-}
 
 /**
  * Loads the target, the drafter and the policy `options` name (see LoadOptions) and returns a

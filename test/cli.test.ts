@@ -84,7 +84,10 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', 'MODEL', '--prompt', 'hi', '--tokenizer', 'BIN'], 1, /^error: .*stories\.bin: this is a llama2\.c model checkpoint, not a tokenizer/],
   [['generate', '--model', 'MODEL', '--prompt', 'hi', '--tokenizer', DEFAULT_PATHS.target], 1, /tokenizer\.json: has 1536 token ids but the model has 40: a tokenizer of another model$/m],
   // Files that do not exist are bad files (exit 1) whichever flag names them.
-  [['log', '--model', 'MODEL', '--corpus', '/nonexistent/c.ids', '--out', 'OUT/x.arrow', '--mode', 'teacher', '--seq-len', '8', '--max-tokens', '8'], 1, /^error: \/nonexistent\/c\.ids: cannot read: no such file/],
+  [['log', '--model', 'MODEL', '--corpus', '/nonexistent/c.ids', '--out', 'OUT/x.arrow', '--mode', 'teacher', '--seq-len', '8', '--max-tokens', '8'], 1, /^error: \/nonexistent\/c\.ids: cannot read: no such file/],  // Logging and training for a quantized target take the same formats as generation.
+  [['log', '--model', 'MODEL', '--corpus', '/nonexistent/c.ids', '--out', 'OUT/x.arrow', '--mode', 'teacher', '--seq-len', '8', '--max-tokens', '8', '--quantize', 'q3'], 2, /^error: --quantize: must be one of q8, q4, got 'q3'/],
+  [['train-draft', '--model', 'MODEL', '--logs', '/not/read.arrow', '--out', 'OUT/h', '--quantize', 'int4'], 2, /^error: --quantize: must be one of q8, q4, got 'int4'/],
+  [['collect-lengths', '--model', 'MODEL', '--draft', 'random', '--prompts', '/x.ids', '--out', 'OUT/r.arrow', '--quantize', '4'], 2, /^error: --quantize: must be one of q8, q4, got '4'/],
 ];
 
 for (const [args, code, pattern] of bad) {

@@ -17,7 +17,8 @@ import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { mlpForward, PlainOps, randomMlpWeights, type MlpConfig } from '../src/model/mlp.ts';
 import { OnnxOps } from '../src/onnx/ops.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
-import type { Weights } from '../src/model/weights.ts';
+import { EMBEDDING, type Weights } from '../src/model/weights.ts';
+import { dense, QUANT, quantizeTarget } from '../src/model/quantize.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { LdlpPolicy, PredictorRunner, treeBudget } from '../src/policies/ldlp.ts';
 import type { LengthPolicy, RoundPlan, RoundState } from '../src/policies/policy.ts';
@@ -170,6 +171,26 @@ test('property: ldlp, ldlp+threshold and specdec++ keep speculation lossless wit
   );
   assert.ok(depthsSeen.size >= 2, `the policies should vary the depth, saw ${[...depthsSeen]}`);
   console.log(`# depths planned: ${[...depthsSeen].sort()}; specdec++ runs ending on a stop: ${stops}`);
+});
+
+test('collect-lengths --quantize: the rounds of the quantized pair, with its dequantized embeddings', async () => {
+  const cfg = makeConfig({ vocabSize: 32, dim: 32, nLayers: 1, nHeads: 2, maxSeqLen: 64 });
+  const model = { config: cfg, weights: randomWeights(cfg, 4, 3), source: 'hf' as const };
+  const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 5) };
+  const rng = new Rng(11);
+  const prompts = Array.from({ length: 4 }, () => Array.from({ length: 4 }, () => rng.int(32)));
+  const out = join(tmp, 'rounds-q4.arrow');
+  await collectLengths({ model, draft, tree: { topK: 1, maxDepth: 3, totalTokens: 3 }, prompts, maxNewTokens: 12, out, quantize: 'q4', threads: 1 });
+  const data = readRoundLogs([out]), d = cfg.dim;
+  const q4 = dense(quantizeTarget(cfg, model.weights, QUANT.q4).get(EMBEDDING)!).data, fp = model.weights.get(EMBEDDING)!.data;
+  assert.ok(data.rows > 0);
+  let differs = false;
+  for (let i = 0; i < data.rows; i++) {
+    const t = data.rootToken[i];
+    assert.deepEqual(data.rootEmbedding.subarray(i * d, (i + 1) * d), q4.subarray(t * d, (t + 1) * d));
+    differs ||= q4.subarray(t * d, (t + 1) * d).some((v, j) => v !== fp[t * d + j]);
+  }
+  assert.ok(differs, 'the q4 table is not the fp32 one');
 });
 
 test('collect-lengths: the round log round-trips; train-ldlp on it; registry-built policies from the files', async () => {

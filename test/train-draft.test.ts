@@ -18,10 +18,13 @@ import { DraftSession } from '../src/runtime/draft.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { Rng } from '../src/util/rng.ts';
-import { FeatureLogWriter, readFeatureLog } from '../training/feature-log.ts';
+import { FeatureLogWriter, readFeatureLog, readSidecar } from '../training/feature-log.ts';
 import { epochOrder, FeatureStore, SHUFFLE_BLOCKS } from '../training/dataset.ts';
 import { runLog } from '../training/log.ts';
-import { trainDraft, type TrainDraftOptions } from '../training/train-draft.ts';
+import { frozenTarget, trainDraft, type TrainDraftOptions } from '../training/train-draft.ts';
+import { dense, QUANT, quantizeTarget } from '../src/model/quantize.ts';
+import { EMBEDDING } from '../src/model/weights.ts';
+import { TargetSession } from '../src/runtime/target.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'eaglet-train-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -150,6 +153,53 @@ test('bad options are usage errors naming the flag', async () => {
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), backend: 'gpu' as never }), /--backend/);
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), draftVocab: 48 }), /--draft-vocab/);
   await assert.rejects(trainDraft({ target: { config: makeConfig({ vocabSize: 48, dim: 16, nLayers: 1, nHeads: 2 }), weights }, logs, out: join(dir, 'x') }), /width 32/);
+});
+
+test('--quantize: the log holds the quantized target\'s features, and the head trains only for the format its logs came from', async () => {
+  const corpus = join(dir, 'q-corpus.ids'), rng = new Rng(9);
+  writeFileSync(corpus, Array.from({ length: 4 }, () => Array.from({ length: 16 }, () => rng.int(config.vocabSize)).join(' ')).join('\n'));
+  const log = (q: 'q4' | undefined, name: string) => runLog({ model: target, corpus: [corpus], out: join(dir, name), mode: 'teacher', seqLen: 16, maxTokens: 64, quantize: q, threads: 1 });
+  const [fp, q4] = [await log(undefined, 'fp.arrow'), await log('q4', 'q4.arrow')];
+  const rows = async (path: string) => {
+    const out: { tokens: number[]; features: number[] } = { tokens: [], features: [] };
+    for await (const b of readFeatureLog(path)) out.tokens.push(...b.tokenId), out.features.push(...b.features);
+    return out;
+  };
+  const [a, b] = [await rows(fp.out), await rows(q4.out)];
+  assert.deepEqual(b.tokens, a.tokens);
+  // Each 16-token chunk through the quantized target's own session: the same features, bit for bit.
+  const qWeights = quantizeTarget(config, weights, QUANT.q4);
+  const session = await TargetSession.create(config, qWeights, { threads: 1 });
+  try {
+    const want: number[] = [];
+    for (let s = 0; s < 4; s++) {
+      const ids = b.tokens.slice(s * 16, (s + 1) * 16);
+      want.push(...(await session.forward(new KVCache(config.nLayers, config.nKvHeads, config.headDim, 16), ids, ids.map((_, i) => i))).features);
+    }
+    assert.deepEqual(b.features, want);
+  } finally {
+    await session.dispose();
+  }
+  assert.ok(a.features.some((v, i) => v !== b.features[i]), 'the fp32 target logs other features');
+  const [sa, sb] = [readSidecar(fp.out), readSidecar(q4.out)];
+  assert.equal(sa.model.quant, undefined);
+  assert.deepEqual(sb.model.quant, { bits: 4, blockSize: 32 });
+  assert.notEqual(sb.model.sha256, sa.model.sha256, 'the hash sees the quantized weights');
+
+  // The frozen tables are the quantized target's, dequantized.
+  const frozen = frozenTarget(target, 'q4').weights.get(EMBEDDING)!;
+  assert.deepEqual(frozen.data, dense(qWeights.get(EMBEDDING)!).data);
+  assert.notDeepEqual(frozen.data, weights.get(EMBEDDING)!.data);
+  assert.equal(frozenTarget(target, undefined), target);
+
+  const base = { target, batch: 2, window: 8, steps: 2, backend: 'ort' as const, threads: 1 };
+  await assert.rejects(trainDraft({ ...base, logs: [q4.out], out: join(dir, 'q-a') }), /--quantize: .*q4\.arrow was logged from the target with 4-bit weights, and this head is trained for it with fp32 weights/);
+  await assert.rejects(trainDraft({ ...base, logs: [fp.out], out: join(dir, 'q-b'), quantize: 'q4' }), /--quantize: .*with fp32 weights, and this head is trained for it with 4-bit weights/);
+  await assert.rejects(trainDraft({ ...base, logs: [q4.out], out: join(dir, 'q-c'), quantize: 'q4', threads: 0 }), /--threads/);
+  const r = await trainDraft({ ...base, logs: [q4.out], out: join(dir, 'q-d'), quantize: 'q4' });
+  assert.equal(r.steps, 2);
+  const held = await trainDraft({ ...base, target: { config, weights: qWeights }, logs: [q4.out], out: join(dir, 'q-e') });
+  assert.equal(held.steps, 2, 'a target held quantized (a quantized checkpoint) needs no --quantize');
 });
 
 for (const draftVocab of [0, 12])

@@ -25,6 +25,7 @@ import { IpcBatchFile } from './arrow-ipc.ts';
 import { ArrowLogWriter, columnData, listField } from './arrow-log-writer.ts';
 import { openForRead } from '../src/io/read.ts';
 import type { ModelConfig } from '../src/model/config.ts';
+import type { WeightQuant } from '../src/model/weights.ts';
 
 /** Rows buffered before a record batch is written. */
 export const DEFAULT_BATCH_ROWS = 2048;
@@ -33,7 +34,8 @@ export const DEFAULT_BATCH_ROWS = 2048;
 export interface FeatureLogSidecar {
   format: 'eaglet-feature-log';
   version: 1;
-  model: { source: string; sha256: string; config: ModelConfig };
+  /** `quant`: the target's weight format when it ran quantized (`eaglet log --quantize`, or a quantized checkpoint). */
+  model: { source: string; sha256: string; config: ModelConfig; quant?: WeightQuant };
   corpus: { paths: string[]; mode: 'teacher' | 'generate'; seqLen: number; maxTokens: number; seed?: number };
   dim: number;
   topK: number;

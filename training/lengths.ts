@@ -35,6 +35,7 @@ import type { GenerationChunk } from '../src/generate/generator.ts';
 import type { DraftHead } from '../src/io/draft-head-io.ts';
 import type { LoadedModel } from '../src/load-model.ts';
 import { EMBEDDING, type Tensor } from '../src/model/weights.ts';
+import { dense, quantizedModel, type QuantName } from '../src/model/quantize.ts';
 import { StaticPolicy, type LengthPolicy, type RoundOutcome, type RoundPlan, type RoundState } from '../src/policies/policy.ts';
 import { listView, primitiveView } from './feature-log.ts';
 import type { OnProgress } from './progress.ts';
@@ -408,6 +409,8 @@ export interface CollectOptions {
   /** Sampling seed (per prompt: seed + prompt index). Default 0. */
   seed?: number;
   threads?: number;
+  /** Run the target quantized (`--quantize`): the rounds, features and embeddings of the pair as it will run. Default: as given. */
+  quantize?: QuantName;
   /** Recorded in the sidecar. */
   modelSource?: string;
   onProgress?: OnProgress;
@@ -424,9 +427,11 @@ export interface CollectResult {
 export async function collectLengths(o: CollectOptions): Promise<CollectResult> {
   const cfg = o.model.config, temperature = o.temperature ?? 0, seed = o.seed ?? 0;
   if (o.prompts.length === 0) throw new UsageError('--prompts', 'holds no prompts');
-  const emb = o.model.weights.get(EMBEDDING)!;
+  const model = quantizedModel(o.model, o.quantize);
+  // A quantized target's table dequantized, as LdlpPolicy reads it.
+  const emb = dense(model.weights.get(EMBEDDING)!);
   const recorder = new RoundRecorder(new StaticPolicy(o.tree.maxDepth, o.tree.totalTokens), emb, o.tree.maxDepth, o.tree.topK);
-  const g = await loadGenerator({ model: o.model, draft: o.draft, tree: o.tree, policy: recorder, threads: o.threads });
+  const g = await loadGenerator({ model, draft: o.draft, tree: o.tree, policy: recorder, threads: o.threads });
   const writer = new RoundLogWriter(o.out, cfg.dim, o.tree.maxDepth);
   const hist: number[] = [];
   const t0 = performance.now();

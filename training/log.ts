@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { UsageError } from '../src/errors.ts';
 import type { ModelConfig } from '../src/model/config.ts';
+import { quantizedModel, quantOf, type QuantName } from '../src/model/quantize.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
@@ -41,6 +42,13 @@ export interface LogOptions {
   temperature?: number;
   /** generate: sampling seed. Default 0. */
   seed?: number;
+  /**
+   * Run the target quantized (`--quantize`, as `loadGenerator` does): the features and
+   * continuations are then the quantized target's, what a head drafting for it will see. Default: as given.
+   */
+  quantize?: QuantName;
+  /** onnxruntime intra-op threads. Default: sessionThreads' default. */
+  threads?: number;
   onProgress?: OnProgress;
 }
 
@@ -57,7 +65,7 @@ export const LOG_DEFAULTS = { topK: 0, promptLen: 4, temperature: 0, seed: 0 } a
 
 /** Logs the target's features over the corpus; see the module comment. */
 export async function runLog(opts: LogOptions): Promise<LogResult> {
-  const cfg = opts.model.config, d = LOG_DEFAULTS;
+  const cfg = opts.model.config, d = LOG_DEFAULTS, weights = quantizedModel(opts.model, opts.quantize).weights;
   const topK = opts.topK ?? d.topK, promptLen = opts.promptLen ?? d.promptLen, temperature = opts.temperature ?? d.temperature, seed = opts.seed ?? d.seed;
   if (!(Number.isInteger(opts.seqLen) && opts.seqLen >= 2 && opts.seqLen <= cfg.maxSeqLen))
     throw new UsageError('--seq-len', `must be an integer in [2, ${cfg.maxSeqLen}] (the model's context), got ${opts.seqLen}`);
@@ -68,7 +76,7 @@ export async function runLog(opts: LogOptions): Promise<LogResult> {
   const docs = readCorpus(opts.corpus, cfg.vocabSize, opts.model.tokenizer?.encode.bind(opts.model.tokenizer));
   if (docs.length === 0) throw new UsageError('--corpus', 'the corpus holds no tokens');
 
-  const session = await TargetSession.create(cfg, opts.model.weights, { maxTokens: opts.seqLen });
+  const session = await TargetSession.create(cfg, weights, { maxTokens: opts.seqLen, threads: opts.threads });
   const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.seqLen);
   const writer = new FeatureLogWriter(opts.out, cfg.dim, topK);
   const rng = new Rng(seed);
@@ -108,8 +116,9 @@ export async function runLog(opts: LogOptions): Promise<LogResult> {
       rows += m;
       opts.onProgress?.({ phase: 'log', done: Math.min(rows, opts.maxTokens), total: opts.maxTokens, metrics: { sequences: seqId } });
     }
+    const held = quantOf(cfg, weights);
     const counts = await writer.finish({
-      model: { source: opts.modelSource ?? 'in-memory', sha256: weightsHash(opts.model.weights), config: cfg },
+      model: { source: opts.modelSource ?? 'in-memory', sha256: weightsHash(weights), config: cfg, ...(held ? { quant: held } : {}) },
       corpus: { paths: opts.corpus, mode: opts.mode, seqLen: opts.seqLen, maxTokens: opts.maxTokens, ...(opts.mode === 'generate' ? { seed } : {}) },
     });
     return { out: opts.out, sidecar: sidecarPath(opts.out), counts, tokensPerSecond: (rows / (performance.now() - t0)) * 1000 };
@@ -121,13 +130,21 @@ export async function runLog(opts: LogOptions): Promise<LogResult> {
   }
 }
 
-/** sha256 over the weights (names in sorted order, shapes, float32 bytes): the model's identity, whatever file it came from. */
+/**
+ * sha256 over the weights (names in sorted order, shapes, float32 bytes; a quantized tensor's
+ * format, packed bytes and scales): the model's identity, whatever file it came from.
+ */
 export function weightsHash(w: Weights): string {
   const h = createHash('sha256');
+  const bytes = (a: ArrayBufferView) => h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   for (const name of [...w.keys()].sort()) {
     const t = w.get(name)!;
     h.update(`${name}[${t.shape}]`);
-    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    bytes(t.data);
+    if (t.quant) {
+      h.update(`q${t.quant.bits}/${t.quant.blockSize}`);
+      bytes(t.quant.packed), bytes(t.quant.scales);
+    }
   }
   return h.digest('hex');
 }

@@ -29,7 +29,8 @@ import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { draftLogits, eagleHeadForward, lmHead } from '../src/model/definition.ts';
 import { DRAFT_VOCAB, draftToTarget, draftVocabWeights, mostFrequent, headConfigFor, randomHeadWeights, trainableHeadShapes, type HeadConfig } from '../src/model/draft-head.ts';
-import { EMBEDDING, outputHead, outputHeadName, type Weights } from '../src/model/weights.ts';
+import { dense, quantizedModel, quantOf, type QuantName } from '../src/model/quantize.ts';
+import { EMBEDDING, outputHead, outputHeadName, type WeightQuant, type Weights } from '../src/model/weights.ts';
 import { Rng } from '../src/util/rng.ts';
 import { warmupLr } from './adamw.ts';
 import { pickTrainBackend, type TrainBackendChoice } from './backend.ts';
@@ -93,6 +94,14 @@ export interface TrainDraftOptions {
   overwrite?: boolean;
   /** Training backend (see training/backend.ts). Default 'auto'. */
   backend?: TrainBackendChoice;
+  /**
+   * The target runs quantized (`--quantize`): the frozen embeddings and LM head are its
+   * quantized tables (dequantized), as a head drafting for it reads them. Logs written by a
+   * target of another format are refused. Default: the target as given.
+   */
+  quantize?: QuantName;
+  /** onnxruntime intra-op threads (the ort backend). Default: every core (TRAIN_THREADS). */
+  threads?: number;
   onProgress?: OnProgress;
 }
 
@@ -128,7 +137,7 @@ export interface TrainDraftResult {
   stream: { logRows: number; peakLoadedRows: number; blockLoads: number };
 }
 
-type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery' | 'overwrite'>> & { valEvery?: number };
+type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery' | 'overwrite' | 'quantize' | 'threads'>> & { valEvery?: number };
 
 /** Defaults of every tunable option (the CLI's flag table reads them from here). */
 export const TRAIN_DRAFT_DEFAULTS: Readonly<Resolved> = {
@@ -174,12 +183,37 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   if (!(o.draftVocab >= 0 && o.draftVocab < cfg.vocabSize)) throw new UsageError('--draft-vocab', `must be in [1, ${cfg.vocabSize}) (the target's vocabulary), or 0 for all of it; got ${o.draftVocab}`);
   const picked = await pickTrainBackend(o.backend);
   if (opts.logs.length > 0 && readSidecar(opts.logs[0]).dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${readSidecar(opts.logs[0]).dim}, the target has ${cfg.dim}`);
+  if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) throw new UsageError('--threads', `must be a positive integer, got ${opts.threads}`);
+  const target = frozenTarget(opts.target, opts.quantize);
+  const quant = quantOf(cfg, target.weights);
+  for (const log of opts.logs) checkLogQuant(log, quant);
   const data = await FeatureStore.open(opts.logs, o.window, cfg.vocabSize, { blockRows: Math.ceil(o.shuffleRows / SHUFFLE_BLOCKS) });
   try {
-    return await trainOnStore(opts, o, picked, data);
+    return await trainOnStore({ ...opts, target }, o, picked, data);
   } finally {
     data.close();
   }
+}
+
+/**
+ * What the head reads of the target, frozen: its weights, quantized as `q` says and then the
+ * embedding table and LM head dequantized (the values the quantized target's graphs compute
+ * with; the trainers read fp32 tensors).
+ */
+export function frozenTarget(t: TrainDraftOptions['target'], q: QuantName | undefined): TrainDraftOptions['target'] {
+  const w = quantizedModel(t, q).weights;
+  if (w === t.weights && !quantOf(t.config, w)) return t;
+  const weights = new Map(w);
+  for (const n of [EMBEDDING, outputHeadName(t.config)]) if (w.has(n)) weights.set(n, dense(w.get(n)!));
+  return { config: t.config, weights };
+}
+
+/** A log written by a target of another weight format (fp32, q8, q4) than the one trained for is refused. */
+function checkLogQuant(log: string, quant: WeightQuant | undefined): void {
+  const logged = readSidecar(log).model?.quant;
+  const name = (q: WeightQuant | undefined): string => (q ? `${q.bits}-bit weights` : 'fp32 weights');
+  if ((logged?.bits ?? 0) !== (quant?.bits ?? 0))
+    throw new UsageError('--quantize', `${log} was logged from the target with ${name(logged)}, and this head is trained for it with ${name(quant)}: log and train with the same --quantize`);
 }
 
 /** The training run itself, over an opened store (closed by the caller). */
@@ -193,7 +227,7 @@ async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaite
   const perEpoch = Math.ceil(split.train.length / o.batch);
   const steps = opts.steps ?? o.epochs * perEpoch;
   const valEvery = o.valEvery ?? Math.max(1, Math.round(steps / 10));
-  const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length });
+  const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length, quantize: opts.quantize });
   mkdirSync(opts.out, { recursive: true });
 
   const ckpt = o.resume ? loadCheckpoint(opts.out, trainableHeadShapes(head)) : null;
@@ -207,7 +241,7 @@ async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaite
   let order: { epoch: number; positions: Int32Array } = { epoch: -1, positions: new Int32Array(0) };
   const lossWeights = { featureWeight: o.featureWeight, tokenWeight: o.tokenWeight };
   const runner: DraftSteps = picked.kind === 'ort'
-    ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights, undefined, vocabW), { tensorCount: () => null })
+    ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights, opts.threads, vocabW), { tensorCount: () => null })
     : new TfDraftSteps(picked.tf, opts.target, head, lossWeights, vocabW);
   const validate = (): Promise<ValMetrics> => evaluate(data, split.val, o.batch, (b) => runner.evaluate(params, b));
 

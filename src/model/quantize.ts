@@ -12,6 +12,7 @@
  *   packed  uint8 [N, K / blockSize, blockSize * bits / 8]   (4-bit: element 2j in the low nibble)
  *   scales  float32 [N * K / blockSize]
  */
+import { UsageError } from '../errors.ts';
 import type { ModelConfig } from './config.ts';
 import { EMBEDDING, expectedShapes, forEachRowChunk, LM_HEAD, type QuantizedTensor, type QuantizedWeight, type Tensor, type WeightQuant, type Weights } from './weights.ts';
 
@@ -166,6 +167,18 @@ export function quantizeLinears(c: ModelConfig, w: Weights, q: WeightQuant): Wei
  */
 export function quantizeTarget(c: ModelConfig, w: Weights, q: WeightQuant): Weights {
   return quantizeNamed(w, quantizedNames(c), q);
+}
+
+/**
+ * `m` with its target quantized as `--quantize q` says (quantizeTarget; a new object, `m` is not
+ * changed): what `loadGenerator`, `eaglet log` and `eaglet train-draft` run. A checkpoint already
+ * quantized to q's bits is kept as it is; to other bits it is a UsageError.
+ */
+export function quantizedModel<M extends { config: ModelConfig; weights: Weights }>(m: M, q: QuantName | undefined): M {
+  if (!q) return m;
+  const held = quantOf(m.config, m.weights);
+  if (held && held.bits !== QUANT[q].bits) throw new UsageError('--quantize', `${q}: this model is already quantized to ${held.bits} bits`);
+  return held ? m : { ...m, weights: quantizeTarget(m.config, m.weights, QUANT[q]) };
 }
 
 function quantizeNamed(w: Weights, names: string[], q: WeightQuant): Weights {

@@ -9,7 +9,8 @@ import { collectLengths } from '../../../training/lengths.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
-import { fileList, requireFlags, THREADS_FLAG, TREE_FLAG_NAMES } from '../common-flags.ts';
+import { fileList, QUANTIZE_FLAG, requireFlags, THREADS_FLAG, TREE_FLAG_NAMES } from '../common-flags.ts';
+import type { QuantName } from '../../model/quantize.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
@@ -25,6 +26,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'tree-top-k', type: 'int', min: 1, max: TREE_LIMITS.topK, default: DEFAULT_TREE.topK, meta: 'K', help: 'children per expanded node and nodes expanded per depth' },
   { flag: 'temperature', type: 'number', min: 0, default: 0, meta: 'T', help: 'sampling temperature (0 = greedy; collect at the temperature you will serve)' },
   { flag: 'seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'sampling seed (prompt i uses S + i)' },
+  { ...QUANTIZE_FLAG, help: 'run the target quantized to 8- or 4-bit blockwise weights, as `--quantize` does at generation: log the rounds of the pair as it will run' },
   THREADS_FLAG,
 ];
 
@@ -47,7 +49,7 @@ export const collectLengthsCommand = defineCommand({
     checkTree(tree, TREE_FLAG_NAMES, true);
     const r = await collectLengths({
       model, draft: f.draft as string, tree, prompts, maxNewTokens: maxNew, out: f.out as string,
-      temperature: f.temperature as number, seed: f.seed as number, threads: f.threads as number, modelSource: f.model as string,
+      temperature: f.temperature as number, seed: f.seed as number, threads: f.threads as number, quantize: f.quantize as QuantName | undefined, modelSource: f.model as string,
       onProgress: withEta(progressReporter()),
     });
     const c = r.sidecar.counts, h = r.acceptedHistogram;

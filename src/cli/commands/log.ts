@@ -3,7 +3,8 @@ import { loadModel } from '../../load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { LOG_DEFAULTS, runLog } from '../../../training/log.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
-import { fileList, MODEL_FLAGS, requireFlags } from '../common-flags.ts';
+import { fileList, MODEL_FLAGS, QUANTIZE_FLAG, requireFlags, THREADS_FLAG } from '../common-flags.ts';
+import type { QuantName } from '../../model/quantize.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 
@@ -18,6 +19,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompt-len', type: 'int', min: 1, default: LOG_DEFAULTS.promptLen, meta: 'N', help: 'generate: prompt tokens taken from each document' },
   { flag: 'temperature', type: 'number', min: 0, default: LOG_DEFAULTS.temperature, meta: 'T', help: 'generate: sampling temperature (0 = greedy)' },
   { flag: 'seed', type: 'int', min: 0, default: LOG_DEFAULTS.seed, meta: 'S', help: 'generate: sampling seed' },
+  { ...QUANTIZE_FLAG, help: 'run the target quantized to 8- or 4-bit blockwise weights, as `--quantize` does at generation: log the features a head drafting for that target sees (train it with `train-draft --quantize` too)' },
+  THREADS_FLAG,
 ];
 
 export const log = defineCommand({
@@ -43,6 +46,8 @@ export const log = defineCommand({
       promptLen: f.promptLen as number,
       temperature: f.temperature as number,
       seed: f.seed as number,
+      quantize: f.quantize as QuantName | undefined,
+      threads: f.threads as number | undefined,
       onProgress: withEta(progressReporter(), 'tok/s'),
     });
     const c = r.counts;

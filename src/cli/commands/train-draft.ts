@@ -6,7 +6,8 @@ import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type Train
 import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
-import { fileList, requireFlags } from '../common-flags.ts';
+import { fileList, QUANTIZE_FLAG, requireFlags } from '../common-flags.ts';
+import type { QuantName } from '../../model/quantize.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'PATH', help: 'the target the logs came from: HF checkpoint directory or llama2.c .bin (required)' },
@@ -32,6 +33,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'resume', type: 'bool', help: 'continue from DIR/checkpoint.safetensors (same options and logs required)' },
   { flag: 'overwrite', type: 'bool', help: 'replace a head or checkpoint already in --out (without it, that is an error)' },
   { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: D.backend, meta: 'B', help: TRAIN_BACKEND_HELP },
+  { ...QUANTIZE_FLAG, help: 'train for the target quantized to 8- or 4-bit weights (its quantized embeddings and LM head); the logs must come from `eaglet log` with the same --quantize' },
+  { flag: 'threads', type: 'int', min: 1, max: 256, meta: 'N', help: 'onnxruntime intra-op threads of the ort backend (default: every core)' },
 ];
 
 export const trainDraftCommand = defineCommand({
@@ -55,6 +58,7 @@ export const trainDraftCommand = defineCommand({
       featureWeight: f.featureWeight as number, tokenWeight: f.tokenWeight as number, weightDecay: f.weightDecay as number,
       valFraction: f.valFraction as number, valEvery: f.valEvery as number | undefined, checkpointEvery: f.checkpointEvery as number,
       seed: f.seed as number, shuffleRows: f.shuffleRows as number, draftVocab: f.draftVocab as number, resume: Boolean(f.resume), overwrite: Boolean(f.overwrite), backend: f.backend as TrainBackendChoice,
+      quantize: f.quantize as QuantName | undefined, threads: f.threads as number | undefined,
       onProgress: withEta(progressReporter()),
     });
     const m = (v: ValMetrics): string => `top-1 ${v.top1.toFixed(3)}, top-3 ${v.top3.toFixed(3)}, feature loss ${v.featureLoss.toFixed(4)}`;
