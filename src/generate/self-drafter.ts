@@ -22,7 +22,7 @@ import { TreeBuilder, type Acceptance, type TreeShape, type VerifyTree } from '.
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import type { LengthPolicy, RoundNotes, RoundPlan } from '../policies/policy.ts';
-import { ExitSession, RestSession, ShadowSession, type ExitOutput } from '../runtime/exit-sessions.ts';
+import { ExitSession, RestSession, ShadowSession, type ExitOutput, type StagedRows } from '../runtime/exit-sessions.ts';
 import type { KVCache } from '../runtime/kv-cache.ts';
 import type { StepSessionOptions } from '../runtime/target.ts';
 import type { TargetSession } from '../runtime/target.ts';
@@ -61,6 +61,8 @@ export class SelfDrafter implements Drafter {
   // Per staged draft row (root, frontiers, completion): residual after layer E-1 and after every layer < E.
   private rowHidden: Float32Array; // [maxRows, d]
   private rowLayers: Float32Array; // [maxRows, L-1, d]
+  private rowTokens: Int32Array; // [maxRows] token and position of each staged row (for passes run path by path)
+  private rowPositions: Int32Array; // [maxRows]
   private treeHidden: Float32Array; // [treeCap, d] tree order, the rest session's input
   private treeLayers: Float32Array; // [treeCap, L-1, d] tree order
   private nodeRow: Int32Array; // [treeCap] staged row of each tree node
@@ -86,6 +88,8 @@ export class SelfDrafter implements Drafter {
     const maxRows = 1 + k * shape.maxDepth + shape.totalTokens;
     this.rowHidden = new Float32Array(maxRows * d);
     this.rowLayers = new Float32Array(maxRows * (L - 1) * d);
+    this.rowTokens = new Int32Array(maxRows);
+    this.rowPositions = new Int32Array(maxRows);
     this.treeHidden = new Float32Array(treeCap * d);
     this.treeLayers = new Float32Array(treeCap * (L - 1) * d);
     this.nodeRow = new Int32Array(treeCap);
@@ -102,7 +106,9 @@ export class SelfDrafter implements Drafter {
     let s = this.splits.get(E);
     if (!s) {
       const t0 = performance.now(), o = this.opts.session ?? {};
-      s = Promise.all([ExitSession.create(this.cfg, this.weights, E, this.shape.topK, o), RestSession.create(this.cfg, this.weights, E, o)]).then(([exit, rest]) => {
+      s = Promise.all([ExitSession.create(this.cfg, this.weights, E, this.shape.topK, o), RestSession.create(this.cfg, this.weights, E, o)]).then(async ([exit, rest]) => {
+        // Trees wider than a chain: on a quantized target both halves verify them in graphs of their own (TreePasses), opened with the rest of the build.
+        if (this.shape.topK > 1) await Promise.all([exit.prepareTrees(), rest.prepareTrees()]);
         this.built.sessions += 2;
         this.built.ms += performance.now() - t0;
         return { exit, rest };
@@ -120,11 +126,19 @@ export class SelfDrafter implements Drafter {
     this.drafted = null;
   }
 
-  /** Keeps residuals of `n` rows of an exit pass as staged rows `at`.. */
-  private keepRows(out: ExitOutput, at: number, n: number, E: number): void {
+  /** Stages the K/V of the `n` rows of an exit pass (`tokens` at `positions`) at staged rows `at`.. and keeps their residuals. */
+  private keepRows(cache: KVCache, out: ExitOutput, tokens: Int32Array, positions: Int32Array, at: number, n: number, E: number): void {
     const d = this.cfg.dim, w = (this.cfg.nLayers - 1) * d;
+    cache.stageLayers(0, out.newKeys, out.newValues, n, at);
+    this.rowTokens.set(tokens.subarray(0, n), at);
+    this.rowPositions.set(positions.subarray(0, n), at);
     this.rowHidden.set(out.hidden.subarray(0, n * d), at * d);
     for (let i = 0; i < n; i++) this.rowLayers.set(out.layerHidden.subarray(i * E * d, (i + 1) * E * d), (at + i) * w);
+  }
+
+  /** The first `n` staged rows, as an exit pass reads them. */
+  private staged(n: number): StagedRows {
+    return { tokens: this.rowTokens.subarray(0, n), positions: this.rowPositions.subarray(0, n) };
   }
 
   async draft(_history: History, root: number, plan: RoundPlan, policy: LengthPolicy, cache: KVCache): Promise<VerifyTree> {
@@ -137,10 +151,9 @@ export class SelfDrafter implements Drafter {
     // The root: staged row 0.
     positions[0] = P;
     this.tokens[0] = root;
-    const first = await exit.forward(cache, this.tokens.subarray(0, 1), positions.subarray(0, 1), undefined, P);
+    const first = await exit.forward(cache, this.tokens.subarray(0, 1), positions.subarray(0, 1));
     this.passes++;
-    cache.stageLayers(0, first.newKeys, first.newValues, 1, 0);
-    this.keepRows(first, 0, 1, E);
+    this.keepRows(cache, first, this.tokens, positions, 0, 1, E);
     let staged = 1;
     builder.reset(root);
     // As the EAGLE drafter: the policy may drop a level once its pass scored it (AdaEDL). The
@@ -159,10 +172,9 @@ export class SelfDrafter implements Drafter {
         mask.set(fr.draftMask.subarray(i * bw, (i + 1) * bw), i * W + 1);
         positions[i] = P + fr.depth;
       }
-      const out = await exit.forward(cache, fr.tokens.subarray(0, F), positions.subarray(0, F), mask.subarray(0, F * W), P + staged);
+      const out = await exit.forward(cache, fr.tokens.subarray(0, F), positions.subarray(0, F), mask.subarray(0, F * W), this.staged(staged));
       this.passes++;
-      cache.stageLayers(0, out.newKeys, out.newValues, F, staged);
-      this.keepRows(out, staged, F, E);
+      this.keepRows(cache, out, fr.tokens, positions, staged, F, E);
       staged += F;
       if (!keep(out.entropy)) break;
       builder.expand(out.topkIds, out.topkLogProbs, out.entropy);
@@ -200,10 +212,9 @@ export class SelfDrafter implements Drafter {
       nodeRow[i] = staged + q;
       q++;
     }
-    const out = await exit.forward(cache, tokens.subarray(0, U), positions.subarray(0, U), mask.subarray(0, U * W), P + staged);
+    const out = await exit.forward(cache, tokens.subarray(0, U), positions.subarray(0, U), mask.subarray(0, U * W), this.staged(staged));
     this.passes++;
-    cache.stageLayers(0, out.newKeys, out.newValues, U, staged);
-    this.keepRows(out, staged, U, E);
+    this.keepRows(cache, out, tokens, positions, staged, U, E);
     return staged + U;
   }
 

@@ -343,6 +343,15 @@ function entropyOutput(g: GraphBuilder, logProbs: string): void {
 }
 
 /**
+ * Whether a target graph rendered with `attention` and weights quantized as `quantize` scores
+ * rows in position order (rowExactAttention: targetOps turns it on for quantized weights, and
+ * only 'split' attention renders it), so that its token trees need treeOrder to be exact too.
+ */
+export function ordersTrees(attention: AttentionMode, quantize: OnnxOpsOptions['quantize'] | undefined): boolean {
+  return attention === 'split' && quantize !== undefined;
+}
+
+/**
  * The attention rendering of every graph of one target (plain steps, verification, the fused
  * round, exit / rest / shadow graphs): 'split' when its weights are (or `quantize` makes them)
  * quantized, so all of them score a row alike (defaultAttention).

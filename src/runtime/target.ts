@@ -5,10 +5,11 @@
 import type { ModelConfig } from '../model/config.ts';
 import type { Weights } from '../model/weights.ts';
 import { quantOf } from '../model/quantize.ts';
-import { buildTargetModel, names, targetAttention } from '../onnx/model-graphs.ts';
-import { valueLayoutFor, valueProduct, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
+import { buildTargetModel, names, ordersTrees, targetAttention } from '../onnx/model-graphs.ts';
+import { valueLayoutFor, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, SessionHolder, type RunStats, type Session, type SessionOptions, sessionThreads } from './ort.ts';
+import { createSession, endProfiling, f32Data, i32Data, runTimed, type RunStats, type SessionOptions, sessionThreads } from './ort.ts';
+import { byPaths, TreePassHolder, TreePasses } from './tree-passes.ts';
 import { StepFeeds } from './step-feeds.ts';
 
 export interface StepSessionOptions extends SessionOptions {
@@ -56,49 +57,24 @@ export interface TargetPass {
 }
 
 /** The target's ONNX session: `forward` scores new tokens against the cache (see the module comment). */
-export class TargetSession extends SessionHolder implements TargetPass {
+export class TargetSession extends TreePassHolder implements TargetPass {
   /**
    * @param valueLayout how the caches it is fed hold their values (StepSessionOptions.valueLayout).
-   * @param valueBlock the K block its attention's weights x values product sums keys in (valueProduct).
-   * @param treeGraph for a target whose attention is position-ordered (a quantized one): opens
-   *   the session that verifies token trees (see `prepareTrees`), else undefined.
+   * @param passes the step's session and, for a target whose attention is position-ordered (a
+   *   quantized one), the one verifying token trees (see `prepareTrees`).
    */
-  private constructor(readonly cfg: ModelConfig, session: Session, private feeds: StepFeeds, readonly valueLayout: ValueLayout, private valueBlock: number, private treeGraph?: () => Promise<Session>) {
-    super(session);
+  private constructor(readonly cfg: ModelConfig, private feeds: StepFeeds, readonly valueLayout: ValueLayout, passes: TreePasses) {
+    super(passes);
   }
 
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
     const attention = opts.attention ?? targetAttention(cfg, weights, opts.quantize), valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
     const gemmThreads = sessionThreads(opts), ops = { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout, gemmThreads };
-    const session = await createSession(buildTargetModel(cfg, weights, attention, ops), opts);
-    const rowExact = attention === 'split' && (opts.quantize ?? quantOf(cfg, weights)) !== undefined;
-    const treeGraph = rowExact ? () => createSession(buildTargetModel(cfg, weights, attention, { ...ops, treeOrder: true }), opts) : undefined;
+    const exact = ordersTrees(attention, opts.quantize ?? quantOf(cfg, weights));
+    const passes = await TreePasses.open(cfg, gemmThreads, exact, (treeOrder) => createSession(buildTargetModel(cfg, weights, attention, { ...ops, treeOrder }), opts));
     const feeds = new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout });
-    return new TargetSession(cfg, session, feeds, valueLayout, valueProduct(cfg.headDim, cfg.nKvHeads, gemmThreads).kBlock, treeGraph);
-  }
-
-  /** The session verifying token trees (see `prepareTrees`), once opened; it counts in `stats`. */
-  private trees?: Promise<Session>;
-
-  /**
-   * Opens the session that verifies token trees wider than a chain, if this target needs one
-   * (else a no-op): a quantized target's attention then orders each row's keys by position
-   * (OnnxOpsOptions.treeOrder), so every row of a tree computes bit for bit what one-token
-   * steps along its path compute. The one-token step's graph stays without those nodes. Opened
-   * on the first such tree otherwise; call this first so that no timed pass pays for it. It
-   * holds a second copy of the prepacked weights.
-   */
-  async prepareTrees(): Promise<void> {
-    if (!this.treeGraph || this.trees) return;
-    const stats = this.session.stats;
-    this.trees = this.treeGraph().then((s) => ({ inner: s.inner, stats }));
-    await this.trees;
-  }
-
-  override async dispose(): Promise<void> {
-    if (this.trees) await releaseSession(await this.trees);
-    await super.dispose();
+    return new TargetSession(cfg, feeds, valueLayout, passes);
   }
 
   private fetchAll?: string[];
@@ -112,17 +88,15 @@ export class TargetSession extends SessionHolder implements TargetPass {
    * Does not modify the cache: the caller appends or commits the returned rows it keeps.
    */
   async forward(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree?: Uint8Array, { logits = true } = {}): Promise<TargetOutput> {
-    const t = tokens.length, ordered = this.treeGraph !== undefined && tree !== undefined && !prefixRows(tree, t);
-    // The tree session orders each row's scores; its weights [.., L+T] still multiply the values
-    // in key order, so a visible tree key sits at its tree index, not at its position. That
-    // product sums its keys in blocks of valueBlock (128 to 1024): where a block boundary falls
-    // inside the tree, a key can land in another block than in a one-token step, and the sum
-    // differs in the last bits. Such a tree (about (T-1)/valueBlock of the passes) is verified
-    // path by path, each path a chain. (A tree over staged rows, W > T, is not: no target pass has them.)
-    if (ordered && tree.length === t * t && Math.floor(cache.length / this.valueBlock) !== Math.floor((cache.length + t - 1) / this.valueBlock))
-      return this.forwardByPaths(cache, tokens, positions, tree, logits);
-    if (ordered) await this.prepareTrees();
-    const session = ordered ? await this.trees! : this.session;
+    const t = tokens.length, session = await this.passes.route(tree, t, cache.length);
+    if (session === 'paths') {
+      // A tree across a K block, verified path by path (tree-passes.ts): each node's outputs come from the first path holding it.
+      const staged = tree!.length / t - t;
+      return byPaths(tree!, t, (path) => {
+        if (path[0] < staged) throw new RangeError('a target tree over staged rows crosses a K block: the target cannot run it path by path (it does not know their tokens)');
+        return this.forward(cache, path.map((j) => tokens[j - staged]), path.map((j) => positions[j - staged]), undefined, { logits });
+      });
+    }
     const t0 = performance.now();
     // Built on the first step, then reused (a step allocates no fetch list).
     const common = (this.fetchArgmax ??= [names.argmax, names.features, ...this.feeds.presentNames()]);
@@ -137,56 +111,8 @@ export class TargetSession extends SessionHolder implements TargetPass {
     return this.endCall(t0, r);
   }
 
-  /**
-   * `forward` of a tree [T, T] as one chain pass per root-to-leaf path (through the one-token
-   * step's graph, which scores a chain's rows exactly): each node's outputs come from the first
-   * path holding it.
-   */
-  private async forwardByPaths(cache: KVCache, tokens: ArrayLike<number>, positions: ArrayLike<number>, tree: Uint8Array, logits: boolean): Promise<TargetOutput> {
-    const t = tokens.length, { vocabSize: V, dim: d } = this.cfg, row = this.cfg.nKvHeads * this.cfg.headDim;
-    const r: TargetOutput = {
-      logits: new Float32Array(logits ? t * V : 0),
-      argmax: new Int32Array(t),
-      features: new Float32Array(t * d),
-      newKeys: Array.from({ length: this.cfg.nLayers }, () => new Float32Array(t * row)),
-      newValues: Array.from({ length: this.cfg.nLayers }, () => new Float32Array(t * row)),
-    };
-    const done = new Uint8Array(t);
-    for (let leaf = t - 1; leaf >= 0; leaf--) {
-      if (done[leaf]) continue;
-      const path: number[] = [];
-      for (let j = 0; j < t; j++) if (tree[leaf * t + j]) path.push(j);
-      const out = await this.forward(cache, path.map((j) => tokens[j]), path.map((j) => positions[j]), undefined, { logits });
-      path.forEach((node, k) => {
-        if (done[node]) return;
-        done[node] = 1;
-        if (logits) r.logits.set(out.logits.subarray(k * V, (k + 1) * V), node * V);
-        r.argmax[node] = out.argmax[k];
-        r.features.set(out.features.subarray(k * d, (k + 1) * d), node * d);
-        for (let l = 0; l < this.cfg.nLayers; l++) {
-          r.newKeys[l].set(out.newKeys[l].subarray(k * row, (k + 1) * row), node * row);
-          r.newValues[l].set(out.newValues[l].subarray(k * row, (k + 1) * row), node * row);
-        }
-      });
-    }
-    return r;
-  }
-
   /** Ends ORT's profile of a session created with `profile` (see SessionOptions). */
   endProfiling(): void {
     endProfiling(this.session);
   }
-}
-
-/** Whether every row of `tree` [t, W] sees a prefix of the W keys (then position order is index order). */
-function prefixRows(tree: Uint8Array, t: number): boolean {
-  const w = tree.length / t;
-  for (let i = 0; i < t; i++) {
-    let j = i * w;
-    const end = j + w;
-    while (j < end && tree[j]) j++;
-    while (j < end && !tree[j]) j++;
-    if (j < end) return false;
-  }
-  return true;
 }
