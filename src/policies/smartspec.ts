@@ -200,6 +200,7 @@ export class SmartSpecPlanner {
    * step's (the draft lane's shortTokens, Lane.flush); the engine sets it. Default: never split.
    */
   splitRows = Infinity;
+  private levelOne = new LevelOne();
 
   /**
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
@@ -313,8 +314,9 @@ export class SmartSpecPlanner {
     }
     // The verify pass pads every request's call to the deepest plan's 1 + deepest tokens (StepCost).
     let ms = this.verify.ms(verifyTokens, n, deepest + 1);
-    const first = new LevelOne(this.splitRows);
-    for (let i = 0; i < n; i++) if (k[i] >= 1) first.add(members[i].catchUpRows);
+    const first = this.levelOne; // reused: two plans a step price it
+    first.clear();
+    for (let i = 0; i < n; i++) if (k[i] >= 1) first.add(members[i].catchUpRows, this.splitRows);
     for (let j = 1; j <= deepest; j++) {
       // Level 1: each drafting request's catch-up rows; deeper levels: one row each (a chain).
       let calls = 0;
@@ -335,7 +337,7 @@ export class SmartSpecPlanner {
   raiser(members: SmartSpecPolicy[], k: number[]): { score(i: number, d: number): number; sync(): void } {
     const n = members.length, D = this.maxDepth;
     const E = members.map((m) => Array.from({ length: D + 1 }, (_, d) => m.acceptance.expectedTokens(d)));
-    const calls = new Float64Array(D + 1), first = new LevelOne(this.splitRows), joined = new LevelOne(this.splitRows);
+    const calls = new Float64Array(D + 1), first = new LevelOne(), joined = new LevelOne(), split = this.splitRows;
     let tokens = 0, verify = 0, deepest = 0;
     const sync = () => {
       calls.fill(0);
@@ -346,7 +348,7 @@ export class SmartSpecPlanner {
         verify += k[i] + 1;
         deepest = Math.max(deepest, k[i]);
         for (let j = 1; j <= k[i]; j++) calls[j]++;
-        if (k[i] >= 1) first.add(members[i].catchUpRows);
+        if (k[i] >= 1) first.add(members[i].catchUpRows, split);
       }
     };
     sync();
@@ -357,7 +359,7 @@ export class SmartSpecPlanner {
         const joins = j > from && j <= d;
         if (j === 1) {
           joined.copy(first);
-          if (joins) joined.add(members[i].catchUpRows);
+          if (joins) joined.add(members[i].catchUpRows, split);
           ms += joined.ms(this.draft);
         } else {
           const c = joins ? calls[j] + 1 : calls[j];
@@ -502,8 +504,6 @@ export class SmartSpecPlanner {
 class LevelOne {
   private s = new Float64Array(6); // short: rows, calls, longest; long: rows, calls, longest
 
-  constructor(readonly split: number) {}
-
   clear(): void {
     this.s.fill(0);
   }
@@ -512,8 +512,9 @@ class LevelOne {
     this.s.set(o.s);
   }
 
-  add(rows: number): void {
-    const o = rows > this.split ? 3 : 0, s = this.s;
+  /** A call of `rows` rows; calls of more than `split` run in the second pass. */
+  add(rows: number, split: number): void {
+    const o = rows > split ? 3 : 0, s = this.s;
     s[o] += rows;
     s[o + 1]++;
     s[o + 2] = Math.max(s[o + 2], rows);
