@@ -558,25 +558,40 @@ test('SmartSpec: a lone round whose head caught up on the prompt is not a sample
   assert.ok(Math.abs(c.passMs + c.overheadMs - 0.6) < 1e-9, `a round is priced as the rounds after the first took: ${c.passMs + c.overheadMs}`);
 });
 
-test('SmartSpec: a slow moment during a lone request\'s fused rounds does not keep it plain for good', () => {
-  // Rounds cost 0.6 ms and plain steps 0.3, except three rounds at 3 ms (a busy moment): their
-  // estimate then prices rounds above plain steps, and plain steps never re-measure it.
+/** A lone request's rounds against a clock: fused rounds cost `roundMs(i)` (i = the round's count), plain steps 0.3 ms; every draft accepted. Returns each step's depth. */
+function loneDepths(steps: number, roundMs: (i: number) => number, clip?: number): number[] {
   const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
-  let step = 0, clock = 0, rounds = 0;
+  let step = 0, clock = 0, rounds = 0, position = 10;
   const planner = new SmartSpecPlanner(flat(0.3), flat(0.1), 3, 3, () => step, [0.3, 0.6, 0.6, 0.6], 0.9, () => clock);
+  if (clip !== undefined) planner.aloneClip = clip;
   const p = planner.policy();
   const depths: number[] = [];
-  let position = 10;
-  for (let r = 0; r < 80; r++) {
+  for (let r = 0; r < steps; r++) {
     step++;
     const depth = p.plan({ position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth;
-    clock += depth === 0 ? 0.3 : ++rounds >= 3 && rounds <= 5 ? 3 : 0.6;
+    clock += depth === 0 ? 0.3 : roundMs(++rounds);
     p.observe({ depth, treeSize: depth, accepted: depth, draftMs: 0, verifyMs: 0 });
     position += depth + 1;
     depths.push(depth);
   }
+  return depths;
+}
+
+test('SmartSpec: a slow moment during a lone request\'s fused rounds does not keep it plain for good', () => {
+  // Rounds cost 0.6 ms and plain steps 0.3, except three rounds at 3 ms (a busy moment): with a
+  // plain moving average (no clip: the clip alone keeps it at 3 here, next test) their estimate
+  // prices rounds above plain steps, and plain steps never re-measure it.
+  const depths = loneDepths(80, (i) => (i >= 3 && i <= 5 ? 3 : 0.6), Infinity);
   assert.ok(depths.slice(0, 8).includes(0), `the slow rounds made it plan plain steps: ${depths}`);
   assert.ok(depths.slice(40).every((d) => d === 3), `re-measured rounds brought it back to the deepest: ${depths}`);
+});
+
+test('SmartSpec: one slow lone round (a spike of the host) does not switch a request to plain steps', () => {
+  // Round 3 takes 3 ms, every other 0.6: the clipped average moves by a fraction of the model.
+  const spike = (i: number) => (i === 3 ? 3 : 0.6);
+  assert.deepEqual(loneDepths(40, spike), new Array(40).fill(3));
+  // Without the clip (a plain moving average) the one spike costs a run of plain steps.
+  assert.ok(loneDepths(40, spike, Infinity).includes(0));
 });
 
 test('SmartSpec scores a raise from its running sums as goodput scores the whole plan', () => {

@@ -186,6 +186,15 @@ export class SmartSpecPlanner {
   /** Weight of the old estimate per observed lone step (`aloneBeyond`). */
   readonly aloneForget = 0.7;
   /**
+   * A lone step's sample moves `aloneBeyond` as if it lay at most this fraction of the step's
+   * start-up model from the estimate (ours: a clipped moving average). One slow step of a busy
+   * host (3 ms for a 0.6 ms round) otherwise moved the round's estimate enough to plan plain
+   * steps until `explore` re-measured it: 16 plain steps, about a whole request at c=1 (load
+   * test, loaded host: 22 of a block's 134 rounds); a lasting change still moves it, by up to
+   * (1 - aloneForget) * aloneClip of the model a step.
+   */
+  aloneClip = 0.25;
+  /**
    * After this many lone plain steps in a row, the fused round's estimate is dropped and a round
    * at full length is run again to re-measure it (ours). Otherwise a slow moment during fused
    * rounds leaves their estimate high for good: plain steps never refresh it (measured, load
@@ -261,7 +270,8 @@ export class SmartSpecPlanner {
       // price: learning from it once priced every round above a plain step for the server's life.
       if (last.depth > 0 && last.catchUp > last.depth + 1) return;
       const b = this.aloneBeyond, g = last.depth > 0 ? 1 : 0, f = this.aloneForget;
-      b[g] = Number.isNaN(b[g]) ? residual : f * b[g] + (1 - f) * residual;
+      const c = this.aloneClip * this.alone[Math.min(last.depth, this.alone.length - 1)];
+      b[g] = Number.isNaN(b[g]) ? residual : f * b[g] + (1 - f) * Math.min(b[g] + c, Math.max(b[g] - c, residual));
       this.overhead.observeAlone(residual);
     } else this.overhead.observeBatch(last.passes, last.requestPasses, residual);
   }
