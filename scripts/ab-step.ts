@@ -27,7 +27,7 @@
  *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,tree --parents -1,0,0,1,3 --threads 2 --past 150
  */
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
-import { quantizedModel } from '../src/api.ts';
+import { quantizedModel } from '../src/model/quantize.ts';
 import { loadModel, type LoadedModel } from '../src/load-model.ts';
 import { randomWeights } from '../src/model/random.ts';
 import { buildTargetModel, names, targetAttention } from '../src/onnx/model-graphs.ts';

@@ -15,7 +15,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
-import { quantizedModel } from '../src/api.ts';
+import { quantizedModel } from '../src/model/quantize.ts';
 import { loadModel, type LoadedModel } from '../src/load-model.ts';
 import { Generator } from '../src/generate/generator.ts';
 import { randomWeights } from '../src/model/random.ts';

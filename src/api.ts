@@ -12,8 +12,6 @@
 import { StateError, UsageError } from './errors.ts';
 import { parameterCount } from './model/config.ts';
 import { DRAFT_QUANT, quantizedModel, quantOf, linearNames, type QuantName } from './model/quantize.ts';
-
-export { quantizedModel };
 import type { Tensor } from './model/weights.ts';
 import { loadDraftHead, type DraftHead } from './io/draft-head-io.ts';
 import { loadModel, type LoadedModel } from './load-model.ts';
@@ -220,7 +218,6 @@ function withoutLinears(m: LoadedModel): Map<string, Tensor> {
   const linear = new Set(linearNames(m.config));
   return new Map([...m.weights].filter(([n]) => !linear.has(n)));
 }
-
 
 /**
  * Loads the target, the drafter and the policy `options` name (see LoadOptions) and returns a

@@ -20,7 +20,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'temperature', type: 'number', min: 0, default: LOG_DEFAULTS.temperature, meta: 'T', help: 'generate: sampling temperature (0 = greedy)' },
   { flag: 'seed', type: 'int', min: 0, default: LOG_DEFAULTS.seed, meta: 'S', help: 'generate: sampling seed' },
   { ...QUANTIZE_FLAG, help: 'run the target quantized to 8- or 4-bit blockwise weights, as `--quantize` does at generation: log the features a head drafting for that target sees (train it with `train-draft --quantize` too)' },
-  THREADS_FLAG,
+  // Not THREADS_FLAG's default (1 below a size): runLog's session takes every core unless told.
+  { ...THREADS_FLAG, help: 'onnxruntime intra-op threads (default: every core, at most 8)' },
 ];
 
 export const log = defineCommand({

@@ -6,7 +6,7 @@ import { pickTrainBackend, TRAIN_BACKEND_CHOICES, TRAIN_BACKEND_HELP, type Train
 import { trainDraft, TRAIN_DRAFT_DEFAULTS as D, type ValMetrics } from '../../../training/train-draft.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
-import { fileList, QUANTIZE_FLAG, requireFlags } from '../common-flags.ts';
+import { fileList, QUANTIZE_FLAG, requireFlags, THREADS_FLAG } from '../common-flags.ts';
 import type { QuantName } from '../../model/quantize.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -34,7 +34,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'overwrite', type: 'bool', help: 'replace a head or checkpoint already in --out (without it, that is an error)' },
   { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: D.backend, meta: 'B', help: TRAIN_BACKEND_HELP },
   { ...QUANTIZE_FLAG, help: 'train for the target quantized to 8- or 4-bit weights (its quantized embeddings and LM head); the logs must come from `eaglet log` with the same --quantize' },
-  { flag: 'threads', type: 'int', min: 1, max: 256, meta: 'N', help: 'onnxruntime intra-op threads of the ort backend (default: every core)' },
+  { ...THREADS_FLAG, help: 'onnxruntime intra-op threads of the ort backend (default: every core)' },
 ];
 
 export const trainDraftCommand = defineCommand({
