@@ -9,6 +9,7 @@
  */
 import { loadGenerator } from '../src/api.ts';
 import { Engine } from '../src/serve/engine.ts';
+import { median as med } from '../src/util/stats.ts';
 const g = await loadGenerator({ threads: 1, keepWeights: true });
 const e = new Engine(g, { maxBatch: 16, maxQueue: 1024, policy: 'static-3', threads: 1 });
 await e.start();
@@ -28,7 +29,6 @@ const shapes: Record<string, number[]> = {
 const t: Record<string, number[]> = {};
 for (const k in shapes) t[k] = [];
 for (let r = 0; r < 60; r++) for (const k in shapes) { const dt = await lane.probe(slots, shapes[k]); if (r > 2) t[k].push(dt); }
-const med = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[s.length >> 1]; };
 for (const k in shapes) console.log(k, 'tokens', shapes[k].reduce((a, b) => a + b), 'median ms', med(t[k]).toFixed(3));
 // draft lane: one call alone (runOne) of 1 row, and 16 calls of 1 row
 const dslots = (e as any).slots.map((s: any) => s.head.cache).sort((a: any, b: any) => a.headBase - b.headBase);
@@ -41,3 +41,5 @@ for (let r = 0; r < 60; r++) {
 }
 for (const k in dt) console.log('draft', k, med(dt[k]).toFixed(3));
 await e.dispose(); await g.dispose();
+await e.dispose();
+await g.dispose();
