@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -214,6 +215,54 @@ test('bad requests get one clear 400/404/405/413 JSON error naming the field; sa
     assert.equal(a.status, 200);
     assert.deepEqual(JSON.parse(a.body).choices[0].token_ids, JSON.parse(b.body).choices[0].token_ids);
   } finally {
+    await s.close();
+  }
+});
+
+test('bodies with a content-length, whole in one write or split across writes, on one kept-alive connection', async () => {
+  const s = await serve(g, { port: 0, maxBatch: 1, maxBodyBytes: 4096 });
+  const sock = connect(Number(new URL(s.url).port), '127.0.0.1');
+  try {
+    await new Promise<void>((resolve, reject) => sock.once('connect', () => resolve()).once('error', reject));
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (c: string) => (buf += c));
+    /** The next reply on the connection: status and body, read by its content-length. */
+    const reply = async (): Promise<{ status: number; body: string }> => {
+      for (let i = 0; i < 3000; i++) {
+        const h = buf.indexOf('\r\n\r\n'), len = /\r\ncontent-length: *(\d+)/i.exec(buf.slice(0, h));
+        if (h >= 0 && len && Buffer.byteLength(buf.slice(h + 4)) >= Number(len[1])) {
+          const body = buf.slice(h + 4, h + 4 + Number(len[1])); // ASCII replies: chars = bytes
+          const status = Number(buf.slice(9, 12));
+          buf = buf.slice(h + 4 + Number(len[1]));
+          return { status, body };
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error(`no whole reply: ${buf.slice(0, 200)}`);
+    };
+    const pause = () => new Promise((r) => setTimeout(r, 30));
+    const head = (body: string) => `POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n`;
+    // [how the request is written: pieces with a pause between them]
+    const ways: ((b: string) => string[])[] = [(b) => [head(b) + b], (b) => [head(b), b], (b) => [head(b) + b.slice(0, 9), b.slice(9)]];
+    for (const [i, split] of ways.entries()) {
+      const body = JSON.stringify({ prompt: prompts[i], max_tokens: 10, temperature: 0 });
+      for (const [j, piece] of split(body).entries()) {
+        if (j > 0) await pause();
+        sock.write(piece);
+      }
+      const r = await reply();
+      assert.equal(r.status, 200, r.body);
+      assert.deepEqual(JSON.parse(r.body).choices[0].token_ids, await plain(prompts[i], 10), `way ${i}`);
+    }
+    // The same connection still gives the errors: bad JSON of a declared length, too large, empty.
+    for (const [body, status] of [['{not json', 400], ['', 400], [JSON.stringify({ prompt: 'x'.repeat(5000) }), 413]] as const) {
+      sock.write(head(body) + body);
+      const r = await reply();
+      assert.equal(r.status, status, r.body);
+    }
+  } finally {
+    sock.destroy();
     await s.close();
   }
 });

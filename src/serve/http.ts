@@ -345,8 +345,34 @@ function fail(res: ServerResponse, e: unknown): void {
   json(res, err.status, errorBody(err));
 }
 
-/** The body as JSON: 413 past `limit` bytes, 400 when it does not parse. */
-function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+/**
+ * The body as JSON: 413 past `limit` bytes, 400 when it does not parse. A small body that came
+ * with the head is buffered in the request stream by the microtask after the 'request' event:
+ * read in place (`read()`), without the flowing mode's 'data' and 'end' ticks (measured at
+ * concurrency 1: request event -> Engine.submit 0.19 -> 0.13 ms). Otherwise (a body still
+ * arriving, chunked, or past the limit) the stream's events.
+ */
+async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > 0 && declared <= limit) {
+    await undefined;
+    if (req.readableLength === declared && req.readableFlowing === null) return parseJson(req.read() as Buffer);
+  }
+  return parseJson(await readBody(req, limit));
+}
+
+function parseJson(b: Buffer): unknown {
+  const s = b.toString('utf8');
+  if (s.trim() === '') throw new HttpError(400, 'the request body is empty: send a JSON object', null, 'invalid_json');
+  try {
+    return JSON.parse(s);
+  } catch (e) {
+    throw new HttpError(400, `the request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_json');
+  }
+}
+
+/** The body's bytes as they stream in: 413 past `limit` bytes. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     let size = 0, done = false;
@@ -364,13 +390,7 @@ function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
     req.on('end', () => {
       if (done) return;
       done = true;
-      const s = (parts.length === 1 ? parts[0] : Buffer.concat(parts)).toString('utf8');
-      if (s.trim() === '') return reject(new HttpError(400, 'the request body is empty: send a JSON object', null, 'invalid_json'));
-      try {
-        resolve(JSON.parse(s));
-      } catch (e) {
-        reject(new HttpError(400, `the request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_json'));
-      }
+      resolve(parts.length === 1 ? parts[0] : Buffer.concat(parts));
     });
     req.on('error', (e) => {
       if (!done) (done = true), reject(e);
