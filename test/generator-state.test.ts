@@ -29,3 +29,22 @@ test('an overlapping generation fails at once with a clear error; the running on
   await assert.rejects(p.ar.stream([1, 2]).next(), StateError);
   await p.ar.dispose(); // twice is harmless
 });
+
+test("only a stream's last chunk carries `end`, the reason generation stops (the stats' stopReason)", async () => {
+  const cfg = fc.sample(tinyConfig(), { seed: 32, numRuns: 1 })[0];
+  const p = await tinyPair(cfg, 32, { topK: 2, maxDepth: 3, totalTokens: 6 });
+  try {
+    for (const g of [p.ar, p.spec])
+      for (const [prompt, opts] of [[[1, 2, 3], { maxNewTokens: 17, stopAtEos: false }], [[4, 5], { maxNewTokens: 1 }], [[6, 7, 8], { maxNewTokens: 60, temperature: 1, seed: 3 }]] as const) {
+        const it = g.stream([...prompt], opts), ends: (string | undefined)[] = [];
+        let r = await it.next();
+        for (; !r.done; r = await it.next()) ends.push(r.value.end);
+        assert.ok(ends.length > 0);
+        assert.deepEqual(ends.slice(0, -1), new Array(ends.length - 1).fill(undefined));
+        assert.equal(ends[ends.length - 1], r.value.stopReason);
+        assert.ok(r.value.stopReason === 'eos' || r.value.stopReason === 'max-new-tokens', r.value.stopReason);
+      }
+  } finally {
+    await p.dispose();
+  }
+});

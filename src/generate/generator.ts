@@ -22,13 +22,15 @@ import { commitPath, NoDrafter, type Drafter, type Verified } from './drafter.ts
 import { History } from './history.ts';
 import { resolveGenerationOptions, type GenerationOptions } from './options.ts';
 import { Sampler } from './sampler.ts';
-import { GenerationStats } from './stats.ts';
+import { GenerationStats, type StopReason } from './stats.ts';
 
 /** Tokens emitted by one round, in order. */
 export interface GenerationChunk {
   ids: number[];
   /** fromDraft[i]: ids[i] was drafted and accepted (false: the target's own bonus token). */
   fromDraft: boolean[];
+  /** On the stream's last chunk: why generation ends (the stream's next `next()` returns the stats). */
+  end?: StopReason;
 }
 
 /** What a Generator runs: a target, and optionally a drafter, a policy and a cache. */
@@ -135,7 +137,10 @@ export class Generator<T extends TargetPass = TargetSession> {
       }
       if (emitted >= opts.maxNewTokens && stats.stopReason !== 'eos') stats.stopReason = 'max-new-tokens';
       stats.newTokens = emitted;
-      return n > 0 ? { ids: ids.slice(0, n), fromDraft: fromDraft.slice(0, n) } : null;
+      if (n === 0) return null;
+      const chunk: GenerationChunk = { ids: ids.slice(0, n), fromDraft: fromDraft.slice(0, n) };
+      if (done()) chunk.end = stats.stopReason;
+      return chunk;
     };
     const done = () => emitted >= opts.maxNewTokens || stats.stopReason === 'eos';
 

@@ -19,7 +19,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { LoadedGenerator } from '../api.ts';
 import type { GenerationOptions } from '../generate/options.ts';
-import type { GenerationStats } from '../generate/stats.ts';
+import type { GenerationStats, StopReason } from '../generate/stats.ts';
 import { TextStreamer } from '../tokenizer/streamer.ts';
 import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat.ts';
 import { DrainingError, Engine, QueueFullError, type EngineOptions } from './engine.ts';
@@ -227,13 +227,15 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
       if (isChat) res.write(chunk('', [], null, {}, true)); // the role first, as OpenAI does
     }
-    let stats: GenerationStats | undefined;
+    // Why generation ended. The stream's last chunk says so: the reply then goes out before the
+    // engine ends the request (frees its slot, leaves the batch), which runs while the client reads.
+    let ended: StopReason | undefined, early = false;
     let error: unknown;
     let first = 0, end = 0, textMs = 0; // textMs: the handler's own work per chunk (detokenize, stop strings, SSE)
     try {
       for (let r = await it.next(); ; r = await it.next()) {
         if (r.done) {
-          stats = r.value;
+          ended = r.value.stopReason;
           break;
         }
         const tc = performance.now();
@@ -258,6 +260,11 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
           await it.return(undefined as never);
           break;
         }
+        if (r.value.end) {
+          ended = r.value.end;
+          early = true;
+          break;
+        }
       }
     } catch (e) {
       error = e;
@@ -267,37 +274,41 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
       res.off('close', onClose);
       running.delete(ac);
     }
-    if (!stopHit && !error) {
-      text += streamer ? streamer.flush() : g.tokenizer?.decode(ids) ?? '';
-      const cut = firstStop(text, p.stop);
-      if (cut >= 0) (text = text.slice(0, cut)), (stopHit = true);
-    }
-    const finalTextMs = performance.now() - end;
-    if (res.destroyed) return; // the client left: nothing to answer
-    const reason = stopHit || stats?.stopReason === 'eos' ? 'stop' : 'length';
-    const usage = { prompt_tokens: p.prompt.length, completion_tokens: ids.length, total_tokens: p.prompt.length + ids.length };
-    const failure = error ? new HttpError(500, `generation failed: ${(error as Error).message}`, null, 'generation_failed') : timedOut && !stopHit ? new HttpError(504, `the request ran longer than ${timeoutMs} ms and was cancelled`, null, 'timeout') : undefined;
-    if (failure) engine.metrics.errors++;
-    else
-      res.once('finish', () => {
-        const [start, read, parsed] = at;
-        first ||= end;
-        engine.metrics.timed({ read: read - start, parse: parsed - read, prefill: first - parsed, decode: end - first - textMs, text: textMs + finalTextMs, reply: performance.now() - end - finalTextMs });
-      });
-    if (p.stream) {
-      if (failure) res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
-      else {
-        if (text.length > sent) res.write(chunk(text.slice(sent), [], null));
-        res.write(chunk('', [], reason, p.includeUsage ? { usage } : {}));
+    try {
+      if (!stopHit && !error) {
+        text += streamer ? streamer.flush() : g.tokenizer?.decode(ids) ?? '';
+        const cut = firstStop(text, p.stop);
+        if (cut >= 0) (text = text.slice(0, cut)), (stopHit = true);
       }
-      res.end('data: [DONE]\n\n');
-      return;
+      const finalTextMs = performance.now() - end;
+      if (res.destroyed) return; // the client left: nothing to answer
+      const reason = stopHit || ended === 'eos' ? 'stop' : 'length';
+      const usage = { prompt_tokens: p.prompt.length, completion_tokens: ids.length, total_tokens: p.prompt.length + ids.length };
+      const failure = error ? new HttpError(500, `generation failed: ${(error as Error).message}`, null, 'generation_failed') : timedOut && !stopHit ? new HttpError(504, `the request ran longer than ${timeoutMs} ms and was cancelled`, null, 'timeout') : undefined;
+      if (failure) engine.metrics.errors++;
+      else
+        res.once('finish', () => {
+          const [start, read, parsed] = at;
+          first ||= end;
+          engine.metrics.timed({ read: read - start, parse: parsed - read, prefill: first - parsed, decode: end - first - textMs, text: textMs + finalTextMs, reply: performance.now() - end - finalTextMs });
+        });
+      if (p.stream) {
+        if (failure) res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
+        else {
+          if (text.length > sent) res.write(chunk(text.slice(sent), [], null));
+          res.write(chunk('', [], reason, p.includeUsage ? { usage } : {}));
+        }
+        res.end('data: [DONE]\n\n');
+        return;
+      }
+      if (failure) throw failure;
+      const choice = isChat
+        ? { index: 0, message: { role: 'assistant', content: text }, token_ids: ids, logprobs: null, finish_reason: reason }
+        : { index: 0, text, token_ids: ids, logprobs: null, finish_reason: reason };
+      json(res, 200, { id, object: isChat ? 'chat.completion' : 'text_completion', created: Math.floor(Date.now() / 1000), model: modelName, choices: [choice], usage });
+    } finally {
+      if (early) void endStream(it);
     }
-    if (failure) throw failure;
-    const choice = isChat
-      ? { index: 0, message: { role: 'assistant', content: text }, token_ids: ids, logprobs: null, finish_reason: reason }
-      : { index: 0, text, token_ids: ids, logprobs: null, finish_reason: reason };
-    json(res, 200, { id, object: isChat ? 'chat.completion' : 'text_completion', created: Math.floor(Date.now() / 1000), model: modelName, choices: [choice], usage });
   }
 
   Object.defineProperty(handler, 'engine', { value: engine });
@@ -314,6 +325,15 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
     await engine.dispose();
   };
   return handler;
+}
+
+/** Runs a stream that has yielded its last chunk to its end (the engine's end of the request). */
+async function endStream(it: AsyncGenerator<unknown, GenerationStats>): Promise<void> {
+  try {
+    while (!(await it.next()).done);
+  } catch {
+    // Past its last chunk a stream only cleans up; the reply has gone out.
+  }
 }
 
 /** Index of the earliest stop string in `text`, or -1. */
