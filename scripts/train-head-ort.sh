@@ -14,6 +14,7 @@
 #   STEPS=N          training updates [6000]
 #   GEN_TOKENS=N     rows of greedy continuations, 128 per prompt, at most 3000 prompts [128000]
 #   THREADS=N        onnxruntime threads for logging and training [the commands' defaults]
+#   HEAD_INTERMEDIATE=N  the head's SwiGLU width (`train-draft --intermediate`) [the target's]
 #
 # Evaluate it on held-out prompts only, e.g.
 #   eaglet bench --model TARGET_DIR --draft OUT_DIR --prompts data/default/heldout-prompts.jsonl ...
@@ -23,7 +24,7 @@ T=$1; OUT=$2; W=${WORK:-$OUT-work}; mkdir -p "$W"
 CORPUS=node_modules/typescript/lib
 eaglet() { node --import tsx src/cli/main.ts "$@"; }
 split() { node --import tsx scripts/corpus-split.ts --corpus-dir $CORPUS "$@"; }
-Q=(${QUANTIZE:+--quantize "$QUANTIZE"}); TH=(${THREADS:+--threads "$THREADS"})
+Q=(${QUANTIZE:+--quantize "$QUANTIZE"}); TH=(${THREADS:+--threads "$THREADS"}); HI=(${HEAD_INTERMEDIATE:+--intermediate "$HEAD_INTERMEDIATE"})
 GEN=${GEN_TOKENS:-128000}
 
 [ -f "$W/teacher.arrow" ] || eaglet log --model "$T" "${Q[@]}" "${TH[@]}" --corpus $(split --split train | tr '\n' ' ') \
@@ -31,5 +32,5 @@ GEN=${GEN_TOKENS:-128000}
 [ -f "$W/gen-prompts.ids" ] || split --split train --prompts "$W/gen-prompts.ids" --model "$T" --prompt-len 32 --count 3000
 [ -f "$W/generate.arrow" ] || eaglet log --model "$T" "${Q[@]}" "${TH[@]}" --corpus "$W/gen-prompts.ids" --out "$W/generate.arrow" \
   --mode generate --prompt-len 32 --seq-len 128 --max-tokens "$GEN"
-eaglet train-draft --model "$T" "${Q[@]}" "${TH[@]}" --logs "$W/teacher.arrow,$W/generate.arrow" --out "$OUT" --steps "${STEPS:-6000}" \
+eaglet train-draft --model "$T" "${Q[@]}" "${TH[@]}" --logs "$W/teacher.arrow,$W/generate.arrow" --out "$OUT" --steps "${STEPS:-6000}" "${HI[@]}" \
   --batch 16 --window 64 --lr 3e-3 --warmup 100 --val-every 1000 --checkpoint-every 500 --backend ort --resume

@@ -34,16 +34,20 @@ test('a scaled random pair computes the original logits, features and draft top-
   await fc.assert(
     fc.asyncProperty(
       tinyConfig(), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 24 }),
-      async (cfg, seed, extraGroups, extraLayers, extraUnits) => {
+      fc.option(fc.integer({ min: 1, max: 40 }), { nil: undefined }),
+      async (cfg, seed, extraGroups, extraLayers, extraUnits, headUnits) => {
         const g = cfg.nHeads / cfg.nKvHeads;
         const shape: ScaleShape = { dim: cfg.dim + extraGroups * g * cfg.headDim, nLayers: cfg.nLayers + extraLayers, hiddenDim: cfg.hiddenDim + extraUnits };
         assert.equal(scaleProblem(cfg, shape), null);
         const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
-        const head = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
+        // A head of the target's SwiGLU width, or of its own (`train-draft --intermediate`).
+        const head = { config: headConfigFor(cfg, undefined, headUnits), weights: randomHeadWeights(cfg, seed + 1, undefined, headUnits) };
         const big = scaleTarget(cfg, model.weights, shape);
         const bigHead = scaleHead(head.config, head.weights, cfg, shape);
         assert.equal(big.config.nHeads * big.config.headDim, shape.dim);
         assert.equal(big.config.nHeads / big.config.nKvHeads, g, 'GQA group size kept');
+        const headMlp = headUnits === undefined || headUnits === cfg.hiddenDim ? shape.hiddenDim : Math.max(headUnits, Math.round((headUnits * shape.hiddenDim) / cfg.hiddenDim));
+        assert.equal(bigHead.config.hiddenDim, headMlp, 'the head\'s MLP grows in proportion to the target\'s');
 
         // One causal pass of 5 tokens: logits equal, features equal on the original width, zero beyond.
         const ids = [1, 2, 3, 4, 5].map((t) => t % cfg.vocabSize), pos = [0, 1, 2, 3, 4];

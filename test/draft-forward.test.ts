@@ -30,10 +30,13 @@ import { arbConfig, arbParents, arbTokens, depths, expectClose, mismatch, MAX_SE
 const RUNS = 40;
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
 
-/** A random head for `target`, with q/k/v biases when `bias`, and a draft vocabulary `vocab` (target ids) when given. */
-function randomHead(target: ModelConfig, tw: Weights, seed: number, bias: boolean, vocab?: number[]): { head: HeadConfig; weights: Weights } {
-  const head = { ...headConfigFor(target, vocab?.length), attentionBias: bias };
-  const weights = randomHeadWeights(target, seed);
+/**
+ * A random head for `target`, with q/k/v biases when `bias`, a draft vocabulary `vocab` (target
+ * ids) when given, and a SwiGLU width `units` of its own when given (else the target's).
+ */
+function randomHead(target: ModelConfig, tw: Weights, seed: number, bias: boolean, vocab?: number[], units?: number): { head: HeadConfig; weights: Weights } {
+  const head = { ...headConfigFor(target, vocab?.length, units), attentionBias: bias };
+  const weights = randomHeadWeights(target, seed, undefined, units);
   if (vocab) for (const [n, t] of draftVocabWeights(target, tw, vocab)) weights.set(n, t);
   const rng = new Rng(seed + 1);
   for (const [name, shape] of headShapes(head))
@@ -43,17 +46,18 @@ function randomHead(target: ModelConfig, tw: Weights, seed: number, bias: boolea
 
 const randomFeatures = (rows: number, d: number, rng: Rng): Float32Array => Float32Array.from({ length: rows * d }, () => rng.normal());
 
-test('property: ORT draft head equals the float64 reference, with a cached prefix and a tree, full or reduced vocabulary', async () => {
+test('property: ORT draft head equals the float64 reference, with a cached prefix and a tree, full or reduced vocabulary, any SwiGLU width', async () => {
   const arb = arbConfig.chain((c) =>
     fc.record({
       c: fc.constant(c), prefix: arbTokens(c.vocabSize, 0, 6), parents: arbParents(1, 10), nodeIds: arbTokens(c.vocabSize, 10, 10), bias: fc.boolean(), topK: fc.integer({ min: 1, max: 10 }),
       // A reduced draft vocabulary: a random proper subset of target ids (any size, even below top-k).
       vocab: fc.option(fc.uniqueArray(fc.integer({ min: 0, max: c.vocabSize - 1 }), { minLength: 1, maxLength: c.vocabSize - 1 }), { nil: undefined }),
+      units: fc.option(fc.integer({ min: 1, max: 24 }), { nil: undefined }),
     }),
   );
   await fc.assert(
-    fc.asyncProperty(arb, fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.constantFrom<AttentionMode>('split', 'fused'), async ({ c, prefix, parents, nodeIds, bias, topK, vocab }, seed, attention) => {
-      const tw = randomWeights(c, seed, 2), { head, weights } = randomHead(c, tw, seed, bias, vocab), rng = new Rng(seed);
+    fc.asyncProperty(arb, fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.constantFrom<AttentionMode>('split', 'fused'), async ({ c, prefix, parents, nodeIds, bias, topK, vocab, units }, seed, attention) => {
+      const tw = randomWeights(c, seed, 2), { head, weights } = randomHead(c, tw, seed, bias, vocab, units), rng = new Rng(seed);
       const P = prefix.length, n = parents.length, V = vocab?.length ?? c.vocabSize, d = c.dim;
       // Draft id of each target id (ascending target ids are draft ids 0..N-1), -1 outside the vocabulary.
       const sorted = vocab ? [...vocab].sort((a, b) => a - b) : null;
@@ -115,6 +119,9 @@ test('example: head config.json round-trips, and bad heads are named', async () 
   const c = makeConfig({ vocabSize: 40, dim: 16, nLayers: 2, nHeads: 4, nKvHeads: 2, ropeTheta: 5e5 });
   const head = headConfigFor(c);
   assert.deepEqual(headConfigFromJson(headConfigToJson(head)), head);
+  const narrow = headConfigFor(c, undefined, 7);
+  assert.equal(headConfigToJson(narrow).intermediate_size, 7);
+  assert.deepEqual(headConfigFromJson(headConfigToJson(narrow)), narrow);
   assert.throws(() => headConfigFromJson({ ...headConfigToJson(head), num_hidden_layers: 2 }), /num_hidden_layers must be 1/);
   assert.throws(() => headConfigFromJson({ ...headConfigToJson(head), hidden_size: 0 }), /hidden_size must be a positive integer/);
 

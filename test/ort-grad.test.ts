@@ -99,9 +99,10 @@ function headWeights(head: HeadConfig, seed: number): Weights {
 
 test('property: draft-head EAGLE-1 loss gradients == finite differences of the float64 reference', async () => {
   await fc.assert(
-    fc.asyncProperty(arbConfig, fc.boolean(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 5 }), fc.nat(), async (cfg0, bias, B, T, seed) => {
+    // The head's SwiGLU width: the target's, or its own (`train-draft --intermediate`).
+    fc.asyncProperty(arbConfig, fc.boolean(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 5 }), fc.nat(), fc.option(fc.integer({ min: 1, max: 24 }), { nil: undefined }), async (cfg0, bias, B, T, seed, units) => {
       const cfg: ModelConfig = { ...cfg0, maxSeqLen: 16 };
-      const head: HeadConfig = { ...headConfigFor(cfg), attentionBias: bias };
+      const head: HeadConfig = { ...headConfigFor(cfg, undefined, units), attentionBias: bias };
       const tw = randomWeights(cfg, seed), hw = headWeights(head, seed + 2);
       const rng = new Rng(seed + 1), N = B * T, d = cfg.dim, pad = T > 2 ? 1 : 0;
       const ids = Array.from({ length: N }, () => rng.int(cfg.vocabSize)), positions = Array.from({ length: N }, (_, i) => 3 + (i % T));

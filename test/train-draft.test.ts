@@ -125,6 +125,30 @@ test('--draft-vocab: the head drafts only the N most frequent next-tokens, train
   }
 });
 
+test('--intermediate: a head with its own SwiGLU width trains, saves intermediate_size, loads and drafts; its checkpoint resumes only at that width', async (t) => {
+  const out = join(dir, 'head-narrow'), logs = [await logPromise], units = Math.round(config.hiddenDim / 4);
+  const r = await trainDraft({ target, logs, out, steps: 150, window: 16, batch: 8, backend: 'ort', seed: 1, intermediate: units });
+  t.diagnostic(`SwiGLU width ${units} of ${config.hiddenDim}: top-1 ${r.initial.top1.toFixed(3)} -> ${r.final.top1.toFixed(3)}`);
+  assert.ok(r.final.top1 >= r.initial.top1 + 0.05, `top-1 ${r.initial.top1} -> ${r.final.top1}`);
+  assert.equal(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).intermediate_size, units);
+  const head = loadDraftHead(out, config);
+  assert.deepEqual(head.config, headConfigFor(config, undefined, units));
+  assert.deepEqual(head.weights.get('layers.0.mlp.down_proj.weight')!.shape, [config.dim, units]);
+  const data = await FeatureStore.open(logs, 16, config.vocabSize);
+  const s = await DraftSession.create(head.config, head.weights, config, weights, { topK: 3 });
+  try {
+    const b = data.pack([0]);
+    const o = await s.forward(new KVCache(1, head.config.nKvHeads, head.config.headDim, 64), b.tokens, b.inputFeatures, b.positions);
+    assert.equal(o.topkIds.length, b.n * 3);
+    assert.ok(o.hidden.every(Number.isFinite));
+  } finally {
+    await s.dispose();
+    data.close();
+  }
+  // The target's width is the default; a checkpoint of another width does not resume as it.
+  await assert.rejects(trainDraft({ target, logs, out, steps: 160, window: 16, batch: 8, backend: 'ort', seed: 1, resume: true }));
+});
+
 for (const backend of ['ort', 'wasm'] as const)
 test(`${backend}: a run that crashes and resumes from its checkpoint ends with the same weights as an uninterrupted run`, async () => {
   // shuffleRows 256: blocks of 17 rows, so the stream is read block by block through a bounded cache.
@@ -152,6 +176,7 @@ test('bad options are usage errors naming the flag', async () => {
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), valFraction: 1 }), /--val-fraction/);
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), backend: 'gpu' as never }), /--backend/);
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), draftVocab: 48 }), /--draft-vocab/);
+  for (const intermediate of [0, 2.5]) await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), intermediate }), UsageError, `--intermediate ${intermediate}`);
   await assert.rejects(trainDraft({ target: { config: makeConfig({ vocabSize: 48, dim: 16, nLayers: 1, nHeads: 2 }), weights }, logs, out: join(dir, 'x') }), /width 32/);
 });
 
@@ -202,10 +227,10 @@ test('--quantize: the log holds the quantized target\'s features, and the head t
   assert.equal(held.steps, 2, 'a target held quantized (a quantized checkpoint) needs no --quantize');
 });
 
-for (const draftVocab of [0, 12])
-test(`one training step agrees between backends (ort, wasm)${draftVocab ? `, draft vocabulary ${draftVocab}` : ''}`, async () => {
+for (const [draftVocab, intermediate] of [[0, undefined], [12, undefined], [0, 20]])
+test(`one training step agrees between backends (ort, wasm)${draftVocab ? `, draft vocabulary ${draftVocab}` : ''}${intermediate ? `, SwiGLU width ${intermediate}` : ''}`, async () => {
   const logs = [await logPromise];
-  const go = (backend: 'ort' | 'wasm') => trainDraft({ target, logs, out: join(dir, `one-${backend}-${draftVocab}`), steps: 1, warmup: 0, window: 16, batch: 4, backend, seed: 3, draftVocab });
+  const go = (backend: 'ort' | 'wasm') => trainDraft({ target, logs, out: join(dir, `one-${backend}-${draftVocab}-${intermediate}`), steps: 1, warmup: 0, window: 16, batch: 4, backend, seed: 3, draftVocab, intermediate });
   const [a, b] = [await go('ort'), await go('wasm')];
   assert.ok(Math.abs(a.final.top3 - b.final.top3) < 1e-9, `validation top-3 ${a.final.top3} vs ${b.final.top3}`);
   assert.ok(Math.abs(a.curve.loss[0] - b.curve.loss[0]) < 1e-4, `loss ${a.curve.loss[0]} vs ${b.curve.loss[0]}`);

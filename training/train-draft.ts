@@ -88,6 +88,11 @@ export interface TrainDraftOptions {
   shuffleRows?: number;
   /** Draft vocabulary size N (< the target's vocabulary); 0 = the full vocabulary. Default 0. */
   draftVocab?: number;
+  /**
+   * The head's SwiGLU width (config.json intermediate_size). Default: the target's, as EAGLE
+   * trains it; a narrower MLP makes each draft step cheaper (the MLP is most of the head's weights).
+   */
+  intermediate?: number;
   /** Continue from `<out>/checkpoint.safetensors` if present. Default false. */
   resume?: boolean;
   /** Replace a head or checkpoint already in `out` (otherwise that is an error unless resuming). Default false. */
@@ -137,7 +142,7 @@ export interface TrainDraftResult {
   stream: { logRows: number; peakLoadedRows: number; blockLoads: number };
 }
 
-type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery' | 'overwrite' | 'quantize' | 'threads'>> & { valEvery?: number };
+type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery' | 'overwrite' | 'quantize' | 'threads' | 'intermediate'>> & { valEvery?: number };
 
 /** Defaults of every tunable option (the CLI's flag table reads them from here). */
 export const TRAIN_DRAFT_DEFAULTS: Readonly<Resolved> = {
@@ -184,6 +189,7 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   const picked = await pickTrainBackend(o.backend);
   if (opts.logs.length > 0 && readSidecar(opts.logs[0]).dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${readSidecar(opts.logs[0]).dim}, the target has ${cfg.dim}`);
   if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) throw new UsageError('--threads', `must be a positive integer, got ${opts.threads}`);
+  if (opts.intermediate !== undefined && !(Number.isInteger(opts.intermediate) && opts.intermediate >= 1)) throw new UsageError('--intermediate', `must be a positive integer, got ${opts.intermediate}`);
   const target = frozenTarget(opts.target, opts.quantize);
   const quant = quantOf(cfg, target.weights);
   for (const log of opts.logs) checkLogQuant(log, quant);
@@ -219,7 +225,7 @@ function checkLogQuant(log: string, quant: WeightQuant | undefined): void {
 /** The training run itself, over an opened store (closed by the caller). */
 async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaited<ReturnType<typeof pickTrainBackend>>, data: FeatureStore): Promise<TrainDraftResult> {
   const cfg = opts.target.config, backend = picked.name;
-  const head = headConfigFor(cfg, o.draftVocab > 0 ? o.draftVocab : undefined);
+  const head = headConfigFor(cfg, o.draftVocab > 0 ? o.draftVocab : undefined, opts.intermediate);
   // The reduced vocabulary: the next tokens the logs show most often (what the head predicts).
   const vocabW: Weights = o.draftVocab > 0 ? draftVocabWeights(cfg, opts.target.weights, mostFrequent(data.nextTokenCounts, o.draftVocab)) : new Map();
   const split = splitWindows(data.windowStart.length, o.valFraction, o.seed);
@@ -227,7 +233,9 @@ async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaite
   const perEpoch = Math.ceil(split.train.length / o.batch);
   const steps = opts.steps ?? o.epochs * perEpoch;
   const valEvery = o.valEvery ?? Math.max(1, Math.round(steps / 10));
-  const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length, quantize: opts.quantize });
+  // The width enters the fingerprint only when it is not the target's, so older checkpoints still resume.
+  const intermediate = head.hiddenDim === cfg.hiddenDim ? undefined : head.hiddenDim;
+  const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length, quantize: opts.quantize, intermediate });
   mkdirSync(opts.out, { recursive: true });
 
   const ckpt = o.resume ? loadCheckpoint(opts.out, trainableHeadShapes(head)) : null;
@@ -235,7 +243,7 @@ async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaite
   if (ckpt && !fitsRun(ckpt.state, split.train.length, steps))
     throw new FormatError(checkpointPath(opts.out), 'its step, data order or curve do not fit this run: a damaged checkpoint');
   const names = [...trainableHeadShapes(head).keys()];
-  const { params, opt, startStep, copy } = startTraining(names, ckpt, () => randomHeadWeights(cfg, o.seed), { clip: o.clip, weightDecay: o.weightDecay });
+  const { params, opt, startStep, copy } = startTraining(names, ckpt, () => randomHeadWeights(cfg, o.seed, undefined, head.hiddenDim), { clip: o.clip, weightDecay: o.weightDecay });
   const curve: Curve = ckpt?.state.curve ?? { step: [], loss: [], valStep: [], valTop1: [], valTop3: [], valFeatureLoss: [] };
   // The epoch's window order is a function of (seed, epoch): the step alone places a resumed run in the stream.
   let order: { epoch: number; positions: Int32Array } = { epoch: -1, positions: new Int32Array(0) };

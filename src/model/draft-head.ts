@@ -40,6 +40,7 @@ import { Rng } from '../util/rng.ts';
 export interface HeadConfig {
   vocabSize: number;
   dim: number;
+  /** SwiGLU width (intermediate_size): the target's in EAGLE's heads, any width here. */
   hiddenDim: number;
   nHeads: number;
   nKvHeads: number;
@@ -65,9 +66,14 @@ export const DRAFT_VOCAB_DTYPES = { [DRAFT_VOCAB.d2t]: 'I64', [DRAFT_VOCAB.t2d]:
 /** Name prefix of the head's one decoder layer. */
 export const HEAD_LAYER_PREFIX = 'layers.0.';
 
-/** The head EAGLE would train for `target`: same width, heads, RoPE and vocabulary (optionally a reduced draft vocabulary of N tokens). */
-export function headConfigFor(target: ModelConfig, draftVocabSize?: number): HeadConfig {
-  const { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ropeScaling, normEps } = target;
+/**
+ * The head EAGLE would train for `target`: same width, heads, RoPE and vocabulary (optionally a
+ * reduced draft vocabulary of N tokens). `hiddenDim` is the head's SwiGLU width, the target's by
+ * default; any other width is ours (EAGLE copies the target's): the head's MLP is most of its
+ * weights, so a narrower one drafts for less.
+ */
+export function headConfigFor(target: ModelConfig, draftVocabSize?: number, hiddenDim = target.hiddenDim): HeadConfig {
+  const { vocabSize, dim, nHeads, nKvHeads, headDim, ropeTheta, ropeScaling, normEps } = target;
   return { vocabSize, dim, hiddenDim, nHeads, nKvHeads, headDim, ropeTheta, ...(ropeScaling ? { ropeScaling } : {}), normEps, attentionBias: false, ...(draftVocabSize !== undefined ? { draftVocabSize } : {}) };
 }
 
@@ -170,10 +176,11 @@ export function mostFrequent(count: ArrayLike<number>, n: number): Int32Array {
  * the feature half to ~identity (plus noise), so the predicted feature starts near the input
  * feature (a "repeat the last prediction" prior); attention and MLP add scaled noise.
  * `targetWeights` and `draftVocab` = N give it a reduced vocabulary: the first N target ids
- * (a stand-in for frequency ranking, which needs logs), for cost benchmarks.
+ * (a stand-in for frequency ranking, which needs logs), for cost benchmarks. `hiddenDim`: the
+ * head's SwiGLU width (headConfigFor).
  */
-export function randomHeadWeights(target: ModelConfig, seed: number, draftVocab?: { size: number; targetWeights: Weights }): Weights {
-  const c = headConfigFor(target);
+export function randomHeadWeights(target: ModelConfig, seed: number, draftVocab?: { size: number; targetWeights: Weights }, hiddenDim = target.hiddenDim): Weights {
+  const c = headConfigFor(target, undefined, hiddenDim);
   const rng = new Rng(seed);
   const w: Weights = new Map();
   if (draftVocab) for (const [n, t] of draftVocabWeights(target, draftVocab.targetWeights, Int32Array.from({ length: draftVocab.size }, (_, i) => i))) w.set(n, t);
