@@ -1,10 +1,13 @@
 /** Tokenizers: HF tokenizer.json (byte-level BPE fixture), llama2.c tokenizer.bin, and the streamer. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
+import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
+import { DEFAULT_PATHS } from '../src/default-model.ts';
+import { HfTokenizer } from '../src/tokenizer/hf.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { Llama2cTokenizer, readLlama2cTokenizer, writeLlama2cTokenizer, type Llama2cPiece } from '../src/tokenizer/llama2c.ts';
 import { TextStreamer } from '../src/tokenizer/streamer.ts';
@@ -123,6 +126,35 @@ test('tokenizer.json: merges apply, special ids come from tokenizer_config.json'
   assert.equal(hf.decode([hf.bosId!, ...ids, 263]), 'the then');
   assert.equal(hf.decode([]), '');
   assert.deepEqual(loadTokenizer(join(hfDir, 'tokenizer.json')).encode('café'), hf.encode('café'));
+});
+
+test('tokenizer.json, byte-level: decode equals the library\'s decoding (the fast table, its fallbacks, clean-up on or off)', () => {
+  const base = hfFixture();
+  const j = base.json as { added_tokens: object[] };
+  // A non-special added token over a vocabulary entry (byte 3's stand-in: the library emits it verbatim, not as byte 3): decoded by the library.
+  const withAdded = { ...j, added_tokens: [...j.added_tokens, { id: 3, content: bytesToUnicode()[3], single_word: false, lstrip: false, rstrip: false, normalized: false, special: false }] };
+  const embedded = JSON.parse(readFileSync(join(DEFAULT_PATHS.target, 'tokenizer.json'), 'utf8')), embeddedConfig = JSON.parse(readFileSync(join(DEFAULT_PATHS.target, 'tokenizer_config.json'), 'utf8'));
+  const cases: [string, object, Record<string, unknown>, boolean][] = [
+    ['fixture', base.json, base.config as Record<string, unknown>, true],
+    ['fixture, clean-up on', base.json, { ...base.config, clean_up_tokenization_spaces: true }, false],
+    ['fixture, an added token', withAdded, base.config as Record<string, unknown>, true],
+    ['embedded', embedded, embeddedConfig, true],
+  ];
+  for (const [name, tj, cfg, fast] of cases) {
+    const tok = new HfTokenizer(tj, cfg, name), lib = new HfLibTokenizer(tj, cfg);
+    assert.equal((tok as unknown as { bytesOf?: unknown }).bytesOf !== undefined, fast, `${name}: the fast table is ${fast ? 'missing' : 'used'}`);
+    const reference = (ids: number[]) => {
+      const keep = ids.filter((id) => id !== tok.bosId && !tok.eosIds.includes(id));
+      return keep.length === 0 ? '' : lib.decode(keep, { skip_special_tokens: true });
+    };
+    const V = tok.vocabSize;
+    fc.assert(
+      fc.property(fc.array(fc.oneof(fc.integer({ min: 0, max: V - 1 }), fc.constantFrom(0, 3, V - 1, V - 2, tok.bosId ?? 0, V, V + 5)), { maxLength: 40 }), (ids) => {
+        assert.equal(tok.decode(ids), reference(ids), `${name}: ${ids.join(',')}`);
+      }),
+      { numRuns: 300 },
+    );
+  }
 });
 
 test('tokenizer.bin: run.c encode (dummy prefix, best-score merges, byte fallback) and decode', () => {
