@@ -61,6 +61,13 @@ interface Parsed {
 
 const DEFAULT_MAX_TOKENS = 16; // OpenAI's default for completions
 
+/** Path -> the method it takes. (Module-level, as the field checks below: built once, not per request.) */
+const ROUTES = new Map([['/health', 'GET'], ['/v1/models', 'GET'], ['/metrics', 'GET'], ['/v1/completions', 'POST'], ['/v1/chat/completions', 'POST']]);
+const isInt = (v: unknown): v is number => Number.isInteger(v);
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isBool = (v: unknown): v is boolean => typeof v === 'boolean';
+const isString = (v: unknown): v is string => typeof v === 'string';
+
 /** Builds the handler: creates the engine over `g` and measures SmartSpec's step costs. */
 export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {}): Promise<EagletHandler> {
   const engine = new Engine(g, opts);
@@ -85,11 +92,11 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
     const t0 = performance.now();
     const path = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
-    const routes: Record<string, string> = { '/health': 'GET', '/v1/models': 'GET', '/metrics': 'GET', '/v1/completions': 'POST', '/v1/chat/completions': 'POST' };
-    if (!(path in routes)) throw new HttpError(404, `no route ${method} ${path}`, null, 'not_found');
-    if (method !== routes[path]) {
-      res.setHeader('allow', routes[path]);
-      throw new HttpError(405, `${path} takes ${routes[path]}, not ${method}`, null, 'method_not_allowed');
+    const allowed = ROUTES.get(path);
+    if (allowed === undefined) throw new HttpError(404, `no route ${method} ${path}`, null, 'not_found');
+    if (method !== allowed) {
+      res.setHeader('allow', allowed);
+      throw new HttpError(405, `${path} takes ${allowed}, not ${method}`, null, 'method_not_allowed');
     }
     if (path === '/health') return json(res, closing ? 503 : 200, { status: closing ? 'draining' : 'ok', batch: engine.batcher.size, queue: engine.queueLength });
     if (path === '/v1/models') return json(res, 200, { object: 'list', data: [{ id: modelName, object: 'model', created, owned_by: 'eaglet', max_model_len: cfg.maxSeqLen }] });
@@ -116,10 +123,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
       if (!check(v)) throw new HttpError(400, `'${name}' must be ${want}, got ${JSON.stringify(v)?.slice(0, 80)}`, name, 'invalid_type');
       return v;
     };
-    const isInt = (v: unknown): v is number => Number.isInteger(v);
-    const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
-    const isBool = (v: unknown): v is boolean => typeof v === 'boolean';
-    opt('model', (v): v is string => typeof v === 'string', 'a string');
+    opt('model', isString, 'a string');
     const n = opt('n', isInt, 'an integer');
     if (n !== undefined && n !== 1) throw new HttpError(400, `'n' must be 1: one choice per request`, 'n', 'unsupported_value');
     let prompt: number[];
