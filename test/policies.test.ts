@@ -645,6 +645,7 @@ test('SmartSpec: the bound that skips the ascent when no raise can pay plans wha
         planner.overhead.b = b;
         const ms = histories.map((h) => {
           const p = planner.policy();
+          p.started = true; // past its prefill: the first to plan plans every member
           for (const r of h.rounds) p.observe({ depth: r.depth, treeSize: r.depth, accepted: r.accepted, draftMs: 0, verifyMs: 0 });
           return p;
         });
@@ -707,4 +708,59 @@ test('SmartSpec: a lone request\'s shortcut (planAlone) plans what the general a
   );
   // Both outcomes drawn, so the choice is tested where it speculates and where it plans plain steps.
   assert.ok(speculated > 100 && plain > 100, `speculated ${speculated}, plain ${plain}`);
+});
+
+test('SmartSpec: the lanes\' pass times scale the start-up model per lane, and the overhead learned is the step beyond its passes', () => {
+  // Start-up said a verify pass costs 1 ms and a draft pass 0.1 ms; in serving, verify passes
+  // take 0.5 ms and draft passes 1 ms, and each step 0.05 ms of JS beside them. Every draft is
+  // accepted: at the start-up prices two requests drafting 3 gain (8 tokens in 1.3 ms against 2
+  // in 1); at the real ones they lose (8 in 3.55 against 2 in 0.55).
+  const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
+  const run = (timed: boolean) => {
+    let step = 0, clock = 0;
+    const lanes: [{ ms: number }, { ms: number }] = [{ ms: 0 }, { ms: 0 }];
+    const planner = new SmartSpecPlanner(flat(1), flat(0.1), 3, 3, () => step, undefined, 0.9, () => clock);
+    if (timed) planner.laneTimes = lanes;
+    const ps = [planner.policy(), planner.policy()];
+    const depths: number[] = [];
+    let position = 10;
+    for (let r = 0; r < 200; r++) {
+      step++;
+      const ks = ps.map((p) => p.plan({ position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth);
+      const levels = Math.max(...ks);
+      lanes[0].ms += 0.5;
+      lanes[1].ms += levels;
+      clock += 0.5 + levels + 0.05;
+      ps.forEach((p, i) => p.observe({ depth: ks[i], treeSize: ks[i], accepted: ks[i], draftMs: 0, verifyMs: 0 }));
+      position += 1;
+      depths.push(...ks);
+    }
+    return { planner, late: depths.slice(200) };
+  };
+  const timed = run(true), blind = run(false);
+  assert.ok(timed.late.filter((d) => d === 0).length >= 0.9 * timed.late.length, `timed by its lanes, it plans plain steps: ${timed.late}`);
+  assert.ok(Math.abs(timed.planner.passScale[0] - 0.5) < 0.02, `verify scale ${timed.planner.passScale[0]}`);
+  const o = timed.planner.overhead;
+  // (the fit's weak pull toward 0 keeps it a little under the 0.05 ms it samples)
+  assert.ok(o.batchMs(1, 2) > 0.03 && o.batchMs(1, 2) <= 0.05 + 1e-9, `overhead of a plain step ${o.batchMs(1, 2)}`);
+  // Without the lanes' times the start-up prices stand (and the overhead fit cannot go below 0).
+  assert.ok(blind.late.filter((d) => d > 0).length >= 0.5 * blind.late.length, `blind, it speculates: ${blind.late}`);
+  assert.deepEqual([...blind.planner.passScale], [1, 1]);
+});
+
+test('SmartSpec: a request still prefilling is in no plan, and a step beside its prefill is not a sample of what steps cost', () => {
+  // Steps cost their passes (1 ms), but a step beside a prefill takes 5 ms more (the prompt's pass).
+  const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
+  let step = 0, clock = 0;
+  const planner = new SmartSpecPlanner(flat(1), flat(0.1), 3, 3, () => step, undefined, 0.9, () => clock);
+  const a = planner.policy(), b = planner.policy();
+  const state = { position: 10, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 };
+  for (let r = 0; r < 30; r++) {
+    step++;
+    const d = a.plan(state).depth; // b joined but has not planned: it is prefilling
+    clock += 1 + (d > 0 ? d * 0.1 : 0) + 5;
+    a.observe({ depth: d, treeSize: d, accepted: d, draftMs: 0, verifyMs: 0 });
+  }
+  assert.equal(planner.overhead.batchMs(4, 4), 0, 'the prefill steps taught it no overhead');
+  assert.equal(b.started, false);
 });

@@ -171,7 +171,7 @@ export class SmartSpecPlanner {
   /** Joins and leaves so far: a step is timed only when none happened during it. */
   private changes = 0;
   /** The step being timed: when it was planned, its modelled pass ms and shape. */
-  private timing = { valid: false, step: 0, t: 0, changes: 0, passMs: 0, n: 0, passes: 0, requestPasses: 0, depth: 0, catchUp: 0 }; // one record, reused
+  private timing = { valid: false, step: 0, t: 0, changes: 0, passMs: 0, verifyMs: 0, draftMs: 0, lane0: 0, lane1: 0, n: 0, passes: 0, requestPasses: 0, depth: 0, catchUp: 0 }; // one record, reused
   /**
    * A lone request's step beyond its start-up model, as observed: [0] plain steps, [1] fused
    * rounds (one graph at every length, so their lengths share it, as they share one start-up
@@ -210,6 +210,26 @@ export class SmartSpecPlanner {
    */
   splitRows = Infinity;
   private levelOne = new LevelOne();
+  /**
+   * The target and draft lanes' cumulative ms in passes (LaneStats.ms; the engine sets it). With
+   * them a batch step's passes are timed apart from the rest of the step: each lane's start-up
+   * model is scaled by what its passes took (`passScale`), and the learned overhead is the step
+   * beyond its passes as they ran. Without them: the model as measured, the overhead as before.
+   */
+  laneTimes?: readonly [{ readonly ms: number }, { readonly ms: number }];
+  /**
+   * What a batch step's verify [0] and draft [1] passes took over the start-up model's price for
+   * them, as a moving average of log ratios (weight `scaleForget` a step, each sample within a
+   * factor `scaleClip` of the estimate). Ours, not the paper's (its batch-time model is fitted
+   * offline): the model is measured once, on half-full caches, while the served requests' shared
+   * stride is what their own lengths make it, and the host's speed drifts. Measured (c=2, the
+   * embedded pair, 48-token requests): the model priced a plain step at 1.5x its wall time but a
+   * drafted one (both at 3) at 1.2x, so speculation looked cheaper than it was against plain
+   * steps; with the lanes' times 1.03x and 1.07x.
+   */
+  readonly passScale = new Float64Array([1, 1]);
+  scaleForget = 0.9;
+  scaleClip = 2;
 
   /**
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
@@ -263,7 +283,15 @@ export class SmartSpecPlanner {
     last.valid = false;
     if (last.step !== step - 1 || last.changes !== this.changes) return;
     const t = this.now();
-    const residual = t - last.t - last.passMs;
+    let residual = t - last.t - last.passMs;
+    const lanes = this.laneTimes;
+    if (lanes && !(last.n === 1 && this.alone)) {
+      // The passes as they ran: each lane's time against its unscaled model, and the rest of the step.
+      const v = lanes[0].ms - last.lane0, d = lanes[1].ms - last.lane1;
+      this.rescale(0, v, last.verifyMs);
+      this.rescale(1, d, last.draftMs);
+      residual = t - last.t - v - d;
+    }
     if (last.n === 1 && this.alone) {
       // A fused round whose head caught up on more rows than a drafted round leaves (the prompt in
       // a request's first round, rows of plain steps since) cost more than the rounds it would
@@ -276,14 +304,25 @@ export class SmartSpecPlanner {
     } else this.overhead.observeBatch(last.passes, last.requestPasses, residual);
   }
 
-  /** Times this step as planned: `learn` reads it when the next step begins. */
-  private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number): void {
+  /** One step's sample of lane `i`'s scale: its passes took `actual` ms where the start-up model said `model`. */
+  private rescale(i: number, actual: number, model: number): void {
+    if (!(model > 0 && actual > 0)) return;
+    const s = this.passScale[i], c = Math.log(this.scaleClip), r = Math.min(c, Math.max(-c, Math.log(actual / model / s)));
+    this.passScale[i] = s * Math.exp((1 - this.scaleForget) * r);
+  }
+
+  /** Times this step as planned: `learn` reads it when the next step begins. `verifyMs`, `draftMs`: its passes' unscaled model. */
+  private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number, verifyMs = 0, draftMs = 0): void {
     const r = this.timing;
     r.valid = true;
     r.step = this.plannedStep;
     r.t = this.now();
     r.changes = this.changes;
     r.passMs = passMs;
+    r.verifyMs = verifyMs;
+    r.draftMs = draftMs;
+    r.lane0 = this.laneTimes?.[0].ms ?? 0;
+    r.lane1 = this.laneTimes?.[1].ms ?? 0;
     r.n = n;
     r.passes = passes;
     r.requestPasses = requestPasses;
@@ -310,8 +349,11 @@ export class SmartSpecPlanner {
     return Number.isNaN(beyond) ? Math.max(0, this.overhead.alone) : Math.max(beyond, -0.9 * this.alone![d]);
   }
 
-  /** Modelled ms of a step at lengths `k`: its passes (start-up measurements), and the learned overhead beyond them. */
-  stepCost(members: SmartSpecPolicy[], k: number[]): { passMs: number; overheadMs: number; passes: number; requestPasses: number } {
+  /**
+   * Modelled ms of a step at lengths `k`: its passes (start-up measurements, scaled per lane by
+   * `passScale`; `verifyMs` and `draftMs` unscaled), and the learned overhead beyond them.
+   */
+  stepCost(members: SmartSpecPolicy[], k: number[]): { passMs: number; verifyMs: number; draftMs: number; overheadMs: number; passes: number; requestPasses: number } {
     const n = members.length;
     let verifyTokens = 0, deepest = 0;
     for (let i = 0; i < n; i++) {
@@ -320,10 +362,11 @@ export class SmartSpecPlanner {
     }
     if (n === 1 && this.alone) {
       const d = Math.min(k[0], this.alone.length - 1);
-      return { passMs: this.alone[d], overheadMs: this.aloneOverheadMs(d), passes: 1, requestPasses: 1 };
+      return { passMs: this.alone[d], verifyMs: 0, draftMs: 0, overheadMs: this.aloneOverheadMs(d), passes: 1, requestPasses: 1 };
     }
     // The verify pass pads every request's call to the deepest plan's 1 + deepest tokens (StepCost).
-    let ms = this.verify.ms(verifyTokens, n, deepest + 1);
+    const verifyMs = this.verify.ms(verifyTokens, n, deepest + 1);
+    let ms = 0;
     const first = this.levelOne; // reused: two plans a step price it
     first.clear();
     for (let i = 0; i < n; i++) if (k[i] >= 1) first.add(members[i].catchUpRows, this.splitRows);
@@ -333,7 +376,8 @@ export class SmartSpecPlanner {
       for (let i = 0; i < n; i++) if (k[i] >= j) calls++;
       ms += j === 1 ? first.ms(this.draft) : this.draft.ms(calls, calls, 1);
     }
-    return { passMs: ms, overheadMs: this.overhead.batchMs(1 + deepest, verifyTokens), passes: 1 + deepest, requestPasses: verifyTokens };
+    const sc = this.passScale;
+    return { passMs: sc[0] * verifyMs + sc[1] * ms, verifyMs, draftMs: ms, overheadMs: this.overhead.batchMs(1 + deepest, verifyTokens), passes: 1 + deepest, requestPasses: verifyTokens };
   }
 
   /**
@@ -364,7 +408,7 @@ export class SmartSpecPlanner {
     sync();
     const score = (i: number, d: number) => {
       const from = k[i], deep = Math.max(deepest, d), verifyTokens = verify + d - from;
-      let ms = this.verify.ms(verifyTokens, n, deep + 1);
+      let ms = 0;
       for (let j = 1; j <= deep; j++) {
         const joins = j > from && j <= d;
         if (j === 1) {
@@ -376,7 +420,8 @@ export class SmartSpecPlanner {
           ms += this.draft.ms(c, c, 1);
         }
       }
-      return (tokens - E[i][from] + E[i][d]) / (ms + this.overhead.batchMs(1 + deep, verifyTokens));
+      const sc = this.passScale;
+      return (tokens - E[i][from] + E[i][d]) / (sc[0] * this.verify.ms(verifyTokens, n, deep + 1) + sc[1] * ms + this.overhead.batchMs(1 + deep, verifyTokens));
     };
     return { score, sync };
   }
@@ -423,7 +468,9 @@ export class SmartSpecPlanner {
 
   /** Greedy ascent over every member's length; lengths already chosen this step stay (a request alone: planLone). */
   private planBatch(): void {
-    const members = [...this.members];
+    // A request that has not planned yet is still prefilling: it verifies nothing this step.
+    const members: SmartSpecPolicy[] = [];
+    for (const m of this.members) if (m.started) members.push(m);
     const fixed = members.map((m) => this.chosen.has(m));
     const k = members.map((m) => this.chosen.get(m) ?? 0);
     this.ascend(members, fixed, k);
@@ -485,7 +532,7 @@ export class SmartSpecPlanner {
       let gain = 0;
       for (const m of members) gain = Math.max(gain, m.acceptance.expectedTokens(d) - 1);
       draftMs += this.draft.ms(d === 1 ? minCatchUp : 1, 1);
-      const ms = this.verify.ms(n + d, n) + draftMs + this.overhead.batchMs(1 + d, n + d);
+      const ms = this.passScale[0] * this.verify.ms(n + d, n) + this.passScale[1] * draftMs + this.overhead.batchMs(1 + d, n + d);
       if ((n + gain) / ms > best * (1 + 1e-9)) return true;
     }
     return false;
@@ -495,13 +542,14 @@ export class SmartSpecPlanner {
   private settlePlan(members: SmartSpecPolicy[], fixed: boolean[], k: number[]): void {
     const n = members.length;
     if (n === 1 && this.alone && !fixed[0]) this.plainRun = k[0] === 0 ? this.plainRun + 1 : 0;
-    const whole = this.chosen.size === 0;
+    // Time the step as planned; one completed later in the step (a request joined), or one with
+    // a request prefilling beside it (its prompt's pass is in the step's time, in no plan), is not.
+    const whole = this.chosen.size === 0 && members.length === this.members.size;
     members.forEach((m, i) => this.chosen.set(m, k[i]));
-    // Time the step as planned; one completed later in the step (a request joined) is not timed.
     this.timing.valid = false;
     if (whole) {
       const c = this.stepCost(members, k);
-      this.startTiming(c.passMs, c.passes, c.requestPasses, n, Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), n === 1 ? members[0].catchUpRows : 0);
+      this.startTiming(c.passMs, c.passes, c.requestPasses, n, Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), n === 1 ? members[0].catchUpRows : 0, c.verifyMs, c.draftMs);
     }
   }
 }
@@ -556,8 +604,12 @@ export class SmartSpecPolicy implements LengthPolicy {
     return Math.max(1, this.position - this.headRows);
   }
 
+  /** Whether the request has planned a round (before that, it is prefilling). */
+  started = false;
+
   plan(s: RoundState): RoundPlan {
     this.position = s.position;
+    this.started = true;
     const depth = this.planner.depthFor(this, s.maxDepth);
     if (depth > 0) this.headRows = s.position;
     return { depth, totalTokens: Math.min(this.planner.totalTokens, Math.max(depth, 1)) };

@@ -53,6 +53,8 @@ export interface LaneStats {
   calls: number;
   /** Tokens they scored. */
   tokens: number;
+  /** ms of wall time in the passes (feeds, the ORT call, the outputs' split). */
+  ms: number;
 }
 
 /**
@@ -104,7 +106,7 @@ export class Batcher {
 /** A queue of calls to one model, run together. */
 abstract class Lane<Out> {
   protected pending: Call<Out>[] = [];
-  readonly laneStats: LaneStats = { steps: 0, passes: 0, calls: 0, tokens: 0 };
+  readonly laneStats: LaneStats = { steps: 0, passes: 0, calls: 0, tokens: 0, ms: 0 };
   /** The per-slot graph's session (`open`); until then only lone calls run. */
   protected slotSession?: Session;
   private feeds = new SlotFeeds();
@@ -171,6 +173,7 @@ abstract class Lane<Out> {
 
   /** One pass over `calls` (the single-request session for one, else the per-slot graph); returns how to settle them. */
   private async pass(calls: Call<Out>[]): Promise<() => void> {
+    const t0 = performance.now();
     try {
       let outs: Out[];
       if (calls.length === 1) outs = [await this.runOne(calls[0])];
@@ -183,6 +186,7 @@ abstract class Lane<Out> {
       this.laneStats.passes++;
       this.laneStats.calls += calls.length;
       this.laneStats.tokens += T;
+      this.laneStats.ms += performance.now() - t0;
       return () => calls.forEach((c, i) => c.resolve(outs[i]));
     } catch (e) {
       return () => {

@@ -250,6 +250,7 @@ export class Engine {
     // A step = one target verification: a batched pass, or a lone request's fused round.
     this.planner = new SmartSpecPlanner(verify, drafts, D, this.tree.totalTokens, () => this.targetLane.laneStats.steps + (this.round?.stats.passes ?? 0), alone);
     this.planner.splitRows = this.draftLane!.shortTokens;
+    this.planner.laneTimes = [this.targetLane.laneStats, this.draftLane!.laneStats];
   }
 
   /**
