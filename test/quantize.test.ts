@@ -32,11 +32,14 @@ test('property: quantize -> dequantize is within half a step of every weight, 8 
           for (let j = 0; j < block; j++) amax = Math.max(amax, Math.abs(w.data[r * k + b * block + j]));
           for (let j = 0; j < block; j++) {
             const i = r * k + b * block + j;
-            assert.ok(Math.abs(back.data[i] - w.data[i]) <= (amax / qmax) * 0.5 * (1 + 1e-6) + 1e-12, `[${r}, ${b * block + j}] ${w.data[i]} -> ${back.data[i]}`);
+            // Half a step, plus float32's rounding: the stored scale carries a relative error of
+            // 2^-24, times |q| <= qmax (so <= amax 2^-24), and the product q * scale another
+            // 2^-24 |w|. A relative 1e-6 slack was too tight for that (seed 989821208, 8 bits: 1 + 6.7e-6).
+            assert.ok(Math.abs(back.data[i] - w.data[i]) <= (amax / qmax) * 0.5 + amax * 2 ** -22 + 1e-12, `[${r}, ${b * block + j}] ${w.data[i]} -> ${back.data[i]}`);
           }
         }
     }),
-    { numRuns: 60 },
+    { numRuns: 60, examples: [[2, 64, 8, 3, 989821208]] },
   );
   assert.equal(blockFor(768, 128), 128);
   assert.equal(blockFor(96, 128), 32);
