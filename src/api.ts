@@ -308,7 +308,9 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
           if (tail) yield { ids: [], fromDraft: [], text: tail };
           return r.value;
         }
-        yield { ...r.value, text: streamer?.push(r.value.ids) ?? '' };
+        // The last chunk (`end`) carries the rest of the text too, so no chunk follows it.
+        const text = (streamer?.push(r.value.ids) ?? '') + (r.value.end ? streamer?.flush() ?? '' : '');
+        yield { ...r.value, text };
       }
     } finally {
       await it.return(undefined as never); // a consumer that stops early frees the generator

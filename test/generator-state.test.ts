@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { loadGenerator } from '../src/api.ts';
 import { StateError } from '../src/errors.ts';
 import { tinyConfig, tinyPair } from './support/models.ts';
 
@@ -46,5 +47,21 @@ test("only a stream's last chunk carries `end`, the reason generation stops (the
       }
   } finally {
     await p.dispose();
+  }
+});
+
+test("the text stream's last chunk carries `end` and the rest of the text: no chunk follows it (byte-level tails)", async () => {
+  const g = await loadGenerator({ threads: 1 });
+  try {
+    // At temperature 20 some seeds end on an unfinished UTF-8 sequence (seeds 6 and 32 did), whose text only flush gives.
+    for (let seed = 0; seed < 40; seed++) {
+      const it = g.stream('Hello', { maxNewTokens: 3, temperature: 20, seed }), chunks: { ids: number[]; text: string; end?: string }[] = [];
+      for (let r = await it.next(); !r.done; r = await it.next()) chunks.push(r.value);
+      assert.deepEqual(chunks.map((c) => c.end !== undefined), chunks.map((_, i) => i === chunks.length - 1), `seed ${seed}`);
+      const ids = chunks.flatMap((c) => c.ids);
+      assert.equal(chunks.map((c) => c.text).join(''), g.tokenizer!.decode(ids), `seed ${seed}`);
+    }
+  } finally {
+    await g.dispose();
   }
 });

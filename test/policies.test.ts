@@ -764,3 +764,22 @@ test('SmartSpec: a request still prefilling is in no plan, and a step beside its
   assert.equal(planner.overhead.batchMs(4, 4), 0, 'the prefill steps taught it no overhead');
   assert.equal(b.started, false);
 });
+
+test('SmartSpec: one started request beside a prefilling one is priced as the batched step it runs, not as a lone fused round', () => {
+  const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 8);
+  const state = { position: 20, lastFeature: new Float32Array(4), rootToken: 0, maxDepth: 3 } as unknown as RoundState;
+  const plan = (withPrefilling: boolean) => {
+    // The lone fused round costs 3 ms at any depth; a batched verify 1 ms, a batched draft level 0.05 ms.
+    const p = new SmartSpecPlanner(flat(1), flat(0.05), 3, 3, () => 0, [1, 3, 3, 3], 0.9, () => 0);
+    const a = p.policy();
+    for (let i = 0; i < 50; i++) a.observe({ depth: 3, treeSize: 3, accepted: 2, draftMs: 0, verifyMs: 0 } as unknown as RoundOutcome);
+    if (withPrefilling) p.policy(); // joined, has not planned yet: prefilling
+    a.plan(state);
+    return { cost: p.stepCost([a], [3]), plainRun: (p as unknown as { plainRun: number }).plainRun };
+  };
+  const alone = plan(false), beside = plan(true);
+  assert.deepEqual([alone.cost.passMs, alone.cost.passes], [3, 1]); // the fused round's model
+  assert.equal(beside.cost.passes, 4); // verify + three draft levels: the batch model
+  assert.ok(Math.abs(beside.cost.passMs - 1.15) < 1e-9, `${beside.cost.passMs}`);
+  assert.equal(beside.plainRun, 0); // the lone request's explore counter does not move
+});

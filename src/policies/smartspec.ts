@@ -360,7 +360,7 @@ export class SmartSpecPlanner {
       verifyTokens += k[i] + 1;
       deepest = Math.max(deepest, k[i]);
     }
-    if (n === 1 && this.alone) {
+    if (this.lone(n) && this.alone) {
       const d = Math.min(k[0], this.alone.length - 1);
       return { passMs: this.alone[d], verifyMs: 0, draftMs: 0, overheadMs: this.aloneOverheadMs(d), passes: 1, requestPasses: 1 };
     }
@@ -466,6 +466,15 @@ export class SmartSpecPlanner {
     this.startTiming(alone[a], 1, 1, 1, a, m.catchUpRows);
   }
 
+  /**
+   * Whether a plan of `n` requests is a lone request's fused round: only when it is the batch's
+   * only member. One started request beside others still prefilling runs batched (the fused
+   * round runs at batch size 1 only), so it is priced by the batch model.
+   */
+  private lone(n: number): boolean {
+    return n === 1 && this.members.size <= 1 && this.alone !== undefined;
+  }
+
   /** Greedy ascent over every member's length; lengths already chosen this step stay (a request alone: planLone). */
   private planBatch(): void {
     // A request that has not planned yet is still prefilling: it verifies nothing this step.
@@ -482,7 +491,7 @@ export class SmartSpecPlanner {
     let best = this.goodput(members, k);
     if (!fixed.includes(true) && !this.anyRaisePays(members, best)) return this.settlePlan(members, fixed, k);
     // A request alone is priced by its own step model (stepCost); a batch by the sums (raiser).
-    const r = n === 1 && this.alone ? undefined : this.raiser(members, k);
+    const r = this.lone(n) ? undefined : this.raiser(members, k);
     const score = (i: number, d: number) => {
       if (r) return r.score(i, d);
       const was = k[i];
@@ -541,7 +550,7 @@ export class SmartSpecPlanner {
   /** Records the step's lengths `k` and starts timing the step when it was planned whole. */
   private settlePlan(members: SmartSpecPolicy[], fixed: boolean[], k: number[]): void {
     const n = members.length;
-    if (n === 1 && this.alone && !fixed[0]) this.plainRun = k[0] === 0 ? this.plainRun + 1 : 0;
+    if (this.lone(n) && !fixed[0]) this.plainRun = k[0] === 0 ? this.plainRun + 1 : 0;
     // Time the step as planned; one completed later in the step (a request joined), or one with
     // a request prefilling beside it (its prompt's pass is in the step's time, in no plan), is not.
     const whole = this.chosen.size === 0 && members.length === this.members.size;
