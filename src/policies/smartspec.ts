@@ -311,6 +311,11 @@ export class SmartSpecPlanner {
     this.passScale[i] = s * Math.exp((1 - this.scaleForget) * r);
   }
 
+  /** A batch step's passes as priced: the start-up model's verify and draft ms, each scaled by its lane's `passScale`. */
+  private scaled(verifyMs: number, draftMs: number): number {
+    return this.passScale[0] * verifyMs + this.passScale[1] * draftMs;
+  }
+
   /** Times this step as planned: `learn` reads it when the next step begins. `verifyMs`, `draftMs`: its passes' unscaled model. */
   private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number, verifyMs = 0, draftMs = 0): void {
     const r = this.timing;
@@ -376,8 +381,7 @@ export class SmartSpecPlanner {
       for (let i = 0; i < n; i++) if (k[i] >= j) calls++;
       ms += j === 1 ? first.ms(this.draft) : this.draft.ms(calls, calls, 1);
     }
-    const sc = this.passScale;
-    return { passMs: sc[0] * verifyMs + sc[1] * ms, verifyMs, draftMs: ms, overheadMs: this.overhead.batchMs(1 + deepest, verifyTokens), passes: 1 + deepest, requestPasses: verifyTokens };
+    return { passMs: this.scaled(verifyMs, ms), verifyMs, draftMs: ms, overheadMs: this.overhead.batchMs(1 + deepest, verifyTokens), passes: 1 + deepest, requestPasses: verifyTokens };
   }
 
   /**
@@ -420,8 +424,7 @@ export class SmartSpecPlanner {
           ms += this.draft.ms(c, c, 1);
         }
       }
-      const sc = this.passScale;
-      return (tokens - E[i][from] + E[i][d]) / (sc[0] * this.verify.ms(verifyTokens, n, deep + 1) + sc[1] * ms + this.overhead.batchMs(1 + deep, verifyTokens));
+      return (tokens - E[i][from] + E[i][d]) / (this.scaled(this.verify.ms(verifyTokens, n, deep + 1), ms) + this.overhead.batchMs(1 + deep, verifyTokens));
     };
     return { score, sync };
   }
@@ -541,7 +544,7 @@ export class SmartSpecPlanner {
       let gain = 0;
       for (const m of members) gain = Math.max(gain, m.acceptance.expectedTokens(d) - 1);
       draftMs += this.draft.ms(d === 1 ? minCatchUp : 1, 1);
-      const ms = this.passScale[0] * this.verify.ms(n + d, n) + this.passScale[1] * draftMs + this.overhead.batchMs(1 + d, n + d);
+      const ms = this.scaled(this.verify.ms(n + d, n), draftMs) + this.overhead.batchMs(1 + d, n + d);
       if ((n + gain) / ms > best * (1 + 1e-9)) return true;
     }
     return false;
