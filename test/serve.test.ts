@@ -267,6 +267,30 @@ test('bodies with a content-length, whole in one write or split across writes, o
   }
 });
 
+test("an error in the engine's end of a request after its reply is logged, and the reply is whole", async () => {
+  const lines: string[] = [];
+  const s = await serve(g, { port: 0, maxBatch: 2, log: (l) => lines.push(l) });
+  try {
+    // The engine's end of a request (stats, slot release, leaving the batch) runs after the reply.
+    const metrics = s.handler.engine.metrics;
+    metrics.finished = () => {
+      throw new Error('clean-up failed on purpose');
+    };
+    for (const stream of [false, true]) {
+      const r = await post(s, '/v1/completions', { prompt: prompts[0], max_tokens: 9, temperature: 0, stream });
+      assert.equal(r.status, 200, r.body);
+      const ids = stream ? (events(r.body).slice(0, -1) as { choices: { token_ids: number[] }[] }[]).flatMap((e) => e.choices[0].token_ids) : JSON.parse(r.body).choices[0].token_ids;
+      assert.deepEqual(ids, await plain(prompts[0], 9), `stream ${stream}: the reply is incomplete`);
+      for (let i = 0; i < 200 && lines.length < (stream ? 2 : 1); i++) await new Promise((res) => setTimeout(res, 5));
+      assert.equal(lines.length, stream ? 2 : 1, `stream ${stream}: the clean-up's error was not reported once: ${JSON.stringify(lines)}`);
+      assert.match(lines[lines.length - 1], /clean-up failed on purpose/);
+      assert.doesNotMatch(lines[lines.length - 1], /\n/);
+    }
+  } finally {
+    await s.close();
+  }
+});
+
 test('a full queue answers 429; a disconnecting client frees its slot; a request past its timeout gets 504', async () => {
   const s = await serve(g, { port: 0, maxBatch: 1, maxQueue: 1, timeoutMs: 60_000 });
   try {

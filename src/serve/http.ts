@@ -34,6 +34,11 @@ export interface HandlerOptions extends EngineOptions {
   timeoutMs?: number;
   /** Largest request body. Default 1 MiB. */
   maxBodyBytes?: number;
+  /**
+   * Where the server reports an error it cannot answer with (one line each): the engine's end
+   * of a request failing after its reply has gone out. Default: a line to stderr.
+   */
+  log?: (line: string) => void;
 }
 
 /** A request handler for node:http (or any framework that passes Node's req/res). */
@@ -83,6 +88,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
   const running = new Set<AbortController>();
   let closing = false;
   const cfg = g.model.config;
+  const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
 
   const handler = ((req: IncomingMessage, res: ServerResponse) => {
     void route(req, res).catch((e) => fail(res, e));
@@ -311,7 +317,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
         : { index: 0, text, token_ids: ids, logprobs: null, finish_reason: reason };
       json(res, 200, { id, object: isChat ? 'chat.completion' : 'text_completion', created: Math.floor(Date.now() / 1000), model: modelName, choices: [choice], usage });
     } finally {
-      if (early) void endStream(it);
+      if (early) void endStream(it, id, log);
     }
   }
 
@@ -331,12 +337,15 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
   return handler;
 }
 
-/** Runs a stream that has yielded its last chunk to its end (the engine's end of the request). */
-async function endStream(it: AsyncGenerator<unknown, GenerationStats>): Promise<void> {
+/**
+ * Runs a stream that has yielded its last chunk to its end (the engine's end of the request).
+ * The reply has gone out, so an error here (the engine's clean-up failing) is only logged.
+ */
+async function endStream(it: AsyncGenerator<unknown, GenerationStats>, id: string, log: (line: string) => void): Promise<void> {
   try {
     while (!(await it.next()).done);
-  } catch {
-    // Past its last chunk a stream only cleans up; the reply has gone out.
+  } catch (e) {
+    log(`eaglet serve: ${id}: the engine's end of the request failed after its reply: ${(e as Error)?.message ?? String(e)}`);
   }
 }
 
