@@ -15,6 +15,7 @@
 #   GEN_TOKENS=N     rows of greedy continuations, 128 per prompt, at most 3000 prompts [128000]
 #   THREADS=N        onnxruntime threads for logging and training [the commands' defaults]
 #   HEAD_INTERMEDIATE=N  the head's SwiGLU width (`train-draft --intermediate`) [the target's]
+#   TTT=K            training-time test: unroll the draft chain K steps (`train-draft --ttt`) [1]
 #
 # Evaluate it on held-out prompts only, e.g.
 #   eaglet bench --model TARGET_DIR --draft OUT_DIR --prompts data/default/heldout-prompts.jsonl ...
@@ -24,7 +25,7 @@ T=$1; OUT=$2; W=${WORK:-$OUT-work}; mkdir -p "$W"
 CORPUS=node_modules/typescript/lib
 eaglet() { node --import tsx src/cli/main.ts "$@"; }
 split() { node --import tsx scripts/corpus-split.ts --corpus-dir $CORPUS "$@"; }
-Q=(${QUANTIZE:+--quantize "$QUANTIZE"}); TH=(${THREADS:+--threads "$THREADS"}); HI=(${HEAD_INTERMEDIATE:+--intermediate "$HEAD_INTERMEDIATE"})
+Q=(${QUANTIZE:+--quantize "$QUANTIZE"}); TH=(${THREADS:+--threads "$THREADS"}); HI=(${HEAD_INTERMEDIATE:+--intermediate "$HEAD_INTERMEDIATE"} ${TTT:+--ttt "$TTT"})
 GEN=${GEN_TOKENS:-128000}
 
 [ -f "$W/teacher.arrow" ] || eaglet log --model "$T" "${Q[@]}" "${TH[@]}" --corpus $(split --split train | tr '\n' ' ') \

@@ -97,10 +97,10 @@ function headWeights(head: HeadConfig, seed: number): Weights {
   return w;
 }
 
-test('property: draft-head EAGLE-1 loss gradients == finite differences of the float64 reference', async () => {
+test('property: draft-head EAGLE-1 loss gradients == finite differences of the float64 reference; --ttt K chains hand-unrolled', async () => {
   await fc.assert(
-    // The head's SwiGLU width: the target's, or its own (`train-draft --intermediate`).
-    fc.asyncProperty(arbConfig, fc.boolean(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 5 }), fc.nat(), fc.option(fc.integer({ min: 1, max: 24 }), { nil: undefined }), async (cfg0, bias, B, T, seed, units) => {
+    // The head's SwiGLU width: the target's, or its own (`train-draft --intermediate`). K: training-time test steps (training/ttt.ts).
+    fc.asyncProperty(arbConfig, fc.boolean(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 5 }), fc.nat(), fc.option(fc.integer({ min: 1, max: 24 }), { nil: undefined }), fc.integer({ min: 1, max: 3 }), async (cfg0, bias, B, T, seed, units, K) => {
       const cfg: ModelConfig = { ...cfg0, maxSeqLen: 16 };
       const head: HeadConfig = { ...headConfigFor(cfg, undefined, units), attentionBias: bias };
       const tw = randomWeights(cfg, seed), hw = headWeights(head, seed + 2);
@@ -108,10 +108,20 @@ test('property: draft-head EAGLE-1 loss gradients == finite differences of the f
       const ids = Array.from({ length: N }, () => rng.int(cfg.vocabSize)), positions = Array.from({ length: N }, (_, i) => 3 + (i % T));
       const feats = Float32Array.from({ length: N * d }, () => rng.normal()), tgt = Float32Array.from({ length: N * d }, () => rng.normal());
       const rw = rowWeights(B, T, pad), fw = 1, tokW = 0.1 + rng.next();
-      const s = await GradSession.create(draftTrainGraph({ config: cfg, weights: tw }, head, B, T, { featureWeight: fw, tokenWeight: tokW }), 1);
+      // Chain step j of row t has row t+j's token, position and targets when t+j is a real row of its window; each step a mean over its rows.
+      const real = T - pad, chained = (j: number, row: number): boolean => (row % T) + j < real;
+      const chainFeeds: Feeds = {};
+      for (let j = 1; j < K; j++) {
+        const at = (row: number): number => (chained(j, row) ? row + j : -1), count = B * Math.max(0, real - j);
+        chainFeeds[`ids.${j}`] = feed.ids(Array.from({ length: N }, (_, r) => (at(r) < 0 ? 0 : ids[at(r)])));
+        chainFeeds[`positions.${j}`] = feed.ids(Array.from({ length: N }, (_, r) => (at(r) < 0 ? 0 : positions[at(r)])));
+        chainFeeds[`targetFeatures.${j}`] = feed.f32(Float32Array.from({ length: N * d }, (_, k) => (at(Math.floor(k / d)) < 0 ? 0 : tgt[at(Math.floor(k / d)) * d + (k % d)])), [N, d]);
+        chainFeeds[`rowWeight.${j}`] = feed.f32(Float32Array.from({ length: N }, (_, r) => (at(r) < 0 ? 0 : 1 / count)), [N]);
+      }
+      const s = await GradSession.create(draftTrainGraph({ config: cfg, weights: tw }, head, B, T, { featureWeight: fw, tokenWeight: tokW }, true, new Map(), K), 1);
       const { loss, grads } = await s.run(hw, {
         features: feed.f32(feats, [N, d]), targetFeatures: feed.f32(tgt, [N, d]), ids: feed.ids(ids), positions: feed.ids(positions),
-        mask: feed.f32(causal(T), [T, T]), rowWeight: feed.f32(rw, [N]),
+        mask: feed.f32(causal(T), [T, T]), rowWeight: feed.f32(rw, [N]), ...chainFeeds,
       });
       await s.dispose();
       const lm = (cfg.tieEmbeddings ? tw.get('model.embed_tokens.weight') : tw.get('lm_head.weight'))!.data, V = cfg.vocabSize;
@@ -120,21 +130,33 @@ test('property: draft-head EAGLE-1 loss gradients == finite differences of the f
         for (let v = 0; v < V; v++) for (let j = 0; j < d; j++) z[v] += lm[v * d + j] * tgt[row * d + j];
         return logSoftmax(z).map(Math.exp);
       };
+      /** One predicted row's loss against the targets of packed row `row`. */
+      const rowLoss = (hidden: Float64Array, logProbs: Float64Array, row: number): number => {
+        let huber = 0, ce = 0;
+        for (let j = 0; j < d; j++) {
+          const a = Math.abs(hidden[j] - tgt[row * d + j]);
+          huber += a < 1 ? 0.5 * a * a : a - 0.5;
+        }
+        const p = teacher(row);
+        for (let v = 0; v < V; v++) ce -= p[v] * logProbs[v];
+        return (fw * huber) / d + tokW * ce;
+      };
       const lossOf = (ws: Weights): number => {
         let sum = 0;
         for (let b = 0; b < B; b++) {
           const rows = (a: ArrayLike<number> & { slice(s: number, e: number): ArrayLike<number> }, w = 1) => a.slice(b * T * w, (b + 1) * T * w);
           const r = referenceHeadForward(head, ws, cfg, tw, rows(ids), rows(feats, d), rows(positions), visibility(0, T));
-          for (let i = 0; i < T; i++) {
-            const row = b * T + i;
-            let huber = 0, ce = 0;
-            for (let j = 0; j < d; j++) {
-              const a = Math.abs(r.hidden[i * d + j] - tgt[row * d + j]);
-              huber += a < 1 ? 0.5 * a * a : a - 0.5;
+          for (let i = 0; i < T; i++) sum += rw[b * T + i] * rowLoss(r.hidden.subarray(i * d, (i + 1) * d), r.logProbs.subarray(i * V, (i + 1) * V), b * T + i);
+          // The chain of row t, one head call per step: step 0's keys of rows <= t, then this chain's own earlier steps.
+          const kvw = head.nKvHeads * head.headDim;
+          for (let t = 0; t < T; t++) {
+            let key = r.key.slice(0, (t + 1) * kvw), value = r.value.slice(0, (t + 1) * kvw), hidden: Float64Array = r.hidden.slice(t * d, (t + 1) * d);
+            for (let j = 1; j < K && chained(j, b * T + t); j++) {
+              const row = b * T + t + j;
+              const c = referenceHeadForward(head, ws, cfg, tw, [ids[row]], hidden, [positions[row]], visibility(key.length / kvw, 1), { key, value });
+              sum += (0.8 ** j / (B * (real - j))) * rowLoss(c.hidden, c.logProbs, row);
+              (key = Float64Array.from([...key, ...c.key])), (value = Float64Array.from([...value, ...c.value])), (hidden = c.hidden);
             }
-            const p = teacher(row);
-            for (let v = 0; v < V; v++) ce -= p[v] * r.logProbs[i * V + v];
-            sum += rw[row] * ((fw * huber) / d + tokW * ce);
           }
         }
         return sum;

@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { randomMlpWeights } from '../src/model/mlp.ts';
-import { randomWeights } from '../src/model/random.ts';
+import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { Rng } from '../src/util/rng.ts';
 import type { PackedBatch } from '../training/dataset.ts';
 import { OrtDraftSteps } from '../training/ort/draft-backend.ts';
@@ -58,9 +58,10 @@ test(`property: target gradients on ORT == tfjs (${name})`, async () => {
   );
 });
 
-test(`property: draft-head gradients on ORT == tfjs (${name}), ragged windows`, async () => {
+test(`property: draft-head gradients on ORT == tfjs (${name}), ragged windows, --ttt K`, async () => {
   await fc.assert(
-    fc.asyncProperty(arbConfig, fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 3 }), fc.nat(), async (cfg0, lengths, seed) => {
+    // K: training-time test steps (training/ttt.ts): padded windows on ORT, packed ones on tfjs.
+    fc.asyncProperty(arbConfig, fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 3 }), fc.nat(), fc.integer({ min: 1, max: 3 }), async (cfg0, lengths, seed, K) => {
       const cfg: ModelConfig = { ...cfg0, maxSeqLen: 32 };
       const head = headConfigFor(cfg), hw = randomHeadWeights(cfg, seed), rng = new Rng(seed), d = cfg.dim;
       const n = lengths.reduce((a, b) => a + b, 0), W = Math.max(...lengths);
@@ -71,8 +72,8 @@ test(`property: draft-head gradients on ORT == tfjs (${name}), ragged windows`, 
         labels: Int32Array.from({ length: n }, () => rng.int(cfg.vocabSize)), segment: Int32Array.from(lengths.flatMap((len, s) => Array(len).fill(s))),
       };
       const lossWeights = { featureWeight: 1, tokenWeight: 0.1 };
-      const ort = await OrtDraftSteps.create({ config: cfg, weights: randomWeights(cfg, seed + 1) }, head, lengths.length + 1, W, lossWeights, 1);
-      const tfs = new TfDraftSteps(tf, { config: cfg, weights: randomWeights(cfg, seed + 1) }, head, lossWeights);
+      const ort = await OrtDraftSteps.create({ config: cfg, weights: randomWeights(cfg, seed + 1) }, head, lengths.length + 1, W, lossWeights, 1, new Map(), K);
+      const tfs = new TfDraftSteps(tf, { config: cfg, weights: randomWeights(cfg, seed + 1) }, head, lossWeights, new Map(), K);
       try {
         expectSameGrads(await ort.step(hw, b, b.inputFeatures), await tfs.step(hw, b, b.inputFeatures));
         const [eo, et] = [await ort.evaluate(hw, b), await tfs.evaluate(hw, b)];
@@ -85,6 +86,30 @@ test(`property: draft-head gradients on ORT == tfjs (${name}), ragged windows`, 
     }),
     { numRuns: 10, seed: 22 },
   );
+});
+
+test(`--ttt: windows of one row have no chain steps: K = 3 gives exactly K = 1's loss and gradients (ORT and ${name})`, async () => {
+  const cfg: ModelConfig = { ...makeConfig({ vocabSize: 20, dim: 16, nLayers: 1, nHeads: 2, nKvHeads: 1 }), maxSeqLen: 32 };
+  const head = headConfigFor(cfg), hw = randomHeadWeights(cfg, 4), rng = new Rng(4), d = cfg.dim, lengths = [1, 1, 1];
+  const n = 3, target = { config: cfg, weights: randomWeights(cfg, 5) }, lossWeights = { featureWeight: 1, tokenWeight: 0.1 };
+  const b: PackedBatch = {
+    n, positions: Int32Array.from([4, 9, 0]), tokens: Int32Array.from({ length: n }, () => rng.int(cfg.vocabSize)),
+    inputFeatures: Float32Array.from({ length: n * d }, () => rng.normal()), targetFeatures: Float32Array.from({ length: n * d }, () => rng.normal()),
+    labels: Int32Array.from({ length: n }, () => rng.int(cfg.vocabSize)), segment: Int32Array.from(lengths.flatMap((len, s) => Array(len).fill(s))),
+  };
+  const runs = async (K: number) => {
+    const ort = await OrtDraftSteps.create(target, head, 3, 2, lossWeights, 1, new Map(), K);
+    try {
+      return [await ort.step(hw, b, b.inputFeatures), await new TfDraftSteps(tf, target, head, lossWeights, new Map(), K).step(hw, b, b.inputFeatures)];
+    } finally {
+      await ort.dispose();
+    }
+  };
+  const [one, three] = [await runs(1), await runs(3)];
+  for (const k of [0, 1]) {
+    assert.equal(three[k].loss, one[k].loss);
+    for (const [n, g] of one[k].grads) assert.deepEqual(three[k].grads.get(n), g, n);
+  }
 });
 
 test(`property: LDLP / SpecDec++ head gradients on ORT == tfjs (${name})`, async () => {

@@ -149,6 +149,22 @@ test('--intermediate: a head with its own SwiGLU width trains, saves intermediat
   await assert.rejects(trainDraft({ target, logs, out, steps: 150, window: 16, batch: 8, backend: 'ort', seed: 1, resume: true }), new RegExp(`gate_proj\\.weight has shape \\[${units},${config.dim}\\], config implies \\[${config.hiddenDim},`));
 });
 
+test('--ttt: a checkpoint of the default run resumes under --ttt 1 to the same weights; a K = 2 head trains, and its checkpoint resumes only with --ttt 2', async (t) => {
+  const logs = [await logPromise], base = { target, logs, window: 16, batch: 8, backend: 'ort' as const, seed: 1, checkpointEvery: 10 };
+  const plain = await trainDraft({ ...base, out: join(dir, 'ttt-default'), steps: 20 });
+  const out1 = join(dir, 'ttt-1');
+  await assert.rejects(trainDraft({ ...base, out: out1, steps: 20, onProgress: (p) => { if (p.done === 15) throw new Error('crash'); } }), /crash/);
+  const one = await trainDraft({ ...base, out: out1, steps: 20, ttt: 1, resume: true });
+  assert.equal(one.startStep, 10);
+  for (const [n, w] of plain.weights) assert.deepEqual(one.weights.get(n)!.data, w.data, `${n}: resumed under --ttt 1, differs from the default run`);
+  const out = join(dir, 'ttt-2');
+  const r = await trainDraft({ ...base, out, steps: 150, ttt: 2 });
+  t.diagnostic(`--ttt 2: top-1 ${r.initial.top1.toFixed(3)} -> ${r.final.top1.toFixed(3)}`);
+  assert.ok(r.final.top1 >= r.initial.top1 + 0.05, `top-1 ${r.initial.top1} -> ${r.final.top1}`);
+  for (const ttt of [undefined, 1, 3]) await assert.rejects(trainDraft({ ...base, out, steps: 150, ttt, resume: true }), /--ttt 2 in the checkpoint/, `resumed with --ttt ${ttt}`);
+  assert.equal((await trainDraft({ ...base, out, steps: 150, ttt: 2, resume: true })).startStep, 150);
+});
+
 for (const backend of ['ort', 'wasm'] as const)
 test(`${backend}: a run that crashes and resumes from its checkpoint ends with the same weights as an uninterrupted run`, async () => {
   // shuffleRows 256: blocks of 17 rows, so the stream is read block by block through a bounded cache.
@@ -177,6 +193,7 @@ test('bad options are usage errors naming the flag', async () => {
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), backend: 'gpu' as never }), /--backend/);
   await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), draftVocab: 48 }), /--draft-vocab/);
   for (const intermediate of [0, 2.5]) await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), intermediate }), UsageError, `--intermediate ${intermediate}`);
+  for (const ttt of [0, 1.5, 17]) await assert.rejects(trainDraft({ target, logs, out: join(dir, 'x'), window: 16, ttt }), /--ttt/, `--ttt ${ttt}`);
   await assert.rejects(trainDraft({ target: { config: makeConfig({ vocabSize: 48, dim: 16, nLayers: 1, nHeads: 2 }), weights }, logs, out: join(dir, 'x') }), /width 32/);
 });
 

@@ -6,7 +6,9 @@
  *        + tokenWeight   * CE(softmax(lmHead(feature_{t+1})), log_softmax(lmHead(pred)))
  * with the target's LM head and embeddings frozen. AdamW, linear warmup, global-norm clipping,
  * uniform noise on the input features. The forward pass is the shared model definition
- * (`eagleHeadForward`) rendered by `TfOps`.
+ * (`eagleHeadForward`) rendered by `TfOps`. `ttt` = K > 1 adds the training-time test: the
+ * draft chain unrolled K steps, deeper steps reading the head's own predicted features
+ * (training/ttt.ts), on both backends.
  *
  * With `draftVocab` = N (EAGLE-3's reduced vocabulary, FR-Spec's frequency ranking) the head
  * scores only the N next-tokens most frequent in the logs, with its own LM head [N, d]: the
@@ -42,6 +44,7 @@ import type { OnProgress } from './progress.ts';
 import { linePlot } from './svg-plot.ts';
 import type { Tf } from './tf-backend.ts';
 import { additiveMask, intTensor, TfOps } from './tf-ops.ts';
+import { chainRow, chainRows, TTT_DECAY } from './ttt.ts';
 
 export interface TrainDraftOptions {
   /** The target the head drafts for (its embeddings and LM head are used, frozen). */
@@ -93,6 +96,12 @@ export interface TrainDraftOptions {
    * trains it; a narrower MLP makes each draft step cheaper (the MLP is most of the head's weights).
    */
   intermediate?: number;
+  /**
+   * Training-time test: unroll the head's draft chain this many steps (training/ttt.ts), so
+   * deeper steps train on the head's own predicted features as they draft. 1 = the EAGLE-1
+   * objective alone. Default 1.
+   */
+  ttt?: number;
   /** Continue from `<out>/checkpoint.safetensors` if present. Default false. */
   resume?: boolean;
   /** Replace a head or checkpoint already in `out` (otherwise that is an error unless resuming). Default false. */
@@ -142,7 +151,7 @@ export interface TrainDraftResult {
   stream: { logRows: number; peakLoadedRows: number; blockLoads: number };
 }
 
-type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery' | 'overwrite' | 'quantize' | 'threads' | 'intermediate'>> & { valEvery?: number };
+type Resolved = Required<Omit<TrainDraftOptions, 'steps' | 'onProgress' | 'target' | 'logs' | 'out' | 'valEvery' | 'overwrite' | 'quantize' | 'threads' | 'intermediate' | 'ttt'>> & { valEvery?: number };
 
 /** Defaults of every tunable option (the CLI's flag table reads them from here). */
 export const TRAIN_DRAFT_DEFAULTS: Readonly<Resolved> = {
@@ -190,6 +199,9 @@ export async function trainDraft(opts: TrainDraftOptions): Promise<TrainDraftRes
   if (opts.logs.length > 0 && readSidecar(opts.logs[0]).dim !== cfg.dim) throw new UsageError('--logs', `${opts.logs[0]} has features of width ${readSidecar(opts.logs[0]).dim}, the target has ${cfg.dim}`);
   if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) throw new UsageError('--threads', `must be a positive integer, got ${opts.threads}`);
   if (opts.intermediate !== undefined && !(Number.isInteger(opts.intermediate) && opts.intermediate >= 1)) throw new UsageError('--intermediate', `must be a positive integer, got ${opts.intermediate}`);
+  const ttt = opts.ttt ?? 1;
+  // Step K-1 needs rows K-1 apart in one window.
+  if (!(Number.isInteger(ttt) && ttt >= 1 && ttt <= o.window)) throw new UsageError('--ttt', `must be an integer in [1, ${o.window}] (--window), got ${opts.ttt}`);
   const target = frozenTarget(opts.target, opts.quantize);
   const quant = quantOf(cfg, target.weights);
   for (const log of opts.logs) checkLogQuant(log, quant);
@@ -235,7 +247,9 @@ async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaite
   const valEvery = o.valEvery ?? Math.max(1, Math.round(steps / 10));
   // The width enters the fingerprint only when it is not the target's, so older checkpoints still resume.
   const intermediate = head.hiddenDim === cfg.hiddenDim ? undefined : head.hiddenDim;
-  const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length, quantize: opts.quantize, intermediate });
+  // Likewise the training-time test's steps, only when unrolled.
+  const ttt = opts.ttt === 1 ? undefined : opts.ttt;
+  const fingerprint = JSON.stringify({ ...o, resume: undefined, backend: undefined, checkpointEvery: undefined, steps, rows: data.rows, windows: data.windowStart.length, quantize: opts.quantize, intermediate, ttt });
   mkdirSync(opts.out, { recursive: true });
 
   const ckpt = o.resume ? loadCheckpoint(opts.out, trainableHeadShapes(head)) : null;
@@ -249,8 +263,8 @@ async function trainOnStore(opts: TrainDraftOptions, o: Resolved, picked: Awaite
   let order: { epoch: number; positions: Int32Array } = { epoch: -1, positions: new Int32Array(0) };
   const lossWeights = { featureWeight: o.featureWeight, tokenWeight: o.tokenWeight };
   const runner: DraftSteps = picked.kind === 'ort'
-    ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights, opts.threads, vocabW), { tensorCount: () => null })
-    : new TfDraftSteps(picked.tf, opts.target, head, lossWeights, vocabW);
+    ? Object.assign(await OrtDraftSteps.create(opts.target, head, o.batch, o.window, lossWeights, opts.threads, vocabW, opts.ttt), { tensorCount: () => null })
+    : new TfDraftSteps(picked.tf, opts.target, head, lossWeights, vocabW, opts.ttt);
   const validate = (): Promise<ValMetrics> => evaluate(data, split.val, o.batch, (b) => runner.evaluate(params, b));
 
   const tensorCounts: number[] = [];
@@ -306,8 +320,8 @@ export class TfDraftSteps implements DraftSteps {
   private readonly draftIds: Tensor | null;
   private readonly toTarget: Int32Array | null;
 
-  /** `vocab`: the head's draft-vocabulary tensors (empty for the full vocabulary). */
-  constructor(private readonly tf: Tf, private readonly target: { config: ModelConfig; weights: Weights }, private readonly head: HeadConfig, private readonly w: { featureWeight: number; tokenWeight: number }, vocab: Weights = new Map()) {
+  /** `vocab`: the head's draft-vocabulary tensors (empty for the full vocabulary); `ttt`: chain steps unrolled in training (training/ttt.ts). */
+  constructor(private readonly tf: Tf, private readonly target: { config: ModelConfig; weights: Weights }, private readonly head: HeadConfig, private readonly w: { featureWeight: number; tokenWeight: number }, vocab: Weights = new Map(), private readonly ttt = 1) {
     const cfg = target.config, embW = target.weights.get(EMBEDDING)!;
     const emb = tf.tensor(embW.data, embW.shape), lmName = outputHeadName(cfg);
     this.teacher = new Map<string, Tensor>([[EMBEDDING, emb], [lmName, cfg.tieEmbeddings ? emb : tf.tensor(outputHead(cfg, target.weights).data, [cfg.vocabSize, cfg.dim])]]);
@@ -319,14 +333,45 @@ export class TfDraftSteps implements DraftSteps {
     this.draftIds = this.toTarget ? tf.tensor1d(this.toTarget, 'int32') : null;
   }
 
-  /** Forward of the head whose weights are `byName` on batch `b`. */
+  /** Forward of the head whose weights are `byName` on batch `b` (step 0). */
   private forward(byName: Map<string, Tensor>, b: PackedBatch, features: Float32Array) {
     const tf = this.tf, cfg = this.target.config;
     const ops = new TfOps(tf, (n) => byName.get(n) ?? this.frozen.get(n) ?? missing(n));
     const mask = additiveMask(tf, b.n, b.n, (i, j) => j <= i && b.segment[i] === b.segment[j]);
-    const hidden = eagleHeadForward(ops, this.head, tf.tensor2d(features, [b.n, cfg.dim]), { ids: intTensor(tf, b.tokens), positions: intTensor(tf, b.positions), mask, past: null }).hidden; // [n, d]
+    const out = eagleHeadForward(ops, this.head, tf.tensor2d(features, [b.n, cfg.dim]), { ids: intTensor(tf, b.tokens), positions: intTensor(tf, b.positions), mask, past: null }); // hidden [n, d]
     const target = tf.tensor2d(b.targetFeatures, [b.n, cfg.dim]); // [n, d]
-    return { target, logits: draftLogits(ops, this.head, cfg, hidden), featureLoss: smoothL1(tf, hidden, target) };
+    return { ops, out, target, logits: draftLogits(ops, this.head, cfg, out.hidden), featureLoss: smoothL1(tf, out.hidden, target) };
+  }
+
+  /** The target's next-token distribution at features [n, d], over the head's vocabulary (constant w.r.t. the head). */
+  private teacherOf(features: Tensor): Tensor {
+    const tf = this.tf, full = tf.softmax(lmHead(new TfOps(tf, (n) => this.teacher.get(n) ?? missing(n)), this.target.config, features)); // [n, V]
+    return this.draftIds ? tf.gather(full, this.draftIds, 1) : full; // [n, N]
+  }
+
+  /**
+   * Steps 1..K-1 of the training-time test (training/ttt.ts) after step 0's `fw`: sum_j
+   * TTT_DECAY^j * (step j's loss, a mean over the rows that have step-j targets). Packed rows
+   * (no padding): step j's mask is [n, (j + 1) n], step 0's block-diagonal causal block, then
+   * the diagonal for each chain step.
+   */
+  private chainLoss(fw: ReturnType<TfDraftSteps['forward']>, b: PackedBatch): Tensor {
+    const tf = this.tf, n = b.n;
+    let keys = fw.out.key, values = fw.out.value, hidden = fw.out.hidden, loss: Tensor = tf.scalar(0);
+    for (let j = 1; j < this.ttt; j++) {
+      const rows = Int32Array.from({ length: n }, (_, i) => chainRow(b, i, j));
+      const at = Int32Array.from(rows, (r, i) => (r >= 0 ? r : i)); // rows without a step-j target read their own (weight 0)
+      const share = 1 / Math.max(1, chainRows(b, j)), w = tf.tensor1d(Float32Array.from(rows, (r) => (r >= 0 ? share : 0)));
+      const mask = additiveMask(tf, n, (j + 1) * n, (i, k) => (k < n ? k <= i && b.segment[i] === b.segment[k] : k % n === i));
+      // The predicted features are this step's input, with their gradient (EAGLE-3 does the same).
+      const out = eagleHeadForward(fw.ops, this.head, hidden, { ids: intTensor(tf, Int32Array.from(at, (r) => b.tokens[r])), positions: intTensor(tf, Int32Array.from(at, (r) => b.positions[r])), mask, past: [{ keys, values }] });
+      const target = tf.gather(fw.target, intTensor(tf, at)); // [n, d]
+      const feature = tf.sum(tf.mul(tf.mean(huber(tf, out.hidden, target), -1), w));
+      const token = tf.neg(tf.sum(tf.mul(tf.sum(tf.mul(this.teacherOf(target), tf.logSoftmax(draftLogits(fw.ops, this.head, this.target.config, out.hidden))), -1), w)));
+      loss = tf.add(loss, tf.mul(tf.add(tf.mul(feature, this.w.featureWeight), tf.mul(token, this.w.tokenWeight)), TTT_DECAY ** j));
+      (keys = tf.concat([keys, out.key], 0)), (values = tf.concat([values, out.value], 0)), (hidden = out.hidden);
+    }
+    return loss;
   }
 
   private tensors(params: Weights): Map<string, Tensor> {
@@ -334,16 +379,15 @@ export class TfDraftSteps implements DraftSteps {
   }
 
   async step(params: Weights, b: PackedBatch, features: Float32Array): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
-    const tf = this.tf, cfg = this.target.config, names = [...params.keys()];
+    const tf = this.tf, names = [...params.keys()];
     let out: { loss: number; grads: Map<string, Float32Array> } | undefined;
     tf.tidy(() => {
       const xs = this.tensors(params);
       const f = (...ts: Tensor[]): Scalar => {
         const fw = this.forward(new Map(names.map((n, i) => [n, ts[i]])), b, features);
-        const full = tf.softmax(lmHead(new TfOps(tf, (n) => this.teacher.get(n) ?? missing(n)), cfg, fw.target)); // [n, V], constant w.r.t. the head
-        const teacher = this.draftIds ? tf.gather(full, this.draftIds, 1) : full; // [n, N]
-        const tokenLoss = tf.neg(tf.mean(tf.sum(tf.mul(teacher, tf.logSoftmax(fw.logits)), -1)));
-        return tf.add(tf.mul(fw.featureLoss, this.w.featureWeight), tf.mul(tokenLoss, this.w.tokenWeight)) as Scalar;
+        const tokenLoss = tf.neg(tf.mean(tf.sum(tf.mul(this.teacherOf(fw.target), tf.logSoftmax(fw.logits)), -1)));
+        const loss = tf.add(tf.mul(fw.featureLoss, this.w.featureWeight), tf.mul(tokenLoss, this.w.tokenWeight));
+        return (this.ttt > 1 ? tf.add(loss, this.chainLoss(fw, b)) : loss) as Scalar;
       };
       const { value, grads } = tf.valueAndGrads(f)(names.map((n) => xs.get(n)!));
       // Copies: a backend may reuse the memory once the tidy scope ends.
@@ -403,10 +447,15 @@ async function evaluate(
 
 /** Mean SmoothL1 (Huber, beta 1) over all elements. */
 function smoothL1(tf: Tf, pred: Tensor, target: Tensor): Tensor {
+  return tf.mean(huber(tf, pred, target));
+}
+
+/** SmoothL1 (Huber, beta 1) elementwise. */
+function huber(tf: Tf, pred: Tensor, target: Tensor): Tensor {
   // 0.5 a^2 for a < 1, a - 0.5 beyond: written with minimum because tfjs has no gradient for where/less.
   const a = tf.abs(tf.sub(pred, target));
   const q = tf.minimum(a, 1);
-  return tf.mean(tf.add(tf.mul(tf.square(q), 0.5), tf.sub(a, q)));
+  return tf.add(tf.mul(tf.square(q), 0.5), tf.sub(a, q));
 }
 
 function addNoise(x: Float32Array, amount: number, rng: Rng): Float32Array {

@@ -14,6 +14,8 @@ import { GraphBuilder } from '../../src/onnx/graph.ts';
 import { createSession, f32, f32Data, i64, releaseSession, runTimed, type Feeds, type Fetches, type Session } from '../../src/runtime/ort.ts';
 import { binaryCrossEntropy, featureLoss, nextTokenLoss, softCrossEntropy, squaredError, teacherProbs, weighted } from './losses.ts';
 import { Tape, type Val } from './tape.ts';
+import { TTT_DECAY } from '../ttt.ts';
+import { MASK_NEG } from '../../src/onnx/ops.ts';
 import { frozen, TapeOps } from './tape-ops.ts';
 
 const OPSET = 23, IR = 10;
@@ -72,8 +74,14 @@ export interface DraftLossWeights {
  * A head with a reduced draft vocabulary (`head.draftVocabSize`, tensors in `vocab`) scores its N
  * tokens with its own frozen LM head; the teacher is the target's full-vocabulary distribution
  * restricted to those N tokens (as TfDraftSteps; see train-draft.ts), and `top3` holds draft ids.
+ *
+ * `ttt` = K > 1 unrolls the draft chain K steps (training/ttt.ts): step j (1..K-1) has its own
+ * inputs `ids.j`, `positions.j`, `targetFeatures.j` and `rowWeight.j` (row t's token, position
+ * and targets of chain step j, weight 0 where there are none), reads step j-1's predicted
+ * features, and attends to step 0's keys and values through `mask` and to steps 1..j's on the
+ * diagonal; loss = sum_j TTT_DECAY^j * (step j's loss). K = 1 builds exactly the graph above.
  */
-export function draftTrainGraph(target: { config: ModelConfig; weights: Weights }, head: HeadConfig, B: number, T: number, w: DraftLossWeights, withGrads = true, vocab: Weights = new Map()): TrainGraph {
+export function draftTrainGraph(target: { config: ModelConfig; weights: Weights }, head: HeadConfig, B: number, T: number, w: DraftLossWeights, withGrads = true, vocab: Weights = new Map(), ttt = 1): TrainGraph {
   const cfg = target.config, d = cfg.dim, N = B * T;
   const g = new GraphBuilder('eaglet_train_draft'), t = new Tape(g);
   const shapes = trainableHeadShapes(head);
@@ -89,13 +97,32 @@ export function draftTrainGraph(target: { config: ModelConfig; weights: Weights 
   const features = t.input('features', 'float32', [N, d]), targetFeatures = t.input('targetFeatures', 'float32', [N, d]);
   const ids = t.input('ids', 'int64', [N]), positions = t.input('positions', 'int64', [N]);
   const mask = t.input('mask', 'float32', [T, T]), rowWeight = t.input('rowWeight', 'float32', [N]);
-  const { hidden } = eagleHeadForward(ops, head, features, { ids, positions, mask, past: null });
-  const logits = draftLogits(ops, head, cfg, hidden); // [N, V or draft N]
-  const fl = featureLoss(t, hidden, targetFeatures, rowWeight);
-  let teacher = teacherProbs(t, lmHead(teacherOps, cfg, targetFeatures)); // [N, V]
-  if (toTarget) teacher = t.constant(g.op('Gather', [teacher.name, g.constant('int64', [toTarget.length], toTarget)], { axis: 1 }), [N, toTarget.length]);
-  const tl = softCrossEntropy(t, logits, teacher, rowWeight);
-  const loss = weighted(t, [[w.featureWeight, fl], [w.tokenWeight, tl]]);
+  /** One step's loss: the feature loss and the token loss against the target's distribution at `tgt`. */
+  const stepLoss = (hidden: Val, tgt: Val, rw: Val) => {
+    const logits = draftLogits(ops, head, cfg, hidden); // [N, V or draft N]
+    const fl = featureLoss(t, hidden, tgt, rw);
+    let teacher = teacherProbs(t, lmHead(teacherOps, cfg, tgt)); // [N, V]
+    if (toTarget) teacher = t.constant(g.op('Gather', [teacher.name, g.constant('int64', [toTarget.length], toTarget)], { axis: 1 }), [N, toTarget.length]);
+    const tl = softCrossEntropy(t, logits, teacher, rw);
+    return { logits, fl, loss: weighted(t, [[w.featureWeight, fl], [w.tokenWeight, tl]]) };
+  };
+  const step0 = eagleHeadForward(ops, head, features, { ids, positions, mask, past: null });
+  const { logits, fl, loss: loss0 } = stepLoss(step0.hidden, targetFeatures, rowWeight);
+  let loss = loss0;
+  if (ttt > 1) {
+    // Step j's keys: step 0's through `mask`, then steps 1..j's own row only (0 on the diagonal).
+    const diagonal = g.initializer('ttt_diagonal', { dtype: 'float32', dims: [T, T], data: Float32Array.from({ length: T * T }, (_, k) => (k % T === Math.floor(k / T) ? 0 : MASK_NEG)) });
+    let past = { keys: step0.key, values: step0.value }, hidden = step0.hidden, stepMask = mask.name;
+    for (let j = 1; j < ttt; j++) {
+      const input = (name: string, dtype: 'int64' | 'float32', dims: number[]): Val => t.input(`${name}.${j}`, dtype, dims);
+      stepMask = g.op('Concat', [stepMask, diagonal], { axis: 1 }); // [T, (j + 1) T]
+      // The predicted features are the next step's input, with their gradient (EAGLE-3 does the same).
+      const step = eagleHeadForward(ops, head, hidden, { ids: input('ids', 'int64', [N]), positions: input('positions', 'int64', [N]), mask: t.constant(stepMask, [T, (j + 1) * T]), past: [past] });
+      loss = t.add(loss, t.scale(stepLoss(step.hidden, input('targetFeatures', 'float32', [N, d]), input('rowWeight', 'float32', [N])).loss, TTT_DECAY ** j));
+      past = { keys: ops.concatRows(past.keys, step.key), values: ops.concatRows(past.values, step.value) };
+      hidden = step.hidden;
+    }
+  }
   const k = Math.min(3, logits.shape[1]);
   const extras: [string, string, 'float32' | 'int64', number[]][] = withGrads
     ? []

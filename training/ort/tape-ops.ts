@@ -4,7 +4,7 @@
  *
  * Rows are B equal-length sequences of T rows stacked as [B*T, width]. Attention is decomposed
  * into standard ops (reshape, transpose, batched matmul, additive mask, softmax) per sequence, with
- * one [T, T] mask shared by every sequence (causal, or a tree mask); grouped K/V heads are never
+ * one [T, P + T] mask shared by every sequence (causal, or a tree mask; P cached rows); grouped K/V heads are never
  * repeated: the query heads of one K/V group sit side by side in one matmul.
  */
 import type { HeadLayout, Ops, PastKV } from '../../src/model/definition.ts';
@@ -90,14 +90,25 @@ export class TapeOps implements Ops<Val> {
     return this.tape.g.initializer(`rope_${name}_${headDim}_${tag}`, { dtype: 'float32', dims: [this.maxPositions, headDim / 2], data });
   }
 
+  /**
+   * Per sequence, the rows of `a` [B*Pa, w] then those of `b` [B*Pb, w] -> [B*(Pa+Pb), w]: how
+   * cached keys and values sit before a pass's own rows (the training-time test's chain steps).
+   */
+  concatRows(a: Val, b: Val): Val {
+    const t = this.tape, B = this.batch, w = a.shape[1], Pa = a.shape[0] / B, Pb = b.shape[0] / B;
+    return t.reshape(t.concat(t.reshape(a, [B, Pa * w]), t.reshape(b, [B, Pb * w])), [B * (Pa + Pb), w]);
+  }
+
+  /** `past` (P rows per sequence, [B*P, nKv*hd]) comes before the T new rows; mask [T, P + T] is shared by every sequence. */
   attention(q: Val, k: Val, v: Val, past: PastKV<Val> | null, mask: Val, l: HeadLayout): Val {
-    if (past) throw new Error('TapeOps trains on whole sequences: no K/V cache');
     const t = this.tape, B = this.batch, T = q.shape[0] / B, hd = l.headDim, nKv = l.nKvHeads, g = l.nHeads / nKv;
+    const keys = past ? this.concatRows(past.keys, k) : k, values = past ? this.concatRows(past.values, v) : v;
+    const S = keys.shape[0] / B;
     const qs = t.transpose(t.reshape(t.scale(q, 1 / Math.sqrt(hd)), [B, T, nKv, g, hd]), [0, 2, 3, 1, 4]); // [B, nKv, g, T, hd]
-    const kT = t.transpose(t.reshape(k, [B, T, nKv, hd]), [0, 2, 3, 1]); // [B, nKv, hd, T]
-    const vh = t.transpose(t.reshape(v, [B, T, nKv, hd]), [0, 2, 1, 3]); // [B, nKv, T, hd]
-    const scores = t.reshape(t.matmul(t.reshape(qs, [B, nKv, g * T, hd]), kT), [B, nKv, g, T, T]);
-    const probs = t.reshape(t.softmax(t.addConst(scores, mask)), [B, nKv, g * T, T]); // mask [T, T] broadcasts
+    const kT = t.transpose(t.reshape(keys, [B, S, nKv, hd]), [0, 2, 3, 1]); // [B, nKv, hd, S]
+    const vh = t.transpose(t.reshape(values, [B, S, nKv, hd]), [0, 2, 1, 3]); // [B, nKv, S, hd]
+    const scores = t.reshape(t.matmul(t.reshape(qs, [B, nKv, g * T, hd]), kT), [B, nKv, g, T, S]);
+    const probs = t.reshape(t.softmax(t.addConst(scores, mask)), [B, nKv, g * T, S]); // mask [T, S] broadcasts
     const out = t.reshape(t.matmul(probs, vh), [B, nKv, g, T, hd]);
     return t.reshape(t.transpose(out, [0, 3, 1, 2, 4]), [B * T, l.nHeads * hd]);
   }

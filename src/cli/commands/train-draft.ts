@@ -31,6 +31,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'shuffle-rows', type: 'int', min: 1, default: D.shuffleRows, meta: 'N', help: 'rows of the shuffle buffer: logs are streamed, memory holds about 2N rows' },
   { flag: 'draft-vocab', type: 'int', min: 0, default: D.draftVocab, meta: 'N', help: 'draft vocabulary: the N next-tokens most frequent in the logs (EAGLE-3 d2t/t2d layout); 0 = the full vocabulary' },
   { flag: 'intermediate', type: 'int', min: 1, meta: 'N', help: 'the head\'s SwiGLU width (config.json intermediate_size); default: the target\'s, as EAGLE trains it. A narrower MLP drafts for less' },
+  { flag: 'ttt', type: 'int', min: 1, default: 1, meta: 'K', help: 'training-time test: unroll the draft chain K steps, deeper steps reading the head\'s own predicted features (EAGLE-3); 1 = the EAGLE-1 objective alone' },
   { flag: 'resume', type: 'bool', help: 'continue from DIR/checkpoint.safetensors (same options and logs required)' },
   { flag: 'overwrite', type: 'bool', help: 'replace a head or checkpoint already in --out (without it, that is an error)' },
   { flag: 'backend', type: 'string', choices: [...TRAIN_BACKEND_CHOICES], default: D.backend, meta: 'B', help: TRAIN_BACKEND_HELP },
@@ -58,7 +59,7 @@ export const trainDraftCommand = defineCommand({
       steps: f.steps as number | undefined, warmup: f.warmup as number, clip: f.clip as number, noise: f.noise as number,
       featureWeight: f.featureWeight as number, tokenWeight: f.tokenWeight as number, weightDecay: f.weightDecay as number,
       valFraction: f.valFraction as number, valEvery: f.valEvery as number | undefined, checkpointEvery: f.checkpointEvery as number,
-      seed: f.seed as number, shuffleRows: f.shuffleRows as number, draftVocab: f.draftVocab as number, intermediate: f.intermediate as number | undefined, resume: Boolean(f.resume), overwrite: Boolean(f.overwrite), backend: f.backend as TrainBackendChoice,
+      seed: f.seed as number, shuffleRows: f.shuffleRows as number, draftVocab: f.draftVocab as number, intermediate: f.intermediate as number | undefined, ttt: f.ttt as number, resume: Boolean(f.resume), overwrite: Boolean(f.overwrite), backend: f.backend as TrainBackendChoice,
       quantize: f.quantize as QuantName | undefined, threads: f.threads as number | undefined,
       onProgress: withEta(progressReporter()),
     });
