@@ -6,7 +6,8 @@
  *
  * Then a context sweep (`--sweep`, default the 29M config): ms of T = 1 and T = 16 passes
  * against the cached context length, for the attention renderings (in-place 'split' over values
- * transposed per head, its default layout; 'split-rows', the same over values in rows; and ORT's
+ * transposed per head, its default layout; 'split-one', the same with one-token passes in a
+ * one-token graph (StepSessionOptions.oneToken); 'split-rows', the same over values in rows; and ORT's
  * one-kernel 'fused', which copies the past every pass), each over a cache in its own value
  * layout, interleaved in one process, beside
  * the bytes-read floor: (weight bytes a pass reads + past K/V bytes) / the bandwidth measured here with a
@@ -112,13 +113,15 @@ if (sweepName !== 'none') {
   const threads = f.threads as number, reps = Math.max(5, f.repeats as number);
   const weights = randomWeights(cfg, 1, 1), params = parameterCount(cfg);
   const probes = await bandwidthProbes(threads, probeWeight);
-  const variants: { name: string; attention: AttentionMode; valueLayout: ValueLayout }[] = [
+  const variants: { name: string; attention: AttentionMode; valueLayout: ValueLayout; oneToken?: boolean }[] = [
     { name: 'split', attention: 'split', valueLayout: valueLayoutFor('split') },
+    // The same, with one-token passes in a one-token graph (StepSessionOptions.oneToken; its T=16 passes are split's graph).
+    { name: 'split-one', attention: 'split', valueLayout: valueLayoutFor('split'), oneToken: true },
     { name: 'split-rows', attention: 'split', valueLayout: 'rows' },
     { name: 'fused', attention: 'fused', valueLayout: valueLayoutFor('fused') },
   ];
   const modes = variants.map((v) => v.name);
-  const sessions = await Promise.all(variants.map(({ attention, valueLayout }) => TargetSession.create(cfg, weights, { threads, attention, valueLayout, maxTokens: 16 })));
+  const sessions = await Promise.all(variants.map(({ attention, valueLayout, oneToken }) => TargetSession.create(cfg, weights, { threads, attention, valueLayout, oneToken, maxTokens: 16 })));
   // One cache per value layout, each read by the variants of that layout.
   const caches = new Map(variants.map((v) => [v.valueLayout, new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(v.valueLayout)]));
   const rowSize = cfg.nKvHeads * cfg.headDim;

@@ -43,6 +43,8 @@ export const names = {
   positions: 'position_ids',
   tree: 'tree_mask',
   pastLength: 'past_length',
+  /** A one-token graph's additive mask [1, S + 1] (OnnxOpsOptions.oneToken): 0 where the row sees the key. */
+  stepMask: 'step_mask',
   features: 'features',
   pastKey: (l: number) => `past_key_${l}`,
   pastValue: (l: number) => `past_value_${l}`,
@@ -78,6 +80,7 @@ function valueDims(batch: number | string, kv: HeadLayout, layout: ValueLayout):
  * absolute layer index); returns them in the definition's 2-D form.
  */
 function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[], withIds: boolean | ((positions: string) => string) = true, evenPass = false): PassInputs<string> {
+  if (ops.oneToken) return oneTokenInputs(g, ops, kv, layers);
   const flat = (name: string): string => g.op('Reshape', [g.input(name, 'int64', [1, 'T']), g.ints([-1])]); // [T]
   const positions0 = flat(names.positions);
   const ids0 = typeof withIds === 'function' ? withIds(positions0) : withIds ? flat(names.ids) : '';
@@ -93,6 +96,24 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
   }
   const pastLength = g.input(names.pastLength, 'int64', [1]);
   return { ids, positions, mask: ops.treeMask(tree, past[layers[0]].values, pastLength), past };
+}
+
+/**
+ * stepInputs of a one-token graph (OnnxOpsOptions.oneToken): ids and positions [1, 1], past
+ * K/V, and instead of the tree mask and past length the additive mask [1, S + 1] itself (the
+ * L live past rows and the new row 0, the unused rows [L, S) MASK_NEG: StepFeeds fills it).
+ */
+function oneTokenInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[]): PassInputs<string> {
+  const ids = g.op('Reshape', [g.input(names.ids, 'int64', [1, 1]), g.ints([-1])]); // [1]
+  const positions = g.input(names.positions, 'int64', [1, 1]); // RoPE's own form
+  const past: PastKV<string>[] = [];
+  for (const l of layers) {
+    past[l] = {
+      keys: g.input(names.pastKey(l), 'float32', [1, kv.nKvHeads, kv.headDim, 'S']),
+      values: g.input(names.pastValue(l), 'float32', valueDims(1, kv, ops.valueLayout)),
+    };
+  }
+  return { ids, positions, mask: g.input(names.stepMask, 'float32', [1, 'S1']), past };
 }
 
 /**

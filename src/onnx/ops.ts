@@ -91,6 +91,15 @@ export interface OnnxOpsOptions {
    * `valueLayoutFor(attentionMode)`: each cache is laid out for the attention that reads it.
    */
   valueLayout?: ValueLayout;
+  /**
+   * Render for one-token causal passes only (T = 1, 'split' attention, a plain decoding step):
+   * the mask is a graph input [1, S + 1] (StepFeeds fills it), RoPE runs on [1, heads, 1, hd]
+   * (at T = 1 the heads' layout and the rows' are one), and attention's regroupings are
+   * Reshapes. Every kernel that computes a value sees the numbers the general graph's does at
+   * T = 1 in the same shapes, so a row's results are the same bits (test/one-token.test.ts).
+   * Not with rowExactAttention, evenRows padding, per-slot or carried passes. Default false.
+   */
+  oneToken?: boolean;
 }
 
 /** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
@@ -287,6 +296,11 @@ export class OnnxOps implements Ops<string> {
   ) {
     g.onFinish(() => (this.emitLinearGroups(), this.emitSums()));
     this.valueLayout = opts.valueLayout ?? valueLayoutFor(attentionMode);
+  }
+
+  /** Whether this rendering is for one-token passes (OnnxOpsOptions.oneToken). */
+  get oneToken(): boolean {
+    return !!this.opts.oneToken;
   }
 
   /** How the past values this rendering reads are laid out (OnnxOpsOptions.valueLayout). */
@@ -582,6 +596,13 @@ export class OnnxOps implements Ops<string> {
     // RotaryEmbedding computes the same; it was not measurably faster on the 100M q4 step.)
     const g = this.g;
     const [cos, sin] = this.ropeCache(headDim, spec);
+    if (this.opts.oneToken) {
+      // One row: [1, nH*hd] is [1, nH, 1, hd] (batch, heads, seq, hd), the kernel's 4-D form, and
+      // that is the query / key heads attention wants; positions are the [1, 1] input as it is.
+      const y = g.op('RotaryEmbedding', [g.op('Reshape', [x, g.ints([1, nHeads, 1, headDim])]), cos, sin, positions], { interleaved: 0 });
+      this.batchedValues.add(y);
+      return y;
+    }
     const x3 = g.op('Unsqueeze', [x, g.ints([0])]); // [1, T, nH*hd]
     const y = g.op('RotaryEmbedding', [x3, cos, sin, this.batchPositions(positions)], { interleaved: 0, num_heads: nHeads });
     this.batchedValues.add(y);
@@ -728,6 +749,7 @@ export class OnnxOps implements Ops<string> {
     // scale is applied before the regrouping so ORT does not fuse it into the MatMul: the fused
     // (alpha != 1) form misses MLAS's one-row fast path and measured ~2x slower at T = 1.
     const scaled = g.op('Mul', [q, g.scalar(1 / Math.sqrt(headDim))]);
+    if (this.opts.oneToken) return this.oneTokenAttention(scaled, k, v, past, mask, { nHeads, nKvHeads, headDim });
     const q4 = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [scaled, g.ints([-1, nKvHeads, G, headDim])])], { perm: [1, 0, 2, 3] }), g.ints([1, nKvHeads, -1, headDim])]);
     const heads = (x: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.ints([-1, nKvHeads, headDim])])], { perm });
     const kNewT = heads(k, [1, 2, 0]); // [nKv, hd, T]
@@ -764,6 +786,28 @@ export class OnnxOps implements Ops<string> {
     const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
     const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew()])]); // [1, nKv, TG, hd]
     return this.byRow(o, nHeads, nKvHeads, G, headDim);
+  }
+
+  /**
+   * splitAttention at T = 1 (OnnxOpsOptions.oneToken): the same products, joins and softmax in
+   * the same shapes, with every regrouping a Reshape (at one row they move no data). `scaled`
+   * and `k` are rope's [1, heads, 1, hd]; `mask` the [1, S + 1] input.
+   */
+  private oneTokenAttention(scaled: string, k: string, v: string, past: PastKV<string>, mask: string, { nHeads, nKvHeads, headDim }: HeadLayout): string {
+    const g = this.g, G = nHeads / nKvHeads;
+    // A Reshape even at G = 1: a scaling Mul feeding a MatMul directly is fused into it by ORT (see splitAttention).
+    const q4 = g.op('Reshape', [scaled, g.ints([1, nKvHeads, G, headDim])]); // [1, nKv, G, hd]
+    const kNewT = g.op('Reshape', [k, g.ints([nKvHeads, headDim, 1])]);
+    const vNew = g.op('Reshape', [v, g.ints([nKvHeads, 1, headDim])]);
+    const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, G, S+1]
+    const weights = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 });
+    const sizes = this.once('oneTokenSplit', () => this.g.op('Concat', [this.pastRows(past.values), this.g.ints([1])], { axis: 0 }));
+    const [wPast, wNew] = g.node('Split', [weights, sizes], { axis: -1 }, { outputs: 2 });
+    // wNew [1, nKv, G, 1] x vNew [nKv, 1, hd] multiplies over one key: a broadcast Mul computes the same
+    // products, and ORT runs it on the calling thread (a batched MatMul goes to the pool).
+    const newPart = g.op('Mul', [wNew, vNew]);
+    const o = g.op('Add', [this.timesPastValues(wPast, past.values), newPart]); // [1, nKv, G, hd]
+    return g.op('Reshape', [o, g.ints([1, nHeads * headDim])]);
   }
 
   /**

@@ -4,6 +4,7 @@
  * TargetSession and DraftSession.
  */
 import { names } from '../onnx/model-graphs.ts';
+import { MASK_NEG } from '../onnx/ops.ts';
 import { bool, f32, f32Data, i64, type Feeds, type Fetches } from './ort.ts';
 import type { KVCache } from './kv-cache.ts';
 import type { ValueLayout } from '../onnx/ops.ts';
@@ -13,6 +14,9 @@ export class StepFeeds {
   private positions!: BigInt64Array; // [maxT]
   private causal!: Uint8Array; // [maxT, maxT] lower triangle, built once per size
   private pastLength = new BigInt64Array(1);
+  /** A one-token graph's mask [S + 1] and the (S, L) it was filled for (see `oneTokenMask`). */
+  private mask = new Float32Array(0);
+  private maskFor = { s: -1, l: -1 };
 
   /**
    * @param nLayers layers the model has past inputs for: firstLayer .. firstLayer + nLayers - 1
@@ -22,8 +26,9 @@ export class StepFeeds {
    * @param opts.ids whether the model takes input_ids (default true; false for a model fed residuals).
    * @param opts.part the model is part of a target whose cache has more layers (default: the cache must match).
    * @param opts.valueLayout the layout of the past values the model reads (its rendering's `valueLayout`).
+   * @param opts.oneToken the model is a one-token graph (OnnxOpsOptions.oneToken): feeds its mask instead of the tree and past length.
    */
-  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { valueLayout: ValueLayout; firstLayer?: number; ids?: boolean; part?: boolean }) {
+  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { valueLayout: ValueLayout; firstLayer?: number; ids?: boolean; part?: boolean; oneToken?: boolean }) {
     this.allocate(maxTokens);
   }
 
@@ -54,17 +59,20 @@ export class StepFeeds {
       this.ids[i] = BigInt(tokens[i]);
       this.positions[i] = BigInt(positions[i]);
     }
-    const feeds: Feeds = {
-      [names.positions]: i64(this.positions.subarray(0, t), [1, t]),
-      [names.tree]: bool(tree ?? this.causalMask(t), [t, w]),
-    };
+    const feeds: Feeds = { [names.positions]: i64(this.positions.subarray(0, t), [1, t]) };
     if (this.opts.ids ?? true) feeds[names.ids] = i64(this.ids.subarray(0, t), [1, t]);
     // The cache's head blocks, zero-copy (K [1, nKv, hd, S], V [1, nKv, S, hd] or, transposed,
     // [1, nKv, hd, S]); the first L = pastRows of the S = cache.stride rows are live.
     cache.useValueLayout(this.opts.valueLayout);
     cache.ensureRows(pastRows);
-    this.pastLength[0] = BigInt(pastRows);
-    feeds[names.pastLength] = i64(this.pastLength, [1]);
+    if (this.opts.oneToken) {
+      if (t !== 1 || (tree && !(tree.length === 1 && tree[0]))) throw new RangeError('a one-token graph scores one causal token');
+      feeds[names.stepMask] = f32(this.oneTokenMask(cache.stride, pastRows), [1, cache.stride + 1]);
+    } else {
+      feeds[names.tree] = bool(tree ?? this.causalMask(t), [t, w]);
+      this.pastLength[0] = BigInt(pastRows);
+      feeds[names.pastLength] = i64(this.pastLength, [1]);
+    }
     const kDims = [1, this.nKvHeads, this.headDim, cache.stride];
     const vDims = this.opts.valueLayout === 'rows' ? [1, this.nKvHeads, cache.stride, this.headDim] : kDims;
     for (let l = first; l < first + this.nLayers; l++) {
@@ -72,6 +80,22 @@ export class StepFeeds {
       feeds[names.pastValue(l)] = f32(cache.valueView(l), vDims);
     }
     return feeds;
+  }
+
+  /**
+   * A one-token graph's additive mask over the S cache rows and the new row: [0, L) and S are
+   * 0, [L, S) MASK_NEG (the values treeMask builds in-graph), refilled only when S or L moved.
+   */
+  private oneTokenMask(s: number, l: number): Float32Array {
+    if (this.mask.length !== s + 1) (this.mask = new Float32Array(s + 1)), (this.maskFor = { s: -1, l: -1 });
+    const m = this.mask, was = this.maskFor;
+    if (was.s !== s || was.l !== l) {
+      m.fill(0, 0, l);
+      m.fill(MASK_NEG, l, s);
+      m[s] = 0;
+      this.maskFor = { s, l };
+    }
+    return m;
   }
 
   /** Lower-triangular [t, t] in the reused buffer. */

@@ -8,7 +8,7 @@ import { quantOf } from '../model/quantize.ts';
 import { buildTargetModel, names, ordersTrees, targetAttention } from '../onnx/model-graphs.ts';
 import { valueLayoutFor, type AttentionMode, type OnnxOpsOptions, type ValueLayout } from '../onnx/ops.ts';
 import type { KVCache } from './kv-cache.ts';
-import { createSession, endProfiling, f32Data, i32Data, runTimed, type RunStats, type SessionOptions, sessionThreads } from './ort.ts';
+import { createSession, endProfiling, f32Data, i32Data, releaseSession, runTimed, type RunStats, type Session, type SessionOptions, sessionThreads } from './ort.ts';
 import { byPaths, TreePassHolder, TreePasses } from './tree-passes.ts';
 import { StepFeeds } from './step-feeds.ts';
 
@@ -29,6 +29,14 @@ export interface StepSessionOptions extends SessionOptions {
    * it. Default: the one its attention reads best (valueLayoutFor).
    */
   valueLayout?: ValueLayout;
+  /**
+   * Also open a one-token graph (OnnxOpsOptions.oneToken) and run every one-token causal pass
+   * (a plain decoding step) in it: the same bits as the step graph's T = 1 pass, 0.1-0.2 ms
+   * less a pass on a 29M model at 2 threads (docs/performance.md, "K/V read in place"), but ORT
+   * sessions share no initializers, so it holds a second copy of the prepacked weights. For
+   * fp32 targets with 'split' attention; ignored otherwise. Default false.
+   */
+  oneToken?: boolean;
 }
 
 export const DEFAULT_MAX_TOKENS = 64;
@@ -63,7 +71,7 @@ export class TargetSession extends TreePassHolder implements TargetPass {
    * @param passes the step's session and, for a target whose attention is position-ordered (a
    *   quantized one), the one verifying token trees (see `prepareTrees`).
    */
-  private constructor(readonly cfg: ModelConfig, private feeds: StepFeeds, readonly valueLayout: ValueLayout, passes: TreePasses) {
+  private constructor(readonly cfg: ModelConfig, private feeds: StepFeeds, readonly valueLayout: ValueLayout, passes: TreePasses, private one?: { session: Session; feeds: StepFeeds }) {
     super(passes);
   }
 
@@ -74,7 +82,23 @@ export class TargetSession extends TreePassHolder implements TargetPass {
     const exact = ordersTrees(attention, opts.quantize ?? quantOf(cfg, weights));
     const passes = await TreePasses.open(cfg, gemmThreads, exact, (treeOrder) => createSession(buildTargetModel(cfg, weights, attention, { ...ops, treeOrder }), opts));
     const feeds = new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout });
-    return new TargetSession(cfg, feeds, valueLayout, passes);
+    let one: { session: Session; feeds: StepFeeds } | undefined;
+    if (opts.oneToken && attention === 'split' && !exact && !(opts.quantize ?? quantOf(cfg, weights))) {
+      // Its passes count in the step's stats.
+      const s = await createSession(buildTargetModel(cfg, weights, attention, { ...ops, oneToken: true }), opts);
+      one = { session: { inner: s.inner, stats: passes.step.stats }, feeds: new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, 1, { valueLayout, oneToken: true }) };
+    }
+    return new TargetSession(cfg, feeds, valueLayout, passes, one);
+  }
+
+  /** Whether one-token causal passes run in a one-token graph (StepSessionOptions.oneToken). */
+  get oneTokenGraph(): boolean {
+    return this.one !== undefined;
+  }
+
+  override async dispose(): Promise<void> {
+    if (this.one) await releaseSession(this.one.session);
+    await super.dispose();
   }
 
   private fetchAll?: string[];
@@ -101,7 +125,8 @@ export class TargetSession extends TreePassHolder implements TargetPass {
     // Built on the first step, then reused (a step allocates no fetch list).
     const common = (this.fetchArgmax ??= [names.argmax, names.features, ...this.feeds.presentNames()]);
     const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : common;
-    const out = await runTimed(session, this.feeds.build(cache, tokens, positions, tree), fetches);
+    const one = this.one && t === 1 && (!tree || (tree.length === 1 && tree[0])) ? this.one : undefined;
+    const out = one ? await runTimed(one.session, one.feeds.build(cache, tokens, positions), fetches) : await runTimed(session, this.feeds.build(cache, tokens, positions, tree), fetches);
     const r = {
       logits: logits ? f32Data(out[names.logits]) : new Float32Array(0),
       argmax: i32Data(out[names.argmax]),
