@@ -8,6 +8,7 @@
  *
  *   node --import tsx scripts/ab-one-token.ts -- --context 4000 --threads 2 --passes 300
  *   node --import tsx scripts/ab-one-token.ts -- --context 4000 --variants one,step,step,one
+ *   node --import tsx scripts/ab-one-token.ts -- --context 4000 --variants one,one-np,one-np,one
  */
 import { randomWeights } from '../src/model/random.ts';
 import { buildTargetModel, names } from '../src/onnx/model-graphs.ts';
@@ -25,7 +26,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'threads', type: 'int', min: 1, default: 2, help: 'intra-op threads' },
   { flag: 'passes', type: 'int', min: 10, default: 300, help: 'timed passes per variant (after 20 warm-ups)' },
   { flag: 'bench-round', type: 'bool', default: false, help: "each round as bench:runtime's: probe, plain read, an untimed pass of the first variant, then the timed passes" },
-  { flag: 'variants', type: 'string', default: 'step,one,one,step', help: 'step (general graph) or one (one-token graph), each its own session; a name may repeat' },
+  { flag: 'variants', type: 'string', default: 'step,one,one,step', help: 'step (general graph) or one (one-token graph), each its own session, optionally -np (ORT does not prepack the weights: a one-row Gemm then runs MLAS\'s one-row kernel); a name may repeat' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
 const cfg = sizeNamed(SWEEP, String(f.sweep), '--sweep'), weights = randomWeights(cfg, 1, 1);
@@ -33,10 +34,11 @@ const P = f.context as number, threads = f.threads as number, passes = f.passes 
 const { nLayers, nKvHeads: H, headDim: D } = cfg;
 const graphs = { step: buildTargetModel(cfg, weights, 'split', {}), one: buildTargetModel(cfg, weights, 'split', { oneToken: true }) };
 const feedsOf = { step: new StepFeeds(nLayers, H, D, 1, { valueLayout: 'transposed' }), one: new StepFeeds(nLayers, H, D, 1, { valueLayout: 'transposed', oneToken: true }) };
-const variants: { name: 'step' | 'one'; s: Awaited<ReturnType<typeof createSession>>; feeds: StepFeeds; ms: number[] }[] = [];
+const variants: { name: string; s: Awaited<ReturnType<typeof createSession>>; feeds: StepFeeds; ms: number[] }[] = [];
 for (const name of String(f.variants).split(',')) {
-  if (name !== 'step' && name !== 'one') throw new Error(`--variants: ${name} is not step or one`);
-  variants.push({ name, s: await createSession(graphs[name], { threads }), feeds: feedsOf[name], ms: [] as number[] });
+  const [graph, np] = name.split('-');
+  if ((graph !== 'step' && graph !== 'one') || (np !== undefined && np !== 'np')) throw new Error(`--variants: ${name} is not step or one, optionally with -np`);
+  variants.push({ name, s: await createSession(graphs[graph], { threads, prepack: np === undefined }), feeds: feedsOf[graph], ms: [] as number[] });
 }
 const cache = new KVCache(nLayers, H, D, cfg.maxSeqLen).useValueLayout('transposed');
 const fill = (n: number) => {
@@ -50,7 +52,7 @@ let checked = 0, differ = 0, maxDiff = 0;
 for (const n of [1, 63, 64, 65, 700, P].filter((n) => n <= P)) {
   fill(n);
   for (const tok of [5, 1234]) {
-    if (variants[0].name === variants[1]?.name) throw new Error('--variants: the first two must be step and one');
+    if (variants.length < 2) throw new Error('--variants: at least two (the first two are compared bit for bit)');
     const out = [];
     for (const v of variants.slice(0, 2)) out.push(await v.s.inner.run(v.feeds.build(cache, [tok], [cache.length]), all));
     for (const k of all) {
