@@ -674,7 +674,9 @@ test('SmartSpec: a lone request\'s shortcut (planAlone) plans what the general a
       // The lone model may stop short of D (serving's fused round is min(maxDepth, totalTokens)
       // deep): deeper lengths are priced at its last entry.
       const verify = curve(0.2 + rand(), 0.05), draft = curve(rand() * 0.6, 0.02), D = 1 + Math.floor(rand() * 4);
-      const alone = Array.from({ length: 2 + Math.floor(rand() * D) }, (_, d) => (d === 0 ? 0.2 + rand() : 0.3 + 2 * rand()));
+      // Half the runs: one figure for every length k >= 1, as serving's fused round is priced.
+      const flat = rand() < 0.5, one = 0.3 + 2 * rand();
+      const alone = Array.from({ length: 2 + Math.floor(rand() * D) }, (_, d) => (d === 0 ? 0.2 + rand() : flat ? one : 0.3 + 2 * rand()));
       const margin = rand() * 0.3, a = rand() * 0.1, b = rand() * 0.01;
       let step = 0, clock = 0;
       const make = (general: boolean) => {
