@@ -274,7 +274,7 @@ test("an error in the engine's end of a request after its reply is logged, and t
     // The engine's end of a request (stats, slot release, leaving the batch) runs after the reply.
     const metrics = s.handler.engine.metrics;
     metrics.finished = () => {
-      throw new Error('clean-up failed on purpose');
+      throw new Error('clean-up failed\non purpose');
     };
     for (const stream of [false, true]) {
       const r = await post(s, '/v1/completions', { prompt: prompts[0], max_tokens: 9, temperature: 0, stream });
@@ -283,11 +283,32 @@ test("an error in the engine's end of a request after its reply is logged, and t
       assert.deepEqual(ids, await plain(prompts[0], 9), `stream ${stream}: the reply is incomplete`);
       for (let i = 0; i < 200 && lines.length < (stream ? 2 : 1); i++) await new Promise((res) => setTimeout(res, 5));
       assert.equal(lines.length, stream ? 2 : 1, `stream ${stream}: the clean-up's error was not reported once: ${JSON.stringify(lines)}`);
-      assert.match(lines[lines.length - 1], /clean-up failed on purpose/);
+      assert.match(lines[lines.length - 1], /clean-up failed \| on purpose/);
       assert.doesNotMatch(lines[lines.length - 1], /\n/);
     }
   } finally {
     await s.close();
+  }
+  // A log sink that throws is not left to crash the server (endStream is not awaited): the
+  // failure would surface as an unhandled rejection, which fails this test.
+  let calls = 0;
+  const sink = (): void => {
+    calls++;
+    throw new Error('log sink failed on purpose');
+  };
+  const t = await serve(g, { port: 0, maxBatch: 2, log: sink });
+  try {
+    t.handler.engine.metrics.finished = () => {
+      throw new Error('clean-up failed on purpose');
+    };
+    for (let i = 0; i < 2; i++) {
+      const r = await post(t, '/v1/completions', { prompt: prompts[0], max_tokens: 5, temperature: 0 });
+      assert.equal(r.status, 200, r.body);
+      for (let k = 0; k < 200 && calls <= i; k++) await new Promise((res) => setTimeout(res, 5));
+    }
+    assert.equal(calls, 2);
+  } finally {
+    await t.close();
   }
 });
 

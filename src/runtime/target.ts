@@ -84,8 +84,12 @@ export class TargetSession extends TreePassHolder implements TargetPass {
     const feeds = new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout });
     let one: { session: Session; feeds: StepFeeds } | undefined;
     if (opts.oneToken && attention === 'split' && !exact && !(opts.quantize ?? quantOf(cfg, weights))) {
-      // Its passes count in the step's stats.
-      const s = await createSession(buildTargetModel(cfg, weights, attention, { ...ops, oneToken: true }), opts);
+      // Its passes count in the step's stats. If it cannot open (e.g. no memory for the second
+      // copy of the weights), the sessions already open are released before the error goes up.
+      const s = await createSession(buildTargetModel(cfg, weights, attention, { ...ops, oneToken: true }), opts).catch(async (e: unknown) => {
+        await passes.dispose();
+        throw e;
+      });
       one = { session: { inner: s.inner, stats: passes.step.stats }, feeds: new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, 1, { valueLayout, oneToken: true }) };
     }
     return new TargetSession(cfg, feeds, valueLayout, passes, one);
@@ -97,8 +101,11 @@ export class TargetSession extends TreePassHolder implements TargetPass {
   }
 
   override async dispose(): Promise<void> {
-    if (this.one) await releaseSession(this.one.session);
-    await super.dispose();
+    try {
+      if (this.one) await releaseSession(this.one.session);
+    } finally {
+      await super.dispose();
+    }
   }
 
   private fetchAll?: string[];
@@ -139,5 +146,6 @@ export class TargetSession extends TreePassHolder implements TargetPass {
   /** Ends ORT's profile of a session created with `profile` (see SessionOptions). */
   endProfiling(): void {
     endProfiling(this.session);
+    if (this.one) endProfiling(this.one.session);
   }
 }

@@ -339,13 +339,20 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
 
 /**
  * Runs a stream that has yielded its last chunk to its end (the engine's end of the request).
- * The reply has gone out, so an error here (the engine's clean-up failing) is only logged.
+ * Nothing can answer an error here (the reply has gone out, or the client left), so it is only
+ * logged, as one line; a log sink that throws is ignored rather than left to crash the server
+ * (this promise is not awaited).
  */
 async function endStream(it: AsyncGenerator<unknown, GenerationStats>, id: string, log: (line: string) => void): Promise<void> {
   try {
     while (!(await it.next()).done);
   } catch (e) {
-    log(`eaglet serve: ${id}: the engine's end of the request failed after its reply: ${(e as Error)?.message ?? String(e)}`);
+    const why = String((e as Error)?.message ?? e).replace(/\s*\n\s*/g, ' | ');
+    try {
+      log(`eaglet serve: ${id}: the engine's end of the request failed after its last token: ${why}`);
+    } catch {
+      // The sink failed too; there is nowhere left to report to.
+    }
   }
 }
 
