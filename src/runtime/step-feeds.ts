@@ -14,9 +14,9 @@ export class StepFeeds {
   private positions!: BigInt64Array; // [maxT]
   private causal!: Uint8Array; // [maxT, maxT] lower triangle, built once per size
   private pastLength = new BigInt64Array(1);
-  /** A one-token graph's mask [S + 1] and the (S, L) it was filled for (see `oneTokenMask`). */
+  /** A one-token graph's mask [S + 1] and the live rows L it was filled for (see `oneTokenMask`). */
   private mask = new Float32Array(0);
-  private maskFor = { s: -1, l: -1 };
+  private maskRows = -1;
 
   /**
    * @param nLayers layers the model has past inputs for: firstLayer .. firstLayer + nLayers - 1
@@ -84,18 +84,18 @@ export class StepFeeds {
 
   /**
    * A one-token graph's additive mask over the S cache rows and the new row: [0, L) and S are
-   * 0, [L, S) MASK_NEG (the values treeMask builds in-graph), refilled only when S or L moved.
+   * 0, [L, S) MASK_NEG (the values treeMask builds in-graph). Built whole when S changes; a
+   * step then rewrites only the rows whose side of L moved (one, when decoding).
    */
   private oneTokenMask(s: number, l: number): Float32Array {
-    if (this.mask.length !== s + 1) (this.mask = new Float32Array(s + 1)), (this.maskFor = { s: -1, l: -1 });
-    const m = this.mask, was = this.maskFor;
-    if (was.s !== s || was.l !== l) {
-      m.fill(0, 0, l);
-      m.fill(MASK_NEG, l, s);
-      m[s] = 0;
-      this.maskFor = { s, l };
-    }
-    return m;
+    const m = this.mask;
+    if (m.length !== s + 1) {
+      this.mask = new Float32Array(s + 1);
+      this.mask.fill(MASK_NEG, l, s);
+    } else if (l > this.maskRows) m.fill(0, this.maskRows, l);
+    else if (l < this.maskRows) m.fill(MASK_NEG, l, this.maskRows);
+    this.maskRows = l;
+    return this.mask;
   }
 
   /** Lower-triangular [t, t] in the reused buffer. */
