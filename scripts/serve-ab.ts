@@ -13,7 +13,11 @@
  * concurrent callers of Engine.submit). Reported per repeat and as median (min-max): decode ms
  * per request (its generation time less prefill), decode ms per request round, tok/s, and the
  * speculation-length histogram (what the engine planned), and where a request round's decode time
- * goes (the generator's split: policy, draft, verify, the rest).
+ * goes (the generator's split: policy, draft, verify, the rest). Above one request, also where a
+ * target step's wall time goes (the level's wall time over its target steps), from the batch
+ * lanes' counters (LaneStats): the target and draft passes a step (wall time of the passes, of
+ * it the ORT call and the feeds), and the requests' own work between passes (after a target
+ * pass: accepting, commits, the next plan and tree; after a draft pass: the tree's next level).
  *
  * --one-engine: ONE smartspec engine, the policies taking turns in it (Engine.setPolicy), request
  * by request at c=1 and level by level above: the same sessions, caches and start-up, so what
@@ -58,8 +62,17 @@ for (const e of new Set(engines)) await e.start();
 if (f.runAs !== undefined) for (const e of new Set(engines)) e.setPolicy(String(f.runAs));
 const label = names.map((p, i) => (names.indexOf(p) === i ? p : `${p}#${names.slice(0, i + 1).filter((x) => x === p).length}`));
 
-interface Tally { decodeMs: number; tokens: number; wallMs: number; depths: number[]; policyMs: number; draftMs: number; verifyMs: number; ortMs: number; ortRounds: number }
-const fresh = (e: Engine): Tally => ({ decodeMs: 0, tokens: 0, wallMs: 0, depths: e.metrics.depthCounts.map(() => 0), policyMs: 0, draftMs: 0, verifyMs: 0, ortMs: 0, ortRounds: 0 });
+interface Tally { decodeMs: number; tokens: number; wallMs: number; depths: number[]; policyMs: number; draftMs: number; verifyMs: number; ortMs: number; ortRounds: number; lanes: number[] }
+const fresh = (e: Engine): Tally => ({ decodeMs: 0, tokens: 0, wallMs: 0, depths: e.metrics.depthCounts.map(() => 0), policyMs: 0, draftMs: 0, verifyMs: 0, ortMs: 0, ortRounds: 0, lanes: laneFigures(e).map(() => 0) });
+/**
+ * The batch lanes' counters (LaneStats), in the order LANE_PARTS names them: target steps, then
+ * per lane (target, draft) ms in passes, in their ORT call, building feeds, and between passes.
+ */
+const laneFigures = (e: Engine): number[] => {
+  const t = e.targetStats, d = e.draftStats;
+  return [t.steps, t.ms, t.runMs, t.feedsMs, t.afterMs, d?.steps ?? 0, d?.ms ?? 0, d?.runMs ?? 0, d?.feedsMs ?? 0, d?.afterMs ?? 0];
+};
+const LANE_PARTS = ['steps', 'target passes', 'ORT', 'feeds', 'after', 'draft steps', 'draft passes', 'ORT', 'feeds', 'after'];
 
 /** One request to completion, added to `t` (`policy`: with --one-engine, the policy it runs). */
 async function request(e: Engine, prompt: number[], t: Tally, policy?: string): Promise<void> {
@@ -82,19 +95,20 @@ async function request(e: Engine, prompt: number[], t: Tally, policy?: string): 
 
 /** `prompts` through `e` by C concurrent callers. */
 async function level(e: Engine, ps: number[][], t: Tally): Promise<void> {
-  const queue = [...ps], d0 = e.metrics.depthCounts.slice(), t0 = performance.now();
+  const queue = [...ps], d0 = e.metrics.depthCounts.slice(), l0 = laneFigures(e), t0 = performance.now();
   await Promise.all(Array.from({ length: C }, async () => {
     for (let p = queue.shift(); p; p = queue.shift()) await request(e, p, t);
   }));
   t.wallMs += performance.now() - t0;
   e.metrics.depthCounts.forEach((n, d) => (t.depths[d] += n - d0[d]));
+  laneFigures(e).forEach((x, i) => (t.lanes[i] += x - l0[i]));
 }
 
 /** Request rounds (a round = one target verification of one request). */
 const rounds = (t: Tally) => t.depths.reduce((a, b) => a + b, 0);
 // Warm-up, not reported: every engine at the concurrency measured.
 for (const e of new Set(engines)) await level(e, prompts.slice(0, Math.max(C, 4)), fresh(e));
-const per = engines.map(() => ({ msPerRequest: [] as number[], msPerRound: [] as number[], tps: [] as number[], split: [] as number[][], ort: [] as number[] }));
+const per = engines.map(() => ({ msPerRequest: [] as number[], msPerRound: [] as number[], tps: [] as number[], split: [] as number[][], ort: [] as number[], lanes: [] as number[][] }));
 for (let rep = 0; rep < (f.repeats as number); rep++) {
   const tallies = engines.map(fresh);
   const ps = Array.from({ length: R }, (_, j) => prompts[(j + rep * 7) % prompts.length]);
@@ -118,6 +132,7 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
     const n = rounds(t);
     per[i].ort.push(t.ortRounds ? t.ortMs / t.ortRounds : NaN);
     per[i].split.push([t.policyMs / n, t.draftMs / n, t.verifyMs / n, (t.decodeMs - t.policyMs - t.draftMs - t.verifyMs) / n]);
+    per[i].lanes.push([t.wallMs / t.lanes[0], ...t.lanes.slice(1).map((x) => x / t.lanes[0])]);
     return `${label[i]} ${(t.decodeMs / R).toFixed(2)} ms/request, ${(t.decodeMs / rounds(t)).toFixed(3)} ms/round, ${((t.tokens * 1000) / t.wallMs).toFixed(0)} tok/s, depths ${t.depths.join('/')}`;
   });
   console.log(`repeat ${rep + 1}: ${line.join(' | ')}`);
@@ -127,6 +142,11 @@ for (let i = 0; i < engines.length; i++) {
   const part = (j: number) => show(per[i].split.map((x) => x[j]), 4);
   console.log(`${label[i]}: decode ${show(per[i].msPerRequest, 2)} ms/request, ${show(per[i].msPerRound, 3)} ms/round, ${show(per[i].tps, 0)} tok/s`);
   console.log(`  ms a round: policy ${part(0)}, draft ${part(1)}, verify ${part(2)}, rest ${part(3)}`);
+  // Above one request: a target step's wall time (the level's over its target steps) and the lanes' parts of it.
+  if (C > 1) {
+    const lane = (j: number) => show(per[i].lanes.map((x) => x[j]), 3);
+    console.log(`  ms a target step: wall ${lane(0)}; ${LANE_PARTS.slice(1).map((p, j) => `${p} ${lane(j + 1)}`).join(', ')}`);
+  }
 }
 // Paired: each repeat's figure over the first policy's in the same repeat.
 const quart = (xs: number[]) => {

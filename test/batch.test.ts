@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { tinyConfigEitherLayout, tinyPair, treeShape } from './support/models.ts';
+import { tinyConfig, tinyConfigEitherLayout, tinyPair, treeShape } from './support/models.ts';
 import { Engine } from '../src/serve/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 
@@ -100,4 +100,31 @@ test('a cache slot writes and reads only its own heads, and has ORT views of its
   assert.ok(parent.stride >= 12);
   assert.deepEqual(Array.from(a.pastKeys(1, 0, 3)), Array.from(k1));
   assert.deepEqual(Array.from(a.pastValues(0, 3, 9)), Array.from(long[1]));
+});
+
+test("the lanes' counters split their steps: ORT call and feeds inside the passes' time, the requests' work between steps, no idle gap", async () => {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 14 })[0];
+  const p = await tinyPair(cfg, 14, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
+  try {
+    const e = new Engine(p.spec, { maxBatch: 3, policy: 'static-1' });
+    await e.start(1);
+    const level = () => Promise.all([1, 2, 3].map(async (j) => {
+      for await (const _ of e.submit([j, j + 1, j + 2], { maxNewTokens: 8, temperature: 0, stopAtEos: false }));
+    }));
+    await level();
+    const t = { ...e.targetStats }, d = { ...e.draftStats! };
+    for (const [name, s] of [['target', t], ['draft', d]] as const) {
+      assert.ok(s.passes > s.steps - 1 && s.calls > s.passes, `${name}: packed passes ran`);
+      assert.ok(s.runMs > 0 && s.feedsMs > 0 && s.afterMs > 0, `${name}: every part counted`);
+      assert.ok(s.runMs + s.feedsMs <= s.ms, `${name}: ORT call and feeds are parts of the passes' time`);
+    }
+    // The batch empties: the time until the next request arrives is no request's work.
+    await new Promise((r) => setTimeout(r, 300));
+    await level();
+    const idle = e.targetStats.afterMs - t.afterMs + e.draftStats!.afterMs - d.afterMs;
+    assert.ok(idle < 300, `between-step time grew ${idle.toFixed(1)} ms over an idle 300 ms`);
+    await e.dispose();
+  } finally {
+    await p.dispose();
+  }
 });

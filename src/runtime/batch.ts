@@ -55,6 +55,15 @@ export interface LaneStats {
   tokens: number;
   /** ms of wall time in the passes (feeds, the ORT call, the outputs' split). */
   ms: number;
+  /** Of `ms`: inside the per-slot session's ORT call, and building its feeds (packed passes only). */
+  runMs: number;
+  feedsMs: number;
+  /**
+   * ms from the end of each of this lane's steps to the start of the next step (of any lane):
+   * the requests' own work between passes (accepting, commits, trees, planning), which no pass
+   * overlaps. The time after a lane's last step before the batch empties is not counted.
+   */
+  afterMs: number;
 }
 
 /**
@@ -66,6 +75,9 @@ export class Batcher {
   private active = 0;
   private running = false;
   private lanes: Lane<unknown>[] = [];
+  /** When the last step ended, and its lane (LaneStats.afterMs). */
+  private lastEnd = 0;
+  private lastLane?: Lane<unknown>;
 
   /** Requests in the batch (joined, not yet left). */
   get size(): number {
@@ -79,6 +91,7 @@ export class Batcher {
   leave(): void {
     if (this.active <= 0) throw new RangeError('leave() without join()');
     this.active--;
+    if (this.active === 0) this.lastLane = undefined; // an idle gap is no request's work
     this.kick();
   }
 
@@ -96,8 +109,12 @@ export class Batcher {
     if (waiting === 0 || waiting < this.active) return;
     const lane = this.lanes.find((l) => l.waiting > 0)!;
     this.running = true;
+    const t0 = performance.now();
+    if (this.lastLane) this.lastLane.laneStats.afterMs += t0 - this.lastEnd;
     void lane.flush().finally(() => {
       this.running = false;
+      this.lastEnd = performance.now();
+      this.lastLane = lane;
       this.kick();
     });
   }
@@ -106,7 +123,7 @@ export class Batcher {
 /** A queue of calls to one model, run together. */
 abstract class Lane<Out> {
   protected pending: Call<Out>[] = [];
-  readonly laneStats: LaneStats = { steps: 0, passes: 0, calls: 0, tokens: 0, ms: 0 };
+  readonly laneStats: LaneStats = { steps: 0, passes: 0, calls: 0, tokens: 0, ms: 0, runMs: 0, feedsMs: 0, afterMs: 0 };
   /** The per-slot graph's session (`open`); until then only lone calls run. */
   protected slotSession?: Session;
   private feeds = new SlotFeeds();
@@ -179,7 +196,11 @@ abstract class Lane<Out> {
       if (calls.length === 1) outs = [await this.runOne(calls[0])];
       else {
         if (!this.slotSession) throw new Error('batched passes need the per-slot session: call Engine.start() (Lane.open) first');
-        outs = await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads, this.valueLayout));
+        const f0 = performance.now(), feeds = this.feeds.build(calls, this.batchCache, this.heads, this.valueLayout);
+        const r0 = this.slotSession.stats.msInRun;
+        this.laneStats.feedsMs += performance.now() - f0;
+        outs = await this.runSlots(calls, feeds);
+        this.laneStats.runMs += this.slotSession.stats.msInRun - r0;
       }
       let T = 0;
       for (const c of calls) T += c.tokens.length;

@@ -178,6 +178,11 @@ export class Engine {
     return this.targetLane.laneStats;
   }
 
+  /** The batched draft-head passes (cumulative; undefined without a draft lane). */
+  get draftStats(): Readonly<LaneStats> | undefined {
+    return this.draftLane?.laneStats;
+  }
+
   get queueLength(): number {
     return this.queue.length;
   }
