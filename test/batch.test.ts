@@ -11,6 +11,10 @@ import fc from 'fast-check';
 import { tinyConfig, tinyConfigEitherLayout, tinyPair, treeShape } from './support/models.ts';
 import { Engine } from '../src/serve/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
+import { Batcher, DraftLane } from '../src/runtime/batch.ts';
+import { createSession, releaseSession } from '../src/runtime/ort.ts';
+import { buildSlotDraftModel } from '../src/onnx/model-graphs.ts';
+import type { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 
 test('batched greedy decoding == each request decoded alone, for plain, static and smartspec serving', async () => {
   let batched = 0, fused = 0, split = 0;
@@ -124,6 +128,48 @@ test("the lanes' counters split their steps: ORT call and feeds inside the passe
     const idle = e.targetStats.afterMs - t.afterMs + e.draftStats!.afterMs - d.afterMs;
     assert.ok(idle < 300, `between-step time grew ${idle.toFixed(1)} ms over an idle 300 ms`);
     await e.dispose();
+  } finally {
+    await p.dispose();
+  }
+});
+
+test("a batched draft pass returns a catch-up call's last row alone (lastRow), equal to the head's own pass; other calls every row", async () => {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 7 })[0];
+  const p = await tinyPair(cfg, 7, { topK: 2, maxDepth: 2, totalTokens: 3 }, undefined, 3, true);
+  try {
+    const session = (p.spec.generator.parts.drafter as EagleDrafter).session, h = session.head, d = h.dim, k = session.topK;
+    const batcher = new Batcher(), cache = new KVCache(1, 2 * h.nKvHeads, h.headDim, 32);
+    const lane = new DraftLane(batcher, session, cache, cfg.maxSeqLen);
+    const slotSession = await createSession(buildSlotDraftModel(h, session.weights.head, cfg, p.spec.model.weights, k, { quantize: session.weights.quantize, valueLayout: lane.valueLayout }), { threads: 1 });
+    lane.open(slotSession);
+    const slots = [cache.slot(0, h.nKvHeads), cache.slot(1, h.nKvHeads)], rs = h.nKvHeads * h.headDim;
+    cache.liveHeads = cache.nKvHeads;
+    slots.forEach((s, i) => {
+      const rows = 4 + i, kv = () => Float32Array.from({ length: rows * rs }, (_, j) => Math.sin(j * (i + 2)));
+      s.append([kv()], [kv()], rows);
+    });
+    const calls = [{ t: 3, lastRow: true }, { t: 2, lastRow: false }].map(({ t, lastRow }, i) => ({
+      t, lastRow, tokens: Array.from({ length: t }, (_, j) => (j * 5 + i) % cfg.vocabSize), features: Float32Array.from({ length: t * d }, (_, j) => Math.cos(j + i)),
+      positions: Array.from({ length: t }, (_, j) => slots[i].length + j),
+    }));
+    const view = lane.view();
+    batcher.join();
+    batcher.join();
+    const got = await Promise.all(calls.map((c, i) => view.forward(slots[i], c.tokens, c.features, c.positions, undefined, { lastRow: c.lastRow })));
+    batcher.leave();
+    batcher.leave();
+    assert.equal(lane.laneStats.passes, 1, 'both calls in one packed pass');
+    for (let i = 0; i < 2; i++) {
+      const want = await session.forward(slots[i], calls[i].tokens, calls[i].features, calls[i].positions);
+      const t = calls[i].t, from = calls[i].lastRow ? t - 1 : 0, n = t - from;
+      assert.equal(got[i].entropy.length, n, `call ${i}: ${n} output rows`);
+      assert.deepEqual(Array.from(got[i].topkIds), Array.from(want.topkIds.subarray(from * k, t * k)), `call ${i}: top-k ids`);
+      const close = (a: Float32Array, b: Float32Array, what: string) => a.forEach((x, j) => assert.ok(Math.abs(x - b[j]) < 1e-4, `call ${i}: ${what}[${j}] ${x} vs ${b[j]}`));
+      close(got[i].hidden, want.hidden.subarray(from * d, t * d), 'hidden');
+      close(got[i].topkLogProbs, want.topkLogProbs.subarray(from * k, t * k), 'top-k log-probs');
+      close(got[i].newKeys[0], want.newKeys[0], 'keys'); // every row's K/V, whatever lastRow
+    }
+    await releaseSession(slotSession);
   } finally {
     await p.dispose();
   }

@@ -84,16 +84,18 @@ export class EagleDrafter<S extends DraftPass = DraftSession> implements Drafter
     // Catch-up: rows c..P-1 = (f_i, token_{i+1}); committed, since they are real.
     const c = cache.length, rows = P - c;
     for (let i = 0; i < rows; i++) this.positions[i] = c + i;
-    const first = await session.forward(cache, history.tokens.subarray(c + 1, P + 1), history.features.subarray(c * d, P * d), this.positions.subarray(0, rows));
+    // Only the last row is drafted from: a pass may return its outputs alone (lastRow).
+    const first = await session.forward(cache, history.tokens.subarray(c + 1, P + 1), history.features.subarray(c * d, P * d), this.positions.subarray(0, rows), undefined, { lastRow: true });
     this.passes++;
     cache.append(first.newKeys, first.newValues, rows);
     const committed = cache.length;
 
     builder.reset(root);
     const keep = (h: Float32Array) => policy.keepLevel?.(builder.frontier, h) ?? true;
-    if (!keep(first.entropy.subarray(rows - 1, rows))) return this.stop(committed);
-    this.expand(first.topkIds, first.topkLogProbs, first.entropy, rows - 1, 1);
-    let hidden = first.hidden.subarray((rows - 1) * d, rows * d); // [F_prev, d]
+    const last = first.entropy.length - 1; // the last row of those returned
+    if (!keep(first.entropy.subarray(last, last + 1))) return this.stop(committed);
+    this.expand(first.topkIds, first.topkLogProbs, first.entropy, last, 1);
+    let hidden = first.hidden.subarray(last * d, (last + 1) * d); // [F_prev, d]
     while (builder.frontier.depth < plan.depth && builder.canExpand && (policy.continueDrafting?.(builder.frontier, hidden) ?? true)) {
       const fr = builder.frontier, F = fr.count;
       for (let i = 0; i < F; i++) {

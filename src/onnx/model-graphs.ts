@@ -67,6 +67,8 @@ export const names = {
   slotMask: 'slot_mask',
   padRows: 'pad_rows',
   unpadRows: 'unpad_rows',
+  /** A serving draft pass's rows whose outputs beyond K/V are read (buildSlotDraftModel). */
+  outRows: 'out_rows',
 } as const;
 
 /** Dims of a past V input: [batch, nKv, S, hd] in the 'rows' layout, [batch, nKv, hd, S] 'transposed'. */
@@ -238,7 +240,13 @@ export function buildDraftModel(head: HeadConfig, headWeights: Weights, target: 
   return draftModel(head, headWeights, target, targetWeights, topK, attention, opsOptions, false);
 }
 
-/** The draft head for serving batch passes: inputs as slotInputs plus `features` [1, N, d]; outputs as buildDraftModel's (value layout: as buildSlotTargetModel's). */
+/**
+ * The draft head for serving batch passes: inputs as slotInputs plus `features` [1, N, d] and
+ * `out_rows` int64 [R], the packed rows whose draft is read; outputs as buildDraftModel's (value
+ * layout: as buildSlotTargetModel's), the present K/V for all N rows and the rest for the R rows
+ * only. (A catch-up call's rows before its last are only cached: at c=16 on the embedded pair
+ * about 13 of a static-1 pass's ~29 rows, whose LM head and top-k went unread.)
+ */
 export function buildSlotDraftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig, targetWeights: Weights, topK: number, opsOptions: OnnxOpsOptions = {}): ExternalModel {
   return draftModel(head, headWeights, target, targetWeights, topK, 'split', opsOptions, true);
 }
@@ -250,12 +258,13 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
   const inp = slots ? slotInputs(g, ops, head, [0]) : stepInputs(g, ops, head, [0]);
   const features = g.op('Reshape', [g.input(names.features, 'float32', [1, slots ? 'N' : 'T', head.dim]), g.ints([-1, head.dim])]); // [T, d]
   const r = eagleHeadForward(ops, head, features, inp);
+  const hidden = slots ? g.op('Gather', [r.hidden, g.input(names.outRows, 'int64', ['R'])], { axis: 0 }) : r.hidden; // [R, d]
   const k = Math.min(topK, draftVocabOf(head));
-  const logProbs = g.op('LogSoftmax', [draftLogits(ops, head, target, r.hidden)], { axis: -1 }); // [T, N]
+  const logProbs = g.op('LogSoftmax', [draftLogits(ops, head, target, hidden)], { axis: -1 }); // [R, N]
   const [values, draftIds] = g.node('TopK', [logProbs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 }); // [T, k]
   const toTarget = draftToTarget(head, headWeights);
   const ids = toTarget ? g.op('Gather', [g.initializer('draft_to_target', { dtype: 'int32', dims: [toTarget.length], data: toTarget }), draftIds], { axis: 0 }) : g.op('Cast', [draftIds], { to: 6 /* INT32 */ });
-  batchOutput(g, r.hidden, names.hidden, 'float32', head.dim);
+  batchOutput(g, hidden, names.hidden, 'float32', head.dim);
   batchOutput(g, values, names.topkLogProbs, 'float32', k);
   batchOutput(g, ids, names.topkIds, 'int32', k);
   // With a reduced head the entropy is over the N draft-vocabulary tokens the head scores (the

@@ -38,6 +38,8 @@ interface Call<Out> {
   tree?: Uint8Array;
   /** Draft rows' input features [T, d]. */
   features?: Float32Array;
+  /** A draft call whose outputs beyond K/V are read for its last row only (DraftForwardOptions). */
+  lastRow?: boolean;
   logits: boolean;
   resolve(out: Out): void;
   reject(e: unknown): void;
@@ -362,6 +364,7 @@ export class DraftLane extends Lane<DraftOutput> {
     return this.session.head.dim;
   }
   private features = new Float32Array(0);
+  private outRows = new BigInt64Array(0);
   private fetches = [names.hidden, names.topkLogProbs, names.topkIds, names.entropy, names.presentKey(0), names.presentValue(0)];
 
   constructor(batcher: Batcher, readonly session: DraftSession, batchCache: KVCache, maxPassTokens: number) {
@@ -373,7 +376,7 @@ export class DraftLane extends Lane<DraftOutput> {
     return {
       head: s.head as HeadConfig,
       topK: s.topK,
-      forward: (cache, tokens, features, positions, tree) => lane.submit({ cache, tokens, positions, tree, features, logits: false }),
+      forward: (cache, tokens, features, positions, tree, opts) => lane.submit({ cache, tokens, positions, tree, features, logits: false, lastRow: opts?.lastRow }),
     };
   }
 
@@ -386,24 +389,28 @@ export class DraftLane extends Lane<DraftOutput> {
     let T = 0;
     for (const c of calls) T += c.tokens.length;
     if (this.features.length < T * d) this.features = new Float32Array(2 * T * d);
-    let off = 0;
+    if (this.outRows.length < T) this.outRows = new BigInt64Array(2 * T);
+    let off = 0, R = 0;
     for (const c of calls) {
       const t = c.tokens.length;
       this.features.set(firstRows('features', c.features!, t, d), off * d);
+      for (let i = c.lastRow ? t - 1 : 0; i < t; i++) this.outRows[R++] = BigInt(off + i);
       off += t;
     }
     feeds[names.features] = f32(this.features.subarray(0, T * d), [1, T, d]);
+    feeds[names.outRows] = i64(this.outRows.subarray(0, R), [R]);
     const out = await runTimed(this.slotSession!, feeds, this.fetches);
     const hidden = f32Data(out[names.hidden]), lp = f32Data(out[names.topkLogProbs]), ids = i32Data(out[names.topkIds]), ent = f32Data(out[names.entropy]);
     const nk = f32Data(out[names.presentKey(0)]), nv = f32Data(out[names.presentValue(0)]);
     off = 0;
+    let r = 0; // output rows: one per lastRow call, else every row
     return calls.map((c) => {
-      const a = off, b = (off += c.tokens.length);
+      const a = off, b = (off += c.tokens.length), ra = r, rb = (r += c.lastRow ? 1 : c.tokens.length);
       return {
-        hidden: hidden.subarray(a * d, b * d),
-        topkLogProbs: lp.subarray(a * k, b * k),
-        topkIds: ids.subarray(a * k, b * k),
-        entropy: ent.subarray(a, b),
+        hidden: hidden.subarray(ra * d, rb * d),
+        topkLogProbs: lp.subarray(ra * k, rb * k),
+        topkIds: ids.subarray(ra * k, rb * k),
+        entropy: ent.subarray(ra, rb),
         newKeys: [nk.subarray(a * rs, b * rs)],
         newValues: [nv.subarray(a * rs, b * rs)],
       };

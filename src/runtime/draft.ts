@@ -37,6 +37,15 @@ export interface DraftOutput {
   newValues: Float32Array[];
 }
 
+/**
+ * `lastRow`: only the last row's outputs beyond K/V (hidden, top-k, entropy) are read. A pass
+ * may then return them for that row alone (the serving batch pass does; this session returns
+ * every row): the caller reads the LAST row of what it gets.
+ */
+export interface DraftForwardOptions {
+  lastRow?: boolean;
+}
+
 /** What a drafter needs of the head: its shape and one pass. DraftSession is one; a serving batcher's per-request view is another. */
 export type DraftPass = Pick<DraftSession, 'head' | 'topK' | 'forward'>;
 
@@ -70,7 +79,7 @@ export class DraftSession extends SessionHolder {
    * the previous position or the head's own prediction), at positions[i]; `tree` as in
    * TargetSession.forward. Does not modify the cache.
    */
-  async forward(cache: KVCache, tokens: ArrayLike<number>, features: Float32Array, positions: ArrayLike<number>, tree?: Uint8Array): Promise<DraftOutput> {
+  async forward(cache: KVCache, tokens: ArrayLike<number>, features: Float32Array, positions: ArrayLike<number>, tree?: Uint8Array, _opts?: DraftForwardOptions): Promise<DraftOutput> {
     const t0 = performance.now();
     const t = tokens.length, d = this.head.dim;
     const rows = firstRows('features', features, t, d);
