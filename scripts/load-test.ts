@@ -5,10 +5,25 @@
  *
  *   node --import tsx scripts/load-test.ts [--model DIR --draft DIR] [--concurrency 1,2,4,8,16]
  *     [--policies plain,static-3,smartspec] [--requests 8] [--blocks 8] [--max-new-tokens 48]
- *     [--time-limit 150] [--threads N] [--max-batch B] [--[no-]fused-round] [--out runs/load-test]
+ *     [--time-limit 150] [--threads N] [--max-batch B] [--[no-]fused-round]
+ *     [--sessions shared|separate] [--[no-]renew] [--out runs/load-test]
  *
- * One server per policy (all over the same loaded sessions; only one is driven at a time), each
- * with --max-batch = the highest concurrency. Each concurrency level runs `blocks` rounds, and
+ * Sessions. Separate ORT sessions of one graph run at speeds a few per cent apart, fixed for the
+ * sessions' life (measured: paired medians 0.97-1.04 between two identical static-3 engines,
+ * scripts/serve-ab.ts), the size of the gaps the goals ask about. So by default (--sessions
+ * shared) every served method runs on ONE engine and its HTTP server, started as `eaglet serve
+ * --policy smartspec` starts it (SmartSpec's step-cost model measured at start-up on the
+ * sessions it serves on), each block's requests admitted under its method's policy
+ * (Engine.setPolicy: a plain or static-D request runs the code path and graphs a server started
+ * with that policy runs; the engine's draft lane and fused-round session sit idle for plain).
+ * And by default (--renew) every round gets new sessions: a new engine and server, and newly
+ * loaded generators for the in-process methods, warmed up as at the start, so which sessions are
+ * fast is sampled round by round rather than fixed for the run (SmartSpec's planner then starts
+ * each round from its start-up model, as a newly started server does, and learns during the
+ * warm-up). Renewed, a round runs every level on its sessions. --sessions separate --no-renew
+ * is the earlier measurement: one server (engine) per policy for the whole run, level by level.
+ *
+ * Every server has --max-batch = the highest concurrency. Each concurrency level runs `blocks` rounds, and
  * in each round every method runs the same max(requests, c) greedy completions of held-out
  * prompts, the methods taking turns in an order shuffled each round (seeded: the same every run):
  * a slow moment of the machine (engine speed here swings by up to 1.6x between blocks of a
@@ -45,7 +60,7 @@ import { permutation } from '../training/dataset.ts';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
-import { loadGenerator } from '../src/api.ts';
+import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
 import { DEFAULT_DIR } from '../src/default-model.ts';
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { Generator } from '../src/generate/generator.ts';
@@ -70,6 +85,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
   { flag: 'max-batch', type: 'int', min: 1, meta: 'B', help: 'the servers\' batch slots (default: the highest concurrency)' },
   { flag: 'fused-round', type: 'bool', help: 'a request alone in the batch runs the fused round, and the single-request yardstick includes `eaglet generate`\'s fused round (default: on for the embedded pair, as generate and serve)' },
+  { flag: 'sessions', type: 'string', default: 'shared', choices: ['shared', 'separate'], meta: 'MODE', help: 'shared: every served method on one engine\'s sessions (started as smartspec, the policy set per block); separate: one engine (server) per method' },
+  { flag: 'renew', type: 'bool', default: true, help: 'new sessions every round (engines, servers and the in-process methods\' generators), so which sessions are fast is sampled rather than fixed for the run; --no-renew: one set for the run' },
   { flag: 'out', type: 'string', default: 'runs/load-test', meta: 'DIR', help: 'output directory' },
 ];
 
@@ -78,10 +95,8 @@ const t0 = performance.now();
 const levels = [...(f.concurrency as number[])].sort((a, b) => a - b), policies = String(f.policies).split(','), N = f.maxNewTokens as number, K = f.blocks as number;
 const prompts = readFileSync(f.prompts as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const load = { model: f.model as string | undefined, draft: f.draft as string | undefined, threads: f.threads as number };
-const g = await loadGenerator({ ...load, keepWeights: true });
 const fused = (f.fusedRound as boolean | undefined) ?? (load.model === undefined && load.draft === undefined);
-// What `eaglet generate` runs (its fused round where it would use one, its default policy): a single-request yardstick.
-const generateDefault = fused ? await loadGenerator({ ...load, fusedRound: 'auto' }) : undefined;
+const shared = f.sessions === 'shared', renew = f.renew as boolean;
 const reference = await loadGenerator({ ...load, draft: null });
 const cMin = levels[0], cMax = Math.max(...levels), maxBatch = (f.maxBatch as number | undefined) ?? cMax;
 if (maxBatch < cMax) throw new Error(`--max-batch ${maxBatch} is below the highest concurrency ${cMax}: requests past it would queue`);
@@ -137,7 +152,9 @@ const differs = (ids: number[], i: number) => JSON.stringify(ids) !== JSON.strin
 
 /** `order` (prompt indices) through server `p` by `c` clients. */
 async function serverBlock(p: string, c: number, round: number, order = promptsFor(c, round)): Promise<Block> {
-  const s = servers.get(p)!, engine = s.handler.engine, lane = engine.targetStats, m = engine.metrics;
+  const s = world.servers.get(p)!, engine = s.handler.engine, lane = engine.targetStats, m = engine.metrics;
+  // Shared sessions: the block's requests are admitted under its method's policy (the last block's have all replied).
+  if (shared) engine.setPolicy(p);
   const p0 = lane.passes, c0 = lane.calls, f0 = engine.fusedRounds, d0 = m.depthCounts.slice(), ph0 = { ...m.phaseMs }, n0 = m.phased;
   const { replies, wallMs } = await drive({ url: s.url, prompts: order.map((i) => prompts[i]), concurrency: c, maxTokens: N });
   let tokens = 0, mismatches = 0;
@@ -157,11 +174,28 @@ async function serverBlock(p: string, c: number, round: number, order = promptsF
 // Also, as a diagnostic, SmartSpec's serving engine called in-process (Engine.submit, no HTTP).
 type Decode = (prompt: number[]) => Promise<{ ids: number[]; stats: GenerationStats }>;
 const staticDepths = policies.filter((x) => /^static-\d+$/.test(x)).map((x) => Number(x.slice(7)));
-/** Per method: a fresh decoder (one per round: a fresh policy state), and its rounds' depths (counted as a server counts them). */
-const singles = new Map<string, () => Decode>();
-const singleMetrics = new Map<string, ServeMetrics>();
 const ENGINE = 'smartspec engine (no HTTP)';
-{
+
+/**
+ * The sessions a stretch of rounds runs on: the loaded generator the servers' engines are built
+ * from (its own sessions serve the library methods), what `eaglet generate` loads, and the servers.
+ */
+interface World {
+  g: LoadedGenerator;
+  generateDefault?: LoadedGenerator;
+  /** Per served method its server: with shared sessions, one server (one engine) for every method. */
+  servers: Map<string, RunningServer>;
+  /** Per in-process method: a fresh decoder (one per round: a fresh policy state). */
+  singles: Map<string, () => Decode>;
+  /** Its rounds' depths (counted as a server counts them). */
+  singleMetrics: Map<string, ServeMetrics>;
+}
+
+async function buildWorld(): Promise<World> {
+  const g = await loadGenerator({ ...load, keepWeights: true });
+  // What `eaglet generate` runs (its fused round where it would use one, its default policy): a single-request yardstick.
+  const generateDefault = fused ? await loadGenerator({ ...load, fusedRound: 'auto' }) : undefined;
+  const singles = new Map<string, () => Decode>(), singleMetrics = new Map<string, ServeMetrics>();
   const parts = g.generator.parts, drafter = parts.drafter;
   const add = (name: string, policy: () => LengthPolicy | undefined, from = parts) => {
     const m = new ServeMetrics(from.drafter?.shape.maxDepth ?? 0);
@@ -181,11 +215,40 @@ const ENGINE = 'smartspec engine (no HTTP)';
     add(`generate (fused round, ${generateDefault.newPolicy()!.name})`, () => generateDefault.newPolicy(), gp);
     for (const d of staticDepths) add(`generate --policy static-${d} (fused round)`, () => new StaticPolicy(d, Math.max(d, gp.drafter!.shape.totalTokens)), gp);
   }
+  const servers = new Map<string, RunningServer>();
+  const opts = (p: string) => ({ port: 0, maxBatch, policy: p, maxQueue: 1024, threads: load.threads, fusedRound: fused && p !== 'plain' });
+  if (shared) {
+    // One engine as `eaglet serve --policy smartspec` starts it (its step-cost model measured on
+    // the sessions it serves on), every method's blocks on it in turn (Engine.setPolicy).
+    const one = await serve(g, opts(drafter ? 'smartspec' : 'plain'));
+    for (const p of policies) servers.set(p, one);
+  } else for (const p of policies) servers.set(p, await serve(g, opts(p)));
+  if (servers.has('smartspec')) {
+    const engine = servers.get('smartspec')!.handler.engine;
+    singles.set(ENGINE, () => async (prompt) => {
+      if (shared) engine.setPolicy('smartspec');
+      const it = engine.submit(prompt, { maxNewTokens: N, temperature: 0 });
+      const ids: number[] = [];
+      for (let r = await it.next(); ; r = await it.next()) {
+        if (r.done) return { ids, stats: r.value };
+        ids.push(...r.value.ids);
+      }
+    });
+  }
+  return { g, generateDefault, servers, singles, singleMetrics };
+}
+
+async function closeWorld(w: World): Promise<void> {
+  const cm = w.servers.get('smartspec')?.handler.engine.planner;
+  if (cm) costModels.push({ verify: cm.verify.toJSON(), draft: cm.draft.toJSON(), alone: cm.alone, learnedOverhead: { msPerPass: cm.overhead.a, msPerRequestPass: cm.overhead.b, aloneMs: cm.overhead.alone }, passScale: [...cm.passScale] });
+  for (const s of new Set(w.servers.values())) await s.close();
+  await w.g.dispose();
+  await w.generateDefault?.dispose();
 }
 
 /** A block of one in-process method: the prompts one after another, beside the client thread polling as during a level. */
-async function singleBlock(name: string, round: number, order = promptsFor(1, round), decode = singles.get(name)!()): Promise<Block> {
-  const m = name === ENGINE ? servers.get('smartspec')!.handler.engine.metrics : singleMetrics.get(name), d0 = m?.depthCounts.slice();
+async function singleBlock(name: string, round: number, order = promptsFor(1, round), decode = world.singles.get(name)!()): Promise<Block> {
+  const m = name === ENGINE ? world.servers.get('smartspec')!.handler.engine.metrics : world.singleMetrics.get(name), d0 = m?.depthCounts.slice();
   await clientThread('spin');
   let tokens = 0, mismatches = 0, prefill = 0;
   const latencies: number[] = [];
@@ -207,25 +270,21 @@ async function singleBlock(name: string, round: number, order = promptsFor(1, ro
   return { method: name, concurrency: 1, round, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies, mismatches, depths: m && d0 ? m.depthCounts.map((n, d) => n - d0[d]) : undefined, phaseMs, phased: order.length };
 }
 
-const servers = new Map<string, RunningServer>();
-for (const p of policies) servers.set(p, await serve(g, { port: 0, maxBatch, policy: p, maxQueue: 1024, threads: load.threads, fusedRound: fused && p !== 'plain' }));
-const costModel = servers.get('smartspec')?.handler.engine.planner;
-if (servers.has('smartspec'))
-  singles.set(ENGINE, () => async (prompt) => {
-    const it = servers.get('smartspec')!.handler.engine.submit(prompt, { maxNewTokens: N, temperature: 0 });
-    const ids: number[] = [];
-    for (let r = await it.next(); ; r = await it.next()) {
-      if (r.done) return { ids, stats: r.value };
-      ids.push(...r.value.ids);
-    }
-  });
 const blocks: Block[] = [], skipped: string[] = [];
 const limitMs = (f.timeLimit as number) * 1000;
-// Warm-up, not reported: every single-request method once, every server at the lowest and highest concurrency.
-const warmupStart = performance.now();
-for (const name of singles.keys()) await singleBlock(name, -1);
-for (const p of policies) for (const c of new Set([cMin, cMax])) await serverBlock(p, c, -1);
-const warmupSeconds = (performance.now() - warmupStart) / 1000;
+/** SmartSpec's step-cost model of each set of sessions: measured at start-up, and what it learned (JSON). */
+const costModels: unknown[] = [];
+let warmupSeconds = 0;
+/** New sessions, warmed up (not reported): every single-request method once, every server at the lowest and highest concurrency. */
+async function enter(): Promise<World> {
+  const start = performance.now();
+  const w = (world = await buildWorld());
+  for (const name of w.singles.keys()) await singleBlock(name, -1);
+  for (const p of policies) for (const c of new Set([cMin, cMax])) await serverBlock(p, c, -1);
+  warmupSeconds += (performance.now() - start) / 1000;
+  return w;
+}
+let world: World = undefined as unknown as World; // set by enter()
 
 /** `xs` in an order shuffled by `seed` (the same order every run). */
 function shuffled<T>(xs: readonly T[], seed: number): T[] {
@@ -245,43 +304,53 @@ function merge(bs: Block[]): Block {
   };
 }
 
-for (const c of levels) {
-  const methods = [...policies, ...(c === 1 ? singles.keys() : [])];
-  for (let round = 0; round < K; round++) {
-    if (performance.now() - t0 > limitMs) {
-      skipped.push(`c=${c} rounds ${round + 1}-${K}`);
-      break;
-    }
-    const done: Block[] = [];
-    if (c === 1) {
-      // One request at a time: the methods take turns request by request, so a slow moment falls
-      // on a request of each rather than on one method's block. Each request's order is shuffled
-      // (seeded), not rotated: in a rotation each method always ran right after the same one, so
-      // `generate --policy static-3` always followed `generate` on the same sessions while every
-      // server followed another engine; a request right after one on the same sessions can run a
-      // few per cent faster (docs/performance.md, "Serving under load", session 10).
-      // A library method keeps one generator (one policy state) through its round.
-      const order = promptsFor(1, round), parts = new Map<string, Block[]>(methods.map((m) => [m, []]));
-      const gens = new Map([...singles].map(([name, make]) => [name, make()]));
-      for (let j = 0; j < order.length; j++) {
-        const turns = shuffled(methods, round * 1009 + j + 1);
-        for (let k = 0; k < methods.length; k++) {
-          const m = turns[k];
-          parts.get(m)!.push(servers.has(m) ? await serverBlock(m, 1, round, [order[j]]) : await singleBlock(m, round, [order[j]], gens.get(m)));
-        }
+// Renewed sessions: round by round, every level in each round on that round's sessions (paired
+// ratios compare blocks on the same sessions); one set for the run: level by level, as before.
+const schedule = renew ? Array.from({ length: K }, (_, r) => levels.map((c) => [c, r] as const)).flat() : levels.flatMap((c) => Array.from({ length: K }, (_, r) => [c, r] as const));
+const served = new Set(policies), late = new Map<number, number>();
+let worldRound = -1;
+for (const [c, round] of schedule) {
+  if (performance.now() - t0 > limitMs) {
+    if (!late.has(c)) late.set(c, round);
+    continue;
+  }
+  if (worldRound < 0 || (renew && round !== worldRound)) {
+    if (worldRound >= 0) await closeWorld(world);
+    await enter();
+    worldRound = round;
+  }
+  const methods = [...policies, ...(c === 1 ? world.singles.keys() : [])];
+  const done: Block[] = [];
+  if (c === 1) {
+    // One request at a time: the methods take turns request by request, so a slow moment falls
+    // on a request of each rather than on one method's block. Each request's order is shuffled
+    // (seeded), not rotated: in a rotation each method always ran right after the same one, so
+    // `generate --policy static-3` always followed `generate` on the same sessions while every
+    // server followed another engine; a request right after one on the same sessions can run a
+    // few per cent faster (docs/performance.md, "Serving under load", session 10).
+    // A library method keeps one generator (one policy state) through its round.
+    const order = promptsFor(1, round), parts = new Map<string, Block[]>(methods.map((m) => [m, []]));
+    const gens = new Map([...world.singles].map(([name, make]) => [name, make()]));
+    for (let j = 0; j < order.length; j++) {
+      const turns = shuffled(methods, round * 1009 + j + 1);
+      for (let k = 0; k < methods.length; k++) {
+        const m = turns[k];
+        parts.get(m)!.push(served.has(m) ? await serverBlock(m, 1, round, [order[j]]) : await singleBlock(m, round, [order[j]], gens.get(m)));
       }
-      for (const m of methods) done.push(merge(parts.get(m)!));
-    } else {
-      // Shuffled each round, so none always runs first or after the same one.
-      for (const m of shuffled(methods, round * 1009 + c)) done.push(await serverBlock(m, c, round));
     }
-    for (const b of done) {
-      blocks.push(b);
-      process.stderr.write(`c=${c} round ${round + 1} ${b.method}: ${b.tokensPerSecond.toFixed(0)} tok/s${b.meanBatch !== undefined ? `, mean batch ${b.meanBatch}, fused rounds ${b.fusedRounds}` : ''}${b.depths ? `, depths ${b.depths.join('/')}` : ''}${b.mismatches ? `, MISMATCHES ${b.mismatches}` : ''}\n`);
-    }
+    for (const m of methods) done.push(merge(parts.get(m)!));
+  } else {
+    // Shuffled each round, so none always runs first or after the same one.
+    for (const m of shuffled(methods, round * 1009 + c)) done.push(await serverBlock(m, c, round));
+  }
+  for (const b of done) {
+    blocks.push(b);
+    process.stderr.write(`c=${c} round ${round + 1} ${b.method}: ${b.tokensPerSecond.toFixed(0)} tok/s${b.meanBatch !== undefined ? `, mean batch ${b.meanBatch}, fused rounds ${b.fusedRounds}` : ''}${b.depths ? `, depths ${b.depths.join('/')}` : ''}${b.mismatches ? `, MISMATCHES ${b.mismatches}` : ''}\n`);
   }
 }
-for (const s of servers.values()) await s.close();
+if (worldRound >= 0) await closeWorld(world);
+for (const [c, r] of late) skipped.push(`c=${c} rounds ${r + 1}-${K}`);
+const singleNames = worldRound >= 0 ? [...world.singles.keys()] : [];
 clients.postMessage('close');
 
 // ---- Summaries ----
@@ -296,13 +365,13 @@ const summarize = (m: string, c: number) => {
   const tps = spread(bs.map((b) => b.tokensPerSecond)), lat = bs.flatMap((b) => b.latencies);
   const depths = bs.every((b) => b.depths) ? bs[0].depths!.map((_, d) => sum(bs.map((b) => b.depths![d]))) : undefined;
   return {
-    method: m, server: servers.has(m), concurrency: c, blocks: bs.length, tokensPerSecond: r3(tps.median), min: r3(tps.min), max: r3(tps.max), q1: r3(tps.q1), q3: r3(tps.q3),
+    method: m, server: served.has(m), concurrency: c, blocks: bs.length, tokensPerSecond: r3(tps.median), min: r3(tps.min), max: r3(tps.max), q1: r3(tps.q1), q3: r3(tps.q3),
     p50Ms: r3(q(lat, 0.5)), p99Ms: r3(q(lat, 0.99)),
     meanBatch: bs[0].meanBatch !== undefined ? r3(spread(bs.map((b) => b.meanBatch!)).median) : undefined,
     fusedRounds: bs[0].fusedRounds !== undefined ? sum(bs.map((b) => b.fusedRounds!)) : undefined, depths,
   };
 };
-const summary = levels.flatMap((c) => [...policies, ...(c === 1 ? [...singles.keys()] : [])].map((m) => summarize(m, c)).filter((x) => x !== undefined));
+const summary = levels.flatMap((c) => [...policies, ...(c === 1 ? singleNames : [])].map((m) => summarize(m, c)).filter((x) => x !== undefined));
 const at = (m: string, c: number) => summary.find((s) => s.method === m && s.concurrency === c);
 
 /** `a` against `b` at level c: per round (blocks of the same round), and the ratio of their medians. */
@@ -324,7 +393,7 @@ const checks = [
   ...(cMax > 1 ? policies.filter((p) => p !== 'smartspec').map((p) => compare('smartspec', p, cMax, 1, `concurrency ${cMax}: SmartSpec throughput >= ${p}`)) : []),
 ];
 // Not goals: where the concurrency-1 gap lies (HTTP against the engine called in-process; the engine against the yardstick).
-const diagnostics = levels.includes(1) && servers.has('smartspec') && best
+const diagnostics = levels.includes(1) && served.has('smartspec') && best
   ? [compare('smartspec', ENGINE, 1, 1, 'diagnostic: served SmartSpec against its engine without HTTP'), compare(ENGINE, best.method, 1, 1, 'diagnostic: SmartSpec\'s engine without HTTP against the best single-request method')]
   : [];
 const mismatches = sum(blocks.map((b) => b.mismatches));
@@ -337,18 +406,18 @@ const result = {
   command: `node --import tsx scripts/load-test.ts ${process.argv.slice(2).join(' ')}`.trim(),
   model: load.model ?? 'embedded default', draft: load.draft ?? (load.model ? null : 'embedded default'), threads: load.threads, maxBatch, requestsPerBlock: Object.fromEntries(levels.map((c) => [c, blockSize(c)])), rounds: K, maxNewTokens: N,
   wallSeconds, warmupSeconds: Math.round(warmupSeconds * 10) / 10, skipped, mismatches, bestSingle: best?.method, checks, diagnostics, plainBatchGain: plainGain, summary,
-  costModel: costModel ? { verify: costModel.verify.toJSON(), draft: costModel.draft.toJSON(), alone: costModel.alone, learnedOverhead: { msPerPass: costModel.overhead.a, msPerRequestPass: costModel.overhead.b, aloneMs: costModel.overhead.alone } } : undefined,
+  sessions: f.sessions, renew, costModels,
   blocks: blocks.map(({ latencies, ...b }) => ({ ...b, p50Ms: r3(q(latencies, 0.5)) })),
 };
 writeFileSync(join(out, 'load-test.json'), JSON.stringify(result, null, 2) + '\n');
 const n0 = (x: number) => x.toFixed(0), n2 = (x: number) => x.toFixed(2);
 const phaseRow = (p: string) => {
   const bs = of(p, cMin), n = Math.max(1, sum(bs.map((b) => b.phased ?? 0)));
-  return `| ${servers.has(p) ? p : `*${p}*`} | ${PHASES.map((k) => n2(sum(bs.map((b) => b.phaseMs?.[k] ?? 0)) / n)).join(' | ')} | ${n2(at(p, cMin)?.p50Ms ?? NaN)} |`;
+  return `| ${served.has(p) ? p : `*${p}*`} | ${PHASES.map((k) => n2(sum(bs.map((b) => b.phaseMs?.[k] ?? 0)) / n)).join(' | ')} | ${n2(at(p, cMin)?.p50Ms ?? NaN)} |`;
 };
 const md = [
   `# eaglet serve load test`, '',
-  `\`${result.command}\` (${wallSeconds} s; per level ${K} rounds, each a block of max(${f.requests}, c) greedy requests of ${N} tokens from every method in shuffled order; max batch ${maxBatch}, ${load.threads} thread(s); median of the blocks, min-max in brackets)`, '',
+  `\`${result.command}\` (${wallSeconds} s; served methods on ${shared ? 'one engine\'s sessions' : 'one engine each'}, ${renew ? 'new sessions every round' : 'the same sessions all run'}; per level ${K} rounds, each a block of max(${f.requests}, c) greedy requests of ${N} tokens from every method in shuffled order; max batch ${maxBatch}, ${load.threads} thread(s); median of the blocks, min-max in brackets)`, '',
   `Greedy replies (served and library) differing from single-request plain decoding: **${mismatches}**.${skipped.length ? ` Not run (time limit): ${skipped.join(', ')}.` : ''}`, '',
   '## Goals', '',
   'Each goal compares two methods\' blocks of the same round (paired ratio: median, quartiles, min-max over rounds) and, for reference, their medians.', '',
@@ -372,7 +441,5 @@ writeFileSync(join(out, 'load-test.svg'), linePlot(policies.map((p) => {
   return { label: p, x: s.map((x) => x.concurrency), y: s.map((x) => x.tokensPerSecond) };
 }), { title: 'eaglet serve: throughput vs concurrency', xLabel: 'concurrent clients', yLabel: 'tokens/s' }));
 process.stdout.write(md);
-await g.dispose();
 await reference.dispose();
-await generateDefault?.dispose();
 process.exitCode = mismatches > 0 ? 1 : 0;

@@ -18,6 +18,9 @@
  * lanes' counters (LaneStats): the target and draft passes a step (wall time of the passes, of
  * it the ORT call and the feeds), and the requests' own work between passes (after a target
  * pass: accepting, commits, the next plan and tree; after a draft pass: the tree's next level).
+ * A pass starts only when every request waits on it, so one request's verify wait holds the
+ * other requests' work between the passes (SmartSpec's batch planning included): the paired
+ * ratios split a step into its passes and the rest.
  *
  * --one-engine: ONE smartspec engine, the policies taking turns in it (Engine.setPolicy), request
  * by request at c=1 and level by level above: the same sessions, caches and start-up, so what
@@ -155,7 +158,7 @@ const quart = (xs: number[]) => {
 };
 for (let i = 1; i < engines.length; i++) {
   const ratio = (get: (x: (typeof per)[number], r: number) => number) => quart(per[i].msPerRound.map((_, r) => get(per[i], r) / get(per[0], r)));
-  console.log(`${label[i]} / ${label[0]}, per repeat, median (q1-q3): ms a round ${ratio((x, r) => x.msPerRound[r])}, verify ${ratio((x, r) => x.split[r][2])}${C === 1 ? `, fused round's ORT call ${ratio((x, r) => x.ort[r])}` : ''}`);
+  console.log(`${label[i]} / ${label[0]}, per repeat, median (q1-q3): ms a round ${ratio((x, r) => x.msPerRound[r])}, verify ${ratio((x, r) => x.split[r][2])}${C > 1 ? `, a target step's passes (target and draft) ${ratio((x, r) => x.lanes[r][1] + x.lanes[r][6])}, the rest of it ${ratio((x, r) => x.lanes[r][0] - x.lanes[r][1] - x.lanes[r][6])}` : ''}${C === 1 ? `, fused round's ORT call ${ratio((x, r) => x.ort[r])}` : ''}`);
 }
 for (const e of new Set(engines)) {
   await e.drain();

@@ -639,7 +639,8 @@ test('SmartSpec: the bound that skips the ascent when no raise can pay plans wha
       const histories = Array.from({ length: n }, () => ({ position: 1 + Math.floor(rand() * 200), rounds: Array.from({ length: Math.floor(rand() * 8) }, () => { const depth = Math.floor(rand() * 4); return { depth, accepted: Math.floor(rand() * (depth + 1)) }; }) }));
       const plan = (full: boolean) => {
         const planner = new SmartSpecPlanner(verify, draft, 3, 3, () => 1, undefined, 0.9, () => 0);
-        if (full) (planner as unknown as { anyRaisePays(): boolean }).anyRaisePays = () => true;
+        // The full ascent: neither bound (anyRaisePays, nor planAllZero's perfectRaisePays) skips it.
+        if (full) Object.assign(planner, { anyRaisePays: (): boolean => true, perfectRaisePays: (): boolean => true });
         planner.splitRows = split;
         planner.overhead.a = a;
         planner.overhead.b = b;
@@ -660,6 +661,54 @@ test('SmartSpec: the bound that skips the ascent when no raise can pay plans wha
   );
   // Both outcomes drawn, so the bound is tested where it skips and where it must not.
   assert.ok(speculated > 10 && plain > 10, `speculated ${speculated}, plain ${plain}`);
+});
+
+test('SmartSpec: planAllZero (every draft accepted cannot pay) plans and times the step as the full ascent does', () => {
+  let skipped = 0, speculated = 0;
+  fc.assert(
+    fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
+      let s = seed;
+      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16, rand() < 0.2 ? NaN : rand() * slope); };
+      const verify = curve(1, 0.05), draft = curve(rand() * 0.6, 0.02), a = rand() * 0.1, b = rand() * 0.01, scale = [0.5 + rand(), 0.5 + rand()];
+      // Half the members accepted every draft so far (expected tokens 1 + d: the bound is tight)
+      // and carry one catch-up row (the bound's cheapest first level), so a wrong bound shows.
+      const histories = Array.from({ length: n }, () => {
+        const perfect = rand() < 0.5;
+        return { position: rand() < 0.5 ? 1 : 1 + Math.floor(rand() * 200), rounds: Array.from({ length: Math.floor(rand() * 8) }, () => { const depth = Math.floor(rand() * 4); return { depth, accepted: perfect ? depth : Math.floor(rand() * (depth + 1)) }; }) };
+      });
+      let fired = false;
+      const plan = (shortcut: boolean) => {
+        const planner = new SmartSpecPlanner(verify, draft, 3, 3, () => 1, undefined, 0.9, () => 0);
+        const internals = planner as unknown as { planAllZero(): boolean; timing: object };
+        // Only planAllZero may skip the ascent (anyRaisePays never does); without it, neither.
+        const always = (): boolean => true;
+        Object.assign(planner, shortcut ? { anyRaisePays: always } : { anyRaisePays: always, perfectRaisePays: always });
+        if (shortcut) {
+          const own = internals.planAllZero.bind(planner);
+          internals.planAllZero = () => (fired = own());
+        }
+        planner.overhead.a = a;
+        planner.overhead.b = b;
+        planner.passScale.set(scale);
+        const ms = histories.map((h) => {
+          const p = planner.policy();
+          p.started = true;
+          for (const r of h.rounds) p.observe({ depth: r.depth, treeSize: r.depth, accepted: r.accepted, draftMs: 0, verifyMs: 0 });
+          return p;
+        });
+        const depths = ms.map((p, i) => p.plan({ position: histories[i].position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth);
+        return { depths, timing: { ...internals.timing } };
+      };
+      const quick = plan(true), full = plan(false);
+      assert.deepEqual(quick, full);
+      if (fired) skipped++;
+      if (full.depths.some((d) => d > 0)) speculated++;
+    }),
+    { numRuns: 300 },
+  );
+  // Both outcomes drawn: steps it skips, and steps where the ascent speculates (the bound must not skip those).
+  assert.ok(skipped > 20 && speculated > 20, `skipped ${skipped}, speculated ${speculated}`);
 });
 
 test('SmartSpec: a lone request\'s shortcut (planAlone) plans what the general ascent plans for one request', () => {

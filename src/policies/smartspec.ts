@@ -160,7 +160,12 @@ export class StepOverhead {
 export class SmartSpecPlanner {
   private members = new Set<SmartSpecPolicy>();
   private plannedStep = -1;
-  private chosen = new Map<SmartSpecPolicy, number>();
+  /**
+   * Members with a length this step (their planStep is plannedStep). The lengths live on the
+   * policies (planStep, planDepth), not in a Map: the planning runs right after an ORT call, when
+   * every structure it reads is a cache miss, so fewer objects touched is less time.
+   */
+  private chosenCount = 0;
   /** The steps' cost beyond the modelled passes (learned online). */
   readonly overhead: StepOverhead;
   /**
@@ -255,8 +260,18 @@ export class SmartSpecPlanner {
   /** @internal */
   leave(p: SmartSpecPolicy): void {
     this.members.delete(p);
-    this.chosen.delete(p);
+    if (p.planStep === this.plannedStep) this.chosenCount--;
+    p.planStep = -1;
     this.changes++;
+  }
+
+  /** Gives `m` length `d` this step. */
+  private choose(m: SmartSpecPolicy, d: number): void {
+    if (m.planStep !== this.plannedStep) {
+      m.planStep = this.plannedStep;
+      this.chosenCount++;
+    }
+    m.planDepth = d;
   }
 
   /** @internal the depth of `p` this step, planning the whole batch when `p` has none yet. */
@@ -265,11 +280,11 @@ export class SmartSpecPlanner {
     if (step !== this.plannedStep) {
       this.learn(step);
       this.plannedStep = step;
-      this.chosen.clear();
+      this.chosenCount = 0;
     }
     // A request alone plans every round: planLone builds no arrays (planBatch's are per step).
-    if (!this.chosen.has(p)) this.alone && this.members.size === 1 ? this.planLone(p) : this.planBatch();
-    return Math.min(this.chosen.get(p) ?? 0, maxDepth);
+    if (p.planStep !== step) this.alone && this.members.size === 1 ? this.planLone(p) : this.planBatch();
+    return Math.min(p.planStep === step ? p.planDepth : 0, maxDepth);
   }
 
   /**
@@ -439,7 +454,7 @@ export class SmartSpecPlanner {
     const unseen = Number.isNaN(this.aloneBeyond[1]) ? Math.min(this.maxDepth, this.alone!.length - 1) : 0;
     if (unseen > 0) {
       this.plainRun = 0;
-      this.chosen.set(m, unseen);
+      this.choose(m, unseen);
       this.startTiming(this.alone![unseen], 1, 1, 1, unseen, m.catchUpRows);
       return;
     }
@@ -464,7 +479,7 @@ export class SmartSpecPlanner {
     }
     if (bestG < plainG * (1 + this.margin)) best = 0;
     this.plainRun = best === 0 ? this.plainRun + 1 : 0;
-    this.chosen.set(m, best);
+    this.choose(m, best);
     const a = Math.min(best, last);
     this.startTiming(alone[a], 1, 1, 1, a, m.catchUpRows);
   }
@@ -480,12 +495,51 @@ export class SmartSpecPlanner {
 
   /** Greedy ascent over every member's length; lengths already chosen this step stay (a request alone: planLone). */
   private planBatch(): void {
+    if (this.chosenCount === 0 && this.planAllZero()) return;
     // A request that has not planned yet is still prefilling: it verifies nothing this step.
     const members: SmartSpecPolicy[] = [];
     for (const m of this.members) if (m.started) members.push(m);
-    const fixed = members.map((m) => this.chosen.has(m));
-    const k = members.map((m) => this.chosen.get(m) ?? 0);
+    const fixed = members.map((m) => m.planStep === this.plannedStep);
+    const k = members.map((m, i) => (fixed[i] ? m.planDepth : 0));
     this.ascend(members, fixed, k);
+  }
+
+  /**
+   * A step's first plan when no raise could pay even if every draft were accepted: every started
+   * member at 0, as the ascent plans it then (anyRaisePays false for the same members), without
+   * building its arrays or reading any member's acceptance: O(members + depth). False (nothing
+   * planned) when such a raise could pay, or for fewer than 2 members (a lone request is priced
+   * by its own step model). At c = 16 on the embedded pair even perfect acceptance does not pay
+   * for a draft pass and the longer verify, so this is every step's plan there.
+   */
+  private planAllZero(): boolean {
+    let n = 0;
+    for (const m of this.members) if (m.started) n++;
+    if (n < 2) return false;
+    // goodput of every member at 0, as stepCost prices it: n tokens by one pass of n tokens.
+    const verifyMs = this.verify.ms(n, n, 1), passMs = this.scaled(verifyMs, 0);
+    if (this.perfectRaisePays(n, n / (passMs + this.overhead.batchMs(1, n)))) return false;
+    for (const m of this.members) if (m.started) this.choose(m, 0);
+    // settlePlan's timing of a plan made whole (the first plan of the step: nothing chosen before).
+    this.timing.valid = false;
+    if (n === this.members.size) this.startTiming(passMs, 1, n, n, 0, 0, verifyMs, 0);
+    return true;
+  }
+
+  /**
+   * anyRaisePays's bound with every draft accepted (a raise to d adds d tokens) and one catch-up
+   * row (the cheapest first draft level; a pass costs no less for more rows): never below
+   * anyRaisePays's candidates, so when this says no, so would it, and the ascent would plan 0.
+   * O(depth): no member is read.
+   */
+  private perfectRaisePays(n: number, best: number): boolean {
+    let draftMs = 0;
+    for (let d = 1; d <= this.maxDepth; d++) {
+      draftMs += this.draft.ms(1, 1);
+      const ms = this.scaled(this.verify.ms(n + d, n), draftMs) + this.overhead.batchMs(1 + d, n + d);
+      if ((n + d) / ms > best * (1 + 1e-9)) return true;
+    }
+    return false;
   }
 
   /** The greedy ascent from lengths `k` over the members not `fixed` this step, then the margin rule (planBatch). */
@@ -556,8 +610,8 @@ export class SmartSpecPlanner {
     if (this.lone(n) && !fixed[0]) this.plainRun = k[0] === 0 ? this.plainRun + 1 : 0;
     // Time the step as planned; one completed later in the step (a request joined), or one with
     // a request prefilling beside it (its prompt's pass is in the step's time, in no plan), is not.
-    const whole = this.chosen.size === 0 && members.length === this.members.size;
-    members.forEach((m, i) => this.chosen.set(m, k[i]));
+    const whole = this.chosenCount === 0 && members.length === this.members.size;
+    members.forEach((m, i) => this.choose(m, k[i]));
     this.timing.valid = false;
     if (whole) {
       const c = this.stepCost(members, k);
@@ -618,6 +672,10 @@ export class SmartSpecPolicy implements LengthPolicy {
 
   /** Whether the request has planned a round (before that, it is prefilling). */
   started = false;
+  /** @internal the planner's step when this request was given planDepth (SmartSpecPlanner.choose). */
+  planStep = -1;
+  /** @internal its length that step. */
+  planDepth = 0;
 
   plan(s: RoundState): RoundPlan {
     this.position = s.position;
