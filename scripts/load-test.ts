@@ -20,7 +20,8 @@
  * loaded generators for the in-process methods, warmed up as at the start, so which sessions are
  * fast is sampled round by round rather than fixed for the run (SmartSpec's planner then starts
  * each round from its start-up model, as a newly started server does, and learns during the
- * warm-up). Renewed, a round runs every level on its sessions. --sessions separate --no-renew
+ * warm-up). Renewed, a round runs every level on its sessions; start-up and warm-up add ~3 s a
+ * round. --sessions separate --no-renew
  * is the earlier measurement: one server (engine) per policy for the whole run, level by level.
  *
  * Every server has --max-batch = the highest concurrency. Each concurrency level runs `blocks` rounds, and
