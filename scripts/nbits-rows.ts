@@ -16,13 +16,14 @@
  *
  *   node --import tsx scripts/nbits-rows.ts [-- --threads 1,2 --shapes 768x768,768x2816 --nodes 160 --distinct 2 --rows 2,4,6 --repeats 7]
  *
+ * `--bits 8 --block 128` measures the draft head's format instead of q4's.
+ *
  * On this host's AVX512-VNNI kernels every further row pair costs the same with the weights in
  * DRAM or in cache: arithmetic (docs/performance.md, "The verify's second row pair").
  */
 import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps } from '../src/onnx/ops.ts';
-import { QUANT } from '../src/model/quantize.ts';
 import { createSession, f32, releaseSession, runTimed, type Session } from '../src/runtime/ort.ts';
 import { median } from '../src/util/stats.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -32,12 +33,16 @@ const FLAGS: FlagSpec[] = [
   { flag: 'shapes', type: 'string', default: '768x768,768x2816', help: 'KxN shapes (K != N: a K->N node and an N->K node alternate)' },
   { flag: 'nodes', type: 'ints', default: [160], help: 'nodes (layers for a layer shape) per chain' },
   { flag: 'distinct', type: 'ints', default: [2], help: 'also run each chain with only this many distinct weights (units), cycled: the same nodes over fewer bytes' },
+  { flag: 'bits', type: 'int', min: 4, max: 8, default: 4, help: 'weight bits: 4 or 8' },
+  { flag: 'block', type: 'int', min: 16, default: 128, help: 'weights per block (16, 32, 64, 128)' },
   { flag: 'rows', type: 'ints', default: [2, 4, 6, 8], help: 'rows per pass (the first is the base)' },
   { flag: 'repeats', type: 'int', min: 3, default: 7, help: 'interleaved timed repeats (after one warm-up)' },
   { flag: 'ms', type: 'int', min: 10, default: 150, help: 'target milliseconds per timed measurement' },
 ];
 const f = parseFlags(process.argv.slice(2), FLAGS);
-const rowsList = f.rows as number[];
+const rowsList = f.rows as number[], bits = f.bits as 4 | 8, blockSize = f.block as number;
+if (bits !== 4 && bits !== 8) throw new Error(`--bits: ${bits} is not 4 or 8`);
+if (![16, 32, 64, 128].includes(blockSize)) throw new Error(`--block: ${blockSize} is not 16, 32, 64 or 128`);
 
 /** The [K, N] nodes of one unit of a shape spec: `KxN` (K != N: a K->N node and an N->K one) or a layer `KxN+KxN+...`. */
 function unitOf(spec: string): [number, number][] {
@@ -48,7 +53,7 @@ function unitOf(spec: string): [number, number][] {
 
 async function chain(spec: string, units: number, distinct: number, threads: number): Promise<{ s: Session; bytes: number; inWidth: number }> {
   const rng = new Rng(11), weights = new Map<string, { shape: number[]; data: Float32Array }>(), unit = unitOf(spec);
-  const g = new GraphBuilder('chain'), ops = new OnnxOps(g, (name) => weights.get(name), 1, 'split', { quantize: { ...QUANT.q4 }, fuseLinears: false });
+  const g = new GraphBuilder('chain'), ops = new OnnxOps(g, (name) => weights.get(name), 1, 'split', { quantize: { bits, blockSize }, fuseLinears: false });
   const layer = spec.includes('+'), nodes = layer ? units * unit.length : units;
   let x = g.input('x', 'float32', ['T', unit[0][0]]), width = unit[0][0], bytes = 0;
   for (let i = 0; i < nodes; i++) {
@@ -57,7 +62,7 @@ async function chain(spec: string, units: number, distinct: number, threads: num
     if (width > K) x = g.op('Slice', [x, g.ints([0]), g.ints([K]), g.ints([1])]);
     if (!weights.has(name)) {
       weights.set(name, { shape: [out, K], data: Float32Array.from({ length: out * K }, () => rng.normal() * scale) });
-      bytes += (out * K) / 2 + (out * K * 4) / QUANT.q4.blockSize;
+      bytes += (out * K * bits) / 8 + (out * K * 4) / blockSize;
     }
     x = ops.linear(x, ops.weight(name));
     width = out;
@@ -66,7 +71,7 @@ async function chain(spec: string, units: number, distinct: number, threads: num
   return { s: await createSession(g.toModel({ opset: 23, irVersion: 10 }), { threads }), bytes, inWidth: unit[0][0] };
 }
 
-console.log(`q4 MatMulNBits, blocks of ${QUANT.q4.blockSize}, int8 activations; us per node, median of ${f.repeats} repeats [min, max]; +M: increment over M=${rowsList[0]} / the M=${rowsList[0]} node`);
+console.log(`q${bits} MatMulNBits, blocks of ${blockSize}, int8 activations; us per node, median of ${f.repeats} repeats [min, max]; +M: increment over M=${rowsList[0]} / the M=${rowsList[0]} node`);
 for (const threads of f.threads as number[])
   for (const shape of String(f.shapes).split(',')) {
     const cases: { nodes: number; distinct: number; K: number; s: Session; bytes: number; feeds: Map<number, Float32Array>; loops: Map<number, number>; us: Map<number, number[]> }[] = [];
