@@ -711,6 +711,71 @@ test('SmartSpec: planAllZero (every draft accepted cannot pay) plans and times t
   assert.ok(skipped > 20 && speculated > 20, `skipped ${skipped}, speculated ${speculated}`);
 });
 
+test('SmartSpec: over many steps with requests joining, planning late and leaving, the shortcuts plan and learn what the full ascent does', () => {
+  let fired = 0, speculated = 0;
+  fc.assert(
+    fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
+      let s = seed;
+      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16, rand() < 0.2 ? NaN : rand() * slope); };
+      const verify = curve(1, 0.05), draft = curve(rand() * 0.4, 0.02), split = rand() < 0.3 ? Infinity : 1 + Math.floor(rand() * 6);
+      // The script: when each request joins and leaves, how many of its drafts each round would accept, the order members act in a step.
+      const STEPS = 24;
+      const reqs = Array.from({ length: n }, () => {
+        const join = Math.floor(rand() * 8), perfect = rand() < 0.5;
+        return { join, leave: join + 2 + Math.floor(rand() * STEPS), accepts: Array.from({ length: STEPS + 1 }, () => (perfect ? 3 : Math.floor(rand() * 4))) };
+      });
+      const orders = Array.from({ length: STEPS }, () => reqs.map((_, i) => [i, rand()] as const).sort((a, b) => a[1] - b[1]).map(([i]) => i));
+      const run = (shortcut: boolean) => {
+        let step = 0;
+        const planner = new SmartSpecPlanner(verify, draft, 3, 3, () => step, undefined, 0.9, () => step * 1.9);
+        planner.splitRows = split;
+        planner.laneTimes = [{ get ms() { return step * 1.6; } }, { get ms() { return step * 0.2; } }];
+        const internals = planner as unknown as { planAllZero(): boolean; timing: object };
+        if (shortcut) {
+          const own = internals.planAllZero.bind(planner);
+          internals.planAllZero = () => (own() ? (fired++, true) : false);
+        } else Object.assign(planner, { anyRaisePays: (): boolean => true, perfectRaisePays: (): boolean => true });
+        const live = new Map<number, { p: ReturnType<SmartSpecPlanner['policy']>; position: number; last?: number }>();
+        const log: unknown[] = [];
+        for (step = 0; step < STEPS; step++) {
+          for (const [i, r] of reqs.entries()) if (r.join === step) live.set(i, { p: planner.policy(), position: 10 + i });
+          // In a step each member in turn: observes its last round, then leaves or plans (a member
+          // that joined this step prefills: it plans from the next step on, or later this one).
+          for (const i of orders[step]) {
+            const m = live.get(i);
+            if (!m) continue;
+            if (m.last !== undefined) {
+              const accepted = Math.min(m.last, reqs[i].accepts[step]);
+              m.p.observe({ depth: m.last, treeSize: m.last, accepted, draftMs: 0, verifyMs: 0 });
+              m.position += accepted + 1;
+            }
+            if (reqs[i].leave <= step) {
+              m.p.leave();
+              live.delete(i);
+              continue;
+            }
+            if (reqs[i].join === step && rand() < 0.5) continue; // still prefilling this step
+            m.last = m.p.plan({ position: m.position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth;
+            log.push([step, i, m.last]);
+          }
+          log.push({ ...internals.timing });
+        }
+        log.push(planner.overhead.a, planner.overhead.b, [...planner.passScale]);
+        return log;
+      };
+      const r0 = s;
+      const quick = run(true);
+      s = r0; // the same draws for the full ascent's run
+      const full = run(false);
+      assert.deepEqual(quick, full);
+      if (full.some((x) => Array.isArray(x) && x.length === 3 && typeof x[2] === 'number' && x[2] > 0)) speculated++;
+    }),
+    { numRuns: 100 },
+  );
+  assert.ok(fired > 100 && speculated > 10, `planAllZero fired ${fired}, runs that speculated ${speculated}`);
+});
+
 test('SmartSpec: a lone request\'s shortcut (planAlone) plans what the general ascent plans for one request', () => {
   let speculated = 0, plain = 0;
   fc.assert(
