@@ -12,7 +12,7 @@ import { tinyConfig, tinyConfigEitherLayout, tinyPair, treeShape } from './suppo
 import { Engine } from '../src/serve/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { Batcher, DraftLane } from '../src/runtime/batch.ts';
-import { createSession, releaseSession } from '../src/runtime/ort.ts';
+import { createSession, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { buildSlotDraftModel } from '../src/onnx/model-graphs.ts';
 import type { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 
@@ -170,6 +170,28 @@ test("a batched draft pass returns a catch-up call's last row alone (lastRow), e
       close(got[i].newKeys[0], want.newKeys[0], 'keys'); // every row's K/V, whatever lastRow
     }
     await releaseSession(slotSession);
+  } finally {
+    await p.dispose();
+  }
+});
+
+test("dispose releases the fused round's session (its own copy of the target's weights) with the batch sessions", async () => {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 3 })[0];
+  const p = await tinyPair(cfg, 3, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
+  try {
+    const e = new Engine(p.spec, { maxBatch: 2, policy: 'static-2', fusedRound: true });
+    await e.start(1);
+    for await (const _ of e.submit([1, 2, 3], { maxNewTokens: 6, temperature: 0, stopAtEos: false }));
+    assert.ok(e.fusedRounds > 0, 'the lone request ran fused rounds');
+    // The real ORT session under the round, its release counted on the way through.
+    const inner = (e as unknown as { round: { session: Session } }).round.session.inner;
+    let released = 0;
+    const release = inner.release.bind(inner);
+    inner.release = () => (released++, release());
+    await e.dispose();
+    assert.equal(released, 1, "the fused round's session was released");
+    await e.dispose();
+    assert.equal(released, 1, 'once');
   } finally {
     await p.dispose();
   }

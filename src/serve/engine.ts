@@ -161,7 +161,8 @@ export class Engine {
   private fusedRound = false;
   /** The fused round's session (start(), with fusedRound). */
   private round?: RoundSession;
-  private sessions: Session[] = [];
+  /** Releases what start() built (dispose): the batch sessions and the fused round's. */
+  private owned: (() => Promise<void>)[] = [];
 
   /** Fused rounds run by lone requests (cumulative). */
   get fusedRounds(): number {
@@ -199,7 +200,7 @@ export class Engine {
    * once before serving.
    */
   async start(repeats = 9): Promise<void> {
-    if (this.sessions.length) return;
+    if (this.owned.length) return;
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
     const draft = this.draftLane?.session;
     try {
@@ -210,6 +211,7 @@ export class Engine {
       if (head) this.draftLane!.open(this.track(await createSession(head, opts)));
       if (this.fusedRound && draft) {
         const round = (this.round = await this.createRound());
+        this.owned.push(() => round.dispose()); // another copy of the target's weights
         for (const s of this.slots) s.drafter = new SlotDrafter(s.head!, new RoundDrafter(round, cfg.maxSeqLen, s.head!.cache), () => this.batcher.size === 1);
       }
     } catch (e) {
@@ -293,7 +295,7 @@ export class Engine {
   }
 
   private track(s: Session): Session {
-    this.sessions.push(s);
+    this.owned.push(() => releaseSession(s));
     return s;
   }
 
@@ -454,9 +456,9 @@ export class Engine {
     }
   }
 
-  /** Releases the batch sessions (after `drain`). */
+  /** Releases the batch sessions and the fused round's (after `drain`). */
   async dispose(): Promise<void> {
-    for (const s of this.sessions.splice(0)) await releaseSession(s);
+    for (const release of this.owned.splice(0)) await release();
   }
 
   /** Stops admitting; refuses queued requests; resolves when every admitted request has ended. */
