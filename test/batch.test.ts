@@ -196,3 +196,36 @@ test("dispose releases the fused round's session (its own copy of the target's w
     await p.dispose();
   }
 });
+
+/** Busy-waits `ms` (the JS work of a request between passes); returns the ms it took. */
+function spin(ms: number): number {
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms);
+  return performance.now() - t0;
+}
+
+test("afterMs counts a client's work right after its awaited pass", async () => {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 7 })[0];
+  const p = await tinyPair(cfg, 7, { topK: 2, maxDepth: 2, totalTokens: 3 }, undefined, 3, true);
+  try {
+    const session = (p.spec.generator.parts.drafter as EagleDrafter).session, h = session.head;
+    const run = async () => {
+      const batcher = new Batcher(), cache = new KVCache(1, h.nKvHeads, h.headDim, 32);
+      const lane = new DraftLane(batcher, session, cache, cfg.maxSeqLen), view = lane.view(), slot = cache.slot(0, h.nKvHeads);
+      batcher.join();
+      let own = 0;
+      // A lone call runs the head's own session: no per-slot graph needed.
+      for (let i = 0; i < 4; i++) {
+        await view.forward(slot, [1, 2], new Float32Array(2 * h.dim), [0, 1]);
+        if (i === 3) break;
+        own += spin(20); // the work comes right after the awaited pass (as EagleDrafter.draft's next level)
+      }
+      batcher.leave();
+      return { after: lane.laneStats.afterMs, own };
+    };
+    const a = await run();
+    assert.ok(a.after >= a.own, `afterMs ${a.after.toFixed(1)} ms < the ${a.own.toFixed(1)} ms spun after the passes`);
+  } finally {
+    await p.dispose();
+  }
+});

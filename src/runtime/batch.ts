@@ -61,9 +61,10 @@ export interface LaneStats {
   runMs: number;
   feedsMs: number;
   /**
-   * ms from the end of each of this lane's steps to the start of the next step (of any lane):
-   * the requests' own work between passes (accepting, commits, trees, planning), which no pass
-   * overlaps. The time after a lane's last step before the batch empties is not counted.
+   * ms from the end of each of this lane's steps (its last pass, before its calls settle) to the
+   * start of the next step (of any lane): the requests' own work between passes (accepting,
+   * commits, trees, planning, the drafter's work between levels), which no pass overlaps. The
+   * time after a lane's last step before the batch empties is not counted.
    */
   afterMs: number;
 }
@@ -115,10 +116,17 @@ export class Batcher {
     if (this.lastLane) this.lastLane.laneStats.afterMs += t0 - this.lastEnd;
     void lane.flush().finally(() => {
       this.running = false;
-      this.lastEnd = performance.now();
-      this.lastLane = lane;
       this.kick();
     });
+  }
+
+  /**
+   * @internal `lane`'s step ran its passes. Called before its calls settle: a settled caller's
+   * continuation (the drafter's next level) runs before `flush` returns, and is the requests' work.
+   */
+  ended(lane: Lane<unknown>): void {
+    this.lastEnd = performance.now();
+    this.lastLane = lane;
   }
 }
 
@@ -187,6 +195,7 @@ abstract class Lane<Out> {
     // that cache are still being read by ORT.
     const settle: (() => void)[] = [];
     for (const group of groups) settle.push(await this.pass(group));
+    this.batcher.ended(this as Lane<unknown>);
     for (const s of settle) s();
   }
 
