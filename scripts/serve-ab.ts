@@ -69,13 +69,15 @@ interface Tally { decodeMs: number; tokens: number; wallMs: number; depths: numb
 const fresh = (e: Engine): Tally => ({ decodeMs: 0, tokens: 0, wallMs: 0, depths: e.metrics.depthCounts.map(() => 0), policyMs: 0, draftMs: 0, verifyMs: 0, ortMs: 0, ortRounds: 0, lanes: laneFigures(e).map(() => 0) });
 /**
  * The batch lanes' counters (LaneStats), in the order LANE_PARTS names them: target steps, then
- * per lane (target, draft) ms in passes, in their ORT call, building feeds, and between passes.
+ * per lane (target, draft) ms in passes, in their ORT call, building feeds, and between passes;
+ * then ms in fused rounds (Batcher.outside).
  */
 const laneFigures = (e: Engine): number[] => {
   const t = e.targetStats, d = e.draftStats;
-  return [t.steps, t.ms, t.runMs, t.feedsMs, t.afterMs, d?.steps ?? 0, d?.ms ?? 0, d?.runMs ?? 0, d?.feedsMs ?? 0, d?.afterMs ?? 0];
+  return [t.steps, t.ms, t.runMs, t.feedsMs, t.afterMs, d?.steps ?? 0, d?.ms ?? 0, d?.runMs ?? 0, d?.feedsMs ?? 0, d?.afterMs ?? 0, e.batcher.outside()];
 };
-const LANE_PARTS = ['steps', 'target passes', 'ORT', 'feeds', 'after', 'draft steps', 'draft passes', 'ORT', 'feeds', 'after'];
+// Last: whole fused rounds (a lone request's, outside the lanes: a level's tail), no part of a step.
+const LANE_PARTS = ['steps', 'target passes', 'ORT', 'feeds', 'after', 'draft steps', 'draft passes', 'ORT', 'feeds', 'after', 'fused rounds'];
 
 /** One request to completion, added to `t` (`policy`: with --one-engine, the policy it runs). */
 async function request(e: Engine, prompt: number[], t: Tally, policy?: string): Promise<void> {
@@ -158,7 +160,7 @@ const quart = (xs: number[]) => {
 };
 for (let i = 1; i < engines.length; i++) {
   const ratio = (get: (x: (typeof per)[number], r: number) => number) => quart(per[i].msPerRound.map((_, r) => get(per[i], r) / get(per[0], r)));
-  console.log(`${label[i]} / ${label[0]}, per repeat, median (q1-q3): ms a round ${ratio((x, r) => x.msPerRound[r])}, verify ${ratio((x, r) => x.split[r][2])}${C > 1 ? `, a target step's passes (target and draft) ${ratio((x, r) => x.lanes[r][1] + x.lanes[r][6])}, the rest of it ${ratio((x, r) => x.lanes[r][0] - x.lanes[r][1] - x.lanes[r][6])}` : ''}${C === 1 ? `, fused round's ORT call ${ratio((x, r) => x.ort[r])}` : ''}`);
+  console.log(`${label[i]} / ${label[0]}, per repeat, median (q1-q3): ms a round ${ratio((x, r) => x.msPerRound[r])}, verify ${ratio((x, r) => x.split[r][2])}${C > 1 ? `, a target step's passes (target and draft) ${ratio((x, r) => x.lanes[r][1] + x.lanes[r][6])}, the rest of it ${ratio((x, r) => x.lanes[r][0] - x.lanes[r][1] - x.lanes[r][6] - x.lanes[r][10])}` : ''}${C === 1 ? `, fused round's ORT call ${ratio((x, r) => x.ort[r])}` : ''}`);
 }
 for (const e of new Set(engines)) {
   await e.drain();

@@ -204,14 +204,16 @@ function spin(ms: number): number {
   return performance.now() - t0;
 }
 
-test("afterMs counts a client's work right after its awaited pass", async () => {
+test("afterMs counts a client's work right after its awaited pass, and leaves out passes run outside the lanes", async () => {
   const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 7 })[0];
   const p = await tinyPair(cfg, 7, { topK: 2, maxDepth: 2, totalTokens: 3 }, undefined, 3, true);
   try {
     const session = (p.spec.generator.parts.drafter as EagleDrafter).session, h = session.head;
-    const run = async () => {
+    const run = async (outsideMs: number) => {
       const batcher = new Batcher(), cache = new KVCache(1, h.nKvHeads, h.headDim, 32);
       const lane = new DraftLane(batcher, session, cache, cfg.maxSeqLen), view = lane.view(), slot = cache.slot(0, h.nKvHeads);
+      let outside = 0;
+      batcher.outside = () => outside;
       batcher.join();
       let own = 0;
       // A lone call runs the head's own session: no per-slot graph needed.
@@ -219,12 +221,31 @@ test("afterMs counts a client's work right after its awaited pass", async () => 
         await view.forward(slot, [1, 2], new Float32Array(2 * h.dim), [0, 1]);
         if (i === 3) break;
         own += spin(20); // the work comes right after the awaited pass (as EagleDrafter.draft's next level)
+        outside += spin(outsideMs); // a pass outside the lanes (a fused round), reported as the engine does
       }
       batcher.leave();
       return { after: lane.laneStats.afterMs, own };
     };
-    const a = await run();
+    const a = await run(0);
     assert.ok(a.after >= a.own, `afterMs ${a.after.toFixed(1)} ms < the ${a.own.toFixed(1)} ms spun after the passes`);
+    const b = await run(100);
+    assert.ok(b.after >= b.own, `afterMs ${b.after.toFixed(1)} ms < the ${b.own.toFixed(1)} ms spun after the passes`);
+    assert.ok(b.after < b.own + 150, `afterMs ${b.after.toFixed(1)} ms counted the 300 ms outside the lanes (own work ${b.own.toFixed(1)} ms)`);
+  } finally {
+    await p.dispose();
+  }
+});
+
+test("the engine reports a lone request's fused rounds to the batcher as time outside the lanes", async () => {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 5 })[0];
+  const p = await tinyPair(cfg, 5, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
+  try {
+    const e = new Engine(p.spec, { maxBatch: 2, policy: 'static-2', fusedRound: true });
+    await e.start(1);
+    assert.equal(e.batcher.outside(), 0);
+    for await (const _ of e.submit([1, 2, 3], { maxNewTokens: 6, temperature: 0, stopAtEos: false }));
+    assert.ok(e.fusedRounds > 0 && e.batcher.outside() >= e.fusedRoundMs && e.fusedRoundMs > 0, `outside ${e.batcher.outside()} ms, fused rounds' ORT calls ${e.fusedRoundMs} ms`);
+    await e.dispose();
   } finally {
     await p.dispose();
   }

@@ -63,8 +63,9 @@ export interface LaneStats {
   /**
    * ms from the end of each of this lane's steps (its last pass, before its calls settle) to the
    * start of the next step (of any lane): the requests' own work between passes (accepting,
-   * commits, trees, planning, the drafter's work between levels), which no pass overlaps. The
-   * time after a lane's last step before the batch empties is not counted.
+   * commits, trees, planning, the drafter's work between levels), which no pass overlaps. Not
+   * counted: the time after a lane's last step before the batch empties, and passes run outside
+   * the lanes meanwhile (Batcher.outside: a lone request's fused rounds).
    */
   afterMs: number;
 }
@@ -81,6 +82,12 @@ export class Batcher {
   /** When the last step ended, and its lane (LaneStats.afterMs). */
   private lastEnd = 0;
   private lastLane?: Lane<unknown>;
+  private outsideAtEnd = 0;
+  /**
+   * Cumulative ms of passes run outside the lanes (the engine's: a lone request's fused rounds,
+   * whole calls). LaneStats.afterMs leaves them out of the time between the lanes' steps.
+   */
+  outside: () => number = () => 0;
 
   /** Requests in the batch (joined, not yet left). */
   get size(): number {
@@ -113,7 +120,7 @@ export class Batcher {
     const lane = this.lanes.find((l) => l.waiting > 0)!;
     this.running = true;
     const t0 = performance.now();
-    if (this.lastLane) this.lastLane.laneStats.afterMs += t0 - this.lastEnd;
+    if (this.lastLane) this.lastLane.laneStats.afterMs += t0 - this.lastEnd - (this.outside() - this.outsideAtEnd);
     void lane.flush().finally(() => {
       this.running = false;
       this.kick();
@@ -127,6 +134,7 @@ export class Batcher {
   ended(lane: Lane<unknown>): void {
     this.lastEnd = performance.now();
     this.lastLane = lane;
+    this.outsideAtEnd = this.outside();
   }
 }
 

@@ -212,6 +212,7 @@ export class Engine {
       if (this.fusedRound && draft) {
         const round = (this.round = await this.createRound());
         this.owned.push(() => round.dispose()); // another copy of the target's weights
+        this.batcher.outside = () => round.stats.msTotal; // not the requests' work between the lanes' passes
         for (const s of this.slots) s.drafter = new SlotDrafter(s.head!, new RoundDrafter(round, cfg.maxSeqLen, s.head!.cache), () => this.batcher.size === 1);
       }
     } catch (e) {
