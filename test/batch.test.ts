@@ -12,8 +12,8 @@ import { tinyConfig, tinyConfigEitherLayout, tinyPair, treeShape } from './suppo
 import { Engine } from '../src/serve/engine.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { Batcher, DraftLane } from '../src/runtime/batch.ts';
-import { createSession, releaseSession, type Session } from '../src/runtime/ort.ts';
-import { buildSlotDraftModel } from '../src/onnx/model-graphs.ts';
+import { createSession, releaseSession, type Feeds, type Session } from '../src/runtime/ort.ts';
+import { buildSlotDraftModel, names } from '../src/onnx/model-graphs.ts';
 import type { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 
 test('batched greedy decoding == each request decoded alone, for plain, static and smartspec serving', async () => {
@@ -246,6 +246,36 @@ test("the engine reports a lone request's fused rounds to the batcher as time ou
     for await (const _ of e.submit([1, 2, 3], { maxNewTokens: 6, temperature: 0, stopAtEos: false }));
     assert.ok(e.fusedRounds > 0 && e.batcher.outside() >= e.fusedRoundMs && e.fusedRoundMs > 0, `outside ${e.batcher.outside()} ms, fused rounds' ORT calls ${e.fusedRoundMs} ms`);
     await e.dispose();
+  } finally {
+    await p.dispose();
+  }
+});
+
+test("the draft lane's cost probe runs its catch-up calls as served ones (lastRow): one output row a call", async () => {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 7 })[0];
+  const p = await tinyPair(cfg, 7, { topK: 2, maxDepth: 2, totalTokens: 3 }, undefined, 3, true);
+  try {
+    const session = (p.spec.generator.parts.drafter as EagleDrafter).session, h = session.head;
+    const batcher = new Batcher(), cache = new KVCache(1, 2 * h.nKvHeads, h.headDim, 32);
+    const lane = new DraftLane(batcher, session, cache, cfg.maxSeqLen);
+    const slotSession = await createSession(buildSlotDraftModel(h, session.weights.head, cfg, p.spec.model.weights, session.topK, { quantize: session.weights.quantize, valueLayout: lane.valueLayout }), { threads: 1 });
+    lane.open(slotSession);
+    cache.liveHeads = cache.nKvHeads;
+    const slots = [cache.slot(0, h.nKvHeads), cache.slot(1, h.nKvHeads)];
+    // The real per-slot session, the rows it is asked to compute outputs for seen on the way through.
+    const inner = slotSession.inner, run = inner.run.bind(inner) as (f: Feeds, o: string[]) => Promise<unknown>;
+    const outRows: number[] = [];
+    inner.run = ((f: Feeds, o: string[]) => (outRows.push(f[names.outRows].dims[0]), run(f, o))) as typeof inner.run;
+    // Two requests' catch-ups of 3 and 2 rows, as EagleDrafter.draft submits them, then the probe of that shape.
+    const view = lane.view();
+    batcher.join();
+    batcher.join();
+    await Promise.all([3, 2].map((t, i) => view.forward(slots[i], new Array<number>(t).fill(1), new Float32Array(t * h.dim), Array.from({ length: t }, (_, j) => j), undefined, { lastRow: true })));
+    batcher.leave();
+    batcher.leave();
+    await lane.probe(slots, [3, 2]);
+    assert.deepEqual(outRows, [2, 2], 'served catch-ups and the probe: one output row per call');
+    await releaseSession(slotSession);
   } finally {
     await p.dispose();
   }

@@ -237,13 +237,16 @@ abstract class Lane<Out> {
 
   /**
    * Times one pass of `tokens[i]` placeholder tokens for each slot cache `slots[i]`, at the
-   * positions after its rows, as `flush` would run it (the cost model's probe); ms.
+   * positions after its rows, as `flush` would run it (the cost model's probe); ms. The calls
+   * are `lastRow` ones: the draft lane's calls of several rows the model prices are catch-ups
+   * (EagleDrafter.draft's first pass, lastRow; its deeper levels are one row a request), and
+   * the target lane ignores it.
    */
   async probe(slots: KVCache[], tokens: number[]): Promise<number> {
     const ctx = this.maxPassTokens;
     const calls = slots.map((cache, i): Call<Out> => ({
       cache, tokens: new Int32Array(tokens[i]), positions: Int32Array.from({ length: tokens[i] }, (_, j) => Math.min(ctx - 1, cache.length + j)),
-      features: new Float32Array(tokens[i] * this.featureWidth), logits: false, resolve: () => {}, reject: () => {},
+      features: new Float32Array(tokens[i] * this.featureWidth), logits: false, lastRow: true, resolve: () => {}, reject: () => {},
     }));
     const t0 = performance.now();
     if (calls.length === 1) await this.runOne(calls[0]);
