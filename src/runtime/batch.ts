@@ -57,7 +57,7 @@ export interface LaneStats {
   tokens: number;
   /** ms of wall time in the passes (feeds, the ORT call, the outputs' split). */
   ms: number;
-  /** Of `ms`: inside the per-slot session's ORT call, and building its feeds (packed passes only). */
+  /** Of `ms`: inside the per-slot session's ORT call, and building its feeds, the draft head's features and output rows included (packed passes only). */
   runMs: number;
   feedsMs: number;
   /**
@@ -215,7 +215,7 @@ abstract class Lane<Out> {
       if (calls.length === 1) outs = [await this.runOne(calls[0])];
       else {
         if (!this.slotSession) throw new Error('batched passes need the per-slot session: call Engine.start() (Lane.open) first');
-        const f0 = performance.now(), feeds = this.feeds.build(calls, this.batchCache, this.heads, this.valueLayout);
+        const f0 = performance.now(), feeds = this.slotFeeds(calls);
         const r0 = this.slotSession.stats.msInRun;
         this.laneStats.feedsMs += performance.now() - f0;
         outs = await this.runSlots(calls, feeds);
@@ -250,8 +250,13 @@ abstract class Lane<Out> {
     }));
     const t0 = performance.now();
     if (calls.length === 1) await this.runOne(calls[0]);
-    else await this.runSlots(calls, this.feeds.build(calls, this.batchCache, this.heads, this.valueLayout));
+    else await this.runSlots(calls, this.slotFeeds(calls));
     return performance.now() - t0;
+  }
+
+  /** The per-slot graph's feeds for `calls` (SlotFeeds; the draft lane adds its own). */
+  protected slotFeeds(calls: Call<Out>[]): Feeds {
+    return this.feeds.build(calls, this.batchCache, this.heads, this.valueLayout);
   }
 
   /** Width of a call's input features (the draft head's), 0 without. */
@@ -404,8 +409,9 @@ export class DraftLane extends Lane<DraftOutput> {
     return this.session.forward(c.cache, c.tokens, c.features!, c.positions, c.tree);
   }
 
-  protected async runSlots(calls: Call<DraftOutput>[], feeds: Feeds): Promise<DraftOutput[]> {
-    const h = this.session.head, d = h.dim, k = this.session.topK, rs = h.nKvHeads * h.headDim;
+  /** The shared feeds, and the head's: the calls' features packed, the rows whose outputs are read. */
+  protected override slotFeeds(calls: Call<DraftOutput>[]): Feeds {
+    const feeds = super.slotFeeds(calls), d = this.session.head.dim;
     let T = 0;
     for (const c of calls) T += c.tokens.length;
     if (this.features.length < T * d) this.features = new Float32Array(2 * T * d);
@@ -419,11 +425,15 @@ export class DraftLane extends Lane<DraftOutput> {
     }
     feeds[names.features] = f32(this.features.subarray(0, T * d), [1, T, d]);
     feeds[names.outRows] = i64(this.outRows.subarray(0, R), [R]);
+    return feeds;
+  }
+
+  protected async runSlots(calls: Call<DraftOutput>[], feeds: Feeds): Promise<DraftOutput[]> {
+    const h = this.session.head, d = h.dim, k = this.session.topK, rs = h.nKvHeads * h.headDim;
     const out = await runTimed(this.slotSession!, feeds, this.fetches);
     const hidden = f32Data(out[names.hidden]), lp = f32Data(out[names.topkLogProbs]), ids = i32Data(out[names.topkIds]), ent = f32Data(out[names.entropy]);
     const nk = f32Data(out[names.presentKey(0)]), nv = f32Data(out[names.presentValue(0)]);
-    off = 0;
-    let r = 0; // output rows: one per lastRow call, else every row
+    let off = 0, r = 0; // output rows: one per lastRow call, else every row
     return calls.map((c) => {
       const a = off, b = (off += c.tokens.length), ra = r, rb = (r += c.lastRow ? 1 : c.tokens.length);
       return {
