@@ -260,7 +260,7 @@ export class SmartSpecPlanner {
   /** @internal */
   leave(p: SmartSpecPolicy): void {
     this.members.delete(p);
-    if (p.planStep === this.plannedStep) this.chosenCount--;
+    if (p.planStep >= 0 && p.planStep === this.plannedStep) this.chosenCount--; // before the first step both are -1
     p.planStep = -1;
     this.changes++;
   }
