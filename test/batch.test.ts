@@ -197,6 +197,33 @@ test("dispose releases the fused round's session (its own copy of the target's w
   }
 });
 
+test('dispose refuses while a request is in flight; a start that fails releases what it built and can be retried', async () => {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 5 })[0];
+  const p = await tinyPair(cfg, 5, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
+  try {
+    const e = new Engine(p.spec, { maxBatch: 2, policy: 'smartspec', fusedRound: true });
+    // The fused round fails to build after the batch sessions are open.
+    const engine = e as unknown as { createRound?: () => Promise<never>; owned: unknown[] };
+    engine.createRound = async () => { throw new Error('no round today'); };
+    await assert.rejects(e.start(1), /no round today/);
+    assert.equal(engine.owned.length, 0, 'the sessions a failed start opened are released');
+    delete engine.createRound;
+    await e.start(1); // builds again: the early return is only for a started engine
+    const prompt = [1, 2, 3], opts = { maxNewTokens: 6, temperature: 0, stopAtEos: false };
+    const it = e.submit(prompt, opts), ids: number[] = [];
+    const first = await it.next();
+    if (!first.done) ids.push(...first.value.ids);
+    await assert.rejects(e.dispose(), /1 request\(s\) still in flight; await drain\(\) first/);
+    for (let r = await it.next(); !r.done; r = await it.next()) ids.push(...r.value.ids);
+    assert.deepEqual(ids, (await p.ar.generate(prompt, opts)).ids, 'the request finished on live sessions');
+    await e.drain();
+    await e.dispose();
+    assert.equal(engine.owned.length, 0);
+  } finally {
+    await p.dispose();
+  }
+});
+
 /** Busy-waits `ms` (the JS work of a request between passes); returns the ms it took. */
 function spin(ms: number): number {
   const t0 = performance.now();

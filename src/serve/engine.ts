@@ -201,6 +201,17 @@ export class Engine {
    */
   async start(repeats = 9): Promise<void> {
     if (this.owned.length) return;
+    try {
+      await this.open(repeats);
+    } catch (e) {
+      // Nothing half-built stays allocated, and a retried start() builds again (it returns
+      // early only once sessions are held).
+      await this.releaseOwned();
+      throw e;
+    }
+  }
+
+  private async open(repeats: number): Promise<void> {
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
     const draft = this.draftLane?.session;
     try {
@@ -457,8 +468,16 @@ export class Engine {
     }
   }
 
-  /** Releases the batch sessions and the fused round's (after `drain`). */
+  /**
+   * Releases the batch sessions and the fused round's. Call after `drain`: a request still in
+   * flight would run its next pass on a released session, so that throws instead.
+   */
   async dispose(): Promise<void> {
+    if (this.inFlight > 0) throw new Error(`Engine.dispose: ${this.inFlight} request(s) still in flight; await drain() first`);
+    await this.releaseOwned();
+  }
+
+  private async releaseOwned(): Promise<void> {
     for (const release of this.owned.splice(0)) await release();
   }
 
