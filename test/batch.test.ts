@@ -16,6 +16,17 @@ import { createSession, releaseSession, type Feeds, type Session } from '../src/
 import { buildSlotDraftModel, names } from '../src/onnx/model-graphs.ts';
 import type { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 
+/** A tiny random target and head (one seed for both), disposed after `body`. */
+async function withPair(seed: number, tree: Parameters<typeof tinyPair>[2], body: (cfg: Parameters<typeof tinyPair>[0], p: Awaited<ReturnType<typeof tinyPair>>) => Promise<void>): Promise<void> {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed })[0];
+  const p = await tinyPair(cfg, seed, tree, undefined, 3, true);
+  try {
+    await body(cfg, p);
+  } finally {
+    await p.dispose();
+  }
+}
+
 test('batched greedy decoding == each request decoded alone, for plain, static and smartspec serving', async () => {
   let batched = 0, fused = 0, split = 0;
   await fc.assert(
@@ -107,9 +118,7 @@ test('a cache slot writes and reads only its own heads, and has ORT views of its
 });
 
 test("the lanes' counters split their steps: ORT call and feeds inside the passes' time, the requests' work between steps, no idle gap", async () => {
-  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 14 })[0];
-  const p = await tinyPair(cfg, 14, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
-  try {
+  await withPair(14, { topK: 1, maxDepth: 2, totalTokens: 2 }, async (cfg, p) => {
     const e = new Engine(p.spec, { maxBatch: 3, policy: 'static-1' });
     await e.start(1);
     const level = () => Promise.all([1, 2, 3].map(async (j) => {
@@ -128,15 +137,11 @@ test("the lanes' counters split their steps: ORT call and feeds inside the passe
     const idle = e.targetStats.afterMs - t.afterMs + e.draftStats!.afterMs - d.afterMs;
     assert.ok(idle < 300, `between-step time grew ${idle.toFixed(1)} ms over an idle 300 ms`);
     await e.dispose();
-  } finally {
-    await p.dispose();
-  }
+  });
 });
 
 test("a batched draft pass returns a catch-up call's last row alone (lastRow), equal to the head's own pass; other calls every row", async () => {
-  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 7 })[0];
-  const p = await tinyPair(cfg, 7, { topK: 2, maxDepth: 2, totalTokens: 3 }, undefined, 3, true);
-  try {
+  await withPair(7, { topK: 2, maxDepth: 2, totalTokens: 3 }, async (cfg, p) => {
     const session = (p.spec.generator.parts.drafter as EagleDrafter).session, h = session.head, d = h.dim, k = session.topK;
     const batcher = new Batcher(), cache = new KVCache(1, 2 * h.nKvHeads, h.headDim, 32);
     const lane = new DraftLane(batcher, session, cache, cfg.maxSeqLen);
@@ -170,15 +175,11 @@ test("a batched draft pass returns a catch-up call's last row alone (lastRow), e
       close(got[i].newKeys[0], want.newKeys[0], 'keys'); // every row's K/V, whatever lastRow
     }
     await releaseSession(slotSession);
-  } finally {
-    await p.dispose();
-  }
+  });
 });
 
 test("dispose releases the fused round's session (its own copy of the target's weights) with the batch sessions", async () => {
-  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 3 })[0];
-  const p = await tinyPair(cfg, 3, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
-  try {
+  await withPair(3, { topK: 1, maxDepth: 2, totalTokens: 2 }, async (cfg, p) => {
     const e = new Engine(p.spec, { maxBatch: 2, policy: 'static-2', fusedRound: true });
     await e.start(1);
     for await (const _ of e.submit([1, 2, 3], { maxNewTokens: 6, temperature: 0, stopAtEos: false }));
@@ -192,15 +193,11 @@ test("dispose releases the fused round's session (its own copy of the target's w
     assert.equal(released, 1, "the fused round's session was released");
     await e.dispose();
     assert.equal(released, 1, 'once');
-  } finally {
-    await p.dispose();
-  }
+  });
 });
 
 test('dispose refuses while a request is in flight; a start that fails releases what it built and can be retried', async () => {
-  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 5 })[0];
-  const p = await tinyPair(cfg, 5, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
-  try {
+  await withPair(5, { topK: 1, maxDepth: 2, totalTokens: 2 }, async (cfg, p) => {
     const e = new Engine(p.spec, { maxBatch: 2, policy: 'smartspec', fusedRound: true });
     // The fused round fails to build after the batch sessions are open.
     const engine = e as unknown as { createRound?: () => Promise<never>; owned: unknown[] };
@@ -219,9 +216,7 @@ test('dispose refuses while a request is in flight; a start that fails releases 
     await e.drain();
     await e.dispose();
     assert.equal(engine.owned.length, 0);
-  } finally {
-    await p.dispose();
-  }
+  });
 });
 
 /** Busy-waits `ms` (the JS work of a request between passes); returns the ms it took. */
@@ -232,9 +227,7 @@ function spin(ms: number): number {
 }
 
 test("afterMs counts a client's work right after its awaited pass, and leaves out passes run outside the lanes", async () => {
-  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 7 })[0];
-  const p = await tinyPair(cfg, 7, { topK: 2, maxDepth: 2, totalTokens: 3 }, undefined, 3, true);
-  try {
+  await withPair(7, { topK: 2, maxDepth: 2, totalTokens: 3 }, async (cfg, p) => {
     const session = (p.spec.generator.parts.drafter as EagleDrafter).session, h = session.head;
     const run = async (outsideMs: number) => {
       const batcher = new Batcher(), cache = new KVCache(1, h.nKvHeads, h.headDim, 32);
@@ -258,30 +251,22 @@ test("afterMs counts a client's work right after its awaited pass, and leaves ou
     const b = await run(100);
     assert.ok(b.after >= b.own, `afterMs ${b.after.toFixed(1)} ms < the ${b.own.toFixed(1)} ms spun after the passes`);
     assert.ok(b.after < b.own + 150, `afterMs ${b.after.toFixed(1)} ms counted the 300 ms outside the lanes (own work ${b.own.toFixed(1)} ms)`);
-  } finally {
-    await p.dispose();
-  }
+  });
 });
 
 test("the engine reports a lone request's fused rounds to the batcher as time outside the lanes", async () => {
-  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 5 })[0];
-  const p = await tinyPair(cfg, 5, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
-  try {
+  await withPair(5, { topK: 1, maxDepth: 2, totalTokens: 2 }, async (cfg, p) => {
     const e = new Engine(p.spec, { maxBatch: 2, policy: 'static-2', fusedRound: true });
     await e.start(1);
     assert.equal(e.batcher.outside(), 0);
     for await (const _ of e.submit([1, 2, 3], { maxNewTokens: 6, temperature: 0, stopAtEos: false }));
     assert.ok(e.fusedRounds > 0 && e.batcher.outside() >= e.fusedRoundMs && e.fusedRoundMs > 0, `outside ${e.batcher.outside()} ms, fused rounds' ORT calls ${e.fusedRoundMs} ms`);
     await e.dispose();
-  } finally {
-    await p.dispose();
-  }
+  });
 });
 
 test("the draft lane's cost probe runs its catch-up calls as served ones (lastRow): one output row a call", async () => {
-  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 7 })[0];
-  const p = await tinyPair(cfg, 7, { topK: 2, maxDepth: 2, totalTokens: 3 }, undefined, 3, true);
-  try {
+  await withPair(7, { topK: 2, maxDepth: 2, totalTokens: 3 }, async (cfg, p) => {
     const session = (p.spec.generator.parts.drafter as EagleDrafter).session, h = session.head;
     const batcher = new Batcher(), cache = new KVCache(1, 2 * h.nKvHeads, h.headDim, 32);
     const lane = new DraftLane(batcher, session, cache, cfg.maxSeqLen);
@@ -303,7 +288,5 @@ test("the draft lane's cost probe runs its catch-up calls as served ones (lastRo
     await lane.probe(slots, [3, 2]);
     assert.deepEqual(outRows, [2, 2], 'served catch-ups and the probe: one output row per call');
     await releaseSession(slotSession);
-  } finally {
-    await p.dispose();
-  }
+  });
 });

@@ -594,11 +594,23 @@ test('SmartSpec: one slow lone round (a spike of the host) does not switch a req
   assert.ok(loneDepths(40, spike, Infinity).includes(0));
 });
 
+
+/** A seeded uniform [0, 1) stream (an LCG: plain and reproducible, for the planner properties). */
+function lcg(seed: number): () => number {
+  let s = seed;
+  return () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+}
+
+/** A random step-cost curve over 1..64 tokens (a fifth of them without a per-token padding price). */
+function randomStepCost(rand: () => number, base: number, slope: number): StepCost {
+  const xs = [1, 4, 16, 64];
+  return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16, rand() < 0.2 ? NaN : rand() * slope);
+}
+
 test('SmartSpec scores a raise from its running sums as goodput scores the whole plan', () => {
   fc.assert(
     fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
-      let s = seed;
-      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const rand = lcg(seed);
       // Random padding costs (NaN: none) and a random split of long catch-up calls, so the sums cover both.
       const curve = (base: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * 0.05), xs.map((x) => base * 1.2 + x * rand() * 0.05), 16, rand() < 0.2 ? NaN : rand() * 0.05); };
       const planner = new SmartSpecPlanner(curve(1), curve(0.2), 3, 3, () => 0, undefined, 0.9, () => 0);
@@ -632,9 +644,8 @@ test('SmartSpec: the bound that skips the ascent when no raise can pay plans wha
   let speculated = 0, plain = 0;
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
-      let s = seed;
-      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16, rand() < 0.2 ? NaN : rand() * slope); };
+      const rand = lcg(seed);
+      const curve = (base: number, slope: number) => randomStepCost(rand, base, slope);
       const verify = curve(1, 0.05), draft = curve(rand() * 0.6, 0.02), a = rand() * 0.1, b = rand() * 0.01, split = rand() < 0.3 ? Infinity : 1 + Math.floor(rand() * 6);
       const histories = Array.from({ length: n }, () => ({ position: 1 + Math.floor(rand() * 200), rounds: Array.from({ length: Math.floor(rand() * 8) }, () => { const depth = Math.floor(rand() * 4); return { depth, accepted: Math.floor(rand() * (depth + 1)) }; }) }));
       const plan = (full: boolean) => {
@@ -667,9 +678,8 @@ test('SmartSpec: planAllZero (every draft accepted cannot pay) plans and times t
   let skipped = 0, speculated = 0;
   fc.assert(
     fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
-      let s = seed;
-      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16, rand() < 0.2 ? NaN : rand() * slope); };
+      const rand = lcg(seed);
+      const curve = (base: number, slope: number) => randomStepCost(rand, base, slope);
       const verify = curve(1, 0.05), draft = curve(rand() * 0.6, 0.02), a = rand() * 0.1, b = rand() * 0.01, scale = [0.5 + rand(), 0.5 + rand()];
       // Half the members accepted every draft so far (expected tokens 1 + d: the bound is tight)
       // and carry one catch-up row (the bound's cheapest first level), so a wrong bound shows.
@@ -715,9 +725,9 @@ test('SmartSpec: over many steps with requests joining, planning late and leavin
   let fired = 0, speculated = 0;
   fc.assert(
     fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 0, max: 1e6 }), (n, seed) => {
-      let s = seed;
+      let s = seed; // reset below: both runs draw the same numbers
       const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-      const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16, rand() < 0.2 ? NaN : rand() * slope); };
+      const curve = (base: number, slope: number) => randomStepCost(rand, base, slope);
       const verify = curve(1, 0.05), draft = curve(rand() * 0.4, 0.02), split = rand() < 0.3 ? Infinity : 1 + Math.floor(rand() * 6);
       // The script: when each request joins and leaves, how many of its drafts each round would accept, the order members act in a step.
       const STEPS = 24;
@@ -780,8 +790,7 @@ test('SmartSpec: a lone request\'s shortcut (planAlone) plans what the general a
   let speculated = 0, plain = 0;
   fc.assert(
     fc.property(fc.integer({ min: 0, max: 1e6 }), (seed) => {
-      let s = seed;
-      const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const rand = lcg(seed);
       const curve = (base: number, slope: number) => { const xs = [1, 4, 16, 64]; return new StepCost(xs, xs.map((x) => base + x * rand() * slope), xs.map((x) => base * 1.2 + x * rand() * slope), 16); };
       // Random start-up models: the batch passes, and a lone step at each length (any order: the
       // start-up medians need not rise with the length), a random margin and learned overhead.
