@@ -39,7 +39,11 @@ export class AcceptanceEstimate {
   private readonly hits: Float64Array; // [D + 1] decayed rounds with accepted >= j (index j >= 1)
   private readonly trials: Float64Array; // [D + 1] decayed rounds that drafted >= j levels
 
-  constructor(readonly maxDepth: number, readonly decay: number) {
+  /**
+   * @param prior the pseudo-round's outcome at each level j (index j >= 1; read live), in [0, 1];
+   *   default: an accepted draft at every level (the optimistic prior).
+   */
+  constructor(readonly maxDepth: number, readonly decay: number, private readonly prior?: { rate(j: number): number }) {
     this.hits = new Float64Array(maxDepth + 1);
     this.trials = new Float64Array(maxDepth + 1);
   }
@@ -48,11 +52,16 @@ export class AcceptanceEstimate {
   expectedTokens(d: number): number {
     let e = 1, p = 1;
     for (let j = 1; j <= d; j++) {
-      // One optimistic pseudo-round per level: a level seen rarely is not written off on one rejection.
-      p = Math.min(p, (this.hits[j] + 1) / (this.trials[j] + 1));
+      // One pseudo-round per level: a level seen rarely is not written off on one rejection.
+      p = Math.min(p, (this.hits[j] + (this.prior ? this.prior.rate(j) : 1)) / (this.trials[j] + 1));
       e += p;
     }
     return e;
+  }
+
+  /** P(accepted >= j) with the pseudo-round counted as accepted: 1 with no evidence (a prior for other estimates). */
+  rate(j: number): number {
+    return (this.hits[j] + 1) / (this.trials[j] + 1);
   }
 
   /** A round without speculation: the evidence fades as after a trial, back toward the optimistic prior. */
