@@ -699,8 +699,10 @@ export class SmartSpecPolicy implements LengthPolicy {
 
   observe(o: RoundOutcome): void {
     this.position += o.accepted + 1;
-    if (o.depth > 0) this.acceptance.observe(o.depth, o.accepted), this.planner.pooled.observe(o.depth, o.accepted);
-    else this.acceptance.fade();
+    if (o.depth > 0) {
+      this.acceptance.observe(o.depth, o.accepted);
+      this.planner.pooled.observe(o.depth, o.accepted);
+    } else this.acceptance.fade();
   }
 
   /** The request ended: stop planning for it. */
