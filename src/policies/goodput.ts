@@ -53,18 +53,21 @@ export class AcceptanceEstimate {
     let e = 1, p = 1;
     for (let j = 1; j <= d; j++) {
       // One pseudo-round per level: a level seen rarely is not written off on one rejection.
-      p = Math.min(p, (this.hits[j] + (this.prior ? this.prior.rate(j) : 1)) / (this.trials[j] + 1));
+      p = Math.min(p, this.rate(j, this.prior ? this.prior.rate(j) : 1));
       e += p;
     }
     return e;
   }
 
-  /** P(accepted >= j) with the pseudo-round counted as accepted: 1 with no evidence (a prior for other estimates). */
-  rate(j: number): number {
-    return (this.hits[j] + 1) / (this.trials[j] + 1);
+  /**
+   * P(accepted >= j), the pseudo-round counted as `pseudo` accepted (default: accepted, so 1 with
+   * no evidence; as such a prior for other estimates).
+   */
+  rate(j: number, pseudo = 1): number {
+    return (this.hits[j] + pseudo) / (this.trials[j] + 1);
   }
 
-  /** A round without speculation: the evidence fades as after a trial, back toward the optimistic prior. */
+  /** A round without speculation: the evidence fades as after a trial, back toward the prior. */
   fade(): void {
     for (let j = 1; j <= this.maxDepth; j++) {
       this.trials[j] *= this.decay;
