@@ -26,7 +26,8 @@ import { OnnxOps } from '../src/onnx/ops.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, f32, f32Data, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
 
@@ -36,7 +37,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'passes', type: 'int', min: 10, default: 300, help: 'timed passes per variant (after 20 warm-ups)' },
   { flag: 'variants', type: 'string', default: 'full,gqa,gqa,full', help: 'full, gqa, gqa-copy, gqa-unfetched; a name may repeat' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const cfg = SWEEP['29M'], weights = randomWeights(cfg, 1, 1);
 const P = f.context as number, threads = f.threads as number, passes = f.passes as number;
 const { nLayers: L, nHeads, nKvHeads: H, headDim: D } = cfg;

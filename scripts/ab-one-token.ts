@@ -15,7 +15,8 @@ import { buildTargetModel, names } from '../src/onnx/model-graphs.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, f32Data, i32Data, releaseSession } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { bandwidthProbes, passWeightBytes } from './bandwidth.ts';
 import { sizeNamed, SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
@@ -28,7 +29,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'bench-round', type: 'bool', default: false, help: "each round as bench:runtime's: probe, plain read, an untimed pass of the first variant, then the timed passes" },
   { flag: 'variants', type: 'string', default: 'step,one,one,step', help: 'step (general graph) or one (one-token graph), each its own session, optionally -np (ORT does not prepack the weights: a one-row Gemm then runs MLAS\'s one-row kernel); a name may repeat' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const cfg = sizeNamed(SWEEP, String(f.sweep), '--sweep'), weights = randomWeights(cfg, 1, 1);
 const P = f.context as number, threads = f.threads as number, passes = f.passes as number;
 const { nLayers, nKvHeads: H, headDim: D } = cfg;

@@ -26,7 +26,8 @@
  *   node --import tsx scripts/ab-step.ts -- --size 29M --quantize none --variants split,split-rows --past 4000
  *   node --import tsx scripts/ab-step.ts -- --model DIR --variants default,tree --parents -1,0,0,1,3 --threads 2 --past 150
  */
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { quantizedModel } from '../src/model/quantize.ts';
 import { loadModel, type LoadedModel } from '../src/load-model.ts';
 import { randomWeights } from '../src/model/random.ts';
@@ -49,7 +50,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'passes', type: 'int', min: 10, default: 2000, help: 'passes per variant' },
   { flag: 'parents', type: 'string', default: '', help: 'a token tree to pass instead of --rows causal rows: each node\'s parent, -1 for the root (e.g. -1,0,0,1,3)' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const q = String(f.quantize);
 if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not q4, q8 or none`);
 const sized = sizeNamed({ ...SIZES, ...SWEEP }, String(f.size), '--size');

@@ -37,7 +37,8 @@ import { GraphBuilder } from '../src/onnx/graph.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { createSession, f32, releaseSession, type Session } from '../src/runtime/ort.ts';
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { bandwidthProbes, passWeightBytes } from './bandwidth.ts';
 import { SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
@@ -48,7 +49,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'passes', type: 'int', min: 10, default: 300, help: 'timed passes per variant (after 20 warm-ups)' },
   { flag: 'variants', type: 'string', default: 'full,bare,noattn,linear,kv', help: 'full, bare, noattn, nonew, onetoken, linear, kv; a graph variant may add @KEY=VALUE (an ORT session config entry); a name may repeat' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const cfg = SWEEP['29M'], weights = randomWeights(cfg, 1, 1);
 const P = f.context as number, passes = f.passes as number, threadCounts = String(f.threads).split(',').map(Number);
 if (P + 1 > cfg.maxSeqLen) throw new Error(`--context: ${P} leaves no room for a new row in ${cfg.maxSeqLen}`);

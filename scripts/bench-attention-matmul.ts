@@ -14,7 +14,8 @@
  */
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { createSession, f32, releaseSession } from '../src/runtime/ort.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { median } from '../src/util/stats.ts';
 
@@ -23,7 +24,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'runs', type: 'int', min: 10, default: 300, help: 'timed runs per layout (after 20 warm-ups)' },
   THREADS_FLAG,
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const S = f.rows as number, H = 8, D = 64, L = 8, threads = f.threads as number;
 if (S % 512) throw new Error(`--rows: ${S} is not a multiple of 512`);
 

@@ -12,7 +12,7 @@
  */
 import { loadGenerator, DEFAULT_TREE } from '../src/api.ts';
 import { readPrompts } from '../src/bench/prompts.ts';
-import { parseFlags } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { UsageError } from '../src/errors.ts';
 import { loadDraftHead } from '../src/io/draft-head-io.ts';
 import { loadModel } from '../src/load-model.ts';
@@ -20,7 +20,7 @@ import { draftVocabWeights, frequentTokens } from '../src/model/draft-head.ts';
 import { GenerationStats } from '../src/generate/stats.ts';
 import { readTargetCorpus } from '../training/target-corpus.ts';
 
-const f = parseFlags(process.argv.slice(2), [
+const f = scriptFlags(import.meta.url, [
   { flag: 'model', type: 'string', default: 'data/default/target', help: 'target directory (with tokenizer.json)' },
   { flag: 'draft', type: 'string', default: 'data/default/head', help: 'trained head directory' },
   { flag: 'corpus-dir', type: 'string', default: 'node_modules/typescript/lib', help: 'corpus the target was trained on: its train split ranks the tokens' },

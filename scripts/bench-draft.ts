@@ -23,7 +23,8 @@
  *   node --import tsx scripts/bench-draft.ts [-- --threads 1,2 --heads full,8192,8192:q8 --fused-heads 8192:q4 --repeats 7 --top-k 8 --depth 5 --json out.json]
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { parameterCount } from '../src/model/config.ts';
 import { headConfigFor, headShapes, randomHeadWeights, type HeadConfig } from '../src/model/draft-head.ts';
 import { randomWeights } from '../src/model/random.ts';
@@ -50,7 +51,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 3, default: 7, help: 'interleaved timed repeats (after one warm-up)' },
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const list = (s: unknown): number[] => String(s).split(',').map(Number);
 const threadsList = list(f.threads), verifySizes = list(f.verify);
 const k = f.topK as number, D = f.depth as number, repeats = f.repeats as number;

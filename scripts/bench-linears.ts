@@ -16,7 +16,8 @@
  */
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { createSession, f32, releaseSession, type Feeds } from '../src/runtime/ort.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { median } from '../src/util/stats.ts';
 import { bandwidthProbes } from './bandwidth.ts';
@@ -27,7 +28,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'sizes', type: 'string', default: '', help: 'also chains of one-row Gemms over [N, d] weights, for each N listed' },
   THREADS_FLAG,
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const threads = f.threads as number, runs = f.runs as number;
 const { dim: d, hiddenDim: I, vocabSize: V, nLayers } = SWEEP['29M'];
 

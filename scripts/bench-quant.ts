@@ -15,7 +15,8 @@
  *   node --import tsx scripts/bench-quant.ts [-- --threads 1,2 --variants fp32,nbits-q4,nbits-q4-b32,dq-q4 --repeats 7 --verify 5 --model DIR --json out.json]
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { QUANT } from '../src/model/quantize.ts';
 import type { OnnxOpsOptions } from '../src/onnx/ops.ts';
 import { randomWeights } from '../src/model/random.ts';
@@ -34,7 +35,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory to measure instead of the random 100M target' },
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const { config: cfg, weights } = f.model ? loadHfCheckpoint(f.model as string) : { config: SIZES['100M'], weights: randomWeights(SIZES['100M'], 1, 3) };
 const PREFIX = 64, repeats = f.repeats as number, passes = f.passes as number, V = f.verify as number;
 

@@ -26,7 +26,8 @@
 import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
 import { DEFAULT_PATHS } from '../src/default-model.ts';
 import { readPrompts } from '../src/bench/prompts.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import type { RunStats } from '../src/runtime/ort.ts';
 import { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 import { RoundDrafter } from '../src/generate/round-drafter.ts';
@@ -47,7 +48,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 64, help: 'tokens per prompt' },
   { flag: 'split', type: 'bool', help: 'also time rounds verifying 2 rows on round graphs of depth 1..D (where the fused round\'s time goes)' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const D = f.depth as number, repeats = f.repeats as number, maxNewTokens = f.maxNewTokens as number;
 const tree = { topK: 1, maxDepth: D, totalTokens: D };
 

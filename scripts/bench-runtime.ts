@@ -26,7 +26,8 @@ import { randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { valueLayoutFor, type AttentionMode, type ValueLayout } from '../src/onnx/ops.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { prefilledCache, sizeNamed, SIZES, SWEEP } from './runtime-sizes.ts';
 import { bandwidthProbes, passWeightBytes, type ProbeWeight } from './bandwidth.ts';
@@ -43,7 +44,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
 
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const probeWeight = f.probeWeight as ProbeWeight;
 const fmt = (x: number, d = 2) => x.toFixed(d);
 const results: Record<string, unknown>[] = [];

@@ -10,7 +10,8 @@
  *   npm run bench:sampling [-- --vocab 1536,32000,128256 --repeats 7 --tokens 200 --json out.json]
  */
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { Sampler, type SamplingOptions } from '../src/generate/sampler.ts';
 import { Rng } from '../src/util/rng.ts';
 import { median } from '../src/util/stats.ts';
@@ -22,7 +23,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'baseline-tokens', type: 'int', min: 0, default: 3, help: 'picks per repeat for the full-sort baseline (0 = skip it)' },
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const ROWS = 16;
 
 const MODES: Record<string, Omit<SamplingOptions, 'seed'>> = {

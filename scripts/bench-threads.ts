@@ -10,7 +10,8 @@ import { availableParallelism } from 'node:os';
 import { parameterCount } from '../src/model/config.ts';
 import { randomWeights } from '../src/model/random.ts';
 import { TargetSession } from '../src/runtime/target.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { DEFAULT_THREADS } from '../src/runtime/ort.ts';
 import { prefilledCache, sizeNamed, SIZES } from './runtime-sizes.ts';
 import { quantile } from '../src/util/stats.ts';
@@ -21,7 +22,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 3, default: 40, help: 'timed passes per thread count and T (interleaved)' },
 ];
 
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const threadCounts = f.threads as number[];
 console.log(`cores ${availableParallelism()}, DEFAULT_THREADS ${DEFAULT_THREADS}; ms per pass, median [p10-p90] of ${f.repeats} interleaved passes`);
 

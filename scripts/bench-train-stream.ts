@@ -18,7 +18,8 @@ import { mkdtempSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel } from '../src/load-model.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { Rng } from '../src/util/rng.ts';
 import { FeatureLogWriter } from '../training/feature-log.ts';
 import { trainDraft } from '../training/train-draft.ts';
@@ -33,7 +34,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'write', type: 'string', help: '(internal) write the synthetic log here' },
   { flag: 'rows', type: 'int', min: 1, help: '(internal) rows of the synthetic log' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const TARGET = 'data/default/target';
 
 const SEQ_LEN = 256;

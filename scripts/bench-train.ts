@@ -21,7 +21,8 @@ import type { ModelConfig } from '../src/model/config.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig } from '../src/model/random.ts';
 import type { Weights } from '../src/model/weights.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { Rng } from '../src/util/rng.ts';
 import { AdamWArrays } from '../training/adamw.ts';
 import type { PackedBatch } from '../training/dataset.ts';
@@ -41,7 +42,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 3, help: 'repeats (backends interleaved within each)' },
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const cores = availableParallelism();
 
 /** A stepper: loss + gradients of one batch at the given parameters. */

@@ -9,12 +9,12 @@
  */
 import { join } from 'node:path';
 import { readTargetCorpus } from '../training/target-corpus.ts';
-import { parseFlags } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { UsageError } from '../src/errors.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { writeFileAtomic } from '../src/io/atomic.ts';
 
-const f = parseFlags(process.argv.slice(2), [
+const f = scriptFlags(import.meta.url, [
   { flag: 'corpus-dir', type: 'string', help: 'corpus directory' },
   { flag: 'held-out', type: 'number', min: 0, max: 1, default: 0.1, help: 'held-out fraction (as in train-target)' },
   { flag: 'split', type: 'string', choices: ['train', 'held-out'], default: 'train', help: 'which split' },

@@ -29,7 +29,8 @@ import { RoundDrafter } from '../src/generate/round-drafter.ts';
 import type { GenerationStats } from '../src/generate/stats.ts';
 import type { KVCache } from '../src/runtime/kv-cache.ts';
 import type { RoundSession } from '../src/runtime/round.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { StaticPolicy } from '../src/policies/policy.ts';
 import { Engine } from '../src/serve/engine.ts';
 import { spread } from '../src/util/stats.ts';
@@ -38,7 +39,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'requests', type: 'int', min: 1, default: 40, meta: 'N', help: 'timed requests per method (after 2 warm-up ones)' },
   { flag: 'methods', type: 'string', default: 'L,E,ES,LS,LR', meta: 'LIST', help: 'L, Lg, E, ES, LS, LR (see the file comment); the first is the reference; rotated, so each follows the one before it' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const R = f.requests as number, N = 48, names = String(f.methods).split(',');
 const prompts = readFileSync(join(DEFAULT_DIR, 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const g = await loadGenerator({ threads: 1, keepWeights: true });

@@ -15,7 +15,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { loadModel } from '../src/load-model.ts';
 import { quantizedModel, type QuantName } from '../src/model/quantize.ts';
 import { TargetSession } from '../src/runtime/target.ts';
@@ -36,7 +37,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 3, meta: 'N', help: 'fresh processes per exit layer (median and range reported)' },
   { flag: 'child', type: 'int', min: 1, meta: 'E', help: '(internal) measure exit E in this process' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS) as unknown as { model?: string; exits?: string; tokens: number; threads: number; quantize?: QuantName; treeTopK: number; repeats: number; child?: number };
+const f = scriptFlags(import.meta.url, FLAGS) as unknown as { model?: string; exits?: string; tokens: number; threads: number; quantize?: QuantName; treeTopK: number; repeats: number; child?: number };
 if (!f.model) throw new Error('--model is required');
 const mb = (b: number) => (b / 2 ** 20).toFixed(1);
 

@@ -16,7 +16,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { median } from '../src/util/stats.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -25,7 +26,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 5, help: 'fresh processes per mode, interleaved' },
   { flag: 'child', type: 'string', help: '(internal) prepack | no-prepack' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 if (!f.dir) throw new Error('--dir is required');
 
 if (f.child) {

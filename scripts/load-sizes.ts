@@ -15,7 +15,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../src/io/atomic.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { parameterCount, type ModelConfig } from '../src/model/config.ts';
 import { makeConfig } from '../src/model/random.ts';
 import { sizeNamed, SIZES } from './runtime-sizes.ts';
@@ -39,7 +40,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'child', type: 'string', help: '(internal) measure one load: PATH' },
   { flag: 'quantize', type: 'string', help: '(internal) with --child' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 
 if (f.child) {
   // One measurement in this fresh process.

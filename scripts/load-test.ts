@@ -63,7 +63,8 @@ import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
 import { DEFAULT_DIR } from '../src/default-model.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { Generator } from '../src/generate/generator.ts';
 import type { GenerationStats } from '../src/generate/stats.ts';
 import { StaticPolicy, type LengthPolicy } from '../src/policies/policy.ts';
@@ -91,7 +92,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'out', type: 'string', default: 'runs/load-test', meta: 'DIR', help: 'output directory' },
 ];
 
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const t0 = performance.now();
 const levels = [...(f.concurrency as number[])].sort((a, b) => a - b), policies = String(f.policies).split(','), N = f.maxNewTokens as number, K = f.blocks as number;
 const prompts = readFileSync(f.prompts as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);

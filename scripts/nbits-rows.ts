@@ -21,7 +21,8 @@
  * On this host's AVX512-VNNI kernels every further row pair costs the same with the weights in
  * DRAM or in cache: arithmetic (docs/performance.md, "The verify's second row pair").
  */
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps } from '../src/onnx/ops.ts';
 import { createSession, f32, releaseSession, runTimed, type Session } from '../src/runtime/ort.ts';
@@ -39,7 +40,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 3, default: 7, help: 'interleaved timed repeats (after one warm-up)' },
   { flag: 'ms', type: 'int', min: 10, default: 150, help: 'target milliseconds per timed measurement' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const rowsList = f.rows as number[], bits = f.bits as 4 | 8, blockSize = f.block as number;
 if (bits !== 4 && bits !== 8) throw new Error(`--bits: ${bits} is not 4 or 8`);
 if (![16, 32, 64, 128].includes(blockSize)) throw new Error(`--block: ${blockSize} is not 16, 32, 64 or 128`);

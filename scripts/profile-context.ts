@@ -17,7 +17,8 @@ import { randomWeights } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { valueLayoutFor, type AttentionMode } from '../src/onnx/ops.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { sizeNamed, SWEEP } from './runtime-sizes.ts';
 import { median } from '../src/util/stats.ts';
@@ -30,7 +31,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'nodes', type: 'bool', default: false, help: "also list the last context's nodes in execution order" },
   THREADS_FLAG,
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const cfg = sizeNamed(SWEEP, String(f.sweep), '--sweep'), threads = f.threads as number | undefined, passes = f.passes as number;
 const attention = String(f.attention) as AttentionMode;
 if (attention !== 'split' && attention !== 'fused') throw new Error(`--attention: ${attention} is not split or fused`);

@@ -14,7 +14,8 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { quantizedModel } from '../src/model/quantize.ts';
 import { loadModel, type LoadedModel } from '../src/load-model.ts';
 import { Generator } from '../src/generate/generator.ts';
@@ -39,7 +40,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'attention', type: 'string', help: 'split or fused (default: the model\'s default)' },
   { flag: 'against', type: 'string', default: '', help: 'variants timed interleaved with it: unfused (no Linear fusion), split, fused (attention)' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const threads = f.threads as number, tokens = f.tokens as number, repeats = f.repeats as number;
 const q = String(f.quantize);
 if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not q4, q8 or none`);

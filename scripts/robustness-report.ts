@@ -374,8 +374,8 @@ export async function killTrial(args: string[], out: string, ref: string, delayM
 // --- the report ---------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const { parseFlags } = await import('../src/option-schema.ts');
-  const f = parseFlags(process.argv.slice(2), [
+  const { scriptFlags } = await import('./script-flags.ts');
+  const f = scriptFlags(import.meta.url, [
     { flag: 'runs', type: 'int', min: 1, default: 2000, help: 'cases per input kind' },
     { flag: 'kills', type: 'int', min: 0, default: 5, help: 'SIGKILL trials of eaglet log' },
     { flag: 'soak-tokens', type: 'int', min: 100, default: 4000, help: 'tokens of the memory soak' },

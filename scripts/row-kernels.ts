@@ -14,7 +14,8 @@
  * On ORT 1.30's x64 AVX512-VNNI kernels: lone != paired for 4-bit blocks of 64 / 128 and 8-bit
  * blocks of 128; paired rows are partner-free everywhere; so evenRows makes every block exact.
  */
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { OnnxOps } from '../src/onnx/ops.ts';
 import { createSession, f32, f32Data, releaseSession, runTimed } from '../src/runtime/ort.ts';
@@ -26,7 +27,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'k', type: 'int', min: 128, default: 768, help: 'input width (a multiple of every block)' },
   { flag: 'n', type: 'int', min: 1, default: 2048, help: 'output width' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const K = f.k as number, N = f.n as number, maxT = 12;
 
 async function linear(bits: 4 | 8, blockSize: number, threads: number, evenRows: boolean) {

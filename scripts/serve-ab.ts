@@ -38,7 +38,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadGenerator } from '../src/api.ts';
 import { DEFAULT_DIR } from '../src/default-model.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { Engine } from '../src/serve/engine.ts';
 import { spread } from '../src/util/stats.ts';
 
@@ -53,7 +54,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'one-engine', type: 'bool', help: 'one smartspec engine, the policies in turn (request by request at c=1, level by level above)' },
   { flag: 'run-as', type: 'string', meta: 'P', help: 'every engine, built and started as its --policies entry, then serves with policy P (what the build and start-up alone change)' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const names = String(f.policies).split(','), C = f.concurrency as number, R = f.requests as number, N = f.maxNewTokens as number;
 const prompts = readFileSync(join(DEFAULT_DIR, 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const g = await loadGenerator({ threads: f.threads as number, keepWeights: true });

@@ -36,7 +36,8 @@ import { Worker } from 'node:worker_threads';
 import { loadGenerator } from '../src/api.ts';
 import { DEFAULT_DIR } from '../src/default-model.ts';
 import { Generator } from '../src/generate/generator.ts';
-import { parseFlags, type FlagSpec } from '../src/option-schema.ts';
+import type { FlagSpec } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { StaticPolicy } from '../src/policies/policy.ts';
 import { serve } from '../src/serve/server.ts';
 import { spread } from '../src/util/stats.ts';
@@ -51,7 +52,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'max-batch', type: 'int', min: 1, default: 16, meta: 'B', help: 'batch slots (as the load test: its highest concurrency)' },
   { flag: 'threads', type: 'int', min: 1, default: 1, meta: 'N', help: 'ORT intra-op threads' },
 ];
-const f = parseFlags(process.argv.slice(2), FLAGS);
+const f = scriptFlags(import.meta.url, FLAGS);
 const R = f.requests as number, N = f.maxNewTokens as number, methods = String(f.methods).split(',');
 for (const m of methods) if (!METHODS.includes(m)) throw new Error(`--methods: ${METHODS.join(', ')}; got ${m}`);
 const now = () => Number(process.hrtime.bigint()) / 1e6;

@@ -6,11 +6,11 @@
  *   node --import tsx scripts/soak-memory.ts [--tokens 4000] [--repeats 20]
  */
 import { loadGenerator } from '../src/api.ts';
-import { parseFlags } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 
-const f = parseFlags(process.argv.slice(2), [
+const f = scriptFlags(import.meta.url, [
   { flag: 'tokens', type: 'int', min: 100, default: 4000, help: 'tokens per long generation' },
   { flag: 'repeats', type: 'int', min: 1, default: 20, help: 'short generations after the long one' },
 ]);

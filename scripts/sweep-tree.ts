@@ -8,7 +8,7 @@
  */
 import { comparePolicies, comparisonMarkdown, writeComparison } from '../src/bench/compare.ts';
 import { MODEL_FLAGS, THREADS_FLAG } from '../src/cli/common-flags.ts';
-import { parseFlags } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { UsageError } from '../src/errors.ts';
 import { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 import { loadDraftHead } from '../src/io/draft-head-io.ts';
@@ -19,7 +19,7 @@ import { TargetSession } from '../src/runtime/target.ts';
 import { readPrompts } from '../src/bench/prompts.ts';
 import { textEncoder } from '../src/api.ts';
 
-const f = parseFlags(process.argv.slice(2), [
+const f = scriptFlags(import.meta.url, [
   ...MODEL_FLAGS,
   THREADS_FLAG,
   { flag: 'draft', type: 'string', help: 'draft head directory' },

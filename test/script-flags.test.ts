@@ -1,0 +1,42 @@
+/** The scripts under scripts/ answer --help and bad input as the CLI does (scripts/script-flags.ts). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { summary } from '../scripts/script-flags.ts';
+
+const script = (name: string, ...args: string[]) =>
+  spawnSync(process.execPath, ['--import', 'tsx', `scripts/${name}`, ...args], { encoding: 'utf8' });
+
+test('a bad flag is one error line naming it, exit 2; --debug adds the stack', () => {
+  const r = script('bench-sampling.ts', '--bogus');
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, 'error: --bogus: unknown flag (see --help)\n');
+  const bad = script('load-test.ts', '--blocks', 'x');
+  assert.equal(bad.status, 2);
+  assert.equal(bad.stderr, "error: --blocks: expected a number, got 'x'\n");
+  const debug = script('bench-sampling.ts', '--bogus', '--debug');
+  assert.equal(debug.status, 2);
+  assert.match(debug.stderr, /^error: --bogus: unknown flag \(see --help\)\nUsageError: [\s\S]*at parseFlags/);
+});
+
+test('an error meant for people thrown after parsing (a missing model) is one line, exit 1', () => {
+  const r = script('bench-quant.ts', '--model', '/nonexistent-eaglet-dir');
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, /^error: \/nonexistent-eaglet-dir\/config\.json: /);
+});
+
+test('--help prints usage, the header summary and the flag table, exit 0', () => {
+  const r = script('load-test.ts', '--help');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^Usage: node --import tsx scripts\/load-test\.ts \[flags\]\n\nLoad test of `eaglet serve` over loopback HTTP/);
+  assert.match(r.stdout, /--concurrency LIST +client concurrency levels \(default 1,2,4,8,16\)/);
+});
+
+test('every script that takes flags has a header summary for --help', () => {
+  const dir = new URL('../scripts/', import.meta.url);
+  const users = readdirSync(dir).filter((f) => f.endsWith('.ts') && f !== 'script-flags.ts' && readFileSync(new URL(f, dir), 'utf8').includes('scriptFlags('));
+  assert.ok(users.length >= 30, `${users.length} scripts`);
+  for (const f of users) assert.ok(summary(new URL(f, dir).pathname).length > 20, f);
+});
