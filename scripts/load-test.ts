@@ -241,8 +241,8 @@ async function buildWorld(): Promise<World> {
 }
 
 async function closeWorld(w: World): Promise<void> {
-  const cm = w.servers.get('smartspec')?.handler.engine.planner;
-  if (cm) costModels.push({ verify: cm.verify.toJSON(), draft: cm.draft.toJSON(), alone: cm.alone, learnedOverhead: { msPerPass: cm.overhead.a, msPerRequestPass: cm.overhead.b, aloneMs: cm.overhead.alone }, passScale: [...cm.passScale] });
+  const engine = w.servers.get('smartspec')?.handler.engine, cm = engine?.planner;
+  if (cm) costModels.push({ verify: cm.verify.toJSON(), draft: cm.draft.toJSON(), alone: cm.alone, calibration: engine.calibration, learnedOverhead: { msPerPass: cm.overhead.a, msPerRequestPass: cm.overhead.b, aloneMs: cm.overhead.alone }, passScale: [...cm.passScale] });
   for (const s of new Set(w.servers.values())) await s.close();
   await w.g.dispose();
   await w.generateDefault?.dispose();
@@ -274,7 +274,7 @@ async function singleBlock(name: string, round: number, order = promptsFor(1, ro
 
 const blocks: Block[] = [], skipped: string[] = [];
 const limitMs = (f.timeLimit as number) * 1000;
-/** SmartSpec's step-cost model of each set of sessions: measured at start-up, and what it learned (JSON). */
+/** SmartSpec's step-cost model of each set of sessions: measured at start-up, its calibration, and what it learned (JSON). */
 const costModels: unknown[] = [];
 let warmupSeconds = 0;
 /** New sessions, warmed up (not reported): every single-request method once, every server at the lowest and highest concurrency. */

@@ -16,7 +16,8 @@
  * feeds, the HTTP side) is learned online (StepOverhead): observed step times less the modelled
  * passes, as ms per pass plus ms per request-pass; for a request alone, its plain steps' and its
  * fused rounds' excess over the start-up model, as observed (ours: the start-up round costs
- * alone misled it for the server's life).
+ * alone misled it for the server's life). Both start from a calibration on real batch steps
+ * at start-up (`calibrate`), not from the bare model.
  *
  * Ours, not the paper's exact rule: the paper scores a proposed length with a moving acceptance
  * average per request and picks lengths for the batch; we pick per-request lengths by greedy
@@ -24,9 +25,11 @@
  * none does), draft time = one batched draft pass per level with the requests still drafting at
  * that level, and the first request to plan in a step plans the whole batch (the step is the
  * target pass count: every request plans between the same two passes). Also ours: a plan that
- * speculates is kept only when its modelled goodput beats no speculation by a margin (10%).
+ * speculates is kept only when its modelled goodput beats no speculation by a margin (10%, or
+ * the host's step-to-step spread as the start-up calibration measured it, within 3-10%).
  */
 import { AcceptanceEstimate } from './goodput.ts';
+import { median, spread } from '../util/stats.ts';
 import type { LengthPolicy, RoundOutcome, RoundPlan, RoundState } from './policy.ts';
 
 /**
@@ -170,9 +173,20 @@ export class SmartSpecPlanner {
   readonly overhead: StepOverhead;
   /**
    * A plan that speculates must beat the same step without speculation by this fraction of
-   * modelled goodput (0.1: 10%), else nobody still to plan speculates this step (ours, see planBatch).
+   * modelled goodput (0.1: 10%), else nobody still to plan speculates this step (ours, see
+   * planBatch). A calibration sets it from what it measured (`calibrate`, `marginRange`).
    */
   margin = 0.1;
+  /**
+   * The margin a calibration sets (`calibrate`): the draft lane's step-to-step spread in its
+   * steps (half the interquartile range of its passes' actual / modelled ms, each over its step
+   * shape's median), within these bounds. Ours: the margin is there for plans whose modelled gain is inside the
+   * model's error, and on a host whose passes vary more from step to step the start-up medians
+   * and learned scales are off by more. A fixed 10% kept c=2 from the ~7-11% that drafting
+   * gains there on the embedded pair (static-3 against plain, load test), while 3% let a noisy
+   * loaded host draft at c=16 where drafting loses (loaded load tests, docs/performance.md).
+   */
+  marginRange: [number, number] = [0.03, 0.1];
   /** Joins and leaves so far: a step is timed only when none happened during it. */
   private changes = 0;
   /** The step being timed: when it was planned, its modelled pass ms and shape. */
@@ -245,6 +259,16 @@ export class SmartSpecPlanner {
   readonly passScale = new Float64Array([1, 1]);
   scaleForget = 0.9;
   scaleClip = 2;
+  /**
+   * While set, every started member's length is this (the engine's start-up calibration:
+   * Engine.start runs real batch steps through the lanes at forced lengths, `calibrate`).
+   */
+  forced?: number;
+  /**
+   * During a calibration (`calibrate`), by step shape ("passes,request-passes"): each timed
+   * batch step's lanes' actual / modelled pass ms, and its residual (ms beyond its passes).
+   */
+  private calibration?: Map<string, { lanes: [number[], number[]]; residuals: number[] }>;
 
   /**
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
@@ -259,6 +283,64 @@ export class SmartSpecPlanner {
   constructor(readonly verify: StepCost, readonly draft: StepCost, readonly maxDepth: number, readonly totalTokens: number, private step: () => number, readonly alone?: number[], readonly decay = 0.9, private now: () => number = () => performance.now(), readonly pooledDecay = 0.99) {
     this.overhead = new StepOverhead();
     this.pooled = new AcceptanceEstimate(maxDepth, pooledDecay);
+  }
+
+  /**
+   * Runs `steps` (the engine's real batch steps, planned at the lengths it sets in `forced`) as
+   * a calibration, then prices every step from what they cost: each lane's `passScale` set to
+   * the median of its passes' actual / modelled ms over those steps, within a factor
+   * `scaleClip` of 1 (unchanged for a lane none of
+   * them ran), the overhead fit from each step shape's median residual, and `margin` from the
+   * draft lane's spread (`marginRange`). Meanwhile a lone request's steps
+   * teach nothing and no round enters the pooled acceptance (the calibration's prompts are no
+   * client's). Ours: the start-up model times each lane's passes back to back, and a draft pass
+   * in serving, after the target's pass and the requests' work, costs more (measured, loaded:
+   * 1.45-1.8x right after a target pass, and drafted steps of a new server ~20% above its
+   * model); a new server learned that only from its drafted batch steps, so it over-speculated
+   * at mid-size batches until then. Returns each lane's sample count.
+   */
+  async calibrate(steps: () => Promise<void>): Promise<[number, number]> {
+    const shapes: NonNullable<SmartSpecPlanner['calibration']> = new Map();
+    this.calibration = shapes;
+    try {
+      await steps();
+    } finally {
+      this.calibration = undefined;
+      this.forced = undefined;
+      this.timing.valid = false;
+      this.plainRun = 0;
+    }
+    const lanes: [number[], number[]] = [[], []], drafts: number[] = [];
+    for (const [shape, c] of shapes) {
+      c.lanes.forEach((xs, i) => lanes[i].push(...xs));
+      // The draft passes' spread step to step: each against its shape's median (shapes differ by design).
+      if (c.lanes[1].length > 1) {
+        const m = median(c.lanes[1]);
+        for (const x of c.lanes[1]) drafts.push(x / m);
+      }
+      // The overhead fit sees each step shape's median residual once per step of that shape: the
+      // fit the steps would give, without the few a busy host (or code not yet compiled) slowed.
+      const [p, q] = shape.split(',').map(Number), r = median(c.residuals);
+      for (let i = 0; i < c.residuals.length; i++) this.overhead.observeBatch(p, q, r);
+    }
+    // Within a factor scaleClip of the model: a calibration in a busy moment of a shared host
+    // can read a lane several times slower (measured, loaded: the draft lane 6.5x in one of
+    // three), and a draft scale that high would stop all batch drafting, so no drafted step
+    // would ever correct it.
+    const clip = Math.log(this.scaleClip);
+    lanes.forEach((xs, i) => {
+      if (xs.length) this.passScale[i] = Math.exp(Math.min(clip, Math.max(-clip, median(xs.map(Math.log)))));
+    });
+    if (drafts.length) {
+      const q = spread(drafts), [lo, hi] = this.marginRange;
+      this.margin = Math.min(hi, Math.max(lo, (q.q3 - q.q1) / 2));
+    }
+    return [lanes[0].length, lanes[1].length];
+  }
+
+  /** Whether a calibration is running (`calibrate`): its rounds stay out of the pooled acceptance. */
+  get calibrating(): boolean {
+    return this.calibration !== undefined;
   }
 
   /** A request's policy; it takes part in the planning until `leave()`. */
@@ -295,7 +377,11 @@ export class SmartSpecPlanner {
       this.chosenCount = 0;
     }
     // A request alone plans every round: planLone builds no arrays (planBatch's are per step).
-    if (p.planStep !== step) this.alone && this.members.size === 1 ? this.planLone(p) : this.planBatch();
+    if (p.planStep !== step) {
+      if (this.forced !== undefined) this.planForced();
+      else if (this.alone && this.members.size === 1) this.planLone(p);
+      else this.planBatch();
+    }
     return Math.min(p.planStep === step ? p.planDepth : 0, maxDepth);
   }
 
@@ -312,14 +398,17 @@ export class SmartSpecPlanner {
     const t = this.now();
     let residual = t - last.t - last.passMs;
     const lanes = this.laneTimes;
-    if (lanes && !(last.n === 1 && this.alone)) {
+    const lone = last.n === 1 && this.alone !== undefined;
+    // A calibration times batch steps; lone rounds keep their own first round (planLone).
+    if (this.calibration) return lone ? undefined : this.sample(this.calibration, t);
+    if (lanes && !lone) {
       // The passes as they ran: each lane's time against its unscaled model, and the rest of the step.
       const v = lanes[0].ms - last.lane0, d = lanes[1].ms - last.lane1;
       this.rescale(0, v, last.verifyMs);
       this.rescale(1, d, last.draftMs);
       residual = t - last.t - v - d;
     }
-    if (last.n === 1 && this.alone) {
+    if (lone) {
       // A fused round whose head caught up on more rows than a drafted round leaves (the prompt in
       // a request's first round, rows of plain steps since) cost more than the rounds it would
       // price: learning from it once priced every round above a plain step for the server's life.
@@ -329,6 +418,19 @@ export class SmartSpecPlanner {
       b[g] = Number.isNaN(b[g]) ? residual : f * b[g] + (1 - f) * Math.min(b[g] + c, Math.max(b[g] - c, residual));
       this.overhead.observeAlone(residual);
     } else this.overhead.observeBatch(last.passes, last.requestPasses, residual);
+  }
+
+  /** A calibration's timed batch step, ended at `t` (learn): its lanes' ratios to the model and its residual, by its shape. */
+  private sample(shapes: NonNullable<SmartSpecPlanner['calibration']>, t: number): void {
+    const last = this.timing, key = `${last.passes},${last.requestPasses}`;
+    let c = shapes.get(key);
+    if (!c) shapes.set(key, (c = { lanes: [[], []], residuals: [] }));
+    const lanes = this.laneTimes, v = lanes ? lanes[0].ms - last.lane0 : last.verifyMs, d = lanes ? lanes[1].ms - last.lane1 : last.draftMs;
+    if (lanes) {
+      if (last.verifyMs > 0 && v > 0) c.lanes[0].push(v / last.verifyMs);
+      if (last.draftMs > 0 && d > 0) c.lanes[1].push(d / last.draftMs);
+    }
+    c.residuals.push(t - last.t - (lanes ? v + d : last.passMs));
   }
 
   /** One step's sample of lane `i`'s scale: its passes took `actual` ms where the start-up model said `model`. */
@@ -503,6 +605,14 @@ export class SmartSpecPlanner {
    */
   private lone(n: number): boolean {
     return n === 1 && this.members.size <= 1 && this.alone !== undefined;
+  }
+
+  /** Every started member not yet planned this step at the `forced` length, timed as a planned step (calibrate). */
+  private planForced(): void {
+    const members: SmartSpecPolicy[] = [];
+    for (const m of this.members) if (m.started) members.push(m);
+    const fixed = members.map((m) => m.planStep === this.plannedStep);
+    this.settlePlan(members, fixed, members.map((m, i) => (fixed[i] ? m.planDepth : Math.min(this.forced!, this.maxDepth))));
   }
 
   /** Greedy ascent over every member's length; lengths already chosen this step stay (a request alone: planLone). */
@@ -701,7 +811,7 @@ export class SmartSpecPolicy implements LengthPolicy {
     this.position += o.accepted + 1;
     if (o.depth > 0) {
       this.acceptance.observe(o.depth, o.accepted);
-      this.planner.pooled.observe(o.depth, o.accepted);
+      if (!this.planner.calibrating) this.planner.pooled.observe(o.depth, o.accepted);
     } else this.acceptance.fade();
   }
 

@@ -196,8 +196,8 @@ export class Engine {
    * Builds the batch sessions (the per-slot target and draft graphs, from the loaded weights)
    * and, for smartspec, measures the step-cost model it plans with: passes of 1..maxTokens
    * tokens by one request (the single-request session) and spread over as many slots as they
-   * fill (the per-slot graph), against half-full slots (`repeats` each, the median). Call
-   * once before serving.
+   * fill (the per-slot graph), against half-full slots (`repeats` each, the median), then
+   * calibrates it on real drafted and plain batch steps (calibrateCosts). Call once before serving.
    */
   async start(repeats = 9): Promise<void> {
     if (this.owned.length) return;
@@ -230,7 +230,10 @@ export class Engine {
       if (e instanceof Error && /^missing tensor/.test(e.message)) throw new UsageError('keepWeights', `serving builds its batch graphs from the weights (${e.message}): load the generator with keepWeights: true`);
       throw e;
     }
-    if (this.policy.kind === 'smartspec' && this.draftLane) await this.measureCosts(repeats);
+    if (this.policy.kind === 'smartspec' && this.draftLane) {
+      await this.measureCosts(repeats);
+      await this.calibrateCosts();
+    }
     this.markLive();
   }
 
@@ -271,6 +274,39 @@ export class Engine {
     this.planner.splitRows = this.draftLane!.shortTokens;
     this.planner.laneTimes = [this.targetLane.laneStats, this.draftLane!.laneStats];
   }
+
+  /**
+   * SmartSpec's calibration (SmartSpecPlanner.calibrate): real batch steps through the lanes, as
+   * serving runs them, before any client's: requests of a made-up prompt (greedy, counted in no
+   * metric) drafted at full depth by 2 and by min(maxBatch, 4) at a time, then plain by the
+   * latter, so the planner's pass scales and learned overhead start from drafted and plain batch
+   * steps instead of the start-up model's back-to-back passes. Skipped below 2 batch slots.
+   */
+  private async calibrateCosts(): Promise<void> {
+    const planner = this.planner!, B = this.maxBatch, D = this.tree.maxDepth, cfg = this.g.model.config;
+    if (B < 2 || D < 1) return;
+    // Short enough for any context: a prompt of 1/8 of it, 1/4 of it generated.
+    const promptLen = Math.max(1, Math.min(16, cfg.maxSeqLen >> 3)), tokens = Math.max(2, Math.min(48, cfg.maxSeqLen >> 2));
+    const prompt = (i: number) => Array.from({ length: promptLen }, (_, j) => (i * 131 + j * 17 + 1) % cfg.vocabSize);
+    const wave = async (n: number, depth: number) => {
+      planner.forced = depth;
+      await Promise.all(Array.from({ length: n }, async (_, i) => {
+        for await (const _chunk of this.run(prompt(i), { maxNewTokens: tokens, temperature: 0, stopAtEos: false }, undefined, false));
+      }));
+    };
+    const n = Math.min(B, 4);
+    const samples = await planner.calibrate(async () => {
+      for (const m of new Set([2, n])) await wave(m, D);
+      await wave(n, 0);
+    });
+    this.calibration = { samples, passScale: [planner.passScale[0], planner.passScale[1]], margin: planner.margin };
+  }
+
+  /**
+   * SmartSpec's start-up calibration (calibrateCosts): each lane's (target, draft) passes timed
+   * in its steps, and the pass scales and planning margin they set.
+   */
+  calibration?: { samples: [number, number]; passScale: [number, number]; margin: number };
 
   /**
    * ms of a fused round, one figure for every length k = 1..depth: the median of rounds verifying
@@ -444,18 +480,18 @@ export class Engine {
     for (const c of [this.targetLane.batchCache, this.draftLane?.batchCache]) if (c) c.liveHeads = ((top + 1) * c.nKvHeads) / this.maxBatch;
   }
 
-  /** The request's loop; it waits for a slot at its first `next()`. */
-  private async *run(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal): AsyncGenerator<GenerationChunk, GenerationStats> {
+  /** The request's loop; it waits for a slot at its first `next()`. `counted`: in the metrics (not the start-up calibration's). */
+  private async *run(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal, counted = true): AsyncGenerator<GenerationChunk, GenerationStats> {
     this.inFlight++;
     try {
       const slot = await this.acquire(signal);
       const policy = this.makePolicy();
-      const gen = new Generator<TargetPass>({ target: this.targetView, drafter: policy.name === 'ar' ? undefined : slot.drafter, policy: this.metrics.recording(policy), cache: slot.cache });
+      const gen = new Generator<TargetPass>({ target: this.targetView, drafter: policy.name === 'ar' ? undefined : slot.drafter, policy: counted ? this.metrics.recording(policy) : policy, cache: slot.cache });
       this.batcher.join();
-      this.metrics.started();
+      if (counted) this.metrics.started();
       try {
         const stats = yield* gen.stream(prompt, { ...opts, signal });
-        this.metrics.finished(stats);
+        if (counted) this.metrics.finished(stats);
         return stats;
       } finally {
         (policy as SmartSpecPolicy | undefined)?.leave?.();

@@ -1,0 +1,154 @@
+/**
+ * SmartSpec's start-up calibration: real batch steps at forced lengths seed the planner's pass
+ * scales and overhead, so a new server prices drafted batch steps from its first plan.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { SmartSpecPlanner, StepCost } from '../src/policies/smartspec.ts';
+import type { RoundState } from '../src/policies/policy.ts';
+import { Engine } from '../src/serve/engine.ts';
+import { tinyConfig, tinyPair } from './support/models.ts';
+
+const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
+const state = (position: number): RoundState => ({ position, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 });
+
+/**
+ * A planner whose start-up model says verify passes cost 1 ms and draft passes 0.8 ms, on a
+ * host where draft passes take 1.2 ms and a step's JS beside its passes 0.02 ms a pass and 0.01
+ * ms a request-pass (a fake clock and lane timers). `alone`: a lone request's fused round model.
+ */
+function setup(alone?: number[]) {
+  let step = 0, clock = 0;
+  const lanes: [{ ms: number }, { ms: number }] = [{ ms: 0 }, { ms: 0 }];
+  const planner = new SmartSpecPlanner(flat(1), flat(0.8), 3, 3, () => step, alone, 0.9, () => clock);
+  planner.laneTimes = lanes;
+  /** One step of `members` (each plans, its passes and JS take their real time, each observes `accepted`); their depths. */
+  const run = (members: ReturnType<SmartSpecPlanner['policy']>[], accepted: number, extraMs = 0, draftMs = 1.2) => {
+    step++;
+    const ks = members.map((p) => p.plan(state(10 + step)).depth);
+    const levels = Math.max(...ks);
+    lanes[0].ms += 1;
+    lanes[1].ms += draftMs * levels + extraMs;
+    clock += 1 + draftMs * levels + 0.02 * (1 + levels) + 0.01 * ks.reduce((t, k) => t + 1 + k, 0) + extraMs;
+    members.forEach((p, i) => p.observe({ depth: ks[i], treeSize: ks[i], accepted: Math.min(accepted, ks[i]), draftMs: 0, verifyMs: 0 }));
+    return ks;
+  };
+  return { planner, run };
+}
+
+test('a calibration of forced drafted steps sets the draft scale from them, and the next plan prices drafts at it', async () => {
+  // Every draft accepted: at the start-up prices two requests drafting 3 gain 18% (8 tokens in
+  // 3.4 ms against 2 in 1); at the real ones they lose (8 in 4.76 against 2 in 1.04).
+  const fresh = setup();
+  const a = fresh.planner.policy(), b = fresh.planner.policy();
+  assert.deepEqual(fresh.run([a, b], 3), [3, 3], 'uncalibrated, the first plan drafts');
+
+  const { planner, run } = setup();
+  const seen: number[][] = [];
+  const samples = await planner.calibrate(async () => {
+    planner.forced = 3;
+    const ps = [planner.policy(), planner.policy()];
+    for (let i = 0; i < 12; i++) seen.push(run(ps, 0, i === 5 ? 40 : 0)); // one step 40 ms slow (a busy host)
+    planner.forced = 0;
+    for (let i = 0; i < 6; i++) seen.push(run(ps, 0));
+    for (const p of ps) p.leave();
+  });
+  assert.deepEqual(seen, [...new Array(12).fill([3, 3]), ...new Array(6).fill([0, 0])], 'the forced lengths, whatever the estimates say');
+  // Timed: every step but the first (its plan starts the timing) and the last (the requests leave in it).
+  assert.deepEqual(samples, [16, 11]);
+  assert.ok(Math.abs(planner.passScale[1] - 1.5) < 1e-9, `draft scale ${planner.passScale[1]}: the median, not moved by the slow step`);
+  assert.ok(Math.abs(planner.passScale[0] - 1) < 1e-9, `verify scale ${planner.passScale[0]}`);
+  // The overhead fit prices both shapes' JS (0.16 and 0.04 ms; its weak pull toward 0 keeps it a little under).
+  const drafted = planner.overhead.batchMs(4, 8), plain = planner.overhead.batchMs(1, 2);
+  assert.ok(drafted > 0.14 && drafted <= 0.16 + 1e-9 && plain > 0.035 && plain <= 0.04 + 1e-9, `overhead: drafted step ${drafted}, plain ${plain}`);
+  assert.equal(planner.forced, undefined);
+
+  // The calibration's rounds (nothing accepted) are not in the pooled acceptance: a new request starts from the sure prior.
+  const c = planner.policy(), d = planner.policy();
+  assert.equal(c.acceptance.expectedTokens(3), 4);
+  assert.deepEqual(run([c, d], 3), [0, 0], 'calibrated, the first plan prices drafts at the seeded scale and stays plain');
+});
+
+test('a calibration in a busy moment (draft passes 5x the model) starts the draft scale at most scaleClip from 1', async () => {
+  const { planner, run } = setup();
+  await planner.calibrate(async () => {
+    planner.forced = 3;
+    const ps = [planner.policy(), planner.policy()];
+    for (let i = 0; i < 10; i++) run(ps, 3, 0, 4);
+    for (const p of ps) p.leave();
+  });
+  assert.equal(planner.passScale[1], planner.scaleClip);
+});
+
+test("a calibration sets the margin from the draft passes' step-to-step spread, within its bounds", async () => {
+  /** The margin after a calibration of 20 drafted steps whose draft level takes `draftMs(i)` at step i. */
+  const margin = async (draftMs: (i: number) => number) => {
+    const { planner, run } = setup();
+    assert.equal(planner.margin, 0.1, 'uncalibrated: 10%');
+    await planner.calibrate(async () => {
+      planner.forced = 1;
+      const ps = [planner.policy(), planner.policy()];
+      for (let i = 0; i < 20; i++) run(ps, 1, 0, draftMs(i));
+      for (const p of ps) p.leave();
+    });
+    return planner.margin;
+  };
+  assert.equal(await margin(() => 1.2), 0.03, 'steady passes: the lower bound');
+  const some = await margin((i) => 1.2 * (1 + 0.06 * ((i % 5) - 2))); // within +-12%, half the steps within 6%
+  assert.ok(some > 0.03 && some < 0.1, `a spread of a few per cent: ${some}`);
+  assert.equal(await margin((i) => (i % 2 ? 0.8 : 2.4)), 0.1, 'a host whose passes vary 3x: the upper bound');
+});
+
+test("a calibration leaves a lone request's fused-round estimate unseen: its first lone round still runs at full length", async () => {
+  // The fused round priced 1 ms; a lone step during the calibration took 60 ms.
+  const { planner, run } = setup([1, 1, 1, 1]);
+  await planner.calibrate(async () => {
+    planner.forced = 3;
+    const p = planner.policy();
+    for (let i = 0; i < 4; i++) run([p], 3, 60);
+    p.leave();
+  });
+  const p = planner.policy();
+  assert.equal(run([p], 3)[0], 3, 'the lone request runs its first round at full length, as on a server without the calibration');
+});
+
+test('a smartspec engine calibrates at start-up with drafted batch steps through its lanes, counted in no metric; other policies do not', async () => {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 3 })[0];
+  const p = await tinyPair(cfg, 3, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
+  try {
+    for (const policy of ['smartspec', 'static-2']) {
+      const e = new Engine(p.spec, { maxBatch: 4, policy, fusedRound: true });
+      await e.start(1);
+      const draft = e.draftStats!;
+      if (policy === 'smartspec') {
+        assert.ok(draft.passes > 0 && draft.calls > draft.passes, `batched draft passes at start-up: ${draft.passes} passes, ${draft.calls} calls`);
+        const c = e.calibration!;
+        assert.ok(c.samples[0] > 0 && c.samples[1] > 0, `samples ${c.samples}`);
+        assert.deepEqual(c.passScale, [...e.planner!.passScale], 'the planner starts from the calibrated scales');
+        assert.ok(c.passScale.every((s) => s > 0 && Number.isFinite(s)));
+        assert.equal(e.metrics.completed, 0);
+        assert.deepEqual(e.metrics.depthCounts, [0, 0, 0]);
+        const q = e.planner!.policy();
+        assert.equal(q.acceptance.expectedTokens(2), 3, 'the calibration\'s rounds are not pooled');
+        q.leave();
+      } else {
+        assert.equal(draft.passes, 0);
+        assert.equal(e.calibration, undefined);
+      }
+      // Served afterwards: lossless, on caches the calibration left empty.
+      const prompt = [1, 2, 3].map((t) => t % cfg.vocabSize), opts = { maxNewTokens: 8, temperature: 0, stopAtEos: false };
+      const got = await Promise.all([0, 1].map(async () => {
+        const ids: number[] = [];
+        for await (const chunk of e.submit(prompt, opts)) ids.push(...chunk.ids);
+        return ids;
+      }));
+      const want = (await p.ar.generate(prompt, opts)).ids;
+      assert.deepEqual(got, [want, want]);
+      await e.drain();
+      await e.dispose();
+    }
+  } finally {
+    await p.dispose();
+  }
+});
