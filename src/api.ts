@@ -157,7 +157,8 @@ export interface LoadedGenerator {
 function withDefaults(o: LoadOptions): LoadOptions {
   const has = defaultParts();
   if (!has.target) throw new UsageError('model', `no model given and the embedded default is missing (${DEFAULT_PATHS.target}): pass a model path`);
-  const draft = o.draft === undefined ? (has.draft ? DEFAULT_PATHS.draft : undefined) : o.draft;
+  // An exit layer drafts with the target's own layers: no head to fill in.
+  const draft = o.draft === undefined && o.exitLayer === undefined ? (has.draft ? DEFAULT_PATHS.draft : undefined) : o.draft;
   const ownHead = draft === DEFAULT_PATHS.draft;
   // With its own head and LDLP the default drafts with ldlp+threshold, the fastest LDLP variant in
   // its benchmark (docs/performance.md): LDLP caps the depth, the confidence threshold stops earlier inside it.

@@ -110,6 +110,13 @@ test('without --model, generate uses the embedded default, or says it is missing
   }
 });
 
+test('without --model, --exit-layer self-drafts the embedded target (its head is not loaded beside it)', { skip: !defaultParts().target && 'no embedded default' }, () => {
+  const r = eaglet('generate', '--prompt-ids', '1,2,3', '--max-new-tokens', '8', '--exit-layer', '2', '--json');
+  assert.equal(r.code, 0, r.err);
+  const { stats } = JSON.parse(r.out);
+  assert.ok(stats.exitLayerHistogram[2] > 0, JSON.stringify(stats));
+});
+
 test('--help on every command, and the command list', () => {
   const top = eaglet('--help');
   assert.equal(top.code, 0);
