@@ -76,7 +76,11 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--no-spec', '--ldlp', '/x'], 2, /^error: --ldlp: contradicts --no-spec/],
   // A tree whose budget cannot reach its depth; one depth limit everywhere.
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--depth', '5', '--total-tokens', '2'], 2, /^error: --total-tokens: 2 tokens cannot reach depth 5 \(--depth\)/],
-  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'static-40'], 2, /^error: policy 'static-40': depth: must be <= 32/],
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'static-40'], 2, /^error: --policy 'static-40': depth: must be <= 32/],
+  // A policy spec's errors name the flag it came from; tune checks the names before it measures anything.
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'nosuch'], 2, /^error: --policy: unknown policy 'nosuch' \(have static, /],
+  [['bench', '--model', 'MODEL', '--draft', 'random', '--random-prompts', '1', '--policies', 'static,nosuch'], 2, /^error: --policies: unknown policy 'nosuch'/],
+  [['tune', '--policies', 'goodput,nosuch', '--out', 'OUT/tuning.json'], 2, /^error: --policies: unknown policy 'nosuch'/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--depth', '40'], 2, /^error: --depth: must be <= 32/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1,,2'], 2, /^error: --prompt-ids: item 2 of '1,,2' is empty/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1,2,'], 2, /^error: --prompt-ids: item 3 of '1,2,' is empty/],

@@ -18,6 +18,8 @@ export interface CommandSpec {
   flags: FlagSpec[];
   /** Accept arguments that are not flags (file lists); otherwise they are a usage error. */
   positional?: boolean;
+  /** The flag that takes policy specs (`--policy`, `--policies`): the registry's errors about a spec are reported under it. */
+  policyFlag?: string;
   run(f: Parsed): Promise<void>;
 }
 
@@ -28,7 +30,20 @@ export function defineCommand(spec: CommandSpec): Command {
       if (argv.includes('--help')) return void process.stdout.write(helpText(spec.usage, spec.description, spec.flags));
       const f = parseFlags(argv, spec.flags);
       if (!spec.positional && f._.length) throw new UsageError(f._[0], 'unexpected argument (flags start with --)');
-      await spec.run(f);
+      try {
+        await spec.run(f);
+      } catch (e) {
+        throw spec.policyFlag ? policyFlagError(e, spec.policyFlag) : e;
+      }
     },
   };
+}
+
+/**
+ * The policy registry names its errors `policy` or `policy 'SPEC'` (library option names); on the
+ * command line the same error names the flag the spec came from: `--policy 'static-40': depth: ...`.
+ */
+export function policyFlagError(e: unknown, flag: string): unknown {
+  if (!(e instanceof UsageError) || !/^policy( |$)/.test(e.flag)) return e;
+  return new UsageError(`${flag}${e.flag.slice('policy'.length)}`, e.message.slice(e.flag.length + 2));
 }

@@ -64,6 +64,7 @@ The \`default\` row is the policy and tree \`generate\` uses with the same model
 Policies (per-policy flags below are --NAME-FLAG; inline: NAME:flag=value):
 ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('\n')}`,
   flags: FLAGS,
+  policyFlag: '--policies',
   async run(f) {
     const embedded = f.model === undefined;
     if (embedded && f.draft !== undefined && f.draft !== 'self') throw new UsageError('--draft', 'needs --model (without both, bench uses the embedded default pair)');

@@ -53,6 +53,7 @@ with the same seed the ids equal plain decoding's except where float32 rounding 
 one-token and the tree pass decides a near-tie (see README, "What holds").
 Without --model it uses the embedded default (data/default): its target, draft head and LDLP.`,
   flags: FLAGS,
+  policyFlag: '--policy',
   async run(f) {
     if ((f.prompt === undefined) === (f.promptIds === undefined)) throw new UsageError('--prompt', 'give exactly one of --prompt or --prompt-ids');
     if (f.prompt === '') throw new UsageError('--prompt', 'is empty');

@@ -11,13 +11,13 @@ import { RoundDrafter } from '../../generate/round-drafter.ts';
 import { writeFileAtomic } from '../../io/atomic.ts';
 import { loadDraftHead } from '../../io/draft-head-io.ts';
 import { DRAFT_QUANT } from '../../model/quantize.ts';
-import { createPolicy } from '../../policies/registry.ts';
+import { createPolicy, policyEntry } from '../../policies/registry.ts';
 import { RoundSession } from '../../runtime/round.ts';
 import { greedySequences, measureAcceptance, measureFusedRounds, measureVerify, type AcceptanceTable, type Measurements } from '../../tune/measure.ts';
 import { bestByDepth, machineInfo, scoreShapes, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { median } from '../../util/stats.ts';
-import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, MODEL_FLAGS, policyName, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -55,6 +55,7 @@ size) is reported and not applied.
 Run it under an otherwise idle machine.
 Tune on prompts that are not your benchmark's (the default pair: training-split prompts).`,
   flags: FLAGS,
+  policyFlag: '--policies',
   async run(f) {
     const embedded = f.model === undefined;
     if (!embedded && f.draft === undefined) throw new UsageError('--draft', 'is required with --model');
@@ -62,6 +63,9 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
     const draft = (f.draft as string | undefined) ?? DEFAULT_PATHS.draft;
     const promptsFile = (f.prompts as string | undefined) ?? (embedded ? DEFAULT_PATHS.tunePrompts : undefined);
     if (!promptsFile) throw new UsageError('--prompts', 'is required with --model');
+    // Unknown names fail now, not after minutes of measuring (a known one that cannot run at the best shape is skipped there).
+    const given = f.policies !== undefined ? String(f.policies).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+    for (const spec of given ?? []) policyEntry(policyName(spec));
     const K = f.maxTopK as number, D = f.maxDepth as number, N = f.maxTokens as number;
     // As `generate` decides it ('auto'): the embedded target with its own head runs chains fused.
     const fusedRound = (f.fusedRound as boolean | undefined) ?? (embedded && draft === DEFAULT_PATHS.draft);
@@ -103,9 +107,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
 
       // The policies at the best shape, measured on the same prompts (interleaved with plain decoding).
       const ldlpDir = join(dirname(resolve(draft)), 'ldlp');
-      const specs = f.policies !== undefined
-        ? String(f.policies).split(',').map((s) => s.trim()).filter(Boolean)
-        : ['static', 'threshold', 'goodput', ...(existsSync(join(ldlpDir, 'config.json')) ? [`ldlp+threshold:path=${ldlpDir}`] : [])];
+      const specs = given ?? ['static', 'threshold', 'goodput', ...(existsSync(join(ldlpDir, 'config.json')) ? [`ldlp+threshold:path=${ldlpDir}`] : [])];
       // The policies run the best shape as generate will: a fused chain as one call per round.
       const bestSession = best.fused ? await roundSession(best.depth) : undefined;
       const policyDrafter = bestSession ? new RoundDrafter(bestSession, target.cfg.maxSeqLen) : new EagleDrafter(session, tree, target.cfg.maxSeqLen);
