@@ -6,6 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import ts from 'typescript';
 import { DEFAULT_PATHS } from '../src/default-model.ts';
 
 test('examples/library.ts runs: streams, aborts at a round boundary, generates', () => {
@@ -68,6 +69,32 @@ test('the README Library example runs as written: streams text, then generates w
   assert.match(String(r.stdout), /\ntau \d+\.\d\d, \d+ tok\/s\n$/);
 });
 
+/**
+ * What `npm test` runs through tsx is not type-checked: a snippet calling an option that no longer
+ * exists, or reading a field by a wrong name, still runs when the value is only printed. So the
+ * README's and the TSDoc's examples are also compiled against the sources, with the project's
+ * compiler options less noUnusedLocals (an example may name a result it does not use).
+ */
+function typeErrors(snippets: { name: string; code: string }[]): string[] {
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-doc-types-'));
+  try {
+    const files = snippets.map(({ name, code }, i) => {
+      const file = join(dir, `${i}-${name.replace(/[^a-z0-9]+/gi, '-')}.mts`);
+      writeFileSync(file, code.replaceAll(`from 'eaglet'`, `from ${JSON.stringify(resolve('src/index.ts'))}`));
+      return file;
+    });
+    const { config } = ts.readConfigFile('tsconfig.json', ts.sys.readFile);
+    const { options } = ts.parseJsonConfigFileContent(config, ts.sys, resolve('.'));
+    const program = ts.createProgram(files, { ...options, noEmit: true, noUnusedLocals: false });
+    const inSnippets = new Set(files);
+    return ts.getPreEmitDiagnostics(program)
+      .filter((d) => !d.file || inSnippets.has(resolve(d.file.fileName)) || !d.file.fileName.includes('node_modules'))
+      .map((d) => `${d.file ? `${d.file.fileName}: ` : ''}${ts.flattenDiagnosticMessageText(d.messageText, ' ')}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Every module under src/ whose first comment holds a ```ts example. */
 const documented = (dir = 'src'): string[] =>
   readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
@@ -82,4 +109,13 @@ test('the TSDoc examples of the modules under src/ (src/api.ts, src/serve/server
     const r = runSnippet(blocks[0]);
     assert.equal(r.status, 0, `${file}: ${r.stderr}`);
   }
+});
+
+test('the README Library example and the TSDoc examples type-check against the sources', () => {
+  const snippets = [
+    ...fenced(readmeSection('### Library')).map((code) => ({ name: 'README', code })),
+    ...documented().flatMap((file) => tsdocBlocks(file).map((code) => ({ name: file, code }))),
+  ];
+  assert.ok(snippets.length >= 3, `found ${snippets.length} examples`);
+  assert.deepEqual(typeErrors(snippets), []);
 });
