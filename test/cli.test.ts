@@ -129,6 +129,16 @@ test('--help on every command, and the command list', () => {
     const h = eaglet(name, '--help');
     assert.equal(h.code, 0, `${name} --help: ${h.err}`);
     assert.match(h.out, /^Usage: eaglet /, name);
+    // Every flag's help starts in one column (index 31); a longer name puts it on the next line.
+    const lines = h.out.split('\n');
+    lines.forEach((line, i) => {
+      if (!line.startsWith('  --')) return;
+      const flag = /^ {2}--\S+(?: \S+)?/.exec(line)![0];
+      const own = line.length > flag.length; // the help on the flag's own line
+      const help = own ? line : lines[i + 1];
+      const pad = help.slice(own ? flag.length : 0, 31);
+      assert.ok(pad.length > 0 && pad.trim() === '' && /\S/.test(help[31] ?? ''), `${name} ${flag}: help not in its column`);
+    });
     assert.match(top.out, new RegExp(`\\b${name}\\b`));
   }
   assert.match(eaglet('generate', '--help').out, /--max-new-tokens N\s+tokens to generate at most \(default 128\)/);
