@@ -121,6 +121,23 @@ test('without --model, --exit-layer self-drafts the embedded target (its head is
   assert.ok(stats.exitLayerHistogram[2] > 0, JSON.stringify(stats));
 });
 
+test('a flag a command stops for as required says "(required" in its --help line', () => {
+  // Each run gives the flags reported so far (a choice, a number or a path that does not exist) and
+  // reads the next one; the first error that is not "is required" ends the walk.
+  for (const name of ['log', 'train-draft', 'train-target', 'collect-lengths', 'train-ldlp', 'cost-scale', 'quantize']) {
+    const help = eaglet(name, '--help').out.split('\n');
+    const args: string[] = [];
+    for (let r = eaglet(name); /^error: --\S+: is required$/.test(r.err.trim()); r = eaglet(name, ...args)) {
+      const flag = /^error: (--\S+):/.exec(r.err)![1];
+      const line = help.findIndex((l) => l.startsWith(`  ${flag} `));
+      assert.ok(line >= 0 && /\(required/.test(help[line] + help[line + 1]), `${name} ${flag}: stops as required but its help does not say so`);
+      const meta = help[line].slice(flag.length + 3).split(' ')[0];
+      args.push(flag, meta.includes('|') ? meta.split('|')[0] : /^[NDL]$/.test(meta) ? '8' : join(dir, 'absent', meta));
+      assert.ok(args.length < 20, `${name}: ${args.join(' ')}`);
+    }
+  }
+});
+
 test('--help on every command, and the command list', () => {
   const top = eaglet('--help');
   assert.equal(top.code, 0);

@@ -22,7 +22,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'dim', type: 'int', min: 1, default: 768, meta: 'D', help: 'scaled width (a multiple of the head width; heads are added)' },
   { flag: 'layers', type: 'int', min: 1, default: 12, meta: 'L', help: 'scaled number of layers (extra layers are exact identities)' },
   { flag: 'intermediate', type: 'int', min: 1, default: 2816, meta: 'I', help: 'scaled SwiGLU width (extra units contribute 0); the defaults make the default pair a 100M-parameter fixture' },
-  { flag: 'out', type: 'string', meta: 'DIR', help: 'writes DIR/target, DIR/head (and DIR/ldlp)' },
+  { flag: 'out', type: 'string', meta: 'DIR', help: 'writes DIR/target, DIR/head (and DIR/ldlp) (required)' },
 ];
 
 const FIXTURE_NOTE = (src: string, shape: ScaleShape, params: number) => `# Cost-scaled benchmark fixture (not a model)

@@ -9,7 +9,8 @@ import type { FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
-  ...MODEL_FLAGS,
+  { ...MODEL_FLAGS[0], help: `${MODEL_FLAGS[0].help} (required)` },
+  ...MODEL_FLAGS.slice(1),
   { flag: 'corpus', type: 'string', meta: 'FILE...', help: 'corpus files (.txt, .jsonl with "text", .ids token-id lines), comma- or space-separated (required)' },
   { flag: 'out', type: 'string', meta: 'LOG.arrow', help: 'feature log to write; its sidecar goes to LOG.arrow.json (required)' },
   { flag: 'mode', type: 'string', choices: ['teacher', 'generate'], meta: 'MODE', help: 'teacher: log the corpus as is; generate: the target continues each document\'s first --prompt-len tokens (required)' },

@@ -12,10 +12,10 @@ import { requireFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
-  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin' },
-  { flag: 'bits', type: 'string', choices: ['4', '8'], meta: '4|8', help: 'bits per weight' },
+  { flag: 'model', type: 'string', meta: 'PATH', help: 'target: HF checkpoint directory or llama2.c .bin (required)' },
+  { flag: 'bits', type: 'string', choices: ['4', '8'], meta: '4|8', help: 'bits per weight (required)' },
   { flag: 'block-size', type: 'int', min: 0, max: 4096, default: 0, meta: 'B', help: 'weights per scale along the input axis, a power of two >= 16 (smaller: more accurate, more bytes); 0 = --quantize\'s: 128 at 4 bits, 32 at 8 (a target\'s graphs feed the kernels of blocks above 32 / 64 even row counts, so a row scores alike in a plain step and in verification)' },
-  { flag: 'out', type: 'string', meta: 'DIR', help: 'the quantized checkpoint directory to write' },
+  { flag: 'out', type: 'string', meta: 'DIR', help: 'the quantized checkpoint directory to write (required)' },
 ];
 
 export const quantize = defineCommand({
@@ -26,8 +26,8 @@ the token embedding table to 8 or 4 bits per weight with one fp32 scale per bloc
 --block-size weights along the input axis (symmetric, round to nearest), and writes DIR as an
 HF-style checkpoint: config.json with an "eaglet_blockwise" quantization_config, model.safetensors
 with U8 packed weights and F32 scales (format in docs/performance.md, "Quantized targets"). Norms and biases
-stay fp32; a tied LM head reads the quantized embedding table. tokenizer.json and
-generation_config.json are copied.
+stay fp32; a tied LM head reads the quantized embedding table. tokenizer.json,
+tokenizer_config.json (the chat template) and generation_config.json are copied.
 Loading DIR is the same as loading the original with --quantize q4|q8.`,
   flags: FLAGS,
   async run(f) {
