@@ -53,7 +53,7 @@ const FLAGS: FlagSpec[] = [
 
 export const bench = defineCommand({
   summary: 'compare draft-length policies with plain decoding (speed, tau, losslessness)',
-  usage: 'Usage: eaglet bench [--model PATH --draft PATH|random (--prompts FILE | --random-prompts N)] [flags]',
+  usage: 'Usage: eaglet bench [--model PATH --draft PATH|random|self (--prompts FILE | --random-prompts N)] [flags]',
   description: `Compares plain decoding with draft-length policies on the same prompts in one process
 (interleaved per prompt, after warm-up; every run starts from a fresh policy state unless
 --warm-policies), and reports tokens/s (median and min-max over repeats), speedup, tau, mean depth,

@@ -52,7 +52,7 @@ measured ms of its one-call round instead, and the policies at a chain run it th
 generate, bench and loadGenerator then use it unless flags say otherwise; a file from another
 machine, thread count or weight format (--quantize, --draft-quant, with the quantization's block
 size) is reported and not applied.
-Run it under an otherwise idle machine.
+Run it on an otherwise idle machine.
 Tune on prompts that are not your benchmark's (the default pair: training-split prompts).`,
   flags: FLAGS,
   policyFlag: '--policies',
