@@ -1,6 +1,6 @@
 /** What every CLI command shares: `--help` from its flag table, parsing, and the positional-argument rule. */
 import { UsageError } from '../errors.ts';
-import { parseFlags, type FlagSpec, type Parsed } from '../option-schema.ts';
+import { camel, parseFlags, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { helpText } from './flags.ts';
 
 export interface Command {
@@ -33,7 +33,7 @@ export function defineCommand(spec: CommandSpec): Command {
       try {
         await spec.run(f);
       } catch (e) {
-        throw spec.policyFlag ? policyFlagError(e, spec.policyFlag) : e;
+        throw optionAsFlag(spec.policyFlag ? policyFlagError(e, spec.policyFlag) : e, spec.flags);
       }
     },
   };
@@ -46,4 +46,14 @@ export function defineCommand(spec: CommandSpec): Command {
 export function policyFlagError(e: unknown, flag: string): unknown {
   if (!(e instanceof UsageError) || !/^policy( |$)/.test(e.flag)) return e;
   return new UsageError(`${flag}${e.flag.slice('policy'.length)}`, e.message.slice(e.flag.length + 2));
+}
+
+/**
+ * A library error names an option by its key (`roundDepths`), which is the camelCase of the flag
+ * that set it: on the command line the error names the flag (`--round-depths`).
+ */
+function optionAsFlag(e: unknown, flags: FlagSpec[]): unknown {
+  if (!(e instanceof UsageError)) return e;
+  const spec = flags.find((s) => camel(s.flag) === e.flag);
+  return spec ? new UsageError(`--${spec.flag}`, e.message.slice(e.flag.length + 2)) : e;
 }
