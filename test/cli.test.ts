@@ -1,7 +1,9 @@
 /** The CLI as a user meets it: real processes, a real checkpoint directory, one-line errors. */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +27,11 @@ before(() => {
   writeLlama2c(llamaBin, cfg, randomWeights(cfg, 4));
   writeFileSync(corpus, Array.from({ length: 6 }, (_, i) => Array.from({ length: 20 }, (_, j) => (i * 7 + j) % 40).join(' ')).join('\n') + '\n');
 });
+
+/** eaglet() without blocking this process's event loop (the test holds a listening socket). */
+function eagletAsync(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((done) => execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], (e, out, err) => done({ code: e ? (e.code as number) : 0, out, err })));
+}
 
 function eaglet(...args: string[]) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { encoding: 'utf8' });
@@ -81,6 +88,8 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'nosuch'], 2, /^error: --policy: unknown policy 'nosuch' \(have static, /],
   [['bench', '--model', 'MODEL', '--draft', 'random', '--random-prompts', '1', '--policies', 'static,nosuch'], 2, /^error: --policies: unknown policy 'nosuch'/],
   [['tune', '--policies', 'goodput,nosuch', '--out', 'OUT/tuning.json'], 2, /^error: --policies: unknown policy 'nosuch'/],
+  // A library option's error names the flag that set it (roundDepths: --round-depths).
+  [['bench', '--round-depths', '9', '--random-prompts', '1', '--out', 'OUT/bench'], 2, /^error: --round-depths: round graph depth 9 is not an integer in \[1, 3\]/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--depth', '40'], 2, /^error: --depth: must be <= 32/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1,,2'], 2, /^error: --prompt-ids: item 2 of '1,,2' is empty/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1,2,'], 2, /^error: --prompt-ids: item 3 of '1,2,' is empty/],
@@ -110,7 +119,7 @@ test('without --model, generate uses the embedded default, or says it is missing
     assert.equal(JSON.parse(r.out).ids.length, 4);
   } else {
     assert.equal(r.code, 2);
-    assert.match(r.err, /^error: model: no model given and the embedded default is missing/);
+    assert.match(r.err, /^error: --model: no model given and the embedded default is missing/);
   }
 });
 
@@ -136,6 +145,22 @@ test('a flag a command stops for as required says "(required" in its --help line
       assert.ok(args.length < 20, `${name}: ${args.join(' ')}`);
     }
   }
+});
+
+test('serve: an address it cannot listen on is a usage error naming --host or --port', async () => {
+  const taken = createServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+  try {
+    const port = String((taken.address() as AddressInfo).port);
+    const inUse = await eagletAsync('serve', '--port', port);
+    assert.equal(inUse.code, 2, inUse.err);
+    assert.match(inUse.err, new RegExp(`^error: --port: cannot listen on 127\\.0\\.0\\.1:${port}: in use \\(EADDRINUSE\\)$`, 'm'));
+  } finally {
+    taken.close();
+  }
+  const badHost = await eagletAsync('serve', '--host', '999.1.1.1', '--port', '0');
+  assert.equal(badHost.code, 2, badHost.err);
+  assert.match(badHost.err, /^error: --host: cannot listen on 999\.1\.1\.1:0: /m);
 });
 
 test('--help on every command, and the command list', () => {

@@ -57,7 +57,12 @@ Without --model it serves the embedded default (data/default) with its draft hea
     } catch (e) {
       await g.dispose();
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new UsageError('--port', `cannot listen on ${f.host}:${f.port}: ${code}`);
+      // The port is taken or privileged; the host is no address of this machine, or no name at all.
+      const why: Record<string, [string, string]> = {
+        EADDRINUSE: ['--port', 'in use'], EACCES: ['--port', 'not permitted'],
+        EADDRNOTAVAIL: ['--host', 'not an address of this machine'], ENOTFOUND: ['--host', 'unknown host'], EAI_AGAIN: ['--host', 'host name lookup failed'],
+      };
+      if (code && why[code]) throw new UsageError(why[code][0], `cannot listen on ${f.host}:${f.port}: ${why[code][1]} (${code})`);
       throw e;
     }
     const e = s.handler.engine;
