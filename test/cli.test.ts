@@ -163,6 +163,16 @@ test('serve: an address it cannot listen on is a usage error naming --host or --
   assert.match(badHost.err, /^error: --host: cannot listen on 999\.1\.1\.1:0: /m);
 });
 
+test('train-draft and train-ldlp name a log that is not there as given, not its sidecar', () => {
+  const absent = join(dir, 'absent.arrow');
+  for (const args of [['train-draft', '--model', model, '--logs', absent, '--out', join(dir, 'h')], ['train-ldlp', '--logs', absent, '--out', join(dir, 'l')]]) {
+    const r = eaglet(...args);
+    assert.equal(r.code, 1, r.err);
+    // The last line: a training command reports its backend before it reads the logs.
+    assert.equal(r.err.trim().split('\n').at(-1), `error: ${absent}: cannot open: no such file`);
+  }
+});
+
 test('--help on every command, and the command list', () => {
   const top = eaglet('--help');
   assert.equal(top.code, 0);

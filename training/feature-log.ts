@@ -178,6 +178,8 @@ export class FeatureLogWriter {
 
 /** Reads and checks the sidecar of a log, including that its counts fit the log's size. */
 export function readSidecar(logPath: string): FeatureLogSidecar {
+  // The log itself first: a path that is not there is named as given, not as its sidecar.
+  const logBytes = fileSize(logPath);
   const p = sidecarPath(logPath);
   let s: FeatureLogSidecar;
   try {
@@ -191,7 +193,6 @@ export function readSidecar(logPath: string): FeatureLogSidecar {
   if (typeof s.counts !== 'object' || s.counts === null || !count(s.counts.rows) || !count(s.counts.sequences) || !count(s.counts.batches))
     throw new FormatError(p, 'counts must hold non-negative integers rows, sequences, batches');
   // Readers size buffers from counts.rows: a row takes at least 16 + 4 (d + 2k) bytes in the log.
-  const logBytes = fileSize(logPath);
   if (s.counts.rows * (16 + 4 * (s.dim + 2 * s.topK)) > logBytes)
     throw new FormatError(p, `claims ${s.counts.rows} rows of width ${s.dim}, more than the ${logBytes}-byte log can hold`);
   return s;

@@ -23,12 +23,13 @@
  * Files are written to `<out>.tmp-<pid>` and renamed by `finish`, with a JSON sidecar
  * `<out>.json` (source, tree, counts).
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { DataType, Field, Float32, Int32, Precision, Schema } from 'apache-arrow';
 import { ArrowLogWriter, columnData, listField } from './arrow-log-writer.ts';
 import type { Frontier } from '../trees/index.ts';
 import { loadGenerator } from '../src/api.ts';
 import { IpcBatchFile } from './arrow-ipc.ts';
+import { openForRead } from '../src/io/read.ts';
 import { FormatError, UsageError } from '../src/errors.ts';
 import type { TreeShape } from '../trees/index.ts';
 import type { GenerationChunk } from '../src/generate/generator.ts';
@@ -274,6 +275,7 @@ export interface RoundData extends RoundBatch {
 
 /** Reads and checks a round log's sidecar. */
 export function readRoundSidecar(log: string): RoundLogSidecar {
+  closeSync(openForRead(log)); // a log that is not there is named as given, not as its sidecar
   const p = roundSidecarPath(log);
   let s: RoundLogSidecar;
   try {
