@@ -88,6 +88,9 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'nosuch'], 2, /^error: --policy: unknown policy 'nosuch' \(have static, /],
   [['bench', '--model', 'MODEL', '--draft', 'random', '--random-prompts', '1', '--policies', 'static,nosuch'], 2, /^error: --policies: unknown policy 'nosuch'/],
   [['tune', '--policies', 'goodput,nosuch', '--out', 'OUT/tuning.json'], 2, /^error: --policies: unknown policy 'nosuch'/],
+  // An empty item in a policy list is a typo, as in an id list (bench ran the rest without a word).
+  [['bench', '--model', 'MODEL', '--draft', 'random', '--random-prompts', '1', '--policies', 'static-1,,goodput'], 2, /^error: --policies: item 2 of 'static-1,,goodput' is empty/],
+  [['tune', '--policies', 'goodput,', '--out', 'OUT/tuning.json'], 2, /^error: --policies: item 2 of 'goodput,' is empty/],
   // A library option's error names the flag that set it (roundDepths: --round-depths).
   [['bench', '--round-depths', '9', '--random-prompts', '1', '--out', 'OUT/bench'], 2, /^error: --round-depths: round graph depth 9 is not an integer in \[1, 3\]/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--depth', '40'], 2, /^error: --depth: must be <= 32/],

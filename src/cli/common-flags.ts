@@ -74,6 +74,14 @@ export function fileList(f: Parsed, key: string, flag: string): string[] {
   return files;
 }
 
+/** A comma-separated list of policy specs: an empty item is a typo (as in an id list), not nothing to run. */
+export function policyList(raw: string, flag: string): string[] {
+  const items = raw.split(',').map((s) => s.trim());
+  const empty = items.indexOf('');
+  if (empty >= 0) throw new UsageError(flag, `item ${empty + 1} of '${raw}' is empty`);
+  return items;
+}
+
 /** Throws a UsageError for the first of `flags` (camelCase key, flag) that was not given. */
 export function requireFlags(f: Parsed, flags: string[]): void {
   for (const flag of flags) {

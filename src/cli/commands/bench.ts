@@ -9,7 +9,7 @@ import { UsageError } from '../../errors.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { DRAFT_QUANT_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyName, ROUND_DEPTHS_FLAG, roundDepthsFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyList, policyName, ROUND_DEPTHS_FLAG, roundDepthsFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
 
@@ -72,8 +72,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
     checkSelfDraftFlags(f);
     if (embedded && f.prompts === undefined && f.randomPrompts === undefined) f.prompts = DEFAULT_PATHS.heldoutPrompts;
     if ((f.prompts === undefined) === (f.randomPrompts === undefined)) throw new UsageError('--prompts', 'give exactly one of --prompts or --random-prompts');
-    let specs = String(f.policies).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-    if (specs.length === 0) throw new UsageError('--policies', 'needs at least one policy');
+    let specs = policyList(String(f.policies), '--policies');
     const selfOnly = f.draft === 'self';
     // Self-drafting policies beside a head build their sessions from the target's weights.
     const keepWeights = specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self');

@@ -17,7 +17,7 @@ import { greedySequences, measureAcceptance, measureFusedRounds, measureVerify, 
 import { bestByDepth, machineInfo, scoreShapes, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { median } from '../../util/stats.ts';
-import { DRAFT_QUANT_FLAG, MODEL_FLAGS, policyName, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, MODEL_FLAGS, policyList, policyName, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -64,7 +64,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
     const promptsFile = (f.prompts as string | undefined) ?? (embedded ? DEFAULT_PATHS.tunePrompts : undefined);
     if (!promptsFile) throw new UsageError('--prompts', 'is required with --model');
     // Unknown names fail now, not after minutes of measuring (a known one that cannot run at the best shape is skipped there).
-    const given = f.policies !== undefined ? String(f.policies).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+    const given = f.policies !== undefined ? policyList(String(f.policies), '--policies') : undefined;
     for (const spec of given ?? []) policyEntry(policyName(spec));
     const K = f.maxTopK as number, D = f.maxDepth as number, N = f.maxTokens as number;
     // As `generate` decides it ('auto'): the embedded target with its own head runs chains fused.
