@@ -27,7 +27,8 @@
  *    teacher-forced rows, greedy-continuation rows, and `walk`: the first draft's acceptance
  *    at the rounds a depth-1 chain would start along each greedy continuation (a hit commits
  *    two tokens, a miss one; what static-1 accepts, since a round's first draft reads only the
- *    target's features). Results go to DIR/results.json and stdout (Markdown).
+ *    target's features). Each head's result goes to DIR/run-VARIANT-seedS.json (a head whose
+ *    file exists is not trained again); stdout gets the table of all of them (Markdown).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -97,7 +98,13 @@ const metaPath = join(WORK, 'meta.json');
 const parts = ['train', 'val'] as const;
 mkdirSync(WORK, { recursive: true });
 const wanted = { model: f.model, quantize: f.quantize, trainRows: f.trainRows, valRows: f.valRows, genPrompts: f.genPrompts, valPrompts: f.valPrompts, slots: [...slots].sort() };
-const data = existsSync(metaPath) && JSON.stringify(JSON.parse(readFileSync(metaPath, 'utf8')).wanted) === JSON.stringify(wanted) ? loadRows() : await logRows();
+/** Whether the cached rows were logged with these settings and hold every slot wanted (a run may read fewer). */
+const cached = (): boolean => {
+  if (!existsSync(metaPath)) return false;
+  const had = JSON.parse(readFileSync(metaPath, 'utf8')).wanted;
+  return JSON.stringify({ ...had, slots: [] }) === JSON.stringify({ ...wanted, slots: [] }) && slots.every((s) => had.slots.includes(s));
+};
+const data = cached() ? loadRows() : await logRows();
 
 /** Runs the target over both splits (see the module comment) and caches the rows in WORK. */
 async function logRows(): Promise<Record<(typeof parts)[number], Rows>> {
@@ -276,7 +283,7 @@ function seqOf(r: Rows, row: number): number {
   return lo;
 }
 
-interface Result { variant: string; seed: number; teacherTop1: number; genTop1: number; walkAccept: number; walkTau: number; rounds: number; trainTop1Corpus?: number; seconds: number }
+interface Result { variant: string; seed: number; teacherTop1: number; genTop1: number; walkAccept: number; walkTau: number; rounds: number; seconds: number }
 
 /** Trains one head and measures it on the held-out rows. */
 async function run(vs: Slot[], seed: number, target: { config: ModelConfig; weights: Weights }, scale: Map<Slot, number>): Promise<Result> {
@@ -345,21 +352,19 @@ function argmax(x: Float32Array): number {
 const target = frozenTarget(model, quant);
 const scale = slotScales(data.train);
 process.stderr.write(`rows: train ${data.train.rows}, val ${data.val.rows}; residual RMS ${[...scale].map(([s, v]) => `${s}=${v.toFixed(3)}`).join(' ')}\n`);
-// One results file per seed, so seeds can run as separate processes over the same logged rows.
-const resultsOf = (seed: number) => join(WORK, `results-seed${seed}.json`);
-const readResults = (p: string): Result[] => (existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) : []);
-const seeds = (f.seeds as string).split(',').filter((s) => s !== '').map(Number);
-for (const seed of seeds) {
-  const results = readResults(resultsOf(seed));
+// One results file per head, so variants and seeds can run as separate processes over the same logged rows.
+const resultOf = (variant: string, seed: number) => join(WORK, `run-${variant}-seed${seed}.json`);
+for (const seed of (f.seeds as string).split(',').filter((s) => s !== '').map(Number)) {
   for (const vs of variants) {
-    if (results.some((x) => x.variant === vs.join('+'))) continue;
-    results.push(await run(vs, seed, target, scale));
-    writeFileSync(resultsOf(seed), JSON.stringify(results, null, 2));
-    process.stderr.write(`${JSON.stringify(results.at(-1))}\n`);
+    if (existsSync(resultOf(vs.join('+'), seed))) continue;
+    const r = await run(vs, seed, target, scale);
+    writeFileSync(resultOf(r.variant, seed), JSON.stringify(r, null, 2));
+    process.stderr.write(`${JSON.stringify(r)}\n`);
   }
 }
-const results = readdirSync(WORK).filter((n) => /^results-seed\d+\.json$/.test(n)).sort().flatMap((n) => readResults(join(WORK, n)));
+const results: Result[] = readdirSync(WORK).filter((n) => /^run-.*\.json$/.test(n)).map((n) => JSON.parse(readFileSync(join(WORK, n), 'utf8')));
+results.sort((a, b) => a.variant.localeCompare(b.variant) || a.seed - b.seed);
 const extra = (vs: string[]) => (vs.length > 1 ? `+${vs.length} x d x d` : '');
-console.log(`| input | seed | teacher-forced top-1 | greedy-continuation top-1 | depth-1 walk: first draft accepted (tau) | fc3 |`);
+console.log(`| input | seed | teacher-forced top-1 | greedy-continuation top-1 | depth-1 rounds: first draft accepted (tau) | fc3 |`);
 console.log(`| --- | ---: | ---: | ---: | ---: | --- |`);
 for (const x of results) console.log(`| ${x.variant} | ${x.seed} | ${x.teacherTop1.toFixed(4)} | ${x.genTop1.toFixed(4)} | ${x.walkAccept.toFixed(4)} (${x.walkTau.toFixed(3)}) | ${extra(x.variant.split('+'))} |`);
