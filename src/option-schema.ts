@@ -54,6 +54,9 @@ export function parseFlags(argv: string[], specs: FlagSpec[]): Parsed {
     }
     if (value === undefined) {
       if (i + 1 >= argv.length) throw new UsageError(`--${name}`, `needs a value`);
+      // `--model-name --port 0` would make "--port" the name and 0 a stray argument: a value that
+      // looks like a flag is one. A value that starts with -- is given as --name=VALUE.
+      if (/^--[a-z]/.test(argv[i + 1])) throw new UsageError(`--${name}`, `needs a value, got the flag ${argv[i + 1]} (write --${name}=VALUE for a value that starts with --)`);
       value = argv[++i];
     }
     out[camel(name)] = convert(spec, value);

@@ -77,6 +77,8 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', '/nonexistent/model', '--prompt-ids', '1'], 1, /^error: \/nonexistent\/model: no such file or directory/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', '/nonexistent/head'], 1, /^error: \/nonexistent\/head: no such directory/],
   [['frobnicate'], 2, /^error: frobnicate: unknown command/],
+  // A flag missing its value does not take the next flag as one (the 0 became a stray argument).
+  [['serve', '--model-name', '--port', '0'], 2, /^error: --model-name: needs a value, got the flag --port \(write --model-name=VALUE/],
   // Options that only mean something while speculating are refused without a head, like --policy.
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--ldlp', '/some/ldlp'], 2, /^error: --ldlp: needs a draft head/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--spec'], 2, /^error: --spec: needs a draft head/],
