@@ -146,6 +146,12 @@ export interface LoadedGenerator {
   readonly threads: number;
   /** The weight formats the target and head run with, as a tuning file records them (`eaglet tune`). */
   readonly weightFormats: TunedWeights;
+  /**
+   * The tree shape loading settled on (options over a tuning file over the embedded default's over
+   * DEFAULT_TREE). The drafter's own shape can be smaller: a fused round drafts a chain of
+   * min(maxDepth, totalTokens) levels.
+   */
+  readonly tree: TreeShape;
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
   encode(prompt: string | number[]): number[];
   stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
@@ -325,6 +331,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     notes,
     threads,
     weightFormats,
+    tree,
     encode,
     stream,
     newPolicy: () => makePolicy() ?? generator.policy,

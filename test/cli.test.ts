@@ -85,6 +85,8 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--no-spec', '--ldlp', '/x'], 2, /^error: --ldlp: contradicts --no-spec/],
   // A tree whose budget cannot reach its depth; one depth limit everywhere.
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--depth', '5', '--total-tokens', '2'], 2, /^error: --total-tokens: 2 tokens cannot reach depth 5 \(--depth\)/],
+  // The same with the fused round (on for the embedded pair), which drafted a 3-level chain instead of the 5 asked for.
+  [['generate', '--prompt-ids', '1', '--depth', '5'], 2, /^error: --total-tokens: 3 tokens cannot reach depth 5 \(--depth\)/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'static-40'], 2, /^error: --policy 'static-40': depth: must be <= 32/],
   // A policy spec's errors name the flag it came from; tune checks the names before it measures anything.
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'nosuch'], 2, /^error: --policy: unknown policy 'nosuch' \(have static, /],

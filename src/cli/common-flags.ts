@@ -45,9 +45,11 @@ export const TREE_FLAG_NAMES: Record<keyof TreeShape, string> = { topK: '--tree-
 
 /**
  * Runs `load` (which builds a generator), renaming a library tree-shape error (`tree.totalTokens`)
- * to the flag that set it, then checks that the loaded drafter's tree can reach its depth.
+ * to the flag that set it, then checks that the tree it drafts with can reach its depth: the tree
+ * loading settled on (`tree`), not the drafter's, since a fused round would quietly draft a shorter
+ * chain than --depth asked for.
  */
-export async function withTreeFlags<T extends { generator: { parts: { drafter?: { shape: TreeShape } } }; dispose(): Promise<void> }>(load: () => Promise<T>): Promise<T> {
+export async function withTreeFlags<T extends { tree: TreeShape; generator: { parts: { drafter?: unknown } }; dispose(): Promise<void> }>(load: () => Promise<T>): Promise<T> {
   let g: T;
   try {
     g = await load();
@@ -57,7 +59,7 @@ export async function withTreeFlags<T extends { generator: { parts: { drafter?: 
     const names = Object.entries(TREE_FLAG_NAMES).reduce((m, [k, flag]) => m.replaceAll(`tree.${k}`, flag), e.message.slice(e.flag.length + 2));
     throw new UsageError(TREE_FLAG_NAMES[key], names);
   }
-  const shape = g.generator.parts.drafter?.shape;
+  const shape = g.generator.parts.drafter ? g.tree : undefined;
   try {
     if (shape && shape.maxDepth > 0) checkTree(shape, TREE_FLAG_NAMES, true);
   } catch (e) {
