@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { SmartSpecPlanner, StepCost } from '../src/policies/smartspec.ts';
 import type { RoundState } from '../src/policies/policy.ts';
 import { Engine } from '../src/serve/engine.ts';
+import { serve } from '../src/serve/server.ts';
 import { tinyConfig, tinyPair } from './support/models.ts';
 
 const flat = (ms: number) => new StepCost([1, 64], [ms, ms], [ms, ms], 16);
@@ -147,6 +148,32 @@ test('a smartspec engine calibrates at start-up with drafted batch steps through
       assert.deepEqual(got, [want, want]);
       await e.drain();
       await e.dispose();
+    }
+  } finally {
+    await p.dispose();
+  }
+});
+
+/** A tiny smartspec pair for the engine tests below (weights kept: serving builds its batch graphs from them). */
+async function tiny() {
+  const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 3 })[0];
+  const p = await tinyPair(cfg, 3, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
+  const prompt = [1, 2, 3].map((t) => t % cfg.vocabSize), opts = { maxNewTokens: 8, temperature: 0, stopAtEos: false };
+  return { p, prompt, opts, want: (await p.ar.generate(prompt, opts)).ids };
+}
+
+test("/metrics after start-up counts none of the calibration's passes", async () => {
+  const { p } = await tiny();
+  try {
+    const s = await serve(p.spec, { port: 0, maxBatch: 4, log: () => {} });
+    try {
+      assert.ok(s.handler.engine.targetStats.passes > 0, 'the calibration ran batch passes');
+      const m = await (await fetch(s.url + '/metrics')).text();
+      assert.match(m, /^eaglet_target_passes_total 0$/m);
+      assert.match(m, /^eaglet_mean_batch_size 0$/m);
+      assert.match(m, /^eaglet_requests_total 0$/m);
+    } finally {
+      await s.close();
     }
   } finally {
     await p.dispose();

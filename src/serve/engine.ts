@@ -174,10 +174,23 @@ export class Engine {
     return this.round?.stats.msInRun ?? 0;
   }
 
-  /** The batched target passes run and the requests they served (cumulative). */
+  /** The batched target passes run and the requests they served (cumulative, start-up probes and calibration included). */
   get targetStats(): Readonly<LaneStats> {
     return this.targetLane.laneStats;
   }
+
+  /**
+   * Batched target passes and the calls they served since start() ended: what /metrics reports.
+   * The start-up calibration's requests are counted in no metric, but their passes are in
+   * targetStats (whose `steps` the planner reads), so this subtracts the count at start().
+   */
+  get servedTargetPasses(): { passes: number; calls: number } {
+    const s = this.targetLane.laneStats;
+    return { passes: s.passes - this.startPasses.passes, calls: s.calls - this.startPasses.calls };
+  }
+
+  /** targetStats' passes and calls when start() ended (servedTargetPasses). */
+  private startPasses = { passes: 0, calls: 0 };
 
   /** The batched draft-head passes (cumulative; undefined without a draft lane). */
   get draftStats(): Readonly<LaneStats> | undefined {
@@ -203,6 +216,8 @@ export class Engine {
     if (this.owned.length) return;
     try {
       await this.open(repeats);
+      const s = this.targetLane.laneStats;
+      this.startPasses = { passes: s.passes, calls: s.calls };
     } catch (e) {
       // Nothing half-built stays allocated, and a retried start() builds again (it returns
       // early only once sessions are held).

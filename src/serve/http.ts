@@ -107,7 +107,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
     if (path === '/health') return json(res, closing ? 503 : 200, { status: closing ? 'draining' : 'ok', batch: engine.batcher.size, queue: engine.queueLength });
     if (path === '/v1/models') return json(res, 200, { object: 'list', data: [{ id: modelName, object: 'model', created, owned_by: 'eaglet', max_model_len: cfg.maxSeqLen }] });
     if (path === '/metrics') {
-      const lane = engine.targetStats;
+      const lane = engine.servedTargetPasses; // not the start-up calibration's
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
       res.end(engine.metrics.render({ batchSize: engine.batcher.size, queueLength: engine.queueLength, targetPasses: lane.passes, targetCalls: lane.calls }));
       return;
