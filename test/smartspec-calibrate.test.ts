@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { SmartSpecPlanner, StepCost } from '../src/policies/smartspec.ts';
 import type { RoundState } from '../src/policies/policy.ts';
 import { Engine } from '../src/serve/engine.ts';
+import type { Drafter } from '../src/generate/drafter.ts';
 import { serve } from '../src/serve/server.ts';
 import { tinyConfig, tinyPair } from './support/models.ts';
 
@@ -175,6 +176,24 @@ test("/metrics after start-up counts none of the calibration's passes", async ()
     } finally {
       await s.close();
     }
+  } finally {
+    await p.dispose();
+  }
+});
+
+test('a calibration request failing mid-wave: start() rejects after every sibling has ended, and no pass runs after', async () => {
+  const { p } = await tiny();
+  try {
+    const e = new Engine(p.spec, { maxBatch: 4 });
+    // The lowest slots are taken first: slot 3 first decodes in the second wave (4 requests), and fails at its first draft.
+    const slot = (e as unknown as { slots: { drafter: Drafter }[] }).slots[3];
+    slot.drafter.draft = () => Promise.reject(new Error('injected draft failure'));
+    await assert.rejects(e.start(1), /injected draft failure/);
+    assert.equal(e.activeRequests, 0, 'no calibration request still running when start() rejects');
+    const passes = () => e.targetStats.passes + e.draftStats!.passes;
+    const before = passes();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(passes(), before, 'no pass ran after the sessions were released');
   } finally {
     await p.dispose();
   }

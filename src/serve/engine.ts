@@ -305,9 +305,12 @@ export class Engine {
     const prompt = (i: number) => Array.from({ length: promptLen }, (_, j) => (i * 131 + j * 17 + 1) % cfg.vocabSize);
     const wave = async (n: number, depth: number) => {
       planner.forced = depth;
-      await Promise.all(Array.from({ length: n }, async (_, i) => {
+      // Every request ends before a failure propagates: start() then releases the sessions, and
+      // a sibling still decoding would run its next pass on a released one.
+      const done = await Promise.allSettled(Array.from({ length: n }, async (_, i) => {
         for await (const _chunk of this.run(prompt(i), { maxNewTokens: tokens, temperature: 0, stopAtEos: false }, undefined, false));
       }));
+      for (const d of done) if (d.status === 'rejected') throw d.reason;
     };
     const n = Math.min(B, 4);
     const samples = await planner.calibrate(async () => {
