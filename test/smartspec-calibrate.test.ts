@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { SmartSpecPlanner, StepCost } from '../src/policies/smartspec.ts';
 import type { RoundState } from '../src/policies/policy.ts';
-import { Engine } from '../src/serve/engine.ts';
+import { DrainingError, Engine } from '../src/serve/engine.ts';
 import type { Drafter } from '../src/generate/drafter.ts';
 import { serve } from '../src/serve/server.ts';
 import { tinyConfig, tinyPair } from './support/models.ts';
@@ -163,6 +163,11 @@ async function tiny() {
   return { p, prompt, opts, want: (await p.ar.generate(prompt, opts)).ids };
 }
 
+/** Resolves once the engine's start-up calibration is running. */
+async function calibrating(e: Engine): Promise<void> {
+  while (!e.planner?.calibrating) await new Promise((r) => setImmediate(r));
+}
+
 test("/metrics after start-up counts none of the calibration's passes", async () => {
   const { p } = await tiny();
   try {
@@ -181,10 +186,60 @@ test("/metrics after start-up counts none of the calibration's passes", async ()
   }
 });
 
-test('a calibration request failing mid-wave: start() rejects after every sibling has ended, and no pass runs after', async () => {
-  const { p } = await tiny();
+/** Runs `body` on a new engine (4 batch slots, smartspec) over a tiny pair, and releases the pair after. */
+async function onEngine(body: (e: Engine, t: Awaited<ReturnType<typeof tiny>>) => Promise<void>): Promise<void> {
+  const t = await tiny();
   try {
-    const e = new Engine(p.spec, { maxBatch: 4 });
+    await body(new Engine(t.p.spec, { maxBatch: 4 }), t);
+  } finally {
+    await t.p.dispose();
+  }
+}
+
+test('a second start() during the calibration resolves after it', () =>
+  onEngine(async (e) => {
+    const first = e.start(1);
+    await calibrating(e);
+    await e.start(1);
+    assert.ok(e.calibration && !e.planner!.calibrating, 'the second start() resolved after the calibration');
+    await first;
+    await e.drain();
+    await e.dispose();
+  }));
+
+test('a request submitted during the calibration runs after it (no forced plan), counted in the metrics', () =>
+  onEngine(async (e, { prompt, opts, want }) => {
+    const started = e.start(1);
+    await calibrating(e);
+    const ids: number[] = [];
+    let afterCalibration: boolean | undefined;
+    for await (const chunk of e.submit(prompt, opts)) {
+      afterCalibration ??= !e.planner!.calibrating && e.planner!.forced === undefined && e.calibration !== undefined;
+      ids.push(...chunk.ids);
+    }
+    assert.equal(afterCalibration, true, "the request's first token came after the calibration");
+    assert.deepEqual(ids, want);
+    await started;
+    assert.equal(e.metrics.requests, 1);
+    assert.equal(e.metrics.completed, 1);
+    await e.drain();
+    await e.dispose();
+  }));
+
+test('drain() and dispose() during the calibration wait for start(), which resolves', () =>
+  onEngine(async (e, { prompt, opts }) => {
+    const started = e.start(1);
+    await calibrating(e);
+    await e.drain();
+    assert.throws(() => e.submit(prompt, opts), DrainingError);
+    await e.dispose();
+    await started; // rejects with a disposed session when dispose() ran between the calibration's waves
+    assert.ok(e.calibration, 'the calibration finished before the sessions were released');
+    assert.equal(e.activeRequests, 0);
+  }));
+
+test('a calibration request failing mid-wave: start() rejects after every sibling has ended, and no pass runs after', () =>
+  onEngine(async (e) => {
     // The lowest slots are taken first: slot 3 first decodes in the second wave (4 requests), and fails at its first draft.
     const slot = (e as unknown as { slots: { drafter: Drafter }[] }).slots[3];
     slot.drafter.draft = () => Promise.reject(new Error('injected draft failure'));
@@ -194,7 +249,4 @@ test('a calibration request failing mid-wave: start() rejects after every siblin
     const before = passes();
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(passes(), before, 'no pass ran after the sessions were released');
-  } finally {
-    await p.dispose();
-  }
-});
+  }));

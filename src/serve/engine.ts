@@ -210,21 +210,40 @@ export class Engine {
    * and, for smartspec, measures the step-cost model it plans with: passes of 1..maxTokens
    * tokens by one request (the single-request session) and spread over as many slots as they
    * fill (the per-slot graph), against half-full slots (`repeats` each, the median), then
-   * calibrates it on real drafted and plain batch steps (calibrateCosts). Call once before serving.
+   * calibrates it on real drafted and plain batch steps (calibrateCosts). Call once before serving;
+   * every call until dispose() returns the same promise, so a second start() resolves only when
+   * the first has ended. A request submitted meanwhile waits for it (and fails with its error);
+   * drain() and dispose() wait for it too. After a failed start() nothing stays allocated and
+   * start() may be called again.
    */
-  async start(repeats = 9): Promise<void> {
-    if (this.owned.length) return;
-    try {
-      await this.open(repeats);
-      const s = this.targetLane.laneStats;
-      this.startPasses = { passes: s.passes, calls: s.calls };
-    } catch (e) {
-      // Nothing half-built stays allocated, and a retried start() builds again (it returns
-      // early only once sessions are held).
-      await this.releaseOwned();
-      throw e;
+  start(repeats = 9): Promise<void> {
+    if (!this.starting) {
+      const p = this.open(repeats).then(
+        () => {
+          const s = this.targetLane.laneStats;
+          this.startPasses = { passes: s.passes, calls: s.calls };
+        },
+        async (e: unknown) => {
+          // Nothing half-built stays allocated, and a retried start() builds again.
+          await this.releaseOwned();
+          if (this.starting === p) this.starting = undefined;
+          throw e;
+        },
+      );
+      this.starting = p;
+      this.pending = p;
+      // Requests submitted meanwhile wait on `pending`; once start() has settled they need not.
+      const settled = () => {
+        if (this.pending === p) this.pending = undefined;
+      };
+      p.then(settled, settled);
     }
+    return this.starting;
   }
+
+  /** start()'s promise (until dispose()), and while it runs (requests wait for it). */
+  private starting?: Promise<void>;
+  private pending?: Promise<void>;
 
   private async open(repeats: number): Promise<void> {
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
@@ -439,7 +458,8 @@ export class Engine {
   /**
    * Admits a request (throws QueueFullError / DrainingError at once) and returns its stream:
    * chunks of tokens as the batch decodes them. `signal` cancels it (in the queue, or at the
-   * next step: its slot and cache are freed).
+   * next step: its slot and cache are freed). Submitted while start() runs, it waits for start()
+   * to end (and fails with its error).
    */
   submit(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal): AsyncGenerator<GenerationChunk, GenerationStats> {
     if (this.draining) throw new DrainingError();
@@ -502,6 +522,8 @@ export class Engine {
   private async *run(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal, counted = true): AsyncGenerator<GenerationChunk, GenerationStats> {
     this.inFlight++;
     try {
+      // Submitted while start() runs: after it (the calibration's forced lengths and samples are not this request's).
+      if (counted && this.pending) await this.pending;
       const slot = await this.acquire(signal);
       const policy = this.makePolicy();
       const gen = new Generator<TargetPass>({ target: this.targetView, drafter: policy.name === 'ar' ? undefined : slot.drafter, policy: counted ? this.metrics.recording(policy) : policy, cache: slot.cache });
@@ -527,17 +549,23 @@ export class Engine {
    * flight would run its next pass on a released session, so that throws instead.
    */
   async dispose(): Promise<void> {
+    await this.pending?.catch(() => {}); // a failed start() released its own
     if (this.inFlight > 0) throw new Error(`Engine.dispose: ${this.inFlight} request(s) still in flight; await drain() first`);
     await this.releaseOwned();
+    this.starting = undefined;
   }
 
   private async releaseOwned(): Promise<void> {
     for (const release of this.owned.splice(0)) await release();
   }
 
-  /** Stops admitting; refuses queued requests; resolves when every admitted request has ended. */
+  /**
+   * Stops admitting; refuses queued requests; resolves when every admitted request has ended
+   * (after a start() still running: its calibration's requests are not refused).
+   */
   async drain(): Promise<void> {
     this.draining = true;
+    await this.pending?.catch(() => {});
     for (const q of this.queue.splice(0)) q.reject(new DrainingError());
     if (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));
   }
