@@ -30,6 +30,7 @@ import type { FlagSpec } from '../src/option-schema.ts';
 import { scriptFlags } from './script-flags.ts';
 import { SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'context', type: 'int', min: 1, default: 4000, help: 'cached rows before the pass' },
@@ -103,7 +104,7 @@ for (const name of String(f.variants).split(',')) {
     const s = await createSession(gqa, { threads });
     const fetch = name === 'gqa' ? shared : name === 'gqa-copy' ? notShared : base;
     variants.push({ name, s, ms: [], run: () => s.inner.run(gqaFeeds(), fetch as never) });
-  } else throw new Error(`--variants: ${name} is not full, gqa, gqa-copy or gqa-unfetched`);
+  } else throw new UsageError('--variants', `${name} is not full, gqa, gqa-copy or gqa-unfetched`);
 }
 
 // Same numbers? (features of the one new row; argmax) and the new row written in place.

@@ -20,6 +20,7 @@ import { scriptFlags } from './script-flags.ts';
 import { bandwidthProbes, passWeightBytes } from './bandwidth.ts';
 import { sizeNamed, SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'sweep', type: 'string', default: '29M', help: `config (${Object.keys(SWEEP)})` },
@@ -38,7 +39,7 @@ const feedsOf = { step: new StepFeeds(nLayers, H, D, 1, { valueLayout: 'transpos
 const variants: { name: string; s: Awaited<ReturnType<typeof createSession>>; feeds: StepFeeds; ms: number[] }[] = [];
 for (const name of String(f.variants).split(',')) {
   const [graph, np] = name.split('-');
-  if ((graph !== 'step' && graph !== 'one') || (np !== undefined && np !== 'np')) throw new Error(`--variants: ${name} is not step or one, optionally with -np`);
+  if ((graph !== 'step' && graph !== 'one') || (np !== undefined && np !== 'np')) throw new UsageError('--variants', `${name} is not step or one, optionally with -np`);
   variants.push({ name, s: await createSession(graphs[graph], { threads, prepack: np === undefined }), feeds: feedsOf[graph], ms: [] as number[] });
 }
 const cache = new KVCache(nLayers, H, D, cfg.maxSeqLen).useValueLayout('transposed');
@@ -53,7 +54,7 @@ let checked = 0, differ = 0, maxDiff = 0;
 for (const n of [1, 63, 64, 65, 700, P].filter((n) => n <= P)) {
   fill(n);
   for (const tok of [5, 1234]) {
-    if (variants.length < 2) throw new Error('--variants: at least two (the first two are compared bit for bit)');
+    if (variants.length < 2) throw new UsageError('--variants', 'at least two (the first two are compared bit for bit)');
     const out = [];
     for (const v of variants.slice(0, 2)) out.push(await v.s.inner.run(v.feeds.build(cache, [tok], [cache.length]), all));
     for (const k of all) {

@@ -38,6 +38,7 @@ import { createSession, releaseSession, type Session } from '../src/runtime/ort.
 import { StepFeeds } from '../src/runtime/step-feeds.ts';
 import { sizeNamed, SIZES, SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: a random target of --size)' },
@@ -52,12 +53,12 @@ const FLAGS: FlagSpec[] = [
 ];
 const f = scriptFlags(import.meta.url, FLAGS);
 const q = String(f.quantize);
-if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not q4, q8 or none`);
+if (!['q4', 'q8', 'none'].includes(q)) throw new UsageError('--quantize', `${q} is not q4, q8 or none`);
 const sized = sizeNamed({ ...SIZES, ...SWEEP }, String(f.size), '--size');
 const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: sized, weights: randomWeights(sized, 1, 3), source: 'hf' };
 const { config: cfg, weights } = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
 const parents = String(f.parents) ? String(f.parents).split(',').map(Number) : undefined;
-if (parents?.some((p, i) => !(Number.isInteger(p) && p < i && (p >= 0 || i === 0) && (i === 0) === (p === -1)))) throw new Error(`--parents: ${f.parents} is not a tree in topological order (-1 first, then each node's earlier parent)`);
+if (parents?.some((p, i) => !(Number.isInteger(p) && p < i && (p >= 0 || i === 0) && (i === 0) === (p === -1)))) throw new UsageError('--parents', `${f.parents} is not a tree in topological order (-1 first, then each node's earlier parent)`);
 const threads = f.threads as number, T = parents?.length ?? (f.rows as number), P = f.past as number, passes = f.passes as number;
 // The tree's ancestor-or-self mask [T, T] (undefined: causal rows).
 const tree = parents && new Uint8Array(T * T);
@@ -80,7 +81,7 @@ const layouts = new Map<ValueLayout, { cache: KVCache; feeds: StepFeeds }>();
 const variants: { v: string; s: Session; fetch: string[]; ms: number[]; cache: KVCache; feeds: StepFeeds }[] = [];
 for (const v of String(f.variants).split(',')) {
   const o = VARIANTS[v];
-  if (!o) throw new Error(`--variants: ${v} is not one of ${Object.keys(VARIANTS)}`);
+  if (!o) throw new UsageError('--variants', `${v} is not one of ${Object.keys(VARIANTS)}`);
   const valueLayout = o.valueLayout ?? valueLayoutFor(o.attention);
   const s = await createSession(buildTargetModel(cfg, weights, o.attention, { fuseLinears: o.fuseLinears, valueLayout, treeOrder: o.treeOrder, gemmThreads: o.sliced ? undefined : threads, ...(o.evenRows === false ? { evenRows: false } : {}) }), { threads });
   if (!layouts.has(valueLayout)) layouts.set(valueLayout, { cache: new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(valueLayout), feeds: new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, Math.max(P, T), { valueLayout }) });

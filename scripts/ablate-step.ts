@@ -42,6 +42,7 @@ import { scriptFlags } from './script-flags.ts';
 import { bandwidthProbes, passWeightBytes } from './bandwidth.ts';
 import { SWEEP } from './runtime-sizes.ts';
 import { median, quantile } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'context', type: 'int', min: 1, default: 4000, help: 'cached rows before the pass' },
@@ -52,7 +53,7 @@ const FLAGS: FlagSpec[] = [
 const f = scriptFlags(import.meta.url, FLAGS);
 const cfg = SWEEP['29M'], weights = randomWeights(cfg, 1, 1);
 const P = f.context as number, passes = f.passes as number, threadCounts = String(f.threads).split(',').map(Number);
-if (P + 1 > cfg.maxSeqLen) throw new Error(`--context: ${P} leaves no room for a new row in ${cfg.maxSeqLen}`);
+if (P + 1 > cfg.maxSeqLen) throw new UsageError('--context', `${P} leaves no room for a new row in ${cfg.maxSeqLen}`);
 const { nLayers, nKvHeads: H, headDim: D } = cfg;
 
 type G = GraphBuilder;
@@ -145,7 +146,7 @@ const graphs: Record<string, () => Uint8Array | ReturnType<typeof buildTargetMod
 for (const threads of threadCounts) {
   for (const spec of String(f.variants).split(',')) {
     const [base, entry] = spec.split('@'), [key, value] = entry ? entry.split('=') : [];
-    if (!graphs[base] || (entry && (!key || value === undefined))) throw new Error(`--variants: ${spec} is not one of ${Object.keys(graphs)}, optionally with @KEY=VALUE`);
+    if (!graphs[base] || (entry && (!key || value === undefined))) throw new UsageError('--variants', `${spec} is not one of ${Object.keys(graphs)}, optionally with @KEY=VALUE`);
     const s = await createSession(graphs[base](), { threads, ...(entry ? { config: { [key]: value } } : {}) });
     const run = base === 'linear' ? () => s.inner.run(linFeeds) : base === 'kv' ? () => s.inner.run(kvFeeds()) : () => s.inner.run(feeds.build(cache, [5], [P]), fetch);
     variants.push({ name: spec, threads, s, ms: [], run });

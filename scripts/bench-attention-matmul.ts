@@ -18,6 +18,7 @@ import type { FlagSpec } from '../src/option-schema.ts';
 import { scriptFlags } from './script-flags.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'rows', type: 'int', min: 512, default: 4096, help: 'past rows S (a multiple of 512)' },
@@ -26,7 +27,7 @@ const FLAGS: FlagSpec[] = [
 ];
 const f = scriptFlags(import.meta.url, FLAGS);
 const S = f.rows as number, H = 8, D = 64, L = 8, threads = f.threads as number;
-if (S % 512) throw new Error(`--rows: ${S} is not a multiple of 512`);
+if (S % 512) throw new UsageError('--rows', `${S} is not a multiple of 512`);
 
 type G = GraphBuilder;
 const fusedT = (g: G, a: string, b: string) => g.node('FusedMatMul', [a, b], { transB: 1, alpha: { float: 1 } }, { domain: 'com.microsoft' })[0];

@@ -36,6 +36,7 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { RoundSession } from '../src/runtime/round.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 /** The 100M configuration of `npm run bench:runtime` (8 layers, GQA 12/4, untied 32000-token head). */
 const CONFIG = SIZES['100M'];
@@ -61,7 +62,7 @@ const BLOCK = DRAFT_QUANT.q8.blockSize; // what --draft-quant uses
 const fusedSpecs = f.fusedHeads === 'none' ? [] : String(f.fusedHeads).split(',');
 const heads: { label: string; n: number; bits: number; quantize?: WeightQuant; config: HeadConfig; weights: Weights }[] = [...new Set([...String(f.heads).split(','), ...fusedSpecs])].map((spec) => {
   const m = /^(full|\d+)(?::q(4|8))?$/.exec(spec);
-  if (!m) throw new Error(`--heads: ${spec} is not N[:q4|:q8]`);
+  if (!m) throw new UsageError('--heads', `${spec} is not N[:q4|:q8]`);
   const n = m[1] === 'full' ? 0 : Number(m[1]), bits = m[2] ? Number(m[2]) : 32;
   return {
     label: spec, n: n || cfg.vocabSize, bits,

@@ -22,6 +22,7 @@ import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { median } from '../src/util/stats.ts';
 import { bandwidthProbes } from './bandwidth.ts';
 import { SWEEP } from './runtime-sizes.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'runs', type: 'int', min: 10, default: 60, help: 'timed runs per variant (after 10 warm-ups)' },
@@ -55,7 +56,7 @@ const variants = [await build('Gemm transB', false, false), await build('MatMul'
 for (const n of String(f.sizes).split(',').filter((x) => x).map(Number)) variants.push(await chain(n));
 /** Gemms over distinct [n, d] weights, each reading x, ~100 MB in all. */
 async function chain(n: number) {
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--sizes: ${n} is not a row count`);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError('--sizes', `${n} is not a row count`);
   const g = new GraphBuilder('chain'), x = g.input('x', 'float32', [1, d]), count = Math.max(1, Math.round(100e6 / (n * d * 4)));
   const outs = Array.from({ length: count }, (_, i) => g.op('Gemm', [x, g.initializer(`w${i}`, { dtype: 'float32', dims: [n, d], data: dense(n * d) })], { transB: 1 }));
   g.output(g.op('Concat', outs, { axis: 0 }), 'y', 'float32', [count, n]);

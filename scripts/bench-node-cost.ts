@@ -6,12 +6,14 @@
  * A node ORT runs on the thread pool pays for the hand-off; one it runs on the calling thread
  * costs the same at either count. (A Transpose chain is left out: ORT cancels transpose pairs.)
  *
- *   node --import tsx scripts/bench-node-cost.ts [-- softmax,mmpair 200]   (op types, runs)
+ *   node --import tsx scripts/bench-node-cost.ts [--ops softmax,mmpair] [--runs 200]
  */
 import { GraphBuilder } from '../src/onnx/graph.ts';
 import { createSession, f32, releaseSession } from '../src/runtime/ort.ts';
 import { median } from '../src/util/stats.ts';
 import * as ort from 'onnxruntime-node';
+import { UsageError } from '../src/errors.ts';
+import { scriptFlags } from './script-flags.ts';
 const N = 100, S = 4160, H = 8, D = 64;
 type G = GraphBuilder;
 const rnd = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37));
@@ -28,8 +30,12 @@ const mk: Record<string, { inputs: Record<string, number[]>; op: (g: G, i: Recor
   rope: { inputs: { x: [1, 1, H * D], p: [1, 1] }, x: 'x', op: (g, i, x) => g.op('RotaryEmbedding', [x, i.cos, i.sin, i.p], { interleaved: 0, num_heads: H }) },
   gemm512: { inputs: { x: [1, 512] }, x: 'x', op: (g, i, x) => g.op('Gemm', [x, i.w], { transB: 1 }) },
 };
-const args = process.argv.slice(2).filter((a) => a !== '--');
-const which = (args[0] ?? Object.keys(mk).join(',')).split(','), runs = Number(args[1] ?? 200);
+const f = scriptFlags(import.meta.url, [
+  { flag: 'ops', type: 'string', default: Object.keys(mk).join(','), meta: 'LIST', help: 'op types to time' },
+  { flag: 'runs', type: 'int', min: 1, default: 200, meta: 'N', help: 'runs of each chain' },
+]);
+const which = (f.ops as string).split(','), runs = f.runs as number;
+for (const w of which) if (!mk[w]) throw new UsageError('--ops', `${w} is not one of ${Object.keys(mk).join(', ')}`);
 const sessions: { name: string; t: number; s: Awaited<ReturnType<typeof createSession>>; feeds: Record<string, ort.Tensor>; ms: number[] }[] = [];
 for (const name of which) for (const t of [1, 2]) {
   const v = mk[name], g = new GraphBuilder(name);

@@ -25,6 +25,7 @@ import { KVCache } from '../src/runtime/kv-cache.ts';
 import { TargetSession } from '../src/runtime/target.ts';
 import { SIZES } from './runtime-sizes.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'threads', type: 'string', default: '1,2', help: 'ORT intra-op thread counts to run' },
@@ -43,7 +44,7 @@ function optionsOf(variant: string): OnnxOpsOptions['quantize'] {
   const v = variant.split('@')[0];
   if (v === 'fp32') return undefined;
   const m = /^(nbits0?|dq)-q(4|8)(?:-b(16|32|64|128))?$/.exec(v);
-  if (!m) throw new Error(`--variants: ${v} is not fp32, nbits-qB, nbits0-qB or dq-qB (optionally -bN, N = 16|32|64|128)`);
+  if (!m) throw new UsageError('--variants', `${v} is not fp32, nbits-qB, nbits0-qB or dq-qB (optionally -bN, N = 16|32|64|128)`);
   const q = QUANT[`q${m[2]}` as 'q4' | 'q8'];
   return { ...q, blockSize: m[3] ? Number(m[3]) : q.blockSize, accuracyLevel: m[1] === 'nbits0' ? 0 : 4, kernel: m[1] === 'dq' ? 'dq' : 'nbits' };
 }
@@ -54,7 +55,7 @@ for (const threads of String(f.threads).split(',').map(Number)) {
   for (const v of String(f.variants).split(',')) {
     const t0 = performance.now();
     const attention = v.split('@')[1];
-    if (attention !== undefined && attention !== 'split' && attention !== 'fused') throw new Error(`--variants: ${v}: attention ${attention} is not split or fused`);
+    if (attention !== undefined && attention !== 'split' && attention !== 'fused') throw new UsageError('--variants', `${v}: attention ${attention} is not split or fused`);
     const s = await TargetSession.create(cfg, weights, { threads, quantize: optionsOf(v), attention });
     const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen);
     const prefix = Array.from({ length: PREFIX }, (_, i) => (i * 7) % cfg.vocabSize);

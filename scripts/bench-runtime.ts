@@ -32,6 +32,7 @@ import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { prefilledCache, sizeNamed, SIZES, SWEEP } from './runtime-sizes.ts';
 import { bandwidthProbes, passWeightBytes, type ProbeWeight } from './bandwidth.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'sizes', type: 'string', default: '1M,10M,100M', help: 'model sizes to run (none: skip)' },
@@ -110,7 +111,7 @@ if (sweepName !== 'none') {
   const cfg = sizeNamed(SWEEP, sweepName, '--sweep');
   const contexts = String(f.contexts).split(',').map(Number);
   const bad = contexts.find((p) => !Number.isInteger(p) || p < 1 || p + 16 > cfg.maxSeqLen);
-  if (bad !== undefined) throw new Error(`--contexts: ${bad} is not a context length in [1, ${cfg.maxSeqLen - 16}]`);
+  if (bad !== undefined) throw new UsageError('--contexts', `${bad} is not a context length in [1, ${cfg.maxSeqLen - 16}]`);
   const threads = f.threads as number, reps = Math.max(5, f.repeats as number);
   const weights = randomWeights(cfg, 1, 1), params = parameterCount(cfg);
   const probes = await bandwidthProbes(threads, probeWeight);

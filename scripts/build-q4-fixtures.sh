@@ -19,9 +19,11 @@
 # Resumable: rerun after an interruption; steps whose outputs exist are skipped (the head's
 # training resumes from its checkpoint).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: scripts/build-q4-fixtures.sh OUT_DIR" >&2; exit 2; }
-OUT=$1; W=$OUT/work; mkdir -p "$W"
+# OUT_DIR is the caller's path: resolve it before moving to the repo root.
+OUT=$(realpath -m "$1"); W=$OUT/work
+cd "$(dirname "$0")/.."
+mkdir -p "$W"
 T=data/default/target
 eaglet() { node --import tsx src/cli/main.ts "$@"; }
 

@@ -34,6 +34,7 @@ import { scriptFlags } from './script-flags.ts';
 import { StaticPolicy } from '../src/policies/policy.ts';
 import { Engine } from '../src/serve/engine.ts';
 import { spread } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'requests', type: 'int', min: 1, default: 40, meta: 'N', help: 'timed requests per method (after 2 warm-up ones)' },
@@ -79,7 +80,7 @@ const run: Record<string, (p: number[]) => Promise<GenerationStats>> = {
   },
   LR: async (p) => (await new Generator({ target: g.generator.parts.target, drafter: ownCaches, policy: st3() }).generate(p, opts)).stats,
 };
-for (const n of names) if (!run[n]) throw new Error(`--methods: L, Lg, E, ES, LS, LR; got ${n}`);
+for (const n of names) if (!run[n]) throw new UsageError('--methods', `L, Lg, E, ES, LS, LR; got ${n}`);
 const ms = new Map(names.map((n) => [n, [] as number[]])), split = new Map(names.map((n) => [n, [] as number[][]]));
 for (let j = -2; j < R; j++) {
   const p = prompts[(j + 2) % prompts.length];

@@ -26,6 +26,7 @@ import { ExitPolicy } from '../src/policies/del.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import type { Weights } from '../src/model/weights.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'DIR', help: 'target checkpoint (HF directory or llama2.c .bin)' },
@@ -38,7 +39,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'child', type: 'int', min: 1, meta: 'E', help: '(internal) measure exit E in this process' },
 ];
 const f = scriptFlags(import.meta.url, FLAGS) as unknown as { model?: string; exits?: string; tokens: number; threads: number; quantize?: QuantName; treeTopK: number; repeats: number; child?: number };
-if (!f.model) throw new Error('--model is required');
+if (!f.model) throw new UsageError('--model', 'is required');
 const mb = (b: number) => (b / 2 ** 20).toFixed(1);
 
 /** fp32 bytes of the tensors whose names pass `keep`. */

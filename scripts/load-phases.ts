@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { FlagSpec } from '../src/option-schema.ts';
 import { scriptFlags } from './script-flags.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'dir', type: 'string', help: 'checkpoint directory (e.g. one written by scripts/load-sizes.ts)' },
@@ -27,7 +28,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'child', type: 'string', help: '(internal) prepack | no-prepack' },
 ];
 const f = scriptFlags(import.meta.url, FLAGS);
-if (!f.dir) throw new Error('--dir is required');
+if (!f.dir) throw new UsageError('--dir', 'is required');
 
 if (f.child) {
   const { loadModel } = await import('../src/load-model.ts');

@@ -73,6 +73,7 @@ import { PHASES, ServeMetrics, type RequestPhases } from '../src/serve/metrics.t
 import { linePlot } from '../training/svg-plot.ts';
 import { spread } from '../src/util/stats.ts';
 import type { LevelJob, LevelResult } from './load-client.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'DIR', help: 'target (default: the embedded pair)' },
@@ -101,7 +102,7 @@ const fused = (f.fusedRound as boolean | undefined) ?? (load.model === undefined
 const shared = f.sessions === 'shared', renew = f.renew as boolean;
 const reference = await loadGenerator({ ...load, draft: null });
 const cMin = levels[0], cMax = Math.max(...levels), maxBatch = (f.maxBatch as number | undefined) ?? cMax;
-if (maxBatch < cMax) throw new Error(`--max-batch ${maxBatch} is below the highest concurrency ${cMax}: requests past it would queue`);
+if (maxBatch < cMax) throw new UsageError('--max-batch', `${maxBatch} is below the highest concurrency ${cMax}: requests past it would queue`);
 const blockSize = (c: number) => Math.max(c, f.requests as number);
 
 // Single-request plain decoding of every prompt: what every reply must equal.

@@ -28,6 +28,7 @@ import { OnnxOps } from '../src/onnx/ops.ts';
 import { createSession, f32, releaseSession, runTimed, type Session } from '../src/runtime/ort.ts';
 import { median } from '../src/util/stats.ts';
 import { Rng } from '../src/util/rng.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'threads', type: 'ints', default: [1, 2], help: 'ORT intra-op thread counts' },
@@ -42,13 +43,13 @@ const FLAGS: FlagSpec[] = [
 ];
 const f = scriptFlags(import.meta.url, FLAGS);
 const rowsList = f.rows as number[], bits = f.bits as 4 | 8, blockSize = f.block as number;
-if (bits !== 4 && bits !== 8) throw new Error(`--bits: ${bits} is not 4 or 8`);
-if (![16, 32, 64, 128].includes(blockSize)) throw new Error(`--block: ${blockSize} is not 16, 32, 64 or 128`);
+if (bits !== 4 && bits !== 8) throw new UsageError('--bits', `${bits} is not 4 or 8`);
+if (![16, 32, 64, 128].includes(blockSize)) throw new UsageError('--block', `${blockSize} is not 16, 32, 64 or 128`);
 
 /** The [K, N] nodes of one unit of a shape spec: `KxN` (K != N: a K->N node and an N->K one) or a layer `KxN+KxN+...`. */
 function unitOf(spec: string): [number, number][] {
   const nodes = spec.split('+').map((p) => p.split('x').map(Number) as [number, number]);
-  if (nodes.some(([k, n]) => !(k > 0 && n > 0))) throw new Error(`--shapes: ${spec} is not KxN or KxN+KxN+...`);
+  if (nodes.some(([k, n]) => !(k > 0 && n > 0))) throw new UsageError('--shapes', `${spec} is not KxN or KxN+KxN+...`);
   return nodes.length === 1 && nodes[0][0] !== nodes[0][1] ? [nodes[0], [nodes[0][1], nodes[0][0]]] : nodes;
 }
 
@@ -59,7 +60,7 @@ async function chain(spec: string, units: number, distinct: number, threads: num
   let x = g.input('x', 'float32', ['T', unit[0][0]]), width = unit[0][0], bytes = 0;
   for (let i = 0; i < nodes; i++) {
     const [K, out] = unit[i % unit.length], name = `w${i % (distinct * (layer ? unit.length : 1))}`, scale = 1 / Math.sqrt(K);
-    if (width < K) throw new Error(`--shapes: ${spec}: a node of input ${K} follows an output of ${width}`);
+    if (width < K) throw new UsageError('--shapes', `${spec}: a node of input ${K} follows an output of ${width}`);
     if (width > K) x = g.op('Slice', [x, g.ints([0]), g.ints([K]), g.ints([1])]);
     if (!weights.has(name)) {
       weights.set(name, { shape: [out, K], data: Float32Array.from({ length: out * K }, () => rng.normal() * scale) });

@@ -28,12 +28,13 @@
  *    at the rounds a depth-1 chain would start along each greedy continuation (a hit commits
  *    two tokens, a miss one; what static-1 accepts, since a round's first draft reads only the
  *    target's features). Each head's result goes to DIR/run-VARIANT-seedS.json (a head whose
- *    file exists is not trained again); stdout gets the table of all of them (Markdown).
+ *    file exists with the same settings is not trained again); stdout gets the table of every
+ *    result in DIR made with this run's settings (Markdown).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel } from '../src/load-model.ts';
-import { parseFlags } from '../src/option-schema.ts';
+import { scriptFlags } from './script-flags.ts';
 import { UsageError } from '../src/errors.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { draftLogits, eagleHeadForward, lmHead } from '../src/model/definition.ts';
@@ -56,7 +57,7 @@ import { frozen, TapeOps } from '../training/ort/tape-ops.ts';
 import { readTargetCorpus } from '../training/target-corpus.ts';
 import { frozenTarget } from '../training/train-draft.ts';
 
-const f = parseFlags(process.argv.slice(2), [
+const f = scriptFlags(import.meta.url, [
   { flag: 'work', type: 'string', help: 'directory for the logged rows and results' },
   { flag: 'model', type: 'string', default: 'data/default/target', help: 'target directory' },
   { flag: 'corpus-dir', type: 'string', default: 'node_modules/typescript/lib', help: 'the target corpus (split as train-target splits it)' },
@@ -80,7 +81,8 @@ const model = await loadModel(f.model as string);
 const cfg = model.config, d = cfg.dim;
 const quant = f.quantize === 'none' ? undefined : (f.quantize as QuantName);
 const variants = (f.variants as string).split(',').map((v) => v.split('+'));
-const slots: Slot[] = [...new Set(variants.flat())];
+// 'top' is always logged: the feature targets of every variant's loss are top features.
+const slots: Slot[] = [...new Set(['top', ...variants.flat()])];
 for (const s of slots) if (s !== 'top' && !(Number.isInteger(+s) && +s >= 1 && +s <= cfg.nLayers)) throw new UsageError('--variants', `${s} is neither top nor a layer count 1..${cfg.nLayers}`);
 
 /** Logged rows: sequences back to back; `slot[s]` [rows, d] per slot, `label` the target's argmax at each row. */
@@ -97,7 +99,7 @@ interface Rows {
 const metaPath = join(WORK, 'meta.json');
 const parts = ['train', 'val'] as const;
 mkdirSync(WORK, { recursive: true });
-const wanted = { model: f.model, quantize: f.quantize, trainRows: f.trainRows, valRows: f.valRows, genPrompts: f.genPrompts, valPrompts: f.valPrompts, slots: [...slots].sort() };
+const wanted = { model: f.model, corpusDir: f.corpusDir, quantize: f.quantize, trainRows: f.trainRows, valRows: f.valRows, genPrompts: f.genPrompts, valPrompts: f.valPrompts, slots: [...slots].sort() };
 /** Whether the cached rows were logged with these settings and hold every slot wanted (a run may read fewer). */
 const cached = (): boolean => {
   if (!existsSync(metaPath)) return false;
@@ -354,15 +356,24 @@ const scale = slotScales(data.train);
 process.stderr.write(`rows: train ${data.train.rows}, val ${data.val.rows}; residual RMS ${[...scale].map(([s, v]) => `${s}=${v.toFixed(3)}`).join(' ')}\n`);
 // One results file per head, so variants and seeds can run as separate processes over the same logged rows.
 const resultOf = (variant: string, seed: number) => join(WORK, `run-${variant}-seed${seed}.json`);
+/** What a result depends on besides its variant and seed; a result made with other settings is neither reused nor printed. */
+const settings = JSON.stringify({ ...wanted, slots: [], steps: f.steps });
+const readResult = (path: string): (Result & { settings?: string }) | undefined => {
+  const r = JSON.parse(readFileSync(path, 'utf8')) as Result & { settings?: string };
+  return r.settings === settings ? r : undefined;
+};
 for (const seed of (f.seeds as string).split(',').filter((s) => s !== '').map(Number)) {
   for (const vs of variants) {
-    if (existsSync(resultOf(vs.join('+'), seed))) continue;
+    if (existsSync(resultOf(vs.join('+'), seed)) && readResult(resultOf(vs.join('+'), seed))) continue;
     const r = await run(vs, seed, target, scale);
-    writeFileSync(resultOf(r.variant, seed), JSON.stringify(r, null, 2));
+    writeFileSync(resultOf(r.variant, seed), JSON.stringify({ ...r, settings }, null, 2));
     process.stderr.write(`${JSON.stringify(r)}\n`);
   }
 }
-const results: Result[] = readdirSync(WORK).filter((n) => /^run-.*\.json$/.test(n)).map((n) => JSON.parse(readFileSync(join(WORK, n), 'utf8')));
+const results = readdirSync(WORK)
+  .filter((n) => /^run-.*\.json$/.test(n))
+  .map((n) => readResult(join(WORK, n)))
+  .filter((r): r is Result => r !== undefined);
 results.sort((a, b) => a.variant.localeCompare(b.variant) || a.seed - b.seed);
 const extra = (vs: string[]) => (vs.length > 1 ? `+${vs.length} x d x d` : '');
 console.log(`| input | seed | teacher-forced top-1 | greedy-continuation top-1 | depth-1 rounds: first draft accepted (tau) | fc3 |`);

@@ -22,6 +22,7 @@ import { scriptFlags } from './script-flags.ts';
 import { THREADS_FLAG } from '../src/cli/common-flags.ts';
 import { sizeNamed, SWEEP } from './runtime-sizes.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'sweep', type: 'string', default: '29M', help: `config (${Object.keys(SWEEP)})` },
@@ -34,7 +35,7 @@ const FLAGS: FlagSpec[] = [
 const f = scriptFlags(import.meta.url, FLAGS);
 const cfg = sizeNamed(SWEEP, String(f.sweep), '--sweep'), threads = f.threads as number | undefined, passes = f.passes as number;
 const attention = String(f.attention) as AttentionMode;
-if (attention !== 'split' && attention !== 'fused') throw new Error(`--attention: ${attention} is not split or fused`);
+if (attention !== 'split' && attention !== 'fused') throw new UsageError('--attention', `${attention} is not split or fused`);
 const valueLayout = valueLayoutFor(attention);
 const weights = randomWeights(cfg, 1, 1), rowSize = cfg.nKvHeads * cfg.headDim;
 const chunk = Float32Array.from({ length: 64 * rowSize }, (_, i) => Math.sin(i)), rows = Array(cfg.nLayers).fill(chunk);
@@ -42,7 +43,7 @@ const byContext: { P: number; wall: number; run: number; kernels: number; nodes:
 /** The last context's nodes by name, in execution order: op type, each pass's us, output shapes. */
 let nodeList = new Map<string, { op: string; us: number[]; shapes: string }>();
 for (const P of String(f.contexts).split(',').map(Number)) {
-  if (!Number.isInteger(P) || P < 1 || P + 1 > cfg.maxSeqLen) throw new Error(`--contexts: ${P} is not a context length in [1, ${cfg.maxSeqLen - 1}]`);
+  if (!Number.isInteger(P) || P < 1 || P + 1 > cfg.maxSeqLen) throw new UsageError('--contexts', `${P} is not a context length in [1, ${cfg.maxSeqLen - 1}]`);
   const prefix = join(tmpdir(), `eaglet-profile-context-${process.pid}-${P}`);
   const s = await TargetSession.create(cfg, weights, { threads, attention, valueLayout, maxTokens: 1, profile: prefix });
   const cache = new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(valueLayout);

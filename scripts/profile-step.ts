@@ -29,6 +29,7 @@ import { quantOf } from '../src/model/quantize.ts';
 import { measureBandwidth, passWeightBytes } from './bandwidth.ts';
 import { SIZES } from './runtime-sizes.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', help: 'an HF checkpoint directory (default: the random 100M target)' },
@@ -43,7 +44,7 @@ const FLAGS: FlagSpec[] = [
 const f = scriptFlags(import.meta.url, FLAGS);
 const threads = f.threads as number, tokens = f.tokens as number, repeats = f.repeats as number;
 const q = String(f.quantize);
-if (!['q4', 'q8', 'none'].includes(q)) throw new Error(`--quantize: ${q} is not q4, q8 or none`);
+if (!['q4', 'q8', 'none'].includes(q)) throw new UsageError('--quantize', `${q} is not q4, q8 or none`);
 
 const base: LoadedModel = f.model ? await loadModel(String(f.model)) : { config: SIZES['100M'], weights: randomWeights(SIZES['100M'], 1, 3), source: 'hf' };
 const model = quantizedModel(base, q === 'none' ? undefined : (q as 'q4' | 'q8'));
@@ -139,7 +140,7 @@ const gen = new Generator({ target: timed });
 const VARIANTS: Record<string, StepSessionOptions> = { unfused: { attention, fuseLinears: false }, split: { attention: 'split' }, fused: { attention: 'fused' } };
 const others = [];
 for (const v of String(f.against).split(',').filter((x) => x)) {
-  if (!VARIANTS[v]) throw new Error(`--against: ${v} is not one of ${Object.keys(VARIANTS)}`);
+  if (!VARIANTS[v]) throw new UsageError('--against', `${v} is not one of ${Object.keys(VARIANTS)}`);
   const target = new Recorded(await TargetSession.create(cfg, model.weights, { threads, ...VARIANTS[v] }));
   const g = new Generator({ target });
   await g.generate(prompt, { maxNewTokens: 8, stopAtEos: false }); // warm-up

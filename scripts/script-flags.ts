@@ -9,6 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
+import { inspect } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { EagletError } from '../src/errors.ts';
 import { parseFlags, type FlagSpec, type Parsed } from '../src/option-schema.ts';
@@ -53,7 +54,8 @@ function reportPeopleErrors(debug: boolean): void {
       process.stderr.write(`error: ${e.message}\n${debug ? `${e.stack}\n` : ''}`);
       process.exit(e.exitCode);
     }
-    process.stderr.write(`${e?.stack ?? String(e)}\n`);
+    // What Node itself prints for an uncaught error: the stack plus code, cause, errors...
+    process.stderr.write(`${inspect(e)}\n`);
     process.exit(1);
   });
 }

@@ -42,6 +42,7 @@ import { StaticPolicy } from '../src/policies/policy.ts';
 import { serve } from '../src/serve/server.ts';
 import { spread } from '../src/util/stats.ts';
 import type { PathJob, PathStamps } from './serve-path-client.ts';
+import { UsageError } from '../src/errors.ts';
 
 const METHODS = ['net', 'node-http', 'in-process', 'library'];
 const FLAGS: FlagSpec[] = [
@@ -54,7 +55,7 @@ const FLAGS: FlagSpec[] = [
 ];
 const f = scriptFlags(import.meta.url, FLAGS);
 const R = f.requests as number, N = f.maxNewTokens as number, methods = String(f.methods).split(',');
-for (const m of methods) if (!METHODS.includes(m)) throw new Error(`--methods: ${METHODS.join(', ')}; got ${m}`);
+for (const m of methods) if (!METHODS.includes(m)) throw new UsageError('--methods', `${METHODS.join(', ')}; got ${m}`);
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const prompts = readFileSync(join(DEFAULT_DIR, 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 const g = await loadGenerator({ threads: f.threads as number, keepWeights: true });

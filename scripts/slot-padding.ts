@@ -2,20 +2,22 @@
  * What padding costs a batched pass (issue 15): the per-slot graph pads every call to the longest
  * in attention, so one request verifying 4 tokens among 15 verifying 1 costs about what all 16
  * verifying 2 cost. Times per-slot target passes of even and uneven call lengths over 16 slots
- * at context L (default 80), interleaved, and draft-head passes of one and sixteen calls; medians.
+ * at context L (--context, default 80), interleaved, and draft-head passes of one and sixteen calls; medians.
  * SmartSpec's start-up prices this (Engine.measurePerToken, StepCost.ms's `m`).
  *
- *   node --import tsx scripts/slot-padding.ts [L]
+ *   node --import tsx scripts/slot-padding.ts [--context L]
  */
 import { loadGenerator } from '../src/api.ts';
 import { Engine } from '../src/serve/engine.ts';
 import { median as med } from '../src/util/stats.ts';
+import { scriptFlags } from './script-flags.ts';
+const f = scriptFlags(import.meta.url, [{ flag: 'context', type: 'int', min: 1, default: 80, meta: 'L', help: 'cached context of every slot' }]);
 const g = await loadGenerator({ threads: 1, keepWeights: true });
 const e = new Engine(g, { maxBatch: 16, maxQueue: 1024, policy: 'static-3', threads: 1 });
 await e.start();
 const lane = (e as any).targetLane, dlane = (e as any).draftLane;
 const slots = (e as any).slots.map((s: any) => s.cache).sort((a: any, b: any) => a.headBase - b.headBase);
-const L = Number(process.argv[2] ?? 80);
+const L = f.context as number;
 for (const s of slots) { s.ensureRows(L + 8); s.length = L; }
 const shapes: Record<string, number[]> = {
   '16x1': Array(16).fill(1),

@@ -277,3 +277,12 @@ test('train-draft refuses to overwrite a head unless told', async () => {
   assert.equal(r.code, 2, r.err);
   assert.match(r.err, /^error: --out: .*: --overwrite replaces it/m);
 });
+
+test("--debug: a library error renamed to its flag keeps the stack of where it was thrown", () => {
+  const r = eaglet('bench', '--round-depths', '9', '--random-prompts', '1', '--out', join(dir, 'bench-debug'), '--debug');
+  assert.equal(r.code, 2, r.err);
+  const frames = r.err.split('\n').filter((l) => /^\s+at /.test(l));
+  assert.ok(frames.length > 0, r.err);
+  assert.doesNotMatch(frames[0], /cli\/command\.ts/, r.err);
+  assert.match(frames[0], /loadGenerator|api\.ts/, r.err);
+});

@@ -34,9 +34,33 @@ test('--help prints usage, the header summary and the flag table, exit 0', () =>
   assert.match(r.stdout, /--concurrency LIST +client concurrency levels \(default 1,2,4,8,16\)/);
 });
 
-test('every script that takes flags has a header summary for --help', () => {
+test('every script that reads its arguments does so through scriptFlags, with a header summary for --help', () => {
   const dir = new URL('../scripts/', import.meta.url);
-  const users = readdirSync(dir).filter((f) => f.endsWith('.ts') && f !== 'script-flags.ts' && readFileSync(new URL(f, dir), 'utf8').includes('scriptFlags('));
-  assert.ok(users.length >= 30, `${users.length} scripts`);
-  for (const f of users) assert.ok(summary(new URL(f, dir).pathname).length > 20, f);
+  const readers = readdirSync(dir).filter((f) => f.endsWith('.ts') && f !== 'script-flags.ts' && /process\.argv|parseFlags\(|scriptFlags\(/.test(readFileSync(new URL(f, dir), 'utf8')));
+  assert.ok(readers.length >= 30, `${readers.length} scripts`);
+  for (const f of readers) {
+    const text = readFileSync(new URL(f, dir), 'utf8');
+    assert.ok(text.includes('scriptFlags(import.meta.url'), `${f} reads its arguments without scriptFlags`);
+    assert.ok(summary(new URL(f, dir).pathname).length > 20, f);
+    // A flag check of the script's own is a UsageError (one line, exit 2), not an Error with a stack.
+    assert.doesNotMatch(text, /throw new Error\(['`]--/, `${f} throws a plain Error for a flag`);
+  }
+});
+
+test("a script's own flag check is one line, exit 2 (not only the flag table's)", () => {
+  const r = script('serve-path.ts', '--methods', 'bogus');
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, /^error: --methods: /);
+});
+
+test('a bug (not an error meant for people) keeps what Node prints: stack, code and cause', () => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `
+    const { scriptFlags } = await import(${JSON.stringify(new URL('../scripts/script-flags.ts', import.meta.url).href)});
+    scriptFlags(${JSON.stringify(new URL('../scripts/bench-sampling.ts', import.meta.url).href)}, [], []);
+    throw Object.assign(new Error('boom', { cause: new Error('the cause') }), { code: 'E_TEST' });`], { encoding: 'utf8' });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /Error: boom\n\s+at /);
+  assert.match(r.stderr, /code: 'E_TEST'/);
+  assert.match(r.stderr, /\[cause\]: Error: the cause/);
 });

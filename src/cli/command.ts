@@ -45,7 +45,14 @@ export function defineCommand(spec: CommandSpec): Command {
  */
 export function policyFlagError(e: unknown, flag: string): unknown {
   if (!(e instanceof UsageError) || !/^policy( |$)/.test(e.flag)) return e;
-  return new UsageError(`${flag}${e.flag.slice('policy'.length)}`, e.message.slice(e.flag.length + 2));
+  return renamed(e, `${flag}${e.flag.slice('policy'.length)}`);
+}
+
+/** `e` under another flag name, keeping the frames of where it was thrown (for --debug). */
+function renamed(e: UsageError, flag: string): UsageError {
+  const out = new UsageError(flag, e.message.slice(e.flag.length + 2));
+  out.stack = [`${out.name}: ${out.message}`, ...(e.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l))].join('\n');
+  return out;
 }
 
 /**
@@ -55,5 +62,5 @@ export function policyFlagError(e: unknown, flag: string): unknown {
 function optionAsFlag(e: unknown, flags: FlagSpec[]): unknown {
   if (!(e instanceof UsageError)) return e;
   const spec = flags.find((s) => camel(s.flag) === e.flag);
-  return spec ? new UsageError(`--${spec.flag}`, e.message.slice(e.flag.length + 2)) : e;
+  return spec ? renamed(e, `--${spec.flag}`) : e;
 }
