@@ -3,6 +3,7 @@ import type { ModelConfig } from '../src/model/config.ts';
 import { makeConfig } from '../src/model/random.ts';
 import { KVCache } from '../src/runtime/kv-cache.ts';
 import type { TargetSession } from '../src/runtime/target.ts';
+import { UsageError } from '../src/errors.ts';
 
 export const SIZES: Record<string, ModelConfig> = {
   '1M': makeConfig({ vocabSize: 512, dim: 128, nLayers: 4, nHeads: 4, hiddenDim: 384, maxSeqLen: 512 }),
@@ -21,7 +22,7 @@ export const SWEEP: Record<string, ModelConfig> = {
 /** The config `table` holds under `name` (a flag's value); another name is an error naming `flag` and the names it takes. */
 export function sizeNamed(table: Record<string, ModelConfig>, name: string, flag: string): ModelConfig {
   const cfg = table[name];
-  if (!cfg) throw new Error(`${flag}: unknown size ${name} (have ${Object.keys(table).join(', ')})`);
+  if (!cfg) throw new UsageError(flag, `unknown size ${name} (have ${Object.keys(table).join(', ')})`);
   return cfg;
 }
 

@@ -1,6 +1,7 @@
 /**
  * Flags for the scripts under scripts/, as the CLI treats its own: `--help` prints the script's
- * summary (the first paragraph of its header comment) and its flag table; a bad flag, or any
+ * summary (the first paragraph of its header comment) and its flag table; a bad flag (or a
+ * positional argument: no script takes one), or any
  * other error meant for people (EagletError: a missing model directory, a bad file), ends the
  * process with one `error: ...` line and exit code 2 (flags) or 1 (others), the stack trace only
  * under `--debug`. Other errors keep Node's report: they are bugs.
@@ -11,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { inspect } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { EagletError } from '../src/errors.ts';
+import { EagletError, UsageError } from '../src/errors.ts';
 import { parseFlags, type FlagSpec, type Parsed } from '../src/option-schema.ts';
 import { helpText } from '../src/cli/flags.ts';
 
@@ -25,7 +26,12 @@ export function scriptFlags(scriptUrl: string, specs: FlagSpec[], argv: string[]
     process.stdout.write(helpText(`Usage: node --import tsx scripts/${basename(file)} [flags]`, summary(file), specs));
     process.exit(0);
   }
-  return parseFlags(args, specs);
+  const f = parseFlags(args, specs);
+  // No script takes positional arguments: one given is an old calling form or a typo, and
+  // running on the defaults instead would measure something else without a word.
+  const stray = f._.filter((a) => a !== '--');
+  if (stray.length) throw new UsageError(stray[0], 'unexpected argument (flags start with --)');
+  return f;
 }
 
 /** The first paragraph of the file's leading block comment, unwrapped. */

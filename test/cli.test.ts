@@ -89,6 +89,8 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--prompt-ids', '1', '--depth', '5'], 2, /^error: --total-tokens: 3 tokens cannot reach depth 5 \(--depth\)/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'static-40'], 2, /^error: --policy 'static-40': depth: must be <= 32/],
   // A policy spec's errors name the flag it came from; tune checks the names before it measures anything.
+  // Inside a policy spec a value is written key=VALUE, and the hint says so.
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'ldlp:path:offset=2'], 2, /^error: --policy 'ldlp:path:offset=2': path: needs a value \(write path=VALUE\)$/m],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'nosuch'], 2, /^error: --policy: unknown policy 'nosuch' \(have static, /],
   [['bench', '--model', 'MODEL', '--draft', 'random', '--random-prompts', '1', '--policies', 'static,nosuch'], 2, /^error: --policies: unknown policy 'nosuch'/],
   [['tune', '--policies', 'goodput,nosuch', '--out', 'OUT/tuning.json'], 2, /^error: --policies: unknown policy 'nosuch'/],

@@ -64,3 +64,15 @@ test('a bug (not an error meant for people) keeps what Node prints: stack, code 
   assert.match(r.stderr, /code: 'E_TEST'/);
   assert.match(r.stderr, /\[cause\]: Error: the cause/);
 });
+
+test('a positional argument (no script takes one) is refused, not run on the defaults', () => {
+  const r = script('bench-node-cost.ts', 'softmax', '5');
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(r.stderr, 'error: softmax: unexpected argument (flags start with --)\n');
+});
+
+test("a flag checked by a shared helper (runtime-sizes' sizeNamed) is one line, exit 2", () => {
+  const r = script('profile-context.ts', '--sweep', 'bogus');
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /^error: --sweep: unknown size bogus \(have [^\n]*\)\n$/);
+});

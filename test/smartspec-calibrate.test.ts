@@ -4,10 +4,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { SmartSpecPlanner, StepCost } from '../src/policies/smartspec.ts';
 import type { RoundState } from '../src/policies/policy.ts';
-import { DrainingError, Engine } from '../src/serve/engine.ts';
+import { DrainingError, Engine, QueueFullError } from '../src/serve/engine.ts';
 import type { Drafter } from '../src/generate/drafter.ts';
 import { serve } from '../src/serve/server.ts';
 import { tinyConfig, tinyPair } from './support/models.ts';
@@ -233,7 +234,7 @@ test('drain() and dispose() during the calibration wait for start(), which resol
     await e.drain();
     assert.throws(() => e.submit(prompt, opts), DrainingError);
     await e.dispose();
-    await started; // rejects with a disposed session when dispose() ran between the calibration's waves
+    await started; // before start() was awaited by dispose(), this rejected with a disposed session
     assert.ok(e.calibration, 'the calibration finished before the sessions were released');
     assert.equal(e.activeRequests, 0);
   }));
@@ -250,3 +251,76 @@ test('a calibration request failing mid-wave: start() rejects after every siblin
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(passes(), before, 'no pass ran after the sessions were released');
   }));
+
+test('requests submitted during start-up are admitted up to the slots plus the queue, whatever the calibration holds', async () => {
+  const t = await tiny();
+  try {
+    const e = new Engine(t.p.spec, { maxBatch: 2, maxQueue: 0 });
+    const started = e.start(1);
+    await calibrating(e); // its wave of 2 holds both slots now
+    const a = e.submit(t.prompt, t.opts), b = e.submit(t.prompt, t.opts);
+    assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError, 'a third is past 2 slots and a queue of 0');
+    assert.equal(e.metrics.rejected, 1);
+    const ids = async (g: AsyncGenerator<{ ids: number[] }, unknown>) => {
+      const out: number[] = [];
+      for await (const c of g) out.push(...c.ids);
+      return out;
+    };
+    const [x, y] = await Promise.all([ids(a), ids(b)]);
+    assert.deepEqual([x, y], [t.want, t.want]);
+    assert.ok(e.queueLength <= e.maxQueue);
+    await started;
+    await e.drain();
+    await e.dispose();
+  } finally {
+    await t.p.dispose();
+  }
+});
+
+test('a request cancelled while it waits for start-up takes no slot and no queue place: it ends with its abort reason at once', async () => {
+  const t = await tiny();
+  try {
+    const e = new Engine(t.p.spec, { maxBatch: 2, maxQueue: 4 });
+    const started = e.start(1);
+    await calibrating(e);
+    // Two requests take both slots once start-up ends; the cancelled third would have to queue.
+    const done: boolean[] = [];
+    const drainAll = async (g: AsyncGenerator<unknown, unknown>, i: number) => {
+      for await (const _ of g);
+      done[i] = true;
+    };
+    const others = [0, 1].map((i) => drainAll(e.submit(t.prompt, t.opts), i));
+    const ac = new AbortController();
+    const first = e.submit(t.prompt, t.opts, ac.signal).next();
+    ac.abort(new Error('client went away'));
+    await assert.rejects(first, /client went away/);
+    assert.deepEqual(done, [], 'it ended before either running request did (it did not wait in the queue for a slot)');
+    await Promise.all(others);
+    await started;
+    assert.equal(e.queueLength, 0);
+    assert.equal(e.activeRequests, 0);
+    await e.drain();
+    await e.dispose();
+  } finally {
+    await t.p.dispose();
+  }
+});
+
+test('a failed start() that nobody awaits still surfaces as an unhandled rejection', () => {
+  // In a child process: node:test would count the unhandled rejection against this test itself.
+  const support = new URL('./support/models.ts', import.meta.url).href, engine = new URL('../src/serve/engine.ts', import.meta.url).href;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `
+    import fc from 'fast-check';
+    const { tinyConfig, tinyPair } = await import(${JSON.stringify(support)});
+    const { Engine } = await import(${JSON.stringify(engine)});
+    const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 3 })[0];
+    const p = await tinyPair(cfg, 3, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
+    const e = new Engine(p.spec, { maxBatch: 4 });
+    e.slots[3].drafter.draft = () => Promise.reject(new Error('injected draft failure'));
+    process.on('unhandledRejection', (err) => { console.log('unhandled: ' + err.message); process.exit(0); });
+    e.start(1);
+    setTimeout(() => { console.log('no unhandled rejection'); process.exit(3); }, 20000);
+  `], { encoding: 'utf8', cwd: new URL('..', import.meta.url).pathname });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /unhandled: injected draft failure/);
+});

@@ -162,7 +162,10 @@ export function createPolicy(spec: string, ctx: PolicyContext, cli: Record<strin
   try {
     parsed = parseFlags(inline.map((kv) => `--${kv}`), bare);
   } catch (e) {
-    throw e instanceof UsageError ? new UsageError(`policy '${spec}'`, e.message) : e;
+    if (!(e instanceof UsageError)) throw e;
+    // Inside a spec a value is written key=VALUE (the command line's --key=VALUE hint would mislead).
+    const key = e.flag.replace(/^--/, '');
+    throw new UsageError(`policy '${spec}'`, /^needs a value/.test(e.message.slice(e.flag.length + 2)) ? `${key}: needs a value (write ${key}=VALUE)` : e.message);
   }
   for (const [k, v] of Object.entries(parsed)) if (k !== '_' && v !== undefined) given[k] = v;
   let options: Record<string, unknown>;

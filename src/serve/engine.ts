@@ -218,25 +218,34 @@ export class Engine {
    */
   start(repeats = 9): Promise<void> {
     if (!this.starting) {
-      const p = this.open(repeats).then(
+      // Requests submitted meanwhile wait on `pending`; once start() has settled they need not.
+      // (Cleared inside the two handlers, not by a further .then on p: that would mark a failed
+      // start() nobody awaits as handled, and its rejection would pass in silence.)
+      const settled = () => {
+        if (this.pending === p) (this.pending = undefined), (this.startWaiters = 0);
+      };
+      const p: Promise<void> = this.open(repeats).then(
         () => {
           const s = this.targetLane.laneStats;
           this.startPasses = { passes: s.passes, calls: s.calls };
+          settled();
         },
         async (e: unknown) => {
-          // Nothing half-built stays allocated, and a retried start() builds again.
-          await this.releaseOwned();
-          if (this.starting === p) this.starting = undefined;
+          // Nothing half-built stays allocated, and a retried start() builds again, even if a
+          // release fails (the start's own error is the one reported).
+          try {
+            await this.releaseOwned();
+          } catch {
+            // releaseOwned tried every release; the cause to report is e.
+          } finally {
+            if (this.starting === p) this.starting = undefined;
+            settled();
+          }
           throw e;
         },
       );
       this.starting = p;
       this.pending = p;
-      // Requests submitted meanwhile wait on `pending`; once start() has settled they need not.
-      const settled = () => {
-        if (this.pending === p) this.pending = undefined;
-      };
-      p.then(settled, settled);
     }
     return this.starting;
   }
@@ -244,6 +253,8 @@ export class Engine {
   /** start()'s promise (until dispose()), and while it runs (requests wait for it). */
   private starting?: Promise<void>;
   private pending?: Promise<void>;
+  /** Requests admitted while start() runs (they hold no slot yet and are not in `queue`). */
+  private startWaiters = 0;
 
   private async open(repeats: number): Promise<void> {
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
@@ -463,14 +474,20 @@ export class Engine {
    */
   submit(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal): AsyncGenerator<GenerationChunk, GenerationStats> {
     if (this.draining) throw new DrainingError();
-    if (this.free.length === 0 && this.queue.length >= this.maxQueue) {
+    // While start() runs its calibration holds the slots: admit what the slots and the queue
+    // will hold once it ends, whatever the calibration holds at this moment.
+    const full = this.pending ? this.startWaiters >= this.maxBatch + this.maxQueue : this.free.length === 0 && this.queue.length >= this.maxQueue;
+    if (full) {
       this.metrics.rejected++;
       throw new QueueFullError(this.maxQueue);
     }
+    if (this.pending) this.startWaiters++;
     return this.run(prompt, opts, signal);
   }
 
   private acquire(signal?: AbortSignal): Promise<Slot> {
+    // Cancelled before it could queue (e.g. while it waited for start()): it takes nothing.
+    if (signal?.aborted) return Promise.reject(signal.reason ?? new Error('aborted'));
     const s = this.free.pop();
     if (s) {
       this.markLive();
@@ -555,8 +572,17 @@ export class Engine {
     this.starting = undefined;
   }
 
+  /** Runs every release, even after one fails; then throws the first failure. */
   private async releaseOwned(): Promise<void> {
-    for (const release of this.owned.splice(0)) await release();
+    let first: { e: unknown } | undefined;
+    for (const release of this.owned.splice(0)) {
+      try {
+        await release();
+      } catch (e) {
+        first ??= { e };
+      }
+    }
+    if (first) throw first.e;
   }
 
   /**
