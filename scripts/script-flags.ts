@@ -12,8 +12,8 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { inspect } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { EagletError, UsageError } from '../src/errors.ts';
-import { parseFlags, type FlagSpec, type Parsed } from '../src/option-schema.ts';
+import { EagletError } from '../src/errors.ts';
+import { noPositionals, parseFlags, type FlagSpec, type Parsed } from '../src/option-schema.ts';
 import { helpText } from '../src/cli/flags.ts';
 
 /** Parses this process's argv against `specs` for the script at `scriptUrl` (its import.meta.url). */
@@ -29,8 +29,7 @@ export function scriptFlags(scriptUrl: string, specs: FlagSpec[], argv: string[]
   const f = parseFlags(args, specs);
   // No script takes positional arguments: one given is an old calling form or a typo, and
   // running on the defaults instead would measure something else without a word.
-  const stray = f._.filter((a) => a !== '--');
-  if (stray.length) throw new UsageError(stray[0], 'unexpected argument (flags start with --)');
+  noPositionals(f);
   return f;
 }
 

@@ -31,7 +31,8 @@ export class ConfigError extends EagletError {
 /** A bad command-line flag or API option. Exit code 2, like other CLIs' usage errors. */
 export class UsageError extends EagletError {
   override readonly exitCode: number = 2;
-  constructor(readonly flag: string, problem: string) {
+  /** `problem` is the message without its flag, so a caller can name another flag for it. */
+  constructor(readonly flag: string, readonly problem: string) {
     super(`${flag}: ${problem}`);
   }
 }

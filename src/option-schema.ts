@@ -28,6 +28,12 @@ export type Parsed = Record<string, unknown> & { _: string[] };
 
 export const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
+/** Refuses positional arguments, a bare `--` separator aside: for commands and scripts that take none. */
+export function noPositionals(f: Parsed): void {
+  const stray = f._.filter((a) => a !== '--');
+  if (stray.length) throw new UsageError(stray[0], 'unexpected argument (flags start with --)');
+}
+
 /** Parses `argv` against `specs`; unknown flags and bad values are UsageErrors naming the flag. */
 export function parseFlags(argv: string[], specs: FlagSpec[]): Parsed {
   const byFlag = new Map(specs.map((s) => [s.flag, s]));

@@ -153,6 +153,7 @@ test('a flag a command stops for as required says "(required" in its --help line
       args.push(flag, meta.includes('|') ? meta.split('|')[0] : /^[NDL]$/.test(meta) ? '8' : join(dir, 'absent', meta));
       assert.ok(args.length < 20, `${name}: ${args.join(' ')}`);
     }
+    assert.ok(args.length > 0, `${name}: its first error is not a required flag, so the walk checked nothing`);
   }
 });
 

@@ -1,6 +1,7 @@
 /**
  * SmartSpec's start-up calibration: real batch steps at forced lengths seed the planner's pass
- * scales and overhead, so a new server prices drafted batch steps from its first plan.
+ * scales and overhead, so a new server prices drafted batch steps from its first plan; and
+ * Engine.start()'s lifecycle: a second start(), requests, drain/dispose and failures during it.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -129,6 +130,7 @@ test('a smartspec engine calibrates at start-up with drafted batch steps through
         const c = e.calibration!;
         assert.ok(c.samples[0] > 0 && c.samples[1] > 0, `samples ${c.samples}`);
         assert.deepEqual(c.passScale, [...e.planner!.passScale], 'the planner starts from the calibrated scales');
+        assert.notDeepEqual(c.passScale, [1, 1], 'measured scales, not the bare model');
         assert.ok(c.passScale.every((s) => s > 0 && Number.isFinite(s)));
         assert.equal(e.metrics.completed, 0);
         assert.deepEqual(e.metrics.depthCounts, [0, 0, 0]);
@@ -141,11 +143,7 @@ test('a smartspec engine calibrates at start-up with drafted batch steps through
       }
       // Served afterwards: lossless, on caches the calibration left empty.
       const prompt = [1, 2, 3].map((t) => t % cfg.vocabSize), opts = { maxNewTokens: 8, temperature: 0, stopAtEos: false };
-      const got = await Promise.all([0, 1].map(async () => {
-        const ids: number[] = [];
-        for await (const chunk of e.submit(prompt, opts)) ids.push(...chunk.ids);
-        return ids;
-      }));
+      const got = await Promise.all([0, 1].map(() => idsOf(e.submit(prompt, opts))));
       const want = (await p.ar.generate(prompt, opts)).ids;
       assert.deepEqual(got, [want, want]);
       await e.drain();
@@ -187,14 +185,21 @@ test("/metrics after start-up counts none of the calibration's passes", async ()
   }
 });
 
-/** Runs `body` on a new engine (4 batch slots, smartspec) over a tiny pair, and releases the pair after. */
-async function onEngine(body: (e: Engine, t: Awaited<ReturnType<typeof tiny>>) => Promise<void>): Promise<void> {
+/** Runs `body` on a new engine (smartspec; 4 batch slots unless `opts` say otherwise) over a tiny pair, and releases the pair after. */
+async function onEngine(body: (e: Engine, t: Awaited<ReturnType<typeof tiny>>) => Promise<void>, opts: { maxBatch?: number; maxQueue?: number } = {}): Promise<void> {
   const t = await tiny();
   try {
-    await body(new Engine(t.p.spec, { maxBatch: 4 }), t);
+    await body(new Engine(t.p.spec, { maxBatch: 4, ...opts }), t);
   } finally {
     await t.p.dispose();
   }
+}
+
+/** A request's ids, read to its end. */
+async function idsOf(g: AsyncGenerator<{ ids: number[] }, unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for await (const c of g) out.push(...c.ids);
+  return out;
 }
 
 test('a second start() during the calibration resolves after it', () =>
@@ -234,7 +239,7 @@ test('drain() and dispose() during the calibration wait for start(), which resol
     await e.drain();
     assert.throws(() => e.submit(prompt, opts), DrainingError);
     await e.dispose();
-    await started; // before start() was awaited by dispose(), this rejected with a disposed session
+    await started; // dispose() waits for start(), so start() resolves
     assert.ok(e.calibration, 'the calibration finished before the sessions were released');
     assert.equal(e.activeRequests, 0);
   }));
@@ -252,59 +257,47 @@ test('a calibration request failing mid-wave: start() rejects after every siblin
     assert.equal(passes(), before, 'no pass ran after the sessions were released');
   }));
 
-test('requests submitted during start-up are admitted up to the slots plus the queue, whatever the calibration holds', async () => {
-  const t = await tiny();
-  try {
-    const e = new Engine(t.p.spec, { maxBatch: 2, maxQueue: 0 });
-    const started = e.start(1);
-    await calibrating(e); // its wave of 2 holds both slots now
-    const a = e.submit(t.prompt, t.opts), b = e.submit(t.prompt, t.opts);
-    assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError, 'a third is past 2 slots and a queue of 0');
-    assert.equal(e.metrics.rejected, 1);
-    const ids = async (g: AsyncGenerator<{ ids: number[] }, unknown>) => {
-      const out: number[] = [];
-      for await (const c of g) out.push(...c.ids);
-      return out;
-    };
-    const [x, y] = await Promise.all([ids(a), ids(b)]);
-    assert.deepEqual([x, y], [t.want, t.want]);
-    assert.ok(e.queueLength <= e.maxQueue);
-    await started;
-    await e.drain();
-    await e.dispose();
-  } finally {
-    await t.p.dispose();
-  }
-});
+test('requests submitted during start-up are admitted up to the slots plus the queue, whatever the calibration holds', () =>
+  onEngine(
+    async (e, t) => {
+      const started = e.start(1);
+      await calibrating(e); // its wave of 2 holds both slots now
+      const a = e.submit(t.prompt, t.opts), b = e.submit(t.prompt, t.opts);
+      assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError, 'a third is past 2 slots and a queue of 0');
+      assert.equal(e.metrics.rejected, 1);
+      assert.deepEqual(await Promise.all([idsOf(a), idsOf(b)]), [t.want, t.want]);
+      await started;
+      await e.drain();
+      await e.dispose();
+    },
+    { maxBatch: 2, maxQueue: 0 },
+  ));
 
-test('a request cancelled while it waits for start-up takes no slot and no queue place: it ends with its abort reason at once', async () => {
-  const t = await tiny();
-  try {
-    const e = new Engine(t.p.spec, { maxBatch: 2, maxQueue: 4 });
-    const started = e.start(1);
-    await calibrating(e);
-    // Two requests take both slots once start-up ends; the cancelled third would have to queue.
-    const done: boolean[] = [];
-    const drainAll = async (g: AsyncGenerator<unknown, unknown>, i: number) => {
-      for await (const _ of g);
-      done[i] = true;
-    };
-    const others = [0, 1].map((i) => drainAll(e.submit(t.prompt, t.opts), i));
-    const ac = new AbortController();
-    const first = e.submit(t.prompt, t.opts, ac.signal).next();
-    ac.abort(new Error('client went away'));
-    await assert.rejects(first, /client went away/);
-    assert.deepEqual(done, [], 'it ended before either running request did (it did not wait in the queue for a slot)');
-    await Promise.all(others);
-    await started;
-    assert.equal(e.queueLength, 0);
-    assert.equal(e.activeRequests, 0);
-    await e.drain();
-    await e.dispose();
-  } finally {
-    await t.p.dispose();
-  }
-});
+test('a request cancelled while it waits for start-up takes no slot and no queue place: it ends with its abort reason at once', () =>
+  onEngine(
+    async (e, t) => {
+      const started = e.start(1);
+      await calibrating(e);
+      // Two requests take both slots once start-up ends; the cancelled third would have to queue.
+      const done: boolean[] = [];
+      const others = [0, 1].map(async (i) => {
+        await idsOf(e.submit(t.prompt, t.opts));
+        done[i] = true;
+      });
+      const ac = new AbortController();
+      const first = e.submit(t.prompt, t.opts, ac.signal).next();
+      ac.abort(new Error('client went away'));
+      await assert.rejects(first, /client went away/);
+      assert.deepEqual(done, [], 'it ended before either running request did (it did not wait in the queue for a slot)');
+      await Promise.all(others);
+      await started;
+      assert.equal(e.queueLength, 0);
+      assert.equal(e.activeRequests, 0);
+      await e.drain();
+      await e.dispose();
+    },
+    { maxBatch: 2, maxQueue: 4 },
+  ));
 
 test('a failed start() that nobody awaits still surfaces as an unhandled rejection', () => {
   // In a child process: node:test would count the unhandled rejection against this test itself.

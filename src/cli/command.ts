@@ -1,6 +1,6 @@
 /** What every CLI command shares: `--help` from its flag table, parsing, and the positional-argument rule. */
 import { UsageError } from '../errors.ts';
-import { camel, parseFlags, type FlagSpec, type Parsed } from '../option-schema.ts';
+import { camel, noPositionals, parseFlags, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { helpText } from './flags.ts';
 
 export interface Command {
@@ -29,7 +29,7 @@ export function defineCommand(spec: CommandSpec): Command {
     async run(argv) {
       if (argv.includes('--help')) return void process.stdout.write(helpText(spec.usage, spec.description, spec.flags));
       const f = parseFlags(argv, spec.flags);
-      if (!spec.positional && f._.length) throw new UsageError(f._[0], 'unexpected argument (flags start with --)');
+      if (!spec.positional) noPositionals(f);
       try {
         await spec.run(f);
       } catch (e) {
@@ -50,7 +50,7 @@ export function policyFlagError(e: unknown, flag: string): unknown {
 
 /** `e` under another flag name, keeping the frames of where it was thrown (for --debug). */
 function renamed(e: UsageError, flag: string): UsageError {
-  const out = new UsageError(flag, e.message.slice(e.flag.length + 2));
+  const out = new UsageError(flag, e.problem);
   out.stack = [`${out.name}: ${out.message}`, ...(e.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l))].join('\n');
   return out;
 }

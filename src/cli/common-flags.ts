@@ -56,7 +56,7 @@ export async function withTreeFlags<T extends { tree: TreeShape; generator: { pa
   } catch (e) {
     if (!(e instanceof UsageError) || !e.flag.startsWith('tree.') || !(e.flag.slice(5) in TREE_FLAG_NAMES)) throw e;
     const key = e.flag.slice(5) as keyof TreeShape;
-    const names = Object.entries(TREE_FLAG_NAMES).reduce((m, [k, flag]) => m.replaceAll(`tree.${k}`, flag), e.message.slice(e.flag.length + 2));
+    const names = Object.entries(TREE_FLAG_NAMES).reduce((m, [k, flag]) => m.replaceAll(`tree.${k}`, flag), e.problem);
     throw new UsageError(TREE_FLAG_NAMES[key], names);
   }
   const shape = g.generator.parts.drafter ? g.tree : undefined;

@@ -165,7 +165,7 @@ export function createPolicy(spec: string, ctx: PolicyContext, cli: Record<strin
     if (!(e instanceof UsageError)) throw e;
     // Inside a spec a value is written key=VALUE (the command line's --key=VALUE hint would mislead).
     const key = e.flag.replace(/^--/, '');
-    throw new UsageError(`policy '${spec}'`, /^needs a value/.test(e.message.slice(e.flag.length + 2)) ? `${key}: needs a value (write ${key}=VALUE)` : e.message);
+    throw new UsageError(`policy '${spec}'`, /^needs a value/.test(e.problem) ? `${key}: needs a value (write ${key}=VALUE)` : e.message);
   }
   for (const [k, v] of Object.entries(parsed)) if (k !== '_' && v !== undefined) given[k] = v;
   let options: Record<string, unknown>;

@@ -16,8 +16,9 @@
  * feeds, the HTTP side) is learned online (StepOverhead): observed step times less the modelled
  * passes, as ms per pass plus ms per request-pass; for a request alone, its plain steps' and its
  * fused rounds' excess over the start-up model, as observed (ours: the start-up round costs
- * alone misled it for the server's life). Both start from a calibration on real batch steps
- * at start-up (`calibrate`), not from the bare model.
+ * alone misled it for the server's life). The pass scales and the batch overhead start from a
+ * calibration on real batch steps at start-up (`calibrate`), not from the bare model; a lone
+ * request's excess is learned in serving only (the calibration runs no lone steps it learns from).
  *
  * Ours, not the paper's exact rule: the paper scores a proposed length with a moving acceptance
  * average per request and picks lengths for the batch; we pick per-request lengths by greedy
@@ -182,8 +183,9 @@ export class SmartSpecPlanner {
    * steps (half the interquartile range of its passes' actual / modelled ms, each over its step
    * shape's median), within these bounds. Ours: the margin is there for plans whose modelled gain is inside the
    * model's error, and on a host whose passes vary more from step to step the start-up medians
-   * and learned scales are off by more. A fixed 10% kept c=2 from most of the ~7-11% that
-   * drafting gains there on the embedded pair (static-3 against plain, load test). The bounds
+   * and learned scales are off by more. (A fixed 10% was thought to keep c=2 from the ~7-11%
+   * that static-3 gains there; with the calibrated margin c=2 still trails plain, so that gap
+   * has another cause: docs/performance.md, session 15.) The bounds
    * are not measured: 10% is the fixed margin this replaces, 3% a floor so that a steady host
    * still asks a plan for a visible gain.
    */

@@ -250,8 +250,9 @@ export class Engine {
     return this.starting;
   }
 
-  /** start()'s promise (until dispose()), and while it runs (requests wait for it). */
+  /** start()'s promise, kept until dispose(): a second start() returns it. */
   private starting?: Promise<void>;
+  /** The same promise until it settles: submit() admits against slots + queue, and run() waits on it. */
   private pending?: Promise<void>;
   /** Requests admitted while start() runs (they hold no slot yet and are not in `queue`). */
   private startWaiters = 0;
