@@ -139,14 +139,34 @@ test('without --model, --exit-layer self-drafts the embedded target (its head is
   assert.ok(stats.exitLayerHistogram[2] > 0, JSON.stringify(stats));
 });
 
-test('a flag a command stops for as required says "(required" in its --help line', () => {
-  // Each run gives the flags reported so far (a choice, a number or a path that does not exist) and
-  // reads the next one; the first error that is not "is required" ends the walk.
+test('a flag a command stops for as required says "(required" in its --help line', async () => {
+  // In this process (a child per step cost ~1 s of start-up each, over a minute in all). Each run
+  // gives the flags reported so far (a choice, a number or a path that does not exist) and reads
+  // the next one; the first error that is not "is required" ends the walk.
+  const run = async (name: string, args: string[]): Promise<string> => {
+    try {
+      await COMMANDS[name].run(args);
+      return '';
+    } catch (e) {
+      return `error: ${(e as Error).message}`;
+    }
+  };
+  const helpOf = async (name: string): Promise<string[]> => {
+    const write = process.stdout.write;
+    let out = '';
+    process.stdout.write = ((chunk: string) => ((out += chunk), true)) as typeof process.stdout.write;
+    try {
+      await COMMANDS[name].run(['--help']);
+    } finally {
+      process.stdout.write = write;
+    }
+    return out.split('\n');
+  };
   for (const name of ['log', 'train-draft', 'train-target', 'collect-lengths', 'train-ldlp', 'cost-scale', 'quantize']) {
-    const help = eaglet(name, '--help').out.split('\n');
+    const help = await helpOf(name);
     const args: string[] = [];
-    for (let r = eaglet(name); /^error: --\S+: is required$/.test(r.err.trim()); r = eaglet(name, ...args)) {
-      const flag = /^error: (--\S+):/.exec(r.err)![1];
+    for (let err = await run(name, []); /^error: --\S+: is required$/.test(err); err = await run(name, args)) {
+      const flag = /^error: (--\S+):/.exec(err)![1];
       const line = help.findIndex((l) => l.startsWith(`  ${flag} `));
       assert.ok(line >= 0 && /\(required/.test(help[line] + help[line + 1]), `${name} ${flag}: stops as required but its help does not say so`);
       const meta = help[line].slice(flag.length + 3).split(' ')[0];
