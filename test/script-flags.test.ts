@@ -71,7 +71,7 @@ test('a positional argument (no script takes one) is refused, not run on the def
   assert.equal(r.stderr, 'error: softmax: unexpected argument (flags start with --)\n');
 });
 
-test("a flag checked by a shared helper (runtime-sizes' sizeNamed) is one line, exit 2", () => {
+test("a flag checked by code the scripts share (runtime-sizes' sizeNamed) is one line, exit 2", () => {
   const r = script('profile-context.ts', '--sweep', 'bogus');
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /^error: --sweep: unknown size bogus \(have [^\n]*\)\n$/);
