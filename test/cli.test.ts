@@ -14,6 +14,7 @@ import { useColour } from '../src/cli/commands/generate.ts';
 import { DEFAULT_PATHS } from '../src/default-model.ts';
 import { makeConfig, randomWeights } from '../src/model/random.ts';
 import { COMMANDS } from '../src/cli/commands.ts';
+import { helpOf } from './support/cli.ts';
 import { defaultParts } from '../src/default-model.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'eaglet-cli-'));
@@ -151,19 +152,8 @@ test('a flag a command stops for as required says "(required" in its --help line
       return `error: ${(e as Error).message}`;
     }
   };
-  const helpOf = async (name: string): Promise<string[]> => {
-    const write = process.stdout.write;
-    let out = '';
-    process.stdout.write = ((chunk: string) => ((out += chunk), true)) as typeof process.stdout.write;
-    try {
-      await COMMANDS[name].run(['--help']);
-    } finally {
-      process.stdout.write = write;
-    }
-    return out.split('\n');
-  };
   for (const name of ['log', 'train-draft', 'train-target', 'collect-lengths', 'train-ldlp', 'cost-scale', 'quantize']) {
-    const help = await helpOf(name);
+    const help = (await helpOf(name)).split('\n');
     const args: string[] = [];
     for (let err = await run(name, []); /^error: --\S+: is required$/.test(err); err = await run(name, args)) {
       const flag = /^error: (--\S+):/.exec(err)![1];

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { loadGenerator } from '../src/api.ts';
 import { COMMANDS } from '../src/cli/commands.ts';
+import { helpOf } from './support/cli.ts';
 import { EagletError, FormatError, UsageError } from '../src/errors.ts';
 import { loadDraftHead, saveDraftHead } from '../src/io/draft-head-io.ts';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
@@ -151,19 +152,6 @@ test('lying headers (100 GB tensors, 2^31-row batches, 10^12-row sidecars...) ar
 });
 
 // --- CLI ------------------------------------------------------------------------------------
-
-/** The --help text of a command (captured from stdout). */
-async function helpOf(name: string): Promise<string> {
-  const write = process.stdout.write;
-  let text = '';
-  process.stdout.write = ((chunk: string) => ((text += chunk), true)) as typeof process.stdout.write;
-  try {
-    await COMMANDS[name].run(['--help']);
-  } finally {
-    process.stdout.write = write;
-  }
-  return text;
-}
 
 test('every command: unknown flags, flags missing their value, non-numeric numbers are usage errors naming the flag', async () => {
   for (const name of Object.keys(COMMANDS)) {
