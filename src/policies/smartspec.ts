@@ -402,11 +402,12 @@ export class SmartSpecPlanner {
     let residual = t - last.t - last.passMs;
     const lanes = this.laneTimes;
     const lone = last.n === 1 && this.alone !== undefined;
+    // The passes as they ran (each lane's ms in this step), where the engine gives lane times.
+    const v = lanes ? lanes[0].ms - last.lane0 : 0, d = lanes ? lanes[1].ms - last.lane1 : 0;
     // A calibration times batch steps; lone rounds keep their own first round (planLone).
-    if (this.calibration) return lone ? undefined : this.sample(this.calibration, t);
+    if (this.calibration) return lone ? undefined : this.sample(this.calibration, t, v, d);
     if (lanes && !lone) {
-      // The passes as they ran: each lane's time against its unscaled model, and the rest of the step.
-      const v = lanes[0].ms - last.lane0, d = lanes[1].ms - last.lane1;
+      // Each lane's time against its unscaled model, and the rest of the step.
       this.rescale(0, v, last.verifyMs);
       this.rescale(1, d, last.draftMs);
       residual = t - last.t - v - d;
@@ -423,12 +424,15 @@ export class SmartSpecPlanner {
     } else this.overhead.observeBatch(last.passes, last.requestPasses, residual);
   }
 
-  /** A calibration's timed batch step, ended at `t` (learn): its lanes' ratios to the model and its residual, by its shape. */
-  private sample(shapes: NonNullable<SmartSpecPlanner['calibration']>, t: number): void {
+  /**
+   * A calibration's timed batch step, ended at `t` (learn), its lanes' ms `v` and `d`: its lanes'
+   * ratios to the model and its residual, by its shape.
+   */
+  private sample(shapes: NonNullable<SmartSpecPlanner['calibration']>, t: number, v: number, d: number): void {
     const last = this.timing, key = `${last.passes},${last.requestPasses}`;
     let c = shapes.get(key);
     if (!c) shapes.set(key, (c = { lanes: [[], []], residuals: [] }));
-    const lanes = this.laneTimes, v = lanes ? lanes[0].ms - last.lane0 : last.verifyMs, d = lanes ? lanes[1].ms - last.lane1 : last.draftMs;
+    const lanes = this.laneTimes;
     if (lanes) {
       if (last.verifyMs > 0 && v > 0) c.lanes[0].push(v / last.verifyMs);
       if (last.draftMs > 0 && d > 0) c.lanes[1].push(d / last.draftMs);
