@@ -5,9 +5,10 @@
  *
  *   send>req     client builds and writes the request -> the server's 'request' event
  *   req>submit   body read, JSON parse, validation, request set-up -> Engine.submit
- *   engine       Engine.submit -> its stream ends (prefill and decoding); prefill: to the first token
- *   end>write    the generator's end -> the reply handed to the socket ('finish'), split into:
- *     end>text     the stream's end -> the reply's text decode
+ *   engine       Engine.submit -> its last chunk (prefill and decoding; the reply goes out on that
+ *                chunk, and the stream's end, the slot's release, runs after it); prefill: to the first token
+ *   end>write    the last chunk -> the reply handed to the socket ('finish'), split into:
+ *     end>text     the last chunk -> the reply's text decode
  *     text         the tokenizer's decode of the ids
  *     json         the decode's end -> writeHead (the reply object, JSON.stringify)
  *     writeHead    writeHead -> res.end
@@ -95,7 +96,10 @@ engine.submit = (prompt, opts, signal) => {
   it.next = async (...a: [] | [unknown]) => {
     const r = await next(...a);
     if (r.done) at.end = now();
-    else at.first ??= now();
+    else {
+      at.first ??= now();
+      if (r.value.end) at.last = now(); // the last chunk: the reply goes out on it, before the stream's end
+    }
     return r;
   };
   return it;
@@ -137,9 +141,9 @@ for (let j = -3; j < R; j++) {
     }
     at = {};
     const c = await ask<PathStamps>({ client: m as PathJob['client'], url: s.url, prompt, maxTokens: N });
-    const total = c.end - c.send, gen = at.end - at.submit;
+    const total = c.end - c.send, gen = at.last - at.submit;
     if (j >= 0)
-      rows.get(m)!.push([total, at.req - c.send, at.submit - at.req, gen, at.first - at.submit, at.write - at.end, at.decode0 - at.end, at.decode1 - at.decode0,
+      rows.get(m)!.push([total, at.req - c.send, at.submit - at.req, gen, at.first - at.submit, at.write - at.last, at.decode0 - at.last, at.decode1 - at.decode0,
         at.head - at.decode1, at.endCall - at.head, at.endReturn - at.endCall, at.write - at.endReturn, c.head - at.write, c.end - c.head, total - gen]);
   }
 }
