@@ -4,7 +4,7 @@
  * against the single-request library speed measured in the same run.
  *
  *   node --import tsx scripts/load-test.ts [--model DIR --draft DIR] [--concurrency 1,2,4,8,16]
- *     [--policies plain,static-3,smartspec] [--requests 8] [--blocks 8] [--max-new-tokens 48]
+ *     [--policies plain,static-3,smartspec] [--requests 8] [--c1-requests 24] [--blocks 8] [--max-new-tokens 48]
  *     [--time-limit 150] [--threads N] [--max-batch B] [--[no-]fused-round]
  *     [--sessions shared|separate] [--[no-]renew] [--out runs/load-test]
  *
@@ -26,12 +26,18 @@
  *
  * Every server has --max-batch = the highest concurrency. Each concurrency level runs `blocks` rounds, and
  * in each round every method runs the same max(requests, c) greedy completions of held-out
- * prompts, the methods taking turns in an order shuffled each round (seeded: the same every run):
+ * prompts (at c=1, c1-requests of them), the methods taking turns in an order shuffled each round (seeded: the same every run):
  * a slow moment of the machine (engine speed here swings by up to 1.6x between blocks of a
  * fraction of a second) then falls on each method in turn, and no method always runs right
  * after the same one (one right after a method on the same sessions can run a few per cent
  * faster). At concurrency c > 1 a server's block is its requests by `c` closed-loop clients; at
- * concurrency 1 the methods take turns request by request, in an order shuffled per request. Clients
+ * concurrency 1 the methods take turns request by request, in an order shuffled per request, 24
+ * requests a round by default (the held-out set): a round of 8 spread its paired ratio by
+ * +-10% (see docs/performance.md, "Served overhead at concurrency 1"). A served request at c=1
+ * is timed by its client from the request's send to its reply parsed, on a connection opened
+ * (and checked with GET /health) before the clock starts: its wall time holds the client's own
+ * work (building the request, reading and parsing the reply, ~0.1-0.2 ms), which the in-process
+ * methods, timed around their decoding call, do not have; the goal keeps it. Clients
  * run in a worker thread (scripts/load-client.ts, keep-alive connections: the servers' event
  * loop does only the server's work). A level reports each method's median and min-max over its
  * blocks; each goal's comparison is also read round by round (the ratio of two methods' blocks
@@ -81,7 +87,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'prompts', type: 'string', default: join(DEFAULT_DIR, 'heldout-prompts.jsonl'), meta: 'FILE', help: 'JSONL of token-id prompts' },
   { flag: 'concurrency', type: 'ints', default: [1, 2, 4, 8, 16], meta: 'LIST', help: 'client concurrency levels' },
   { flag: 'policies', type: 'string', default: 'plain,static-3,smartspec', meta: 'LIST', help: 'serving policies' },
-  { flag: 'requests', type: 'int', min: 1, default: 8, meta: 'N', help: 'requests per block (at least the concurrency)' },
+  { flag: 'requests', type: 'int', min: 1, default: 8, meta: 'N', help: 'requests per block at concurrency > 1 (at least the concurrency)' },
+  { flag: 'c1-requests', type: 'int', min: 1, default: 24, meta: 'N', help: 'requests per round at concurrency 1, every method (the held-out set is 24 prompts)' },
   { flag: 'blocks', type: 'int', min: 1, default: 8, meta: 'K', help: 'blocks per method per level, in shuffled order (median, min-max reported)' },
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 48, meta: 'N', help: 'max_tokens of each request' },
   { flag: 'time-limit', type: 'number', above: 0, default: 150, meta: 'S', help: 'no new round of blocks starts after this many seconds' },
@@ -103,7 +110,9 @@ const shared = f.sessions === 'shared', renew = f.renew as boolean;
 const reference = await loadGenerator({ ...load, draft: null });
 const cMin = levels[0], cMax = Math.max(...levels), maxBatch = (f.maxBatch as number | undefined) ?? cMax;
 if (maxBatch < cMax) throw new UsageError('--max-batch', `${maxBatch} is below the highest concurrency ${cMax}: requests past it would queue`);
-const blockSize = (c: number) => Math.max(c, f.requests as number);
+// At c=1 a round's requests take turns one by one, method by method: more of them cost ~15 ms a
+// request and method, against ~3 s for a round's new sessions, and tighten its paired ratio.
+const blockSize = (c: number) => (c === 1 ? (f.c1Requests as number) : Math.max(c, f.requests as number));
 
 // Single-request plain decoding of every prompt: what every reply must equal.
 const want = new Map<number, number[]>();
@@ -133,8 +142,9 @@ interface Block {
   tokens: number;
   wallMs: number;
   tokensPerSecond: number;
-  /** Each request's latency, ms (servers only). */
+  /** Each request's latency, ms, and its tokens. */
   latencies: number[];
+  counts: number[];
   mismatches: number;
   /** Servers only: */
   meanBatch?: number;
@@ -166,7 +176,7 @@ async function serverBlock(p: string, c: number, round: number, order = promptsF
     if (differs(r.ids, order[j])) mismatches++;
   });
   return {
-    method: p, concurrency: c, round, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies: replies.map((r) => r3(r.ms)), mismatches,
+    method: p, concurrency: c, round, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies: replies.map((r) => r3(r.ms)), counts: replies.map((r) => r.ids.length), mismatches,
     meanBatch: r3((lane.calls - c0) / Math.max(1, lane.passes - p0)),
     fusedRounds: engine.fusedRounds - f0, depths: m.depthCounts.map((n, d) => n - d0[d]),
     phaseMs: Object.fromEntries(PHASES.map((k) => [k, r3(m.phaseMs[k] - ph0[k])])) as RequestPhases, phased: m.phased - n0,
@@ -175,7 +185,8 @@ async function serverBlock(p: string, c: number, round: number, order = promptsF
 
 // The single-request library methods (no HTTP, no batcher): the yardstick of concurrency 1.
 // Also, as a diagnostic, SmartSpec's serving engine called in-process (Engine.submit, no HTTP).
-type Decode = (prompt: number[]) => Promise<{ ids: number[]; stats: GenerationStats }>;
+/** `firstMs`: the call to its first tokens, where it streams them (the engine), as a server's prefill phase counts it. */
+type Decode = (prompt: number[]) => Promise<{ ids: number[]; stats: GenerationStats; firstMs?: number }>;
 const staticDepths = policies.filter((x) => /^static-\d+$/.test(x)).map((x) => Number(x.slice(7)));
 const ENGINE = 'smartspec engine (no HTTP)';
 
@@ -230,10 +241,12 @@ async function buildWorld(): Promise<World> {
     const engine = servers.get('smartspec')!.handler.engine;
     singles.set(ENGINE, () => async (prompt) => {
       if (shared) engine.setPolicy('smartspec');
-      const it = engine.submit(prompt, { maxNewTokens: N, temperature: 0 });
+      const t = performance.now(), it = engine.submit(prompt, { maxNewTokens: N, temperature: 0 });
       const ids: number[] = [];
+      let firstMs: number | undefined;
       for (let r = await it.next(); ; r = await it.next()) {
-        if (r.done) return { ids, stats: r.value };
+        if (r.done) return { ids, stats: r.value, firstMs };
+        firstMs ??= performance.now() - t;
         ids.push(...r.value.ids);
       }
     });
@@ -254,14 +267,15 @@ async function singleBlock(name: string, round: number, order = promptsFor(1, ro
   const m = name === ENGINE ? world.servers.get('smartspec')!.handler.engine.metrics : world.singleMetrics.get(name), d0 = m?.depthCounts.slice();
   await clientThread('spin');
   let tokens = 0, mismatches = 0, prefill = 0;
-  const latencies: number[] = [];
+  const latencies: number[] = [], counts: number[] = [];
   try {
     for (const i of order) {
       const s = performance.now();
       const r = await decode(prompts[i]);
       latencies.push(r3(performance.now() - s));
       tokens += r.stats.newTokens;
-      prefill += r.stats.ms.prefill;
+      prefill += r.firstMs ?? r.stats.ms.prefill;
+      counts.push(r.stats.newTokens);
       if (differs(r.ids, i)) mismatches++;
     }
   } finally {
@@ -270,7 +284,7 @@ async function singleBlock(name: string, round: number, order = promptsFor(1, ro
   const wallMs = sum(latencies); // the decoding itself, not the thread hand-offs around it
   // Its prefill and the rest, as the server's phases split a request (the HTTP phases are 0 here).
   const phaseMs = { ...(Object.fromEntries(PHASES.map((k) => [k, 0])) as RequestPhases), prefill: r3(prefill), decode: r3(wallMs - prefill) };
-  return { method: name, concurrency: 1, round, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies, mismatches, depths: m && d0 ? m.depthCounts.map((n, d) => n - d0[d]) : undefined, phaseMs, phased: order.length };
+  return { method: name, concurrency: 1, round, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies, counts, mismatches, depths: m && d0 ? m.depthCounts.map((n, d) => n - d0[d]) : undefined, phaseMs, phased: order.length };
 }
 
 const blocks: Block[] = [], skipped: string[] = [];
@@ -282,8 +296,9 @@ let warmupSeconds = 0;
 async function enter(): Promise<World> {
   const start = performance.now();
   const w = (world = await buildWorld());
-  for (const name of w.singles.keys()) await singleBlock(name, -1);
-  for (const p of policies) for (const c of new Set([cMin, cMax])) await serverBlock(p, c, -1);
+  const warm = (c: number) => promptsFor(c, -1).slice(0, Math.max(c, f.requests as number)); // not the longer c=1 rounds
+  for (const name of w.singles.keys()) await singleBlock(name, -1, warm(1));
+  for (const p of policies) for (const c of new Set([cMin, cMax])) await serverBlock(p, c, -1, warm(c));
   warmupSeconds += (performance.now() - start) / 1000;
   return w;
 }
@@ -300,7 +315,7 @@ function merge(bs: Block[]): Block {
   const b = bs[0], add = (k: 'tokens' | 'wallMs' | 'mismatches') => sum(bs.map((x) => x[k]));
   const tokens = add('tokens'), wallMs = add('wallMs');
   return {
-    ...b, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies: bs.flatMap((x) => x.latencies), mismatches: add('mismatches'),
+    ...b, tokens, wallMs: r3(wallMs), tokensPerSecond: r3((tokens * 1000) / wallMs), latencies: bs.flatMap((x) => x.latencies), counts: bs.flatMap((x) => x.counts), mismatches: add('mismatches'),
     meanBatch: b.meanBatch, fusedRounds: b.fusedRounds === undefined ? undefined : sum(bs.map((x) => x.fusedRounds!)),
     depths: b.depths?.map((_, d) => sum(bs.map((x) => x.depths![d]))),
     phaseMs: b.phaseMs && (Object.fromEntries(PHASES.map((k) => [k, r3(sum(bs.map((x) => x.phaseMs![k])))])) as RequestPhases), phased: b.phased === undefined ? undefined : sum(bs.map((x) => x.phased!)),
@@ -410,7 +425,8 @@ const result = {
   model: load.model ?? 'embedded default', draft: load.draft ?? (load.model ? null : 'embedded default'), threads: load.threads, maxBatch, requestsPerBlock: Object.fromEntries(levels.map((c) => [c, blockSize(c)])), rounds: K, maxNewTokens: N,
   wallSeconds, warmupSeconds: Math.round(warmupSeconds * 10) / 10, skipped, mismatches, bestSingle: best?.method, checks, diagnostics, plainBatchGain: plainGain, summary,
   sessions: f.sessions, renew, costModels,
-  blocks: blocks.map(({ latencies, ...b }) => ({ ...b, p50Ms: r3(q(latencies, 0.5)) })),
+  // Per request (latency ms, tokens) at c=1 only, where the requests of a round run one at a time.
+  blocks: blocks.map(({ latencies, counts, ...b }) => ({ ...b, p50Ms: r3(q(latencies, 0.5)), ...(b.concurrency === 1 ? { requestMs: latencies, requestTokens: counts } : {}) })),
 };
 writeFileSync(join(out, 'load-test.json'), JSON.stringify(result, null, 2) + '\n');
 const n0 = (x: number) => x.toFixed(0), n2 = (x: number) => x.toFixed(2);
@@ -420,7 +436,7 @@ const phaseRow = (p: string) => {
 };
 const md = [
   `# eaglet serve load test`, '',
-  `\`${result.command}\` (${wallSeconds} s; served methods on ${shared ? 'one engine\'s sessions' : 'one engine each'}, ${renew ? 'new sessions every round' : 'the same sessions all run'}; per level ${K} rounds, each a block of max(${f.requests}, c) greedy requests of ${N} tokens from every method in shuffled order; max batch ${maxBatch}, ${load.threads} thread(s); median of the blocks, min-max in brackets)`, '',
+  `\`${result.command}\` (${wallSeconds} s; served methods on ${shared ? 'one engine\'s sessions' : 'one engine each'}, ${renew ? 'new sessions every round' : 'the same sessions all run'}; per level ${K} rounds, each a block of max(${f.requests}, c) greedy requests (at c=1 ${f.c1Requests}, taking turns request by request) of ${N} tokens from every method in shuffled order; max batch ${maxBatch}, ${load.threads} thread(s); median of the blocks, min-max in brackets)`, '',
   `Greedy replies (served and library) differing from single-request plain decoding: **${mismatches}**.${skipped.length ? ` Not run (time limit): ${skipped.join(', ')}.` : ''}`, '',
   '## Goals', '',
   'Each goal compares two methods\' blocks of the same round (paired ratio: median, quartiles, min-max over rounds) and, for reference, their medians.', '',
@@ -433,7 +449,7 @@ const md = [
   '| method | concurrency | blocks | tok/s | (min-max) | p50 ms | p99 ms | mean batch per target pass | fused rounds | depths 0/1/.. |', '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |',
   ...summary.map((s) => `| ${s.server ? s.method : `*${s.method}*`} | ${s.concurrency} | ${s.blocks} | ${n0(s.tokensPerSecond)} | ${n0(s.min)}-${n0(s.max)} | ${s.p50Ms.toFixed(1)} | ${s.p99Ms.toFixed(1)} | ${s.meanBatch?.toFixed(2) ?? ''} | ${s.fusedRounds ?? ''} | ${s.depths?.join('/') ?? ''} |`),
   '', '(*Italic*: in-process, no HTTP: single-request library decoding, and SmartSpec\'s serving engine called directly.)', '',
-  `Where a request's time went at concurrency ${cMin}, mean ms per request: servers by the server's phases (latency p50 is the client's); in-process methods, their prefill and the rest (decode):`, '',
+  `Where a request's time went at concurrency ${cMin}, mean ms per request: servers by the server's phases (latency p50 is the client's); in-process methods, their prefill (the engine: to its first tokens, as a server's) and the rest (decode):`, '',
   `| method | ${PHASES.join(' | ')} | latency p50 |`, `| --- | ${PHASES.map(() => '---:').join(' | ')} | ---: |`,
   ...summary.filter((x) => x.concurrency === cMin && of(x.method, cMin).some((b) => b.phased)).map((x) => phaseRow(x.method)),
   '', `Plain decoding's throughput against its own at concurrency 1: ${JSON.stringify(plainGain)}.`, '',
