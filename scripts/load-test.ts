@@ -33,7 +33,7 @@
  * faster). At concurrency c > 1 a server's block is its requests by `c` closed-loop clients; at
  * concurrency 1 the methods take turns request by request, in an order shuffled per request, 24
  * requests a round by default (the held-out set): a round of 8 spread its paired ratio by
- * +-10% (see docs/performance.md, "Served overhead at concurrency 1"). A served request at c=1
+ * +-10% (docs/performance.md, "Session 16: served overhead at concurrency 1"). A served request at c=1
  * is timed by its client from the request's send to its reply parsed, on a connection opened
  * (and checked with GET /health) before the clock starts: its wall time holds the client's own
  * work (building the request, reading and parsing the reply, ~0.1-0.2 ms), which the in-process
