@@ -167,6 +167,10 @@ test('a flag a command stops for as required says "(required" in its --help line
   }
 });
 
+test('serve --help says what --max-queue 0 means (no queue: 429 once every batch slot is busy)', async () => {
+  assert.match(await helpOf('serve'), /--max-queue N +.*\(0: no queue, 429 as soon as all --max-batch slots are busy\)/);
+});
+
 test('serve: an address it cannot listen on is a usage error naming --host or --port', async () => {
   const taken = createServer();
   await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));

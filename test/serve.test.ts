@@ -312,6 +312,24 @@ test("an error in the engine's end of a request after its reply is logged, and t
   }
 });
 
+test('--max-queue 0: no queue, a request past the busy batch slots gets 429 at once and the next free slot is taken', async () => {
+  const s = await serve(g, { port: 0, maxBatch: 1, maxQueue: 0, timeoutMs: 60_000 });
+  try {
+    const e = s.handler.engine;
+    const first = post(s, '/v1/completions', { prompt: prompts[1], max_tokens: 200, temperature: 0 });
+    for (let i = 0; i < 500 && e.activeRequests === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(e.activeRequests, 1);
+    const second = await post(s, '/v1/completions', { prompt: prompts[2], max_tokens: 8, temperature: 0 });
+    assert.equal(second.status, 429, second.body);
+    assert.equal(e.queueLength, 0);
+    assert.equal((await first).status, 200);
+    const after = await post(s, '/v1/completions', { prompt: prompts[2], max_tokens: 8, temperature: 0 });
+    assert.deepEqual(JSON.parse(after.body).choices[0].token_ids, await plain(prompts[2], 8));
+  } finally {
+    await s.close();
+  }
+});
+
 test('a full queue answers 429; a disconnecting client frees its slot; a request past its timeout gets 504', async () => {
   const s = await serve(g, { port: 0, maxBatch: 1, maxQueue: 1, timeoutMs: 60_000 });
   try {

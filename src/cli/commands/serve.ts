@@ -18,7 +18,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'host', type: 'string', default: '127.0.0.1', meta: 'HOST', help: 'address to listen on' },
   { flag: 'port', type: 'int', min: 0, max: 65535, default: 8080, meta: 'PORT', help: 'port to listen on (0: any free port)' },
   { flag: 'max-batch', type: 'int', min: 1, max: 256, default: 8, meta: 'B', help: 'requests decoded together at most (one batched target pass per step)' },
-  { flag: 'max-queue', type: 'int', min: 0, default: 64, meta: 'N', help: 'requests waiting for a batch slot at most; more get HTTP 429' },
+  { flag: 'max-queue', type: 'int', min: 0, default: 64, meta: 'N', help: 'requests waiting for a batch slot at most; more get HTTP 429 (0: no queue, 429 as soon as all --max-batch slots are busy)' },
   { flag: 'policy', type: 'string', meta: 'smartspec|static-D|plain', help: 'speculation length per request and step: smartspec (goodput-maximising, the default with a head), static-D, or plain decoding' },
   { flag: 'timeout', type: 'number', above: 0, default: 120, meta: 'S', help: 'seconds a request may run before it is cancelled (504)' },
   { flag: 'drain-timeout', type: 'number', min: 0, default: 30, meta: 'S', help: 'on SIGTERM/SIGINT, seconds running requests get to finish before they are cancelled' },
