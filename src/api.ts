@@ -152,6 +152,8 @@ export interface LoadedGenerator {
    * min(maxDepth, totalTokens) levels.
    */
   readonly tree: TreeShape;
+  /** The tuning file applied (its path), if one was: where `tree` fields no option gave came from. */
+  readonly tuningFile?: string;
   /** Token ids for `prompt` (text needs a tokenizer; BOS added when the tokenizer has one). */
   encode(prompt: string | number[]): number[];
   stream(prompt: string | number[], opts?: StreamOptions): AsyncGenerator<TextChunk, GenerationStats>;
@@ -332,6 +334,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     threads,
     weightFormats,
     tree,
+    tuningFile: tuning && join(o.draft as string, TUNING_FILE),
     encode,
     stream,
     newPolicy: () => makePolicy() ?? generator.policy,

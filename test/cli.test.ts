@@ -87,7 +87,9 @@ const bad: [string[], number, RegExp][] = [
   // A tree whose budget cannot reach its depth; one depth limit everywhere.
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--depth', '5', '--total-tokens', '2'], 2, /^error: --total-tokens: 2 tokens cannot reach depth 5 \(--depth\)/],
   // The same with the fused round (on for the embedded pair), which drafted a 3-level chain instead of the 5 asked for.
-  [['generate', '--prompt-ids', '1', '--depth', '5'], 2, /^error: --total-tokens: 3 tokens cannot reach depth 5 \(--depth\)/],
+  [['generate', '--prompt-ids', '1', '--depth', '5'], 2, /^error: --total-tokens \(the default\): 3 tokens cannot reach depth 5 \(--depth\)/],
+  // The depth no flag gave is the default's, not --depth's (a tuning file's: test/tune.test.ts).
+  [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--total-tokens', '2'], 2, /^error: --total-tokens: 2 tokens cannot reach depth 4 \(the default\)/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', 'random', '--policy', 'static-40'], 2, /^error: --policy 'static-40': depth: must be <= 32/],
   // A policy spec's errors name the flag it came from; tune checks the names before it measures anything.
   // Inside a policy spec a value is written key=VALUE, and the hint says so.

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { addSubtreeAcceptance, TreeBuilder, type VerifyTree } from '../trees/index.ts';
 import { loadGenerator } from '../src/api.ts';
+import { COMMANDS } from '../src/cli/commands.ts';
 import { spawnSync } from 'node:child_process';
 import { saveDraftHead } from '../src/io/draft-head-io.ts';
 import { saveHfCheckpoint } from '../src/io/hf.ts';
@@ -149,6 +150,36 @@ function runTune(ctx: { after(fn: () => void): void }, flags: string[], prompts:
     '--max-new-tokens', '12', '--repeats', '1', '--threads', '1', '--policies', 'static', ...flags], { encoding: 'utf8' });
   return { dir, r };
 }
+
+test("a tree that cannot reach its depth: the error names where each value came from (flag, tuning file); a file's own bad tree names the file", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'eaglet-tuning-src-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const cfg = makeConfig({ vocabSize: 32, dim: 16, nLayers: 1, nHeads: 2, maxSeqLen: 64 });
+  saveHfCheckpoint(join(dir, 'model'), cfg, randomWeights(cfg, 1, 3));
+  const head = join(dir, 'head'), file = join(head, 'tuning.json');
+  saveDraftHead(head, { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 2) });
+  const generate = async (tree: TuningFile['tree'], ...flags: string[]): Promise<string> => {
+    writeFileSync(file, JSON.stringify(tuning({ tree })));
+    const stderr = process.stderr.write;
+    process.stderr.write = (() => true) as typeof process.stderr.write; // the "using tuning.json" note
+    try {
+      await COMMANDS.generate.run(['--model', join(dir, 'model'), '--draft', head, '--threads', '1', '--prompt-ids', '1', '--max-new-tokens', '2', '--json', ...flags]);
+      return '';
+    } catch (e) {
+      return (e as Error).message;
+    } finally {
+      process.stderr.write = stderr;
+    }
+  };
+  const at = file.replace(/[.\\/]/g, '\\$&');
+  // The depth from the file, the tokens from the flag (this named --depth, which was not given).
+  assert.match(await generate({ topK: 1, maxDepth: 3, totalTokens: 3 }, '--total-tokens', '2'), new RegExp(`^--total-tokens: 2 tokens cannot reach depth 3 \\(${at}\\): `));
+  // The tokens from the file, the depth from the flag.
+  assert.match(await generate({ topK: 1, maxDepth: 3, totalTokens: 3 }, '--depth', '5'), new RegExp(`^--total-tokens \\(${at}\\): 3 tokens cannot reach depth 5 \\(--depth\\): `));
+  // A file whose own tree cannot be reached, or is out of range, is a bad file (eaglet tune writes neither).
+  assert.match(await generate({ topK: 1, maxDepth: 3, totalTokens: 2 }), new RegExp(`^${at}: tree.totalTokens: 2 tokens cannot reach depth 3 \\(tree.maxDepth\\)`));
+  assert.match(await generate({ topK: 1, maxDepth: 40, totalTokens: 40 }), new RegExp(`^${at}: tree.maxDepth: must be an integer in \\[1, 32\\], got 40`));
+});
 
 test('eaglet tune with fused chains only and no room for a fused round: one line naming the cause, not a TypeError', (ctx) => {
   const full = JSON.stringify(Array.from({ length: 63 }, (_, i) => 1 + (i % 20)));

@@ -47,9 +47,10 @@ export const TREE_FLAG_NAMES: Record<keyof TreeShape, string> = { topK: '--tree-
  * Runs `load` (which builds a generator), renaming a library tree-shape error (`tree.totalTokens`)
  * to the flag that set it, then checks that the tree it drafts with can reach its depth: the tree
  * loading settled on (`tree`), not the drafter's, since a fused round would quietly draft a shorter
- * chain than --depth asked for.
+ * chain than --depth asked for. That error names where each value came from: its flag in `f`, the
+ * tuning file loading applied, or the default.
  */
-export async function withTreeFlags<T extends { tree: TreeShape; generator: { parts: { drafter?: unknown } }; dispose(): Promise<void> }>(load: () => Promise<T>): Promise<T> {
+export async function withTreeFlags<T extends { tree: TreeShape; tuningFile?: string; generator: { parts: { drafter?: unknown } }; dispose(): Promise<void> }>(f: Parsed, load: () => Promise<T>): Promise<T> {
   let g: T;
   try {
     g = await load();
@@ -61,7 +62,11 @@ export async function withTreeFlags<T extends { tree: TreeShape; generator: { pa
   }
   const shape = g.generator.parts.drafter ? g.tree : undefined;
   try {
-    if (shape && shape.maxDepth > 0) checkTree(shape, TREE_FLAG_NAMES, true);
+    if (shape && shape.maxDepth > 0) {
+      const from = (k: keyof TreeShape) => (f[camel(TREE_FLAG_NAMES[k].slice(2))] !== undefined ? undefined : g.tuningFile ?? 'the default');
+      const depthFrom = from('maxDepth'), tokensFrom = from('totalTokens');
+      checkTree(shape, { ...TREE_FLAG_NAMES, maxDepth: depthFrom ?? TREE_FLAG_NAMES.maxDepth, totalTokens: tokensFrom ? `${TREE_FLAG_NAMES.totalTokens} (${tokensFrom})` : TREE_FLAG_NAMES.totalTokens }, true);
+    }
   } catch (e) {
     await g.dispose();
     throw e;

@@ -8,8 +8,8 @@
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import { FormatError } from '../errors.ts';
-import type { TreeShape } from '../../trees/index.ts';
+import { FormatError, UsageError } from '../errors.ts';
+import { checkTree, type TreeShape } from '../../trees/index.ts';
 import { readJsonFile } from '../io/read.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { DRAFT_QUANT, quantOf, type QuantName } from '../model/quantize.ts';
@@ -174,6 +174,12 @@ export function readTuning(dir: string, name = TUNING_FILE): TuningFile | undefi
   const shapeOk = (s: TreeShape | undefined) => !!s && [s.topK, s.maxDepth, s.totalTokens].every((v) => Number.isInteger(v) && v >= 1);
   if (!t || t.format !== 'eaglet-tuning' || t.version !== 1) throw new FormatError(file, 'not an eaglet tuning file (format "eaglet-tuning", version 1)');
   if (!shapeOk(t.tree) || typeof t.policy !== 'string' || !t.machine || !Number.isInteger(t.threads)) throw new FormatError(file, 'needs tree {topK, maxDepth, totalTokens}, policy, machine and threads');
+  // In range and reachable, as `eaglet tune` writes it: otherwise a later error would blame --depth or --total-tokens.
+  try {
+    checkTree(t.tree, undefined, true);
+  } catch (e) {
+    throw e instanceof UsageError ? new FormatError(file, e.message) : e;
+  }
   return t;
 }
 

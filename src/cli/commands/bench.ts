@@ -79,7 +79,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
 
     // --round-depths: the round graphs of fused rows at the tree's depth (static-D@fused rows of a smaller D keep their one graph).
     const roundDepths = roundDepthsFromFlags(f);
-    const load = (fusedRound: boolean | 'auto', depth?: number) => withTreeFlags(() => loadGenerator({
+    const load = (fusedRound: boolean | 'auto', depth?: number) => withTreeFlags(f, () => loadGenerator({
       model: f.model as string | undefined, tokenizer: f.tokenizer as string | undefined, draft: f.draft as string | undefined,
       tree: { ...treeFromFlags(f), ...(depth === undefined ? {} : { maxDepth: depth, totalTokens: depth }) }, threads: f.threads as number, draftSeed: f.draftSeed as number, ...quantFromFlags(f), fusedRound, keepWeights,
       roundDepths: depth === undefined && fusedRound !== false ? roundDepths : undefined,

@@ -66,7 +66,7 @@ Without --model it uses the embedded default (data/default): its target, draft h
     for (const [flag, given] of [['--policy', f.policy !== undefined], ['--ldlp', f.ldlp !== undefined], ['--spec', f.spec === true]] as const) {
       if (given && noHead) throw new UsageError(flag, draft === null ? 'contradicts --no-spec' : 'needs a draft head (--draft DIR, random or self)');
     }
-    const g = await withTreeFlags(() => loadGenerator({
+    const g = await withTreeFlags(f, () => loadGenerator({
       model: f.model as string | undefined,
       policy: f.policy !== undefined ? ({ model, tree: shape }) => createPolicy(f.policy as string, { tree: shape, target: model, nLayers: model.config.nLayers }, f) : undefined,
       exitLayer,

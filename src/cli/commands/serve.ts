@@ -36,7 +36,7 @@ Without --model it serves the embedded default (data/default) with its draft hea
   flags: FLAGS,
   async run(f) {
     if (f.draft === 'self') throw new UsageError('--draft', 'self-drafting is not batched: serve with an EAGLE head (a directory or random)');
-    const g = await withTreeFlags(() => loadGenerator({
+    const g = await withTreeFlags(f, () => loadGenerator({
       model: f.model as string | undefined,
       tokenizer: f.tokenizer as string | undefined,
       draft: f.draft as string | undefined,
