@@ -9,12 +9,15 @@
  *   const f = scriptFlags(import.meta.url, FLAGS);
  */
 import { readFileSync } from 'node:fs';
-import { basename } from 'node:path';
+import { relative } from 'node:path';
 import { inspect } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { EagletError } from '../src/errors.ts';
 import { noPositionals, parseFlags, type FlagSpec, type Parsed } from '../src/option-schema.ts';
 import { helpText } from '../src/cli/flags.ts';
+
+/** The repository's root: a script's usage line gives its path from there (scripts/peer/bench.ts). */
+const REPO = fileURLToPath(new URL('..', import.meta.url));
 
 /** Parses this process's argv against `specs` for the script at `scriptUrl` (its import.meta.url). */
 export function scriptFlags(scriptUrl: string, specs: FlagSpec[], argv: string[] = process.argv.slice(2)): Parsed {
@@ -23,7 +26,7 @@ export function scriptFlags(scriptUrl: string, specs: FlagSpec[], argv: string[]
   reportPeopleErrors(debug);
   const args = argv.filter((a) => a !== '--debug');
   if (args.includes('--help')) {
-    process.stdout.write(helpText(`Usage: node --import tsx scripts/${basename(file)} [flags]`, summary(file), specs));
+    process.stdout.write(helpText(`Usage: node --import tsx ${relative(REPO, file)} [flags]`, summary(file), specs));
     process.exit(0);
   }
   const f = parseFlags(args, specs);

@@ -36,7 +36,8 @@ test('--help prints usage, the header summary and the flag table, exit 0', () =>
 
 test('every script that reads its arguments does so through scriptFlags, with a header summary for --help', () => {
   const dir = new URL('../scripts/', import.meta.url);
-  const readers = readdirSync(dir).filter((f) => f.endsWith('.ts') && f !== 'script-flags.ts' && /process\.argv|parseFlags\(|scriptFlags\(/.test(readFileSync(new URL(f, dir), 'utf8')));
+  // The peer benchmark too (its own package.json); not its children, which take one JSON argument from it.
+  const readers = [...readdirSync(dir), 'peer/bench.ts'].filter((f) => f.endsWith('.ts') && f !== 'script-flags.ts' && /process\.argv|parseFlags\(|scriptFlags\(/.test(readFileSync(new URL(f, dir), 'utf8')));
   assert.ok(readers.length >= 30, `${readers.length} scripts`);
   for (const f of readers) {
     const text = readFileSync(new URL(f, dir), 'utf8');
@@ -75,4 +76,20 @@ test("a flag checked by code the scripts share (runtime-sizes' sizeNamed) is one
   const r = script('profile-context.ts', '--sweep', 'bogus');
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /^error: --sweep: unknown size bogus \(have [^\n]*\)\n$/);
+});
+
+test('the peer benchmark answers --help and bad flags as the other scripts do, without node-llama-cpp installed', () => {
+  const help = script('peer/bench.ts', '--help');
+  assert.equal(help.status, 0, help.stderr);
+  assert.match(help.stdout, /^Usage: node --import tsx scripts\/peer\/bench\.ts \[flags\]\n\nThe peer benchmark: eaglet against node-llama-cpp/);
+  assert.match(help.stdout, /--repeats INT +fresh processes per/);
+  const bogus = script('peer/bench.ts', '--bogus');
+  assert.equal(bogus.status, 2);
+  assert.equal(bogus.stderr, 'error: --bogus: unknown flag (see --help)\n');
+  const stray = script('peer/bench.ts', 'runs/peer');
+  assert.equal(stray.status, 2);
+  assert.equal(stray.stderr, 'error: runs/peer: unexpected argument (flags start with --)\n');
+  const threads = script('peer/bench.ts', '--out', 'runs/peer-x', '--threads', '0');
+  assert.equal(threads.status, 2);
+  assert.equal(threads.stderr, 'error: --threads: expected positive integers separated by commas, got [0]\n');
 });

@@ -31,10 +31,12 @@ import { writeFileAtomic } from '../../src/io/atomic.ts';
 import { parameterCount, type ModelConfig } from '../../src/model/config.ts';
 import { makeConfig } from '../../src/model/random.ts';
 import { QUANT } from '../../src/model/quantize.ts';
-import { parseFlags, type FlagSpec } from '../../src/option-schema.ts';
+import { EagletError, UsageError } from '../../src/errors.ts';
+import type { FlagSpec } from '../../src/option-schema.ts';
 import { linePlot, type Series } from '../../training/svg-plot.ts';
 import { spread } from '../../src/util/stats.ts';
 import { SIZES } from '../runtime-sizes.ts';
+import { scriptFlags } from '../script-flags.ts';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
@@ -53,7 +55,7 @@ type Pair = keyof typeof PAIRS;
 const FLAGS: FlagSpec[] = [
   { flag: 'out', type: 'string', meta: 'DIR', help: 'where results.json, results.md and results.svg go (required)' },
   { flag: 'models', type: 'string', default: 'runs/peer-models', meta: 'DIR', help: 'where the models are written (once per size, then reused)' },
-  { flag: 'size', type: 'string', default: '100M', choices: Object.keys(MODEL_SIZES), help: 'model size' },
+  { flag: 'size', type: 'string', choices: Object.keys(MODEL_SIZES), meta: Object.keys(MODEL_SIZES).join('|'), help: 'model size (default 100M; --quick small)' },
   { flag: 'quick', type: 'bool', help: 'a fast sanity run: --size small, 2 repeats, 16 tokens (unless given)' },
   { flag: 'threads', type: 'ints', help: 'thread counts, comma-separated (default 1 and every core)' },
   { flag: 'pairs', type: 'string', default: 'fp32,q8,q4', help: 'pairs to measure: fp32, q8, q4' },
@@ -66,26 +68,18 @@ const FLAGS: FlagSpec[] = [
   { flag: 'check-prompts', type: 'int', min: 1, default: 4, help: 'prompts in the output check' },
   { flag: 'check-tokens', type: 'int', min: 2, default: 32, help: 'tokens per prompt in the output check' },
   { flag: 'write-models', type: 'string', help: '(internal) write the models of --size into this directory' },
-  { flag: 'help', type: 'bool', help: 'show this help' },
 ];
 
+/** A failure after the flags (a child or a writer failed): one `error:` line, exit 1 (scriptFlags). */
 function fail(message: string): never {
-  console.error(`bench.ts: ${message}`);
-  process.exit(2);
+  throw new EagletError(message);
 }
 
-let f: ReturnType<typeof parseFlags>;
-try {
-  f = parseFlags(process.argv.slice(2), FLAGS);
-} catch (e) {
-  fail((e as Error).message);
-}
-if (f.help) {
-  console.log('node --import tsx scripts/peer/bench.ts --out DIR [flags]\n' + FLAGS.filter((s) => !s.help.startsWith('(internal)')).map((s) => `  --${s.flag}${s.type === 'bool' ? '' : ` ${s.meta ?? s.type.toUpperCase()}`}  ${s.help}${s.default !== undefined && s.type !== 'bool' ? ` (default ${s.default})` : ''}`).join('\n'));
-  process.exit(0);
-}
+// --help and bad flags end here, before anything needs node-llama-cpp (checked below).
+const f = scriptFlags(import.meta.url, FLAGS);
 
-const size = (f.quick && !process.argv.includes('--size') ? 'small' : String(f.size));
+// Unset, not defaulted, so --quick also sees --size=100M (argv held no bare --size then).
+const size = (f.size as string | undefined) ?? (f.quick ? 'small' : '100M');
 const cfg = MODEL_SIZES[size];
 
 if (f.writeModels) {
@@ -100,16 +94,16 @@ if (f.writeModels) {
   process.exit(0);
 }
 
-if (!f.out) fail('--out DIR is required (where the results go)');
+if (!f.out) throw new UsageError('--out', 'is required (where the results go)');
 const out = resolve(String(f.out));
 const threadList = f.threads === undefined ? [...new Set([1, availableParallelism()])] : (f.threads as number[]);
-if (threadList.some((t) => !Number.isInteger(t) || t < 1)) fail(`--threads: expected positive integers separated by commas, got ${JSON.stringify(f.threads)}`);
+if (threadList.some((t) => !Number.isInteger(t) || t < 1)) throw new UsageError('--threads', `expected positive integers separated by commas, got ${JSON.stringify(f.threads)}`);
 const pairs = String(f.pairs).split(',').map((s) => s.trim()) as Pair[];
-for (const p of pairs) if (!(p in PAIRS)) fail(`--pairs: unknown pair ${JSON.stringify(p)} (fp32, q8, q4)`);
+for (const p of pairs) if (!(p in PAIRS)) throw new UsageError('--pairs', `unknown pair ${JSON.stringify(p)} (fp32, q8, q4)`);
 const repeats = (f.repeats as number | undefined) ?? (f.quick ? 2 : 5);
 const tokens = (f.tokens as number | undefined) ?? (f.quick ? 16 : 64);
 const promptTokens = f.promptTokens as number;
-if (promptTokens + Math.max(tokens, f.checkTokens as number) > cfg.maxSeqLen) fail(`--prompt-tokens + --tokens must fit the model's context (${cfg.maxSeqLen})`);
+if (promptTokens + Math.max(tokens, f.checkTokens as number) > cfg.maxSeqLen) throw new UsageError('--prompt-tokens', `plus --tokens (or --check-tokens) must fit the model's context (${cfg.maxSeqLen})`);
 const eagletQuant = String(f.eagletQuant) as 'file' | 'load';
 
 const peerDir = here('.');
