@@ -22,10 +22,11 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const model = join(dir, 'model');
 const cfg = makeConfig({ vocabSize: 40, dim: 16, nLayers: 2, nHeads: 2, maxSeqLen: 32, eosTokenIds: [] });
 
-const llamaBin = join(dir, 'stories.bin'), corpus = join(dir, 'corpus.ids');
+const llamaBin = join(dir, 'stories.bin'), corpus = join(dir, 'corpus.ids'), outOfVocab = join(dir, 'out-of-vocab.jsonl');
 before(() => {
   saveHfCheckpoint(model, cfg, randomWeights(cfg, 3, 3));
   writeLlama2c(llamaBin, cfg, randomWeights(cfg, 4));
+  writeFileSync(outOfVocab, '[1, 2]\n[1, 99]\n');
   writeFileSync(corpus, Array.from({ length: 6 }, (_, i) => Array.from({ length: 20 }, (_, j) => (i * 7 + j) % 40).join(' ')).join('\n') + '\n');
 });
 
@@ -78,6 +79,12 @@ const bad: [string[], number, RegExp][] = [
   [['generate', '--model', '/nonexistent/model', '--prompt-ids', '1'], 1, /^error: \/nonexistent\/model: no such file or directory/],
   [['generate', '--model', 'MODEL', '--prompt-ids', '1', '--draft', '/nonexistent/head'], 1, /^error: \/nonexistent\/head: no such directory/],
   [['frobnicate'], 2, /^error: frobnicate: unknown command/],
+  // A timer past setTimeout's limit fired at once (every request 504); the bad host makes the old code fail fast.
+  [['serve', '--timeout', '3000000', '--host', '999.1.1.1'], 2, /^error: --timeout: must be <= 2147483, got 3000000/],
+  [['serve', '--drain-timeout', '3000000', '--host', '999.1.1.1'], 2, /^error: --drain-timeout: must be <= 2147483, got 3000000/],
+  // bench's prompts: too long or outside the vocabulary is --prompt-length's or the file's fault (this named the library's "prompt").
+  [['bench', '--model', 'MODEL', '--draft', 'random', '--random-prompts', '1', '--prompt-length', '40', '--out', 'OUT/b'], 2, /^error: --prompt-length: has 40 tokens, the model's context is 32/],
+  [['bench', '--model', 'MODEL', '--draft', 'random', '--prompts', 'OOV', '--out', 'OUT/b'], 2, /^error: .*out-of-vocab\.jsonl: prompt 2: token id 99 at index 1 is outside the vocabulary/],
   // A flag missing its value does not take the next flag as one (the 0 became a stray argument).
   [['serve', '--model-name', '--port', '0'], 2, /^error: --model-name: needs a value, got the flag --port \(write --model-name=VALUE/],
   // Options that only mean something while speculating are refused without a head, like --policy.
@@ -117,7 +124,7 @@ const bad: [string[], number, RegExp][] = [
 
 for (const [args, code, pattern] of bad) {
   test(`bad input: ${args.slice(1).join(' ').slice(0, 60)}`, () => {
-    const r = eaglet(...args.map((a) => (a === 'MODEL' ? model : a === 'BIN' ? llamaBin : a.replace(/^OUT/, dir))));
+    const r = eaglet(...args.map((a) => (a === 'MODEL' ? model : a === 'BIN' ? llamaBin : a === 'OOV' ? outOfVocab : a.replace(/^OUT/, dir))));
     assert.equal(r.code, code, r.err);
     assert.match(r.err, pattern);
     assert.equal(r.err.trim().split('\n').length, 1, `one line, no stack trace: ${r.err}`);

@@ -6,6 +6,7 @@ import { DEFAULT_PATHS } from '../../default-model.ts';
 import { comparePolicies, comparisonExitCode, comparisonMarkdown, writeComparison } from '../../bench/compare.ts';
 import { randomPrompts, readPrompts } from '../../bench/prompts.ts';
 import { UsageError } from '../../errors.ts';
+import { checkPrompt } from '../../generate/generator.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
@@ -118,6 +119,8 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       const prompts = f.prompts !== undefined
         ? readPrompts(f.prompts as string, g.encode)
         : randomPrompts(f.randomPrompts as number, f.promptLength as number, V, f.seed as number);
+      // A prompt the model cannot take is the fault of the file or --prompt-length (the library would name its own `prompt`).
+      prompts.forEach((p, i) => checkPrompt(p, g.model.config, f.prompts !== undefined ? `${f.prompts as string}: prompt ${i + 1}` : '--prompt-length'));
       const { target, drafter } = g.generator.parts;
       const generation = generationOptionsFromFlags(f);
       const c = await comparePolicies({

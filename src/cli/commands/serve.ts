@@ -7,6 +7,9 @@ import { serve as startServer } from '../../serve/server.ts';
 import { defineCommand } from '../command.ts';
 import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 
+/** The longest --timeout / --drain-timeout in seconds: setTimeout fires a longer delay at once (Node's TIMEOUT_MAX ms). */
+const MAX_TIMER_S = Math.floor((2 ** 31 - 1) / 1000);
+
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]', help: 'EAGLE draft head directory (or "random"): enables speculation; the embedded default brings its own' },
@@ -20,8 +23,8 @@ const FLAGS: FlagSpec[] = [
   { flag: 'max-batch', type: 'int', min: 1, max: 256, default: 8, meta: 'B', help: 'requests decoded together at most (one batched target pass per step)' },
   { flag: 'max-queue', type: 'int', min: 0, default: 64, meta: 'N', help: 'requests waiting for a batch slot at most; more get HTTP 429 (0: no queue, 429 as soon as all --max-batch slots are busy)' },
   { flag: 'policy', type: 'string', meta: 'smartspec|static-D|plain', help: 'speculation length per request and step: smartspec (goodput-maximising, the default with a head), static-D, or plain decoding' },
-  { flag: 'timeout', type: 'number', above: 0, default: 120, meta: 'S', help: 'seconds a request may run before it is cancelled (504)' },
-  { flag: 'drain-timeout', type: 'number', min: 0, default: 30, meta: 'S', help: 'on SIGTERM/SIGINT, seconds running requests get to finish before they are cancelled' },
+  { flag: 'timeout', type: 'number', above: 0, max: MAX_TIMER_S, default: 120, meta: 'S', help: 'seconds a request may run before it is cancelled (504)' },
+  { flag: 'drain-timeout', type: 'number', min: 0, max: MAX_TIMER_S, default: 30, meta: 'S', help: 'on SIGTERM/SIGINT, seconds running requests get to finish before they are cancelled' },
   { flag: 'model-name', type: 'string', meta: 'NAME', help: 'the model id /v1/models lists (default: the model directory name, or eaglet-default)' },
 ];
 
