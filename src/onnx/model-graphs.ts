@@ -162,7 +162,7 @@ export function buildSlotTargetModel(cfg: ModelConfig, weights: Weights, opsOpti
  * or not, so the per-layer outputs (a Reshape and an Identity each: 32 of a 100M step's 415
  * nodes) are rendered only where they are read.
  */
-function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], { first = 0, prefix = '', perLayer = false, unpad = noUnpad } = {}): void {
+function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values: string[], { first = 0, perLayer = false, unpad = noUnpad } = {}): void {
   const shape = g.ints([1, -1, kv.nKvHeads, kv.headDim]);
   const dims = [1, 'T', kv.nKvHeads, kv.headDim], joinedDims = [2 * keys.length, 'T', kv.nKvHeads, kv.headDim];
   if (!perLayer && keys.length > 2) {
@@ -172,15 +172,15 @@ function presentOutputs(g: GraphBuilder, kv: HeadLayout, keys: string[], values:
     const w = kv.nKvHeads * kv.headDim;
     const rows = (xs: string[]) => g.op('Reshape', [g.op('Concat', xs, { axis: 0 }), g.ints([-1, w])]);
     const all = g.op('Concat', [rows(keys), rows(values)], { axis: 0 }); // [2n*T, w]: layer-major, row-major within a layer
-    g.output(unpad(g.op('Reshape', [all, g.ints([2 * keys.length, -1, kv.nKvHeads, kv.headDim])]), 1), prefix + names.present, 'float32', joinedDims);
+    g.output(unpad(g.op('Reshape', [all, g.ints([2 * keys.length, -1, kv.nKvHeads, kv.headDim])]), 1), names.present, 'float32', joinedDims);
     return;
   }
   const ks = keys.map((k) => g.op('Reshape', [k, shape])), vs = values.map((v) => g.op('Reshape', [v, shape]));
   if (perLayer) {
-    ks.forEach((k, l) => g.output(unpad(k, 1), prefix + names.presentKey(first + l), 'float32', dims));
-    vs.forEach((v, l) => g.output(unpad(v, 1), prefix + names.presentValue(first + l), 'float32', dims));
+    ks.forEach((k, l) => g.output(unpad(k, 1), names.presentKey(first + l), 'float32', dims));
+    vs.forEach((v, l) => g.output(unpad(v, 1), names.presentValue(first + l), 'float32', dims));
   }
-  g.output(unpad(g.op('Concat', [...ks, ...vs], { axis: 0 }), 1), prefix + names.present, 'float32', joinedDims);
+  g.output(unpad(g.op('Concat', [...ks, ...vs], { axis: 0 }), 1), names.present, 'float32', joinedDims);
 }
 
 /** Rows of a pass's output, for a pass padded to even rows (OnnxOps.unpadRows); by default the output as it is. */
@@ -277,20 +277,19 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
 /**
  * One speculative round in one ORT call (chain drafting): the draft head catches up on the
  * committed rows and drafts a greedy chain of `depth` tokens, then the target scores
- * [input tokens, first M drafts] causally. Both models come from the one definition; the head's
+ * [root, first M drafts] causally. Both models come from the one definition; the head's
  * weights live beside the target's (shared tensors such as the embedding table are one
  * initializer).
  *
- *   in  input_ids [1, T] (the root), position_ids [1, T + M], tree_mask [T + M, W],
+ *   in  input_ids [1] (the root), position_ids [1, 1 + M], tree_mask [1 + M, W],
  *       past_length, past_key_{l}, past_value_{l}            the target's step inputs; M =
- *                                                            position_ids' length - T drafts
- *                                                            join the input tokens
- *       draft_input_ids, draft_position_ids [1, C], draft_features [1, C, d],
- *       draft_tree_mask [C, C] (causal), draft_past_length,
- *       draft_past_key_0, draft_past_value_0                 the head's C catch-up rows
- *   out the target's outputs for the T + M rows (argmax, features, logits, present_*),
- *       draft_ids int32 [depth]                              the chain, as target ids
- *       draft_present_key_0, draft_present_value_0 [1, C, nKv, hd]  the catch-up rows' K/V
+ *                                                            position_ids' length - 1 drafts
+ *                                                            follow the root
+ *       draft_input_ids, draft_position_ids [1, C], draft_features [C, d],
+ *       draft_past_length, draft_past_key_0, draft_past_value_0   the head's C catch-up rows
+ *   out the target's outputs for the 1 + M rows (argmax, features, logits, present),
+ *       draft_ids int32 [1 + depth]                          the root, then the chain, as target ids
+ *       draft_present [2, C, nKv * hd]                       the catch-up rows' keys, then values
  *
  * The head runs once over the C catch-up rows (keys and values of all C, the rest of its layer
  * for the last row only: the others are only cached), then once per drafted row (one row each). Its
@@ -298,9 +297,10 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
  * transposed back, and the values too unless the head's cache holds them in rows: its
  * `headOptions.valueLayout`, default 'rows', as a cache only this graph reads is best kept), and every head step
  * reads the K/V carried so far and hands on the kernel's present K/V (past + its rows) to the
- * next (OnnxOps.carry): no per-step mask, concatenation or layout nodes. A one-row step sees
- * every key before it, so only the catch-up step has a mask (causal among its C rows). Each
- * step's argmax is the next draft. Draft rows' K/V are not returned: like the drafter's staged
+ * next (OnnxOps.carry): no per-step mask, concatenation or layout nodes. Every step scores one
+ * row that sees every key before it (the catch-up step its last row only), so no step has a
+ * mask. Each step's argmax is the next draft, and the verified ids are a Slice of
+ * [root, drafts]. Draft rows' K/V are not returned: like the drafter's staged
  * rows, they are dropped after the round. All `depth` steps always run; M < depth only
  * verifies fewer of them.
  */
@@ -312,7 +312,7 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
   const P = names.headPrefix, d = head.dim;
   const flat = (name: string, dim: string): string => g.op('Reshape', [g.input(name, 'int64', [1, dim]), g.ints([-1])]); // [n]
   const hIds = flat(P + names.ids, 'C'), hPos = flat(P + names.positions, 'C');
-  const hFeat = g.op('Reshape', [g.input(P + names.features, 'float32', [1, 'C', d]), g.ints([-1, d])]); // [C, d]
+  const hFeat = g.input(P + names.features, 'float32', ['C', d]); // [C, d]
   const hPastK = g.input(P + names.pastKey(0), 'float32', [1, head.nKvHeads, head.headDim, 'S']);
   const hPastV = g.input(P + names.pastValue(0), 'float32', valueDims(1, head, headOps.valueLayout));
   const L = g.input(P + names.pastLength, 'int64', [1]);
@@ -322,41 +322,35 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
     keys: liveT(hPastK),
     values: headOps.valueLayout === 'rows' ? g.op('Slice', [hPastV, g.ints([0]), L, g.ints([2])]) : liveT(hPastV),
   });
-  // The catch-up step's mask [C, L + C]: every live row, then the C rows causally (draft_tree_mask [C, C]).
-  const causal = g.input(P + names.tree, 'bool', ['C', 'C']);
-  const mask0 = g.op('Pad', [g.op('Where', [causal, g.scalar(0), g.scalar(MASK_NEG)]), g.op('Concat', [g.ints([0]), L, g.ints([0, 0])], { axis: 0 })]);
-  // Drafted row j sits at the last catch-up position + 1 + j.
-  const next = depth > 1 ? g.op('Add', [g.op('Slice', [hPos, g.ints([-1]), g.ints([2 ** 62])]), g.ints(range(1, depth))]) : ''; // [depth - 1]
   const toTarget = draftToTarget(head, headWeights);
   const d2t = toTarget && g.initializer('draft_to_target', { dtype: 'int64', dims: [toTarget.length], data: BigInt64Array.from(toTarget, (x) => BigInt(x)) });
-  const drafts: string[] = []; // [1] int64 target ids
+  const root = g.input(names.ids, 'int64', [1]); // the round's root token
+  const chain: string[] = [root]; // [1] int64 target ids: the root, then each draft
   // Only the last catch-up row's output is drafted from: the others need their keys and values
-  // alone, not queries, attention, o_proj or the MLP (outRows).
-  const lastRow = (x: string): string => g.op('Slice', [x, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]);
-  const step0 = eagleHeadForward(headOps, head, hFeat, { ids: hIds, positions: hPos, mask: mask0, past: [live] }, lastRow);
+  // alone, not queries, attention, o_proj or the MLP (outRows). That row sees every live row and
+  // every catch-up row, so the step needs no mask. (Memoized: the row's positions are read again below.)
+  const lastRows = new Map<string, string>();
+  const lastRow = (x: string): string => lastRows.get(x) ?? lastRows.set(x, g.op('Slice', [x, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])])).get(x)!;
+  const step0 = eagleHeadForward(headOps, head, hFeat, { ids: hIds, positions: hPos, mask: '', past: [live] }, lastRow);
   let past = headOps.presentAfter(live);
   let hidden = step0.hidden; // [1, d]
   for (let j = 0; j < depth; j++) {
     const best = g.op('ArgMax', [draftLogits(headOps, head, cfg, hidden)], { axis: -1, keepdims: 0 }); // [1] int64 draft id
     const id = d2t ? g.op('Gather', [d2t, best], { axis: 0 }) : best; // [1] int64 target id
-    drafts.push(id);
+    chain.push(id);
     if (j + 1 === depth) break;
-    // Row C + j: (predicted feature, draft j + 1) at the next position, seeing every row before it.
-    const pos = g.op('Slice', [next, g.ints([j]), g.ints([j + 1])]);
-    const h = eagleHeadForward(headOps, head, hidden, { ids: id, positions: pos, mask: '', past: [past] });
+    // Row C + j: (predicted feature, draft j + 1) at the last catch-up position + 1 + j, seeing every row before it.
+    const h = eagleHeadForward(headOps, head, hidden, { ids: id, positions: headOps.positionsPlus(lastRow(hPos), j + 1), mask: '', past: [past] });
     past = headOps.presentAfter(past);
     hidden = h.hidden;
   }
-  const chain = drafts.length > 1 ? g.op('Concat', drafts, { axis: 0 }) : drafts[0]; // [depth] int64
-  g.output(g.op('Cast', [chain], { to: 6 /* INT32 */ }), names.draftIds, 'int32', [depth]);
-  presentOutputs(g, head, [step0.key], [step0.value], { prefix: P });
+  const all = g.op('Concat', chain, { axis: 0 }); // [1 + depth] int64
+  g.output(g.op('Cast', [all], { to: 6 /* INT32 */ }), names.draftIds, 'int32', [depth + 1]);
+  // The catch-up rows' keys [1, C, w] (rope's form) and values, joined: [2, C, w].
+  g.output(g.op('Concat', [step0.key, headOps.batch(step0.value, head.nKvHeads * head.headDim)], { axis: 0 }), P + names.present, 'float32', [2, 'C', head.nKvHeads * head.headDim]);
 
-  // The target over [input tokens, first M drafts], padded to even rows as a plain step is (evenPass).
-  const verifiedIds = (positions: string): string => {
-    const rootIds = flat(names.ids, 'T');
-    const m = g.op('Sub', [g.op('Shape', [positions]), g.op('Shape', [rootIds])]); // [1] = M
-    return g.op('Concat', [rootIds, g.op('Slice', [chain, g.ints([0]), m, g.ints([0])])], { axis: 0 });
-  };
+  // The target over [root, first M drafts] (M = the positions' length - 1), padded to even rows as a plain step is (evenPass).
+  const verifiedIds = (positions: string): string => g.op('Slice', [all, g.ints([0]), g.op('Shape', [positions])]);
   targetOutputs(g, cfg, llamaForward(ops, cfg, stepInputs(g, ops, cfg, range(0, cfg.nLayers), verifiedIds, true)), { unpad: (x, axis) => ops.unpadRows(x, axis) });
   // padsRows: the verification runs an even number of rows (an odd count costs one more).
   return { ...g.toExternalModel(MODEL_OPTIONS), padsRows: ops.padsRows };

@@ -629,6 +629,17 @@ export class OnnxOps implements Ops<string> {
     return this.batchedValues.has(x) ? x : this.g.op('Reshape', [x, this.g.ints([1, -1, width])]);
   }
 
+  /**
+   * `positions` [T] plus `k`, in the [1, T] form rope reads: one Add, and rope then reads it as
+   * it is (a chain of one-row steps at the positions after the last catch-up row: one node a
+   * step instead of a Slice and an Unsqueeze).
+   */
+  positionsPlus(positions: string, k: number): string {
+    const p = this.g.op('Add', [this.batchPositions(positions), this.g.ints([k])]);
+    this.batched.set(p, p);
+    return p;
+  }
+
   /** positions [T] -> [1, T], once per positions value. */
   private batchPositions(positions: string): string {
     let p = this.batched.get(positions);

@@ -66,7 +66,7 @@ export class RoundSession extends SessionHolder {
     const model = buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout }, { valueLayout, gemmThreads: sessionThreads(opts) });
     const session = await createSession(model, opts);
     const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
-    return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT, { valueLayout }), new StepFeeds(1, head.nKvHeads, head.headDim, maxT, { valueLayout: headValueLayout }), valueLayout, model.padsRows);
+    return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT, { valueLayout }), new StepFeeds(1, head.nKvHeads, head.headDim, maxT, { valueLayout: headValueLayout, tree: false }), valueLayout, model.padsRows);
   }
 
   /**
@@ -82,10 +82,10 @@ export class RoundSession extends SessionHolder {
     // The target's feeds take the positions' length as the row count; only the root is an id.
     const feeds: Feeds = this.feeds.build(cache, positions, positions, tree);
     this.rootIds[0] = BigInt(root);
-    feeds[names.ids] = i64(this.rootIds, [1, 1]);
+    feeds[names.ids] = i64(this.rootIds, [1]);
     const hf = this.headFeeds.build(headCache, catchUp.tokens, catchUp.positions);
     for (const [k, v] of Object.entries(hf)) feeds[names.headPrefix + k] = v;
-    feeds[names.headPrefix + names.features] = f32(catchUpFeatures, [1, c, d]);
+    feeds[names.headPrefix + names.features] = f32(catchUpFeatures, [c, d]);
     // Built on the first round, then reused (a round allocates no fetch list).
     const common = (this.fetchArgmax ??= [names.argmax, names.features, names.draftIds, ...this.feeds.presentNames(), ...this.headFeeds.presentNames(names.headPrefix)]);
     const fetches = logits ? (this.fetchAll ??= [names.logits, ...common]) : common;
@@ -96,7 +96,7 @@ export class RoundSession extends SessionHolder {
       argmax: i32Data(out[names.argmax]),
       features: f32Data(out[names.features]),
       ...this.feeds.present(out),
-      drafts: i32Data(out[names.draftIds]),
+      drafts: i32Data(out[names.draftIds]).subarray(1), // after the root
       headKeys: head.newKeys,
       headValues: head.newValues,
     };

@@ -27,8 +27,9 @@ export class StepFeeds {
    * @param opts.part the model is part of a target whose cache has more layers (default: the cache must match).
    * @param opts.valueLayout the layout of the past values the model reads (its rendering's `valueLayout`).
    * @param opts.oneToken the model is a one-token graph (OnnxOpsOptions.oneToken): feeds its mask instead of the tree and past length.
+   * @param opts.tree the model takes the tree mask (default true; false: a fused round's head catch-up, whose one scored row sees every key).
    */
-  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { valueLayout: ValueLayout; firstLayer?: number; ids?: boolean; part?: boolean; oneToken?: boolean }) {
+  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number, maxTokens: number, private opts: { valueLayout: ValueLayout; firstLayer?: number; ids?: boolean; part?: boolean; oneToken?: boolean; tree?: boolean }) {
     this.allocate(maxTokens);
   }
 
@@ -69,7 +70,7 @@ export class StepFeeds {
       if (t !== 1 || (tree && !(tree.length === 1 && tree[0]))) throw new RangeError('a one-token graph scores one causal token');
       feeds[names.stepMask] = f32(this.oneTokenMask(cache.stride, pastRows), [1, cache.stride + 1]);
     } else {
-      feeds[names.tree] = bool(tree ?? this.causalMask(t), [t, w]);
+      if (this.opts.tree ?? true) feeds[names.tree] = bool(tree ?? this.causalMask(t), [t, w]);
       this.pastLength[0] = BigInt(pastRows);
       feeds[names.pastLength] = i64(this.pastLength, [1]);
     }
