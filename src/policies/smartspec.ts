@@ -21,13 +21,16 @@
  * request's excess is learned in serving only (the calibration runs no lone steps it learns from).
  *
  * Ours, not the paper's exact rule: the paper scores a proposed length with a moving acceptance
- * average per request and picks lengths for the batch; we pick per-request lengths by greedy
- * ascent (raise the k_i whose raise, to any deeper level, most increases the batch goodput, until
- * none does), draft time = one batched draft pass per level with the requests still drafting at
- * that level, and the first request to plan in a step plans the whole batch (the step is the
- * target pass count: every request plans between the same two passes). Also ours: a plan that
- * speculates is kept only when its modelled goodput beats no speculation by a margin (10%, or
- * the host's step-to-step spread as the start-up calibration measured it, within 3-10%).
+ * average per request and picks lengths for the batch; we pick per-request lengths, for a batch
+ * of at most `jointMax` (2) requests by scoring every plan (joint plans included: [2, 2] where no
+ * single raise from [0, 0] pays), for a larger one by greedy ascent (raise the k_i whose raise,
+ * to any deeper level, most increases the batch goodput, until none does; the model overprices
+ * joint drafting there, see jointMax), draft time = one batched draft pass per level with the
+ * requests still drafting at that level, and the first request to plan in a step plans the whole
+ * batch (the step is the target pass count: every request plans between the same two passes).
+ * Also ours: a plan that speculates is kept only when its modelled goodput beats no speculation
+ * by a margin (10%, or the host's step-to-step spread as the start-up calibration measured it,
+ * within 3-10%).
  */
 import { AcceptanceEstimate } from './goodput.ts';
 import { median, spread } from '../util/stats.ts';
@@ -185,11 +188,25 @@ export class SmartSpecPlanner {
    * model's error, and on a host whose passes vary more from step to step the start-up medians
    * and learned scales are off by more. (A fixed 10% was thought to keep c=2 from the ~7-11%
    * that static-3 gains there; with the calibrated margin c=2 still trails plain, so that gap
-   * has another cause: docs/performance.md, session 15.) The bounds
+   * has another cause: the ascent's plans, see jointMax.) The bounds
    * are not measured: 10% is the fixed margin this replaces, 3% a floor so that a steady host
    * still asks a plan for a visible gain.
    */
   marginRange: [number, number] = [0.03, 0.1];
+  /**
+   * Batches of at most this many started members are planned by scoring every plan of the
+   * members still to plan (`planJoint`: (maxDepth + 1)^n plans, 16 for two at depth 3), larger
+   * ones by the greedy ascent (ours). The ascent raises one request at a time from 0, and at two
+   * requests no single raise may pay where both drafting does: a mixed plan ([3, 0]) costs most
+   * of the joint one ([3, 3]) for one request's tokens, so the ascent left both plain where
+   * [2, 2] modelled 1.05-1.24x (scripts/replay-plans.ts on 48 recorded servers' cost models).
+   * Not above 2: there the model prices a drafted batch step under what it takes (in the same
+   * recorded load tests, its goodput ratio for every request at 3 against all at 0 read 1.10-1.55x
+   * what static-3 / plain measured at c=4, 1.21-1.29x at c=8 and 1.27-1.34x at c=16; 0.99-1.23x
+   * at c=2), and static-3 loses to plain there, so joint plans above 2 would follow the model's
+   * error. 0: the greedy ascent at every size (the planner before session 16).
+   */
+  jointMax = 2;
   /** Joins and leaves so far: a step is timed only when none happened during it. */
   private changes = 0;
   /** The step being timed: when it was planned, its modelled pass ms and shape. */
@@ -622,7 +639,10 @@ export class SmartSpecPlanner {
     this.settlePlan(members, fixed, members.map((m, i) => (fixed[i] ? m.planDepth : Math.min(this.forced!, this.maxDepth))));
   }
 
-  /** Greedy ascent over every member's length; lengths already chosen this step stay (a request alone: planLone). */
+  /**
+   * Every member's length, by the joint search (at most `jointMax` members) or the greedy ascent;
+   * lengths already chosen this step stay (a request alone: planLone).
+   */
   private planBatch(): void {
     if (this.chosenCount === 0 && this.planAllZero()) return;
     // A request that has not planned yet is still prefilling: it verifies nothing this step.
@@ -630,21 +650,49 @@ export class SmartSpecPlanner {
     for (const m of this.members) if (m.started) members.push(m);
     const fixed = members.map((m) => m.planStep === this.plannedStep);
     const k = members.map((m, i) => (fixed[i] ? m.planDepth : 0));
-    this.ascend(members, fixed, k);
+    if (members.length <= this.jointMax) this.planJoint(members, fixed, k);
+    else this.ascend(members, fixed, k);
+  }
+
+  /**
+   * The plan of highest modelled goodput among every length 0..maxDepth for each member not
+   * `fixed` (the first found of equals, all-zero first), then the margin rule (ascend). Exact,
+   * where the ascent stops at the best single raise; (maxDepth + 1)^free plans, so only for
+   * small batches (`jointMax`).
+   */
+  private planJoint(members: SmartSpecPolicy[], fixed: boolean[], k: number[]): void {
+    const free: number[] = [];
+    for (let i = 0; i < members.length; i++) if (!fixed[i]) free.push(i);
+    const none = k.slice(), best = k.slice(), D = this.maxDepth;
+    const noneG = this.goodput(members, k);
+    let bestG = noneG;
+    for (;;) {
+      // The next plan, counting the free members' lengths in base D + 1 (back at all-zero: done).
+      let j = 0;
+      while (j < free.length && k[free[j]] === D) k[free[j++]] = 0;
+      if (j === free.length) break;
+      k[free[j]]++;
+      const g = this.goodput(members, k);
+      if (g > bestG * (1 + 1e-9)) (bestG = g), best.splice(0, best.length, ...k);
+    }
+    // The margin rule, as the ascent applies it.
+    this.settlePlan(members, fixed, bestG < noneG * (1 + this.margin) ? none : best);
   }
 
   /**
    * A step's first plan when no raise could pay even if every draft were accepted: every started
    * member at 0, as the ascent plans it then (anyRaisePays false for the same members), without
    * building its arrays or reading any member's acceptance: O(members + depth). False (nothing
-   * planned) when such a raise could pay, or for fewer than 2 members (a lone request is priced
-   * by its own step model). At c = 16 on the embedded pair even perfect acceptance does not pay
-   * for a draft pass and the longer verify, so this is every step's plan there.
+   * planned) when such a raise could pay, for fewer than 2 members (a lone request is priced
+   * by its own step model), or for a batch the joint search plans (at most `jointMax`: it scores
+   * every plan, joint ones included, which this bound on single raises does not cover). At c = 16
+   * on the embedded pair even perfect acceptance does not pay for a draft pass and the longer
+   * verify, so this is every step's plan there.
    */
   private planAllZero(): boolean {
     let n = 0;
     for (const m of this.members) if (m.started) n++;
-    if (n < 2) return false;
+    if (n < 2 || n <= this.jointMax) return false;
     // goodput of every member at 0, as stepCost prices it: n tokens by one pass of n tokens.
     const verifyMs = this.verify.ms(n, n, 1), passMs = this.scaled(verifyMs, 0);
     if (this.perfectRaisePays(n, n / (passMs + this.overhead.batchMs(1, n)))) return false;

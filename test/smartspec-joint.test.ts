@@ -1,0 +1,141 @@
+/**
+ * SmartSpec's joint plans at small batches, on cost models recorded by the load test
+ * (test/fixtures/smartspec-cost-models.json): two requests are planned by the best of every plan,
+ * so both draft where each alone would not pay ([2, 2] from [0, 0]), a mixed plan stays where the
+ * requests differ, and a full batch (c = 16) still takes the all-zero shortcut where nothing pays.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { SmartSpecPlanner, StepCost, type SmartSpecPolicy } from '../src/policies/smartspec.ts';
+
+interface Recorded {
+  verify: { tokens: number[]; msOneRequest: number[]; msFullBatch: number[]; slots: number; msPerPackedToken: number };
+  draft: Recorded['verify'];
+  alone: number[];
+  calibration: { margin: number };
+  learnedOverhead: { msPerPass: number; msPerRequestPass: number };
+  passScale: [number, number];
+}
+const recorded: Recorded[] = JSON.parse(readFileSync(new URL('./fixtures/smartspec-cost-models.json', import.meta.url), 'utf8')).costModels;
+const stepCost = (c: Recorded['verify']) => new StepCost(c.tokens, c.msOneRequest, c.msFullBatch, c.slots, c.msPerPackedToken);
+
+/** Accepted drafts of rounds at depth 3, as static-3 realised them at c = 2 (mean 2.2 of 3). */
+const TYPICAL = [3, 3, 2, 3, 1, 3, 2, 0, 3, 2];
+
+/**
+ * A server's planner as it ended (pass scales, overhead, margin; draft calls of more than 4 rows
+ * in a pass of their own, as the engine sets it), its pool having seen 60 typical rounds, and
+ * `histories.length` started members, each having observed its rounds (accepted drafts at depth 3)
+ * and now at `positions[i]`, its head having read nothing yet (catch-up rows = position).
+ */
+function server(c: Recorded, histories: number[][], positions: number[]) {
+  let step = 0;
+  const planner = new SmartSpecPlanner(stepCost(c.verify), stepCost(c.draft), 3, 3, () => step, c.alone, 0.9, () => 0);
+  planner.passScale.set(c.passScale);
+  planner.overhead.a = c.learnedOverhead.msPerPass;
+  planner.overhead.b = c.learnedOverhead.msPerRequestPass;
+  planner.margin = c.calibration.margin;
+  planner.splitRows = 4;
+  for (let r = 0; r < 60; r++) planner.pooled.observe(3, TYPICAL[r % TYPICAL.length]);
+  const members = histories.map((h) => {
+    const p = planner.policy();
+    for (const accepted of h) p.observe({ depth: 3, treeSize: 3, accepted, draftMs: 0, verifyMs: 0 });
+    p.started = true; // past its prefill: the first to plan plans every member
+    return p;
+  });
+  // Where plan() puts them, so that goodput prices the step before it is planned (a drafted plan moves the head).
+  members.forEach((p, i) => ((p as unknown as { position: number }).position = positions[i]));
+  /** One step: every member plans at its position. */
+  const plan = () => {
+    step++;
+    return members.map((p, i) => p.plan({ position: positions[i], lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth);
+  };
+  return { planner, members, plan };
+}
+
+/** The best of the 16 plans of two members by modelled goodput (the first of equals), with its goodput. */
+function bestOfAll(planner: SmartSpecPlanner, members: SmartSpecPolicy[]): { k: number[]; g: number } {
+  let best = { k: [0, 0], g: planner.goodput(members, [0, 0]) };
+  for (let a = 0; a <= 3; a++)
+    for (let b = 0; b <= 3; b++) {
+      const g = planner.goodput(members, [a, b]);
+      if (g > best.g * (1 + 1e-9)) best = { k: [a, b], g };
+    }
+  return best;
+}
+
+test('two requests draft together where no single raise pays: [d, d] beats [0, 0] by more than the margin (recorded cost models)', () => {
+  let cases = 0;
+  for (const c of recorded)
+    for (const rows of [4, 8, 10, 16, 24, 33]) {
+      // Catch-up `rows` each (plain steps since the last draft; 33: the load test's prompt).
+      const { planner, members, plan } = server(c, [TYPICAL, TYPICAL], [rows, rows]);
+      // The case the greedy ascent missed: no one request's raise from [0, 0] pays ...
+      const none = planner.goodput(members, [0, 0]);
+      const single = Math.max(...[1, 2, 3].flatMap((d) => [planner.goodput(members, [d, 0]), planner.goodput(members, [0, d])]));
+      // ... while both drafting does, by more than the margin: the planner finds it.
+      const best = bestOfAll(planner, members), depths = plan();
+      if (single >= none || !(best.g > none * (1 + planner.margin))) continue;
+      cases++;
+      assert.ok(best.k[0] > 0 && best.k[0] === best.k[1], `margin ${c.calibration.margin}, ${rows} rows: best ${best.k}`);
+      assert.deepEqual(depths, best.k, `margin ${c.calibration.margin}, ${rows} rows: planned ${depths}, best ${best.k} (${(best.g / none).toFixed(3)}x)`);
+    }
+  assert.ok(cases >= 6, `${cases} recorded cases where no single raise pays and [d, d] does`);
+});
+
+test('two requests are planned by the best of every plan, the margin rule kept (random histories, recorded cost models)', () => {
+  let s = 3;
+  const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  let joint = 0, mixed = 0, plain = 0;
+  for (let run = 0; run < 400; run++) {
+    const c = recorded[run % recorded.length];
+    // Each member's own rounds: accepted drafts drawn up to a per-member skill, so the two can differ.
+    const histories = [0, 1].map(() => {
+      const skill = 0.2 + 0.8 * rand();
+      return Array.from({ length: Math.floor(rand() * 12) }, () => Math.min(3, Math.floor(rand() * 4.5 * skill)));
+    });
+    const positions = [0, 1].map(() => 1 + Math.floor(rand() * 16));
+    const { planner, members, plan } = server(c, histories, positions);
+    const best = bestOfAll(planner, members);
+    const want = best.g < planner.goodput(members, [0, 0]) * (1 + planner.margin) ? [0, 0] : best.k;
+    const depths = plan();
+    assert.deepEqual(depths, want, `run ${run}: planned ${depths}, best ${best.k}`);
+    if (want[0] === 0 && want[1] === 0) plain++;
+    else if (want[0] === want[1]) joint++;
+    else mixed++;
+  }
+  // Every kind of plan drawn.
+  assert.ok(joint > 20 && mixed > 20 && plain > 20, `joint ${joint}, mixed ${mixed}, plain ${plain}`);
+});
+
+test('a request that accepts its drafts and one that accepts none: the mixed plan, not a uniform one', () => {
+  let mixed = 0;
+  for (const c of recorded) {
+    const { planner, members, plan } = server(c, [new Array(10).fill(3), new Array(10).fill(0)], [1, 1]);
+    const best = bestOfAll(planner, members).k, depths = plan();
+    // The one that accepts nothing never drafts; the other drafts where that pays alone (in one
+    // recorded model a lone raise does not: the joint search then plans 0, as the ascent did).
+    assert.deepEqual(depths, best);
+    assert.equal(depths[1], 0);
+    if (depths[0] > 0) mixed++;
+  }
+  assert.ok(mixed >= 2, `${mixed} mixed plans`);
+});
+
+test('a full batch (16 requests) where nothing pays takes the all-zero shortcut and plans 0 for all', () => {
+  let total = 0;
+  for (const c of recorded) {
+    // The load test's prompts: every head still has the 33 prompt rows to read.
+    const { planner, plan } = server(c, Array.from({ length: 16 }, () => TYPICAL), new Array(16).fill(33));
+    const internals = planner as unknown as { planAllZero(): boolean };
+    const own = internals.planAllZero.bind(planner);
+    let fired = 0;
+    internals.planAllZero = () => (own() ? (fired++, true) : false);
+    assert.deepEqual(plan(), new Array(16).fill(0));
+    total += fired;
+  }
+  // Where a raise could pay with every draft accepted and one catch-up row (one model of the
+  // three), the search runs instead, and plans 0 too.
+  assert.ok(total >= 2, `the shortcut planned ${total} of the 3 steps`);
+});
