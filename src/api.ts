@@ -72,7 +72,9 @@ export interface LoadOptions {
   ldlp?: string;
   /**
    * Draft-length policy, or a factory given the loaded model and tree shape; default: LDLP when
-   * `ldlp` is set, else static trees of tree.maxDepth.
+   * `ldlp` is set, else static trees of tree.maxDepth. The embedded pair (no `model`) defaults to
+   * ldlp+threshold with its own LDLP, except on one fused round graph, where it verifies the
+   * graph's whole chain (static).
    */
   policy?: LengthPolicy | ((ctx: { model: LoadedModel; tree: TreeShape }) => LengthPolicy);
   /** ORT intra-op threads. Default `defaultThreadsFor` the target: 1 below 4M parameters, else every core (at most 8). */
@@ -169,7 +171,8 @@ function withDefaults(o: LoadOptions): LoadOptions {
   const draft = o.draft === undefined && o.exitLayer === undefined ? (has.draft ? DEFAULT_PATHS.draft : undefined) : o.draft;
   const ownHead = draft === DEFAULT_PATHS.draft;
   // With its own head and LDLP the default drafts with ldlp+threshold, the fastest LDLP variant in
-  // its benchmark (docs/performance.md): LDLP caps the depth, the confidence threshold stops earlier inside it.
+  // its benchmark (docs/performance.md): LDLP caps the depth, the confidence threshold stops earlier
+  // inside it. (On one fused round graph loadGenerator drops it: see `fullChain`.)
   const policy = o.policy ?? (ownHead && o.ldlp === undefined && has.ldlp
     ? ({ model, tree: t }: { model: LoadedModel; tree: TreeShape }) =>
         new LdlpPolicy(loadPredictor(DEFAULT_PATHS.ldlp, 'ldlp', model.config, t.maxDepth), model, t, {}, new ThresholdPolicy(t.totalTokens))
@@ -285,11 +288,17 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   // target kept 400 MB twice. What policies read (the embedding table, norms) stays; a
   // self-drafter builds sessions later and keeps everything.
   if (!selfDrafter && !o.keepWeights) model = { ...model, weights: withoutLinears(model) };
+  // One round graph drafts its whole depth whatever the plan, so a plan of fewer levels saves only
+  // verify rows and drops drafts the target would accept: measured on the embedded pair, 1.80x
+  // for static-3 against 1.62-1.64x for its ldlp+threshold, tau 3.22 against 3.07
+  // (docs/performance.md, "Round fixed costs (session 16)"). So on one graph the embedded
+  // default verifies the whole chain; with several graphs (roundDepths) LDLP picks the graph.
+  const fullChain = embeddedPair && roundSessions.length === 1 && options.policy === undefined && options.ldlp === undefined;
   // Given options first, then the tuning file's policy, then the embedded default's.
   // A function, so `newPolicy` can make a fresh one (benchmarks time each run from a fresh state).
   const makePolicy = (): LengthPolicy | undefined => {
     const tunedPolicy = tuning && options.policy === undefined && options.ldlp === undefined && drafter ? createPolicy(tuning.policy, { tree, target: model }) : undefined;
-    const policy = tunedPolicy ?? (typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined));
+    const policy = tunedPolicy ?? (fullChain ? undefined : typeof o.policy === 'function' ? o.policy({ model, tree }) : o.policy ?? (drafter && o.ldlp ? new LdlpPolicy(loadPredictor(o.ldlp, 'ldlp', model.config, tree.maxDepth), model, tree) : undefined));
     return policy ?? selfPolicy ?? (drafter ? new StaticPolicy(tree.maxDepth, tree.totalTokens) : undefined);
   };
   const generator = new Generator({ target, drafter, policy: makePolicy() });

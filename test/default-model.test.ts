@@ -27,6 +27,22 @@ test('the embedded default generates text, and its speculative output equals pla
   }
 });
 
+test('the embedded default policy: the whole chain on one fused round graph (what `eaglet generate` runs), ldlp+threshold pass by pass or across several graphs', { skip: !(has.target && has.draft && has.ldlp) && 'no data/default target, head and ldlp' }, async () => {
+  for (const [opts, policy] of [
+    [{ fusedRound: 'auto' }, 'static-3'], // the graph drafts all 3 levels whatever the plan: verifying fewer only drops accepted drafts
+    [{ fusedRound: false }, 'ldlp+threshold'],
+    [{ fusedRound: 'auto', roundDepths: [1] }, 'ldlp+threshold'], // LDLP picks the graph
+  ] as const) {
+    const g = await loadGenerator({ ...opts, roundDepths: 'roundDepths' in opts ? [...opts.roundDepths] : undefined });
+    try {
+      assert.equal(g.generator.policy.name, policy, JSON.stringify(opts));
+      assert.equal(g.newPolicy().name, policy, 'a fresh policy (bench) is the same');
+    } finally {
+      await g.dispose();
+    }
+  }
+});
+
 test('default threads: one below ONE_THREAD_BELOW_PARAMS parameters, every core (at most 8) from there; an explicit count wins', async () => {
   assert.equal(defaultThreadsFor(ONE_THREAD_BELOW_PARAMS - 1), 1);
   assert.equal(defaultThreadsFor(ONE_THREAD_BELOW_PARAMS), DEFAULT_THREADS);

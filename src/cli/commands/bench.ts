@@ -111,7 +111,8 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
         const fusedRow = label.endsWith(FUSED_SUFFIX), spec = baseSpec(label);
         const isSelf = selfOnly || (spec !== 'default' && policyEntry(policyName(spec)).drafter === 'self');
         if (fusedRow && isSelf) throw new UsageError('--policies', `${label}: ${FUSED_SUFFIX} needs an EAGLE head policy`);
-        const create = spec === 'default' ? g.newPolicy : () => createPolicy(spec, { tree, target: g.model, nLayers: L }, f);
+        // `default@fused`: the fused generator's own policy (what `generate` runs with the fused round).
+        const create = spec === 'default' ? (fusedRow ? gFused.get(fusedDepth(spec, treeDepth))!.newPolicy : g.newPolicy) : () => createPolicy(spec, { tree, target: g.model, nLayers: L }, f);
         create(); // a bad spec fails here, before any run
         return { label, create, drafter: isSelf ? self : fusedRow ? gFused.get(fusedDepth(spec, treeDepth))!.generator.drafter : undefined };
       });

@@ -26,7 +26,7 @@ const FLAGS: FlagSpec[] = [
   FUSED_ROUND_FLAG,
   { flag: 'spec', type: 'bool', help: 'speculate when a draft head is given (the default; --no-spec forces plain decoding)' },
   ...TREE_FLAGS,
-  { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth, or the policy of a tuning file beside the head; the embedded pair: ldlp+threshold with its LDLP)` },
+  { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth, or the policy of a tuning file beside the head; the embedded pair: its whole 3-deep chain on the fused round, ldlp+threshold with its LDLP with --no-fused-round)` },
   ...policyFlags(),
   THREADS_FLAG,
   { flag: 'ldlp', type: 'string', meta: 'PATH', help: 'trained LDLP directory: predicts each round\'s depth (same as --policy ldlp --ldlp-path PATH)' },
