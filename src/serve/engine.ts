@@ -153,7 +153,7 @@ export class Engine {
     // first drafted round then carries one catch-up row, not the prompt's P, and SmartSpec prices
     // it so. (Lazily, the prompt's pass fell in the step where the request first drafted, so the
     // planner saw that step as too dear to draft a new request in, and the catch-up then grew by
-    // a row every plain round it waited: c=2 ran mixed plans below plain.)
+    // a row every plain round it waited.)
     for (const s of this.slots) {
       if (s.head) s.head.readsPrompt = true;
       s.drafter = s.head;
