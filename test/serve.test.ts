@@ -14,6 +14,10 @@ import fc from 'fast-check';
 import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
 import { DEFAULT_PATHS } from '../src/default-model.ts';
 import { serve, type RunningServer } from '../src/serve/server.ts';
+import { Engine } from '../src/serve/engine.ts';
+import type { EagleDrafter } from '../src/generate/eagle-drafter.ts';
+import type { DraftPass } from '../src/runtime/draft.ts';
+import type { SmartSpecPolicy } from '../src/policies/smartspec.ts';
 
 const prompts = readFileSync(join(DEFAULT_PATHS.target, '..', 'heldout-prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
 
@@ -104,6 +108,56 @@ test('greedy completions under concurrent load equal single-request plain decodi
     } finally {
       await s.close();
     }
+  }
+});
+
+test("a request joining a running one: its head reads the prompt at the prefill, so its first drafted round reads 1 row and SmartSpec prices 1; outputs equal plain decoding", async () => {
+  // Two slots: the first request (slot 0, alone at its prefill: its fused round reads its prompt
+  // lazily, as `eaglet generate` does) is decoding when the second (slot 1) arrives.
+  const e = new Engine(g, { maxBatch: 2, policy: 'smartspec', fusedRound: true });
+  await e.start(1);
+  const slots = (e as unknown as { slots: { head: EagleDrafter<DraftPass> }[] }).slots;
+  // Every head call through the draft lane (one view serves every slot): its slot and rows.
+  const view = slots[0].head.session, forward = view.forward.bind(view);
+  let calls: { slot: number; from: number; rows: number }[] = [];
+  view.forward = (cache, tokens, features, positions, tree, opts) => {
+    calls.push({ slot: slots.findIndex((s) => s.head.cache === cache), from: positions[0], rows: tokens.length });
+    return forward(cache, tokens, features, positions, tree, opts);
+  };
+  // SmartSpec's catch-up rows for each request's first plan (what it prices that step's first draft level at).
+  const planner = e.planner!, depthFor = planner.depthFor.bind(planner), firstCatchUp = new Map<SmartSpecPolicy, number>();
+  planner.depthFor = (p, max) => {
+    if (!firstCatchUp.has(p)) firstCatchUp.set(p, p.catchUpRows);
+    return depthFor(p, max);
+  };
+  const opts = { temperature: 0, stopAtEos: false };
+  const ids = async (it: AsyncGenerator<{ ids: number[] }, unknown>, onFirst?: () => void) => {
+    const out: number[] = [];
+    for await (const c of it) {
+      if (!out.length) onFirst?.();
+      out.push(...c.ids);
+    }
+    return out;
+  };
+  try {
+    for (const policy of ['static-3', 'smartspec']) {
+      e.setPolicy(policy);
+      calls = [];
+      firstCatchUp.clear();
+      const [a, b] = [prompts[0], prompts[1]];
+      let second!: Promise<number[]>;
+      const first = await ids(e.submit(a, { ...opts, maxNewTokens: 40 }), () => (second = ids(e.submit(b, { ...opts, maxNewTokens: 16 }))));
+      assert.deepEqual(first, await plain(a, 40), `${policy}: the first request differs from plain decoding`);
+      assert.deepEqual(await second, await plain(b, 16), `${policy}: the second request differs from plain decoding`);
+      const mine = calls.filter((c) => c.slot === 1);
+      // Its first head call: the prompt's rows but the last, from position 0 (lazily: all 32, at its first draft).
+      assert.deepEqual(mine[0], { slot: 1, from: 0, rows: b.length - 1 }, `${policy}: the head's first call on the second request's slot`);
+      if (policy === 'static-3') assert.ok(mine[1].rows <= 2, `static-3: the first drafted round's first level read ${mine[1].rows} rows`);
+      else assert.deepEqual([...firstCatchUp.values()].slice(1), [1], 'smartspec: the second request\'s first plan prices a 1-row catch-up');
+    }
+  } finally {
+    await e.drain();
+    await e.dispose();
   }
 });
 

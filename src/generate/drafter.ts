@@ -61,6 +61,12 @@ export interface Drafter {
   verify(target: TargetPass, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified>;
   /** After the accepted rows are committed: notes for the policy's `observe`. */
   settle?(acc: Acceptance, tree: VerifyTree): Promise<RoundNotes | undefined>;
+  /**
+   * After the prompt's prefill is committed, before the first round: the drafter may read the
+   * prompt now. Returns how many history rows its head has read (the first draft catches up
+   * from there; the loop tells the policy, LengthPolicy.prefilled).
+   */
+  prefilled?(history: History): Promise<number>;
 }
 
 /** Verification by the full target in one pass: what every drafter that is not part of the target does. */

@@ -9,7 +9,7 @@
  * Staged rows are dropped at the end of the round.
  */
 import { checkTree, TreeBuilder, type TreeShape, type VerifyTree } from '../../trees/index.ts';
-import type { DraftPass, DraftSession } from '../runtime/draft.ts';
+import type { DraftOutput, DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetPass } from '../runtime/target.ts';
 import type { History } from './history.ts';
@@ -81,13 +81,8 @@ export class EagleDrafter<S extends DraftPass = DraftSession> implements Drafter
     const d = session.head.dim, P = history.length;
     history.tokens[P] = root;
 
-    // Catch-up: rows c..P-1 = (f_i, token_{i+1}); committed, since they are real.
-    const c = cache.length, rows = P - c;
-    for (let i = 0; i < rows; i++) this.positions[i] = c + i;
-    // Only the last row is drafted from: a pass may return its outputs alone (lastRow).
-    const first = await session.forward(cache, history.tokens.subarray(c + 1, P + 1), history.features.subarray(c * d, P * d), this.positions.subarray(0, rows), undefined, { lastRow: true });
-    this.passes++;
-    cache.append(first.newKeys, first.newValues, rows);
+    // Catch-up: rows c..P-1, the last one (f_{P-1}, root) drafted from.
+    const first = await this.catchUp(history, P);
     const committed = cache.length;
 
     builder.reset(root);
@@ -111,6 +106,39 @@ export class EagleDrafter<S extends DraftPass = DraftSession> implements Drafter
       hidden = out.hidden;
     }
     return this.stop(committed, plan.totalTokens);
+  }
+
+  /**
+   * Reads history rows cache.length..end-1 = (f_i, token_{i+1}) into the head's cache (committed:
+   * they are real) in one pass whose outputs beyond K/V are its last row's alone (lastRow).
+   */
+  private async catchUp(history: History, end: number): Promise<DraftOutput> {
+    const { cache, session } = this, d = session.head.dim, c = cache.length, rows = end - c;
+    for (let i = 0; i < rows; i++) this.positions[i] = c + i;
+    const out = await session.forward(cache, history.tokens.subarray(c + 1, end + 1), history.features.subarray(c * d, end * d), this.positions.subarray(0, rows), undefined, { lastRow: true });
+    this.passes++;
+    cache.append(out.newKeys, out.newValues, rows);
+    return out;
+  }
+
+  /**
+   * Read the prompt at the prefill (`prefilled`): off by default, so a single generation's first
+   * round reads the whole prompt in its one catch-up pass, as before; the serving engine sets it
+   * (its first drafted round then carries one row, and its planner prices one).
+   */
+  readsPrompt = false;
+
+  /**
+   * With `readsPrompt`, after the prompt's prefill: reads its rows 0..P-2 (P = history.length)
+   * and returns the rows read so far (cache.length); without, reads nothing. The last row
+   * (f_{P-1}, first token) stays for the first draft: it is the row that draft expands from, so
+   * that draft's first pass runs whatever was read before, and reading it here would mean
+   * holding its outputs until the request drafts (wasted if its first rounds are plain, which
+   * move the row to expand from on).
+   */
+  async prefilled(history: History): Promise<number> {
+    if (this.readsPrompt && history.length - 1 > this.cache.length) await this.catchUp(history, history.length - 1);
+    return this.cache.length;
   }
 
   /** Drops the round's staged rows and returns the tree drafted so far. */

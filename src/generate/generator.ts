@@ -147,6 +147,15 @@ export class Generator<T extends TargetPass = TargetSession> {
     try {
       const first = emit([root], [false]);
       if (first) yield first;
+      if (drafter.prefilled && !done() && !signal?.aborted) {
+        // After the first token is out: serving's head reads the prompt in the next step's draft
+        // pass, while the first token is on its way (a single generation's drafter reads nothing here).
+        const t = performance.now(), before = drafter.passes;
+        const read = await drafter.prefilled(history); // (not inside policy.prefilled?.(...): that skips it for a policy without the hook)
+        policy.prefilled?.(read);
+        stats.draftPasses += drafter.passes - before;
+        stats.ms.draft += performance.now() - t;
+      }
       while (!done()) {
         if (signal?.aborted) {
           stats.stopReason = 'aborted';

@@ -79,6 +79,8 @@ export interface LengthPolicy {
   keepLevel?(frontier: Frontier, rowEntropies: ArrayLike<number>): boolean;
   /** After verification. */
   observe?(outcome: RoundOutcome): void;
+  /** After the prefill: the drafter's head has read the first `rows` history rows (Drafter.prefilled). */
+  prefilled?(rows: number): void;
 }
 
 /** A fixed EAGLE-2 tree every round: `depth` levels, `totalTokens` verified. depth 0 = plain AR. */

@@ -839,7 +839,7 @@ export class SmartSpecPolicy implements LengthPolicy {
 
   /** Committed context length: at the last plan, plus the rounds observed since. */
   private position = 0;
-  /** Rows the head has read: the position at this request's last draft. */
+  /** Rows the head has read: the position at this request's last draft, or what it read at the prefill (`prefilled`). */
   private headRows = 0;
 
   /** Rows the request's next first draft level carries: every row committed since its last draft (at least 1). */
@@ -860,6 +860,11 @@ export class SmartSpecPolicy implements LengthPolicy {
     const depth = this.planner.depthFor(this, s.maxDepth);
     if (depth > 0) this.headRows = s.position;
     return { depth, totalTokens: Math.min(this.planner.totalTokens, Math.max(depth, 1)) };
+  }
+
+  /** The head read the prompt's first `rows` rows at the prefill: the first draft catches up on the rest. */
+  prefilled(rows: number): void {
+    this.headRows = rows;
   }
 
   observe(o: RoundOutcome): void {

@@ -148,7 +148,16 @@ export class Engine {
       cache: targetCache.slot(i, cfg.nKvHeads),
       head: view && draftCache ? new EagleDrafter(view, this.tree, S, draftCache.slot(i, draftSession!.head.nKvHeads)) : undefined,
     }));
-    for (const s of this.slots) s.drafter = s.head;
+    // Each head reads its request's prompt in the step after the prefill (EagleDrafter.prefilled),
+    // as EAGLE servers run the head over the prompt at prefill, not lazily at the first draft: a
+    // first drafted round then carries one catch-up row, not the prompt's P, and SmartSpec prices
+    // it so. (Lazily, the prompt's pass fell in the step where the request first drafted, so the
+    // planner saw that step as too dear to draft a new request in, and the catch-up then grew by
+    // a row every plain round it waited.)
+    for (const s of this.slots) {
+      if (s.head) s.head.readsPrompt = true;
+      s.drafter = s.head;
+    }
     if (opts.fusedRound && this.draftLane) {
       if (this.tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${this.tree.topK}`);
       this.fusedRound = true;
