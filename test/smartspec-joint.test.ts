@@ -139,3 +139,23 @@ test('a full batch (16 requests) where nothing pays takes the all-zero shortcut 
   // three), the search runs instead, and plans 0 too.
   assert.ok(total >= 2, `the shortcut planned ${total} of the 3 steps`);
 });
+
+test('a request joining a batch where nothing could pay leaves its prompt to its first draft; beside one request it reads it at the prefill; alone it does not', () => {
+  let skipped = 0;
+  for (const c of recorded) {
+    // Beside 15 started requests: where the all-zero shortcut holds, the head's prompt read would
+    // be a draft pass no round uses.
+    const full = server(c, Array.from({ length: 15 }, () => TYPICAL), new Array(15).fill(33));
+    const joining = full.planner.policy();
+    assert.equal(joining.wantsPrompt(), full.planner.mayDraft(16));
+    if (!joining.wantsPrompt()) skipped++;
+    // Beside one: the joint search may draft both, so the prompt is read now (one catch-up row at its first plan).
+    const pair = server(c, [TYPICAL], [33]);
+    assert.equal(pair.planner.policy().wantsPrompt(), true);
+    // Alone: its first round catches up in one call, as generate does.
+    const alone = server(c, [], []);
+    assert.equal(alone.planner.policy().wantsPrompt(), false);
+  }
+  // The models where 16 requests take the all-zero shortcut (previous test): at least two of three.
+  assert.ok(skipped >= 2, `skipped the read in ${skipped} of 3 models`);
+});

@@ -680,6 +680,24 @@ export class SmartSpecPlanner {
   }
 
   /**
+   * Whether a batch of `n` started requests could plan any drafting: false only where
+   * planAllZero's bound holds (more than `jointMax` requests, and no single raise pays even with
+   * every draft accepted), O(depth).
+   */
+  mayDraft(n: number): boolean {
+    if (n < 2 || n <= this.jointMax) return true;
+    // goodput of every member at 0, as stepCost prices it: n tokens by one pass of n tokens.
+    return this.perfectRaisePays(n, n / (this.scaled(this.verify.ms(n, n, 1), 0) + this.overhead.batchMs(1, n)));
+  }
+
+  /** mayDraft for the started requests and `p` (not started yet); false for `p` alone. */
+  mayDraftBeside(p: SmartSpecPolicy): boolean {
+    let n = 1;
+    for (const m of this.members) if (m.started && m !== p) n++;
+    return n >= 2 && this.mayDraft(n);
+  }
+
+  /**
    * A step's first plan when no raise could pay even if every draft were accepted: every started
    * member at 0, as the ascent plans it then (anyRaisePays false for the same members), without
    * building its arrays or reading any member's acceptance: O(members + depth). False (nothing
@@ -692,10 +710,8 @@ export class SmartSpecPlanner {
   private planAllZero(): boolean {
     let n = 0;
     for (const m of this.members) if (m.started) n++;
-    if (n < 2 || n <= this.jointMax) return false;
-    // goodput of every member at 0, as stepCost prices it: n tokens by one pass of n tokens.
+    if (this.mayDraft(n)) return false;
     const verifyMs = this.verify.ms(n, n, 1), passMs = this.scaled(verifyMs, 0);
-    if (this.perfectRaisePays(n, n / (passMs + this.overhead.batchMs(1, n)))) return false;
     for (const m of this.members) if (m.started) this.choose(m, 0);
     // settlePlan's timing of a plan made whole (the first plan of the step: nothing chosen before).
     this.timing.valid = false;
@@ -860,6 +876,16 @@ export class SmartSpecPolicy implements LengthPolicy {
     const depth = this.planner.depthFor(this, s.maxDepth);
     if (depth > 0) this.headRows = s.position;
     return { depth, totalTokens: Math.min(this.planner.totalTokens, Math.max(depth, 1)) };
+  }
+
+  /**
+   * Whether the head should read the prompt now, at the prefill: only beside other requests (a
+   * request alone catches up in its first round's one call, as generate does) and where the batch
+   * it joins could draft at all (at c = 16 on the embedded pair every step plans 0, and each
+   * read would be a draft pass no round uses). Otherwise the first draft reads it, lazily.
+   */
+  wantsPrompt(): boolean {
+    return this.planner.mayDraftBeside(this);
   }
 
   /** The head read the prompt's first `rows` rows at the prefill: the first draft catches up on the rest. */
