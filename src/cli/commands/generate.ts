@@ -26,7 +26,7 @@ const FLAGS: FlagSpec[] = [
   FUSED_ROUND_FLAG,
   { flag: 'spec', type: 'bool', help: 'speculate when a draft head is given (the default; --no-spec forces plain decoding)' },
   ...TREE_FLAGS,
-  { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth, or the policy of a tuning file beside the head; the embedded pair: its whole 3-deep chain on the fused round, ldlp+threshold with its LDLP with --no-fused-round)` },
+  { flag: 'policy', type: 'string', meta: 'NAME', help: `draft-length policy: ${policyNames().join(', ')} (NAME-N or NAME:opt=v inline; default: static trees of --depth, or the policy of a tuning file beside the head; the embedded pair: its whole chain on the fused round (static at --depth, 3 unless given), ldlp+threshold with its LDLP with --no-fused-round)` },
   ...policyFlags(),
   THREADS_FLAG,
   { flag: 'ldlp', type: 'string', meta: 'PATH', help: 'trained LDLP directory: predicts each round\'s depth (same as --policy ldlp --ldlp-path PATH)' },
@@ -51,7 +51,8 @@ export const generate = defineCommand({
 target pass. Every token is a draw from the target's own distribution (lossless in distribution);
 with the same seed the ids equal plain decoding's except where float32 rounding between the
 one-token and the tree pass decides a near-tie (see README, "What holds").
-Without --model it uses the embedded default (data/default): its target, draft head and LDLP.`,
+Without --model it uses the embedded default (data/default): its target and draft head, and its LDLP
+with --no-fused-round.`,
   flags: FLAGS,
   policyFlag: '--policy',
   async run(f) {
