@@ -10,7 +10,7 @@ import { loadGenerator } from '../src/api.ts';
 import { RoundDrafter } from '../src/generate/round-drafter.ts';
 import { History } from '../src/generate/history.ts';
 import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
-import { randomWeights } from '../src/model/random.ts';
+import { makeConfig, randomWeights } from '../src/model/random.ts';
 import type { LengthPolicy, RoundState } from '../src/policies/policy.ts';
 import type { RoundSession } from '../src/runtime/round.ts';
 import { AcceptanceTally, prompt, sameAsPlain, tinyConfig, tinyConfigEitherLayout } from './support/models.ts';
@@ -134,10 +134,37 @@ test('round graphs: the plan picks the shallowest graph reaching it; a target pa
       [[2, 4], true, 3, 4, 4],
     ];
     for (const [depths, pads, planned, rows, steps] of cases) assert.deepEqual(await run(depths, pads, planned), { rows, headSteps: steps }, `graphs ${depths}, padsRows ${pads}, planned ${planned}`);
-    // Not past the context: 13 committed of 16, a plan of 2 verifies rows at positions 13..15 only.
-    const near = new RoundDrafter([fake(5, true)], 16), h = new History(16, 4);
-    h.length = 13;
-    assert.equal((await near.draft(h, 3, { depth: 2, totalTokens: 2 }, randomDepths(1, 1))).n, 3);
+    // Near the context's end (13 committed of 16) a graph runs only if all its head steps fit
+    // (positions up to 12 + depth <= 15): depth 3 does, so a plan of 2 runs it; depth 5 does not,
+    // so with it alone the round is a plain step (no head steps).
+    for (const [depths, rows, steps] of [[[1, 3, 5], 3, 3], [[5], 1, 0]] as const) {
+      const near = new RoundDrafter(depths.map((x) => fake(x, true)), 16), h = new History(16, 4);
+      h.length = 13;
+      const tree = await near.draft(h, 3, { depth: 2, totalTokens: 2 }, randomDepths(1, 1));
+      assert.deepEqual({ rows: tree.n, steps: near.passes }, { rows, steps }, `graphs ${depths} near the end`);
+    }
     assert.throws(() => new RoundDrafter([fake(3, false), fake(3, false)], 16), /distinct depths/);
+  }
+});
+
+test('a fused round graph runs to the context limit: near the end a graph whose head steps would pass it is not run (lossless, greedy and sampled)', async () => {
+  // Failed before: the head's last steps asked the rotary table for positions past maxSeqLen.
+  for (const [seed, maxSeqLen, roundDepths] of [[1, 20, []], [2, 21, [2, 4]]] as const) {
+    const cfg = makeConfig({ vocabSize: 48, dim: 32, nLayers: 2, nHeads: 4, nKvHeads: 2, hiddenDim: 64, maxSeqLen, eosTokenIds: [] });
+    const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
+    const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
+    const tree = { topK: 1, maxDepth: 5, totalTokens: 5 };
+    const ar = await loadGenerator({ model, threads: 1 });
+    const fused = await loadGenerator({ model, draft, tree, threads: 1, fusedRound: true, roundDepths: [...roundDepths] });
+    try {
+      for (const opts of [{ maxNewTokens: 100 }, { maxNewTokens: 100, temperature: 1, topK: 5, seed }]) {
+        const a = await ar.generate([1], opts), f = await fused.generate([1], opts);
+        assert.equal(f.stats.stopReason, 'context');
+        assert.deepEqual(f.ids, a.ids, `seed ${seed}, maxSeqLen ${maxSeqLen}`);
+      }
+    } finally {
+      await ar.dispose();
+      await fused.dispose();
+    }
   }
 });

@@ -140,7 +140,7 @@ test('a full batch (16 requests) where nothing pays takes the all-zero shortcut 
   assert.ok(total >= 2, `the shortcut planned ${total} of the 3 steps`);
 });
 
-test('a request joining a batch where nothing could pay leaves its prompt to its first draft; beside one request it reads it at the prefill; alone it does not', () => {
+test('a request joining a batch where nothing could pay leaves its prompt to its first draft; beside one request (started or arriving with it) it reads it at the prefill; alone it does not', () => {
   let skipped = 0;
   for (const c of recorded) {
     // Beside 15 started requests: where the all-zero shortcut holds, the head's prompt read would
@@ -155,6 +155,9 @@ test('a request joining a batch where nothing could pay leaves its prompt to its
     // Alone: its first round catches up in one call, as generate does.
     const alone = server(c, [], []);
     assert.equal(alone.planner.policy().wantsPrompt(), false);
+    // Two arriving together, neither started yet: each sees the other, so both read.
+    const burst = server(c, [], []), a = burst.planner.policy(), b = burst.planner.policy();
+    assert.deepEqual([a.wantsPrompt(), b.wantsPrompt()], [true, true]);
   }
   // The models where 16 requests take the all-zero shortcut (previous test): at least two of three.
   assert.ok(skipped >= 2, `skipped the read in ${skipped} of 3 models`);

@@ -60,10 +60,19 @@ export class RoundDrafter implements Drafter {
 
   /** Lays out a chain of the planned depth rooted at `root`; its tokens arrive with `verify`. */
   async draft(history: History, root: number, plan: RoundPlan, _policy: LengthPolicy): Promise<VerifyTree> {
-    const want = Math.min(plan.depth, plan.totalTokens, this.session.depth);
-    const s = (this.running = this.sessions.find((x) => x.depth >= want)!);
+    // A graph runs all its head steps, the last at position P - 1 + depth: past the context's last
+    // row the head's rotary table has no entry (and the step's draft could never be verified), so
+    // near the end only a graph that fits runs, and where none reaching the plan fits, a plain step.
+    const P = history.length, fits = (x: RoundSession) => P + x.depth <= history.capacity;
+    let want = Math.min(plan.depth, plan.totalTokens, this.session.depth);
+    let s = this.sessions.find((x) => x.depth >= want && fits(x));
+    if (!s) {
+      s = this.sessions[0];
+      want = 0;
+    }
+    this.running = s;
     // One more draft where the padding row would run anyway (and the context has a row for it).
-    const free = s.padsRows && want % 2 === 0 && want < s.depth && history.length + want + 2 <= history.capacity;
+    const free = want > 0 && s.padsRows && want % 2 === 0 && want < s.depth && history.length + want + 2 <= history.capacity;
     const t = this.tree, n = 1 + want + (free ? 1 : 0);
     history.tokens[history.length] = root;
     this.history = history;
@@ -73,7 +82,7 @@ export class RoundDrafter implements Drafter {
       t.parents[i] = i - 1;
       t.tokens[i] = 0; // drafted in-graph by verify
     }
-    this.passes += s.depth; // the head steps verify's call computes (all of them, whatever n)
+    if (n > 1) this.passes += s.depth; // the head steps verify's call computes (all of them, whatever n; none for a plain step)
     return t.build(n);
   }
 

@@ -690,10 +690,13 @@ export class SmartSpecPlanner {
     return this.perfectRaisePays(n, n / (this.scaled(this.verify.ms(n, n, 1), 0) + this.overhead.batchMs(1, n)));
   }
 
-  /** mayDraft for the started requests and `p` (not started yet); false for `p` alone. */
+  /**
+   * mayDraft for the batch `p` joins: every member, those still prefilling included (requests
+   * arriving together each see the others; counting only started ones, each of a burst saw itself
+   * alone and skipped the read). False for `p` alone.
+   */
   mayDraftBeside(p: SmartSpecPolicy): boolean {
-    let n = 1;
-    for (const m of this.members) if (m.started && m !== p) n++;
+    const n = this.members.size + (this.members.has(p) ? 0 : 1);
     return n >= 2 && this.mayDraft(n);
   }
 
