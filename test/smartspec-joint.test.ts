@@ -162,3 +162,17 @@ test('a request joining a batch where nothing could pay leaves its prompt to its
   // The models where 16 requests take the all-zero shortcut (previous test): at least two of three.
   assert.ok(skipped >= 2, `skipped the read in ${skipped} of 3 models`);
 });
+
+test('requests admitted together count one another: after the first of 16 starts, the other 15 skip the prompt read where 16 could not draft', () => {
+  let skipped = 0;
+  for (const c of recorded) {
+    // 16 requests prefilled in one pass; the first to resume plans (started) before the others ask.
+    const { planner } = server(c, [], []);
+    const batch = Array.from({ length: 16 }, () => planner.policy());
+    batch[0].started = true;
+    for (const p of batch.slice(1)) assert.equal(p.wantsPrompt(), planner.mayDraft(16));
+    if (!batch[1].wantsPrompt()) skipped++;
+  }
+  // Counting started requests only, each saw one companion and read (fails on the old code).
+  assert.ok(skipped >= 2, `skipped the read in ${skipped} of 3 models`);
+});
