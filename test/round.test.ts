@@ -134,14 +134,15 @@ test('round graphs: the plan picks the shallowest graph reaching it; a target pa
       [[2, 4], true, 3, 4, 4],
     ];
     for (const [depths, pads, planned, rows, steps] of cases) assert.deepEqual(await run(depths, pads, planned), { rows, headSteps: steps }, `graphs ${depths}, padsRows ${pads}, planned ${planned}`);
-    // Near the context's end (13 committed of 16) a graph runs only if all its head steps fit
-    // (positions up to 12 + depth <= 15): depth 3 does, so a plan of 2 runs it; depth 5 does not,
-    // so with it alone the round is a plain step (no head steps).
-    for (const [depths, rows, steps] of [[[1, 3, 5], 3, 3], [[5], 1, 0]] as const) {
-      const near = new RoundDrafter(depths.map((x) => fake(x, true)), 16), h = new History(16, 4);
-      h.length = 13;
-      const tree = await near.draft(h, 3, { depth: 2, totalTokens: 2 }, randomDepths(1, 1));
-      assert.deepEqual({ rows: tree.n, steps: near.passes }, { rows, steps }, `graphs ${depths} near the end`);
+    // Near the context's end (16 rows; plans within the loop's clamp, at most 15 - P drafts) a
+    // graph runs only if all its head steps fit, the last at P + depth - 2 <= 15: at P = 13 depth 3
+    // does, depth 5 does not (alone: a plain step, no head steps; beside depth 1: that one, one
+    // draft); at P = 12 depth 5 just fits; at P = 14 depth 5 does not.
+    for (const [P, depths, planned, rows, steps] of [[13, [1, 3, 5], 2, 3, 3], [13, [5], 2, 1, 0], [13, [1, 5], 2, 2, 1], [12, [5], 2, 3, 5], [14, [5], 1, 1, 0]] as const) {
+      const near = new RoundDrafter(depths.map((x) => fake(x, false)), 16), h = new History(16, 4);
+      h.length = P;
+      const tree = await near.draft(h, 3, { depth: planned, totalTokens: planned }, randomDepths(1, 1));
+      assert.deepEqual({ rows: tree.n, steps: near.passes }, { rows, steps }, `graphs ${depths} at ${P} of 16`);
     }
     assert.throws(() => new RoundDrafter([fake(3, false), fake(3, false)], 16), /distinct depths/);
   }

@@ -60,15 +60,17 @@ export class RoundDrafter implements Drafter {
 
   /** Lays out a chain of the planned depth rooted at `root`; its tokens arrive with `verify`. */
   async draft(history: History, root: number, plan: RoundPlan, _policy: LengthPolicy): Promise<VerifyTree> {
-    // A graph runs all its head steps, the last at position P - 1 + depth: past the context's last
-    // row the head's rotary table has no entry (and the step's draft could never be verified), so
-    // near the end only a graph that fits runs, and where none reaching the plan fits, a plain step.
-    const P = history.length, fits = (x: RoundSession) => P + x.depth <= history.capacity;
+    // A graph runs all its head steps, the first on the last catch-up row (P - 1), the last at
+    // P + depth - 2: past the context's last row the head's rotary table has no entry, so near the
+    // end only a graph that fits runs: the shallowest reaching the plan, else the deepest that fits
+    // (fewer drafts), else a plain step.
+    const P = history.length, fits = (x: RoundSession) => P + x.depth - 2 < history.capacity;
     let want = Math.min(plan.depth, plan.totalTokens, this.session.depth);
     let s = this.sessions.find((x) => x.depth >= want && fits(x));
     if (!s) {
       s = this.sessions[0];
-      want = 0;
+      for (const x of this.sessions) if (fits(x)) s = x;
+      want = fits(s) ? Math.min(want, s.depth) : 0;
     }
     this.running = s;
     // One more draft where the padding row would run anyway (and the context has a row for it).

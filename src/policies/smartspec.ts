@@ -696,6 +696,7 @@ export class SmartSpecPlanner {
    * alone and skipped the read). False for `p` alone.
    */
   mayDraftBeside(p: SmartSpecPolicy): boolean {
+    if (this.forced === 0) return false; // a plain calibration wave: no round will draft
     const n = this.members.size + (this.members.has(p) ? 0 : 1);
     return n >= 2 && this.mayDraft(n);
   }
