@@ -111,44 +111,93 @@ test('greedy completions under concurrent load equal single-request plain decodi
   }
 });
 
+/** Every head call through the engine's draft lane from now on (one view serves every slot): its slot, first position and rows. */
+function headCalls(e: Engine): { slot: number; from: number; rows: number }[] {
+  const slots = (e as unknown as { slots: { head: EagleDrafter<DraftPass> }[] }).slots;
+  const view = slots[0].head.session, forward = view.forward.bind(view);
+  const calls: { slot: number; from: number; rows: number }[] = [];
+  view.forward = (cache, tokens, features, positions, tree, opts) => {
+    calls.push({ slot: slots.findIndex((s) => s.head.cache === cache), from: positions[0], rows: tokens.length });
+    return forward(cache, tokens, features, positions, tree, opts);
+  };
+  return calls;
+}
+
+/** A stream's ids; `onFirst` runs at its first chunk. */
+async function ids(it: AsyncGenerator<{ ids: number[] }, unknown>, onFirst?: () => void): Promise<number[]> {
+  const out: number[] = [];
+  for await (const c of it) {
+    if (!out.length) onFirst?.();
+    out.push(...c.ids);
+  }
+  return out;
+}
+
+/** Request `a` (slot 0) and, once `a` has its first token, `b` (slot 1); both must equal plain decoding. */
+async function pair(e: Engine, a: number[], b: number[], what: string): Promise<void> {
+  const opts = { temperature: 0, stopAtEos: false };
+  let second!: Promise<number[]>;
+  const first = await ids(e.submit(a, { ...opts, maxNewTokens: 40 }), () => (second = ids(e.submit(b, { ...opts, maxNewTokens: 16 }))));
+  assert.deepEqual(first, await plain(a, 40), `${what}: the first request differs from plain decoding`);
+  assert.deepEqual(await second, await plain(b, 16), `${what}: the second request differs from plain decoding`);
+}
+
+test("the engine alone decides whether a request's head reads its prompt at the prefill: beside another request (static; smartspec where the batch could draft), not alone, not where no round could draft; outputs equal plain decoding", async () => {
+  // No fused round: every request drafts with the batched head, alone too.
+  const e = new Engine(g, { maxBatch: 2, policy: 'smartspec' });
+  await e.start(1);
+  const calls = headCalls(e), planner = e.planner!;
+  // The read at the prefill is one call of the prompt's rows but the last, from position 0; a
+  // first draft catching up lazily reads from 0 to at least the root's row (P rows or more).
+  const readAtPrefill = (slot: number, P: number) => calls.some((c) => c.slot === slot && c.from === 0 && c.rows === P - 1);
+  const [a, b] = [prompts[2], prompts[3]];
+  const { jointMax } = planner, draftScale = planner.passScale[1];
+  try {
+    for (const policy of ['static-3', 'smartspec']) {
+      e.setPolicy(policy);
+      calls.length = 0;
+      assert.deepEqual(await ids(e.submit(a, { temperature: 0, stopAtEos: false, maxNewTokens: 12 })), await plain(a, 12), `${policy}: alone, the reply differs from plain decoding`);
+      // Alone: its first round's catch-up reads the prompt (one head call, not two; fails on the old code at static-3).
+      assert.equal(readAtPrefill(0, a.length), false, `${policy}: a request alone read its prompt at the prefill`);
+      calls.length = 0;
+      await pair(e, a, b, policy);
+      assert.deepEqual([readAtPrefill(0, a.length), readAtPrefill(1, b.length)], [false, true], `${policy}: the prompt reads at the prefill (alone, beside one)`);
+    }
+    // A batch of 2 where no round could draft: past the joint search, and draft passes priced far
+    // above what any accepted draft gains (the all-zero bound); the joining head then reads nothing.
+    planner.jointMax = 1;
+    planner.passScale[1] = 1e6;
+    assert.equal(planner.mayDraft(2), false);
+    calls.length = 0;
+    await pair(e, a, b, 'smartspec, no round could draft');
+    assert.deepEqual(calls, [], 'smartspec, no round could draft: a head call');
+  } finally {
+    planner.jointMax = jointMax;
+    planner.passScale[1] = draftScale;
+    await e.drain();
+    await e.dispose();
+  }
+});
+
 test("a request joining a running one: its head reads the prompt at the prefill, so its first drafted round reads 1 row and SmartSpec prices 1; outputs equal plain decoding", async () => {
   // Two slots: the first request (slot 0, alone at its prefill: its fused round reads its prompt
   // lazily, as `eaglet generate` does) is decoding when the second (slot 1) arrives.
   const e = new Engine(g, { maxBatch: 2, policy: 'smartspec', fusedRound: true });
   await e.start(1);
-  const slots = (e as unknown as { slots: { head: EagleDrafter<DraftPass> }[] }).slots;
-  // Every head call through the draft lane (one view serves every slot): its slot and rows.
-  const view = slots[0].head.session, forward = view.forward.bind(view);
-  let calls: { slot: number; from: number; rows: number }[] = [];
-  view.forward = (cache, tokens, features, positions, tree, opts) => {
-    calls.push({ slot: slots.findIndex((s) => s.head.cache === cache), from: positions[0], rows: tokens.length });
-    return forward(cache, tokens, features, positions, tree, opts);
-  };
+  const calls = headCalls(e);
   // SmartSpec's catch-up rows for each request's first plan (what it prices that step's first draft level at).
   const planner = e.planner!, depthFor = planner.depthFor.bind(planner), firstCatchUp = new Map<SmartSpecPolicy, number>();
   planner.depthFor = (p, max) => {
     if (!firstCatchUp.has(p)) firstCatchUp.set(p, p.catchUpRows);
     return depthFor(p, max);
   };
-  const opts = { temperature: 0, stopAtEos: false };
-  const ids = async (it: AsyncGenerator<{ ids: number[] }, unknown>, onFirst?: () => void) => {
-    const out: number[] = [];
-    for await (const c of it) {
-      if (!out.length) onFirst?.();
-      out.push(...c.ids);
-    }
-    return out;
-  };
   try {
     for (const policy of ['static-3', 'smartspec']) {
       e.setPolicy(policy);
-      calls = [];
+      calls.length = 0;
       firstCatchUp.clear();
       const [a, b] = [prompts[0], prompts[1]];
-      let second!: Promise<number[]>;
-      const first = await ids(e.submit(a, { ...opts, maxNewTokens: 40 }), () => (second = ids(e.submit(b, { ...opts, maxNewTokens: 16 }))));
-      assert.deepEqual(first, await plain(a, 40), `${policy}: the first request differs from plain decoding`);
-      assert.deepEqual(await second, await plain(b, 16), `${policy}: the second request differs from plain decoding`);
+      await pair(e, a, b, policy);
       const mine = calls.filter((c) => c.slot === 1);
       // Its first head call: the prompt's rows but the last, from position 0 (lazily: all 32, at its first draft).
       assert.deepEqual(mine[0], { slot: 1, from: 0, rows: b.length - 1 }, `${policy}: the head's first call on the second request's slot`);

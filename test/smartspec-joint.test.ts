@@ -140,24 +140,21 @@ test('a full batch (16 requests) where nothing pays takes the all-zero shortcut 
   assert.ok(total >= 2, `the shortcut planned ${total} of the 3 steps`);
 });
 
-test('a request joining a batch where nothing could pay leaves its prompt to its first draft; beside one request (started or arriving with it) it reads it at the prefill; alone it does not', () => {
+test('a request joining a batch where nothing could pay is told no round could draft (its prompt is left to its first draft); beside one request (started or arriving with it) one could', () => {
   let skipped = 0;
   for (const c of recorded) {
     // Beside 15 started requests: where the all-zero shortcut holds, the head's prompt read would
     // be a draft pass no round uses.
     const full = server(c, Array.from({ length: 15 }, () => TYPICAL), new Array(15).fill(33));
     const joining = full.planner.policy();
-    assert.equal(joining.wantsPrompt(), full.planner.mayDraft(16));
-    if (!joining.wantsPrompt()) skipped++;
+    assert.equal(full.planner.mayDraftWith(joining), full.planner.mayDraft(16));
+    if (!full.planner.mayDraftWith(joining)) skipped++;
     // Beside one: the joint search may draft both, so the prompt is read now (one catch-up row at its first plan).
     const pair = server(c, [TYPICAL], [33]);
-    assert.equal(pair.planner.policy().wantsPrompt(), true);
-    // Alone: its first round catches up in one call, as generate does.
-    const alone = server(c, [], []);
-    assert.equal(alone.planner.policy().wantsPrompt(), false);
-    // Two arriving together, neither started yet: each sees the other, so both read.
+    assert.equal(pair.planner.mayDraftWith(pair.planner.policy()), true);
+    // Two arriving together, neither started yet: each sees the other.
     const burst = server(c, [], []), a = burst.planner.policy(), b = burst.planner.policy();
-    assert.deepEqual([a.wantsPrompt(), b.wantsPrompt()], [true, true]);
+    assert.deepEqual([burst.planner.mayDraftWith(a), burst.planner.mayDraftWith(b)], [true, true]);
   }
   // The models where 16 requests take the all-zero shortcut (previous test): at least two of three.
   assert.ok(skipped >= 2, `skipped the read in ${skipped} of 3 models`);
@@ -170,8 +167,8 @@ test('requests admitted together count one another: after the first of 16 starts
     const { planner } = server(c, [], []);
     const batch = Array.from({ length: 16 }, () => planner.policy());
     batch[0].started = true;
-    for (const p of batch.slice(1)) assert.equal(p.wantsPrompt(), planner.mayDraft(16));
-    if (!batch[1].wantsPrompt()) skipped++;
+    for (const p of batch.slice(1)) assert.equal(planner.mayDraftWith(p), planner.mayDraft(16));
+    if (!planner.mayDraftWith(batch[1])) skipped++;
   }
   // Counting started requests only, each saw one companion and read (fails on the old code).
   assert.ok(skipped >= 2, `skipped the read in ${skipped} of 3 models`);

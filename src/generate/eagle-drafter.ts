@@ -122,22 +122,22 @@ export class EagleDrafter<S extends DraftPass = DraftSession> implements Drafter
   }
 
   /**
-   * Read the prompt at the prefill (`prefilled`): off by default, so a single generation's first
-   * round reads the whole prompt in its one catch-up pass, as before; the serving engine sets it
-   * (its first drafted round then carries one row, and its planner prices one).
+   * Asked after each prefill (`prefilled`): whether to read the prompt now. Absent (a single
+   * generation): never, so the first round reads the whole prompt in its one catch-up pass; the
+   * serving engine sets it (Engine's readsPrompt decides).
    */
-  readsPrompt = false;
+  readsPrompt?: () => boolean;
 
   /**
-   * With `readsPrompt`, after the prompt's prefill: reads its rows 0..P-2 (P = history.length)
-   * and returns the rows read so far (cache.length); without, reads nothing. The last row
+   * After the prompt's prefill, where `readsPrompt` says so: reads its rows 0..P-2
+   * (P = history.length); returns the rows read so far (cache.length). The last row
    * (f_{P-1}, first token) stays for the first draft: it is the row that draft expands from, so
    * that draft's first pass runs whatever was read before, and reading it here would mean
    * holding its outputs until the request drafts (wasted if its first rounds are plain, which
    * move the row to expand from on).
    */
   async prefilled(history: History): Promise<number> {
-    if (this.readsPrompt && history.length - 1 > this.cache.length) await this.catchUp(history, history.length - 1);
+    if (history.length - 1 > this.cache.length && this.readsPrompt?.()) await this.catchUp(history, history.length - 1);
     return this.cache.length;
   }
 

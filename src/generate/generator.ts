@@ -147,7 +147,7 @@ export class Generator<T extends TargetPass = TargetSession> {
     try {
       const first = emit([root], [false]);
       if (first) yield first;
-      if (drafter.prefilled && !done() && !signal?.aborted && policy.wantsPrompt?.() !== false) {
+      if (drafter.prefilled && !done() && !signal?.aborted) {
         // After the first token is out: serving's head reads the prompt in the next step's draft
         // pass, while the first token is on its way (a single generation's drafter reads nothing here).
         const t = performance.now(), before = drafter.passes;

@@ -79,11 +79,6 @@ export interface LengthPolicy {
   keepLevel?(frontier: Frontier, rowEntropies: ArrayLike<number>): boolean;
   /** After verification. */
   observe?(outcome: RoundOutcome): void;
-  /**
-   * After the prefill, before the drafter reads the prompt (Drafter.prefilled): false skips the
-   * read (the first draft then catches up on the prompt, lazily). Absent: read.
-   */
-  wantsPrompt?(): boolean;
   /** After the prefill: the drafter's head has read the first `rows` history rows (Drafter.prefilled). */
   prefilled?(rows: number): void;
 }

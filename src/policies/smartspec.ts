@@ -691,14 +691,13 @@ export class SmartSpecPlanner {
   }
 
   /**
-   * mayDraft for the batch `p` joins: every member, those still prefilling included (requests
+   * mayDraft for the batch `p` is in: every member, those still prefilling included (requests
    * arriving together each see the others; counting only started ones, each of a burst saw itself
-   * alone and skipped the read). False for `p` alone.
+   * alone). Asked by the engine for a joining request's prompt read (Engine's readsPrompt).
    */
-  mayDraftBeside(p: SmartSpecPolicy): boolean {
+  mayDraftWith(p: SmartSpecPolicy): boolean {
     if (this.forced === 0) return false; // a plain calibration wave: no round will draft
-    const n = this.members.size + (this.members.has(p) ? 0 : 1);
-    return n >= 2 && this.mayDraft(n);
+    return this.mayDraft(this.members.size + (this.members.has(p) ? 0 : 1));
   }
 
   /**
@@ -880,16 +879,6 @@ export class SmartSpecPolicy implements LengthPolicy {
     const depth = this.planner.depthFor(this, s.maxDepth);
     if (depth > 0) this.headRows = s.position;
     return { depth, totalTokens: Math.min(this.planner.totalTokens, Math.max(depth, 1)) };
-  }
-
-  /**
-   * Whether the head should read the prompt now, at the prefill: only beside other requests (a
-   * request alone catches up in its first round's one call, as generate does) and where the batch
-   * it joins could draft at all (at c = 16 on the embedded pair every step plans 0, and each
-   * read would be a draft pass no round uses). Otherwise the first draft reads it, lazily.
-   */
-  wantsPrompt(): boolean {
-    return this.planner.mayDraftBeside(this);
   }
 
   /** The head read the prompt's first `rows` rows at the prefill: the first draft catches up on the rest. */

@@ -18,7 +18,7 @@ import { Generator, type GenerationChunk } from '../generate/generator.ts';
 import type { GenerationOptions } from '../generate/options.ts';
 import type { GenerationStats } from '../generate/stats.ts';
 import { StaticPolicy, type LengthPolicy } from '../policies/policy.ts';
-import { SmartSpecPlanner, StepCost, type SmartSpecPolicy } from '../policies/smartspec.ts';
+import { SmartSpecPlanner, SmartSpecPolicy, StepCost } from '../policies/smartspec.ts';
 import { Batcher, DraftLane, TargetLane, type LaneStats } from '../runtime/batch.ts';
 import type { DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
@@ -68,6 +68,8 @@ interface Slot {
   head?: EagleDrafter<DraftPass>;
   /** What the request's generator holds: `head`, or a SlotDrafter over it and the fused round. */
   drafter?: Drafter;
+  /** The policy of the request holding the slot (readsPrompt). */
+  policy?: LengthPolicy;
 }
 
 export type PolicyKind = { kind: 'plain' } | { kind: 'static'; depth: number } | { kind: 'smartspec' };
@@ -148,14 +150,8 @@ export class Engine {
       cache: targetCache.slot(i, cfg.nKvHeads),
       head: view && draftCache ? new EagleDrafter(view, this.tree, S, draftCache.slot(i, draftSession!.head.nKvHeads)) : undefined,
     }));
-    // Each head reads its request's prompt in the step after the prefill (EagleDrafter.prefilled),
-    // as EAGLE servers run the head over the prompt at prefill, not lazily at the first draft: a
-    // first drafted round then carries one catch-up row, not the prompt's P, and SmartSpec prices
-    // it so. (Lazily, the prompt's pass fell in the step where the request first drafted, so the
-    // planner saw that step as too dear to draft a new request in, and the catch-up then grew by
-    // a row every plain round it waited.)
     for (const s of this.slots) {
-      if (s.head) s.head.readsPrompt = true;
+      if (s.head) s.head.readsPrompt = () => this.readsPrompt(s);
       s.drafter = s.head;
     }
     if (opts.fusedRound && this.draftLane) {
@@ -467,6 +463,24 @@ export class Engine {
     this.policy = p;
   }
 
+  /**
+   * Whether the head of the request in `slot` reads its prompt in the step after the prefill
+   * (EagleDrafter.readsPrompt asks; decided here only). As EAGLE servers run the head over the
+   * prompt at prefill: a first drafted round then carries one catch-up row, not the prompt's P,
+   * and SmartSpec prices it so (lazily, that step looked too dear to draft a new request in, and
+   * the catch-up grew by a row every plain round it waited). Only beside other requests, those
+   * still prefilling included (requests arriving together each see the others): a request alone
+   * reads it in its first round's catch-up, one head call (with the fused round, inside the
+   * round's one ORT call, as `eaglet generate` does), where a pass here would add one. Under
+   * SmartSpec also only where the batch could draft at all (SmartSpecPlanner.mayDraftWith: at
+   * c = 16 on the embedded pair every step plans 0, and the read would be a pass no round uses).
+   */
+  private readsPrompt(slot: Slot): boolean {
+    if (this.batcher.size < 2) return false;
+    const p = slot.policy;
+    return !(p instanceof SmartSpecPolicy) || this.planner!.mayDraftWith(p);
+  }
+
   /** A fresh policy for one request. */
   private makePolicy(): LengthPolicy {
     const p = this.policy;
@@ -552,7 +566,7 @@ export class Engine {
       // Submitted while start() runs: after it (the calibration's forced lengths and samples are not this request's).
       if (counted && this.pending) await this.pending;
       const slot = await this.acquire(signal);
-      const policy = this.makePolicy();
+      const policy = (slot.policy = this.makePolicy());
       const gen = new Generator<TargetPass>({ target: this.targetView, drafter: policy.name === 'ar' ? undefined : slot.drafter, policy: counted ? this.metrics.recording(policy) : policy, cache: slot.cache });
       this.batcher.join();
       if (counted) this.metrics.started();

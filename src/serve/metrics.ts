@@ -69,7 +69,6 @@ export class ServeMetrics {
       plan: (s) => p.plan(s),
       continueDrafting: p.continueDrafting?.bind(p),
       keepLevel: p.keepLevel?.bind(p),
-      wantsPrompt: p.wantsPrompt?.bind(p),
       prefilled: p.prefilled?.bind(p),
       observe: (o) => {
         this.rounds++;

@@ -44,13 +44,9 @@ export class SlotDrafter implements Drafter {
     return this.current.verify(target, cache, tree, positions, fetch);
   }
 
-  /**
-   * The batched head reads the prompt, except for a request alone in the batch: its fused round
-   * reads the prompt with its first round's catch-up, in the round's one ORT call, as
-   * `eaglet generate` does (a pass of its own here would add a call).
-   */
+  /** The batched head reads the prompt where the engine says so (EagleDrafter.readsPrompt); else the first round does. */
   prefilled(history: History): Promise<number> {
-    return this.alone() ? Promise.resolve(this.batched.cache.length) : this.batched.prefilled(history);
+    return this.batched.prefilled(history);
   }
 
   settle(acc: Acceptance, tree: VerifyTree): Promise<RoundNotes | undefined> {
