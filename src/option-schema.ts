@@ -26,6 +26,9 @@ export interface FlagSpec {
 
 export type Parsed = Record<string, unknown> & { _: string[] };
 
+/** The longest delay setTimeout honours (ms): Node fires a longer one at once (its TIMEOUT_MAX). */
+export const TIMER_MAX_MS = 2 ** 31 - 1;
+
 export const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /** Refuses positional arguments, a bare `--` separator aside: for commands and scripts that take none. */

@@ -15,6 +15,8 @@ import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
 import { DEFAULT_PATHS } from '../src/default-model.ts';
 import { serve, type RunningServer } from '../src/serve/server.ts';
 import { Engine } from '../src/serve/engine.ts';
+import { createHandler, type HandlerOptions } from '../src/serve/http.ts';
+import { UsageError } from '../src/errors.ts';
 import type { EagleDrafter } from '../src/generate/eagle-drafter.ts';
 import type { DraftPass } from '../src/runtime/draft.ts';
 import type { SmartSpecPolicy } from '../src/policies/smartspec.ts';
@@ -430,6 +432,33 @@ test('--max-queue 0: no queue, a request past the busy batch slots gets 429 at o
     assert.deepEqual(JSON.parse(after.body).choices[0].token_ids, await plain(prompts[2], 8));
   } finally {
     await s.close();
+  }
+});
+
+test("library options out of range (timeoutMs, maxBodyBytes, close's cancelAfterMs) fail at once with one line naming the option, as the CLI's flags do; a refused close leaves the server serving", async () => {
+  const oneLine = (re: RegExp) => (e: unknown) => e instanceof UsageError && re.test(e.message) && !e.message.includes('\n');
+  const bad: [HandlerOptions, RegExp][] = [
+    [{ timeoutMs: -1 }, /^timeoutMs: must be > 0, got -1$/],
+    [{ timeoutMs: 0 }, /^timeoutMs: must be > 0, got 0$/],
+    [{ timeoutMs: NaN }, /^timeoutMs: expected a number, got NaN$/],
+    [{ timeoutMs: 1.5 }, /^timeoutMs: must be an integer, got 1.5$/],
+    [{ timeoutMs: 2 ** 31 }, /^timeoutMs: must be <= 2147483647, got 2147483648$/], // setTimeout would fire at once
+    [{ maxBodyBytes: 0 }, /^maxBodyBytes: must be >= 1, got 0$/],
+  ];
+  for (const [opts, re] of bad) {
+    await assert.rejects(createHandler(g, { ...opts, policy: 'plain' }), oneLine(re), JSON.stringify(opts));
+    await assert.rejects(serve(g, { ...opts, port: 0, policy: 'plain' }), oneLine(re), JSON.stringify(opts));
+  }
+  const s = await serve(g, { port: 0, policy: 'plain', maxBatch: 1, timeoutMs: 2 ** 31 - 1 });
+  try {
+    for (const [v, re] of [[-1, /must be >= 0, got -1$/], [NaN, /expected a number, got NaN$/], [0.5, /must be an integer, got 0.5$/], [2 ** 31, /must be <= 2147483647, got 2147483648$/]] as const) {
+      await assert.rejects(s.close({ cancelAfterMs: v }), oneLine(new RegExp(`^cancelAfterMs: ${re.source}`)), String(v));
+      await assert.rejects(s.handler.close({ cancelAfterMs: v }), oneLine(new RegExp(`^cancelAfterMs: ${re.source}`)), String(v));
+    }
+    const r = await post(s, '/v1/completions', { prompt: prompts[0], max_tokens: 4, temperature: 0 });
+    assert.deepEqual(JSON.parse(r.body).choices[0].token_ids, await plain(prompts[0], 4));
+  } finally {
+    await s.close({ cancelAfterMs: 0 });
   }
 });
 

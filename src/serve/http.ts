@@ -23,6 +23,7 @@ import type { GenerationStats, StopReason } from '../generate/stats.ts';
 import { TextStreamer } from '../tokenizer/streamer.ts';
 import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat.ts';
 import { DrainingError, Engine, QueueFullError, type EngineOptions } from './engine.ts';
+import { resolveOptions, TIMER_MAX_MS, type FlagSpec } from '../option-schema.ts';
 
 /** `createHandler`'s options: the engine's, and what the HTTP layer adds. */
 export interface HandlerOptions extends EngineOptions {
@@ -30,9 +31,9 @@ export interface HandlerOptions extends EngineOptions {
   modelName?: string;
   /** Directory whose tokenizer_config.json holds the chat template (default: none: the fallback template). */
   modelDir?: string;
-  /** A request running longer is cancelled. Default 120000 ms. */
+  /** A request running longer is cancelled: an integer in [1, 2^31 - 1] ms. Default 120000 ms. */
   timeoutMs?: number;
-  /** Largest request body. Default 1 MiB. */
+  /** Largest request body (bytes, an integer >= 1). Default 1 MiB. */
   maxBodyBytes?: number;
   /**
    * Where the server reports an error it cannot answer with (one line each): the engine's end
@@ -41,11 +42,35 @@ export interface HandlerOptions extends EngineOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * The handler's own numeric options, checked as the CLI checks its flags (the option schema):
+ * a bad value fails at once with one line naming the option. A timer above TIMER_MAX_MS would
+ * fire at once.
+ */
+const HANDLER_NUMBERS: FlagSpec[] = [
+  { flag: 'timeout-ms', type: 'int', above: 0, max: TIMER_MAX_MS, default: 120_000, help: 'a request running longer is cancelled' },
+  { flag: 'max-body-bytes', type: 'int', min: 1, default: 1 << 20, help: 'largest request body' },
+];
+const CLOSE_NUMBERS: FlagSpec[] = [{ flag: 'cancel-after-ms', type: 'int', min: 0, max: TIMER_MAX_MS, default: 30_000, help: 'running requests are cancelled after' }];
+
+/** `opts`' timeoutMs and maxBodyBytes, defaults filled; throws a UsageError naming a bad one. */
+export function handlerNumbers(opts: HandlerOptions): { timeoutMs: number; maxBodyBytes: number } {
+  return resolveOptions(HANDLER_NUMBERS, { timeoutMs: opts.timeoutMs, maxBodyBytes: opts.maxBodyBytes });
+}
+
+/** close()'s cancelAfterMs, default filled; throws a UsageError naming a bad one. */
+export function closeNumbers(opts: { cancelAfterMs?: number } = {}): { cancelAfterMs: number } {
+  return resolveOptions(CLOSE_NUMBERS, { cancelAfterMs: opts.cancelAfterMs });
+}
+
 /** A request handler for node:http (or any framework that passes Node's req/res). */
 export interface EagletHandler {
   (req: IncomingMessage, res: ServerResponse): void;
   readonly engine: Engine;
-  /** Stops admitting, refuses queued requests, waits for running ones; after `cancelAfterMs` cancels them. */
+  /**
+   * Stops admitting, refuses queued requests, waits for running ones; after `cancelAfterMs`
+   * (an integer in [0, 2^31 - 1] ms, default 30000) cancels them.
+   */
   close(opts?: { cancelAfterMs?: number }): Promise<void>;
 }
 
@@ -75,11 +100,11 @@ const isString = (v: unknown): v is string => typeof v === 'string';
 
 /** Builds the handler: creates the engine over `g` and measures SmartSpec's step costs. */
 export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {}): Promise<EagletHandler> {
+  const { timeoutMs, maxBodyBytes: maxBody } = handlerNumbers(opts);
   const engine = new Engine(g, opts);
   await engine.start();
   const chat = loadChatTemplate(opts.modelDir);
   const modelName = opts.modelName ?? 'eaglet';
-  const timeoutMs = opts.timeoutMs ?? 120_000, maxBody = opts.maxBodyBytes ?? 1 << 20;
   const created = Math.floor(Date.now() / 1000);
   // Response ids: a random prefix per handler and a counter, unique per server. (randomBytes per
   // request took 60 us of a c=1 request's path, on a CPU whose caches the passes had just evicted.)
@@ -322,7 +347,8 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
   }
 
   Object.defineProperty(handler, 'engine', { value: engine });
-  handler.close = async ({ cancelAfterMs = 30_000 } = {}) => {
+  handler.close = async (o) => {
+    const { cancelAfterMs } = closeNumbers(o);
     closing = true;
     const timer = setTimeout(() => {
       for (const ac of running) ac.abort(new Error('server shutting down'));

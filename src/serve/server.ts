@@ -16,7 +16,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadGenerator, type LoadOptions, type LoadedGenerator } from '../api.ts';
-import { createHandler, type EagletHandler, type HandlerOptions } from './http.ts';
+import { closeNumbers, createHandler, handlerNumbers, type EagletHandler, type HandlerOptions } from './http.ts';
 
 /** `serve`'s options: the handler's, and where to listen. */
 export interface ServeOptions extends HandlerOptions {
@@ -32,12 +32,13 @@ export interface RunningServer {
   handler: EagletHandler;
   /** e.g. http://127.0.0.1:8080 */
   url: string;
-  /** Stops listening and drains (running requests finish; after cancelAfterMs they are cancelled). */
+  /** Stops listening and drains (running requests finish; after cancelAfterMs they are cancelled: EagletHandler.close). */
   close(opts?: { cancelAfterMs?: number }): Promise<void>;
 }
 
 /** Loads (or takes) a generator and serves it on node:http until closed. */
 export async function serve(model: LoadedGenerator | LoadOptions = {}, opts: ServeOptions = {}): Promise<RunningServer> {
+  handlerNumbers(opts); // a bad option fails before a model loads
   // Serving builds its batch graphs from the weights: keep them (see Engine.start).
   const g = 'generator' in model ? model : await loadGenerator({ ...model, keepWeights: true });
   const handler = await createHandler(g, opts);
@@ -53,6 +54,7 @@ export async function serve(model: LoadedGenerator | LoadOptions = {}, opts: Ser
     handler,
     url: `http://${host}:${a.port}`,
     async close(o) {
+      closeNumbers(o); // a bad option fails before the server stops listening
       const closed = new Promise<void>((r) => server.close(() => r()));
       await handler.close(o);
       server.closeIdleConnections?.();

@@ -2,13 +2,13 @@
 import { loadGenerator } from '../../api.ts';
 import { DEFAULT_PATHS } from '../../default-model.ts';
 import { UsageError } from '../../errors.ts';
-import type { FlagSpec } from '../../option-schema.ts';
+import { TIMER_MAX_MS, type FlagSpec } from '../../option-schema.ts';
 import { serve as startServer } from '../../serve/server.ts';
 import { defineCommand } from '../command.ts';
 import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 
-/** The longest --timeout / --drain-timeout in seconds: setTimeout fires a longer delay at once (Node's TIMEOUT_MAX ms). */
-const MAX_TIMER_S = Math.floor((2 ** 31 - 1) / 1000);
+/** The longest --timeout / --drain-timeout in seconds: setTimeout fires a longer delay at once. */
+const MAX_TIMER_S = Math.floor(TIMER_MAX_MS / 1000);
 
 const FLAGS: FlagSpec[] = [
   ...MODEL_FLAGS,
@@ -55,7 +55,7 @@ Without --model it serves the embedded default (data/default) with its draft hea
     try {
       s = await startServer(g, {
         host: f.host as string, port: f.port as number, maxBatch: f.maxBatch as number, maxQueue: f.maxQueue as number,
-        policy: f.policy as string | undefined, threads: f.threads as number, fusedRound: (f.fusedRound as boolean | undefined) ?? (f.model === undefined && f.draft === undefined && g.generator.drafter.shape.topK === 1), timeoutMs: (f.timeout as number) * 1000, modelDir, modelName: name,
+        policy: f.policy as string | undefined, threads: f.threads as number, fusedRound: (f.fusedRound as boolean | undefined) ?? (f.model === undefined && f.draft === undefined && g.generator.drafter.shape.topK === 1), timeoutMs: Math.max(1, Math.round((f.timeout as number) * 1000)), modelDir, modelName: name,
       });
     } catch (e) {
       await g.dispose();
@@ -75,7 +75,7 @@ Without --model it serves the embedded default (data/default) with its draft hea
       process.once('SIGINT', () => resolve('SIGINT'));
     });
     process.stderr.write(`eaglet serve: ${signal}: draining ${e.activeRequests} running request(s)\n`);
-    await s.close({ cancelAfterMs: (f.drainTimeout as number) * 1000 });
+    await s.close({ cancelAfterMs: Math.round((f.drainTimeout as number) * 1000) });
     await g.dispose();
     process.stderr.write('eaglet serve: stopped\n');
   },
