@@ -273,6 +273,29 @@ test('requests submitted during start-up are admitted up to the slots plus the q
     { maxBatch: 2, maxQueue: 0 },
   ));
 
+test('streams submitted before any is read hold their places: past the slots plus the queue a submit is refused at once, and one returned unread gives its place back', () =>
+  onEngine(
+    async (e, t) => {
+      await e.start(1);
+      const a = e.submit(t.prompt, t.opts), b = e.submit(t.prompt, t.opts);
+      // Fails on the old code: unread streams held nothing, so a third was admitted and queued past the queue's 1.
+      assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError, 'a third is past 1 slot and a queue of 1');
+      assert.equal(e.metrics.rejected, 1);
+      assert.deepEqual(await b.return(undefined as never), { done: true, value: undefined });
+      const c = e.submit(t.prompt, t.opts);
+      assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError, 'a and c hold the slot and the queue place');
+      assert.deepEqual(await Promise.all([idsOf(a), idsOf(c)]), [t.want, t.want]);
+      // Both ended: their places are free again.
+      const d = e.submit(t.prompt, t.opts), f = e.submit(t.prompt, t.opts);
+      assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError);
+      assert.equal(e.metrics.rejected, 3);
+      assert.deepEqual(await Promise.all([idsOf(d), idsOf(f)]), [t.want, t.want]);
+      await e.drain();
+      await e.dispose();
+    },
+    { maxBatch: 1, maxQueue: 1 },
+  ));
+
 test('a request cancelled while it waits for start-up takes no slot and no queue place: it ends with its abort reason at once', () =>
   onEngine(
     async (e, t) => {

@@ -72,6 +72,13 @@ interface Slot {
   policy?: LengthPolicy;
 }
 
+/** A submitted request's place among the engine's `waiting`: `held` until its body takes a slot or a queue place. */
+interface Seat {
+  held: boolean;
+  /** Its body has begun (its first next()). */
+  started: boolean;
+}
+
 export type PolicyKind = { kind: 'plain' } | { kind: 'static'; depth: number } | { kind: 'smartspec' };
 
 /** `--policy` for serving: smartspec, static-D or plain. */
@@ -227,7 +234,7 @@ export class Engine {
       // (Cleared inside the two handlers, not by a further .then on p: that would mark a failed
       // start() nobody awaits as handled, and its rejection would pass in silence.)
       const settled = () => {
-        if (this.pending === p) (this.pending = undefined), (this.startWaiters = 0);
+        if (this.pending === p) this.pending = undefined;
       };
       const p: Promise<void> = this.open(repeats).then(
         () => {
@@ -259,8 +266,11 @@ export class Engine {
   private starting?: Promise<void>;
   /** The same promise until it settles: submit() admits against slots + queue, and run() waits on it. */
   private pending?: Promise<void>;
-  /** Requests admitted while start() runs (they hold no slot yet and are not in `queue`). */
-  private startWaiters = 0;
+  /**
+   * Admitted requests holding neither a slot nor a queue place yet: submitted and not yet read
+   * (a stream's body takes its slot or queue place at its first next()), or waiting for start().
+   */
+  private waiting = 0;
 
   private async open(repeats: number): Promise<void> {
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
@@ -494,19 +504,33 @@ export class Engine {
    * Admits a request (throws QueueFullError / DrainingError at once) and returns its stream:
    * chunks of tokens as the batch decodes them. `signal` cancels it (in the queue, or at the
    * next step: its slot and cache are freed). Submitted while start() runs, it waits for start()
-   * to end (and fails with its error).
+   * to end (and fails with its error). The stream holds its place from here, read or not (so
+   * streams submitted before any is read cannot admit past the slots plus the queue): read it to
+   * its end or `return()` it.
    */
   submit(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal): AsyncGenerator<GenerationChunk, GenerationStats> {
     if (this.draining) throw new DrainingError();
     // While start() runs its calibration holds the slots: admit what the slots and the queue
     // will hold once it ends, whatever the calibration holds at this moment.
-    const full = this.pending ? this.startWaiters >= this.maxBatch + this.maxQueue : this.free.length === 0 && this.queue.length >= this.maxQueue;
-    if (full) {
+    const held = this.pending ? 0 : this.maxBatch - this.free.length + this.queue.length;
+    if (held + this.waiting >= this.maxBatch + this.maxQueue) {
       this.metrics.rejected++;
       throw new QueueFullError(this.maxQueue);
     }
-    if (this.pending) this.startWaiters++;
-    return this.run(prompt, opts, signal);
+    const seat: Seat = { held: true, started: false };
+    this.waiting++;
+    const it = this.run(prompt, opts, signal, true, seat);
+    // Returned or thrown into before its first next(), a generator ends without running its body
+    // (its finally included): its place is given back here.
+    const ret = it.return.bind(it), thr = it.throw.bind(it);
+    it.return = (v) => (seat.started || this.unseat(seat), ret(v));
+    it.throw = (e) => (seat.started || this.unseat(seat), thr(e));
+    return it;
+  }
+
+  /** Gives back a request's place among the `waiting` (once). */
+  private unseat(seat: Seat): void {
+    if (seat.held) (seat.held = false), this.waiting--;
   }
 
   private acquire(signal?: AbortSignal): Promise<Slot> {
@@ -560,11 +584,13 @@ export class Engine {
   }
 
   /** The request's loop; it waits for a slot at its first `next()`. `counted`: in the metrics (not the start-up calibration's). */
-  private async *run(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal, counted = true): AsyncGenerator<GenerationChunk, GenerationStats> {
+  private async *run(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal, counted = true, seat?: Seat): AsyncGenerator<GenerationChunk, GenerationStats> {
+    if (seat) seat.started = true;
     this.inFlight++;
     try {
       // Submitted while start() runs: after it (the calibration's forced lengths and samples are not this request's).
       if (counted && this.pending) await this.pending;
+      if (seat) this.unseat(seat); // acquire takes a slot or a queue place at once
       const slot = await this.acquire(signal);
       const policy = (slot.policy = this.makePolicy());
       const gen = new Generator<TargetPass>({ target: this.targetView, drafter: policy.name === 'ar' ? undefined : slot.drafter, policy: counted ? this.metrics.recording(policy) : policy, cache: slot.cache });
@@ -580,6 +606,7 @@ export class Engine {
         this.batcher.leave();
       }
     } finally {
+      if (seat) this.unseat(seat); // start() failed, or the request was cancelled while it waited for it
       this.inFlight--;
       if (this.inFlight === 0) for (const f of this.idle.splice(0)) f();
     }
