@@ -646,13 +646,21 @@ export class SmartSpecPlanner {
   private planBatch(): void {
     if (this.chosenCount === 0 && this.planAllZero()) return;
     // A request that has not planned yet is still prefilling: it verifies nothing this step.
-    const members: SmartSpecPolicy[] = [];
+    const { members, fixed, k } = this.buf;
     for (const m of this.members) if (m.started) members.push(m);
-    const fixed = members.map((m) => m.planStep === this.plannedStep);
-    const k = members.map((m, i) => (fixed[i] ? m.planDepth : 0));
-    if (members.length <= this.jointMax) this.planJoint(members, fixed, k);
+    const n = members.length;
+    fixed.length = k.length = n;
+    for (let i = 0; i < n; i++) {
+      fixed[i] = members[i].planStep === this.plannedStep;
+      k[i] = fixed[i] ? members[i].planDepth : 0;
+    }
+    if (n <= this.jointMax) this.planJoint(members, fixed, k);
     else this.ascend(members, fixed, k);
+    members.length = 0; // holds no request past its step
   }
+
+  /** planBatch's and planJoint's arrays, reused: a batch plans every step. */
+  private readonly buf = { members: [] as SmartSpecPolicy[], fixed: [] as boolean[], k: [] as number[], free: [] as number[], none: [] as number[], best: [] as number[] };
 
   /**
    * The plan of highest modelled goodput among every length 0..maxDepth for each member not
@@ -661,9 +669,11 @@ export class SmartSpecPlanner {
    * small batches (`jointMax`).
    */
   private planJoint(members: SmartSpecPolicy[], fixed: boolean[], k: number[]): void {
-    const free: number[] = [];
+    const { free, none, best } = this.buf, D = this.maxDepth;
+    free.length = 0;
     for (let i = 0; i < members.length; i++) if (!fixed[i]) free.push(i);
-    const none = k.slice(), best = k.slice(), D = this.maxDepth;
+    copyInto(none, k);
+    copyInto(best, k);
     const noneG = this.goodput(members, k);
     let bestG = noneG;
     for (;;) {
@@ -673,7 +683,7 @@ export class SmartSpecPlanner {
       if (j === free.length) break;
       k[free[j]]++;
       const g = this.goodput(members, k);
-      if (g > bestG * (1 + 1e-9)) (bestG = g), best.splice(0, best.length, ...k);
+      if (g > bestG * (1 + 1e-9)) (bestG = g), copyInto(best, k);
     }
     // The margin rule, as the ascent applies it.
     this.settlePlan(members, fixed, bestG < noneG * (1 + this.margin) ? none : best);
@@ -685,9 +695,18 @@ export class SmartSpecPlanner {
    * every draft accepted), O(depth).
    */
   mayDraft(n: number): boolean {
-    if (n < 2 || n <= this.jointMax) return true;
+    return this.allZeroVerifyMs(n) === undefined;
+  }
+
+  /**
+   * The unscaled verify ms of a step of `n` requests all at 0 where mayDraft says no (planAllZero's
+   * bound holds), else undefined: the all-zero plan priced once, for the bound and its timing.
+   */
+  private allZeroVerifyMs(n: number): number | undefined {
+    if (n < 2 || n <= this.jointMax) return undefined;
     // goodput of every member at 0, as stepCost prices it: n tokens by one pass of n tokens.
-    return this.perfectRaisePays(n, n / (this.scaled(this.verify.ms(n, n, 1), 0) + this.overhead.batchMs(1, n)));
+    const verifyMs = this.verify.ms(n, n, 1);
+    return this.perfectRaisePays(n, n / (this.scaled(verifyMs, 0) + this.overhead.batchMs(1, n))) ? undefined : verifyMs;
   }
 
   /**
@@ -713,8 +732,9 @@ export class SmartSpecPlanner {
   private planAllZero(): boolean {
     let n = 0;
     for (const m of this.members) if (m.started) n++;
-    if (this.mayDraft(n)) return false;
-    const verifyMs = this.verify.ms(n, n, 1), passMs = this.scaled(verifyMs, 0);
+    const verifyMs = this.allZeroVerifyMs(n);
+    if (verifyMs === undefined) return false;
+    const passMs = this.scaled(verifyMs, 0);
     for (const m of this.members) if (m.started) this.choose(m, 0);
     // settlePlan's timing of a plan made whole (the first plan of the step: nothing chosen before).
     this.timing.valid = false;
@@ -814,6 +834,12 @@ export class SmartSpecPlanner {
       this.startTiming(c.passMs, c.passes, c.requestPasses, n, Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), n === 1 ? members[0].catchUpRows : 0, c.verifyMs, c.draftMs);
     }
   }
+}
+
+/** Copies `from` into `to` (same length), allocating nothing once `to` has grown. */
+function copyInto(to: number[], from: number[]): void {
+  to.length = from.length;
+  for (let i = 0; i < from.length; i++) to[i] = from[i];
 }
 
 /**
