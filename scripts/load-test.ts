@@ -80,6 +80,7 @@ import { linePlot } from '../training/svg-plot.ts';
 import { spread } from '../src/util/stats.ts';
 import type { LevelJob, LevelResult } from './load-client.ts';
 import { UsageError } from '../src/errors.ts';
+import type { RecordedCostModel } from './recorded-planner.ts';
 
 const FLAGS: FlagSpec[] = [
   { flag: 'model', type: 'string', meta: 'DIR', help: 'target (default: the embedded pair)' },
@@ -256,7 +257,7 @@ async function buildWorld(): Promise<World> {
 
 async function closeWorld(w: World): Promise<void> {
   const engine = w.servers.get('smartspec')?.handler.engine, cm = engine?.planner;
-  if (cm) costModels.push({ verify: cm.verify.toJSON(), draft: cm.draft.toJSON(), alone: cm.alone, calibration: engine.calibration, learnedOverhead: { msPerPass: cm.overhead.a, msPerRequestPass: cm.overhead.b, aloneMs: cm.overhead.alone }, passScale: [...cm.passScale] });
+  if (cm) costModels.push({ verify: cm.verify.toJSON(), draft: cm.draft.toJSON(), alone: cm.alone, calibration: engine.calibration, learnedOverhead: { msPerPass: cm.overhead.a, msPerRequestPass: cm.overhead.b, aloneMs: cm.overhead.alone }, passScale: [cm.passScale[0], cm.passScale[1]] });
   for (const s of new Set(w.servers.values())) await s.close();
   await w.g.dispose();
   await w.generateDefault?.dispose();
@@ -290,7 +291,7 @@ async function singleBlock(name: string, round: number, order = promptsFor(1, ro
 const blocks: Block[] = [], skipped: string[] = [];
 const limitMs = (f.timeLimit as number) * 1000;
 /** SmartSpec's step-cost model of each set of sessions: measured at start-up, its calibration, and what it learned (JSON). */
-const costModels: unknown[] = [];
+const costModels: RecordedCostModel[] = [];
 let warmupSeconds = 0;
 /** New sessions, warmed up (not reported): every single-request method once, every server at the lowest and highest concurrency. */
 async function enter(): Promise<World> {

@@ -18,8 +18,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { FormatError } from '../src/errors.ts';
 import type { FlagSpec } from '../src/option-schema.ts';
-import { SmartSpecPlanner, StepCost } from '../src/policies/smartspec.ts';
 import { spread } from '../src/util/stats.ts';
+import { DEPTH, recordedPlanner, TYPICAL, type RecordedCostModel } from './recorded-planner.ts';
 import { scriptFlags } from './script-flags.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -30,7 +30,7 @@ const FLAGS: FlagSpec[] = [
 const f = scriptFlags(import.meta.url, FLAGS);
 const file = f.file as string;
 if (!existsSync(file)) throw new FormatError(file, 'no such file');
-let run: { costModels?: Recorded[]; renew?: boolean; blocks?: Block[] };
+let run: { costModels?: RecordedCostModel[]; renew?: boolean; blocks?: Block[] };
 try {
   run = JSON.parse(readFileSync(file, 'utf8'));
 } catch (e) {
@@ -38,34 +38,11 @@ try {
 }
 if (!run.costModels?.length) throw new FormatError(file, 'holds no costModels (a load test records them for its smartspec servers)');
 
-type Curve = { tokens: number[]; msOneRequest: number[]; msFullBatch: number[]; slots: number; msPerPackedToken: number };
-interface Recorded { verify: Curve; draft: Curve; alone: number[]; calibration?: { margin: number }; learnedOverhead: { msPerPass: number; msPerRequestPass: number }; passScale: [number, number] }
 interface Block { method: string; concurrency: number; round: number; tokens: number; tokensPerSecond: number; depths?: number[] }
 
-const D = 3, TYPICAL = [3, 3, 2, 3, 1, 3, 2, 0, 3, 2];
-const curve = (c: Curve) => new StepCost(c.tokens, c.msOneRequest, c.msFullBatch, c.slots, c.msPerPackedToken);
-
-/** The server's planner as it ended, its pool and `n` started members having seen typical rounds, each head `rows` behind. */
-function server(c: Recorded, n: number, rows: number, jointMax?: number) {
-  let step = 0;
-  const p = new SmartSpecPlanner(curve(c.verify), curve(c.draft), D, D, () => step, c.alone, 0.9, () => 0);
-  p.passScale.set(c.passScale);
-  p.overhead.a = c.learnedOverhead.msPerPass;
-  p.overhead.b = c.learnedOverhead.msPerRequestPass;
-  p.margin = c.calibration?.margin ?? p.margin;
-  p.splitRows = D + 1; // the engine's: calls longer than a step's run in a pass of their own
-  if (jointMax !== undefined) p.jointMax = jointMax;
-  for (let r = 0; r < 60; r++) p.pooled.observe(D, TYPICAL[r % TYPICAL.length]);
-  const members = Array.from({ length: n }, () => {
-    const m = p.policy();
-    for (const a of TYPICAL) m.observe({ depth: D, treeSize: D, accepted: a, draftMs: 0, verifyMs: 0 });
-    m.started = true;
-    (m as unknown as { position: number }).position = rows; // the head has read nothing: rows behind
-    return m;
-  });
-  const plan = () => (step++, members.map((m) => m.plan({ position: rows, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: D }).depth));
-  return { p, members, plan };
-}
+const D = DEPTH;
+/** The server's planner as it ended, `n` started members having seen typical rounds, each head `rows` behind. */
+const server = (c: RecordedCostModel, n: number, rows: number, jointMax?: number) => recordedPlanner(c, new Array(n).fill(TYPICAL), new Array(n).fill(rows), jointMax);
 
 /** Every plan of `n` lengths 0..D. */
 const plans = (n: number): number[][] => (n === 0 ? [[]] : plans(n - 1).flatMap((k) => Array.from({ length: D + 1 }, (_, d) => [...k, d])));
@@ -75,7 +52,7 @@ const n = f.members as number, tally = { ascent: [] as number[], joint: [] as nu
 for (const [i, c] of run.costModels.entries()) {
   const lines: string[] = [];
   for (const rows of f.rows as number[]) {
-    const { p, members } = server(c, n, rows);
+    const { planner: p, members } = server(c, n, rows);
     const none = p.goodput(members, new Array(n).fill(0)), ratio = (k: number[]) => p.goodput(members, k) / none;
     const best = plans(n).reduce((a, k) => (ratio(k) > ratio(a) * (1 + 1e-9) ? k : a));
     const ascent = server(c, n, rows, 0).plan(), joint = server(c, n, rows).plan();
@@ -95,7 +72,7 @@ for (const s3 of run.blocks ?? []) {
   const plain = run.blocks!.find((b) => b.method === 'plain' && b.concurrency === s3.concurrency && b.round === s3.round);
   const c = run.renew ? run.costModels[s3.round] : run.costModels[0];
   if (!plain || !c || s3.concurrency < 2) continue;
-  const E = s3.tokens / s3.depths[D], { p, members } = server(c, s3.concurrency, Math.round(E));
+  const E = s3.tokens / s3.depths[D], { planner: p, members } = server(c, s3.concurrency, Math.round(E));
   const ms = (d: number) => { const s = p.stepCost(members, new Array(s3.concurrency).fill(d)); return s.passMs + s.overheadMs; };
   const rows = byC.get(s3.concurrency) ?? [];
   rows.push({ model: E / (ms(D) / ms(0)), measured: s3.tokensPerSecond / plain.tokensPerSecond });

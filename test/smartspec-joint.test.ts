@@ -7,52 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { SmartSpecPlanner, StepCost, type SmartSpecPolicy } from '../src/policies/smartspec.ts';
+import type { SmartSpecPlanner, SmartSpecPolicy } from '../src/policies/smartspec.ts';
+import { recordedPlanner as server, TYPICAL, type RecordedCostModel } from '../scripts/recorded-planner.ts';
 
-interface Recorded {
-  verify: { tokens: number[]; msOneRequest: number[]; msFullBatch: number[]; slots: number; msPerPackedToken: number };
-  draft: Recorded['verify'];
-  alone: number[];
-  calibration: { margin: number };
-  learnedOverhead: { msPerPass: number; msPerRequestPass: number };
-  passScale: [number, number];
-}
-const recorded: Recorded[] = JSON.parse(readFileSync(new URL('./fixtures/smartspec-cost-models.json', import.meta.url), 'utf8')).costModels;
-const stepCost = (c: Recorded['verify']) => new StepCost(c.tokens, c.msOneRequest, c.msFullBatch, c.slots, c.msPerPackedToken);
-
-/** Accepted drafts of rounds at depth 3, as static-3 realised them at c = 2 (mean 2.2 of 3). */
-const TYPICAL = [3, 3, 2, 3, 1, 3, 2, 0, 3, 2];
-
-/**
- * A server's planner as it ended (pass scales, overhead, margin; draft calls of more than 4 rows
- * in a pass of their own, as the engine sets it), its pool having seen 60 typical rounds, and
- * `histories.length` started members, each having observed its rounds (accepted drafts at depth 3)
- * and now at `positions[i]`, its head having read nothing yet (catch-up rows = position).
- */
-function server(c: Recorded, histories: number[][], positions: number[]) {
-  let step = 0;
-  const planner = new SmartSpecPlanner(stepCost(c.verify), stepCost(c.draft), 3, 3, () => step, c.alone, 0.9, () => 0);
-  planner.passScale.set(c.passScale);
-  planner.overhead.a = c.learnedOverhead.msPerPass;
-  planner.overhead.b = c.learnedOverhead.msPerRequestPass;
-  planner.margin = c.calibration.margin;
-  planner.splitRows = 4;
-  for (let r = 0; r < 60; r++) planner.pooled.observe(3, TYPICAL[r % TYPICAL.length]);
-  const members = histories.map((h) => {
-    const p = planner.policy();
-    for (const accepted of h) p.observe({ depth: 3, treeSize: 3, accepted, draftMs: 0, verifyMs: 0 });
-    p.started = true; // past its prefill: the first to plan plans every member
-    return p;
-  });
-  // Where plan() puts them, so that goodput prices the step before it is planned (a drafted plan moves the head).
-  members.forEach((p, i) => ((p as unknown as { position: number }).position = positions[i]));
-  /** One step: every member plans at its position. */
-  const plan = () => {
-    step++;
-    return members.map((p, i) => p.plan({ position: positions[i], lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth);
-  };
-  return { planner, members, plan };
-}
+const recorded: RecordedCostModel[] = JSON.parse(readFileSync(new URL('./fixtures/smartspec-cost-models.json', import.meta.url), 'utf8')).costModels;
 
 /** The best of the 16 plans of two members by modelled goodput (the first of equals), with its goodput. */
 function bestOfAll(planner: SmartSpecPlanner, members: SmartSpecPolicy[]): { k: number[]; g: number } {
@@ -78,8 +36,8 @@ test('two requests draft together where no single raise pays: [d, d] beats [0, 0
       const best = bestOfAll(planner, members), depths = plan();
       if (single >= none || !(best.g > none * (1 + planner.margin))) continue;
       cases++;
-      assert.ok(best.k[0] > 0 && best.k[0] === best.k[1], `margin ${c.calibration.margin}, ${rows} rows: best ${best.k}`);
-      assert.deepEqual(depths, best.k, `margin ${c.calibration.margin}, ${rows} rows: planned ${depths}, best ${best.k} (${(best.g / none).toFixed(3)}x)`);
+      assert.ok(best.k[0] > 0 && best.k[0] === best.k[1], `margin ${c.calibration?.margin}, ${rows} rows: best ${best.k}`);
+      assert.deepEqual(depths, best.k, `margin ${c.calibration?.margin}, ${rows} rows: planned ${depths}, best ${best.k} (${(best.g / none).toFixed(3)}x)`);
     }
   assert.ok(cases >= 6, `${cases} recorded cases where no single raise pays and [d, d] does`);
 });

@@ -31,18 +31,11 @@ export interface RefOutput {
   values: Float64Array[];
 }
 
-interface Layer {
-  dim: number;
-  hiddenDim: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-  ropeTheta: number;
-  ropeScaling?: RopeScaling;
-  normEps: number;
-  attentionBias: boolean;
-  qkNorm?: boolean;
-}
+/**
+ * A decoder layer's shapes: the head's config less its vocabulary, as the target's config has them
+ * too. (The type only: the oracle stays independent of the runtime's code, which is what it checks.)
+ */
+type Layer = Omit<HeadConfig, 'vocabSize' | 'draftVocabSize'> & { qkNorm?: boolean };
 
 function get(w: Weights, name: string): Float32Array {
   const t = w.get(name);
