@@ -39,9 +39,10 @@ function check(m: Model, c: KVCache): void {
         assert.equal(k[r * ROW + i], elem(tag, l, i));
         assert.equal(v[r * ROW + i], -elem(tag, l, i));
         const h = Math.floor(i / HD), j = i % HD;
-        assert.equal(kv[(h * HD + j) * c.stride + r], elem(tag, l, i)); // keys [KV, HD, stride]
-        if (c.valueLayout === 'rows') assert.equal(vv[(h * c.stride + r) * HD + j], -elem(tag, l, i)); // values [KV, stride, HD]
-        else assert.equal(vv[(h * HD + j) * c.stride + r], -elem(tag, l, i)); // values [KV, HD, stride], as the keys
+        // Keys and values alike: [KV, stride, HD] in rows, [KV, HD, stride] transposed.
+        const at = c.valueLayout === 'rows' ? (h * c.stride + r) * HD + j : (h * HD + j) * c.stride + r;
+        assert.equal(kv[at], elem(tag, l, i));
+        assert.equal(vv[at], -elem(tag, l, i));
       }
     });
   }
@@ -110,12 +111,12 @@ test('a cache takes the value layout of the first graph fed it, and refuses anot
   c.append(r.keys, r.values, 2);
   assert.deepEqual(Array.from(c.valueView(0).subarray(0, 2)), [5, 7], 'values transposed: the first dim of both rows');
   c.useValueLayout('transposed');
-  assert.throws(() => c.useValueLayout('rows'), /holding 'transposed' values/);
+  assert.throws(() => c.useValueLayout('rows'), /holding 'transposed' ones/);
   const slot = new KVCache(1, 2, 2, 8).slot(1, 1);
   slot.useValueLayout('transposed');
   assert.equal(slot.parent!.valueLayout, 'transposed', "a slot's layout is its parent's");
   slot.append(r.keys, r.values, 2);
-  assert.throws(() => slot.parent!.useValueLayout('rows'), /holding 'transposed' values/);
+  assert.throws(() => slot.parent!.useValueLayout('rows'), /holding 'transposed' ones/);
   c.resetLayout();
   c.useValueLayout('rows'); // every row dropped: free again
 });

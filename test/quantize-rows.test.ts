@@ -104,8 +104,8 @@ test('property: a quantized Linear as a target renders it (4 and 8 bits, blocks 
 async function attentionSession(layout: { nHeads: number; nKvHeads: number; headDim: number }, valueLayout: ValueLayout, threads: number, gemmThreads: number | undefined) {
   const g = new GraphBuilder('attention'), ops = new OnnxOps(g, () => undefined, 1, 'split', { rowExactAttention: true, valueLayout, gemmThreads });
   const { nHeads, nKvHeads, headDim: hd } = layout, kv = nKvHeads * hd;
-  const pastValues = valueLayout === 'rows' ? [1, nKvHeads, 'S', hd] : [1, nKvHeads, hd, 'S'];
-  const past = { keys: g.input('pk', 'float32', [1, nKvHeads, hd, 'S']), values: g.input('pv', 'float32', pastValues) };
+  const pastDims = valueLayout === 'rows' ? [1, nKvHeads, 'S', hd] : [1, nKvHeads, hd, 'S']; // keys and values alike
+  const past = { keys: g.input('pk', 'float32', pastDims), values: g.input('pv', 'float32', pastDims) };
   const mask = ops.treeMask(g.input('tree', 'bool', ['T', 'T']), past.values, g.input('L', 'int64', [1]));
   const y = ops.attention(g.input('q', 'float32', ['T', nHeads * hd]), g.input('k', 'float32', ['T', kv]), g.input('v', 'float32', ['T', kv]), past, mask, layout);
   g.output(y, 'y', 'float32', ['T', nHeads * hd]);
@@ -141,7 +141,7 @@ test('property: position-ordered attention (1, 2 and 4 K/V heads, widths 16-256,
             return f32(out, rows ? [1, nKvHeads, S, hd] : [1, nKvHeads, hd, S]);
           };
           const run = async (from: number, n: number, tree: Uint8Array) =>
-            f32Data((await runTimed(att.s, { pk: block(keys, from, false), pv: block(values, from, valueLayout === 'rows'), L: i64(BigInt64Array.of(BigInt(from)), [1]), tree: bool(tree, [n, n]), q: f32(queries.slice((from - L) * q, (from - L + n) * q), [n, q]), k: f32(keys.slice(from * kv, (from + n) * kv), [n, kv]), v: f32(values.slice(from * kv, (from + n) * kv), [n, kv]) })).y);
+            f32Data((await runTimed(att.s, { pk: block(keys, from, valueLayout === 'rows'), pv: block(values, from, valueLayout === 'rows'), L: i64(BigInt64Array.of(BigInt(from)), [1]), tree: bool(tree, [n, n]), q: f32(queries.slice((from - L) * q, (from - L + n) * q), [n, q]), k: f32(keys.slice(from * kv, (from + n) * kv), [n, kv]), v: f32(values.slice(from * kv, (from + n) * kv), [n, kv]) })).y);
           const pass = await run(L, T, Uint8Array.from({ length: T * T }, (_, i) => (i % T <= Math.floor(i / T) ? 1 : 0)));
           for (let t = 0; t < T; t++) {
             const step = await run(L + t, 1, Uint8Array.of(1));

@@ -268,3 +268,16 @@ test('example: stats count passes and time; input buffers grow past maxTokens; b
     await s.dispose();
   }
 });
+
+test('example: the one-kernel Attention reads a cache in rows without a Transpose (its keys are laid out as its values); a transposed cache costs two a layer', () => {
+  const c = makeConfig({ vocabSize: 32, dim: 64, nLayers: 3, nHeads: 4, nKvHeads: 2, headDim: 16, hiddenDim: 128, maxSeqLen: MAX_SEQ });
+  const w = randomWeights(c, 1);
+  // NodeProto.op_type (field 4) = "Transpose": with keys always transposed, the rows cache cost one a layer.
+  const transposes = (valueLayout: ValueLayout): number => {
+    const buf = Buffer.from(buildTargetModel(c, w, 'fused', { valueLayout }).bytes), pat = Buffer.from([0x22, 9, ...Buffer.from('Transpose')]);
+    let n = 0;
+    for (let i = buf.indexOf(pat); i >= 0; i = buf.indexOf(pat, i + 1)) n++;
+    return n;
+  };
+  assert.deepEqual([transposes('rows'), transposes('transposed')], [0, 2 * c.nLayers]);
+});

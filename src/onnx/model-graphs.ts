@@ -6,9 +6,9 @@
  *       position_ids  int64 [1, T]                         past_length, past_*_0
  *       tree_mask     bool  [T, W]                     features  float32 [1, T, d]
  *       past_length   int64 [1] = L                out hidden        float32 [1, T, d]
- *       past_key_{l}  float32 [1, nKv, hd, S]          topk_logprobs float32 [1, T, k]
- *       past_value_{l} float32 [1, nKv, S, hd] (rows)  topk_ids      int32   [1, T, k]
- *                   or [1, nKv, hd, S] (transposed)
+ *       past_key_{l}  float32 [1, nKv, S, hd] (rows)   topk_logprobs float32 [1, T, k]
+ *       past_value_{l}  or [1, nKv, hd, S] (transposed) topk_ids     int32   [1, T, k]
+ *                     (keys and values alike)
  *                                                      entropy       float32 [1, T, 1]
  *   out logits        float32 [1, T, V]                present_key_0, present_value_0
  *       argmax        int32   [1, T]
@@ -17,7 +17,7 @@
  *                     float32 [1, T, nKv, hd]   (new rows only: ORT copies every output)
  *
  * Past K/V are the KVCache's head-major blocks, read in place: S >= L rows per head, of which
- * the first L are live (see runtime/kv-cache.ts). The values' layout is the rendering's
+ * the first L are live (see runtime/kv-cache.ts). The keys' and values' layout is the rendering's
  * `valueLayout` (OnnxOpsOptions; by default the one its attention mode reads best), and a
  * session feeds only a cache in that layout. tree_mask [T, W] covers the last W of the
  * L + T live keys: row i is 1 where token i sees that key (in a verification tree: its
@@ -71,8 +71,8 @@ export const names = {
   outRows: 'out_rows',
 } as const;
 
-/** Dims of a past V input: [batch, nKv, S, hd] in the 'rows' layout, [batch, nKv, hd, S] 'transposed'. */
-function valueDims(batch: number | string, kv: HeadLayout, layout: ValueLayout): (number | string)[] {
+/** Dims of a past K or V input: [batch, nKv, S, hd] in the 'rows' layout, [batch, nKv, hd, S] 'transposed'. */
+function pastDims(batch: number | string, kv: HeadLayout, layout: ValueLayout): (number | string)[] {
   return layout === 'rows' ? [batch, kv.nKvHeads, 'S', kv.headDim] : [batch, kv.nKvHeads, kv.headDim, 'S'];
 }
 
@@ -92,8 +92,8 @@ function stepInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
   const past: PastKV<string>[] = [];
   for (const l of layers) {
     past[l] = {
-      keys: g.input(names.pastKey(l), 'float32', [1, kv.nKvHeads, kv.headDim, 'S']),
-      values: g.input(names.pastValue(l), 'float32', valueDims(1, kv, ops.valueLayout)),
+      keys: g.input(names.pastKey(l), 'float32', pastDims(1, kv, ops.valueLayout)),
+      values: g.input(names.pastValue(l), 'float32', pastDims(1, kv, ops.valueLayout)),
     };
   }
   const pastLength = g.input(names.pastLength, 'int64', [1]);
@@ -111,8 +111,8 @@ function oneTokenInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: n
   const past: PastKV<string>[] = [];
   for (const l of layers) {
     past[l] = {
-      keys: g.input(names.pastKey(l), 'float32', [1, kv.nKvHeads, kv.headDim, 'S']),
-      values: g.input(names.pastValue(l), 'float32', valueDims(1, kv, ops.valueLayout)),
+      keys: g.input(names.pastKey(l), 'float32', pastDims(1, kv, ops.valueLayout)),
+      values: g.input(names.pastValue(l), 'float32', pastDims(1, kv, ops.valueLayout)),
     };
   }
   return { ids, positions, mask: g.input(names.stepMask, 'float32', [1, 'S1']), past };
@@ -133,8 +133,8 @@ function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: numbe
   const past: PastKV<string>[] = [];
   for (const l of layers) {
     past[l] = {
-      keys: g.input(names.pastKey(l), 'float32', ['B', kv.nKvHeads, kv.headDim, 'S']),
-      values: g.input(names.pastValue(l), 'float32', valueDims('B', kv, ops.valueLayout)),
+      keys: g.input(names.pastKey(l), 'float32', pastDims('B', kv, ops.valueLayout)),
+      values: g.input(names.pastValue(l), 'float32', pastDims('B', kv, ops.valueLayout)),
     };
   }
   return { ids, positions, mask, past };
@@ -293,9 +293,9 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
  *
  * The head runs once over the C catch-up rows (keys and values of all C, the rest of its layer
  * for the last row only: the others are only cached), then once per drafted row (one row each). Its
- * past is sliced to the L live rows once, in the Attention kernel's layout (the keys
- * transposed back, and the values too unless the head's cache holds them in rows: its
- * `headOptions.valueLayout`, default 'rows', as a cache only this graph reads is best kept), and every head step
+ * past is sliced to the L live rows once, in the Attention kernel's layout (transposed back
+ * unless the head's cache holds them in rows: its `headOptions.valueLayout`, default 'rows', as
+ * a cache only this graph reads is best kept), and every head step
  * reads the K/V carried so far and hands on the kernel's present K/V (past + its rows) to the
  * next (OnnxOps.carry): no per-step mask, concatenation or layout nodes. Every step scores one
  * row that sees every key before it (the catch-up step its last row only), so no step has a
@@ -313,15 +313,13 @@ export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadCo
   const flat = (name: string, dim: string): string => g.op('Reshape', [g.input(name, 'int64', [1, dim]), g.ints([-1])]); // [n]
   const hIds = flat(P + names.ids, 'C'), hPos = flat(P + names.positions, 'C');
   const hFeat = g.input(P + names.features, 'float32', ['C', d]); // [C, d]
-  const hPastK = g.input(P + names.pastKey(0), 'float32', [1, head.nKvHeads, head.headDim, 'S']);
-  const hPastV = g.input(P + names.pastValue(0), 'float32', valueDims(1, head, headOps.valueLayout));
+  const hPastK = g.input(P + names.pastKey(0), 'float32', pastDims(1, head, headOps.valueLayout));
+  const hPastV = g.input(P + names.pastValue(0), 'float32', pastDims(1, head, headOps.valueLayout));
   const L = g.input(P + names.pastLength, 'int64', [1]);
   // The L live rows, untransposed: [1, nKv, L, hd] each.
   const liveT = (past: string) => g.op('Transpose', [g.op('Slice', [past, g.ints([0]), L, g.ints([3])])], { perm: [0, 1, 3, 2] });
-  const live = headOps.carry({
-    keys: liveT(hPastK),
-    values: headOps.valueLayout === 'rows' ? g.op('Slice', [hPastV, g.ints([0]), L, g.ints([2])]) : liveT(hPastV),
-  });
+  const liveRows = (past: string) => (headOps.valueLayout === 'rows' ? g.op('Slice', [past, g.ints([0]), L, g.ints([2])]) : liveT(past));
+  const live = headOps.carry({ keys: liveRows(hPastK), values: liveRows(hPastV) });
   const toTarget = draftToTarget(head, headWeights);
   const d2t = toTarget && g.initializer('draft_to_target', { dtype: 'int64', dims: [toTarget.length], data: BigInt64Array.from(toTarget, (x) => BigInt(x)) });
   const root = g.input(names.ids, 'int64', [1]); // the round's root token

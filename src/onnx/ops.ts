@@ -87,7 +87,7 @@ export interface OnnxOpsOptions {
    */
   gemmThreads?: number;
   /**
-   * How the past values this rendering reads are laid out (see ValueLayout). Default
+   * How the past keys and values this rendering reads are laid out (see ValueLayout). Default
    * `valueLayoutFor(attentionMode)`: each cache is laid out for the attention that reads it.
    */
   valueLayout?: ValueLayout;
@@ -115,18 +115,20 @@ export const MASK_NEG = -1e30;
 export type AttentionMode = 'split' | 'fused';
 
 /**
- * How a K/V cache holds each head's past values (the keys are always transposed, [hd, S]):
- * 'rows' [S, hd], as ONNX's one-kernel Attention wants them; 'transposed' [hd, S], so split
- * attention's weights [rows, S] x V is a MatMul with transposed B, which MLAS runs as dot
- * products over contiguous rows: on a 29M model at 4000 rows (bench:runtime, interleaved, 7
+ * How a K/V cache holds each head's past keys and values (both alike): 'rows' [S, hd], as ONNX's
+ * one-kernel Attention wants them; 'transposed' [hd, S], so split attention's scores q x K^T are
+ * a plain MatMul and its weights [rows, S] x V a MatMul with transposed B, which MLAS runs as
+ * dot products over contiguous rows: on a 29M model at 4000 rows (bench:runtime, interleaved, 7
  * runs) T=16 passes ran 2-8% faster in every run at 1 and 2 threads, one-token passes 1-3%
- * (docs/performance.md, "Runtime"). A graph reads the other layout only through a Transpose of the whole
- * past per layer, which made the one-kernel Attention of the default pair slower, so every
- * cache is laid out for the attention that reads it (valueLayoutFor).
+ * (docs/performance.md, "Runtime"). The one-kernel Attention reads transposed K or V only
+ * through a Transpose of the whole past per layer and pass (when only the values were laid out
+ * per cache, its keys' Transposes were ~1/3 of a 29M pass at 4000 rows), so every cache is laid
+ * out for the attention that reads it (valueLayoutFor); split attention over rows reads the keys
+ * with a transposed-B product.
  */
 export type ValueLayout = 'rows' | 'transposed';
 
-/** The value layout a cache read by `mode` attention is best kept in (see ValueLayout). */
+/** The K/V layout a cache read by `mode` attention is best kept in (see ValueLayout). */
 export function valueLayoutFor(mode: AttentionMode): ValueLayout {
   return mode === 'split' ? 'transposed' : 'rows';
 }
@@ -685,8 +687,8 @@ export class OnnxOps implements Ops<string> {
    * Renders attention per batch slot from here on (a serving batch pass): rows stay packed
    * [N, width] for every row-wise op (the weights' MatMuls see all N rows at once), and only
    * attention regroups them, `pad` [B * M] int64 (for each slot b and row i < M, the packed row
-   * it reads; padding rows read any row) into [B, M] against the past K [B, nKv, hd, S] and V
-   * (per `valueLayout`: [B, nKv, S, hd] or [B, nKv, hd, S]), and back through `unpad` [N]
+   * it reads; padding rows read any row) into [B, M] against the past K and V (per
+   * `valueLayout`: [B, nKv, S, hd] or [B, nKv, hd, S]), and back through `unpad` [N]
    * (packed row -> its padded row). The mask is
    * then additive [B, M, S + M]: per slot, its past rows then its M new rows.
    */
@@ -708,7 +710,7 @@ export class OnnxOps implements Ops<string> {
     const q4 = g.op('Reshape', [g.op('Transpose', [padded(scaled, nHeads * headDim, [nKvHeads, G, headDim])], { perm: [0, 2, 1, 3, 4] }), g.ints([0, nKvHeads, -1, headDim])]); // [B, nKv, M*G, hd]
     const kNewT = g.op('Transpose', [padded(k, nKvHeads * headDim, [nKvHeads, headDim])], { perm: [0, 2, 3, 1] }); // [B, nKv, hd, M]
     const vNew = g.op('Transpose', [padded(v, nKvHeads * headDim, [nKvHeads, headDim])], { perm: [0, 2, 1, 3] }); // [B, nKv, M, hd]
-    const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [B, nKv, MG, S+M]
+    const scores = g.op('Concat', [this.timesPastKeys(q4, past.keys), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [B, nKv, MG, S+M]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.slotGroupMask(mask, G)])], { axis: -1 });
     const sizes = g.op('Concat', [this.pastRows(past.values), g.op('Shape', [mask], { start: 1, end: 2 })], { axis: 0 });
     const [wPast, wNew] = g.node('Split', [weights, sizes], { axis: -1 }, { outputs: 2 });
@@ -729,8 +731,8 @@ export class OnnxOps implements Ops<string> {
 
   /**
    * ONNX Attention (opset 23): GQA without repeating K/V, scale 1/sqrt(hd), additive mask, one
-   * kernel. Given a past it wants K and V head-major untransposed (the cache's keys are
-   * transposed, and its values too in the 'transposed' layout: one Transpose each), and concatenates past and new rows
+   * kernel. Given a past it wants K and V head-major in rows (a cache in the 'transposed' layout
+   * costs a Transpose of each), and concatenates past and new rows
    * into a fresh present buffer on every pass: copies of the whole cache per layer, so it only
    * pays where the past is short and ORT's per-node overhead dominates.
    */
@@ -739,7 +741,8 @@ export class OnnxOps implements Ops<string> {
     const inputs = [this.batch(q, nHeads * headDim), this.batch(k, kvWidth), this.batch(v, kvWidth), mask];
     const carried = past !== null && this.carried.has(past.keys);
     const untransposed = (x: string) => g.op('Transpose', [x], { perm: [0, 1, 3, 2] });
-    if (past) inputs.push(carried ? past.keys : untransposed(past.keys), carried || this.valueLayout === 'rows' ? past.values : untransposed(past.values));
+    const inRows = carried || this.valueLayout === 'rows';
+    if (past) inputs.push(inRows ? past.keys : untransposed(past.keys), inRows ? past.values : untransposed(past.values));
     // With a past, ORT's kernel insists on writing the present outputs (kept for a carried past).
     const [y, presentK, presentV] = g.node('Attention', inputs, { q_num_heads: nHeads, kv_num_heads: nKvHeads }, { outputs: past ? 3 : 1 }); // [1, T, nH*hd]
     if (carried) this.carried.set(past.keys, { keys: presentK, values: presentV });
@@ -747,8 +750,8 @@ export class OnnxOps implements Ops<string> {
   }
 
   /**
-   * Attention that reads the cache in place. Past K/V are the cache's head blocks, K^T
-   * [1, nKv, hd, S] and V [1, nKv, S, hd] or V^T [1, nKv, hd, S] (`valueLayout`); each query group (the G = nH/nKv query heads of one
+   * Attention that reads the cache in place. Past K/V are the cache's head blocks, K^T and V^T
+   * [1, nKv, hd, S] or K and V [1, nKv, S, hd] (`valueLayout`); each query group (the G = nH/nKv query heads of one
    * K/V head, T rows each) is scored against its head's past with one batched MatMul and
    * against the T new rows separately; the two score blocks are joined in score space
    * ([TG, S + T], small), masked, softmaxed, split again, and each part multiplies its own V.
@@ -769,8 +772,11 @@ export class OnnxOps implements Ops<string> {
     if (live) {
       // Position order (OnnxOpsOptions.rowExactAttention): [live past rows, new rows], mask [T, L+T].
       const rows = this.valueLayout === 'rows';
-      const join = (pastX: string, axis: number, fresh: string) => g.op('Concat', [g.op('Slice', [pastX, g.ints([0]), live, g.ints([axis])]), g.op('Unsqueeze', [fresh, g.ints([0])])], { axis });
-      const keys = join(past.keys, 3, kNewT); // [1, nKv, hd, L+T]
+      const liveOf = (pastX: string, axis: number) => g.op('Slice', [pastX, g.ints([0]), live, g.ints([axis])]);
+      const join = (pastX: string, axis: number, fresh: string) => g.op('Concat', [liveOf(pastX, axis), g.op('Unsqueeze', [fresh, g.ints([0])])], { axis });
+      // Keys in rows are transposed here (this path copies the live rows anyway): the same products in either layout.
+      const pastKeysT = rows ? g.op('Transpose', [liveOf(past.keys, 2)], { perm: [0, 1, 3, 2] }) : liveOf(past.keys, 3);
+      const keys = g.op('Concat', [pastKeysT, g.op('Unsqueeze', [kNewT, g.ints([0])])], { axis: 3 }); // [1, nKv, hd, L+T]
       const values = rows ? join(past.values, 2, vNew()) : join(past.values, 3, heads(v, [1, 2, 0])); // [1, nKv, L+T, hd] or [1, nKv, hd, L+T]
       // MLAS multiplies a one-row A (a one-token step with G = 1) with another kernel, which sums
       // in another order: with G = 1 both products get an extra (zero) row, so they never see one.
@@ -792,7 +798,7 @@ export class OnnxOps implements Ops<string> {
       const byRow = g.op('Transpose', [g.op('Reshape', [o, g.ints([nKvHeads, slices, -1, G, n])])], { perm: [2, 0, 3, 1, 4] }); // [T, nKv, G, P, n]
       return g.op('Reshape', [byRow, g.ints([-1, nHeads * headDim])]);
     }
-    const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
+    const scores = g.op('Concat', [this.timesPastKeys(q4, past.keys), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, TG, S+T]
     const weights = g.op('Softmax', [g.op('Add', [scores, this.groupMask(mask, G)])], { axis: -1 });
     const [wPast, wNew] = g.node('Split', [weights, this.splitSizes(past.values, mask)], { axis: -1 }, { outputs: 2 });
     const o = g.op('Add', [this.timesPastValues(wPast, past.values), g.op('MatMul', [wNew, vNew()])]); // [1, nKv, TG, hd]
@@ -810,7 +816,7 @@ export class OnnxOps implements Ops<string> {
     const q4 = g.op('Reshape', [scaled, g.ints([1, nKvHeads, G, headDim])]); // [1, nKv, G, hd]
     const kNewT = g.op('Reshape', [k, g.ints([nKvHeads, headDim, 1])]);
     const vNew = g.op('Reshape', [v, g.ints([nKvHeads, 1, headDim])]);
-    const scores = g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, G, S+1]
+    const scores = g.op('Concat', [this.timesPastKeys(q4, past.keys), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, G, S+1]
     const weights = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 });
     const sizes = this.once('oneTokenSplit', () => this.g.op('Concat', [this.pastRows(past.values), this.g.ints([1])], { axis: 0 }));
     const [wPast, wNew] = g.node('Split', [weights, sizes], { axis: -1 }, { outputs: 2 });
@@ -883,6 +889,15 @@ export class OnnxOps implements Ops<string> {
   private pastRows(pastValues: string): string {
     const axis = this.valueLayout === 'rows' ? 2 : 3;
     return this.g.op('Shape', [pastValues], { start: axis, end: axis + 1 });
+  }
+
+  /**
+   * Query rows `q4` [.., M, hd] times the past keys: a plain MatMul over K^T [.., hd, S], or over
+   * keys in rows [.., S, hd] a com.microsoft FusedMatMul with transB.
+   */
+  private timesPastKeys(q4: string, pastKeys: string): string {
+    if (this.valueLayout === 'transposed') return this.g.op('MatMul', [q4, pastKeys]);
+    return this.g.node('FusedMatMul', [q4, pastKeys], { transB: 1, alpha: { float: 1 } }, { domain: 'com.microsoft' })[0];
   }
 
   /**

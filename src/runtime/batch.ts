@@ -14,7 +14,7 @@
  * - several: one pass of the per-slot graph (buildSlotTargetModel / buildSlotDraftModel). The
  *   calls' N tokens stay packed for every row-wise op, so the weights are read once for the whole
  *   batch; attention regroups them into [B, M] (B = the highest slot in the pass + 1, M = the
- *   longest call) and scores each slot's rows against that slot's cache [B, nKv, hd, S] only,
+ *   longest call) and scores each slot's rows against that slot's cache (its head blocks) only,
  *   under a mask [B, M, S + M] built here (the slot's live rows, its tree over staged rows, its
  *   own new tokens). Attention costs B x M x (S + M), not N x (every slot's rows).
  *
@@ -151,7 +151,7 @@ abstract class Lane<Out> {
    * @param maxPassTokens most tokens packed into one pass (the model's RoPE table holds its
    *   context length of positions, and ORT's RotaryEmbedding refuses longer inputs); the calls
    *   left over run in the next pass.
-   * @param valueLayout the past values' layout of the single-request session, which shares the
+   * @param valueLayout the past K/V layout of the single-request session, which shares the
    *   batch cache: the per-slot graph (`open`) must be built for it too.
    */
   constructor(protected batcher: Batcher, readonly batchCache: KVCache, readonly heads: number, readonly maxPassTokens: number, readonly valueLayout: ValueLayout, first = false) {
@@ -324,7 +324,7 @@ class SlotFeeds {
       [names.padRows]: i64(pad, [B * M]),
       [names.slotMask]: bool(mask, [B, M, W]),
     };
-    const hd = batch.headDim, kDims = [B, heads, hd, S], vDims = valueLayout === 'rows' ? [B, heads, S, hd] : kDims;
+    const hd = batch.headDim, kDims = valueLayout === 'rows' ? [B, heads, S, hd] : [B, heads, hd, S], vDims = kDims;
     for (let l = 0; l < batch.nLayers; l++) {
       feeds[names.pastKey(l)] = f32(batch.heads(batch.keys[l], 0, B * heads), kDims);
       feeds[names.pastValue(l)] = f32(batch.heads(batch.values[l], 0, B * heads), vDims);

@@ -1,13 +1,13 @@
 /**
  * The K/V cache of one model, in JS buffers that attention reads in place.
  *
- * Layout per layer, head-major with `stride` rows reserved per head (length <= stride):
- *   keys[l]   [nKvHeads, headDim, stride]  each head's keys TRANSPOSED: attention's scores
- *                                          q [rows, hd] x K^T [hd, stride] are one plain MatMul
- *   values[l] [nKvHeads, stride, headDim]  ('rows' layout) weights [rows, stride] x V [stride, hd];
- *          or [nKvHeads, headDim, stride]  ('transposed', as the keys) weights x (V^T)^T, a
- *                                          MatMul with transposed B: faster for split attention
- *                                          at long contexts (see ValueLayout)
+ * Layout per layer, head-major with `stride` rows reserved per head (length <= stride), keys and
+ * values alike, in the cache's layout (see ValueLayout):
+ *   'transposed' keys[l], values[l] [nKvHeads, headDim, stride]: split attention's scores
+ *                q [rows, hd] x K^T [hd, stride] are one plain MatMul, and weights x (V^T)^T
+ *                a MatMul with transposed B (faster for split attention at long contexts)
+ *   'rows'       keys[l], values[l] [nKvHeads, stride, headDim]: as ONNX's one-kernel Attention
+ *                reads its past, so it reads the cache without a Transpose
  * Each is one preallocated Float32Array of capacity * nKvHeads * headDim floats, of which the
  * first nKvHeads * stride * headDim are handed to ORT zero-copy (`keyView`, `valueView`); the
  * graph masks rows [length, stride) out, so no pass copies or transposes the past. The stride
@@ -19,7 +19,7 @@
  * Rows after `length` are scratch: `stageLayers` writes rows there that later passes read
  * (their `pastRows` > length) and `keep` / `permuteStaged` move them.
  *
- * The value layout is the cache's, not the code's: until its first rows are written a cache takes
+ * The layout is the cache's, not the code's: until its first rows are written a cache takes
  * the layout of whichever session feeds it (`useValueLayout`, called by every feed); after that a
  * session of another layout is refused, so the graphs sharing one cache (a target's steps,
  * verification, fused rounds, exit / rest graphs, serving's per-slot graphs) must read one layout.
@@ -32,7 +32,7 @@
  * (nKvHeads = B * the model's); `slot(i, heads)` is slot i's cache over heads
  * [i * heads, (i + 1) * heads) of the same buffers: one request's cache, with the whole API
  * above and ORT views of its own (a request alone runs the ordinary single-request pass on it),
- * while a batched pass reads the first B slots at once as [B, nKv, hd, stride]. All slots share
+ * while a batched pass reads the first B slots at once as [B, nKv, hd, stride] (or [B, nKv, stride, hd]). All slots share
  * the parent's stride, which grows with the longest slot (moving every slot's rows) and shrinks
  * (`shrinkRows`) when long requests leave.
  */
@@ -63,12 +63,12 @@ export class KVCache {
   /** The cache this one is a slot of. */
   readonly parent?: KVCache;
 
-  /** The values' layout (a slot's is its parent's); see useValueLayout. */
+  /** The keys' and values' layout (a slot's is its parent's); see useValueLayout. */
   private ownValueLayout: ValueLayout = 'rows';
   /** Whether any row was ever written (since resetLayout): the layout is then fixed. */
   private written = false;
 
-  /** How the values are laid out (see the module comment): 'rows' until a session says otherwise. */
+  /** How the keys and values are laid out (see the module comment): 'rows' until a session says otherwise. */
   get valueLayout(): ValueLayout {
     return (this.parent ?? this).ownValueLayout;
   }
@@ -76,13 +76,13 @@ export class KVCache {
   /**
    * Called with the layout of each graph fed this cache: a cache nothing was written to yet takes
    * it (free: no rows to move); one holding rows in the other layout refuses, since the graph
-   * would read its values transposed. Returns the cache (`new KVCache(...).useValueLayout(l)`
+   * would read its keys and values transposed. Returns the cache (`new KVCache(...).useValueLayout(l)`
    * lays out a cache filled before any session feeds it).
    */
   useValueLayout(layout: ValueLayout): this {
     const root = this.parent ?? this;
     if (root.ownValueLayout === layout) return this;
-    if (root.written) throw new Error(`K/V cache: a graph reading '${layout}' values was fed a cache holding '${root.ownValueLayout}' values; every graph sharing a cache must read one layout (see ValueLayout)`);
+    if (root.written) throw new Error(`K/V cache: a graph reading '${layout}' keys and values was fed a cache holding '${root.ownValueLayout}' ones; every graph sharing a cache must read one layout (see ValueLayout)`);
     root.ownValueLayout = layout;
     return this;
   }
@@ -112,7 +112,7 @@ export class KVCache {
     return s;
   }
 
-  /** Past K of layer l as ORT reads it: [nKv, hd, stride] (transposed per head), a view. */
+  /** Past K of layer l as ORT reads it: [nKv, stride, hd] ('rows') or [nKv, hd, stride] ('transposed'), a view. */
   keyView(l: number): Float32Array {
     return this.heads(this.keys[l], 0, this.nKvHeads);
   }
@@ -130,7 +130,7 @@ export class KVCache {
 
   /** Keys of rows [from, from + count) of layer l, position-major [count, nKv * hd]: a copy (tests, inspection). Default: the committed rows. */
   pastKeys(l: number, from = 0, count = this.length - from): Float32Array {
-    return this.gather(this.keys[l], true, from, count);
+    return this.gather(this.keys[l], this.valueLayout === 'transposed', from, count);
   }
 
   /** Values of rows [from, from + count) of layer l, [count, nKv * hd]: a copy. */
@@ -138,7 +138,7 @@ export class KVCache {
     return this.gather(this.values[l], this.valueLayout === 'transposed', from, count);
   }
 
-  /** Position-major copy [count, nKv * hd] of rows from.. of a head-major buffer (keys: transposed per head). */
+  /** Position-major copy [count, nKv * hd] of rows from.. of a head-major buffer (transposed per head or not). */
   private gather(buf: Float32Array, transposed: boolean, from: number, count: number): Float32Array {
     const reserved = Math.min(this.stride, this.capacity); // a slot reserves its capacity
     if (from < 0 || count < 0 || from + count > reserved) throw new RangeError(`rows ${from}..${from + count - 1} outside the cache's ${reserved} reserved rows`);
@@ -161,10 +161,10 @@ export class KVCache {
     const hd = this.headDim, H = this.liveHeads, vt = this.valueLayout === 'transposed';
     for (let l = 0; l < this.nLayers; l++) {
       const k = this.keys[l], v = this.values[l];
-      // Transposed (keys, values in that layout): nKv * hd blocks of `stride` floats; values in
-      // rows: nKv blocks of stride * hd floats.
-      for (const buf of vt ? [k, v] : [k]) for (let b = H * hd - 1; b > 0; b--) buf.copyWithin(b * next, b * old, b * old + n);
-      if (!vt) for (let h = H - 1; h > 0; h--) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+      // Transposed: nKv * hd blocks of `stride` floats; in rows: nKv blocks of stride * hd floats.
+      for (const buf of [k, v])
+        if (vt) for (let b = H * hd - 1; b > 0; b--) buf.copyWithin(b * next, b * old, b * old + n);
+        else for (let h = H - 1; h > 0; h--) buf.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
     }
     this.stride = next;
   }
@@ -235,9 +235,9 @@ export class KVCache {
     if (this.scratch.length < n * rs) this.scratch = new Float32Array(n * rs);
     const tmp = this.scratch, vt = this.valueLayout === 'transposed';
     for (let l = first; l < first + count; l++)
-      for (const [buf, transposed] of [[this.keys[l], true], [this.values[l], vt]] as const) {
-        for (let j = 0; j < n; j++) this.readRow(buf, transposed, base + rows[j], tmp, j * rs);
-        for (let j = 0; j < n; j++) this.writeRowOf(buf, transposed, tmp, j * rs, base + j);
+      for (const buf of [this.keys[l], this.values[l]]) {
+        for (let j = 0; j < n; j++) this.readRow(buf, vt, base + rows[j], tmp, j * rs);
+        for (let j = 0; j < n; j++) this.writeRowOf(buf, vt, tmp, j * rs, base + j);
       }
   }
 
@@ -249,7 +249,7 @@ export class KVCache {
     for (let i = 0; i < newKeys.length; i++) {
       const nk = newKeys[i], nv = newValues[i];
       if (nk.length < (src + 1) * rs || nv.length < (src + 1) * rs) throw new RangeError(`row ${src} is outside the pass outputs of layer ${first + i}`);
-      this.writeRowOf(this.keys[first + i], true, nk, src * rs, dst);
+      this.writeRowOf(this.keys[first + i], vt, nk, src * rs, dst);
       this.writeRowOf(this.values[first + i], vt, nv, src * rs, dst);
     }
   }
@@ -273,8 +273,9 @@ export class KVCache {
   /** Cache row `from` -> row `to` in layer l. */
   private copyRow(l: number, from: number, to: number): void {
     const { nKvHeads: H, headDim: hd, stride, headBase: h0 } = this, k = this.keys[l], v = this.values[l], vt = this.valueLayout === 'transposed';
-    for (const buf of vt ? [k, v] : [k]) for (let b = h0 * hd; b < (h0 + H) * hd; b++) buf[b * stride + to] = buf[b * stride + from];
-    if (!vt) for (let h = h0; h < h0 + H; h++) v.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
+    for (const buf of [k, v])
+      if (vt) for (let b = h0 * hd; b < (h0 + H) * hd; b++) buf[b * stride + to] = buf[b * stride + from];
+      else for (let h = h0; h < h0 + H; h++) buf.copyWithin((h * stride + to) * hd, (h * stride + from) * hd, (h * stride + from + 1) * hd);
   }
 
   /**
@@ -291,8 +292,9 @@ export class KVCache {
     for (let l = 0; l < this.nLayers; l++) {
       const k = this.keys[l], v = this.values[l];
       // Blocks move to lower offsets: first to last, so none is overwritten before it moves.
-      for (const buf of vt ? [k, v] : [k]) for (let b = 1; b < H * hd; b++) buf.copyWithin(b * next, b * old, b * old + n);
-      if (!vt) for (let h = 1; h < H; h++) v.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
+      for (const buf of [k, v])
+        if (vt) for (let b = 1; b < H * hd; b++) buf.copyWithin(b * next, b * old, b * old + n);
+        else for (let h = 1; h < H; h++) buf.copyWithin(h * next * hd, h * old * hd, (h * old + n) * hd);
     }
     this.stride = next;
     this.length = Math.min(this.length, n);

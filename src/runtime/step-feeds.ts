@@ -62,8 +62,8 @@ export class StepFeeds {
     }
     const feeds: Feeds = { [names.positions]: i64(this.positions.subarray(0, t), [1, t]) };
     if (this.opts.ids ?? true) feeds[names.ids] = i64(this.ids.subarray(0, t), [1, t]);
-    // The cache's head blocks, zero-copy (K [1, nKv, hd, S], V [1, nKv, S, hd] or, transposed,
-    // [1, nKv, hd, S]); the first L = pastRows of the S = cache.stride rows are live.
+    // The cache's head blocks, zero-copy (K and V [1, nKv, S, hd] or, transposed, [1, nKv, hd,
+    // S]); the first L = pastRows of the S = cache.stride rows are live.
     cache.useValueLayout(this.opts.valueLayout);
     cache.ensureRows(pastRows);
     if (this.opts.oneToken) {
@@ -74,8 +74,7 @@ export class StepFeeds {
       this.pastLength[0] = BigInt(pastRows);
       feeds[names.pastLength] = i64(this.pastLength, [1]);
     }
-    const kDims = [1, this.nKvHeads, this.headDim, cache.stride];
-    const vDims = this.opts.valueLayout === 'rows' ? [1, this.nKvHeads, cache.stride, this.headDim] : kDims;
+    const kDims = this.opts.valueLayout === 'rows' ? [1, this.nKvHeads, cache.stride, this.headDim] : [1, this.nKvHeads, this.headDim, cache.stride], vDims = kDims;
     for (let l = first; l < first + this.nLayers; l++) {
       feeds[names.pastKey(l)] = f32(cache.keyView(l), kDims);
       feeds[names.pastValue(l)] = f32(cache.valueView(l), vDims);

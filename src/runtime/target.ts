@@ -25,7 +25,7 @@ export interface StepSessionOptions extends SessionOptions {
   /** Fuse quantized Linear layers over one input (OnnxOpsOptions.fuseLinears). Default true. */
   fuseLinears?: boolean;
   /**
-   * The layout of the past values the graph reads (see ValueLayout); the caches it is fed take
+   * The layout of the past keys and values the graph reads (see ValueLayout); the caches it is fed take
    * it. Default: the one its attention reads best (valueLayoutFor).
    */
   valueLayout?: ValueLayout;
