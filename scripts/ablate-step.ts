@@ -21,6 +21,17 @@
  *   V@KEY=VALUE  variant V (one of the above graphs) in a session with that ORT session config
  *            entry, e.g. full@session.intra_op.spin_duration_us=1000
  *
+ * The one-token graph (OnnxOpsOptions.oneToken, fed its [1, S + 1] mask) and ways to score the
+ * new row without joining it to the past's scores (session 17; all but `one` cost only):
+ *   one        the one-token graph as TargetSession opens it
+ *   one-nomask the same without the mask Add (wrong where masked: what a mask carried by the keys could save)
+ *   one-nojoin the past alone: masked, softmaxed, times V^T (no new row, Concat or Split)
+ *   one-online the same numbers without a join: per block max, exp and sum over the past, the new
+ *              key's exp beside them, the two products added and divided by the total
+ *   one-lse    the past's own Softmax and ReduceLogSumExp, the two blocks weighted by sigmoids
+ *   one-where  the new key's score put into the past's first free column (Where over a bool [S]),
+ *              its weight gathered from there (exact only over a cache whose free columns hold zeros)
+ *
  * full - bare = attention's small nodes (new-row products, Concat, mask Add, Softmax, Split);
  * bare - noattn = the past K/V products in the pass; noattn - linear = everything else (norms,
  * RoPE, SiLU, regrouping, embedding, argmax, the call); full - nonew = the new rows' part.
@@ -29,6 +40,7 @@
  *
  *   node --import tsx scripts/ablate-step.ts -- --context 4000 --threads 1,2 --passes 300
  *   node --import tsx scripts/ablate-step.ts -- --threads 2 --variants full,nonew,nonew,full
+ *   node --import tsx scripts/ablate-step.ts -- --threads 2 --variants one,one-nomask,one-nojoin,one-online,one-lse,one-where
  */
 import { randomWeights } from '../src/model/random.ts';
 import { buildTargetModel, names } from '../src/onnx/model-graphs.ts';
@@ -48,9 +60,10 @@ const FLAGS: FlagSpec[] = [
   { flag: 'context', type: 'int', min: 1, default: 4000, help: 'cached rows before the pass' },
   { flag: 'threads', type: 'string', default: '1,2', help: 'thread counts (each its own sessions)' },
   { flag: 'passes', type: 'int', min: 10, default: 300, help: 'timed passes per variant (after 20 warm-ups)' },
-  { flag: 'variants', type: 'string', default: 'full,bare,noattn,linear,kv', help: 'full, bare, noattn, nonew, onetoken, linear, kv; a graph variant may add @KEY=VALUE (an ORT session config entry); a name may repeat' },
+  { flag: 'variants', type: 'string', default: 'full,bare,noattn,linear,kv', help: 'full, bare, noattn, nonew, onetoken, linear, kv, one, one-nomask, one-nojoin, one-online, one-lse, one-where; a graph variant may add @KEY=VALUE (an ORT session config entry); a name may repeat' },
 ];
 const f = scriptFlags(import.meta.url, FLAGS);
+type PastIn = { keys: string; values: string };
 const cfg = SWEEP['29M'], weights = randomWeights(cfg, 1, 1);
 const P = f.context as number, passes = f.passes as number, threadCounts = String(f.threads).split(',').map(Number);
 if (P + 1 > cfg.maxSeqLen) throw new UsageError('--context', `${P} leaves no room for a new row in ${cfg.maxSeqLen}`);
@@ -102,6 +115,58 @@ const models = {
 };
 if (cfg.nHeads !== H) throw new Error('bare assumes one query head per K/V head');
 
+// One-token graphs with OnnxOps' private oneTokenAttention(scaled [1, nH, 1, hd], k, v, past, mask [1, S + 1]) replaced while they render.
+// Values a graph builds once (value names repeat across builders, so per builder).
+const memos = new WeakMap<G, Map<string, string>>();
+const memo = (g: G, key: string, make: () => string): string => {
+  const m = memos.get(g) ?? memos.set(g, new Map()).get(g)!;
+  return m.get(key) ?? m.set(key, make()).get(key)!;
+};
+type OneBody = (this: { g: G }, g: G, parts: { q4: string; kNewT: string; vNew: string; past: PastIn; pastMask: string; mask: string }) => string;
+const opsProto = OnnxOps.prototype as unknown as { oneTokenAttention: (this: { g: G }, scaled: string, k: string, v: string, past: PastIn, mask: string) => string };
+function oneToken(body?: OneBody): ReturnType<typeof buildTargetModel> {
+  const real = opsProto.oneTokenAttention;
+  if (body) {
+    opsProto.oneTokenAttention = function (this: { g: G }, scaled: string, k: string, v: string, past: PastIn, mask: string) {
+      const g = this.g, pastMask = memo(g, 'pastMask', () => g.op('Slice', [mask, g.ints([0]), g.ints([-1]), g.ints([-1])])); // [1, S], once a graph
+      const parts = { q4: g.op('Reshape', [scaled, g.ints([1, H, 1, D])]), kNewT: g.op('Reshape', [k, g.ints([H, D, 1])]), vNew: g.op('Reshape', [v, g.ints([H, 1, D])]), past, pastMask, mask };
+      return g.op('Reshape', [body.call(this, g, parts), g.ints([1, width])]);
+    };
+  }
+  try {
+    return buildTargetModel(cfg, weights, 'split', { oneToken: true });
+  } finally {
+    opsProto.oneTokenAttention = real;
+  }
+}
+const oneModels = {
+  one: () => oneToken(),
+  'one-nomask': () => oneToken((g, { q4, kNewT, vNew, past }) => {
+    const w = g.op('Softmax', [g.op('Concat', [g.op('MatMul', [q4, past.keys]), g.op('MatMul', [q4, kNewT])], { axis: -1 })], { axis: -1 });
+    const [wPast, wNew] = g.node('Split', [w, g.op('Concat', [g.op('Shape', [past.values], { start: 3, end: 4 }), g.ints([1])], { axis: 0 })], { axis: -1 }, { outputs: 2 });
+    return g.op('Add', [timesVT(g, wPast, past.values), g.op('Mul', [wNew, vNew])]);
+  }),
+  'one-nojoin': () => oneToken((g, { q4, past, pastMask }) => timesVT(g, g.op('Softmax', [g.op('Add', [g.op('MatMul', [q4, past.keys]), pastMask])], { axis: -1 }), past.values)),
+  'one-online': () => oneToken((g, { q4, kNewT, vNew, past, pastMask }) => {
+    const sp = g.op('Add', [g.op('MatMul', [q4, past.keys]), pastMask]), sn = g.op('MatMul', [q4, kNewT]);
+    const m = g.op('Max', [g.op('ReduceMax', [sp, g.ints([-1])], { keepdims: 1 }), sn]);
+    const ep = g.op('Exp', [g.op('Sub', [sp, m])]), en = g.op('Exp', [g.op('Sub', [sn, m])]);
+    const total = g.op('Add', [g.op('ReduceSum', [ep, g.ints([-1])], { keepdims: 1 }), en]);
+    return g.op('Div', [g.op('Add', [timesVT(g, ep, past.values), g.op('Mul', [en, vNew])]), total]);
+  }),
+  'one-lse': () => oneToken((g, { q4, kNewT, vNew, past, pastMask }) => {
+    const sp = g.op('Add', [g.op('MatMul', [q4, past.keys]), pastMask]), sn = g.op('MatMul', [q4, kNewT]);
+    const d = g.op('Sub', [g.op('ReduceLogSumExp', [sp, g.ints([-1])], { keepdims: 1 }), sn]); // the past's weight is sigmoid(d), the new key's sigmoid(-d)
+    return g.op('Add', [g.op('Mul', [timesVT(g, g.op('Softmax', [sp], { axis: -1 }), past.values), g.op('Sigmoid', [d])]), g.op('Mul', [g.op('Sigmoid', [g.op('Neg', [d])]), vNew])]);
+  }),
+  'one-where': () => oneToken((g, { q4, kNewT, vNew, past, pastMask }) => {
+    const scalar = (x: string) => g.op('Squeeze', [x, g.ints([0])]);
+    const free = memo(g, 'free', () => g.op('Equal', [g.op('Range', [scalar(g.ints([0])), scalar(g.op('Shape', [pastMask], { start: 1, end: 2 })), scalar(g.ints([1]))]), g.ints([P])])); // [S]: column P
+    const w = g.op('Softmax', [g.op('Add', [g.op('MatMul', [q4, past.keys]), g.op('Where', [free, g.op('MatMul', [q4, kNewT]), pastMask])])], { axis: -1 });
+    return g.op('Add', [timesVT(g, w, past.values), g.op('Mul', [g.op('Gather', [w, g.ints([P])], { axis: 3 }), vNew])]);
+  }),
+};
+
 // The Linear products alone, each over its own dense random weight, as bench-linears.ts.
 const { dim: d, hiddenDim: I, vocabSize: V } = cfg;
 const lin = new GraphBuilder('linears');
@@ -127,7 +192,7 @@ const kv = new GraphBuilder('kv');
 const cache = new KVCache(nLayers, H, D, cfg.maxSeqLen).useValueLayout('transposed');
 const chunk = Float32Array.from({ length: 64 * H * D }, (_, i) => Math.sin(i)), rows = Array(nLayers).fill(chunk);
 while (cache.length < P) cache.append(rows, rows, Math.min(64, P - cache.length));
-const feeds = new StepFeeds(nLayers, H, D, 1, { valueLayout: 'transposed' });
+const feeds = new StepFeeds(nLayers, H, D, 1, { valueLayout: 'transposed' }), oneFeeds = new StepFeeds(nLayers, H, D, 1, { valueLayout: 'transposed', oneToken: true });
 const linFeeds = { x: f32(new Float32Array(d).fill(1), [1, d]), x2: f32(new Float32Array(I).fill(1), [1, I]) };
 const q = f32(Float32Array.from({ length: H * D }, (_, i) => 0.01 * Math.sin(i)), [1, H, 1, D]);
 const kvFeeds = () => {
@@ -140,6 +205,7 @@ const fetch = [names.argmax, names.features, names.present];
 const variants: { name: string; threads: number; s: Session; run: () => Promise<unknown>; ms: number[] }[] = [];
 const graphs: Record<string, () => Uint8Array | ReturnType<typeof buildTargetModel>> = {
   ...Object.fromEntries(Object.entries(models).map(([k, m]) => [k, () => m])),
+  ...oneModels,
   linear: () => lin.toModel({ opset: 23, irVersion: 11 }),
   kv: () => kv.toModel({ opset: 23, irVersion: 11 }),
 };
@@ -148,7 +214,8 @@ for (const threads of threadCounts) {
     const [base, entry] = spec.split('@'), [key, value] = entry ? entry.split('=') : [];
     if (!graphs[base] || (entry && (!key || value === undefined))) throw new UsageError('--variants', `${spec} is not one of ${Object.keys(graphs)}, optionally with @KEY=VALUE`);
     const s = await createSession(graphs[base](), { threads, ...(entry ? { config: { [key]: value } } : {}) });
-    const run = base === 'linear' ? () => s.inner.run(linFeeds) : base === 'kv' ? () => s.inner.run(kvFeeds()) : () => s.inner.run(feeds.build(cache, [5], [P]), fetch);
+    const stepFeeds = base.startsWith('one') ? oneFeeds : feeds;
+    const run = base === 'linear' ? () => s.inner.run(linFeeds) : base === 'kv' ? () => s.inner.run(kvFeeds()) : () => s.inner.run(stepFeeds.build(cache, [5], [P]), fetch);
     variants.push({ name: spec, threads, s, ms: [], run });
   }
 }
