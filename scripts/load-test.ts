@@ -60,12 +60,15 @@
  * --no-spec`); a mismatch fails the run (exit 1). A warm-up (every server at the lowest and
  * highest concurrency, every single-request method once) runs first and is not reported.
  * Bounded: no new round starts after --time-limit seconds (what did not run is listed).
- * Writes load-test.json, load-test.md and load-test.svg under --out.
+ * Each served block also records where its time went (BlockSplit: target passes, the requests'
+ * work between them, draft passes, fused rounds, garbage collection); load-test.md tabulates it
+ * at the highest concurrency. Writes load-test.json, load-test.md and load-test.svg under --out.
  */
 import { Rng } from '../src/util/rng.ts';
 import { permutation } from '../training/dataset.ts';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
 import { DEFAULT_DIR } from '../src/default-model.ts';
@@ -156,7 +159,37 @@ interface Block {
   /** Summed server-side ms by phase over the block's requests (ServeMetrics), and how many requests. */
   phaseMs?: RequestPhases;
   phased?: number;
+  /** Servers only: where the block's time went, from the engine's counters (BlockSplit). */
+  split?: BlockSplit;
 }
+
+/**
+ * A served block's wall time by what the engine did (LaneStats, over the block): its batched
+ * target passes (`targetMs`, `targetSteps`), the requests' own work between passes (`afterMs`:
+ * accepting, commits, planning, the HTTP side's handling of each chunk), draft-head passes
+ * (`draftPasses`, `draftMs`), lone requests' fused rounds (`fusedMs`), and the process's garbage
+ * collection (`gcMs`, `gcs`: as the runtime reports it by the block's end, so a collection in its
+ * last moments may count in the next). The rest of the wall is the ramp-up and idle gaps
+ * (requests arriving, replies leaving). What told SmartSpec's c=16 blocks from plain's: a few
+ * draft passes and fused rounds at a block's start, each holding up every request
+ * (docs/performance.md, "Session 17").
+ */
+interface BlockSplit {
+  targetSteps: number;
+  targetMs: number;
+  afterMs: number;
+  draftPasses: number;
+  draftMs: number;
+  fusedMs: number;
+  gcMs: number;
+  gcs: number;
+}
+
+/** Garbage collections so far (ms, count): the blocks' split reads the difference. */
+const gc = { ms: 0, count: 0 };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) (gc.ms += e.duration), gc.count++;
+}).observe({ entryTypes: ['gc'] });
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
@@ -170,6 +203,8 @@ async function serverBlock(p: string, c: number, round: number, order = promptsF
   // Shared sessions: the block's requests are admitted under its method's policy (the last block's have all replied).
   if (shared) engine.setPolicy(p);
   const p0 = lane.passes, c0 = lane.calls, f0 = engine.fusedRounds, d0 = m.depthCounts.slice(), ph0 = { ...m.phaseMs }, n0 = m.phased;
+  const counters = (): BlockSplit => ({ targetSteps: lane.steps, targetMs: lane.ms, afterMs: lane.afterMs, draftPasses: engine.draftStats?.passes ?? 0, draftMs: engine.draftStats?.ms ?? 0, fusedMs: engine.fusedRoundMs, gcMs: gc.ms, gcs: gc.count });
+  const s0 = counters();
   const { replies, wallMs } = await drive({ url: s.url, prompts: order.map((i) => prompts[i]), concurrency: c, maxTokens: N });
   let tokens = 0, mismatches = 0;
   replies.forEach((r, j) => {
@@ -181,6 +216,7 @@ async function serverBlock(p: string, c: number, round: number, order = promptsF
     meanBatch: r3((lane.calls - c0) / Math.max(1, lane.passes - p0)),
     fusedRounds: engine.fusedRounds - f0, depths: m.depthCounts.map((n, d) => n - d0[d]),
     phaseMs: Object.fromEntries(PHASES.map((k) => [k, r3(m.phaseMs[k] - ph0[k])])) as RequestPhases, phased: m.phased - n0,
+    split: Object.fromEntries(Object.entries(counters()).map(([k, v]) => [k, r3(v - s0[k as keyof BlockSplit])])) as unknown as BlockSplit,
   };
 }
 
@@ -320,6 +356,7 @@ function merge(bs: Block[]): Block {
     meanBatch: b.meanBatch, fusedRounds: b.fusedRounds === undefined ? undefined : sum(bs.map((x) => x.fusedRounds!)),
     depths: b.depths?.map((_, d) => sum(bs.map((x) => x.depths![d]))),
     phaseMs: b.phaseMs && (Object.fromEntries(PHASES.map((k) => [k, r3(sum(bs.map((x) => x.phaseMs![k])))])) as RequestPhases), phased: b.phased === undefined ? undefined : sum(bs.map((x) => x.phased!)),
+    split: b.split && (Object.fromEntries(Object.keys(b.split).map((k) => [k, r3(sum(bs.map((x) => x.split![k as keyof BlockSplit])))])) as unknown as BlockSplit),
   };
 }
 
@@ -453,6 +490,12 @@ const md = [
   `Where a request's time went at concurrency ${cMin}, mean ms per request: servers by the server's phases (latency p50 is the client's); in-process methods, their prefill (the engine: to its first tokens, as a server's) and the rest (decode):`, '',
   `| method | ${PHASES.join(' | ')} | latency p50 |`, `| --- | ${PHASES.map(() => '---:').join(' | ')} | ---: |`,
   ...summary.filter((x) => x.concurrency === cMin && of(x.method, cMin).some((b) => b.phased)).map((x) => phaseRow(x.method)),
+  '', `Where a served block's time went at concurrency ${cMax}, mean ms per block (target passes, the requests' work between passes, draft passes, fused rounds, garbage collection; BlockSplit):`, '',
+  '| method | wall | target steps | target passes | between passes | draft passes (n) | fused rounds | GC (n) |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ...policies.filter((p) => of(p, cMax).some((b) => b.split)).map((p) => {
+    const bs = of(p, cMax), mean = (f: (b: Block) => number) => sum(bs.map(f)) / bs.length, x = (k: keyof BlockSplit) => mean((b) => b.split![k]);
+    return `| ${p} | ${n2(mean((b) => b.wallMs))} | ${n2(x('targetSteps'))} | ${n2(x('targetMs'))} | ${n2(x('afterMs'))} | ${n2(x('draftMs'))} (${n2(x('draftPasses'))}) | ${n2(x('fusedMs'))} | ${n2(x('gcMs'))} (${n2(x('gcs'))}) |`;
+  }),
   '', `Plain decoding's throughput against its own at concurrency 1: ${JSON.stringify(plainGain)}.`, '',
 ].join('\n');
 writeFileSync(join(out, 'load-test.md'), md);

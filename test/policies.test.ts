@@ -745,7 +745,14 @@ test('SmartSpec: over many steps with requests joining, planning late and leavin
         if (shortcut) {
           const own = internals.planAllZero.bind(planner);
           internals.planAllZero = () => (own() ? (fired++, true) : false);
-        } else Object.assign(planner, { anyRaisePays: (): boolean => true, perfectRaisePays: (): boolean => true });
+        } else {
+          // The full ascent over the started members, keeping the rule the ascent does not see:
+          // where no raise could pay in a batch of every member (prefilling ones included), every
+          // started one plans 0 (planAllZero's bound over more members than have started).
+          const bound = (planner as unknown as { perfectRaisePays(n: number, best: number): boolean }).perfectRaisePays.bind(planner);
+          const started = () => [...live.values()].filter((m) => m.p.started).length;
+          Object.assign(planner, { anyRaisePays: (): boolean => true, perfectRaisePays: (n: number, best: number): boolean => (n > started() ? bound(n, best) : true) });
+        }
         const live = new Map<number, { p: ReturnType<SmartSpecPlanner['policy']>; position: number; last?: number }>();
         const log: unknown[] = [];
         for (step = 0; step < STEPS; step++) {

@@ -131,3 +131,28 @@ test('requests admitted together count one another: after the first of 16 starts
   // Counting started requests only, each saw one companion and read (fails on the old code).
   assert.ok(skipped >= 2, `skipped the read in ${skipped} of 3 models`);
 });
+
+test('a burst\'s first request to start plans 0 where 16 could not draft, though as the batch\'s only member it would', () => {
+  let held = 0;
+  for (const c of recorded) {
+    // 16 requests admitted together; the first to resume plans while the other 15 have not
+    // started (prefilling, or about to plan), its head having read the prompt at the prefill.
+    const { planner } = server(c, [], []);
+    const batch = Array.from({ length: 16 }, () => planner.policy());
+    batch[0].prefilled(32);
+    const first = batch[0].plan({ position: 33, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth;
+    // The same request as the only member of a batch step (one other request still prefilling
+    // beside it is a batch of two: the joint search plans it, so that case is not this one).
+    const one = server(c, [], []).planner, p = one.policy();
+    one.policy(); // the batch's second member, still prefilling: not a lone request
+    p.prefilled(32);
+    const alone = p.plan({ position: 33, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth;
+    if (!planner.mayDraft(16)) {
+      assert.equal(first, 0, 'every member of the step counts: 16 cannot draft');
+      if (alone > 0) held++;
+    }
+  }
+  // Where the first request of two would draft (recorded models), the burst's does not (fails
+  // on the old code, which planned it as a batch of one).
+  assert.ok(held >= 2, `${held} models where the burst held a drafting plan back`);
+});

@@ -690,7 +690,7 @@ export class SmartSpecPlanner {
   }
 
   /**
-   * Whether a batch of `n` started requests could plan any drafting: false only where
+   * Whether a batch of `n` requests could plan any drafting: false only where
    * planAllZero's bound holds (more than `jointMax` requests, and no single raise pays even with
    * every draft accepted), O(depth).
    */
@@ -720,8 +720,9 @@ export class SmartSpecPlanner {
   }
 
   /**
-   * A step's first plan when no raise could pay even if every draft were accepted: every started
-   * member at 0, as the ascent plans it then (anyRaisePays false for the same members), without
+   * A step's first plan when no raise could pay even if every draft were accepted, in a batch of
+   * every member: every started member at 0, as the ascent plans it then where all have started
+   * (anyRaisePays false for the same members), without
    * building its arrays or reading any member's acceptance: O(members + depth). False (nothing
    * planned) when such a raise could pay, for fewer than 2 members (a lone request is priced
    * by its own step model), or for a batch the joint search plans (at most `jointMax`: it scores
@@ -732,13 +733,18 @@ export class SmartSpecPlanner {
   private planAllZero(): boolean {
     let n = 0;
     for (const m of this.members) if (m.started) n++;
-    const verifyMs = this.allZeroVerifyMs(n);
+    // The bound over every member, those still prefilling included (ours): they are in this
+    // step's target pass and wait for every draft pass before it, as decoding members do. Over
+    // the started ones only, a burst's first request to start saw a batch of one (c = 16: 15
+    // others prefilling, or about to plan) and drafted, with its head's first call over the
+    // prompt, while they all waited: the load test's c = 16 blocks began so.
+    const verifyMs = this.allZeroVerifyMs(this.members.size);
     if (verifyMs === undefined) return false;
-    const passMs = this.scaled(verifyMs, 0);
     for (const m of this.members) if (m.started) this.choose(m, 0);
     // settlePlan's timing of a plan made whole (the first plan of the step: nothing chosen before).
     this.timing.valid = false;
-    if (n === this.members.size) this.startTiming(passMs, 1, n, n, 0, 0, verifyMs, 0);
+    // Timed only with every member started: then n is the batch the bound priced.
+    if (n === this.members.size) this.startTiming(this.scaled(verifyMs, 0), 1, n, n, 0, 0, verifyMs, 0);
     return true;
   }
 
