@@ -26,6 +26,6 @@ export type { ModelConfig } from './model/config.ts';
 export { EagletError, FormatError, ConfigError, UsageError } from './errors.ts';
 export { serve, type ServeOptions, type RunningServer } from './serve/server.ts';
 export { createHandler, type EagletHandler, type HandlerOptions } from './serve/http.ts';
-export { Engine, QueueFullError, type EngineOptions } from './serve/engine.ts';
+export { DrainingError, Engine, QueueFullError, type EngineOptions } from './serve/engine.ts';
 export { SmartSpecPlanner, SmartSpecPolicy, StepCost } from './policies/smartspec.ts';
 export { Batcher, TargetLane, DraftLane } from './runtime/batch.ts';

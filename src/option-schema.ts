@@ -127,3 +127,8 @@ export function resolveOptions<T>(specs: FlagSpec[], given: Record<string, unkno
   }
   return out as T;
 }
+
+/** The entries of `given` that `specs` name (camelCase keys): one option set's share of a larger one. */
+export function pickOptions(specs: FlagSpec[], given: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(specs.map((s) => [camel(s.flag), given[camel(s.flag)]]));
+}

@@ -82,6 +82,8 @@ const bad: [string[], number, RegExp][] = [
   // A timer past setTimeout's limit fired at once (every request 504); the bad host makes the old code fail fast.
   [['serve', '--timeout', '3000000', '--host', '999.1.1.1'], 2, /^error: --timeout: must be <= 2147483, got 3000000/],
   [['serve', '--drain-timeout', '3000000', '--host', '999.1.1.1'], 2, /^error: --drain-timeout: must be <= 2147483, got 3000000/],
+  // The engine judges --policy once the model has loaded; its error names the flag, not the library's option.
+  [['serve', '--model', 'MODEL', '--draft', 'random', '--policy', 'static-40', '--port', '0'], 2, /^error: --policy: static-D: D must be in \[1, 4\] \(the tree depth\), got 40/],
   // bench's prompts: too long or outside the vocabulary is --prompt-length's or the file's fault (this named the library's "prompt").
   [['bench', '--model', 'MODEL', '--draft', 'random', '--random-prompts', '1', '--prompt-length', '40', '--out', 'OUT/b'], 2, /^error: --prompt-length: has 40 tokens, the model's context is 32/],
   [['bench', '--model', 'MODEL', '--draft', 'random', '--prompts', 'OOV', '--out', 'OUT/b'], 2, /^error: .*out-of-vocab\.jsonl: prompt 2: token id 99 at index 1 is outside the vocabulary/],

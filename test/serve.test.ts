@@ -462,6 +462,40 @@ test("library options out of range (timeoutMs, maxBodyBytes, close's cancelAfter
   }
 });
 
+test("the engine's options (maxBatch, maxQueue, policy, threads) and mistyped option names fail at once with one line naming the option: in new Engine(), createHandler(), and in serve() before a model loads", async () => {
+  const oneLine = (re: RegExp) => (e: unknown) => e instanceof UsageError && re.test(e.message) && !e.message.includes('\n');
+  // loaded: the value needs the loaded model to be judged (the tree's depth), so serve() judges it after loading.
+  const bad: [HandlerOptions, RegExp, 'loaded'?][] = [
+    [{ maxBatch: 0 }, /^maxBatch: must be >= 1, got 0$/], // was named --max-batch
+    [{ maxBatch: 257 }, /^maxBatch: must be <= 256, got 257$/],
+    [{ maxQueue: -1 }, /^maxQueue: must be >= 0, got -1$/],
+    [{ threads: 0 }, /^threads: must be >= 1, got 0$/], // was accepted
+    [{ threads: 1.5 }, /^threads: must be an integer, got 1.5$/], // was ORT's RangeError inside start()
+    [{ threads: -3 }, /^threads: must be >= 1, got -3$/],
+    [{ policy: 'static-99' }, /^policy: static-D: D must be in \[1, \d+\] \(the tree depth\), got 99$/, 'loaded'],
+    [{ maxbatch: 2 } as HandlerOptions, /^maxbatch: unknown option$/], // was ignored: 8 slots
+  ];
+  for (const [opts, re, loaded] of bad) {
+    const what = JSON.stringify(opts);
+    if (!('maxbatch' in opts)) assert.throws(() => new Engine(g, opts), oneLine(re), what);
+    await assert.rejects(createHandler(g, opts), oneLine(re), what);
+    await assert.rejects(serve(g, { ...opts, port: 0 }), oneLine(re), what);
+    if (!loaded) await assert.rejects(serve({ model: '/nonexistent/model' }, { ...opts, port: 0 }), oneLine(re), `${what}, before loading`);
+  }
+  await assert.rejects(serve({ model: '/nonexistent/model' }, { port: 65536 }), oneLine(/^port: must be <= 65535, got 65536$/));
+  assert.throws(() => new Engine(g, { modelName: 'x' } as never), oneLine(/^modelName: unknown option$/), "the handler's options are not the engine's");
+  const s = await serve(g, { port: 0, policy: 'plain', maxBatch: 1 });
+  try {
+    // Was a silent 30 s drain (cancelAfterMs's default).
+    await assert.rejects(s.close({ cancelAfter: 0 } as never), oneLine(/^cancelAfter: unknown option$/));
+    await assert.rejects(s.handler.close({ cancelAfter: 0 } as never), oneLine(/^cancelAfter: unknown option$/));
+    const r = await post(s, '/v1/completions', { prompt: prompts[0], max_tokens: 4, temperature: 0 });
+    assert.deepEqual(JSON.parse(r.body).choices[0].token_ids, await plain(prompts[0], 4), 'a refused close leaves the server serving');
+  } finally {
+    await s.close({ cancelAfterMs: 0 });
+  }
+});
+
 test('a full queue answers 429; a disconnecting client frees its slot; a request past its timeout gets 504', async () => {
   const s = await serve(g, { port: 0, maxBatch: 1, maxQueue: 1, timeoutMs: 60_000 });
   try {

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { SmartSpecPlanner, StepCost } from '../src/policies/smartspec.ts';
 import type { RoundState } from '../src/policies/policy.ts';
-import { DrainingError, Engine, QueueFullError } from '../src/serve/engine.ts';
+import { DrainingError, Engine, QueueFullError, type EngineOptions } from '../src/serve/engine.ts';
 import type { Drafter } from '../src/generate/drafter.ts';
 import { serve } from '../src/serve/server.ts';
 import { tinyConfig, tinyPair } from './support/models.ts';
@@ -117,6 +117,23 @@ test("a calibration leaves a lone request's fused-round estimate unseen: its fir
   assert.equal(run([p], 3)[0], 3, 'the lone request runs its first round at full length, as on a server without the calibration');
 });
 
+test('a batch plan that throws leaves no member behind: the next step plans its own members only', () => {
+  const { planner, run } = setup();
+  const ps = [planner.policy(), planner.policy()];
+  for (let i = 0; i < 3; i++) run(ps, 2);
+  const acceptance = ps[0].acceptance;
+  acceptance.expectedTokens = () => {
+    throw new Error('injected');
+  };
+  assert.throws(() => run(ps, 2), /injected/);
+  delete (acceptance as Partial<typeof acceptance>).expectedTokens; // the prototype's again
+  const sizes = new Set<number>(), goodput = planner.goodput.bind(planner);
+  planner.goodput = (members, k) => (sizes.add(members.length), goodput(members, k));
+  run(ps, 2);
+  // Fails on the old code: the failed plan's members were still in its array, and this step planned 4.
+  assert.deepEqual([...sizes], [2]);
+});
+
 test('a smartspec engine calibrates at start-up with drafted batch steps through its lanes, counted in no metric; other policies do not', async () => {
   const cfg = fc.sample(tinyConfig(64), { numRuns: 1, seed: 3 })[0];
   const p = await tinyPair(cfg, 3, { topK: 1, maxDepth: 2, totalTokens: 2 }, undefined, 3, true);
@@ -186,7 +203,7 @@ test("/metrics after start-up counts none of the calibration's passes", async ()
 });
 
 /** Runs `body` on a new engine (smartspec; 4 batch slots unless `opts` say otherwise) over a tiny pair, and releases the pair after. */
-async function onEngine(body: (e: Engine, t: Awaited<ReturnType<typeof tiny>>) => Promise<void>, opts: { maxBatch?: number; maxQueue?: number } = {}): Promise<void> {
+async function onEngine(body: (e: Engine, t: Awaited<ReturnType<typeof tiny>>) => Promise<void>, opts: EngineOptions = {}): Promise<void> {
   const t = await tiny();
   try {
     await body(new Engine(t.p.spec, { maxBatch: 4, ...opts }), t);
@@ -289,6 +306,46 @@ test('streams submitted before any is read hold their places: past the slots plu
       const d = e.submit(t.prompt, t.opts), f = e.submit(t.prompt, t.opts);
       assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError);
       assert.equal(e.metrics.rejected, 3);
+      assert.deepEqual(await Promise.all([idsOf(d), idsOf(f)]), [t.want, t.want]);
+      await e.drain();
+      await e.dispose();
+    },
+    { maxBatch: 1, maxQueue: 1 },
+  ));
+
+test('a stream submitted before drain() and read after it throws DrainingError: drain() and dispose() resolve without it, and it runs no pass on the released sessions', () =>
+  onEngine(
+    async (e, t) => {
+      await e.start(1);
+      const unread = e.submit(t.prompt, t.opts);
+      await e.drain();
+      await e.dispose();
+      const passes = e.targetStats.passes;
+      // Fails on the old code: the stream then decoded all its tokens, on released sessions.
+      await assert.rejects(unread.next(), DrainingError);
+      assert.equal(e.targetStats.passes, passes, 'no pass ran after dispose()');
+      assert.equal(e.activeRequests, 0);
+    },
+    { maxBatch: 2, policy: 'static-2' },
+  ));
+
+test("aborting an unread stream's signal gives its place back at once (its read then ends with the abort reason)", () =>
+  onEngine(
+    async (e, t) => {
+      await e.start(1);
+      const ac = new AbortController();
+      const cancelled = e.submit(t.prompt, t.opts, ac.signal);
+      ac.abort(new Error('client went away'));
+      // Fails on the old code: the aborted stream still held its place until read, so the third was refused.
+      const a = e.submit(t.prompt, t.opts), b = e.submit(t.prompt, t.opts);
+      assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError, 'a and b hold the slot and the queue place');
+      await assert.rejects(cancelled.next(), /client went away/);
+      assert.deepEqual(await Promise.all([idsOf(a), idsOf(b)]), [t.want, t.want]);
+      const late = new AbortController(), c = e.submit(t.prompt, t.opts, late.signal);
+      assert.deepEqual(await idsOf(c), t.want);
+      late.abort(); // after its end: the place was given back once, not twice
+      const d = e.submit(t.prompt, t.opts), f = e.submit(t.prompt, t.opts);
+      assert.throws(() => e.submit(t.prompt, t.opts), QueueFullError);
       assert.deepEqual(await Promise.all([idsOf(d), idsOf(f)]), [t.want, t.want]);
       await e.drain();
       await e.dispose();

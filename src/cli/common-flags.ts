@@ -1,7 +1,6 @@
 /** Flags several commands share: the target, the draft head, the tree shape, threads. */
 import { DEFAULT_TREE } from '../api.ts';
 import { DEFAULT_MODEL_TREE } from '../default-model.ts';
-import { DEFAULT_THREADS, ONE_THREAD_BELOW_PARAMS } from '../runtime/ort.ts';
 import { checkTree, TREE_LIMITS, type TreeShape } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
 import type { QuantName } from '../model/quantize.ts';
@@ -29,7 +28,7 @@ export function quantFromFlags(f: Parsed): { quantize?: QuantName; draftQuant?: 
   return { quantize: f.quantize as QuantName | undefined, draftQuant: f.draftQuant as QuantName | 'none' | undefined };
 }
 
-export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, meta: 'N', help: `onnxruntime intra-op threads; by default 1 for a target under ${ONE_THREAD_BELOW_PARAMS / 1e6}M parameters (its steps are per-node overhead), else every core (at most 8; here ${DEFAULT_THREADS})` };
+export { THREADS_FLAG } from '../runtime/ort.ts';
 
 /** The tree-shape fields the TREE_FLAGS set (unset ones are left out). */
 export function treeFromFlags(f: Parsed): Partial<TreeShape> {

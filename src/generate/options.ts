@@ -2,7 +2,7 @@
  * Generation options: defaults, ranges and docs in one table, shared by the CLI flags and
  * the library API (`resolveGenerationOptions`).
  */
-import { camel, resolveOptions, type FlagSpec, type Parsed } from '../option-schema.ts';
+import { pickOptions, resolveOptions, type FlagSpec, type Parsed } from '../option-schema.ts';
 import type { SamplingOptions } from './sampler.ts';
 
 /** Every generation option, resolved (resolveGenerationOptions fills the defaults). */
@@ -30,5 +30,5 @@ export function resolveGenerationOptions(given: Partial<GenerationOptions> = {})
 
 /** The generation options among parsed CLI flags (GENERATION_FLAGS), resolved and validated. */
 export function generationOptionsFromFlags(f: Parsed): GenerationOptions {
-  return resolveGenerationOptions(Object.fromEntries(GENERATION_FLAGS.map((s) => [camel(s.flag), f[camel(s.flag)]])));
+  return resolveGenerationOptions(pickOptions(GENERATION_FLAGS, f));
 }

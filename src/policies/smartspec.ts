@@ -647,6 +647,7 @@ export class SmartSpecPlanner {
     if (this.chosenCount === 0 && this.planAllZero()) return;
     // A request that has not planned yet is still prefilling: it verifies nothing this step.
     const { members, fixed, k } = this.buf;
+    members.length = 0; // a plan that threw left its members
     for (const m of this.members) if (m.started) members.push(m);
     const n = members.length;
     fixed.length = k.length = n;

@@ -9,6 +9,7 @@ import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { FormatError } from '../errors.ts';
 import type { ExternalModel } from '../onnx/graph.ts';
+import type { FlagSpec } from '../option-schema.ts';
 
 export type Feeds = Record<string, ort.Tensor>;
 export type Fetches = Record<string, ort.Tensor>;
@@ -24,6 +25,9 @@ export const DEFAULT_THREADS = Math.max(1, Math.min(8, availableParallelism()));
 
 /** Below this many target parameters a model runs on one thread by default (`defaultThreadsFor`). */
 export const ONE_THREAD_BELOW_PARAMS = 4_000_000;
+
+/** `--threads` and the library's `threads` options (the serving Engine's checks it with this spec). */
+export const THREADS_FLAG: FlagSpec = { flag: 'threads', type: 'int', min: 1, max: 256, meta: 'N', help: `onnxruntime intra-op threads; by default 1 for a target under ${ONE_THREAD_BELOW_PARAMS / 1e6}M parameters (its steps are per-node overhead), else every core (at most 8; here ${DEFAULT_THREADS})` };
 
 /**
  * The default thread count for a model of `params` parameters: 1 below ONE_THREAD_BELOW_PARAMS,

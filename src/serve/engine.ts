@@ -22,7 +22,8 @@ import { SmartSpecPlanner, SmartSpecPolicy, StepCost } from '../policies/smartsp
 import { Batcher, DraftLane, TargetLane, type LaneStats } from '../runtime/batch.ts';
 import type { DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
-import { createSession, releaseSession, type Session } from '../runtime/ort.ts';
+import { createSession, releaseSession, THREADS_FLAG, type Session } from '../runtime/ort.ts';
+import { resolveOptions, type FlagSpec } from '../option-schema.ts';
 import type { TargetPass } from '../runtime/target.ts';
 import { buildSlotDraftModel, buildSlotTargetModel } from '../onnx/model-graphs.ts';
 import { median } from '../util/stats.ts';
@@ -30,13 +31,13 @@ import { ServeMetrics } from './metrics.ts';
 
 /** Batch, queue and policy of a serving Engine. */
 export interface EngineOptions {
-  /** Requests decoded together at most (batch slots). Default 8. */
+  /** Requests decoded together at most (batch slots): an integer in [1, 256]. Default 8. */
   maxBatch?: number;
-  /** Requests waiting for a slot at most; more are refused (HTTP 429). Default 64. */
+  /** Requests waiting for a slot at most (an integer >= 0); more are refused (HTTP 429). Default 64. */
   maxQueue?: number;
   /** `smartspec` (default with a draft head), `static-D` (D levels every step) or `plain` (default without). */
   policy?: string;
-  /** ORT intra-op threads of the batch sessions. Default: the loaded generator's (`LoadedGenerator.threads`). */
+  /** ORT intra-op threads of the batch sessions, an integer in [1, 256]. Default: the loaded generator's (`LoadedGenerator.threads`). */
   threads?: number;
   /**
    * With a chain tree (top-k 1): a request alone in the batch drafts and verifies in ONE ORT
@@ -45,6 +46,21 @@ export interface EngineOptions {
    * Default false.
    */
   fusedRound?: boolean;
+}
+
+/** maxBatch, maxQueue and policy: `eaglet serve`'s flags and the library's options. */
+export const ENGINE_FLAGS: FlagSpec[] = [
+  { flag: 'max-batch', type: 'int', min: 1, max: 256, default: 8, meta: 'B', help: 'requests decoded together at most (one batched target pass per step)' },
+  { flag: 'max-queue', type: 'int', min: 0, default: 64, meta: 'N', help: 'requests waiting for a batch slot at most; more get HTTP 429 (0: no queue, 429 as soon as all --max-batch slots are busy)' },
+  { flag: 'policy', type: 'string', meta: 'smartspec|static-D|plain', help: 'speculation length per request and step: smartspec (goodput-maximising, the default with a head), static-D, or plain decoding' },
+];
+
+/** Every EngineOptions key: ENGINE_FLAGS, threads (the `--threads` spec) and fusedRound (the CLI's default differs). */
+export const ENGINE_OPTIONS: FlagSpec[] = [...ENGINE_FLAGS, THREADS_FLAG, { flag: 'fused-round', type: 'bool', default: false, help: 'a lone request drafts and verifies in one ORT call per round' }];
+
+/** `opts` with defaults filled; a bad value or an unknown key is a UsageError naming the option (before anything loads). */
+export function engineOptions(opts: EngineOptions = {}): EngineOptions & { maxBatch: number; maxQueue: number } {
+  return resolveOptions(ENGINE_OPTIONS, opts as Record<string, unknown>);
 }
 
 /** Thrown when the queue is full. */
@@ -77,23 +93,26 @@ interface Seat {
   held: boolean;
   /** Its body has begun (its first next()). */
   started: boolean;
+  /** The request's signal, and its listener that gives the place back (removed once it is given back). */
+  signal?: AbortSignal;
+  onAbort?: () => void;
 }
 
 export type PolicyKind = { kind: 'plain' } | { kind: 'static'; depth: number } | { kind: 'smartspec' };
 
 /** `--policy` for serving: smartspec, static-D or plain. */
-export function parseServePolicy(spec: string | undefined, hasDraft: boolean, maxDepth: number): PolicyKind {
+export function parseServePolicy(spec: string | undefined, hasDraft: boolean, maxDepth: number, name = '--policy'): PolicyKind {
   if (spec === undefined) return hasDraft ? { kind: 'smartspec' } : { kind: 'plain' };
   if (spec === 'plain') return { kind: 'plain' };
-  if (!hasDraft) throw new UsageError('--policy', `${spec} needs a draft head (--draft); without one the server decodes plainly`);
+  if (!hasDraft) throw new UsageError(name, `${spec} needs a draft head (--draft); without one the server decodes plainly`);
   if (spec === 'smartspec') return { kind: 'smartspec' };
   const m = /^static-(\d+)$/.exec(spec);
   if (m) {
     const depth = Number(m[1]);
-    if (depth < 1 || depth > maxDepth) throw new UsageError('--policy', `static-D: D must be in [1, ${maxDepth}] (the tree depth), got ${depth}`);
+    if (depth < 1 || depth > maxDepth) throw new UsageError(name, `static-D: D must be in [1, ${maxDepth}] (the tree depth), got ${depth}`);
     return { kind: 'static', depth };
   }
-  throw new UsageError('--policy', `unknown serving policy "${spec}": smartspec, static-D or plain`);
+  throw new UsageError(name, `unknown serving policy "${spec}": smartspec, static-D or plain`);
 }
 
 /** The serving engine: queue, batch slots and the batched passes (see the module comment). */
@@ -119,19 +138,19 @@ export class Engine {
   /**
    * @param g a loaded generator (`loadGenerator`): its target session, draft session and tree
    *   are shared by every request; its own generator is not used.
+   * @param options checked as `eaglet serve` checks its flags (engineOptions): a bad value or an
+   *   unknown key fails here, with one line naming the option.
    */
-  constructor(readonly g: LoadedGenerator, opts: EngineOptions = {}) {
-    const cfg = g.model.config;
-    this.maxBatch = opts.maxBatch ?? 8;
-    this.maxQueue = opts.maxQueue ?? 64;
-    if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1 || this.maxBatch > 256) throw new UsageError('--max-batch', `must be an integer in [1, 256], got ${this.maxBatch}`);
-    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new UsageError('--max-queue', `must be a non-negative integer, got ${this.maxQueue}`);
+  constructor(readonly g: LoadedGenerator, options: EngineOptions = {}) {
+    const cfg = g.model.config, opts = engineOptions(options);
+    this.maxBatch = opts.maxBatch;
+    this.maxQueue = opts.maxQueue;
     const drafter = g.generator.parts.drafter;
     if (drafter instanceof RoundDrafter) throw new UsageError('fusedRound', 'serving batches draft passes across requests: load the generator without fusedRound (the engine\'s own fusedRound option runs it for a lone request)');
     if (drafter && !(drafter instanceof EagleDrafter)) throw new UsageError('--draft', 'serving drafts with an EAGLE head (a directory or random); self-drafting is not batched');
     const draftSession = (drafter as EagleDrafter<DraftSession> | undefined)?.session;
     this.tree = drafter?.shape ?? { topK: 1, maxDepth: 0, totalTokens: 0 };
-    this.policy = parseServePolicy(opts.policy, draftSession !== undefined, this.tree.maxDepth);
+    this.policy = parseServePolicy(opts.policy, draftSession !== undefined, this.tree.maxDepth, 'policy');
     this.metrics = new ServeMetrics(this.tree.maxDepth);
     const B = this.maxBatch, S = cfg.maxSeqLen;
     // B slots' heads side by side; the shared stride grows with the longest request.
@@ -162,7 +181,7 @@ export class Engine {
       s.drafter = s.head;
     }
     if (opts.fusedRound && this.draftLane) {
-      if (this.tree.topK !== 1) throw new UsageError('--fused-round', `drafts a chain: it needs tree top-k 1, got ${this.tree.topK}`);
+      if (this.tree.topK !== 1) throw new UsageError('fusedRound', `drafts a chain: it needs tree top-k 1, got ${this.tree.topK}`);
       this.fusedRound = true;
     }
     this.free = [...this.slots].reverse();
@@ -503,10 +522,11 @@ export class Engine {
   /**
    * Admits a request (throws QueueFullError / DrainingError at once) and returns its stream:
    * chunks of tokens as the batch decodes them. `signal` cancels it (in the queue, or at the
-   * next step: its slot and cache are freed). Submitted while start() runs, it waits for start()
-   * to end (and fails with its error). The stream holds its place from here, read or not (so
-   * streams submitted before any is read cannot admit past the slots plus the queue): read it to
-   * its end or `return()` it.
+   * next step: its slot and cache are freed; unread, it gives its place back at once). Submitted
+   * while start() runs, it waits for start() to end (and fails with its error). The stream holds
+   * its place from here, read or not (so streams submitted before any is read cannot admit past
+   * the slots plus the queue): read it to its end, `return()` it or abort `signal`. Read after
+   * drain() began (even if submitted before), it throws DrainingError.
    */
   submit(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal): AsyncGenerator<GenerationChunk, GenerationStats> {
     if (this.draining) throw new DrainingError();
@@ -519,6 +539,12 @@ export class Engine {
     }
     const seat: Seat = { held: true, started: false };
     this.waiting++;
+    if (signal?.aborted) this.unseat(seat); // its body will take no slot or queue place
+    else if (signal) {
+      // Aborted before its body takes a slot or a queue place: the same.
+      (seat.signal = signal), (seat.onAbort = () => this.unseat(seat));
+      signal.addEventListener('abort', seat.onAbort, { once: true });
+    }
     const it = this.run(prompt, opts, signal, true, seat);
     // Returned or thrown into before its first next(), a generator ends without running its body
     // (its finally included): its place is given back here.
@@ -530,7 +556,10 @@ export class Engine {
 
   /** Gives back a request's place among the `waiting` (once). */
   private unseat(seat: Seat): void {
-    if (seat.held) (seat.held = false), this.waiting--;
+    if (!seat.held) return;
+    seat.held = false;
+    this.waiting--;
+    if (seat.onAbort) seat.signal!.removeEventListener('abort', seat.onAbort);
   }
 
   private acquire(signal?: AbortSignal): Promise<Slot> {
@@ -590,6 +619,9 @@ export class Engine {
     try {
       // Submitted while start() runs: after it (the calibration's forced lengths and samples are not this request's).
       if (counted && this.pending) await this.pending;
+      // Submitted before drain() and read after it began: refused as a queued request is (drain
+      // waits only for requests in flight, and dispose() may have released the sessions).
+      if (seat && this.draining) throw new DrainingError();
       if (seat) this.unseat(seat); // acquire takes a slot or a queue place at once
       const slot = await this.acquire(signal);
       const policy = (slot.policy = this.makePolicy());
@@ -638,7 +670,9 @@ export class Engine {
 
   /**
    * Stops admitting; refuses queued requests; resolves when every admitted request has ended
-   * (after a start() still running: its calibration's requests are not refused).
+   * (after a start() still running: its calibration's requests are not refused). A stream
+   * submitted but not yet read is not waited for: read from now on, it throws DrainingError
+   * (as do streams that were waiting for start()).
    */
   async drain(): Promise<void> {
     this.draining = true;

@@ -22,8 +22,8 @@ import type { GenerationOptions } from '../generate/options.ts';
 import type { GenerationStats, StopReason } from '../generate/stats.ts';
 import { TextStreamer } from '../tokenizer/streamer.ts';
 import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat.ts';
-import { DrainingError, Engine, QueueFullError, type EngineOptions } from './engine.ts';
-import { resolveOptions, TIMER_MAX_MS, type FlagSpec } from '../option-schema.ts';
+import { DrainingError, Engine, ENGINE_OPTIONS, QueueFullError, type EngineOptions } from './engine.ts';
+import { pickOptions, resolveOptions, TIMER_MAX_MS, type FlagSpec } from '../option-schema.ts';
 
 /** `createHandler`'s options: the engine's, and what the HTTP layer adds. */
 export interface HandlerOptions extends EngineOptions {
@@ -43,24 +43,30 @@ export interface HandlerOptions extends EngineOptions {
 }
 
 /**
- * The handler's own numeric options, checked as the CLI checks its flags (the option schema):
- * a bad value fails at once with one line naming the option. A timer above TIMER_MAX_MS would
- * fire at once.
+ * The handler's options beside the engine's (ENGINE_OPTIONS) and `log`, checked as the CLI
+ * checks its flags (the option schema): a bad value or an unknown key fails at once with one
+ * line naming the option. A timer above TIMER_MAX_MS would fire at once.
  */
-const HANDLER_NUMBERS: FlagSpec[] = [
+const HANDLER_FLAGS: FlagSpec[] = [
   { flag: 'timeout-ms', type: 'int', above: 0, max: TIMER_MAX_MS, default: 120_000, help: 'a request running longer is cancelled' },
   { flag: 'max-body-bytes', type: 'int', min: 1, default: 1 << 20, help: 'largest request body' },
+  { flag: 'model-name', type: 'string', default: 'eaglet', help: 'the model id /v1/models lists' },
+  { flag: 'model-dir', type: 'string', help: 'directory whose tokenizer_config.json holds the chat template' },
 ];
-const CLOSE_NUMBERS: FlagSpec[] = [{ flag: 'cancel-after-ms', type: 'int', min: 0, max: TIMER_MAX_MS, default: 30_000, help: 'running requests are cancelled after' }];
+const CLOSE_FLAGS: FlagSpec[] = [{ flag: 'cancel-after-ms', type: 'int', min: 0, max: TIMER_MAX_MS, default: 30_000, help: 'running requests are cancelled after' }];
 
-/** `opts`' timeoutMs and maxBodyBytes, defaults filled; throws a UsageError naming a bad one. */
-export function handlerNumbers(opts: HandlerOptions): { timeoutMs: number; maxBodyBytes: number } {
-  return resolveOptions(HANDLER_NUMBERS, { timeoutMs: opts.timeoutMs, maxBodyBytes: opts.maxBodyBytes });
+type Resolved = { engine: EngineOptions; timeoutMs: number; maxBodyBytes: number; modelName: string; modelDir?: string; log?: (line: string) => void };
+
+/** `opts` checked, defaults filled, the engine's share apart; throws a UsageError naming a bad or unknown option. */
+export function handlerOptions(opts: HandlerOptions = {}): Resolved {
+  const { log, ...rest } = opts; // a callback: no flag's
+  const o = resolveOptions<Omit<Resolved, 'engine' | 'log'>>([...ENGINE_OPTIONS, ...HANDLER_FLAGS], rest as Record<string, unknown>);
+  return { ...o, engine: pickOptions(ENGINE_OPTIONS, o) as EngineOptions, log };
 }
 
-/** close()'s cancelAfterMs, default filled; throws a UsageError naming a bad one. */
-export function closeNumbers(opts: { cancelAfterMs?: number } = {}): { cancelAfterMs: number } {
-  return resolveOptions(CLOSE_NUMBERS, { cancelAfterMs: opts.cancelAfterMs });
+/** close()'s options, defaults filled; throws a UsageError naming a bad or unknown one. */
+export function closeOptions(opts: { cancelAfterMs?: number } = {}): { cancelAfterMs: number } {
+  return resolveOptions(CLOSE_FLAGS, opts as Record<string, unknown>);
 }
 
 /** A request handler for node:http (or any framework that passes Node's req/res). */
@@ -98,13 +104,12 @@ const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFin
 const isBool = (v: unknown): v is boolean => typeof v === 'boolean';
 const isString = (v: unknown): v is string => typeof v === 'string';
 
-/** Builds the handler: creates the engine over `g` and measures SmartSpec's step costs. */
+/** Builds the handler: checks `opts` (handlerOptions), creates the engine over `g` and measures SmartSpec's step costs. */
 export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {}): Promise<EagletHandler> {
-  const { timeoutMs, maxBodyBytes: maxBody } = handlerNumbers(opts);
-  const engine = new Engine(g, opts);
+  const { timeoutMs, maxBodyBytes: maxBody, modelName, modelDir, log: logTo, engine: engineOpts } = handlerOptions(opts);
+  const engine = new Engine(g, engineOpts);
   await engine.start();
-  const chat = loadChatTemplate(opts.modelDir);
-  const modelName = opts.modelName ?? 'eaglet';
+  const chat = loadChatTemplate(modelDir);
   const created = Math.floor(Date.now() / 1000);
   // Response ids: a random prefix per handler and a counter, unique per server. (randomBytes per
   // request took 60 us of a c=1 request's path, on a CPU whose caches the passes had just evicted.)
@@ -113,7 +118,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
   const running = new Set<AbortController>();
   let closing = false;
   const cfg = g.model.config;
-  const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  const log = logTo ?? ((line: string) => void process.stderr.write(`${line}\n`));
 
   const handler = ((req: IncomingMessage, res: ServerResponse) => {
     void route(req, res).catch((e) => fail(res, e));
@@ -348,7 +353,7 @@ export async function createHandler(g: LoadedGenerator, opts: HandlerOptions = {
 
   Object.defineProperty(handler, 'engine', { value: engine });
   handler.close = async (o) => {
-    const { cancelAfterMs } = closeNumbers(o);
+    const { cancelAfterMs } = closeOptions(o);
     closing = true;
     const timer = setTimeout(() => {
       for (const ac of running) ac.abort(new Error('server shutting down'));

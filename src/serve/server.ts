@@ -16,13 +16,20 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadGenerator, type LoadOptions, type LoadedGenerator } from '../api.ts';
-import { closeNumbers, createHandler, handlerNumbers, type EagletHandler, type HandlerOptions } from './http.ts';
+import { resolveOptions, type FlagSpec } from '../option-schema.ts';
+import { closeOptions, createHandler, handlerOptions, type EagletHandler, type HandlerOptions } from './http.ts';
+
+/** host and port: `eaglet serve`'s flags and serve()'s options. */
+export const LISTEN_FLAGS: FlagSpec[] = [
+  { flag: 'host', type: 'string', default: '127.0.0.1', meta: 'HOST', help: 'address to listen on' },
+  { flag: 'port', type: 'int', min: 0, max: 65535, default: 8080, meta: 'PORT', help: 'port to listen on (0: any free port)' },
+];
 
 /** `serve`'s options: the handler's, and where to listen. */
 export interface ServeOptions extends HandlerOptions {
   /** Default 127.0.0.1. */
   host?: string;
-  /** Default 8080; 0 = any free port. */
+  /** An integer in [0, 65535]. Default 8080; 0 = any free port. */
   port?: number;
 }
 
@@ -36,25 +43,30 @@ export interface RunningServer {
   close(opts?: { cancelAfterMs?: number }): Promise<void>;
 }
 
-/** Loads (or takes) a generator and serves it on node:http until closed. */
+/**
+ * Loads (or takes) a generator and serves it on node:http until closed. A bad or unknown option
+ * fails before a model loads, with one line naming it.
+ */
 export async function serve(model: LoadedGenerator | LoadOptions = {}, opts: ServeOptions = {}): Promise<RunningServer> {
-  handlerNumbers(opts); // a bad option fails before a model loads
+  const { host, port, ...rest } = opts;
+  const at = resolveOptions<{ host: string; port: number }>(LISTEN_FLAGS, { host, port });
+  handlerOptions(rest);
   // Serving builds its batch graphs from the weights: keep them (see Engine.start).
   const g = 'generator' in model ? model : await loadGenerator({ ...model, keepWeights: true });
-  const handler = await createHandler(g, opts);
+  const handler = await createHandler(g, rest);
   const server = createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 8080, opts.host ?? '127.0.0.1', () => resolve());
+    server.listen(at.port, at.host, () => resolve());
   });
   const a = server.address() as AddressInfo;
-  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+  const address = a.family === 'IPv6' ? `[${a.address}]` : a.address;
   return {
     server,
     handler,
-    url: `http://${host}:${a.port}`,
+    url: `http://${address}:${a.port}`,
     async close(o) {
-      closeNumbers(o); // a bad option fails before the server stops listening
+      closeOptions(o); // a bad option fails before the server stops listening
       const closed = new Promise<void>((r) => server.close(() => r()));
       await handler.close(o);
       server.closeIdleConnections?.();

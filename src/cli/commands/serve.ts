@@ -2,8 +2,9 @@
 import { loadGenerator } from '../../api.ts';
 import { DEFAULT_PATHS } from '../../default-model.ts';
 import { UsageError } from '../../errors.ts';
-import { TIMER_MAX_MS, type FlagSpec } from '../../option-schema.ts';
-import { serve as startServer } from '../../serve/server.ts';
+import { camel, TIMER_MAX_MS, type FlagSpec } from '../../option-schema.ts';
+import { ENGINE_FLAGS } from '../../serve/engine.ts';
+import { LISTEN_FLAGS, serve as startServer } from '../../serve/server.ts';
 import { defineCommand } from '../command.ts';
 import { DRAFT_QUANT_FLAG, MODEL_FLAGS, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 
@@ -18,11 +19,8 @@ const FLAGS: FlagSpec[] = [
   ...TREE_FLAGS,
   { flag: 'fused-round', type: 'bool', help: 'with a chain tree (--tree-top-k 1): a request alone in the batch drafts and verifies in ONE ORT call per round, as generate does (holds another copy of the target\'s weights; default: on for the embedded default pair, --no-fused-round to turn it off)' },
   THREADS_FLAG,
-  { flag: 'host', type: 'string', default: '127.0.0.1', meta: 'HOST', help: 'address to listen on' },
-  { flag: 'port', type: 'int', min: 0, max: 65535, default: 8080, meta: 'PORT', help: 'port to listen on (0: any free port)' },
-  { flag: 'max-batch', type: 'int', min: 1, max: 256, default: 8, meta: 'B', help: 'requests decoded together at most (one batched target pass per step)' },
-  { flag: 'max-queue', type: 'int', min: 0, default: 64, meta: 'N', help: 'requests waiting for a batch slot at most; more get HTTP 429 (0: no queue, 429 as soon as all --max-batch slots are busy)' },
-  { flag: 'policy', type: 'string', meta: 'smartspec|static-D|plain', help: 'speculation length per request and step: smartspec (goodput-maximising, the default with a head), static-D, or plain decoding' },
+  ...LISTEN_FLAGS,
+  ...ENGINE_FLAGS,
   { flag: 'timeout', type: 'number', above: 0, max: MAX_TIMER_S, default: 120, meta: 'S', help: 'seconds a request may run before it is cancelled (504)' },
   { flag: 'drain-timeout', type: 'number', min: 0, max: MAX_TIMER_S, default: 30, meta: 'S', help: 'on SIGTERM/SIGINT, seconds running requests get to finish before they are cancelled' },
   { flag: 'model-name', type: 'string', meta: 'NAME', help: 'the model id /v1/models lists (default: the model directory name, or eaglet-default)' },
@@ -66,6 +64,9 @@ Without --model it serves the embedded default (data/default) with its draft hea
         EADDRNOTAVAIL: ['--host', 'not an address of this machine'], ENOTFOUND: ['--host', 'unknown host'], EAI_AGAIN: ['--host', 'host name lookup failed'],
       };
       if (code && why[code]) throw new UsageError(why[code][0], `cannot listen on ${f.host}:${f.port}: ${why[code][1]} (${code})`);
+      // The library names its option (policy: static-9 past the tree's depth); here it is a flag.
+      const flag = e instanceof UsageError && FLAGS.find((s) => camel(s.flag) === e.flag);
+      if (flag) throw new UsageError(`--${flag.flag}`, (e as UsageError).problem);
       throw e;
     }
     const e = s.handler.engine;
