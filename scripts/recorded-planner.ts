@@ -22,7 +22,8 @@ export interface RecordedCostModel {
   alone?: number[];
   calibration?: { margin: number };
   learnedOverhead: { msPerPass: number; msPerRequestPass: number; aloneMs?: number };
-  passScale: [number, number];
+  /** SmartSpecPlanner.passScale: [verify, later draft levels, first draft level], or [verify, draft] recorded before the first level had its own. */
+  passScale: number[];
 }
 
 /** The recorded tree depth (the embedded pair's chain of 3). */
@@ -43,7 +44,7 @@ export const stepCost = (c: RecordedCurve): StepCost => new StepCost(c.tokens, c
 export function recordedPlanner(c: RecordedCostModel, histories: number[][], positions: number[], jointMax?: number): { planner: SmartSpecPlanner; members: SmartSpecPolicy[]; plan(): number[] } {
   let step = 0;
   const planner = new SmartSpecPlanner(stepCost(c.verify), stepCost(c.draft), DEPTH, DEPTH, () => step, c.alone, 0.9, () => 0);
-  planner.passScale.set(c.passScale);
+  planner.setPassScale(c.passScale);
   planner.overhead.a = c.learnedOverhead.msPerPass;
   planner.overhead.b = c.learnedOverhead.msPerRequestPass;
   planner.margin = c.calibration?.margin ?? planner.margin;

@@ -877,7 +877,7 @@ test('SmartSpec: the lanes\' pass times scale the start-up model per lane, and t
   assert.ok(o.batchMs(1, 2) > 0.03 && o.batchMs(1, 2) <= 0.05 + 1e-9, `overhead of a plain step ${o.batchMs(1, 2)}`);
   // Without the lanes' times the start-up prices stand (and the overhead fit cannot go below 0).
   assert.ok(blind.late.filter((d) => d > 0).length >= 0.5 * blind.late.length, `blind, it speculates: ${blind.late}`);
-  assert.deepEqual([...blind.planner.passScale], [1, 1]);
+  assert.deepEqual([...blind.planner.passScale], [1, 1, 1]);
 });
 
 test('SmartSpec: a request still prefilling is in no plan, and a step beside its prefill is not a sample of what steps cost', () => {

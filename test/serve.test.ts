@@ -153,7 +153,7 @@ test("the engine alone decides whether a request's head reads its prompt at the 
   // first draft catching up lazily reads from 0 to at least the root's row (P rows or more).
   const readAtPrefill = (slot: number, P: number) => calls.some((c) => c.slot === slot && c.from === 0 && c.rows === P - 1);
   const [a, b] = [prompts[2], prompts[3]];
-  const { jointMax } = planner, draftScale = planner.passScale[1];
+  const { jointMax } = planner, draftScales = planner.passScale.slice(1);
   try {
     for (const policy of ['static-3', 'smartspec']) {
       e.setPolicy(policy);
@@ -168,14 +168,14 @@ test("the engine alone decides whether a request's head reads its prompt at the 
     // A batch of 2 where no round could draft: past the joint search, and draft passes priced far
     // above what any accepted draft gains (the all-zero bound); the joining head then reads nothing.
     planner.jointMax = 1;
-    planner.passScale[1] = 1e6;
+    planner.passScale.fill(1e6, 1); // every draft level, the first and the later ones
     assert.equal(planner.mayDraft(2), false);
     calls.length = 0;
     await pair(e, a, b, 'smartspec, no round could draft');
     assert.deepEqual(calls, [], 'smartspec, no round could draft: a head call');
   } finally {
     planner.jointMax = jointMax;
-    planner.passScale[1] = draftScale;
+    planner.passScale.set(draftScales, 1);
     await e.drain();
     await e.dispose();
   }

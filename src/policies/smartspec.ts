@@ -9,7 +9,10 @@
  * single-request `goodput` policy: decayed P(accepted >= j) with one optimistic pseudo-round;
  * rounds without speculation fade the evidence too, so a request planned at 0 is re-tried);
  * verifyMs(tokens, n) and the draft passes' ms(rows) from a cost model measured at server start
- * (StepCost: one pass of T tokens by one request, and spread over as many requests as it fills).
+ * (StepCost: one pass of T tokens by one request, and spread over as many requests as it fills),
+ * each pass kind (the verify pass, a step's first draft level, its later levels) scaled by what
+ * such passes took in serving (passScale; ours: the paper fits its batch-time model offline and
+ * prices draft levels alike).
  * A request's first draft level carries its catch-up rows (the head reads every row committed
  * since its last draft: the whole prompt at first, accepted + 1 after a drafted round, more
  * after plain rounds). What the passes do not cost, the steps' own JS (each request's loop,
@@ -210,7 +213,7 @@ export class SmartSpecPlanner {
   /** Joins and leaves so far: a step is timed only when none happened during it. */
   private changes = 0;
   /** The step being timed: when it was planned, its modelled pass ms and shape. */
-  private timing = { valid: false, step: 0, t: 0, changes: 0, passMs: 0, verifyMs: 0, draftMs: 0, lane0: 0, lane1: 0, n: 0, passes: 0, requestPasses: 0, depth: 0, catchUp: 0 }; // one record, reused
+  private timing = { valid: false, step: 0, t: 0, changes: 0, passMs: 0, verifyMs: 0, draftMs: 0, firstMs: 0, lane0: 0, lane1: 0, cold1: 0, n: 0, passes: 0, requestPasses: 0, depth: 0, catchUp: 0 }; // one record, reused
   /**
    * A lone request's step beyond its start-up model, as observed: [0] plain steps, [1] fused
    * rounds (one graph at every length, so their lengths share it, as they share one start-up
@@ -264,8 +267,11 @@ export class SmartSpecPlanner {
    * them a batch step's passes are timed apart from the rest of the step: each lane's start-up
    * model is scaled by what its passes took (`passScale`), and the learned overhead is the step
    * beyond its passes as they ran. Without them: the model as measured, the overhead as before.
+   * The draft lane's `coldMs` (LaneStats.coldMs: its steps right after a target pass, a step's
+   * first draft level) times the first level apart from the later ones; without it one scale
+   * prices every level.
    */
-  laneTimes?: readonly [{ readonly ms: number }, { readonly ms: number }];
+  laneTimes?: readonly [{ readonly ms: number }, { readonly ms: number; readonly coldMs?: number }];
   /**
    * What a batch step's verify [0] and draft [1] passes took over the start-up model's price for
    * them, as a moving average of log ratios (weight `scaleForget` a step, each sample within a
@@ -275,8 +281,26 @@ export class SmartSpecPlanner {
    * embedded pair, 48-token requests): the model priced a plain step at 1.5x its wall time but a
    * drafted one (both at 3) at 1.2x, so speculation looked cheaper than it was against plain
    * steps; with the lanes' times 1.03x and 1.07x.
+   *
+   * [0] the verify pass, [1] the draft levels after a step's first, [2] a step's first draft
+   * level (ours, not the paper's: its draft cost is per level, uniform). The first level runs
+   * right after the target pass, whose weights have evicted the head's, and costs more over its
+   * start-up price (measured back to back, warm) than the later levels do: on the embedded pair
+   * at c=2 and 4, 1.18-1.35x its model against 0.98-1.18x for the later levels
+   * (scripts/step-costs.ts). With one draft scale, learned from whatever depths a server ran,
+   * a server drafting mostly 1 deep priced the later levels at the first's scale (deeper plans
+   * too dear), and one drafting 3 deep priced the first below it (1-deep plans too cheap).
    */
-  readonly passScale = new Float64Array([1, 1]);
+  readonly passScale = new Float64Array([1, 1, 1]);
+
+  /**
+   * Sets `passScale` from a recorded one (a load test's `costModels`): [verify, draft levels
+   * after the first, first draft level], or [verify, draft] from servers with one draft scale
+   * (before the first level was priced apart), which then prices every level.
+   */
+  setPassScale(recorded: readonly number[]): void {
+    this.passScale.set(recorded.length === 2 ? [recorded[0], recorded[1], recorded[1]] : recorded.slice(0, 3));
+  }
   scaleForget = 0.9;
   scaleClip = 2;
   /**
@@ -286,9 +310,10 @@ export class SmartSpecPlanner {
   forced?: number;
   /**
    * During a calibration (`calibrate`), by step shape ("passes,request-passes"): each timed
-   * batch step's lanes' actual / modelled pass ms, and its residual (ms beyond its passes).
+   * batch step's actual / modelled pass ms per `passScale`, its draft lane's as a whole, and
+   * its residual (ms beyond its passes).
    */
-  private calibration?: Map<string, { lanes: [number[], number[]]; residuals: number[] }>;
+  private calibration?: Map<string, { lanes: [number[], number[], number[]]; draft: number[]; residuals: number[] }>;
 
   /**
    * @param verify target pass cost; @param draft draft pass cost (per drafted level).
@@ -307,10 +332,10 @@ export class SmartSpecPlanner {
 
   /**
    * Runs `steps` (the engine's real batch steps, planned at the lengths it sets in `forced`) as
-   * a calibration, then prices every step from what they cost: each lane's `passScale` set to
-   * the median of its passes' actual / modelled ms over those steps, within a factor
-   * `scaleClip` of 1 (unchanged for a lane none of
-   * them ran), the overhead fit from each step shape's median residual, and `margin` from the
+   * a calibration, then prices every step from what they cost: each `passScale` set to the
+   * median of its passes' actual / modelled ms over those steps, within a factor `scaleClip` of
+   * 1 (a draft scale none of them sampled takes the other's; unchanged for a lane none of them
+   * ran), the overhead fit from each step shape's median residual, and `margin` from the
    * draft lane's spread (`marginRange`). Meanwhile a lone request's steps
    * teach nothing and no round enters the pooled acceptance (the calibration's prompts are no
    * client's). Ours: the start-up model times each lane's passes back to back, and a draft pass
@@ -330,13 +355,15 @@ export class SmartSpecPlanner {
       this.timing.valid = false;
       this.plainRun = 0;
     }
-    const lanes: [number[], number[]] = [[], []], drafts: number[] = [];
+    const lanes: [number[], number[], number[]] = [[], [], []], drafts: number[] = [];
+    let draftSamples = 0;
     for (const [shape, c] of shapes) {
       c.lanes.forEach((xs, i) => lanes[i].push(...xs));
+      draftSamples += c.draft.length;
       // The draft passes' spread step to step: each against its shape's median (shapes differ by design).
-      if (c.lanes[1].length > 1) {
-        const m = median(c.lanes[1]);
-        for (const x of c.lanes[1]) drafts.push(x / m);
+      if (c.draft.length > 1) {
+        const m = median(c.draft);
+        for (const x of c.draft) drafts.push(x / m);
       }
       // The overhead fit sees each step shape's median residual once per step of that shape: the
       // fit the steps would give, without the few a busy host (or code not yet compiled) slowed.
@@ -348,6 +375,9 @@ export class SmartSpecPlanner {
     // three), and a draft scale that high would stop all batch drafting, so no drafted step
     // would ever correct it.
     const clip = Math.log(this.scaleClip);
+    // Draft levels the steps did not time apart (no coldMs, or no step deeper than 1): the other draft scale's samples.
+    if (!lanes[1].length) lanes[1] = lanes[2];
+    if (!lanes[2].length) lanes[2] = lanes[1];
     lanes.forEach((xs, i) => {
       if (xs.length) this.passScale[i] = Math.exp(Math.min(clip, Math.max(-clip, median(xs.map(Math.log)))));
     });
@@ -355,7 +385,7 @@ export class SmartSpecPlanner {
       const q = spread(drafts), [lo, hi] = this.marginRange;
       this.margin = Math.min(hi, Math.max(lo, (q.q3 - q.q1) / 2));
     }
-    return [lanes[0].length, lanes[1].length];
+    return [lanes[0].length, draftSamples];
   }
 
   /** Whether a calibration is running (`calibrate`): its rounds stay out of the pooled acceptance. */
@@ -421,12 +451,15 @@ export class SmartSpecPlanner {
     const lone = last.n === 1 && this.alone !== undefined;
     // The passes as they ran (each lane's ms in this step), where the engine gives lane times.
     const v = lanes ? lanes[0].ms - last.lane0 : 0, d = lanes ? lanes[1].ms - last.lane1 : 0;
+    // The first draft level's ms (NaN: not timed apart).
+    const d1 = lanes && lanes[1].coldMs !== undefined ? lanes[1].coldMs - last.cold1 : NaN;
     // A calibration times batch steps; lone rounds keep their own first round (planLone).
-    if (this.calibration) return lone ? undefined : this.sample(this.calibration, t, v, d);
+    if (this.calibration) return lone ? undefined : this.sample(this.calibration, t, v, d, d1);
     if (lanes && !lone) {
-      // Each lane's time against its unscaled model, and the rest of the step.
+      // Each pass kind's time against its unscaled model, and the rest of the step.
       this.rescale(0, v, last.verifyMs);
-      this.rescale(1, d, last.draftMs);
+      if (Number.isNaN(d1)) this.rescale(1, d, last.draftMs), this.rescale(2, d, last.draftMs);
+      else this.rescale(2, d1, last.firstMs), this.rescale(1, d - d1, last.draftMs - last.firstMs);
       residual = t - last.t - v - d;
     }
     if (lone) {
@@ -442,17 +475,26 @@ export class SmartSpecPlanner {
   }
 
   /**
-   * A calibration's timed batch step, ended at `t` (learn), its lanes' ms `v` and `d`: its lanes'
-   * ratios to the model and its residual, by its shape.
+   * A calibration's timed batch step, ended at `t` (learn), its lanes' ms `v` and `d` (`d1` of
+   * it the first draft level, NaN when not timed apart): each pass kind's ratio to the model
+   * and its residual, by its shape.
    */
-  private sample(shapes: NonNullable<SmartSpecPlanner['calibration']>, t: number, v: number, d: number): void {
+  private sample(shapes: NonNullable<SmartSpecPlanner['calibration']>, t: number, v: number, d: number, d1: number): void {
     const last = this.timing, key = `${last.passes},${last.requestPasses}`;
     let c = shapes.get(key);
-    if (!c) shapes.set(key, (c = { lanes: [[], []], residuals: [] }));
+    if (!c) shapes.set(key, (c = { lanes: [[], [], []], draft: [], residuals: [] }));
     const lanes = this.laneTimes;
     if (lanes) {
       if (last.verifyMs > 0 && v > 0) c.lanes[0].push(v / last.verifyMs);
-      if (last.draftMs > 0 && d > 0) c.lanes[1].push(d / last.draftMs);
+      if (last.draftMs > 0 && d > 0) {
+        c.draft.push(d / last.draftMs);
+        const later = last.draftMs - last.firstMs;
+        if (Number.isNaN(d1)) c.lanes[1].push(d / last.draftMs), c.lanes[2].push(d / last.draftMs);
+        else {
+          if (last.firstMs > 0 && d1 > 0) c.lanes[2].push(d1 / last.firstMs);
+          if (later > 0 && d - d1 > 0) c.lanes[1].push((d - d1) / later);
+        }
+      }
     }
     c.residuals.push(t - last.t - (lanes ? v + d : last.passMs));
   }
@@ -464,13 +506,20 @@ export class SmartSpecPlanner {
     this.passScale[i] = s * Math.exp((1 - this.scaleForget) * r);
   }
 
-  /** A batch step's passes as priced: the start-up model's verify and draft ms, each scaled by its lane's `passScale`. */
-  private scaled(verifyMs: number, draftMs: number): number {
-    return this.passScale[0] * verifyMs + this.passScale[1] * draftMs;
+  /**
+   * A batch step's passes as priced: the start-up model's verify ms, first draft level's and
+   * later draft levels' ms, each scaled by its `passScale`.
+   */
+  private scaled(verifyMs: number, firstMs: number, laterMs: number): number {
+    const s = this.passScale;
+    return s[0] * verifyMs + s[2] * firstMs + s[1] * laterMs;
   }
 
-  /** Times this step as planned: `learn` reads it when the next step begins. `verifyMs`, `draftMs`: its passes' unscaled model. */
-  private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number, verifyMs = 0, draftMs = 0): void {
+  /**
+   * Times this step as planned: `learn` reads it when the next step begins. `verifyMs`,
+   * `draftMs`: its passes' unscaled model, `firstMs` of the latter its first draft level.
+   */
+  private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number, verifyMs = 0, draftMs = 0, firstMs = 0): void {
     const r = this.timing;
     r.valid = true;
     r.step = this.plannedStep;
@@ -479,8 +528,10 @@ export class SmartSpecPlanner {
     r.passMs = passMs;
     r.verifyMs = verifyMs;
     r.draftMs = draftMs;
+    r.firstMs = firstMs;
     r.lane0 = this.laneTimes?.[0].ms ?? 0;
     r.lane1 = this.laneTimes?.[1].ms ?? 0;
+    r.cold1 = this.laneTimes?.[1].coldMs ?? 0;
     r.n = n;
     r.passes = passes;
     r.requestPasses = requestPasses;
@@ -508,10 +559,11 @@ export class SmartSpecPlanner {
   }
 
   /**
-   * Modelled ms of a step at lengths `k`: its passes (start-up measurements, scaled per lane by
-   * `passScale`; `verifyMs` and `draftMs` unscaled), and the learned overhead beyond them.
+   * Modelled ms of a step at lengths `k`: its passes (start-up measurements, scaled per pass
+   * kind by `passScale`; `verifyMs`, `draftMs` and its first level's `firstMs` unscaled), and
+   * the learned overhead beyond them.
    */
-  stepCost(members: SmartSpecPolicy[], k: number[]): { passMs: number; verifyMs: number; draftMs: number; overheadMs: number; passes: number; requestPasses: number } {
+  stepCost(members: SmartSpecPolicy[], k: number[]): { passMs: number; verifyMs: number; draftMs: number; firstMs: number; overheadMs: number; passes: number; requestPasses: number } {
     const n = members.length;
     let verifyTokens = 0, deepest = 0;
     for (let i = 0; i < n; i++) {
@@ -520,21 +572,22 @@ export class SmartSpecPlanner {
     }
     if (this.lone(n) && this.alone) {
       const d = Math.min(k[0], this.alone.length - 1);
-      return { passMs: this.alone[d], verifyMs: 0, draftMs: 0, overheadMs: this.aloneOverheadMs(d), passes: 1, requestPasses: 1 };
+      return { passMs: this.alone[d], verifyMs: 0, draftMs: 0, firstMs: 0, overheadMs: this.aloneOverheadMs(d), passes: 1, requestPasses: 1 };
     }
     // The verify pass pads every request's call to the deepest plan's 1 + deepest tokens (StepCost).
     const verifyMs = this.verify.ms(verifyTokens, n, deepest + 1);
-    let ms = 0;
     const first = this.levelOne; // reused: two plans a step price it
     first.clear();
     for (let i = 0; i < n; i++) if (k[i] >= 1) first.add(members[i].catchUpRows, this.splitRows);
-    for (let j = 1; j <= deepest; j++) {
-      // Level 1: each drafting request's catch-up rows; deeper levels: one row each (a chain).
+    // Level 1: each drafting request's catch-up rows; deeper levels: one row each (a chain).
+    const firstMs = deepest > 0 ? first.ms(this.draft) : 0;
+    let later = 0;
+    for (let j = 2; j <= deepest; j++) {
       let calls = 0;
       for (let i = 0; i < n; i++) if (k[i] >= j) calls++;
-      ms += j === 1 ? first.ms(this.draft) : this.draft.ms(calls, calls, 1);
+      later += this.draft.ms(calls, calls, 1);
     }
-    return { passMs: this.scaled(verifyMs, ms), verifyMs, draftMs: ms, overheadMs: this.overhead.batchMs(1 + deepest, verifyTokens), passes: 1 + deepest, requestPasses: verifyTokens };
+    return { passMs: this.scaled(verifyMs, firstMs, later), verifyMs, draftMs: firstMs + later, firstMs, overheadMs: this.overhead.batchMs(1 + deepest, verifyTokens), passes: 1 + deepest, requestPasses: verifyTokens };
   }
 
   /**
@@ -565,19 +618,19 @@ export class SmartSpecPlanner {
     sync();
     const score = (i: number, d: number) => {
       const from = k[i], deep = Math.max(deepest, d), verifyTokens = verify + d - from;
-      let ms = 0;
+      let firstMs = 0, later = 0;
       for (let j = 1; j <= deep; j++) {
         const joins = j > from && j <= d;
         if (j === 1) {
           joined.copy(first);
           if (joins) joined.add(members[i].catchUpRows, split);
-          ms += joined.ms(this.draft);
+          firstMs = joined.ms(this.draft);
         } else {
           const c = joins ? calls[j] + 1 : calls[j];
-          ms += this.draft.ms(c, c, 1);
+          later += this.draft.ms(c, c, 1);
         }
       }
-      return (tokens - E[i][from] + E[i][d]) / (this.scaled(this.verify.ms(verifyTokens, n, deep + 1), ms) + this.overhead.batchMs(1 + deep, verifyTokens));
+      return (tokens - E[i][from] + E[i][d]) / (this.scaled(this.verify.ms(verifyTokens, n, deep + 1), firstMs, later) + this.overhead.batchMs(1 + deep, verifyTokens));
     };
     return { score, sync };
   }
@@ -707,7 +760,7 @@ export class SmartSpecPlanner {
     if (n < 2 || n <= this.jointMax) return undefined;
     // goodput of every member at 0, as stepCost prices it: n tokens by one pass of n tokens.
     const verifyMs = this.verify.ms(n, n, 1);
-    return this.perfectRaisePays(n, n / (this.scaled(verifyMs, 0) + this.overhead.batchMs(1, n))) ? undefined : verifyMs;
+    return this.perfectRaisePays(n, n / (this.scaled(verifyMs, 0, 0) + this.overhead.batchMs(1, n))) ? undefined : verifyMs;
   }
 
   /**
@@ -745,7 +798,7 @@ export class SmartSpecPlanner {
     // settlePlan's timing of a plan made whole (the first plan of the step: nothing chosen before).
     this.timing.valid = false;
     // Timed only with every member started: then n is the batch the bound priced.
-    if (n === this.members.size) this.startTiming(this.scaled(verifyMs, 0), 1, n, n, 0, 0, verifyMs, 0);
+    if (n === this.members.size) this.startTiming(this.scaled(verifyMs, 0, 0), 1, n, n, 0, 0, verifyMs, 0);
     return true;
   }
 
@@ -756,10 +809,9 @@ export class SmartSpecPlanner {
    * O(depth): no member is read.
    */
   private perfectRaisePays(n: number, best: number): boolean {
-    let draftMs = 0;
+    const firstMs = this.draft.ms(1, 1);
     for (let d = 1; d <= this.maxDepth; d++) {
-      draftMs += this.draft.ms(1, 1);
-      const ms = this.scaled(this.verify.ms(n + d, n), draftMs) + this.overhead.batchMs(1 + d, n + d);
+      const ms = this.scaled(this.verify.ms(n + d, n), firstMs, (d - 1) * firstMs) + this.overhead.batchMs(1 + d, n + d);
       if ((n + d) / ms > best * (1 + 1e-9)) return true;
     }
     return false;
@@ -816,12 +868,11 @@ export class SmartSpecPlanner {
     const n = members.length;
     let minCatchUp = Infinity;
     for (const m of members) minCatchUp = Math.min(minCatchUp, m.catchUpRows);
-    let draftMs = 0;
+    const firstMs = this.draft.ms(minCatchUp, 1), laterMs = this.draft.ms(1, 1);
     for (let d = 1; d <= this.maxDepth; d++) {
       let gain = 0;
       for (const m of members) gain = Math.max(gain, m.acceptance.expectedTokens(d) - 1);
-      draftMs += this.draft.ms(d === 1 ? minCatchUp : 1, 1);
-      const ms = this.scaled(this.verify.ms(n + d, n), draftMs) + this.overhead.batchMs(1 + d, n + d);
+      const ms = this.scaled(this.verify.ms(n + d, n), firstMs, (d - 1) * laterMs) + this.overhead.batchMs(1 + d, n + d);
       if ((n + gain) / ms > best * (1 + 1e-9)) return true;
     }
     return false;
@@ -838,7 +889,7 @@ export class SmartSpecPlanner {
     this.timing.valid = false;
     if (whole) {
       const c = this.stepCost(members, k);
-      this.startTiming(c.passMs, c.passes, c.requestPasses, n, Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), n === 1 ? members[0].catchUpRows : 0, c.verifyMs, c.draftMs);
+      this.startTiming(c.passMs, c.passes, c.requestPasses, n, Math.min(k[0] ?? 0, (this.alone?.length ?? 1) - 1), n === 1 ? members[0].catchUpRows : 0, c.verifyMs, c.draftMs, c.firstMs);
     }
   }
 }

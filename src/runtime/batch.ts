@@ -68,6 +68,12 @@ export interface LaneStats {
    * the lanes meanwhile (Batcher.outside: a lone request's fused rounds).
    */
   afterMs: number;
+  /**
+   * Of `ms`: the steps that followed another lane's step (or none): the draft lane's first level
+   * after a target pass, which costs more than its later levels (the target pass evicted the
+   * head's weights; SmartSpec prices the first level apart from the rest by it).
+   */
+  coldMs: number;
 }
 
 /**
@@ -83,6 +89,11 @@ export class Batcher {
   private lastEnd = 0;
   private lastLane?: Lane<unknown>;
   private outsideAtEnd = 0;
+
+  /** @internal whether the last step was `lane`'s (LaneStats.coldMs counts the steps after another lane's). */
+  ranLast(lane: Lane<unknown>): boolean {
+    return this.lastLane === lane;
+  }
   /**
    * Cumulative ms of passes run outside the lanes (the engine's: a lone request's fused rounds,
    * whole calls). LaneStats.afterMs leaves them out of the time between the lanes' steps.
@@ -141,7 +152,7 @@ export class Batcher {
 /** A queue of calls to one model, run together. */
 abstract class Lane<Out> {
   protected pending: Call<Out>[] = [];
-  readonly laneStats: LaneStats = { steps: 0, passes: 0, calls: 0, tokens: 0, ms: 0, runMs: 0, feedsMs: 0, afterMs: 0 };
+  readonly laneStats: LaneStats = { steps: 0, passes: 0, calls: 0, tokens: 0, ms: 0, runMs: 0, feedsMs: 0, afterMs: 0, coldMs: 0 };
   /** The per-slot graph's session (`open`); until then only lone calls run. */
   protected slotSession?: Session;
   private feeds = new SlotFeeds();
@@ -198,11 +209,13 @@ abstract class Lane<Out> {
     const short = calls.filter((c) => c.tokens.length <= this.shortTokens);
     const groups = short.length === 0 || short.length === calls.length ? [calls] : [short, calls.filter((c) => c.tokens.length > this.shortTokens)];
     this.laneStats.steps++;
+    const cold = !this.batcher.ranLast(this as Lane<unknown>), ms0 = this.laneStats.ms;
     // Every call of the step settles after its last pass: a settled caller goes on to commit rows
     // (growing or shrinking the batch cache's stride) while a later pass's zero-copy feeds over
     // that cache are still being read by ORT.
     const settle: (() => void)[] = [];
     for (const group of groups) settle.push(await this.pass(group));
+    if (cold) this.laneStats.coldMs += this.laneStats.ms - ms0;
     this.batcher.ended(this as Lane<unknown>);
     for (const s of settle) s();
   }

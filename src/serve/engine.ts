@@ -382,14 +382,15 @@ export class Engine {
       for (const m of new Set([2, n])) await wave(m, D);
       await wave(n, 0);
     });
-    this.calibration = { samples, passScale: [planner.passScale[0], planner.passScale[1]], margin: planner.margin };
+    this.calibration = { samples, passScale: [...planner.passScale], margin: planner.margin };
   }
 
   /**
    * SmartSpec's start-up calibration (calibrateCosts): each lane's (target, draft) passes timed
-   * in its steps, and the pass scales and planning margin they set.
+   * in its steps (samples: target, draft), and the pass scales (SmartSpecPlanner.passScale) and
+   * planning margin they set.
    */
-  calibration?: { samples: [number, number]; passScale: [number, number]; margin: number };
+  calibration?: { samples: [number, number]; passScale: number[]; margin: number };
 
   /**
    * ms of a fused round, one figure for every length k = 1..depth: the median of rounds verifying
