@@ -122,7 +122,7 @@ function oneTokenInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: n
  * A serving batch pass's inputs (see OnnxOps.perSlot): N packed rows of B slots, at most M per
  * slot. ids, positions [1, N]; slot_mask bool [B, M, S + M] (per slot and padded row: which of
  * the slot's S cache rows and M new rows it sees); pad_rows int64 [B * M], unpad_rows int64
- * [N]; past K/V of every slot, K [B, nKv, hd, S] and V in `ops.valueLayout` (the batch cache's
+ * [N]; past K/V of every slot, K and V in `ops.valueLayout` (the batch cache's
  * first B slots, zero-copy). Sets `ops` to render attention per slot.
  */
 function slotInputs(g: GraphBuilder, ops: OnnxOps, kv: HeadLayout, layers: number[]): PassInputs<string> {

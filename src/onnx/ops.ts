@@ -305,7 +305,7 @@ export class OnnxOps implements Ops<string> {
     return !!this.opts.oneToken;
   }
 
-  /** How the past values this rendering reads are laid out (OnnxOpsOptions.valueLayout). */
+  /** How the past keys and values this rendering reads are laid out (OnnxOpsOptions.valueLayout). */
   readonly valueLayout: ValueLayout;
 
   weight(name: string): string {
