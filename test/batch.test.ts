@@ -206,6 +206,10 @@ test('dispose refuses while a request is in flight; a start that fails releases 
     assert.equal(engine.owned.length, 0, 'the sessions a failed start opened are released');
     delete engine.createRound;
     await e.start(1); // builds again: the early return is only for a started engine
+    // Neither the head nor the fused round settles: a request's drafter has no settle to await
+    // every round (a depth-0 SmartSpec round then costs what a plain one does).
+    const slots = (e as unknown as { slots: { drafter?: { settle?: unknown } }[] }).slots;
+    assert.ok(slots.every((s) => s.drafter && s.drafter.settle === undefined), 'no per-round settle');
     const prompt = [1, 2, 3], opts = { maxNewTokens: 6, temperature: 0, stopAtEos: false };
     const it = e.submit(prompt, opts), ids: number[] = [];
     const first = await it.next();

@@ -785,8 +785,6 @@ export class SmartSpecPlanner {
    * verify, so this is every step's plan there.
    */
   private planAllZero(): boolean {
-    let n = 0;
-    for (const m of this.members) if (m.started) n++;
     // The bound over every member, those still prefilling included (ours): they are in this
     // step's target pass and wait for every draft pass before it, as decoding members do. Over
     // the started ones only, a burst's first request to start saw a batch of one (c = 16: 15
@@ -794,7 +792,8 @@ export class SmartSpecPlanner {
     // prompt, while they all waited: the load test's c = 16 blocks began so.
     const verifyMs = this.allZeroVerifyMs(this.members.size);
     if (verifyMs === undefined) return false;
-    for (const m of this.members) if (m.started) this.choose(m, 0);
+    let n = 0; // one pass over the members: counted and planned together
+    for (const m of this.members) if (m.started) n++, this.choose(m, 0);
     // settlePlan's timing of a plan made whole (the first plan of the step: nothing chosen before).
     this.timing.valid = false;
     // Timed only with every member started: then n is the batch the bound priced.

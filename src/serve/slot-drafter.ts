@@ -25,6 +25,7 @@ export class SlotDrafter implements Drafter {
     if (round.cache !== batched.cache) throw new RangeError('the fused round and the batched head must share the head cache slot');
     this.shape = batched.shape;
     this.current = batched;
+    if ((batched as Drafter).settle || (round as Drafter).settle) this.settle = (acc, tree) => this.current.settle?.(acc, tree) ?? Promise.resolve(undefined);
   }
 
   get passes(): number {
@@ -49,7 +50,10 @@ export class SlotDrafter implements Drafter {
     return this.batched.prefilled(history);
   }
 
-  settle(acc: Acceptance, tree: VerifyTree): Promise<RoundNotes | undefined> {
-    return this.current.settle?.(acc, tree) ?? Promise.resolve(undefined);
-  }
+  /**
+   * The current drafter's settle; absent when neither drafter has one (the EAGLE head and the
+   * fused round learn nothing after a round): the loop then skips it, as it does for plain
+   * decoding, instead of awaiting a resolved promise every round.
+   */
+  readonly settle?: (acc: Acceptance, tree: VerifyTree) => Promise<RoundNotes | undefined>;
 }
