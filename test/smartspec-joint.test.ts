@@ -118,12 +118,17 @@ test('a request joining a batch where nothing could pay is told no round could d
   assert.ok(skipped >= 2, `skipped the read in ${skipped} of 3 models`);
 });
 
+/** A server on recorded model `c` with 16 requests admitted together, none started yet. */
+function burstOf16(c: RecordedCostModel): { planner: SmartSpecPlanner; batch: SmartSpecPolicy[] } {
+  const { planner } = server(c, [], []);
+  return { planner, batch: Array.from({ length: 16 }, () => planner.policy()) };
+}
+
 test('requests admitted together count one another: after the first of 16 starts, the other 15 skip the prompt read where 16 could not draft', () => {
   let skipped = 0;
   for (const c of recorded) {
     // 16 requests prefilled in one pass; the first to resume plans (started) before the others ask.
-    const { planner } = server(c, [], []);
-    const batch = Array.from({ length: 16 }, () => planner.policy());
+    const { planner, batch } = burstOf16(c);
     batch[0].started = true;
     for (const p of batch.slice(1)) assert.equal(planner.mayDraftWith(p), planner.mayDraft(16));
     if (!planner.mayDraftWith(batch[1])) skipped++;
@@ -137,8 +142,7 @@ test('a burst\'s first request to start plans 0 where 16 could not draft, though
   for (const c of recorded) {
     // 16 requests admitted together; the first to resume plans while the other 15 have not
     // started (prefilling, or about to plan), its head having read the prompt at the prefill.
-    const { planner } = server(c, [], []);
-    const batch = Array.from({ length: 16 }, () => planner.policy());
+    const { planner, batch } = burstOf16(c);
     batch[0].prefilled(32);
     const first = batch[0].plan({ position: 33, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth;
     // The same request as the only member of a batch step (one other request still prefilling
