@@ -79,7 +79,7 @@ import type { GenerationStats } from '../src/generate/stats.ts';
 import { StaticPolicy, type LengthPolicy } from '../src/policies/policy.ts';
 import { serve, type RunningServer } from '../src/serve/server.ts';
 import { PHASES, ServeMetrics, type RequestPhases } from '../src/serve/metrics.ts';
-import { linePlot } from '../training/svg-plot.ts';
+import { linePlot } from '../src/util/svg-plot.ts';
 import { spread } from '../src/util/stats.ts';
 import type { LevelJob, LevelResult } from './load-client.ts';
 import { UsageError } from '../src/errors.ts';

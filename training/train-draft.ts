@@ -41,7 +41,7 @@ import { OrtDraftSteps } from './ort/draft-backend.ts';
 import { epochOrder, FeatureStore, mixSeed as mix, SHUFFLE_BLOCKS, splitWindows, type PackedBatch } from './dataset.ts';
 import { readSidecar } from './feature-log.ts';
 import type { OnProgress } from './progress.ts';
-import { linePlot } from './svg-plot.ts';
+import { linePlot } from '../src/util/svg-plot.ts';
 import type { Tf } from './tf-backend.ts';
 import { additiveMask, intTensor, TfOps } from './tf-ops.ts';
 import { chainRow, chainRows, TTT_DECAY } from './ttt.ts';

@@ -35,7 +35,7 @@ import { OrtPredictorSteps } from './ort/predictor-backend.ts';
 import { epochOrder, mixSeed } from './dataset.ts';
 import { RoundStore, type RoundStoreOptions } from './round-store.ts';
 import type { OnProgress } from './progress.ts';
-import { linePlot } from './svg-plot.ts';
+import { linePlot } from '../src/util/svg-plot.ts';
 import type { Tf } from './tf-backend.ts';
 import { TfOps } from './tf-ops.ts';
 

@@ -31,7 +31,7 @@ import { checkFingerprint, loadCheckpoint, saveCheckpoint, startTraining } from 
 import { OrtTargetSteps } from './ort/target-backend.ts';
 import { earlyExitLoss } from './early-exit.ts';
 import type { OnProgress } from './progress.ts';
-import { linePlot } from './svg-plot.ts';
+import { linePlot } from '../src/util/svg-plot.ts';
 import { readTargetCorpus, type CorpusFile } from './target-corpus.ts';
 import type { Tf } from './tf-backend.ts';
 import { additiveMask, intTensor, TfOps, type WeightLookup } from './tf-ops.ts';

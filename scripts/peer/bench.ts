@@ -33,7 +33,7 @@ import { makeConfig } from '../../src/model/random.ts';
 import { QUANT } from '../../src/model/quantize.ts';
 import { EagletError, UsageError } from '../../src/errors.ts';
 import type { FlagSpec } from '../../src/option-schema.ts';
-import { linePlot, type Series } from '../../training/svg-plot.ts';
+import { linePlot, type Series } from '../../src/util/svg-plot.ts';
 import { spread } from '../../src/util/stats.ts';
 import { SIZES } from '../runtime-sizes.ts';
 import { scriptFlags } from '../script-flags.ts';

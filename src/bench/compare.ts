@@ -14,7 +14,7 @@
  * (src/generate/near-tie.ts): near-ties are counted apart, any other difference is a real
  * mismatch and makes the comparison not lossless.
  */
-import { linePlot } from '../../training/svg-plot.ts';
+import { linePlot } from '../util/svg-plot.ts';
 import type { Drafter } from '../generate/drafter.ts';
 import { Generator } from '../generate/generator.ts';
 import { classifyMismatch, type MismatchVerdict } from '../generate/near-tie.ts';
