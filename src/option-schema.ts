@@ -4,6 +4,7 @@
  * inline policy specs (`parseFlags`) and prints the CLI's `--help`, so a default or a range is
  * written down once. The library and the CLI both build on this module; it depends on neither.
  */
+import { treeShapeProblem, type TreeShape, type TreeShapeNames } from '../trees/index.ts';
 import { UsageError } from './errors.ts';
 
 export type FlagType = 'int' | 'number' | 'string' | 'bool' | 'ints';
@@ -131,4 +132,13 @@ export function resolveOptions<T>(specs: FlagSpec[], given: Record<string, unkno
 /** The entries of `given` that `specs` name (camelCase keys): one option set's share of a larger one. */
 export function pickOptions(specs: FlagSpec[], given: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(specs.map((s) => [camel(s.flag), given[camel(s.flag)]]));
+}
+
+/**
+ * Throws a UsageError for a tree shape out of range (trees/ treeShapeProblem: with `reachable`,
+ * also one whose token budget cannot reach its depth). `names` are the option names errors use.
+ */
+export function checkTree(t: TreeShape, names: TreeShapeNames = { topK: 'tree.topK', maxDepth: 'tree.maxDepth', totalTokens: 'tree.totalTokens' }, reachable = false): void {
+  const bad = treeShapeProblem(t, names, reachable);
+  if (bad) throw new UsageError(bad.name, bad.problem);
 }

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Acceptance, TreeBuilder, VerifyTree, acceptGreedy, acceptSampled, type Frontier } from '../trees/index.ts';
 import { UsageError } from '../src/errors.ts';
+import { checkTree as checkShape } from '../src/option-schema.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Generators and oracles
@@ -517,8 +518,11 @@ test('example: a rejected root emits only the bonus', () => {
   assert.deepEqual([a.length, a.path[0], a.bonus], [1, 0, 0]);
 });
 
-test('errors: bad options are usage errors, misuse is a RangeError', () => {
-  assert.throws(() => new TreeBuilder({ topK: 0, maxDepth: 3, totalTokens: 8 }), UsageError);
+test('errors: a bad tree option is a usage error where the library checks it (checkTree), a RangeError in trees/ itself; misuse is a RangeError', () => {
+  assert.throws(() => checkShape({ topK: 0, maxDepth: 3, totalTokens: 8 }), (e) => e instanceof UsageError && e.message === 'tree.topK: must be an integer in [1, 64], got 0');
+  assert.throws(() => checkShape({ topK: 2, maxDepth: 3, totalTokens: 2 }, { topK: '--tree-top-k', maxDepth: '--depth', totalTokens: '--total-tokens' }, true), /^UsageError: --total-tokens: 2 tokens cannot reach depth 3 \(--depth\)/);
+  checkShape({ topK: 2, maxDepth: 3, totalTokens: 2 }); // reachable is the CLI's ask only
+  assert.throws(() => new TreeBuilder({ topK: 0, maxDepth: 3, totalTokens: 8 }), RangeError);
   assert.throws(() => new TreeBuilder({ topK: 2, maxDepth: 2.5, totalTokens: 8 }), /maxDepth: must be an integer >= 1, got 2.5/);
   const b = new TreeBuilder({ topK: 2, maxDepth: 1, totalTokens: 8 });
   b.reset(0);

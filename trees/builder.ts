@@ -20,7 +20,6 @@
  * topK = 1 gives a chain (see `TreeBuilder.chain`). No allocation per round: all buffers are
  * sized in the constructor for k + (D-1)k^2 candidates.
  */
-import { UsageError } from '../src/errors.ts';
 import type { TreeShape } from './shape.ts';
 import { VerifyTree } from './verify-tree.ts';
 
@@ -83,10 +82,11 @@ export class TreeBuilder {
    */
   readonly nodeRows: Int32Array;
 
+  /** `opts` as the library's checkTree passes it; a shape no buffer can be sized for is a RangeError here. */
   constructor(opts: TreeShape) {
     for (const key of ['topK', 'maxDepth', 'totalTokens'] as const) {
       const v = opts[key];
-      if (!(Number.isInteger(v) && v >= 1)) throw new UsageError(key, `must be an integer >= 1, got ${v}`);
+      if (!(Number.isInteger(v) && v >= 1)) throw new RangeError(`${key}: must be an integer >= 1, got ${v}`);
     }
     const k = (this.topK = opts.topK), D = (this.maxDepth = opts.maxDepth);
     this.totalTokens = opts.totalTokens;

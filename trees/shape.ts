@@ -1,5 +1,4 @@
-/** A draft tree's bounds, and the one range check the library, the CLI and the policies share. */
-import { UsageError } from '../src/errors.ts';
+/** A draft tree's bounds, and the one range rule the library, the CLI and the policies share (src's checkTree throws it). */
 
 /** The bounds of the trees a drafter grows each round. */
 export interface TreeShape {
@@ -14,15 +13,20 @@ export interface TreeShape {
 /** Largest tree shape accepted, one limit for the library, every CLI flag and every policy option. */
 export const TREE_LIMITS: Readonly<TreeShape> = { topK: 64, maxDepth: 32, totalTokens: 512 };
 
+/** The option names a tree shape's problems are told under (the library's; the CLI passes its flags). */
+export type TreeShapeNames = Record<keyof TreeShape, string>;
+
 /**
- * Throws a UsageError for a tree shape out of range; with `reachable`, also for one whose token
- * budget cannot reach its depth. The library accepts such a tree (rounds stop at the budget, and
- * policies shrink budgets per round); the CLI asks for `reachable`, since a user who typed
- * `--depth 5 --total-tokens 2` would silently get depth 2. `names` are the option names errors use.
+ * The first way `t` is out of range, as the option at fault and the problem, or undefined; with
+ * `reachable`, also a token budget that cannot reach its depth. The library accepts such a tree
+ * (rounds stop at the budget, and policies shrink budgets per round); the CLI asks for
+ * `reachable`, since a user who typed `--depth 5 --total-tokens 2` would silently get depth 2.
+ * A value, not a throw, so that trees/ names no error class of the library's.
  */
-export function checkTree(t: TreeShape, names: Record<keyof TreeShape, string> = { topK: 'tree.topK', maxDepth: 'tree.maxDepth', totalTokens: 'tree.totalTokens' }, reachable = false): void {
+export function treeShapeProblem(t: TreeShape, names: TreeShapeNames, reachable = false): { name: string; problem: string } | undefined {
   for (const k of ['topK', 'maxDepth', 'totalTokens'] as const) {
-    if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > TREE_LIMITS[k]) throw new UsageError(names[k], `must be an integer in [1, ${TREE_LIMITS[k]}], got ${t[k]}`);
+    if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > TREE_LIMITS[k]) return { name: names[k], problem: `must be an integer in [1, ${TREE_LIMITS[k]}], got ${t[k]}` };
   }
-  if (reachable && t.totalTokens < t.maxDepth) throw new UsageError(names.totalTokens, `${t.totalTokens} tokens cannot reach depth ${t.maxDepth} (${names.maxDepth}): give at least as many tokens as levels`);
+  if (reachable && t.totalTokens < t.maxDepth) return { name: names.totalTokens, problem: `${t.totalTokens} tokens cannot reach depth ${t.maxDepth} (${names.maxDepth}): give at least as many tokens as levels` };
+  return undefined;
 }

@@ -1,10 +1,10 @@
 /** Flags several commands share: the target, the draft head, the tree shape, threads. */
 import { DEFAULT_TREE } from '../api.ts';
 import { DEFAULT_MODEL_TREE } from '../default-model.ts';
-import { checkTree, TREE_LIMITS, type TreeShape } from '../../trees/index.ts';
+import { TREE_LIMITS, type TreeShape } from '../../trees/index.ts';
 import { UsageError } from '../errors.ts';
 import type { QuantName } from '../model/quantize.ts';
-import { camel, type FlagSpec, type Parsed } from '../option-schema.ts';
+import { camel, checkTree, type FlagSpec, type Parsed } from '../option-schema.ts';
 import { policyEntry } from '../policies/registry.ts';
 
 export const MODEL_FLAGS: FlagSpec[] = [

@@ -8,7 +8,8 @@
  * staged rows under the builder's tree mask, fed with the head's own predicted features.
  * Staged rows are dropped at the end of the round.
  */
-import { checkTree, TreeBuilder, type TreeShape, type VerifyTree } from '../../trees/index.ts';
+import { TreeBuilder, type TreeShape, type VerifyTree } from '../../trees/index.ts';
+import { checkTree } from '../option-schema.ts';
 import type { DraftOutput, DraftPass, DraftSession } from '../runtime/draft.ts';
 import { KVCache } from '../runtime/kv-cache.ts';
 import type { TargetPass } from '../runtime/target.ts';

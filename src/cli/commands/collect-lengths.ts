@@ -1,13 +1,13 @@
 /** `eaglet collect-lengths`: speculative generation at a fixed depth, logging every round (Arrow) for LDLP / SpecDec++ training. */
 import { DEFAULT_TREE } from '../../api.ts';
-import { checkTree, TREE_LIMITS } from '../../../trees/index.ts';
+import { TREE_LIMITS } from '../../../trees/index.ts';
 import { UsageError } from '../../errors.ts';
 import { loadModel } from '../../load-model.ts';
 import { loadTokenizer } from '../../tokenizer/load.ts';
 import { chunkDocuments, readCorpus } from '../../../training/corpus.ts';
 import { collectLengths } from '../../../training/lengths.ts';
 import { progressReporter, withEta } from '../../../training/progress.ts';
-import type { FlagSpec } from '../../option-schema.ts';
+import { checkTree, type FlagSpec } from '../../option-schema.ts';
 import { defineCommand } from '../command.ts';
 import { fileList, QUANTIZE_FLAG, requireFlags, THREADS_FLAG, TREE_FLAG_NAMES } from '../common-flags.ts';
 import type { QuantName } from '../../model/quantize.ts';
