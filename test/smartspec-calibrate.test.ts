@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { getEventListeners } from 'node:events';
 import fc from 'fast-check';
 import { SmartSpecPlanner, StepCost } from '../src/policies/smartspec.ts';
 import type { RoundState } from '../src/policies/policy.ts';
@@ -353,6 +354,29 @@ test("aborting an unread stream's signal gives its place back at once (its read 
       await e.dispose();
     },
     { maxBatch: 1, maxQueue: 1 },
+  ));
+
+test("a signal shared by many requests keeps no listener of a request that ended: read to its end, returned unread, queued when drain() began, or dropped unread", () =>
+  onEngine(
+    async (e, t) => {
+      await e.start(1);
+      const shared = new AbortController().signal; // say, a server-wide shutdown signal
+      const listeners = () => getEventListeners(shared, 'abort').length;
+      assert.deepEqual(await idsOf(e.submit(t.prompt, t.opts, shared)), t.want);
+      await e.submit(t.prompt, t.opts, shared).return(undefined as never);
+      assert.equal(listeners(), 0, 'read to its end, or returned unread');
+      const running = idsOf(e.submit(t.prompt, t.opts, shared)); // takes the slot at once
+      const queued = assert.rejects(e.submit(t.prompt, t.opts, shared).next(), DrainingError); // takes the queue place; drain() refuses it
+      e.submit(t.prompt, t.opts, shared); // dropped: never read, never returned
+      assert.equal(listeners(), 2, 'the queued request and the unread one each listen');
+      await e.drain();
+      // Fails on the old code: both listeners stayed on the signal (2).
+      assert.equal(listeners(), 0, 'drain() ended both');
+      await queued;
+      assert.deepEqual(await running, t.want);
+      await e.dispose();
+    },
+    { maxBatch: 1, maxQueue: 2 },
   ));
 
 test('a request cancelled while it waits for start-up takes no slot and no queue place: it ends with its abort reason at once', () =>

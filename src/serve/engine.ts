@@ -88,14 +88,24 @@ interface Slot {
   policy?: LengthPolicy;
 }
 
-/** A submitted request's place among the engine's `waiting`: `held` until its body takes a slot or a queue place. */
-interface Seat {
-  held: boolean;
-  /** Its body has begun (its first next()). */
-  started: boolean;
-  /** The request's signal, and its listener that gives the place back (removed once it is given back). */
+/** A request's abort signal and the listener it holds on it while the engine waits on the request. */
+interface Listening {
   signal?: AbortSignal;
   onAbort?: () => void;
+}
+
+/** Removes `x`'s abort listener: its wait ended otherwise than by the abort. */
+function unlisten(x: Listening): void {
+  if (x.onAbort) x.signal!.removeEventListener('abort', x.onAbort);
+}
+
+/**
+ * A submitted request's place among the engine's `waiting`, held until its body takes a slot or a
+ * queue place; its listener gives the place back on abort and is removed once the place is given back.
+ */
+interface Seat extends Listening {
+  /** Its body has begun (its first next()). */
+  started: boolean;
 }
 
 export type PolicyKind = { kind: 'plain' } | { kind: 'static'; depth: number } | { kind: 'smartspec' };
@@ -130,7 +140,7 @@ export class Engine {
   private draftLane?: DraftLane;
   private slots: Slot[];
   private free: Slot[];
-  private queue: { resolve(s: Slot): void; reject(e: unknown): void; signal?: AbortSignal; onAbort?: () => void }[] = [];
+  private queue: ({ resolve(s: Slot): void; reject(e: unknown): void } & Listening)[] = [];
   private draining = false;
   private idle: (() => void)[] = [];
   private inFlight = 0;
@@ -289,7 +299,7 @@ export class Engine {
    * Admitted requests holding neither a slot nor a queue place yet: submitted and not yet read
    * (a stream's body takes its slot or queue place at its first next()), or waiting for start().
    */
-  private waiting = 0;
+  private readonly waiting = new Set<Seat>();
 
   private async open(repeats: number): Promise<void> {
     const g = this.g, cfg = g.model.config, opts = { threads: this.threads };
@@ -526,20 +536,21 @@ export class Engine {
    * next step: its slot and cache are freed; unread, it gives its place back at once). Submitted
    * while start() runs, it waits for start() to end (and fails with its error). The stream holds
    * its place from here, read or not (so streams submitted before any is read cannot admit past
-   * the slots plus the queue): read it to its end, `return()` it or abort `signal`. Read after
-   * drain() began (even if submitted before), it throws DrainingError.
+   * the slots plus the queue): read it to its end, `return()` it or abort `signal`; drain() gives
+   * back the place of one never read, and its listener on `signal`. Read after drain() began
+   * (even if submitted before), it throws DrainingError.
    */
   submit(prompt: number[], opts: Partial<GenerationOptions>, signal?: AbortSignal): AsyncGenerator<GenerationChunk, GenerationStats> {
     if (this.draining) throw new DrainingError();
     // While start() runs its calibration holds the slots: admit what the slots and the queue
     // will hold once it ends, whatever the calibration holds at this moment.
     const held = this.pending ? 0 : this.maxBatch - this.free.length + this.queue.length;
-    if (held + this.waiting >= this.maxBatch + this.maxQueue) {
+    if (held + this.waiting.size >= this.maxBatch + this.maxQueue) {
       this.metrics.rejected++;
       throw new QueueFullError(this.maxQueue);
     }
-    const seat: Seat = { held: true, started: false };
-    this.waiting++;
+    const seat: Seat = { started: false };
+    this.waiting.add(seat);
     if (signal?.aborted) this.unseat(seat); // its body will take no slot or queue place
     else if (signal) {
       // Aborted before its body takes a slot or a queue place: the same.
@@ -555,12 +566,9 @@ export class Engine {
     return it;
   }
 
-  /** Gives back a request's place among the `waiting` (once). */
+  /** Gives back a request's place among the `waiting` (once), and its abort listener. */
   private unseat(seat: Seat): void {
-    if (!seat.held) return;
-    seat.held = false;
-    this.waiting--;
-    if (seat.onAbort) seat.signal!.removeEventListener('abort', seat.onAbort);
+    if (this.waiting.delete(seat)) unlisten(seat);
   }
 
   private acquire(signal?: AbortSignal): Promise<Slot> {
@@ -589,7 +597,7 @@ export class Engine {
     s.cache.truncate(0);
     const next = this.queue.shift();
     if (next) {
-      if (next.onAbort) next.signal?.removeEventListener('abort', next.onAbort);
+      unlisten(next);
       next.resolve(s);
     } else {
       this.free.push(s);
@@ -673,12 +681,15 @@ export class Engine {
    * Stops admitting; refuses queued requests; resolves when every admitted request has ended
    * (after a start() still running: its calibration's requests are not refused). A stream
    * submitted but not yet read is not waited for: read from now on, it throws DrainingError
-   * (as do streams that were waiting for start()).
+   * (as do streams that were waiting for start()). Every request that drain() ends (unread or
+   * queued) gives back its abort listener here, so a signal shared by many requests keeps none
+   * of the dropped ones.
    */
   async drain(): Promise<void> {
     this.draining = true;
+    for (const seat of this.waiting) this.unseat(seat);
     await this.pending?.catch(() => {});
-    for (const q of this.queue.splice(0)) q.reject(new DrainingError());
+    for (const q of this.queue.splice(0)) unlisten(q), q.reject(new DrainingError());
     if (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));
   }
 }
