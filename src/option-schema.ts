@@ -105,10 +105,18 @@ function checkNumber(spec: FlagSpec, v: number, name: string): void {
   if (spec.max !== undefined && v > spec.max) throw new UsageError(name, `must be <= ${spec.max}, got ${v}`);
 }
 
+/** A value of the wrong type, for an error line: its type, and the value where it is short to show. */
+function shown(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'object') return 'an object';
+  if (typeof v === 'function') return 'a function';
+  return typeof v === 'string' ? `the string '${v}'` : `the ${typeof v} ${String(v)}`;
+}
+
 /**
- * Library side of the same table: fills defaults and validates `given` (camelCase keys);
- * errors name the option key. Unknown keys are rejected too, since a typo would silently
- * fall back to a default.
+ * Library side of the same table: fills defaults and validates `given` (camelCase keys), each
+ * value's type (a number, a string, true or false, an array of integers) and range; errors name
+ * the option key. Unknown keys are rejected too, since a typo would silently fall back to a default.
  */
 export function resolveOptions<T>(specs: FlagSpec[], given: Record<string, unknown> = {}): T {
   const out: Record<string, unknown> = {};
@@ -121,8 +129,13 @@ export function resolveOptions<T>(specs: FlagSpec[], given: Record<string, unkno
     if (s.type === 'int' || s.type === 'number') {
       if (typeof v !== 'number' || !Number.isFinite(v)) throw new UsageError(k, `expected a number, got ${String(v)}`);
       checkNumber(s, v, k);
-    } else if (s.type === 'string' && s.choices && !s.choices.includes(String(v))) {
-      throw new UsageError(k, `must be one of ${s.choices.join(', ')}, got '${String(v)}'`);
+    } else if (s.type === 'string') {
+      if (typeof v !== 'string') throw new UsageError(k, `expected a string, got ${shown(v)}`);
+      if (s.choices && !s.choices.includes(v)) throw new UsageError(k, `must be one of ${s.choices.join(', ')}, got '${v}'`);
+    } else if (s.type === 'bool') {
+      if (typeof v !== 'boolean') throw new UsageError(k, `expected true or false, got ${shown(v)}`);
+    } else if (!(Array.isArray(v) && v.every((x) => Number.isInteger(x)))) {
+      throw new UsageError(k, `expected an array of integers, got ${shown(v)}`);
     }
     out[k] = v;
   }

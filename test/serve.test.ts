@@ -462,7 +462,7 @@ test("library options out of range (timeoutMs, maxBodyBytes, close's cancelAfter
   }
 });
 
-test("the engine's options (maxBatch, maxQueue, policy, threads) and mistyped option names fail at once with one line naming the option: in new Engine(), createHandler(), and in serve() before a model loads", async () => {
+test("the engine's options (maxBatch, maxQueue, policy, threads, fusedRound), options of the wrong type and mistyped option names fail at once with one line naming the option: in new Engine(), createHandler(), and in serve() before a model loads", async () => {
   const oneLine = (re: RegExp) => (e: unknown) => e instanceof UsageError && re.test(e.message) && !e.message.includes('\n');
   // loaded: the value needs the loaded model to be judged (the tree's depth), so serve() judges it after loading.
   const bad: [HandlerOptions, RegExp, 'loaded'?][] = [
@@ -474,6 +474,8 @@ test("the engine's options (maxBatch, maxQueue, policy, threads) and mistyped op
     [{ threads: -3 }, /^threads: must be >= 1, got -3$/],
     [{ policy: 'static-99' }, /^policy: static-D: D must be in \[1, \d+\] \(the tree depth\), got 99$/, 'loaded'],
     [{ maxbatch: 2 } as HandlerOptions, /^maxbatch: unknown option$/], // was ignored: 8 slots
+    [{ policy: 3 as never }, /^policy: expected a string, got the number 3$/], // was 'unknown serving policy "3"'
+    [{ fusedRound: 'no' as never }, /^fusedRound: expected true or false, got the string 'no'$/], // was taken as true
   ];
   for (const [opts, re, loaded] of bad) {
     const what = JSON.stringify(opts);
@@ -483,6 +485,10 @@ test("the engine's options (maxBatch, maxQueue, policy, threads) and mistyped op
     if (!loaded) await assert.rejects(serve({ model: '/nonexistent/model' }, { ...opts, port: 0 }), oneLine(re), `${what}, before loading`);
   }
   await assert.rejects(serve({ model: '/nonexistent/model' }, { port: 65536 }), oneLine(/^port: must be <= 65535, got 65536$/));
+  // A string option given another type (was: used as it came, or turned into a string).
+  await assert.rejects(serve({ model: '/nonexistent/model' }, { host: 8080 as never, port: 0 }), oneLine(/^host: expected a string, got the number 8080$/));
+  await assert.rejects(serve({ model: '/nonexistent/model' }, { modelName: { id: 'x' } as never, port: 0 }), oneLine(/^modelName: expected a string, got an object$/));
+  await assert.rejects(createHandler(g, { policy: 'plain', modelDir: ['a'] as never }), oneLine(/^modelDir: expected a string, got an array$/));
   assert.throws(() => new Engine(g, { modelName: 'x' } as never), oneLine(/^modelName: unknown option$/), "the handler's options are not the engine's");
   const s = await serve(g, { port: 0, policy: 'plain', maxBatch: 1 });
   try {
