@@ -111,11 +111,51 @@ test('the TSDoc examples of the modules under src/ (src/api.ts, src/serve/server
   }
 });
 
-test('the README Library example and the TSDoc examples type-check against the sources', () => {
+/**
+ * The library calls the README writes inline (`code` outside a fenced block), each found in the
+ * README as written (white space folded) and run as the `expr` it stands for, then checked by `then`.
+ */
+const INLINE: { span: string; expr: string; then: string }[] = [
+  {
+    span: '`await createHandler(await loadGenerator({ keepWeights: true }), { maxBatch: 8 })` is the same server as a request handler',
+    expr: 'await createHandler(await loadGenerator({ keepWeights: true }), { maxBatch: 8 })',
+    then: 'console.log(JSON.stringify({ maxBatch: made.engine.maxBatch }));\nawait made.close();',
+  },
+  {
+    span: "`loadGenerator({ model, draft: 'self' })` or `{ model, exitLayer: 4 }` in the library",
+    expr: "loadGenerator({ model, draft: 'self' })",
+    then: "console.log(JSON.stringify({ exitLayers: (await made.generate('export function', { maxNewTokens: 16 })).stats.exitLayerHistogram }));\nawait made.dispose();",
+  },
+  {
+    span: "`loadGenerator({ model, draft: 'self' })` or `{ model, exitLayer: 4 }` in the library",
+    expr: 'loadGenerator({ model, exitLayer: 4 })',
+    then: "console.log(JSON.stringify({ exitLayers: (await made.generate('export function', { maxNewTokens: 16 })).stats.exitLayerHistogram }));\nawait made.dispose();",
+  },
+];
+
+const inlineScript = ({ expr, then }: (typeof INLINE)[number]): string =>
+  `import { createHandler, loadGenerator } from 'eaglet';\nconst model = 'path/to/hf-dir';\nconst made = await ${expr};\n${then}\n`;
+
+test("the README's inline library calls (createHandler in a node:http app, self-drafting's two forms) run as written", () => {
+  const readme = readFileSync('README.md', 'utf8').replace(/\s+/g, ' ');
+  const out = INLINE.map((row) => {
+    assert.ok(readme.includes(row.span), `README still writes ${row.span}`);
+    const r = runSnippet(inlineScript(row));
+    assert.equal(r.status, 0, `${row.expr}: ${r.stderr}`);
+    return JSON.parse(String(r.stdout));
+  });
+  assert.deepEqual(out[0], { maxBatch: 8 });
+  const drafted = (h: number[]) => h.reduce((a, b) => a + (b ?? 0), 0);
+  assert.ok(drafted(out[1].exitLayers) > 0, `draft: 'self' drafted with exit layers ${JSON.stringify(out[1].exitLayers)}`);
+  assert.ok(drafted(out[2].exitLayers) > 0 && drafted(out[2].exitLayers) === out[2].exitLayers[4], `exitLayer 4 drafted with layer 4 alone: ${JSON.stringify(out[2].exitLayers)}`);
+});
+
+test('the README Library example, its inline calls and the TSDoc examples type-check against the sources', () => {
   const snippets = [
     ...fenced(readmeSection('### Library')).map((code) => ({ name: 'README', code })),
+    ...INLINE.map((row) => ({ name: 'README-inline', code: inlineScript(row) })),
     ...documented().flatMap((file) => tsdocBlocks(file).map((code) => ({ name: file, code }))),
   ];
-  assert.ok(snippets.length >= 3, `found ${snippets.length} examples`);
+  assert.ok(snippets.length >= 6, `found ${snippets.length} examples`);
   assert.deepEqual(typeErrors(snippets), []);
 });
