@@ -293,6 +293,7 @@ async function buildWorld(): Promise<World> {
 
 async function closeWorld(w: World): Promise<void> {
   const engine = w.servers.get('smartspec')?.handler.engine, cm = engine?.planner;
+  cm?.learnDeferred(); // the all-zero steps' samples still waiting (SmartSpecPlanner.deferSteps)
   if (cm) costModels.push({ verify: cm.verify.toJSON(), draft: cm.draft.toJSON(), alone: cm.alone, calibration: engine.calibration, learnedOverhead: { msPerPass: cm.overhead.a, msPerRequestPass: cm.overhead.b, aloneMs: cm.overhead.alone }, passScale: [...cm.passScale] });
   for (const s of new Set(w.servers.values())) await s.close();
   await w.g.dispose();

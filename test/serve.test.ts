@@ -212,6 +212,84 @@ test("a request joining a running one: its head reads the prompt at the prefill,
   }
 });
 
+/** Requests `ps` submitted together (greedy, `n` tokens each): their ids and the generators' stats. */
+async function together(e: Engine, ps: number[][], n: number): Promise<{ ids: number[][]; draftPasses: number[] }> {
+  const runs = ps.map(async (p) => {
+    const it = e.submit(p, { temperature: 0, stopAtEos: false, maxNewTokens: n }), out: number[] = [];
+    for (let r = await it.next(); ; r = await it.next()) {
+      if (r.done) return { ids: out, draftPasses: r.value.draftPasses };
+      out.push(...r.value.ids);
+    }
+  });
+  const all = await Promise.all(runs);
+  return { ids: all.map((r) => r.ids), draftPasses: all.map((r) => r.draftPasses) };
+}
+
+test('a SmartSpec batch planned 0 for every request runs what a plain batch runs: the same target calls and tokens, the same outputs fetched, no head or fused-round pass; outputs equal plain decoding', async () => {
+  const e = new Engine(g, { maxBatch: 4, policy: 'smartspec', fusedRound: true });
+  await e.start(1);
+  const planner = e.planner!, { jointMax } = planner, draftScales = planner.passScale.slice(1);
+  // Where no raise can pay at any batch size above 1 (c = 16 on this pair, served): the all-zero bound.
+  planner.jointMax = 1;
+  planner.passScale.fill(1e6, 1);
+  // What each packed target pass fetched, and the lone (single-request session) calls' fetch.
+  const lane = (e as unknown as { targetLane: { slotSession: { inner: { run: (...a: unknown[]) => Promise<unknown> } }; session: { forward: (...a: unknown[]) => Promise<unknown> } } }).targetLane;
+  const fetched = new Set<string>(), inner = lane.slotSession.inner, run = inner.run.bind(inner), forward = lane.session.forward.bind(lane.session);
+  inner.run = (feeds: unknown, fetches?: unknown) => (fetched.add(`packed ${(fetches as string[]).join(',')}`), run(feeds, fetches));
+  lane.session.forward = (...a: unknown[]) => (fetched.add(`lone logits=${(a[4] as { logits: boolean }).logits}`), forward(...a));
+  const ps = [prompts[4], prompts[5], prompts[6], prompts[7]], n = 14;
+  const measure = async (policy: string) => {
+    e.setPolicy(policy);
+    fetched.clear();
+    const t0 = { ...e.targetStats }, d0 = e.draftStats!.passes, f0 = e.fusedRounds, r0 = e.metrics.depthCounts.slice();
+    const out = await together(e, ps, n);
+    for (const [i, p] of ps.entries()) assert.deepEqual(out.ids[i], await plain(p, n), `${policy}: request ${i} differs from plain decoding`);
+    const t = e.targetStats;
+    return { calls: t.calls - t0.calls, tokens: t.tokens - t0.tokens, draftPasses: e.draftStats!.passes - d0, fusedRounds: e.fusedRounds - f0, requestDraftPasses: out.draftPasses, drafted: e.metrics.depthCounts.slice(1).reduce((a, x, d) => a + x - r0[d + 1], 0), fetched: [...fetched].sort() };
+  };
+  try {
+    const p = await measure('plain'), s = await measure('smartspec');
+    assert.deepEqual(s, p, 'a SmartSpec batch planned all-zero against a plain batch');
+    assert.deepEqual([p.draftPasses, p.fusedRounds, p.drafted], [0, 0, 0]);
+    assert.equal(p.calls, ps.length * n); // a prefill and n - 1 rounds each
+    assert.ok(p.fetched.some((x) => x.startsWith('packed')), 'no packed target pass ran');
+  } finally {
+    planner.jointMax = jointMax;
+    planner.passScale.set(draftScales, 1);
+    await e.drain();
+    await e.dispose();
+  }
+});
+
+test('requests switching between steps planned 0 and drafted steps, their heads catching up on the plain rounds at their next draft: outputs equal plain decoding', async () => {
+  const e = new Engine(g, { maxBatch: 3, policy: 'smartspec', fusedRound: true });
+  await e.start(1);
+  const planner = e.planner!, { jointMax } = planner, draftScales = planner.passScale.slice(1), calls = headCalls(e);
+  // Every 4 target steps the batch turns: all-zero (draft passes priced so that no raise pays),
+  // then every request drafted 3 deep (as the start-up calibration forces lengths).
+  planner.jointMax = 1;
+  planner.passScale.fill(1e6, 1);
+  const depthFor = planner.depthFor.bind(planner);
+  planner.depthFor = (p, max) => ((planner.forced = Math.floor(e.targetStats.steps / 4) % 2 ? 3 : undefined), depthFor(p, max));
+  const ps = [prompts[8], prompts[9], prompts[10]], n = 40;
+  try {
+    const r0 = e.metrics.depthCounts.slice();
+    const out = await together(e, ps, n);
+    for (const [i, p] of ps.entries()) assert.deepEqual(out.ids[i], await plain(p, n), `request ${i} differs from plain decoding`);
+    const rounds = e.metrics.depthCounts.map((x, d) => x - r0[d]);
+    assert.ok(rounds[0] > 10 && rounds.slice(1).reduce((a, x) => a + x, 0) > 10, `rounds by depth ${rounds}: both kinds of step must run`);
+    // A draft after plain rounds reads their rows in its first level (not the prompt read at 0).
+    assert.ok(calls.some((c) => c.from > 0 && c.rows >= 3), 'no head catch-up over plain rounds');
+  } finally {
+    planner.depthFor = depthFor;
+    planner.forced = undefined;
+    planner.jointMax = jointMax;
+    planner.passScale.set(draftScales, 1);
+    await e.drain();
+    await e.dispose();
+  }
+});
+
 test('text prompts, SSE text equals the non-streamed text, chat with the fallback and with a model template, stop strings', async () => {
   const s = await serve(g, { port: 0, maxBatch: 2 });
   try {

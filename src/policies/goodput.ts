@@ -64,19 +64,38 @@ export class AcceptanceEstimate {
    * no evidence; as such a prior for other estimates).
    */
   rate(j: number, pseudo = 1): number {
+    if (this.faded) this.applyFades();
     return (this.hits[j] + pseudo) / (this.trials[j] + 1);
   }
 
-  /** A round without speculation: the evidence fades as after a trial, back toward the prior. */
+  /** Rounds without speculation not yet applied to the counts (`fade`). */
+  private faded = 0;
+
+  /**
+   * A round without speculation: the evidence fades as after a trial, back toward the prior.
+   * Counted here, applied when the estimate is next read or observed (the same multiplications
+   * in the same order, so the same values): a serving request planned at 0 every step (SmartSpec
+   * at c=16) then touches no count between its rounds, as a plain request's policy does not.
+   */
   fade(): void {
+    this.faded++;
+  }
+
+  /** The counted fades, one decay per round as `fade` did them eagerly; stops early once every count is 0. */
+  private applyFades(): void {
+    const k = this.decay, n = this.faded;
+    this.faded = 0;
     for (let j = 1; j <= this.maxDepth; j++) {
-      this.trials[j] *= this.decay;
-      this.hits[j] *= this.decay;
+      let t = this.trials[j], h = this.hits[j];
+      for (let i = 0; i < n && (t !== 0 || h !== 0); i++) (t *= k), (h *= k);
+      this.trials[j] = t;
+      this.hits[j] = h;
     }
   }
 
   /** A round that drafted `depth` levels and had `accepted` of its tokens accepted. */
   observe(depth: number, accepted: number): void {
+    if (this.faded) this.applyFades();
     const k = this.decay;
     for (let j = 1; j <= Math.min(depth, this.maxDepth); j++) {
       this.trials[j] = k * this.trials[j] + 1;

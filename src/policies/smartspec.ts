@@ -213,7 +213,21 @@ export class SmartSpecPlanner {
   /** Joins and leaves so far: a step is timed only when none happened during it. */
   private changes = 0;
   /** The step being timed: when it was planned, its modelled pass ms and shape. */
-  private timing = { valid: false, step: 0, t: 0, changes: 0, passMs: 0, verifyMs: 0, draftMs: 0, firstMs: 0, lane0: 0, lane1: 0, cold1: 0, n: 0, passes: 0, requestPasses: 0, depth: 0, catchUp: 0 }; // one record, reused
+  private timing = { valid: false, step: 0, t: 0, changes: 0, passMs: 0, verifyMs: 0, draftMs: 0, firstMs: 0, lane0: 0, lane1: 0, cold1: 0, n: 0, passes: 0, requestPasses: 0, depth: 0, catchUp: 0, allZero: false }; // one record, reused
+  /**
+   * Batch steps planned all-zero by `planAllZero` are learned from `deferSteps` at a time (ours):
+   * their samples (the verify pass's ms against its model, the residual) wait here and are then
+   * learned from in order, as each step would have (so the learned state is the same), and the
+   * bound is priced again only then. A step that plans 0 for every request then does what a
+   * plain step does between passes, plus recording its sample: at c = 16 on the embedded pair,
+   * every step. Any other plan, a lone request's, a calibration's or a change in the batch learns
+   * the waiting samples first; the bound reads estimates at most `deferSteps` steps old.
+   */
+  deferSteps = 8;
+  private deferred = new Float64Array(4 * 8); // per sample: verify ms, its model's ms, request-passes, residual (grown to deferSteps)
+  private deferredCount = 0;
+  /** The all-zero bound's last answer that held (`planAllZero`) and what it was priced with: reused while none of it changed. */
+  private zeroBound = { n: 0, s0: NaN, s1: NaN, s2: NaN, a: NaN, b: NaN, verifyMs: NaN };
   /**
    * A lone request's step beyond its start-up model, as observed: [0] plain steps, [1] fused
    * rounds (one graph at every length, so their lengths share it, as they share one start-up
@@ -345,6 +359,7 @@ export class SmartSpecPlanner {
    * at mid-size batches until then. Returns each lane's sample count.
    */
   async calibrate(steps: () => Promise<void>): Promise<[number, number]> {
+    this.learnDeferred();
     const shapes: NonNullable<SmartSpecPlanner['calibration']> = new Map();
     this.calibration = shapes;
     try {
@@ -456,12 +471,15 @@ export class SmartSpecPlanner {
     // A calibration times batch steps; lone rounds keep their own first round (planLone).
     if (this.calibration) return lone ? undefined : this.sample(this.calibration, t, v, d, d1);
     if (lanes && !lone) {
+      residual = t - last.t - v - d;
+      // An all-zero step (no draft pass modelled): its sample waits (deferSteps).
+      if (last.allZero) return this.defer(v, last.verifyMs, last.requestPasses, residual);
+      this.learnDeferred();
       // Each pass kind's time against its unscaled model, and the rest of the step.
       this.rescale(0, v, last.verifyMs);
       if (Number.isNaN(d1)) this.rescale(1, d, last.draftMs), this.rescale(2, d, last.draftMs);
       else this.rescale(2, d1, last.firstMs), this.rescale(1, d - d1, last.draftMs - last.firstMs);
-      residual = t - last.t - v - d;
-    }
+    } else this.learnDeferred();
     if (lone) {
       // A fused round whose head caught up on more rows than a drafted round leaves (the prompt in
       // a request's first round, rows of plain steps since) cost more than the rounds it would
@@ -472,6 +490,29 @@ export class SmartSpecPlanner {
       b[g] = Number.isNaN(b[g]) ? residual : f * b[g] + (1 - f) * Math.min(b[g] + c, Math.max(b[g] - c, residual));
       this.overhead.observeAlone(residual);
     } else this.overhead.observeBatch(last.passes, last.requestPasses, residual);
+  }
+
+  /** An all-zero step's sample for later (deferSteps); the waiting ones are learned from once `deferSteps` wait. */
+  private defer(v: number, verifyMs: number, requestPasses: number, residual: number): void {
+    if (this.deferred.length < 4 * (this.deferredCount + 1)) this.deferred = Float64Array.from({ length: 4 * Math.max(this.deferSteps, this.deferredCount + 1) }, (_, i) => this.deferred[i] ?? 0);
+    const o = 4 * this.deferredCount++, q = this.deferred;
+    (q[o] = v), (q[o + 1] = verifyMs), (q[o + 2] = requestPasses), (q[o + 3] = residual);
+    if (this.deferredCount >= this.deferSteps) this.learnDeferred();
+  }
+
+  /**
+   * Learns from the waiting all-zero steps' samples (deferSteps), in order, as `learn` would have
+   * at each: the verify scale, and the overhead fit at one pass. Planning other than
+   * planAllZero's calls it first; so may a reader of the learned state (`passScale`, `overhead`).
+   */
+  learnDeferred(): void {
+    const q = this.deferred, n = this.deferredCount;
+    this.deferredCount = 0;
+    for (let i = 0; i < n; i++) {
+      const o = 4 * i;
+      this.rescale(0, q[o], q[o + 1]);
+      this.overhead.observeBatch(1, q[o + 2], q[o + 3]);
+    }
   }
 
   /**
@@ -519,9 +560,10 @@ export class SmartSpecPlanner {
    * Times this step as planned: `learn` reads it when the next step begins. `verifyMs`,
    * `draftMs`: its passes' unscaled model, `firstMs` of the latter its first draft level.
    */
-  private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number, verifyMs = 0, draftMs = 0, firstMs = 0): void {
+  private startTiming(passMs: number, passes: number, requestPasses: number, n: number, depth: number, catchUp: number, verifyMs = 0, draftMs = 0, firstMs = 0, allZero = false): void {
     const r = this.timing;
     r.valid = true;
+    r.allZero = allZero;
     r.step = this.plannedStep;
     r.t = this.now();
     r.changes = this.changes;
@@ -641,6 +683,7 @@ export class SmartSpecPlanner {
    * aloneBeyond), else planAlone.
    */
   private planLone(m: SmartSpecPolicy): void {
+    this.learnDeferred();
     if (this.plainRun >= this.explore) this.aloneBeyond[1] = NaN;
     const unseen = Number.isNaN(this.aloneBeyond[1]) ? Math.min(this.maxDepth, this.alone!.length - 1) : 0;
     if (unseen > 0) {
@@ -686,6 +729,7 @@ export class SmartSpecPlanner {
 
   /** Every started member not yet planned this step at the `forced` length, timed as a planned step (calibrate). */
   private planForced(): void {
+    this.learnDeferred();
     const members: SmartSpecPolicy[] = [];
     for (const m of this.members) if (m.started) members.push(m);
     const fixed = members.map((m) => m.planStep === this.plannedStep);
@@ -698,6 +742,7 @@ export class SmartSpecPlanner {
    */
   private planBatch(): void {
     if (this.chosenCount === 0 && this.planAllZero()) return;
+    this.learnDeferred();
     // A request that has not planned yet is still prefilling: it verifies nothing this step.
     const { members, fixed, k } = this.buf;
     members.length = 0; // a plan that threw left its members
@@ -749,6 +794,7 @@ export class SmartSpecPlanner {
    * every draft accepted), O(depth).
    */
   mayDraft(n: number): boolean {
+    this.learnDeferred();
     return this.allZeroVerifyMs(n) === undefined;
   }
 
@@ -790,15 +836,31 @@ export class SmartSpecPlanner {
     // the started ones only, a burst's first request to start saw a batch of one (c = 16: 15
     // others prefilling, or about to plan) and drafted, with its head's first call over the
     // prompt, while they all waited: the load test's c = 16 blocks began so.
-    const verifyMs = this.allZeroVerifyMs(this.members.size);
+    const verifyMs = this.zeroBoundMs(this.members.size);
     if (verifyMs === undefined) return false;
     let n = 0; // one pass over the members: counted and planned together
     for (const m of this.members) if (m.started) n++, this.choose(m, 0);
     // settlePlan's timing of a plan made whole (the first plan of the step: nothing chosen before).
     this.timing.valid = false;
     // Timed only with every member started: then n is the batch the bound priced.
-    if (n === this.members.size) this.startTiming(this.scaled(verifyMs, 0, 0), 1, n, n, 0, 0, verifyMs, 0);
+    if (n === this.members.size) this.startTiming(this.scaled(verifyMs, 0, 0), 1, n, n, 0, 0, verifyMs, 0, 0, true);
     return true;
+  }
+
+  /**
+   * allZeroVerifyMs(n) for planAllZero: its last answer that held while n, `jointMax`, the pass
+   * scales and the overhead fit are what it was priced with (they change when deferred samples
+   * are learned from, every `deferSteps` all-zero steps, or when set from outside); else the
+   * waiting samples are learned from and the bound priced again.
+   */
+  private zeroBoundMs(n: number): number | undefined {
+    const z = this.zeroBound, s = this.passScale, o = this.overhead;
+    if (z.n === n && n > this.jointMax && z.s0 === s[0] && z.s1 === s[1] && z.s2 === s[2] && z.a === o.a && z.b === o.b) return z.verifyMs;
+    this.learnDeferred();
+    const ms = this.allZeroVerifyMs(n);
+    if (ms === undefined) z.n = 0;
+    else (z.n = n), (z.s0 = s[0]), (z.s1 = s[1]), (z.s2 = s[2]), (z.a = o.a), (z.b = o.b), (z.verifyMs = ms);
+    return ms;
   }
 
   /**
