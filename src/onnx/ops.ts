@@ -190,7 +190,12 @@ export const SPLIT_MIN_PAST_BYTES = 1 << 20;
  * context) runs 'fused' ~15% faster at 64 rows, tied at 256; a d=64 2-layer model generating
  * 2000 tokens ran about 2x slower with 'split' (the split graph has ~14 more nodes per layer,
  * and ORT's per-node cost outweighs copying a small past). So: 'split' once the past K/V of
- * one layer at full context reaches 1 MiB.
+ * one layer at full context reaches 1 MiB. Re-measured after 'fused' stopped transposing a
+ * rows cache's keys (`npm run -s bench:runtime -- --sizes none --contexts 64,4000 --repeats 30
+ * --threads 2`, then `--threads 1`; docs/performance.md, "K/V read in place", session 18): at
+ * 4000 rows 'fused' still runs 1.7-1.8x its floor against split's 1.1-1.3x (its kernel copies
+ * the past into a present buffer every pass); at 64 rows a one-token pass ties or favours
+ * 'split', so the threshold stands.
  *
  * A target with int8-activation (quantized) Linear layers always gets 'split': ORT's one-kernel
  * Attention computes a row of a T-row pass differently from the same row in a one-token pass by

@@ -32,7 +32,8 @@ export interface StepSessionOptions extends SessionOptions {
   /**
    * Also open a one-token graph (OnnxOpsOptions.oneToken) and run every one-token causal pass
    * (a plain decoding step) in it: the same bits as the step graph's T = 1 pass, 0.1-0.2 ms
-   * less a pass on a 29M model at 2 threads (docs/performance.md, "K/V read in place"), but ORT
+   * less a pass on a 29M model at 2 threads and a tie at 1 (docs/performance.md, "K/V read in
+   * place", sessions 13 and 18), but ORT
    * sessions share no initializers, so it holds a second copy of the prepacked weights. For
    * fp32 targets with 'split' attention; ignored otherwise. Default false.
    */
