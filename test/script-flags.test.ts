@@ -53,6 +53,12 @@ test("a script's own flag check is one line, exit 2 (not only the flag table's)"
   assert.equal(r.status, 2, r.stderr);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   assert.match(r.stderr, /^error: --methods: /);
+  const head = script('ab-head-format.ts', '--variants', 'q8,q5');
+  assert.equal(head.status, 2, head.stderr);
+  assert.equal(head.stderr, 'error: --variants: q5 is not qB[-bN], mlp4-bN, mlpattn4-bN or cfg:KEY=VALUE (B = 4|8, N = 16|32|64|128)\n');
+  const noModel = script('ab-head-format.ts', '--variants', 'q8,mlpattn4-b32,cfg:a=b');
+  assert.equal(noModel.status, 2, noModel.stderr);
+  assert.equal(noModel.stderr, 'error: --model: a target checkpoint directory is required\n');
 });
 
 test('a bug (not an error meant for people) keeps what Node prints: stack, code and cause', () => {
