@@ -188,7 +188,9 @@ for (let rep = 0; rep < (f.repeats as number); rep++) {
     const x = cell(c, d);
     x.tps.push(tps);
     // After a SmartSpec block: what its planner, as it learned in serving, prices every request at
-    // each depth (the head `d + 1` rows behind: a drafted round's catch-up), by repeat.
+    // each depth (the head `d + 1` rows behind: a drafted round's catch-up), by repeat; its
+    // all-zero steps' samples still waiting (SmartSpecPlanner.deferSteps) learned from first.
+    if (d === undefined) planner.learnDeferred();
     if (d === undefined && c > 1)
       for (const e of Ds) {
         const k = new Array<number>(c).fill(e), q = planner.stepCost(members(k.map(() => e + 1)), k);

@@ -120,3 +120,16 @@ test('a bound priced before a pass scale was set from outside is priced again (t
   const depths = m.map((p) => p.plan({ position: 50, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth);
   assert.ok(depths.some((d) => d > 0), `depths ${depths}`);
 });
+
+test('a pass scale set from outside (setPassScale) while all-zero samples wait: the samples are learned from before it is set, as step by step', () => {
+  // 5 all-zero steps learned (4 samples: the first step is not timed), fewer than deferSteps: they wait.
+  const verify = new Array<number>(5).fill(3.1), rest = new Array<number>(5).fill(0.2);
+  const each = serve(1, 16, verify, rest).planner, batched = serve(8, 16, verify, rest).planner;
+  const recorded = [1.25, 0.8, 0.9];
+  each.setPassScale(recorded);
+  batched.setPassScale(recorded);
+  batched.learnDeferred(); // anything still waiting
+  assert.deepEqual([...batched.passScale], recorded);
+  assert.deepEqual([...batched.passScale], [...each.passScale]);
+  assert.deepEqual([batched.overhead.a, batched.overhead.b], [each.overhead.a, each.overhead.b]);
+});

@@ -310,9 +310,11 @@ export class SmartSpecPlanner {
   /**
    * Sets `passScale` from a recorded one (a load test's `costModels`): [verify, draft levels
    * after the first, first draft level], or [verify, draft] from servers with one draft scale
-   * (before the first level was priced apart), which then prices every level.
+   * (before the first level was priced apart), which then prices every level. Samples still
+   * waiting (deferSteps) are learned from first: set after them, as step by step.
    */
   setPassScale(recorded: readonly number[]): void {
+    this.learnDeferred();
     this.passScale.set(recorded.length === 2 ? [recorded[0], recorded[1], recorded[1]] : recorded.slice(0, 3));
   }
   scaleForget = 0.9;
