@@ -79,7 +79,7 @@ function serve(deferSteps: number, n: number, verify: number[], rest: number[]) 
     clock += verify[step] + rest[step];
     for (const m of members) m.observe({ depth: 0, treeSize: 0, accepted: 0, draftMs: 0, verifyMs: verify[step] });
   }
-  return { planner, depths, priced };
+  return { planner, members, depths, priced };
 }
 
 test('all-zero steps learned from deferSteps at a time: the same learned pass scale and overhead as step by step, the bound priced once per deferSteps steps', () => {
@@ -108,16 +108,15 @@ test('all-zero steps learned from deferSteps at a time: the same learned pass sc
 
 test('a bound priced before a pass scale was set from outside is priced again (the cached answer is keyed on what it read)', () => {
   const verify = new Array<number>(4).fill(2.3), rest = new Array<number>(4).fill(0.1);
-  const { planner } = serve(8, 16, verify, rest);
+  const { planner, members, depths: before } = serve(8, 16, verify, rest);
+  assert.ok(before.every((d) => d === 0)); // the bound held: its answer is cached for 16 members
   assert.equal(planner.mayDraft(16), false);
   planner.passScale.fill(1e-6, 1); // draft passes free: a raise now pays
   assert.equal(planner.mayDraft(16), true);
-  const m = [...Array(16)].map(() => planner.policy());
-  for (const p of m) p.started = true;
-  // The next step's plan reads the new scale: some member drafts.
+  // The same 16 members' next step (the cached bound's batch size): its plan reads the new scale, some member drafts.
   const internals = planner as unknown as { step: () => number };
   internals.step = () => 100;
-  const depths = m.map((p) => p.plan({ position: 50, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth);
+  const depths = members.map((p) => p.plan({ position: 50, lastFeature: new Float32Array(1), rootToken: 0, maxDepth: 3 }).depth);
   assert.ok(depths.some((d) => d > 0), `depths ${depths}`);
 });
 
