@@ -127,7 +127,7 @@ export function resolveOptions<T>(specs: FlagSpec[], given: Record<string, unkno
     const v = given[k] ?? s.default;
     if (v === undefined) continue;
     if (s.type === 'int' || s.type === 'number') {
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw new UsageError(k, `expected a number, got ${String(v)}`);
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new UsageError(k, `expected a number, got ${typeof v === 'number' ? v : shown(v)}`);
       checkNumber(s, v, k);
     } else if (s.type === 'string') {
       if (typeof v !== 'string') throw new UsageError(k, `expected a string, got ${shown(v)}`);

@@ -24,7 +24,12 @@ test('a value of the wrong type is one UsageError naming the option, for every s
   refuses({ stopAtEos: 0 }, 'stopAtEos: expected true or false, got the number 0');
   refuses({ ids: '1,2' }, "ids: expected an array of integers, got the string '1,2'");
   refuses({ ids: [1, 2.5] }, 'ids: expected an array of integers, got an array');
-  refuses({ maxNewTokens: '8' }, 'maxNewTokens: expected a number, got 8');
+  // A number option names the wrong type too (was 'got 8' for the string '8' and for [8], and a
+  // TypeError, not a UsageError, for an object without a prototype).
+  refuses({ maxNewTokens: '8' }, "maxNewTokens: expected a number, got the string '8'");
+  refuses({ maxNewTokens: [8] }, 'maxNewTokens: expected a number, got an array');
+  refuses({ maxNewTokens: Object.create(null) }, 'maxNewTokens: expected a number, got an object');
+  refuses({ maxNewTokens: NaN }, 'maxNewTokens: expected a number, got NaN');
   refuses({ mode: 'c' }, "mode: must be one of a, b, got 'c'");
 });
 
