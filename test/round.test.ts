@@ -100,8 +100,10 @@ test('round graphs of several depths: each round runs the shallowest graph that 
         const a = await sameAsPlain(ar, one, ids, opts), b = await sameAsPlain(ar, several, ids, opts);
         assert.deepEqual(b.ids, a.ids);
         assert.deepEqual(b.stats.acceptedHistogram, a.stats.acceptedHistogram);
-        // Head steps: the full depth every round with one graph, fewer with shallower graphs planned.
-        assert.equal(a.stats.draftPasses, depth * a.stats.rounds);
+        // Head steps: the full depth every drafting round with one graph (a round left one token
+        // by the budget is a plain step), fewer with shallower graphs planned.
+        const drafting = a.stats.draftPasses / depth;
+        assert.ok(Number.isInteger(drafting) && drafting >= a.stats.rounds - 1 && drafting <= a.stats.rounds, `${a.stats.draftPasses} head steps over ${a.stats.rounds} rounds of depth ${depth}`);
         assert.ok(b.stats.draftPasses < a.stats.draftPasses, `${b.stats.draftPasses} >= ${a.stats.draftPasses}: no round ran a shallower graph`);
       } finally {
         await ar.dispose();

@@ -6,6 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { loadGenerator } from '../src/api.ts';
+import { headConfigFor, randomHeadWeights } from '../src/model/draft-head.ts';
+import { randomWeights } from '../src/model/random.ts';
+import { StaticPolicy, type RoundOutcome } from '../src/policies/policy.ts';
 import { AcceptanceTally, prompt, tinyConfig, tinyConfigEitherLayout, tinyPair, treeShape } from './support/models.ts';
 
 test('greedy speculative output == greedy AR output, token for token (fused and split attention, values in rows and transposed)', async () => {
@@ -151,4 +155,45 @@ test('a draft session with a larger top-k drafts the same trees as one sized to 
   assert.deepEqual(runs[1].acceptedHistogram, runs[0].acceptedHistogram);
   assert.equal(runs[1].depthSum, runs[0].depthSum);
   assert.ok(runs[0].roundTokens > runs[0].rounds, 'some drafts accepted');
+});
+
+test('near max-new-tokens a round drafts no deeper than the tokens left to emit (EAGLE trees and the fused round), still lossless', async () => {
+  // A static policy that records each round's drafted depth, told to it before the round's chunk is out.
+  class Recording extends StaticPolicy {
+    depths: number[] = [];
+    observe(o: RoundOutcome): void {
+      this.depths.push(o.depth);
+    }
+  }
+  await fc.assert(
+    fc.asyncProperty(tinyConfig(), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 2, max: 5 }), fc.integer({ min: 1, max: 14 }), fc.boolean(), async (cfg, seed, depth, maxNewTokens, fused) => {
+      const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
+      const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
+      const policy = new Recording(depth, depth);
+      const ar = await loadGenerator({ model, threads: 1 });
+      const spec = await loadGenerator({ model, draft, tree: { topK: 1, maxDepth: depth, totalTokens: depth }, fusedRound: fused, policy, threads: 1 });
+      try {
+        const ids = fc.sample(prompt(cfg.vocabSize), { seed, numRuns: 1 })[0];
+        const plain = await ar.generate(ids, { maxNewTokens });
+        const chunks: number[] = [];
+        const out: number[] = [];
+        policy.depths.length = 0; // loading ran a warm-up round
+        for await (const c of spec.generator.stream(ids, { maxNewTokens })) (chunks.push(c.ids.length), out.push(...c.ids));
+        assert.deepEqual(out, plain.ids);
+        // chunks[0] is the prefill's token; chunks[i + 1] is round i's.
+        assert.equal(policy.depths.length, chunks.length - 1);
+        let emitted = chunks[0];
+        policy.depths.forEach((d, i) => {
+          assert.ok(emitted + d + 1 <= maxNewTokens, `round ${i}: depth ${d} after ${emitted} of ${maxNewTokens} tokens`);
+          emitted += chunks[i + 1];
+        });
+        // The budget clips, never more: a round with room for the full depth drafts it.
+        if (maxNewTokens >= depth + 2) assert.equal(policy.depths[0], depth);
+      } finally {
+        await ar.dispose();
+        await spec.dispose();
+      }
+    }),
+    { numRuns: 24, seed: 18 },
+  );
 });

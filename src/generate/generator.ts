@@ -167,12 +167,15 @@ export class Generator<T extends TargetPass = TargetSession> {
           stats.stopReason = 'context';
           break;
         }
+        // Drafts the round can use: the context's rows left, and the token budget (a round emits at
+        // most depth + 1 tokens, so deeper drafts near max-new-tokens would be verified and dropped).
+        const limit = Math.min(room, opts.maxNewTokens - emitted) - 1;
         // plan: how deep and how wide to draft this round. (tp, td, tv, ta, tn: when plan, draft,
         // verify, accept and settle began.)
         const tp = performance.now();
-        const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: Math.min(drafter.shape.maxDepth, room - 1) });
-        // Near the context limit the tree shrinks to the rows left instead of failing.
-        const plan = { ...asked, depth: Math.min(asked.depth, room - 1), totalTokens: Math.min(asked.totalTokens, room - 1) };
+        const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: Math.min(drafter.shape.maxDepth, limit) });
+        // Near the context limit or the budget the tree shrinks to what can be used instead of failing.
+        const plan = { ...asked, depth: Math.min(asked.depth, limit), totalTokens: Math.min(asked.totalTokens, limit) };
         const td = performance.now();
         stats.ms.policy += td - tp;
 
