@@ -197,3 +197,46 @@ test('near max-new-tokens a round drafts no deeper than the tokens left to emit 
     { numRuns: 24, seed: 18 },
   );
 });
+
+test('a round the budget clips keeps its tree as wide as the plan: every candidate up to the clipped depth, to the tree size (top-k > 1), still lossless', async () => {
+  // Only depth can be wasted near max-new-tokens: siblings at a usable depth are emitted if accepted.
+  class Sizes extends StaticPolicy {
+    sizes: number[] = [];
+    observe(o: RoundOutcome): void {
+      this.sizes.push(o.treeSize);
+    }
+  }
+  const k = 3, T = 6;
+  await fc.assert(
+    fc.asyncProperty(tinyConfig(), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 2, max: 9 }), async (cfg, seed, maxNewTokens) => {
+      const model = { config: cfg, weights: randomWeights(cfg, seed, 3), source: 'hf' as const };
+      const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
+      const policy = new Sizes(3, T);
+      const ar = await loadGenerator({ model, threads: 1 });
+      const spec = await loadGenerator({ model, draft, tree: { topK: k, maxDepth: 3, totalTokens: T }, policy, threads: 1 });
+      try {
+        const ids = fc.sample(prompt(cfg.vocabSize), { seed, numRuns: 1 })[0];
+        const opts = { maxNewTokens, stopAtEos: false };
+        const plain = await ar.generate(ids, opts);
+        const chunks: number[] = [], out: number[] = [];
+        policy.sizes.length = 0; // loading ran a warm-up round
+        for await (const c of spec.generator.stream(ids, opts)) (chunks.push(c.ids.length), out.push(...c.ids));
+        assert.deepEqual(out, plain.ids);
+        assert.equal(policy.sizes.length, chunks.length - 1);
+        // Round i after `emitted` tokens: depth at most min(rows, tokens left) - 1; its size at most
+        // T and the rows left, and k candidates exist at depth 1 (k + k^2 >= T below).
+        let emitted = chunks[0];
+        policy.sizes.forEach((size, i) => {
+          const room = cfg.maxSeqLen - (ids.length + emitted - 1), limit = Math.min(room, maxNewTokens - emitted) - 1;
+          const want = limit === 0 ? 0 : Math.min(T, room - 1, limit === 1 ? k : T);
+          assert.equal(size, want, `round ${i}: ${size} drafts verified after ${emitted} of ${maxNewTokens} tokens`);
+          emitted += chunks[i + 1];
+        });
+      } finally {
+        await ar.dispose();
+        await spec.dispose();
+      }
+    }),
+    { numRuns: 12, seed: 18 },
+  );
+});

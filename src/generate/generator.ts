@@ -167,15 +167,16 @@ export class Generator<T extends TargetPass = TargetSession> {
           stats.stopReason = 'context';
           break;
         }
-        // Drafts the round can use: the context's rows left, and the token budget (a round emits at
+        // Depth the round can use: the context's rows left, and the token budget (a round emits at
         // most depth + 1 tokens, so deeper drafts near max-new-tokens would be verified and dropped).
+        // Only the rows bound the tree's size: siblings at a usable depth can still be accepted.
         const limit = Math.min(room, opts.maxNewTokens - emitted) - 1;
         // plan: how deep and how wide to draft this round. (tp, td, tv, ta, tn: when plan, draft,
         // verify, accept and settle began.)
         const tp = performance.now();
         const asked = policy.plan({ position: P, lastFeature: history.feature(P - 1), rootToken: root, maxDepth: Math.min(drafter.shape.maxDepth, limit) });
         // Near the context limit or the budget the tree shrinks to what can be used instead of failing.
-        const plan = { ...asked, depth: Math.min(asked.depth, limit), totalTokens: Math.min(asked.totalTokens, limit) };
+        const plan = { ...asked, depth: Math.min(asked.depth, limit), totalTokens: Math.min(asked.totalTokens, room - 1) };
         const td = performance.now();
         stats.ms.policy += td - tp;
 
