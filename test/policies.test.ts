@@ -248,6 +248,22 @@ test('heuristic: +2 after a fully accepted round, -1 otherwise, within [1, maxDe
   );
 });
 
+test('heuristic: a round clipped below its depth (tokens or rows left) neither learns nor lowers the depth the next rounds plan', () => {
+  const p = new HeuristicPolicy(8, { start: 4 });
+  assert.equal(p.plan(state(4)).depth, 4);
+  p.observe({ depth: 4, treeSize: 4, accepted: 2, draftMs: 1, verifyMs: 1 }); // 4 - 1
+  // The last rounds of a generation: the generator allows 1 level, then none (one token left).
+  for (const [allowed, accepted] of [[1, 1], [1, 0], [0, 0]]) {
+    const { depth } = p.plan(state(allowed));
+    assert.equal(depth, allowed);
+    p.observe({ depth, treeSize: depth, accepted, draftMs: 1, verifyMs: 1 });
+  }
+  // The next generation (a policy kept across calls) resumes the schedule where it was.
+  assert.equal(p.plan(state(4)).depth, 3);
+  p.observe({ depth: 3, treeSize: 3, accepted: 3, draftMs: 1, verifyMs: 1 });
+  assert.equal(p.plan(state(4)).depth, 4); // 3 + 2, within the deepest the rounds allowed
+});
+
 /**
  * Drives goodput through simulated rounds: a round at depth d costs draftMs(d) + verifyMs(d) and
  * accepts a drafted token at each level with probability `accept` (seeded). Returns the depths.
