@@ -7,7 +7,7 @@
  * head has read; each catches up from there), so a request switches between them at any round.
  */
 import type { Acceptance, TreeShape, VerifyTree } from '../../trees/index.ts';
-import { verifyWithTarget, type Drafter, type Verified, type VerifyFetch } from '../generate/drafter.ts';
+import type { Drafter, Verified, VerifyFetch } from '../generate/drafter.ts';
 import type { EagleDrafter } from '../generate/eagle-drafter.ts';
 import type { History } from '../generate/history.ts';
 import type { RoundDrafter } from '../generate/round-drafter.ts';
@@ -41,9 +41,9 @@ export class SlotDrafter implements Drafter {
     return this.current.draft(history, root, plan, policy, cache);
   }
 
-  /** A root-only tree (a round planned at 0): the target pass a plain request runs (both drafters verify it so). */
+  /** A root-only tree (a round planned at 0): both drafters run the target pass a plain request runs (verifyWithTarget). */
   verify(target: TargetPass, cache: KVCache, tree: VerifyTree, positions: Int32Array, fetch?: VerifyFetch): Promise<Verified> {
-    return tree.n === 1 ? verifyWithTarget(target, cache, tree, positions, fetch) : this.current.verify(target, cache, tree, positions, fetch);
+    return this.current.verify(target, cache, tree, positions, fetch);
   }
 
   /** The batched head reads the prompt where the engine says so (EagleDrafter.readsPrompt); else the first round does. */
