@@ -496,7 +496,11 @@ export class SmartSpecPlanner {
 
   /** An all-zero step's sample for later (deferSteps); the waiting ones are learned from once `deferSteps` wait. */
   private defer(v: number, verifyMs: number, requestPasses: number, residual: number): void {
-    if (this.deferred.length < 4 * (this.deferredCount + 1)) this.deferred = Float64Array.from({ length: 4 * Math.max(this.deferSteps, this.deferredCount + 1) }, (_, i) => this.deferred[i] ?? 0);
+    if (this.deferred.length < 4 * (this.deferredCount + 1)) {
+      const grown = new Float64Array(4 * Math.max(this.deferSteps, this.deferredCount + 1));
+      grown.set(this.deferred);
+      this.deferred = grown;
+    }
     const o = 4 * this.deferredCount++, q = this.deferred;
     (q[o] = v), (q[o + 1] = verifyMs), (q[o + 2] = requestPasses), (q[o + 3] = residual);
     if (this.deferredCount >= this.deferSteps) this.learnDeferred();
