@@ -303,64 +303,61 @@ Check check(Pool& pool, std::vector<Matrix>& mats, int rows, const std::vector<s
   return c;
 }
 
-// GB/s of summing a 256 MB buffer on `threads` threads (each its own contiguous part), median of 7 after 2 warm-ups.
+// Million `units` a millisecond (= billions a second) that `part(t)` gets through on `threads`
+// threads, one run each: median of 7 after 2 warm-ups (returned as all 7).
+template <typename Part>
+std::vector<double> rates_on_threads(int threads, double units, Part part) {
+  std::vector<double> rates;
+  for (int r = 0; r < 9; r++) {
+    const double t0 = now_ms();
+    std::vector<std::thread> th;
+    for (int t = 1; t < threads; t++) th.emplace_back(part, t);
+    part(0);
+    for (auto& x : th) x.join();
+    if (r >= 2) rates.push_back(units / 1e6 / (now_ms() - t0));
+  }
+  return rates;
+}
+
+// GB/s summing a 256 MB buffer on `threads` threads (each its own contiguous part).
 std::vector<double> read_bandwidth(int threads) {
   const size_t n = (size_t(256) << 20) / sizeof(float);
   float* buf = aligned<float>(n);
   for (size_t i = 0; i < n; i++) buf[i] = float(i % 1024) * 1e-3f;
-  std::vector<double> rates;
   std::vector<float> sink(threads);
-  for (int r = 0; r < 9; r++) {
-    const double t0 = now_ms();
-    std::vector<std::thread> th;
-    auto part = [&](int t) {
-      const float* p = buf + n * t / threads;
-      const size_t len = n / threads;
-      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      for (size_t i = 0; i < len; i += 64) {
-        s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
-        s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
-        s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
-        s3 = _mm512_add_ps(s3, _mm512_load_ps(p + i + 48));
-      }
-      sink[t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-    };
-    for (int t = 1; t < threads; t++) th.emplace_back(part, t);
-    part(0);
-    for (auto& x : th) x.join();
-    if (r >= 2) rates.push_back(double(n * sizeof(float)) / 1e6 / (now_ms() - t0));
-  }
+  const auto rates = rates_on_threads(threads, double(n * sizeof(float)), [&](int t) {
+    const float* p = buf + n * t / threads;
+    const size_t len = n / threads;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i < len; i += 64) {
+      s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
+      s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
+      s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
+      s3 = _mm512_add_ps(s3, _mm512_load_ps(p + i + 48));
+    }
+    sink[t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+  });
   std::free(buf);
   return rates;
 }
 
 // Billions of zmm VPDPBUSD a second on `threads` threads (12 independent chains each, registers
-// only): the arithmetic ceiling the kernel's extra rows run into. Median of 7 after 2 warm-ups.
+// only): the arithmetic ceiling the kernel's extra rows run into.
 std::vector<double> vnni_rate(int threads) {
   constexpr long ITERS = 4'000'000;
-  std::vector<double> rates;
   std::vector<int> sink(threads);
-  for (int r = 0; r < 9; r++) {
-    const double t0 = now_ms();
-    std::vector<std::thread> th;
-    auto part = [&](int t) {
-      __m512i acc[12];
-      for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i + t);
-      __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
-      for (long i = 0; i < ITERS; i++) {
-        for (int j = 0; j < 12; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
-        __asm__ volatile("" : "+v"(a), "+v"(b));  // keep the operands opaque to the compiler
-      }
-      __m512i s = acc[0];
-      for (int i = 1; i < 12; i++) s = _mm512_add_epi32(s, acc[i]);
-      sink[t] = _mm512_reduce_add_epi32(s);
-    };
-    for (int t = 1; t < threads; t++) th.emplace_back(part, t);
-    part(0);
-    for (auto& x : th) x.join();
-    if (r >= 2) rates.push_back(double(ITERS) * 12 * threads / 1e6 / (now_ms() - t0));
-  }
-  return rates;
+  return rates_on_threads(threads, double(ITERS) * 12 * threads, [&](int t) {
+    __m512i acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i + t);
+    __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+    for (long i = 0; i < ITERS; i++) {
+      for (int j = 0; j < 12; j++) acc[j] = dpbusd(acc[j], a, b);
+      __asm__ volatile("" : "+v"(a), "+v"(b));  // keep the operands opaque to the compiler
+    }
+    __m512i s = acc[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_epi32(s, acc[i]);
+    sink[t] = _mm512_reduce_add_epi32(s);
+  });
 }
 
 std::vector<int> int_list(const char* flag, const char* s) {
