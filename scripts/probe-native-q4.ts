@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FlagSpec } from '../src/option-schema.ts';
 import { scriptFlags } from './script-flags.ts';
+import { compileNative } from './native-build.ts';
 import { loadHfCheckpoint } from '../src/io/hf.ts';
 import { QUANT, quantizeWeight } from '../src/model/quantize.ts';
 import { EMBEDDING, LM_HEAD, type Tensor } from '../src/model/weights.ts';
@@ -93,15 +94,6 @@ function writeWeightFile(path: string, set: { name: string; w: Tensor }[]): numb
 
 interface Timed { ms: number; min: number; max: number }
 const timed = (xs: number[]): Timed => ({ ms: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
-
-/** The native kernel built into `dir` (before anything is loaded, so a missing g++ fails fast). */
-function compileNative(dir: string): string {
-  const src = fileURLToPath(new URL('./native/q4-rows-probe.cc', import.meta.url)), exe = join(dir, 'q4-rows-probe');
-  const cc = spawnSync('g++', ['-std=c++17', '-O3', '-march=native', '-pthread', src, '-o', exe], { encoding: 'utf8' });
-  if (cc.error) throw new EagletError(`g++ not found (${cc.error.message}): the probe needs g++ to build scripts/native/q4-rows-probe.cc`);
-  if (cc.status !== 0) throw new EagletError(`g++ failed to build scripts/native/q4-rows-probe.cc: ${cc.stderr.split('\n').find((l) => l.includes('error')) ?? cc.stderr.split('\n')[0]}`);
-  return exe;
-}
 
 /** (1) Run the native kernel; its JSON lines by kind. */
 function runNative(exe: string, weightFile: string): { time: Map<string, Timed>; bandwidth: Map<number, Timed>; vnni: Map<number, Timed>; checks: Record<string, unknown>[] } {
@@ -180,7 +172,7 @@ function projection(step: number, ort2: number, ort4: number, nat1: number, nat4
 
 const dir = mkdtempSync(join(tmpdir(), 'q4-rows-probe-'));
 try {
-  const exe = compileNative(dir);
+  const exe = compileNative('q4-rows-probe', dir); // before anything is loaded, so a missing g++ fails fast
   const set = linearSet(), weightFile = join(dir, 'weights.bin'), bytes = writeWeightFile(weightFile, set);
   const packedBytes = set.reduce((a, { w }) => a + (w.shape[0] * w.shape[1]) / 2, 0);
   console.log(`${set.length} matrices, ${(bytes / 1e6).toFixed(1)} MB packed q4 (blocks of 128) + scales`);

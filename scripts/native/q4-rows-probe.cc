@@ -36,6 +36,8 @@
 #include <thread>
 #include <vector>
 
+#include "spin-pool.h"
+
 namespace {
 
 constexpr int BLK = 128, BLOB = 64, MAX_M = 4, COLS = 16, STEPS = BLK / 8;
@@ -170,64 +172,29 @@ void matvec_rows(int rows, const Matrix& w, const QuantRows& qr, int n0, int n1)
   }
 }
 
-// Sense-reversing spin barrier for the pool's threads.
-class Barrier {
- public:
-  explicit Barrier(int n) : n_(n) {}
-  void wait() {
-    const int sense = sense_.load(std::memory_order_relaxed);
-    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-      count_.store(0, std::memory_order_relaxed);
-      sense_.store(1 - sense, std::memory_order_release);
-    } else {
-      while (sense_.load(std::memory_order_acquire) == sense) _mm_pause();
-    }
-  }
-
- private:
-  const int n_;
-  std::atomic<int> count_{0}, sense_{0};
-};
-
 // Persistent workers (the caller is worker 0) that run `passes` passes over every matrix at
 // `rows` rows: each thread quantizes the rows itself (they are a few KB), computes its share of
 // the columns, and waits at the barrier before the next matrix, whose input a real pass would
 // compute from this one's output.
 class Pool {
  public:
-  Pool(int threads, std::vector<Matrix>& mats, int max_k) : t_(threads), mats_(mats), barrier_(threads) {
+  Pool(int threads, std::vector<Matrix>& mats, int max_k) : t_(threads), mats_(mats), spin_(threads) {
     for (int t = 0; t < t_; t++) {
       const int blocks = max_k / BLK;
       qr_.push_back({aligned<int8_t>(size_t(MAX_M) * max_k), aligned<float>(MAX_M * blocks), aligned<int32_t>(MAX_M * blocks)});
     }
-    for (int t = 1; t < t_; t++) workers_.emplace_back([this, t] { loop(t); });
   }
   ~Pool() {
-    stop_.store(true, std::memory_order_release);
-    go_.fetch_add(1, std::memory_order_acq_rel);
-    for (auto& w : workers_) w.join();
     for (auto& q : qr_) (std::free(q.q), std::free(q.scale), std::free(q.seed));
   }
   // Runs the passes on every thread; returns when all are done.
   void run(int rows, int passes) {
     rows_ = rows;
     passes_ = passes;
-    go_.fetch_add(1, std::memory_order_acq_rel);
-    work(0);
-    barrier_.wait();
+    spin_.run([](void* self, int t, int) { static_cast<Pool*>(self)->work(t); }, this);
   }
 
  private:
-  void loop(int t) {
-    int seen = 0;
-    for (;;) {
-      while (go_.load(std::memory_order_acquire) == seen) _mm_pause();
-      seen++;
-      if (stop_.load(std::memory_order_acquire)) return;
-      work(t);
-      barrier_.wait();
-    }
-  }
   void work(int t) {
     QuantRows& qr = qr_[t];
     for (int p = 0; p < passes_; p++)
@@ -236,17 +203,14 @@ class Pool {
         // Columns in groups of 16, split evenly.
         const int groups = w.n / COLS, g0 = groups * t / t_, g1 = groups * (t + 1) / t_;
         matvec_rows(rows_, w, qr, g0 * COLS, g1 * COLS);
-        barrier_.wait();
+        spin_.barrier().wait();
       }
   }
 
   const int t_;
   std::vector<Matrix>& mats_;
-  Barrier barrier_;
   std::vector<QuantRows> qr_;
-  std::vector<std::thread> workers_;
-  std::atomic<int> go_{0};
-  std::atomic<bool> stop_{false};
+  SpinPool spin_;
   int rows_ = 1, passes_ = 1;
 };
 
