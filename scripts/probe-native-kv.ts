@@ -18,7 +18,10 @@
  * grows with context in ORT's pass (the two past products a layer and the score-space join over
  * S) is replaced by the kernel, whose own growth includes its softmax, and that the rest of the
  * pass costs what it does at the first context. The floor is bench:runtime's, from the same file:
- * (weight bytes a pass reads + past K/V bytes) / ORT's one-row MatMul probe rate.
+ * (weight bytes a pass reads + past K/V bytes) / ORT's one-row MatMul probe rate. The host's
+ * bandwidth differs between processes (the native probe and ORT's probe do not read alike), so
+ * the projection is also printed with the native growth rescaled to ORT's probe: the kernel's
+ * rate as a share of its own process's probe, at the rate of the ORT process's probe.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -115,17 +118,21 @@ for (const t of threadsList)
   }
 
 if (ort.size) {
-  console.log(`\nProjection (not a measurement): pass(P) = ORT pass(${P0}) + native(P) - native(${P0}); ORT's passes, floor and probe from the bench:runtime files; "pass / floor" is the median pass over the floor at the median probe (bench:runtime's own "x floor" is the median of its rounds' ratios, also shown)\n`);
-  console.log('| threads | context | graph | ORT pass ms | ORT x floor | ORT pass / floor | floor ms (ORT probe GB/s) | native K/V ms growth | projected pass ms | projected / floor |');
-  console.log('| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  console.log(`\nProjection (not a measurement): pass(P) = ORT pass(${P0}) + native(P) - native(${P0}); ORT's passes, floor and probe from the bench:runtime files; "pass / floor" is the median pass over the floor at the median probe (bench:runtime's own "x floor" is the median of its rounds' ratios, also shown). ` +
+    `"At ORT's probe": the same with the native growth read at the kernel's extra-rows rate relative to its own probe times ORT's probe rate (the two processes' probes can differ: the host's bandwidth moves between processes)\n`);
+  console.log('| threads | context | graph | ORT pass ms | ORT x floor | ORT pass / floor | floor ms (ORT probe GB/s) | native growth ms | projected ms | projected / floor | growth at ORT\'s probe ms | projected ms | projected / floor |');
+  console.log('| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const [t, rows] of ort) {
     if (!threadsList.includes(t)) throw new UsageError('--ort-json', `a file measured at ${t} threads; the probe ran --threads ${threadsList}`);
     for (const p of contexts.slice(1))
       for (const graph of ['split', 'split-one']) {
         const row = rows.get(p)!, pass = row[`${graph}1`] as OrtPass | undefined, base = rows.get(P0)![`${graph}1`] as OrtPass | undefined;
         if (!pass || !base) continue; // older files: no split-one
-        const growth = native.get(`${t}/${p}`)!.time.ms - native.get(`${t}/${P0}`)!.time.ms, projected = base.medianMs + growth;
-        console.log(`| ${t} | ${p} | ${graph} | ${range({ ms: pass.medianMs, min: pass.minMs, max: pass.maxMs })} | ${d(pass.xFloor)} | ${d(pass.medianMs / row.floorMs)} | ${d(row.floorMs)} (${d(row.bandwidthGBps, 1)}) | ${d(growth, 3)} | ${d(projected)} | **${d(projected / row.floorMs)}** |`);
+        const n = native.get(`${t}/${p}`)!, n0 = native.get(`${t}/${P0}`)!, growth = n.time.ms - n0.time.ms, projected = base.medianMs + growth;
+        // The kernel's extra rows at its rate relative to its own probe, times ORT's probe rate.
+        const atOrt = growth * (n.probe.ms / row.bandwidthGBps), projectedAtOrt = base.medianMs + atOrt;
+        console.log(`| ${t} | ${p} | ${graph} | ${range({ ms: pass.medianMs, min: pass.minMs, max: pass.maxMs })} | ${d(pass.xFloor)} | ${d(pass.medianMs / row.floorMs)} | ${d(row.floorMs)} (${d(row.bandwidthGBps, 1)}) | ` +
+          `${d(growth, 3)} | ${d(projected)} | ${d(projected / row.floorMs)} | ${d(atOrt, 3)} | ${d(projectedAtOrt)} | **${d(projectedAtOrt / row.floorMs)}** |`);
       }
   }
 }
