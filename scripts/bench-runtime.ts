@@ -8,7 +8,8 @@
  * against the cached context length, for the attention renderings (in-place 'split' over values
  * transposed per head, its default layout; 'split-one', the same with one-token passes in a
  * one-token graph (StepSessionOptions.oneToken); 'split-rows', the same over values in rows; and ORT's
- * one-kernel 'fused', which copies the past every pass), each over a cache in its own value
+ * one-kernel 'fused', which copies the past every pass; with `--native`, 'split-native': split-one
+ * with eaglet's own kernel for attention over the past, StepSessionOptions.nativeAttention), each over a cache in its own value
  * layout, interleaved in one process, beside
  * the bytes-read floor: (weight bytes a pass reads + past K/V bytes) / the bandwidth measured here with a
  * one-row MatMul streaming a 256 MB weight, probed every round (the host's bandwidth drifts).
@@ -42,6 +43,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 3, help: 'timed repeats (after one warm-up)' },
   THREADS_FLAG,
   { flag: 'probe-weight', type: 'string', default: 'dense', choices: ['dense', 'sparse'], help: "the bandwidth probe's weight: dense random values (default), or sessions 1-9's mostly-zero one (see scripts/bandwidth.ts)" },
+  { flag: 'native', type: 'bool', default: false, help: "also time 'split-native': split-one with eaglet's own attention kernel over the past (StepSessionOptions.nativeAttention; builds the native addon with g++ on first use)" },
   { flag: 'json', type: 'string', help: 'also write results here' },
 ];
 
@@ -115,15 +117,17 @@ if (sweepName !== 'none') {
   const threads = f.threads as number, reps = Math.max(5, f.repeats as number);
   const weights = randomWeights(cfg, 1, 1), params = parameterCount(cfg);
   const probes = await bandwidthProbes(threads, probeWeight);
-  const variants: { name: string; attention: AttentionMode; valueLayout: ValueLayout; oneToken?: boolean }[] = [
+  const variants: { name: string; attention: AttentionMode; valueLayout: ValueLayout; oneToken?: boolean; nativeAttention?: boolean }[] = [
     { name: 'split', attention: 'split', valueLayout: valueLayoutFor('split') },
     // The same, with one-token passes in a one-token graph (StepSessionOptions.oneToken; its T=16 passes are split's graph).
     { name: 'split-one', attention: 'split', valueLayout: valueLayoutFor('split'), oneToken: true },
     { name: 'split-rows', attention: 'split', valueLayout: 'rows' },
     { name: 'fused', attention: 'fused', valueLayout: valueLayoutFor('fused') },
+    // split-one with each layer's attention over the past in eaglet's own kernel (its T=16 passes are split's graph).
+    ...(f.native ? [{ name: 'split-native', attention: 'split' as const, valueLayout: valueLayoutFor('split'), oneToken: true, nativeAttention: true }] : []),
   ];
   const modes = variants.map((v) => v.name);
-  const sessions = await Promise.all(variants.map(({ attention, valueLayout, oneToken }) => TargetSession.create(cfg, weights, { threads, attention, valueLayout, oneToken, maxTokens: 16 })));
+  const sessions = await Promise.all(variants.map(({ attention, valueLayout, oneToken, nativeAttention }) => TargetSession.create(cfg, weights, { threads, attention, valueLayout, oneToken, nativeAttention, maxTokens: 16 })));
   // One cache per value layout, each read by the variants of that layout.
   const caches = new Map(variants.map((v) => [v.valueLayout, new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(v.valueLayout)]));
   const rowSize = cfg.nKvHeads * cfg.headDim;

@@ -1,6 +1,7 @@
 // One query row's attention over a K/V cache in eaglet's split layout, as a kernel of our own
-// would compute it inside a pass: a cost probe for the past K/V read (built and run by
-// scripts/probe-native-kv.ts; nothing in eaglet links it).
+// computes it inside a pass: a cost probe for the past K/V read (built and run by
+// scripts/probe-native-kv.ts). The kernel is src/native/past-attention.h, the one the one-token
+// graph's eaglet.PastAttention node runs (src/native/ort-addon.cc).
 //
 // Cache per layer, as src/runtime/kv-cache.ts holds it for split attention ('transposed'):
 // keys and values alike [nKv, hd, stride], of which the first P columns of each row are live.
@@ -36,9 +37,12 @@
 #include <string>
 #include <vector>
 
+#include "../../src/native/past-attention.h"
 #include "spin-pool.h"
 
 namespace {
+
+using eaglet::R;
 
 [[noreturn]] void die(const std::string& why) {
   std::fprintf(stderr, "error: %s\n", why.c_str());
@@ -53,83 +57,6 @@ float* floats(size_t n) {
 
 double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Lanes [0, n) of a 16-lane vector (n >= 16: all).
-inline __mmask16 lanes(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
-
-// exp(x) for x <= 0 (softmax after the max is taken out): x = n ln2 + r, |r| <= ln2 / 2, e^r by
-// its Taylor series to r^7 (relative error < 1e-8 before rounding), times 2^n by VSCALEFPS.
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));  // below that, e^x is 0 in float32
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);  // ln2 in two parts: hi exact in float
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-  __m512 p = _mm512_set1_ps(1.f / 5040);
-  for (float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-  return _mm512_scalef_ps(p, n);
-}
-
-constexpr int R = 8;  // rows of K or V read together
-
-// s[0, P) = sum_d q[d] K[d, 0..P), K rows `stride` floats apart; hd a multiple of R.
-void scores(const float* q, const float* K, size_t stride, int hd, int P, float* s) {
-  for (int d0 = 0; d0 < hd; d0 += R) {
-    __m512 qv[R];
-    const float* row[R];
-    for (int r = 0; r < R; r++) (qv[r] = _mm512_set1_ps(q[d0 + r]), row[r] = K + size_t(d0 + r) * stride);
-    const bool first = d0 == 0;
-    int j = 0;
-    for (; j + 64 <= P; j += 64) {  // four column vectors a step: independent FMA chains
-      __m512 a[4];
-      for (int c = 0; c < 4; c++) a[c] = first ? _mm512_setzero_ps() : _mm512_load_ps(s + j + 16 * c);
-      for (int r = 0; r < R; r++)
-        for (int c = 0; c < 4; c++) a[c] = _mm512_fmadd_ps(qv[r], _mm512_loadu_ps(row[r] + j + 16 * c), a[c]);
-      for (int c = 0; c < 4; c++) _mm512_store_ps(s + j + 16 * c, a[c]);
-    }
-    for (; j < P; j += 16) {
-      const __mmask16 m = lanes(P - j);
-      __m512 a = first ? _mm512_setzero_ps() : _mm512_maskz_load_ps(m, s + j);
-      for (int r = 0; r < R; r++) a = _mm512_fmadd_ps(qv[r], _mm512_maskz_loadu_ps(m, row[r] + j), a);
-      _mm512_mask_store_ps(s + j, m, a);
-    }
-  }
-}
-
-// s[0, P) <- exp(s - max s); returns the sum.
-float softmax_unnormalized(float* s, int P) {
-  __m512 mx = _mm512_set1_ps(-INFINITY);
-  for (int j = 0; j < P; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_load_ps(_mm512_set1_ps(-INFINITY), lanes(P - j), s + j));
-  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-  __m512 sum = _mm512_setzero_ps();
-  for (int j = 0; j < P; j += 16) {
-    const __mmask16 k = lanes(P - j);
-    const __m512 e = _mm512_maskz_mov_ps(k, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_load_ps(k, s + j), m)));
-    _mm512_mask_store_ps(s + j, k, e);
-    sum = _mm512_add_ps(sum, e);
-  }
-  return _mm512_reduce_add_ps(sum);
-}
-
-// out[d] = scale * sum_j w[j] V[d, j] over j < P, R rows of V at a time (one weight load serves R),
-// two vectors a row a step (two accumulators a row: 10% faster at 2 threads than one).
-void weighted_values(const float* w, const float* V, size_t stride, int hd, int P, float scale, float* out) {
-  for (int d0 = 0; d0 < hd; d0 += R) {
-    const float* row[R];
-    __m512 a[R], b[R];
-    for (int r = 0; r < R; r++) (row[r] = V + size_t(d0 + r) * stride, a[r] = _mm512_setzero_ps(), b[r] = _mm512_setzero_ps());
-    int j = 0;
-    for (; j + 32 <= P; j += 32) {
-      const __m512 w0 = _mm512_load_ps(w + j), w1 = _mm512_load_ps(w + j + 16);
-      for (int r = 0; r < R; r++) (a[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(row[r] + j), a[r]), b[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(row[r] + j + 16), b[r]));
-    }
-    for (; j < P; j += 16) {
-      const __mmask16 m = lanes(P - j);
-      const __m512 wv = _mm512_maskz_load_ps(m, w + j);
-      for (int r = 0; r < R; r++) a[r] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, row[r] + j), a[r]);
-    }
-    for (int r = 0; r < R; r++) out[d0 + r] = scale * _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
-  }
 }
 
 struct Shape {
@@ -178,9 +105,10 @@ void attend_layer(void* ctx, int t, int T) {
   for (int h = h0; h < h1; h++) {
     const size_t head = size_t(h) * hd * c.stride;
     for (int d = 0; d < hd; d++) q[d] = c.q[job.layer][h * hd + d] * inv_sqrt;  // the graph scales q first too
-    scores(q, c.K[job.layer] + head, c.stride, hd, c.P, s);
-    const float sum = softmax_unnormalized(s, c.P);
-    weighted_values(s, c.V[job.layer] + head, c.stride, hd, c.P, 1.f / sum, c.out[job.layer] + h * hd);
+    eaglet::scores(q, c.K[job.layer] + head, c.stride, hd, c.P, s);
+    float m;
+    const float sum = eaglet::softmax_unnormalized(s, c.P, m);
+    eaglet::weighted_values(s, c.V[job.layer] + head, c.stride, hd, c.P, 1.f / sum, c.out[job.layer] + h * hd);
   }
 }
 

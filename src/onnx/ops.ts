@@ -100,6 +100,15 @@ export interface OnnxOpsOptions {
    * Not with rowExactAttention, evenRows padding, per-slot or carried passes. Default false.
    */
   oneToken?: boolean;
+  /**
+   * With oneToken and the 'transposed' layout: each layer's attention over the past is one
+   * eaglet.PastAttention node (src/native/ort-addon.cc), a kernel of ours that reads the cache
+   * in place at about the machine's read bandwidth, where MLAS's one-row products read it at
+   * 0.68-0.90 of it. Only sessions opened on the native addon (SessionOptions.native) run it.
+   * Its sums run in another order than the ORT graph's: results agree to float32 rounding, not
+   * bit for bit (test/native-attention.test.ts). Default false.
+   */
+  nativeAttention?: boolean;
 }
 
 /** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
@@ -821,6 +830,11 @@ export class OnnxOps implements Ops<string> {
     const q4 = g.op('Reshape', [scaled, g.ints([1, nKvHeads, G, headDim])]); // [1, nKv, G, hd]
     const kNewT = g.op('Reshape', [k, g.ints([nKvHeads, headDim, 1])]);
     const vNew = g.op('Reshape', [v, g.ints([nKvHeads, 1, headDim])]);
+    if (this.opts.nativeAttention) {
+      if (this.valueLayout !== 'transposed') throw new Error("nativeAttention reads the 'transposed' K/V layout only");
+      const o = g.node('PastAttention', [q4, kNewT, vNew, past.keys, past.values, mask], {}, { domain: 'eaglet' })[0]; // [1, nKv, G, hd]
+      return g.op('Reshape', [o, g.ints([1, nHeads * headDim])]);
+    }
     const scores = g.op('Concat', [this.timesPastKeys(q4, past.keys), g.op('MatMul', [q4, kNewT])], { axis: -1 }); // [1, nKv, G, S+1]
     const weights = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 });
     const sizes = this.once('oneTokenSplit', () => this.g.op('Concat', [this.pastRows(past.values), this.g.ints([1])], { axis: 0 }));

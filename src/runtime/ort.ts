@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { FormatError } from '../errors.ts';
 import type { ExternalModel } from '../onnx/graph.ts';
 import type { FlagSpec } from '../option-schema.ts';
+import { type InferenceSessionLike, NativeSession } from './native-session.ts';
 
 export type Feeds = Record<string, ort.Tensor>;
 export type Fetches = Record<string, ort.Tensor>;
@@ -58,6 +59,12 @@ export interface SessionOptions {
   prepack?: boolean;
   /** Write ORT's per-node profile (Chrome trace JSON) to a file starting with this prefix; `endProfiling` ends it. Default: off. */
   profile?: string;
+  /**
+   * Open the session on eaglet's native addon (NativeSession: the same ORT, plus eaglet's custom
+   * operators, which graphs built with OnnxOpsOptions.nativeAttention use). Built with g++ on
+   * first use (src/runtime/native-build.ts). No profiling. Default false.
+   */
+  native?: boolean;
   /** More ORT session config entries by their full keys (e.g. 'session.intra_op.spin_duration_us': '1000'), for measuring them. Default: none. */
   config?: Record<string, string>;
 }
@@ -75,7 +82,7 @@ export interface RunStats {
 export const newRunStats = (): RunStats => ({ passes: 0, msInRun: 0, msTotal: 0 });
 
 export interface Session {
-  readonly inner: ort.InferenceSession;
+  readonly inner: InferenceSessionLike;
   readonly stats: RunStats;
 }
 
@@ -89,6 +96,12 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
   for (const f of ext?.files ?? []) {
     const st = statSync(f.path, { throwIfNoEntry: false });
     if (!st || st.size !== f.fileSize || st.mtimeMs !== f.mtimeMs) throw new FormatError(f.path, 'the file changed since its weights were loaded; load the model again');
+  }
+  const config = { 'session.force_spinning_stop': '1', ...(opts.prepack === false ? { 'session.disable_prepacking': '1' } : {}), ...(ext?.folder ? { 'session.model_external_initializers_file_folder_path': ext.folder } : {}) };
+  if (opts.native) {
+    if (opts.profile) throw new Error('native sessions cannot profile (SessionOptions.profile)');
+    const inner = NativeSession.create(bytes, { threads: sessionThreads(opts), optimization: opts.optimization ?? 'all', config: { ...config, ...opts.config }, external: ext?.external ?? [] });
+    return { inner, stats: newRunStats() };
   }
   const inner = await ort.InferenceSession.create(bytes, {
     ...(ext ? { externalData: ext.external } : {}),

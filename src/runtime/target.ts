@@ -38,6 +38,13 @@ export interface StepSessionOptions extends SessionOptions {
    * fp32 targets with 'split' attention; ignored otherwise. Default false.
    */
   oneToken?: boolean;
+  /**
+   * With oneToken: the one-token graph's attention over the past is eaglet's own kernel
+   * (OnnxOpsOptions.nativeAttention), and that graph's session opens on the native addon
+   * (SessionOptions.native; built with g++ on first use). Experimental: results agree with the
+   * ORT graph's to float32 rounding, not bit for bit. Default false.
+   */
+  nativeAttention?: boolean;
 }
 
 export const DEFAULT_MAX_TOKENS = 64;
@@ -87,7 +94,8 @@ export class TargetSession extends TreePassHolder implements TargetPass {
     if (opts.oneToken && attention === 'split' && !exact && !(opts.quantize ?? quantOf(cfg, weights))) {
       // Its passes count in the step's stats. If it cannot open (e.g. no memory for the second
       // copy of the weights), the sessions already open are released before the error goes up.
-      const s = await createSession(buildTargetModel(cfg, weights, attention, { ...ops, oneToken: true }), opts).catch(async (e: unknown) => {
+      const native = opts.nativeAttention === true;
+      const s = await createSession(buildTargetModel(cfg, weights, attention, { ...ops, oneToken: true, nativeAttention: native }), { ...opts, native }).catch(async (e: unknown) => {
         await passes.dispose();
         throw e;
       });
