@@ -10,8 +10,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { makeConfig, randomWeights } from '../src/model/random.ts';
-import { KVCache } from '../src/runtime/kv-cache.ts';
+import { randomWeights } from '../src/model/random.ts';
+import { arbDecodeCase, decodeConfig } from './support/model-arbs.ts';
+import { decodeSideBySide } from './support/side-by-side.ts';
 import { TargetSession, type TargetOutput } from '../src/runtime/target.ts';
 
 const bits = (x: Float32Array | Int32Array) => new Uint32Array(x.buffer, x.byteOffset, x.length);
@@ -23,40 +24,15 @@ function assertSameBits(a: TargetOutput, b: TargetOutput, what: string): void {
 }
 
 test('a one-token graph decodes bit for bit as the step graph', async () => {
-  const arb = fc.record({
-    heads: fc.constantFrom<[number, number]>([2, 2], [4, 2], [4, 1]),
-    headDim: fc.constantFrom(8, 16),
-    qkNorm: fc.boolean(),
-    attentionBias: fc.boolean(),
-    tieEmbeddings: fc.boolean(),
-    threads: fc.constantFrom(1, 2),
-    seed: fc.nat(1000),
-    prompt: fc.integer({ min: 1, max: 40 }),
-  });
   await fc.assert(
-    fc.asyncProperty(arb, async ({ heads: [nHeads, nKvHeads], headDim, qkNorm, attentionBias, tieEmbeddings, threads, seed, prompt }) => {
-      const cfg = makeConfig({ vocabSize: 37, dim: nHeads * headDim, nLayers: 2, nHeads, nKvHeads, headDim, qkNorm, attentionBias, tieEmbeddings, maxSeqLen: 160 });
-      const weights = randomWeights(cfg, seed, 3);
-      const step = await TargetSession.create(cfg, weights, { threads, attention: 'split' });
-      const one = await TargetSession.create(cfg, weights, { threads, attention: 'split', oneToken: true });
+    fc.asyncProperty(arbDecodeCase([8, 16]), async (c) => {
+      const cfg = decodeConfig(c), weights = randomWeights(cfg, c.seed, 3);
+      const step = await TargetSession.create(cfg, weights, { threads: c.threads, attention: 'split' });
+      const one = await TargetSession.create(cfg, weights, { threads: c.threads, attention: 'split', oneToken: true });
       try {
         assert.ok(one.oneTokenGraph && !step.oneTokenGraph);
-        const caches = [step, one].map(() => new KVCache(cfg.nLayers, cfg.nKvHeads, cfg.headDim, cfg.maxSeqLen).useValueLayout(step.valueLayout));
-        const ids = Array.from({ length: prompt }, (_, i) => (seed + 5 * i) % cfg.vocabSize);
-        for (const [s, cache] of [[step, caches[0]], [one, caches[1]]] as const) {
-          const pre = await s.forward(cache, ids, ids.map((_, i) => i)); // a prompt: the step graph in both
-          cache.append(pre.newKeys, pre.newValues, prompt);
-        }
-        // Greedy decoding past the cache's first stride (64 rows), one token a step.
-        let next = ids[prompt - 1];
-        for (let p = prompt; p < prompt + 90; p++) {
-          const a = await step.forward(caches[0], [next], [p]);
-          const b = await one.forward(caches[1], [next], [p]);
-          assertSameBits(a, b, `position ${p}`);
-          caches[0].append(a.newKeys, a.newValues, 1);
-          caches[1].append(b.newKeys, b.newValues, 1);
-          next = a.argmax[0];
-        }
+        // Greedy decoding past the cache's first stride (64 rows), one token a step; prompts run the step graph in both.
+        await decodeSideBySide(cfg, step, one, c.seed, c.prompt, 90, (a, b, p) => assertSameBits(a, b, `position ${p}`));
         assert.equal(one.stats.passes, step.stats.passes, 'the one-token passes count in the session stats');
       } finally {
         await step.dispose();

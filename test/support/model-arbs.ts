@@ -97,3 +97,32 @@ export function expectClose(...checks: (string | null)[]): void {
   const bad = checks.find((c) => c !== null);
   if (bad) throw new Error(bad);
 }
+
+/** A decoding case for comparing two renderings of one target step by step (test/one-token, test/native-attention). */
+export interface DecodeCase {
+  heads: [number, number];
+  headDim: number;
+  qkNorm: boolean;
+  attentionBias: boolean;
+  tieEmbeddings: boolean;
+  threads: number;
+  seed: number;
+  prompt: number;
+}
+
+/** Grouped and ungrouped heads, q/k norms, biases, tied embeddings, 1 or 2 threads, a 1-40 token prompt. */
+export const arbDecodeCase = (headDims: number[]): fc.Arbitrary<DecodeCase> =>
+  fc.record({
+    heads: fc.constantFrom<[number, number]>([2, 2], [4, 2], [4, 1]),
+    headDim: fc.constantFrom(...headDims),
+    qkNorm: fc.boolean(),
+    attentionBias: fc.boolean(),
+    tieEmbeddings: fc.boolean(),
+    threads: fc.constantFrom(1, 2),
+    seed: fc.nat(1000),
+    prompt: fc.integer({ min: 1, max: 40 }),
+  });
+
+/** The case's 2-layer config: vocabulary 37, context 160 (decoding runs past the cache's first 64-row stride). */
+export const decodeConfig = ({ heads: [nHeads, nKvHeads], headDim, qkNorm, attentionBias, tieEmbeddings }: DecodeCase): ModelConfig =>
+  makeConfig({ vocabSize: 37, dim: nHeads * headDim, nLayers: 2, nHeads, nKvHeads, headDim, qkNorm, attentionBias, tieEmbeddings, maxSeqLen: 160 });
