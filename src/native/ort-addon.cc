@@ -8,8 +8,8 @@
 //   PastAttention(q [1, nKv, G, hd] scaled, kNew [nKv, hd, 1], vNew [nKv, 1, hd],
 //                 pastK [1, nKv, hd, S], pastV [1, nKv, hd, S], mask [1, S + 1]) -> o [1, nKv, G, hd]
 //   The one-token graph's attention (src/onnx/ops.ts, OnnxOpsOptions.nativeAttention): softmax of
-//   q . [pastK, kNew] + mask, times [pastV, vNew], reading the cache in place. Past columns at and
-//   after the last one the mask leaves open (> -1e29) are skipped: their weight is exactly 0.
+//   q . [pastK, kNew] + mask, times [pastV, vNew], reading the cache in place. Past columns after
+//   the last one the mask leaves open (>= -1e29) are skipped: their weight is exactly 0.
 //
 // JavaScript API (src/runtime/native-session.ts wraps it):
 //   createSession(model: Uint8Array, threads, optimizationLevel, config: [key, value][],

@@ -57,10 +57,17 @@ inline void scores(const float* q, const float* K, size_t stride, int hd, int P,
   }
 }
 
-// s[0, P) <- exp(s - m) with m = max(max s, floor); returns the sum (the caller adds its own terms at m).
+// s[0, P) <- exp(s - m) with m = max(max s, floor); returns the sum (the caller adds its own terms
+// at m), NaN when a score or `floor` is NaN (as a softmax over them is: the outputs then are NaN).
 inline float softmax_unnormalized(float* s, int P, float& m_out, float floor = -INFINITY) {
   __m512 mx = _mm512_set1_ps(floor);
-  for (int j = 0; j < P; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_load_ps(_mm512_set1_ps(-INFINITY), lanes(P - j), s + j));
+  __mmask16 nan = 0;
+  for (int j = 0; j < P; j += 16) {
+    const __m512 x = _mm512_mask_load_ps(_mm512_set1_ps(-INFINITY), lanes(P - j), s + j);
+    nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    mx = _mm512_max_ps(mx, x);
+  }
+  if (nan || std::isnan(floor)) return m_out = NAN;
   m_out = _mm512_reduce_max_ps(mx);
   const __m512 m = _mm512_set1_ps(m_out);
   __m512 sum = _mm512_setzero_ps();

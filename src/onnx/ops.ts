@@ -832,6 +832,7 @@ export class OnnxOps implements Ops<string> {
     const vNew = g.op('Reshape', [v, g.ints([nKvHeads, 1, headDim])]);
     if (this.opts.nativeAttention) {
       if (this.valueLayout !== 'transposed') throw new Error("nativeAttention reads the 'transposed' K/V layout only");
+      if (headDim % 8 !== 0 || headDim > 256) throw new Error(`nativeAttention: head size ${headDim} is not a multiple of 8 up to 256`);
       const o = g.node('PastAttention', [q4, kNewT, vNew, past.keys, past.values, mask], {}, { domain: 'eaglet' })[0]; // [1, nKv, G, hd]
       return g.op('Reshape', [o, g.ints([1, nHeads * headDim])]);
     }

@@ -14,9 +14,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EagletError } from '../errors.ts';
@@ -42,18 +41,19 @@ function run(cmd: string, args: string[], what: string): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.error) throw new EagletError(`${what}: ${cmd} could not run (${r.error.message})`);
   if (r.status !== 0) {
-    const lines = `${r.stderr}\n${r.stdout}`.split('\n').filter((l) => l.trim());
-    throw new EagletError(`${what}: ${lines.find((l) => /error/i.test(l)) ?? lines[0] ?? `${cmd} exited ${r.status}`}`);
+    // The first line naming the cause (not collect2's or tar's closing summaries).
+    const lines = `${r.stderr}\n${r.stdout}`.split('\n').filter((l) => l.trim() && !/^collect2:|Exiting with failure status/.test(l));
+    throw new EagletError(`${what}: ${lines.find((l) => /error|undefined reference|cannot|not found/i.test(l)) ?? lines[0] ?? `${cmd} exited ${r.status}`}`);
   }
   return r.stdout;
 }
 
 /** ORT's API headers in the cache, fetched from the npm registry the first time (progress on stderr). */
 export function ortHeaders(log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): string {
-  const dir = join(nativeCacheDir(), 'ort-headers');
+  const dir = join(nativeCacheDir(), `ort-headers-${ORT_HEADERS_PACKAGE.replace(/[^\w.-]+/g, '-')}`);
   if (existsSync(join(dir, 'onnxruntime_cxx_api.h'))) return dir;
   mkdirSync(nativeCacheDir(), { recursive: true });
-  const tmp = mkdtempSync(join(tmpdir(), 'eaglet-ort-headers-'));
+  const tmp = mkdtempSync(join(nativeCacheDir(), 'fetch-')); // on the cache's file system, so the headers move by rename
   try {
     log(`eaglet: fetching ONNX Runtime's C/C++ API headers (npm pack ${ORT_HEADERS_PACKAGE}, ~150 MB, once) ...`);
     run('npm', ['pack', ORT_HEADERS_PACKAGE, '--pack-destination', tmp, '--silent'], `fetching ${ORT_HEADERS_PACKAGE}`);
@@ -84,10 +84,13 @@ function ortLibDir(): string {
 }
 
 /**
- * The built addon's path, building it if its sources, compiler flags or ORT changed (the file
- * name carries a hash of them). A missing g++, header or library is one error line.
+ * The built addon's path, building it if its sources, compiler flags, ORT library, headers
+ * package or CPU features changed (the file name carries a hash of them). A missing g++, header or library is one error line.
  */
 export function buildNativeAddon(): string {
+  const cpu = process.platform === 'linux' && existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const flagsLine = cpu.split('\n').find((l) => l.startsWith('flags')) ?? '';
+  if (process.arch !== 'x64' || !/\bavx512f\b/.test(flagsLine)) throw new EagletError(`the native addon needs an x86-64 Linux CPU with AVX-512 (this ${process.platform}/${process.arch} host's /proc/cpuinfo lists no avx512f)`);
   const names = ['ort-addon.cc', 'past-attention.h'];
   const missing = names.find((f) => !existsSync(join(sourceDir, f)));
   if (missing) throw new EagletError(`${join(sourceDir, missing)} not found: the native addon is built from eaglet's src/native/ sources`);
@@ -95,7 +98,9 @@ export function buildNativeAddon(): string {
   const libDir = ortLibDir();
   const flags = ['-std=c++17', '-O3', '-march=native', '-fPIC', '-shared', '-pthread', '-DNODE_GYP_MODULE_NAME=eaglet_native'];
   const hash = createHash('sha256');
-  for (const s of [...sources, Buffer.from(flags.join(' ')), Buffer.from(libDir)]) hash.update(s);
+  const lib = statSync(join(libDir, 'libonnxruntime.so.1'));
+  // Sources, flags, the ORT library, the headers package and this CPU's features (-march=native).
+  for (const s of [...sources, flags.join(' '), `${libDir} ${lib.size} ${lib.mtimeMs}`, ORT_HEADERS_PACKAGE, flagsLine]) hash.update(s);
   const out = join(nativeCacheDir(), `eaglet-native-${hash.digest('hex').slice(0, 12)}.node`);
   if (existsSync(out)) return out;
   const nodeInclude = join(dirname(dirname(process.execPath)), 'include', 'node');
@@ -104,5 +109,7 @@ export function buildNativeAddon(): string {
   const tmp = `${out}.${process.pid}.tmp`;
   run('g++', [...flags, `-I${nodeInclude}`, `-I${headers}`, join(sourceDir, 'ort-addon.cc'), '-o', tmp, `-L${libDir}`, '-l:libonnxruntime.so.1', `-Wl,-rpath,${libDir}`], 'building src/native/ort-addon.cc');
   renameSync(tmp, out);
+  // Earlier builds are stale (a process that loaded one keeps its mapping after the unlink).
+  for (const f of readdirSync(nativeCacheDir())) if (/^eaglet-native-\w+\.node$/.test(f) && join(nativeCacheDir(), f) !== out) rmSync(join(nativeCacheDir(), f), { force: true });
   return out;
 }
