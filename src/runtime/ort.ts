@@ -97,6 +97,7 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
     const st = statSync(f.path, { throwIfNoEntry: false });
     if (!st || st.size !== f.fileSize || st.mtimeMs !== f.mtimeMs) throw new FormatError(f.path, 'the file changed since its weights were loaded; load the model again');
   }
+  // Session config entries, by their full keys, for either kind of session.
   const config = { 'session.force_spinning_stop': '1', ...(opts.prepack === false ? { 'session.disable_prepacking': '1' } : {}), ...(ext?.folder ? { 'session.model_external_initializers_file_folder_path': ext.folder } : {}) };
   if (opts.native) {
     if (opts.profile) throw new Error('native sessions cannot profile (SessionOptions.profile)');
@@ -117,7 +118,7 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
     // the plain step unchanged (7.3 ms).
     // File-backed weights: ORT reads them from their checkpoint file (named by the model's
     // external data locations) in this directory.
-    extra: { session: { force_spinning_stop: '1', ...(opts.prepack === false ? { disable_prepacking: '1' } : {}), ...(ext?.folder ? { model_external_initializers_file_folder_path: ext.folder } : {}) }, ...opts.config },
+    extra: { ...config, ...opts.config }, // onnxruntime-node takes config entries by their full keys too
   });
   return { inner, stats: newRunStats() };
 }
