@@ -23,9 +23,11 @@ export const QUANTIZE_FLAG: FlagSpec = { flag: 'quantize', type: 'string', choic
 
 export const DRAFT_QUANT_FLAG: FlagSpec = { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4', 'none'], meta: 'q8|q4|none', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged), or none: fp32 weights (default q8 with a quantized target, else fp32)' };
 
-/** The weight formats QUANTIZE_FLAG and DRAFT_QUANT_FLAG set (LoadOptions `quantize`, `draftQuant`). */
-export function quantFromFlags(f: Parsed): { quantize?: QuantName; draftQuant?: QuantName | 'none' } {
-  return { quantize: f.quantize as QuantName | undefined, draftQuant: f.draftQuant as QuantName | 'none' | undefined };
+export const NATIVE_Q4_FLAG: FlagSpec = { flag: 'native-q4', type: 'bool', help: 'run 4-bit Linear layers (blocks of 128: a q4 target, and the head\'s reads of it) with eaglet\'s own kernel instead of ORT\'s MatMulNBits: each block read once for all rows of a pass, no padded rows; sessions open on the native addon, built with g++ on first use (needs AVX-512 VNNI)' };
+
+/** The weight formats QUANTIZE_FLAG, DRAFT_QUANT_FLAG and NATIVE_Q4_FLAG set (LoadOptions `quantize`, `draftQuant`, `nativeQ4`). */
+export function quantFromFlags(f: Parsed): { quantize?: QuantName; draftQuant?: QuantName | 'none'; nativeQ4?: boolean } {
+  return { quantize: f.quantize as QuantName | undefined, draftQuant: f.draftQuant as QuantName | 'none' | undefined, nativeQ4: f.nativeQ4 === true };
 }
 
 export { THREADS_FLAG } from '../runtime/ort.ts';

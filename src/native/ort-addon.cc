@@ -5,6 +5,10 @@
 // operators, which is why this exists.
 //
 // Operators (domain "eaglet", opset 1):
+//   MatMulQ4(A [..., K], B uint8 [N, K / 128, 64], scales [N * K / 128], bias [N]?) -> [..., N]
+//   A Linear layer over 4-bit weights in MatMulNBits' layout (blocks of 128, zero point 8):
+//   src/native/q4-matmul.h, row-exact (OnnxOpsOptions.nativeLinear). The weights are reordered
+//   on the node's first run and kept with the node.
 //   PastAttention(q [1, nKv, G, hd] scaled, kNew [nKv, hd, 1], vNew [nKv, 1, hd],
 //                 pastK [1, nKv, hd, S], pastV [1, nKv, hd, S], mask [1, S + 1]) -> o [1, nKv, G, hd]
 //   The one-token graph's attention (src/onnx/ops.ts, OnnxOpsOptions.nativeAttention): softmax of
@@ -26,7 +30,10 @@
 #include <string>
 #include <vector>
 
+#include <mutex>
+
 #include "past-attention.h"
+#include "q4-matmul.h"
 
 namespace {
 
@@ -87,12 +94,84 @@ struct PastAttentionOp : Ort::CustomOpBase<PastAttentionOp, PastAttentionKernel>
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 };
 
+// -------------------------------------------------------------------------------------------
+// The MatMulQ4 kernel.
+
+struct MatMulQ4Kernel {
+  explicit MatMulQ4Kernel(const OrtKernelInfo*) {}
+
+  eaglet::q4::Q4Tiles w;
+  std::mutex building;
+
+  struct Job {
+    const eaglet::q4::Q4Tiles* w;
+    const eaglet::q4::QuantRows* x;
+    int rows, per;
+    float* y;
+    const float* bias;
+  };
+
+  static void chunk(void* p, size_t i) {
+    const Job& j = *static_cast<const Job*>(p);
+    const int g0 = int(i) * j.per, g1 = std::min(g0 + j.per, j.w->groups);
+    eaglet::q4::columns(*j.w, *j.x, j.rows, g0, g1, j.y, j.bias);
+  }
+
+  void Compute(OrtKernelContext* context) {
+    if (!eaglet::q4::AVAILABLE) throw Ort::Exception("MatMulQ4 needs a CPU with AVX-512 VNNI and BW (this build's -march=native has neither)", ORT_NOT_IMPLEMENTED);
+    Ort::KernelContext ctx(context);
+    auto A = ctx.GetInput(0), B = ctx.GetInput(1), S = ctx.GetInput(2);
+    auto as = A.GetTensorTypeAndShapeInfo().GetShape();
+    const auto bs = B.GetTensorTypeAndShapeInfo().GetShape();
+    if (bs.size() != 3 || bs[2] != eaglet::q4::BLOB) throw Ort::Exception("MatMulQ4: B must be uint8 [N, K / 128, 64] (4-bit blocks of 128)", ORT_INVALID_ARGUMENT);
+    const int64_t n = bs[0], k = bs[1] * eaglet::q4::BLK;
+    if (as.empty() || as.back() != k) throw Ort::Exception("MatMulQ4: A's last axis is not B's K", ORT_INVALID_ARGUMENT);
+    if (S.GetTensorTypeAndShapeInfo().GetElementCount() != size_t(n * bs[1])) throw Ort::Exception("MatMulQ4: scales must hold N x K / 128 floats", ORT_INVALID_ARGUMENT);
+    const float* bias = nullptr;
+    if (ctx.GetInputCount() > 3) {
+      auto bi = ctx.GetInput(3);
+      if (bi != nullptr) {
+        if (bi.GetTensorTypeAndShapeInfo().GetElementCount() != size_t(n)) throw Ort::Exception("MatMulQ4: bias must hold N floats", ORT_INVALID_ARGUMENT);
+        bias = bi.GetTensorData<float>();
+      }
+    }
+    const uint8_t* packed = B.GetTensorData<uint8_t>();
+    {
+      std::lock_guard<std::mutex> lock(building);
+      if (w.source != packed) w.build(packed, S.GetTensorData<float>(), int(n), int(k));
+    }
+    const size_t rows = A.GetTensorTypeAndShapeInfo().GetElementCount() / size_t(k);
+    as.back() = n;
+    auto out = ctx.GetOutput(0, as);
+    if (rows == 0) return;
+    thread_local eaglet::q4::QuantRows x;
+    x.quantize(A.GetTensorData<float>(), int(rows), int(k));
+    // Chunks of column groups: enough for ORT's pool to balance, few enough to dispatch cheaply.
+    const int per = std::max(1, w.groups / 32);
+    Job job{&w, &x, int(rows), per, out.GetTensorMutableData<float>(), bias};
+    ctx.ParallelFor(chunk, size_t((w.groups + per - 1) / per), 0, &job);
+  }
+};
+
+struct MatMulQ4Op : Ort::CustomOpBase<MatMulQ4Op, MatMulQ4Kernel> {
+  void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new MatMulQ4Kernel(info); }
+  const char* GetName() const { return "MatMulQ4"; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 4; }
+  ONNXTensorElementDataType GetInputType(size_t i) const { return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const { return i == 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
 // One domain for the process: ORT keeps pointers to it in every session that uses it.
 Ort::CustomOpDomain& eagletDomain() {
   static PastAttentionOp pastAttention;
+  static MatMulQ4Op matMulQ4;
   static Ort::CustomOpDomain domain = [] {
     Ort::CustomOpDomain d("eaglet");
     d.Add(&pastAttention);
+    d.Add(&matMulQ4);
     return d;
   }();
   return domain;

@@ -304,7 +304,7 @@ function draftModel(head: HeadConfig, headWeights: Weights, target: ModelConfig,
  * rows, they are dropped after the round. All `depth` steps always run; M < depth only
  * verifies fewer of them.
  */
-export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}, targetOptions: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads'> = {}): ExternalModel & { padsRows: boolean } {
+export function buildRoundModel(cfg: ModelConfig, weights: Weights, head: HeadConfig, headWeights: Weights, depth: number, attention: AttentionMode = 'split', headOptions: OnnxOpsOptions = {}, targetOptions: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads' | 'nativeLinear'> = {}): ExternalModel & { padsRows: boolean } {
   if (!(Number.isInteger(depth) && depth >= 1)) throw new RangeError(`round depth must be a positive integer, got ${depth}`);
   const g = new GraphBuilder('eaglet_round');
   const ops = targetOps(g, cfg, weights, attention, targetOptions);
@@ -414,7 +414,7 @@ function topkOutputs(g: GraphBuilder, logits: string, k: number): void {
  *       layer_hidden  [T, E, d]             residual after each layer (DEL's shadow tokens)
  *       present_key_{l}, present_value_{l}  l < E: shared with verification through the cache
  */
-export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number, opts: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads' | 'treeOrder'> = {}): Uint8Array {
+export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: number, topK: number, opts: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads' | 'treeOrder' | 'nativeLinear'> = {}): Uint8Array {
   const g = new GraphBuilder(`eaglet_exit_${exitLayer}`);
   const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights), opts);
   const inp = stepInputs(g, ops, cfg, range(0, exitLayer));
@@ -434,7 +434,7 @@ export function buildExitModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
  *   out logits, features (as the target model), layer_hidden [T, L-E, d],
  *       present_key_{l}, present_value_{l} for l >= E
  */
-export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads' | 'treeOrder'> = {}): Uint8Array {
+export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: Pick<OnnxOpsOptions, 'valueLayout' | 'gemmThreads' | 'treeOrder' | 'nativeLinear'> = {}): Uint8Array {
   const g = new GraphBuilder(`eaglet_rest_${exitLayer}`);
   const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights), opts);
   const inp = stepInputs(g, ops, cfg, range(exitLayer, cfg.nLayers), false);
@@ -457,9 +457,9 @@ export function buildRestModel(cfg: ModelConfig, weights: Weights, exitLayer: nu
  * DEL's shadow tokens: the token every early exit would have proposed. in `hidden` [N, d]
  * (residual rows of any layers) -> out `shadow_ids` int32 [N] = argmax lmHead(norm(row)).
  */
-export function buildShadowModel(cfg: ModelConfig, weights: Weights): Uint8Array {
+export function buildShadowModel(cfg: ModelConfig, weights: Weights, opts: Pick<OnnxOpsOptions, 'nativeLinear'> = {}): Uint8Array {
   const g = new GraphBuilder('eaglet_shadow');
-  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights));
+  const ops = targetOps(g, cfg, weights, targetAttention(cfg, weights), opts);
   const x = g.input(names.hidden, 'float32', ['N', cfg.dim]);
   const best = g.op('ArgMax', [lmHead(ops, cfg, finalNorm(ops, cfg, x))], { axis: -1, keepdims: 0 }); // [N] int64
   g.output(g.op('Cast', [best], { to: 6 /* INT32 */ }), names.shadowIds, 'int32', ['N']);

@@ -109,7 +109,20 @@ export interface OnnxOpsOptions {
    * bit for bit (test/native-attention.test.ts). Default false.
    */
   nativeAttention?: boolean;
+  /**
+   * Render each 4-bit Linear layer with blocks of 128 (eaglet's default q4) as one
+   * eaglet.MatMulQ4 node (src/native/q4-matmul.h) in place of MatMulNBits: a kernel of ours
+   * that reads each packed block once for all of a pass's rows and computes every row alike
+   * whatever the pass's rows, so no pass is padded to even rows (evenRows pads only the
+   * MatMulNBits left). Only sessions opened on the native addon (SessionOptions.native) run it.
+   * Every graph of one target must be rendered with the same value: its sums differ from
+   * MatMulNBits' in the last bits. Default false.
+   */
+  nativeLinear?: boolean;
 }
+
+/** Whether a quantized weight of `bits` and `blockSize` renders as eaglet.MatMulQ4 under OnnxOpsOptions.nativeLinear. */
+export const nativeLinearFits = (bits: number, blockSize: number): boolean => bits === 4 && blockSize === 128;
 
 /** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
 export const DEFAULT_ACCURACY_LEVEL = 4;
@@ -441,6 +454,11 @@ export class OnnxOps implements Ops<string> {
     const S = split ? this.once(`fusedS/${ws.map((w) => w.S).join('+')}`, () => g.initializer(ws.map((w) => w.S).join('+'), joined(ws.map((w) => w.st), [n * blocks]))) : ws[0].S;
     const biases = members.map((m) => m.bias).filter((b) => b !== undefined);
     const bias = biases.length === 0 ? undefined : !split ? biases[0] : this.once(`fusedBias/${biases.join('+')}`, () => g.initializer(biases.join('+'), joined(biases.map((b) => this.biasTensor(b)), [n])));
+    if (this.opts.nativeLinear && nativeLinearFits(bits, blockSize)) {
+      // Row-exact (q4-matmul.h): no padded rows.
+      const y = g.node('MatMulQ4', [x, B, S, ...(bias ? [bias] : [])], {}, { domain: 'eaglet', outputs: split ? 1 : (outs ?? 1) })[0];
+      return split ? g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length }) : [y];
+    }
     // A pass padded at its inputs (evenPass) has even rows already.
     const even = this.opts.evenRows && !this.passRows && blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) ? this.evenRowsOf(x) : undefined;
     // Inputs: A, B, scales, zero points, g_idx, bias. The last node of the chain (MatMulNBits, then the Slice back to the pass's rows, then the Split) writes `outs`.
@@ -474,7 +492,7 @@ export class OnnxOps implements Ops<string> {
   /** Whether evenRows pads this rendering's passes: its quantization has blocks above ROW_EXACT_BLOCK. */
   get padsRows(): boolean {
     const q = this.opts.quantize;
-    return !!this.opts.evenRows && q !== undefined && q.blockSize > (ROW_EXACT_BLOCK[q.bits] ?? Infinity);
+    return !!this.opts.evenRows && q !== undefined && q.blockSize > (ROW_EXACT_BLOCK[q.bits] ?? Infinity) && !(this.opts.nativeLinear && nativeLinearFits(q.bits, q.blockSize));
   }
 
   /**

@@ -70,7 +70,7 @@ export class DraftSession extends SessionHolder {
     const topK = Math.min(opts.topK ?? DEFAULT_TOP_K, draftVocabOf(head));
     const attention = opts.attention ?? defaultAttention(target.maxSeqLen, head.nKvHeads, head.headDim);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
-    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, attention, { quantize: opts.quantize, valueLayout }), opts);
+    const session = await createSession(buildDraftModel(head, headWeights, target, targetWeights, topK, attention, { quantize: opts.quantize, valueLayout, nativeLinear: opts.nativeLinear }), opts);
     return new DraftSession(head, topK, session, new StepFeeds(1, head.nKvHeads, head.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout }), { head: headWeights, quantize: opts.quantize }, valueLayout);
   }
 

@@ -85,7 +85,7 @@ export class ExitSession extends TreePassHolder {
     checkExit(cfg, exitLayer);
     const k = Math.min(topK, cfg.vocabSize);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights)), gemmThreads = sessionThreads(opts);
-    const passes = await openPasses(cfg, weights, opts, (treeOrder) => buildExitModel(cfg, weights, exitLayer, k, { valueLayout, gemmThreads, treeOrder }));
+    const passes = await openPasses(cfg, weights, opts, (treeOrder) => buildExitModel(cfg, weights, exitLayer, k, { valueLayout, gemmThreads, treeOrder, nativeLinear: opts.nativeLinear }));
     return new ExitSession(cfg, exitLayer, k, passes, new StepFeeds(exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { part: true, valueLayout }));
   }
 
@@ -119,7 +119,7 @@ export class RestSession extends TreePassHolder {
   static async create(cfg: ModelConfig, weights: Weights, exitLayer: number, opts: StepSessionOptions = {}): Promise<RestSession> {
     checkExit(cfg, exitLayer);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(targetAttention(cfg, weights)), gemmThreads = sessionThreads(opts);
-    const passes = await openPasses(cfg, weights, opts, (treeOrder) => buildRestModel(cfg, weights, exitLayer, { valueLayout, gemmThreads, treeOrder }));
+    const passes = await openPasses(cfg, weights, opts, (treeOrder) => buildRestModel(cfg, weights, exitLayer, { valueLayout, gemmThreads, treeOrder, nativeLinear: opts.nativeLinear }));
     const feeds = new StepFeeds(cfg.nLayers - exitLayer, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { firstLayer: exitLayer, ids: false, part: true, valueLayout });
     return new RestSession(cfg, exitLayer, passes, feeds);
   }
@@ -153,7 +153,7 @@ export class ShadowSession extends SessionHolder {
   }
 
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<ShadowSession> {
-    return new ShadowSession(cfg, await createSession(buildShadowModel(cfg, weights), opts));
+    return new ShadowSession(cfg, await createSession(buildShadowModel(cfg, weights, { nativeLinear: opts.nativeLinear }), opts));
   }
 
   /** argmax lmHead(norm(row)) of the first n rows of `rows` [n, d]. */

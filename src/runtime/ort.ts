@@ -65,6 +65,12 @@ export interface SessionOptions {
    * first use (src/runtime/native-build.ts). No profiling. Default false.
    */
   native?: boolean;
+  /**
+   * Render the graph's 4-bit Linear layers (blocks of 128) with eaglet's own kernel,
+   * eaglet.MatMulQ4 (OnnxOpsOptions.nativeLinear), and open the session on the native addon
+   * (implies `native`). Every session of one target must agree on it. Default false.
+   */
+  nativeLinear?: boolean;
   /** More ORT session config entries by their full keys (e.g. 'session.intra_op.spin_duration_us': '1000'), for measuring them. Default: none. */
   config?: Record<string, string>;
 }
@@ -99,7 +105,7 @@ export async function createSession(model: Uint8Array | ExternalModel, opts: Ses
   }
   // Session config entries, by their full keys, for either kind of session.
   const config = { 'session.force_spinning_stop': '1', ...(opts.prepack === false ? { 'session.disable_prepacking': '1' } : {}), ...(ext?.folder ? { 'session.model_external_initializers_file_folder_path': ext.folder } : {}) };
-  if (opts.native) {
+  if (opts.native || opts.nativeLinear) {
     if (opts.profile) throw new Error('native sessions cannot profile (SessionOptions.profile)');
     const inner = NativeSession.create(bytes, { threads: sessionThreads(opts), optimization: opts.optimization ?? 'all', config: { ...config, ...opts.config }, external: ext?.external ?? [] });
     return { inner, stats: newRunStats() };

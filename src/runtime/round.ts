@@ -63,7 +63,7 @@ export class RoundSession extends SessionHolder {
     // The target's rendering, as its TargetSession has it (plain steps and these verifications must agree).
     const attention = opts.attention ?? targetAttention(cfg, weights);
     const valueLayout = opts.valueLayout ?? valueLayoutFor(attention), headValueLayout = opts.headValueLayout ?? 'rows';
-    const model = buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout }, { valueLayout, gemmThreads: sessionThreads(opts) });
+    const model = buildRoundModel(cfg, weights, head, headWeights, depth, attention, { quantize: opts.quantize, valueLayout: headValueLayout, nativeLinear: opts.nativeLinear }, { valueLayout, gemmThreads: sessionThreads(opts), nativeLinear: opts.nativeLinear });
     const session = await createSession(model, opts);
     const maxT = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
     return new RoundSession(cfg, head, depth, session, new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, maxT, { valueLayout }), new StepFeeds(1, head.nKvHeads, head.headDim, maxT, { valueLayout: headValueLayout, tree: false }), valueLayout, model.padsRows);

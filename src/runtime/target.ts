@@ -86,7 +86,7 @@ export class TargetSession extends TreePassHolder implements TargetPass {
   /** Builds the ONNX graph for `cfg` with `weights` and opens a session on it. */
   static async create(cfg: ModelConfig, weights: Weights, opts: StepSessionOptions = {}): Promise<TargetSession> {
     const attention = opts.attention ?? targetAttention(cfg, weights, opts.quantize), valueLayout = opts.valueLayout ?? valueLayoutFor(attention);
-    const gemmThreads = sessionThreads(opts), ops = { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout, gemmThreads };
+    const gemmThreads = sessionThreads(opts), ops = { quantize: opts.quantize, fuseLinears: opts.fuseLinears, valueLayout, gemmThreads, nativeLinear: opts.nativeLinear };
     const exact = ordersTrees(attention, opts.quantize ?? quantOf(cfg, weights));
     const passes = await TreePasses.open(cfg, gemmThreads, exact, (treeOrder) => createSession(buildTargetModel(cfg, weights, attention, { ...ops, treeOrder }), opts));
     const feeds = new StepFeeds(cfg.nLayers, cfg.nKvHeads, cfg.headDim, opts.maxTokens ?? DEFAULT_MAX_TOKENS, { valueLayout });
