@@ -114,8 +114,8 @@ export interface LoadOptions {
    */
   fusedRound?: boolean | 'auto';
   /**
-   * Run every 4-bit Linear layer with blocks of 128 (a q4 target's, and a head's that reads it)
-   * with eaglet's own kernel (eaglet.MatMulQ4, src/native/q4-matmul.h) in place of ORT's
+   * Run every 4- or 8-bit Linear layer with blocks of 128 (a q4 target's; a q8 or q4 head's)
+   * with eaglet's own kernel (eaglet.BlockMatMul, src/native/block-matmul.h) in place of ORT's
    * MatMulNBits: it reads each packed block once for all of a pass's rows and computes each row
    * alike in any pass, so plain steps need no padded row. Sessions open on eaglet's native addon,
    * built with g++ on first use (an x86-64 CPU with AVX-512 VNNI). Plain decoding and
@@ -123,7 +123,7 @@ export interface LoadOptions {
    * target, whose last bits differ from MatMulNBits'. Not for serving (its batch graphs render
    * MatMulNBits). Default false.
    */
-  nativeQ4?: boolean;
+  nativeMatMul?: boolean;
   /**
    * With the fused round: the depths of its round graphs (each at most the tree's depth; the
    * tree's depth is always one). A round runs the shallowest graph that reaches its plan's depth,
@@ -158,8 +158,8 @@ export interface LoadedGenerator {
   readonly notes: string[];
   /** The ORT intra-op threads the sessions run on (given, or `defaultThreadsFor` the target). */
   readonly threads: number;
-  /** Whether 4-bit Linear layers run eaglet's own kernel (LoadOptions.nativeQ4). */
-  readonly nativeQ4: boolean;
+  /** Whether blockwise Linear layers run eaglet's own kernel (LoadOptions.nativeMatMul). */
+  readonly nativeMatMul: boolean;
   /** The weight formats the target and head run with, as a tuning file records them (`eaglet tune`). */
   readonly weightFormats: TunedWeights;
   /**
@@ -255,7 +255,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   let model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
   const threads = o.threads ?? defaultThreadsFor(parameterCount(model.config));
-  const sessionOpts = { threads, nativeLinear: o.nativeQ4 === true };
+  const sessionOpts = { threads, nativeLinear: o.nativeMatMul === true };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
   const notes: string[] = [];
   const weightFormats = tunedWeights(model.config, model.weights, headQuant(o, model));
@@ -355,7 +355,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
     generator,
     notes,
     threads,
-    nativeQ4: sessionOpts.nativeLinear,
+    nativeMatMul: sessionOpts.nativeLinear,
     weightFormats,
     tree,
     tuningFile: tuning && join(o.draft as string, TUNING_FILE),

@@ -23,11 +23,11 @@ export const QUANTIZE_FLAG: FlagSpec = { flag: 'quantize', type: 'string', choic
 
 export const DRAFT_QUANT_FLAG: FlagSpec = { flag: 'draft-quant', type: 'string', choices: ['q8', 'q4', 'none'], meta: 'q8|q4|none', help: 'run the draft head with 8- or 4-bit weights (fewer bytes per draft pass; output unchanged), or none: fp32 weights (default q8 with a quantized target, else fp32)' };
 
-export const NATIVE_Q4_FLAG: FlagSpec = { flag: 'native-q4', type: 'bool', help: 'run 4-bit Linear layers (blocks of 128: a q4 target, and the head\'s reads of it) with eaglet\'s own kernel instead of ORT\'s MatMulNBits: each block read once for all rows of a pass, no padded rows; sessions open on the native addon, built with g++ on first use (needs AVX-512 VNNI)' };
+export const NATIVE_MATMUL_FLAG: FlagSpec = { flag: 'native-matmul', type: 'bool', help: 'run 4- and 8-bit Linear layers with blocks of 128 (a q4 target, a q8 or q4 head) with eaglet\'s own kernel instead of ORT\'s MatMulNBits: each block read once for all rows of a pass, no padded rows; sessions open on the native addon, built with g++ on first use (needs AVX-512 VNNI)' };
 
-/** The weight formats QUANTIZE_FLAG, DRAFT_QUANT_FLAG and NATIVE_Q4_FLAG set (LoadOptions `quantize`, `draftQuant`, `nativeQ4`). */
-export function quantFromFlags(f: Parsed): { quantize?: QuantName; draftQuant?: QuantName | 'none'; nativeQ4?: boolean } {
-  return { quantize: f.quantize as QuantName | undefined, draftQuant: f.draftQuant as QuantName | 'none' | undefined, nativeQ4: f.nativeQ4 === true };
+/** The weight formats QUANTIZE_FLAG, DRAFT_QUANT_FLAG and NATIVE_MATMUL_FLAG set (LoadOptions `quantize`, `draftQuant`, `nativeMatMul`). */
+export function quantFromFlags(f: Parsed): { quantize?: QuantName; draftQuant?: QuantName | 'none'; nativeMatMul?: boolean } {
+  return { quantize: f.quantize as QuantName | undefined, draftQuant: f.draftQuant as QuantName | 'none' | undefined, nativeMatMul: f.nativeMatmul === true };
 }
 
 export { THREADS_FLAG } from '../runtime/ort.ts';

@@ -5,10 +5,11 @@
 // operators, which is why this exists.
 //
 // Operators (domain "eaglet", opset 1):
-//   MatMulQ4(A [..., K], B uint8 [N, K / 128, 64], scales [N * K / 128], bias [N]?) -> [..., N]
-//   A Linear layer over 4-bit weights in MatMulNBits' layout (blocks of 128, zero point 8):
-//   src/native/q4-matmul.h, row-exact (OnnxOpsOptions.nativeLinear). The weights are reordered
-//   on the node's first run and kept with the node.
+//   BlockMatMul(A [..., K], B uint8 [N, K / 128, 64 | 128], scales [N * K / 128], bias [N]?) -> [..., N]
+//   A Linear layer over 4-bit (B's last axis 64) or 8-bit (128) weights in MatMulNBits' layout
+//   (blocks of 128, zero point 8 or 128): src/native/block-matmul.h, row-exact
+//   (OnnxOpsOptions.nativeLinear). The weights are reordered on the node's first run and kept
+//   with the node.
 //   PastAttention(q [1, nKv, G, hd] scaled, kNew [nKv, hd, 1], vNew [nKv, 1, hd],
 //                 pastK [1, nKv, hd, S], pastV [1, nKv, hd, S], mask [1, S + 1]) -> o [1, nKv, G, hd]
 //   The one-token graph's attention (src/onnx/ops.ts, OnnxOpsOptions.nativeAttention): softmax of
@@ -33,7 +34,7 @@
 #include <mutex>
 
 #include "past-attention.h"
-#include "q4-matmul.h"
+#include "block-matmul.h"
 
 namespace {
 
@@ -95,17 +96,17 @@ struct PastAttentionOp : Ort::CustomOpBase<PastAttentionOp, PastAttentionKernel>
 };
 
 // -------------------------------------------------------------------------------------------
-// The MatMulQ4 kernel.
+// The BlockMatMul kernel.
 
-struct MatMulQ4Kernel {
-  explicit MatMulQ4Kernel(const OrtKernelInfo*) {}
+struct BlockMatMulKernel {
+  explicit BlockMatMulKernel(const OrtKernelInfo*) {}
 
-  eaglet::q4::Q4Tiles w;
+  eaglet::blockmm::Tiles w;
   std::mutex building;
 
   struct Job {
-    const eaglet::q4::Q4Tiles* w;
-    const eaglet::q4::QuantRows* x;
+    const eaglet::blockmm::Tiles* w;
+    const eaglet::blockmm::QuantRows* x;
     int rows, per;
     float* y;
     const float* bias;
@@ -114,37 +115,38 @@ struct MatMulQ4Kernel {
   static void chunk(void* p, size_t i) {
     const Job& j = *static_cast<const Job*>(p);
     const int g0 = int(i) * j.per, g1 = std::min(g0 + j.per, j.w->groups);
-    eaglet::q4::columns(*j.w, *j.x, j.rows, g0, g1, j.y, j.bias);
+    eaglet::blockmm::columns(*j.w, *j.x, j.rows, g0, g1, j.y, j.bias);
   }
 
   void Compute(OrtKernelContext* context) {
-    if (!eaglet::q4::AVAILABLE) throw Ort::Exception("MatMulQ4 needs a CPU with AVX-512 VNNI and BW (this build's -march=native has neither)", ORT_NOT_IMPLEMENTED);
+    if (!eaglet::blockmm::AVAILABLE) throw Ort::Exception("BlockMatMul needs a CPU with AVX-512 VNNI and BW (this build's -march=native lacks them)", ORT_NOT_IMPLEMENTED);
     Ort::KernelContext ctx(context);
     auto A = ctx.GetInput(0), B = ctx.GetInput(1), S = ctx.GetInput(2);
     auto as = A.GetTensorTypeAndShapeInfo().GetShape();
     const auto bs = B.GetTensorTypeAndShapeInfo().GetShape();
-    if (bs.size() != 3 || bs[2] != eaglet::q4::BLOB) throw Ort::Exception("MatMulQ4: B must be uint8 [N, K / 128, 64] (4-bit blocks of 128)", ORT_INVALID_ARGUMENT);
-    const int64_t n = bs[0], k = bs[1] * eaglet::q4::BLK;
-    if (as.empty() || as.back() != k) throw Ort::Exception("MatMulQ4: A's last axis is not B's K", ORT_INVALID_ARGUMENT);
-    if (S.GetTensorTypeAndShapeInfo().GetElementCount() != size_t(n * bs[1])) throw Ort::Exception("MatMulQ4: scales must hold N x K / 128 floats", ORT_INVALID_ARGUMENT);
+    if (bs.size() != 3 || (bs[2] != 64 && bs[2] != 128)) throw Ort::Exception("BlockMatMul: B must be uint8 [N, K / 128, 64 | 128] (4- or 8-bit blocks of 128)", ORT_INVALID_ARGUMENT);
+    const int bits = int(bs[2]) / 16;
+    const int64_t n = bs[0], k = bs[1] * eaglet::blockmm::BLK;
+    if (as.empty() || as.back() != k) throw Ort::Exception("BlockMatMul: A's last axis is not B's K", ORT_INVALID_ARGUMENT);
+    if (S.GetTensorTypeAndShapeInfo().GetElementCount() != size_t(n * bs[1])) throw Ort::Exception("BlockMatMul: scales must hold N x K / 128 floats", ORT_INVALID_ARGUMENT);
     const float* bias = nullptr;
     if (ctx.GetInputCount() > 3) {
       auto bi = ctx.GetInput(3);
       if (bi != nullptr) {
-        if (bi.GetTensorTypeAndShapeInfo().GetElementCount() != size_t(n)) throw Ort::Exception("MatMulQ4: bias must hold N floats", ORT_INVALID_ARGUMENT);
+        if (bi.GetTensorTypeAndShapeInfo().GetElementCount() != size_t(n)) throw Ort::Exception("BlockMatMul: bias must hold N floats", ORT_INVALID_ARGUMENT);
         bias = bi.GetTensorData<float>();
       }
     }
     const uint8_t* packed = B.GetTensorData<uint8_t>();
     {
       std::lock_guard<std::mutex> lock(building);
-      if (w.source != packed) w.build(packed, S.GetTensorData<float>(), int(n), int(k));
+      if (w.source != packed) w.build(packed, S.GetTensorData<float>(), int(n), int(k), bits);
     }
     const size_t rows = A.GetTensorTypeAndShapeInfo().GetElementCount() / size_t(k);
     as.back() = n;
     auto out = ctx.GetOutput(0, as);
     if (rows == 0) return;
-    thread_local eaglet::q4::QuantRows x;
+    thread_local eaglet::blockmm::QuantRows x;
     x.quantize(A.GetTensorData<float>(), int(rows), int(k));
     // Chunks of column groups: enough for ORT's pool to balance, few enough to dispatch cheaply.
     const int per = std::max(1, w.groups / 32);
@@ -153,9 +155,9 @@ struct MatMulQ4Kernel {
   }
 };
 
-struct MatMulQ4Op : Ort::CustomOpBase<MatMulQ4Op, MatMulQ4Kernel> {
-  void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new MatMulQ4Kernel(info); }
-  const char* GetName() const { return "MatMulQ4"; }
+struct BlockMatMulOp : Ort::CustomOpBase<BlockMatMulOp, BlockMatMulKernel> {
+  void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new BlockMatMulKernel(info); }
+  const char* GetName() const { return "BlockMatMul"; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
   size_t GetInputTypeCount() const { return 4; }
   ONNXTensorElementDataType GetInputType(size_t i) const { return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
@@ -167,11 +169,11 @@ struct MatMulQ4Op : Ort::CustomOpBase<MatMulQ4Op, MatMulQ4Kernel> {
 // One domain for the process: ORT keeps pointers to it in every session that uses it.
 Ort::CustomOpDomain& eagletDomain() {
   static PastAttentionOp pastAttention;
-  static MatMulQ4Op matMulQ4;
+  static BlockMatMulOp blockMatMul;
   static Ort::CustomOpDomain domain = [] {
     Ort::CustomOpDomain d("eaglet");
     d.Add(&pastAttention);
-    d.Add(&matMulQ4);
+    d.Add(&blockMatMul);
     return d;
   }();
   return domain;

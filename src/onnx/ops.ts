@@ -110,8 +110,8 @@ export interface OnnxOpsOptions {
    */
   nativeAttention?: boolean;
   /**
-   * Render each 4-bit Linear layer with blocks of 128 (eaglet's default q4) as one
-   * eaglet.MatMulQ4 node (src/native/q4-matmul.h) in place of MatMulNBits: a kernel of ours
+   * Render each 4- or 8-bit Linear layer with blocks of 128 (eaglet's q4 target, its q8 head) as
+   * one eaglet.BlockMatMul node (src/native/block-matmul.h) in place of MatMulNBits: a kernel of ours
    * that reads each packed block once for all of a pass's rows and computes every row alike
    * whatever the pass's rows, so no pass is padded to even rows (evenRows pads only the
    * MatMulNBits left). Only sessions opened on the native addon (SessionOptions.native) run it.
@@ -121,8 +121,8 @@ export interface OnnxOpsOptions {
   nativeLinear?: boolean;
 }
 
-/** Whether a quantized weight of `bits` and `blockSize` renders as eaglet.MatMulQ4 under OnnxOpsOptions.nativeLinear. */
-export const nativeLinearFits = (bits: number, blockSize: number): boolean => bits === 4 && blockSize === 128;
+/** Whether a quantized weight of `bits` and `blockSize` renders as eaglet.BlockMatMul under OnnxOpsOptions.nativeLinear. */
+export const nativeLinearFits = (bits: number, blockSize: number): boolean => (bits === 4 || bits === 8) && blockSize === 128;
 
 /** MatMulNBits accuracy_level unless OnnxOpsOptions.quantize says otherwise (see there). */
 export const DEFAULT_ACCURACY_LEVEL = 4;
@@ -455,8 +455,8 @@ export class OnnxOps implements Ops<string> {
     const biases = members.map((m) => m.bias).filter((b) => b !== undefined);
     const bias = biases.length === 0 ? undefined : !split ? biases[0] : this.once(`fusedBias/${biases.join('+')}`, () => g.initializer(biases.join('+'), joined(biases.map((b) => this.biasTensor(b)), [n])));
     if (this.opts.nativeLinear && nativeLinearFits(bits, blockSize)) {
-      // Row-exact (q4-matmul.h): no padded rows.
-      const y = g.node('MatMulQ4', [x, B, S, ...(bias ? [bias] : [])], {}, { domain: 'eaglet', outputs: split ? 1 : (outs ?? 1) })[0];
+      // Row-exact (block-matmul.h): no padded rows.
+      const y = g.node('BlockMatMul', [x, B, S, ...(bias ? [bias] : [])], {}, { domain: 'eaglet', outputs: split ? 1 : (outs ?? 1) })[0];
       return split ? g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length }) : [y];
     }
     // A pass padded at its inputs (evenPass) has even rows already.

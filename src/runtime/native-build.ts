@@ -91,7 +91,7 @@ export function buildNativeAddon(): string {
   const cpu = process.platform === 'linux' && existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
   const flagsLine = cpu.split('\n').find((l) => l.startsWith('flags')) ?? '';
   if (process.arch !== 'x64' || !/\bavx512f\b/.test(flagsLine)) throw new EagletError(`the native addon needs an x86-64 Linux CPU with AVX-512 (this ${process.platform}/${process.arch} host's /proc/cpuinfo lists no avx512f)`);
-  const names = ['ort-addon.cc', 'past-attention.h', 'q4-matmul.h'];
+  const names = ['ort-addon.cc', 'past-attention.h', 'block-matmul.h'];
   const missing = names.find((f) => !existsSync(join(sourceDir, f)));
   if (missing) throw new EagletError(`${join(sourceDir, missing)} not found: the native addon is built from eaglet's src/native/ sources`);
   const sources = names.map((f) => readFileSync(join(sourceDir, f)));

@@ -66,8 +66,8 @@ export interface SessionOptions {
    */
   native?: boolean;
   /**
-   * Render the graph's 4-bit Linear layers (blocks of 128) with eaglet's own kernel,
-   * eaglet.MatMulQ4 (OnnxOpsOptions.nativeLinear), and open the session on the native addon
+   * Render the graph's 4- and 8-bit Linear layers with blocks of 128 with eaglet's own kernel,
+   * eaglet.BlockMatMul (OnnxOpsOptions.nativeLinear), and open the session on the native addon
    * (implies `native`). Every session of one target must agree on it. Default false.
    */
   nativeLinear?: boolean;

@@ -195,7 +195,7 @@ export class Engine {
       this.fusedRound = true;
     }
     this.free = [...this.slots].reverse();
-    if (g.nativeQ4) throw new UsageError('nativeQ4', "serving's batch graphs run ORT's MatMulNBits: load the generator without nativeQ4 (--native-q4) to serve it");
+    if (g.nativeMatMul) throw new UsageError('nativeMatMul', "serving's batch graphs run ORT's MatMulNBits: load the generator without nativeMatMul (--native-matmul) to serve it");
     this.threads = opts.threads ?? g.threads;
   }
 

@@ -10,7 +10,7 @@ import { checkPrompt } from '../../generate/generator.ts';
 import { GENERATION_FLAGS, generationOptionsFromFlags } from '../../generate/options.ts';
 import { createPolicy, policyEntry, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { DRAFT_QUANT_FLAG, NATIVE_Q4_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyList, policyName, ROUND_DEPTHS_FLAG, roundDepthsFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, NATIVE_MATMUL_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, policyList, policyName, ROUND_DEPTHS_FLAG, roundDepthsFromFlags, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { SelfDrafter } from '../../generate/self-drafter.ts';
 import { defineCommand } from '../command.ts';
 
@@ -37,7 +37,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'draft', type: 'string', meta: 'PATH|random[:N]|self', help: 'EAGLE draft head directory, "random" (random:N: with an N-token draft vocabulary), or "self" (no head: every policy drafts with the target\'s own early layers) (required with --model)' },
   DRAFT_QUANT_FLAG,
   QUANTIZE_FLAG,
-  NATIVE_Q4_FLAG,
+  NATIVE_MATMUL_FLAG,
   FUSED_ROUND_FLAG,
   ROUND_DEPTHS_FLAG,
   { flag: 'draft-seed', type: 'int', min: 0, default: 0, meta: 'S', help: 'seed of the random draft head' },
@@ -105,7 +105,7 @@ ${policyNames().map((n) => `  ${n.padEnd(16)} ${policyEntry(n).summary}`).join('
       if (selfOnly && f.policies === POLICIES_DEFAULT) specs = ['del', ...Array.from({ length: L - 1 }, (_, i) => `exit-${i + 1}`)];
       for (const spec of specs.map(baseSpec)) if (selfOnly && /^(ldlp|specdec)/.test(policyName(spec))) throw new UsageError('--policies', `${spec} needs an EAGLE head (--draft PATH)`);
       // Self-drafting policies share one SelfDrafter (its sessions are built per exit layer on first use).
-      const self = selfOnly ? (g.generator.drafter as SelfDrafter) : specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self') ? (ownSelf = new SelfDrafter(g.generator.parts.target, g.model.weights, tree, { session: { threads: g.threads, nativeLinear: g.nativeQ4 } })) : undefined;
+      const self = selfOnly ? (g.generator.drafter as SelfDrafter) : specs.map(baseSpec).some((sp) => sp !== 'default' && policyEntry(policyName(sp)).drafter === 'self') ? (ownSelf = new SelfDrafter(g.generator.parts.target, g.model.weights, tree, { session: { threads: g.threads, nativeLinear: g.nativeMatMul } })) : undefined;
       // Built after loading: trained predictors read the target's embeddings. `default` is the
       // loaded generator's own policy: exactly what `generate` would use.
       const policies = specs.map((label) => {

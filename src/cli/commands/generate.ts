@@ -11,7 +11,7 @@ import { TextStreamer } from '../../tokenizer/streamer.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createPolicy, policyFlags, policyNames } from '../../policies/registry.ts';
 import type { FlagSpec } from '../../option-schema.ts';
-import { DRAFT_QUANT_FLAG, NATIVE_Q4_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, NATIVE_MATMUL_FLAG, QUANTIZE_FLAG, quantFromFlags, checkSelfDraftFlags, FUSED_ROUND_FLAG, MODEL_FLAGS, THREADS_FLAG, TREE_FLAGS, treeFromFlags, withTreeFlags } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -23,7 +23,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'exit-layer', type: 'int', meta: 'E', help: 'self-drafting from the target\'s first E layers every round (static exit, 1..L-1; implies --draft self)' },
   DRAFT_QUANT_FLAG,
   QUANTIZE_FLAG,
-  NATIVE_Q4_FLAG,
+  NATIVE_MATMUL_FLAG,
   FUSED_ROUND_FLAG,
   { flag: 'spec', type: 'bool', help: 'speculate when a draft head is given (the default; --no-spec forces plain decoding)' },
   ...TREE_FLAGS,

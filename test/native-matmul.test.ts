@@ -1,9 +1,9 @@
 /**
- * eaglet's own q4 Linear kernel (eaglet.MatMulQ4, src/native/q4-matmul.h; LoadOptions.nativeQ4):
- * each output equals a float64 reference of the same quantized math (int8 activations per block
- * of 128, 4-bit weights, exact integer block dots) to float32 rounding; every row is computed bit
+ * eaglet's own blockwise Linear kernel (eaglet.BlockMatMul, src/native/block-matmul.h;
+ * LoadOptions.nativeMatMul): each output equals a float64 reference of the same quantized math
+ * (int8 activations per block of 128, 4- or 8-bit weights, exact integer block dots) to float32 rounding; every row is computed bit
  * for bit alike whatever the pass's rows (so plain steps need no padded row); a NaN row stays in
- * its row; and a q4 target run on it speculates exactly as it decodes plainly, fused rounds and
+ * its row; and a q4 target (with its q8 head) run on it speculates exactly as it decodes plainly, fused rounds and
  * trees, with q/k/v biases, tied and untied heads, at 1 and 2 threads. The addon is built on
  * first use (src/runtime/native-build.ts); without AVX-512 VNNI these skip.
  */
@@ -25,14 +25,14 @@ import { sameAsPlain, AcceptanceTally } from './support/models.ts';
 const cpu = process.arch === 'x64' && existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
 const skip = /\bavx512_vnni\b/.test(cpu) && /\bavx512bw\b/.test(cpu) ? false : 'needs an x86-64 Linux CPU with AVX-512 VNNI and BW';
 
-/** A graph of one MatMulQ4 node: x [T, K] -> y [T, N], over `w` [N, K] quantized to q4 in blocks of 128, plus `bias`. */
-function matMulQ4Model(n: number, k: number, packed: Uint8Array, scales: Float32Array, bias?: Float32Array): Uint8Array {
-  const g = new GraphBuilder('matmulq4');
+/** A graph of one BlockMatMul node: x [T, K] -> y [T, N], over `w` [N, K] quantized to `bits` in blocks of 128, plus `bias`. */
+function blockMatMulModel(bits: number, n: number, k: number, packed: Uint8Array, scales: Float32Array, bias?: Float32Array): Uint8Array {
+  const g = new GraphBuilder('blockmatmul');
   const x = g.input('x', 'float32', ['T', k]);
-  const B = g.initializer('B', { dtype: 'uint8', dims: [n, k / 128, 64], data: packed });
+  const B = g.initializer('B', { dtype: 'uint8', dims: [n, k / 128, bits * 16], data: packed });
   const S = g.initializer('S', { dtype: 'float32', dims: [(n * k) / 128], data: scales });
   const inputs = [x, B, S, ...(bias ? [g.initializer('bias', { dtype: 'float32', dims: [n], data: bias })] : [])];
-  g.output(g.node('MatMulQ4', inputs, {}, { domain: 'eaglet' })[0], 'y', 'float32', ['T', n]);
+  g.output(g.node('BlockMatMul', inputs, {}, { domain: 'eaglet' })[0], 'y', 'float32', ['T', n]);
   return g.toModel({ opset: 23, irVersion: 11 });
 }
 
@@ -43,7 +43,8 @@ const roundEven = (v: number): number => {
 };
 
 /** y [T, N] by the same quantized math in float64 (exact integer block dots), and each output's sum of |terms| (the tolerance's scale). */
-function reference(x: Float32Array, t: number, k: number, n: number, packed: Uint8Array, scales: Float32Array, bias?: Float32Array): { y: Float64Array; mag: Float64Array } {
+function reference(bits: number, x: Float32Array, t: number, k: number, n: number, packed: Uint8Array, scales: Float32Array, bias?: Float32Array): { y: Float64Array; mag: Float64Array } {
+  const blob = bits * 16, zero = 2 ** (bits - 1), code = (at: number, j: number) => (bits === 8 ? packed[at + j] : (packed[at + (j >> 1)] >> ((j & 1) * 4)) & 15);
   const blocks = k / 128, y = new Float64Array(t * n), mag = new Float64Array(t * n);
   for (let r = 0; r < t; r++) {
     const q = new Int32Array(k), sa = new Float64Array(blocks);
@@ -58,7 +59,7 @@ function reference(x: Float32Array, t: number, k: number, n: number, packed: Uin
       let acc = bias ? bias[c] : 0, m = Math.abs(acc);
       for (let b = 0; b < blocks; b++) {
         let dot = 0;
-        for (let j = 0; j < 128; j++) dot += (((packed[(c * blocks + b) * 64 + (j >> 1)] >> ((j & 1) * 4)) & 15) - 8) * q[b * 128 + j];
+        for (let j = 0; j < 128; j++) dot += (code((c * blocks + b) * blob, j) - zero) * q[b * 128 + j];
         const term = sa[b] * scales[c * blocks + b] * dot;
         acc += term, (m += Math.abs(term));
       }
@@ -68,24 +69,24 @@ function reference(x: Float32Array, t: number, k: number, n: number, packed: Uin
   return { y, mag };
 }
 
-test('property: MatMulQ4 == the float64 reference of its quantized math, and each row is the same bits in any pass', { skip }, async () => {
+test('property: BlockMatMul (4 and 8 bits) == the float64 reference of its quantized math, and each row is the same bits in any pass', { skip }, async () => {
   await fc.assert(
     fc.asyncProperty(
-      fc.record({ n: fc.integer({ min: 1, max: 70 }), blocks: fc.integer({ min: 1, max: 3 }), t: fc.integer({ min: 1, max: 11 }), bias: fc.boolean(), threads: fc.constantFrom(1, 2), seed: fc.nat() }),
-      async ({ n, blocks, t, bias, threads, seed }) => {
+      fc.record({ bits: fc.constantFrom(4, 8), n: fc.integer({ min: 1, max: 70 }), blocks: fc.integer({ min: 1, max: 3 }), t: fc.integer({ min: 1, max: 11 }), bias: fc.boolean(), threads: fc.constantFrom(1, 2), seed: fc.nat() }),
+      async ({ bits, n, blocks, t, bias, threads, seed }) => {
         const k = blocks * 128;
         let s = seed + 1;
         const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
         const w = { shape: [n, k], data: Float32Array.from({ length: n * k }, rand) };
-        const { packed, scales } = quantizeWeight(w as never, { bits: 4, blockSize: 128 });
+        const { packed, scales } = quantizeWeight(w as never, { bits: bits as 4 | 8, blockSize: 128 });
         const b = bias ? Float32Array.from({ length: n }, rand) : undefined;
         // Rows of different scales, one of them all zero.
         const x = Float32Array.from({ length: t * k }, (_, i) => (Math.floor(i / k) === 1 ? 0 : rand() * (1 + Math.floor(i / k))));
-        const session = await createSession(matMulQ4Model(n, k, packed, scales, b), { threads, native: true });
+        const session = await createSession(blockMatMulModel(bits, n, k, packed, scales, b), { threads, native: true });
         try {
           const run = async (rows: Float32Array, count: number) => (await session.inner.run({ x: new ort.Tensor('float32', rows, [count, k]) })).y.data as Float32Array;
           const y = await run(x, t);
-          const ref = reference(x, t, k, n, packed, scales, b);
+          const ref = reference(bits, x, t, k, n, packed, scales, b);
           for (let i = 0; i < t * n; i++) assert.ok(Math.abs(y[i] - ref.y[i]) <= 1e-5 * ref.mag[i] + 1e-30, `y[${i}] = ${y[i]}, reference ${ref.y[i]}`);
           for (let r = 0; r < t; r++) {
             const alone = await run(x.slice(r * k, (r + 1) * k), 1);
@@ -96,15 +97,15 @@ test('property: MatMulQ4 == the float64 reference of its quantized math, and eac
         }
       },
     ),
-    { numRuns: 30 },
+    { numRuns: 40 },
   );
 });
 
-test('MatMulQ4: a row holding NaN gives NaN in its outputs only; a graph with it opens only on the native addon', { skip }, async () => {
+test('BlockMatMul: a row holding NaN gives NaN in its outputs only; a graph with it opens only on the native addon', { skip }, async () => {
   const n = 20, k = 256, w = { shape: [n, k], data: Float32Array.from({ length: n * k }, (_, i) => Math.sin(i)) };
   const { packed, scales } = quantizeWeight(w as never, { bits: 4, blockSize: 128 });
-  const model = matMulQ4Model(n, k, packed, scales);
-  await assert.rejects(createSession(model, { threads: 1 }), /MatMulQ4|eaglet/);
+  const model = blockMatMulModel(4, n, k, packed, scales);
+  await assert.rejects(createSession(model, { threads: 1 }), /BlockMatMul|eaglet/);
   const session = await createSession(model, { threads: 2, native: true });
   try {
     const x = Float32Array.from({ length: 3 * k }, (_, i) => Math.cos(i));
@@ -117,7 +118,7 @@ test('MatMulQ4: a row holding NaN gives NaN in its outputs only; a graph with it
   }
 });
 
-test('property: a q4 target on MatMulQ4 (nativeQ4) speculates exactly as it decodes plainly: fused rounds and trees', { skip }, async () => {
+test('property: a q4 target and its q8 head on BlockMatMul (nativeMatMul) speculate exactly as it decodes plainly: fused rounds and trees', { skip }, async () => {
   const tally = new AcceptanceTally();
   await fc.assert(
     fc.asyncProperty(
@@ -138,8 +139,8 @@ test('property: a q4 target on MatMulQ4 (nativeQ4) speculates exactly as it deco
         const model = { config: cfg, weights: quantizeTarget(cfg, randomWeights(cfg, seed, 3), QUANT.q4), source: 'hf' as const };
         const draft = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, seed + 1) };
         const tree = fused ? { topK: 1, maxDepth: 4, totalTokens: 4 } : { topK: 2, maxDepth: 3, totalTokens: 6 };
-        const ar = await loadGenerator({ model, threads, nativeQ4: true });
-        const spec = await loadGenerator({ model, draft, tree, fusedRound: fused, threads, nativeQ4: true });
+        const ar = await loadGenerator({ model, threads, nativeMatMul: true });
+        const spec = await loadGenerator({ model, draft, tree, fusedRound: fused, threads, nativeMatMul: true });
         try {
           for (const prompt of [[1, 2, 3], [seed % cfg.vocabSize, 7, 30, 11, 5]]) tally.add((await sameAsPlain(ar, spec, prompt, { maxNewTokens: 40, stopAtEos: false })).stats);
         } finally {
@@ -153,22 +154,22 @@ test('property: a q4 target on MatMulQ4 (nativeQ4) speculates exactly as it deco
   assert.ok(tally.accepted > 0, `${tally}`);
 });
 
-test('nativeQ4 renders every q4 Linear as MatMulQ4 with no padded rows; serving refuses such a generator', { skip }, async () => {
+test('nativeMatMul renders every q4 Linear as BlockMatMul with no padded rows; serving refuses such a generator', { skip }, async () => {
   const cfg = makeConfig({ vocabSize: 64, dim: 128, nLayers: 1, nHeads: 4, nKvHeads: 2, headDim: 32, hiddenDim: 256, maxSeqLen: 64 });
   const weights = quantizeTarget(cfg, randomWeights(cfg, 3, 3), QUANT.q4), head = { config: headConfigFor(cfg), weights: randomHeadWeights(cfg, 4) };
   // A node's op_type is its field 4 (tag 0x22), then the name's length: value names carry suffixes.
   const ops = (m: { bytes: Uint8Array }, op: string) => Buffer.from(m.bytes).toString('latin1').split(`\x22${String.fromCharCode(op.length)}${op}`).length - 1;
   const plain = buildTargetModel(cfg, weights, 'split', { nativeLinear: true });
-  assert.ok(ops(plain, 'MatMulQ4') >= 4, `${ops(plain, 'MatMulQ4')} MatMulQ4 nodes`);
+  assert.ok(ops(plain, 'BlockMatMul') >= 4, `${ops(plain, 'BlockMatMul')} BlockMatMul nodes`);
   assert.equal(ops(plain, 'MatMulNBits'), 0);
-  assert.equal(ops(buildTargetModel(cfg, weights, 'split'), 'MatMulNBits'), ops(plain, 'MatMulQ4'), 'the same Linear layers as MatMulNBits without it');
+  assert.equal(ops(buildTargetModel(cfg, weights, 'split'), 'MatMulNBits'), ops(plain, 'BlockMatMul'), 'the same Linear layers as MatMulNBits without it');
   const round = buildRoundModel(cfg, weights, head.config, head.weights, 3, 'split', { nativeLinear: true }, { nativeLinear: true });
   assert.equal(round.padsRows, false, 'no padded verification rows');
   assert.equal(buildRoundModel(cfg, weights, head.config, head.weights, 3, 'split').padsRows, true, 'MatMulNBits pads (blocks of 128)');
-  const g = await loadGenerator({ model: { config: cfg, weights, source: 'hf' }, draft: head, threads: 1, nativeQ4: true });
+  const g = await loadGenerator({ model: { config: cfg, weights, source: 'hf' }, draft: head, threads: 1, nativeMatMul: true });
   try {
-    assert.equal(g.nativeQ4, true);
-    assert.throws(() => new Engine(g), /nativeQ4/);
+    assert.equal(g.nativeMatMul, true);
+    assert.throws(() => new Engine(g), /nativeMatMul/);
   } finally {
     await g.dispose();
   }
