@@ -20,7 +20,7 @@
  * drafts minus graph D verifying 2 rows is the verification's further rows. Their tau is the
  * depth-1 chain's; the check against plain decoding holds for them too.
  *
- *   node --import tsx scripts/bench-round.ts [-- --model M --draft H --prompts F --depth 3 --threads 1,2 --repeats 3 --max-new-tokens 64 --max-prompts N --draft-quant q4 --quantize q4]
+ *   node --import tsx scripts/bench-round.ts [-- --model M --draft H --prompts F --depth 3 --threads 1,2 --repeats 3 --max-new-tokens 64 --max-prompts N --draft-quant q4 --quantize q4 --native-matmul]
  * Without --model: the embedded default pair and its held-out prompts.
  */
 import { loadGenerator, type LoadedGenerator } from '../src/api.ts';
@@ -46,6 +46,7 @@ const FLAGS: FlagSpec[] = [
   { flag: 'repeats', type: 'int', min: 1, default: 3, help: 'timed passes over the prompts' },
   { flag: 'max-prompts', type: 'int', min: 1, default: 1000, help: 'use at most this many prompts' },
   { flag: 'max-new-tokens', type: 'int', min: 1, default: 64, help: 'tokens per prompt' },
+  { flag: 'native-matmul', type: 'bool', help: 'blockwise Linear layers on eaglet\'s own kernel (LoadOptions.nativeMatMul)' },
   { flag: 'split', type: 'bool', help: 'also time rounds verifying 2 rows on round graphs of depth 1..D (where the fused round\'s time goes)' },
 ];
 const f = scriptFlags(import.meta.url, FLAGS);
@@ -63,7 +64,7 @@ for (const threads of String(f.threads).split(',').map(Number)) {
   const opts = f.model ? { model: f.model as string, draft: f.draft as string, tuning: false } : {};
   const split = f.split === true && D >= 2;
   const load = (fusedRound: boolean): Promise<LoadedGenerator> =>
-    loadGenerator({ ...opts, tree, threads, fusedRound, tuning: false, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined, ...(fusedRound && split ? { roundDepths: Array.from({ length: D }, (_, i) => i + 1) } : {}) });
+    loadGenerator({ ...opts, tree, threads, fusedRound, tuning: false, draftQuant: f.draftQuant as 'q8' | 'q4' | undefined, quantize: f.quantize as 'q8' | 'q4' | undefined, nativeMatMul: f.nativeMatmul === true, ...(fusedRound && split ? { roundDepths: Array.from({ length: D }, (_, i) => i + 1) } : {}) });
   const passes = await load(false), fused = await load(true);
   const prompts = readPrompts((f.prompts as string | undefined) ?? DEFAULT_PATHS.heldoutPrompts, passes.encode).slice(0, f.maxPrompts as number);
   const target = passes.generator.parts.target;

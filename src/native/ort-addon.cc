@@ -31,7 +31,9 @@
 #include <string>
 #include <vector>
 
+#include <map>
 #include <mutex>
+#include <tuple>
 
 #include "past-attention.h"
 #include "block-matmul.h"
@@ -98,10 +100,28 @@ struct PastAttentionOp : Ort::CustomOpBase<PastAttentionOp, PastAttentionKernel>
 // -------------------------------------------------------------------------------------------
 // The BlockMatMul kernel.
 
+// The reordered weights of one packed initializer, shared by every node (and session) reading
+// the same bytes: a fused round's head steps read one weight per step, and a copy per node would
+// multiply the bytes the round streams through the caches (measured: head steps 2.3x slower).
+// Held while any kernel holds them; an initializer's bytes outlive its session's kernels, so an
+// address is reused only after every tile set made from it has expired.
+std::shared_ptr<const eaglet::blockmm::Tiles> tilesFor(const uint8_t* packed, const float* scales, int n, int k, int bits) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, const void*, int, int, int>, std::weak_ptr<const eaglet::blockmm::Tiles>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[{packed, scales, n, k, bits}];
+  if (auto hit = slot.lock()) return hit;
+  auto t = std::make_shared<eaglet::blockmm::Tiles>();
+  t->build(packed, scales, n, k, bits);
+  slot = t;
+  for (auto it = cache.begin(); it != cache.end();) it = it->second.expired() ? cache.erase(it) : std::next(it);
+  return t;
+}
+
 struct BlockMatMulKernel {
   explicit BlockMatMulKernel(const OrtKernelInfo*) {}
 
-  eaglet::blockmm::Tiles w;
+  std::shared_ptr<const eaglet::blockmm::Tiles> w;
   std::mutex building;
 
   struct Job {
@@ -140,7 +160,7 @@ struct BlockMatMulKernel {
     const uint8_t* packed = B.GetTensorData<uint8_t>();
     {
       std::lock_guard<std::mutex> lock(building);
-      if (w.source != packed) w.build(packed, S.GetTensorData<float>(), int(n), int(k), bits);
+      if (!w || w->source != packed) w = tilesFor(packed, S.GetTensorData<float>(), int(n), int(k), bits);
     }
     const size_t rows = A.GetTensorTypeAndShapeInfo().GetElementCount() / size_t(k);
     as.back() = n;
@@ -149,9 +169,9 @@ struct BlockMatMulKernel {
     thread_local eaglet::blockmm::QuantRows x;
     x.quantize(A.GetTensorData<float>(), int(rows), int(k));
     // Chunks of column groups: enough for ORT's pool to balance, few enough to dispatch cheaply.
-    const int per = std::max(1, w.groups / 32);
-    Job job{&w, &x, int(rows), per, out.GetTensorMutableData<float>(), bias};
-    ctx.ParallelFor(chunk, size_t((w.groups + per - 1) / per), 0, &job);
+    const int per = std::max(1, w->groups / 32);
+    Job job{w.get(), &x, int(rows), per, out.GetTensorMutableData<float>(), bias};
+    ctx.ParallelFor(chunk, size_t((w->groups + per - 1) / per), 0, &job);
   }
 };
 
