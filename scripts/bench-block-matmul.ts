@@ -14,6 +14,7 @@ import { quantizeWeight } from '../src/model/quantize.ts';
 import { createSession, releaseSession } from '../src/runtime/ort.ts';
 import type { FlagSpec } from '../src/option-schema.ts';
 import { median } from '../src/util/stats.ts';
+import { UsageError } from '../src/errors.ts';
 import { scriptFlags } from './script-flags.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -28,8 +29,9 @@ const FLAGS: FlagSpec[] = [
 ];
 const f = scriptFlags(import.meta.url, FLAGS);
 const bits = f.bits as number, k = f.k as number, n = f.n as number, M = f.rows as number, L = f.layers as number;
-if (bits !== 4 && bits !== 8) throw new Error('--bits must be 4 or 8');
-if (k % 128 !== 0 || n < k) throw new Error('--k must be a multiple of 128 and --n at least --k');
+if (bits !== 4 && bits !== 8) throw new UsageError('--bits', `must be 4 or 8, got ${bits}`);
+if (k % 128 !== 0) throw new UsageError('--k', `must be a multiple of 128 (the block), got ${k}`);
+if (n < k) throw new UsageError('--n', `must be at least --k (${k}): each output is sliced back to K columns for the next node, got ${n}`);
 
 function chain(kind: 'native' | 'nbits'): Uint8Array {
   const g = new GraphBuilder('chain');

@@ -174,3 +174,23 @@ test('nativeMatMul renders every q4 Linear as BlockMatMul with no padded rows; s
     await g.dispose();
   }
 });
+
+test('self-drafting (--exit-layer) from a q4 target on BlockMatMul: its exit and rest graphs score rows as the target does, so speculation == plain', { skip }, async () => {
+  const cfg = makeConfig({ vocabSize: 200, dim: 128, nLayers: 3, nHeads: 4, nKvHeads: 2, headDim: 32, hiddenDim: 256, maxSeqLen: 96, eosTokenIds: [] });
+  const model = { config: cfg, weights: quantizeTarget(cfg, randomWeights(cfg, 4, 3), QUANT.q4), source: 'hf' as const };
+  const ar = await loadGenerator({ model, threads: 2, nativeMatMul: true });
+  try {
+    for (const tree of [{ topK: 1, maxDepth: 3, totalTokens: 3 }, { topK: 2, maxDepth: 3, totalTokens: 6 }]) {
+      const spec = await loadGenerator({ model, exitLayer: 1, tree, threads: 2, nativeMatMul: true });
+      try {
+        let drafted = 0;
+        for (const prompt of [[1, 2, 3], [9, 40, 77, 120]]) drafted += (await sameAsPlain(ar, spec, prompt, { maxNewTokens: 40, stopAtEos: false })).stats.draftPasses;
+        assert.ok(drafted > 0, 'the exit layer drafted');
+      } finally {
+        await spec.dispose();
+      }
+    }
+  } finally {
+    await ar.dispose();
+  }
+});
