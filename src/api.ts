@@ -135,7 +135,7 @@ export interface LoadOptions {
    * Apply the `tuning.json` beside the draft head (written by `eaglet tune`): its tree shape
    * under `tree`, its policy unless `policy` / `ldlp` is given. Only a file measured on this
    * machine with the same thread count and weight formats (`weightFormats`: fp32 / q8 / q4 and a
-   * quantization's block size) applies; any other is reported in `notes`. Default true.
+   * quantization's block size, and the Linear kernel: nativeMatMul) applies; any other is reported in `notes`. Default true.
    */
   tuning?: boolean;
 }
@@ -258,7 +258,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const sessionOpts = { threads, nativeLinear: o.nativeMatMul === true };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
   const notes: string[] = [];
-  const weightFormats = tunedWeights(model.config, model.weights, headQuant(o, model));
+  const weightFormats = tunedWeights(model.config, model.weights, headQuant(o, model), o.nativeMatMul === true);
   const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, weightFormats, notes) : undefined;
   // The embedded target with its own head: its tree by default, and (fusedRound 'auto') the fused round.
   const embeddedPair = options.model === undefined && o.draft === DEFAULT_PATHS.draft;

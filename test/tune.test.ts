@@ -90,6 +90,10 @@ test('a tuning file applies on its machine and thread count, and is reported (no
   assert.match(tuningMismatch(tuning({ weights: { ...q4w, targetBlock: 32 } }), 1, machineInfo(), q4w)!, /target q4 \(blocks of 32\), .*; running with target q4 \(blocks of 128\)/);
   assert.match(tuningMismatch(tuning({ weights: { target: 'q4', draft: 'fp32' } }), 1, machineInfo(), { target: 'q4', draft: 'fp32', targetBlock: 128 })!, /target q4 \(block size not recorded\)/);
   assert.equal(tuningMismatch(tuning({ weights: { target: 'fp32', draft: 'fp32' } }), 1), null, 'fp32 needs no block size');
+  // Rounds priced on ORT's MatMulNBits do not describe eaglet's own kernel, nor the other way round.
+  assert.match(tuningMismatch(tuning({ weights: q4w }), 1, machineInfo(), { ...q4w, kernel: 'native' })!, /measured with target q4 \(blocks of 128\), head q4 \(blocks of 128\); running with .* on eaglet's own kernel/);
+  assert.match(tuningMismatch(tuning({ weights: { ...q4w, kernel: 'native' } }), 1, machineInfo(), q4w)!, /on eaglet's own kernel \(--native-matmul\); running with target q4 \(blocks of 128\), head q4 \(blocks of 128\)$/);
+  assert.equal(tuningMismatch(tuning({ weights: { ...q4w, kernel: 'native' } }), 1, machineInfo(), { ...q4w, kernel: 'native' }), null);
 
   const dir = mkdtempSync(join(tmpdir(), 'eaglet-tuning-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

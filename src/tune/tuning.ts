@@ -3,7 +3,7 @@
  * machine, with what it measured. Written as `tuning.json` beside the head; `generate`, `bench`
  * and `loadGenerator` apply it unless options say otherwise, and only on the machine and thread
  * count it was measured with, and with the same weight formats (fp32 / q8 / q4 target and head,
- * and a quantization's block size); anything else is reported, never applied silently.
+ * and a quantization's block size, and the Linear kernel); anything else is reported, never applied silently.
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -123,6 +123,11 @@ export interface TunedWeights {
   targetBlock?: number;
   /** A quantized head's block size, as its `--draft-quant` asks for (DRAFT_QUANT); absent as targetBlock. */
   draftBlock?: number;
+  /**
+   * 'native': blockwise Linear layers ran on eaglet's own kernel (LoadOptions.nativeMatMul,
+   * `--native-matmul`), which prices rounds differently. Absent: ORT's MatMulNBits.
+   */
+  kernel?: 'native';
 }
 
 const FP32_WEIGHTS: TunedWeights = { target: 'fp32', draft: 'fp32' };
@@ -132,11 +137,12 @@ const FP32_WEIGHTS: TunedWeights = { target: 'fp32', draft: 'fp32' };
  * quantized checkpoint; read before its Linear weights are released), the head's `draft`
  * (as loadGenerator quantizes it; undefined = fp32).
  */
-export function tunedWeights(cfg: ModelConfig, weights: Weights, draft?: QuantName): TunedWeights {
+export function tunedWeights(cfg: ModelConfig, weights: Weights, draft?: QuantName, nativeMatMul = false): TunedWeights {
   const q = quantOf(cfg, weights);
   return {
     target: q?.bits === 4 ? 'q4' : q?.bits === 8 ? 'q8' : 'fp32', draft: draft ?? 'fp32',
     ...(q ? { targetBlock: q.blockSize } : {}), ...(draft ? { draftBlock: DRAFT_QUANT[draft].blockSize } : {}),
+    ...(nativeMatMul && (q || draft) ? { kernel: 'native' as const } : {}),
   };
 }
 
@@ -146,7 +152,7 @@ function formatName(format: TunedWeights['target'], block: number | undefined): 
 }
 
 /** Both sides' formats for a message: 'target q4 (blocks of 128), head fp32'. */
-const formatsName = (w: TunedWeights): string => `target ${formatName(w.target, w.targetBlock)}, head ${formatName(w.draft, w.draftBlock)}`;
+const formatsName = (w: TunedWeights): string => `target ${formatName(w.target, w.targetBlock)}, head ${formatName(w.draft, w.draftBlock)}${w.kernel === 'native' ? ", on eaglet's own kernel (--native-matmul)" : ''}`;
 
 /** A quantized side's format matches only with both block sizes known and equal. */
 const sameFormat = (a: TunedWeights['target'], aBlock: number | undefined, b: TunedWeights['target'], bBlock: number | undefined): boolean =>
@@ -162,7 +168,7 @@ export function tuningMismatch(t: TuningFile, threads: number, here: MachineInfo
     return `measured on another machine (${m.cpu}, ${m.cores} cores; this one: ${here.cpu}, ${here.cores} cores)`;
   if (t.threads !== threads) return `measured with ${t.threads} threads, running with ${threads}`;
   const tw = t.weights ?? FP32_WEIGHTS;
-  if (!sameFormat(tw.target, tw.targetBlock, weights.target, weights.targetBlock) || !sameFormat(tw.draft, tw.draftBlock, weights.draft, weights.draftBlock))
+  if (!sameFormat(tw.target, tw.targetBlock, weights.target, weights.targetBlock) || !sameFormat(tw.draft, tw.draftBlock, weights.draft, weights.draftBlock) || tw.kernel !== weights.kernel)
     return `measured with ${formatsName(tw)}; running with ${formatsName(weights)}`;
   return null;
 }

@@ -17,7 +17,7 @@ import { greedySequences, measureAcceptance, measureFusedRounds, measureVerify, 
 import { bestByDepth, machineInfo, scoreShapes, TUNING_FILE, type ShapeScore, type TuningFile } from '../../tune/tuning.ts';
 import type { FlagSpec } from '../../option-schema.ts';
 import { median } from '../../util/stats.ts';
-import { DRAFT_QUANT_FLAG, MODEL_FLAGS, policyList, policyName, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG } from '../common-flags.ts';
+import { DRAFT_QUANT_FLAG, MODEL_FLAGS, NATIVE_MATMUL_FLAG, policyList, policyName, QUANTIZE_FLAG, quantFromFlags, THREADS_FLAG } from '../common-flags.ts';
 import { defineCommand } from '../command.ts';
 
 const FLAGS: FlagSpec[] = [
@@ -34,6 +34,7 @@ const FLAGS: FlagSpec[] = [
   THREADS_FLAG,
   QUANTIZE_FLAG,
   DRAFT_QUANT_FLAG,
+  NATIVE_MATMUL_FLAG,
   { flag: 'out', type: 'string', meta: 'FILE', help: `tuning file (default: ${TUNING_FILE} beside the head)` },
 ];
 
@@ -92,7 +93,7 @@ Tune on prompts that are not your benchmark's (the default pair: training-split 
       }
       // A chain round as one ORT call, built as loadGenerator builds it (same head quantization and threads).
       const head = fusedRound ? loadDraftHead(draft, g.model.config) : undefined, hq = g.weightFormats.draft;
-      const roundSession = (depth: number) => RoundSession.create(g.model.config, g.model.weights, head!.config, head!.weights, depth, { threads: g.threads, quantize: hq === 'fp32' ? undefined : DRAFT_QUANT[hq] });
+      const roundSession = (depth: number) => RoundSession.create(g.model.config, g.model.weights, head!.config, head!.weights, depth, { threads: g.threads, quantize: hq === 'fp32' ? undefined : DRAFT_QUANT[hq], nativeLinear: g.nativeMatMul });
       const fused = fusedRound ? await measureFusedRounds(target, roundSession, prompts, Math.min(D, N), f.maxNewTokens as number) : undefined;
       // Chains are priced only where a full fused round ran; with top-k 1 alone nothing else is left.
       if (fused && fused.roundMs.length === 1 && K === 1)
