@@ -42,18 +42,24 @@ const roundEven = (v: number): number => {
   return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 };
 
-/** y [T, N] by the same quantized math in float64 (exact integer block dots), and each output's sum of |terms| (the tolerance's scale). */
-function reference(bits: number, x: Float32Array, t: number, k: number, n: number, packed: Uint8Array, scales: Float32Array, bias?: Float32Array): { y: Float64Array; mag: Float64Array } {
+/**
+ * y [T, N] by the same quantized math in float64 (exact integer block dots), each output's sum of
+ * |terms| (the relative tolerance's scale) and `sub`, what float32 subnormals can lose: the kernel
+ * multiplies each block's two scales in float32, and where that product is subnormal (a row near
+ * 1e-38) it is off by up to half the subnormal spacing, 2^-150, times the block's dot.
+ */
+function reference(bits: number, x: Float32Array, t: number, k: number, n: number, packed: Uint8Array, scales: Float32Array, bias?: Float32Array): { y: Float64Array; mag: Float64Array; sub: Float64Array } {
   const blob = bits * 16, zero = 2 ** (bits - 1), code = (at: number, j: number) => (bits === 8 ? packed[at + j] : (packed[at + (j >> 1)] >> ((j & 1) * 4)) & 15);
-  const blocks = k / 128, y = new Float64Array(t * n), mag = new Float64Array(t * n);
+  const blocks = k / 128, y = new Float64Array(t * n), mag = new Float64Array(t * n), sub = new Float64Array(t * n);
   for (let r = 0; r < t; r++) {
     const q = new Int32Array(k), sa = new Float64Array(blocks);
     for (let b = 0; b < blocks; b++) {
       let mx = 0;
       for (let j = 0; j < 128; j++) mx = Math.max(mx, Math.abs(x[r * k + b * 128 + j]));
-      const inv = mx > 0 ? Math.fround(127 / mx) : 0;
+      // A block below 1e-30 is scaled by 2^100 first (exact), as the kernel does: 127 / max|a| would overflow.
+      const pre = mx > 0 && mx < Math.fround(1e-30) ? 2 ** 100 : 1, inv = mx > 0 ? Math.fround(127 / Math.fround(mx * pre)) : 0;
       sa[b] = Math.fround(mx / 127);
-      for (let j = 0; j < 128; j++) q[b * 128 + j] = Math.max(-128, Math.min(127, roundEven(Math.fround(x[r * k + b * 128 + j] * inv))));
+      for (let j = 0; j < 128; j++) q[b * 128 + j] = Math.max(-128, Math.min(127, roundEven(Math.fround(Math.fround(x[r * k + b * 128 + j] * pre) * inv))));
     }
     for (let c = 0; c < n; c++) {
       let acc = bias ? bias[c] : 0, m = Math.abs(acc);
@@ -61,12 +67,12 @@ function reference(bits: number, x: Float32Array, t: number, k: number, n: numbe
         let dot = 0;
         for (let j = 0; j < 128; j++) dot += (code((c * blocks + b) * blob, j) - zero) * q[b * 128 + j];
         const term = sa[b] * scales[c * blocks + b] * dot;
-        acc += term, (m += Math.abs(term));
+        acc += term, (m += Math.abs(term)), (sub[r * n + c] += Math.abs(dot) * 2 ** -149);
       }
       y[r * n + c] = acc, (mag[r * n + c] = m);
     }
   }
-  return { y, mag };
+  return { y, mag, sub };
 }
 
 test('property: BlockMatMul (4 and 8 bits) == the float64 reference of its quantized math, and each row is the same bits in any pass', { skip }, async () => {
@@ -80,14 +86,14 @@ test('property: BlockMatMul (4 and 8 bits) == the float64 reference of its quant
         const w = { shape: [n, k], data: Float32Array.from({ length: n * k }, rand) };
         const { packed, scales } = quantizeWeight(w as never, { bits: bits as 4 | 8, blockSize: 128 });
         const b = bias ? Float32Array.from({ length: n }, rand) : undefined;
-        // Rows of different scales, one of them all zero.
-        const x = Float32Array.from({ length: t * k }, (_, i) => (Math.floor(i / k) === 1 ? 0 : rand() * (1 + Math.floor(i / k))));
+        // Rows of different scales: one all zero, one so small that 127 / max|a| overflows (subnormal values too).
+        const x = Float32Array.from({ length: t * k }, (_, i) => { const r = Math.floor(i / k); return r === 1 ? 0 : r === 2 ? rand() * 1e-38 : rand() * (1 + r); });
         const session = await createSession(blockMatMulModel(bits, n, k, packed, scales, b), { threads, native: true });
         try {
           const run = async (rows: Float32Array, count: number) => (await session.inner.run({ x: new ort.Tensor('float32', rows, [count, k]) })).y.data as Float32Array;
           const y = await run(x, t);
           const ref = reference(bits, x, t, k, n, packed, scales, b);
-          for (let i = 0; i < t * n; i++) assert.ok(Math.abs(y[i] - ref.y[i]) <= 1e-5 * ref.mag[i] + 1e-30, `y[${i}] = ${y[i]}, reference ${ref.y[i]}`);
+          for (let i = 0; i < t * n; i++) assert.ok(Math.abs(y[i] - ref.y[i]) <= 1e-5 * ref.mag[i] + ref.sub[i], `y[${i}] = ${y[i]}, reference ${ref.y[i]}`);
           for (let r = 0; r < t; r++) {
             const alone = await run(x.slice(r * k, (r + 1) * k), 1);
             assert.deepEqual(new Uint32Array(alone.buffer, alone.byteOffset, n), new Uint32Array(y.buffer, y.byteOffset + r * n * 4, n), `row ${r} of ${t} differs from the row alone`);
@@ -101,7 +107,7 @@ test('property: BlockMatMul (4 and 8 bits) == the float64 reference of its quant
   );
 });
 
-test('BlockMatMul: a row holding NaN gives NaN in its outputs only; a graph with it opens only on the native addon', { skip }, async () => {
+test('BlockMatMul: a row holding NaN gives NaN in its outputs only; K = 0 is an error; a graph with it opens only on the native addon', { skip }, async () => {
   const n = 20, k = 256, w = { shape: [n, k], data: Float32Array.from({ length: n * k }, (_, i) => Math.sin(i)) };
   const { packed, scales } = quantizeWeight(w as never, { bits: 4, blockSize: 128 });
   const model = blockMatMulModel(4, n, k, packed, scales);
@@ -115,6 +121,13 @@ test('BlockMatMul: a row holding NaN gives NaN in its outputs only; a graph with
     assert.ok([...y.slice(0, n), ...y.slice(2 * n)].every(Number.isFinite), 'the other rows are not');
   } finally {
     await releaseSession(session);
+  }
+  // No blocks (K = 0): one error, not a crash (a division by K).
+  const empty = await createSession(blockMatMulModel(4, 3, 0, new Uint8Array(0), new Float32Array(0)), { threads: 1, native: true });
+  try {
+    await assert.rejects(empty.inner.run({ x: new ort.Tensor('float32', new Float32Array(0), [2, 0]) }), /K must be positive/);
+  } finally {
+    await releaseSession(empty);
   }
 });
 

@@ -31,6 +31,8 @@ namespace eaglet {
 namespace blockmm {
 
 constexpr int BLK = 128, COLS = 16, MAX_M = 4;
+// Blocks whose max |a| is below this are scaled by 2^100 before quantizing (see QuantRows).
+constexpr float TINY = 1e-30f;
 
 template <typename T>
 struct AlignedBuf {
@@ -104,12 +106,15 @@ struct QuantRows {
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
         bad = _mm512_add_ps(bad, _mm512_mul_ps(v, _mm512_setzero_ps()));
       }
-      const float mx = _mm512_reduce_max_ps(amax), inv = mx > 0 ? 127.f / mx : 0.f;
-      const __m512 vinv = _mm512_set1_ps(inv);
+      const float mx = _mm512_reduce_max_ps(amax);
+      // Below max|a| ~ 3.7e-37, 127 / max|a| overflows: such a block is scaled up by 2^100 first
+      // (exact) and quantized against its scaled maximum. The scale stays max|a| / 127.
+      const float pre = mx > 0 && mx < TINY ? 0x1p100f : 1.f, inv = mx > 0 ? 127.f / (mx * pre) : 0.f;
+      const __m512 vinv = _mm512_set1_ps(inv), vpre = _mm512_set1_ps(pre);
       int8_t* out = q.p + size_t(r) * k + b * BLK;
       __m512i total = _mm512_setzero_si512();
       for (int j = 0; j < BLK; j += 16) {
-        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(a + j), vinv));
+        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(a + j), vpre), vinv));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm512_cvtsepi32_epi8(v));
         total = _mm512_add_epi32(total, v);
       }

@@ -8,8 +8,8 @@
 //   BlockMatMul(A [..., K], B uint8 [N, K / 128, 64 | 128], scales [N * K / 128], bias [N]?) -> [..., N]
 //   A Linear layer over 4-bit (B's last axis 64) or 8-bit (128) weights in MatMulNBits' layout
 //   (blocks of 128, zero point 8 or 128): src/native/block-matmul.h, row-exact
-//   (OnnxOpsOptions.nativeLinear). The weights are reordered on the node's first run and kept
-//   with the node.
+//   (OnnxOpsOptions.nativeLinear). The weights are reordered on a node's first run and shared by
+//   the session's nodes reading the same initializer (tilesFor).
 //   PastAttention(q [1, nKv, G, hd] scaled, kNew [nKv, hd, 1], vNew [nKv, 1, hd],
 //                 pastK [1, nKv, hd, S], pastV [1, nKv, hd, S], mask [1, S + 1]) -> o [1, nKv, G, hd]
 //   The one-token graph's attention (src/onnx/ops.ts, OnnxOpsOptions.nativeAttention): softmax of
@@ -100,11 +100,12 @@ struct PastAttentionOp : Ort::CustomOpBase<PastAttentionOp, PastAttentionKernel>
 // -------------------------------------------------------------------------------------------
 // The BlockMatMul kernel.
 
-// The reordered weights of one packed initializer, shared by every node (and session) reading
-// the same bytes: a fused round's head steps read one weight per step, and a copy per node would
-// multiply the bytes the round streams through the caches (measured: head steps 2.3x slower).
-// Held while any kernel holds them; an initializer's bytes outlive its session's kernels, so an
-// address is reused only after every tile set made from it has expired.
+// The reordered weights of one packed initializer, shared by every node reading the same bytes:
+// a fused round's head steps read one weight per step (a tied LM head twice), and a copy per node
+// would multiply the head's memory. ORT copies initializers into each session, so sessions do
+// not share them: each holds its own reordered copy beside ORT's. Held while any kernel holds
+// them; an initializer's bytes outlive its session's kernels, so an address is reused only after
+// every tile set made from it has expired.
 std::shared_ptr<const eaglet::blockmm::Tiles> tilesFor(const uint8_t* packed, const float* scales, int n, int k, int bits) {
   static std::mutex mu;
   static std::map<std::tuple<const void*, const void*, int, int, int>, std::weak_ptr<const eaglet::blockmm::Tiles>> cache;
@@ -147,6 +148,7 @@ struct BlockMatMulKernel {
     if (bs.size() != 3 || (bs[2] != 64 && bs[2] != 128)) throw Ort::Exception("BlockMatMul: B must be uint8 [N, K / 128, 64 | 128] (4- or 8-bit blocks of 128)", ORT_INVALID_ARGUMENT);
     const int bits = int(bs[2]) / 16;
     const int64_t n = bs[0], k = bs[1] * eaglet::blockmm::BLK;
+    if (k == 0) throw Ort::Exception("BlockMatMul: K must be positive (B has no blocks)", ORT_INVALID_ARGUMENT);
     if (as.empty() || as.back() != k) throw Ort::Exception("BlockMatMul: A's last axis is not B's K", ORT_INVALID_ARGUMENT);
     if (S.GetTensorTypeAndShapeInfo().GetElementCount() != size_t(n * bs[1])) throw Ort::Exception("BlockMatMul: scales must hold N x K / 128 floats", ORT_INVALID_ARGUMENT);
     const float* bias = nullptr;

@@ -152,6 +152,7 @@ export class Engine {
    *   unknown key fails here, with one line naming the option.
    */
   constructor(readonly g: LoadedGenerator, options: EngineOptions = {}) {
+    if (g.nativeMatMul) throw new UsageError('nativeMatMul', "serving's batch graphs run ORT's MatMulNBits: load the generator without nativeMatMul (--native-matmul) to serve it");
     const cfg = g.model.config, opts = engineOptions(options);
     this.maxBatch = opts.maxBatch;
     this.maxQueue = opts.maxQueue;
@@ -195,7 +196,6 @@ export class Engine {
       this.fusedRound = true;
     }
     this.free = [...this.slots].reverse();
-    if (g.nativeMatMul) throw new UsageError('nativeMatMul', "serving's batch graphs run ORT's MatMulNBits: load the generator without nativeMatMul (--native-matmul) to serve it");
     this.threads = opts.threads ?? g.threads;
   }
 
