@@ -10,6 +10,7 @@
  * ```
  */
 import { StateError, UsageError } from './errors.ts';
+import { blockMatMulUnsupported } from './runtime/native-build.ts';
 import { parameterCount } from './model/config.ts';
 import { DRAFT_QUANT, quantizedModel, quantOf, linearNames, type QuantName } from './model/quantize.ts';
 import type { Tensor } from './model/weights.ts';
@@ -252,6 +253,8 @@ function withoutLinears(m: LoadedModel): Map<string, Tensor> {
  */
 export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGenerator> {
   const o = options.model === undefined ? withDefaults(options) : options;
+  const unsupported = o.nativeMatMul ? blockMatMulUnsupported() : null;
+  if (unsupported) throw new UsageError('nativeMatMul', unsupported);
   let model = quantizedModel(typeof o.model === 'string' ? await loadModel(o.model) : o.model!, o.quantize);
   const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer, { vocabSize: model.config.vocabSize }) : model.tokenizer;
   const threads = o.threads ?? defaultThreadsFor(parameterCount(model.config));

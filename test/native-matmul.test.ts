@@ -20,6 +20,7 @@ import { buildRoundModel, buildTargetModel } from '../src/onnx/model-graphs.ts';
 import { createSession, releaseSession } from '../src/runtime/ort.ts';
 import * as ort from 'onnxruntime-node';
 import { Engine } from '../src/serve/engine.ts';
+import { blockMatMulUnsupported } from '../src/runtime/native-build.ts';
 import { sameAsPlain, AcceptanceTally } from './support/models.ts';
 
 const cpu = process.arch === 'x64' && existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
@@ -206,4 +207,10 @@ test('self-drafting (--exit-layer) from a q4 target on BlockMatMul: its exit and
   } finally {
     await ar.dispose();
   }
+});
+
+test('a CPU without AVX-512 VNNI is told at load, in one line naming what it lacks', () => {
+  assert.match(blockMatMulUnsupported('flags\t: fpu sse avx2 avx512f avx512bw', 'x64')!, /needs an x86-64 Linux CPU with AVX-512 VNNI .*lacks avx512_vnni\)$/);
+  assert.match(blockMatMulUnsupported('flags\t: avx512f avx512bw avx512_vnni', 'arm64')!, /not x86-64/);
+  assert.equal(blockMatMulUnsupported('flags\t: avx512f avx512bw avx512_vnni', 'x64'), null);
 });

@@ -83,13 +83,28 @@ function ortLibDir(): string {
   throw new EagletError(`libonnxruntime.so.1 not found under ${base}/*/${process.platform}/${process.arch}: the native addon links onnxruntime-node's ORT (Linux only)`);
 }
 
+/** This host's /proc/cpuinfo flags line ('' elsewhere). */
+function cpuFlags(): string {
+  const cpu = process.platform === 'linux' && existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  return cpu.split('\n').find((l) => l.startsWith('flags')) ?? '';
+}
+
+/**
+ * Why eaglet.BlockMatMul cannot run here (it needs AVX-512 with VNNI and BW; the addon itself
+ * builds without them), or null when it can: checked at load, so a user learns it before any
+ * session opens rather than from ORT on the first run.
+ */
+export function blockMatMulUnsupported(flags = cpuFlags(), arch: string = process.arch): string | null {
+  const missing = ['avx512f', 'avx512bw', 'avx512_vnni'].filter((f) => !new RegExp(`\\b${f}\\b`).test(flags));
+  return arch === 'x64' && missing.length === 0 ? null : `eaglet's own matmul kernel needs an x86-64 Linux CPU with AVX-512 VNNI (this ${process.platform}/${arch} host's /proc/cpuinfo lacks ${missing.join(', ') || 'nothing, but it is not x86-64'})`;
+}
+
 /**
  * The built addon's path, building it if its sources, compiler flags, ORT library, headers
  * package or CPU features changed (the file name carries a hash of them). A missing g++, header or library is one error line.
  */
 export function buildNativeAddon(): string {
-  const cpu = process.platform === 'linux' && existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const flagsLine = cpu.split('\n').find((l) => l.startsWith('flags')) ?? '';
+  const flagsLine = cpuFlags();
   if (process.arch !== 'x64' || !/\bavx512f\b/.test(flagsLine)) throw new EagletError(`the native addon needs an x86-64 Linux CPU with AVX-512 (this ${process.platform}/${process.arch} host's /proc/cpuinfo lists no avx512f)`);
   const names = ['ort-addon.cc', 'past-attention.h', 'block-matmul.h'];
   const missing = names.find((f) => !existsSync(join(sourceDir, f)));
