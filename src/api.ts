@@ -261,7 +261,7 @@ export async function loadGenerator(options: LoadOptions = {}): Promise<LoadedGe
   const sessionOpts = { threads, nativeLinear: o.nativeMatMul === true };
   const target = await TargetSession.create(model.config, model.weights, sessionOpts);
   const notes: string[] = [];
-  const weightFormats = tunedWeights(model.config, model.weights, headQuant(o, model), o.nativeMatMul === true);
+  const weightFormats = tunedWeights(model.config, model.weights, headQuant(o, model), sessionOpts.nativeLinear);
   const tuning = o.tuning !== false && typeof o.draft === 'string' && o.draft !== 'random' && o.draft !== 'self' ? applicableTuning(o.draft, threads, weightFormats, notes) : undefined;
   // The embedded target with its own head: its tree by default, and (fusedRound 'auto') the fused round.
   const embeddedPair = options.model === undefined && o.draft === DEFAULT_PATHS.draft;

@@ -21,6 +21,7 @@ import { createSession, releaseSession } from '../src/runtime/ort.ts';
 import * as ort from 'onnxruntime-node';
 import { Engine } from '../src/serve/engine.ts';
 import { blockMatMulUnsupported } from '../src/runtime/native-build.ts';
+import { Rng } from '../src/util/rng.ts';
 import { sameAsPlain, AcceptanceTally } from './support/models.ts';
 
 const cpu = process.arch === 'x64' && existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
@@ -82,8 +83,7 @@ test('property: BlockMatMul (4 and 8 bits) == the float64 reference of its quant
       fc.record({ bits: fc.constantFrom(4, 8), n: fc.integer({ min: 1, max: 70 }), blocks: fc.integer({ min: 1, max: 3 }), t: fc.integer({ min: 1, max: 11 }), bias: fc.boolean(), threads: fc.constantFrom(1, 2), seed: fc.nat() }),
       async ({ bits, n, blocks, t, bias, threads, seed }) => {
         const k = blocks * 128;
-        let s = seed + 1;
-        const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+        const rng = new Rng(seed), rand = () => rng.next() * 2 - 1;
         const w = { shape: [n, k], data: Float32Array.from({ length: n * k }, rand) };
         const { packed, scales } = quantizeWeight(w as never, { bits: bits as 4 | 8, blockSize: 128 });
         const b = bias ? Float32Array.from({ length: n }, rand) : undefined;

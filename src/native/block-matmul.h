@@ -25,7 +25,6 @@
 #include <cstring>
 #include <limits>
 #include <new>
-#include <vector>
 
 namespace eaglet {
 namespace blockmm {
@@ -146,11 +145,11 @@ inline int32_t load4(const int8_t* p) {
   return v;
 }
 
-// Column group g (16 columns) of rows [r0, r0 + M) into y [rows, ldy] (+ bias); columns past
+// Column group g (16 columns) of rows [r0, r0 + M) into y [rows, w.n] (+ bias); columns past
 // w.n are not stored. Each 64-byte step is loaded (and for 4 bits unpacked) once for the M rows;
 // two accumulators a row (the low and high nibbles, or even and odd steps) for two VPDPBUSD chains.
 template <int BITS, int M>
-void group_rows(const Tiles& w, const QuantRows& x, int r0, int g, float* y, size_t ldy, const float* bias) {
+void group_rows(const Tiles& w, const QuantRows& x, int r0, int g, float* y, const float* bias) {
   constexpr int STEPS = BITS == 4 ? BLK / 8 : BLK / 4, ZERO = 1 << (BITS - 1);
   const int blocks = w.blocks;
   const __m512i nib = _mm512_set1_epi8(0x0F);
@@ -187,7 +186,7 @@ void group_rows(const Tiles& w, const QuantRows& x, int r0, int g, float* y, siz
   const int c0 = g * COLS, live = w.n - c0 < COLS ? w.n - c0 : COLS;
   const __mmask16 mask = live == COLS ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
   const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask, bias + c0) : _mm512_setzero_ps();
-  for (int m = 0; m < M; m++) _mm512_mask_storeu_ps(y + size_t(r0 + m) * ldy + c0, mask, bias ? _mm512_add_ps(acc[m], bv) : acc[m]);
+  for (int m = 0; m < M; m++) _mm512_mask_storeu_ps(y + size_t(r0 + m) * w.n + c0, mask, bias ? _mm512_add_ps(acc[m], bv) : acc[m]);
 }
 
 template <int BITS>
@@ -195,10 +194,10 @@ void columns_of(const Tiles& w, const QuantRows& x, int rows, int g0, int g1, fl
   for (int g = g0; g < g1; g++)
     for (int r = 0; r < rows; r += MAX_M) {
       switch (rows - r >= MAX_M ? MAX_M : rows - r) {
-        case 1: group_rows<BITS, 1>(w, x, r, g, y, size_t(w.n), bias); break;
-        case 2: group_rows<BITS, 2>(w, x, r, g, y, size_t(w.n), bias); break;
-        case 3: group_rows<BITS, 3>(w, x, r, g, y, size_t(w.n), bias); break;
-        default: group_rows<BITS, 4>(w, x, r, g, y, size_t(w.n), bias);
+        case 1: group_rows<BITS, 1>(w, x, r, g, y, bias); break;
+        case 2: group_rows<BITS, 2>(w, x, r, g, y, bias); break;
+        case 3: group_rows<BITS, 3>(w, x, r, g, y, bias); break;
+        default: group_rows<BITS, 4>(w, x, r, g, y, bias);
       }
     }
 }

@@ -164,7 +164,8 @@ struct BlockMatMulKernel {
       std::lock_guard<std::mutex> lock(building);
       if (!w || w->source != packed) w = tilesFor(packed, S.GetTensorData<float>(), int(n), int(k), bits);
     }
-    const size_t rows = A.GetTensorTypeAndShapeInfo().GetElementCount() / size_t(k);
+    size_t rows = 1;  // the leading axes of A
+    for (size_t i = 0; i + 1 < as.size(); i++) rows *= size_t(as[i]);
     as.back() = n;
     auto out = ctx.GetOutput(0, as);
     if (rows == 0) return;

@@ -454,13 +454,13 @@ export class OnnxOps implements Ops<string> {
     const S = split ? this.once(`fusedS/${ws.map((w) => w.S).join('+')}`, () => g.initializer(ws.map((w) => w.S).join('+'), joined(ws.map((w) => w.st), [n * blocks]))) : ws[0].S;
     const biases = members.map((m) => m.bias).filter((b) => b !== undefined);
     const bias = biases.length === 0 ? undefined : !split ? biases[0] : this.once(`fusedBias/${biases.join('+')}`, () => g.initializer(biases.join('+'), joined(biases.map((b) => this.biasTensor(b)), [n])));
-    if (this.opts.nativeLinear && nativeLinearFits(bits, blockSize)) {
+    if (this.rendersNative(bits, blockSize)) {
       // Row-exact (block-matmul.h): no padded rows.
       const y = g.node('BlockMatMul', [x, B, S, ...(bias ? [bias] : [])], {}, { domain: 'eaglet', outputs: split ? 1 : (outs ?? 1) })[0];
       return split ? g.node('Split', [y, g.ints(ws.map((w) => w.n))], { axis: -1 }, { outputs: outs ?? ws.length }) : [y];
     }
     // A pass padded at its inputs (evenPass) has even rows already.
-    const even = this.opts.evenRows && !this.passRows && blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) ? this.evenRowsOf(x) : undefined;
+    const even = this.opts.evenRows && !this.passRows && this.pairsRows(bits, blockSize) ? this.evenRowsOf(x) : undefined;
     // Inputs: A, B, scales, zero points, g_idx, bias. The last node of the chain (MatMulNBits, then the Slice back to the pass's rows, then the Split) writes `outs`.
     const input = even ? g.op('Pad', [x, even.pads], { mode: 'edge' }) : x;
     let y = g.node('MatMulNBits', [input, B, S, ...(bias ? ['', '', bias] : [])], { ...attrs, N: n }, { domain: 'com.microsoft', outputs: split || even ? 1 : (outs ?? 1) })[0];
@@ -489,10 +489,20 @@ export class OnnxOps implements Ops<string> {
   /** Set by `evenPass`: the pass's own row count T [1] (its inputs were padded to even rows). */
   private passRows?: string;
 
-  /** Whether evenRows pads this rendering's passes: its quantization has blocks above ROW_EXACT_BLOCK. */
+  /** Whether a quantized weight of `bits` and `blockSize` renders as eaglet.BlockMatMul here (OnnxOpsOptions.nativeLinear). */
+  private rendersNative(bits: number, blockSize: number): boolean {
+    return !!this.opts.nativeLinear && nativeLinearFits(bits, blockSize);
+  }
+
+  /** Whether the kernel a weight of `bits` and `blockSize` renders as computes rows in pairs: MatMulNBits with blocks above ROW_EXACT_BLOCK. */
+  private pairsRows(bits: number, blockSize: number): boolean {
+    return blockSize > (ROW_EXACT_BLOCK[bits] ?? Infinity) && !this.rendersNative(bits, blockSize);
+  }
+
+  /** Whether evenRows pads this rendering's passes: its quantization's kernel computes rows in pairs. */
   get padsRows(): boolean {
     const q = this.opts.quantize;
-    return !!this.opts.evenRows && q !== undefined && q.blockSize > (ROW_EXACT_BLOCK[q.bits] ?? Infinity) && !(this.opts.nativeLinear && nativeLinearFits(q.bits, q.blockSize));
+    return !!this.opts.evenRows && q !== undefined && this.pairsRows(q.bits, q.blockSize);
   }
 
   /**
